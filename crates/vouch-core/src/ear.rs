@@ -1,0 +1,283 @@
+//! The EAT Attestation Result (EAR) claim set (draft-ietf-rats-ear) and the AR4SI trust vector
+//! (draft-ietf-rats-ar4si).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The EAR profile Vouch emits (the profile defined by the EAR draft).
+pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
+
+/// The submodule name Vouch uses for the attested workload.
+pub const SUBMOD_NAME: &str = "workload";
+
+/// Appraisal status of one submodule (`ear.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArStatus {
+    /// No claim could be made.
+    None,
+    /// Trustworthy.
+    Affirming,
+    /// Trustworthy with concerns.
+    Warning,
+    /// Not trustworthy.
+    Contraindicated,
+}
+
+impl ArStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Affirming => "affirming",
+            Self::Warning => "warning",
+            Self::Contraindicated => "contraindicated",
+        }
+    }
+
+    /// Parse the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::None,
+            Self::Affirming,
+            Self::Warning,
+            Self::Contraindicated,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for ArStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The tier of a trustworthiness claim value (AR4SI §2.3).
+pub type TrustTier = ArStatus;
+
+/// The eight AR4SI trustworthiness claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrustClaim {
+    /// `instance-identity`
+    InstanceIdentity,
+    /// `configuration`
+    Configuration,
+    /// `executables`
+    Executables,
+    /// `file-system`
+    FileSystem,
+    /// `hardware`
+    Hardware,
+    /// `runtime-opaque`
+    RuntimeOpaque,
+    /// `storage-opaque`
+    StorageOpaque,
+    /// `sourced-data`
+    SourcedData,
+}
+
+impl TrustClaim {
+    /// All claims in AR4SI order.
+    pub const ALL: [TrustClaim; 8] = [
+        Self::InstanceIdentity,
+        Self::Configuration,
+        Self::Executables,
+        Self::FileSystem,
+        Self::Hardware,
+        Self::RuntimeOpaque,
+        Self::StorageOpaque,
+        Self::SourcedData,
+    ];
+
+    /// The JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InstanceIdentity => "instance-identity",
+            Self::Configuration => "configuration",
+            Self::Executables => "executables",
+            Self::FileSystem => "file-system",
+            Self::Hardware => "hardware",
+            Self::RuntimeOpaque => "runtime-opaque",
+            Self::StorageOpaque => "storage-opaque",
+            Self::SourcedData => "sourced-data",
+        }
+    }
+
+    /// Parse the JSON name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Map a claim value to its tier: -1..=1 none, 2..=31 affirming, 32..=95 warning,
+/// 96..=127 contraindicated (negative values mirror the positive ranges).
+pub fn tier_of(value: i8) -> TrustTier {
+    match value.unsigned_abs() {
+        0 | 1 => ArStatus::None,
+        2..=31 => ArStatus::Affirming,
+        32..=95 => ArStatus::Warning,
+        _ => ArStatus::Contraindicated,
+    }
+}
+
+/// An AR4SI trustworthiness vector: claims that were not set are absent (no claim made).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TrustVector(pub BTreeMap<String, i8>);
+
+impl TrustVector {
+    /// Set one claim.
+    pub fn set(&mut self, claim: TrustClaim, value: i8) {
+        self.0.insert(claim.as_str().to_string(), value);
+    }
+
+    /// Get one claim's value (0, "no claim", when unset).
+    pub fn get(&self, claim: TrustClaim) -> i8 {
+        self.0.get(claim.as_str()).copied().unwrap_or(0)
+    }
+
+    /// The tier of one claim.
+    pub fn tier(&self, claim: TrustClaim) -> TrustTier {
+        tier_of(self.get(claim))
+    }
+
+    /// The worst tier over all set claims (`none` when nothing is set): the submodule status
+    /// EAR derives from its vector.
+    pub fn overall(&self) -> ArStatus {
+        let mut worst = ArStatus::None;
+        for v in self.0.values() {
+            let t = tier_of(*v);
+            if t > worst {
+                worst = t;
+            }
+        }
+        worst
+    }
+}
+
+/// `ear.verifier-id`: which verifier build produced the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifierId {
+    /// Build identifier, e.g. `vouch 0.1.0`.
+    pub build: String,
+    /// Who develops the verifier.
+    pub developer: String,
+}
+
+/// One appraised submodule of an EAR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submod {
+    /// `ear.status`
+    #[serde(rename = "ear.status")]
+    pub status: ArStatus,
+    /// `ear.trustworthiness-vector`
+    #[serde(
+        rename = "ear.trustworthiness-vector",
+        default,
+        skip_serializing_if = "is_empty_vector"
+    )]
+    pub trust_vector: TrustVector,
+    /// `ear.appraisal-policy-id`
+    #[serde(
+        rename = "ear.appraisal-policy-id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub policy_id: Option<String>,
+    /// Extension claims (`ear.veraison.*`, `vouch.*`, …), kept as JSON.
+    #[serde(flatten)]
+    pub extensions: BTreeMap<String, serde_json::Value>,
+}
+
+fn is_empty_vector(v: &TrustVector) -> bool {
+    v.0.is_empty()
+}
+
+/// An EAT Attestation Result claim set, JSON serialisation (draft-ietf-rats-ear §3).
+///
+/// Times are carried as JSON numbers; other implementations (Veraison) emit `iat` as a float,
+/// so it is parsed as `f64` and exposed as whole seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ear {
+    /// `eat_profile`
+    pub eat_profile: String,
+    /// `iat`
+    pub iat: f64,
+    /// `exp` (JWT expiry); absent in results that do not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<f64>,
+    /// `nbf` (JWT not-before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<f64>,
+    /// `jti`: unique result id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// `aud`: the relying party audience, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// `sub`: the attested workload (`node-id/workload-name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// `ear.verifier-id`
+    #[serde(rename = "ear.verifier-id")]
+    pub verifier_id: VerifierId,
+    /// `eat_nonce`: the verifier nonce the evidence answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eat_nonce: Option<String>,
+    /// `ear.raw-evidence`
+    #[serde(
+        rename = "ear.raw-evidence",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub raw_evidence: Option<String>,
+    /// `submods`: one entry per appraised attester.
+    pub submods: BTreeMap<String, Submod>,
+    /// `vouch.policy-version`: version of the appraisal policy that decided.
+    #[serde(
+        rename = "vouch.policy-version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub policy_version: Option<u32>,
+}
+
+impl Ear {
+    /// The worst status over all submodules (`none` when there are none).
+    pub fn overall_status(&self) -> ArStatus {
+        self.submods
+            .values()
+            .map(|s| s.status)
+            .max()
+            .unwrap_or(ArStatus::None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_follow_ar4si_ranges() {
+        assert_eq!(tier_of(0), ArStatus::None);
+        assert_eq!(tier_of(2), ArStatus::Affirming);
+        assert_eq!(tier_of(31), ArStatus::Affirming);
+        assert_eq!(tier_of(32), ArStatus::Warning);
+        assert_eq!(tier_of(96), ArStatus::Contraindicated);
+        assert_eq!(tier_of(127), ArStatus::Contraindicated);
+        assert_eq!(tier_of(-128), ArStatus::Contraindicated);
+    }
+
+    #[test]
+    fn overall_is_worst_tier() {
+        let mut v = TrustVector::default();
+        v.set(TrustClaim::Executables, 2);
+        v.set(TrustClaim::Hardware, 0);
+        assert_eq!(v.overall(), ArStatus::Affirming);
+        v.set(TrustClaim::Configuration, 96);
+        assert_eq!(v.overall(), ArStatus::Contraindicated);
+    }
+}

@@ -1,0 +1,127 @@
+use std::fmt;
+
+/// Stable, machine-readable error kinds shared by the verifier API, the agent and the relying
+/// party SDK.
+///
+/// The string form ([`ErrorKind::as_str`]) is part of the wire protocol: it appears in every
+/// error body the verifier returns (`{"error": {"kind": "...", "message": "..."}}`) and never
+/// changes meaning once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request body was not valid JSON or did not match the expected shape.
+    MalformedRequest,
+    /// The request body exceeded the configured size limit.
+    BodyTooLarge,
+    /// The nonce could not be decoded or its authentication tag did not verify.
+    NonceInvalid,
+    /// The nonce was older than its time to live.
+    NonceExpired,
+    /// The nonce was issued further in the future than the allowed clock skew.
+    NonceFromFuture,
+    /// The nonce was issued for another audience (verifier cluster).
+    NonceAudience,
+    /// The nonce was already used by an earlier attestation.
+    NonceReused,
+    /// The evidence's nonce does not match the nonce being presented.
+    NonceMismatch,
+    /// The evidence could not be parsed.
+    EvidenceMalformed,
+    /// The evidence signature did not verify with the enrolled key.
+    EvidenceSignature,
+    /// The evidence was signed by a key that is not enrolled (or has been revoked).
+    UnknownKey,
+    /// The evidence kind is not supported by this verifier.
+    UnsupportedEvidence,
+    /// The join token is unknown.
+    TokenInvalid,
+    /// The join token has expired.
+    TokenExpired,
+    /// The join token was already used.
+    TokenReused,
+    /// The policy could not be compiled or evaluated.
+    PolicyError,
+    /// The requested record does not exist.
+    NotFound,
+    /// The store failed; the request may be retried.
+    StoreUnavailable,
+    /// An unexpected internal failure; the request may be retried.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The stable string form used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "malformed_request",
+            Self::BodyTooLarge => "body_too_large",
+            Self::NonceInvalid => "nonce_invalid",
+            Self::NonceExpired => "nonce_expired",
+            Self::NonceFromFuture => "nonce_from_future",
+            Self::NonceAudience => "nonce_audience",
+            Self::NonceReused => "nonce_reused",
+            Self::NonceMismatch => "nonce_mismatch",
+            Self::EvidenceMalformed => "evidence_malformed",
+            Self::EvidenceSignature => "evidence_signature",
+            Self::UnknownKey => "unknown_key",
+            Self::UnsupportedEvidence => "unsupported_evidence",
+            Self::TokenInvalid => "token_invalid",
+            Self::TokenExpired => "token_expired",
+            Self::TokenReused => "token_reused",
+            Self::PolicyError => "policy_error",
+            Self::NotFound => "not_found",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Parse the wire form back into a kind (unknown strings give `None`).
+    pub fn parse(s: &str) -> Option<Self> {
+        const ALL: [ErrorKind; 19] = [
+            ErrorKind::MalformedRequest,
+            ErrorKind::BodyTooLarge,
+            ErrorKind::NonceInvalid,
+            ErrorKind::NonceExpired,
+            ErrorKind::NonceFromFuture,
+            ErrorKind::NonceAudience,
+            ErrorKind::NonceReused,
+            ErrorKind::NonceMismatch,
+            ErrorKind::EvidenceMalformed,
+            ErrorKind::EvidenceSignature,
+            ErrorKind::UnknownKey,
+            ErrorKind::UnsupportedEvidence,
+            ErrorKind::TokenInvalid,
+            ErrorKind::TokenExpired,
+            ErrorKind::TokenReused,
+            ErrorKind::PolicyError,
+            ErrorKind::NotFound,
+            ErrorKind::StoreUnavailable,
+            ErrorKind::Internal,
+        ];
+        ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether a client may retry the same request later with a chance of success.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::StoreUnavailable | Self::Internal)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips() {
+        for k in [ErrorKind::NonceReused, ErrorKind::Internal, ErrorKind::TokenReused] {
+            assert_eq!(ErrorKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(ErrorKind::parse("nope"), None);
+    }
+}

@@ -1,0 +1,162 @@
+//! Evidence as it crosses the wire, and the software measurements an agent signs.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::UnixSeconds;
+
+/// Largest evidence payload (decoded) a verifier accepts, in bytes.
+pub const MAX_EVIDENCE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The kind of evidence; each kind has one verifier module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EvidenceKind {
+    /// Software measurements signed by the agent's enrolled Ed25519 key.
+    Software,
+    /// Unsigned sample evidence for demos and tests; the default policy rejects it.
+    Sample,
+}
+
+impl EvidenceKind {
+    /// The wire name of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Software => "software",
+            Self::Sample => "sample",
+        }
+    }
+}
+
+/// Signed evidence sent by an agent to `POST /v1/attest`.
+///
+/// `payload` is the unpadded base64url encoding of the JSON measurements exactly as signed, so
+/// the verifier checks the signature over the bytes it received and never over a re-encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    /// Which evidence kind this is.
+    pub kind: EvidenceKind,
+    /// Identifier of the enrolled agent key that signed the evidence.
+    pub key_id: String,
+    /// base64url(JSON of the kind's measurements, e.g. [`SoftwareMeasurements`]).
+    pub payload: String,
+    /// base64url(Ed25519 signature over [`evidence_signing_input`]).
+    pub signature: String,
+}
+
+/// The exact bytes an agent signs: a domain-separation prefix, the kind, and the encoded payload.
+pub fn evidence_signing_input(kind: EvidenceKind, payload_b64: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(32 + payload_b64.len());
+    v.extend_from_slice(b"vouch-evidence-v1\0");
+    v.extend_from_slice(kind.as_str().as_bytes());
+    v.push(0);
+    v.extend_from_slice(payload_b64.as_bytes());
+    v
+}
+
+/// Measurements of one machine and one workload on it, signed by the agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoftwareMeasurements {
+    /// The verifier's nonce this evidence answers.
+    pub nonce: String,
+    /// When the agent collected the measurements (Unix seconds, agent clock).
+    pub collected_at: UnixSeconds,
+    /// Host name of the machine.
+    pub hostname: String,
+    /// The workload being attested.
+    pub workload: WorkloadMeasurement,
+    /// Named files (configuration) and their digests.
+    #[serde(default)]
+    pub files: Vec<FileMeasurement>,
+    /// `/etc/os-release` fields.
+    pub os: OsRelease,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// Running processes.
+    #[serde(default)]
+    pub processes: Vec<ProcessInfo>,
+    /// Listening TCP sockets and bound UDP sockets.
+    #[serde(default)]
+    pub listening: Vec<ListeningSocket>,
+    /// Installed packages, name to version (dpkg status when present).
+    #[serde(default)]
+    pub packages: BTreeMap<String, String>,
+}
+
+/// The attested workload: its name, executable and (optionally) container image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadMeasurement {
+    /// Workload name, unique on its node.
+    pub name: String,
+    /// Absolute path of the workload's executable.
+    pub exe_path: String,
+    /// SHA-256 of the executable, lowercase hex.
+    pub exe_sha256: String,
+    /// base64url Ed25519 signature over the raw 32-byte digest, from `<exe>.sig`, if present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_signature: Option<String>,
+    /// Container image digest (`sha256:…`), when the workload runs from an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+}
+
+/// One measured file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMeasurement {
+    /// Absolute path.
+    pub path: String,
+    /// SHA-256 of the content, lowercase hex; `None` when the file could not be read.
+    pub sha256: Option<String>,
+    /// base64url Ed25519 signature over the raw digest, from `<path>.sig`, if present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// Why the file could not be read, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The identifying fields of `/etc/os-release`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OsRelease {
+    /// `ID`, e.g. `debian`.
+    pub id: String,
+    /// `VERSION_ID`, e.g. `12`.
+    pub version_id: String,
+    /// `PRETTY_NAME`.
+    #[serde(default)]
+    pub pretty_name: String,
+}
+
+/// One running process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Command name (`/proc/PID/comm`).
+    pub name: String,
+    /// Executable path, when readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// SHA-256 of the executable, when readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_sha256: Option<String>,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListeningSocket {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// Local address, e.g. `0.0.0.0` or `::1`.
+    pub address: String,
+    /// Local port.
+    pub port: u16,
+}

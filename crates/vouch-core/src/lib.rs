@@ -1,0 +1,32 @@
+//! Vouch's claims and protocol core.
+//!
+//! Everything the three RATS roles (attester, verifier, relying party) must agree on, with no I/O
+//! and no async runtime: the HTTP wire types, the self-authenticating nonce format, the EAR claim
+//! set and the AR4SI trust vector, the stable error kinds, and the version ordering that policies
+//! use to compare package and OS versions.
+//!
+//! The crate is deliberately small and pure so that it can be fuzzed and reused by any attester,
+//! verifier or relying party implementation.
+#![deny(missing_docs)]
+
+mod ear;
+mod error;
+mod evidence;
+mod nonce;
+mod version;
+pub mod wire;
+
+pub use ear::{
+    ArStatus, EAR_PROFILE, Ear, SUBMOD_NAME, Submod, TrustClaim, TrustTier, TrustVector,
+    VerifierId, tier_of,
+};
+pub use error::ErrorKind;
+pub use evidence::{
+    evidence_signing_input, Evidence, EvidenceKind, FileMeasurement, ListeningSocket, OsRelease,
+    ProcessInfo, SoftwareMeasurements, WorkloadMeasurement, MAX_EVIDENCE_BYTES,
+};
+pub use nonce::{Nonce, NonceError, NonceKey, NONCE_RANDOM_LEN};
+pub use version::compare_versions;
+
+/// Seconds since the Unix epoch, the one time unit on the wire.
+pub type UnixSeconds = u64;

@@ -1,0 +1,122 @@
+//! Request and response bodies of the verifier's HTTP/JSON API (`/v1/...`).
+//!
+//! The OpenAPI document served at `/openapi.json` describes the same shapes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ArStatus, Evidence, UnixSeconds};
+
+/// `POST /v1/challenge` response: a fresh nonce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeResponse {
+    /// The nonce to bind into evidence.
+    pub nonce: String,
+    /// The audience (verifier cluster) the nonce is valid for.
+    pub audience: String,
+    /// Unix time after which the nonce is refused.
+    pub expires_at: UnixSeconds,
+}
+
+/// `POST /v1/enroll` request: bind an agent key to a node with a one-time join token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The join token from `vouch token create`.
+    pub join_token: String,
+    /// base64url of the agent's raw 32-byte Ed25519 public key.
+    pub public_key: String,
+    /// The agent's host name, recorded on the node.
+    pub hostname: String,
+    /// base64url Ed25519 signature over [`enroll_signing_input`], proving key possession.
+    pub signature: String,
+}
+
+/// The bytes an agent signs to prove it holds the key it enrolls.
+pub fn enroll_signing_input(join_token: &str, public_key_b64: &str) -> Vec<u8> {
+    let mut v = b"vouch-enroll-v1\0".to_vec();
+    v.extend_from_slice(join_token.as_bytes());
+    v.push(0);
+    v.extend_from_slice(public_key_b64.as_bytes());
+    v
+}
+
+/// `POST /v1/enroll` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The node the key now belongs to.
+    pub node_id: String,
+    /// The key id to put in evidence.
+    pub key_id: String,
+}
+
+/// `POST /v1/attest` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestRequest {
+    /// The signed evidence.
+    pub evidence: Evidence,
+    /// Audience (`aud`) to put in the result, when the caller names its relying party.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_audience: Option<String>,
+}
+
+/// `POST /v1/attest` response and `GET /v1/results/{id}` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttestationResult {
+    /// Attestation record id.
+    pub attestation_id: String,
+    /// The workload the evidence was about.
+    pub workload_id: String,
+    /// Overall appraisal status.
+    pub status: ArStatus,
+    /// The signed EAR (compact JWS).
+    pub result: String,
+    /// Issue time.
+    pub issued_at: UnixSeconds,
+    /// Expiry of the result.
+    pub expires_at: UnixSeconds,
+    /// Policy id and version that decided.
+    pub policy: String,
+    /// Why the policy decided as it did.
+    pub reasons: Vec<String>,
+    /// Whether the verifier still stands behind this result (false once superseded by a failed
+    /// appraisal, a missed deadline, or expiry).
+    pub valid: bool,
+}
+
+/// A workload as listed by `GET /v1/workloads`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadSummary {
+    /// Workload id (`node-id/name`).
+    pub id: String,
+    /// The node it runs on.
+    pub node_id: String,
+    /// Its name on the node.
+    pub name: String,
+    /// Current status.
+    pub status: ArStatus,
+    /// Why it has that status.
+    pub reason: String,
+    /// Last successful evidence time.
+    pub last_attested_at: Option<UnixSeconds>,
+    /// Latest attestation record.
+    pub last_attestation_id: Option<String>,
+    /// When the verifier will mark it contraindicated if no evidence arrives.
+    pub deadline: Option<UnixSeconds>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// One error: a stable kind and a human message that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable kind (see [`crate::ErrorKind`]).
+    pub kind: String,
+    /// Human-readable explanation.
+    pub message: String,
+}

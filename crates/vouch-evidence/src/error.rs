@@ -1,0 +1,43 @@
+use vouch_core::ErrorKind;
+
+/// Why evidence could not be collected, signed or verified.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvidenceError {
+    /// The payload is not base64url, not the expected JSON, or too large.
+    #[error("evidence payload is malformed: {0}")]
+    Malformed(String),
+    /// The signature does not verify with the enrolled key.
+    #[error("evidence signature does not verify with the enrolled key {key_id}")]
+    Signature {
+        /// The key the evidence claimed to be signed by.
+        key_id: String,
+    },
+    /// The evidence kind has no verifier here.
+    #[error("evidence kind {0:?} is not supported by this verifier")]
+    Unsupported(String),
+    /// A key could not be generated, read or parsed.
+    #[error("agent key error: {0}")]
+    Key(String),
+    /// Reading the machine's state failed.
+    #[error("could not collect {what}: {source}")]
+    Collect {
+        /// What was being collected.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl EvidenceError {
+    /// The stable error kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Malformed(_) => ErrorKind::EvidenceMalformed,
+            Self::Signature { .. } => ErrorKind::EvidenceSignature,
+            Self::Unsupported(_) => ErrorKind::UnsupportedEvidence,
+            Self::Key(_) | Self::Collect { .. } => ErrorKind::Internal,
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Vouch evidence kinds.
+//!
+//! Each kind has an attester side (collect and sign measurements, runs in the agent) and a
+//! verifier side (check signatures and freshness inputs, derive claims, runs in the verifier).
+//! The verifier side is behind the [`EvidenceVerifier`] trait so the server dispatches on
+//! [`vouch_core::EvidenceKind`] without knowing any kind's details.
+//!
+//! | kind | attester | verifier |
+//! |---|---|---|
+//! | `software` | [`SoftwareCollector`] + [`AgentKey`] | [`SoftwareVerifier`] |
+//! | `sample` | unsigned JSON (demos, tests) | [`SampleVerifier`], rejected by the default policy |
+#![deny(missing_docs)]
+
+mod collect;
+mod error;
+mod key;
+mod verify;
+
+pub use collect::{CollectConfig, SoftwareCollector, sha256_file};
+pub use error::EvidenceError;
+pub use key::{AgentKey, verify_ed25519};
+pub use verify::{
+    EvidenceVerifier, SampleVerifier, Signer, SoftwareVerifier, VerifiedEvidence, VerifyContext,
+    decode_payload, sign_software_evidence, verifier_for,
+};

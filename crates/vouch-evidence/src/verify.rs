@@ -1,0 +1,316 @@
+//! Verifier side: check evidence and turn it into claims for the policy.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use vouch_core::{
+    Evidence, EvidenceKind, MAX_EVIDENCE_BYTES, SoftwareMeasurements, evidence_signing_input,
+};
+
+use crate::{AgentKey, EvidenceError, verify_ed25519};
+
+/// A trusted signer of critical components (reference value kind `signer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signer {
+    /// Name the policy refers to.
+    pub name: String,
+    /// Raw Ed25519 public key.
+    pub public_key: Vec<u8>,
+}
+
+/// What the verifier knows before looking at the evidence.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyContext<'a> {
+    /// The enrolled public key that `evidence.key_id` names.
+    pub public_key: &'a [u8],
+    /// Trusted signers of critical components.
+    pub signers: &'a [Signer],
+}
+
+/// Evidence whose signature verified, with its claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedEvidence {
+    /// The nonce the evidence is bound to (still to be checked by the caller).
+    pub nonce: String,
+    /// The workload the evidence is about.
+    pub workload_name: String,
+    /// SHA-256 of the signed payload bytes, hex.
+    pub evidence_sha256: String,
+    /// Claims for the policy (`input`).
+    pub claims: Value,
+}
+
+/// One evidence kind's verifier.
+pub trait EvidenceVerifier: Send + Sync {
+    /// The kind this verifier handles.
+    fn kind(&self) -> EvidenceKind;
+    /// Verify the evidence and derive claims. Must not trust any field before its signature
+    /// (or the kind's hardware root) has been checked.
+    fn verify(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext<'_>,
+    ) -> Result<VerifiedEvidence, EvidenceError>;
+}
+
+/// Verifies `software` evidence: Ed25519 signature by the enrolled agent key.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SoftwareVerifier;
+
+/// Accepts `sample` evidence without any signature; its claims say so, and the default policy
+/// rejects it. Useful to try policies and for demos.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SampleVerifier;
+
+/// The verifier for `kind`.
+pub fn verifier_for(kind: EvidenceKind) -> Option<&'static dyn EvidenceVerifier> {
+    match kind {
+        EvidenceKind::Software => Some(&SoftwareVerifier),
+        EvidenceKind::Sample => Some(&SampleVerifier),
+        _ => None,
+    }
+}
+
+/// Decode and parse a payload, bounded by [`MAX_EVIDENCE_BYTES`].
+pub fn decode_payload(payload_b64: &str) -> Result<(Vec<u8>, SoftwareMeasurements), EvidenceError> {
+    if payload_b64.len() > MAX_EVIDENCE_BYTES.div_ceil(3) * 4 {
+        return Err(EvidenceError::Malformed(format!(
+            "payload larger than {MAX_EVIDENCE_BYTES} bytes"
+        )));
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|e| EvidenceError::Malformed(format!("payload is not base64url: {e}")))?;
+    let m = serde_json::from_slice(&bytes)
+        .map_err(|e| EvidenceError::Malformed(format!("payload is not software measurements: {e}")))?;
+    Ok((bytes, m))
+}
+
+/// Sign measurements as `software` evidence.
+pub fn sign_software_evidence(
+    key: &AgentKey,
+    key_id: &str,
+    measurements: &SoftwareMeasurements,
+) -> Result<Evidence, EvidenceError> {
+    let json = serde_json::to_vec(measurements)
+        .map_err(|e| EvidenceError::Malformed(e.to_string()))?;
+    let payload = URL_SAFE_NO_PAD.encode(json);
+    let signature = key.sign_b64(&evidence_signing_input(EvidenceKind::Software, &payload));
+    Ok(Evidence {
+        kind: EvidenceKind::Software,
+        key_id: key_id.to_string(),
+        payload,
+        signature,
+    })
+}
+
+impl EvidenceVerifier for SoftwareVerifier {
+    fn kind(&self) -> EvidenceKind {
+        EvidenceKind::Software
+    }
+
+    fn verify(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext<'_>,
+    ) -> Result<VerifiedEvidence, EvidenceError> {
+        if evidence.kind != EvidenceKind::Software {
+            return Err(EvidenceError::Unsupported(evidence.kind.as_str().into()));
+        }
+        // Signature first: nothing in the payload is looked at before it verifies.
+        let msg = evidence_signing_input(evidence.kind, &evidence.payload);
+        if !verify_ed25519(ctx.public_key, &msg, &evidence.signature) {
+            return Err(EvidenceError::Signature {
+                key_id: evidence.key_id.clone(),
+            });
+        }
+        let (bytes, m) = decode_payload(&evidence.payload)?;
+        let claims = claims_of(&m, evidence, true, ctx.signers);
+        Ok(VerifiedEvidence {
+            nonce: m.nonce.clone(),
+            workload_name: m.workload.name.clone(),
+            evidence_sha256: hex::encode(Sha256::digest(&bytes)),
+            claims,
+        })
+    }
+}
+
+impl EvidenceVerifier for SampleVerifier {
+    fn kind(&self) -> EvidenceKind {
+        EvidenceKind::Sample
+    }
+
+    fn verify(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext<'_>,
+    ) -> Result<VerifiedEvidence, EvidenceError> {
+        let (bytes, m) = decode_payload(&evidence.payload)?;
+        let claims = claims_of(&m, evidence, false, ctx.signers);
+        Ok(VerifiedEvidence {
+            nonce: m.nonce.clone(),
+            workload_name: m.workload.name.clone(),
+            evidence_sha256: hex::encode(Sha256::digest(&bytes)),
+            claims,
+        })
+    }
+}
+
+fn signers_of(digest_hex: Option<&str>, sig: Option<&str>, signers: &[Signer]) -> Vec<String> {
+    let (Some(d), Some(sig)) = (digest_hex, sig) else {
+        return Vec::new();
+    };
+    let Ok(digest) = hex::decode(d) else {
+        return Vec::new();
+    };
+    signers
+        .iter()
+        .filter(|s| verify_ed25519(&s.public_key, &digest, sig))
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// Build the policy input from verified measurements.
+fn claims_of(
+    m: &SoftwareMeasurements,
+    evidence: &Evidence,
+    signature_verified: bool,
+    signers: &[Signer],
+) -> Value {
+    let mut files = Map::new();
+    for f in &m.files {
+        files.insert(
+            f.path.clone(),
+            json!({
+                "sha256": f.sha256,
+                "signers": signers_of(f.sha256.as_deref(), f.signature.as_deref(), signers),
+                "error": f.error,
+            }),
+        );
+    }
+    let w = &m.workload;
+    json!({
+        "evidence": {
+            "kind": evidence.kind.as_str(),
+            "key_id": evidence.key_id,
+            "signature_verified": signature_verified,
+            "hardware_backed": false,
+            "collected_at": m.collected_at,
+        },
+        "hostname": m.hostname,
+        "workload": {
+            "name": w.name,
+            "exe_path": w.exe_path,
+            "exe_sha256": w.exe_sha256,
+            "image_digest": w.image_digest,
+            "signers": signers_of(Some(&w.exe_sha256), w.exe_signature.as_deref(), signers),
+        },
+        "files": files,
+        "os": m.os,
+        "kernel": m.kernel,
+        "processes": m.processes,
+        "listening": m.listening,
+        "packages": m.packages,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vouch_core::WorkloadMeasurement;
+
+    fn measurements() -> SoftwareMeasurements {
+        SoftwareMeasurements {
+            nonce: "N".into(),
+            collected_at: 5,
+            workload: WorkloadMeasurement {
+                name: "app".into(),
+                exe_path: "/bin/app".into(),
+                exe_sha256: "00".repeat(32),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verifies_and_every_flipped_payload_byte_fails() {
+        let k = AgentKey::generate().unwrap();
+        let ev = sign_software_evidence(&k, "k1", &measurements()).unwrap();
+        let ctx = VerifyContext {
+            public_key: k.public_key(),
+            signers: &[],
+        };
+        let v = SoftwareVerifier.verify(&ev, &ctx).unwrap();
+        assert_eq!(v.nonce, "N");
+        assert_eq!(v.claims["evidence"]["signature_verified"], true);
+
+        let raw = URL_SAFE_NO_PAD.decode(&ev.payload).unwrap();
+        for i in (0..raw.len()).step_by(7) {
+            let mut t = raw.clone();
+            t[i] ^= 0x01;
+            let mut bad = ev.clone();
+            bad.payload = URL_SAFE_NO_PAD.encode(&t);
+            assert!(matches!(
+                SoftwareVerifier.verify(&bad, &ctx),
+                Err(EvidenceError::Signature { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn wrong_key_and_kind_confusion_fail() {
+        let k = AgentKey::generate().unwrap();
+        let other = AgentKey::generate().unwrap();
+        let ev = sign_software_evidence(&k, "k1", &measurements()).unwrap();
+        let ctx = VerifyContext {
+            public_key: other.public_key(),
+            signers: &[],
+        };
+        assert!(SoftwareVerifier.verify(&ev, &ctx).is_err());
+        // A software signature does not verify when relabelled as another kind.
+        let mut relabelled = ev.clone();
+        relabelled.kind = EvidenceKind::Sample;
+        let ctx = VerifyContext {
+            public_key: k.public_key(),
+            signers: &[],
+        };
+        assert!(SoftwareVerifier.verify(&relabelled, &ctx).is_err());
+        let v = SampleVerifier.verify(&relabelled, &ctx).unwrap();
+        assert_eq!(v.claims["evidence"]["signature_verified"], false);
+    }
+
+    #[test]
+    fn signed_component_names_its_signer() {
+        let vendor = AgentKey::generate().unwrap();
+        let mut m = measurements();
+        let digest = hex::decode(&m.workload.exe_sha256).unwrap();
+        m.workload.exe_signature = Some(vendor.sign_b64(&digest));
+        let k = AgentKey::generate().unwrap();
+        let ev = sign_software_evidence(&k, "k1", &m).unwrap();
+        let signers = [Signer {
+            name: "vendor".into(),
+            public_key: vendor.public_key().to_vec(),
+        }];
+        let ctx = VerifyContext {
+            public_key: k.public_key(),
+            signers: &signers,
+        };
+        let v = SoftwareVerifier.verify(&ev, &ctx).unwrap();
+        assert_eq!(v.claims["workload"]["signers"], json!(["vendor"]));
+        // A signature over another digest names no one.
+        m.workload.exe_sha256 = "11".repeat(32);
+        let ev = sign_software_evidence(&k, "k1", &m).unwrap();
+        let v = SoftwareVerifier.verify(&ev, &ctx).unwrap();
+        assert_eq!(v.claims["workload"]["signers"], json!([]));
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors() {
+        for p in ["***", "", &"A".repeat(MAX_EVIDENCE_BYTES * 2)] {
+            assert!(decode_payload(p).is_err());
+        }
+    }
+}
