@@ -1,0 +1,263 @@
+//! The default policy, element by element: each rule is shown to pass on good claims and to
+//! fire, with the right claim in the trust vector, on claims that break it.
+
+use serde_json::{Value, json};
+use vouch_core::{ArStatus, TrustClaim};
+use vouch_policy::{
+    Appraisal, CompiledPolicy, DEFAULT_POLICY, PolicyCache, PolicySource, ReferenceValue,
+    ReferenceValues,
+};
+
+const EXE: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const CONF: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+fn claims() -> Value {
+    json!({
+        "evidence": {"kind": "software", "key_id": "k", "signature_verified": true,
+                     "hardware_backed": false, "collected_at": 1},
+        "hostname": "h",
+        "workload": {"name": "app", "exe_path": "/usr/bin/app", "exe_sha256": EXE,
+                     "image_digest": null, "signers": ["vendor"]},
+        "files": {"/etc/app.conf": {"sha256": CONF, "signers": [], "error": null}},
+        "os": {"id": "debian", "version_id": "12", "pretty_name": "Debian 12"},
+        "kernel": "6.1.0-28-amd64",
+        "processes": [{"pid": 1, "name": "init", "exe": "/sbin/init", "exe_sha256": "aa"},
+                      {"pid": 99, "name": "app", "exe": "/usr/bin/app", "exe_sha256": EXE}],
+        "listening": [{"proto": "tcp", "address": "0.0.0.0", "port": 8443}],
+        "packages": {"openssl": "3.0.11-1~deb12u2", "bash": "5.2.15-2+b2"}
+    })
+}
+
+fn rv(kind: &str, key: &str, value: &str) -> ReferenceValue {
+    ReferenceValue {
+        kind: kind.into(),
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+fn base_refs() -> Vec<ReferenceValue> {
+    vec![
+        rv("executable", "app", EXE),
+        rv("file", "/etc/app.conf", CONF),
+    ]
+}
+
+fn appraise_with(extra: Vec<ReferenceValue>, input: &Value) -> Appraisal {
+    let mut values = base_refs();
+    values.extend(extra);
+    let refs = ReferenceValues {
+        revision: 1,
+        values,
+    };
+    let src = PolicySource {
+        id: "default".into(),
+        version: 1,
+        rego: DEFAULT_POLICY.into(),
+    };
+    CompiledPolicy::compile(&src, &refs)
+        .unwrap()
+        .appraise(input)
+        .unwrap()
+}
+
+fn assert_denied(a: &Appraisal, rule: &str, claim: TrustClaim) {
+    assert_eq!(a.status, ArStatus::Contraindicated, "{}", a.explain());
+    assert!(
+        a.findings.iter().any(|f| f.rule == rule),
+        "rule {rule} did not fire: {}",
+        a.explain()
+    );
+    assert_eq!(a.trust_vector.get(claim), 96, "{}", a.explain());
+}
+
+#[test]
+fn good_claims_are_affirming() {
+    let a = appraise_with(vec![], &claims());
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+    assert!(a.findings.is_empty());
+    assert_eq!(a.trust_vector.get(TrustClaim::InstanceIdentity), 2);
+    assert_eq!(a.trust_vector.get(TrustClaim::Executables), 2);
+    assert_eq!(a.trust_vector.get(TrustClaim::Hardware), 0);
+}
+
+#[test]
+fn unsigned_and_sample_evidence_are_refused() {
+    let mut c = claims();
+    c["evidence"]["kind"] = json!("sample");
+    c["evidence"]["signature_verified"] = json!(false);
+    let a = appraise_with(vec![], &c);
+    assert_denied(&a, "signed_evidence", TrustClaim::InstanceIdentity);
+    assert!(a.findings.iter().any(|f| f.rule == "sample_evidence"));
+}
+
+#[test]
+fn executable_must_match_reference() {
+    let mut c = claims();
+    c["workload"]["exe_sha256"] = json!("ff".repeat(32));
+    assert_denied(&appraise_with(vec![], &c), "workload_executable", TrustClaim::Executables);
+}
+
+#[test]
+fn unknown_workload_is_a_warning_that_says_how_to_fix_it() {
+    let mut c = claims();
+    c["workload"]["name"] = json!("other");
+    let a = appraise_with(vec![], &c);
+    assert_eq!(a.status, ArStatus::Warning);
+    assert!(a.findings[0].message.contains("vouch refvalue add executable other"));
+}
+
+#[test]
+fn configuration_hash_must_match() {
+    let mut c = claims();
+    c["files"]["/etc/app.conf"]["sha256"] = json!("33".repeat(32));
+    assert_denied(&appraise_with(vec![], &c), "config_file", TrustClaim::Configuration);
+    // An unreadable file (null digest) is refused too, not skipped.
+    let mut c = claims();
+    c["files"]["/etc/app.conf"] = json!({"sha256": null, "signers": [], "error": "EACCES"});
+    assert_denied(&appraise_with(vec![], &c), "config_file", TrustClaim::Configuration);
+}
+
+#[test]
+fn required_file_must_be_measured() {
+    let extra = vec![rv("required_file", "app", "/etc/other.conf")];
+    assert_denied(&appraise_with(extra, &claims()), "required_file", TrustClaim::Configuration);
+}
+
+#[test]
+fn minimum_os_version_compares_as_versions() {
+    // "12" >= "9" as versions although "12" < "9" as strings.
+    let a = appraise_with(vec![rv("min_os_version", "debian", "9")], &claims());
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+    let a = appraise_with(vec![rv("min_os_version", "debian", "13")], &claims());
+    assert_denied(&a, "min_os_version", TrustClaim::Configuration);
+    // Another OS id is not constrained by a Debian minimum.
+    let a = appraise_with(vec![rv("min_os_version", "ubuntu", "99")], &claims());
+    assert_eq!(a.status, ArStatus::Affirming);
+}
+
+#[test]
+fn minimum_package_version_is_a_patch_level() {
+    let a = appraise_with(vec![rv("min_package", "openssl", "3.0.9")], &claims());
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+    let a = appraise_with(vec![rv("min_package", "openssl", "3.0.11-1~deb12u3")], &claims());
+    assert_denied(&a, "min_package", TrustClaim::Configuration);
+    let a = appraise_with(vec![rv("min_package", "nginx", "1.0")], &claims());
+    assert_denied(&a, "min_package", TrustClaim::Configuration);
+}
+
+#[test]
+fn forbidden_process_by_name_and_by_digest() {
+    let mut c = claims();
+    c["processes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"pid": 4242, "name": "telnetd", "exe": "/usr/sbin/telnetd", "exe_sha256": "bb"}));
+    let a = appraise_with(vec![rv("forbidden_process", "telnetd", "cleartext logins")], &c);
+    assert_denied(&a, "forbidden_process", TrustClaim::Executables);
+    assert!(a.findings[0].message.contains("4242"));
+    let a = appraise_with(vec![rv("forbidden_executable", "bb", "known miner")], &c);
+    assert_denied(&a, "forbidden_executable", TrustClaim::Executables);
+    // Without the process, the same references pass.
+    let a = appraise_with(vec![rv("forbidden_process", "telnetd", "x")], &claims());
+    assert_eq!(a.status, ArStatus::Affirming);
+}
+
+#[test]
+fn forbidden_and_required_ports() {
+    let a = appraise_with(vec![rv("forbidden_port", "tcp/8443", "no")], &claims());
+    assert_denied(&a, "forbidden_port", TrustClaim::Configuration);
+    let a = appraise_with(vec![rv("forbidden_port", "udp/8443", "no")], &claims());
+    assert_eq!(a.status, ArStatus::Affirming);
+    let a = appraise_with(vec![rv("required_port", "app", "tcp/8443")], &claims());
+    assert_eq!(a.status, ArStatus::Affirming);
+    let a = appraise_with(vec![rv("required_port", "app", "tcp/443")], &claims());
+    assert_denied(&a, "required_port", TrustClaim::Configuration);
+}
+
+#[test]
+fn hardware_boundary() {
+    let a = appraise_with(vec![rv("require_hardware", "*", "true")], &claims());
+    assert_denied(&a, "require_hardware", TrustClaim::Hardware);
+    let mut c = claims();
+    c["evidence"]["hardware_backed"] = json!(true);
+    let a = appraise_with(vec![rv("require_hardware", "*", "true")], &c);
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+    assert_eq!(a.trust_vector.get(TrustClaim::Hardware), 2);
+}
+
+#[test]
+fn required_signatures_on_critical_components() {
+    let a = appraise_with(vec![rv("required_signer", "app", "vendor")], &claims());
+    assert_eq!(a.status, ArStatus::Affirming);
+    let a = appraise_with(vec![rv("required_signer", "app", "security-team")], &claims());
+    assert_denied(&a, "required_signature", TrustClaim::Executables);
+    let a = appraise_with(vec![rv("required_signer", "/etc/app.conf", "vendor")], &claims());
+    assert_denied(&a, "required_signature", TrustClaim::Configuration);
+}
+
+#[test]
+fn explanation_names_the_rule() {
+    let mut c = claims();
+    c["workload"]["exe_sha256"] = json!("ff".repeat(32));
+    let text = appraise_with(vec![], &c).explain();
+    assert!(text.contains("status: contraindicated"), "{text}");
+    assert!(text.contains("workload_executable"), "{text}");
+    assert!(text.contains("executables"), "{text}");
+}
+
+#[test]
+fn cache_compiles_each_version_once() {
+    let cache = PolicyCache::new();
+    let src = PolicySource {
+        id: "default".into(),
+        version: 1,
+        rego: DEFAULT_POLICY.into(),
+    };
+    let refs = ReferenceValues::default();
+    let a = cache.get(&src, &refs).unwrap();
+    let b = cache.get(&src, &refs).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    let v2 = PolicySource { version: 2, ..src };
+    let c = cache.get(&v2, &refs).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&a, &c));
+    assert_eq!(cache.len(), 1, "superseded versions are dropped");
+}
+
+#[test]
+fn bad_policies_are_clear_errors() {
+    let refs = ReferenceValues::default();
+    let bad = PolicySource {
+        id: "p".into(),
+        version: 1,
+        rego: "package vouch.appraisal\nimport rego.v1\ndeny contains x if {".into(),
+    };
+    assert!(CompiledPolicy::compile(&bad, &refs).is_err());
+    let wrong_pkg = PolicySource {
+        id: "p".into(),
+        version: 1,
+        rego: "package other\nimport rego.v1\nx := 1".into(),
+    };
+    let e = CompiledPolicy::compile(&wrong_pkg, &refs).unwrap_err().to_string();
+    assert!(e.contains("vouch.appraisal"), "{e}");
+    let bad_claim = PolicySource {
+        id: "p".into(),
+        version: 1,
+        rego: "package vouch.appraisal\nimport rego.v1\ntrust_vector := {\"nonsense\": 2}".into(),
+    };
+    let p = CompiledPolicy::compile(&bad_claim, &refs).unwrap();
+    assert!(p.appraise(&claims()).is_err());
+}
+
+#[test]
+fn a_minimal_policy_with_only_deny_works() {
+    let src = PolicySource {
+        id: "min".into(),
+        version: 1,
+        rego: "package vouch.appraisal\nimport rego.v1\ndeny contains \"always\" if true".into(),
+    };
+    let p = CompiledPolicy::compile(&src, &ReferenceValues::default()).unwrap();
+    let a = p.appraise(&claims()).unwrap();
+    assert_eq!(a.status, ArStatus::Contraindicated);
+    assert_eq!(a.findings[0].message, "always");
+}

@@ -1,0 +1,237 @@
+# Vouch default appraisal policy.
+#
+# input           the verified claims of one attestation (docs/POLICY.md lists every field)
+# data.reference  reference values: data.reference[KIND][KEY] = [VALUE, ...], managed with
+#                 `vouch refvalue add KIND KEY VALUE`
+#
+# Outputs (the policy contract):
+#   deny          findings that make the result contraindicated
+#   warn          findings that make the result at least warning
+#   trust_vector  the positive AR4SI appraisal; each finding overrides the claim it names
+#
+# Every rule below is driven by reference values, so the default policy enforces exactly what
+# an operator has registered, and nothing is hard-coded here.
+package vouch.appraisal
+
+import rego.v1
+
+refs(kind) := object.get(data.reference, kind, {})
+
+port_key(s) := sprintf("%s/%d", [s.proto, s.port])
+
+# --- instance identity ----------------------------------------------------------------------
+
+# Evidence must be signed by an enrolled agent key (or rooted in hardware).
+deny contains f if {
+	not input.evidence.signature_verified
+	f := {
+		"rule": "signed_evidence",
+		"claim": "instance-identity",
+		"msg": sprintf("evidence of kind %q is not signed by an enrolled key", [input.evidence.kind]),
+	}
+}
+
+# Sample evidence is for demos and policy tests only.
+deny contains f if {
+	input.evidence.kind == "sample"
+	f := {
+		"rule": "sample_evidence",
+		"claim": "instance-identity",
+		"msg": "sample evidence is unsigned and for demos only; the default policy never accepts it",
+	}
+}
+
+# --- hardware boundary ------------------------------------------------------------------------
+
+# `vouch refvalue add require_hardware '*' true` demands TPM- or TEE-backed evidence.
+deny contains f if {
+	refs("require_hardware")["*"]
+	not input.evidence.hardware_backed
+	f := {
+		"rule": "require_hardware",
+		"claim": "hardware",
+		"msg": "policy requires hardware-backed (TPM or TEE) evidence; this evidence is software-only",
+	}
+}
+
+# --- executables ------------------------------------------------------------------------------
+
+# The workload's executable must match a registered digest.
+deny contains f if {
+	allowed := refs("executable")[input.workload.name]
+	not input.workload.exe_sha256 in allowed
+	f := {
+		"rule": "workload_executable",
+		"claim": "executables",
+		"msg": sprintf("executable %s of workload %q has sha256 %s, which is not a reference value", [input.workload.exe_path, input.workload.name, input.workload.exe_sha256]),
+	}
+}
+
+# No reference for this workload yet: say so, and how to add one.
+warn contains f if {
+	not refs("executable")[input.workload.name]
+	f := {
+		"rule": "workload_executable_unknown",
+		"claim": "executables",
+		"msg": sprintf("no reference value for workload %q; register it with: vouch refvalue add executable %s %s", [input.workload.name, input.workload.name, input.workload.exe_sha256]),
+	}
+}
+
+# Forbidden processes, by name.
+deny contains f if {
+	some p in input.processes
+	reason := refs("forbidden_process")[p.name]
+	f := {
+		"rule": "forbidden_process",
+		"claim": "executables",
+		"msg": sprintf("forbidden process %s (pid %d) is running: %s", [p.name, p.pid, concat("; ", reason)]),
+	}
+}
+
+# Forbidden executables, by digest (whatever their name).
+deny contains f if {
+	some p in input.processes
+	reason := refs("forbidden_executable")[p.exe_sha256]
+	f := {
+		"rule": "forbidden_executable",
+		"claim": "executables",
+		"msg": sprintf("process %s (pid %d) runs forbidden executable %s: %s", [p.name, p.pid, p.exe_sha256, concat("; ", reason)]),
+	}
+}
+
+# Required signatures on the workload's executable.
+deny contains f if {
+	required := refs("required_signer")[input.workload.name]
+	some signer in required
+	not signer in input.workload.signers
+	f := {
+		"rule": "required_signature",
+		"claim": "executables",
+		"msg": sprintf("executable of workload %q is not signed by %q", [input.workload.name, signer]),
+	}
+}
+
+# --- configuration ----------------------------------------------------------------------------
+
+# Measured configuration files must match a registered digest.
+deny contains f if {
+	some path, allowed in refs("file")
+	m := input.files[path]
+	not m.sha256 in allowed
+	f := {
+		"rule": "config_file",
+		"claim": "configuration",
+		"msg": sprintf("file %s has sha256 %v, expected one of %v", [path, m.sha256, allowed]),
+	}
+}
+
+# Files a workload must measure.
+deny contains f if {
+	some path in refs("required_file")[input.workload.name]
+	not input.files[path]
+	f := {
+		"rule": "required_file",
+		"claim": "configuration",
+		"msg": sprintf("workload %q must measure %s but the evidence does not include it", [input.workload.name, path]),
+	}
+}
+
+# A measured file could not be read.
+warn contains f if {
+	some path, m in input.files
+	is_string(m.error)
+	f := {
+		"rule": "file_unreadable",
+		"claim": "configuration",
+		"msg": sprintf("file %s could not be read by the agent: %s", [path, m.error]),
+	}
+}
+
+# Required signatures on configuration files.
+deny contains f if {
+	some path, required in refs("required_signer")
+	m := input.files[path]
+	some signer in required
+	not signer in m.signers
+	f := {
+		"rule": "required_signature",
+		"claim": "configuration",
+		"msg": sprintf("file %s is not signed by %q", [path, signer]),
+	}
+}
+
+# Minimum OS version, per OS id, compared as versions (9 < 12).
+deny contains f if {
+	some minimum in refs("min_os_version")[input.os.id]
+	not vouch.version_at_least(input.os.version_id, minimum)
+	f := {
+		"rule": "min_os_version",
+		"claim": "configuration",
+		"msg": sprintf("%s %s is older than the minimum %s", [input.os.id, input.os.version_id, minimum]),
+	}
+}
+
+# Minimum package versions (patch level), compared in dpkg order.
+deny contains f if {
+	some pkg, minimums in refs("min_package")
+	some minimum in minimums
+	installed := input.packages[pkg]
+	not vouch.version_at_least(installed, minimum)
+	f := {
+		"rule": "min_package",
+		"claim": "configuration",
+		"msg": sprintf("package %s %s is older than the minimum %s", [pkg, installed, minimum]),
+	}
+}
+
+deny contains f if {
+	some pkg, minimums in refs("min_package")
+	not input.packages[pkg]
+	f := {
+		"rule": "min_package",
+		"claim": "configuration",
+		"msg": sprintf("package %s (minimum %s) is required but not installed", [pkg, concat(", ", minimums)]),
+	}
+}
+
+# Forbidden listening ports ("tcp/23").
+deny contains f if {
+	some s in input.listening
+	reason := refs("forbidden_port")[port_key(s)]
+	f := {
+		"rule": "forbidden_port",
+		"claim": "configuration",
+		"msg": sprintf("forbidden port %s is listening on %s: %s", [port_key(s), s.address, concat("; ", reason)]),
+	}
+}
+
+# Ports a workload must listen on, per workload name.
+deny contains f if {
+	some key in refs("required_port")[input.workload.name]
+	not listening_on(key)
+	f := {
+		"rule": "required_port",
+		"claim": "configuration",
+		"msg": sprintf("workload %q must listen on %s but nothing listens there", [input.workload.name, key]),
+	}
+}
+
+listening_on(key) if {
+	some s in input.listening
+	port_key(s) == key
+}
+
+# --- positive appraisal -----------------------------------------------------------------------
+
+trust_vector := {
+	"instance-identity": 2,
+	"configuration": 2,
+	"executables": 2,
+	"hardware": hardware,
+} if {
+	input.evidence.signature_verified
+}
+
+hardware := 2 if input.evidence.hardware_backed
+
+else := 0
