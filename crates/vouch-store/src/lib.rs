@@ -1,1 +1,103 @@
-//! placeholder
+//! Vouch store: one [`Store`] trait for everything the verifier must remember, with SQLite
+//! (sqlx, WAL, `synchronous=FULL`) as the embedded default.
+//!
+//! Records: nodes, enrolled agent keys, one-time join tokens, workloads and their current
+//! status, versioned policies (never overwritten), reference values, attestations (evidence
+//! digest, claims, result, reasons; append-only) and the nonce replay cache. Every write that
+//! the verifier acknowledges to an agent is committed before the acknowledgement.
+#![deny(missing_docs)]
+
+mod error;
+mod records;
+mod sqlite;
+
+pub use error::StoreError;
+pub use records::{
+    AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, WorkloadRecord,
+};
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use vouch_policy::{ReferenceValue, ReferenceValues};
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the verifier persists.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Record a join token (only its SHA-256 is stored).
+    async fn create_join_token(
+        &self,
+        token_hash: &str,
+        node_name: Option<&str>,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<()>;
+
+    /// Consume a join token and enroll `public_key` as a new node's key, atomically.
+    async fn enroll(
+        &self,
+        token_hash: &str,
+        public_key: &[u8],
+        hostname: &str,
+        now: u64,
+    ) -> Result<Enrollment>;
+
+    /// Look up an enrolled, unrevoked agent key.
+    async fn agent_key(&self, key_id: &str) -> Result<Option<AgentKeyRecord>>;
+
+    /// Record a nonce as used; `false` when it was used before (a replay).
+    async fn consume_nonce(&self, nonce_id: &str, expires_at: u64, now: u64) -> Result<bool>;
+
+    /// Store a new version of policy `id`; returns the version. Optionally make `id` active.
+    async fn add_policy(&self, id: &str, rego: &str, activate: bool, now: u64) -> Result<u32>;
+
+    /// A policy version (the latest when `version` is `None`).
+    async fn policy(&self, id: &str, version: Option<u32>) -> Result<Option<PolicyRecord>>;
+
+    /// Latest version of every policy.
+    async fn policies(&self) -> Result<Vec<PolicyRecord>>;
+
+    /// Id of the active policy.
+    async fn active_policy_id(&self) -> Result<Option<String>>;
+
+    /// Make `id` the active policy.
+    async fn activate_policy(&self, id: &str) -> Result<()>;
+
+    /// Add a reference value (idempotent); returns its id.
+    async fn add_reference_value(&self, value: &ReferenceValue, now: u64) -> Result<i64>;
+
+    /// Remove a reference value by id; `false` when there was none.
+    async fn remove_reference_value(&self, id: i64) -> Result<bool>;
+
+    /// All reference values with their ids.
+    async fn reference_value_rows(&self) -> Result<Vec<(i64, ReferenceValue)>>;
+
+    /// All reference values, with the revision that changes whenever they do.
+    async fn reference_values(&self) -> Result<ReferenceValues>;
+
+    /// Append an attestation and update its workload, in one transaction.
+    async fn record_attestation(&self, rec: &AttestationRecord, deadline: u64) -> Result<()>;
+
+    /// One attestation.
+    async fn attestation(&self, id: &str) -> Result<Option<AttestationRecord>>;
+
+    /// Number of attestations recorded.
+    async fn attestation_count(&self) -> Result<u64>;
+
+    /// All workloads.
+    async fn workloads(&self) -> Result<Vec<WorkloadRecord>>;
+
+    /// One workload.
+    async fn workload(&self, id: &str) -> Result<Option<WorkloadRecord>>;
+
+    /// Mark every workload whose deadline passed as contraindicated; returns their ids.
+    async fn mark_overdue(&self, now: u64) -> Result<Vec<String>>;
+
+    /// All nodes.
+    async fn nodes(&self) -> Result<Vec<NodeRecord>>;
+
+    /// Whether the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,47 @@
+use vouch_core::ErrorKind;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Schema migration failed.
+    #[error("schema migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The join token is unknown.
+    #[error("join token is not known to this verifier; create one with `vouch token create`")]
+    TokenInvalid,
+    /// The join token expired.
+    #[error("join token expired; create a new one with `vouch token create`")]
+    TokenExpired,
+    /// The join token was already used.
+    #[error("join token was already used; join tokens are single-use")]
+    TokenReused,
+    /// The public key is already enrolled.
+    #[error("this agent key is already enrolled as {key_id}")]
+    KeyAlreadyEnrolled {
+        /// The existing key id.
+        key_id: String,
+    },
+    /// The record was not found.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A stored value could not be decoded.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// The stable error kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Database(_) | Self::Migrate(_) | Self::Corrupt(_) => ErrorKind::StoreUnavailable,
+            Self::TokenInvalid => ErrorKind::TokenInvalid,
+            Self::TokenExpired => ErrorKind::TokenExpired,
+            Self::TokenReused | Self::KeyAlreadyEnrolled { .. } => ErrorKind::TokenReused,
+            Self::NotFound(_) => ErrorKind::NotFound,
+        }
+    }
+}

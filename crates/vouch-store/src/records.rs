@@ -1,0 +1,107 @@
+use serde::{Deserialize, Serialize};
+
+/// The outcome of a successful enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The new node.
+    pub node_id: String,
+    /// The new key.
+    pub key_id: String,
+}
+
+/// An enrolled agent key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentKeyRecord {
+    /// Key id.
+    pub id: String,
+    /// Node the key belongs to.
+    pub node_id: String,
+    /// Raw Ed25519 public key.
+    pub public_key: Vec<u8>,
+    /// Enrollment time.
+    pub enrolled_at: u64,
+}
+
+/// A node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node id.
+    pub id: String,
+    /// Host name reported at enrollment.
+    pub hostname: String,
+    /// Creation time.
+    pub created_at: u64,
+}
+
+/// One version of a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// Policy id.
+    pub id: String,
+    /// Version.
+    pub version: u32,
+    /// Rego source.
+    pub rego: String,
+    /// SHA-256 of the source, hex.
+    pub sha256: String,
+    /// Creation time.
+    pub created_at: u64,
+}
+
+/// One appraisal, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttestationRecord {
+    /// Attestation id.
+    pub id: String,
+    /// Workload (`node-id/name`).
+    pub workload_id: String,
+    /// Node.
+    pub node_id: String,
+    /// Signing agent key.
+    pub key_id: String,
+    /// Evidence kind.
+    pub evidence_kind: String,
+    /// SHA-256 of the evidence payload.
+    pub evidence_sha256: String,
+    /// Verified claims (policy input).
+    pub claims: serde_json::Value,
+    /// Status (`affirming`, …).
+    pub status: String,
+    /// Trust vector (JSON object).
+    pub trust_vector: serde_json::Value,
+    /// Why the policy decided as it did.
+    pub reasons: Vec<String>,
+    /// Deciding policy.
+    pub policy_id: String,
+    /// Deciding policy version.
+    pub policy_version: u32,
+    /// The signed EAR.
+    pub result: String,
+    /// Time of appraisal.
+    pub created_at: u64,
+    /// Expiry of the result.
+    pub expires_at: u64,
+}
+
+/// A workload and its current standing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadRecord {
+    /// `node-id/name`.
+    pub id: String,
+    /// Node.
+    pub node_id: String,
+    /// Name on the node.
+    pub name: String,
+    /// Current status.
+    pub status: String,
+    /// Why.
+    pub reason: String,
+    /// Last evidence time.
+    pub last_attested_at: Option<u64>,
+    /// Latest attestation.
+    pub last_attestation_id: Option<String>,
+    /// When it will be marked contraindicated without new evidence.
+    pub deadline: Option<u64>,
+    /// Last change.
+    pub updated_at: u64,
+}

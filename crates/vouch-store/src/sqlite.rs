@@ -1,0 +1,528 @@
+//! The embedded SQLite store.
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, sqlite::SqliteRow};
+use std::path::Path;
+use std::time::Duration;
+use vouch_policy::{ReferenceValue, ReferenceValues};
+
+use crate::{
+    AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, Result, Store,
+    StoreError, WorkloadRecord,
+};
+
+/// The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so an
+/// acknowledged write survives a crash of the process and of the machine.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+fn u(i: i64) -> u64 {
+    u64::try_from(i).unwrap_or(0)
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path` and run migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn bump_revision(conn: &mut sqlx::SqliteConnection) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('refvalues_revision', '1')
+             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+        )
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+fn policy_row(r: &SqliteRow) -> PolicyRecord {
+    PolicyRecord {
+        id: r.get("id"),
+        version: u32::try_from(r.get::<i64, _>("version")).unwrap_or(0),
+        rego: r.get("rego"),
+        sha256: r.get("sha256"),
+        created_at: u(r.get("created_at")),
+    }
+}
+
+fn workload_row(r: &SqliteRow) -> WorkloadRecord {
+    WorkloadRecord {
+        id: r.get("id"),
+        node_id: r.get("node_id"),
+        name: r.get("name"),
+        status: r.get("status"),
+        reason: r.get("reason"),
+        last_attested_at: r.get::<Option<i64>, _>("last_attested_at").map(u),
+        last_attestation_id: r.get("last_attestation_id"),
+        deadline: r.get::<Option<i64>, _>("deadline").map(u),
+        updated_at: u(r.get("updated_at")),
+    }
+}
+
+fn json_col(r: &SqliteRow, col: &str) -> Result<serde_json::Value> {
+    let s: String = r.get(col);
+    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_join_token(
+        &self,
+        token_hash: &str,
+        node_name: Option<&str>,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO join_tokens (token_hash, node_name, created_at, expires_at)
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(node_name)
+        .bind(i(now))
+        .bind(i(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enroll(
+        &self,
+        token_hash: &str,
+        public_key: &[u8],
+        hostname: &str,
+        now: u64,
+    ) -> Result<Enrollment> {
+        let mut tx = self.pool.begin().await?;
+        let node_id = uuid::Uuid::new_v4().to_string();
+        let key_id = format!("ak-{}", &hex_sha256(public_key)[..24]);
+        // Write first, so the transaction takes the write lock at once and the token can be
+        // consumed by exactly one enrollment.
+        let claimed = sqlx::query(
+            "UPDATE join_tokens SET used_at = ?, used_by = ?
+             WHERE token_hash = ? AND used_at IS NULL AND expires_at >= ?",
+        )
+        .bind(i(now))
+        .bind(&node_id)
+        .bind(token_hash)
+        .bind(i(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed != 1 {
+            let row = sqlx::query("SELECT used_at, expires_at FROM join_tokens WHERE token_hash = ?")
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(match row {
+                None => StoreError::TokenInvalid,
+                Some(r) if r.get::<Option<i64>, _>("used_at").is_some() => StoreError::TokenReused,
+                Some(_) => StoreError::TokenExpired,
+            });
+        }
+        let existing = sqlx::query("SELECT id FROM agent_keys WHERE public_key = ?")
+            .bind(public_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(r) = existing {
+            return Err(StoreError::KeyAlreadyEnrolled { key_id: r.get("id") });
+        }
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT node_name FROM join_tokens WHERE token_hash = ?")
+                .bind(token_hash)
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query("INSERT INTO nodes (id, hostname, created_at) VALUES (?, ?, ?)")
+            .bind(&node_id)
+            .bind(name.as_deref().unwrap_or(hostname))
+            .bind(i(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO agent_keys (id, node_id, public_key, enrolled_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&key_id)
+        .bind(&node_id)
+        .bind(public_key)
+        .bind(i(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Enrollment { node_id, key_id })
+    }
+
+    async fn agent_key(&self, key_id: &str) -> Result<Option<AgentKeyRecord>> {
+        let row = sqlx::query(
+            "SELECT id, node_id, public_key, enrolled_at FROM agent_keys
+             WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| AgentKeyRecord {
+            id: r.get("id"),
+            node_id: r.get("node_id"),
+            public_key: r.get("public_key"),
+            enrolled_at: u(r.get("enrolled_at")),
+        }))
+    }
+
+    async fn consume_nonce(&self, nonce_id: &str, expires_at: u64, now: u64) -> Result<bool> {
+        let _ = now;
+        let n = sqlx::query("INSERT OR IGNORE INTO used_nonces (id, expires_at) VALUES (?, ?)")
+            .bind(nonce_id)
+            .bind(i(expires_at))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn add_policy(&self, id: &str, rego: &str, activate: bool, now: u64) -> Result<u32> {
+        let mut tx = self.pool.begin().await?;
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO policies (id, version, rego, sha256, created_at)
+             SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM policies WHERE id = ?
+             RETURNING version",
+        )
+        .bind(id)
+        .bind(rego)
+        .bind(hex_sha256(rego.as_bytes()))
+        .bind(i(now))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if activate {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ('active_policy', ?)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(u32::try_from(version).unwrap_or(0))
+    }
+
+    async fn policy(&self, id: &str, version: Option<u32>) -> Result<Option<PolicyRecord>> {
+        let row = match version {
+            Some(v) => sqlx::query("SELECT * FROM policies WHERE id = ? AND version = ?")
+                .bind(id)
+                .bind(i64::from(v))
+                .fetch_optional(&self.pool)
+                .await?,
+            None => sqlx::query(
+                "SELECT * FROM policies WHERE id = ? ORDER BY version DESC LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?,
+        };
+        Ok(row.as_ref().map(policy_row))
+    }
+
+    async fn policies(&self) -> Result<Vec<PolicyRecord>> {
+        let rows = sqlx::query(
+            "SELECT p.* FROM policies p
+             JOIN (SELECT id, MAX(version) AS v FROM policies GROUP BY id) m
+               ON p.id = m.id AND p.version = m.v
+             ORDER BY p.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(policy_row).collect())
+    }
+
+    async fn active_policy_id(&self) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'active_policy'")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn activate_policy(&self, id: &str) -> Result<()> {
+        if self.policy(id, None).await?.is_none() {
+            return Err(StoreError::NotFound(format!("policy {id}")));
+        }
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('active_policy', ?)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn add_reference_value(&self, value: &ReferenceValue, now: u64) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO reference_values (kind, key, value, created_at)
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(&value.kind)
+        .bind(&value.key)
+        .bind(&value.value)
+        .bind(i(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            Self::bump_revision(&mut tx).await?;
+        }
+        let id: i64 = sqlx::query_scalar(
+            "SELECT id FROM reference_values WHERE kind = ? AND key = ? AND value = ?",
+        )
+        .bind(&value.kind)
+        .bind(&value.key)
+        .bind(&value.value)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn remove_reference_value(&self, id: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("DELETE FROM reference_values WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            Self::bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn reference_value_rows(&self) -> Result<Vec<(i64, ReferenceValue)>> {
+        let rows = sqlx::query("SELECT id, kind, key, value FROM reference_values ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get("id"),
+                    ReferenceValue {
+                        kind: r.get("kind"),
+                        key: r.get("key"),
+                        value: r.get("value"),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn reference_values(&self) -> Result<ReferenceValues> {
+        // Read the revision and the rows in one transaction so they agree.
+        let mut tx = self.pool.begin().await?;
+        let revision: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'refvalues_revision'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let rows = sqlx::query("SELECT kind, key, value FROM reference_values ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ReferenceValues {
+            revision: revision.and_then(|r| r.parse().ok()).unwrap_or(0),
+            values: rows
+                .iter()
+                .map(|r| ReferenceValue {
+                    kind: r.get("kind"),
+                    key: r.get("key"),
+                    value: r.get("value"),
+                })
+                .collect(),
+        })
+    }
+
+    async fn record_attestation(&self, rec: &AttestationRecord, deadline: u64) -> Result<()> {
+        let name = rec
+            .workload_id
+            .rsplit_once('/')
+            .map(|(_, n)| n)
+            .unwrap_or(&rec.workload_id);
+        let reason = match rec.reasons.first() {
+            Some(r) => r.clone(),
+            None => format!(
+                "appraised {} by policy {} v{}",
+                rec.status, rec.policy_id, rec.policy_version
+            ),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO attestations (id, workload_id, node_id, key_id, evidence_kind,
+                evidence_sha256, claims, status, trust_vector, reasons, policy_id, policy_version,
+                result, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&rec.id)
+        .bind(&rec.workload_id)
+        .bind(&rec.node_id)
+        .bind(&rec.key_id)
+        .bind(&rec.evidence_kind)
+        .bind(&rec.evidence_sha256)
+        .bind(rec.claims.to_string())
+        .bind(&rec.status)
+        .bind(rec.trust_vector.to_string())
+        .bind(serde_json::to_string(&rec.reasons).unwrap_or_else(|_| "[]".into()))
+        .bind(&rec.policy_id)
+        .bind(i64::from(rec.policy_version))
+        .bind(&rec.result)
+        .bind(i(rec.created_at))
+        .bind(i(rec.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO workloads (id, node_id, name, status, reason, last_attested_at,
+                last_attestation_id, deadline, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+                last_attested_at = excluded.last_attested_at,
+                last_attestation_id = excluded.last_attestation_id,
+                deadline = excluded.deadline, updated_at = excluded.updated_at",
+        )
+        .bind(&rec.workload_id)
+        .bind(&rec.node_id)
+        .bind(name)
+        .bind(&rec.status)
+        .bind(reason)
+        .bind(i(rec.created_at))
+        .bind(&rec.id)
+        .bind(i(deadline))
+        .bind(i(rec.created_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn attestation(&self, id: &str) -> Result<Option<AttestationRecord>> {
+        let Some(r) = sqlx::query("SELECT * FROM attestations WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let reasons: Vec<String> = serde_json::from_value(json_col(&r, "reasons")?)
+            .map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?;
+        Ok(Some(AttestationRecord {
+            id: r.get("id"),
+            workload_id: r.get("workload_id"),
+            node_id: r.get("node_id"),
+            key_id: r.get("key_id"),
+            evidence_kind: r.get("evidence_kind"),
+            evidence_sha256: r.get("evidence_sha256"),
+            claims: json_col(&r, "claims")?,
+            status: r.get("status"),
+            trust_vector: json_col(&r, "trust_vector")?,
+            reasons,
+            policy_id: r.get("policy_id"),
+            policy_version: u32::try_from(r.get::<i64, _>("policy_version")).unwrap_or(0),
+            result: r.get("result"),
+            created_at: u(r.get("created_at")),
+            expires_at: u(r.get("expires_at")),
+        }))
+    }
+
+    async fn attestation_count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attestations")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u(n))
+    }
+
+    async fn workloads(&self) -> Result<Vec<WorkloadRecord>> {
+        let rows = sqlx::query("SELECT * FROM workloads ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(workload_row).collect())
+    }
+
+    async fn workload(&self, id: &str) -> Result<Option<WorkloadRecord>> {
+        let row = sqlx::query("SELECT * FROM workloads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(workload_row))
+    }
+
+    async fn mark_overdue(&self, now: u64) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE workloads SET status = 'contraindicated',
+                reason = 'no evidence before the deadline (' || deadline || '); the agent stopped attesting',
+                updated_at = ?
+             WHERE deadline IS NOT NULL AND deadline < ? AND status != 'contraindicated'
+             RETURNING id",
+        )
+        .bind(i(now))
+        .bind(i(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM used_nonces WHERE expires_at < ?")
+            .bind(i(now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        let rows = sqlx::query("SELECT id, hostname, created_at FROM nodes ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeRecord {
+                id: r.get("id"),
+                hostname: r.get("hostname"),
+                created_at: u(r.get("created_at")),
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
