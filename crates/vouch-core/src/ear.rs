@@ -198,20 +198,30 @@ fn is_empty_vector(v: &TrustVector) -> bool {
 
 /// An EAT Attestation Result claim set, JSON serialisation (draft-ietf-rats-ear §3).
 ///
-/// Times are carried as JSON numbers; other implementations (Veraison) emit `iat` as a float,
-/// so it is parsed as `f64` and exposed as whole seconds.
+/// Times are whole Unix seconds. Other implementations (Veraison) emit `iat` as a float, which
+/// is accepted on input (truncated to whole seconds); Vouch always emits integers, as JWT
+/// libraries expect for `exp` and `nbf`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ear {
     /// `eat_profile`
     pub eat_profile: String,
     /// `iat`
-    pub iat: f64,
+    #[serde(deserialize_with = "numeric_date")]
+    pub iat: u64,
     /// `exp` (JWT expiry); absent in results that do not expire.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exp: Option<f64>,
+    #[serde(
+        default,
+        deserialize_with = "opt_numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exp: Option<u64>,
     /// `nbf` (JWT not-before).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<f64>,
+    #[serde(
+        default,
+        deserialize_with = "opt_numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub nbf: Option<u64>,
     /// `jti`: unique result id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
@@ -243,6 +253,19 @@ pub struct Ear {
         skip_serializing_if = "Option::is_none"
     )]
     pub policy_version: Option<u32>,
+}
+
+/// A JWT NumericDate: a non-negative JSON number, possibly with a fraction.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !v.is_finite() || v < 0.0 || v > 1e15 {
+        return Err(serde::de::Error::custom("NumericDate out of range"));
+    }
+    Ok(v as u64)
+}
+
+fn opt_numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    numeric_date(d).map(Some)
 }
 
 impl Ear {

@@ -1,1 +1,26 @@
-//! placeholder
+//! `vouch-rp`: verify Vouch attestation results offline.
+//!
+//! A relying party fetches the verifier's JWKS once (`/.well-known/jwks.json`), caches it, and
+//! then checks every EAR it is shown with no network: the signature under a key from the set
+//! (by `kid`, with the algorithm the key is published for — never `none`, never an algorithm
+//! the token picks for itself), expiry and not-before, the audience and nonce when asked for,
+//! the EAR profile, the appraisal status, and the trust-vector tiers it requires.
+//!
+//! ```no_run
+//! use vouch_rp::{Requirements, ResultVerifier};
+//! # fn main() -> Result<(), vouch_rp::RpError> {
+//! let jwks = std::fs::read_to_string("jwks.json").unwrap();
+//! let verifier = ResultVerifier::from_jwks_json(&jwks)?;
+//! let token = std::fs::read_to_string("result.jwt").unwrap();
+//! let result = verifier.verify(token.trim(), &Requirements::default())?;
+//! println!("{} is {}", result.subject.unwrap_or_default(), result.status);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod verify;
+
+pub use error::RpError;
+pub use verify::{Requirements, ResultVerifier, VerifiedResult};
+pub use vouch_core::{ArStatus, Ear, TrustClaim, TrustTier};

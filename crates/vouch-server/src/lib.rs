@@ -1,1 +1,271 @@
-//! placeholder
+//! The Vouch verifier.
+//!
+//! `vouch server` runs [`start`]: an HTTP/JSON API (axum) over TLS (rustls with aws-lc-rs) that
+//! issues nonces, enrolls agent keys with one-time join tokens, verifies evidence, appraises
+//! claims against the active Rego policy and reference values, signs an EAR, records the
+//! attestation durably, and publishes its result keys as a JWKS. A background sweeper marks
+//! workloads that stop attesting as contraindicated.
+//!
+//! Errors become HTTP responses in exactly one place ([`ApiError`]'s `IntoResponse`), always
+//! as `{"error": {"kind": "<stable kind>", "message": "..."}}`.
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod keys;
+mod pages;
+mod routes;
+mod state;
+
+pub use config::{ServerConfig, SigningAlg};
+pub use error::ApiError;
+pub use keys::{KeyError, Keyring, TlsFiles, ensure_dev_tls, load_or_create_nonce_key, random_bytes};
+pub use routes::OPENAPI;
+pub use state::unix_now;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vouch_policy::{DEFAULT_POLICY, DEFAULT_POLICY_ID};
+use vouch_store::{SqliteStore, Store};
+
+/// Why the verifier could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Key material could not be loaded or created.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] vouch_store::StoreError),
+    /// Binding or serving failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A verifier that is serving.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// `https://…` (or `http://…` with `insecure_http`).
+    pub base_url: String,
+    /// The CA certificate clients should trust, when the verifier generated its own.
+    pub ca_cert: Option<PathBuf>,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stop accepting connections, finish in-flight requests (up to 5 s), and return.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        for b in &self.background {
+            b.abort();
+        }
+        let _ = self.task.await;
+    }
+
+    /// Serve until the server stops on its own (an I/O error).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(r) => r.map_err(|source| ServerError::Io {
+                what: "serving".into(),
+                source,
+            }),
+            Err(e) => Err(ServerError::Config(format!("server task failed: {e}"))),
+        }
+    }
+}
+
+/// Open the configured SQLite store.
+pub async fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, ServerError> {
+    let store = SqliteStore::open(&cfg.database_path()).await?;
+    Ok(Arc::new(store))
+}
+
+/// Install the default policy when the store has no policy at all.
+pub async fn ensure_default_policy(store: &dyn Store) -> Result<(), ServerError> {
+    if store.policies().await?.is_empty() {
+        store
+            .add_policy(DEFAULT_POLICY_ID, DEFAULT_POLICY, true, unix_now())
+            .await?;
+        tracing::info!("installed the default policy as {DEFAULT_POLICY_ID} v1");
+    } else if store.active_policy_id().await?.is_none() {
+        store.activate_policy(DEFAULT_POLICY_ID).await.ok();
+    }
+    Ok(())
+}
+
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| ServerError::Config(format!("{what}: {e}"));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(&format!("reading {}", cert.display()), &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(&format!("parsing {}", cert.display()), &e))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| bad(&format!("reading {}", key.display()), &e))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad("TLS versions", &e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| bad("TLS certificate", &e))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Start a verifier on the configured SQLite store.
+pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
+    let store = open_store(&cfg).await?;
+    start_with_store(cfg, store).await
+}
+
+/// Start a verifier on `store`.
+pub async fn start_with_store(
+    cfg: ServerConfig,
+    store: Arc<dyn Store>,
+) -> Result<RunningServer, ServerError> {
+    if cfg.insecure_http && !cfg.listen.ip().is_loopback() {
+        return Err(ServerError::Config(format!(
+            "insecure_http is only allowed on a loopback address, not {}; configure tls_cert and tls_key",
+            cfg.listen
+        )));
+    }
+    if cfg.audience.is_empty() || cfg.audience.len() > 255 {
+        return Err(ServerError::Config("audience must be 1-255 bytes".into()));
+    }
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServerError::Io {
+        what: format!("creating data directory {}", cfg.data_dir.display()),
+        source,
+    })?;
+    let keys_dir = cfg.data_dir.join("keys");
+    let nonce_path = cfg
+        .nonce_key
+        .clone()
+        .unwrap_or_else(|| keys_dir.join("nonce.key"));
+    let nonce_key = load_or_create_nonce_key(&nonce_path)?;
+    let keyring = Keyring::load_or_create(&keys_dir, cfg.signing_alg, unix_now())?;
+    ensure_default_policy(store.as_ref()).await?;
+
+    let (tls, ca_cert) = if cfg.insecure_http {
+        (None, None)
+    } else {
+        match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => (Some(tls_config(c, k)?), None),
+            (None, None) => {
+                let files = ensure_dev_tls(&cfg.data_dir.join("tls"))?;
+                (Some(tls_config(&files.cert, &files.key)?), Some(files.ca_cert))
+            }
+            _ => {
+                return Err(ServerError::Config(
+                    "set both tls_cert and tls_key, or neither".into(),
+                ));
+            }
+        }
+    };
+
+    let listener = std::net::TcpListener::bind(cfg.listen).map_err(|source| ServerError::Io {
+        what: format!("binding {}", cfg.listen),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Io {
+        what: "reading bound address".into(),
+        source,
+    })?;
+    let state = Arc::new(state::State::new(
+        cfg.clone(),
+        store.clone(),
+        vec![nonce_key],
+        keyring,
+        keys_dir.clone(),
+    ));
+    let app = routes::router(state.clone());
+    let handle = axum_server::Handle::new();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let task = match tls {
+        Some(tls) => {
+            let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+            let server = axum_server::tls_rustls::from_tcp_rustls(listener, rc).map_err(
+                |source| ServerError::Io {
+                    what: "starting TLS listener".into(),
+                    source,
+                },
+            )?;
+            let h = handle.clone();
+            tokio::spawn(async move { server.handle(h).serve(app.into_make_service()).await })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener).map_err(|source| ServerError::Io {
+                what: "starting listener".into(),
+                source,
+            })?;
+            let h = handle.clone();
+            tokio::spawn(async move { server.handle(h).serve(app.into_make_service()).await })
+        }
+    };
+
+    let sweeper = {
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match st.store.mark_overdue(unix_now()).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            st.metrics
+                                .overdue
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::warn!(workload = %id, "missed its attestation deadline: contraindicated");
+                        }
+                    }
+                    Err(e) => tracing::error!("deadline sweep failed: {e}"),
+                }
+            }
+        })
+    };
+    let key_watch = {
+        let st = state.clone();
+        let idx = keys_dir.join("signing.json");
+        tokio::spawn(async move {
+            let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut last = stamp(&idx);
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                let now = stamp(&idx);
+                if now != last {
+                    last = now;
+                    st.reload_keys();
+                }
+            }
+        })
+    };
+    tracing::info!("verifier listening on {scheme}://{addr} (audience {})", cfg.audience);
+    Ok(RunningServer {
+        addr,
+        base_url: format!("{scheme}://{addr}"),
+        ca_cert,
+        handle,
+        task,
+        background: vec![sweeper, key_watch],
+    })
+}

@@ -1,0 +1,303 @@
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vouch_core::wire::{AttestRequest, AttestationResult, EnrollRequest, enroll_signing_input};
+use vouch_evidence::{AgentKey, CollectConfig, SoftwareCollector, sign_software_evidence};
+
+use crate::{AgentError, VerifierClient};
+
+/// Agent configuration: defaults, then the config file, then `VOUCH_*` environment variables
+/// (applied by the `vouch` binary).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Verifier base URLs (`https://host:port`); the first that answers is used.
+    pub servers: Vec<String>,
+    /// CA certificate (PEM) to trust for the verifier; system roots when unset.
+    pub ca_cert: Option<PathBuf>,
+    /// Directory for the agent key, enrollment state and the latest result.
+    pub data_dir: PathBuf,
+    /// One-time join token for the first enrollment.
+    #[serde(skip_serializing)]
+    pub join_token: Option<String>,
+    /// Name of the attested workload (unique on this node).
+    pub workload_name: String,
+    /// The workload's executable (default: this program).
+    pub exe: Option<PathBuf>,
+    /// Configuration files to measure.
+    pub files: Vec<PathBuf>,
+    /// Container image digest of the workload, when it runs from one.
+    pub image_digest: Option<String>,
+    /// Seconds between attestations.
+    pub interval: u64,
+    /// Audience to ask the verifier to put in results.
+    pub result_audience: Option<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            servers: vec!["https://127.0.0.1:8443".into()],
+            ca_cert: None,
+            data_dir: PathBuf::from(".vouch/agent"),
+            join_token: None,
+            workload_name: "host".into(),
+            exe: None,
+            files: Vec::new(),
+            image_digest: None,
+            interval: 30,
+            result_audience: None,
+        }
+    }
+}
+
+/// What enrollment left on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The node this agent is.
+    pub node_id: String,
+    /// The enrolled key's id.
+    pub key_id: String,
+}
+
+/// A running attester.
+#[derive(Debug)]
+pub struct Agent {
+    cfg: AgentConfig,
+    key: AgentKey,
+    enrollment: Enrollment,
+    collector: SoftwareCollector,
+    clients: Vec<VerifierClient>,
+    current: usize,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    let io = |source| AgentError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+impl Agent {
+    /// Load (or create) the key, enroll when not yet enrolled, and get ready to attest.
+    pub async fn new(cfg: AgentConfig) -> Result<Self, AgentError> {
+        if cfg.servers.is_empty() {
+            return Err(AgentError::Config("no verifier server configured".into()));
+        }
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| AgentError::Io {
+            what: format!("creating {}", cfg.data_dir.display()),
+            source,
+        })?;
+        let key = AgentKey::load_or_create(&cfg.data_dir.join("agent.key"))?;
+        let clients = cfg
+            .servers
+            .iter()
+            .map(|s| VerifierClient::new(s, cfg.ca_cert.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let state_path = cfg.data_dir.join("enrollment.json");
+        let enrollment = match std::fs::read(&state_path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                AgentError::Config(format!("{} is corrupt: {e}", state_path.display()))
+            })?,
+            Err(_) => {
+                let token = cfg.join_token.clone().ok_or(AgentError::NotEnrolled)?;
+                let e = Self::enroll(&clients, &key, &token).await?;
+                write_atomic(
+                    &state_path,
+                    &serde_json::to_vec_pretty(&e).map_err(|e| AgentError::Config(e.to_string()))?,
+                )?;
+                tracing::info!(node = %e.node_id, key = %e.key_id, "enrolled");
+                e
+            }
+        };
+        let exe = match &cfg.exe {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(|source| AgentError::Io {
+                what: "finding this program's executable".into(),
+                source,
+            })?,
+        };
+        let collector = SoftwareCollector::new(CollectConfig {
+            workload_name: cfg.workload_name.clone(),
+            exe,
+            files: cfg.files.clone(),
+            image_digest: cfg.image_digest.clone(),
+            root: PathBuf::from("/"),
+        });
+        Ok(Self {
+            cfg,
+            key,
+            enrollment,
+            collector,
+            clients,
+            current: 0,
+        })
+    }
+
+    async fn enroll(
+        clients: &[VerifierClient],
+        key: &AgentKey,
+        token: &str,
+    ) -> Result<Enrollment, AgentError> {
+        let pk = key.public_key_b64();
+        let req = EnrollRequest {
+            join_token: token.to_string(),
+            signature: key.sign_b64(&enroll_signing_input(token, &pk)),
+            public_key: pk,
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+        };
+        let mut last = None;
+        for c in clients {
+            match c.enroll(&req).await {
+                Ok(r) => {
+                    return Ok(Enrollment {
+                        node_id: r.node_id,
+                        key_id: r.key_id,
+                    });
+                }
+                Err(e @ AgentError::Unreachable { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(AgentError::Config("no verifier".into())))
+    }
+
+    /// This agent's enrollment.
+    pub fn enrollment(&self) -> &Enrollment {
+        &self.enrollment
+    }
+
+    /// This agent's key.
+    pub fn key(&self) -> &AgentKey {
+        &self.key
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    /// The client currently in use.
+    pub fn client(&self) -> &VerifierClient {
+        &self.clients[self.current % self.clients.len()]
+    }
+
+    /// Collect and sign evidence for `nonce` without sending it.
+    pub fn evidence(&mut self, nonce: &str) -> Result<vouch_core::Evidence, AgentError> {
+        let m = self.collector.collect(nonce, now())?;
+        Ok(sign_software_evidence(&self.key, &self.enrollment.key_id, &m)?)
+    }
+
+    /// One round: challenge, collect, sign, attest. Fails over to the next verifier when one
+    /// cannot be reached. The latest result is written to `<data_dir>/result.jwt`.
+    pub async fn attest_once(&mut self) -> Result<AttestationResult, AgentError> {
+        let mut last = None;
+        for _ in 0..self.clients.len() {
+            match self.round().await {
+                Ok(r) => {
+                    write_atomic(&self.cfg.data_dir.join("result.jwt"), r.result.as_bytes())?;
+                    return Ok(r);
+                }
+                Err(e @ AgentError::Unreachable { .. }) => {
+                    tracing::warn!("{e}; trying the next verifier");
+                    self.current = (self.current + 1) % self.clients.len();
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(AgentError::Config("no verifier".into())))
+    }
+
+    async fn round(&mut self) -> Result<AttestationResult, AgentError> {
+        let client = self.client().clone();
+        let ch = client.challenge().await?;
+        let evidence = self.evidence(&ch.nonce)?;
+        client
+            .attest(&AttestRequest {
+                evidence,
+                result_audience: self.cfg.result_audience.clone(),
+            })
+            .await
+    }
+
+    /// Attest every interval and whenever a measured file changes, until `shutdown` resolves.
+    /// `on_result` sees every outcome.
+    pub async fn run<F>(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+        mut on_result: F,
+    ) -> Result<(), AgentError>
+    where
+        F: FnMut(&Result<AttestationResult, AgentError>),
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let _watcher = self.watch(tx)?;
+        let interval = Duration::from_secs(self.cfg.interval.max(1));
+        tokio::pin!(shutdown);
+        loop {
+            let r = self.attest_once().await;
+            on_result(&r);
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(interval) => {}
+                Some(()) = rx.recv() => {
+                    // Let a burst of writes settle, then measure once.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    while rx.try_recv().is_ok() {}
+                    tracing::info!("a measured file changed; attesting now");
+                }
+            }
+        }
+    }
+
+    fn watch(
+        &self,
+        tx: tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> Result<Option<notify::RecommendedWatcher>, AgentError> {
+        use notify::Watcher;
+        let mut watched: Vec<PathBuf> = self.cfg.files.clone();
+        watched.push(self.collector.config().exe.clone());
+        let targets = watched.clone();
+        let handler = move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev
+                && !matches!(ev.kind, notify::EventKind::Access(_))
+                && ev.paths.iter().any(|p| targets.iter().any(|t| t == p))
+            {
+                let _ = tx.send(());
+            }
+        };
+        let mut w = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("file watching unavailable ({e}); re-attesting on the interval only");
+                return Ok(None);
+            }
+        };
+        let mut dirs: Vec<PathBuf> = watched
+            .iter()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs {
+            if let Err(e) = w.watch(&d, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!("cannot watch {}: {e}", d.display());
+            }
+        }
+        Ok(Some(w))
+    }
+}

@@ -1,0 +1,149 @@
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::time::Duration;
+
+use vouch_core::ErrorKind;
+use vouch_core::wire::{
+    AttestRequest, AttestationResult, ChallengeResponse, EnrollRequest, EnrollResponse, ErrorBody,
+};
+
+use crate::AgentError;
+
+/// An HTTPS client for the verifier API.
+#[derive(Debug, Clone)]
+pub struct VerifierClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl VerifierClient {
+    /// A client for the verifier at `base` (`https://host:port`), trusting `ca_cert` (PEM) in
+    /// addition to nothing else when given, or the system roots when not.
+    pub fn new(base: &str, ca_cert: Option<&Path>) -> Result<Self, AgentError> {
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("vouch-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(p) = ca_cert {
+            let pem = std::fs::read(p).map_err(|source| AgentError::Io {
+                what: format!("reading CA certificate {}", p.display()),
+                source,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| AgentError::Config(format!("CA certificate {}: {e}", p.display())))?;
+            b = b.tls_certs_only(certs);
+        }
+        let http = b
+            .build()
+            .map_err(|e| AgentError::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The verifier's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> Result<R, AgentError> {
+        let url = format!("{}{path}", self.base);
+        let res = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|source| AgentError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        Self::decode(res).await
+    }
+
+    async fn decode<R: DeserializeOwned>(res: reqwest::Response) -> Result<R, AgentError> {
+        let status = res.status();
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| AgentError::Protocol(format!("reading body: {e}")))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| AgentError::Protocol(format!("{status}: {e}")));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => Err(AgentError::Refused {
+                status: status.as_u16(),
+                kind: ErrorKind::parse(&b.error.kind).unwrap_or(ErrorKind::Internal),
+                message: b.error.message,
+            }),
+            Err(_) => Err(AgentError::Protocol(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ))),
+        }
+    }
+
+    /// `POST /v1/challenge`
+    pub async fn challenge(&self) -> Result<ChallengeResponse, AgentError> {
+        self.post("/v1/challenge", &serde_json::json!({})).await
+    }
+
+    /// `POST /v1/enroll`
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, AgentError> {
+        self.post("/v1/enroll", req).await
+    }
+
+    /// `POST /v1/attest`
+    pub async fn attest(&self, req: &AttestRequest) -> Result<AttestationResult, AgentError> {
+        self.post("/v1/attest", req).await
+    }
+
+    /// `POST /v1/attest` with an arbitrary body (for tests of the verifier's input handling).
+    pub async fn attest_raw(&self, body: Vec<u8>) -> Result<AttestationResult, AgentError> {
+        let url = format!("{}/v1/attest", self.base);
+        let res = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|source| AgentError::Unreachable { url, source })?;
+        Self::decode(res).await
+    }
+
+    /// `GET /v1/results/{id}`
+    pub async fn result(&self, id: &str) -> Result<AttestationResult, AgentError> {
+        let url = format!("{}/v1/results/{id}", self.base);
+        let res = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| AgentError::Unreachable { url, source })?;
+        Self::decode(res).await
+    }
+
+    /// `GET /.well-known/jwks.json`, as text.
+    pub async fn jwks(&self) -> Result<String, AgentError> {
+        let url = format!("{}/.well-known/jwks.json", self.base);
+        let res = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| AgentError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        if !res.status().is_success() {
+            return Err(AgentError::Protocol(format!("{url}: {}", res.status())));
+        }
+        res.text()
+            .await
+            .map_err(|e| AgentError::Protocol(format!("reading JWKS: {e}")))
+    }
+}

@@ -1,0 +1,50 @@
+/// Why a result was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpError {
+    /// The key set could not be parsed or holds no usable key.
+    #[error("key set: {0}")]
+    Keys(String),
+    /// The token is not a well-formed JWS/JWT or its claims are not an EAR.
+    #[error("malformed result: {0}")]
+    Malformed(String),
+    /// The token asks for an algorithm that is not accepted (including `none`).
+    #[error("algorithm {0} is not accepted for attestation results")]
+    Algorithm(String),
+    /// No key in the set has the token's `kid`.
+    #[error("no key with kid {0:?} in the key set (refresh the JWKS if the verifier rotated keys)")]
+    UnknownKey(String),
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    Signature,
+    /// The result expired.
+    #[error("result expired")]
+    Expired,
+    /// The result is not valid yet.
+    #[error("result is not valid yet (nbf in the future)")]
+    NotYetValid,
+    /// The audience does not match.
+    #[error("result audience does not match {0:?}")]
+    Audience(String),
+    /// The nonce does not match.
+    #[error("result nonce does not match the expected nonce")]
+    Nonce,
+    /// The EAR profile is not one this SDK understands.
+    #[error("unknown EAR profile {0:?}")]
+    Profile(String),
+    /// The appraisal status is not acceptable.
+    #[error("appraisal status is {0}, which this relying party does not accept")]
+    Status(String),
+    /// A trust-vector claim is below the required tier.
+    #[error("trust vector claim {claim} is {value} ({tier}); required {required}")]
+    Tier {
+        /// The claim.
+        claim: String,
+        /// Its value.
+        value: i8,
+        /// Its tier.
+        tier: String,
+        /// The required tier.
+        required: String,
+    },
+}

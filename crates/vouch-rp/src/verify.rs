@@ -1,0 +1,223 @@
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::collections::{BTreeMap, HashMap};
+use vouch_core::{ArStatus, EAR_PROFILE, Ear, TrustClaim, TrustTier, tier_of};
+
+use crate::RpError;
+
+/// Longest token accepted, bytes.
+const MAX_TOKEN: usize = 64 * 1024;
+
+/// What a relying party demands of a result.
+#[derive(Debug, Clone)]
+pub struct Requirements {
+    /// Expected `aud`; when `None`, results carrying an audience are still accepted.
+    pub audience: Option<String>,
+    /// Expected `eat_nonce` (background-check model, or a freshness nonce of the RP's own).
+    pub nonce: Option<String>,
+    /// Accept `warning` as well as `affirming`.
+    pub accept_warning: bool,
+    /// For each listed claim, the worst tier accepted (e.g. `hardware` → `Affirming`).
+    pub tiers: BTreeMap<TrustClaim, TrustTier>,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    pub leeway: u64,
+    /// Require an `exp` claim (results from Vouch always carry one).
+    pub require_exp: bool,
+}
+
+impl Default for Requirements {
+    fn default() -> Self {
+        Self {
+            audience: None,
+            nonce: None,
+            accept_warning: false,
+            tiers: BTreeMap::new(),
+            leeway: 5,
+            require_exp: true,
+        }
+    }
+}
+
+/// A result that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedResult {
+    /// The overall status.
+    pub status: ArStatus,
+    /// `sub`: the attested workload.
+    pub subject: Option<String>,
+    /// The `kid` that signed it.
+    pub kid: Option<String>,
+    /// All claims.
+    pub ear: Ear,
+}
+
+/// Verifies results against a fixed key set.
+#[derive(Clone)]
+pub struct ResultVerifier {
+    keys: HashMap<Option<String>, (DecodingKey, Algorithm)>,
+}
+
+impl std::fmt::Debug for ResultVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultVerifier")
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+const ACCEPTED: [Algorithm; 3] = [Algorithm::EdDSA, Algorithm::ES256, Algorithm::ES384];
+
+impl ResultVerifier {
+    /// Build from a JWKS document (`{"keys": [...]}`).
+    pub fn from_jwks_json(json: &str) -> Result<Self, RpError> {
+        let set: JwkSet =
+            serde_json::from_str(json).map_err(|e| RpError::Keys(format!("not a JWKS: {e}")))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
+                (AlgorithmParameters::OctetKeyPair(_), _) => Algorithm::EdDSA,
+                (AlgorithmParameters::EllipticCurve(p), _) => match p.curve {
+                    jsonwebtoken::jwk::EllipticCurve::P256 => Algorithm::ES256,
+                    jsonwebtoken::jwk::EllipticCurve::P384 => Algorithm::ES384,
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| RpError::Keys(e.to_string()))?;
+            keys.insert(jwk.common.key_id.clone(), (key, alg));
+        }
+        if keys.is_empty() {
+            return Err(RpError::Keys("no EdDSA or ECDSA key in the set".into()));
+        }
+        Ok(Self { keys })
+    }
+
+    /// Build from one PEM public key (SPKI) of the given algorithm, for results signed by
+    /// other EAR implementations that publish a bare key.
+    pub fn from_public_key_pem(pem: &[u8], alg: Algorithm) -> Result<Self, RpError> {
+        let key = match alg {
+            Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
+            Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+            other => return Err(RpError::Algorithm(format!("{other:?}"))),
+        }
+        .map_err(|e| RpError::Keys(e.to_string()))?;
+        let mut keys = HashMap::new();
+        keys.insert(None, (key, alg));
+        Ok(Self { keys })
+    }
+
+    /// Verify `token` (a compact JWS) against `req`.
+    pub fn verify(&self, token: &str, req: &Requirements) -> Result<VerifiedResult, RpError> {
+        if token.len() > MAX_TOKEN {
+            return Err(RpError::Malformed(format!("token longer than {MAX_TOKEN} bytes")));
+        }
+        let header_alg = peek_alg(token)?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| RpError::Malformed(format!("header: {e}")))?;
+        if !ACCEPTED.contains(&header.alg) {
+            return Err(RpError::Algorithm(header_alg));
+        }
+        let (key, alg) = match self.keys.get(&header.kid) {
+            Some(k) => k,
+            None if self.keys.len() == 1 && header.kid.is_none() => {
+                self.keys.values().next().ok_or(RpError::UnknownKey(String::new()))?
+            }
+            None => {
+                // A bare key (no kid) accepts any kid only when it is the only key.
+                match (self.keys.get(&None), self.keys.len()) {
+                    (Some(k), 1) => k,
+                    _ => return Err(RpError::UnknownKey(header.kid.clone().unwrap_or_default())),
+                }
+            }
+        };
+        if *alg != header.alg {
+            return Err(RpError::Algorithm(format!(
+                "{:?} (the key is published for {alg:?})",
+                header.alg
+            )));
+        }
+        let mut v = Validation::new(*alg);
+        v.leeway = req.leeway;
+        v.validate_nbf = true;
+        v.validate_exp = true;
+        v.required_spec_claims.clear();
+        if req.require_exp {
+            v.required_spec_claims.insert("exp".into());
+        }
+        match &req.audience {
+            Some(a) => v.set_audience(&[a]),
+            None => v.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<Ear>(token, key, &v).map_err(map_jwt_error)?;
+        let ear = data.claims;
+        if ear.eat_profile != EAR_PROFILE {
+            return Err(RpError::Profile(ear.eat_profile));
+        }
+        if let Some(n) = &req.nonce
+            && ear.eat_nonce.as_deref() != Some(n.as_str())
+        {
+            return Err(RpError::Nonce);
+        }
+        let status = ear.overall_status();
+        let ok = match status {
+            ArStatus::Affirming => true,
+            ArStatus::Warning => req.accept_warning,
+            _ => false,
+        };
+        if !ok {
+            return Err(RpError::Status(status.to_string()));
+        }
+        for (claim, worst) in &req.tiers {
+            for sub in ear.submods.values() {
+                let value = sub.trust_vector.get(*claim);
+                let tier = tier_of(value);
+                // "none" (no claim) never satisfies a requirement.
+                if tier == ArStatus::None || tier > *worst {
+                    return Err(RpError::Tier {
+                        claim: claim.as_str().into(),
+                        value,
+                        tier: tier.to_string(),
+                        required: worst.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(VerifiedResult {
+            status,
+            subject: ear.sub.clone(),
+            kid: header.kid,
+            ear,
+        })
+    }
+}
+
+/// Read the header's `alg` as text, so a refused algorithm (like `none`) is named in the error.
+fn peek_alg(token: &str) -> Result<String, RpError> {
+    use base64::Engine as _;
+    let h = token
+        .split('.')
+        .next()
+        .ok_or_else(|| RpError::Malformed("empty token".into()))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| RpError::Malformed("header is not base64url".into()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| RpError::Malformed("header is not JSON".into()))?;
+    match v.get("alg").and_then(|a| a.as_str()) {
+        Some(a) if ACCEPTED.iter().any(|x| format!("{x:?}") == a) => Ok(a.to_string()),
+        Some(a) => Err(RpError::Algorithm(a.to_string())),
+        None => Err(RpError::Malformed("header has no alg".into())),
+    }
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> RpError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => RpError::Signature,
+        K::ExpiredSignature => RpError::Expired,
+        K::ImmatureSignature => RpError::NotYetValid,
+        K::InvalidAudience => RpError::Audience(String::new()),
+        K::MissingRequiredClaim(c) => RpError::Malformed(format!("missing claim {c}")),
+        _ => RpError::Malformed(e.to_string()),
+    }
+}

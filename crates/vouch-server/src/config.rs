@@ -1,0 +1,101 @@
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Which algorithm signs attestation results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SigningAlg {
+    /// Ed25519 (JWS `EdDSA`), the default.
+    #[default]
+    EdDSA,
+    /// ECDSA P-256 with SHA-256 (JWS `ES256`).
+    ES256,
+}
+
+impl SigningAlg {
+    /// The JWS `alg` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDSA => "EdDSA",
+            Self::ES256 => "ES256",
+        }
+    }
+}
+
+/// Verifier configuration: defaults, then the config file, then `VOUCH_*` environment variables
+/// (applied by the `vouch` binary).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory for the database, keys and generated TLS material.
+    pub data_dir: PathBuf,
+    /// SQLite database file (default `<data_dir>/vouch.db`).
+    pub database: Option<PathBuf>,
+    /// TLS certificate chain (PEM). When unset, a CA and a loopback server certificate are
+    /// generated under `<data_dir>/tls/`.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP instead of TLS. Refused unless `listen` is a loopback address.
+    pub insecure_http: bool,
+    /// The audience nonces are issued for: the name of this verifier cluster.
+    pub audience: String,
+    /// Cluster nonce key file (32+ secret bytes), shared by all replicas
+    /// (default `<data_dir>/keys/nonce.key`, created when missing).
+    pub nonce_key: Option<PathBuf>,
+    /// Seconds a nonce stays valid.
+    pub nonce_ttl: u64,
+    /// Allowed clock skew between replicas and agents, seconds.
+    pub clock_skew: u64,
+    /// Seconds an attestation result stays valid.
+    pub result_ttl: u64,
+    /// Expected seconds between attestations of one workload.
+    pub attest_interval: u64,
+    /// A workload missing this many intervals is marked contraindicated.
+    pub deadline_intervals: u64,
+    /// Largest request body accepted, bytes.
+    pub body_limit: usize,
+    /// Algorithm for newly generated result-signing keys.
+    pub signing_alg: SigningAlg,
+    /// Seconds a retired signing key stays in the JWKS, so results it signed still verify.
+    pub retired_key_grace: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            data_dir: PathBuf::from(".vouch/server"),
+            database: None,
+            tls_cert: None,
+            tls_key: None,
+            insecure_http: false,
+            audience: "vouch".into(),
+            nonce_key: None,
+            nonce_ttl: 60,
+            clock_skew: 5,
+            result_ttl: 90,
+            attest_interval: 30,
+            deadline_intervals: 3,
+            body_limit: 6 * 1024 * 1024,
+            signing_alg: SigningAlg::EdDSA,
+            retired_key_grace: 86_400,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The database path.
+    pub fn database_path(&self) -> PathBuf {
+        self.database
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("vouch.db"))
+    }
+
+    /// Seconds after an attestation at which its workload is overdue.
+    pub fn deadline_secs(&self) -> u64 {
+        self.attest_interval.saturating_mul(self.deadline_intervals.max(1))
+    }
+}

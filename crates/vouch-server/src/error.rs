@@ -1,0 +1,86 @@
+//! The one place where errors become HTTP status codes.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use vouch_core::ErrorKind;
+use vouch_core::wire::{ErrorBody, ErrorDetail};
+
+/// An API error: a stable kind and a message that says what went wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ApiError {
+    /// Stable kind.
+    pub kind: ErrorKind,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status for a kind.
+    pub fn status(kind: ErrorKind) -> StatusCode {
+        use ErrorKind::*;
+        match kind {
+            MalformedRequest | EvidenceMalformed | NonceMismatch | UnsupportedEvidence => {
+                StatusCode::BAD_REQUEST
+            }
+            NonceInvalid | NonceExpired | NonceFromFuture | NonceAudience | EvidenceSignature
+            | UnknownKey | TokenInvalid | TokenExpired => StatusCode::UNAUTHORIZED,
+            NonceReused | TokenReused => StatusCode::CONFLICT,
+            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            NotFound => StatusCode::NOT_FOUND,
+            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = Self::status(self.kind);
+        if status.is_server_error() {
+            tracing::error!(kind = %self.kind, "{}", self.message);
+        } else {
+            tracing::info!(kind = %self.kind, "refused: {}", self.message);
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind.as_str().to_string(),
+                message: self.message,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<vouch_store::StoreError> for ApiError {
+    fn from(e: vouch_store::StoreError) -> Self {
+        Self::new(e.kind(), e.to_string())
+    }
+}
+
+impl From<vouch_evidence::EvidenceError> for ApiError {
+    fn from(e: vouch_evidence::EvidenceError) -> Self {
+        Self::new(e.kind(), e.to_string())
+    }
+}
+
+impl From<vouch_core::NonceError> for ApiError {
+    fn from(e: vouch_core::NonceError) -> Self {
+        Self::new(e.kind(), e.to_string())
+    }
+}
+
+impl From<vouch_policy::PolicyError> for ApiError {
+    fn from(e: vouch_policy::PolicyError) -> Self {
+        Self::new(e.kind(), e.to_string())
+    }
+}

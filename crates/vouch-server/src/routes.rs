@@ -1,0 +1,197 @@
+//! HTTP routes.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Request, State as AxState};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+use vouch_core::ErrorKind;
+use vouch_core::wire::{AttestRequest, EnrollRequest, WorkloadSummary};
+
+use crate::state::{State, unix_now};
+use crate::{ApiError, pages};
+
+type S = Arc<State>;
+
+/// JSON body extractor whose rejections are [`ApiError`]s with stable kinds.
+pub(crate) struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &St) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> ApiError {
+    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            ErrorKind::BodyTooLarge,
+            "request body exceeds the verifier's body_limit",
+        )
+    } else {
+        ApiError::new(ErrorKind::MalformedRequest, rej.body_text())
+    }
+}
+
+/// Count refusals by kind on the way out.
+async fn count_refusals(
+    AxState(st): AxState<S>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let res = next.run(req).await;
+    if res.status().is_client_error() || res.status().is_server_error() {
+        let kind = res
+            .extensions()
+            .get::<ErrorKind>()
+            .copied()
+            .unwrap_or(ErrorKind::MalformedRequest);
+        st.metrics.refused(kind);
+    }
+    res
+}
+
+fn with_kind(e: ApiError) -> Response {
+    let kind = e.kind;
+    let mut r = e.into_response();
+    r.extensions_mut().insert(kind);
+    r
+}
+
+pub(crate) fn router(state: S) -> Router {
+    let limit = state.cfg.body_limit;
+    Router::new()
+        .route("/v1/challenge", post(challenge))
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/attest", post(attest))
+        .route("/v1/results/{id}", get(result))
+        .route("/v1/workloads", get(workloads))
+        .route("/v1/workloads/{node}/{name}", get(workload))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/", get(dashboard))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_refusals,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn challenge(AxState(st): AxState<S>) -> Response {
+    Json(st.challenge()).into_response()
+}
+
+async fn enroll(AxState(st): AxState<S>, body: Result<ApiJson<EnrollRequest>, ApiError>) -> Response {
+    let r = match body {
+        Ok(ApiJson(req)) => st.enroll(req).await,
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => with_kind(e),
+    }
+}
+
+async fn attest(AxState(st): AxState<S>, body: Result<ApiJson<AttestRequest>, ApiError>) -> Response {
+    let r = match body {
+        Ok(ApiJson(req)) => st.attest(req).await,
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => with_kind(e),
+    }
+}
+
+async fn result(AxState(st): AxState<S>, Path(id): Path<String>) -> Response {
+    match st.result(&id).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => with_kind(e),
+    }
+}
+
+pub(crate) fn summary(w: vouch_store::WorkloadRecord) -> WorkloadSummary {
+    WorkloadSummary {
+        status: vouch_core::ArStatus::parse(&w.status).unwrap_or(vouch_core::ArStatus::None),
+        id: w.id,
+        node_id: w.node_id,
+        name: w.name,
+        reason: w.reason,
+        last_attested_at: w.last_attested_at,
+        last_attestation_id: w.last_attestation_id,
+        deadline: w.deadline,
+    }
+}
+
+async fn workloads(AxState(st): AxState<S>) -> Response {
+    match st.store.workloads().await {
+        Ok(ws) => Json(ws.into_iter().map(summary).collect::<Vec<_>>()).into_response(),
+        Err(e) => with_kind(e.into()),
+    }
+}
+
+async fn workload(AxState(st): AxState<S>, Path((node, name)): Path<(String, String)>) -> Response {
+    let id = format!("{node}/{name}");
+    match st.store.workload(&id).await {
+        Ok(Some(w)) => Json(summary(w)).into_response(),
+        Ok(None) => with_kind(ApiError::new(ErrorKind::NotFound, format!("no workload {id}"))),
+        Err(e) => with_kind(e.into()),
+    }
+}
+
+async fn jwks(AxState(st): AxState<S>) -> Response {
+    let body = st.keyring().jwks(unix_now(), st.cfg.retired_key_grace);
+    (
+        [
+            (header::CONTENT_TYPE, "application/jwk-set+json"),
+            (header::CACHE_CONTROL, "max-age=60"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(AxState(st): AxState<S>) -> Response {
+    match st.store.ping().await {
+        Ok(()) if st.keyring().active().is_some() => (StatusCode::OK, "ready\n").into_response(),
+        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "no active signing key\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}\n")).into_response(),
+    }
+}
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metrics(AxState(st): AxState<S>) -> Response {
+    let text = pages::metrics(&st).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}
+
+async fn dashboard(AxState(st): AxState<S>) -> Html<String> {
+    Html(pages::dashboard(&st).await)
+}

@@ -1,0 +1,412 @@
+//! Shared verifier state and the attestation pipeline: verify, check freshness, appraise, sign,
+//! record.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use vouch_core::wire::{
+    AttestRequest, AttestationResult, ChallengeResponse, EnrollRequest, EnrollResponse,
+    enroll_signing_input,
+};
+use vouch_core::{
+    ArStatus, EAR_PROFILE, Ear, ErrorKind, Nonce, NonceKey, SUBMOD_NAME, Submod, VerifierId,
+};
+use vouch_evidence::{Signer, VerifyContext, verifier_for, verify_ed25519};
+use vouch_policy::{DEFAULT_POLICY_ID, PolicyCache, PolicySource, ReferenceValues};
+use vouch_store::{AttestationRecord, Store};
+
+use crate::keys::{Keyring, random_bytes};
+use crate::{ApiError, ServerConfig};
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub challenges: AtomicU64,
+    pub enrollments: AtomicU64,
+    pub results: [AtomicU64; 4],
+    pub refusals: Mutex<BTreeMap<&'static str, u64>>,
+    pub overdue: AtomicU64,
+}
+
+impl Metrics {
+    pub fn refused(&self, kind: ErrorKind) {
+        let mut m = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(kind.as_str()).or_default() += 1;
+    }
+
+    pub fn result(&self, s: ArStatus) {
+        let i = match s {
+            ArStatus::None => 0,
+            ArStatus::Affirming => 1,
+            ArStatus::Warning => 2,
+            ArStatus::Contraindicated => 3,
+        };
+        self.results[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything a request handler needs.
+pub struct State {
+    pub(crate) cfg: ServerConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) nonce_keys: Vec<NonceKey>,
+    pub(crate) keyring: RwLock<Arc<Keyring>>,
+    pub(crate) keys_dir: PathBuf,
+    pub(crate) policies: PolicyCache,
+    pub(crate) metrics: Metrics,
+    signers: Mutex<(u64, Arc<Vec<Signer>>)>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("audience", &self.cfg.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_workload_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl State {
+    pub(crate) fn new(
+        cfg: ServerConfig,
+        store: Arc<dyn Store>,
+        nonce_keys: Vec<NonceKey>,
+        keyring: Keyring,
+        keys_dir: PathBuf,
+    ) -> Self {
+        Self {
+            cfg,
+            store,
+            nonce_keys,
+            keyring: RwLock::new(Arc::new(keyring)),
+            keys_dir,
+            policies: PolicyCache::new(),
+            metrics: Metrics::default(),
+            signers: Mutex::new((u64::MAX, Arc::new(Vec::new()))),
+        }
+    }
+
+    pub(crate) fn keyring(&self) -> Arc<Keyring> {
+        self.keyring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn reload_keys(&self) {
+        match Keyring::load(&self.keys_dir) {
+            Ok(k) if k.active().is_some() => {
+                *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(k);
+                tracing::info!("result-signing keys reloaded");
+            }
+            Ok(_) => tracing::error!("key reload found no active signing key; keeping the old keys"),
+            Err(e) => tracing::error!("key reload failed, keeping the old keys: {e}"),
+        }
+    }
+
+    /// Issue a nonce.
+    pub(crate) fn challenge(&self) -> ChallengeResponse {
+        let now = unix_now();
+        self.metrics.challenges.fetch_add(1, Ordering::Relaxed);
+        let Some(key) = self.nonce_keys.first() else {
+            // Construction guarantees at least one key; an empty list would only refuse nonces.
+            return ChallengeResponse {
+                nonce: String::new(),
+                audience: self.cfg.audience.clone(),
+                expires_at: now,
+            };
+        };
+        ChallengeResponse {
+            nonce: Nonce::issue(key, now, random_bytes::<32>(), &self.cfg.audience),
+            audience: self.cfg.audience.clone(),
+            expires_at: now + self.cfg.nonce_ttl,
+        }
+    }
+
+    /// Enroll an agent key with a join token.
+    pub(crate) async fn enroll(&self, req: EnrollRequest) -> Result<EnrollResponse, ApiError> {
+        let pk = URL_SAFE_NO_PAD
+            .decode(&req.public_key)
+            .ok()
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::MalformedRequest,
+                    "public_key must be a base64url raw 32-byte Ed25519 key",
+                )
+            })?;
+        if req.hostname.len() > 255 || req.join_token.len() > 256 {
+            return Err(ApiError::new(
+                ErrorKind::MalformedRequest,
+                "hostname or join_token too long",
+            ));
+        }
+        if !verify_ed25519(
+            &pk,
+            &enroll_signing_input(&req.join_token, &req.public_key),
+            &req.signature,
+        ) {
+            return Err(ApiError::new(
+                ErrorKind::EvidenceSignature,
+                "enrollment signature does not verify: the agent must sign with the key it enrolls",
+            ));
+        }
+        let token_hash = hex::encode(Sha256::digest(req.join_token.as_bytes()));
+        let e = self
+            .store
+            .enroll(&token_hash, &pk, &req.hostname, unix_now())
+            .await?;
+        self.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(node = %e.node_id, key = %e.key_id, host = %req.hostname, "agent enrolled");
+        Ok(EnrollResponse {
+            node_id: e.node_id,
+            key_id: e.key_id,
+        })
+    }
+
+    fn signers(&self, refs: &ReferenceValues) -> Arc<Vec<Signer>> {
+        let mut cached = self.signers.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.0 != refs.revision {
+            let list = refs
+                .values
+                .iter()
+                .filter(|v| v.kind == "signer")
+                .filter_map(|v| {
+                    let pk = URL_SAFE_NO_PAD.decode(v.value.trim()).ok()?;
+                    Some(Signer {
+                        name: v.key.clone(),
+                        public_key: pk,
+                    })
+                })
+                .collect();
+            *cached = (refs.revision, Arc::new(list));
+        }
+        cached.1.clone()
+    }
+
+    /// Verify, appraise, sign and record one attestation.
+    pub(crate) async fn attest(&self, req: AttestRequest) -> Result<AttestationResult, ApiError> {
+        let now = unix_now();
+        let ev = &req.evidence;
+        let verifier = verifier_for(ev.kind).ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::UnsupportedEvidence,
+                format!("evidence kind {} is not supported", ev.kind.as_str()),
+            )
+        })?;
+        let key = self.store.agent_key(&ev.key_id).await?.ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::UnknownKey,
+                format!(
+                    "evidence names key {:?}, which is not enrolled here (or was revoked); \
+                     enroll the agent with a join token from `vouch token create`",
+                    ev.key_id
+                ),
+            )
+        })?;
+        let refs = self.store.reference_values().await?;
+        let signers = self.signers(&refs);
+        let verified = verifier.verify(
+            ev,
+            &VerifyContext {
+                public_key: &key.public_key,
+                signers: &signers,
+            },
+        )?;
+        let cfg = &self.cfg;
+        let nonce = Nonce::check(
+            &verified.nonce,
+            &self.nonce_keys,
+            &cfg.audience,
+            now,
+            cfg.nonce_ttl,
+            cfg.clock_skew,
+        )?;
+        if !valid_workload_name(&verified.workload_name) {
+            return Err(ApiError::new(
+                ErrorKind::EvidenceMalformed,
+                "workload name must be 1-128 characters of A-Z a-z 0-9 - _ .",
+            ));
+        }
+        let fresh = self
+            .store
+            .consume_nonce(
+                &nonce.id(),
+                nonce.expires_at(cfg.nonce_ttl) + cfg.clock_skew,
+                now,
+            )
+            .await?;
+        if !fresh {
+            return Err(ApiError::new(
+                ErrorKind::NonceReused,
+                "this nonce was already used; ask for a new challenge for every attestation",
+            ));
+        }
+
+        let policy_id = self
+            .store
+            .active_policy_id()
+            .await?
+            .unwrap_or_else(|| DEFAULT_POLICY_ID.to_string());
+        let policy = self.store.policy(&policy_id, None).await?.ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::PolicyError,
+                format!("active policy {policy_id} has no version; add one with `vouch policy add`"),
+            )
+        })?;
+        let compiled = self.policies.get(
+            &PolicySource {
+                id: policy.id.clone(),
+                version: policy.version,
+                rego: policy.rego,
+            },
+            &refs,
+        )?;
+        let appraisal = compiled.appraise(&verified.claims)?;
+
+        let id = uuid::Uuid::new_v4().to_string();
+        let workload_id = format!("{}/{}", key.node_id, verified.workload_name);
+        let expires_at = now + cfg.result_ttl;
+        let policy_ref = format!("policy:{}/v{}", appraisal.policy_id, appraisal.policy_version);
+        let reasons = appraisal.reasons();
+        let mut ext = BTreeMap::new();
+        ext.insert(
+            "vouch.evidence-kind".to_string(),
+            serde_json::json!(ev.kind.as_str()),
+        );
+        ext.insert("vouch.node-id".to_string(), serde_json::json!(key.node_id));
+        if !reasons.is_empty() {
+            ext.insert("vouch.reasons".to_string(), serde_json::json!(reasons));
+        }
+        let mut submods = BTreeMap::new();
+        submods.insert(
+            SUBMOD_NAME.to_string(),
+            Submod {
+                status: appraisal.status,
+                trust_vector: appraisal.trust_vector.clone(),
+                policy_id: Some(policy_ref.clone()),
+                extensions: ext,
+            },
+        );
+        let ear = Ear {
+            eat_profile: EAR_PROFILE.to_string(),
+            iat: now,
+            exp: Some(expires_at),
+            nbf: None,
+            jti: Some(id.clone()),
+            aud: req.result_audience.clone(),
+            sub: Some(workload_id.clone()),
+            verifier_id: VerifierId {
+                build: format!("vouch {}", env!("CARGO_PKG_VERSION")),
+                developer: "https://vouch.invalid".to_string(),
+            },
+            eat_nonce: Some(verified.nonce.clone()),
+            raw_evidence: None,
+            submods,
+            policy_version: Some(appraisal.policy_version),
+        };
+        let keyring = self.keyring();
+        let signing = keyring.active().ok_or_else(|| {
+            ApiError::new(ErrorKind::Internal, "no active result-signing key")
+        })?;
+        let jwt = signing
+            .sign_jwt(&ear)
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+
+        let rec = AttestationRecord {
+            id: id.clone(),
+            workload_id: workload_id.clone(),
+            node_id: key.node_id.clone(),
+            key_id: key.id.clone(),
+            evidence_kind: ev.kind.as_str().to_string(),
+            evidence_sha256: verified.evidence_sha256,
+            claims: verified.claims,
+            status: appraisal.status.as_str().to_string(),
+            trust_vector: serde_json::to_value(&appraisal.trust_vector)
+                .unwrap_or(serde_json::Value::Null),
+            reasons: reasons.clone(),
+            policy_id: appraisal.policy_id.clone(),
+            policy_version: appraisal.policy_version,
+            result: jwt.clone(),
+            created_at: now,
+            expires_at,
+        };
+        self.store
+            .record_attestation(&rec, now + cfg.deadline_secs())
+            .await?;
+        self.metrics.result(appraisal.status);
+        tracing::info!(
+            workload = %workload_id, status = %appraisal.status, attestation = %id,
+            "appraised"
+        );
+        Ok(AttestationResult {
+            attestation_id: id,
+            workload_id,
+            status: appraisal.status,
+            result: jwt,
+            issued_at: now,
+            expires_at,
+            policy: policy_ref,
+            reasons,
+            valid: appraisal.status != ArStatus::Contraindicated,
+        })
+    }
+
+    /// Look up a recorded result and say whether it still stands.
+    pub(crate) async fn result(&self, id: &str) -> Result<AttestationResult, ApiError> {
+        let rec = self.store.attestation(id).await?.ok_or_else(|| {
+            ApiError::new(ErrorKind::NotFound, format!("no attestation {id}"))
+        })?;
+        let status = ArStatus::parse(&rec.status).unwrap_or(ArStatus::None);
+        let workload = self.store.workload(&rec.workload_id).await?;
+        let now = unix_now();
+        let latest = workload
+            .as_ref()
+            .is_some_and(|w| w.last_attestation_id.as_deref() == Some(id));
+        let standing = workload
+            .as_ref()
+            .is_some_and(|w| w.status != ArStatus::Contraindicated.as_str());
+        Ok(AttestationResult {
+            attestation_id: rec.id,
+            workload_id: rec.workload_id,
+            status,
+            result: rec.result,
+            issued_at: rec.created_at,
+            expires_at: rec.expires_at,
+            policy: format!("policy:{}/v{}", rec.policy_id, rec.policy_version),
+            reasons: rec.reasons,
+            valid: status != ArStatus::Contraindicated && latest && standing && now < rec.expires_at,
+        })
+    }
+
+    /// Snapshot of refusal counters.
+    pub(crate) fn refusals(&self) -> HashMap<&'static str, u64> {
+        self.metrics
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+}
