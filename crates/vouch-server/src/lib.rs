@@ -269,3 +269,23 @@ pub async fn start_with_store(
         background: vec![sweeper, key_watch],
     })
 }
+
+/// Create a one-time join token valid for `ttl` seconds; only its SHA-256 is stored.
+pub async fn create_join_token(
+    store: &dyn Store,
+    ttl: u64,
+    node_name: Option<&str>,
+) -> Result<String, ServerError> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let token = format!(
+        "vjt_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<24>())
+    );
+    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let now = unix_now();
+    store
+        .create_join_token(&hash, node_name, now, now.saturating_add(ttl))
+        .await?;
+    Ok(token)
+}

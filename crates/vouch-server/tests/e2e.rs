@@ -1,0 +1,481 @@
+//! The whole flow on loopback TLS: verifier, agent and relying party, and every rejection the
+//! verifier must make, each with a real tampered input.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vouch_agent::{Agent, AgentConfig, AgentError, VerifierClient};
+use vouch_core::wire::AttestRequest;
+use vouch_core::{ArStatus, ErrorKind, Nonce, NonceKey};
+use vouch_policy::ReferenceValue;
+use vouch_rp::{Requirements, ResultVerifier, RpError};
+use vouch_server::{RunningServer, ServerConfig, create_join_token, start_with_store, unix_now};
+use vouch_store::{SqliteStore, Store};
+
+struct Harness {
+    dir: tempfile::TempDir,
+    server: RunningServer,
+    store: Arc<dyn Store>,
+    cfg: ServerConfig,
+}
+
+impl Harness {
+    async fn new(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("server"),
+            ..ServerConfig::default()
+        };
+        tweak(&mut cfg);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&cfg.database_path()).await.unwrap());
+        let server = start_with_store(cfg.clone(), store.clone()).await.unwrap();
+        Self {
+            dir,
+            server,
+            store,
+            cfg,
+        }
+    }
+
+    fn client(&self) -> VerifierClient {
+        VerifierClient::new(&self.server.base_url, self.server.ca_cert.as_deref()).unwrap()
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    async fn agent(&self, name: &str) -> Agent {
+        let exe = self.path(&format!("{name}.bin"));
+        std::fs::write(&exe, format!("binary of {name}")).unwrap();
+        let conf = self.path(&format!("{name}.conf"));
+        std::fs::write(&conf, "setting = 1\n").unwrap();
+        let token = create_join_token(self.store.as_ref(), 600, None).await.unwrap();
+        Agent::new(AgentConfig {
+            servers: vec![self.server.base_url.clone()],
+            ca_cert: self.server.ca_cert.clone(),
+            data_dir: self.path(&format!("agent-{name}")),
+            join_token: Some(token),
+            workload_name: name.into(),
+            exe: Some(exe),
+            files: vec![conf],
+            interval: 1,
+            ..AgentConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Register the agent's current measurements as reference values.
+    async fn trust(&self, agent: &mut Agent) {
+        let ev = agent.evidence("x").unwrap();
+        let m: vouch_core::SoftwareMeasurements =
+            serde_json::from_slice(&B64.decode(&ev.payload).unwrap()).unwrap();
+        let now = unix_now();
+        self.store
+            .add_reference_value(
+                &ReferenceValue {
+                    kind: "executable".into(),
+                    key: m.workload.name.clone(),
+                    value: m.workload.exe_sha256.clone(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        for f in m.files {
+            self.store
+                .add_reference_value(
+                    &ReferenceValue {
+                        kind: "file".into(),
+                        key: f.path,
+                        value: f.sha256.unwrap(),
+                    },
+                    now,
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    fn nonce_key(&self) -> NonceKey {
+        let b = std::fs::read(self.cfg.data_dir.join("keys/nonce.key")).unwrap();
+        NonceKey::from_slice(&b).unwrap()
+    }
+
+    async fn rp(&self) -> ResultVerifier {
+        ResultVerifier::from_jwks_json(&self.client().jwks().await.unwrap()).unwrap()
+    }
+}
+
+fn kind(r: Result<vouch_core::wire::AttestationResult, AgentError>) -> ErrorKind {
+    match r {
+        Err(e) => e.kind().unwrap_or_else(|| panic!("not a refusal: {e}")),
+        Ok(v) => panic!("accepted: {v:?}"),
+    }
+}
+
+#[tokio::test]
+async fn attests_affirming_then_contraindicated_after_a_measured_file_changes() {
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("app").await;
+    // Before reference values exist the default policy warns and says how to fix it.
+    let r = agent.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Warning, "{:?}", r.reasons);
+    assert!(r.reasons[0].contains("vouch refvalue add executable app"));
+
+    h.trust(&mut agent).await;
+    let good = agent.attest_once().await.unwrap();
+    assert_eq!(good.status, ArStatus::Affirming, "{:?}", good.reasons);
+    assert!(good.valid);
+    let rp = h.rp().await;
+    let v = rp.verify(&good.result, &Requirements::default()).unwrap();
+    assert_eq!(v.subject.as_deref(), Some(good.workload_id.as_str()));
+    assert_eq!(
+        std::fs::read_to_string(h.path("agent-app/result.jwt")).unwrap(),
+        good.result
+    );
+
+    std::fs::write(h.path("app.conf"), "setting = 2\n").unwrap();
+    let bad = agent.attest_once().await.unwrap();
+    assert_eq!(bad.status, ArStatus::Contraindicated);
+    assert!(bad.reasons.iter().any(|r| r.contains("config_file")), "{:?}", bad.reasons);
+    assert_eq!(
+        rp.verify(&bad.result, &Requirements::default()),
+        Err(RpError::Status("contraindicated".into()))
+    );
+    // The earlier affirming result no longer stands at the verifier.
+    let looked = h.client().result(&good.attestation_id).await.unwrap();
+    assert!(!looked.valid);
+    let w = h.store.workload(&bad.workload_id).await.unwrap().unwrap();
+    assert_eq!(w.status, "contraindicated");
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn continuous_agent_reacts_to_a_file_change_within_the_interval() {
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("svc").await;
+    h.trust(&mut agent).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = {
+        let mut a = agent;
+        a = {
+            // Long interval: only the file watch can trigger the second round in time.
+            let cfg = a.config().clone();
+            drop(a);
+            Agent::new(AgentConfig {
+                interval: 3600,
+                join_token: None,
+                ..cfg
+            })
+            .await
+            .unwrap()
+        };
+        a
+    };
+    let task = tokio::spawn(agent.run(
+        async {
+            let _ = stop_rx.await;
+        },
+        move |r| {
+            let _ = tx.send(r.as_ref().map(|r| r.status).map_err(|e| e.to_string()));
+        },
+    ));
+    let first = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap(), ArStatus::Affirming);
+    std::fs::write(h.path("svc.conf"), "tampered\n").unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap();
+    assert_eq!(second.unwrap().unwrap(), ArStatus::Contraindicated);
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn missed_deadline_makes_a_workload_contraindicated() {
+    let h = Harness::new(|c| {
+        c.attest_interval = 1;
+        c.deadline_intervals = 2;
+    })
+    .await;
+    let mut agent = h.agent("quiet").await;
+    h.trust(&mut agent).await;
+    let r = agent.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming);
+    let mut status = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        status = h.store.workload(&r.workload_id).await.unwrap().unwrap().status;
+        if status == "contraindicated" {
+            break;
+        }
+    }
+    assert_eq!(status, "contraindicated");
+    assert!(!h.client().result(&r.attestation_id).await.unwrap().valid);
+    // Attesting again restores it.
+    assert_eq!(agent.attest_once().await.unwrap().status, ArStatus::Affirming);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn tampered_and_unauthorised_evidence_is_refused_and_never_recorded() {
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("app").await;
+    h.trust(&mut agent).await;
+    let c = h.client();
+    let before = h.store.attestation_count().await.unwrap();
+
+    // A flipped byte in the signed payload.
+    let n = c.challenge().await.unwrap().nonce;
+    let mut ev = agent.evidence(&n).unwrap();
+    let mut raw = B64.decode(&ev.payload).unwrap();
+    let i = raw.len() / 2;
+    raw[i] ^= 0x01;
+    ev.payload = B64.encode(&raw);
+    let req = AttestRequest {
+        evidence: ev,
+        result_audience: None,
+    };
+    assert_eq!(kind(c.attest(&req).await), ErrorKind::EvidenceSignature);
+
+    // A flipped byte in the signature.
+    let n = c.challenge().await.unwrap().nonce;
+    let mut ev = agent.evidence(&n).unwrap();
+    let mut sig = B64.decode(&ev.signature).unwrap();
+    sig[0] ^= 0x80;
+    ev.signature = B64.encode(&sig);
+    let req = AttestRequest {
+        evidence: ev,
+        result_audience: None,
+    };
+    assert_eq!(kind(c.attest(&req).await), ErrorKind::EvidenceSignature);
+
+    // Evidence signed by a key that was never enrolled, naming an enrolled key id.
+    let n = c.challenge().await.unwrap().nonce;
+    let good = agent.evidence(&n).unwrap();
+    let rogue = vouch_evidence::AgentKey::generate().unwrap();
+    let m: vouch_core::SoftwareMeasurements =
+        serde_json::from_slice(&B64.decode(&good.payload).unwrap()).unwrap();
+    let forged = vouch_evidence::sign_software_evidence(&rogue, &good.key_id, &m).unwrap();
+    let req = AttestRequest {
+        evidence: forged.clone(),
+        result_audience: None,
+    };
+    assert_eq!(kind(c.attest(&req).await), ErrorKind::EvidenceSignature);
+    // ... and naming a key id nobody enrolled.
+    let req = AttestRequest {
+        evidence: vouch_evidence::sign_software_evidence(&rogue, "ak-nobody", &m).unwrap(),
+        result_audience: None,
+    };
+    assert_eq!(kind(c.attest(&req).await), ErrorKind::UnknownKey);
+
+    // Unsigned sample evidence is verified as such and refused by the default policy.
+    let n = c.challenge().await.unwrap().nonce;
+    let mut sample = agent.evidence(&n).unwrap();
+    sample.kind = vouch_core::EvidenceKind::Sample;
+    let r = c
+        .attest(&AttestRequest {
+            evidence: sample,
+            result_audience: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated);
+    assert!(r.reasons.iter().any(|x| x.contains("sample_evidence")));
+
+    // Nothing above was recorded as affirming: the only new record is the refused sample.
+    assert_eq!(h.store.attestation_count().await.unwrap(), before + 1);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn nonces_expired_reused_future_forged_or_for_another_audience_are_refused() {
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("app").await;
+    let c = h.client();
+    let key = h.nonce_key();
+    let now = unix_now();
+    let send = |nonce: String, agent: &mut Agent| {
+        let ev = agent.evidence(&nonce).unwrap();
+        AttestRequest {
+            evidence: ev,
+            result_audience: None,
+        }
+    };
+
+    let expired = Nonce::issue(&key, now - 120, [1; 32], &h.cfg.audience);
+    assert_eq!(kind(c.attest(&send(expired, &mut agent)).await), ErrorKind::NonceExpired);
+    let future = Nonce::issue(&key, now + 600, [2; 32], &h.cfg.audience);
+    assert_eq!(kind(c.attest(&send(future, &mut agent)).await), ErrorKind::NonceFromFuture);
+    let forged = Nonce::issue(&NonceKey::new([7; 32]), now, [3; 32], &h.cfg.audience);
+    assert_eq!(kind(c.attest(&send(forged, &mut agent)).await), ErrorKind::NonceInvalid);
+    let other = Nonce::issue(&key, now, [4; 32], "another-cluster");
+    assert_eq!(kind(c.attest(&send(other, &mut agent)).await), ErrorKind::NonceAudience);
+    let garbage = "not-a-nonce".to_string();
+    assert_eq!(kind(c.attest(&send(garbage, &mut agent)).await), ErrorKind::NonceInvalid);
+
+    // A nonce issued by this cluster's key but by "another replica" (never seen here) works once.
+    let replica = Nonce::issue(&key, now, [5; 32], &h.cfg.audience);
+    let req = send(replica, &mut agent);
+    c.attest(&req).await.unwrap();
+    // Replaying the same evidence (same nonce) is refused.
+    assert_eq!(kind(c.attest(&req).await), ErrorKind::NonceReused);
+    // So is new evidence over a used nonce.
+    let n = req.evidence.key_id.clone();
+    let _ = n;
+    let again = send(
+        Nonce::issue(&key, now, [5; 32], &h.cfg.audience),
+        &mut agent,
+    );
+    assert_eq!(kind(c.attest(&again).await), ErrorKind::NonceReused);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn join_tokens_are_single_use_and_malformed_or_oversized_bodies_are_refused() {
+    let h = Harness::new(|c| c.body_limit = 256 * 1024).await;
+    let token = create_join_token(h.store.as_ref(), 600, None).await.unwrap();
+    let mk = |name: &str, token: &str| AgentConfig {
+        servers: vec![h.server.base_url.clone()],
+        ca_cert: h.server.ca_cert.clone(),
+        data_dir: h.path(name),
+        join_token: Some(token.to_string()),
+        ..AgentConfig::default()
+    };
+    Agent::new(mk("a1", &token)).await.unwrap();
+    match Agent::new(mk("a2", &token)).await {
+        Err(e) => assert_eq!(e.kind(), Some(ErrorKind::TokenReused)),
+        Ok(_) => panic!("a join token was accepted twice"),
+    }
+    match Agent::new(mk("a3", "vjt_made_up")).await {
+        Err(e) => assert_eq!(e.kind(), Some(ErrorKind::TokenInvalid)),
+        Ok(_) => panic!("an unknown join token was accepted"),
+    }
+    let expired = create_join_token(h.store.as_ref(), 0, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    match Agent::new(mk("a4", &expired)).await {
+        Err(e) => assert_eq!(e.kind(), Some(ErrorKind::TokenExpired)),
+        Ok(_) => panic!("an expired join token was accepted"),
+    }
+
+    let c = h.client();
+    assert_eq!(
+        kind(c.attest_raw(b"{\"evidence\": ".to_vec()).await),
+        ErrorKind::MalformedRequest
+    );
+    assert_eq!(
+        kind(c.attest_raw(b"{\"evidence\": {\"kind\": \"tpm9\"}}".to_vec()).await),
+        ErrorKind::MalformedRequest
+    );
+    let mut big = b"{\"evidence\": \"".to_vec();
+    big.extend(std::iter::repeat_n(b'A', 512 * 1024));
+    big.extend(b"\"}");
+    assert_eq!(kind(c.attest_raw(big).await), ErrorKind::BodyTooLarge);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn results_survive_key_rotation_and_do_not_verify_under_another_verifier() {
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("app").await;
+    h.trust(&mut agent).await;
+    let before = agent.attest_once().await.unwrap();
+    let old_kid = jsonwebtoken::decode_header(&before.result).unwrap().kid.unwrap();
+    vouch_server::Keyring::rotate(
+        &h.cfg.data_dir.join("keys"),
+        vouch_server::SigningAlg::ES256,
+        unix_now(),
+    )
+    .unwrap();
+    // The server notices the rotation within its key-watch period.
+    let mut after = before.clone();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = agent.attest_once().await.unwrap();
+        if jsonwebtoken::decode_header(&after.result).unwrap().kid.unwrap() != old_kid {
+            break;
+        }
+    }
+    let header = jsonwebtoken::decode_header(&after.result).unwrap();
+    assert_ne!(header.kid.as_deref(), Some(old_kid.as_str()));
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    let rp = h.rp().await;
+    rp.verify(&before.result, &Requirements::default()).unwrap();
+    rp.verify(&after.result, &Requirements::default()).unwrap();
+
+    let other = Harness::new(|_| {}).await;
+    let foreign = other.rp().await;
+    assert!(matches!(
+        foreign.verify(&after.result, &Requirements::default()),
+        Err(RpError::UnknownKey(_))
+    ));
+    h.server.shutdown().await;
+    other.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_jwks_openapi_dashboard_and_metrics_answer() {
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("web").await;
+    agent.attest_once().await.unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap())
+        .unwrap();
+    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let get = |p: &str| {
+        let url = format!("{}{p}", h.server.base_url);
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+    let (s, body) = get("/openapi.json").await;
+    assert_eq!(s, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for p in [
+        "/v1/challenge",
+        "/v1/enroll",
+        "/v1/attest",
+        "/v1/results/{id}",
+        "/v1/workloads",
+        "/v1/workloads/{node}/{name}",
+        "/.well-known/jwks.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "OpenAPI lacks {p}");
+    }
+    let (s, page) = get("/").await;
+    assert_eq!(s, 200);
+    assert!(page.contains("web") && page.contains("warning"), "{page}");
+    let (_, metrics) = get("/metrics").await;
+    assert!(metrics.contains("vouch_attestations_total{status=\"warning\"} 1"), "{metrics}");
+    assert_eq!(get("/v1/results/nope").await.0, 404);
+    let (s, body) = get("/v1/workloads").await;
+    assert_eq!(s, 200);
+    assert!(body.contains("\"name\":\"web\""));
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        insecure_http: true,
+        data_dir: dir.path().to_path_buf(),
+        ..ServerConfig::default()
+    };
+    let e = vouch_server::start(cfg).await.unwrap_err().to_string();
+    assert!(e.contains("loopback"), "{e}");
+}
