@@ -1,0 +1,299 @@
+//! Command-line flags, parsed into raw types; `commands` validates them into typed config.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Vouch: workload attestation and identity.
+#[derive(Debug, Parser)]
+#[command(name = "vouch", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (TOML with [server] and [agent] sections).
+    #[arg(long, global = true, env = "VOUCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn log_level(&self) -> &'static str {
+        match self.verbose {
+            0 => "warn,vouch=info,vouch_server=info,vouch_agent=info",
+            1 => "info",
+            _ => "debug",
+        }
+    }
+}
+
+/// Where the verifier keeps its state (for admin commands that open the store directly).
+#[derive(Debug, Args, Clone, Default)]
+pub struct StoreArgs {
+    /// Verifier data directory (default from the config file, else .vouch/server).
+    #[arg(long, env = "VOUCH_SERVER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// What an agent measures and where it sends evidence.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AgentArgs {
+    /// Verifier URL; repeat for fail-over (default from config, else https://127.0.0.1:8443).
+    #[arg(long = "server")]
+    pub servers: Vec<String>,
+    /// CA certificate (PEM) to trust for the verifier.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// Agent state directory (key, enrollment, latest result).
+    #[arg(long)]
+    pub agent_dir: Option<PathBuf>,
+    /// One-time join token, for the first run.
+    #[arg(long, env = "VOUCH_JOIN_TOKEN")]
+    pub join_token: Option<String>,
+    /// Name of the workload being attested.
+    #[arg(long)]
+    pub workload: Option<String>,
+    /// The workload's executable (default: this program).
+    #[arg(long)]
+    pub exe: Option<PathBuf>,
+    /// A configuration file to measure; repeat for more.
+    #[arg(long = "file")]
+    pub files: Vec<PathBuf>,
+    /// Container image digest of the workload.
+    #[arg(long)]
+    pub image_digest: Option<String>,
+    /// Audience to put in results.
+    #[arg(long)]
+    pub result_audience: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the verifier.
+    Server {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Serve plain HTTP (loopback only, for development).
+        #[arg(long)]
+        insecure_http: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Run the agent: enroll once, then attest continuously.
+    Agent {
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// Seconds between attestations.
+        #[arg(long)]
+        interval: Option<u64>,
+    },
+    /// Attest once and print the result.
+    Attest {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Verify an attestation result (EAR JWT) offline against a JWKS.
+    Verify(VerifyArgs),
+    /// Manage appraisal policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Manage reference values.
+    #[command(subcommand)]
+    Refvalue(RefvalueCmd),
+    /// Manage join tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Inspect workloads.
+    #[command(subcommand)]
+    Workload(WorkloadCmd),
+    /// Manage the verifier's result-signing keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Run a verifier on embedded SQLite and an agent attesting this machine.
+    Dev(DevArgs),
+    /// Measure attestations per second through the full HTTP path against the raw signature cost.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The token, a file holding it, or - for standard input.
+    pub token: String,
+    /// JWKS: a file, or an https:// URL (fetched once).
+    #[arg(long)]
+    pub jwks: String,
+    /// CA certificate for fetching the JWKS over HTTPS.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// Required audience.
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// Required nonce.
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// Accept `warning` results.
+    #[arg(long)]
+    pub accept_warning: bool,
+    /// Required tier of a trust-vector claim, e.g. hardware=affirming; repeatable.
+    #[arg(long = "require")]
+    pub require: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Add a new version of a policy (activates it unless --no-activate).
+    Add {
+        /// Policy id.
+        id: String,
+        /// Rego file.
+        file: PathBuf,
+        /// Keep the currently active policy.
+        #[arg(long)]
+        no_activate: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List policies (latest version of each).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print a policy.
+    Show {
+        /// Policy id.
+        id: String,
+        /// Version (default: latest).
+        #[arg(long)]
+        version: Option<u32>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Make a policy the active one.
+    Activate {
+        /// Policy id.
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Evaluate a policy offline and explain which rule decided and why.
+    Test {
+        /// Rego file, or `default` for the shipped default policy.
+        policy: String,
+        /// Claims JSON (the policy input).
+        #[arg(long)]
+        input: PathBuf,
+        /// Reference values JSON file: [{"kind", "key", "value"}, …].
+        #[arg(long)]
+        refvalues: Option<PathBuf>,
+        /// Use the reference values in the verifier's store.
+        #[arg(long)]
+        from_store: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RefvalueCmd {
+    /// Add a reference value.
+    Add {
+        /// Kind (executable, file, min_os_version, min_package, forbidden_process, …).
+        kind: String,
+        /// Key within the kind (workload name, path, package, …).
+        key: String,
+        /// Value.
+        value: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List reference values.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a reference value by id.
+    Remove {
+        /// Id from `vouch refvalue list`.
+        id: i64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a one-time join token.
+    Create {
+        /// Lifetime, e.g. 600, 10m, 1h, 1d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Name to give the node that uses it.
+        #[arg(long)]
+        node_name: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCmd {
+    /// List workloads and their status.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show a workload (NODE/NAME) and its latest appraisal.
+    Show {
+        /// Workload id.
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Create a new result-signing key and retire the current one (it stays in the JWKS for
+    /// the grace period, so results it signed still verify). A running verifier picks it up.
+    Rotate {
+        /// Algorithm of the new key.
+        #[arg(long, value_parser = ["EdDSA", "ES256"], default_value = "EdDSA")]
+        alg: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Attest once, print the result and exit (0 when affirming).
+    #[arg(long)]
+    pub once: bool,
+    /// State directory.
+    #[arg(long, default_value = ".vouch/dev")]
+    pub dir: PathBuf,
+    /// Address for the verifier (default 127.0.0.1:8443; an ephemeral port with --once).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Extra files to measure.
+    #[arg(long = "file")]
+    pub files: Vec<PathBuf>,
+    /// Seconds between attestations.
+    #[arg(long, default_value_t = 10)]
+    pub interval: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Attestations to run.
+    #[arg(long, default_value_t = 500)]
+    pub n: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+}

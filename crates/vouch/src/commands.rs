@@ -1,0 +1,539 @@
+//! Each subcommand: validate flags into typed configuration and call the libraries.
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use vouch_agent::{Agent, AgentConfig};
+use vouch_core::{ArStatus, TrustClaim, TrustTier};
+use vouch_policy::{
+    CompiledPolicy, DEFAULT_POLICY, PolicySource, ReferenceValue, ReferenceValues,
+};
+use vouch_rp::{Requirements, ResultVerifier};
+use vouch_server::{ServerConfig, unix_now};
+use vouch_store::{SqliteStore, Store};
+
+use crate::cli::{
+    AgentArgs, Cli, Command, KeyCmd, PolicyCmd, RefvalueCmd, StoreArgs, TokenCmd, VerifyArgs,
+    WorkloadCmd,
+};
+use crate::config::{self, FileConfig};
+use crate::output;
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let file = config::load(cli.config.as_deref())?;
+    let json = cli.json;
+    match cli.command {
+        Command::Server {
+            listen,
+            insecure_http,
+            store,
+        } => server(file, listen, insecure_http, store).await,
+        Command::Agent { agent, interval } => run_agent(file, agent, interval).await,
+        Command::Attest { agent } => attest(file, agent, json).await,
+        Command::Verify(args) => verify(args, json).await,
+        Command::Policy(cmd) => policy(file, cmd, json).await,
+        Command::Refvalue(cmd) => refvalue(file, cmd, json).await,
+        Command::Token(cmd) => token(file, cmd, json).await,
+        Command::Workload(cmd) => workload(file, cmd, json).await,
+        Command::Key(cmd) => key(file, cmd, json).await,
+        Command::Dev(args) => crate::dev::run(args, json).await,
+        Command::Bench(args) => crate::bench::run(args, json).await,
+    }
+}
+
+fn server_config(file: &FileConfig, store: &StoreArgs) -> ServerConfig {
+    let mut cfg = file.server.clone();
+    if let Some(d) = &store.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    cfg
+}
+
+/// Open the verifier's store for an admin command.
+pub async fn open_store(file: &FileConfig, store: &StoreArgs) -> Result<Arc<dyn Store>> {
+    let cfg = server_config(file, store);
+    let path = cfg.database_path();
+    let s = SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("opening the verifier store {}", path.display()))?;
+    Ok(Arc::new(s))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn server(
+    file: FileConfig,
+    listen: Option<std::net::SocketAddr>,
+    insecure_http: bool,
+    store: StoreArgs,
+) -> Result<ExitCode> {
+    let mut cfg = server_config(&file, &store);
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    cfg.insecure_http |= insecure_http;
+    let running = vouch_server::start(cfg).await?;
+    println!("verifier listening on {}", running.base_url);
+    if let Some(ca) = &running.ca_cert {
+        println!("agents and relying parties trust {}", ca.display());
+    }
+    let addr = running.addr;
+    shutdown_signal().await;
+    tracing::info!("shutting down {addr}");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn agent_config(file: &FileConfig, a: &AgentArgs) -> AgentConfig {
+    let mut cfg = file.agent.clone();
+    if !a.servers.is_empty() {
+        cfg.servers = a.servers.clone();
+    }
+    if let Some(v) = &a.ca_cert {
+        cfg.ca_cert = Some(v.clone());
+    }
+    if let Some(v) = &a.agent_dir {
+        cfg.data_dir = v.clone();
+    }
+    if let Some(v) = &a.join_token {
+        cfg.join_token = Some(v.clone());
+    }
+    if let Some(v) = &a.workload {
+        cfg.workload_name = v.clone();
+    }
+    if let Some(v) = &a.exe {
+        cfg.exe = Some(v.clone());
+    }
+    if !a.files.is_empty() {
+        cfg.files = a.files.clone();
+    }
+    if let Some(v) = &a.image_digest {
+        cfg.image_digest = Some(v.clone());
+    }
+    if let Some(v) = &a.result_audience {
+        cfg.result_audience = Some(v.clone());
+    }
+    cfg
+}
+
+/// One line describing a result.
+pub fn describe(r: &vouch_core::wire::AttestationResult) -> String {
+    let mut s = format!("{} {} ({})", r.workload_id, r.status, r.policy);
+    for reason in &r.reasons {
+        s.push_str(&format!("\n    {reason}"));
+    }
+    s
+}
+
+async fn run_agent(file: FileConfig, a: AgentArgs, interval: Option<u64>) -> Result<ExitCode> {
+    let mut cfg = agent_config(&file, &a);
+    if let Some(i) = interval {
+        cfg.interval = i;
+    }
+    let agent = Agent::new(cfg).await?;
+    println!(
+        "agent {} attesting every {}s",
+        agent.enrollment().node_id,
+        agent.config().interval
+    );
+    agent
+        .run(shutdown_signal(), |r| match r {
+            Ok(r) => println!("{}", describe(r)),
+            Err(e) => eprintln!("attestation failed: {e}"),
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn attest(file: FileConfig, a: AgentArgs, json: bool) -> Result<ExitCode> {
+    let mut agent = Agent::new(agent_config(&file, &a)).await?;
+    let r = agent.attest_once().await?;
+    if json {
+        output::json(&r)?;
+    } else {
+        println!("{}", describe(&r));
+        println!("result: {}", r.result);
+    }
+    Ok(if r.status == ArStatus::Affirming {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Read a token argument: literal, file, or `-`.
+fn read_token(arg: &str) -> Result<String> {
+    if arg == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        return Ok(s.trim().to_string());
+    }
+    if arg.matches('.').count() == 2 && !std::path::Path::new(arg).exists() {
+        return Ok(arg.trim().to_string());
+    }
+    Ok(std::fs::read_to_string(arg)
+        .with_context(|| format!("{arg} is neither a JWT nor a readable file"))?
+        .trim()
+        .to_string())
+}
+
+/// Load a JWKS from a file or an https:// URL.
+pub async fn load_jwks(src: &str, ca: Option<&std::path::Path>) -> Result<String> {
+    if src.starts_with("https://") || src.starts_with("http://") {
+        let base = src
+            .strip_suffix("/.well-known/jwks.json")
+            .unwrap_or(src)
+            .to_string();
+        let c = vouch_agent::VerifierClient::new(&base, ca)?;
+        return Ok(c.jwks().await?);
+    }
+    std::fs::read_to_string(src).with_context(|| format!("reading JWKS {src}"))
+}
+
+fn parse_requirement(s: &str) -> Result<(TrustClaim, TrustTier)> {
+    let (c, t) = s
+        .split_once('=')
+        .with_context(|| format!("--require {s}: expected CLAIM=TIER, e.g. hardware=affirming"))?;
+    let claim = TrustClaim::parse(c).with_context(|| {
+        format!("unknown trust claim {c:?} (instance-identity, configuration, executables, file-system, hardware, runtime-opaque, storage-opaque, sourced-data)")
+    })?;
+    let tier = ArStatus::parse(t)
+        .filter(|t| *t != ArStatus::None)
+        .with_context(|| format!("unknown tier {t:?} (affirming, warning, contraindicated)"))?;
+    Ok((claim, tier))
+}
+
+async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
+    let token = read_token(&args.token)?;
+    let jwks = load_jwks(&args.jwks, args.ca_cert.as_deref()).await?;
+    let v = ResultVerifier::from_jwks_json(&jwks)?;
+    let mut req = Requirements {
+        audience: args.audience,
+        nonce: args.nonce,
+        accept_warning: args.accept_warning,
+        ..Requirements::default()
+    };
+    for r in &args.require {
+        let (c, t) = parse_requirement(r)?;
+        req.tiers.insert(c, t);
+    }
+    match v.verify(&token, &req) {
+        Ok(r) => {
+            if json {
+                output::json(&r.ear)?;
+            } else {
+                println!(
+                    "valid: {} is {} (kid {}, expires {})",
+                    r.subject.as_deref().unwrap_or("?"),
+                    r.status,
+                    r.kid.as_deref().unwrap_or("-"),
+                    output::ago(r.ear.exp),
+                );
+                for (name, sub) in &r.ear.submods {
+                    println!("  submod {name}: {}", sub.status);
+                    for (k, v) in &sub.trust_vector.0 {
+                        println!("    {k:<18} {v:>4}  {}", vouch_core::tier_of(*v));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("rejected: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn read_refvalues(p: &std::path::Path) -> Result<Vec<ReferenceValue>> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} must be a JSON array of {{\"kind\", \"key\", \"value\"}}",
+            p.display()
+        )
+    })
+}
+
+async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        PolicyCmd::Add {
+            id,
+            file: path,
+            no_activate,
+            store,
+        } => {
+            let rego = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            // Refuse a policy that does not compile before it can become active.
+            CompiledPolicy::compile(
+                &PolicySource {
+                    id: id.clone(),
+                    version: 0,
+                    rego: rego.clone(),
+                },
+                &ReferenceValues::default(),
+            )?;
+            let s = open_store(&file, &store).await?;
+            let v = s.add_policy(&id, &rego, !no_activate, unix_now()).await?;
+            if json {
+                output::json(&serde_json::json!({"id": id, "version": v, "active": !no_activate}))?;
+            } else {
+                println!(
+                    "policy {id} v{v} added{}",
+                    if no_activate { "" } else { " and active" }
+                );
+            }
+        }
+        PolicyCmd::List { store } => {
+            let s = open_store(&file, &store).await?;
+            let active = s.active_policy_id().await?;
+            let list = s.policies().await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.id.clone(),
+                            p.version.to_string(),
+                            if active.as_deref() == Some(&p.id) { "yes" } else { "" }.into(),
+                            p.sha256[..16].to_string(),
+                            output::ago(Some(p.created_at)),
+                        ]
+                    })
+                    .collect();
+                output::table(&["id", "version", "active", "sha256", "created"], &rows);
+            }
+        }
+        PolicyCmd::Show { id, version, store } => {
+            let s = open_store(&file, &store).await?;
+            let p = s
+                .policy(&id, version)
+                .await?
+                .with_context(|| format!("no policy {id} (see `vouch policy list`)"))?;
+            if json {
+                output::json(&p)?;
+            } else {
+                println!("# policy {} v{} sha256 {}", p.id, p.version, p.sha256);
+                print!("{}", p.rego);
+            }
+        }
+        PolicyCmd::Activate { id, store } => {
+            let s = open_store(&file, &store).await?;
+            s.activate_policy(&id).await?;
+            println!("policy {id} is active");
+        }
+        PolicyCmd::Test {
+            policy,
+            input,
+            refvalues,
+            from_store,
+            store,
+        } => {
+            let rego = if policy == "default" {
+                DEFAULT_POLICY.to_string()
+            } else {
+                std::fs::read_to_string(&policy).with_context(|| format!("reading {policy}"))?
+            };
+            let claims: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(&input)
+                    .with_context(|| format!("reading {}", input.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", input.display()))?;
+            let mut values = match &refvalues {
+                Some(p) => read_refvalues(p)?,
+                None => Vec::new(),
+            };
+            if from_store {
+                values.extend(open_store(&file, &store).await?.reference_values().await?.values);
+            }
+            let compiled = CompiledPolicy::compile(
+                &PolicySource {
+                    id: policy.clone(),
+                    version: 0,
+                    rego,
+                },
+                &ReferenceValues {
+                    revision: 0,
+                    values,
+                },
+            )?;
+            let a = compiled.appraise(&claims)?;
+            if json {
+                output::json(&a)?;
+            } else {
+                print!("{}", a.explain());
+            }
+            return Ok(if a.status == ArStatus::Affirming {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn refvalue(file: FileConfig, cmd: RefvalueCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        RefvalueCmd::Add {
+            kind,
+            key,
+            value,
+            store,
+        } => {
+            if kind.is_empty() || key.is_empty() {
+                bail!("kind and key must not be empty");
+            }
+            let s = open_store(&file, &store).await?;
+            let id = s
+                .add_reference_value(&ReferenceValue { kind, key, value }, unix_now())
+                .await?;
+            if json {
+                output::json(&serde_json::json!({"id": id}))?;
+            } else {
+                println!("reference value {id} added");
+            }
+        }
+        RefvalueCmd::List { store } => {
+            let s = open_store(&file, &store).await?;
+            let rows = s.reference_value_rows().await?;
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(id, r)| serde_json::json!({"id": id, "kind": r.kind, "key": r.key, "value": r.value}))
+                    .collect();
+                output::json(&v)?;
+            } else {
+                let t: Vec<Vec<String>> = rows
+                    .into_iter()
+                    .map(|(id, r)| vec![id.to_string(), r.kind, r.key, r.value])
+                    .collect();
+                output::table(&["id", "kind", "key", "value"], &t);
+            }
+        }
+        RefvalueCmd::Remove { id, store } => {
+            let s = open_store(&file, &store).await?;
+            if !s.remove_reference_value(id).await? {
+                bail!("no reference value {id} (see `vouch refvalue list`)");
+            }
+            println!("reference value {id} removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(file: FileConfig, cmd: TokenCmd, json: bool) -> Result<ExitCode> {
+    let TokenCmd::Create {
+        ttl,
+        node_name,
+        store,
+    } = cmd;
+    let ttl = config::parse_duration(&ttl)?;
+    let s = open_store(&file, &store).await?;
+    let t = vouch_server::create_join_token(s.as_ref(), ttl, node_name.as_deref()).await?;
+    if json {
+        output::json(&serde_json::json!({"token": t, "expires_at": unix_now() + ttl}))?;
+    } else {
+        println!("{t}");
+        eprintln!("single use, expires in {ttl}s; give it to the agent with --join-token or VOUCH_JOIN_TOKEN");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn workload(file: FileConfig, cmd: WorkloadCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        WorkloadCmd::List { store } => {
+            let s = open_store(&file, &store).await?;
+            let list = s.workloads().await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .into_iter()
+                    .map(|w| {
+                        vec![
+                            w.id,
+                            w.status,
+                            output::ago(w.last_attested_at),
+                            output::ago(w.deadline),
+                            w.reason,
+                        ]
+                    })
+                    .collect();
+                output::table(&["workload", "status", "last evidence", "deadline", "reason"], &rows);
+            }
+        }
+        WorkloadCmd::Show { id, store } => {
+            let s = open_store(&file, &store).await?;
+            let w = s
+                .workload(&id)
+                .await?
+                .with_context(|| format!("no workload {id} (see `vouch workload list`)"))?;
+            let last = match &w.last_attestation_id {
+                Some(a) => s.attestation(a).await?,
+                None => None,
+            };
+            if json {
+                output::json(&serde_json::json!({"workload": w, "latest": last}))?;
+            } else {
+                println!("workload   {}", w.id);
+                println!("status     {}", w.status);
+                println!("reason     {}", w.reason);
+                println!("evidence   {}", output::ago(w.last_attested_at));
+                println!("deadline   {}", output::ago(w.deadline));
+                if let Some(a) = last {
+                    println!("latest     {} (policy {} v{})", a.id, a.policy_id, a.policy_version);
+                    println!("trust      {}", a.trust_vector);
+                    for r in &a.reasons {
+                        println!("  {r}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn key(file: FileConfig, cmd: KeyCmd, json: bool) -> Result<ExitCode> {
+    let KeyCmd::Rotate { alg, store } = cmd;
+    let cfg = server_config(&file, &store);
+    let alg = match alg.as_str() {
+        "ES256" => vouch_server::SigningAlg::ES256,
+        _ => vouch_server::SigningAlg::EdDSA,
+    };
+    let dir: PathBuf = cfg.data_dir.join("keys");
+    let kid = vouch_server::Keyring::rotate(&dir, alg, unix_now())?;
+    if json {
+        output::json(&serde_json::json!({"kid": kid}))?;
+    } else {
+        println!(
+            "new signing key {kid} is active; the previous key stays in the JWKS for {}s",
+            cfg.retired_key_grace
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,155 @@
+//! Configuration: defaults, then the TOML file, then `VOUCH_<SECTION>_<FIELD>` environment
+//! variables, then command-line flags (applied by each command).
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::path::Path;
+
+use vouch_agent::AgentConfig;
+use vouch_server::ServerConfig;
+
+/// The whole file: `[server]` and `[agent]`.
+#[derive(Debug, Default)]
+pub struct FileConfig {
+    pub server: ServerConfig,
+    pub agent: AgentConfig,
+}
+
+/// Load `path` (if given) and apply the environment.
+pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+    let mut table = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config file {}", p.display()))?;
+            let v: toml::Table =
+                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+            for k in v.keys() {
+                if k != "server" && k != "agent" {
+                    bail!("{}: unknown section [{k}] (expected [server] or [agent])", p.display());
+                }
+            }
+            serde_json::to_value(v)?
+        }
+        None => Value::Object(Default::default()),
+    };
+    let server = section::<ServerConfig>(&mut table, "server", std::env::vars())?;
+    let agent = section::<AgentConfig>(&mut table, "agent", std::env::vars())?;
+    Ok(FileConfig { server, agent })
+}
+
+/// Merge one section: defaults ← file ← `VOUCH_<SECTION>_<FIELD>`.
+fn section<T: Serialize + DeserializeOwned + Default>(
+    table: &mut Value,
+    name: &str,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<T> {
+    let mut merged = serde_json::to_value(T::default())?;
+    let defaults = merged.clone();
+    if let (Some(m), Some(file)) = (merged.as_object_mut(), table.get(name).and_then(Value::as_object)) {
+        for (k, v) in file {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    let prefix = format!("VOUCH_{}_", name.to_ascii_uppercase());
+    let Some(m) = merged.as_object_mut() else {
+        bail!("internal: section {name} is not an object");
+    };
+    for (k, raw) in env {
+        let Some(field) = k.strip_prefix(&prefix) else {
+            continue;
+        };
+        let field = field.to_ascii_lowercase();
+        let Some(default) = defaults.get(&field) else {
+            // DATA_DIR for the admin commands is read by clap; other unknowns are mistakes.
+            if field != "data_dir" {
+                tracing::warn!("ignoring {k}: {name} has no setting {field}");
+            }
+            continue;
+        };
+        let v = match default {
+            Value::Array(_) => Value::Array(
+                raw.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.trim().to_string()))
+                    .collect(),
+            ),
+            Value::Bool(_) => Value::Bool(
+                raw.parse()
+                    .with_context(|| format!("{k} must be true or false"))?,
+            ),
+            Value::Number(_) => Value::Number(
+                raw.parse::<u64>()
+                    .with_context(|| format!("{k} must be a whole number"))?
+                    .into(),
+            ),
+            _ => Value::String(raw),
+        };
+        m.insert(field, v);
+    }
+    serde_json::from_value(merged).with_context(|| format!("invalid [{name}] configuration"))
+}
+
+/// Parse a duration such as `600`, `10m`, `1h`, `2d` into seconds.
+pub fn parse_duration(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration (examples: 600, 10m, 1h, 2d)"))?;
+    Ok(n.saturating_mul(mult))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let mut t = serde_json::json!({"server": {"audience": "from-file", "nonce_ttl": 30}});
+        let env = vec![
+            ("VOUCH_SERVER_NONCE_TTL".to_string(), "45".to_string()),
+            ("VOUCH_SERVER_INSECURE_HTTP".to_string(), "true".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let s: ServerConfig = section(&mut t, "server", env.into_iter()).unwrap();
+        assert_eq!(s.audience, "from-file");
+        assert_eq!(s.nonce_ttl, 45);
+        assert!(s.insecure_http);
+        assert_eq!(s.result_ttl, ServerConfig::default().result_ttl);
+
+        let env = vec![(
+            "VOUCH_AGENT_SERVERS".to_string(),
+            "https://a:1,https://b:2".to_string(),
+        )];
+        let a: AgentConfig = section(&mut t, "agent", env.into_iter()).unwrap();
+        assert_eq!(a.servers, vec!["https://a:1", "https://b:2"]);
+    }
+
+    #[test]
+    fn bad_values_say_what_is_wrong() {
+        let mut t = serde_json::json!({});
+        let env = vec![("VOUCH_SERVER_NONCE_TTL".to_string(), "soon".to_string())];
+        let e = section::<ServerConfig>(&mut t, "server", env.into_iter()).unwrap_err();
+        assert!(format!("{e:#}").contains("VOUCH_SERVER_NONCE_TTL"));
+        let mut t = serde_json::json!({"server": {"nonce_tll": 3}});
+        let e = section::<ServerConfig>(&mut t, "server", std::iter::empty()).unwrap_err();
+        assert!(format!("{e:#}").contains("nonce_tll"), "{e:#}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("600").unwrap(), 600);
+        assert_eq!(parse_duration("10m").unwrap(), 600);
+        assert_eq!(parse_duration("1h").unwrap(), 3600);
+        assert_eq!(parse_duration("2d").unwrap(), 172_800);
+        assert!(parse_duration("soon").is_err());
+    }
+}
