@@ -1,0 +1,237 @@
+//! The `vouch` binary, driven as a user would.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vouch_agent::{Agent, AgentConfig};
+use vouch_store::{SqliteStore, Store};
+
+const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
+
+fn vouch(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(VOUCH)
+        .args(args)
+        .env_remove("VOUCH_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn data(name: &str) -> String {
+    format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn dev_once_json_prints_an_affirming_ear_for_this_machine() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("dev");
+    let (code, out, err) = vouch(&["dev", "--once", "--json", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let ear: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ear["submods"]["workload"]["ear.status"], "affirming");
+    assert_eq!(ear["eat_profile"], "tag:github.com,2023:veraison/ear");
+    // A second run reuses the enrollment and stays affirming.
+    let (code, out, _) = vouch(&["dev", "--once", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("affirming"));
+}
+
+#[test]
+fn policy_test_explains_which_rules_decided() {
+    let (code, out, err) = vouch(&[
+        "policy",
+        "test",
+        "default",
+        "--input",
+        &data("claims.json"),
+        "--refvalues",
+        &data("refvalues.json"),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("status: contraindicated"), "{out}");
+    for rule in ["forbidden_process", "forbidden_port", "min_package"] {
+        assert!(out.contains(rule), "{rule} missing from:\n{out}");
+    }
+    let (code, out, _) = vouch(&["--json", "policy", "test", "default", "--input", &data("claims.json")]);
+    assert_eq!(code, 1);
+    let a: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(a["status"], "warning");
+    // Every shipped example policy compiles and decides on the same claims.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/examples");
+    let mut seen = 0;
+    for e in std::fs::read_dir(examples).unwrap() {
+        seen += 1;
+        let p = e.unwrap().path();
+        let (code, out, err) = vouch(&["policy", "test", p.to_str().unwrap(), "--input", &data("claims.json")]);
+        assert!(code == 0 || code == 1, "{}: {out}{err}", p.display());
+        assert!(out.contains("status:"), "{}: {out}{err}", p.display());
+    }
+    assert!(seen >= 4, "example policies missing");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(dir: &Path, port: u16) -> Server {
+    let child = Command::new(VOUCH)
+        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Server(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("vouch server did not start");
+}
+
+/// Acknowledged attestations survive SIGKILL of the verifier under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_attestations_survive_sigkill_under_load() {
+    let d = tempfile::tempdir().unwrap();
+    let sdir = d.path().join("server");
+    let port = free_port();
+    let mut server = spawn_server(&sdir, port);
+    let base = format!("https://127.0.0.1:{port}");
+    let ca = sdir.join("tls/ca.crt");
+
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut agents = Vec::new();
+    for i in 0..4 {
+        let (code, token, err) = vouch(&["token", "create", "--data-dir", sdir.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        let exe = d.path().join(format!("w{i}"));
+        std::fs::write(&exe, "w").unwrap();
+        agents.push(
+            Agent::new(AgentConfig {
+                servers: vec![base.clone()],
+                ca_cert: Some(ca.clone()),
+                data_dir: d.path().join(format!("agent{i}")),
+                join_token: Some(token.trim().to_string()),
+                workload_name: format!("w{i}"),
+                exe: Some(exe),
+                ..AgentConfig::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let stop = Instant::now() + Duration::from_millis(1500);
+    let mut tasks = Vec::new();
+    for mut a in agents {
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut errors = 0;
+            while Instant::now() < stop + Duration::from_secs(1) {
+                match a.attest_once().await {
+                    Ok(r) => acked.lock().unwrap().push(r.attestation_id),
+                    Err(_) => {
+                        errors += 1;
+                        if Instant::now() > stop {
+                            break;
+                        }
+                    }
+                }
+            }
+            errors
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.0.kill().unwrap(); // SIGKILL
+    server.0.wait().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 4, "too little load: {} attestations", acked.len());
+
+    // Restart on the same data directory: every acknowledged attestation is there.
+    let _server = spawn_server(&sdir, port);
+    let store = SqliteStore::open(&sdir.join("vouch.db")).await.unwrap();
+    for id in &acked {
+        assert!(
+            store.attestation(id).await.unwrap().is_some(),
+            "acknowledged attestation {id} lost after SIGKILL"
+        );
+    }
+
+    // The CLI attests against the restarted server and verifies the result offline.
+    let (_, token, _) = vouch(&["token", "create", "--data-dir", sdir.to_str().unwrap()]);
+    let adir = d.path().join("cli-agent");
+    let (code, out, err) = vouch(&[
+        "attest", "--server", &base, "--ca-cert", ca.to_str().unwrap(), "--agent-dir",
+        adir.to_str().unwrap(), "--join-token", token.trim(), "--workload", "cli", "--exe", "/bin/sh",
+    ]);
+    assert!(code == 1 && out.contains("warning"), "{out}{err}");
+    let (code, out, err) = vouch(&[
+        "verify", "--jwks", &format!("{base}/.well-known/jwks.json"), "--ca-cert", ca.to_str().unwrap(),
+        "--accept-warning", adir.join("result.jwt").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("valid:"), "{out}");
+    let (code, _, err) = vouch(&[
+        "verify", "--jwks", &format!("{base}/.well-known/jwks.json"), "--ca-cert", ca.to_str().unwrap(),
+        adir.join("result.jwt").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("warning"), "{err}");
+    let (code, out, _) = vouch(&["workload", "list", "--data-dir", sdir.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("/cli") && out.contains("/w0"), "{out}");
+}
+
+#[test]
+fn admin_commands_round_trip() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_str().unwrap();
+    let (code, _, err) = vouch(&["refvalue", "add", "min_os_version", "debian", "12", "--data-dir", dir]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = vouch(&["--json", "refvalue", "list", "--data-dir", dir]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["kind"], "min_os_version");
+    let p = d.path().join("p.rego");
+    std::fs::write(&p, "package vouch.appraisal\nimport rego.v1\ndeny contains \"no\" if false\n").unwrap();
+    let (code, out, _) = vouch(&["policy", "add", "strict", p.to_str().unwrap(), "--data-dir", dir]);
+    assert_eq!(code, 0);
+    assert!(out.contains("strict v1"));
+    let (_, out, _) = vouch(&["policy", "add", "strict", p.to_str().unwrap(), "--data-dir", dir]);
+    assert!(out.contains("strict v2"));
+    // A policy that does not compile is refused before it can become active.
+    std::fs::write(&p, "package vouch.appraisal\ndeny contains x if {").unwrap();
+    let (code, _, err) = vouch(&["policy", "add", "strict", p.to_str().unwrap(), "--data-dir", dir]);
+    assert_eq!(code, 2);
+    assert!(err.contains("does not compile"), "{err}");
+    let (_, out, _) = vouch(&["policy", "list", "--data-dir", dir]);
+    assert!(out.contains("strict") && out.contains("yes"), "{out}");
+    let (code, _, err) = vouch(&["token", "create", "--ttl", "soon", "--data-dir", dir]);
+    assert_eq!(code, 2);
+    assert!(err.contains("duration"), "{err}");
+    let (code, out, _) = vouch(&["key", "rotate", "--alg", "ES256", "--data-dir", dir]);
+    assert_eq!(code, 0);
+    assert!(out.contains("new signing key"));
+}
