@@ -115,7 +115,8 @@ impl Agent {
                 let e = Self::enroll(&clients, &key, &token).await?;
                 write_atomic(
                     &state_path,
-                    &serde_json::to_vec_pretty(&e).map_err(|e| AgentError::Config(e.to_string()))?,
+                    &serde_json::to_vec_pretty(&e)
+                        .map_err(|e| AgentError::Config(e.to_string()))?,
                 )?;
                 tracing::info!(node = %e.node_id, key = %e.key_id, "enrolled");
                 e
@@ -198,7 +199,11 @@ impl Agent {
     /// Collect and sign evidence for `nonce` without sending it.
     pub fn evidence(&mut self, nonce: &str) -> Result<vouch_core::Evidence, AgentError> {
         let m = self.collector.collect(nonce, now())?;
-        Ok(sign_software_evidence(&self.key, &self.enrollment.key_id, &m)?)
+        Ok(sign_software_evidence(
+            &self.key,
+            &self.enrollment.key_id,
+            &m,
+        )?)
     }
 
     /// One round: challenge, collect, sign, attest. Fails over to the next verifier when one
@@ -283,7 +288,9 @@ impl Agent {
         let mut w = match notify::recommended_watcher(handler) {
             Ok(w) => w,
             Err(e) => {
-                tracing::warn!("file watching unavailable ({e}); re-attesting on the interval only");
+                tracing::warn!(
+                    "file watching unavailable ({e}); re-attesting on the interval only"
+                );
                 return Ok(None);
             }
         };

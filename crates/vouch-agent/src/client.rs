@@ -48,7 +48,11 @@ impl VerifierClient {
         &self.base
     }
 
-    async fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> Result<R, AgentError> {
+    async fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<R, AgentError> {
         let url = format!("{}{path}", self.base);
         let res = self
             .http

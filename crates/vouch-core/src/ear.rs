@@ -258,7 +258,7 @@ pub struct Ear {
 /// A JWT NumericDate: a non-negative JSON number, possibly with a fraction.
 fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let v = f64::deserialize(d)?;
-    if !v.is_finite() || v < 0.0 || v > 1e15 {
+    if !v.is_finite() || !(0.0..=1e15).contains(&v) {
         return Err(serde::de::Error::custom("NumericDate out of range"));
     }
     Ok(v as u64)

@@ -119,7 +119,11 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips() {
-        for k in [ErrorKind::NonceReused, ErrorKind::Internal, ErrorKind::TokenReused] {
+        for k in [
+            ErrorKind::NonceReused,
+            ErrorKind::Internal,
+            ErrorKind::TokenReused,
+        ] {
             assert_eq!(ErrorKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(ErrorKind::parse("nope"), None);

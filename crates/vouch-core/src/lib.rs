@@ -22,10 +22,10 @@ pub use ear::{
 };
 pub use error::ErrorKind;
 pub use evidence::{
-    evidence_signing_input, Evidence, EvidenceKind, FileMeasurement, ListeningSocket, OsRelease,
-    ProcessInfo, SoftwareMeasurements, WorkloadMeasurement, MAX_EVIDENCE_BYTES,
+    Evidence, EvidenceKind, FileMeasurement, ListeningSocket, MAX_EVIDENCE_BYTES, OsRelease,
+    ProcessInfo, SoftwareMeasurements, WorkloadMeasurement, evidence_signing_input,
 };
-pub use nonce::{Nonce, NonceError, NonceKey, NONCE_RANDOM_LEN};
+pub use nonce::{NONCE_RANDOM_LEN, Nonce, NonceError, NonceKey};
 pub use version::compare_versions;
 
 /// Seconds since the Unix epoch, the one time unit on the wire.

@@ -80,13 +80,7 @@ impl SoftwareCollector {
 
     fn cached_sha256(&mut self, path: &Path) -> std::io::Result<String> {
         let md = std::fs::metadata(path)?;
-        let stamp = (
-            md.dev(),
-            md.ino(),
-            md.size(),
-            md.mtime(),
-            md.mtime_nsec(),
-        );
+        let stamp = (md.dev(), md.ino(), md.size(), md.mtime(), md.mtime_nsec());
         if let Some(c) = self.cache.get(path)
             && (c.0, c.1, c.2, c.3, c.4) == stamp
         {
@@ -101,7 +95,11 @@ impl SoftwareCollector {
     }
 
     /// Collect everything, binding `nonce`.
-    pub fn collect(&mut self, nonce: &str, now: u64) -> Result<SoftwareMeasurements, EvidenceError> {
+    pub fn collect(
+        &mut self,
+        nonce: &str,
+        now: u64,
+    ) -> Result<SoftwareMeasurements, EvidenceError> {
         let exe = self.config.exe.clone();
         let exe_sha256 = self
             .cached_sha256(&exe)
@@ -168,7 +166,11 @@ impl SoftwareCollector {
         };
         let mut out = Vec::new();
         for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             let base = entry.path();
@@ -342,7 +344,10 @@ mod tests {
     fn dpkg_status_installed_only() {
         let t = "Package: openssl\nStatus: install ok installed\nVersion: 3.0.11-1~deb12u2\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n";
         let p = parse_dpkg_status(t);
-        assert_eq!(p.get("openssl").map(String::as_str), Some("3.0.11-1~deb12u2"));
+        assert_eq!(
+            p.get("openssl").map(String::as_str),
+            Some("3.0.11-1~deb12u2")
+        );
         assert!(!p.contains_key("gone"));
     }
 
@@ -352,7 +357,10 @@ mod tests {
         let mut c = SoftwareCollector::new(CollectConfig {
             workload_name: "test".into(),
             exe: exe.clone(),
-            files: vec![PathBuf::from("/etc/hostname"), PathBuf::from("/nonexistent")],
+            files: vec![
+                PathBuf::from("/etc/hostname"),
+                PathBuf::from("/nonexistent"),
+            ],
             image_digest: None,
             root: PathBuf::from("/"),
         });

@@ -47,11 +47,9 @@ impl AgentKey {
             Ok(der) => Self::from_pkcs8(&der),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate()?;
-                write_private(path, &key.to_pkcs8()?).map_err(|source| {
-                    EvidenceError::Collect {
-                        what: format!("agent key file {}", path.display()),
-                        source,
-                    }
+                write_private(path, &key.to_pkcs8()?).map_err(|source| EvidenceError::Collect {
+                    what: format!("agent key file {}", path.display()),
+                    source,
                 })?;
                 Ok(key)
             }

@@ -83,8 +83,9 @@ pub fn decode_payload(payload_b64: &str) -> Result<(Vec<u8>, SoftwareMeasurement
     let bytes = URL_SAFE_NO_PAD
         .decode(payload_b64)
         .map_err(|e| EvidenceError::Malformed(format!("payload is not base64url: {e}")))?;
-    let m = serde_json::from_slice(&bytes)
-        .map_err(|e| EvidenceError::Malformed(format!("payload is not software measurements: {e}")))?;
+    let m = serde_json::from_slice(&bytes).map_err(|e| {
+        EvidenceError::Malformed(format!("payload is not software measurements: {e}"))
+    })?;
     Ok((bytes, m))
 }
 
@@ -94,8 +95,8 @@ pub fn sign_software_evidence(
     key_id: &str,
     measurements: &SoftwareMeasurements,
 ) -> Result<Evidence, EvidenceError> {
-    let json = serde_json::to_vec(measurements)
-        .map_err(|e| EvidenceError::Malformed(e.to_string()))?;
+    let json =
+        serde_json::to_vec(measurements).map_err(|e| EvidenceError::Malformed(e.to_string()))?;
     let payload = URL_SAFE_NO_PAD.encode(json);
     let signature = key.sign_b64(&evidence_signing_input(EvidenceKind::Software, &payload));
     Ok(Evidence {

@@ -246,7 +246,9 @@ impl CompiledPolicy {
                 let n = v
                     .as_i64()
                     .and_then(|n| i8::try_from(n).ok())
-                    .ok_or_else(|| self.contract(format!("trust_vector[{k:?}] is not -128..127")))?;
+                    .ok_or_else(|| {
+                        self.contract(format!("trust_vector[{k:?}] is not -128..127"))
+                    })?;
                 vector.set(claim, n);
             }
         }
@@ -320,7 +322,9 @@ impl CompiledPolicy {
                         .unwrap_or_default(),
                 })
             }
-            other => Err(self.contract(format!("finding is neither a string nor an object: {other}"))),
+            other => Err(self.contract(format!(
+                "finding is neither a string nor an object: {other}"
+            ))),
         }
     }
 }

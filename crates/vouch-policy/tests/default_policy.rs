@@ -1,6 +1,8 @@
 //! The default policy, element by element: each rule is shown to pass on good claims and to
 //! fire, with the right claim in the trust vector, on claims that break it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use serde_json::{Value, json};
 use vouch_core::{ArStatus, TrustClaim};
 use vouch_policy::{
@@ -95,7 +97,11 @@ fn unsigned_and_sample_evidence_are_refused() {
 fn executable_must_match_reference() {
     let mut c = claims();
     c["workload"]["exe_sha256"] = json!("ff".repeat(32));
-    assert_denied(&appraise_with(vec![], &c), "workload_executable", TrustClaim::Executables);
+    assert_denied(
+        &appraise_with(vec![], &c),
+        "workload_executable",
+        TrustClaim::Executables,
+    );
 }
 
 #[test]
@@ -104,24 +110,40 @@ fn unknown_workload_is_a_warning_that_says_how_to_fix_it() {
     c["workload"]["name"] = json!("other");
     let a = appraise_with(vec![], &c);
     assert_eq!(a.status, ArStatus::Warning);
-    assert!(a.findings[0].message.contains("vouch refvalue add executable other"));
+    assert!(
+        a.findings[0]
+            .message
+            .contains("vouch refvalue add executable other")
+    );
 }
 
 #[test]
 fn configuration_hash_must_match() {
     let mut c = claims();
     c["files"]["/etc/app.conf"]["sha256"] = json!("33".repeat(32));
-    assert_denied(&appraise_with(vec![], &c), "config_file", TrustClaim::Configuration);
+    assert_denied(
+        &appraise_with(vec![], &c),
+        "config_file",
+        TrustClaim::Configuration,
+    );
     // An unreadable file (null digest) is refused too, not skipped.
     let mut c = claims();
     c["files"]["/etc/app.conf"] = json!({"sha256": null, "signers": [], "error": "EACCES"});
-    assert_denied(&appraise_with(vec![], &c), "config_file", TrustClaim::Configuration);
+    assert_denied(
+        &appraise_with(vec![], &c),
+        "config_file",
+        TrustClaim::Configuration,
+    );
 }
 
 #[test]
 fn required_file_must_be_measured() {
     let extra = vec![rv("required_file", "app", "/etc/other.conf")];
-    assert_denied(&appraise_with(extra, &claims()), "required_file", TrustClaim::Configuration);
+    assert_denied(
+        &appraise_with(extra, &claims()),
+        "required_file",
+        TrustClaim::Configuration,
+    );
 }
 
 #[test]
@@ -140,7 +162,10 @@ fn minimum_os_version_compares_as_versions() {
 fn minimum_package_version_is_a_patch_level() {
     let a = appraise_with(vec![rv("min_package", "openssl", "3.0.9")], &claims());
     assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
-    let a = appraise_with(vec![rv("min_package", "openssl", "3.0.11-1~deb12u3")], &claims());
+    let a = appraise_with(
+        vec![rv("min_package", "openssl", "3.0.11-1~deb12u3")],
+        &claims(),
+    );
     assert_denied(&a, "min_package", TrustClaim::Configuration);
     let a = appraise_with(vec![rv("min_package", "nginx", "1.0")], &claims());
     assert_denied(&a, "min_package", TrustClaim::Configuration);
@@ -149,11 +174,13 @@ fn minimum_package_version_is_a_patch_level() {
 #[test]
 fn forbidden_process_by_name_and_by_digest() {
     let mut c = claims();
-    c["processes"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"pid": 4242, "name": "telnetd", "exe": "/usr/sbin/telnetd", "exe_sha256": "bb"}));
-    let a = appraise_with(vec![rv("forbidden_process", "telnetd", "cleartext logins")], &c);
+    c["processes"].as_array_mut().unwrap().push(
+        json!({"pid": 4242, "name": "telnetd", "exe": "/usr/sbin/telnetd", "exe_sha256": "bb"}),
+    );
+    let a = appraise_with(
+        vec![rv("forbidden_process", "telnetd", "cleartext logins")],
+        &c,
+    );
     assert_denied(&a, "forbidden_process", TrustClaim::Executables);
     assert!(a.findings[0].message.contains("4242"));
     let a = appraise_with(vec![rv("forbidden_executable", "bb", "known miner")], &c);
@@ -190,9 +217,15 @@ fn hardware_boundary() {
 fn required_signatures_on_critical_components() {
     let a = appraise_with(vec![rv("required_signer", "app", "vendor")], &claims());
     assert_eq!(a.status, ArStatus::Affirming);
-    let a = appraise_with(vec![rv("required_signer", "app", "security-team")], &claims());
+    let a = appraise_with(
+        vec![rv("required_signer", "app", "security-team")],
+        &claims(),
+    );
     assert_denied(&a, "required_signature", TrustClaim::Executables);
-    let a = appraise_with(vec![rv("required_signer", "/etc/app.conf", "vendor")], &claims());
+    let a = appraise_with(
+        vec![rv("required_signer", "/etc/app.conf", "vendor")],
+        &claims(),
+    );
     assert_denied(&a, "required_signature", TrustClaim::Configuration);
 }
 
@@ -238,7 +271,9 @@ fn bad_policies_are_clear_errors() {
         version: 1,
         rego: "package other\nimport rego.v1\nx := 1".into(),
     };
-    let e = CompiledPolicy::compile(&wrong_pkg, &refs).unwrap_err().to_string();
+    let e = CompiledPolicy::compile(&wrong_pkg, &refs)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("vouch.appraisal"), "{e}");
     let bad_claim = PolicySource {
         id: "p".into(),

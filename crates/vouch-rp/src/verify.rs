@@ -113,7 +113,9 @@ impl ResultVerifier {
     /// Verify `token` (a compact JWS) against `req`.
     pub fn verify(&self, token: &str, req: &Requirements) -> Result<VerifiedResult, RpError> {
         if token.len() > MAX_TOKEN {
-            return Err(RpError::Malformed(format!("token longer than {MAX_TOKEN} bytes")));
+            return Err(RpError::Malformed(format!(
+                "token longer than {MAX_TOKEN} bytes"
+            )));
         }
         let header_alg = peek_alg(token)?;
         let header = jsonwebtoken::decode_header(token)
@@ -123,9 +125,11 @@ impl ResultVerifier {
         }
         let (key, alg) = match self.keys.get(&header.kid) {
             Some(k) => k,
-            None if self.keys.len() == 1 && header.kid.is_none() => {
-                self.keys.values().next().ok_or(RpError::UnknownKey(String::new()))?
-            }
+            None if self.keys.len() == 1 && header.kid.is_none() => self
+                .keys
+                .values()
+                .next()
+                .ok_or(RpError::UnknownKey(String::new()))?,
             None => {
                 // A bare key (no kid) accepts any kid only when it is the only key.
                 match (self.keys.get(&None), self.keys.len()) {

@@ -1,5 +1,7 @@
 //! Relying-party checks on real and tampered results.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -41,7 +43,8 @@ fn veraison_ear_verifies_with_its_key() {
     let mut req = lenient();
     req.tiers.insert(TrustClaim::Hardware, TrustTier::Affirming);
     v.verify(&jwt, &req).unwrap();
-    req.tiers.insert(TrustClaim::Configuration, TrustTier::Affirming);
+    req.tiers
+        .insert(TrustClaim::Configuration, TrustTier::Affirming);
     assert!(matches!(v.verify(&jwt, &req), Err(RpError::Tier { .. })));
 }
 
@@ -97,7 +100,10 @@ impl Signer {
     }
 
     fn token(&self, claims: &Value) -> String {
-        self.sign(json!({"alg": "EdDSA", "typ": "JWT", "kid": self.kid}), claims)
+        self.sign(
+            json!({"alg": "EdDSA", "typ": "JWT", "kid": self.kid}),
+            claims,
+        )
     }
 }
 
@@ -143,7 +149,10 @@ fn expired_result_is_refused() {
     let s = Signer::new("k1");
     let v = ResultVerifier::from_jwks_json(&s.jwks()).unwrap();
     let t = s.token(&claims("affirming", now() - 60));
-    assert_eq!(v.verify(&t, &Requirements::default()), Err(RpError::Expired));
+    assert_eq!(
+        v.verify(&t, &Requirements::default()),
+        Err(RpError::Expired)
+    );
     let mut c = claims("affirming", now() + 60);
     c.as_object_mut().unwrap().remove("exp");
     let t = s.token(&c);
@@ -182,7 +191,10 @@ fn wrong_key_and_unknown_kid_are_refused() {
     let impostor = Signer::new("k1");
     let v = ResultVerifier::from_jwks_json(&s.jwks()).unwrap();
     let t = impostor.token(&claims("affirming", now() + 60));
-    assert_eq!(v.verify(&t, &Requirements::default()), Err(RpError::Signature));
+    assert_eq!(
+        v.verify(&t, &Requirements::default()),
+        Err(RpError::Signature)
+    );
     let stranger = Signer::new("k9");
     let t = stranger.token(&claims("affirming", now() + 60));
     assert_eq!(
@@ -217,7 +229,14 @@ fn status_and_tiers_are_enforced() {
 fn garbage_never_panics() {
     let s = Signer::new("k1");
     let v = ResultVerifier::from_jwks_json(&s.jwks()).unwrap();
-    for t in ["", ".", "..", "a.b.c", "eyJhbGciOiJFZERTQSJ9..", &"A".repeat(100_000)] {
+    for t in [
+        "",
+        ".",
+        "..",
+        "a.b.c",
+        "eyJhbGciOiJFZERTQSJ9..",
+        &"A".repeat(100_000),
+    ] {
         assert!(v.verify(t, &Requirements::default()).is_err());
     }
     assert!(ResultVerifier::from_jwks_json("{}").is_err());

@@ -96,6 +96,7 @@ impl ServerConfig {
 
     /// Seconds after an attestation at which its workload is overdue.
     pub fn deadline_secs(&self) -> u64 {
-        self.attest_interval.saturating_mul(self.deadline_intervals.max(1))
+        self.attest_interval
+            .saturating_mul(self.deadline_intervals.max(1))
     }
 }

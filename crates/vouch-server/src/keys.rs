@@ -255,8 +255,9 @@ impl Keyring {
     pub fn rotate(dir: &Path, alg: SigningAlg, now: u64) -> Result<String, KeyError> {
         let idx_path = Self::index_path(dir);
         let mut index: KeyIndex = match std::fs::read(&idx_path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| KeyError::Invalid(format!("{} is corrupt: {e}", idx_path.display())))?,
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                KeyError::Invalid(format!("{} is corrupt: {e}", idx_path.display()))
+            })?,
             Err(_) => KeyIndex::default(),
         };
         let der = generate(alg)?;
@@ -283,17 +284,15 @@ impl Keyring {
             created_at: now,
             retired_at: None,
         });
-        let json = serde_json::to_vec_pretty(&index).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&index).map_err(|e| KeyError::Invalid(e.to_string()))?;
         write_secret(&idx_path, &json)?;
         Ok(kid)
     }
 
     /// The key that signs new results.
     pub fn active(&self) -> Option<&SigningKey> {
-        self.keys
-            .iter()
-            .rev()
-            .find(|k| k.meta.retired_at.is_none())
+        self.keys.iter().rev().find(|k| k.meta.retired_at.is_none())
     }
 
     /// The JWKS: the active key and keys retired less than `grace` seconds ago.
@@ -366,7 +365,8 @@ pub fn ensure_dev_tls(dir: &Path) -> Result<TlsFiles, KeyError> {
     write_secret(&files.key, key.serialize_pem().as_bytes())?;
     let chain = format!("{}{}", cert.pem(), ca.pem());
     std::fs::write(&files.cert, chain).map_err(io("writing certificate", &files.cert))?;
-    std::fs::write(&files.ca_cert, ca.pem()).map_err(io("writing CA certificate", &files.ca_cert))?;
+    std::fs::write(&files.ca_cert, ca.pem())
+        .map_err(io("writing CA certificate", &files.ca_cert))?;
     Ok(files)
 }
 

@@ -19,7 +19,9 @@ mod state;
 
 pub use config::{ServerConfig, SigningAlg};
 pub use error::ApiError;
-pub use keys::{KeyError, Keyring, TlsFiles, ensure_dev_tls, load_or_create_nonce_key, random_bytes};
+pub use keys::{
+    KeyError, Keyring, TlsFiles, ensure_dev_tls, load_or_create_nonce_key, random_bytes,
+};
 pub use routes::OPENAPI;
 pub use state::unix_now;
 
@@ -110,7 +112,10 @@ pub async fn ensure_default_policy(store: &dyn Store) -> Result<(), ServerError>
     Ok(())
 }
 
-fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, ServerError> {
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, ServerError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |what: &str, e: &dyn std::fmt::Display| ServerError::Config(format!("{what}: {e}"));
@@ -172,7 +177,10 @@ pub async fn start_with_store(
             (Some(c), Some(k)) => (Some(tls_config(c, k)?), None),
             (None, None) => {
                 let files = ensure_dev_tls(&cfg.data_dir.join("tls"))?;
-                (Some(tls_config(&files.cert, &files.key)?), Some(files.ca_cert))
+                (
+                    Some(tls_config(&files.cert, &files.key)?),
+                    Some(files.ca_cert),
+                )
             }
             _ => {
                 return Err(ServerError::Config(
@@ -203,12 +211,13 @@ pub async fn start_with_store(
     let task = match tls {
         Some(tls) => {
             let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-            let server = axum_server::tls_rustls::from_tcp_rustls(listener, rc).map_err(
-                |source| ServerError::Io {
-                    what: "starting TLS listener".into(),
-                    source,
-                },
-            )?;
+            let server =
+                axum_server::tls_rustls::from_tcp_rustls(listener, rc).map_err(|source| {
+                    ServerError::Io {
+                        what: "starting TLS listener".into(),
+                        source,
+                    }
+                })?;
             let h = handle.clone();
             tokio::spawn(async move { server.handle(h).serve(app.into_make_service()).await })
         }
@@ -259,7 +268,10 @@ pub async fn start_with_store(
             }
         })
     };
-    tracing::info!("verifier listening on {scheme}://{addr} (audience {})", cfg.audience);
+    tracing::info!(
+        "verifier listening on {scheme}://{addr} (audience {})",
+        cfg.audience
+    );
     Ok(RunningServer {
         addr,
         base_url: format!("{scheme}://{addr}"),

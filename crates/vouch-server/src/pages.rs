@@ -32,7 +32,13 @@ pub(crate) async fn dashboard(st: &State) -> String {
     let now = unix_now();
     let workloads = st.store.workloads().await.unwrap_or_default();
     let nodes = st.store.nodes().await.unwrap_or_default();
-    let policy = st.store.active_policy_id().await.ok().flatten().unwrap_or_default();
+    let policy = st
+        .store
+        .active_policy_id()
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let version = match st.store.policy(&policy, None).await {
         Ok(Some(p)) => p.version,
         _ => 0,
@@ -84,29 +90,53 @@ pub(crate) async fn metrics(st: &State) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# HELP vouch_challenges_total Nonces issued.");
     let _ = writeln!(s, "# TYPE vouch_challenges_total counter");
-    let _ = writeln!(s, "vouch_challenges_total {}", m.challenges.load(Ordering::Relaxed));
+    let _ = writeln!(
+        s,
+        "vouch_challenges_total {}",
+        m.challenges.load(Ordering::Relaxed)
+    );
     let _ = writeln!(s, "# HELP vouch_enrollments_total Agent keys enrolled.");
     let _ = writeln!(s, "# TYPE vouch_enrollments_total counter");
-    let _ = writeln!(s, "vouch_enrollments_total {}", m.enrollments.load(Ordering::Relaxed));
-    let _ = writeln!(s, "# HELP vouch_attestations_total Appraisals by result status.");
+    let _ = writeln!(
+        s,
+        "vouch_enrollments_total {}",
+        m.enrollments.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# HELP vouch_attestations_total Appraisals by result status."
+    );
     let _ = writeln!(s, "# TYPE vouch_attestations_total counter");
-    for (i, name) in ["none", "affirming", "warning", "contraindicated"].iter().enumerate() {
+    for (i, name) in ["none", "affirming", "warning", "contraindicated"]
+        .iter()
+        .enumerate()
+    {
         let _ = writeln!(
             s,
             "vouch_attestations_total{{status=\"{name}\"}} {}",
             m.results[i].load(Ordering::Relaxed)
         );
     }
-    let _ = writeln!(s, "# HELP vouch_refusals_total Requests refused, by error kind.");
+    let _ = writeln!(
+        s,
+        "# HELP vouch_refusals_total Requests refused, by error kind."
+    );
     let _ = writeln!(s, "# TYPE vouch_refusals_total counter");
     let mut refusals: Vec<_> = st.refusals().into_iter().collect();
     refusals.sort();
     for (k, v) in refusals {
         let _ = writeln!(s, "vouch_refusals_total{{kind=\"{k}\"}} {v}");
     }
-    let _ = writeln!(s, "# HELP vouch_overdue_total Workloads marked contraindicated for missing their deadline.");
+    let _ = writeln!(
+        s,
+        "# HELP vouch_overdue_total Workloads marked contraindicated for missing their deadline."
+    );
     let _ = writeln!(s, "# TYPE vouch_overdue_total counter");
-    let _ = writeln!(s, "vouch_overdue_total {}", m.overdue.load(Ordering::Relaxed));
+    let _ = writeln!(
+        s,
+        "vouch_overdue_total {}",
+        m.overdue.load(Ordering::Relaxed)
+    );
     if let Ok(ws) = st.store.workloads().await {
         let _ = writeln!(s, "# HELP vouch_workloads Workloads by current status.");
         let _ = writeln!(s, "# TYPE vouch_workloads gauge");

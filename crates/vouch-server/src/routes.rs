@@ -94,7 +94,10 @@ async fn challenge(AxState(st): AxState<S>) -> Response {
     Json(st.challenge()).into_response()
 }
 
-async fn enroll(AxState(st): AxState<S>, body: Result<ApiJson<EnrollRequest>, ApiError>) -> Response {
+async fn enroll(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<EnrollRequest>, ApiError>,
+) -> Response {
     let r = match body {
         Ok(ApiJson(req)) => st.enroll(req).await,
         Err(e) => Err(e),
@@ -105,7 +108,10 @@ async fn enroll(AxState(st): AxState<S>, body: Result<ApiJson<EnrollRequest>, Ap
     }
 }
 
-async fn attest(AxState(st): AxState<S>, body: Result<ApiJson<AttestRequest>, ApiError>) -> Response {
+async fn attest(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<AttestRequest>, ApiError>,
+) -> Response {
     let r = match body {
         Ok(ApiJson(req)) => st.attest(req).await,
         Err(e) => Err(e),
@@ -147,7 +153,10 @@ async fn workload(AxState(st): AxState<S>, Path((node, name)): Path<(String, Str
     let id = format!("{node}/{name}");
     match st.store.workload(&id).await {
         Ok(Some(w)) => Json(summary(w)).into_response(),
-        Ok(None) => with_kind(ApiError::new(ErrorKind::NotFound, format!("no workload {id}"))),
+        Ok(None) => with_kind(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no workload {id}"),
+        )),
         Err(e) => with_kind(e.into()),
     }
 }
@@ -172,7 +181,11 @@ async fn readyz(AxState(st): AxState<S>) -> Response {
     match st.store.ping().await {
         Ok(()) if st.keyring().active().is_some() => (StatusCode::OK, "ready\n").into_response(),
         Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "no active signing key\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -185,11 +198,7 @@ async fn openapi() -> Response {
 
 async fn metrics(AxState(st): AxState<S>) -> Response {
     let text = pages::metrics(&st).await;
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn dashboard(AxState(st): AxState<S>) -> Html<String> {

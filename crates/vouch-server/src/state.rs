@@ -81,8 +81,7 @@ impl std::fmt::Debug for State {
 fn valid_workload_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 128
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
@@ -119,7 +118,9 @@ impl State {
                 *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(k);
                 tracing::info!("result-signing keys reloaded");
             }
-            Ok(_) => tracing::error!("key reload found no active signing key; keeping the old keys"),
+            Ok(_) => {
+                tracing::error!("key reload found no active signing key; keeping the old keys")
+            }
             Err(e) => tracing::error!("key reload failed, keeping the old keys: {e}"),
         }
     }
@@ -271,7 +272,9 @@ impl State {
         let policy = self.store.policy(&policy_id, None).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorKind::PolicyError,
-                format!("active policy {policy_id} has no version; add one with `vouch policy add`"),
+                format!(
+                    "active policy {policy_id} has no version; add one with `vouch policy add`"
+                ),
             )
         })?;
         let compiled = self.policies.get(
@@ -287,7 +290,10 @@ impl State {
         let id = uuid::Uuid::new_v4().to_string();
         let workload_id = format!("{}/{}", key.node_id, verified.workload_name);
         let expires_at = now + cfg.result_ttl;
-        let policy_ref = format!("policy:{}/v{}", appraisal.policy_id, appraisal.policy_version);
+        let policy_ref = format!(
+            "policy:{}/v{}",
+            appraisal.policy_id, appraisal.policy_version
+        );
         let reasons = appraisal.reasons();
         let mut ext = BTreeMap::new();
         ext.insert(
@@ -326,9 +332,9 @@ impl State {
             policy_version: Some(appraisal.policy_version),
         };
         let keyring = self.keyring();
-        let signing = keyring.active().ok_or_else(|| {
-            ApiError::new(ErrorKind::Internal, "no active result-signing key")
-        })?;
+        let signing = keyring
+            .active()
+            .ok_or_else(|| ApiError::new(ErrorKind::Internal, "no active result-signing key"))?;
         let jwt = signing
             .sign_jwt(&ear)
             .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
@@ -374,9 +380,10 @@ impl State {
 
     /// Look up a recorded result and say whether it still stands.
     pub(crate) async fn result(&self, id: &str) -> Result<AttestationResult, ApiError> {
-        let rec = self.store.attestation(id).await?.ok_or_else(|| {
-            ApiError::new(ErrorKind::NotFound, format!("no attestation {id}"))
-        })?;
+        let rec =
+            self.store.attestation(id).await?.ok_or_else(|| {
+                ApiError::new(ErrorKind::NotFound, format!("no attestation {id}"))
+            })?;
         let status = ArStatus::parse(&rec.status).unwrap_or(ArStatus::None);
         let workload = self.store.workload(&rec.workload_id).await?;
         let now = unix_now();
@@ -395,7 +402,10 @@ impl State {
             expires_at: rec.expires_at,
             policy: format!("policy:{}/v{}", rec.policy_id, rec.policy_version),
             reasons: rec.reasons,
-            valid: status != ArStatus::Contraindicated && latest && standing && now < rec.expires_at,
+            valid: status != ArStatus::Contraindicated
+                && latest
+                && standing
+                && now < rec.expires_at,
         })
     }
 

@@ -1,6 +1,8 @@
 //! The whole flow on loopback TLS: verifier, agent and relying party, and every rejection the
 //! verifier must make, each with a real tampered input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use std::path::PathBuf;
@@ -55,7 +57,9 @@ impl Harness {
         std::fs::write(&exe, format!("binary of {name}")).unwrap();
         let conf = self.path(&format!("{name}.conf"));
         std::fs::write(&conf, "setting = 1\n").unwrap();
-        let token = create_join_token(self.store.as_ref(), 600, None).await.unwrap();
+        let token = create_join_token(self.store.as_ref(), 600, None)
+            .await
+            .unwrap();
         Agent::new(AgentConfig {
             servers: vec![self.server.base_url.clone()],
             ca_cert: self.server.ca_cert.clone(),
@@ -144,7 +148,11 @@ async fn attests_affirming_then_contraindicated_after_a_measured_file_changes() 
     std::fs::write(h.path("app.conf"), "setting = 2\n").unwrap();
     let bad = agent.attest_once().await.unwrap();
     assert_eq!(bad.status, ArStatus::Contraindicated);
-    assert!(bad.reasons.iter().any(|r| r.contains("config_file")), "{:?}", bad.reasons);
+    assert!(
+        bad.reasons.iter().any(|r| r.contains("config_file")),
+        "{:?}",
+        bad.reasons
+    );
     assert_eq!(
         rp.verify(&bad.result, &Requirements::default()),
         Err(RpError::Status("contraindicated".into()))
@@ -188,10 +196,14 @@ async fn continuous_agent_reacts_to_a_file_change_within_the_interval() {
             let _ = tx.send(r.as_ref().map(|r| r.status).map_err(|e| e.to_string()));
         },
     ));
-    let first = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap();
     assert_eq!(first.unwrap().unwrap(), ArStatus::Affirming);
     std::fs::write(h.path("svc.conf"), "tampered\n").unwrap();
-    let second = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap();
     assert_eq!(second.unwrap().unwrap(), ArStatus::Contraindicated);
     let _ = stop_tx.send(());
     task.await.unwrap().unwrap();
@@ -212,7 +224,13 @@ async fn missed_deadline_makes_a_workload_contraindicated() {
     let mut status = String::new();
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        status = h.store.workload(&r.workload_id).await.unwrap().unwrap().status;
+        status = h
+            .store
+            .workload(&r.workload_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status;
         if status == "contraindicated" {
             break;
         }
@@ -220,7 +238,10 @@ async fn missed_deadline_makes_a_workload_contraindicated() {
     assert_eq!(status, "contraindicated");
     assert!(!h.client().result(&r.attestation_id).await.unwrap().valid);
     // Attesting again restores it.
-    assert_eq!(agent.attest_once().await.unwrap().status, ArStatus::Affirming);
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        ArStatus::Affirming
+    );
     h.server.shutdown().await;
 }
 
@@ -311,15 +332,30 @@ async fn nonces_expired_reused_future_forged_or_for_another_audience_are_refused
     };
 
     let expired = Nonce::issue(&key, now - 120, [1; 32], &h.cfg.audience);
-    assert_eq!(kind(c.attest(&send(expired, &mut agent)).await), ErrorKind::NonceExpired);
+    assert_eq!(
+        kind(c.attest(&send(expired, &mut agent)).await),
+        ErrorKind::NonceExpired
+    );
     let future = Nonce::issue(&key, now + 600, [2; 32], &h.cfg.audience);
-    assert_eq!(kind(c.attest(&send(future, &mut agent)).await), ErrorKind::NonceFromFuture);
+    assert_eq!(
+        kind(c.attest(&send(future, &mut agent)).await),
+        ErrorKind::NonceFromFuture
+    );
     let forged = Nonce::issue(&NonceKey::new([7; 32]), now, [3; 32], &h.cfg.audience);
-    assert_eq!(kind(c.attest(&send(forged, &mut agent)).await), ErrorKind::NonceInvalid);
+    assert_eq!(
+        kind(c.attest(&send(forged, &mut agent)).await),
+        ErrorKind::NonceInvalid
+    );
     let other = Nonce::issue(&key, now, [4; 32], "another-cluster");
-    assert_eq!(kind(c.attest(&send(other, &mut agent)).await), ErrorKind::NonceAudience);
+    assert_eq!(
+        kind(c.attest(&send(other, &mut agent)).await),
+        ErrorKind::NonceAudience
+    );
     let garbage = "not-a-nonce".to_string();
-    assert_eq!(kind(c.attest(&send(garbage, &mut agent)).await), ErrorKind::NonceInvalid);
+    assert_eq!(
+        kind(c.attest(&send(garbage, &mut agent)).await),
+        ErrorKind::NonceInvalid
+    );
 
     // A nonce issued by this cluster's key but by "another replica" (never seen here) works once.
     let replica = Nonce::issue(&key, now, [5; 32], &h.cfg.audience);
@@ -341,7 +377,9 @@ async fn nonces_expired_reused_future_forged_or_for_another_audience_are_refused
 #[tokio::test]
 async fn join_tokens_are_single_use_and_malformed_or_oversized_bodies_are_refused() {
     let h = Harness::new(|c| c.body_limit = 256 * 1024).await;
-    let token = create_join_token(h.store.as_ref(), 600, None).await.unwrap();
+    let token = create_join_token(h.store.as_ref(), 600, None)
+        .await
+        .unwrap();
     let mk = |name: &str, token: &str| AgentConfig {
         servers: vec![h.server.base_url.clone()],
         ca_cert: h.server.ca_cert.clone(),
@@ -371,7 +409,10 @@ async fn join_tokens_are_single_use_and_malformed_or_oversized_bodies_are_refuse
         ErrorKind::MalformedRequest
     );
     assert_eq!(
-        kind(c.attest_raw(b"{\"evidence\": {\"kind\": \"tpm9\"}}".to_vec()).await),
+        kind(
+            c.attest_raw(b"{\"evidence\": {\"kind\": \"tpm9\"}}".to_vec())
+                .await
+        ),
         ErrorKind::MalformedRequest
     );
     let mut big = b"{\"evidence\": \"".to_vec();
@@ -387,7 +428,10 @@ async fn results_survive_key_rotation_and_do_not_verify_under_another_verifier()
     let mut agent = h.agent("app").await;
     h.trust(&mut agent).await;
     let before = agent.attest_once().await.unwrap();
-    let old_kid = jsonwebtoken::decode_header(&before.result).unwrap().kid.unwrap();
+    let old_kid = jsonwebtoken::decode_header(&before.result)
+        .unwrap()
+        .kid
+        .unwrap();
     vouch_server::Keyring::rotate(
         &h.cfg.data_dir.join("keys"),
         vouch_server::SigningAlg::ES256,
@@ -399,7 +443,12 @@ async fn results_survive_key_rotation_and_do_not_verify_under_another_verifier()
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         after = agent.attest_once().await.unwrap();
-        if jsonwebtoken::decode_header(&after.result).unwrap().kid.unwrap() != old_kid {
+        if jsonwebtoken::decode_header(&after.result)
+            .unwrap()
+            .kid
+            .unwrap()
+            != old_kid
+        {
             break;
         }
     }
@@ -425,9 +474,13 @@ async fn health_jwks_openapi_dashboard_and_metrics_answer() {
     let h = Harness::new(|_| {}).await;
     let mut agent = h.agent("web").await;
     agent.attest_once().await.unwrap();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap())
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap())
+            .unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
         .unwrap();
-    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
     let get = |p: &str| {
         let url = format!("{}{p}", h.server.base_url);
         let http = http.clone();
@@ -459,7 +512,10 @@ async fn health_jwks_openapi_dashboard_and_metrics_answer() {
     assert_eq!(s, 200);
     assert!(page.contains("web") && page.contains("warning"), "{page}");
     let (_, metrics) = get("/metrics").await;
-    assert!(metrics.contains("vouch_attestations_total{status=\"warning\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("vouch_attestations_total{status=\"warning\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(get("/v1/results/nope").await.0, 404);
     let (s, body) = get("/v1/workloads").await;
     assert_eq!(s, 200);

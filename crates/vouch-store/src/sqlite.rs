@@ -143,10 +143,11 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         if claimed != 1 {
-            let row = sqlx::query("SELECT used_at, expires_at FROM join_tokens WHERE token_hash = ?")
-                .bind(token_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row =
+                sqlx::query("SELECT used_at, expires_at FROM join_tokens WHERE token_hash = ?")
+                    .bind(token_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             return Err(match row {
                 None => StoreError::TokenInvalid,
                 Some(r) if r.get::<Option<i64>, _>("used_at").is_some() => StoreError::TokenReused,
@@ -158,7 +159,9 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(r) = existing {
-            return Err(StoreError::KeyAlreadyEnrolled { key_id: r.get("id") });
+            return Err(StoreError::KeyAlreadyEnrolled {
+                key_id: r.get("id"),
+            });
         }
         let name: Option<String> =
             sqlx::query_scalar("SELECT node_name FROM join_tokens WHERE token_hash = ?")
@@ -240,17 +243,19 @@ impl Store for SqliteStore {
 
     async fn policy(&self, id: &str, version: Option<u32>) -> Result<Option<PolicyRecord>> {
         let row = match version {
-            Some(v) => sqlx::query("SELECT * FROM policies WHERE id = ? AND version = ?")
-                .bind(id)
-                .bind(i64::from(v))
-                .fetch_optional(&self.pool)
-                .await?,
-            None => sqlx::query(
-                "SELECT * FROM policies WHERE id = ? ORDER BY version DESC LIMIT 1",
-            )
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?,
+            Some(v) => {
+                sqlx::query("SELECT * FROM policies WHERE id = ? AND version = ?")
+                    .bind(id)
+                    .bind(i64::from(v))
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM policies WHERE id = ? ORDER BY version DESC LIMIT 1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
         };
         Ok(row.as_ref().map(policy_row))
     }

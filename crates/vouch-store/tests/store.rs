@@ -1,5 +1,7 @@
 //! Store behaviour, run against the embedded SQLite backend.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use serde_json::json;
 use vouch_policy::ReferenceValue;
 use vouch_store::{AttestationRecord, SqliteStore, Store, StoreError};
@@ -13,7 +15,9 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
 #[tokio::test]
 async fn join_tokens_are_single_use_and_expire() {
     let (_d, s) = store().await;
-    s.create_join_token("t1", Some("node-a"), 100, 200).await.unwrap();
+    s.create_join_token("t1", Some("node-a"), 100, 200)
+        .await
+        .unwrap();
     let e = s.enroll("t1", &[1; 32], "host", 150).await.unwrap();
     assert!(e.key_id.starts_with("ak-"));
     assert!(matches!(
@@ -123,7 +127,10 @@ async fn attestations_update_workloads_and_deadlines_expire_them() {
     assert_eq!(w.last_attestation_id.as_deref(), Some("a1"));
     assert_eq!(s.attestation("a1").await.unwrap().unwrap(), r);
     assert!(s.mark_overdue(100).await.unwrap().is_empty());
-    assert_eq!(s.mark_overdue(101).await.unwrap(), vec![r.workload_id.clone()]);
+    assert_eq!(
+        s.mark_overdue(101).await.unwrap(),
+        vec![r.workload_id.clone()]
+    );
     let w = s.workload(&r.workload_id).await.unwrap().unwrap();
     assert_eq!(w.status, "contraindicated");
     assert!(w.reason.contains("deadline"));

@@ -24,9 +24,17 @@ fn raw_signature_cost(payload_len: usize, ear_len: usize, iters: usize) -> Resul
     let agent = Ed25519KeyPair::generate()?;
     let verifier_key = Ed25519KeyPair::generate()?;
     let payload = vec![b'a'; payload_len];
-    let msg = evidence_signing_input(vouch_core::EvidenceKind::Software, &String::from_utf8(payload)?);
+    let msg = evidence_signing_input(
+        vouch_core::EvidenceKind::Software,
+        &String::from_utf8(payload)?,
+    );
     let sig = agent.sign(&msg);
-    let pk = UnparsedPublicKey::new(&ED25519, aws_lc_rs::signature::KeyPair::public_key(&agent).as_ref().to_vec());
+    let pk = UnparsedPublicKey::new(
+        &ED25519,
+        aws_lc_rs::signature::KeyPair::public_key(&agent)
+            .as_ref()
+            .to_vec(),
+    );
     let ear = vec![b'e'; ear_len];
     let start = Instant::now();
     for _ in 0..iters {
@@ -104,7 +112,11 @@ pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
                         result_audience: None,
                     })
                     .await?;
-                anyhow::ensure!(r.status == ArStatus::Affirming, "not affirming: {:?}", r.reasons);
+                anyhow::ensure!(
+                    r.status == ArStatus::Affirming,
+                    "not affirming: {:?}",
+                    r.reasons
+                );
                 lat.push(t.elapsed());
             }
             Ok::<_, anyhow::Error>(lat)
@@ -141,10 +153,23 @@ pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
     if json {
         output::json(&report)?;
     } else {
-        println!("{n} attestations, concurrency {}, evidence {} bytes", args.concurrency, ev.payload.len());
-        println!("  full HTTPS path    {per_sec:.0} attestations/s ({:.0} us each, wall)", per_attestation.as_secs_f64() * 1e6);
-        println!("  latency            p50 {:.2} ms, p99 {:.2} ms", report["latency_ms"]["p50"], report["latency_ms"]["p99"]);
-        println!("  raw signature work {:.1} us (Ed25519 verify of the evidence + EAR sign)", raw.as_secs_f64() * 1e6);
+        println!(
+            "{n} attestations, concurrency {}, evidence {} bytes",
+            args.concurrency,
+            ev.payload.len()
+        );
+        println!(
+            "  full HTTPS path    {per_sec:.0} attestations/s ({:.0} us each, wall)",
+            per_attestation.as_secs_f64() * 1e6
+        );
+        println!(
+            "  latency            p50 {:.2} ms, p99 {:.2} ms",
+            report["latency_ms"]["p50"], report["latency_ms"]["p99"]
+        );
+        println!(
+            "  raw signature work {:.1} us (Ed25519 verify of the evidence + EAR sign)",
+            raw.as_secs_f64() * 1e6
+        );
         println!("  ratio              {ratio:.1}x the raw signature cost");
     }
     Ok(ExitCode::SUCCESS)

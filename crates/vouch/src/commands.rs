@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use vouch_agent::{Agent, AgentConfig};
 use vouch_core::{ArStatus, TrustClaim, TrustTier};
-use vouch_policy::{
-    CompiledPolicy, DEFAULT_POLICY, PolicySource, ReferenceValue, ReferenceValues,
-};
+use vouch_policy::{CompiledPolicy, DEFAULT_POLICY, PolicySource, ReferenceValue, ReferenceValues};
 use vouch_rp::{Requirements, ResultVerifier};
 use vouch_server::{ServerConfig, unix_now};
 use vouch_store::{SqliteStore, Store};
@@ -65,14 +63,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -319,7 +317,12 @@ async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Result<ExitCode
                         vec![
                             p.id.clone(),
                             p.version.to_string(),
-                            if active.as_deref() == Some(&p.id) { "yes" } else { "" }.into(),
+                            if active.as_deref() == Some(&p.id) {
+                                "yes"
+                            } else {
+                                ""
+                            }
+                            .into(),
                             p.sha256[..16].to_string(),
                             output::ago(Some(p.created_at)),
                         ]
@@ -368,7 +371,13 @@ async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Result<ExitCode
                 None => Vec::new(),
             };
             if from_store {
-                values.extend(open_store(&file, &store).await?.reference_values().await?.values);
+                values.extend(
+                    open_store(&file, &store)
+                        .await?
+                        .reference_values()
+                        .await?
+                        .values,
+                );
             }
             let compiled = CompiledPolicy::compile(
                 &PolicySource {
@@ -459,7 +468,9 @@ async fn token(file: FileConfig, cmd: TokenCmd, json: bool) -> Result<ExitCode> 
         output::json(&serde_json::json!({"token": t, "expires_at": unix_now() + ttl}))?;
     } else {
         println!("{t}");
-        eprintln!("single use, expires in {ttl}s; give it to the agent with --join-token or VOUCH_JOIN_TOKEN");
+        eprintln!(
+            "single use, expires in {ttl}s; give it to the agent with --join-token or VOUCH_JOIN_TOKEN"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -484,7 +495,10 @@ async fn workload(file: FileConfig, cmd: WorkloadCmd, json: bool) -> Result<Exit
                         ]
                     })
                     .collect();
-                output::table(&["workload", "status", "last evidence", "deadline", "reason"], &rows);
+                output::table(
+                    &["workload", "status", "last evidence", "deadline", "reason"],
+                    &rows,
+                );
             }
         }
         WorkloadCmd::Show { id, store } => {
@@ -506,7 +520,10 @@ async fn workload(file: FileConfig, cmd: WorkloadCmd, json: bool) -> Result<Exit
                 println!("evidence   {}", output::ago(w.last_attested_at));
                 println!("deadline   {}", output::ago(w.deadline));
                 if let Some(a) = last {
-                    println!("latest     {} (policy {} v{})", a.id, a.policy_id, a.policy_version);
+                    println!(
+                        "latest     {} (policy {} v{})",
+                        a.id, a.policy_id, a.policy_version
+                    );
                     println!("trust      {}", a.trust_vector);
                     for r in &a.reasons {
                         println!("  {r}");

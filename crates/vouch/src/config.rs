@@ -27,7 +27,10 @@ pub fn load(path: Option<&Path>) -> Result<FileConfig> {
                 toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
             for k in v.keys() {
                 if k != "server" && k != "agent" {
-                    bail!("{}: unknown section [{k}] (expected [server] or [agent])", p.display());
+                    bail!(
+                        "{}: unknown section [{k}] (expected [server] or [agent])",
+                        p.display()
+                    );
                 }
             }
             serde_json::to_value(v)?
@@ -47,7 +50,10 @@ fn section<T: Serialize + DeserializeOwned + Default>(
 ) -> Result<T> {
     let mut merged = serde_json::to_value(T::default())?;
     let defaults = merged.clone();
-    if let (Some(m), Some(file)) = (merged.as_object_mut(), table.get(name).and_then(Value::as_object)) {
+    if let (Some(m), Some(file)) = (
+        merged.as_object_mut(),
+        table.get(name).and_then(Value::as_object),
+    ) {
         for (k, v) in file {
             m.insert(k.clone(), v.clone());
         }

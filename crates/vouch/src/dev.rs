@@ -59,7 +59,9 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
     let dir = dir.canonicalize()?;
     let listen = args.listen.unwrap_or_else(|| {
         if args.once {
-            "127.0.0.1:0".parse().unwrap_or_else(|_| ([127, 0, 0, 1], 0).into())
+            "127.0.0.1:0"
+                .parse()
+                .unwrap_or_else(|_| ([127, 0, 0, 1], 0).into())
         } else {
             ([127, 0, 0, 1], 8443).into()
         }
@@ -73,7 +75,9 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
     let store = vouch_server::open_store(&cfg).await?;
     let running = vouch_server::start_with_store(cfg.clone(), store.clone())
         .await
-        .with_context(|| format!("starting the verifier on {listen} (pass --listen to pick another address)"))?;
+        .with_context(|| {
+            format!("starting the verifier on {listen} (pass --listen to pick another address)")
+        })?;
 
     let conf = dir.join("workload.conf");
     if !conf.exists() {
@@ -139,7 +143,11 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
     }
 
     println!("Vouch dev mode");
-    println!("  verifier   {} (SQLite at {})", running.base_url, cfg.database_path().display());
+    println!(
+        "  verifier   {} (SQLite at {})",
+        running.base_url,
+        cfg.database_path().display()
+    );
     println!("  dashboard  {}/", running.base_url);
     println!("  CA         {ca}");
     println!("  trusted this machine's current state as reference values:");
@@ -148,7 +156,10 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
     }
     println!("  result     {}", agent_dir.join("result.jwt").display());
     println!("  verify     {verify_cmd}");
-    println!("  try        edit {} and watch the status turn contraindicated", conf.display());
+    println!(
+        "  try        edit {} and watch the status turn contraindicated",
+        conf.display()
+    );
     println!();
     println!("[{}] {}", output::clock(unix_now()), describe(&first));
     let mut first_round = true;

@@ -1,5 +1,7 @@
 //! The `vouch` binary, driven as a user would.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -58,7 +60,14 @@ fn policy_test_explains_which_rules_decided() {
     for rule in ["forbidden_process", "forbidden_port", "min_package"] {
         assert!(out.contains(rule), "{rule} missing from:\n{out}");
     }
-    let (code, out, _) = vouch(&["--json", "policy", "test", "default", "--input", &data("claims.json")]);
+    let (code, out, _) = vouch(&[
+        "--json",
+        "policy",
+        "test",
+        "default",
+        "--input",
+        &data("claims.json"),
+    ]);
     assert_eq!(code, 1);
     let a: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(a["status"], "warning");
@@ -68,7 +77,13 @@ fn policy_test_explains_which_rules_decided() {
     for e in std::fs::read_dir(examples).unwrap() {
         seen += 1;
         let p = e.unwrap().path();
-        let (code, out, err) = vouch(&["policy", "test", p.to_str().unwrap(), "--input", &data("claims.json")]);
+        let (code, out, err) = vouch(&[
+            "policy",
+            "test",
+            p.to_str().unwrap(),
+            "--input",
+            &data("claims.json"),
+        ]);
         assert!(code == 0 || code == 1, "{}: {out}{err}", p.display());
         assert!(out.contains("status:"), "{}: {out}{err}", p.display());
     }
@@ -94,16 +109,22 @@ impl Drop for Server {
 
 fn spawn_server(dir: &Path, port: u16) -> Server {
     let child = Command::new(VOUCH)
-        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Server(child);
+            return server;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -168,7 +189,11 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
         t.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 4, "too little load: {} attestations", acked.len());
+    assert!(
+        acked.len() >= 4,
+        "too little load: {} attestations",
+        acked.len()
+    );
 
     // Restart on the same data directory: every acknowledged attestation is there.
     let _server = spawn_server(&sdir, port);
@@ -184,18 +209,38 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
     let (_, token, _) = vouch(&["token", "create", "--data-dir", sdir.to_str().unwrap()]);
     let adir = d.path().join("cli-agent");
     let (code, out, err) = vouch(&[
-        "attest", "--server", &base, "--ca-cert", ca.to_str().unwrap(), "--agent-dir",
-        adir.to_str().unwrap(), "--join-token", token.trim(), "--workload", "cli", "--exe", "/bin/sh",
+        "attest",
+        "--server",
+        &base,
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "--agent-dir",
+        adir.to_str().unwrap(),
+        "--join-token",
+        token.trim(),
+        "--workload",
+        "cli",
+        "--exe",
+        "/bin/sh",
     ]);
     assert!(code == 1 && out.contains("warning"), "{out}{err}");
     let (code, out, err) = vouch(&[
-        "verify", "--jwks", &format!("{base}/.well-known/jwks.json"), "--ca-cert", ca.to_str().unwrap(),
-        "--accept-warning", adir.join("result.jwt").to_str().unwrap(),
+        "verify",
+        "--jwks",
+        &format!("{base}/.well-known/jwks.json"),
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "--accept-warning",
+        adir.join("result.jwt").to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("valid:"), "{out}");
     let (code, _, err) = vouch(&[
-        "verify", "--jwks", &format!("{base}/.well-known/jwks.json"), "--ca-cert", ca.to_str().unwrap(),
+        "verify",
+        "--jwks",
+        &format!("{base}/.well-known/jwks.json"),
+        "--ca-cert",
+        ca.to_str().unwrap(),
         adir.join("result.jwt").to_str().unwrap(),
     ]);
     assert_eq!(code, 1);
@@ -209,21 +254,54 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
 fn admin_commands_round_trip() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().to_str().unwrap();
-    let (code, _, err) = vouch(&["refvalue", "add", "min_os_version", "debian", "12", "--data-dir", dir]);
+    let (code, _, err) = vouch(&[
+        "refvalue",
+        "add",
+        "min_os_version",
+        "debian",
+        "12",
+        "--data-dir",
+        dir,
+    ]);
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = vouch(&["--json", "refvalue", "list", "--data-dir", dir]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[0]["kind"], "min_os_version");
     let p = d.path().join("p.rego");
-    std::fs::write(&p, "package vouch.appraisal\nimport rego.v1\ndeny contains \"no\" if false\n").unwrap();
-    let (code, out, _) = vouch(&["policy", "add", "strict", p.to_str().unwrap(), "--data-dir", dir]);
+    std::fs::write(
+        &p,
+        "package vouch.appraisal\nimport rego.v1\ndeny contains \"no\" if false\n",
+    )
+    .unwrap();
+    let (code, out, _) = vouch(&[
+        "policy",
+        "add",
+        "strict",
+        p.to_str().unwrap(),
+        "--data-dir",
+        dir,
+    ]);
     assert_eq!(code, 0);
     assert!(out.contains("strict v1"));
-    let (_, out, _) = vouch(&["policy", "add", "strict", p.to_str().unwrap(), "--data-dir", dir]);
+    let (_, out, _) = vouch(&[
+        "policy",
+        "add",
+        "strict",
+        p.to_str().unwrap(),
+        "--data-dir",
+        dir,
+    ]);
     assert!(out.contains("strict v2"));
     // A policy that does not compile is refused before it can become active.
     std::fs::write(&p, "package vouch.appraisal\ndeny contains x if {").unwrap();
-    let (code, _, err) = vouch(&["policy", "add", "strict", p.to_str().unwrap(), "--data-dir", dir]);
+    let (code, _, err) = vouch(&[
+        "policy",
+        "add",
+        "strict",
+        p.to_str().unwrap(),
+        "--data-dir",
+        dir,
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("does not compile"), "{err}");
     let (_, out, _) = vouch(&["policy", "list", "--data-dir", dir]);

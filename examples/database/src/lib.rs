@@ -40,7 +40,11 @@ impl Db {
     }
 
     fn check(&self, token: &str) -> Result<vouch_rp::VerifiedResult, RpError> {
-        let v = self.verifier.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let v = self
+            .verifier
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         v.verify(token, &self.requirements)
     }
 
@@ -94,7 +98,10 @@ async fn query(
                 }
             };
             tracing::info!(caller = ?r.subject, "query allowed");
-            (StatusCode::OK, Json(json!({"caller": r.subject, "rows": rows})))
+            (
+                StatusCode::OK,
+                Json(json!({"caller": r.subject, "rows": rows})),
+            )
         }
         Err(e) => {
             tracing::warn!("query refused: {e}");

@@ -30,7 +30,15 @@ async fn main() -> anyhow::Result<()> {
     let url = format!("{}/.well-known/jwks.json", a.verifier.trim_end_matches('/'));
     let fetch: vouch_example_database::JwksSource = Arc::new(move || {
         let (http, url) = (http.clone(), url.clone());
-        Box::pin(async move { Ok(http.get(&url).send().await?.error_for_status()?.text().await?) })
+        Box::pin(async move {
+            Ok(http
+                .get(&url)
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await?)
+        })
     });
     let db = Db::new(fetch, Requirements::default()).await?;
     let listener = tokio::net::TcpListener::bind(a.listen).await?;

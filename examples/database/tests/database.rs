@@ -1,5 +1,7 @@
 //! The seed use case: an application proves itself before it may reach the database.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use vouch_agent::{Agent, AgentConfig};
 use vouch_example_database::{Db, JwksSource, router};
