@@ -222,7 +222,7 @@ fn read_trim(p: &Path) -> String {
 }
 
 /// Parse `/etc/os-release` (shell-style `KEY=value`, optionally quoted).
-pub(crate) fn parse_os_release(text: &str) -> OsRelease {
+pub fn parse_os_release(text: &str) -> OsRelease {
     let mut os = OsRelease::default();
     for line in text.lines() {
         let Some((k, v)) = line.split_once('=') else {
@@ -240,7 +240,7 @@ pub(crate) fn parse_os_release(text: &str) -> OsRelease {
 }
 
 /// Parse `/proc/net/{tcp,udp}{,6}`: keep sockets in `state` (0A LISTEN for TCP, 07 for bound UDP).
-pub(crate) fn parse_proc_net(text: &str, proto: &str, state: &str) -> Vec<ListeningSocket> {
+pub fn parse_proc_net(text: &str, proto: &str, state: &str) -> Vec<ListeningSocket> {
     let mut out = Vec::new();
     for line in text.lines().skip(1) {
         let mut cols = line.split_whitespace();
@@ -287,7 +287,7 @@ fn decode_addr(hex_addr: &str) -> Option<String> {
 }
 
 /// Parse dpkg's status file: installed packages and their versions.
-pub(crate) fn parse_dpkg_status(text: &str) -> BTreeMap<String, String> {
+pub fn parse_dpkg_status(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for stanza in text.split("\n\n") {
         let (mut name, mut version, mut installed) = (None, None, false);

@@ -17,6 +17,11 @@ mod key;
 mod verify;
 
 pub use collect::{CollectConfig, SoftwareCollector, sha256_file};
+
+/// The text parsers behind software collection, exposed for fuzzing and reuse.
+pub mod parsers {
+    pub use crate::collect::{parse_dpkg_status, parse_os_release, parse_proc_net};
+}
 pub use error::EvidenceError;
 pub use key::{AgentKey, verify_ed25519};
 pub use verify::{

@@ -159,3 +159,17 @@ mod tests {
         assert!(parse_duration("soon").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    #[test]
+    fn the_shipped_example_config_loads_and_matches_the_defaults() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../vouch.example.toml");
+        let c = super::load(Some(&p)).unwrap();
+        let d = vouch_server::ServerConfig::default();
+        assert_eq!(c.server.listen, d.listen);
+        assert_eq!(c.server.nonce_ttl, d.nonce_ttl);
+        assert_eq!(c.server.body_limit, d.body_limit);
+        assert_eq!(c.agent.interval, vouch_agent::AgentConfig::default().interval);
+    }
+}

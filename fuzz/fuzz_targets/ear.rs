@@ -1,0 +1,15 @@
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use vouch_rp::{Requirements, ResultVerifier};
+
+const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(s) = std::str::from_utf8(data) {
+        if let Ok(v) = ResultVerifier::from_jwks_json(JWKS) {
+            let _ = v.verify(s, &Requirements::default());
+        }
+        let _ = ResultVerifier::from_jwks_json(s);
+        let _ = serde_json::from_str::<vouch_core::Ear>(s);
+    }
+});
