@@ -119,30 +119,24 @@ impl VerifierClient {
         Self::decode(res).await
     }
 
-    /// `GET /v1/results/{id}`
-    pub async fn result(&self, id: &str) -> Result<AttestationResult, AgentError> {
-        let url = format!("{}/v1/results/{id}", self.base);
-        let res = self
-            .http
+    async fn get(&self, path: &str) -> Result<reqwest::Response, AgentError> {
+        let url = format!("{}{path}", self.base);
+        self.http
             .get(&url)
             .send()
             .await
-            .map_err(|source| AgentError::Unreachable { url, source })?;
-        Self::decode(res).await
+            .map_err(|source| AgentError::Unreachable { url, source })
+    }
+
+    /// `GET /v1/results/{id}`
+    pub async fn result(&self, id: &str) -> Result<AttestationResult, AgentError> {
+        Self::decode(self.get(&format!("/v1/results/{id}")).await?).await
     }
 
     /// `GET /.well-known/jwks.json`, as text.
     pub async fn jwks(&self) -> Result<String, AgentError> {
-        let url = format!("{}/.well-known/jwks.json", self.base);
-        let res = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| AgentError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+        let res = self.get("/.well-known/jwks.json").await?;
+        let url = res.url().to_string();
         if !res.status().is_success() {
             return Err(AgentError::Protocol(format!("{url}: {}", res.status())));
         }

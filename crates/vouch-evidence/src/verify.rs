@@ -127,14 +127,7 @@ impl EvidenceVerifier for SoftwareVerifier {
                 key_id: evidence.key_id.clone(),
             });
         }
-        let (bytes, m) = decode_payload(&evidence.payload)?;
-        let claims = claims_of(&m, evidence, true, ctx.signers);
-        Ok(VerifiedEvidence {
-            nonce: m.nonce.clone(),
-            workload_name: m.workload.name.clone(),
-            evidence_sha256: hex::encode(Sha256::digest(&bytes)),
-            claims,
-        })
+        verified(evidence, true, ctx)
     }
 }
 
@@ -148,15 +141,23 @@ impl EvidenceVerifier for SampleVerifier {
         evidence: &Evidence,
         ctx: &VerifyContext<'_>,
     ) -> Result<VerifiedEvidence, EvidenceError> {
-        let (bytes, m) = decode_payload(&evidence.payload)?;
-        let claims = claims_of(&m, evidence, false, ctx.signers);
-        Ok(VerifiedEvidence {
-            nonce: m.nonce.clone(),
-            workload_name: m.workload.name.clone(),
-            evidence_sha256: hex::encode(Sha256::digest(&bytes)),
-            claims,
-        })
+        verified(evidence, false, ctx)
     }
+}
+
+/// Parse the payload (after any signature check) and derive its claims.
+fn verified(
+    evidence: &Evidence,
+    signature_verified: bool,
+    ctx: &VerifyContext<'_>,
+) -> Result<VerifiedEvidence, EvidenceError> {
+    let (bytes, m) = decode_payload(&evidence.payload)?;
+    Ok(VerifiedEvidence {
+        claims: claims_of(&m, evidence, signature_verified, ctx.signers),
+        nonce: m.nonce,
+        workload_name: m.workload.name,
+        evidence_sha256: hex::encode(Sha256::digest(&bytes)),
+    })
 }
 
 fn signers_of(digest_hex: Option<&str>, sig: Option<&str>, signers: &[Signer]) -> Vec<String> {

@@ -49,13 +49,8 @@ async fn count_refusals(
     next: axum::middleware::Next,
 ) -> Response {
     let res = next.run(req).await;
-    if res.status().is_client_error() || res.status().is_server_error() {
-        let kind = res
-            .extensions()
-            .get::<ErrorKind>()
-            .copied()
-            .unwrap_or(ErrorKind::MalformedRequest);
-        st.metrics.refused(kind);
+    if let Some(kind) = res.extensions().get::<ErrorKind>() {
+        st.metrics.refused(*kind);
     }
     res
 }
@@ -94,16 +89,19 @@ async fn challenge(AxState(st): AxState<S>) -> Response {
     Json(st.challenge()).into_response()
 }
 
+fn reply<T: serde::Serialize>(r: Result<T, ApiError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => with_kind(e),
+    }
+}
+
 async fn enroll(
     AxState(st): AxState<S>,
     body: Result<ApiJson<EnrollRequest>, ApiError>,
 ) -> Response {
-    let r = match body {
-        Ok(ApiJson(req)) => st.enroll(req).await,
-        Err(e) => Err(e),
-    };
-    match r {
-        Ok(v) => Json(v).into_response(),
+    match body {
+        Ok(ApiJson(req)) => reply(st.enroll(req).await),
         Err(e) => with_kind(e),
     }
 }
@@ -112,21 +110,14 @@ async fn attest(
     AxState(st): AxState<S>,
     body: Result<ApiJson<AttestRequest>, ApiError>,
 ) -> Response {
-    let r = match body {
-        Ok(ApiJson(req)) => st.attest(req).await,
-        Err(e) => Err(e),
-    };
-    match r {
-        Ok(v) => Json(v).into_response(),
+    match body {
+        Ok(ApiJson(req)) => reply(st.attest(req).await),
         Err(e) => with_kind(e),
     }
 }
 
 async fn result(AxState(st): AxState<S>, Path(id): Path<String>) -> Response {
-    match st.result(&id).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => with_kind(e),
-    }
+    reply(st.result(&id).await)
 }
 
 pub(crate) fn summary(w: vouch_store::WorkloadRecord) -> WorkloadSummary {

@@ -170,6 +170,9 @@ mod example_file {
         assert_eq!(c.server.listen, d.listen);
         assert_eq!(c.server.nonce_ttl, d.nonce_ttl);
         assert_eq!(c.server.body_limit, d.body_limit);
-        assert_eq!(c.agent.interval, vouch_agent::AgentConfig::default().interval);
+        assert_eq!(
+            c.agent.interval,
+            vouch_agent::AgentConfig::default().interval
+        );
     }
 }
