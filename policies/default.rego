@@ -17,6 +17,14 @@ import rego.v1
 
 refs(kind) := object.get(data.reference, kind, {})
 
+# Reference values used while iterating over processes and sockets, looked up once per
+# evaluation (rules are memoised; function calls are not).
+forbidden_process := refs("forbidden_process")
+
+forbidden_executable := refs("forbidden_executable")
+
+forbidden_port := refs("forbidden_port")
+
 port_key(s) := sprintf("%s/%d", [s.proto, s.port])
 
 # --- instance identity ----------------------------------------------------------------------
@@ -80,7 +88,7 @@ warn contains f if {
 # Forbidden processes, by name.
 deny contains f if {
 	some p in input.processes
-	reason := refs("forbidden_process")[p.name]
+	reason := forbidden_process[p.name]
 	f := {
 		"rule": "forbidden_process",
 		"claim": "executables",
@@ -91,7 +99,7 @@ deny contains f if {
 # Forbidden executables, by digest (whatever their name).
 deny contains f if {
 	some p in input.processes
-	reason := refs("forbidden_executable")[p.exe_sha256]
+	reason := forbidden_executable[p.exe_sha256]
 	f := {
 		"rule": "forbidden_executable",
 		"claim": "executables",
@@ -197,7 +205,7 @@ deny contains f if {
 # Forbidden listening ports ("tcp/23").
 deny contains f if {
 	some s in input.listening
-	reason := refs("forbidden_port")[port_key(s)]
+	reason := forbidden_port[port_key(s)]
 	f := {
 		"rule": "forbidden_port",
 		"claim": "configuration",

@@ -249,15 +249,10 @@ impl State {
                 "workload name must be 1-128 characters of A-Z a-z 0-9 - _ .",
             ));
         }
-        let fresh = self
-            .store
-            .consume_nonce(
-                &nonce.id(),
-                nonce.expires_at(cfg.nonce_ttl) + cfg.clock_skew,
-                now,
-            )
-            .await?;
-        if !fresh {
+        // Early, read-only replay check: a replay is refused before it costs an appraisal.
+        // The authoritative single-use check is the insert in the recording transaction.
+        let nonce_id = nonce.id();
+        if self.store.nonce_used(&nonce_id).await? {
             return Err(ApiError::new(
                 ErrorKind::NonceReused,
                 "this nonce was already used; ask for a new challenge for every attestation",
@@ -358,7 +353,11 @@ impl State {
             expires_at,
         };
         self.store
-            .record_attestation(&rec, now + cfg.deadline_secs())
+            .record_attestation(
+                &rec,
+                now + cfg.deadline_secs(),
+                Some((&nonce_id, nonce.expires_at(cfg.nonce_ttl) + cfg.clock_skew)),
+            )
             .await?;
         self.metrics.result(appraisal.status);
         tracing::info!(

@@ -25,6 +25,9 @@ pub enum StoreError {
         /// The existing key id.
         key_id: String,
     },
+    /// The nonce was already used.
+    #[error("this nonce was already used; ask for a new challenge for every attestation")]
+    NonceReused,
     /// The record was not found.
     #[error("{0} not found")]
     NotFound(String),
@@ -42,6 +45,7 @@ impl StoreError {
             Self::TokenExpired => ErrorKind::TokenExpired,
             Self::TokenReused | Self::KeyAlreadyEnrolled { .. } => ErrorKind::TokenReused,
             Self::NotFound(_) => ErrorKind::NotFound,
+            Self::NonceReused => ErrorKind::NonceReused,
         }
     }
 }

@@ -47,8 +47,9 @@ pub trait Store: Send + Sync + 'static {
     /// Look up an enrolled, unrevoked agent key.
     async fn agent_key(&self, key_id: &str) -> Result<Option<AgentKeyRecord>>;
 
-    /// Record a nonce as used; `false` when it was used before (a replay).
-    async fn consume_nonce(&self, nonce_id: &str, expires_at: u64, now: u64) -> Result<bool>;
+    /// Whether a nonce was already used (a read-only early check; the authoritative check is
+    /// the insert in [`Store::record_attestation`]).
+    async fn nonce_used(&self, nonce_id: &str) -> Result<bool>;
 
     /// Store a new version of policy `id`; returns the version. Optionally make `id` active.
     async fn add_policy(&self, id: &str, rego: &str, activate: bool, now: u64) -> Result<u32>;
@@ -77,8 +78,15 @@ pub trait Store: Send + Sync + 'static {
     /// All reference values, with the revision that changes whenever they do.
     async fn reference_values(&self) -> Result<ReferenceValues>;
 
-    /// Append an attestation and update its workload, in one transaction.
-    async fn record_attestation(&self, rec: &AttestationRecord, deadline: u64) -> Result<()>;
+    /// Consume the nonce (`id`, expiry), append the attestation and update its workload, in
+    /// one transaction: a replayed nonce fails with [`StoreError::NonceReused`] and records
+    /// nothing.
+    async fn record_attestation(
+        &self,
+        rec: &AttestationRecord,
+        deadline: u64,
+        nonce: Option<(&str, u64)>,
+    ) -> Result<()>;
 
     /// One attestation.
     async fn attestation(&self, id: &str) -> Result<Option<AttestationRecord>>;

@@ -203,15 +203,12 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn consume_nonce(&self, nonce_id: &str, expires_at: u64, now: u64) -> Result<bool> {
-        let _ = now;
-        let n = sqlx::query("INSERT OR IGNORE INTO used_nonces (id, expires_at) VALUES (?, ?)")
+    async fn nonce_used(&self, nonce_id: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM used_nonces WHERE id = ?")
             .bind(nonce_id)
-            .bind(i(expires_at))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n == 1)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
     }
 
     async fn add_policy(&self, id: &str, rego: &str, activate: bool, now: u64) -> Result<u32> {
@@ -379,7 +376,12 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn record_attestation(&self, rec: &AttestationRecord, deadline: u64) -> Result<()> {
+    async fn record_attestation(
+        &self,
+        rec: &AttestationRecord,
+        deadline: u64,
+        nonce: Option<(&str, u64)>,
+    ) -> Result<()> {
         let name = rec
             .workload_id
             .rsplit_once('/')
@@ -393,6 +395,17 @@ impl Store for SqliteStore {
             ),
         };
         let mut tx = self.pool.begin().await?;
+        if let Some((id, expires_at)) = nonce {
+            let fresh = sqlx::query("INSERT OR IGNORE INTO used_nonces (id, expires_at) VALUES (?, ?)")
+                .bind(id)
+                .bind(i(expires_at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if fresh != 1 {
+                return Err(StoreError::NonceReused);
+            }
+        }
         sqlx::query(
             "INSERT INTO attestations (id, workload_id, node_id, key_id, evidence_kind,
                 evidence_sha256, claims, status, trust_vector, reasons, policy_id, policy_version,

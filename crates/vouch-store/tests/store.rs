@@ -53,13 +53,6 @@ async fn a_failed_enrollment_does_not_burn_the_token() {
 }
 
 #[tokio::test]
-async fn nonces_are_single_use() {
-    let (_d, s) = store().await;
-    assert!(s.consume_nonce("n", 100, 1).await.unwrap());
-    assert!(!s.consume_nonce("n", 100, 2).await.unwrap());
-}
-
-#[tokio::test]
 async fn policies_are_versioned_never_overwritten() {
     let (_d, s) = store().await;
     assert_eq!(s.add_policy("p", "v1", true, 1).await.unwrap(), 1);
@@ -120,7 +113,15 @@ async fn attestations_update_workloads_and_deadlines_expire_them() {
     let mut r = record("a1", "affirming", 10);
     r.node_id = e.node_id.clone();
     r.workload_id = format!("{}/app", e.node_id);
-    s.record_attestation(&r, 100).await.unwrap();
+    s.record_attestation(&r, 100, Some(("n1", 200))).await.unwrap();
+    let mut again = r.clone();
+    again.id = "a2".into();
+    assert!(matches!(
+        s.record_attestation(&again, 100, Some(("n1", 200))).await,
+        Err(StoreError::NonceReused)
+    ));
+    assert!(s.nonce_used("n1").await.unwrap());
+    assert!(s.attestation("a2").await.unwrap().is_none());
     let w = s.workload(&r.workload_id).await.unwrap().unwrap();
     assert_eq!(w.status, "affirming");
     assert_eq!(w.name, "app");
