@@ -396,12 +396,13 @@ impl Store for SqliteStore {
         };
         let mut tx = self.pool.begin().await?;
         if let Some((id, expires_at)) = nonce {
-            let fresh = sqlx::query("INSERT OR IGNORE INTO used_nonces (id, expires_at) VALUES (?, ?)")
-                .bind(id)
-                .bind(i(expires_at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let fresh =
+                sqlx::query("INSERT OR IGNORE INTO used_nonces (id, expires_at) VALUES (?, ?)")
+                    .bind(id)
+                    .bind(i(expires_at))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             if fresh != 1 {
                 return Err(StoreError::NonceReused);
             }

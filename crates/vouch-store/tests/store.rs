@@ -113,7 +113,9 @@ async fn attestations_update_workloads_and_deadlines_expire_them() {
     let mut r = record("a1", "affirming", 10);
     r.node_id = e.node_id.clone();
     r.workload_id = format!("{}/app", e.node_id);
-    s.record_attestation(&r, 100, Some(("n1", 200))).await.unwrap();
+    s.record_attestation(&r, 100, Some(("n1", 200)))
+        .await
+        .unwrap();
     let mut again = r.clone();
     again.id = "a2".into();
     assert!(matches!(

@@ -65,7 +65,9 @@ pub fn parse_tpm2_tools_pcrs(bytes: &[u8]) -> Result<PcrValues, TpmError> {
     let mut selection = Vec::new();
     for i in 0..count {
         let at = 4 + i * SEL_ENTRY;
-        let e = bytes.get(at..at + SEL_ENTRY).ok_or_else(|| err("selection truncated"))?;
+        let e = bytes
+            .get(at..at + SEL_ENTRY)
+            .ok_or_else(|| err("selection truncated"))?;
         let hash = HashAlg::from_id(u16::from_le_bytes([e[0], e[1]]))?;
         let size = e[2] as usize;
         if size > 4 {
@@ -122,4 +124,3 @@ pub fn parse_tpm2_tools_pcrs(bytes: &[u8]) -> Result<PcrValues, TpmError> {
     out.validate()?;
     Ok(out)
 }
-

@@ -122,7 +122,11 @@ impl TpmtPublic {
                     )));
                 }
                 let e = if exp == 0 { 65_537u32 } else { exp };
-                let e = e.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+                let e = e
+                    .to_be_bytes()
+                    .into_iter()
+                    .skip_while(|b| *b == 0)
+                    .collect();
                 (scheme, PublicKey::Rsa { n, e })
             }
             id::ECC => {
@@ -177,7 +181,10 @@ impl TpmtPublic {
         for (bit, name) in [
             (ObjectAttributes::FIXED_TPM, "fixedTPM"),
             (ObjectAttributes::FIXED_PARENT, "fixedParent"),
-            (ObjectAttributes::SENSITIVE_DATA_ORIGIN, "sensitiveDataOrigin"),
+            (
+                ObjectAttributes::SENSITIVE_DATA_ORIGIN,
+                "sensitiveDataOrigin",
+            ),
             (ObjectAttributes::USER_WITH_AUTH, "userWithAuth"),
             (ObjectAttributes::RESTRICTED, "restricted"),
             (ObjectAttributes::SIGN, "sign"),
@@ -258,9 +265,7 @@ impl PublicKey {
                 }
                 let alg: &s::EcdsaVerificationAlgorithm = match (curve, hash) {
                     (EccCurve::P256, HashAlg::Sha256) => &s::ECDSA_P256_SHA256_FIXED,
-                    (EccCurve::P256, HashAlg::Sha384) => &s::ECDSA_P256_SHA384_FIXED,
                     (EccCurve::P384, HashAlg::Sha384) => &s::ECDSA_P384_SHA384_FIXED,
-                    (EccCurve::P384, HashAlg::Sha256) => &s::ECDSA_P384_SHA256_FIXED,
                     (_, h) => {
                         return Err(TpmError::Algorithm {
                             what: "ECDSA hash for this curve",
@@ -271,7 +276,9 @@ impl PublicKey {
                 let mut point = vec![4u8];
                 point.extend_from_slice(x);
                 point.extend_from_slice(y);
-                UnparsedPublicKey::new(alg, point).verify(msg, sig).map_err(bad)
+                UnparsedPublicKey::new(alg, point)
+                    .verify(msg, sig)
+                    .map_err(bad)
             }
             PublicKey::Spki(der) => {
                 let params: &dyn s::VerificationAlgorithm = match (scheme, hash) {
@@ -287,7 +294,9 @@ impl PublicKey {
                         });
                     }
                 };
-                UnparsedPublicKey::new(params, der).verify(msg, sig).map_err(bad)
+                UnparsedPublicKey::new(params, der)
+                    .verify(msg, sig)
+                    .map_err(bad)
             }
         }
     }
