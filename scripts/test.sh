@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the build and the tests use.
-packages=(build-essential ca-certificates)
+# Debian packages the build and the tests use: a C toolchain, and a real TPM stack (swtpm with
+# its EK-certificate tools, tpm2-tools as an independent quote producer, libtss2 for the agent).
+packages=(build-essential ca-certificates pkg-config swtpm swtpm-tools tpm2-tools libtss2-dev)
 
 missing=()
 for p in "${packages[@]}"; do
