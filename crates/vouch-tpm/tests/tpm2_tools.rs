@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::Swtpm;
+use vouch_testkit::Swtpm;
 use vouch_tpm::{
     Ak, ClockInfo, HashAlg, QuotePolicy, RH_ENDORSEMENT, TpmError, TpmtPublic,
     check_clock_progress, parse_tpm2_tools_pcrs, qualified_name, verify_quote,

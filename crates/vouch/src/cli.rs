@@ -114,6 +114,9 @@ pub enum Command {
     /// Manage the verifier's result-signing keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// TPM tools for operators and debugging.
+    #[command(subcommand)]
+    Tpm(TpmCmd),
     /// Run a verifier on embedded SQLite and an agent attesting this machine.
     Dev(DevArgs),
     /// Measure attestations per second through the full HTTP path against the raw signature cost.
@@ -296,4 +299,32 @@ pub struct BenchArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TpmCmd {
+    /// Verify a quote made by tpm2_quote (tpm2-tools file formats), checking every field.
+    VerifyQuote {
+        /// AK public area (TPM2B_PUBLIC, `tpm2_createak -u`), or a PEM/DER SubjectPublicKeyInfo.
+        #[arg(long)]
+        ak: PathBuf,
+        /// EK public area (`tpm2_createek -u`): the AK's parent, needed to check qualifiedSigner.
+        #[arg(long)]
+        ek: Option<PathBuf>,
+        /// The quoted TPMS_ATTEST (`tpm2_quote -m`).
+        #[arg(long)]
+        message: PathBuf,
+        /// The TPMT_SIGNATURE (`tpm2_quote -s`).
+        #[arg(long)]
+        signature: PathBuf,
+        /// The PCR values (`tpm2_quote -o`).
+        #[arg(long)]
+        pcrs: PathBuf,
+        /// The qualifying data given to `tpm2_quote -q`, hex.
+        #[arg(long)]
+        nonce: String,
+        /// Also accept SHA-1 (signatures and PCR banks). Off: SHA-1 is a downgrade.
+        #[arg(long)]
+        allow_sha1: bool,
+    },
 }

@@ -36,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(cmd) => token(file, cmd, json).await,
         Command::Workload(cmd) => workload(file, cmd, json).await,
         Command::Key(cmd) => key(file, cmd, json).await,
+        Command::Tpm(cmd) => crate::tpm::run(cmd, json),
         Command::Dev(args) => crate::dev::run(args, json).await,
         Command::Bench(args) => crate::bench::run(args, json).await,
     }

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod dev;
 mod output;
+mod tpm;
 
 use clap::Parser;
 

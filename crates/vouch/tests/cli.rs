@@ -313,3 +313,43 @@ fn admin_commands_round_trip() {
     assert_eq!(code, 0);
     assert!(out.contains("new signing key"));
 }
+
+#[test]
+fn tpm_verify_quote_checks_a_tpm2_tools_quote() {
+    let tpm = vouch_testkit::Swtpm::start("sha256");
+    tpm.extend(16, "sha256", "01");
+    tpm.ek_and_ak("rsa");
+    tpm.quote("sha256:0,16", "c0ffee", "sha256");
+    let p = |f: &str| tpm.path(f).to_str().unwrap().to_string();
+    let args = |nonce: &str| {
+        vec![
+            "tpm".to_string(),
+            "verify-quote".into(),
+            "--ak".into(),
+            p("ak.pub"),
+            "--ek".into(),
+            p("ek.pub"),
+            "--message".into(),
+            p("quote.msg"),
+            "--signature".into(),
+            p("quote.sig"),
+            "--pcrs".into(),
+            p("quote.pcrs"),
+            "--nonce".into(),
+            nonce.into(),
+        ]
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        vouch(&refs)
+    };
+    let (code, out, err) = run(args("c0ffee"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("AK under EK") && out.contains("sha256:16"),
+        "{out}"
+    );
+    let (code, _, err) = run(args("c0ffef"));
+    assert_eq!(code, 1);
+    assert!(err.contains("another nonce"), "{err}");
+}

@@ -1,9 +1,7 @@
 //! A real software TPM for tests: swtpm provisioned by swtpm_setup with EK certificates from a
 //! private swtpm-localca, serving the TPM command port on loopback, driven by tpm2-tools.
 
-#![allow(dead_code)]
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -207,8 +205,4 @@ impl Drop for Swtpm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }

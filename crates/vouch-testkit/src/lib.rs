@@ -1,0 +1,5 @@
+//! Test harnesses shared by the workspace (dev-dependency only).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+pub mod swtpm;
+pub use swtpm::Swtpm;
