@@ -206,3 +206,32 @@ impl Drop for Swtpm {
         let _ = self.child.wait();
     }
 }
+
+impl Swtpm {
+    /// `tpm2_activatecredential` for the AK in ak.ctx under the EK in ek.ctx, with the
+    /// credential file `input` (tpm2-tools format). Returns the recovered secret, or the tool's
+    /// error output when the TPM refuses.
+    pub fn activate_credential(&self, input: &[u8]) -> Result<Vec<u8>, String> {
+        std::fs::write(self.path("cred.in"), input).unwrap();
+        let _ = std::fs::remove_file(self.path("cred.out"));
+        let script = "set -e
+tpm2_startauthsession --policy-session -S session.ctx
+tpm2_policysecret -S session.ctx -c e >/dev/null
+status=0
+tpm2_activatecredential -c ak.ctx -C ek.ctx -i cred.in -o cred.out -P session:session.ctx >/dev/null || status=$?
+tpm2_flushcontext session.ctx || true
+tpm2_flushcontext -t || true
+exit $status";
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(self.dir.path())
+            .env("TPM2TOOLS_TCTI", self.tcti())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(std::fs::read(self.path("cred.out")).unwrap())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}

@@ -17,6 +17,7 @@
 mod alg;
 mod attest;
 mod buf;
+mod credential;
 mod error;
 mod pcrs;
 mod public;
@@ -26,6 +27,7 @@ mod signature;
 pub use alg::{EccCurve, HashAlg};
 pub use attest::{ClockInfo, PcrSelection, TpmsAttest};
 pub use buf::Reader;
+pub use credential::{MadeCredential, kdfa, make_credential};
 pub use error::TpmError;
 pub use pcrs::{PcrBank, PcrValues, parse_tpm2_tools_pcrs};
 pub use public::{ObjectAttributes, PublicKey, TpmtPublic, qualified_name};
