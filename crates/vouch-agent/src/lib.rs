@@ -8,7 +8,11 @@
 mod agent;
 mod client;
 mod error;
+#[cfg(feature = "tpm")]
+mod tpm;
 
 pub use agent::{Agent, AgentConfig, Enrollment};
 pub use client::VerifierClient;
 pub use error::AgentError;
+#[cfg(feature = "tpm")]
+pub use tpm::{Tpm, TpmConfig, TpmIdentity, TpmQuote};

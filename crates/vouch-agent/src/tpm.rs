@@ -1,0 +1,318 @@
+//! The agent's TPM 2.0 side, through `tss-esapi`: EK (and its certificate from NV), an AK under
+//! the EK whose blobs persist across restarts, quotes over chosen PCRs with a nonce binding, and
+//! credential activation. Every operation opens its own ESAPI context on a blocking thread and
+//! flushes every transient object before returning (swtpm has no resource manager).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use tss_esapi::Context;
+use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, DefaultKey, ak, ek, pcr};
+use tss_esapi::handles::{AuthHandle, KeyHandle, ObjectHandle, SessionHandle};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    Data, EncryptedSecret, IdObject, PcrSelectionListBuilder, PcrSlot, Private, Public,
+    SignatureScheme, SymmetricDefinition,
+};
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::{Marshall, UnMarshall};
+use vouch_tpm::{HashAlg, PcrValues};
+
+use crate::AgentError;
+
+/// How the agent reaches and uses its TPM.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TpmConfig {
+    /// TCTI: `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, `tabrmd`.
+    pub tcti: String,
+    /// EK and AK algorithm: `rsa` (RSA-2048, RSASSA-SHA256) or `ecc` (P-256, ECDSA-SHA256).
+    pub key_alg: String,
+    /// SHA-256 PCRs to quote.
+    pub pcrs: Vec<u8>,
+}
+
+impl Default for TpmConfig {
+    fn default() -> Self {
+        Self {
+            tcti: "device:/dev/tpmrm0".into(),
+            key_alg: "rsa".into(),
+            pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 10, 14],
+        }
+    }
+}
+
+/// What enrollment needs from the TPM.
+#[derive(Debug, Clone)]
+pub struct TpmIdentity {
+    /// EK public area (`TPM2B_PUBLIC`).
+    pub ek_public: Vec<u8>,
+    /// EK certificate (DER) from NV, when the manufacturer provisioned one.
+    pub ek_cert: Option<Vec<u8>>,
+    /// AK public area (`TPM2B_PUBLIC`).
+    pub ak_public: Vec<u8>,
+}
+
+/// A quote and the PCR values it covers.
+#[derive(Debug, Clone)]
+pub struct TpmQuote {
+    /// Marshalled `TPMS_ATTEST`.
+    pub attest: Vec<u8>,
+    /// Marshalled `TPMT_SIGNATURE`.
+    pub signature: Vec<u8>,
+    /// The PCR values read with the quote.
+    pub pcrs: PcrValues,
+}
+
+fn tpm_err(what: &str) -> impl FnOnce(tss_esapi::Error) -> AgentError + '_ {
+    move |e| AgentError::Config(format!("TPM: {what}: {e}"))
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> AgentError {
+    move |source| AgentError::Io { what, source }
+}
+
+/// The TPM of this machine, with the agent's AK blobs kept in `state_dir`.
+#[derive(Debug, Clone)]
+pub struct Tpm {
+    cfg: TpmConfig,
+    state_dir: PathBuf,
+}
+
+struct Loaded {
+    ctx: Context,
+    ek: KeyHandle,
+    ak: KeyHandle,
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        for h in [self.ak, self.ek] {
+            let _ = self.ctx.flush_context(ObjectHandle::from(h));
+        }
+    }
+}
+
+fn tpm2b(inner: Vec<u8>) -> Vec<u8> {
+    let mut v = (inner.len() as u16).to_be_bytes().to_vec();
+    v.extend(inner);
+    v
+}
+
+impl Tpm {
+    /// A TPM handle; nothing is opened until an operation runs.
+    pub fn new(cfg: TpmConfig, state_dir: &Path) -> Self {
+        Self {
+            cfg,
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    /// The EK: RSA-2048, or ECC P-384 (the curve whose EK certificate swtpm and most
+    /// manufacturers provision, at NV index 0x01c00016).
+    fn ek_selection(&self) -> AsymmetricAlgorithmSelection {
+        match self.cfg.key_alg.as_str() {
+            "ecc" => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
+            _ => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+        }
+    }
+
+    /// The AK: RSA-2048 RSASSA-SHA256, or ECC P-256 ECDSA-SHA256.
+    fn ak_selection(&self) -> AsymmetricAlgorithmSelection {
+        match self.cfg.key_alg.as_str() {
+            "ecc" => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+            _ => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+        }
+    }
+
+    fn scheme(&self) -> SignatureSchemeAlgorithm {
+        match self.cfg.key_alg.as_str() {
+            "ecc" => SignatureSchemeAlgorithm::EcDsa,
+            _ => SignatureSchemeAlgorithm::RsaSsa,
+        }
+    }
+
+    fn context(&self) -> Result<Context, AgentError> {
+        let tcti = TctiNameConf::from_str(&self.cfg.tcti)
+            .map_err(|e| AgentError::Config(format!("TPM TCTI {:?}: {e}", self.cfg.tcti)))?;
+        Context::new(tcti).map_err(tpm_err("opening the TPM"))
+    }
+
+    fn ak_paths(&self) -> (PathBuf, PathBuf) {
+        let tag = &self.cfg.key_alg;
+        (
+            self.state_dir.join(format!("ak-{tag}.pub")),
+            self.state_dir.join(format!("ak-{tag}.priv")),
+        )
+    }
+
+    /// Open the TPM, create the EK from its template, and load (creating once) the AK.
+    fn load(&self) -> Result<Loaded, AgentError> {
+        let mut ctx = self.context()?;
+        let ek = ek::create_ek_object_2(&mut ctx, self.ek_selection(), DefaultKey)
+            .map_err(tpm_err("creating the EK"))?;
+        let (pub_path, priv_path) = self.ak_paths();
+        let (public, private) = match (std::fs::read(&pub_path), std::fs::read(&priv_path)) {
+            (Ok(p), Ok(s)) => (
+                Public::unmarshall(&p).map_err(tpm_err("reading the stored AK public area"))?,
+                Private::try_from(s).map_err(tpm_err("reading the stored AK private blob"))?,
+            ),
+            _ => {
+                let r = ak::create_ak_2(
+                    &mut ctx,
+                    ek,
+                    HashingAlgorithm::Sha256,
+                    self.ak_selection(),
+                    self.scheme(),
+                    None,
+                    DefaultKey,
+                );
+                let r = match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ctx.flush_context(ObjectHandle::from(ek));
+                        return Err(tpm_err("creating the AK")(e));
+                    }
+                };
+                std::fs::create_dir_all(&self.state_dir)
+                    .map_err(io_err(format!("creating {}", self.state_dir.display())))?;
+                let p = r
+                    .out_public
+                    .marshall()
+                    .map_err(tpm_err("marshalling the AK"))?;
+                std::fs::write(&pub_path, &p)
+                    .map_err(io_err(format!("writing {}", pub_path.display())))?;
+                std::fs::write(&priv_path, r.out_private.value())
+                    .map_err(io_err(format!("writing {}", priv_path.display())))?;
+                (r.out_public, r.out_private)
+            }
+        };
+        match ak::load_ak(&mut ctx, ek, None, private, public) {
+            Ok(ak) => Ok(Loaded { ctx, ek, ak }),
+            Err(e) => {
+                let _ = ctx.flush_context(ObjectHandle::from(ek));
+                Err(tpm_err("loading the AK")(e))
+            }
+        }
+    }
+
+    /// EK public, EK certificate and AK public, for enrollment.
+    pub fn identity(&self) -> Result<TpmIdentity, AgentError> {
+        let mut l = self.load()?;
+        let (ek_pub, _, _) = l.ctx.read_public(l.ek).map_err(tpm_err("reading the EK"))?;
+        let (ak_pub, _, _) = l.ctx.read_public(l.ak).map_err(tpm_err("reading the AK"))?;
+        let ek_cert = ek::retrieve_ek_pubcert(&mut l.ctx, self.ek_selection()).ok();
+        Ok(TpmIdentity {
+            ek_public: tpm2b(ek_pub.marshall().map_err(tpm_err("marshalling the EK"))?),
+            ek_cert,
+            ak_public: tpm2b(ak_pub.marshall().map_err(tpm_err("marshalling the AK"))?),
+        })
+    }
+
+    /// Quote the configured SHA-256 PCRs with `extra_data` and read their values.
+    pub fn quote(&self, extra_data: &[u8]) -> Result<TpmQuote, AgentError> {
+        let slots: Vec<PcrSlot> = self
+            .cfg
+            .pcrs
+            .iter()
+            .map(|i| {
+                PcrSlot::try_from(1u32 << i)
+                    .map_err(|e| AgentError::Config(format!("PCR {i}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let sel = PcrSelectionListBuilder::new()
+            .with_selection(HashingAlgorithm::Sha256, &slots)
+            .build()
+            .map_err(tpm_err("PCR selection"))?;
+        let mut l = self.load()?;
+        let data = Data::try_from(extra_data.to_vec()).map_err(tpm_err("qualifying data"))?;
+        let ak = l.ak;
+        let (attest, sig) = l
+            .ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.quote(ak, data, SignatureScheme::Null, sel.clone())
+            })
+            .map_err(tpm_err("quoting"))?;
+        let read = pcr::read_all(&mut l.ctx, sel).map_err(tpm_err("reading PCRs"))?;
+        let mut values = PcrValues::default();
+        if let Some(bank) = read.pcr_bank(HashingAlgorithm::Sha256) {
+            let b = values.0.entry(HashAlg::Sha256).or_default();
+            for (slot, digest) in bank {
+                let idx = (u32::from(*slot)).trailing_zeros() as u8;
+                b.insert(idx, digest.value().to_vec());
+            }
+        }
+        Ok(TpmQuote {
+            attest: attest
+                .marshall()
+                .map_err(tpm_err("marshalling the quote"))?,
+            signature: sig
+                .marshall()
+                .map_err(tpm_err("marshalling the signature"))?,
+            pcrs: values,
+        })
+    }
+
+    /// `TPM2_ActivateCredential` with the AK and the EK (authorised by PolicySecret on the
+    /// endorsement hierarchy): returns the secret the verifier encrypted.
+    pub fn activate_credential(
+        &self,
+        id_object: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, AgentError> {
+        let strip = |b: &[u8]| -> Result<Vec<u8>, AgentError> {
+            let n = b
+                .get(..2)
+                .map(|s| u16::from_be_bytes([s[0], s[1]]) as usize)
+                .ok_or_else(|| AgentError::Protocol("credential blob too short".into()))?;
+            b.get(2..2 + n)
+                .filter(|_| b.len() == 2 + n)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| AgentError::Protocol("credential blob size mismatch".into()))
+        };
+        let id = IdObject::try_from(strip(id_object)?).map_err(tpm_err("credential blob"))?;
+        let secret = EncryptedSecret::try_from(strip(encrypted_secret)?)
+            .map_err(tpm_err("encrypted secret"))?;
+        let mut l = self.load()?;
+        let session = l
+            .ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                tss_esapi::constants::SessionType::Policy,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(tpm_err("starting a policy session"))?
+            .ok_or_else(|| AgentError::Config("TPM returned no session".into()))?;
+        let policy = PolicySession::try_from(session).map_err(tpm_err("policy session"))?;
+        let (ak, ek) = (l.ak, l.ek);
+        let result = l
+            .ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.policy_secret(
+                    policy,
+                    AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            })
+            .map_err(tpm_err("PolicySecret(endorsement)"))
+            .and_then(|_| {
+                l.ctx
+                    .execute_with_sessions(
+                        (Some(AuthSession::Password), Some(session), None),
+                        |ctx| ctx.activate_credential(ak, ek, id, secret),
+                    )
+                    .map_err(tpm_err("activating the credential"))
+            });
+        let _ = l.ctx.flush_context(SessionHandle::from(session).into());
+        Ok(result?.value().to_vec())
+    }
+}
