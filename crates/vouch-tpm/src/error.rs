@@ -81,6 +81,9 @@ pub enum TpmError {
     /// The AK's public area lacks a required attribute or has a forbidden one.
     #[error("AK attributes are not those of a restricted TPM signing key: {0}")]
     AkAttributes(String),
+    /// The EK certificate is invalid, untrusted, or for another key.
+    #[error("EK certificate: {0}")]
+    EkCertificate(String),
     /// Input in the tpm2-tools file formats could not be read.
     #[error("tpm2-tools file: {0}")]
     Tpm2Tools(String),
