@@ -62,6 +62,35 @@ deny contains f if {
 	}
 }
 
+# --- TPM PCRs ---------------------------------------------------------------------------------
+
+# `vouch refvalue add pcr sha256:7 <hex>`: a quoted PCR must hold one of its reference values
+# (boot chain, Secure Boot policy, or a PCR the workload extends).
+deny contains f if {
+	input.evidence.kind == "tpm"
+	some key, allowed in refs("pcr")
+	[bank, index] := split(key, ":")
+	value := input.tpm.pcrs[bank][index]
+	not value in allowed
+	f := {
+		"rule": "pcr",
+		"claim": "executables",
+		"msg": sprintf("PCR %s is %s, not a reference value", [key, value]),
+	}
+}
+
+deny contains f if {
+	input.evidence.kind == "tpm"
+	some key, _ in refs("pcr")
+	[bank, index] := split(key, ":")
+	not input.tpm.pcrs[bank][index]
+	f := {
+		"rule": "pcr",
+		"claim": "executables",
+		"msg": sprintf("PCR %s has a reference value but was not quoted; add it to the agent's PCR selection", [key]),
+	}
+}
+
 # --- executables ------------------------------------------------------------------------------
 
 # The workload's executable must match a registered digest.

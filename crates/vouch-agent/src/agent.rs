@@ -33,6 +33,9 @@ pub struct AgentConfig {
     pub interval: u64,
     /// Audience to ask the verifier to put in results.
     pub result_audience: Option<String>,
+    /// Attest with the TPM (`tpm` evidence: measurements bound into a quote).
+    #[cfg(feature = "tpm")]
+    pub tpm: Option<crate::TpmConfig>,
 }
 
 impl Default for AgentConfig {
@@ -48,6 +51,8 @@ impl Default for AgentConfig {
             image_digest: None,
             interval: 30,
             result_audience: None,
+            #[cfg(feature = "tpm")]
+            tpm: None,
         }
     }
 }
@@ -70,6 +75,8 @@ pub struct Agent {
     collector: SoftwareCollector,
     clients: Vec<VerifierClient>,
     current: usize,
+    #[cfg(feature = "tpm")]
+    tpm: Option<crate::Tpm>,
 }
 
 fn now() -> u64 {
@@ -136,13 +143,129 @@ impl Agent {
             image_digest: cfg.image_digest.clone(),
             root: PathBuf::from("/"),
         });
-        Ok(Self {
+        #[cfg(feature = "tpm")]
+        let tpm = cfg
+            .tpm
+            .clone()
+            .map(|t| crate::Tpm::new(t, &cfg.data_dir.join("tpm")));
+        let mut agent = Self {
             cfg,
             key,
             enrollment,
             collector,
             clients,
             current: 0,
+            #[cfg(feature = "tpm")]
+            tpm,
+        };
+        #[cfg(feature = "tpm")]
+        agent.ensure_tpm_enrolled().await?;
+        Ok(agent)
+    }
+
+    /// Enroll this node's TPM once: send EK, EK certificate and AK; activate the credential the
+    /// verifier returns (proving the AK lives in the TPM that holds the EK).
+    #[cfg(feature = "tpm")]
+    async fn ensure_tpm_enrolled(&mut self) -> Result<(), AgentError> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        use vouch_core::wire::{TpmActivateRequest, TpmEnrollRequest, tpm_enroll_signing_input};
+        let Some(tpm) = self.tpm.clone() else {
+            return Ok(());
+        };
+        let marker = self.cfg.data_dir.join("tpm-enrollment.json");
+        if marker.exists() {
+            return Ok(());
+        }
+        let id = blocking(move || tpm.identity()).await?;
+        let key_id = self.enrollment.key_id.clone();
+        let ek_public = B64.encode(&id.ek_public);
+        let ek_cert = id.ek_cert.as_ref().map(|c| B64.encode(c));
+        let ak_public = B64.encode(&id.ak_public);
+        let signature = self.key.sign_b64(&tpm_enroll_signing_input(
+            &key_id,
+            &[&ek_public, ek_cert.as_deref().unwrap_or(""), &ak_public],
+        ));
+        let client = self.client().clone();
+        let challenge = client
+            .tpm_enroll(&TpmEnrollRequest {
+                key_id: key_id.clone(),
+                ek_public,
+                ek_cert,
+                ak_public,
+                signature,
+            })
+            .await?;
+        let blob = B64
+            .decode(&challenge.credential_blob)
+            .map_err(|_| AgentError::Protocol("credential_blob is not base64url".into()))?;
+        let secret = B64
+            .decode(&challenge.encrypted_secret)
+            .map_err(|_| AgentError::Protocol("encrypted_secret is not base64url".into()))?;
+        let Some(tpm) = self.tpm.clone() else {
+            return Ok(());
+        };
+        let recovered = blocking(move || tpm.activate_credential(&blob, &secret)).await?;
+        let secret = B64.encode(&recovered);
+        let signature = self
+            .key
+            .sign_b64(&tpm_enroll_signing_input(&key_id, &[&secret]));
+        let done = client
+            .tpm_activate(&TpmActivateRequest {
+                key_id,
+                secret,
+                signature,
+            })
+            .await?;
+        write_atomic(
+            &marker,
+            serde_json::json!({"ak_name": done.ak_name})
+                .to_string()
+                .as_bytes(),
+        )?;
+        tracing::info!(ak = %done.ak_name, "TPM enrolled: AK activated");
+        Ok(())
+    }
+
+    /// Collect, quote and sign `tpm` evidence for `nonce`.
+    #[cfg(feature = "tpm")]
+    pub async fn tpm_evidence(&mut self, nonce: &str) -> Result<vouch_core::Evidence, AgentError> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let Some(tpm) = self.tpm.clone() else {
+            return Err(AgentError::Config("no TPM configured".into()));
+        };
+        let m = self.collector.collect(nonce, now())?;
+        let bytes = serde_json::to_vec(&m).map_err(|e| AgentError::Protocol(e.to_string()))?;
+        let extra = vouch_core::tpm_extra_data(nonce, self.key.public_key(), &bytes);
+        let q = blocking(move || tpm.quote(&extra)).await?;
+        let payload = vouch_core::TpmPayload {
+            measurements: B64.encode(&bytes),
+            attest: B64.encode(&q.attest),
+            quote_signature: B64.encode(&q.signature),
+            pcrs: q
+                .pcrs
+                .0
+                .iter()
+                .map(|(h, b)| {
+                    (
+                        h.name().to_string(),
+                        b.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
+                    )
+                })
+                .collect(),
+        };
+        let payload = B64
+            .encode(serde_json::to_vec(&payload).map_err(|e| AgentError::Protocol(e.to_string()))?);
+        let signature = self.key.sign_b64(&vouch_core::evidence_signing_input(
+            vouch_core::EvidenceKind::Tpm,
+            &payload,
+        ));
+        Ok(vouch_core::Evidence {
+            kind: vouch_core::EvidenceKind::Tpm,
+            key_id: self.enrollment.key_id.clone(),
+            payload,
+            signature,
         })
     }
 
@@ -230,6 +353,13 @@ impl Agent {
     async fn round(&mut self) -> Result<AttestationResult, AgentError> {
         let client = self.client().clone();
         let ch = client.challenge().await?;
+        #[cfg(feature = "tpm")]
+        let evidence = if self.tpm.is_some() {
+            self.tpm_evidence(&ch.nonce).await?
+        } else {
+            self.evidence(&ch.nonce)?
+        };
+        #[cfg(not(feature = "tpm"))]
         let evidence = self.evidence(&ch.nonce)?;
         client
             .attest(&AttestRequest {
@@ -307,4 +437,14 @@ impl Agent {
         }
         Ok(Some(w))
     }
+}
+
+/// Run a blocking TPM operation off the async runtime.
+#[cfg(feature = "tpm")]
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AgentError::Config(format!("TPM task failed: {e}")))?
 }

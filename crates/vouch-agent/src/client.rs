@@ -100,6 +100,22 @@ impl VerifierClient {
         self.post("/v1/enroll", req).await
     }
 
+    /// `POST /v1/tpm/enroll`
+    pub async fn tpm_enroll(
+        &self,
+        req: &vouch_core::wire::TpmEnrollRequest,
+    ) -> Result<vouch_core::wire::TpmEnrollResponse, AgentError> {
+        self.post("/v1/tpm/enroll", req).await
+    }
+
+    /// `POST /v1/tpm/activate`
+    pub async fn tpm_activate(
+        &self,
+        req: &vouch_core::wire::TpmActivateRequest,
+    ) -> Result<vouch_core::wire::TpmActivateResponse, AgentError> {
+        self.post("/v1/tpm/activate", req).await
+    }
+
     /// `POST /v1/attest`
     pub async fn attest(&self, req: &AttestRequest) -> Result<AttestationResult, AgentError> {
         self.post("/v1/attest", req).await

@@ -33,6 +33,12 @@ pub enum ErrorKind {
     UnknownKey,
     /// The evidence kind is not supported by this verifier.
     UnsupportedEvidence,
+    /// The node has no TPM enrolled, or its AK never completed credential activation.
+    TpmNotEnrolled,
+    /// TPM enrollment was refused (EK certificate, EK/AK public areas, AK attributes).
+    TpmEnrollment,
+    /// The TPM quote did not verify (signature, nonce binding, PCRs, signer, clock).
+    TpmQuote,
     /// The join token is unknown.
     TokenInvalid,
     /// The join token has expired.
@@ -65,6 +71,9 @@ impl ErrorKind {
             Self::EvidenceSignature => "evidence_signature",
             Self::UnknownKey => "unknown_key",
             Self::UnsupportedEvidence => "unsupported_evidence",
+            Self::TpmNotEnrolled => "tpm_not_enrolled",
+            Self::TpmEnrollment => "tpm_enrollment",
+            Self::TpmQuote => "tpm_quote",
             Self::TokenInvalid => "token_invalid",
             Self::TokenExpired => "token_expired",
             Self::TokenReused => "token_reused",
@@ -77,7 +86,7 @@ impl ErrorKind {
 
     /// Parse the wire form back into a kind (unknown strings give `None`).
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 19] = [
+        const ALL: [ErrorKind; 22] = [
             ErrorKind::MalformedRequest,
             ErrorKind::BodyTooLarge,
             ErrorKind::NonceInvalid,
@@ -90,6 +99,9 @@ impl ErrorKind {
             ErrorKind::EvidenceSignature,
             ErrorKind::UnknownKey,
             ErrorKind::UnsupportedEvidence,
+            ErrorKind::TpmNotEnrolled,
+            ErrorKind::TpmEnrollment,
+            ErrorKind::TpmQuote,
             ErrorKind::TokenInvalid,
             ErrorKind::TokenExpired,
             ErrorKind::TokenReused,

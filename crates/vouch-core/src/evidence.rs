@@ -15,6 +15,9 @@ pub const MAX_EVIDENCE_BYTES: usize = 4 * 1024 * 1024;
 pub enum EvidenceKind {
     /// Software measurements signed by the agent's enrolled Ed25519 key.
     Software,
+    /// Software measurements bound into a TPM 2.0 quote by an activated AK (hybrid), also
+    /// signed by the agent key.
+    Tpm,
     /// Unsigned sample evidence for demos and tests; the default policy rejects it.
     Sample,
 }
@@ -24,6 +27,7 @@ impl EvidenceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Software => "software",
+            Self::Tpm => "tpm",
             Self::Sample => "sample",
         }
     }
@@ -159,4 +163,35 @@ pub struct ListeningSocket {
     pub address: String,
     /// Local port.
     pub port: u16,
+}
+
+/// The payload of `tpm` evidence.
+///
+/// `measurements` is base64url of the software measurements' JSON bytes; the quote's
+/// `extraData` is [`tpm_extra_data`] over the nonce, the agent key and exactly those bytes, so
+/// the software claims are hardware-backed only through the quote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmPayload {
+    /// base64url(JSON of [`SoftwareMeasurements`]).
+    pub measurements: String,
+    /// base64url of the marshalled `TPMS_ATTEST`.
+    pub attest: String,
+    /// base64url of the marshalled `TPMT_SIGNATURE`.
+    pub quote_signature: String,
+    /// Quoted PCR values: bank (`sha256`) → PCR index → hex digest.
+    pub pcrs: BTreeMap<String, BTreeMap<u8, String>>,
+}
+
+/// The quote's `extraData` for `tpm` evidence:
+/// `SHA-256("vouch-tpm-v1" 0x00 || nonce || 0 || agent public key || SHA-256(measurements))`.
+pub fn tpm_extra_data(nonce: &str, agent_public_key: &[u8], measurements_json: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"vouch-tpm-v1\0");
+    h.update(nonce.as_bytes());
+    h.update([0]);
+    h.update(agent_public_key);
+    h.update(Sha256::digest(measurements_json));
+    h.finalize().to_vec()
 }

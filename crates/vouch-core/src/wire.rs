@@ -120,3 +120,63 @@ pub struct ErrorDetail {
     /// Human-readable explanation.
     pub message: String,
 }
+
+/// `POST /v1/tpm/enroll`: bind this node's TPM (EK, and an AK under it) to its agent key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmEnrollRequest {
+    /// The enrolled agent key making the request.
+    pub key_id: String,
+    /// base64url `TPM2B_PUBLIC` of the EK.
+    pub ek_public: String,
+    /// base64url DER EK certificate, when the TPM has one in NV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ek_cert: Option<String>,
+    /// base64url `TPM2B_PUBLIC` of the AK.
+    pub ak_public: String,
+    /// base64url Ed25519 signature by the agent key over [`tpm_enroll_signing_input`].
+    pub signature: String,
+}
+
+/// The bytes the agent signs for TPM enrollment and activation requests.
+pub fn tpm_enroll_signing_input(key_id: &str, parts: &[&str]) -> Vec<u8> {
+    let mut v = b"vouch-tpm-enroll-v1\0".to_vec();
+    v.extend_from_slice(key_id.as_bytes());
+    for p in parts {
+        v.push(0);
+        v.extend_from_slice(p.as_bytes());
+    }
+    v
+}
+
+/// `POST /v1/tpm/enroll` response: a credential only the TPM holding the EK can activate, and
+/// only for the AK named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmEnrollResponse {
+    /// base64url `TPM2B_ID_OBJECT`.
+    pub credential_blob: String,
+    /// base64url `TPM2B_ENCRYPTED_SECRET`.
+    pub encrypted_secret: String,
+    /// Unix time after which the challenge expires.
+    pub expires_at: UnixSeconds,
+}
+
+/// `POST /v1/tpm/activate`: the secret recovered by `TPM2_ActivateCredential`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmActivateRequest {
+    /// The enrolled agent key making the request.
+    pub key_id: String,
+    /// base64url of the recovered secret.
+    pub secret: String,
+    /// base64url Ed25519 signature by the agent key over
+    /// `tpm_enroll_signing_input(key_id, [secret])`.
+    pub signature: String,
+}
+
+/// `POST /v1/tpm/activate` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmActivateResponse {
+    /// The AK's name, hex: the key every quote from this node must come from.
+    pub ak_name: String,
+}

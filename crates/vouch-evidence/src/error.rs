@@ -16,6 +16,14 @@ pub enum EvidenceError {
     /// The evidence kind has no verifier here.
     #[error("evidence kind {0:?} is not supported by this verifier")]
     Unsupported(String),
+    /// `tpm` evidence from a node whose AK is not enrolled and activated.
+    #[error(
+        "this node has no activated TPM attestation key: enroll its TPM (credential activation) first"
+    )]
+    TpmNotEnrolled,
+    /// The TPM quote did not verify.
+    #[error("TPM quote refused: {0}")]
+    Tpm(#[from] vouch_tpm::TpmError),
     /// A key could not be generated, read or parsed.
     #[error("agent key error: {0}")]
     Key(String),
@@ -37,6 +45,8 @@ impl EvidenceError {
             Self::Malformed(_) => ErrorKind::EvidenceMalformed,
             Self::Signature { .. } => ErrorKind::EvidenceSignature,
             Self::Unsupported(_) => ErrorKind::UnsupportedEvidence,
+            Self::TpmNotEnrolled => ErrorKind::TpmNotEnrolled,
+            Self::Tpm(_) => ErrorKind::TpmQuote,
             Self::Key(_) | Self::Collect { .. } => ErrorKind::Internal,
         }
     }

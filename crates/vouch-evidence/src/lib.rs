@@ -8,6 +8,7 @@
 //! | kind | attester | verifier |
 //! |---|---|---|
 //! | `software` | [`SoftwareCollector`] + [`AgentKey`] | [`SoftwareVerifier`] |
+//! | `tpm` | software measurements + a TPM quote binding them (agent `tpm` feature) | [`TpmVerifier`] |
 //! | `sample` | unsigned JSON (demos, tests) | [`SampleVerifier`], rejected by the default policy |
 #![deny(missing_docs)]
 
@@ -25,6 +26,6 @@ pub mod parsers {
 pub use error::EvidenceError;
 pub use key::{AgentKey, verify_ed25519};
 pub use verify::{
-    EvidenceVerifier, SampleVerifier, Signer, SoftwareVerifier, VerifiedEvidence, VerifyContext,
-    decode_payload, sign_software_evidence, verifier_for,
+    EvidenceVerifier, SampleVerifier, Signer, SoftwareVerifier, TpmContext, TpmVerifier,
+    VerifiedEvidence, VerifyContext, decode_payload, sign_software_evidence, verifier_for,
 };

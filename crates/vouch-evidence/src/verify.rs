@@ -20,6 +20,19 @@ pub struct Signer {
     pub public_key: Vec<u8>,
 }
 
+/// What the verifier knows about a node's TPM before looking at `tpm` evidence.
+#[derive(Debug, Clone)]
+pub struct TpmContext {
+    /// The activated AK (with its qualified name).
+    pub ak: vouch_tpm::Ak,
+    /// The clock of the last quote accepted from this AK.
+    pub last_clock: Option<vouch_tpm::ClockInfo>,
+    /// Allowed hashes and clock rules.
+    pub policy: vouch_tpm::QuotePolicy,
+    /// The manufacturer CA that certified the EK, if any.
+    pub ek_issuer: Option<String>,
+}
+
 /// What the verifier knows before looking at the evidence.
 #[derive(Debug, Clone, Copy)]
 pub struct VerifyContext<'a> {
@@ -27,6 +40,8 @@ pub struct VerifyContext<'a> {
     pub public_key: &'a [u8],
     /// Trusted signers of critical components.
     pub signers: &'a [Signer],
+    /// The node's TPM, when it enrolled one.
+    pub tpm: Option<&'a TpmContext>,
 }
 
 /// Evidence whose signature verified, with its claims.
@@ -40,6 +55,8 @@ pub struct VerifiedEvidence {
     pub evidence_sha256: String,
     /// Claims for the policy (`input`).
     pub claims: Value,
+    /// For `tpm` evidence: the accepted quote's clock, to remember for the next quote.
+    pub tpm_clock: Option<vouch_tpm::ClockInfo>,
 }
 
 /// One evidence kind's verifier.
@@ -69,6 +86,7 @@ pub fn verifier_for(kind: EvidenceKind) -> Option<&'static dyn EvidenceVerifier>
     match kind {
         EvidenceKind::Software => Some(&SoftwareVerifier),
         EvidenceKind::Sample => Some(&SampleVerifier),
+        EvidenceKind::Tpm => Some(&TpmVerifier),
         _ => None,
     }
 }
@@ -157,7 +175,90 @@ fn verified(
         nonce: m.nonce,
         workload_name: m.workload.name,
         evidence_sha256: hex::encode(Sha256::digest(&bytes)),
+        tpm_clock: None,
     })
+}
+
+/// Verifies `tpm` evidence: the agent's signature, then the quote by the node's activated AK
+/// over the PCRs, bound by `extraData` to the nonce, the agent key and the exact software
+/// measurements (which therefore count as hardware-backed).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TpmVerifier;
+
+fn b64(s: &str, what: &str) -> Result<Vec<u8>, EvidenceError> {
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|e| EvidenceError::Malformed(format!("{what} is not base64url: {e}")))
+}
+
+impl EvidenceVerifier for TpmVerifier {
+    fn kind(&self) -> EvidenceKind {
+        EvidenceKind::Tpm
+    }
+
+    fn verify(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext<'_>,
+    ) -> Result<VerifiedEvidence, EvidenceError> {
+        if evidence.kind != EvidenceKind::Tpm {
+            return Err(EvidenceError::Unsupported(evidence.kind.as_str().into()));
+        }
+        let msg = evidence_signing_input(evidence.kind, &evidence.payload);
+        if !verify_ed25519(ctx.public_key, &msg, &evidence.signature) {
+            return Err(EvidenceError::Signature {
+                key_id: evidence.key_id.clone(),
+            });
+        }
+        if evidence.payload.len() > MAX_EVIDENCE_BYTES.div_ceil(3) * 4 {
+            return Err(EvidenceError::Malformed("payload too large".into()));
+        }
+        let p: vouch_core::TpmPayload = serde_json::from_slice(&b64(&evidence.payload, "payload")?)
+            .map_err(|e| EvidenceError::Malformed(format!("payload is not TPM evidence: {e}")))?;
+        let tpm = ctx.tpm.ok_or(EvidenceError::TpmNotEnrolled)?;
+        let bytes = b64(&p.measurements, "measurements")?;
+        let m: SoftwareMeasurements = serde_json::from_slice(&bytes).map_err(|e| {
+            EvidenceError::Malformed(format!("measurements are not software measurements: {e}"))
+        })?;
+        let mut pcrs = vouch_tpm::PcrValues::default();
+        for (bank, values) in &p.pcrs {
+            let h = vouch_tpm::HashAlg::parse(bank)
+                .ok_or_else(|| EvidenceError::Malformed(format!("unknown PCR bank {bank}")))?;
+            let b = pcrs.0.entry(h).or_default();
+            for (i, v) in values {
+                let d = hex::decode(v)
+                    .map_err(|_| EvidenceError::Malformed(format!("PCR {bank}:{i} is not hex")))?;
+                b.insert(*i, d);
+            }
+        }
+        let expected = vouch_core::tpm_extra_data(&m.nonce, ctx.public_key, &bytes);
+        let q = vouch_tpm::verify_quote(
+            &tpm.ak,
+            &b64(&p.attest, "attest")?,
+            &b64(&p.quote_signature, "quote_signature")?,
+            &pcrs,
+            &expected,
+            &tpm.policy,
+        )?;
+        vouch_tpm::check_clock_progress(tpm.last_clock.as_ref(), &q.clock)?;
+        let mut claims = claims_of(&m, evidence, true, ctx.signers);
+        claims["evidence"]["hardware_backed"] = json!(true);
+        claims["tpm"] = json!({
+            "pcrs": q.pcrs,
+            "firmware_version": format!("{:016x}", q.firmware_version),
+            "clock": q.clock,
+            "signature": q.signature,
+            "qualified_signer": q.qualified_signer,
+            "ek_issuer": tpm.ek_issuer,
+        });
+        Ok(VerifiedEvidence {
+            claims,
+            nonce: m.nonce,
+            workload_name: m.workload.name,
+            evidence_sha256: hex::encode(Sha256::digest(&bytes)),
+            tpm_clock: Some(q.clock),
+        })
+    }
 }
 
 fn signers_of(digest_hex: Option<&str>, sig: Option<&str>, signers: &[Signer]) -> Vec<String> {
@@ -244,6 +345,7 @@ mod tests {
         let ctx = VerifyContext {
             public_key: k.public_key(),
             signers: &[],
+            tpm: None,
         };
         let v = SoftwareVerifier.verify(&ev, &ctx).unwrap();
         assert_eq!(v.nonce, "N");
@@ -270,6 +372,7 @@ mod tests {
         let ctx = VerifyContext {
             public_key: other.public_key(),
             signers: &[],
+            tpm: None,
         };
         assert!(SoftwareVerifier.verify(&ev, &ctx).is_err());
         // A software signature does not verify when relabelled as another kind.
@@ -278,6 +381,7 @@ mod tests {
         let ctx = VerifyContext {
             public_key: k.public_key(),
             signers: &[],
+            tpm: None,
         };
         assert!(SoftwareVerifier.verify(&relabelled, &ctx).is_err());
         let v = SampleVerifier.verify(&relabelled, &ctx).unwrap();
@@ -299,6 +403,7 @@ mod tests {
         let ctx = VerifyContext {
             public_key: k.public_key(),
             signers: &signers,
+            tpm: None,
         };
         let v = SoftwareVerifier.verify(&ev, &ctx).unwrap();
         assert_eq!(v.claims["workload"]["signers"], json!(["vendor"]));

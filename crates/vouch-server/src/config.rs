@@ -61,6 +61,13 @@ pub struct ServerConfig {
     pub signing_alg: SigningAlg,
     /// Seconds a retired signing key stays in the JWKS, so results it signed still verify.
     pub retired_key_grace: u64,
+    /// Directory of trusted TPM manufacturer CA certificates (PEM or DER) for EK certificates.
+    pub tpm_ca_dir: Option<PathBuf>,
+    /// Accept TPMs without a valid EK certificate (development only: the EK is then trusted
+    /// on first use).
+    pub tpm_allow_uncertified_ek: bool,
+    /// Accept SHA-1 quote signatures and PCR banks (legacy TPMs). Off: SHA-1 is a downgrade.
+    pub tpm_allow_sha1: bool,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +89,9 @@ impl Default for ServerConfig {
             body_limit: 6 * 1024 * 1024,
             signing_alg: SigningAlg::EdDSA,
             retired_key_grace: 86_400,
+            tpm_ca_dir: None,
+            tpm_allow_uncertified_ek: false,
+            tpm_allow_sha1: false,
         }
     }
 }

@@ -29,11 +29,12 @@ impl ApiError {
     pub fn status(kind: ErrorKind) -> StatusCode {
         use ErrorKind::*;
         match kind {
-            MalformedRequest | EvidenceMalformed | NonceMismatch | UnsupportedEvidence => {
-                StatusCode::BAD_REQUEST
-            }
+            MalformedRequest | EvidenceMalformed | NonceMismatch | UnsupportedEvidence
+            | TpmEnrollment => StatusCode::BAD_REQUEST,
             NonceInvalid | NonceExpired | NonceFromFuture | NonceAudience | EvidenceSignature
-            | UnknownKey | TokenInvalid | TokenExpired => StatusCode::UNAUTHORIZED,
+            | UnknownKey | TokenInvalid | TokenExpired | TpmQuote | TpmNotEnrolled => {
+                StatusCode::UNAUTHORIZED
+            }
             NonceReused | TokenReused => StatusCode::CONFLICT,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             NotFound => StatusCode::NOT_FOUND,

@@ -16,6 +16,7 @@ mod keys;
 mod pages;
 mod routes;
 mod state;
+mod tpm;
 
 pub use config::{ServerConfig, SigningAlg};
 pub use error::ApiError;
@@ -198,13 +199,25 @@ pub async fn start_with_store(
         what: "reading bound address".into(),
         source,
     })?;
-    let state = Arc::new(state::State::new(
+    let mut state = state::State::new(
         cfg.clone(),
         store.clone(),
         vec![nonce_key],
         keyring,
         keys_dir.clone(),
-    ));
+    );
+    if let Some(dir) = &cfg.tpm_ca_dir {
+        let trust = vouch_tpm::EkTrustStore::from_dir(dir)
+            .map_err(|e| ServerError::Config(format!("tpm_ca_dir: {e}")))?;
+        if trust.is_empty() {
+            return Err(ServerError::Config(format!(
+                "tpm_ca_dir {} holds no certificate",
+                dir.display()
+            )));
+        }
+        state.ek_trust = Some(trust);
+    }
+    let state = Arc::new(state);
     let app = routes::router(state.clone());
     let handle = axum_server::Handle::new();
     let scheme = if tls.is_some() { "https" } else { "http" };

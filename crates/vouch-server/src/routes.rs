@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use vouch_core::ErrorKind;
-use vouch_core::wire::{AttestRequest, EnrollRequest, WorkloadSummary};
+use vouch_core::wire::{
+    AttestRequest, EnrollRequest, TpmActivateRequest, TpmEnrollRequest, WorkloadSummary,
+};
 
 use crate::state::{State, unix_now};
 use crate::{ApiError, pages};
@@ -68,6 +70,8 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/challenge", post(challenge))
         .route("/v1/enroll", post(enroll))
         .route("/v1/attest", post(attest))
+        .route("/v1/tpm/enroll", post(tpm_enroll))
+        .route("/v1/tpm/activate", post(tpm_activate))
         .route("/v1/results/{id}", get(result))
         .route("/v1/workloads", get(workloads))
         .route("/v1/workloads/{node}/{name}", get(workload))
@@ -112,6 +116,26 @@ async fn attest(
 ) -> Response {
     match body {
         Ok(ApiJson(req)) => reply(st.attest(req).await),
+        Err(e) => with_kind(e),
+    }
+}
+
+async fn tpm_enroll(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<TpmEnrollRequest>, ApiError>,
+) -> Response {
+    match body {
+        Ok(ApiJson(req)) => reply(st.enroll_tpm(req).await),
+        Err(e) => with_kind(e),
+    }
+}
+
+async fn tpm_activate(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<TpmActivateRequest>, ApiError>,
+) -> Response {
+    match body {
+        Ok(ApiJson(req)) => reply(st.activate_tpm(req).await),
         Err(e) => with_kind(e),
     }
 }

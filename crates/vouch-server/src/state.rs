@@ -68,6 +68,7 @@ pub struct State {
     pub(crate) policies: PolicyCache,
     pub(crate) metrics: Metrics,
     signers: Mutex<(u64, Arc<Vec<Signer>>)>,
+    pub(crate) ek_trust: Option<vouch_tpm::EkTrustStore>,
 }
 
 impl std::fmt::Debug for State {
@@ -102,6 +103,7 @@ impl State {
             policies: PolicyCache::new(),
             metrics: Metrics::default(),
             signers: Mutex::new((u64::MAX, Arc::new(Vec::new()))),
+            ek_trust: None,
         }
     }
 
@@ -227,11 +229,17 @@ impl State {
         })?;
         let refs = self.store.reference_values().await?;
         let signers = self.signers(&refs);
+        let tpm = if ev.kind == vouch_core::EvidenceKind::Tpm {
+            self.tpm_context(&key.node_id).await?
+        } else {
+            None
+        };
         let verified = verifier.verify(
             ev,
             &VerifyContext {
                 public_key: &key.public_key,
                 signers: &signers,
+                tpm: tpm.as_ref(),
             },
         )?;
         let cfg = &self.cfg;
@@ -334,6 +342,7 @@ impl State {
             .sign_jwt(&ear)
             .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
 
+        let verified_tpm_clock = verified.tpm_clock;
         let rec = AttestationRecord {
             id: id.clone(),
             workload_id: workload_id.clone(),
@@ -359,6 +368,10 @@ impl State {
                 Some((&nonce_id, nonce.expires_at(cfg.nonce_ttl) + cfg.clock_skew)),
             )
             .await?;
+        if let Some(clock) = &verified_tpm_clock {
+            let json = serde_json::to_string(clock).unwrap_or_default();
+            self.store.set_tpm_clock(&key.node_id, &json).await?;
+        }
         self.metrics.result(appraisal.status);
         tracing::info!(
             workload = %workload_id, status = %appraisal.status, attestation = %id,

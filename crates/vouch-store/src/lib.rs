@@ -13,7 +13,8 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use records::{
-    AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, WorkloadRecord,
+    AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, TpmKeyRecord,
+    WorkloadRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -105,6 +106,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// All nodes.
     async fn nodes(&self) -> Result<Vec<NodeRecord>>;
+
+    /// Record (or replace) a node's TPM enrollment; it is not active until
+    /// [`Store::activate_tpm`].
+    async fn put_tpm_enrollment(&self, rec: &TpmKeyRecord) -> Result<()>;
+
+    /// A node's TPM enrollment.
+    async fn tpm_key(&self, node_id: &str) -> Result<Option<TpmKeyRecord>>;
+
+    /// Mark a node's AK activated (credential activation succeeded) and clear the challenge.
+    async fn activate_tpm(&self, node_id: &str, now: u64) -> Result<()>;
+
+    /// Remember the clock of the last accepted quote of a node's AK.
+    async fn set_tpm_clock(&self, node_id: &str, clock_json: &str) -> Result<()>;
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;

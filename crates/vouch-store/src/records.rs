@@ -105,3 +105,30 @@ pub struct WorkloadRecord {
     /// Last change.
     pub updated_at: u64,
 }
+
+/// A node's TPM: EK, AK, activation state and the last accepted quote clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmKeyRecord {
+    /// The node.
+    pub node_id: String,
+    /// EK `TPM2B_PUBLIC`.
+    pub ek_public: Vec<u8>,
+    /// EK certificate (DER), when presented.
+    pub ek_cert: Option<Vec<u8>>,
+    /// The trusted CA that issued the EK certificate.
+    pub ek_issuer: Option<String>,
+    /// AK `TPM2B_PUBLIC`.
+    pub ak_public: Vec<u8>,
+    /// The AK's qualified name (what `qualifiedSigner` must equal).
+    pub ak_qualified_name: Vec<u8>,
+    /// SHA-256 (hex) of the pending credential-activation secret.
+    pub challenge_hash: Option<String>,
+    /// Expiry of the pending challenge.
+    pub challenge_expires: Option<u64>,
+    /// When credential activation succeeded; `None` until it has.
+    pub activated_at: Option<u64>,
+    /// JSON of the last accepted quote's `clockInfo`.
+    pub last_clock: Option<String>,
+    /// Enrollment time.
+    pub created_at: u64,
+}

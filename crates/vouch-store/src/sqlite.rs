@@ -11,7 +11,7 @@ use vouch_policy::{ReferenceValue, ReferenceValues};
 
 use crate::{
     AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, Result, Store,
-    StoreError, WorkloadRecord,
+    StoreError, TpmKeyRecord, WorkloadRecord,
 };
 
 /// The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so an
@@ -538,6 +538,80 @@ impl Store for SqliteStore {
                 created_at: u(r.get("created_at")),
             })
             .collect())
+    }
+
+    async fn put_tpm_enrollment(&self, rec: &TpmKeyRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tpm_keys (node_id, ek_public, ek_cert, ek_issuer, ak_public,
+                ak_qualified_name, challenge_hash, challenge_expires, activated_at, last_clock,
+                created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)
+             ON CONFLICT (node_id) DO UPDATE SET ek_public = excluded.ek_public,
+                ek_cert = excluded.ek_cert, ek_issuer = excluded.ek_issuer,
+                ak_public = excluded.ak_public, ak_qualified_name = excluded.ak_qualified_name,
+                challenge_hash = excluded.challenge_hash,
+                challenge_expires = excluded.challenge_expires, activated_at = NULL,
+                last_clock = NULL, created_at = excluded.created_at",
+        )
+        .bind(&rec.node_id)
+        .bind(&rec.ek_public)
+        .bind(&rec.ek_cert)
+        .bind(&rec.ek_issuer)
+        .bind(&rec.ak_public)
+        .bind(&rec.ak_qualified_name)
+        .bind(&rec.challenge_hash)
+        .bind(rec.challenge_expires.map(i))
+        .bind(i(rec.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn tpm_key(&self, node_id: &str) -> Result<Option<TpmKeyRecord>> {
+        let row = sqlx::query("SELECT * FROM tpm_keys WHERE node_id = ?")
+            .bind(node_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| TpmKeyRecord {
+            node_id: r.get("node_id"),
+            ek_public: r.get("ek_public"),
+            ek_cert: r.get("ek_cert"),
+            ek_issuer: r.get("ek_issuer"),
+            ak_public: r.get("ak_public"),
+            ak_qualified_name: r.get("ak_qualified_name"),
+            challenge_hash: r.get("challenge_hash"),
+            challenge_expires: r.get::<Option<i64>, _>("challenge_expires").map(u),
+            activated_at: r.get::<Option<i64>, _>("activated_at").map(u),
+            last_clock: r.get("last_clock"),
+            created_at: u(r.get("created_at")),
+        }))
+    }
+
+    async fn activate_tpm(&self, node_id: &str, now: u64) -> Result<()> {
+        let n = sqlx::query(
+            "UPDATE tpm_keys SET activated_at = ?, challenge_hash = NULL, challenge_expires = NULL
+             WHERE node_id = ?",
+        )
+        .bind(i(now))
+        .bind(node_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "TPM enrollment of node {node_id}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn set_tpm_clock(&self, node_id: &str, clock_json: &str) -> Result<()> {
+        sqlx::query("UPDATE tpm_keys SET last_clock = ? WHERE node_id = ?")
+            .bind(clock_json)
+            .bind(node_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<()> {

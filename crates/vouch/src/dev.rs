@@ -104,7 +104,7 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
         files,
         image_digest: None,
         interval: args.interval,
-        result_audience: None,
+        ..AgentConfig::default()
     })
     .await?;
     let trusted = trust_current_state(&mut agent, store.as_ref()).await?;

@@ -1,0 +1,213 @@
+//! TPM attestation end to end on a real software TPM: enrollment with EK-certificate checks and
+//! credential activation, hybrid evidence (software measurements bound into the quote), PCR
+//! reference values, and the refusals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use std::sync::Arc;
+
+use vouch_agent::{Agent, AgentConfig, TpmConfig};
+use vouch_core::wire::{AttestRequest, TpmEnrollRequest, tpm_enroll_signing_input};
+use vouch_core::{ArStatus, ErrorKind, TrustClaim};
+use vouch_policy::ReferenceValue;
+use vouch_rp::{Requirements, ResultVerifier};
+use vouch_server::{RunningServer, ServerConfig, create_join_token, start_with_store, unix_now};
+use vouch_store::{SqliteStore, Store};
+use vouch_testkit::Swtpm;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    server: RunningServer,
+    store: Arc<dyn Store>,
+}
+
+async fn server(ca_dir: std::path::PathBuf) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("server"),
+        tpm_ca_dir: Some(ca_dir),
+        ..ServerConfig::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.database_path()).await.unwrap());
+    let server = start_with_store(cfg, store.clone()).await.unwrap();
+    Setup { dir, server, store }
+}
+
+async fn agent(s: &Setup, tpm: &Swtpm, name: &str) -> Result<Agent, vouch_agent::AgentError> {
+    let exe = s.dir.path().join(format!("{name}.bin"));
+    std::fs::write(&exe, name).unwrap();
+    Agent::new(AgentConfig {
+        servers: vec![s.server.base_url.clone()],
+        ca_cert: s.server.ca_cert.clone(),
+        data_dir: s.dir.path().join(format!("agent-{name}")),
+        join_token: Some(
+            create_join_token(s.store.as_ref(), 600, None)
+                .await
+                .unwrap(),
+        ),
+        workload_name: name.into(),
+        exe: Some(exe),
+        tpm: Some(TpmConfig {
+            tcti: tpm.tcti(),
+            key_alg: "rsa".into(),
+            pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 16],
+        }),
+        ..AgentConfig::default()
+    })
+    .await
+}
+
+async fn refvalue(s: &Setup, kind: &str, key: &str, value: &str) {
+    s.store
+        .add_reference_value(
+            &ReferenceValue {
+                kind: kind.into(),
+                key: key.into(),
+                value: value.into(),
+            },
+            unix_now(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpm_backed_attestation_end_to_end() {
+    let tpm = Swtpm::start("sha256");
+    tpm.extend(16, "sha256", "01");
+    let s = server(tpm.path("ca")).await;
+    let mut a = agent(&s, &tpm, "app").await.unwrap();
+    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("app.bin")).unwrap();
+    refvalue(&s, "executable", "app", &exe_sha).await;
+
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    let jwks = a.client().jwks().await.unwrap();
+    let rp = ResultVerifier::from_jwks_json(&jwks).unwrap();
+    let mut req = Requirements::default();
+    req.tiers
+        .insert(TrustClaim::Hardware, vouch_core::TrustTier::Affirming);
+    let v = rp.verify(&r.result, &req).unwrap();
+    assert_eq!(
+        v.ear.submods["workload"]
+            .trust_vector
+            .get(TrustClaim::Hardware),
+        2
+    );
+    let rec = s
+        .store
+        .attestation(&r.attestation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.evidence_kind, "tpm");
+    assert_eq!(rec.claims["evidence"]["hardware_backed"], true);
+    assert!(
+        rec.claims["tpm"]["ek_issuer"]
+            .as_str()
+            .unwrap()
+            .contains("swtpm-localca")
+    );
+
+    // PCR 16 as a reference value: affirming now, contraindicated once it is extended.
+    let pcr16 = rec.claims["tpm"]["pcrs"]["sha256"]["16"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    refvalue(&s, "pcr", "sha256:16", &pcr16).await;
+    assert_eq!(a.attest_once().await.unwrap().status, ArStatus::Affirming);
+    tpm.extend(16, "sha256", "02");
+    let bad = a.attest_once().await.unwrap();
+    assert_eq!(bad.status, ArStatus::Contraindicated);
+    assert!(
+        bad.reasons.iter().any(|x| x.contains("(pcr)")),
+        "{:?}",
+        bad.reasons
+    );
+
+    // Hybrid binding: an agent that alters its measurements after quoting (re-signing them
+    // with its own key) is caught, because the quote's extraData covers the exact bytes.
+    let c = a.client().clone();
+    let n = c.challenge().await.unwrap().nonce;
+    let ev = a.tpm_evidence(&n).await.unwrap();
+    let mut p: vouch_core::TpmPayload =
+        serde_json::from_slice(&B64.decode(&ev.payload).unwrap()).unwrap();
+    let mut m: vouch_core::SoftwareMeasurements =
+        serde_json::from_slice(&B64.decode(&p.measurements).unwrap()).unwrap();
+    m.processes.clear();
+    p.measurements = B64.encode(serde_json::to_vec(&m).unwrap());
+    let payload = B64.encode(serde_json::to_vec(&p).unwrap());
+    let forged = vouch_core::Evidence {
+        signature: a.key().sign_b64(&vouch_core::evidence_signing_input(
+            vouch_core::EvidenceKind::Tpm,
+            &payload,
+        )),
+        payload,
+        ..ev.clone()
+    };
+    let e = c
+        .attest(&AttestRequest {
+            evidence: forged,
+            result_audience: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
+
+    // Replaying accepted evidence: the AK's clock has not advanced since, so the quote is
+    // refused as replayed (before the nonce's own single-use check is even reached).
+    let n = c.challenge().await.unwrap().nonce;
+    let ev = a.tpm_evidence(&n).await.unwrap();
+    let req = AttestRequest {
+        evidence: ev,
+        result_audience: None,
+    };
+    c.attest(&req).await.unwrap();
+    let e = c.attest(&req).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
+    assert!(e.to_string().contains("replayed"), "{e}");
+
+    // Re-enrolling without completing credential activation leaves no usable AK.
+    let id = vouch_agent::Tpm::new(
+        TpmConfig {
+            tcti: tpm.tcti(),
+            key_alg: "rsa".into(),
+            pcrs: vec![16],
+        },
+        &s.dir.path().join("agent-app/tpm"),
+    )
+    .identity()
+    .unwrap();
+    let key_id = a.enrollment().key_id.clone();
+    let (ekp, akp) = (B64.encode(&id.ek_public), B64.encode(&id.ak_public));
+    let cert = id.ek_cert.as_ref().map(|c| B64.encode(c));
+    c.tpm_enroll(&TpmEnrollRequest {
+        signature: a.key().sign_b64(&tpm_enroll_signing_input(
+            &key_id,
+            &[&ekp, cert.as_deref().unwrap_or(""), &akp],
+        )),
+        key_id,
+        ek_public: ekp,
+        ek_cert: cert,
+        ak_public: akp,
+    })
+    .await
+    .unwrap();
+    let e = a.attest_once().await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmNotEnrolled), "{e}");
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ek_certificate_from_an_untrusted_ca_is_refused() {
+    let tpm = Swtpm::start("sha256");
+    let other = Swtpm::start("sha256");
+    let s = server(other.path("ca")).await;
+    let e = agent(&s, &tpm, "app").await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    assert!(e.to_string().contains("no trusted manufacturer CA"), "{e}");
+    s.server.shutdown().await;
+}
