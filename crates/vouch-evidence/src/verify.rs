@@ -244,7 +244,7 @@ impl EvidenceVerifier for TpmVerifier {
         let mut claims = claims_of(&m, evidence, true, ctx.signers);
         claims["evidence"]["hardware_backed"] = json!(true);
         claims["tpm"] = json!({
-            "pcrs": q.pcrs,
+            "pcrs": pcrs.to_hex(),
             "firmware_version": format!("{:016x}", q.firmware_version),
             "clock": q.clock,
             "signature": q.signature,

@@ -498,6 +498,8 @@ async fn health_jwks_openapi_dashboard_and_metrics_answer() {
         "/v1/challenge",
         "/v1/enroll",
         "/v1/attest",
+        "/v1/tpm/enroll",
+        "/v1/tpm/activate",
         "/v1/results/{id}",
         "/v1/workloads",
         "/v1/workloads/{node}/{name}",

@@ -33,7 +33,9 @@ pub use ekcert::{EkCertInfo, EkTrustStore};
 pub use error::TpmError;
 pub use pcrs::{PcrBank, PcrValues, parse_tpm2_tools_pcrs};
 pub use public::{ObjectAttributes, PublicKey, TpmtPublic, qualified_name};
-pub use quote::{Ak, QuoteClaims, QuotePolicy, check_clock_progress, verify_quote};
+pub use quote::{
+    Ak, QuoteClaims, QuotePolicy, check_clock_progress, raw_signature_check, verify_quote,
+};
 pub use signature::TpmtSignature;
 
 /// `TPM_GENERATED_VALUE`: the magic at the start of every TPM-generated attestation.

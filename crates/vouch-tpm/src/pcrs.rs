@@ -21,6 +21,19 @@ impl PcrValues {
         )
     }
 
+    /// The values as hex, per bank name (`sha256` → index → hex), for claims.
+    pub fn to_hex(&self) -> BTreeMap<String, BTreeMap<u8, String>> {
+        self.0
+            .iter()
+            .map(|(h, b)| {
+                (
+                    h.name().to_string(),
+                    b.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
+                )
+            })
+            .collect()
+    }
+
     /// Check sizes and indices.
     pub fn validate(&self) -> Result<(), TpmError> {
         for (h, bank) in &self.0 {

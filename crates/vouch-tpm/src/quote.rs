@@ -69,8 +69,6 @@ pub struct QuoteClaims {
     pub clock: ClockInfo,
     /// `firmwareVersion`.
     pub firmware_version: u64,
-    /// The quoted PCR values (hex), per bank.
-    pub pcrs: std::collections::BTreeMap<String, std::collections::BTreeMap<u8, String>>,
     /// Signature scheme and hash.
     pub signature: String,
     /// Whether `qualifiedSigner` was compared with the AK's qualified name.
@@ -128,20 +126,25 @@ pub fn verify_quote(
     if policy.require_safe_clock && !a.clock.safe {
         return Err(TpmError::ClockUnsafe);
     }
-    pcrs.validate()?;
-    let claimed = pcrs.selection();
+    // The signed selection must be exactly the presented values: same banks, same indices
+    // (empty banks carry no PCRs and are ignored on both sides). Compared without allocating.
     let signed = &a.pcr_select;
-    // Same banks in the same order, same indices in each; empty banks in the signed selection
-    // carry no PCRs and are ignored on both sides.
-    let norm = |s: &crate::PcrSelection| -> Vec<(HashAlg, std::collections::BTreeSet<u8>)> {
-        let mut v: Vec<_> = s.0.iter().filter(|(_, i)| !i.is_empty()).cloned().collect();
-        v.sort_by_key(|(h, _)| *h);
-        v
-    };
-    if norm(signed) != norm(&claimed) {
+    let presented_banks = pcrs.0.iter().filter(|(_, b)| !b.is_empty()).count();
+    let signed_banks = signed.0.iter().filter(|(_, i)| !i.is_empty()).count();
+    let same = presented_banks == signed_banks
+        && signed
+            .0
+            .iter()
+            .filter(|(_, i)| !i.is_empty())
+            .all(|(h, idx)| {
+                pcrs.0.get(h).is_some_and(|b| {
+                    b.len() == idx.len() && b.keys().zip(idx.iter()).all(|(x, y)| x == y)
+                })
+            });
+    if !same {
         return Err(TpmError::PcrSelection {
             signed: signed.to_string(),
-            claimed: claimed.to_string(),
+            claimed: pcrs.selection().to_string(),
         });
     }
     for (bank, _) in &signed.0 {
@@ -150,14 +153,18 @@ pub fn verify_quote(
         }
     }
     // pcrDigest = H_sig(concatenation of the selected PCRs, banks in the signed order).
-    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(24);
     for (bank, idx) in &signed.0 {
+        let values = pcrs.0.get(bank);
         for i in idx {
-            let v = pcrs
-                .0
-                .get(bank)
-                .and_then(|b| b.get(i))
-                .ok_or(TpmError::PcrDigest)?;
+            let v = values.and_then(|b| b.get(i)).ok_or(TpmError::PcrDigest)?;
+            if v.len() != bank.size() {
+                return Err(TpmError::Invalid(format!(
+                    "{bank} PCR {i} has {} bytes, expected {}",
+                    v.len(),
+                    bank.size()
+                )));
+            }
             parts.push(v);
         }
     }
@@ -167,20 +174,22 @@ pub fn verify_quote(
     Ok(QuoteClaims {
         clock: a.clock,
         firmware_version: a.firmware_version,
-        pcrs: pcrs
-            .0
-            .iter()
-            .map(|(h, b)| {
-                (
-                    h.name().to_string(),
-                    b.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
-                )
-            })
-            .collect(),
         signature: format!("{}-{}", TpmtSignature::scheme_name(sig.scheme), sig.hash),
         qualified_signer_checked: ak.qualified_name.is_some(),
         qualified_signer: hex::encode(&a.qualified_signer),
     })
+}
+
+/// Only the signature check of [`verify_quote`] (parse the signature, verify it over the
+/// attest bytes): the baseline that `vouch tpm bench` compares full verification with.
+pub fn raw_signature_check(ak: &Ak, attest: &[u8], signature: &[u8]) -> Result<(), TpmError> {
+    let sig = TpmtSignature::parse(signature)?;
+    let coord = match &ak.key {
+        PublicKey::Ecc { curve, .. } => curve.size(),
+        _ => 0,
+    };
+    ak.key
+        .verify(sig.scheme, sig.hash, attest, &sig.fixed(coord)?)
 }
 
 /// Check that a quote's clock did not go backwards since the last accepted quote of the same

@@ -69,6 +69,15 @@ pub struct AgentArgs {
     /// Audience to put in results.
     #[arg(long)]
     pub result_audience: Option<String>,
+    /// Attest with the TPM reached by this TCTI (device:/dev/tpmrm0, swtpm:host=…,port=…).
+    #[arg(long)]
+    pub tpm_tcti: Option<String>,
+    /// TPM key algorithm: rsa or ecc.
+    #[arg(long, value_parser = ["rsa", "ecc"])]
+    pub tpm_key_alg: Option<String>,
+    /// SHA-256 PCRs to quote, comma-separated (default 0-7,10,14).
+    #[arg(long, value_delimiter = ',')]
+    pub tpm_pcrs: Vec<u8>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -326,5 +335,20 @@ pub enum TpmCmd {
         /// Also accept SHA-1 (signatures and PCR banks). Off: SHA-1 is a downgrade.
         #[arg(long)]
         allow_sha1: bool,
+    },
+    /// Measure quote verification against the raw signature check, in one run.
+    Bench {
+        /// A real quote in Trustee's evidence format (RSA); default: the shared test sample.
+        #[arg(
+            long,
+            default_value = "../shared/testdata/tpm/trustee_tpm_evidence.json"
+        )]
+        evidence: PathBuf,
+        /// Also make RSA and ECC quotes on this TPM (e.g. swtpm:host=127.0.0.1,port=2321).
+        #[arg(long)]
+        tcti: Option<String>,
+        /// Iterations per measurement.
+        #[arg(long, default_value_t = 2000)]
+        n: u32,
     },
 }

@@ -133,6 +133,19 @@ pub fn agent_config(file: &FileConfig, a: &AgentArgs) -> AgentConfig {
     if let Some(v) = &a.result_audience {
         cfg.result_audience = Some(v.clone());
     }
+    if a.tpm_tcti.is_some() || a.tpm_key_alg.is_some() || !a.tpm_pcrs.is_empty() {
+        let mut t = cfg.tpm.clone().unwrap_or_default();
+        if let Some(v) = &a.tpm_tcti {
+            t.tcti = v.clone();
+        }
+        if let Some(v) = &a.tpm_key_alg {
+            t.key_alg = v.clone();
+        }
+        if !a.tpm_pcrs.is_empty() {
+            t.pcrs = a.tpm_pcrs.clone();
+        }
+        cfg.tpm = Some(t);
+    }
     cfg
 }
 

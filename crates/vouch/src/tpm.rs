@@ -24,15 +24,18 @@ fn pem_to_der(text: &str) -> Option<Vec<u8>> {
 }
 
 pub fn run(cmd: TpmCmd, json: bool) -> Result<ExitCode> {
-    let TpmCmd::VerifyQuote {
-        ak,
-        ek,
-        message,
-        signature,
-        pcrs,
-        nonce,
-        allow_sha1,
-    } = cmd;
+    let (ak, ek, message, signature, pcrs, nonce, allow_sha1) = match cmd {
+        TpmCmd::VerifyQuote {
+            ak,
+            ek,
+            message,
+            signature,
+            pcrs,
+            nonce,
+            allow_sha1,
+        } => (ak, ek, message, signature, pcrs, nonce, allow_sha1),
+        TpmCmd::Bench { evidence, tcti, n } => return bench(&evidence, tcti, n, json),
+    };
     let ak_bytes = read(&ak)?;
     let ak_key = match TpmtPublic::from_tpm2b(&ak_bytes) {
         Ok(public) => {
@@ -83,7 +86,7 @@ pub fn run(cmd: TpmCmd, json: bool) -> Result<ExitCode> {
     ) {
         Ok(c) => {
             if json {
-                output::json(&c)?;
+                output::json(&serde_json::json!({"quote": c, "pcrs": values.to_hex()}))?;
             } else {
                 println!("quote verified ({})", c.signature);
                 println!("  magic, type        TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE");
@@ -102,7 +105,7 @@ pub fn run(cmd: TpmCmd, json: bool) -> Result<ExitCode> {
                 );
                 println!("  firmwareVersion    0x{:016x}", c.firmware_version);
                 println!("  pcrSelect, digest  match the PCR values:");
-                for (bank, pcrs) in &c.pcrs {
+                for (bank, pcrs) in &values.to_hex() {
                     for (i, v) in pcrs {
                         println!("    {bank}:{i:<2} {v}");
                     }
@@ -115,4 +118,120 @@ pub fn run(cmd: TpmCmd, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+struct Case {
+    name: String,
+    ak: Ak,
+    attest: Vec<u8>,
+    signature: Vec<u8>,
+    pcrs: vouch_tpm::PcrValues,
+    nonce: Vec<u8>,
+}
+
+fn trustee_case(path: &Path) -> Result<Case> {
+    use base64::Engine as _;
+    let b64 =
+        |v: &serde_json::Value| -> Result<Vec<u8>> {
+            Ok(base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().context("not a string")?)?)
+        };
+    let v: serde_json::Value = serde_json::from_slice(&read(path)?)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let q = &v["tpm_quote"];
+    let mut bank = std::collections::BTreeMap::new();
+    for (i, p) in q["pcrs"].as_array().context("pcrs")?.iter().enumerate() {
+        bank.insert(i as u8, hex::decode(p.as_str().context("pcr")?)?);
+    }
+    let mut pcrs = vouch_tpm::PcrValues::default();
+    pcrs.0.insert(HashAlg::Sha256, bank);
+    let attest = b64(&q["message"])?;
+    let nonce = vouch_tpm::TpmsAttest::parse(&attest)?.extra_data;
+    Ok(Case {
+        name: "rsa-2048 (Trustee sample)".into(),
+        ak: Ak::from_spki(&b64(&v["ak_public"])?),
+        attest,
+        signature: b64(&q["signature"])?,
+        pcrs,
+        nonce,
+    })
+}
+
+fn tpm_case(tcti: &str, alg: &str) -> Result<Case> {
+    let dir = std::env::temp_dir().join(format!("vouch-tpm-bench-{}-{alg}", std::process::id()));
+    let tpm = vouch_agent::Tpm::new(
+        vouch_agent::TpmConfig {
+            tcti: tcti.into(),
+            key_alg: alg.into(),
+            pcrs: (0..8).collect(),
+        },
+        &dir,
+    );
+    let id = tpm.identity()?;
+    let nonce = vec![0x42; 32];
+    let q = tpm.quote(&nonce)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let ek = TpmtPublic::from_tpm2b(&id.ek_public)?;
+    let ak = TpmtPublic::from_tpm2b(&id.ak_public)?;
+    Ok(Case {
+        name: format!("{alg} (quote from {tcti})"),
+        ak: Ak::from_public(
+            &ak,
+            &qualified_name(ek.name_alg, &RH_ENDORSEMENT.to_be_bytes(), &ek.name()),
+        )?,
+        attest: q.attest,
+        signature: q.signature,
+        pcrs: q.pcrs,
+        nonce,
+    })
+}
+
+fn bench(evidence: &Path, tcti: Option<String>, n: u32, json: bool) -> Result<ExitCode> {
+    let mut cases = vec![trustee_case(evidence)?];
+    if let Some(t) = &tcti {
+        cases.push(tpm_case(t, "rsa")?);
+        cases.push(tpm_case(t, "ecc")?);
+    }
+    let policy = QuotePolicy::default();
+    let mut report = Vec::new();
+    for c in &cases {
+        // Full verification: parse, every field check, PCR digest, signature.
+        verify_quote(&c.ak, &c.attest, &c.signature, &c.pcrs, &c.nonce, &policy)?;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(verify_quote(
+                &c.ak,
+                &c.attest,
+                &c.signature,
+                &c.pcrs,
+                &c.nonce,
+                &policy,
+            )?);
+        }
+        let full = t.elapsed() / n;
+        // The raw signature check alone over the same bytes.
+        vouch_tpm::raw_signature_check(&c.ak, &c.attest, &c.signature)?;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            vouch_tpm::raw_signature_check(&c.ak, &c.attest, &c.signature)?;
+        }
+        let sig = t.elapsed() / n;
+        let overhead = (full.as_secs_f64() / sig.as_secs_f64() - 1.0) * 100.0;
+        report.push(serde_json::json!({
+            "case": c.name, "verify_quote_us": full.as_secs_f64() * 1e6,
+            "signature_only_us": sig.as_secs_f64() * 1e6, "overhead_percent": overhead,
+        }));
+        if !json {
+            println!(
+                "{:<40} verify_quote {:>8.1} us   signature alone {:>8.1} us   parsing + checks +{overhead:.1}%",
+                c.name,
+                full.as_secs_f64() * 1e6,
+                sig.as_secs_f64() * 1e6
+            );
+        }
+    }
+    if json {
+        output::json(&report)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
