@@ -20,6 +20,7 @@ mod buf;
 mod credential;
 mod ekcert;
 mod error;
+mod ima;
 mod pcrs;
 mod public;
 mod quote;
@@ -31,6 +32,7 @@ pub use buf::Reader;
 pub use credential::{MadeCredential, kdfa, make_credential};
 pub use ekcert::{EkCertInfo, EkTrustStore};
 pub use error::TpmError;
+pub use ima::{ImaEntry, ImaState, parse_ima_log};
 pub use pcrs::{PcrBank, PcrValues, parse_tpm2_tools_pcrs};
 pub use public::{ObjectAttributes, PublicKey, TpmtPublic, qualified_name};
 pub use quote::{
