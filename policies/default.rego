@@ -91,6 +91,13 @@ deny contains f if {
 	}
 }
 
+# IMA: files measured since boot that the allow/deny lists (reference kinds `ima_allow`
+# path → sha256, `ima_deny` sha256 → reason) refuse. Failures stay until the TPM resets.
+deny contains f if {
+	some failure in input.tpm.ima.failures
+	f := {"rule": "ima", "claim": "executables", "msg": failure}
+}
+
 # --- executables ------------------------------------------------------------------------------
 
 # The workload's executable must match a registered digest.

@@ -77,6 +77,9 @@ pub struct Agent {
     current: usize,
     #[cfg(feature = "tpm")]
     tpm: Option<crate::Tpm>,
+    /// IMA entries the verifier has replayed; the next slice starts here.
+    #[cfg(feature = "tpm")]
+    ima_sent: u64,
 }
 
 fn now() -> u64 {
@@ -157,6 +160,8 @@ impl Agent {
             current: 0,
             #[cfg(feature = "tpm")]
             tpm,
+            #[cfg(feature = "tpm")]
+            ima_sent: 0,
         };
         #[cfg(feature = "tpm")]
         agent.ensure_tpm_enrolled().await?;
@@ -238,22 +243,19 @@ impl Agent {
         let m = self.collector.collect(nonce, now())?;
         let bytes = serde_json::to_vec(&m).map_err(|e| AgentError::Protocol(e.to_string()))?;
         let extra = vouch_core::tpm_extra_data(nonce, self.key.public_key(), &bytes);
-        let q = blocking(move || tpm.quote(&extra)).await?;
+        let start = self.ima_sent;
+        let (q, ima) = blocking(move || {
+            let q = tpm.quote(&extra)?;
+            let ima = tpm.ima_slice(start)?;
+            Ok((q, ima))
+        })
+        .await?;
         let payload = vouch_core::TpmPayload {
             measurements: B64.encode(&bytes),
             attest: B64.encode(&q.attest),
             quote_signature: B64.encode(&q.signature),
-            pcrs: q
-                .pcrs
-                .0
-                .iter()
-                .map(|(h, b)| {
-                    (
-                        h.name().to_string(),
-                        b.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
-                    )
-                })
-                .collect(),
+            pcrs: q.pcrs.to_hex(),
+            ima,
         };
         let payload = B64
             .encode(serde_json::to_vec(&payload).map_err(|e| AgentError::Protocol(e.to_string()))?);
@@ -361,12 +363,19 @@ impl Agent {
         };
         #[cfg(not(feature = "tpm"))]
         let evidence = self.evidence(&ch.nonce)?;
-        client
+        let r = client
             .attest(&AttestRequest {
                 evidence,
                 result_audience: self.cfg.result_audience.clone(),
             })
-            .await
+            .await;
+        #[cfg(feature = "tpm")]
+        match &r {
+            Ok(res) => self.ima_sent = res.ima_position.unwrap_or(self.ima_sent),
+            // The verifier may have lost or reset its replay: start over from entry 0.
+            Err(_) => self.ima_sent = 0,
+        }
+        r
     }
 
     /// Attest every interval and whenever a measured file changes, until `shutdown` resolves.

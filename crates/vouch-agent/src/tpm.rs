@@ -33,6 +33,9 @@ pub struct TpmConfig {
     pub key_alg: String,
     /// SHA-256 PCRs to quote.
     pub pcrs: Vec<u8>,
+    /// The IMA measurement list to send with quotes (PCR 10 must be quoted); the kernel's is
+    /// `/sys/kernel/security/ima/ascii_runtime_measurements`.
+    pub ima_log: Option<PathBuf>,
 }
 
 impl Default for TpmConfig {
@@ -41,6 +44,7 @@ impl Default for TpmConfig {
             tcti: "device:/dev/tpmrm0".into(),
             key_alg: "rsa".into(),
             pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 10, 14],
+            ima_log: None,
         }
     }
 }
@@ -210,6 +214,22 @@ impl Tpm {
             ek_cert,
             ak_public: tpm2b(ak_pub.marshall().map_err(tpm_err("marshalling the AK"))?),
         })
+    }
+
+    /// The IMA log lines from entry `start` on (read after the quote: entries appended in
+    /// between are left for the next round by the verifier's prefix replay).
+    pub fn ima_slice(&self, start: u64) -> Result<Option<vouch_core::ImaSlice>, AgentError> {
+        let Some(path) = &self.cfg.ima_log else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(io_err(format!("reading the IMA log {}", path.display())))?;
+        let log: String = text
+            .lines()
+            .skip(usize::try_from(start).unwrap_or(usize::MAX))
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        Ok(Some(vouch_core::ImaSlice { start, log }))
     }
 
     /// Quote the configured SHA-256 PCRs with `extra_data` and read their values.

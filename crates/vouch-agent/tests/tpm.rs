@@ -15,6 +15,7 @@ fn tpm_for(sw: &Swtpm, alg: &str, dir: &std::path::Path) -> Tpm {
             tcti: sw.tcti(),
             key_alg: alg.into(),
             pcrs: vec![0, 1, 2, 3, 16],
+            ima_log: None,
         },
         dir,
     )

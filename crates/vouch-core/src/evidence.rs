@@ -181,6 +181,19 @@ pub struct TpmPayload {
     pub quote_signature: String,
     /// Quoted PCR values: bank (`sha256`) → PCR index → hex digest.
     pub pcrs: BTreeMap<String, BTreeMap<u8, String>>,
+    /// IMA measurement-list lines from entry `start` on (`ascii_runtime_measurements`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ima: Option<ImaSlice>,
+}
+
+/// A slice of the IMA measurement list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImaSlice {
+    /// Index of the first entry in `log` (0 = from boot).
+    pub start: u64,
+    /// The lines.
+    pub log: String,
 }
 
 /// The quote's `extraData` for `tpm` evidence:

@@ -82,6 +82,10 @@ pub struct AttestationResult {
     /// Whether the verifier still stands behind this result (false once superseded by a failed
     /// appraisal, a missed deadline, or expiry).
     pub valid: bool,
+    /// For `tpm` evidence with an IMA log: how many IMA entries the verifier has replayed; the
+    /// next slice starts there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ima_position: Option<u64>,
 }
 
 /// A workload as listed by `GET /v1/workloads`.

@@ -31,6 +31,13 @@ pub struct TpmContext {
     pub policy: vouch_tpm::QuotePolicy,
     /// The manufacturer CA that certified the EK, if any.
     pub ek_issuer: Option<String>,
+    /// Where this node's IMA replay stands.
+    pub ima_state: Option<vouch_tpm::ImaState>,
+    /// IMA allow list: path → allowed file digests (hex). A measured path outside a non-empty
+    /// allow list, or with another digest, is a failure.
+    pub ima_allow: std::collections::BTreeMap<String, Vec<String>>,
+    /// IMA deny list: file digest (hex) → reason.
+    pub ima_deny: std::collections::BTreeMap<String, String>,
 }
 
 /// What the verifier knows before looking at the evidence.
@@ -57,6 +64,8 @@ pub struct VerifiedEvidence {
     pub claims: Value,
     /// For `tpm` evidence: the accepted quote's clock, to remember for the next quote.
     pub tpm_clock: Option<vouch_tpm::ClockInfo>,
+    /// For `tpm` evidence with an IMA log: the new replay state.
+    pub tpm_ima: Option<vouch_tpm::ImaState>,
 }
 
 /// One evidence kind's verifier.
@@ -176,6 +185,7 @@ fn verified(
         workload_name: m.workload.name,
         evidence_sha256: hex::encode(Sha256::digest(&bytes)),
         tpm_clock: None,
+        tpm_ima: None,
     })
 }
 
@@ -241,6 +251,7 @@ impl EvidenceVerifier for TpmVerifier {
             &tpm.policy,
         )?;
         vouch_tpm::check_clock_progress(tpm.last_clock.as_ref(), &q.clock)?;
+        let (ima_claims, tpm_ima) = ima(tpm, &p, &pcrs, &q.clock)?;
         let mut claims = claims_of(&m, evidence, true, ctx.signers);
         claims["evidence"]["hardware_backed"] = json!(true);
         claims["tpm"] = json!({
@@ -250,6 +261,7 @@ impl EvidenceVerifier for TpmVerifier {
             "signature": q.signature,
             "qualified_signer": q.qualified_signer,
             "ek_issuer": tpm.ek_issuer,
+            "ima": ima_claims,
         });
         Ok(VerifiedEvidence {
             claims,
@@ -257,8 +269,75 @@ impl EvidenceVerifier for TpmVerifier {
             workload_name: m.workload.name,
             evidence_sha256: hex::encode(Sha256::digest(&bytes)),
             tpm_clock: Some(q.clock),
+            tpm_ima,
         })
     }
+}
+
+/// Replay the IMA slice (if any) to the quoted PCR 10 and appraise the new entries against the
+/// allow and deny lists. Failures are sticky for the boot.
+fn ima(
+    tpm: &TpmContext,
+    p: &vouch_core::TpmPayload,
+    pcrs: &vouch_tpm::PcrValues,
+    clock: &vouch_tpm::ClockInfo,
+) -> Result<(Value, Option<vouch_tpm::ImaState>), EvidenceError> {
+    let same_boot = tpm
+        .ima_state
+        .as_ref()
+        .filter(|s| s.reset_count == Some(clock.reset_count));
+    let Some(slice) = &p.ima else {
+        return Ok((
+            same_boot.map_or(
+                Value::Null,
+                |s| json!({"position": s.position, "new_entries": 0, "failures": s.failures}),
+            ),
+            None,
+        ));
+    };
+    let entries = vouch_tpm::parse_ima_log(&slice.log)?;
+    let base = match same_boot {
+        _ if slice.start == 0 => vouch_tpm::ImaState {
+            reset_count: Some(clock.reset_count),
+            ..Default::default()
+        },
+        Some(s) if s.position == slice.start => s.clone(),
+        other => {
+            return Err(EvidenceError::Tpm(vouch_tpm::TpmError::Invalid(format!(
+                "IMA slice starts at entry {} but the verifier has replayed {}; send the log from entry 0",
+                slice.start,
+                other.map_or(0, |s| s.position)
+            ))));
+        }
+    };
+    let quoted: Vec<(vouch_tpm::HashAlg, Vec<u8>)> = pcrs
+        .0
+        .iter()
+        .filter_map(|(h, b)| b.get(&10).map(|v| (*h, v.clone())))
+        .collect();
+    let (mut state, n) = base.replay_to(&entries, &quoted)?;
+    let mut failures = Vec::new();
+    for e in &entries[..n] {
+        if e.is_violation() {
+            continue;
+        }
+        let digest = hex::encode(&e.file_hash);
+        if let Some(reason) = tpm.ima_deny.get(&digest) {
+            failures.push(format!("{} ({digest}) is denied: {reason}", e.path));
+        } else if !tpm.ima_allow.is_empty() {
+            match tpm.ima_allow.get(&e.path) {
+                None => failures.push(format!("{} is not in the IMA allow list", e.path)),
+                Some(allowed) if !allowed.contains(&digest) => failures.push(format!(
+                    "{} has digest {digest}, not an allowed one",
+                    e.path
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    state.add_failures(failures);
+    let claims = json!({"position": state.position, "new_entries": n, "failures": state.failures});
+    Ok((claims, Some(state)))
 }
 
 fn signers_of(digest_hex: Option<&str>, sig: Option<&str>, signers: &[Signer]) -> Vec<String> {

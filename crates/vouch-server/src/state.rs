@@ -230,7 +230,7 @@ impl State {
         let refs = self.store.reference_values().await?;
         let signers = self.signers(&refs);
         let tpm = if ev.kind == vouch_core::EvidenceKind::Tpm {
-            self.tpm_context(&key.node_id).await?
+            self.tpm_context(&key.node_id, &refs).await?
         } else {
             None
         };
@@ -343,6 +343,12 @@ impl State {
             .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
 
         let verified_tpm_clock = verified.tpm_clock;
+        let verified_ima = verified.tpm_ima.clone();
+        let ima_position = verified_ima.as_ref().map(|s| s.position).or_else(|| {
+            tpm.as_ref()
+                .and_then(|t| t.ima_state.as_ref())
+                .map(|s| s.position)
+        });
         let rec = AttestationRecord {
             id: id.clone(),
             workload_id: workload_id.clone(),
@@ -370,7 +376,12 @@ impl State {
             .await?;
         if let Some(clock) = &verified_tpm_clock {
             let json = serde_json::to_string(clock).unwrap_or_default();
-            self.store.set_tpm_clock(&key.node_id, &json).await?;
+            let ima = verified_ima
+                .as_ref()
+                .map(|s| serde_json::to_string(s).unwrap_or_default());
+            self.store
+                .set_tpm_state(&key.node_id, &json, ima.as_deref())
+                .await?;
         }
         self.metrics.result(appraisal.status);
         tracing::info!(
@@ -387,6 +398,7 @@ impl State {
             policy: policy_ref,
             reasons,
             valid: appraisal.status != ArStatus::Contraindicated,
+            ima_position,
         })
     }
 
@@ -418,6 +430,7 @@ impl State {
                 && latest
                 && standing
                 && now < rec.expires_at,
+            ima_position: None,
         })
     }
 

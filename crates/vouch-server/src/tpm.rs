@@ -127,6 +127,7 @@ impl State {
                 challenge_expires: Some(now + CHALLENGE_TTL),
                 activated_at: None,
                 last_clock: None,
+                ima_state: None,
                 created_at: now,
             })
             .await?;
@@ -177,7 +178,11 @@ impl State {
     }
 
     /// The TPM context for `tpm` evidence from `node_id`: only an activated AK counts.
-    pub(crate) async fn tpm_context(&self, node_id: &str) -> Result<Option<TpmContext>, ApiError> {
+    pub(crate) async fn tpm_context(
+        &self,
+        node_id: &str,
+        refs: &vouch_policy::ReferenceValues,
+    ) -> Result<Option<TpmContext>, ApiError> {
         let rec = match self.store.tpm_key(node_id).await? {
             Some(r) if r.activated_at.is_some() => r,
             _ => return Ok(None),
@@ -192,6 +197,20 @@ impl State {
         if self.cfg.tpm_allow_sha1 {
             policy.allowed_hashes.push(HashAlg::Sha1);
         }
+        let mut ima_allow = std::collections::BTreeMap::<String, Vec<String>>::new();
+        let mut ima_deny = std::collections::BTreeMap::new();
+        for v in &refs.values {
+            match v.kind.as_str() {
+                "ima_allow" => ima_allow
+                    .entry(v.key.clone())
+                    .or_default()
+                    .push(v.value.to_ascii_lowercase()),
+                "ima_deny" => {
+                    ima_deny.insert(v.key.to_ascii_lowercase(), v.value.clone());
+                }
+                _ => {}
+            }
+        }
         Ok(Some(TpmContext {
             ak,
             last_clock: rec
@@ -200,6 +219,12 @@ impl State {
                 .and_then(|c| serde_json::from_str(c).ok()),
             policy,
             ek_issuer: rec.ek_issuer,
+            ima_state: rec
+                .ima_state
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok()),
+            ima_allow,
+            ima_deny,
         }))
     }
 }

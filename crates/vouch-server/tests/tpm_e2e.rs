@@ -37,23 +37,40 @@ async fn server(ca_dir: std::path::PathBuf) -> Setup {
 }
 
 async fn agent(s: &Setup, tpm: &Swtpm, name: &str) -> Result<Agent, vouch_agent::AgentError> {
+    agent_with(s, tpm, name, vec![0, 1, 2, 3, 4, 5, 6, 7, 16], None).await
+}
+
+async fn agent_with(
+    s: &Setup,
+    tpm: &Swtpm,
+    name: &str,
+    pcrs: Vec<u8>,
+    ima_log: Option<std::path::PathBuf>,
+) -> Result<Agent, vouch_agent::AgentError> {
     let exe = s.dir.path().join(format!("{name}.bin"));
     std::fs::write(&exe, name).unwrap();
-    Agent::new(AgentConfig {
-        servers: vec![s.server.base_url.clone()],
-        ca_cert: s.server.ca_cert.clone(),
-        data_dir: s.dir.path().join(format!("agent-{name}")),
-        join_token: Some(
+    let data_dir = s.dir.path().join(format!("agent-{name}"));
+    let join_token = if data_dir.join("enrollment.json").exists() {
+        None
+    } else {
+        Some(
             create_join_token(s.store.as_ref(), 600, None)
                 .await
                 .unwrap(),
-        ),
+        )
+    };
+    Agent::new(AgentConfig {
+        servers: vec![s.server.base_url.clone()],
+        ca_cert: s.server.ca_cert.clone(),
+        data_dir,
+        join_token,
         workload_name: name.into(),
         exe: Some(exe),
         tpm: Some(TpmConfig {
             tcti: tpm.tcti(),
             key_alg: "rsa".into(),
-            pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 16],
+            pcrs,
+            ima_log,
         }),
         ..AgentConfig::default()
     })
@@ -176,6 +193,7 @@ async fn tpm_backed_attestation_end_to_end() {
             tcti: tpm.tcti(),
             key_alg: "rsa".into(),
             pcrs: vec![16],
+            ima_log: None,
         },
         &s.dir.path().join("agent-app/tpm"),
     )
@@ -209,5 +227,119 @@ async fn an_ek_certificate_from_an_untrusted_ca_is_refused() {
     let e = agent(&s, &tpm, "app").await.unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
     assert!(e.to_string().contains("no trusted manufacturer CA"), "{e}");
+    s.server.shutdown().await;
+}
+
+/// Lines as the kernel prints them; their template hashes were computed by a kernel.
+const REAL_IMA: [&str; 2] = [
+    "10 8a07230eaa15a29758948e9ecc34319fab650c10 ima-ng sha256:d1992ff6ac5beb7ea77ae32841538b9b8b8e6c55190be257296741c88c0da203 /etc/securetty",
+    "10 879614a97374eeab1fb579765b52437d724a8f31 ima-ng sha256:498cd2a39fd254eeff87a627291a39db405635f43f406fd5f698331ca2176034 /etc/shadow",
+];
+
+/// An entry the way the kernel would log a newly measured file.
+fn ima_line(path: &str, content: &[u8]) -> String {
+    let e = vouch_tpm::ImaEntry {
+        pcr: 10,
+        template_hash: vec![0; 20],
+        template: "ima-ng".into(),
+        file_hash_alg: "sha256".into(),
+        file_hash: vouch_tpm::HashAlg::Sha256.digest(&[content]),
+        path: path.into(),
+        signature: None,
+    };
+    let th = vouch_tpm::HashAlg::Sha1.digest(&[&e.template_data()]);
+    format!(
+        "10 {} ima-ng sha256:{} {path}",
+        hex::encode(th),
+        hex::encode(&e.file_hash)
+    )
+}
+
+/// Emulate the kernel: append the line to the log and extend PCR 10 with it.
+fn measure(tpm: &Swtpm, log: &std::path::Path, line: &str) {
+    let e = vouch_tpm::parse_ima_log(line).unwrap().remove(0);
+    tpm.extend(
+        10,
+        "sha256",
+        &hex::encode(e.extend_value(vouch_tpm::HashAlg::Sha256)),
+    );
+    let mut text = std::fs::read_to_string(log).unwrap_or_default();
+    text.push_str(line);
+    text.push('\n');
+    std::fs::write(log, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ima_log_replays_incrementally_and_denied_files_stay_denied() {
+    let tpm = Swtpm::start("sha256");
+    let s = server(tpm.path("ca")).await;
+    let log = s.dir.path().join("ascii_runtime_measurements");
+    for l in REAL_IMA {
+        measure(&tpm, &log, l);
+    }
+    let mut a = agent_with(&s, &tpm, "ima", vec![10, 16], Some(log.clone()))
+        .await
+        .unwrap();
+    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("ima.bin")).unwrap();
+    refvalue(&s, "executable", "ima", &exe_sha).await;
+
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    assert_eq!(r.ima_position, Some(2));
+
+    // A new measurement: only it is sent and replayed.
+    measure(&tpm, &log, &ima_line("/usr/bin/tool", b"tool v1"));
+    let r = a.attest_once().await.unwrap();
+    assert_eq!((r.status, r.ima_position), (ArStatus::Affirming, Some(3)));
+    let rec = s
+        .store
+        .attestation(&r.attestation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.claims["tpm"]["ima"]["new_entries"], 1);
+
+    // A denied file is measured: contraindicated, and it stays so on later rounds.
+    let miner = vouch_tpm::HashAlg::Sha256.digest(&[b"xmrig".as_slice()]);
+    refvalue(&s, "ima_deny", &hex::encode(&miner), "cryptominer").await;
+    measure(&tpm, &log, &ima_line("/tmp/xmrig", b"xmrig"));
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated);
+    assert!(
+        r.reasons
+            .iter()
+            .any(|x| x.contains("(ima)") && x.contains("cryptominer")),
+        "{:?}",
+        r.reasons
+    );
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated, "sticky for the boot");
+
+    // An altered log (a path rewritten) is refused once it has to be replayed from the start.
+    let tampered = std::fs::read_to_string(&log)
+        .unwrap()
+        .replace("/tmp/xmrig", "/tmp/xmriG");
+    std::fs::write(&log, tampered).unwrap();
+    drop(a);
+    let mut fresh = agent_with(&s, &tpm, "ima", vec![10, 16], Some(log.clone()))
+        .await
+        .unwrap();
+    let e = fresh.attest_once().await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
+    assert!(e.to_string().contains("template hash"), "{e}");
+
+    // A log with an entry removed does not replay to the quoted PCR 10.
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .replace("/tmp/xmriG", "/tmp/xmrig")
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(&log, lines.concat()).unwrap();
+    let e = fresh.attest_once().await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
+    assert!(e.to_string().contains("does not replay"), "{e}");
     s.server.shutdown().await;
 }

@@ -117,8 +117,14 @@ pub trait Store: Send + Sync + 'static {
     /// Mark a node's AK activated (credential activation succeeded) and clear the challenge.
     async fn activate_tpm(&self, node_id: &str, now: u64) -> Result<()>;
 
-    /// Remember the clock of the last accepted quote of a node's AK.
-    async fn set_tpm_clock(&self, node_id: &str, clock_json: &str) -> Result<()>;
+    /// Remember the clock of the last accepted quote of a node's AK and, when an IMA log was
+    /// replayed, where the replay stands.
+    async fn set_tpm_state(
+        &self,
+        node_id: &str,
+        clock_json: &str,
+        ima_state_json: Option<&str>,
+    ) -> Result<()>;
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;

@@ -129,6 +129,8 @@ pub struct TpmKeyRecord {
     pub activated_at: Option<u64>,
     /// JSON of the last accepted quote's `clockInfo`.
     pub last_clock: Option<String>,
+    /// JSON of the IMA replay state.
+    pub ima_state: Option<String>,
     /// Enrollment time.
     pub created_at: u64,
 }

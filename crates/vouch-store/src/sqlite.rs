@@ -551,7 +551,7 @@ impl Store for SqliteStore {
                 ak_public = excluded.ak_public, ak_qualified_name = excluded.ak_qualified_name,
                 challenge_hash = excluded.challenge_hash,
                 challenge_expires = excluded.challenge_expires, activated_at = NULL,
-                last_clock = NULL, created_at = excluded.created_at",
+                last_clock = NULL, ima_state = NULL, created_at = excluded.created_at",
         )
         .bind(&rec.node_id)
         .bind(&rec.ek_public)
@@ -583,6 +583,7 @@ impl Store for SqliteStore {
             challenge_expires: r.get::<Option<i64>, _>("challenge_expires").map(u),
             activated_at: r.get::<Option<i64>, _>("activated_at").map(u),
             last_clock: r.get("last_clock"),
+            ima_state: r.get("ima_state"),
             created_at: u(r.get("created_at")),
         }))
     }
@@ -605,12 +606,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn set_tpm_clock(&self, node_id: &str, clock_json: &str) -> Result<()> {
-        sqlx::query("UPDATE tpm_keys SET last_clock = ? WHERE node_id = ?")
-            .bind(clock_json)
-            .bind(node_id)
-            .execute(&self.pool)
-            .await?;
+    async fn set_tpm_state(
+        &self,
+        node_id: &str,
+        clock_json: &str,
+        ima_state_json: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE tpm_keys SET last_clock = ?, ima_state = COALESCE(?, ima_state)
+             WHERE node_id = ?",
+        )
+        .bind(clock_json)
+        .bind(ima_state_json)
+        .bind(node_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -154,7 +154,16 @@ pub struct ImaState {
     pub position: u64,
     /// Running PCR 10 value per bank name, hex.
     pub pcrs: std::collections::BTreeMap<String, String>,
+    /// The TPM `resetCount` this list belongs to (a reboot starts a new list).
+    #[serde(default)]
+    pub reset_count: Option<u32>,
+    /// Appraisal failures seen so far in this boot's list (sticky until the TPM resets).
+    #[serde(default)]
+    pub failures: Vec<String>,
 }
+
+/// Keep at most this many failures in the state.
+const MAX_FAILURES: usize = 100;
 
 impl ImaState {
     /// Extend `entries` (the ones after `position`) into `banks`, starting from this state.
@@ -172,6 +181,62 @@ impl ImaState {
         }
         next.position += entries.len() as u64;
         Ok(next)
+    }
+}
+
+impl ImaState {
+    /// Replay `entries` (the ones after `position`) and stop at the prefix whose PCR 10 values
+    /// equal `quoted` in every bank: entries appended after the quote are left for the next
+    /// round. Returns the new state and how many entries were consumed; an error when no prefix
+    /// replays to the quoted values (an altered, reordered or truncated list).
+    pub fn replay_to(
+        &self,
+        entries: &[ImaEntry],
+        quoted: &[(HashAlg, Vec<u8>)],
+    ) -> Result<(Self, usize), TpmError> {
+        if quoted.is_empty() {
+            return Err(TpmError::Invalid(
+                "an IMA log was sent but PCR 10 was not quoted".into(),
+            ));
+        }
+        let mut running = Vec::with_capacity(quoted.len());
+        for (bank, _) in quoted {
+            running.push(match self.pcrs.get(bank.name()) {
+                Some(h) => hex::decode(h).map_err(|_| TpmError::Invalid("IMA state".into()))?,
+                None => vec![0u8; bank.size()],
+            });
+        }
+        let matches = |r: &[Vec<u8>]| r.iter().zip(quoted).all(|(v, (_, q))| v == q);
+        let mut matched = matches(&running).then_some(0usize);
+        for (i, e) in entries.iter().enumerate() {
+            if e.pcr != 10 {
+                continue;
+            }
+            for (v, (bank, _)) in running.iter_mut().zip(quoted) {
+                *v = bank.digest(&[v, &e.extend_value(*bank)]);
+            }
+            if matches(&running) {
+                matched = Some(i + 1);
+            }
+        }
+        let Some(n) = matched else {
+            return Err(TpmError::Invalid(
+                "the IMA log does not replay to the quoted PCR 10 (altered, reordered or missing entries)".into(),
+            ));
+        };
+        let banks: Vec<HashAlg> = quoted.iter().map(|(b, _)| *b).collect();
+        let next = self.replay(&entries[..n], &banks)?;
+        Ok((next, n))
+    }
+
+    /// Record appraisal failures (sticky, bounded).
+    pub fn add_failures(&mut self, new: impl IntoIterator<Item = String>) {
+        for f in new {
+            if self.failures.len() >= MAX_FAILURES {
+                break;
+            }
+            self.failures.push(f);
+        }
     }
 }
 
@@ -222,6 +287,22 @@ mod tests {
             p = HashAlg::Sha1.digest(&[&p, &x.template_hash]);
         }
         assert_eq!(full.pcrs["sha1"], hex::encode(p));
+    }
+
+    #[test]
+    fn replay_stops_at_the_quoted_prefix() {
+        let e = parse_ima_log(REAL).unwrap();
+        let one = ImaState::default()
+            .replay(&e[..1], &[HashAlg::Sha256])
+            .unwrap();
+        let quoted = vec![(HashAlg::Sha256, hex::decode(&one.pcrs["sha256"]).unwrap())];
+        // The log has an entry appended after the quote: only the first is consumed.
+        let (st, n) = ImaState::default().replay_to(&e, &quoted).unwrap();
+        assert_eq!((n, st.position), (1, 1));
+        // A log that never reaches the quoted value is refused.
+        let wrong = vec![(HashAlg::Sha256, vec![7u8; 32])];
+        assert!(ImaState::default().replay_to(&e, &wrong).is_err());
+        assert!(ImaState::default().replay_to(&e, &[]).is_err());
     }
 
     #[test]

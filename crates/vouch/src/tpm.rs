@@ -164,6 +164,7 @@ fn tpm_case(tcti: &str, alg: &str) -> Result<Case> {
             tcti: tcti.into(),
             key_alg: alg.into(),
             pcrs: (0..8).collect(),
+            ima_log: None,
         },
         &dir,
     );
