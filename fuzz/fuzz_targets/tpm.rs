@@ -8,6 +8,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = vouch_tpm::TpmtPublic::from_tpm2b(data);
     let _ = vouch_tpm::TpmtPublic::parse(data);
     let _ = vouch_tpm::parse_tpm2_tools_pcrs(data);
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(entries) = vouch_tpm::parse_ima_log(text)
+    {
+        let quoted = [(vouch_tpm::HashAlg::Sha256, vec![0u8; 32])];
+        let _ = vouch_tpm::ImaState::default().replay_to(&entries, &quoted);
+    }
     if data.len() > 4 {
         let (a, b) = data.split_at(data.len() / 2);
         let ak = vouch_tpm::Ak::from_spki(b);
