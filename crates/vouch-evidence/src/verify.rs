@@ -144,16 +144,7 @@ impl EvidenceVerifier for SoftwareVerifier {
         evidence: &Evidence,
         ctx: &VerifyContext<'_>,
     ) -> Result<VerifiedEvidence, EvidenceError> {
-        if evidence.kind != EvidenceKind::Software {
-            return Err(EvidenceError::Unsupported(evidence.kind.as_str().into()));
-        }
-        // Signature first: nothing in the payload is looked at before it verifies.
-        let msg = evidence_signing_input(evidence.kind, &evidence.payload);
-        if !verify_ed25519(ctx.public_key, &msg, &evidence.signature) {
-            return Err(EvidenceError::Signature {
-                key_id: evidence.key_id.clone(),
-            });
-        }
+        check_agent_signature(evidence, EvidenceKind::Software, ctx)?;
         verified(evidence, true, ctx)
     }
 }
@@ -170,6 +161,25 @@ impl EvidenceVerifier for SampleVerifier {
     ) -> Result<VerifiedEvidence, EvidenceError> {
         verified(evidence, false, ctx)
     }
+}
+
+/// The evidence must be of `kind` and signed by the enrolled agent key. Checked first: nothing
+/// in the payload is looked at before the signature verifies.
+fn check_agent_signature(
+    evidence: &Evidence,
+    kind: EvidenceKind,
+    ctx: &VerifyContext<'_>,
+) -> Result<(), EvidenceError> {
+    if evidence.kind != kind {
+        return Err(EvidenceError::Unsupported(evidence.kind.as_str().into()));
+    }
+    let msg = evidence_signing_input(evidence.kind, &evidence.payload);
+    if !verify_ed25519(ctx.public_key, &msg, &evidence.signature) {
+        return Err(EvidenceError::Signature {
+            key_id: evidence.key_id.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Parse the payload (after any signature check) and derive its claims.
@@ -211,15 +221,7 @@ impl EvidenceVerifier for TpmVerifier {
         evidence: &Evidence,
         ctx: &VerifyContext<'_>,
     ) -> Result<VerifiedEvidence, EvidenceError> {
-        if evidence.kind != EvidenceKind::Tpm {
-            return Err(EvidenceError::Unsupported(evidence.kind.as_str().into()));
-        }
-        let msg = evidence_signing_input(evidence.kind, &evidence.payload);
-        if !verify_ed25519(ctx.public_key, &msg, &evidence.signature) {
-            return Err(EvidenceError::Signature {
-                key_id: evidence.key_id.clone(),
-            });
-        }
+        check_agent_signature(evidence, EvidenceKind::Tpm, ctx)?;
         if evidence.payload.len() > MAX_EVIDENCE_BYTES.div_ceil(3) * 4 {
             return Err(EvidenceError::Malformed("payload too large".into()));
         }

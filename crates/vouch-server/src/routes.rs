@@ -100,44 +100,44 @@ fn reply<T: serde::Serialize>(r: Result<T, ApiError>) -> Response {
     }
 }
 
+/// A JSON request handled by `f`: body rejections and `f`'s errors both become error bodies.
+async fn handle<T, R, Fut>(body: Result<ApiJson<T>, ApiError>, f: impl FnOnce(T) -> Fut) -> Response
+where
+    R: serde::Serialize,
+    Fut: std::future::Future<Output = Result<R, ApiError>>,
+{
+    match body {
+        Ok(ApiJson(req)) => reply(f(req).await),
+        Err(e) => with_kind(e),
+    }
+}
+
 async fn enroll(
     AxState(st): AxState<S>,
     body: Result<ApiJson<EnrollRequest>, ApiError>,
 ) -> Response {
-    match body {
-        Ok(ApiJson(req)) => reply(st.enroll(req).await),
-        Err(e) => with_kind(e),
-    }
+    handle(body, |r| async move { st.enroll(r).await }).await
 }
 
 async fn attest(
     AxState(st): AxState<S>,
     body: Result<ApiJson<AttestRequest>, ApiError>,
 ) -> Response {
-    match body {
-        Ok(ApiJson(req)) => reply(st.attest(req).await),
-        Err(e) => with_kind(e),
-    }
+    handle(body, |r| async move { st.attest(r).await }).await
 }
 
 async fn tpm_enroll(
     AxState(st): AxState<S>,
     body: Result<ApiJson<TpmEnrollRequest>, ApiError>,
 ) -> Response {
-    match body {
-        Ok(ApiJson(req)) => reply(st.enroll_tpm(req).await),
-        Err(e) => with_kind(e),
-    }
+    handle(body, |r| async move { st.enroll_tpm(r).await }).await
 }
 
 async fn tpm_activate(
     AxState(st): AxState<S>,
     body: Result<ApiJson<TpmActivateRequest>, ApiError>,
 ) -> Response {
-    match body {
-        Ok(ApiJson(req)) => reply(st.activate_tpm(req).await),
-        Err(e) => with_kind(e),
-    }
+    handle(body, |r| async move { st.activate_tpm(r).await }).await
 }
 
 async fn result(AxState(st): AxState<S>, Path(id): Path<String>) -> Response {
