@@ -122,8 +122,9 @@ pub(crate) fn rsa_spki(n: &[u8], e: &[u8]) -> Vec<u8> {
     der(0x30, &[alg, der(0x03, &bits)].concat())
 }
 
-/// `TPM2_MakeCredential` for an RSA EK, with the caller's `seed` (random, as long as the EK's
-/// nameAlg digest) so the result is reproducible in tests.
+/// `TPM2_MakeCredential`. For an RSA EK the seed is the caller's `seed` (random, one nameAlg
+/// digest long), encrypted with RSA-OAEP; for an ECC EK it is derived by ECDH with a fresh
+/// ephemeral key and KDFe, and `seed` is ignored.
 pub fn make_credential(
     ek: &TpmtPublic,
     object_name: &[u8],
@@ -138,11 +139,6 @@ pub fn make_credential(
             h.size()
         )));
     }
-    if seed.len() != h.size() {
-        return Err(TpmError::Invalid(
-            "seed must be one nameAlg digest long".into(),
-        ));
-    }
     let Some((AES, sym_bits, CFB)) = ek.symmetric else {
         return Err(TpmError::Invalid(
             "the EK must be a storage key with AES-CFB (a standard EK template)".into(),
@@ -151,6 +147,11 @@ pub fn make_credential(
     // Encrypt the seed to the EK.
     let encrypted = match &ek.key {
         PublicKey::Rsa { n, e } => {
+            if seed.len() != h.size() {
+                return Err(TpmError::Invalid(
+                    "seed must be one nameAlg digest long".into(),
+                ));
+            }
             if h != HashAlg::Sha256 {
                 return Err(TpmError::Algorithm {
                     what: "RSA EK nameAlg for credential activation",
@@ -167,12 +168,97 @@ pub fn make_credential(
                 .map_err(|_| TpmError::Invalid("RSA-OAEP encryption failed".into()))?;
             c.to_vec()
         }
-        _ => {
-            return Err(TpmError::Invalid(
-                "credential activation with an ECC EK (ECDH + KDFe) is not supported yet".into(),
-            ));
+        PublicKey::Ecc { curve, x, y } => {
+            // The seed is derived, not chosen: ECDH between an ephemeral key and the EK, then
+            // KDFe. `seed` (the caller's randomness) is unused for ECC EKs.
+            let (enc, derived) = ecc_seed(*curve, x, y, h)?;
+            return finish(h, sym_bits, object_name, credential, &derived, enc);
+        }
+        PublicKey::Spki(_) => {
+            return Err(TpmError::Invalid("the EK must be a TPM public area".into()));
         }
     };
+    finish(h, sym_bits, object_name, credential, seed, encrypted)
+}
+
+/// `KDFe` (Part 1 §11.4.10.3): the SP 800-56A concatenation KDF used with ECDH.
+pub fn kdfe(
+    hash: HashAlg,
+    z: &[u8],
+    label: &str,
+    party_u: &[u8],
+    party_v: &[u8],
+    bits: u32,
+) -> Vec<u8> {
+    let bytes = bits.div_ceil(8) as usize;
+    let mut out = Vec::with_capacity(bytes + hash.size());
+    let mut counter: u32 = 1;
+    while out.len() < bytes {
+        let label_bytes: &[u8] = if label.ends_with('\0') {
+            label.as_bytes()
+        } else {
+            &[label.as_bytes(), b"\0"].concat()
+        };
+        out.extend(hash.digest(&[&counter.to_be_bytes(), z, label_bytes, party_u, party_v]));
+        counter += 1;
+    }
+    out.truncate(bytes);
+    out
+}
+
+/// ECDH with a fresh ephemeral key against the EK, and the KDFe-derived seed. Returns the
+/// ephemeral public point as the `encryptedSecret` contents and the seed.
+fn ecc_seed(
+    curve: crate::EccCurve,
+    x: &[u8],
+    y: &[u8],
+    h: HashAlg,
+) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+    use aws_lc_rs::agreement::{
+        ECDH_P256, ECDH_P384, EphemeralPrivateKey, UnparsedPublicKey, agree_ephemeral,
+    };
+    let alg = match curve {
+        crate::EccCurve::P256 => &ECDH_P256,
+        crate::EccCurve::P384 => &ECDH_P384,
+    };
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let eph = EphemeralPrivateKey::generate(alg, &rng)
+        .map_err(|_| TpmError::Invalid("ephemeral ECC key generation failed".into()))?;
+    let eph_pub = eph
+        .compute_public_key()
+        .map_err(|_| TpmError::Invalid("ephemeral ECC public key".into()))?;
+    let p = eph_pub.as_ref();
+    let n = curve.size();
+    if p.len() != 1 + 2 * n {
+        return Err(TpmError::Invalid("ephemeral ECC point size".into()));
+    }
+    let (ex, ey) = (&p[1..1 + n], &p[1 + n..]);
+    let mut ek_point = vec![4u8];
+    ek_point.extend_from_slice(x);
+    ek_point.extend_from_slice(y);
+    let seed = agree_ephemeral(
+        eph,
+        UnparsedPublicKey::new(alg, &ek_point),
+        TpmError::Invalid("ECDH with the EK failed (not a point on the curve?)".into()),
+        |z| Ok(kdfe(h, z, "IDENTITY", ex, x, (h.size() * 8) as u32)),
+    )?;
+    let mut point = (n as u16).to_be_bytes().to_vec();
+    point.extend_from_slice(ex);
+    point.extend((n as u16).to_be_bytes());
+    point.extend_from_slice(ey);
+    Ok((point, seed))
+}
+
+/// The common tail of MakeCredential: encrypt and integrity-protect the credential under keys
+/// derived from `seed` and the object's name.
+fn finish(
+    h: HashAlg,
+    sym_bits: u16,
+    object_name: &[u8],
+    credential: &[u8],
+    seed: &[u8],
+    encrypted: Vec<u8>,
+) -> Result<MadeCredential, TpmError> {
     // Encrypt the credential under a key derived from the seed and bound to the AK's name.
     let sym_key = kdfa(h, seed, "STORAGE", object_name, &[], u32::from(sym_bits));
     let cipher = match sym_bits {

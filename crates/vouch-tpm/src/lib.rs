@@ -29,7 +29,7 @@ mod signature;
 pub use alg::{EccCurve, HashAlg};
 pub use attest::{ClockInfo, PcrSelection, TpmsAttest};
 pub use buf::Reader;
-pub use credential::{MadeCredential, kdfa, make_credential};
+pub use credential::{MadeCredential, kdfa, kdfe, make_credential};
 pub use ekcert::{EkCertInfo, EkTrustStore};
 pub use error::TpmError;
 pub use ima::{ImaEntry, ImaState, parse_ima_log};

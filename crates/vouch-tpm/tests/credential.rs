@@ -42,6 +42,24 @@ fn swtpm_activates_a_credential_made_here_only_for_the_named_ak() {
 }
 
 #[test]
+fn ecc_ek_credentials_activate_too() {
+    let tpm = Swtpm::start("sha256");
+    let (ek_pub, ak_pub) = tpm.ek_and_ak("ecc");
+    let ek = TpmtPublic::from_tpm2b(&ek_pub).unwrap();
+    let ak = TpmtPublic::from_tpm2b(&ak_pub).unwrap();
+    let secret = b"ecc-challenge-0123456789abcdef01";
+    let made = make_credential(&ek, &ak.name(), secret, &[]).unwrap();
+    assert_eq!(
+        tpm.activate_credential(&made.to_tpm2_tools()).unwrap(),
+        secret
+    );
+    let mut other = ak.name();
+    other[9] ^= 1;
+    let wrong = make_credential(&ek, &other, secret, &[]).unwrap();
+    assert!(tpm.activate_credential(&wrong.to_tpm2_tools()).is_err());
+}
+
+#[test]
 fn kdfa_matches_the_specification_shape() {
     // KDFa output length and determinism; labels are NUL-terminated whether or not given so.
     let a = kdfa(
