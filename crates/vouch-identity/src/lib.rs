@@ -1,0 +1,14 @@
+//! Workload identities in the SPIFFE formats: SPIFFE IDs validated per the SPIFFE-ID standard,
+//! X.509-SVIDs per the X509-SVID standard signed by a trust-domain CA, JWT-SVIDs per the
+//! JWT-SVID standard, and SPIFFE trust bundles (JWKS with `x509-svid` and `jwt-svid` keys).
+#![deny(missing_docs)]
+
+mod error;
+mod jwt;
+mod spiffe_id;
+mod x509;
+
+pub use error::IdentityError;
+pub use jwt::{JwtSvidClaims, JwtSvidSigner, JwtSvidValidator};
+pub use spiffe_id::{SpiffeId, TrustDomain};
+pub use x509::{SvidCa, bundle_jwks};

@@ -1,0 +1,221 @@
+//! The trust domain's X.509 CA and X.509-SVIDs (X509-SVID standard).
+
+use base64::Engine as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
+};
+use serde_json::{Value, json};
+use std::path::Path;
+
+use crate::{IdentityError, SpiffeId, TrustDomain};
+
+fn x(e: impl std::fmt::Display) -> IdentityError {
+    IdentityError::X509(e.to_string())
+}
+
+fn at(unix: u64) -> Result<time::OffsetDateTime, IdentityError> {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).map_err(x)?).map_err(x)
+}
+
+fn random_serial() -> Result<SerialNumber, IdentityError> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| x("random serial"))?;
+    b[0] &= 0x7f; // positive
+    Ok(SerialNumber::from_slice(&b))
+}
+
+/// A trust domain's signing CA (ECDSA P-256).
+pub struct SvidCa {
+    trust_domain: TrustDomain,
+    cert_der: Vec<u8>,
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for SvidCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SvidCa")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ca_params(td: &TrustDomain) -> Result<CertificateParams, IdentityError> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(x)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Vouch");
+    dn.push(DnType::CommonName, format!("Vouch SPIFFE CA {td}"));
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.subject_alt_names = vec![SanType::URI(td.id_string().try_into().map_err(x)?)];
+    Ok(p)
+}
+
+impl SvidCa {
+    /// A new self-signed CA for `td`, valid for `ttl` seconds from `now`.
+    pub fn generate(td: &TrustDomain, ttl: u64, now: u64) -> Result<Self, IdentityError> {
+        let key = KeyPair::generate().map_err(x)?;
+        let mut p = ca_params(td)?;
+        p.not_before = at(now.saturating_sub(60))?;
+        p.not_after = at(now + ttl)?;
+        p.serial_number = Some(random_serial()?);
+        let cert = p.self_signed(&key).map_err(x)?;
+        Self::assemble(td, cert.der().to_vec(), cert.pem(), key)
+    }
+
+    fn assemble(
+        td: &TrustDomain,
+        cert_der: Vec<u8>,
+        cert_pem: String,
+        key: KeyPair,
+    ) -> Result<Self, IdentityError> {
+        Ok(Self {
+            trust_domain: td.clone(),
+            cert_der,
+            cert_pem,
+            issuer: Issuer::new(ca_params(td)?, key),
+        })
+    }
+
+    /// Load `ca.crt` and `ca.key` from `dir`, or create them (key mode 0600).
+    pub fn load_or_create(
+        dir: &Path,
+        td: &TrustDomain,
+        ttl: u64,
+        now: u64,
+    ) -> Result<Self, IdentityError> {
+        let (cp, kp) = (dir.join("ca.crt"), dir.join("ca.key"));
+        if let (Ok(cert_pem), Ok(key_pem)) =
+            (std::fs::read_to_string(&cp), std::fs::read_to_string(&kp))
+        {
+            let key = KeyPair::from_pem(&key_pem).map_err(x)?;
+            let der = pem_body(&cert_pem)?;
+            return Self::assemble(td, der, cert_pem, key);
+        }
+        let ca = Self::generate(td, ttl, now)?;
+        std::fs::create_dir_all(dir).map_err(x)?;
+        write_private(&kp, ca.issuer.key().serialize_pem().as_bytes())?;
+        std::fs::write(&cp, &ca.cert_pem).map_err(x)?;
+        Ok(ca)
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Issue an X.509-SVID for `id` to the holder of the key in `spki_der` (SubjectPublicKeyInfo),
+    /// valid `ttl` seconds from `now`: exactly one URI SAN (critical, the subject is empty),
+    /// `cA=false`, KeyUsage digitalSignature (critical, no keyCertSign/cRLSign), EKU serverAuth
+    /// and clientAuth.
+    pub fn issue(
+        &self,
+        id: &SpiffeId,
+        spki_der: &[u8],
+        ttl: u64,
+        now: u64,
+    ) -> Result<Vec<u8>, IdentityError> {
+        if id.trust_domain() != &self.trust_domain {
+            return Err(x(format!(
+                "{id} is not in trust domain {}",
+                self.trust_domain
+            )));
+        }
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(x)?;
+        p.distinguished_name = DistinguishedName::new();
+        p.subject_alt_names = vec![SanType::URI(id.to_string().try_into().map_err(x)?)];
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.use_authority_key_identifier_extension = true;
+        p.not_before = at(now.saturating_sub(30))?;
+        p.not_after = at(now + ttl)?;
+        p.serial_number = Some(random_serial()?);
+        let pk = SubjectPublicKeyInfo::from_der(spki_der).map_err(x)?;
+        Ok(p.signed_by(&pk, &self.issuer).map_err(x)?.der().to_vec())
+    }
+}
+
+fn pem_body(pem: &str) -> Result<Vec<u8>, IdentityError> {
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(x)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(x)?;
+    f.write_all(bytes).map_err(x)
+}
+
+/// A SPIFFE trust bundle (SPIFFE Trust Domain and Bundle standard): a JWKS whose `x509-svid`
+/// keys carry one `x5c` certificate each and whose `jwt-svid` keys carry a `kid`.
+pub fn bundle_jwks(
+    x509_authorities: &[&[u8]],
+    jwt_keys: &[Value],
+    sequence: u64,
+    refresh_hint: u64,
+) -> Value {
+    let mut keys: Vec<Value> = x509_authorities
+        .iter()
+        .map(|der| {
+            let mut k = json!({
+                "use": "x509-svid",
+                "kty": "EC",
+                "x5c": [base64::engine::general_purpose::STANDARD.encode(der)],
+            });
+            if let Some((px, py)) = p256_point(der) {
+                let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                k["crv"] = json!("P-256");
+                k["x"] = json!(b.encode(px));
+                k["y"] = json!(b.encode(py));
+            }
+            k
+        })
+        .collect();
+    for k in jwt_keys {
+        let mut k = k.clone();
+        if let Some(o) = k.as_object_mut() {
+            o.insert("use".into(), json!("jwt-svid"));
+        }
+        keys.push(k);
+    }
+    json!({"keys": keys, "spiffe_sequence": sequence, "spiffe_refresh_hint": refresh_hint})
+}
+
+/// The P-256 public point of a certificate (the SubjectPublicKeyInfo is `id-ecPublicKey`,
+/// `prime256v1`, then a 66-byte BIT STRING holding an uncompressed point).
+fn p256_point(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    const MARK: [u8; 14] = [
+        0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04,
+    ];
+    let at = der.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
+    let point = der.get(at..at + 64)?;
+    Some((&point[..32], &point[32..]))
+}
