@@ -3,11 +3,13 @@
 //! JWT-SVID standard, and SPIFFE trust bundles (JWKS with `x509-svid` and `jwt-svid` keys).
 #![deny(missing_docs)]
 
+mod entry;
 mod error;
 mod jwt;
 mod spiffe_id;
 mod x509;
 
+pub use entry::{Entry, Selector, matching};
 pub use error::IdentityError;
 pub use jwt::{JwtSvidClaims, JwtSvidSigner, JwtSvidValidator};
 pub use spiffe_id::{SpiffeId, TrustDomain};

@@ -28,6 +28,9 @@ pub enum StoreError {
     /// The nonce was already used.
     #[error("this nonce was already used; ask for a new challenge for every attestation")]
     NonceReused,
+    /// An equal record already exists.
+    #[error("{0} already exists")]
+    Duplicate(String),
     /// The record was not found.
     #[error("{0} not found")]
     NotFound(String),
@@ -45,6 +48,7 @@ impl StoreError {
             Self::TokenExpired => ErrorKind::TokenExpired,
             Self::TokenReused | Self::KeyAlreadyEnrolled { .. } => ErrorKind::TokenReused,
             Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Duplicate(_) => ErrorKind::MalformedRequest,
             Self::NonceReused => ErrorKind::NonceReused,
         }
     }

@@ -126,6 +126,15 @@ pub trait Store: Send + Sync + 'static {
         ima_state_json: Option<&str>,
     ) -> Result<()>;
 
+    /// Add a registration entry; refused when the same SPIFFE ID and selectors exist.
+    async fn add_entry(&self, entry: &vouch_identity::Entry) -> Result<()>;
+
+    /// All registration entries.
+    async fn entries(&self) -> Result<Vec<vouch_identity::Entry>>;
+
+    /// Delete a registration entry; `false` when there was none.
+    async fn delete_entry(&self, id: &str) -> Result<bool>;
+
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 }

@@ -624,6 +624,56 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn add_entry(&self, e: &vouch_identity::Entry) -> Result<()> {
+        let selectors = serde_json::to_string(&e.selectors)
+            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let r = sqlx::query(
+            "INSERT INTO entries (id, spiffe_id, selectors, ttl, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(&e.spiffe_id)
+        .bind(selectors)
+        .bind(i(e.ttl))
+        .bind(i(e.created_at))
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(StoreError::Duplicate(
+                format!("an entry for {} with these selectors", e.spiffe_id),
+            )),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn entries(&self) -> Result<Vec<vouch_identity::Entry>> {
+        let rows = sqlx::query("SELECT * FROM entries ORDER BY spiffe_id, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let sel: String = r.get("selectors");
+                Ok(vouch_identity::Entry {
+                    id: r.get("id"),
+                    spiffe_id: r.get("spiffe_id"),
+                    selectors: serde_json::from_str(&sel)
+                        .map_err(|e| StoreError::Corrupt(format!("entry selectors: {e}")))?,
+                    ttl: u(r.get("ttl")),
+                    created_at: u(r.get("created_at")),
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_entry(&self, id: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM entries WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

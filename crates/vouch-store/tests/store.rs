@@ -153,3 +153,20 @@ async fn data_survives_reopening() {
     let s = SqliteStore::open(&p).await.unwrap();
     assert_eq!(s.policy("p", None).await.unwrap().unwrap().version, 1);
 }
+
+#[tokio::test]
+async fn registration_entries_round_trip() {
+    let (_d, s) = store().await;
+    let id = vouch_identity::SpiffeId::parse("spiffe://example.org/db").unwrap();
+    let sel = vec![vouch_identity::Selector::parse("unix:uid:1000").unwrap()];
+    let e = vouch_identity::Entry::new("e1".into(), &id, sel.clone(), 3600, 5).unwrap();
+    s.add_entry(&e).await.unwrap();
+    assert_eq!(s.entries().await.unwrap(), vec![e.clone()]);
+    let dup = vouch_identity::Entry::new("e2".into(), &id, sel, 60, 6).unwrap();
+    assert!(matches!(
+        s.add_entry(&dup).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert!(s.delete_entry("e1").await.unwrap());
+    assert!(!s.delete_entry("e1").await.unwrap());
+}

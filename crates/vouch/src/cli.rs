@@ -120,6 +120,9 @@ pub enum Command {
     /// Inspect workloads.
     #[command(subcommand)]
     Workload(WorkloadCmd),
+    /// Manage registration entries (SPIFFE IDs granted to selectors).
+    #[command(subcommand)]
+    Entry(EntryCmd),
     /// Manage the verifier's result-signing keys.
     #[command(subcommand)]
     Key(KeyCmd),
@@ -350,5 +353,43 @@ pub enum TpmCmd {
         /// Iterations per measurement.
         #[arg(long, default_value_t = 2000)]
         n: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntryCmd {
+    /// Grant a SPIFFE ID to workloads carrying all the given selectors.
+    Create {
+        /// The SPIFFE ID, e.g. spiffe://example.org/ns/prod/sa/db.
+        #[arg(long)]
+        spiffe_id: String,
+        /// A selector (type:value), e.g. unix:uid:1000, unix:sha256:<hex>,
+        /// vouch:status:affirming; repeat for more (all must match).
+        #[arg(long = "selector", required = true)]
+        selectors: Vec<String>,
+        /// SVID lifetime, e.g. 1h.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List entries.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show one entry.
+    Show {
+        /// Entry id.
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete an entry.
+    Delete {
+        /// Entry id.
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }

@@ -13,8 +13,8 @@ use vouch_server::{ServerConfig, unix_now};
 use vouch_store::{SqliteStore, Store};
 
 use crate::cli::{
-    AgentArgs, Cli, Command, KeyCmd, PolicyCmd, RefvalueCmd, StoreArgs, TokenCmd, VerifyArgs,
-    WorkloadCmd,
+    AgentArgs, Cli, Command, EntryCmd, KeyCmd, PolicyCmd, RefvalueCmd, StoreArgs, TokenCmd,
+    VerifyArgs, WorkloadCmd,
 };
 use crate::config::{self, FileConfig};
 use crate::output;
@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Refvalue(cmd) => refvalue(file, cmd, json).await,
         Command::Token(cmd) => token(file, cmd, json).await,
         Command::Workload(cmd) => workload(file, cmd, json).await,
+        Command::Entry(cmd) => entry(file, cmd, json).await,
         Command::Key(cmd) => key(file, cmd, json).await,
         Command::Tpm(cmd) => crate::tpm::run(cmd, json),
         Command::Dev(args) => crate::dev::run(args, json).await,
@@ -565,6 +566,77 @@ async fn key(file: FileConfig, cmd: KeyCmd, json: bool) -> Result<ExitCode> {
             "new signing key {kid} is active; the previous key stays in the JWKS for {}s",
             cfg.retired_key_grace
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn entry(file: FileConfig, cmd: EntryCmd, json: bool) -> Result<ExitCode> {
+    use vouch_identity::{Entry, Selector, SpiffeId};
+    let row = |e: &Entry| {
+        vec![
+            e.id.clone(),
+            e.spiffe_id.clone(),
+            e.selectors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+            format!("{}s", e.ttl),
+        ]
+    };
+    match cmd {
+        EntryCmd::Create {
+            spiffe_id,
+            selectors,
+            ttl,
+            store,
+        } => {
+            let id = SpiffeId::parse(&spiffe_id)?;
+            let selectors = selectors
+                .iter()
+                .map(|s| Selector::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let e = Entry::new(
+                uuid::Uuid::new_v4().to_string(),
+                &id,
+                selectors,
+                config::parse_duration(&ttl)?,
+                unix_now(),
+            )?;
+            open_store(&file, &store).await?.add_entry(&e).await?;
+            if json {
+                output::json(&e)?;
+            } else {
+                println!("entry {} grants {}", e.id, e.spiffe_id);
+            }
+        }
+        EntryCmd::List { store } => {
+            let list = open_store(&file, &store).await?.entries().await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list.iter().map(row).collect();
+                output::table(&["id", "spiffe id", "selectors", "ttl"], &rows);
+            }
+        }
+        EntryCmd::Show { id, store } => {
+            let list = open_store(&file, &store).await?.entries().await?;
+            let e = list
+                .iter()
+                .find(|e| e.id == id)
+                .with_context(|| format!("no entry {id} (see `vouch entry list`)"))?;
+            if json {
+                output::json(e)?;
+            } else {
+                output::table(&["id", "spiffe id", "selectors", "ttl"], &[row(e)]);
+            }
+        }
+        EntryCmd::Delete { id, store } => {
+            if !open_store(&file, &store).await?.delete_entry(&id).await? {
+                bail!("no entry {id} (see `vouch entry list`)");
+            }
+            println!("entry {id} deleted");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -312,6 +312,56 @@ fn admin_commands_round_trip() {
     let (code, out, _) = vouch(&["key", "rotate", "--alg", "ES256", "--data-dir", dir]);
     assert_eq!(code, 0);
     assert!(out.contains("new signing key"));
+
+    // Registration entries: invalid SPIFFE IDs and selectors are refused with the reason.
+    let (code, _, err) = vouch(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://Example.org/db",
+        "--selector",
+        "unix:uid:1000",
+        "--data-dir",
+        dir,
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("trust domain"), "{err}");
+    let (code, _, err) = vouch(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/db",
+        "--selector",
+        "uid 1000",
+        "--data-dir",
+        dir,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, err) = vouch(&[
+        "--json",
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/db",
+        "--selector",
+        "unix:uid:1000",
+        "--selector",
+        "vouch:status:affirming",
+        "--data-dir",
+        dir,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = e["id"].as_str().unwrap().to_string();
+    let (_, out, _) = vouch(&["entry", "list", "--data-dir", dir]);
+    assert!(
+        out.contains("spiffe://example.org/db") && out.contains("unix:uid:1000"),
+        "{out}"
+    );
+    let (code, _, _) = vouch(&["entry", "delete", &id, "--data-dir", dir]);
+    assert_eq!(code, 0);
+    let (code, _, _) = vouch(&["entry", "delete", &id, "--data-dir", dir]);
+    assert_eq!(code, 2);
 }
 
 #[test]
