@@ -19,8 +19,10 @@
 #![deny(missing_docs)]
 
 mod error;
+mod spiffe;
 mod verify;
 
 pub use error::RpError;
+pub use spiffe::{AllowedIds, SpiffeVerifier, svid_spiffe_id};
 pub use verify::{Requirements, ResultVerifier, VerifiedResult};
 pub use vouch_core::{ArStatus, Ear, TrustClaim, TrustTier};

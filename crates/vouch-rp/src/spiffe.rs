@@ -1,0 +1,230 @@
+//! mTLS by SPIFFE ID: rustls verifiers that accept a peer when its X.509-SVID chains to the
+//! trust bundle's X.509 authorities, is valid now, is meant for the role (server or client
+//! authentication), carries exactly one URI SAN that is a SPIFFE ID of the trust domain, and
+//! that ID is one the relying party accepts. Host names play no part.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use std::sync::Arc;
+
+use vouch_identity::{SpiffeId, TrustDomain};
+
+/// Which SPIFFE IDs a verifier accepts.
+#[derive(Debug, Clone)]
+pub enum AllowedIds {
+    /// Any SPIFFE ID of the trust domain.
+    AnyInTrustDomain,
+    /// Exactly these.
+    Only(Vec<SpiffeId>),
+}
+
+/// A rustls server- and client-certificate verifier by SPIFFE ID.
+#[derive(Debug)]
+pub struct SpiffeVerifier {
+    trust_domain: TrustDomain,
+    anchors: Vec<TrustAnchor<'static>>,
+    allowed: AllowedIds,
+    provider: Arc<CryptoProvider>,
+}
+
+fn bad(m: impl Into<String>) -> Error {
+    Error::General(m.into())
+}
+
+/// The SPIFFE ID of an X.509-SVID: its one URI SAN.
+pub fn svid_spiffe_id(der: &[u8]) -> Result<SpiffeId, Error> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| bad(format!("peer certificate does not parse: {e}")))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| bad(format!("peer certificate SAN: {e}")))?
+        .ok_or_else(|| bad("peer certificate has no SAN, so no SPIFFE ID"))?;
+    let uris: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|g| match g {
+            x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [one] => SpiffeId::parse(one).map_err(|e| bad(e.to_string())),
+        [] => Err(bad("peer certificate has no URI SAN")),
+        _ => Err(bad(
+            "an X.509-SVID has exactly one URI SAN; the peer's has several",
+        )),
+    }
+}
+
+impl SpiffeVerifier {
+    /// Accept peers of `trust_domain` whose SVIDs chain to one of `x509_authorities` (DER, from
+    /// the trust bundle) and whose ID is allowed.
+    pub fn new(
+        trust_domain: &TrustDomain,
+        x509_authorities: &[Vec<u8>],
+        allowed: AllowedIds,
+    ) -> Result<Arc<Self>, Error> {
+        let mut anchors = Vec::new();
+        for der in x509_authorities {
+            let cert = CertificateDer::from(der.clone());
+            let a = webpki::anchor_from_trusted_cert(&cert)
+                .map_err(|e| bad(format!("trust bundle authority: {e}")))?
+                .to_owned();
+            anchors.push(a);
+        }
+        if anchors.is_empty() {
+            return Err(bad("the trust bundle has no X.509 authority"));
+        }
+        Ok(Arc::new(Self {
+            trust_domain: trust_domain.clone(),
+            anchors,
+            allowed,
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        }))
+    }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        usage: webpki::KeyUsage,
+    ) -> Result<SpiffeId, Error> {
+        let ee = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| bad(format!("peer certificate: {e}")))?;
+        ee.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            usage,
+            None,
+            None,
+        )
+        .map_err(|e| bad(format!("peer SVID does not chain to the trust bundle: {e}")))?;
+        let id = svid_spiffe_id(end_entity)?;
+        if id.trust_domain() != &self.trust_domain {
+            return Err(bad(format!(
+                "{id} is not in trust domain {}",
+                self.trust_domain
+            )));
+        }
+        match &self.allowed {
+            AllowedIds::AnyInTrustDomain => Ok(id),
+            AllowedIds::Only(ids) if ids.contains(&id) => Ok(id),
+            AllowedIds::Only(_) => Err(bad(format!("{id} is not an accepted peer"))),
+        }
+    }
+}
+
+impl ServerCertVerifier for SpiffeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        self.check(
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for SpiffeVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        self.check(
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+        )?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
