@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install, with apt-get, the Debian packages Vouch needs when they are missing.
+#   scripts/deps.sh          what building needs: a C toolchain, pkg-config, libtss2 (TPM agent)
+#   scripts/deps.sh --test   and what the tests need: a real TPM stack (swtpm with its
+#                            EK-certificate tools, tpm2-tools as an independent quote producer)
+#                            and openssl (an independent X.509 verifier)
+set -euo pipefail
+
+packages=(build-essential ca-certificates pkg-config libtss2-dev)
+if [ "${1:-}" = "--test" ]; then
+    packages+=(swtpm swtpm-tools tpm2-tools openssl)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
