@@ -121,6 +121,24 @@ impl SpiffeVerifier {
     }
 }
 
+impl SpiffeVerifier {
+    /// The TLS handshake signature by the peer's key (the same for both roles).
+    fn handshake_signature(
+        &self,
+        tls13: bool,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        if tls13 {
+            verify_tls13_signature(message, cert, dss, algs)
+        } else {
+            verify_tls12_signature(message, cert, dss, algs)
+        }
+    }
+}
+
 impl ServerCertVerifier for SpiffeVerifier {
     fn verify_server_cert(
         &self,
@@ -145,12 +163,7 @@ impl ServerCertVerifier for SpiffeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.handshake_signature(false, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -159,12 +172,7 @@ impl ServerCertVerifier for SpiffeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.handshake_signature(true, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -200,12 +208,7 @@ impl ClientCertVerifier for SpiffeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.handshake_signature(false, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -214,12 +217,7 @@ impl ClientCertVerifier for SpiffeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.handshake_signature(true, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
