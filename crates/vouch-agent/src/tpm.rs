@@ -36,6 +36,10 @@ pub struct TpmConfig {
     /// The IMA measurement list to send with quotes (PCR 10 must be quoted); the kernel's is
     /// `/sys/kernel/security/ima/ascii_runtime_measurements`.
     pub ima_log: Option<PathBuf>,
+    /// A persistent EK handle to use instead of creating the EK from its template. When unset,
+    /// the TCG default for RSA (`0x81010001`) is used if it holds a key.
+    #[serde(default)]
+    pub ek_handle: Option<u32>,
 }
 
 impl Default for TpmConfig {
@@ -45,9 +49,13 @@ impl Default for TpmConfig {
             key_alg: "rsa".into(),
             pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 10, 14],
             ima_log: None,
+            ek_handle: None,
         }
     }
 }
+
+/// TCG EK Credential Profile: the persistent handle of the RSA 2048 EK.
+const RSA_EK_PERSISTENT: u32 = 0x8101_0001;
 
 /// What enrollment needs from the TPM.
 #[derive(Debug, Clone)]
@@ -89,13 +97,19 @@ pub struct Tpm {
 struct Loaded {
     ctx: Context,
     ek: KeyHandle,
+    /// A persistent EK is closed, never flushed (flushing would not apply to it).
+    ek_persistent: bool,
     ak: KeyHandle,
 }
 
 impl Drop for Loaded {
     fn drop(&mut self) {
-        for h in [self.ak, self.ek] {
-            let _ = self.ctx.flush_context(ObjectHandle::from(h));
+        let _ = self.ctx.flush_context(ObjectHandle::from(self.ak));
+        if self.ek_persistent {
+            let mut h = ObjectHandle::from(self.ek);
+            let _ = self.ctx.tr_close(&mut h);
+        } else {
+            let _ = self.ctx.flush_context(ObjectHandle::from(self.ek));
         }
     }
 }
@@ -153,11 +167,35 @@ impl Tpm {
         )
     }
 
-    /// Open the TPM, create the EK from its template, and load (creating once) the AK.
+    /// The persistent EK, when configured or present at the TCG default handle.
+    fn persistent_ek(&self, ctx: &mut Context) -> Result<Option<KeyHandle>, AgentError> {
+        use tss_esapi::handles::{PersistentTpmHandle, TpmHandle};
+        let (handle, explicit) = match (self.cfg.ek_handle, self.cfg.key_alg.as_str()) {
+            (Some(h), _) => (h, true),
+            (None, "rsa") => (RSA_EK_PERSISTENT, false),
+            (None, _) => return Ok(None),
+        };
+        let tpm_handle = PersistentTpmHandle::new(handle)
+            .map(TpmHandle::Persistent)
+            .map_err(tpm_err("persistent EK handle"))?;
+        match ctx.execute_without_session(|c| c.tr_from_tpm_public(tpm_handle)) {
+            Ok(h) => Ok(Some(KeyHandle::from(h))),
+            Err(e) if explicit => Err(tpm_err("opening the configured persistent EK")(e)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Open the TPM, take the persistent EK or create it from its template, and load
+    /// (creating once) the AK.
     fn load(&self) -> Result<Loaded, AgentError> {
         let mut ctx = self.context()?;
-        let ek = ek::create_ek_object_2(&mut ctx, self.ek_selection(), DefaultKey)
-            .map_err(tpm_err("creating the EK"))?;
+        let persistent = self.persistent_ek(&mut ctx)?;
+        let ek_persistent = persistent.is_some();
+        let ek = match persistent {
+            Some(h) => h,
+            None => ek::create_ek_object_2(&mut ctx, self.ek_selection(), DefaultKey)
+                .map_err(tpm_err("creating the EK"))?,
+        };
         let (pub_path, priv_path) = self.ak_paths();
         let (public, private) = match (std::fs::read(&pub_path), std::fs::read(&priv_path)) {
             (Ok(p), Ok(s)) => (
@@ -195,7 +233,12 @@ impl Tpm {
             }
         };
         match ak::load_ak(&mut ctx, ek, None, private, public) {
-            Ok(ak) => Ok(Loaded { ctx, ek, ak }),
+            Ok(ak) => Ok(Loaded {
+                ctx,
+                ek,
+                ek_persistent,
+                ak,
+            }),
             Err(e) => {
                 let _ = ctx.flush_context(ObjectHandle::from(ek));
                 Err(tpm_err("loading the AK")(e))

@@ -16,6 +16,7 @@ fn tpm_for(sw: &Swtpm, alg: &str, dir: &std::path::Path) -> Tpm {
             key_alg: alg.into(),
             pcrs: vec![0, 1, 2, 3, 16],
             ima_log: None,
+            ek_handle: None,
         },
         dir,
     )
@@ -75,4 +76,59 @@ fn ek_ak_quote_and_credential_activation_on_swtpm() {
             );
         }
     }
+}
+
+#[test]
+fn a_persistent_ek_is_used_and_left_in_place() {
+    let sw = Swtpm::start("sha256");
+    // swtpm_setup persisted the RSA EK at the TCG handle 0x81010001; move it to another handle
+    // and point the agent there.
+    sw.tool(&["tpm2_evictcontrol", "-C", "o", "-c", "0x81010001"]);
+    sw.tool(&[
+        "tpm2_createek",
+        "-c",
+        "0x81010005",
+        "-G",
+        "rsa",
+        "-u",
+        "ek.pub",
+    ]);
+    let state = tempfile::tempdir().unwrap();
+    let tpm = Tpm::new(
+        TpmConfig {
+            tcti: sw.tcti(),
+            key_alg: "rsa".into(),
+            pcrs: vec![0],
+            ima_log: None,
+            ek_handle: Some(0x8101_0005),
+        },
+        state.path(),
+    );
+    let id = tpm.identity().unwrap();
+    let ek = TpmtPublic::from_tpm2b(&id.ek_public).unwrap();
+    assert_eq!(
+        ek.name(),
+        TpmtPublic::from_tpm2b(&sw.read("ek.pub")).unwrap().name()
+    );
+    let ak = TpmtPublic::from_tpm2b(&id.ak_public).unwrap();
+    let made = make_credential(&ek, &ak.name(), &[1; 32], &[2; 32]).unwrap();
+    assert_eq!(
+        tpm.activate_credential(&made.id_object, &made.encrypted_secret)
+            .unwrap(),
+        [1; 32]
+    );
+    // Still there: the agent closed the persistent EK, it did not flush or evict it.
+    sw.tool(&["tpm2_readpublic", "-c", "0x81010005"]);
+    // A configured handle that holds nothing is an error, not a silent fallback.
+    let wrong = Tpm::new(
+        TpmConfig {
+            tcti: sw.tcti(),
+            key_alg: "rsa".into(),
+            pcrs: vec![0],
+            ima_log: None,
+            ek_handle: Some(0x8101_0009),
+        },
+        state.path(),
+    );
+    assert!(wrong.identity().is_err());
 }

@@ -71,6 +71,7 @@ async fn agent_with(
             key_alg: "rsa".into(),
             pcrs,
             ima_log,
+            ek_handle: None,
         }),
         ..AgentConfig::default()
     })
@@ -194,6 +195,7 @@ async fn tpm_backed_attestation_end_to_end() {
             key_alg: "rsa".into(),
             pcrs: vec![16],
             ima_log: None,
+            ek_handle: None,
         },
         &s.dir.path().join("agent-app/tpm"),
     )

@@ -165,6 +165,7 @@ fn tpm_case(tcti: &str, alg: &str) -> Result<Case> {
             key_alg: alg.into(),
             pcrs: (0..8).collect(),
             ima_log: None,
+            ek_handle: None,
         },
         &dir,
     );
