@@ -116,6 +116,14 @@ impl VerifierClient {
         self.post("/v1/tpm/activate", req).await
     }
 
+    /// `POST /v1/svid`
+    pub async fn svid(
+        &self,
+        req: &vouch_core::wire::SvidRequest,
+    ) -> Result<vouch_core::wire::SvidResponse, AgentError> {
+        self.post("/v1/svid", req).await
+    }
+
     /// `POST /v1/attest`
     pub async fn attest(&self, req: &AttestRequest) -> Result<AttestationResult, AgentError> {
         self.post("/v1/attest", req).await

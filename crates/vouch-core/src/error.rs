@@ -39,6 +39,10 @@ pub enum ErrorKind {
     TpmEnrollment,
     /// The TPM quote did not verify (signature, nonce binding, PCRs, signer, clock).
     TpmQuote,
+    /// The workload is not (or no longer) attested affirming, so it gets no identity.
+    NotAttested,
+    /// No registration entry grants an identity to this workload.
+    NoIdentity,
     /// The join token is unknown.
     TokenInvalid,
     /// The join token has expired.
@@ -74,6 +78,8 @@ impl ErrorKind {
             Self::TpmNotEnrolled => "tpm_not_enrolled",
             Self::TpmEnrollment => "tpm_enrollment",
             Self::TpmQuote => "tpm_quote",
+            Self::NotAttested => "not_attested",
+            Self::NoIdentity => "no_identity",
             Self::TokenInvalid => "token_invalid",
             Self::TokenExpired => "token_expired",
             Self::TokenReused => "token_reused",
@@ -86,7 +92,7 @@ impl ErrorKind {
 
     /// Parse the wire form back into a kind (unknown strings give `None`).
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 22] = [
+        const ALL: [ErrorKind; 24] = [
             ErrorKind::MalformedRequest,
             ErrorKind::BodyTooLarge,
             ErrorKind::NonceInvalid,
@@ -102,6 +108,8 @@ impl ErrorKind {
             ErrorKind::TpmNotEnrolled,
             ErrorKind::TpmEnrollment,
             ErrorKind::TpmQuote,
+            ErrorKind::NotAttested,
+            ErrorKind::NoIdentity,
             ErrorKind::TokenInvalid,
             ErrorKind::TokenExpired,
             ErrorKind::TokenReused,

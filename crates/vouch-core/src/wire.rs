@@ -184,3 +184,59 @@ pub struct TpmActivateResponse {
     /// The AK's name, hex: the key every quote from this node must come from.
     pub ak_name: String,
 }
+
+/// `POST /v1/svid`: X.509-SVIDs for a workload of this node, for the key in `public_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SvidRequest {
+    /// The enrolled agent key making the request.
+    pub key_id: String,
+    /// The workload (its name on the node) the SVIDs are for; it must be attested affirming.
+    pub workload: String,
+    /// base64url SubjectPublicKeyInfo (DER) of the key the SVIDs certify.
+    pub public_key: String,
+    /// Workload selectors the agent observed (`unix:uid:1000`, `unix:sha256:<hex>`, …; only the
+    /// `unix` type is accepted from an agent).
+    pub selectors: Vec<String>,
+    /// base64url Ed25519 signature by the agent key over [`svid_signing_input`].
+    pub signature: String,
+}
+
+/// The bytes an agent signs for an SVID request.
+pub fn svid_signing_input(
+    key_id: &str,
+    workload: &str,
+    public_key: &str,
+    selectors: &[String],
+) -> Vec<u8> {
+    let mut v = b"vouch-svid-v1\0".to_vec();
+    for p in [key_id, workload, public_key] {
+        v.extend_from_slice(p.as_bytes());
+        v.push(0);
+    }
+    for s in selectors {
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+    }
+    v
+}
+
+/// One issued X.509-SVID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedSvid {
+    /// The SPIFFE ID.
+    pub spiffe_id: String,
+    /// base64url DER of the SVID (leaf).
+    pub x509_svid: String,
+    /// Expiry.
+    pub expires_at: UnixSeconds,
+}
+
+/// `POST /v1/svid` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SvidResponse {
+    /// One SVID per matching registration entry.
+    pub svids: Vec<IssuedSvid>,
+    /// base64url DER of the trust domain's X.509 authorities.
+    pub bundle: Vec<String>,
+}

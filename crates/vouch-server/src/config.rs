@@ -68,6 +68,10 @@ pub struct ServerConfig {
     pub tpm_allow_uncertified_ek: bool,
     /// Accept SHA-1 quote signatures and PCR banks (legacy TPMs). Off: SHA-1 is a downgrade.
     pub tpm_allow_sha1: bool,
+    /// The SPIFFE trust domain this verifier issues identities in.
+    pub trust_domain: String,
+    /// Lifetime of X.509-SVIDs, seconds.
+    pub svid_ttl: u64,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +96,8 @@ impl Default for ServerConfig {
             tpm_ca_dir: None,
             tpm_allow_uncertified_ek: false,
             tpm_allow_sha1: false,
+            trust_domain: "vouch.local".into(),
+            svid_ttl: 3600,
         }
     }
 }

@@ -38,6 +38,7 @@ impl ApiError {
             NonceReused | TokenReused => StatusCode::CONFLICT,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             NotFound => StatusCode::NOT_FOUND,
+            NotAttested | NoIdentity => StatusCode::FORBIDDEN,
             StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }

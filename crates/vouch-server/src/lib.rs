@@ -16,6 +16,7 @@ mod keys;
 mod pages;
 mod routes;
 mod state;
+mod svid;
 mod tpm;
 
 pub use config::{ServerConfig, SigningAlg};
@@ -217,6 +218,17 @@ pub async fn start_with_store(
         }
         state.ek_trust = Some(trust);
     }
+    let td = vouch_identity::TrustDomain::parse(&cfg.trust_domain)
+        .map_err(|e| ServerError::Config(format!("trust_domain: {e}")))?;
+    state.svid_ca = Some(
+        vouch_identity::SvidCa::load_or_create(
+            &cfg.data_dir.join("spiffe"),
+            &td,
+            365 * 86_400,
+            unix_now(),
+        )
+        .map_err(|e| ServerError::Config(format!("SPIFFE CA: {e}")))?,
+    );
     let state = Arc::new(state);
     let app = routes::router(state.clone());
     let handle = axum_server::Handle::new();

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use vouch_core::ErrorKind;
 use vouch_core::wire::{
-    AttestRequest, EnrollRequest, TpmActivateRequest, TpmEnrollRequest, WorkloadSummary,
+    AttestRequest, EnrollRequest, SvidRequest, TpmActivateRequest, TpmEnrollRequest,
+    WorkloadSummary,
 };
 
 use crate::state::{State, unix_now};
@@ -72,6 +73,8 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/attest", post(attest))
         .route("/v1/tpm/enroll", post(tpm_enroll))
         .route("/v1/tpm/activate", post(tpm_activate))
+        .route("/v1/svid", post(svid))
+        .route("/v1/bundle", get(bundle))
         .route("/v1/results/{id}", get(result))
         .route("/v1/workloads", get(workloads))
         .route("/v1/workloads/{node}/{name}", get(workload))
@@ -138,6 +141,14 @@ async fn tpm_activate(
     body: Result<ApiJson<TpmActivateRequest>, ApiError>,
 ) -> Response {
     handle(body, |r| async move { st.activate_tpm(r).await }).await
+}
+
+async fn svid(AxState(st): AxState<S>, body: Result<ApiJson<SvidRequest>, ApiError>) -> Response {
+    handle(body, |r| async move { st.issue_svids(r).await }).await
+}
+
+async fn bundle(AxState(st): AxState<S>) -> Response {
+    reply(st.spiffe_bundle())
 }
 
 async fn result(AxState(st): AxState<S>, Path(id): Path<String>) -> Response {

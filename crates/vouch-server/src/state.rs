@@ -69,6 +69,7 @@ pub struct State {
     pub(crate) metrics: Metrics,
     signers: Mutex<(u64, Arc<Vec<Signer>>)>,
     pub(crate) ek_trust: Option<vouch_tpm::EkTrustStore>,
+    pub(crate) svid_ca: Option<vouch_identity::SvidCa>,
 }
 
 impl std::fmt::Debug for State {
@@ -104,6 +105,7 @@ impl State {
             metrics: Metrics::default(),
             signers: Mutex::new((u64::MAX, Arc::new(Vec::new()))),
             ek_trust: None,
+            svid_ca: None,
         }
     }
 

@@ -500,6 +500,8 @@ async fn health_jwks_openapi_dashboard_and_metrics_answer() {
         "/v1/attest",
         "/v1/tpm/enroll",
         "/v1/tpm/activate",
+        "/v1/svid",
+        "/v1/bundle",
         "/v1/results/{id}",
         "/v1/workloads",
         "/v1/workloads/{node}/{name}",
@@ -536,4 +538,112 @@ async fn plain_http_is_refused_off_loopback() {
     };
     let e = vouch_server::start(cfg).await.unwrap_err().to_string();
     assert!(e.contains("loopback"), "{e}");
+}
+
+#[tokio::test]
+async fn svids_only_for_affirming_workloads_with_a_matching_entry() {
+    use rcgen::PublicKeyData;
+    use vouch_core::wire::{SvidRequest, svid_signing_input};
+    use vouch_identity::{Entry, Selector, SpiffeId};
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("db").await;
+    h.trust(&mut agent).await;
+    let sel = |s: &str| Selector::parse(s).unwrap();
+    let id = SpiffeId::parse("spiffe://vouch.local/db").unwrap();
+    let entry = Entry::new(
+        "e-db".into(),
+        &id,
+        vec![
+            sel("vouch:workload:db"),
+            sel("vouch:status:affirming"),
+            sel("unix:uid:1000"),
+        ],
+        600,
+        unix_now(),
+    )
+    .unwrap();
+    h.store.add_entry(&entry).await.unwrap();
+    let leaf = rcgen::KeyPair::generate().unwrap();
+    let pk = B64.encode(leaf.subject_public_key_info());
+    let c = h.client();
+    let ask = |selectors: Vec<&str>, agent: &Agent| {
+        let selectors: Vec<String> = selectors.into_iter().map(String::from).collect();
+        let key_id = agent.enrollment().key_id.clone();
+        SvidRequest {
+            signature: agent
+                .key()
+                .sign_b64(&svid_signing_input(&key_id, "db", &pk, &selectors)),
+            key_id,
+            workload: "db".into(),
+            public_key: pk.clone(),
+            selectors,
+        }
+    };
+    let refused = |r: Result<vouch_core::wire::SvidResponse, AgentError>| match r {
+        Err(e) => e.kind().unwrap(),
+        Ok(v) => panic!("issued: {v:?}"),
+    };
+
+    // Not attested yet: no identity.
+    assert_eq!(
+        refused(c.svid(&ask(vec!["unix:uid:1000"], &agent)).await),
+        ErrorKind::NotAttested
+    );
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        ArStatus::Affirming
+    );
+
+    let r = c.svid(&ask(vec!["unix:uid:1000"], &agent)).await.unwrap();
+    assert_eq!(r.svids.len(), 1);
+    assert_eq!(r.svids[0].spiffe_id, "spiffe://vouch.local/db");
+    let der = B64.decode(&r.svids[0].x509_svid).unwrap();
+    assert_eq!(vouch_rp::svid_spiffe_id(&der).unwrap(), id);
+    // The SVID chains to the bundle, checked by the relying party's SPIFFE verifier.
+    let ca = B64.decode(&r.bundle[0]).unwrap();
+    let td = id.trust_domain().clone();
+    let verifier =
+        vouch_rp::SpiffeVerifier::new(&td, &[ca], vouch_rp::AllowedIds::Only(vec![id.clone()]))
+            .unwrap();
+    use rustls::server::danger::ClientCertVerifier;
+    verifier
+        .verify_client_cert(
+            &rustls::pki_types::CertificateDer::from(der.clone()),
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .unwrap();
+
+    // A workload whose selectors match no entry gets nothing.
+    assert_eq!(
+        refused(c.svid(&ask(vec!["unix:uid:0"], &agent)).await),
+        ErrorKind::NoIdentity
+    );
+    // An agent cannot claim the verifier's own selectors.
+    assert_eq!(
+        refused(
+            c.svid(&ask(
+                vec!["unix:uid:1000", "vouch:status:affirming"],
+                &agent
+            ))
+            .await
+        ),
+        ErrorKind::MalformedRequest
+    );
+    // A request not signed by the agent key.
+    let mut forged = ask(vec!["unix:uid:1000"], &agent);
+    forged.selectors = vec!["unix:uid:1000".into(), "unix:gid:0".into()];
+    assert_eq!(refused(c.svid(&forged).await), ErrorKind::EvidenceSignature);
+
+    // The workload fails attestation: identities stop.
+    std::fs::write(h.path("db.conf"), "tampered\n").unwrap();
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        ArStatus::Contraindicated
+    );
+    assert_eq!(
+        refused(c.svid(&ask(vec!["unix:uid:1000"], &agent)).await),
+        ErrorKind::NotAttested
+    );
+    h.server.shutdown().await;
 }
