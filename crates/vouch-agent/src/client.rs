@@ -124,6 +124,19 @@ impl VerifierClient {
         self.post("/v1/svid", req).await
     }
 
+    /// `POST /v1/jwt-svid`
+    pub async fn jwt_svid(
+        &self,
+        req: &vouch_core::wire::JwtSvidRequest,
+    ) -> Result<Vec<vouch_core::wire::IssuedJwtSvid>, AgentError> {
+        self.post("/v1/jwt-svid", req).await
+    }
+
+    /// `GET /v1/bundle`: the SPIFFE trust bundle.
+    pub async fn bundle(&self) -> Result<serde_json::Value, AgentError> {
+        Self::decode(self.get("/v1/bundle").await?).await
+    }
+
     /// `POST /v1/attest`
     pub async fn attest(&self, req: &AttestRequest) -> Result<AttestationResult, AgentError> {
         self.post("/v1/attest", req).await

@@ -221,6 +221,34 @@ pub fn svid_signing_input(
     v
 }
 
+/// `POST /v1/jwt-svid`: a JWT-SVID for a workload of this node, for an audience.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSvidRequest {
+    /// The enrolled agent key making the request.
+    pub key_id: String,
+    /// The workload (its name on the node); it must be attested affirming.
+    pub workload: String,
+    /// Audiences (at least one).
+    pub audience: Vec<String>,
+    /// Workload selectors the agent observed (`unix:` only).
+    pub selectors: Vec<String>,
+    /// base64url Ed25519 signature by the agent key over
+    /// `svid_signing_input(key_id, workload, "jwt:" + audiences joined by ",", selectors)`.
+    pub signature: String,
+}
+
+/// One issued JWT-SVID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedJwtSvid {
+    /// The SPIFFE ID.
+    pub spiffe_id: String,
+    /// The token.
+    pub token: String,
+    /// Expiry.
+    pub expires_at: UnixSeconds,
+}
+
 /// One issued X.509-SVID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedSvid {

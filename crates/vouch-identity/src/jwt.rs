@@ -59,6 +59,39 @@ impl JwtSvidSigner {
         Ok(Self { kid, key })
     }
 
+    /// From a PKCS#8 document.
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, IdentityError> {
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+            .map_err(|e| j(format!("JWT-SVID key: {e}")))?;
+        let kid = hex::encode(
+            &aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref())
+                .as_ref()[..8],
+        );
+        Ok(Self { kid, key })
+    }
+
+    /// Load the key at `path`, or create it (mode 0600).
+    pub fn load_or_create(path: &std::path::Path) -> Result<Self, IdentityError> {
+        if let Ok(der) = std::fs::read(path) {
+            return Self::from_pkcs8(&der);
+        }
+        let fresh = Self::generate()?;
+        let der = fresh.key.to_pkcs8v1().map_err(|e| j(e.to_string()))?;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| j(e.to_string()))?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| j(format!("{}: {e}", path.display())))?;
+        f.write_all(der.as_ref()).map_err(|e| j(e.to_string()))?;
+        Self::from_pkcs8(der.as_ref())
+    }
+
     /// The key id.
     pub fn kid(&self) -> &str {
         &self.kid

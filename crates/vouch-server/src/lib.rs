@@ -229,6 +229,10 @@ pub async fn start_with_store(
         )
         .map_err(|e| ServerError::Config(format!("SPIFFE CA: {e}")))?,
     );
+    state.jwt_signer = Some(
+        vouch_identity::JwtSvidSigner::load_or_create(&cfg.data_dir.join("spiffe/jwt.key"))
+            .map_err(|e| ServerError::Config(format!("JWT-SVID key: {e}")))?,
+    );
     let state = Arc::new(state);
     let app = routes::router(state.clone());
     let handle = axum_server::Handle::new();

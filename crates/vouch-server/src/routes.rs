@@ -74,6 +74,7 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/tpm/enroll", post(tpm_enroll))
         .route("/v1/tpm/activate", post(tpm_activate))
         .route("/v1/svid", post(svid))
+        .route("/v1/jwt-svid", post(jwt_svid))
         .route("/v1/bundle", get(bundle))
         .route("/v1/results/{id}", get(result))
         .route("/v1/workloads", get(workloads))
@@ -145,6 +146,13 @@ async fn tpm_activate(
 
 async fn svid(AxState(st): AxState<S>, body: Result<ApiJson<SvidRequest>, ApiError>) -> Response {
     handle(body, |r| async move { st.issue_svids(r).await }).await
+}
+
+async fn jwt_svid(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<vouch_core::wire::JwtSvidRequest>, ApiError>,
+) -> Response {
+    handle(body, |r| async move { st.issue_jwt_svids(r).await }).await
 }
 
 async fn bundle(AxState(st): AxState<S>) -> Response {

@@ -70,6 +70,7 @@ pub struct State {
     signers: Mutex<(u64, Arc<Vec<Signer>>)>,
     pub(crate) ek_trust: Option<vouch_tpm::EkTrustStore>,
     pub(crate) svid_ca: Option<vouch_identity::SvidCa>,
+    pub(crate) jwt_signer: Option<vouch_identity::JwtSvidSigner>,
 }
 
 impl std::fmt::Debug for State {
@@ -106,6 +107,7 @@ impl State {
             signers: Mutex::new((u64::MAX, Arc::new(Vec::new()))),
             ek_trust: None,
             svid_ca: None,
+            jwt_signer: None,
         }
     }
 

@@ -1,16 +1,21 @@
-//! Workload identities: X.509-SVIDs only for workloads attested affirming, for the SPIFFE IDs
-//! their registration entries grant.
+//! Workload identities: X.509-SVIDs and JWT-SVIDs only for workloads attested affirming, for
+//! the SPIFFE IDs their registration entries grant.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use vouch_core::ErrorKind;
-use vouch_core::wire::{IssuedSvid, SvidRequest, SvidResponse, svid_signing_input};
+use vouch_core::wire::{
+    IssuedJwtSvid, IssuedSvid, JwtSvidRequest, SvidRequest, SvidResponse, svid_signing_input,
+};
 use vouch_evidence::verify_ed25519;
-use vouch_identity::{Selector, SpiffeId};
+use vouch_identity::{Entry, Selector, SpiffeId};
 
 use crate::ApiError;
 use crate::state::{State, unix_now};
+
+/// JWT-SVIDs are bearer tokens: keep them short-lived whatever the entry says.
+const MAX_JWT_TTL: u64 = 300;
 
 impl State {
     fn ca(&self) -> Result<&vouch_identity::SvidCa, ApiError> {
@@ -19,32 +24,38 @@ impl State {
             .ok_or_else(|| ApiError::new(ErrorKind::Internal, "no SPIFFE CA configured"))
     }
 
-    /// `POST /v1/svid`
-    pub(crate) async fn issue_svids(&self, req: SvidRequest) -> Result<SvidResponse, ApiError> {
-        let key = self.store.agent_key(&req.key_id).await?.ok_or_else(|| {
+    /// The entries that grant identities to `workload` of the node behind `key_id`, after
+    /// checking the request signature (over `bound`: the public key, or the audiences) and
+    /// that the verifier currently holds the workload affirming.
+    async fn granted(
+        &self,
+        key_id: &str,
+        workload: &str,
+        bound: &str,
+        selectors: &[String],
+        signature: &str,
+    ) -> Result<Vec<Entry>, ApiError> {
+        let key = self.store.agent_key(key_id).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorKind::UnknownKey,
-                format!("key {:?} is not enrolled", req.key_id),
+                format!("key {key_id:?} is not enrolled"),
             )
         })?;
-        let msg = svid_signing_input(&req.key_id, &req.workload, &req.public_key, &req.selectors);
-        if !verify_ed25519(&key.public_key, &msg, &req.signature) {
+        let msg = svid_signing_input(key_id, workload, bound, selectors);
+        if !verify_ed25519(&key.public_key, &msg, signature) {
             return Err(ApiError::new(
                 ErrorKind::EvidenceSignature,
                 "SVID request is not signed by the agent key it names",
             ));
         }
-        if req.selectors.len() > 64 || req.public_key.len() > 2048 {
+        if selectors.len() > 64 || bound.len() > 2048 {
             return Err(ApiError::new(
                 ErrorKind::MalformedRequest,
                 "request too large",
             ));
         }
-        let spki = URL_SAFE_NO_PAD.decode(&req.public_key).map_err(|_| {
-            ApiError::new(ErrorKind::MalformedRequest, "public_key is not base64url")
-        })?;
         let mut available = Vec::new();
-        for s in &req.selectors {
+        for s in selectors {
             let sel = Selector::parse(s)
                 .map_err(|e| ApiError::new(ErrorKind::MalformedRequest, e.to_string()))?;
             if sel.kind != "unix" {
@@ -56,7 +67,7 @@ impl State {
             available.push(sel);
         }
         // The verifier's own word about the node and workload.
-        let workload_id = format!("{}/{}", key.node_id, req.workload);
+        let workload_id = format!("{}/{}", key.node_id, workload);
         let w = self.store.workload(&workload_id).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorKind::NotAttested,
@@ -75,7 +86,7 @@ impl State {
         }
         for s in [
             format!("vouch:node:{}", key.node_id),
-            format!("vouch:workload:{}", req.workload),
+            format!("vouch:workload:{workload}"),
             "vouch:status:affirming".to_string(),
         ] {
             available.push(
@@ -84,19 +95,39 @@ impl State {
             );
         }
         let entries = self.store.entries().await?;
-        let matched = vouch_identity::matching(&entries, &available);
+        let matched: Vec<Entry> = vouch_identity::matching(&entries, &available)
+            .into_iter()
+            .cloned()
+            .collect();
         if matched.is_empty() {
             return Err(ApiError::new(
                 ErrorKind::NoIdentity,
                 format!(
-                    "no registration entry matches workload {workload_id} with selectors {:?}",
-                    req.selectors
+                    "no registration entry matches workload {workload_id} with selectors {selectors:?}"
                 ),
             ));
         }
+        Ok(matched)
+    }
+
+    /// `POST /v1/svid`
+    pub(crate) async fn issue_svids(&self, req: SvidRequest) -> Result<SvidResponse, ApiError> {
+        let matched = self
+            .granted(
+                &req.key_id,
+                &req.workload,
+                &req.public_key,
+                &req.selectors,
+                &req.signature,
+            )
+            .await?;
+        let spki = URL_SAFE_NO_PAD.decode(&req.public_key).map_err(|_| {
+            ApiError::new(ErrorKind::MalformedRequest, "public_key is not base64url")
+        })?;
+        let now = unix_now();
         let ca = self.ca()?;
         let mut svids = Vec::new();
-        for e in matched {
+        for e in &matched {
             let id = SpiffeId::parse(&e.spiffe_id)
                 .map_err(|err| ApiError::new(ErrorKind::Internal, err.to_string()))?;
             let ttl = e.ttl.min(self.cfg.svid_ttl);
@@ -109,16 +140,65 @@ impl State {
                 expires_at: now + ttl,
             });
         }
-        tracing::info!(workload = %workload_id, count = svids.len(), "X.509-SVIDs issued");
+        tracing::info!(workload = %req.workload, count = svids.len(), "X.509-SVIDs issued");
         Ok(SvidResponse {
             svids,
             bundle: vec![URL_SAFE_NO_PAD.encode(ca.cert_der())],
         })
     }
 
-    /// The SPIFFE bundle of the trust domain.
+    /// `POST /v1/jwt-svid`
+    pub(crate) async fn issue_jwt_svids(
+        &self,
+        req: JwtSvidRequest,
+    ) -> Result<Vec<IssuedJwtSvid>, ApiError> {
+        if req.audience.is_empty()
+            || req
+                .audience
+                .iter()
+                .any(|a| a.is_empty() || a.len() > 256 || a.contains(','))
+        {
+            return Err(ApiError::new(
+                ErrorKind::MalformedRequest,
+                "a JWT-SVID needs one or more non-empty audiences without commas",
+            ));
+        }
+        let bound = format!("jwt:{}", req.audience.join(","));
+        let matched = self
+            .granted(
+                &req.key_id,
+                &req.workload,
+                &bound,
+                &req.selectors,
+                &req.signature,
+            )
+            .await?;
+        let signer = self
+            .jwt_signer
+            .as_ref()
+            .ok_or_else(|| ApiError::new(ErrorKind::Internal, "no JWT-SVID key"))?;
+        let now = unix_now();
+        let mut out = Vec::new();
+        for e in &matched {
+            let id = SpiffeId::parse(&e.spiffe_id)
+                .map_err(|err| ApiError::new(ErrorKind::Internal, err.to_string()))?;
+            let ttl = e.ttl.min(self.cfg.svid_ttl).min(MAX_JWT_TTL);
+            let token = signer
+                .sign(&id, &req.audience, ttl, now)
+                .map_err(|err| ApiError::new(ErrorKind::Internal, err.to_string()))?;
+            out.push(IssuedJwtSvid {
+                spiffe_id: id.to_string(),
+                token,
+                expires_at: now + ttl,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The SPIFFE bundle of the trust domain: X.509 authorities and JWT-SVID keys.
     pub(crate) fn spiffe_bundle(&self) -> Result<serde_json::Value, ApiError> {
         let ca = self.ca()?;
-        Ok(vouch_identity::bundle_jwks(&[ca.cert_der()], &[], 1, 300))
+        let jwt: Vec<serde_json::Value> = self.jwt_signer.iter().map(|s| s.jwk()).collect();
+        Ok(vouch_identity::bundle_jwks(&[ca.cert_der()], &jwt, 1, 300))
     }
 }

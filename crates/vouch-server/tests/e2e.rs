@@ -501,6 +501,7 @@ async fn health_jwks_openapi_dashboard_and_metrics_answer() {
         "/v1/tpm/enroll",
         "/v1/tpm/activate",
         "/v1/svid",
+        "/v1/jwt-svid",
         "/v1/bundle",
         "/v1/results/{id}",
         "/v1/workloads",
