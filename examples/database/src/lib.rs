@@ -117,3 +117,36 @@ async fn query(
 pub fn router(db: Arc<Db>) -> Router {
     Router::new().route("/query", post(query)).with_state(db)
 }
+
+/// Serve the database over mTLS: only peers presenting an X.509-SVID of `trust_domain` that
+/// chains to `bundle` and names one of `allowed` complete the handshake, so every request that
+/// reaches a handler comes from an accepted workload. (Requests still present their attestation
+/// result as before: identity at the transport, current state in the EAR.)
+pub async fn serve_mtls(
+    listener: std::net::TcpListener,
+    db: Arc<Db>,
+    trust_domain: &vouch_identity::TrustDomain,
+    bundle: &[Vec<u8>],
+    allowed: Vec<vouch_identity::SpiffeId>,
+    server_svid: Vec<u8>,
+    server_key_pkcs8: Vec<u8>,
+) -> anyhow::Result<()> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let verifier =
+        vouch_rp::SpiffeVerifier::new(trust_domain, bundle, vouch_rp::AllowedIds::Only(allowed))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_client_cert_verifier(verifier)
+    .with_single_cert(
+        vec![CertificateDer::from(server_svid)],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key_pkcs8)),
+    )?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cfg));
+    axum_server::tls_rustls::from_tcp_rustls(listener, tls)?
+        .serve(router(db).into_make_service())
+        .await?;
+    Ok(())
+}

@@ -90,3 +90,127 @@ async fn only_an_affirming_caller_reaches_the_database() {
     assert!(body.contains("contraindicated"), "{body}");
     server.shutdown().await;
 }
+
+/// The database over mTLS with X.509-SVIDs; OpenSSL's s_client (a client no one here wrote)
+/// completes the handshake with an accepted workload's SVID, and is refused without one or with
+/// another workload's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_over_mtls_with_svids_and_openssl_s_client() {
+    use rcgen::PublicKeyData;
+    use vouch_identity::{SpiffeId, SvidCa, TrustDomain};
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let td = TrustDomain::parse("vouch.local").unwrap();
+    let ca = SvidCa::generate(&td, 86_400, now).unwrap();
+    let svid = |path: &str| {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let id = SpiffeId::new(&td, path).unwrap();
+        let der = ca
+            .issue(&id, &k.subject_public_key_info(), 3600, now)
+            .unwrap();
+        (der, k)
+    };
+    let (server_der, server_key) = svid("/database");
+    let app_id = SpiffeId::new(&td, "/app").unwrap();
+
+    let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+    let fetch: JwksSource = Arc::new(move || Box::pin(async move { Ok(jwks.to_string()) }));
+    let db = Db::new(fetch, Requirements::default()).await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bundle = vec![ca.cert_der().to_vec()];
+    let td2 = td.clone();
+    tokio::spawn(async move {
+        vouch_example_database::serve_mtls(
+            listener,
+            db,
+            &td2,
+            &bundle,
+            vec![app_id],
+            server_der,
+            server_key.serialize_der(),
+        )
+        .await
+    });
+
+    let pem = |der: &[u8]| {
+        use base64::Engine as _;
+        let b = base64::engine::general_purpose::STANDARD.encode(der);
+        let body: Vec<&str> = b
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            body.join("\n")
+        )
+    };
+    std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+    for (name, path) in [("app", "/app"), ("intruder", "/intruder")] {
+        let (der, key) = svid(path);
+        std::fs::write(dir.path().join(format!("{name}.pem")), pem(&der)).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+    let request = "POST /query HTTP/1.1\r\nHost: database\r\nContent-Type: application/json\r\nContent-Length: 21\r\nConnection: close\r\n\r\n{\"table\":\"customers\"}";
+    let s_client = |who: Option<&str>| {
+        let d = dir.path().to_path_buf();
+        let who = who.map(str::to_string);
+        let request = request.to_string();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut cmd = std::process::Command::new("timeout");
+            cmd.args([
+                "20",
+                "openssl",
+                "s_client",
+                "-quiet",
+                "-verify_return_error",
+                "-connect",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-CAfile")
+            .arg(d.join("ca.pem"));
+            if let Some(w) = &who {
+                cmd.arg("-cert").arg(d.join(format!("{w}.pem")));
+                cmd.arg("-key").arg(d.join(format!("{w}.key")));
+            }
+            let mut child = cmd
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(request.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    // Wait for the listener to serve.
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ok = s_client(Some("app")).await.unwrap();
+    // The handshake completed and the request reached the service, which then asks for the
+    // attestation result (none was sent).
+    assert!(ok.contains("HTTP/1.1 401"), "{ok}");
+    let intruder = s_client(Some("intruder")).await.unwrap();
+    assert!(!intruder.contains("HTTP/1.1"), "{intruder}");
+    let anonymous = s_client(None).await.unwrap();
+    assert!(!anonymous.contains("HTTP/1.1"), "{anonymous}");
+}
