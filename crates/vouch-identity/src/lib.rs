@@ -13,4 +13,4 @@ pub use entry::{Entry, Selector, matching};
 pub use error::IdentityError;
 pub use jwt::{JwtSvidClaims, JwtSvidSigner, JwtSvidValidator};
 pub use spiffe_id::{SpiffeId, TrustDomain};
-pub use x509::{SvidCa, bundle_jwks};
+pub use x509::{SvidCa, bundle_jwks, cert_to_pem};

@@ -154,6 +154,18 @@ impl SvidCa {
     }
 }
 
+/// PEM of a DER certificate (64-column base64), as `openssl` and most tools expect.
+pub fn cert_to_pem(der: &[u8]) -> String {
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 fn pem_body(pem: &str) -> Result<Vec<u8>, IdentityError> {
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     base64::engine::general_purpose::STANDARD

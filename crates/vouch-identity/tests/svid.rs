@@ -4,7 +4,9 @@
 
 use rcgen::PublicKeyData;
 use std::process::Command;
-use vouch_identity::{JwtSvidSigner, JwtSvidValidator, SpiffeId, SvidCa, TrustDomain, bundle_jwks};
+use vouch_identity::{
+    JwtSvidSigner, JwtSvidValidator, SpiffeId, SvidCa, TrustDomain, bundle_jwks, cert_to_pem,
+};
 
 const NOW: u64 = 1_795_000_000;
 
@@ -13,20 +15,6 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn pem(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
 }
 
 fn openssl(args: &[&str]) -> (bool, String) {
@@ -57,7 +45,7 @@ fn x509_svid_follows_the_standard_and_openssl_verifies_it() {
         .unwrap();
     let (ca_p, leaf_p) = (d.path().join("ca.pem"), d.path().join("leaf.pem"));
     std::fs::write(&ca_p, ca.cert_pem()).unwrap();
-    std::fs::write(&leaf_p, pem(&der)).unwrap();
+    std::fs::write(&leaf_p, cert_to_pem(&der)).unwrap();
     let (ok, out) = openssl(&[
         "verify",
         "-CAfile",
@@ -116,9 +104,11 @@ fn x509_svid_follows_the_standard_and_openssl_verifies_it() {
     assert_eq!(again.cert_der(), ca.cert_der());
     std::fs::write(
         &leaf_p,
-        pem(&again
-            .issue(&id, &leaf_key.subject_public_key_info(), 60, t)
-            .unwrap()),
+        cert_to_pem(
+            &again
+                .issue(&id, &leaf_key.subject_public_key_info(), 60, t)
+                .unwrap(),
+        ),
     )
     .unwrap();
     let (ok, out) = openssl(&[

@@ -136,23 +136,14 @@ async fn database_over_mtls_with_svids_and_openssl_s_client() {
         .await
     });
 
-    let pem = |der: &[u8]| {
-        use base64::Engine as _;
-        let b = base64::engine::general_purpose::STANDARD.encode(der);
-        let body: Vec<&str> = b
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect();
-        format!(
-            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            body.join("\n")
-        )
-    };
     std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
     for (name, path) in [("app", "/app"), ("intruder", "/intruder")] {
         let (der, key) = svid(path);
-        std::fs::write(dir.path().join(format!("{name}.pem")), pem(&der)).unwrap();
+        std::fs::write(
+            dir.path().join(format!("{name}.pem")),
+            vouch_identity::cert_to_pem(&der),
+        )
+        .unwrap();
         std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
     }
     let request = "POST /query HTTP/1.1\r\nHost: database\r\nContent-Type: application/json\r\nContent-Length: 21\r\nConnection: close\r\n\r\n{\"table\":\"customers\"}";
