@@ -91,6 +91,46 @@ deny contains f if {
 	}
 }
 
+# --- measured boot (the firmware event log, replayed to the quoted PCRs) ----------------------
+
+# `vouch refvalue add boot required yes`: TPM evidence must carry an event log that replays.
+deny contains f if {
+	input.evidence.kind == "tpm"
+	refs("boot").required
+	not input.tpm.eventlog
+	f := {
+		"rule": "boot",
+		"claim": "executables",
+		"msg": "policy requires a measured-boot event log and the evidence has none",
+	}
+}
+
+# `vouch refvalue add boot secure_boot yes`: the measured SecureBoot variable must be 1.
+deny contains f if {
+	input.evidence.kind == "tpm"
+	refs("boot").secure_boot
+	not input.tpm.eventlog.secure_boot == true
+	f := {
+		"rule": "secure_boot",
+		"claim": "configuration",
+		"msg": sprintf("policy requires UEFI Secure Boot; the event log says %v", [object.get(object.get(input.tpm, "eventlog", {}), "secure_boot", "nothing")]),
+	}
+}
+
+# `vouch refvalue add boot_digest boot_loader <sha256>` (or `kernel`): the boot loader or
+# kernel that the event log shows in PCR 4 must be one of the registered digests.
+deny contains f if {
+	input.evidence.kind == "tpm"
+	some which, allowed in refs("boot_digest")
+	found := object.get(object.get(input.tpm, "eventlog", {}), which, null)
+	not found in allowed
+	f := {
+		"rule": "boot_digest",
+		"claim": "executables",
+		"msg": sprintf("measured %s is %v, not a reference value", [which, found]),
+	}
+}
+
 # IMA: files measured since boot that the allow/deny lists (reference kinds `ima_allow`
 # path → sha256, `ima_deny` sha256 → reason) refuse. Failures stay until the TPM resets.
 deny contains f if {

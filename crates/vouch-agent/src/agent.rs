@@ -244,10 +244,10 @@ impl Agent {
         let bytes = serde_json::to_vec(&m).map_err(|e| AgentError::Protocol(e.to_string()))?;
         let extra = vouch_core::tpm_extra_data(nonce, self.key.public_key(), &bytes);
         let start = self.ima_sent;
-        let (q, ima) = blocking(move || {
+        let (q, ima, eventlog) = blocking(move || {
             let q = tpm.quote(&extra)?;
             let ima = tpm.ima_slice(start)?;
-            Ok((q, ima))
+            Ok((q, ima, tpm.eventlog()?))
         })
         .await?;
         let payload = vouch_core::TpmPayload {
@@ -256,6 +256,7 @@ impl Agent {
             quote_signature: B64.encode(&q.signature),
             pcrs: q.pcrs.to_hex(),
             ima,
+            eventlog: eventlog.map(|l| B64.encode(l)),
         };
         let payload = B64
             .encode(serde_json::to_vec(&payload).map_err(|e| AgentError::Protocol(e.to_string()))?);

@@ -36,6 +36,8 @@ pub struct TpmConfig {
     /// The IMA measurement list to send with quotes (PCR 10 must be quoted); the kernel's is
     /// `/sys/kernel/security/ima/ascii_runtime_measurements`.
     pub ima_log: Option<PathBuf>,
+    /// The firmware event log to send with quotes; skipped when the file does not exist.
+    pub eventlog: Option<PathBuf>,
     /// A persistent EK handle to use instead of creating the EK from its template. When unset,
     /// the TCG default for RSA (`0x81010001`) is used if it holds a key.
     #[serde(default)]
@@ -47,12 +49,16 @@ impl Default for TpmConfig {
         Self {
             tcti: "device:/dev/tpmrm0".into(),
             key_alg: "rsa".into(),
-            pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 10, 14],
+            pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14],
             ima_log: None,
+            eventlog: Some(PathBuf::from(DEFAULT_EVENTLOG)),
             ek_handle: None,
         }
     }
 }
+
+/// Where Linux exposes the firmware's TCG event log.
+pub const DEFAULT_EVENTLOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 
 /// TCG EK Credential Profile: the persistent handle of the RSA 2048 EK.
 const RSA_EK_PERSISTENT: u32 = 0x8101_0001;
@@ -273,6 +279,26 @@ impl Tpm {
             .flat_map(|l| [l, "\n"])
             .collect();
         Ok(Some(vouch_core::ImaSlice { start, log }))
+    }
+
+    /// The firmware event log, when configured and present.
+    pub fn eventlog(&self) -> Result<Option<Vec<u8>>, AgentError> {
+        let Some(path) = &self.cfg.eventlog else {
+            return Ok(None);
+        };
+        match std::fs::read(path) {
+            Ok(b) if b.len() > vouch_tpm::MAX_EVENT_LOG => Err(AgentError::Config(format!(
+                "event log {} is {} bytes, more than the verifier accepts ({})",
+                path.display(),
+                b.len(),
+                vouch_tpm::MAX_EVENT_LOG
+            ))),
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(format!("reading the event log {}", path.display()))(
+                e,
+            )),
+        }
     }
 
     /// Quote the configured SHA-256 PCRs with `extra_data` and read their values.

@@ -184,6 +184,9 @@ pub struct TpmPayload {
     /// IMA measurement-list lines from entry `start` on (`ascii_runtime_measurements`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ima: Option<ImaSlice>,
+    /// base64url of the firmware event log (`binary_bios_measurements`), when the node has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eventlog: Option<String>,
 }
 
 /// A slice of the IMA measurement list.

@@ -254,6 +254,10 @@ impl EvidenceVerifier for TpmVerifier {
         )?;
         vouch_tpm::check_clock_progress(tpm.last_clock.as_ref(), &q.clock)?;
         let (ima_claims, tpm_ima) = ima(tpm, &p, &pcrs, &q.clock)?;
+        let boot = match &p.eventlog {
+            Some(log) => eventlog(log, &pcrs)?,
+            None => Value::Null,
+        };
         let mut claims = claims_of(&m, evidence, true, ctx.signers);
         claims["evidence"]["hardware_backed"] = json!(true);
         claims["tpm"] = json!({
@@ -264,6 +268,7 @@ impl EvidenceVerifier for TpmVerifier {
             "qualified_signer": q.qualified_signer,
             "ek_issuer": tpm.ek_issuer,
             "ima": ima_claims,
+            "eventlog": boot,
         });
         Ok(VerifiedEvidence {
             claims,
@@ -274,6 +279,24 @@ impl EvidenceVerifier for TpmVerifier {
             tpm_ima,
         })
     }
+}
+
+/// Parse the firmware event log, require that it replays to the quoted PCRs, and derive the
+/// boot claims from the PCRs it was checked against (SHA-256 preferred).
+fn eventlog(log: &str, pcrs: &vouch_tpm::PcrValues) -> Result<Value, EvidenceError> {
+    if log.len() > vouch_tpm::MAX_EVENT_LOG.div_ceil(3) * 4 {
+        return Err(EvidenceError::Malformed("event log too large".into()));
+    }
+    let log = vouch_tpm::EventLog::parse(&b64(log, "eventlog")?)?;
+    let checked = log.check(pcrs)?;
+    let (bank, verified) = checked
+        .get_key_value(&vouch_tpm::HashAlg::Sha256)
+        .or_else(|| checked.iter().next())
+        .ok_or_else(|| EvidenceError::Malformed("event log checked against no bank".into()))?;
+    let mut claims = serde_json::to_value(log.claims(*bank, verified))
+        .map_err(|e| EvidenceError::Malformed(e.to_string()))?;
+    claims["verified_pcrs"] = json!(verified);
+    Ok(claims)
 }
 
 /// Replay the IMA slice (if any) to the quoted PCR 10 and appraise the new entries against the

@@ -37,7 +37,7 @@ async fn server(ca_dir: std::path::PathBuf) -> Setup {
 }
 
 async fn agent(s: &Setup, tpm: &Swtpm, name: &str) -> Result<Agent, vouch_agent::AgentError> {
-    agent_with(s, tpm, name, vec![0, 1, 2, 3, 4, 5, 6, 7, 16], None).await
+    agent_with(s, tpm, name, vec![0, 1, 2, 3, 4, 5, 6, 7, 16], None, None).await
 }
 
 async fn agent_with(
@@ -46,6 +46,7 @@ async fn agent_with(
     name: &str,
     pcrs: Vec<u8>,
     ima_log: Option<std::path::PathBuf>,
+    eventlog: Option<std::path::PathBuf>,
 ) -> Result<Agent, vouch_agent::AgentError> {
     let exe = s.dir.path().join(format!("{name}.bin"));
     std::fs::write(&exe, name).unwrap();
@@ -71,6 +72,7 @@ async fn agent_with(
             key_alg: "rsa".into(),
             pcrs,
             ima_log,
+            eventlog,
             ek_handle: None,
         }),
         ..AgentConfig::default()
@@ -195,6 +197,7 @@ async fn tpm_backed_attestation_end_to_end() {
             key_alg: "rsa".into(),
             pcrs: vec![16],
             ima_log: None,
+            eventlog: None,
             ek_handle: None,
         },
         &s.dir.path().join("agent-app/tpm"),
@@ -279,7 +282,7 @@ async fn ima_log_replays_incrementally_and_denied_files_stay_denied() {
     for l in REAL_IMA {
         measure(&tpm, &log, l);
     }
-    let mut a = agent_with(&s, &tpm, "ima", vec![10, 16], Some(log.clone()))
+    let mut a = agent_with(&s, &tpm, "ima", vec![10, 16], Some(log.clone()), None)
         .await
         .unwrap();
     let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("ima.bin")).unwrap();
@@ -323,7 +326,7 @@ async fn ima_log_replays_incrementally_and_denied_files_stay_denied() {
         .replace("/tmp/xmrig", "/tmp/xmriG");
     std::fs::write(&log, tampered).unwrap();
     drop(a);
-    let mut fresh = agent_with(&s, &tpm, "ima", vec![10, 16], Some(log.clone()))
+    let mut fresh = agent_with(&s, &tpm, "ima", vec![10, 16], Some(log.clone()), None)
         .await
         .unwrap();
     let e = fresh.attest_once().await.unwrap_err();
@@ -344,4 +347,82 @@ async fn ima_log_replays_incrementally_and_denied_files_stay_denied() {
     assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
     assert!(e.to_string().contains("does not replay"), "{e}");
     s.server.shutdown().await;
+}
+
+/// The real SeaBIOS event log (vouch-tpm/tests/data) is replayed into the swtpm's PCRs 0–7, as
+/// the firmware would have extended them; the agent sends it with each quote.
+fn boot_like_seabios(tpm: &Swtpm) -> std::path::PathBuf {
+    let path = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../vouch-tpm/tests/data/seabios_qemu_binary_bios_measurements"
+    ));
+    let log = vouch_tpm::EventLog::parse(&std::fs::read(&path).unwrap()).unwrap();
+    for e in &log.events {
+        if e.event_type != vouch_tpm::EV_NO_ACTION {
+            let d = e.digest(vouch_tpm::HashAlg::Sha256).unwrap();
+            tpm.extend(e.pcr, "sha256", &hex::encode(d));
+        }
+    }
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measured_boot_event_log_replays_and_gates_the_result() {
+    let tpm = Swtpm::start("sha256");
+    let log = boot_like_seabios(&tpm);
+    let s = server(tpm.path("ca")).await;
+    let pcrs: Vec<u8> = (0..10).collect();
+    let mut a = agent_with(&s, &tpm, "boot", pcrs.clone(), None, Some(log.clone()))
+        .await
+        .unwrap();
+    refvalue(&s, "boot", "required", "yes").await;
+    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("boot.bin")).unwrap();
+    refvalue(&s, "executable", "boot", &exe_sha).await;
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    let rec = s
+        .store
+        .attestation(&r.attestation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let boot = &rec.claims["tpm"]["eventlog"];
+    assert_eq!(boot["events"], 17, "{boot}");
+    assert_eq!(boot["actions"][1], "Calling INT 19h");
+    assert_eq!(
+        boot["verified_pcrs"],
+        serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7])
+    );
+
+    // Secure Boot required: SeaBIOS has none, so the result turns contraindicated.
+    refvalue(&s, "boot", "secure_boot", "yes").await;
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated);
+    assert!(
+        r.reasons.iter().any(|x| x.contains("Secure Boot")),
+        "{:?}",
+        r.reasons
+    );
+
+    // A log that does not replay to the quoted PCRs is refused outright.
+    let tampered = s.dir.path().join("tampered_log");
+    // One flipped byte in the first measured event's digest.
+    let mut bytes = std::fs::read(&log).unwrap();
+    let first = 32 + u32::from_le_bytes(bytes[28..32].try_into().unwrap()) as usize;
+    bytes[first + 14] ^= 0x01;
+    std::fs::write(&tampered, &bytes).unwrap();
+    drop(a);
+    let mut bad = agent_with(&s, &tpm, "boot", pcrs.clone(), None, Some(tampered))
+        .await
+        .unwrap();
+    let e = bad.attest_once().await.unwrap_err();
+    assert!(e.to_string().contains("event log replays"), "{e}");
+
+    // A PCR extended after boot (outside the log) no longer matches the log either.
+    tpm.extend(4, "sha256", "aa");
+    let mut a = agent_with(&s, &tpm, "boot", pcrs, None, Some(log))
+        .await
+        .unwrap();
+    let e = a.attest_once().await.unwrap_err();
+    assert!(e.to_string().contains("PCR 4"), "{e}");
 }

@@ -84,6 +84,18 @@ pub enum TpmError {
     /// The EK certificate is invalid, untrusted, or for another key.
     #[error("EK certificate: {0}")]
     EkCertificate(String),
+    /// The event log does not replay to a quoted PCR.
+    #[error("event log replays {bank} PCR {pcr} to {replayed}, but the quote says {quoted}")]
+    EventLogReplay {
+        /// Bank.
+        bank: String,
+        /// PCR index.
+        pcr: u8,
+        /// The replayed value.
+        replayed: String,
+        /// The quoted value.
+        quoted: String,
+    },
     /// Input in the tpm2-tools file formats could not be read.
     #[error("tpm2-tools file: {0}")]
     Tpm2Tools(String),

@@ -20,6 +20,7 @@ mod buf;
 mod credential;
 mod ekcert;
 mod error;
+mod eventlog;
 mod ima;
 mod pcrs;
 mod public;
@@ -32,6 +33,10 @@ pub use buf::Reader;
 pub use credential::{MadeCredential, kdfa, kdfe, make_credential};
 pub use ekcert::{EkCertInfo, EkTrustStore};
 pub use error::TpmError;
+pub use eventlog::{
+    EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_VARIABLE_DRIVER_CONFIG, EV_NO_ACTION, EV_SEPARATOR,
+    Event, EventLog, EventLogClaims, MAX_EVENT_LOG, SpecId, event_type_name,
+};
 pub use ima::{ImaEntry, ImaState, parse_ima_log};
 pub use pcrs::{PcrBank, PcrValues, parse_tpm2_tools_pcrs};
 pub use public::{ObjectAttributes, PublicKey, TpmtPublic, qualified_name};

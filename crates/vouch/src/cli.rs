@@ -75,9 +75,13 @@ pub struct AgentArgs {
     /// TPM key algorithm: rsa or ecc.
     #[arg(long, value_parser = ["rsa", "ecc"])]
     pub tpm_key_alg: Option<String>,
-    /// SHA-256 PCRs to quote, comma-separated (default 0-7,10,14).
+    /// SHA-256 PCRs to quote, comma-separated (default 0-10,14).
     #[arg(long, value_delimiter = ',')]
     pub tpm_pcrs: Vec<u8>,
+    /// Firmware event log to send with quotes
+    /// (default /sys/kernel/security/tpm0/binary_bios_measurements, when present).
+    #[arg(long)]
+    pub tpm_eventlog: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -338,6 +342,16 @@ pub enum TpmCmd {
         /// Also accept SHA-1 (signatures and PCR banks). Off: SHA-1 is a downgrade.
         #[arg(long)]
         allow_sha1: bool,
+    },
+    /// Parse and replay a firmware event log (`binary_bios_measurements`): every event, the
+    /// PCR values it replays to, and the boot claims. With `--pcrs`, check the replay against
+    /// quoted PCR values (`tpm2_quote -o` / `tpm2_pcrread -o` format); exit 1 on a mismatch.
+    Eventlog {
+        /// The binary event log.
+        file: PathBuf,
+        /// PCR values to check the replay against.
+        #[arg(long)]
+        pcrs: Option<PathBuf>,
     },
     /// Measure quote verification against the raw signature check, in one run.
     Bench {

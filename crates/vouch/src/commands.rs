@@ -134,7 +134,11 @@ pub fn agent_config(file: &FileConfig, a: &AgentArgs) -> AgentConfig {
     if let Some(v) = &a.result_audience {
         cfg.result_audience = Some(v.clone());
     }
-    if a.tpm_tcti.is_some() || a.tpm_key_alg.is_some() || !a.tpm_pcrs.is_empty() {
+    if a.tpm_tcti.is_some()
+        || a.tpm_key_alg.is_some()
+        || !a.tpm_pcrs.is_empty()
+        || a.tpm_eventlog.is_some()
+    {
         let mut t = cfg.tpm.clone().unwrap_or_default();
         if let Some(v) = &a.tpm_tcti {
             t.tcti = v.clone();
@@ -144,6 +148,9 @@ pub fn agent_config(file: &FileConfig, a: &AgentArgs) -> AgentConfig {
         }
         if !a.tpm_pcrs.is_empty() {
             t.pcrs = a.tpm_pcrs.clone();
+        }
+        if let Some(v) = &a.tpm_eventlog {
+            t.eventlog = Some(v.clone());
         }
         cfg.tpm = Some(t);
     }

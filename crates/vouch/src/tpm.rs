@@ -35,6 +35,7 @@ pub fn run(cmd: TpmCmd, json: bool) -> Result<ExitCode> {
             allow_sha1,
         } => (ak, ek, message, signature, pcrs, nonce, allow_sha1),
         TpmCmd::Bench { evidence, tcti, n } => return bench(&evidence, tcti, n, json),
+        TpmCmd::Eventlog { file, pcrs } => return eventlog(&file, pcrs.as_deref(), json),
     };
     let ak_bytes = read(&ak)?;
     let ak_key = match TpmtPublic::from_tpm2b(&ak_bytes) {
@@ -165,6 +166,7 @@ fn tpm_case(tcti: &str, alg: &str) -> Result<Case> {
             key_alg: alg.into(),
             pcrs: (0..8).collect(),
             ima_log: None,
+            eventlog: None,
             ek_handle: None,
         },
         &dir,
@@ -236,4 +238,137 @@ fn bench(evidence: &Path, tcti: Option<String>, n: u32, json: bool) -> Result<Ex
         output::json(&report)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `vouch tpm eventlog FILE [--pcrs FILE]`
+fn eventlog(
+    file: &std::path::Path,
+    pcrs: Option<&std::path::Path>,
+    json: bool,
+) -> Result<ExitCode> {
+    let log = vouch_tpm::EventLog::parse(&read(file)?)
+        .with_context(|| format!("{} is not a TCG event log", file.display()))?;
+    let replayed = log.replay();
+    let quoted = match pcrs {
+        Some(p) => Some(vouch_tpm::parse_tpm2_tools_pcrs(&read(p)?)?),
+        None => None,
+    };
+    let check = quoted.as_ref().map(|q| log.check(q));
+    // Claims over every PCR the log touches (when checked: over those the check covered).
+    let (bank, verified) = match &check {
+        Some(Ok(c)) => c
+            .iter()
+            .find(|(b, _)| **b == vouch_tpm::HashAlg::Sha256)
+            .or_else(|| c.iter().next())
+            .map(|(b, s)| (*b, s.clone()))
+            .context("no bank checked")?,
+        _ => {
+            let bank = log
+                .banks()
+                .into_iter()
+                .find(|b| *b == vouch_tpm::HashAlg::Sha256)
+                .or_else(|| log.banks().first().copied())
+                .context("the event log has no bank this verifier can hash")?;
+            (bank, (0..24).collect())
+        }
+    };
+    let claims = log.claims(bank, &verified);
+    if json {
+        let events: Vec<_> = log
+            .events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "index": e.index,
+                    "pcr": e.pcr,
+                    "type": vouch_tpm::event_type_name(e.event_type),
+                    "digests": e.digests.iter().map(|(a, d)| (
+                        vouch_tpm::HashAlg::from_id(*a).map(|h| h.name().to_string())
+                            .unwrap_or_else(|_| format!("0x{a:04x}")),
+                        hex::encode(d),
+                    )).collect::<std::collections::BTreeMap<_, _>>(),
+                    "data_measured": e.data_is_measured(bank),
+                    "data": hex::encode(&e.data),
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "spec": log.spec,
+            "startup_locality": log.startup_locality,
+            "events": events,
+            "replayed": replayed.to_hex(),
+            "check": check.as_ref().map(|c| match c {
+                Ok(_) => serde_json::json!({"ok": true}),
+                Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
+            }),
+            "claims": claims,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        match &log.spec {
+            Some(s) => {
+                let algs: Vec<String> = s
+                    .algorithms
+                    .iter()
+                    .map(|(a, _)| {
+                        vouch_tpm::HashAlg::from_id(*a)
+                            .map(|h| h.name().to_string())
+                            .unwrap_or_else(|_| format!("0x{a:04x}"))
+                    })
+                    .collect();
+                println!(
+                    "crypto-agile log, spec {}.{} errata {}, banks {}",
+                    s.spec_version.0,
+                    s.spec_version.1,
+                    s.spec_version.2,
+                    algs.join(",")
+                );
+            }
+            None => println!("legacy SHA-1 log"),
+        }
+        for e in &log.events {
+            let d = e.digest(bank).map(hex::encode).unwrap_or_default();
+            let text = if e.data_is_measured(bank)
+                && e.data
+                    .iter()
+                    .all(|b| b.is_ascii_graphic() || *b == b' ' || *b == 0)
+            {
+                format!(
+                    " {:?}",
+                    String::from_utf8_lossy(&e.data).trim_end_matches('\0')
+                )
+            } else {
+                format!(" ({} bytes)", e.data.len())
+            };
+            println!(
+                "{:4} PCR{:<2} {:<34} {}:{}{}",
+                e.index,
+                e.pcr,
+                vouch_tpm::event_type_name(e.event_type),
+                bank.name(),
+                d,
+                text
+            );
+        }
+        println!("replayed:");
+        for (b, values) in &replayed.0 {
+            for (i, v) in values {
+                println!("  {}:{i:<2} {}", b.name(), hex::encode(v));
+            }
+        }
+        println!("claims: {}", serde_json::to_string(&claims)?);
+        match &check {
+            Some(Ok(c)) => {
+                for (b, set) in c {
+                    println!("replay matches the quoted {} PCRs {:?}", b.name(), set);
+                }
+            }
+            Some(Err(e)) => println!("MISMATCH: {e}"),
+            None => {}
+        }
+    }
+    Ok(match check {
+        Some(Err(_)) => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
 }

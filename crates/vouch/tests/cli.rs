@@ -403,3 +403,51 @@ fn tpm_verify_quote_checks_a_tpm2_tools_quote() {
     assert_eq!(code, 1);
     assert!(err.contains("another nonce"), "{err}");
 }
+
+#[test]
+fn tpm_eventlog_replays_a_real_log_and_checks_it_against_tpm2_tools_pcrs() {
+    let log = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../vouch-tpm/tests/data/seabios_qemu_binary_bios_measurements"
+    );
+    let (code, out, err) = vouch(&["tpm", "eventlog", log]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Calling INT 19h") && out.contains("EV_SEPARATOR"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sha256:4  fce7f1083082b16cfe2b085dd7858bb11a37c09b78e36c79e5a2fd529353c4e2"),
+        "{out}"
+    );
+
+    // Extend an swtpm as SeaBIOS did; a tpm2-tools quote's PCR file then matches the replay.
+    let tpm = vouch_testkit::Swtpm::start("sha256");
+    let parsed = vouch_tpm::EventLog::parse(&std::fs::read(log).unwrap()).unwrap();
+    for e in parsed.events.iter().filter(|e| e.event_type != 3) {
+        let d = e.digest(vouch_tpm::HashAlg::Sha256).unwrap();
+        tpm.extend(e.pcr, "sha256", &hex::encode(d));
+    }
+    tpm.ek_and_ak("rsa");
+    tpm.quote("sha256:0,1,2,3,4,5,6,7", "00", "sha256");
+    let pcrs = tpm.path("quote.pcrs");
+    let (code, out, err) = vouch(&[
+        "tpm",
+        "eventlog",
+        log,
+        "--pcrs",
+        pcrs.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["check"]["ok"], true);
+    assert_eq!(v["claims"]["events"], 17);
+
+    // One more extend of PCR 2 and the replay no longer matches: exit 1 and the PCR named.
+    tpm.extend(2, "sha256", "ab");
+    tpm.quote("sha256:0,1,2,3,4,5,6,7", "00", "sha256");
+    let (code, out, _) = vouch(&["tpm", "eventlog", log, "--pcrs", pcrs.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("MISMATCH") && out.contains("PCR 2"), "{out}");
+}
