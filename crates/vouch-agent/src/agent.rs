@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use vouch_core::wire::{AttestRequest, AttestationResult, EnrollRequest, enroll_signing_input};
@@ -33,6 +34,10 @@ pub struct AgentConfig {
     pub interval: u64,
     /// Audience to ask the verifier to put in results.
     pub result_audience: Option<String>,
+    /// The SPIFFE trust domain the verifier issues identities in.
+    pub trust_domain: String,
+    /// Where to serve the SPIFFE Workload API (a Unix socket); not served when unset.
+    pub workload_api_socket: Option<PathBuf>,
     /// Attest with the TPM (`tpm` evidence: measurements bound into a quote).
     #[cfg(feature = "tpm")]
     pub tpm: Option<crate::TpmConfig>,
@@ -51,6 +56,8 @@ impl Default for AgentConfig {
             image_digest: None,
             interval: 30,
             result_audience: None,
+            trust_domain: "vouch.local".into(),
+            workload_api_socket: None,
             #[cfg(feature = "tpm")]
             tpm: None,
         }
@@ -70,7 +77,8 @@ pub struct Enrollment {
 #[derive(Debug)]
 pub struct Agent {
     cfg: AgentConfig,
-    key: AgentKey,
+    key: Arc<AgentKey>,
+    status: tokio::sync::watch::Sender<NodeStatus>,
     enrollment: Enrollment,
     collector: SoftwareCollector,
     clients: Vec<VerifierClient>,
@@ -80,6 +88,35 @@ pub struct Agent {
     /// IMA entries the verifier has replayed; the next slice starts here.
     #[cfg(feature = "tpm")]
     ima_sent: u64,
+}
+
+/// What the agent last heard from the verifier about its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeStatus {
+    /// No attestation has completed since the agent started.
+    Unattested,
+    /// The latest attestation was affirming.
+    Affirming,
+    /// The latest attestation was not affirming, or the verifier refused the evidence.
+    Refused(String),
+}
+
+impl NodeStatus {
+    fn of(r: &Result<AttestationResult, AgentError>) -> Option<Self> {
+        match r {
+            Ok(r) if r.status == vouch_core::ArStatus::Affirming => Some(Self::Affirming),
+            Ok(r) => Some(Self::Refused(format!(
+                "the node's attestation is {}: {}",
+                r.status,
+                r.reasons.join("; ")
+            ))),
+            // An unreachable verifier says nothing about the node: keep what we knew.
+            Err(AgentError::Unreachable { .. }) => None,
+            Err(e) => Some(Self::Refused(format!(
+                "the node's evidence was refused: {e}"
+            ))),
+        }
+    }
 }
 
 fn now() -> u64 {
@@ -109,7 +146,7 @@ impl Agent {
             what: format!("creating {}", cfg.data_dir.display()),
             source,
         })?;
-        let key = AgentKey::load_or_create(&cfg.data_dir.join("agent.key"))?;
+        let key = Arc::new(AgentKey::load_or_create(&cfg.data_dir.join("agent.key"))?);
         let clients = cfg
             .servers
             .iter()
@@ -154,6 +191,7 @@ impl Agent {
         let mut agent = Self {
             cfg,
             key,
+            status: tokio::sync::watch::Sender::new(NodeStatus::Unattested),
             enrollment,
             collector,
             clients,
@@ -335,6 +373,35 @@ impl Agent {
     /// One round: challenge, collect, sign, attest. Fails over to the next verifier when one
     /// cannot be reached. The latest result is written to `<data_dir>/result.jwt`.
     pub async fn attest_once(&mut self) -> Result<AttestationResult, AgentError> {
+        let r = self.attest_failover().await;
+        if let Some(s) = NodeStatus::of(&r) {
+            self.status.send_if_modified(|cur| {
+                let changed = *cur != s;
+                *cur = s;
+                changed
+            });
+        }
+        r
+    }
+
+    /// The node's status as of the latest attestation, and its changes.
+    pub fn status(&self) -> tokio::sync::watch::Receiver<NodeStatus> {
+        self.status.subscribe()
+    }
+
+    /// A handle that obtains SVIDs for this node's workloads (the Workload API's backend).
+    pub fn identity_source(&self) -> Result<crate::IdentitySource, AgentError> {
+        crate::IdentitySource::new(
+            self.key.clone(),
+            self.enrollment.key_id.clone(),
+            self.cfg.workload_name.clone(),
+            self.clients.clone(),
+            &self.cfg.trust_domain,
+            self.status(),
+        )
+    }
+
+    async fn attest_failover(&mut self) -> Result<AttestationResult, AgentError> {
         let mut last = None;
         for _ in 0..self.clients.len() {
             match self.round().await {
@@ -391,6 +458,19 @@ impl Agent {
     {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let _watcher = self.watch(tx)?;
+        // The Workload API lives as long as this loop: dropping `_stop_api` stops it.
+        let (_stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(path) = self.cfg.workload_api_socket.clone() {
+            let src = self.identity_source()?;
+            tokio::spawn(async move {
+                let stop = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = crate::serve_workload_api(src, &path, stop).await {
+                    tracing::error!("the Workload API stopped: {e}");
+                }
+            });
+        }
         let interval = Duration::from_secs(self.cfg.interval.max(1));
         tokio::pin!(shutdown);
         loop {

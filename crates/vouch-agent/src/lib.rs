@@ -3,6 +3,10 @@
 //! It holds an Ed25519 key, enrolls it once with a one-time join token, and then attests its
 //! workload: ask a verifier for a nonce, measure, sign, send, and keep the signed result. In
 //! continuous mode it re-attests every interval and at once when a measured file changes.
+//!
+//! It serves the SPIFFE Workload API on a Unix socket ([`serve_workload_api`]): callers are
+//! identified by their peer credentials and get the X.509- and JWT-SVIDs their registration
+//! entries grant, only while the node's latest attestation is affirming.
 #![deny(missing_docs)]
 
 mod agent;
@@ -10,9 +14,14 @@ mod client;
 mod error;
 #[cfg(feature = "tpm")]
 mod tpm;
+mod workload_api;
 
-pub use agent::{Agent, AgentConfig, Enrollment};
+pub use agent::{Agent, AgentConfig, Enrollment, NodeStatus};
 pub use client::VerifierClient;
 pub use error::AgentError;
 #[cfg(feature = "tpm")]
 pub use tpm::{Tpm, TpmConfig, TpmIdentity, TpmQuote};
+pub use workload_api::{
+    IdentitySource, SECURITY_HEADER, caller_selectors, channel, connect, proto, request,
+    serve_workload_api,
+};

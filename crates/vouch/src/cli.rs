@@ -78,6 +78,12 @@ pub struct AgentArgs {
     /// SHA-256 PCRs to quote, comma-separated (default 0-10,14).
     #[arg(long, value_delimiter = ',')]
     pub tpm_pcrs: Vec<u8>,
+    /// Serve the SPIFFE Workload API on this Unix socket.
+    #[arg(long)]
+    pub workload_api_socket: Option<std::path::PathBuf>,
+    /// SPIFFE trust domain of the verifier (default vouch.local).
+    #[arg(long)]
+    pub trust_domain: Option<String>,
     /// Firmware event log to send with quotes
     /// (default /sys/kernel/security/tpm0/binary_bios_measurements, when present).
     #[arg(long)]

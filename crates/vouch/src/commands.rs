@@ -134,6 +134,12 @@ pub fn agent_config(file: &FileConfig, a: &AgentArgs) -> AgentConfig {
     if let Some(v) = &a.result_audience {
         cfg.result_audience = Some(v.clone());
     }
+    if let Some(v) = &a.workload_api_socket {
+        cfg.workload_api_socket = Some(v.clone());
+    }
+    if let Some(v) = &a.trust_domain {
+        cfg.trust_domain = v.clone();
+    }
     if a.tpm_tcti.is_some()
         || a.tpm_key_alg.is_some()
         || !a.tpm_pcrs.is_empty()

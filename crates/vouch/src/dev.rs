@@ -53,6 +53,39 @@ async fn trust_current_state(agent: &mut Agent, store: &dyn Store) -> Result<Vec
     Ok(want)
 }
 
+/// Dev mode grants this user's processes an identity while the machine attests affirming:
+/// `spiffe://<trust domain>/dev/uid-<uid>` for selectors `vouch:workload:vouch-dev` and
+/// `unix:uid:<uid>`, created once.
+async fn dev_entry(store: &dyn Store, trust_domain: &str) -> Result<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = std::fs::metadata("/proc/self")?.uid();
+    let td = vouch_identity::TrustDomain::parse(trust_domain)?;
+    let id = vouch_identity::SpiffeId::new(&td, &format!("/dev/uid-{uid}"))?;
+    if !store
+        .entries()
+        .await?
+        .iter()
+        .any(|e| e.spiffe_id == id.to_string())
+    {
+        let selectors = [
+            format!("vouch:workload:{WORKLOAD}"),
+            format!("unix:uid:{uid}"),
+        ]
+        .iter()
+        .map(|s| vouch_identity::Selector::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+        let entry = vouch_identity::Entry::new(
+            uuid::Uuid::new_v4().to_string(),
+            &id,
+            selectors,
+            3600,
+            unix_now(),
+        )?;
+        store.add_entry(&entry).await?;
+    }
+    Ok(id.to_string())
+}
+
 pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
     let dir = &args.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -104,9 +137,12 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
         files,
         image_digest: None,
         interval: args.interval,
+        workload_api_socket: Some(agent_dir.join("api.sock")),
+        trust_domain: cfg.trust_domain.clone(),
         ..AgentConfig::default()
     })
     .await?;
+    let identity = dev_entry(store.as_ref(), &cfg.trust_domain).await?;
     let trusted = trust_current_state(&mut agent, store.as_ref()).await?;
     let first = agent.attest_once().await?;
     let jwks = agent.client().jwks().await?;
@@ -155,6 +191,11 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
         println!("    {} {} {}", t.kind, t.key, t.value);
     }
     println!("  result     {}", agent_dir.join("result.jwt").display());
+    println!("  identity   {identity} for processes of this user, from the SPIFFE Workload API:");
+    println!(
+        "             SPIFFE_ENDPOINT_SOCKET=unix://{}",
+        agent_dir.join("api.sock").display()
+    );
     println!("  verify     {verify_cmd}");
     println!(
         "  try        edit {} and watch the status turn contraindicated",

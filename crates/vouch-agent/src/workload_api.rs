@@ -1,0 +1,674 @@
+//! The SPIFFE Workload API over a Unix socket.
+//!
+//! A caller is identified by the kernel, not by anything it sends: the socket's peer
+//! credentials (`SO_PEERCRED`) give its pid, uid and gid, and `/proc/<pid>/exe` its executable,
+//! whose path and SHA-256 become the `unix:` selectors the verifier matches against
+//! registration entries. SVIDs are issued by the verifier, only while it holds the node's
+//! workload affirming; the agent keeps each caller's SVIDs until half their lifetime, keeps
+//! serving them while no verifier answers and they are still valid, and ends every stream with
+//! `PermissionDenied` the moment the node's attestation stops being affirming.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use std::collections::HashMap;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::unix::UCred;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use vouch_core::ErrorKind;
+use vouch_core::wire::{JwtSvidRequest, SvidRequest, svid_signing_input};
+use vouch_evidence::AgentKey;
+use vouch_identity::{JwtSvidValidator, SpiffeId, TrustDomain};
+
+use crate::{AgentError, NodeStatus, VerifierClient};
+
+/// The generated protocol types, client and server (`/SpiffeWorkloadAPI/...`).
+#[allow(missing_docs, clippy::all, clippy::unwrap_used, clippy::expect_used)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/_.rs"));
+}
+
+use proto::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
+
+/// The metadata every Workload API call must carry (it stops browsers and proxies from
+/// reaching the socket by accident).
+pub const SECURITY_HEADER: &str = "workload.spiffe.io";
+/// How often streams look for a changed bundle.
+const BUNDLE_POLL: Duration = Duration::from_secs(30);
+/// How long to wait before retrying a verifier that did not answer.
+const RETRY: Duration = Duration::from_secs(5);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The `unix:` selectors of a caller: uid, gid, and (when the kernel gave a pid and the
+/// process can be inspected) the executable's path and SHA-256.
+pub fn caller_selectors(cred: &UCred) -> Vec<String> {
+    let mut out = vec![
+        format!("unix:uid:{}", cred.uid()),
+        format!("unix:gid:{}", cred.gid()),
+    ];
+    if let Some(pid) = cred.pid().filter(|p| *p > 0) {
+        let exe = format!("/proc/{pid}/exe");
+        if let Ok(path) = std::fs::read_link(&exe) {
+            out.push(format!("unix:path:{}", path.display()));
+        }
+        // Hash through /proc/<pid>/exe: the file the process runs, even if it was replaced
+        // or removed since.
+        if let Ok(digest) = vouch_evidence::sha256_file(Path::new(&exe)) {
+            out.push(format!("unix:sha256:{digest}"));
+        }
+    }
+    out
+}
+
+/// X.509-SVIDs issued to one caller, with the key they certify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct X509Set {
+    /// (SPIFFE ID, leaf DER)
+    svids: Vec<(String, Vec<u8>)>,
+    key_pkcs8: Vec<u8>,
+    bundle: Vec<u8>,
+    refresh_at: u64,
+    expires_at: u64,
+}
+
+impl X509Set {
+    fn response(&self) -> proto::X509svidResponse {
+        proto::X509svidResponse {
+            svids: self
+                .svids
+                .iter()
+                .map(|(id, der)| proto::X509svid {
+                    spiffe_id: id.clone(),
+                    x509_svid: der.clone(),
+                    x509_svid_key: self.key_pkcs8.clone(),
+                    bundle: self.bundle.clone(),
+                    hint: String::new(),
+                })
+                .collect(),
+            crl: Vec::new(),
+            federated_bundles: HashMap::new(),
+        }
+    }
+}
+
+/// The trust domain's bundle, as the verifier serves it.
+#[derive(Debug, Clone, PartialEq)]
+struct Bundle {
+    /// Concatenated DER of the X.509 authorities.
+    x509: Vec<u8>,
+    /// JWKS of the JWT-SVID keys.
+    jwt: serde_json::Value,
+}
+
+/// Obtains identities for callers from the verifier on behalf of this node.
+#[derive(Debug, Clone)]
+pub struct IdentitySource {
+    key: Arc<AgentKey>,
+    key_id: String,
+    workload: String,
+    clients: Arc<Vec<VerifierClient>>,
+    trust_domain: TrustDomain,
+    status: watch::Receiver<NodeStatus>,
+    cache: Arc<Mutex<HashMap<Vec<String>, X509Set>>>,
+}
+
+fn refusal(e: AgentError) -> Status {
+    match e.kind() {
+        Some(ErrorKind::NoIdentity) => {
+            Status::permission_denied(format!("no identity issued: {e}"))
+        }
+        Some(ErrorKind::NotAttested) => Status::permission_denied(e.to_string()),
+        Some(_) => Status::internal(e.to_string()),
+        None => Status::unavailable(e.to_string()),
+    }
+}
+
+impl IdentitySource {
+    /// A source for the node enrolled with `key`/`key_id`, whose attested workload is
+    /// `workload`, asking `clients` in order.
+    pub fn new(
+        key: Arc<AgentKey>,
+        key_id: String,
+        workload: String,
+        clients: Vec<VerifierClient>,
+        trust_domain: &str,
+        status: watch::Receiver<NodeStatus>,
+    ) -> Result<Self, AgentError> {
+        let trust_domain = TrustDomain::parse(trust_domain)
+            .map_err(|e| AgentError::Config(format!("trust_domain: {e}")))?;
+        Ok(Self {
+            key,
+            key_id,
+            workload,
+            clients: Arc::new(clients),
+            trust_domain,
+            status,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// `Unavailable` before the first attestation, `PermissionDenied` while the node is not
+    /// affirming.
+    fn node_ok(&self) -> Result<(), Status> {
+        match &*self.status.borrow() {
+            NodeStatus::Affirming => Ok(()),
+            NodeStatus::Unattested => Err(Status::unavailable(
+                "this agent has not attested its node yet; retry shortly",
+            )),
+            NodeStatus::Refused(why) => Err(Status::permission_denied(format!(
+                "this node gets no identities: {why}"
+            ))),
+        }
+    }
+
+    async fn each_client<T, F, Fut>(&self, f: F) -> Result<T, AgentError>
+    where
+        F: Fn(VerifierClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, AgentError>>,
+    {
+        let mut last = None;
+        for c in self.clients.iter() {
+            match f(c.clone()).await {
+                Err(e @ AgentError::Unreachable { .. }) => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| AgentError::Config("no verifier configured".into())))
+    }
+
+    /// The caller's X.509-SVIDs: from the cache until half their lifetime, then newly issued
+    /// (with a new key). While no verifier answers, still-valid SVIDs keep being served.
+    async fn x509(&self, selectors: &[String]) -> Result<X509Set, Status> {
+        self.node_ok()?;
+        let now = unix_now();
+        let cached = self
+            .cache
+            .lock()
+            .map_err(|_| Status::internal("cache poisoned"))?
+            .get(selectors)
+            .cloned();
+        if let Some(c) = &cached
+            && now < c.refresh_at
+        {
+            return Ok(c.clone());
+        }
+        match self.issue_x509(selectors, now).await {
+            Ok(set) => {
+                self.cache
+                    .lock()
+                    .map_err(|_| Status::internal("cache poisoned"))?
+                    .insert(selectors.to_vec(), set.clone());
+                Ok(set)
+            }
+            Err(e @ AgentError::Unreachable { .. }) => match cached {
+                Some(c) if now < c.expires_at => {
+                    tracing::warn!("{e}; serving the cached SVIDs until they expire");
+                    Ok(c)
+                }
+                _ => Err(refusal(e)),
+            },
+            Err(e) => {
+                // The verifier withdrew the identity: forget it.
+                if let Ok(mut c) = self.cache.lock() {
+                    c.remove(selectors);
+                }
+                Err(refusal(e))
+            }
+        }
+    }
+
+    async fn issue_x509(&self, selectors: &[String], now: u64) -> Result<X509Set, AgentError> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| AgentError::Config(format!("generating an SVID key: {e}")))?;
+        let public_key =
+            URL_SAFE_NO_PAD.encode(rcgen::PublicKeyData::subject_public_key_info(&key));
+        let signature = self.key.sign_b64(&svid_signing_input(
+            &self.key_id,
+            &self.workload,
+            &public_key,
+            selectors,
+        ));
+        let req = SvidRequest {
+            key_id: self.key_id.clone(),
+            workload: self.workload.clone(),
+            public_key,
+            selectors: selectors.to_vec(),
+            signature,
+        };
+        let resp = self
+            .each_client(|c| {
+                let req = req.clone();
+                async move { c.svid(&req).await }
+            })
+            .await?;
+        let mut svids = Vec::new();
+        let mut expires_at = u64::MAX;
+        for s in &resp.svids {
+            let id = SpiffeId::parse(&s.spiffe_id)
+                .map_err(|e| AgentError::Protocol(format!("SVID for {}: {e}", s.spiffe_id)))?;
+            if id.trust_domain() != &self.trust_domain {
+                return Err(AgentError::Protocol(format!(
+                    "the verifier issued {id}, outside trust domain {}",
+                    self.trust_domain
+                )));
+            }
+            let der = URL_SAFE_NO_PAD
+                .decode(&s.x509_svid)
+                .map_err(|_| AgentError::Protocol("x509_svid is not base64url".into()))?;
+            expires_at = expires_at.min(s.expires_at);
+            svids.push((id.to_string(), der));
+        }
+        let mut bundle = Vec::new();
+        for b in &resp.bundle {
+            bundle.extend(
+                URL_SAFE_NO_PAD
+                    .decode(b)
+                    .map_err(|_| AgentError::Protocol("bundle is not base64url".into()))?,
+            );
+        }
+        let lifetime = expires_at.saturating_sub(now);
+        Ok(X509Set {
+            svids,
+            key_pkcs8: key.serialize_der(),
+            bundle,
+            refresh_at: now + lifetime / 2,
+            expires_at,
+        })
+    }
+
+    async fn bundle(&self) -> Result<Bundle, Status> {
+        let jwks = self
+            .each_client(|c| async move { c.bundle().await })
+            .await
+            .map_err(refusal)?;
+        let mut x509 = Vec::new();
+        let mut jwt = Vec::new();
+        for k in jwks["keys"].as_array().into_iter().flatten() {
+            match k["use"].as_str() {
+                Some("x509-svid") => {
+                    for c in k["x5c"].as_array().into_iter().flatten() {
+                        let der = c
+                            .as_str()
+                            .and_then(|c| STANDARD.decode(c).ok())
+                            .ok_or_else(|| Status::internal("bundle x5c is not base64"))?;
+                        x509.extend(der);
+                    }
+                }
+                Some("jwt-svid") => jwt.push(k.clone()),
+                _ => {}
+            }
+        }
+        Ok(Bundle {
+            x509,
+            jwt: serde_json::json!({ "keys": jwt }),
+        })
+    }
+
+    async fn jwt(
+        &self,
+        selectors: &[String],
+        audience: Vec<String>,
+    ) -> Result<Vec<vouch_core::wire::IssuedJwtSvid>, Status> {
+        self.node_ok()?;
+        let bound = format!("jwt:{}", audience.join(","));
+        let signature = self.key.sign_b64(&svid_signing_input(
+            &self.key_id,
+            &self.workload,
+            &bound,
+            selectors,
+        ));
+        let req = JwtSvidRequest {
+            key_id: self.key_id.clone(),
+            workload: self.workload.clone(),
+            audience,
+            selectors: selectors.to_vec(),
+            signature,
+        };
+        self.each_client(|c| {
+            let req = req.clone();
+            async move { c.jwt_svid(&req).await }
+        })
+        .await
+        .map_err(refusal)
+    }
+}
+
+/// The Workload API service.
+#[derive(Debug, Clone)]
+pub struct WorkloadApi {
+    src: IdentitySource,
+}
+
+type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
+    match req.metadata().get(SECURITY_HEADER).map(|v| v.to_str()) {
+        Some(Ok("true")) => Ok(()),
+        _ => Err(Status::invalid_argument(format!(
+            "security header missing from request: {SECURITY_HEADER}: true"
+        ))),
+    }
+}
+
+fn selectors_of<T>(req: &Request<T>) -> Result<Vec<String>, Status> {
+    let cred = req
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+        .ok_or_else(|| {
+            Status::permission_denied("the caller's credentials are unknown (not a Unix socket)")
+        })?;
+    Ok(caller_selectors(&cred))
+}
+
+fn json_to_struct(v: &serde_json::Value) -> prost_types::Struct {
+    fn value(v: &serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match v {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+            serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+            serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+                values: a.iter().map(value).collect(),
+            }),
+            serde_json::Value::Object(_) => Kind::StructValue(json_to_struct(v)),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    prost_types::Struct {
+        fields: v
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), value(v))).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// Send `first`, then run `next` whenever `wake` says so, forwarding what changed, until the
+/// caller goes away or `next` fails (the failure is the stream's last message).
+fn spawn_stream<T, F, Fut>(
+    first: T,
+    mut next: F,
+    mut status: watch::Receiver<NodeStatus>,
+) -> Stream2<T>
+where
+    T: Clone + PartialEq + Send + Sync + 'static,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(T, Duration), Status>> + Send,
+{
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut last = first.clone();
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        let mut wait = Duration::from_secs(0);
+        loop {
+            if !wait.is_zero() {
+                // Wake at the refresh time, or at once when the node's status changes.
+                tokio::select! {
+                    () = tx.closed() => return,
+                    () = tokio::time::sleep(wait) => {}
+                    r = status.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            match next().await {
+                Ok((msg, again)) => {
+                    if msg != last {
+                        last = msg.clone();
+                        if tx.send(Ok(msg)).await.is_err() {
+                            return;
+                        }
+                    }
+                    wait = again.max(Duration::from_secs(1));
+                }
+                Err(s) if s.code() == tonic::Code::Unavailable => wait = RETRY,
+                Err(s) => {
+                    let _ = tx.send(Err(s)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = Stream2<proto::X509svidResponse>;
+    type FetchX509BundlesStream = Stream2<proto::X509BundlesResponse>;
+    type FetchJWTBundlesStream = Stream2<proto::JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        req: Request<proto::X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        check_header(&req)?;
+        let selectors = selectors_of(&req)?;
+        let first = self.src.x509(&selectors).await?;
+        tracing::info!(?selectors, svids = first.svids.len(), "X.509-SVIDs served");
+        let src = self.src.clone();
+        let refresh = |s: &X509Set| Duration::from_secs(s.refresh_at.saturating_sub(unix_now()));
+        let status = self.src.status.clone();
+        let stream = spawn_stream(
+            first.response(),
+            move || {
+                let src = src.clone();
+                let selectors = selectors.clone();
+                async move {
+                    let set = src.x509(&selectors).await?;
+                    Ok((set.response(), refresh(&set)))
+                }
+            },
+            status,
+        );
+        Ok(Response::new(stream))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        req: Request<proto::X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        check_header(&req)?;
+        let td = self.src.trust_domain.id_string();
+        let msg = move |b: Bundle| proto::X509BundlesResponse {
+            crl: Vec::new(),
+            bundles: [(td.clone(), b.x509)].into(),
+        };
+        let first = msg(self.src.bundle().await?);
+        let src = self.src.clone();
+        let stream = spawn_stream(
+            first,
+            move || {
+                let src = src.clone();
+                let msg = msg.clone();
+                async move { Ok((msg(src.bundle().await?), BUNDLE_POLL)) }
+            },
+            self.src.status.clone(),
+        );
+        Ok(Response::new(stream))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        req: Request<proto::JwtsvidRequest>,
+    ) -> Result<Response<proto::JwtsvidResponse>, Status> {
+        check_header(&req)?;
+        let selectors = selectors_of(&req)?;
+        let r = req.into_inner();
+        if r.audience.is_empty() || r.audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if !r.spiffe_id.is_empty() {
+            SpiffeId::parse(&r.spiffe_id)
+                .map_err(|e| Status::invalid_argument(format!("spiffe_id: {e}")))?;
+        }
+        let issued = self.src.jwt(&selectors, r.audience).await?;
+        let svids: Vec<proto::Jwtsvid> = issued
+            .into_iter()
+            .filter(|s| r.spiffe_id.is_empty() || s.spiffe_id == r.spiffe_id)
+            .map(|s| proto::Jwtsvid {
+                spiffe_id: s.spiffe_id,
+                svid: s.token,
+                hint: String::new(),
+            })
+            .collect();
+        if svids.is_empty() {
+            return Err(Status::permission_denied(format!(
+                "no identity issued for {}",
+                r.spiffe_id
+            )));
+        }
+        Ok(Response::new(proto::JwtsvidResponse { svids }))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<proto::JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        check_header(&req)?;
+        let td = self.src.trust_domain.id_string();
+        let msg = move |b: Bundle| proto::JwtBundlesResponse {
+            bundles: [(td.clone(), b.jwt.to_string().into_bytes())].into(),
+        };
+        let first = msg(self.src.bundle().await?);
+        let src = self.src.clone();
+        let stream = spawn_stream(
+            first,
+            move || {
+                let src = src.clone();
+                let msg = msg.clone();
+                async move { Ok((msg(src.bundle().await?), BUNDLE_POLL)) }
+            },
+            self.src.status.clone(),
+        );
+        Ok(Response::new(stream))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<proto::ValidateJwtsvidRequest>,
+    ) -> Result<Response<proto::ValidateJwtsvidResponse>, Status> {
+        check_header(&req)?;
+        let r = req.into_inner();
+        if r.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if r.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let bundle = self.src.bundle().await?;
+        let validator = JwtSvidValidator::from_bundle(&self.src.trust_domain, &bundle.jwt)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (id, _) = validator
+            .validate(&r.svid, &r.audience, unix_now())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Return the token's claims as they were signed.
+        let claims = r
+            .svid
+            .split('.')
+            .nth(1)
+            .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
+            .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+            .unwrap_or_default();
+        Ok(Response::new(proto::ValidateJwtsvidResponse {
+            spiffe_id: id.to_string(),
+            claims: Some(json_to_struct(&claims)),
+        }))
+    }
+}
+
+/// Serve the Workload API on the Unix socket at `path` (replacing a stale socket file) until
+/// `shutdown` resolves. The socket is world-connectable: what a caller receives depends only
+/// on its kernel-reported credentials and the registration entries.
+pub async fn serve_workload_api(
+    src: IdentitySource,
+    path: &Path,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| AgentError::Io { what, source }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("removing the stale socket")(e)),
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(io("binding"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
+        .map_err(io("setting permissions of"))?;
+    tracing::info!(
+        "SPIFFE Workload API listening: SPIFFE_ENDPOINT_SOCKET=unix://{}",
+        path.display()
+    );
+    tonic::transport::Server::builder()
+        .add_service(SpiffeWorkloadApiServer::new(WorkloadApi { src }))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|e| AgentError::Config(format!("Workload API server: {e}")))
+}
+
+/// A Workload API client over the Unix socket at `path` (for `vouch` subcommands and tests;
+/// workloads use any SPIFFE client library).
+pub async fn connect(
+    path: &Path,
+) -> Result<
+    proto::spiffe_workload_api_client::SpiffeWorkloadApiClient<tonic::transport::Channel>,
+    AgentError,
+> {
+    Ok(proto::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel(path).await?))
+}
+
+/// A gRPC channel to the Unix socket at `path`.
+pub async fn channel(path: &Path) -> Result<tonic::transport::Channel, AgentError> {
+    let path = path.to_path_buf();
+    // The URI is required by the HTTP/2 layer and ignored by the connector.
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .map_err(|e| AgentError::Config(format!("connecting to the Workload API: {e}")))?;
+    Ok(channel)
+}
+
+/// A request carrying the Workload API security header.
+pub fn request<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        SECURITY_HEADER,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    r
+}
