@@ -3,12 +3,13 @@
 #   scripts/deps.sh          what building needs: a C toolchain, pkg-config, libtss2 (TPM agent)
 #   scripts/deps.sh --test   and what the tests need: a real TPM stack (swtpm with its
 #                            EK-certificate tools, tpm2-tools as an independent quote producer)
-#                            and openssl (an independent X.509 verifier)
+#                            and openssl (an independent X.509 verifier), and the PyPI `spiffe`
+#                            package (an independent Workload API client) in target/pyenv
 set -euo pipefail
 
 packages=(build-essential ca-certificates pkg-config libtss2-dev)
 if [ "${1:-}" = "--test" ]; then
-    packages+=(swtpm swtpm-tools tpm2-tools openssl)
+    packages+=(swtpm swtpm-tools tpm2-tools openssl python3 python3-venv)
 fi
 
 missing=()
@@ -21,4 +22,13 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ "${1:-}" = "--test" ]; then
+    venv="$(cd "$(dirname "$0")/.." && pwd)/target/pyenv"
+    if ! "$venv/bin/python3" -c "import spiffe" 2>/dev/null; then
+        echo "installing the PyPI spiffe client into $venv" >&2
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "spiffe==0.3.2"
+    fi
 fi

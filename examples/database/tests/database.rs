@@ -205,3 +205,189 @@ async fn database_over_mtls_with_svids_and_openssl_s_client() {
     let anonymous = s_client(None).await.unwrap();
     assert!(!anonymous.contains("HTTP/1.1"), "{anonymous}");
 }
+
+/// The seed use case end to end with identities from the Workload API: a Python workload using
+/// the PyPI `spiffe` client fetches its X.509- and JWT-SVIDs from the agent's socket, validates
+/// them, and reaches the database over mTLS (the database gets its own SVID from the same API);
+/// when the node fails attestation, the Python workload gets no identity any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_spiffe_workload_reaches_the_database_over_mtls_until_its_node_fails() {
+    use std::os::unix::fs::MetadataExt as _;
+    use vouch_identity::{Entry, Selector, SpiffeId, TrustDomain};
+    let python = std::env::var_os("VOUCH_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python3")
+        });
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/deps.sh --test (it installs the PyPI spiffe client)",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("server"),
+        ..ServerConfig::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.database_path()).await.unwrap());
+    let server = start_with_store(cfg, store.clone()).await.unwrap();
+    let exe = dir.path().join("node-agent");
+    std::fs::write(&exe, "node agent v1").unwrap();
+    let sock = dir.path().join("agent/api.sock");
+    let mut agent = Agent::new(AgentConfig {
+        servers: vec![server.base_url.clone()],
+        ca_cert: server.ca_cert.clone(),
+        data_dir: dir.path().join("agent"),
+        join_token: Some(create_join_token(store.as_ref(), 60, None).await.unwrap()),
+        workload_name: "node".into(),
+        exe: Some(exe.clone()),
+        workload_api_socket: Some(sock.clone()),
+        ..AgentConfig::default()
+    })
+    .await
+    .unwrap();
+    let digest = |p: &std::path::Path| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+    };
+    store
+        .add_reference_value(
+            &vouch_policy::ReferenceValue {
+                kind: "executable".into(),
+                key: "node".into(),
+                value: digest(&exe),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        vouch_core::ArStatus::Affirming
+    );
+
+    // Entries: the Python interpreter (by its real executable's digest) is /app, this test
+    // binary is /database; both only while the node attests affirming.
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let real_python = std::fs::canonicalize(&python).unwrap();
+    let now = vouch_server::unix_now();
+    for (path, exe_digest) in [
+        ("/app", digest(&real_python)),
+        ("/database", digest(std::path::Path::new("/proc/self/exe"))),
+    ] {
+        let sel = [
+            "vouch:workload:node".to_string(),
+            "vouch:status:affirming".to_string(),
+            format!("unix:uid:{uid}"),
+            format!("unix:sha256:{exe_digest}"),
+        ];
+        let e = Entry::new(
+            format!("e{path}").replace('/', "-"),
+            &SpiffeId::parse(&format!("spiffe://vouch.local{path}")).unwrap(),
+            sel.iter().map(|s| Selector::parse(s).unwrap()).collect(),
+            600,
+            now,
+        )
+        .unwrap();
+        store.add_entry(&e).await.unwrap();
+    }
+    let src = agent.identity_source().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn({
+        let sock = sock.clone();
+        async move {
+            vouch_agent::serve_workload_api(src, &sock, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    for _ in 0..50 {
+        if sock.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // The database takes its SVID and bundle from the Workload API too.
+    let mut c = vouch_agent::connect(&sock).await.unwrap();
+    let mut s = c
+        .fetch_x509svid(vouch_agent::request(vouch_agent::proto::X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mine = s.message().await.unwrap().unwrap().svids.remove(0);
+    assert_eq!(mine.spiffe_id, "spiffe://vouch.local/database");
+    let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+    let fetch: JwksSource = Arc::new(move || Box::pin(async move { Ok(jwks.to_string()) }));
+    let db = Db::new(fetch, Requirements::default()).await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let td = TrustDomain::parse("vouch.local").unwrap();
+    tokio::spawn(async move {
+        vouch_example_database::serve_mtls(
+            listener,
+            db,
+            &td,
+            &[mine.bundle.clone()],
+            vec![SpiffeId::parse("spiffe://vouch.local/app").unwrap()],
+            mine.x509_svid.clone(),
+            mine.x509_svid_key.clone(),
+        )
+        .await
+    });
+
+    let run_python = || {
+        let (python, sock, out) = (python.clone(), sock.clone(), dir.path().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let o = std::process::Command::new("timeout")
+                .arg("60")
+                .arg(&python)
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/spiffe_client.py"
+                ))
+                .arg(&out)
+                .arg(port.to_string())
+                .env(
+                    "SPIFFE_ENDPOINT_SOCKET",
+                    format!("unix://{}", sock.display()),
+                )
+                .output()
+                .unwrap();
+            (
+                o.status.code(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+            )
+        })
+    };
+    let (status, out) = run_python().await.unwrap();
+    assert_eq!(status, Some(0), "{out}");
+    assert!(out.contains("X509 spiffe://vouch.local/app"), "{out}");
+    assert!(out.contains("CHAIN ok"), "{out}");
+    assert!(
+        out.contains("JWT spiffe://vouch.local/app agent-validated=spiffe://vouch.local/app"),
+        "{out}"
+    );
+    // The handshake completed with the Python workload's SVID; the database then asks for the
+    // attestation result, which this request did not carry.
+    assert!(out.contains("MTLS HTTP/1.1 401"), "{out}");
+
+    // The node fails attestation: the Python workload gets no identity any more.
+    std::fs::write(&exe, "node agent, tampered").unwrap();
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        vouch_core::ArStatus::Contraindicated
+    );
+    let (status, out) = run_python().await.unwrap();
+    assert_eq!(status, Some(3), "{out}");
+    assert!(out.contains("X509 REFUSED"), "{out}");
+
+    let _ = stop.send(());
+    api.await.unwrap().unwrap();
+}
