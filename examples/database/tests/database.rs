@@ -330,7 +330,7 @@ async fn a_python_spiffe_workload_reaches_the_database_over_mtls_until_its_node_
             listener,
             db,
             &td,
-            &[mine.bundle.clone()],
+            std::slice::from_ref(&mine.bundle),
             vec![SpiffeId::parse("spiffe://vouch.local/app").unwrap()],
             mine.x509_svid.clone(),
             mine.x509_svid_key.clone(),
