@@ -321,6 +321,10 @@ pub struct BenchArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Measure X.509-SVID issuance (certificates built and signed by the trust-domain CA)
+    /// against raw ECDSA P-256 signing, instead of attestations.
+    #[arg(long)]
+    pub svid: bool,
 }
 
 #[derive(Debug, Subcommand)]

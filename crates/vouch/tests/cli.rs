@@ -451,3 +451,12 @@ fn tpm_eventlog_replays_a_real_log_and_checks_it_against_tpm2_tools_pcrs() {
     assert_eq!(code, 1);
     assert!(out.contains("MISMATCH") && out.contains("PCR 2"), "{out}");
 }
+
+#[test]
+fn svid_bench_reports_issuance_against_raw_ecdsa() {
+    let (code, out, err) = vouch(&["bench", "--svid", "--n", "50", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["svids_per_second"].as_f64().unwrap() > 0.0);
+    assert!(v["issue_over_sign"].as_f64().unwrap() > 0.0, "{v}");
+}
