@@ -3,13 +3,14 @@
 #   scripts/deps.sh          what building needs: a C toolchain, pkg-config, libtss2 (TPM agent)
 #   scripts/deps.sh --test   and what the tests need: a real TPM stack (swtpm with its
 #                            EK-certificate tools, tpm2-tools as an independent quote producer)
-#                            and openssl (an independent X.509 verifier), and the PyPI `spiffe`
+#                            openssl (an independent X.509 verifier), SoftHSM2 (a PKCS#11
+#                            token for the CA key), and the PyPI `spiffe`
 #                            package (an independent Workload API client) in target/pyenv
 set -euo pipefail
 
 packages=(build-essential ca-certificates pkg-config libtss2-dev)
 if [ "${1:-}" = "--test" ]; then
-    packages+=(swtpm swtpm-tools tpm2-tools openssl python3 python3-venv)
+    packages+=(swtpm swtpm-tools tpm2-tools openssl python3 python3-venv softhsm2)
 fi
 
 missing=()

@@ -1,16 +1,19 @@
 //! Workload identities in the SPIFFE formats: SPIFFE IDs validated per the SPIFFE-ID standard,
 //! X.509-SVIDs per the X509-SVID standard signed by a trust-domain CA, JWT-SVIDs per the
 //! JWT-SVID standard, and SPIFFE trust bundles (JWKS with `x509-svid` and `jwt-svid` keys).
+//! The CA key is a file or stays in a PKCS#11 token ([`Pkcs11Key`]).
 #![deny(missing_docs)]
 
 mod entry;
 mod error;
+mod hsm;
 mod jwt;
 mod spiffe_id;
 mod x509;
 
 pub use entry::{Entry, Selector, matching};
 pub use error::IdentityError;
+pub use hsm::{Pkcs11Config, Pkcs11Key, pkcs11_context};
 pub use jwt::{JwtSvidClaims, JwtSvidSigner, JwtSvidValidator};
 pub use spiffe_id::{SpiffeId, TrustDomain};
 pub use x509::{SvidCa, bundle_jwks, cert_to_pem};

@@ -28,12 +28,45 @@ fn random_serial() -> Result<SerialNumber, IdentityError> {
     Ok(SerialNumber::from_slice(&b))
 }
 
+/// Where the CA's private key is.
+enum CaKey {
+    /// In memory, loaded from `ca.key` (dev and small deployments).
+    File(KeyPair),
+    /// In a PKCS#11 token; it never leaves it.
+    Hsm(crate::Pkcs11Key),
+}
+
+impl rcgen::PublicKeyData for CaKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            Self::File(k) => k.der_bytes(),
+            Self::Hsm(k) => k.der_bytes(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            Self::File(k) => k.algorithm(),
+            Self::Hsm(k) => k.algorithm(),
+        }
+    }
+}
+
+impl rcgen::SigningKey for CaKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            Self::File(k) => k.sign(msg),
+            Self::Hsm(k) => k.sign(msg),
+        }
+    }
+}
+
 /// A trust domain's signing CA (ECDSA P-256).
 pub struct SvidCa {
     trust_domain: TrustDomain,
     cert_der: Vec<u8>,
     cert_pem: String,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, CaKey>,
 }
 
 impl std::fmt::Debug for SvidCa {
@@ -59,7 +92,15 @@ fn ca_params(td: &TrustDomain) -> Result<CertificateParams, IdentityError> {
 impl SvidCa {
     /// A new self-signed CA for `td`, valid for `ttl` seconds from `now`.
     pub fn generate(td: &TrustDomain, ttl: u64, now: u64) -> Result<Self, IdentityError> {
-        let key = KeyPair::generate().map_err(x)?;
+        Self::self_signed(td, ttl, now, CaKey::File(KeyPair::generate().map_err(x)?))
+    }
+
+    fn self_signed(
+        td: &TrustDomain,
+        ttl: u64,
+        now: u64,
+        key: CaKey,
+    ) -> Result<Self, IdentityError> {
         let mut p = ca_params(td)?;
         p.not_before = at(now.saturating_sub(60))?;
         p.not_after = at(now + ttl)?;
@@ -68,11 +109,39 @@ impl SvidCa {
         Self::assemble(td, cert.der().to_vec(), cert.pem(), key)
     }
 
+    /// The CA with its key in a PKCS#11 token (generated there on first use, never exported);
+    /// the certificate is kept in `dir/ca.crt` and re-made when it does not match the token's
+    /// key.
+    pub fn open_pkcs11(
+        cfg: &crate::Pkcs11Config,
+        dir: &Path,
+        td: &TrustDomain,
+        ttl: u64,
+        now: u64,
+    ) -> Result<Self, IdentityError> {
+        use rcgen::PublicKeyData as _;
+        let key = crate::Pkcs11Key::open(cfg)?;
+        let cp = dir.join("ca.crt");
+        if let Ok(cert_pem) = std::fs::read_to_string(&cp) {
+            let der = pem_body(&cert_pem)?;
+            let matches = x509_parser::parse_x509_certificate(&der)
+                .map(|(_, c)| c.public_key().subject_public_key.data.as_ref() == key.der_bytes())
+                .unwrap_or(false);
+            if matches {
+                return Self::assemble(td, der, cert_pem, CaKey::Hsm(key));
+            }
+        }
+        let ca = Self::self_signed(td, ttl, now, CaKey::Hsm(key))?;
+        std::fs::create_dir_all(dir).map_err(x)?;
+        std::fs::write(&cp, &ca.cert_pem).map_err(x)?;
+        Ok(ca)
+    }
+
     fn assemble(
         td: &TrustDomain,
         cert_der: Vec<u8>,
         cert_pem: String,
-        key: KeyPair,
+        key: CaKey,
     ) -> Result<Self, IdentityError> {
         Ok(Self {
             trust_domain: td.clone(),
@@ -95,11 +164,13 @@ impl SvidCa {
         {
             let key = KeyPair::from_pem(&key_pem).map_err(x)?;
             let der = pem_body(&cert_pem)?;
-            return Self::assemble(td, der, cert_pem, key);
+            return Self::assemble(td, der, cert_pem, CaKey::File(key));
         }
         let ca = Self::generate(td, ttl, now)?;
         std::fs::create_dir_all(dir).map_err(x)?;
-        write_private(&kp, ca.issuer.key().serialize_pem().as_bytes())?;
+        if let CaKey::File(k) = ca.issuer.key() {
+            write_private(&kp, k.serialize_pem().as_bytes())?;
+        }
         std::fs::write(&cp, &ca.cert_pem).map_err(x)?;
         Ok(ca)
     }

@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub trust_domain: String,
     /// Lifetime of X.509-SVIDs, seconds.
     pub svid_ttl: u64,
+    /// Keep the SPIFFE CA key in a PKCS#11 token instead of `data_dir/spiffe/ca.key`.
+    pub svid_ca_pkcs11: Option<vouch_identity::Pkcs11Config>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +100,7 @@ impl Default for ServerConfig {
             tpm_allow_sha1: false,
             trust_domain: "vouch.local".into(),
             svid_ttl: 3600,
+            svid_ca_pkcs11: None,
         }
     }
 }
