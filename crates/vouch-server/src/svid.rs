@@ -84,15 +84,11 @@ impl State {
                 ),
             ));
         }
-        for s in [
-            format!("vouch:node:{}", key.node_id),
-            format!("vouch:workload:{workload}"),
-            "vouch:status:affirming".to_string(),
-        ] {
-            available.push(
-                Selector::parse(&s)
-                    .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?,
-            );
+        for s in self.node_selectors(&key.node_id, workload, &w).await? {
+            // A claim that does not make a valid selector (odd characters) grants nothing.
+            if let Ok(sel) = Selector::parse(&s) {
+                available.push(sel);
+            }
         }
         let entries = self.store.entries().await?;
         let matched: Vec<Entry> = vouch_identity::matching(&entries, &available)
@@ -108,6 +104,47 @@ impl State {
             ));
         }
         Ok(matched)
+    }
+
+    /// Selectors only the verifier can vouch for, from what it verified about the node:
+    /// `vouch:node:<id>`, `vouch:workload:<name>`, `vouch:status:affirming`,
+    /// `vouch:evidence:<kind>`, `os:id:<id>`, `os:version_id:<v>` (from the latest appraised
+    /// evidence), `tpm:ek_sha256:<hex>` (the EK public area of an activated TPM) and
+    /// `tpm:secure_boot:<bool>` (from a replayed event log).
+    async fn node_selectors(
+        &self,
+        node_id: &str,
+        workload: &str,
+        w: &vouch_store::WorkloadRecord,
+    ) -> Result<Vec<String>, ApiError> {
+        let mut out = vec![
+            format!("vouch:node:{node_id}"),
+            format!("vouch:workload:{workload}"),
+            "vouch:status:affirming".to_string(),
+        ];
+        if let Some(id) = &w.last_attestation_id
+            && let Some(a) = self.store.attestation(id).await?
+        {
+            out.push(format!("vouch:evidence:{}", a.evidence_kind));
+            for field in ["id", "version_id"] {
+                if let Some(v) = a.claims["os"][field].as_str() {
+                    out.push(format!("os:{field}:{v}"));
+                }
+            }
+            if let Some(sb) = a.claims["tpm"]["eventlog"]["secure_boot"].as_bool() {
+                out.push(format!("tpm:secure_boot:{sb}"));
+            }
+        }
+        if let Some(t) = self.store.tpm_key(node_id).await?
+            && t.activated_at.is_some()
+        {
+            use sha2::Digest as _;
+            out.push(format!(
+                "tpm:ek_sha256:{}",
+                hex::encode(sha2::Sha256::digest(&t.ek_public))
+            ));
+        }
+        Ok(out)
     }
 
     /// `POST /v1/svid`

@@ -514,6 +514,40 @@ async fn svids_only_for_affirming_workloads_with_a_matching_entry() {
         )
         .unwrap();
 
+    // Node selectors come from what the verifier verified: the OS of the latest evidence and
+    // its kind. An entry needing TPM evidence does not apply to this software-attested node.
+    let os_id = std::fs::read_to_string("/etc/os-release")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ID=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap();
+    for (path, kind) in [("/db-on-os", "software"), ("/db-on-tpm", "tpm")] {
+        let e = Entry::new(
+            format!("e{path}"),
+            &SpiffeId::parse(&format!("spiffe://vouch.local{path}")).unwrap(),
+            vec![
+                sel("vouch:workload:db"),
+                sel("unix:uid:1000"),
+                sel(&format!("os:id:{os_id}")),
+                sel(&format!("vouch:evidence:{kind}")),
+            ],
+            600,
+            unix_now(),
+        )
+        .unwrap();
+        h.store.add_entry(&e).await.unwrap();
+    }
+    let r = c.svid(&ask(vec!["unix:uid:1000"], &agent)).await.unwrap();
+    let mut ids: Vec<&str> = r.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["spiffe://vouch.local/db", "spiffe://vouch.local/db-on-os"]
+    );
+
     // A workload whose selectors match no entry gets nothing.
     assert_eq!(
         refused(c.svid(&ask(vec!["unix:uid:0"], &agent)).await),

@@ -132,6 +132,53 @@ async fn tpm_backed_attestation_end_to_end() {
             .contains("swtpm-localca")
     );
 
+    // A registration entry bound to this TPM's EK (a node selector only the verifier can
+    // vouch for) grants an X.509-SVID; the same entry for another EK does not.
+    {
+        use rcgen::PublicKeyData as _;
+        use sha2::Digest as _;
+        use vouch_identity::{Entry, Selector, SpiffeId};
+        let node = a.enrollment().node_id.clone();
+        let ek = s.store.tpm_key(&node).await.unwrap().unwrap().ek_public;
+        let ek_hash = hex::encode(sha2::Sha256::digest(&ek));
+        for (path, hash) in [("/tpm-node", ek_hash.clone()), ("/other", "00".repeat(32))] {
+            let e = Entry::new(
+                format!("e{path}"),
+                &SpiffeId::parse(&format!("spiffe://vouch.local{path}")).unwrap(),
+                vec![
+                    Selector::parse("vouch:workload:app").unwrap(),
+                    Selector::parse(&format!("tpm:ek_sha256:{hash}")).unwrap(),
+                    Selector::parse("vouch:evidence:tpm").unwrap(),
+                ],
+                600,
+                unix_now(),
+            )
+            .unwrap();
+            s.store.add_entry(&e).await.unwrap();
+        }
+        let leaf = rcgen::KeyPair::generate().unwrap();
+        let pk = B64.encode(leaf.subject_public_key_info());
+        let key_id = a.enrollment().key_id.clone();
+        let r = a
+            .client()
+            .svid(&vouch_core::wire::SvidRequest {
+                signature: a.key().sign_b64(&vouch_core::wire::svid_signing_input(
+                    &key_id,
+                    "app",
+                    &pk,
+                    &[],
+                )),
+                key_id,
+                workload: "app".into(),
+                public_key: pk,
+                selectors: vec![],
+            })
+            .await
+            .unwrap();
+        let ids: Vec<&str> = r.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
+        assert_eq!(ids, ["spiffe://vouch.local/tpm-node"]);
+    }
+
     // PCR 16 as a reference value: affirming now, contraindicated once it is extended.
     let pcr16 = rec.claims["tpm"]["pcrs"]["sha256"]["16"]
         .as_str()
