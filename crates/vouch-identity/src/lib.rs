@@ -8,6 +8,7 @@ mod entry;
 mod error;
 mod hsm;
 mod jwt;
+mod rotation;
 mod spiffe_id;
 mod x509;
 
@@ -15,5 +16,6 @@ pub use entry::{Entry, Selector, matching};
 pub use error::IdentityError;
 pub use hsm::{Pkcs11Config, Pkcs11Key, pkcs11_context};
 pub use jwt::{JwtSvidClaims, JwtSvidSigner, JwtSvidValidator};
+pub use rotation::CaSet;
 pub use spiffe_id::{SpiffeId, TrustDomain};
 pub use x509::{SvidCa, bundle_jwks, cert_to_pem};

@@ -66,6 +66,8 @@ pub struct SvidCa {
     trust_domain: TrustDomain,
     cert_der: Vec<u8>,
     cert_pem: String,
+    /// The certificate's notBefore and notAfter, Unix seconds.
+    validity: (u64, u64),
     issuer: Issuer<'static, CaKey>,
 }
 
@@ -143,12 +145,26 @@ impl SvidCa {
         cert_pem: String,
         key: CaKey,
     ) -> Result<Self, IdentityError> {
+        let validity = {
+            let (_, c) = x509_parser::parse_x509_certificate(&cert_der).map_err(x)?;
+            let v = c.validity();
+            (
+                u64::try_from(v.not_before.timestamp()).unwrap_or(0),
+                u64::try_from(v.not_after.timestamp()).unwrap_or(0),
+            )
+        };
         Ok(Self {
             trust_domain: td.clone(),
             cert_der,
             cert_pem,
+            validity,
             issuer: Issuer::new(ca_params(td)?, key),
         })
+    }
+
+    /// The CA certificate's validity: (notBefore, notAfter), Unix seconds.
+    pub fn validity(&self) -> (u64, u64) {
+        self.validity
     }
 
     /// Load `ca.crt` and `ca.key` from `dir`, or create them (key mode 0600).
@@ -218,7 +234,11 @@ impl SvidCa {
         ];
         p.use_authority_key_identifier_extension = true;
         p.not_before = at(now.saturating_sub(30))?;
-        p.not_after = at(now + ttl)?;
+        // Never outlive the CA: an SVID valid after its issuer is not is refused by verifiers.
+        if now >= self.validity.1 {
+            return Err(x("the CA has expired"));
+        }
+        p.not_after = at((now + ttl).min(self.validity.1))?;
         p.serial_number = Some(random_serial()?);
         let pk = SubjectPublicKeyInfo::from_der(spki_der).map_err(x)?;
         Ok(p.signed_by(&pk, &self.issuer).map_err(x)?.der().to_vec())
@@ -237,7 +257,7 @@ pub fn cert_to_pem(der: &[u8]) -> String {
     out
 }
 
-fn pem_body(pem: &str) -> Result<Vec<u8>, IdentityError> {
+pub(crate) fn pem_body(pem: &str) -> Result<Vec<u8>, IdentityError> {
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     base64::engine::general_purpose::STANDARD
         .decode(b64)

@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub trust_domain: String,
     /// Lifetime of X.509-SVIDs, seconds.
     pub svid_ttl: u64,
+    /// Lifetime of a SPIFFE CA, seconds; the next CA is prepared at half of it and activated
+    /// at five sixths.
+    pub svid_ca_ttl: u64,
     /// Keep the SPIFFE CA key in a PKCS#11 token instead of `data_dir/spiffe/ca.key`.
     pub svid_ca_pkcs11: Option<vouch_identity::Pkcs11Config>,
 }
@@ -100,6 +103,7 @@ impl Default for ServerConfig {
             tpm_allow_sha1: false,
             trust_domain: "vouch.local".into(),
             svid_ttl: 3600,
+            svid_ca_ttl: 365 * 86_400,
             svid_ca_pkcs11: None,
         }
     }

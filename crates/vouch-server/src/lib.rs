@@ -220,14 +220,9 @@ pub async fn start_with_store(
     }
     let td = vouch_identity::TrustDomain::parse(&cfg.trust_domain)
         .map_err(|e| ServerError::Config(format!("trust_domain: {e}")))?;
-    let spiffe_dir = cfg.data_dir.join("spiffe");
-    let ca = match &cfg.svid_ca_pkcs11 {
-        Some(p) => {
-            vouch_identity::SvidCa::open_pkcs11(p, &spiffe_dir, &td, 365 * 86_400, unix_now())
-        }
-        None => vouch_identity::SvidCa::load_or_create(&spiffe_dir, &td, 365 * 86_400, unix_now()),
-    };
-    state.svid_ca = Some(ca.map_err(|e| ServerError::Config(format!("SPIFFE CA: {e}")))?);
+    let ca = state::open_ca_set(&cfg, &td, unix_now())
+        .map_err(|e| ServerError::Config(format!("SPIFFE CA: {e}")))?;
+    state.svid_ca = Some(std::sync::RwLock::new(ca));
     state.jwt_signer = Some(
         vouch_identity::JwtSvidSigner::load_or_create(&cfg.data_dir.join("spiffe/jwt.key"))
             .map_err(|e| ServerError::Config(format!("JWT-SVID key: {e}")))?,

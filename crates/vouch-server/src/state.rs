@@ -69,7 +69,7 @@ pub struct State {
     pub(crate) metrics: Metrics,
     signers: Mutex<(u64, Arc<Vec<Signer>>)>,
     pub(crate) ek_trust: Option<vouch_tpm::EkTrustStore>,
-    pub(crate) svid_ca: Option<vouch_identity::SvidCa>,
+    pub(crate) svid_ca: Option<std::sync::RwLock<vouch_identity::CaSet>>,
     pub(crate) jwt_signer: Option<vouch_identity::JwtSvidSigner>,
 }
 
@@ -447,5 +447,22 @@ impl State {
             .iter()
             .map(|(k, v)| (*k, *v))
             .collect()
+    }
+}
+
+/// The trust domain's CA set under `data_dir/spiffe`: file keys, or the active key in a
+/// PKCS#11 token.
+pub(crate) fn open_ca_set(
+    cfg: &crate::ServerConfig,
+    td: &vouch_identity::TrustDomain,
+    now: u64,
+) -> Result<vouch_identity::CaSet, vouch_identity::IdentityError> {
+    let dir = cfg.data_dir.join("spiffe");
+    match &cfg.svid_ca_pkcs11 {
+        Some(p) => {
+            let active = vouch_identity::SvidCa::open_pkcs11(p, &dir, td, cfg.svid_ca_ttl, now)?;
+            vouch_identity::CaSet::around(&dir, td, active)
+        }
+        None => vouch_identity::CaSet::load_or_create(&dir, td, cfg.svid_ca_ttl, now),
     }
 }

@@ -18,10 +18,49 @@ use crate::state::{State, unix_now};
 const MAX_JWT_TTL: u64 = 300;
 
 impl State {
-    fn ca(&self) -> Result<&vouch_identity::SvidCa, ApiError> {
-        self.svid_ca
+    /// Run `f` on the CA set, after picking up a change another process made on disk
+    /// (`vouch ca`, another replica) and rotating when the schedule says so.
+    fn with_ca<T>(
+        &self,
+        f: impl FnOnce(&vouch_identity::CaSet) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let lock = self
+            .svid_ca
             .as_ref()
-            .ok_or_else(|| ApiError::new(ErrorKind::Internal, "no SPIFFE CA configured"))
+            .ok_or_else(|| ApiError::new(ErrorKind::Internal, "no SPIFFE CA configured"))?;
+        fn poisoned<E>(_: E) -> ApiError {
+            ApiError::new(ErrorKind::Internal, "CA lock poisoned")
+        }
+        let internal = |e: vouch_identity::IdentityError| {
+            ApiError::new(ErrorKind::Internal, format!("SPIFFE CA: {e}"))
+        };
+        let now = unix_now();
+        let stale = {
+            let set = lock.read().map_err(poisoned)?;
+            set.changed_on_disk() || {
+                let (from, until) = set.active().validity();
+                let life = until.saturating_sub(from).max(1);
+                let elapsed = now.saturating_sub(from);
+                (set.next().is_none() && elapsed * 2 >= life)
+                    || (set.next().is_some() && elapsed * 6 >= life * 5)
+            }
+        };
+        if stale {
+            let mut set = lock.write().map_err(poisoned)?;
+            if set.changed_on_disk() {
+                let td = set.active().trust_domain().clone();
+                *set = crate::state::open_ca_set(&self.cfg, &td, now).map_err(internal)?;
+                tracing::info!(sequence = set.sequence(), "SPIFFE CA set reloaded");
+            }
+            if set
+                .rotate_if_due(self.cfg.svid_ca_ttl, self.cfg.svid_ttl, now)
+                .map_err(internal)?
+            {
+                tracing::info!(sequence = set.sequence(), "SPIFFE CA rotated on schedule");
+            }
+        }
+        let set = lock.read().map_err(poisoned)?;
+        f(&set)
     }
 
     /// The entries that grant identities to `workload` of the node behind `key_id`, after
@@ -162,26 +201,31 @@ impl State {
             ApiError::new(ErrorKind::MalformedRequest, "public_key is not base64url")
         })?;
         let now = unix_now();
-        let ca = self.ca()?;
-        let mut svids = Vec::new();
-        for e in &matched {
-            let id = SpiffeId::parse(&e.spiffe_id)
-                .map_err(|err| ApiError::new(ErrorKind::Internal, err.to_string()))?;
-            let ttl = e.ttl.min(self.cfg.svid_ttl);
-            let der = ca
-                .issue(&id, &spki, ttl, now)
-                .map_err(|err| ApiError::new(ErrorKind::MalformedRequest, err.to_string()))?;
-            svids.push(IssuedSvid {
-                spiffe_id: id.to_string(),
-                x509_svid: URL_SAFE_NO_PAD.encode(der),
-                expires_at: now + ttl,
-            });
-        }
+        let (svids, bundle) = self.with_ca(|set| {
+            let ca = set.active();
+            let mut svids = Vec::new();
+            for e in &matched {
+                let id = SpiffeId::parse(&e.spiffe_id)
+                    .map_err(|err| ApiError::new(ErrorKind::Internal, err.to_string()))?;
+                let ttl = e.ttl.min(self.cfg.svid_ttl);
+                let der = ca
+                    .issue(&id, &spki, ttl, now)
+                    .map_err(|err| ApiError::new(ErrorKind::MalformedRequest, err.to_string()))?;
+                svids.push(IssuedSvid {
+                    spiffe_id: id.to_string(),
+                    x509_svid: URL_SAFE_NO_PAD.encode(der),
+                    expires_at: (now + ttl).min(ca.validity().1),
+                });
+            }
+            let bundle = set
+                .authorities(now)
+                .into_iter()
+                .map(|d| URL_SAFE_NO_PAD.encode(d))
+                .collect();
+            Ok((svids, bundle))
+        })?;
         tracing::info!(workload = %req.workload, count = svids.len(), "X.509-SVIDs issued");
-        Ok(SvidResponse {
-            svids,
-            bundle: vec![URL_SAFE_NO_PAD.encode(ca.cert_der())],
-        })
+        Ok(SvidResponse { svids, bundle })
     }
 
     /// `POST /v1/jwt-svid`
@@ -234,8 +278,14 @@ impl State {
 
     /// The SPIFFE bundle of the trust domain: X.509 authorities and JWT-SVID keys.
     pub(crate) fn spiffe_bundle(&self) -> Result<serde_json::Value, ApiError> {
-        let ca = self.ca()?;
         let jwt: Vec<serde_json::Value> = self.jwt_signer.iter().map(|s| s.jwk()).collect();
-        Ok(vouch_identity::bundle_jwks(&[ca.cert_der()], &jwt, 1, 300))
+        self.with_ca(|set| {
+            Ok(vouch_identity::bundle_jwks(
+                &set.authorities(unix_now()),
+                &jwt,
+                set.sequence(),
+                300,
+            ))
+        })
     }
 }

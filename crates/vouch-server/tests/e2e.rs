@@ -581,3 +581,97 @@ async fn svids_only_for_affirming_workloads_with_a_matching_entry() {
     );
     h.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn ca_rotation_reaches_a_running_verifier_without_breaking_svids_in_flight() {
+    use base64::engine::general_purpose::STANDARD;
+    use rcgen::PublicKeyData;
+    use rustls::server::danger::ClientCertVerifier;
+    use vouch_core::wire::{SvidRequest, svid_signing_input};
+    use vouch_identity::{CaSet, Entry, Selector, SpiffeId, TrustDomain};
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("db").await;
+    h.trust(&mut agent).await;
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        ArStatus::Affirming
+    );
+    let id = SpiffeId::parse("spiffe://vouch.local/db").unwrap();
+    let e = Entry::new(
+        "e-db".into(),
+        &id,
+        vec![Selector::parse("vouch:workload:db").unwrap()],
+        600,
+        unix_now(),
+    )
+    .unwrap();
+    h.store.add_entry(&e).await.unwrap();
+    let c = h.client();
+    let issue = || async {
+        let leaf = rcgen::KeyPair::generate().unwrap();
+        let pk = B64.encode(leaf.subject_public_key_info());
+        let key_id = agent.enrollment().key_id.clone();
+        let r = c
+            .svid(&SvidRequest {
+                signature: agent
+                    .key()
+                    .sign_b64(&svid_signing_input(&key_id, "db", &pk, &[])),
+                key_id,
+                workload: "db".into(),
+                public_key: pk,
+                selectors: vec![],
+            })
+            .await
+            .unwrap();
+        B64.decode(&r.svids[0].x509_svid).unwrap()
+    };
+    let bundle = || async {
+        let b = c.bundle().await.unwrap();
+        let cas: Vec<Vec<u8>> = b["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["use"] == "x509-svid")
+            .map(|k| STANDARD.decode(k["x5c"][0].as_str().unwrap()).unwrap())
+            .collect();
+        (cas, b["spiffe_sequence"].as_u64().unwrap())
+    };
+    let accepts = |cas: &[Vec<u8>], der: &[u8]| {
+        let td = TrustDomain::parse("vouch.local").unwrap();
+        vouch_rp::SpiffeVerifier::new(&td, cas, vouch_rp::AllowedIds::AnyInTrustDomain)
+            .unwrap()
+            .verify_client_cert(
+                &rustls::pki_types::CertificateDer::from(der.to_vec()),
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .is_ok()
+    };
+
+    let a = issue().await;
+    let (cas, seq) = bundle().await;
+    assert_eq!((cas.len(), seq), (1, 1));
+    let first = cas[0].clone();
+
+    // `vouch ca prepare` (the same code, on the verifier's directory): the next CA appears in
+    // the bundle at once, and signs nothing yet.
+    let td = TrustDomain::parse("vouch.local").unwrap();
+    let dir = h.cfg.data_dir.join("spiffe");
+    let mut set = CaSet::load_or_create(&dir, &td, h.cfg.svid_ca_ttl, unix_now()).unwrap();
+    set.prepare(h.cfg.svid_ca_ttl, unix_now()).unwrap();
+    let (cas, seq) = bundle().await;
+    assert_eq!((cas.len(), seq), (2, 2));
+    let b = issue().await;
+    assert!(accepts(std::slice::from_ref(&first), &b));
+
+    // `vouch ca activate`: new SVIDs come from the new CA; the bundle still carries the old
+    // one, so SVIDs issued before keep verifying.
+    set.activate(h.cfg.svid_ttl, unix_now()).unwrap();
+    let c3 = issue().await;
+    let (cas, seq) = bundle().await;
+    assert_eq!((cas.len(), seq), (2, 3));
+    assert!(!accepts(std::slice::from_ref(&first), &c3));
+    for svid in [&a, &b, &c3] {
+        assert!(accepts(&cas, svid));
+    }
+}

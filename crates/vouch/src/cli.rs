@@ -136,6 +136,9 @@ pub enum Command {
     /// Manage the verifier's result-signing keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Manage the SPIFFE trust domain's CA: show it, prepare the next one, activate it.
+    #[command(subcommand)]
+    Ca(CaCmd),
     /// TPM tools for operators and debugging.
     #[command(subcommand)]
     Tpm(TpmCmd),
@@ -289,6 +292,27 @@ pub enum KeyCmd {
         /// Algorithm of the new key.
         #[arg(long, value_parser = ["EdDSA", "ES256"], default_value = "EdDSA")]
         alg: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCmd {
+    /// The authorities in the trust bundle and the bundle's sequence number.
+    Show {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Create the next CA and publish it in the bundle; it signs nothing until activated.
+    /// (A running verifier also does this by itself at half the CA's lifetime.)
+    Prepare {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Make the prepared CA the signing one; the old one stays in the bundle until the SVIDs
+    /// it signed expire. A running verifier picks the change up at its next request.
+    Activate {
         #[command(flatten)]
         store: StoreArgs,
     },

@@ -13,7 +13,7 @@ use vouch_server::{ServerConfig, unix_now};
 use vouch_store::{SqliteStore, Store};
 
 use crate::cli::{
-    AgentArgs, Cli, Command, EntryCmd, KeyCmd, PolicyCmd, RefvalueCmd, StoreArgs, TokenCmd,
+    AgentArgs, CaCmd, Cli, Command, EntryCmd, KeyCmd, PolicyCmd, RefvalueCmd, StoreArgs, TokenCmd,
     VerifyArgs, WorkloadCmd,
 };
 use crate::config::{self, FileConfig};
@@ -36,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(cmd) => token(file, cmd, json).await,
         Command::Workload(cmd) => workload(file, cmd, json).await,
         Command::Entry(cmd) => entry(file, cmd, json).await,
+        Command::Ca(cmd) => ca(file, cmd, json),
         Command::Key(cmd) => key(file, cmd, json).await,
         Command::Tpm(cmd) => crate::tpm::run(cmd, json),
         Command::Dev(args) => crate::dev::run(args, json).await,
@@ -579,6 +580,79 @@ async fn key(file: FileConfig, cmd: KeyCmd, json: bool) -> Result<ExitCode> {
             "new signing key {kid} is active; the previous key stays in the JWKS for {}s",
             cfg.retired_key_grace
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ca(file: FileConfig, cmd: CaCmd, json: bool) -> Result<ExitCode> {
+    let (CaCmd::Show { store } | CaCmd::Prepare { store } | CaCmd::Activate { store }) = &cmd;
+    let cfg = server_config(&file, store);
+    let td = vouch_identity::TrustDomain::parse(&cfg.trust_domain)?;
+    let dir = cfg.data_dir.join("spiffe");
+    let now = unix_now();
+    let mut set = if cfg.svid_ca_pkcs11.is_some() {
+        let p = cfg.svid_ca_pkcs11.as_ref().context("pkcs11")?;
+        let active = vouch_identity::SvidCa::open_pkcs11(p, &dir, &td, cfg.svid_ca_ttl, now)?;
+        vouch_identity::CaSet::around(&dir, &td, active)?
+    } else {
+        vouch_identity::CaSet::load_or_create(&dir, &td, cfg.svid_ca_ttl, now)?
+    };
+    match cmd {
+        CaCmd::Show { .. } => {}
+        CaCmd::Prepare { .. } => set.prepare(cfg.svid_ca_ttl, now)?,
+        CaCmd::Activate { .. } => set.activate(cfg.svid_ttl, now)?,
+    }
+    let describe = |der: &[u8]| -> serde_json::Value {
+        use sha2::Digest as _;
+        let (from, until) = x509_parser::parse_x509_certificate(der)
+            .map(|(_, c)| {
+                (
+                    c.validity().not_before.timestamp(),
+                    c.validity().not_after.timestamp(),
+                )
+            })
+            .unwrap_or((0, 0));
+        serde_json::json!({
+            "sha256": hex::encode(sha2::Sha256::digest(der)),
+            "not_before": from,
+            "not_after": until,
+        })
+    };
+    let role = |der: &[u8]| {
+        if der == set.active().cert_der() {
+            "active"
+        } else if set.next().is_some_and(|n| n.cert_der() == der) {
+            "next"
+        } else {
+            "retired"
+        }
+    };
+    let authorities: Vec<serde_json::Value> = set
+        .authorities(now)
+        .into_iter()
+        .map(|d| {
+            let mut v = describe(d);
+            v["role"] = serde_json::json!(role(d));
+            v
+        })
+        .collect();
+    if json {
+        output::json(&serde_json::json!({
+            "trust_domain": td.as_str(),
+            "sequence": set.sequence(),
+            "authorities": authorities,
+        }))?;
+    } else {
+        println!("trust domain {td}, bundle sequence {}", set.sequence());
+        for a in &authorities {
+            let until = a["not_after"].as_u64().unwrap_or(0);
+            println!(
+                "  {:<8} sha256:{}  expires in {} days (unix {until})",
+                a["role"].as_str().unwrap_or(""),
+                a["sha256"].as_str().unwrap_or(""),
+                until.saturating_sub(now) / 86_400,
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

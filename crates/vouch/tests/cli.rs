@@ -460,3 +460,40 @@ fn svid_bench_reports_issuance_against_raw_ecdsa() {
     assert!(v["svids_per_second"].as_f64().unwrap() > 0.0);
     assert!(v["issue_over_sign"].as_f64().unwrap() > 0.0, "{v}");
 }
+
+#[test]
+fn ca_prepare_and_activate_rotate_the_trust_domain_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let show = |cmd: &str| {
+        let (code, out, err) = vouch(&["ca", cmd, "--data-dir", d, "--json"]);
+        assert_eq!(code, 0, "{cmd}: {err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let roles = |v: &serde_json::Value| -> Vec<String> {
+        v["authorities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["role"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let v = show("show");
+    assert_eq!(
+        (v["sequence"].as_u64(), roles(&v)),
+        (Some(1), vec!["active".to_string()])
+    );
+    let first = v["authorities"][0]["sha256"].clone();
+    let v = show("prepare");
+    assert_eq!(v["sequence"], 2);
+    assert_eq!(roles(&v), ["active", "next"]);
+    let next = v["authorities"][1]["sha256"].clone();
+    let (code, _, err) = vouch(&["ca", "prepare", "--data-dir", d]);
+    assert_ne!(code, 0, "only one next CA");
+    assert!(err.contains("already prepared"), "{err}");
+    let v = show("activate");
+    assert_eq!(v["sequence"], 3);
+    assert_eq!(roles(&v), ["active", "retired"]);
+    assert_eq!(v["authorities"][0]["sha256"], next);
+    assert_eq!(v["authorities"][1]["sha256"], first);
+}
