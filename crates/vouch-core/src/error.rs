@@ -51,6 +51,8 @@ pub enum ErrorKind {
     TokenReused,
     /// The policy could not be compiled or evaluated.
     PolicyError,
+    /// The request needs the verifier's admin token and did not carry it (or a wrong one).
+    Unauthenticated,
     /// The requested record does not exist.
     NotFound,
     /// The store failed; the request may be retried.
@@ -84,6 +86,7 @@ impl ErrorKind {
             Self::TokenExpired => "token_expired",
             Self::TokenReused => "token_reused",
             Self::PolicyError => "policy_error",
+            Self::Unauthenticated => "unauthenticated",
             Self::NotFound => "not_found",
             Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal",
@@ -92,7 +95,7 @@ impl ErrorKind {
 
     /// Parse the wire form back into a kind (unknown strings give `None`).
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 24] = [
+        const ALL: [ErrorKind; 25] = [
             ErrorKind::MalformedRequest,
             ErrorKind::BodyTooLarge,
             ErrorKind::NonceInvalid,
@@ -114,6 +117,7 @@ impl ErrorKind {
             ErrorKind::TokenExpired,
             ErrorKind::TokenReused,
             ErrorKind::PolicyError,
+            ErrorKind::Unauthenticated,
             ErrorKind::NotFound,
             ErrorKind::StoreUnavailable,
             ErrorKind::Internal,

@@ -32,9 +32,8 @@ impl ApiError {
             MalformedRequest | EvidenceMalformed | NonceMismatch | UnsupportedEvidence
             | TpmEnrollment => StatusCode::BAD_REQUEST,
             NonceInvalid | NonceExpired | NonceFromFuture | NonceAudience | EvidenceSignature
-            | UnknownKey | TokenInvalid | TokenExpired | TpmQuote | TpmNotEnrolled => {
-                StatusCode::UNAUTHORIZED
-            }
+            | UnknownKey | TokenInvalid | TokenExpired | TpmQuote | TpmNotEnrolled
+            | Unauthenticated => StatusCode::UNAUTHORIZED,
             NonceReused | TokenReused => StatusCode::CONFLICT,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             NotFound => StatusCode::NOT_FOUND,

@@ -207,6 +207,7 @@ pub async fn start_with_store(
         keyring,
         keys_dir.clone(),
     );
+    state.admin_token = keys::load_or_create_admin_token(&keys_dir.join("admin.token"))?;
     if let Some(dir) = &cfg.tpm_ca_dir {
         let trust = vouch_tpm::EkTrustStore::from_dir(dir)
             .map_err(|e| ServerError::Config(format!("tpm_ca_dir: {e}")))?;

@@ -76,6 +76,8 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/svid", post(svid))
         .route("/v1/jwt-svid", post(jwt_svid))
         .route("/v1/bundle", get(bundle))
+        .route("/v1/entries", get(list_entries).post(create_entry))
+        .route("/v1/entries/{id}", get(show_entry).delete(delete_entry))
         .route("/v1/results/{id}", get(result))
         .route("/v1/workloads", get(workloads))
         .route("/v1/workloads/{node}/{name}", get(workload))
@@ -157,6 +159,128 @@ async fn jwt_svid(
 
 async fn bundle(AxState(st): AxState<S>) -> Response {
     reply(st.spiffe_bundle())
+}
+
+/// The management API's credential: `Authorization: Bearer <admin token>`, compared in
+/// constant time.
+fn admin(st: &State, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    use subtle::ConstantTimeEq as _;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(st.admin_token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorKind::Unauthenticated,
+            "this call needs the admin token (data_dir/keys/admin.token) as a Bearer credential",
+        ))
+    }
+}
+
+/// `POST /v1/entries` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEntry {
+    spiffe_id: String,
+    selectors: Vec<String>,
+    #[serde(default)]
+    ttl: Option<u64>,
+}
+
+async fn list_entries(AxState(st): AxState<S>, headers: axum::http::HeaderMap) -> Response {
+    reply(
+        async {
+            admin(&st, &headers)?;
+            Ok(st.store.entries().await?)
+        }
+        .await,
+    )
+}
+
+async fn create_entry(
+    AxState(st): AxState<S>,
+    headers: axum::http::HeaderMap,
+    body: Result<ApiJson<NewEntry>, ApiError>,
+) -> Response {
+    let r = async {
+        admin(&st, &headers)?;
+        let ApiJson(n) = body?;
+        let bad = |e: vouch_identity::IdentityError| {
+            ApiError::new(ErrorKind::MalformedRequest, e.to_string())
+        };
+        let id = vouch_identity::SpiffeId::parse(&n.spiffe_id).map_err(bad)?;
+        if n.selectors.len() > 64 {
+            return Err(ApiError::new(
+                ErrorKind::MalformedRequest,
+                "at most 64 selectors",
+            ));
+        }
+        let selectors = n
+            .selectors
+            .iter()
+            .map(|s| vouch_identity::Selector::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let e = vouch_identity::Entry::new(
+            uuid::Uuid::new_v4().to_string(),
+            &id,
+            selectors,
+            n.ttl.unwrap_or(st.cfg.svid_ttl),
+            unix_now(),
+        )
+        .map_err(bad)?;
+        st.store.add_entry(&e).await?;
+        tracing::info!(entry = %e.id, spiffe_id = %e.spiffe_id, "registration entry created");
+        Ok(e)
+    }
+    .await;
+    match r {
+        Ok(e) => (StatusCode::CREATED, Json(e)).into_response(),
+        Err(e) => with_kind(e),
+    }
+}
+
+async fn show_entry(
+    AxState(st): AxState<S>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    reply(
+        async {
+            admin(&st, &headers)?;
+            st.store
+                .entries()
+                .await?
+                .into_iter()
+                .find(|e| e.id == id)
+                .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no entry {id}")))
+        }
+        .await,
+    )
+}
+
+async fn delete_entry(
+    AxState(st): AxState<S>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let r = async {
+        admin(&st, &headers)?;
+        if st.store.delete_entry(&id).await? {
+            tracing::info!(entry = %id, "registration entry deleted");
+            Ok(())
+        } else {
+            Err(ApiError::new(ErrorKind::NotFound, format!("no entry {id}")))
+        }
+    }
+    .await;
+    match r {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => with_kind(e),
+    }
 }
 
 async fn result(AxState(st): AxState<S>, Path(id): Path<String>) -> Response {

@@ -65,6 +65,8 @@ pub struct State {
     pub(crate) nonce_keys: Vec<NonceKey>,
     pub(crate) keyring: RwLock<Arc<Keyring>>,
     pub(crate) keys_dir: PathBuf,
+    /// Bearer token of the management API.
+    pub(crate) admin_token: String,
     pub(crate) policies: PolicyCache,
     pub(crate) metrics: Metrics,
     signers: Mutex<(u64, Arc<Vec<Signer>>)>,
@@ -102,6 +104,7 @@ impl State {
             nonce_keys,
             keyring: RwLock::new(Arc::new(keyring)),
             keys_dir,
+            admin_token: String::new(),
             policies: PolicyCache::new(),
             metrics: Metrics::default(),
             signers: Mutex::new((u64::MAX, Arc::new(Vec::new()))),

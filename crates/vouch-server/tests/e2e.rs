@@ -402,6 +402,8 @@ async fn health_jwks_openapi_dashboard_and_metrics_answer() {
         "/v1/svid",
         "/v1/jwt-svid",
         "/v1/bundle",
+        "/v1/entries",
+        "/v1/entries/{id}",
         "/v1/results/{id}",
         "/v1/workloads",
         "/v1/workloads/{node}/{name}",
@@ -674,4 +676,116 @@ async fn ca_rotation_reaches_a_running_verifier_without_breaking_svids_in_flight
     for svid in [&a, &b, &c3] {
         assert!(accepts(&cas, svid));
     }
+}
+
+#[tokio::test]
+async fn the_entries_api_needs_the_admin_token_and_manages_entries() {
+    let h = Harness::new(|_| {}).await;
+    let token = std::fs::read_to_string(h.cfg.data_dir.join("keys/admin.token")).unwrap();
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap())
+            .unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("{}{p}", h.server.base_url);
+    let kind = |v: &serde_json::Value| v["error"]["kind"].as_str().unwrap_or("").to_string();
+    let body = serde_json::json!({
+        "spiffe_id": "spiffe://vouch.local/billing",
+        "selectors": ["vouch:workload:billing", "unix:uid:1000"],
+        "ttl": 900,
+    });
+
+    // No token, a wrong token, a token of the right length with one byte changed: 401.
+    let mut wrong = token.clone().into_bytes();
+    wrong[10] ^= 1;
+    let wrong = String::from_utf8(wrong).unwrap();
+    for auth in [
+        None,
+        Some("Bearer nope".to_string()),
+        Some(format!("Bearer {wrong}")),
+    ] {
+        let mut r = http.post(url("/v1/entries")).json(&body);
+        if let Some(a) = &auth {
+            r = r.header("authorization", a);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{auth:?}");
+        assert_eq!(kind(&r.json().await.unwrap()), "unauthenticated");
+    }
+    assert_eq!(
+        http.get(url("/v1/entries")).send().await.unwrap().status(),
+        401
+    );
+    assert!(
+        h.store.entries().await.unwrap().is_empty(),
+        "nothing created"
+    );
+
+    // With the token: create, list, show, delete.
+    let bearer = format!("Bearer {token}");
+    let r = http
+        .post(url("/v1/entries"))
+        .header("authorization", &bearer)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let e: serde_json::Value = r.json().await.unwrap();
+    let id = e["id"].as_str().unwrap().to_string();
+    assert_eq!(e["ttl"], 900);
+    let list: serde_json::Value = http
+        .get(url("/v1/entries"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let one = http
+        .get(url(&format!("/v1/entries/{id}")))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status().as_u16(), 200);
+
+    // Bad input is refused with the reason: an invalid SPIFFE ID, an invalid selector, none.
+    for bad in [
+        serde_json::json!({"spiffe_id": "spiffe://Vouch.local/x", "selectors": ["a:b"]}),
+        serde_json::json!({"spiffe_id": "spiffe://vouch.local/x", "selectors": ["no colon"]}),
+        serde_json::json!({"spiffe_id": "spiffe://vouch.local/x", "selectors": []}),
+        serde_json::json!({"spiffe_id": "spiffe://vouch.local/x", "selectors": ["a:b"], "extra": 1}),
+    ] {
+        let r = http
+            .post(url("/v1/entries"))
+            .header("authorization", &bearer)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{bad}");
+        assert_eq!(kind(&r.json().await.unwrap()), "malformed_request");
+    }
+
+    let del = |id: String| {
+        let (http, bearer) = (http.clone(), bearer.clone());
+        let u = url(&format!("/v1/entries/{id}"));
+        async move {
+            http.delete(u)
+                .header("authorization", bearer)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(del(id.clone()).await, 204);
+    assert_eq!(del(id).await, 404);
+    assert!(h.store.entries().await.unwrap().is_empty());
 }
