@@ -366,6 +366,13 @@ impl Tpm {
         let secret = EncryptedSecret::try_from(strip(encrypted_secret)?)
             .map_err(tpm_err("encrypted secret"))?;
         let mut l = self.load()?;
+        // The EK's policy decides the session: the low-range templates use PolicyA
+        // (PolicySecret(TPM_RH_ENDORSEMENT)) under SHA-256; the high-range ones (swtpm's and most
+        // manufacturers' P-384 EK) use PolicyB = PolicyOR(PolicyA, PolicyC) under the EK's name
+        // algorithm (TCG EK Credential Profile 2.5).
+        let (ek_pub, _, _) = l.ctx.read_public(l.ek).map_err(tpm_err("reading the EK"))?;
+        let hash = ek_pub.name_hashing_algorithm();
+        let or_branches = ek_policy_or_branches(hash, ek_pub.auth_policy().value())?;
         let session = l
             .ctx
             .start_auth_session(
@@ -374,7 +381,7 @@ impl Tpm {
                 None,
                 tss_esapi::constants::SessionType::Policy,
                 SymmetricDefinition::AES_128_CFB,
-                HashingAlgorithm::Sha256,
+                hash,
             )
             .map_err(tpm_err("starting a policy session"))?
             .ok_or_else(|| AgentError::Config("TPM returned no session".into()))?;
@@ -393,6 +400,13 @@ impl Tpm {
                 )
             })
             .map_err(tpm_err("PolicySecret(endorsement)"))
+            .and_then(|_| match &or_branches {
+                None => Ok(()),
+                Some(list) => l
+                    .ctx
+                    .policy_or(policy, list.clone())
+                    .map_err(tpm_err("PolicyOR(PolicyA, PolicyC)")),
+            })
             .and_then(|_| {
                 l.ctx
                     .execute_with_sessions(
@@ -403,5 +417,93 @@ impl Tpm {
             });
         let _ = l.ctx.flush_context(SessionHandle::from(session).into());
         Ok(result?.value().to_vec())
+    }
+}
+
+/// PolicyA (PolicySecret(TPM_RH_ENDORSEMENT)) and PolicyC (PolicyAuthorizeNV) digests for
+/// SHA-384, from the TCG EK Credential Profile; PolicyB_SHA384 is their PolicyOR.
+const POLICY_A_SHA384: [u8; 48] = [
+    0x8b, 0xbf, 0x22, 0x66, 0x53, 0x7c, 0x17, 0x1c, 0xb5, 0x6e, 0x40, 0x3c, 0x4d, 0xc1, 0xd4, 0xb6,
+    0x4f, 0x43, 0x26, 0x11, 0xdc, 0x38, 0x6e, 0x6f, 0x53, 0x20, 0x50, 0xc3, 0x27, 0x8c, 0x93, 0x0e,
+    0x14, 0x3e, 0x8b, 0xb1, 0x13, 0x38, 0x24, 0xcc, 0xb4, 0x31, 0x05, 0x38, 0x71, 0xc6, 0xdb, 0x53,
+];
+const POLICY_C_SHA384: [u8; 48] = [
+    0xd6, 0x03, 0x2c, 0xe6, 0x1f, 0x2f, 0xb3, 0xc2, 0x40, 0xeb, 0x3c, 0xf6, 0xa3, 0x32, 0x37, 0xef,
+    0x2b, 0x6a, 0x16, 0xf4, 0x29, 0x3c, 0x22, 0xb4, 0x55, 0xe2, 0x61, 0xcf, 0xfd, 0x21, 0x7a, 0xd5,
+    0xb4, 0x94, 0x7c, 0x2d, 0x73, 0xe6, 0x30, 0x05, 0xee, 0xd2, 0xdc, 0x2b, 0x35, 0x93, 0xd1, 0x65,
+];
+
+/// The PolicyOR branches an EK's policy needs after PolicySecret, or `None` when PolicySecret
+/// alone satisfies it. The OR is derived, not assumed: PolicyOR over the two branches must
+/// reproduce the EK's `authPolicy`, else the EK's policy is one this agent cannot satisfy.
+fn ek_policy_or_branches(
+    hash: HashingAlgorithm,
+    auth_policy: &[u8],
+) -> Result<Option<tss_esapi::structures::DigestList>, AgentError> {
+    use sha2::Digest as _;
+    const TPM_CC_POLICY_SECRET: [u8; 4] = 0x0000_0151u32.to_be_bytes();
+    const TPM_CC_POLICY_OR: [u8; 4] = 0x0000_0171u32.to_be_bytes();
+    const RH_ENDORSEMENT: [u8; 4] = 0x4000_000Bu32.to_be_bytes();
+    let secret_sha256 = {
+        let d =
+            sha2::Sha256::digest([&[0u8; 32][..], &TPM_CC_POLICY_SECRET, &RH_ENDORSEMENT].concat());
+        sha2::Sha256::digest(d).to_vec()
+    };
+    if hash == HashingAlgorithm::Sha256 && auth_policy == secret_sha256.as_slice() {
+        return Ok(None);
+    }
+    if hash == HashingAlgorithm::Sha384 {
+        let or = sha2::Sha384::digest(
+            [
+                &[0u8; 48][..],
+                &TPM_CC_POLICY_OR,
+                &POLICY_A_SHA384,
+                &POLICY_C_SHA384,
+            ]
+            .concat(),
+        );
+        if auth_policy == or.as_slice() {
+            let mut list = tss_esapi::structures::DigestList::new();
+            for d in [POLICY_A_SHA384, POLICY_C_SHA384] {
+                list.add(
+                    tss_esapi::structures::Digest::try_from(d.to_vec())
+                        .map_err(tpm_err("policy digest"))?,
+                )
+                .map_err(tpm_err("policy digest list"))?;
+            }
+            return Ok(Some(list));
+        }
+    }
+    Err(AgentError::Config(format!(
+        "the EK's authPolicy {} ({hash:?}) is not one of the TCG EK templates' policies",
+        hex::encode(auth_policy)
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ek_policies_of_the_tcg_templates_are_recognised() {
+        // PolicyA_SHA256 (low-range templates): PolicySecret alone.
+        let a256 = hex::decode("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa")
+            .unwrap_or_default();
+        assert!(matches!(
+            ek_policy_or_branches(HashingAlgorithm::Sha256, &a256),
+            Ok(None)
+        ));
+        // PolicyB_SHA384 (high-range P-384): the OR of PolicyA and PolicyC.
+        let b384 = hex::decode(
+            "b26e7d28d11a50bc53d882bcf5fd3a1a074148bb35d3b4e4cb1c0ad9bde419cacb47ba09699646150f9fc000f3f80e12",
+        )
+        .unwrap_or_default();
+        assert!(matches!(
+            ek_policy_or_branches(HashingAlgorithm::Sha384, &b384),
+            Ok(Some(l)) if l.len() == 2
+        ));
+        // Anything else is refused with the policy named.
+        let e = ek_policy_or_branches(HashingAlgorithm::Sha384, &[0u8; 48]);
+        assert!(matches!(e, Err(AgentError::Config(m)) if m.contains("authPolicy")));
     }
 }

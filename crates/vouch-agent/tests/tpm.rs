@@ -57,10 +57,9 @@ fn ek_ak_quote_and_credential_activation_on_swtpm() {
         assert!(c.qualified_signer_checked);
         assert_eq!(q.pcrs.to_hex()["sha256"].len(), 5);
 
-        // The ECC EK here is the P-384 high-range template, whose policy is an OR of branches
-        // this agent does not build yet; credential activation for ECC EKs is tested with the
-        // low-range P-256 EK in vouch-tpm's credential tests.
-        if alg == "rsa" {
+        // Credential activation, for the RSA EK (PolicyA) and the high-range P-384 ECC EK
+        // (PolicyB = PolicyOR(PolicyA, PolicyC) under SHA-384, ECDH + KDFe on the verifier).
+        {
             let secret = [0x3c; 32];
             let made = make_credential(&ek, &ak.name(), &secret, &[9; 32]).unwrap();
             assert_eq!(

@@ -37,12 +37,22 @@ async fn server(ca_dir: std::path::PathBuf) -> Setup {
 }
 
 async fn agent(s: &Setup, tpm: &Swtpm, name: &str) -> Result<Agent, vouch_agent::AgentError> {
-    agent_with(s, tpm, name, vec![0, 1, 2, 3, 4, 5, 6, 7, 16], None, None).await
+    agent_with(
+        s,
+        tpm,
+        "rsa",
+        name,
+        vec![0, 1, 2, 3, 4, 5, 6, 7, 16],
+        None,
+        None,
+    )
+    .await
 }
 
 async fn agent_with(
     s: &Setup,
     tpm: &Swtpm,
+    key_alg: &str,
     name: &str,
     pcrs: Vec<u8>,
     ima_log: Option<std::path::PathBuf>,
@@ -69,7 +79,7 @@ async fn agent_with(
         exe: Some(exe),
         tpm: Some(TpmConfig {
             tcti: tpm.tcti(),
-            key_alg: "rsa".into(),
+            key_alg: key_alg.into(),
             pcrs,
             ima_log,
             eventlog,
@@ -329,9 +339,17 @@ async fn ima_log_replays_incrementally_and_denied_files_stay_denied() {
     for l in REAL_IMA {
         measure(&tpm, &log, l);
     }
-    let mut a = agent_with(&s, &tpm, "ima", vec![10, 16], Some(log.clone()), None)
-        .await
-        .unwrap();
+    let mut a = agent_with(
+        &s,
+        &tpm,
+        "rsa",
+        "ima",
+        vec![10, 16],
+        Some(log.clone()),
+        None,
+    )
+    .await
+    .unwrap();
     let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("ima.bin")).unwrap();
     refvalue(&s, "executable", "ima", &exe_sha).await;
 
@@ -373,9 +391,17 @@ async fn ima_log_replays_incrementally_and_denied_files_stay_denied() {
         .replace("/tmp/xmrig", "/tmp/xmriG");
     std::fs::write(&log, tampered).unwrap();
     drop(a);
-    let mut fresh = agent_with(&s, &tpm, "ima", vec![10, 16], Some(log.clone()), None)
-        .await
-        .unwrap();
+    let mut fresh = agent_with(
+        &s,
+        &tpm,
+        "rsa",
+        "ima",
+        vec![10, 16],
+        Some(log.clone()),
+        None,
+    )
+    .await
+    .unwrap();
     let e = fresh.attest_once().await.unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
     assert!(e.to_string().contains("template hash"), "{e}");
@@ -419,9 +445,17 @@ async fn measured_boot_event_log_replays_and_gates_the_result() {
     let log = boot_like_seabios(&tpm);
     let s = server(tpm.path("ca")).await;
     let pcrs: Vec<u8> = (0..10).collect();
-    let mut a = agent_with(&s, &tpm, "boot", pcrs.clone(), None, Some(log.clone()))
-        .await
-        .unwrap();
+    let mut a = agent_with(
+        &s,
+        &tpm,
+        "rsa",
+        "boot",
+        pcrs.clone(),
+        None,
+        Some(log.clone()),
+    )
+    .await
+    .unwrap();
     refvalue(&s, "boot", "required", "yes").await;
     let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("boot.bin")).unwrap();
     refvalue(&s, "executable", "boot", &exe_sha).await;
@@ -459,7 +493,7 @@ async fn measured_boot_event_log_replays_and_gates_the_result() {
     bytes[first + 14] ^= 0x01;
     std::fs::write(&tampered, &bytes).unwrap();
     drop(a);
-    let mut bad = agent_with(&s, &tpm, "boot", pcrs.clone(), None, Some(tampered))
+    let mut bad = agent_with(&s, &tpm, "rsa", "boot", pcrs.clone(), None, Some(tampered))
         .await
         .unwrap();
     let e = bad.attest_once().await.unwrap_err();
@@ -467,9 +501,43 @@ async fn measured_boot_event_log_replays_and_gates_the_result() {
 
     // A PCR extended after boot (outside the log) no longer matches the log either.
     tpm.extend(4, "sha256", "aa");
-    let mut a = agent_with(&s, &tpm, "boot", pcrs, None, Some(log))
+    let mut a = agent_with(&s, &tpm, "rsa", "boot", pcrs, None, Some(log))
         .await
         .unwrap();
     let e = a.attest_once().await.unwrap_err();
     assert!(e.to_string().contains("PCR 4"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecc_p384_ek_enrolls_by_credential_activation_and_attests() {
+    let tpm = Swtpm::start("sha256");
+    let s = server(tpm.path("ca")).await;
+    let mut a = agent_with(
+        &s,
+        &tpm,
+        "ecc",
+        "ecc-app",
+        vec![0, 1, 2, 3, 4, 5, 6, 7],
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("ecc-app.bin")).unwrap();
+    refvalue(&s, "executable", "ecc-app", &exe_sha).await;
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    let node = a.enrollment().node_id.clone();
+    let t = s.store.tpm_key(&node).await.unwrap().unwrap();
+    assert!(t.activated_at.is_some());
+    // The EK is the high-range P-384 one whose certificate swtpm provisioned.
+    let ek = vouch_tpm::TpmtPublic::from_tpm2b(&t.ek_public).unwrap();
+    assert!(matches!(
+        ek.key,
+        vouch_tpm::PublicKey::Ecc {
+            curve: vouch_tpm::EccCurve::P384,
+            ..
+        }
+    ));
+    assert!(t.ek_issuer.unwrap().contains("swtpm-localca"));
 }
