@@ -2,7 +2,8 @@
 # Install, with apt-get, the Debian packages Vouch needs when they are missing.
 #   scripts/deps.sh          what building needs: a C toolchain, pkg-config, libtss2 (TPM agent)
 #   scripts/deps.sh --test   and what the tests need: a real TPM stack (swtpm with its
-#                            EK-certificate tools, tpm2-tools as an independent quote producer)
+#                            EK-certificate tools, tpm2-tools as an independent quote producer,
+#                            tpm2-abrmd on a private D-Bus for the tabrmd TCTI)
 #                            openssl (an independent X.509 verifier), SoftHSM2 (a PKCS#11
 #                            token for the CA key), and the PyPI `spiffe`
 #                            package (an independent Workload API client) in target/pyenv
@@ -10,7 +11,8 @@ set -euo pipefail
 
 packages=(build-essential ca-certificates pkg-config libtss2-dev)
 if [ "${1:-}" = "--test" ]; then
-    packages+=(swtpm swtpm-tools tpm2-tools openssl python3 python3-venv softhsm2)
+    packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus openssl python3
+        python3-venv softhsm2)
 fi
 
 missing=()

@@ -3,3 +3,5 @@
 
 pub mod swtpm;
 pub use swtpm::Swtpm;
+pub mod tabrmd;
+pub use tabrmd::Tabrmd;
