@@ -454,7 +454,7 @@ impl EventLog {
                         c.kernel_cmdline = Some(cmdline.to_string());
                     }
                 }
-                0x8 => c.crtm_version = Some(utf16_or_ascii(&e.data)),
+                0x8 => c.crtm_version = Some(utf16_or_ascii(&e.data)).filter(|v| !v.is_empty()),
                 _ => {}
             }
         }

@@ -262,3 +262,173 @@ fn the_parser_is_bounded() {
         Err(TpmError::TooLarge { .. })
     ));
 }
+
+/// The OVMF (UEFI) crypto-agile log with four banks and the legacy SeaBIOS TPM 1.2 log, with
+/// the PCRs the running kernel read and a quote over the same boot (tests/data/SOURCES.md).
+fn firmware_logs() -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/qemu_firmware_logs.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+fn data(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn banks(v: &serde_json::Value, pcrs: &[u8]) -> PcrValues {
+    let mut out = PcrValues::default();
+    for (name, values) in v.as_object().unwrap() {
+        let bank = HashAlg::parse(name).unwrap();
+        let b = out.0.entry(bank).or_default();
+        for i in pcrs {
+            b.insert(
+                *i,
+                hex::decode(values[*i as usize].as_str().unwrap()).unwrap(),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn a_real_uefi_log_replays_in_all_four_banks_and_yields_secure_boot_claims() {
+    let v = firmware_logs();
+    let log = EventLog::parse(&data("ovmf_binary_bios_measurements")).unwrap();
+    assert_eq!(log.events.len(), 31);
+    assert_eq!(
+        log.banks(),
+        [
+            HashAlg::Sha1,
+            HashAlg::Sha256,
+            HashAlg::Sha384,
+            HashAlg::Sha512
+        ]
+    );
+    // Every register the log touches, in every bank, as the kernel read it from the TPM.
+    let quoted = banks(&v["ovmf"]["pcrs"], &[0, 1, 2, 3, 4, 5, 6, 7, 9]);
+    let checked = log.check(&quoted).unwrap();
+    assert_eq!(checked.len(), 4);
+    assert!(checked.values().all(|s| s.len() == 9));
+
+    let c = log.claims(HashAlg::Sha256, &checked[&HashAlg::Sha256]);
+    // Secure Boot was built in but no keys were enrolled: the measured variable says 0.
+    assert_eq!(c.secure_boot, Some(false));
+    for var in ["SecureBoot", "PK", "KEK", "db", "dbx"] {
+        assert!(c.secure_boot_variables.contains_key(var), "{var}: {c:?}");
+    }
+    assert_eq!(
+        c.boot_applications.len(),
+        1,
+        "the kernel given with -kernel"
+    );
+    assert_eq!(
+        c.boot_loader.as_deref(),
+        Some(c.boot_applications[0].as_str())
+    );
+    assert_eq!(c.kernel, None);
+    assert_eq!(
+        c.actions,
+        [
+            "Calling EFI Application from Boot Option",
+            "Exit Boot Services Invocation",
+            "Exit Boot Services Returned with Success"
+        ]
+    );
+    assert_eq!(c.invalid_separators, 0);
+    assert_eq!(c.events_by_type["EV_EFI_VARIABLE_DRIVER_CONFIG"], 5);
+
+    // A SecureBoot variable event rewritten to say 1 does not replay (its data is what the
+    // firmware measured), so it cannot make a claim.
+    let mut forged = data("ovmf_binary_bios_measurements");
+    let name = "SecureBoot"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect::<Vec<u8>>();
+    let at = forged
+        .windows(name.len())
+        .position(|w| w == name.as_slice())
+        .unwrap()
+        + name.len();
+    assert_eq!(forged[at], 0);
+    forged[at] = 1;
+    let parsed = EventLog::parse(&forged).unwrap();
+    let checked = parsed.check(&quoted).unwrap();
+    let c = parsed.claims(HashAlg::Sha256, &checked[&HashAlg::Sha256]);
+    assert_eq!(c.secure_boot, None, "unmeasured data is not a claim");
+    assert!(!c.secure_boot_variables.contains_key("SecureBoot"));
+}
+
+#[test]
+fn the_ecdsa_quote_over_the_uefi_boot_verifies() {
+    let v = firmware_logs();
+    let q = &v["ovmf"]["quote"];
+    let pem: String = q["ak_spki_pem"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let spki = B64.decode(pem).unwrap();
+    let pcrs = {
+        let mut p = PcrValues::default();
+        let all = banks(&v["ovmf"]["pcrs"], &[0, 1, 2, 3, 4, 5, 6, 7]);
+        p.0.insert(HashAlg::Sha256, all.0[&HashAlg::Sha256].clone());
+        p
+    };
+    let attest = hex::decode(q["attest"].as_str().unwrap()).unwrap();
+    let sig = hex::decode(q["signature"].as_str().unwrap()).unwrap();
+    let nonce = hex::decode(q["qualifying_data"].as_str().unwrap()).unwrap();
+    let c = verify_quote(
+        &Ak::from_spki(&spki),
+        &attest,
+        &sig,
+        &pcrs,
+        &nonce,
+        &QuotePolicy::default(),
+    )
+    .unwrap();
+    assert_eq!(c.signature, "ecdsa-sha256");
+    // The quoted PCRs are the ones the event log replays to.
+    let log = EventLog::parse(&data("ovmf_binary_bios_measurements")).unwrap();
+    log.check(&pcrs).unwrap();
+    // One flipped byte of the signature, or a PCR value that the quote did not sign: refused.
+    let mut bad = sig.clone();
+    bad[10] ^= 1;
+    assert!(
+        verify_quote(
+            &Ak::from_spki(&spki),
+            &attest,
+            &bad,
+            &pcrs,
+            &nonce,
+            &QuotePolicy::default()
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn a_real_legacy_sha1_log_replays() {
+    let v = firmware_logs();
+    let log = EventLog::parse(&data("seabios_tpm12_binary_bios_measurements")).unwrap();
+    assert!(log.spec.is_none(), "TPM 1.2 format, no Spec ID header");
+    assert_eq!(log.events.len(), 15);
+    let quoted = banks(&v["seabios_tpm12"]["pcrs"], &[0, 1, 2, 3, 4, 5, 6, 7]);
+    let checked = log.check(&quoted).unwrap();
+    assert_eq!(checked[&HashAlg::Sha1].len(), 8);
+    let c = log.claims(HashAlg::Sha1, &checked[&HashAlg::Sha1]);
+    assert_eq!(c.actions, ["Start Option ROM Scan", "Calling INT 19h"]);
+    // The first event's digest flipped: the replay no longer matches PCR 1.
+    let mut bad = data("seabios_tpm12_binary_bios_measurements");
+    bad[8] ^= 1;
+    let err = EventLog::parse(&bad).unwrap().check(&quoted).unwrap_err();
+    assert!(
+        matches!(err, TpmError::EventLogReplay { pcr: 1, .. }),
+        "{err}"
+    );
+}

@@ -11,6 +11,12 @@ mod tpm;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Behave like other Unix tools when the reader of our output goes away (`vouch … | head`):
+    // end quietly instead of panicking on a broken pipe.
+    // SAFETY: called first, before any thread exists; SIG_DFL is always a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOUCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level()));
