@@ -131,7 +131,11 @@ fn refusal(e: AgentError) -> Status {
         Some(ErrorKind::NoIdentity) => {
             Status::permission_denied(format!("no identity issued: {e}"))
         }
-        Some(ErrorKind::NotAttested) => Status::permission_denied(e.to_string()),
+        // The workload or node is not trusted (any more): not attested affirming, or its
+        // agent key revoked or unknown.
+        Some(ErrorKind::NotAttested | ErrorKind::UnknownKey | ErrorKind::EvidenceSignature) => {
+            Status::permission_denied(e.to_string())
+        }
         Some(_) => Status::internal(e.to_string()),
         None => Status::unavailable(e.to_string()),
     }

@@ -274,3 +274,75 @@ async fn workload_api_serves_svids_by_peer_credentials_and_withdraws_them() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_loses_its_workloads_identities() {
+    let h = common::Harness::new(|_| {}).await;
+    let sock = h.path("agent/api.sock");
+    let mut agent = h
+        .agent_with("svc", |c| c.workload_api_socket = Some(sock.clone()))
+        .await;
+    h.trust(&mut agent).await;
+    add_entry(
+        &h,
+        "spiffe://vouch.local/svc",
+        &["vouch:workload:svc".into()],
+    )
+    .await;
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        vouch_core::ArStatus::Affirming
+    );
+    let src = agent.identity_source().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let sock = sock.clone();
+        async move {
+            vouch_agent::serve_workload_api(src, &sock, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    for _ in 0..50 {
+        if sock.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut c = vouch_agent::connect(&sock).await.unwrap();
+    let mut stream = c
+        .fetch_x509svid(request(proto::X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.next().await.unwrap().unwrap().svids.len(), 1);
+
+    // `vouch revoke node`: the next attestation is refused (the key is revoked), the agent's
+    // open stream ends with PermissionDenied, and the verifier issues nothing more.
+    let node = agent.enrollment().node_id.clone();
+    assert_eq!(
+        h.store
+            .revoke_node(&node, "decommissioned", unix_now())
+            .await
+            .unwrap(),
+        1
+    );
+    let e = agent.attest_once().await.unwrap_err();
+    assert_eq!(e.kind(), Some(vouch_core::ErrorKind::UnknownKey), "{e}");
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+        .await
+        .expect("the stream ends at once");
+    assert_eq!(end.unwrap().unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        code(c.fetch_x509svid(request(proto::X509svidRequest {})).await),
+        Code::PermissionDenied
+    );
+    let w = h.store.workloads().await.unwrap();
+    assert!(
+        w.iter()
+            .all(|w| w.status == "contraindicated" && w.reason.contains("revoked"))
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

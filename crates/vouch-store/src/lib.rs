@@ -135,6 +135,10 @@ pub trait Store: Send + Sync + 'static {
     /// Delete a registration entry; `false` when there was none.
     async fn delete_entry(&self, id: &str) -> Result<bool>;
 
+    /// Revoke a node: record why, and revoke every agent key it holds, in one transaction.
+    /// Returns the number of keys revoked (0 when the node is unknown or already revoked).
+    async fn revoke_node(&self, node_id: &str, reason: &str, now: u64) -> Result<u64>;
+
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 }

@@ -674,6 +674,41 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
+    async fn revoke_node(&self, node_id: &str, reason: &str, now: u64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE agent_keys SET revoked_at = ? WHERE node_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now as i64)
+        .bind(node_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            sqlx::query(
+                "UPDATE workloads SET status = 'contraindicated', reason = ?, updated_at = ?
+                 WHERE node_id = ?",
+            )
+            .bind(format!("node revoked: {reason}"))
+            .bind(now as i64)
+            .bind(node_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO revocations (id, kind, target, reason, created_at)
+                 VALUES (?, 'node', ?, ?, ?)",
+            )
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(node_id)
+            .bind(reason)
+            .bind(now as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -170,3 +170,18 @@ async fn registration_entries_round_trip() {
     assert!(s.delete_entry("e1").await.unwrap());
     assert!(!s.delete_entry("e1").await.unwrap());
 }
+
+#[tokio::test]
+async fn revoking_a_node_revokes_its_keys_once() {
+    let (_d, s) = store().await;
+    s.create_join_token("h1", None, 0, 100).await.unwrap();
+    let e = s.enroll("h1", &[7; 32], "host-a", 1).await.unwrap();
+    assert!(s.agent_key(&e.key_id).await.unwrap().is_some());
+    assert_eq!(s.revoke_node(&e.node_id, "stolen", 5).await.unwrap(), 1);
+    assert!(
+        s.agent_key(&e.key_id).await.unwrap().is_none(),
+        "a revoked key is not found"
+    );
+    assert_eq!(s.revoke_node(&e.node_id, "again", 6).await.unwrap(), 0);
+    assert_eq!(s.revoke_node("no-such-node", "x", 6).await.unwrap(), 0);
+}

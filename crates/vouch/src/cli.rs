@@ -139,6 +139,9 @@ pub enum Command {
     /// Manage the SPIFFE trust domain's CA: show it, prepare the next one, activate it.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// Revoke what must no longer be trusted.
+    #[command(subcommand)]
+    Revoke(RevokeCmd),
     /// TPM tools for operators and debugging.
     #[command(subcommand)]
     Tpm(TpmCmd),
@@ -292,6 +295,21 @@ pub enum KeyCmd {
         /// Algorithm of the new key.
         #[arg(long, value_parser = ["EdDSA", "ES256"], default_value = "EdDSA")]
         alg: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RevokeCmd {
+    /// Revoke a node: its agent keys stop working at once (no more attestations, no more
+    /// SVIDs), and its workloads turn contraindicated.
+    Node {
+        /// The node id (`vouch workload list` shows it).
+        id: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: String,
         #[command(flatten)]
         store: StoreArgs,
     },

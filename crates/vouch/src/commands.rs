@@ -13,8 +13,8 @@ use vouch_server::{ServerConfig, unix_now};
 use vouch_store::{SqliteStore, Store};
 
 use crate::cli::{
-    AgentArgs, CaCmd, Cli, Command, EntryCmd, KeyCmd, PolicyCmd, RefvalueCmd, StoreArgs, TokenCmd,
-    VerifyArgs, WorkloadCmd,
+    AgentArgs, CaCmd, Cli, Command, EntryCmd, KeyCmd, PolicyCmd, RefvalueCmd, RevokeCmd, StoreArgs,
+    TokenCmd, VerifyArgs, WorkloadCmd,
 };
 use crate::config::{self, FileConfig};
 use crate::output;
@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Workload(cmd) => workload(file, cmd, json).await,
         Command::Entry(cmd) => entry(file, cmd, json).await,
         Command::Ca(cmd) => ca(file, cmd, json),
+        Command::Revoke(cmd) => revoke(file, cmd, json).await,
         Command::Key(cmd) => key(file, cmd, json).await,
         Command::Tpm(cmd) => crate::tpm::run(cmd, json),
         Command::Dev(args) => crate::dev::run(args, json).await,
@@ -582,6 +583,27 @@ async fn key(file: FileConfig, cmd: KeyCmd, json: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn revoke(file: FileConfig, cmd: RevokeCmd, json: bool) -> Result<ExitCode> {
+    let RevokeCmd::Node { id, reason, store } = cmd;
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why");
+    }
+    let s = open_store(&file, &store).await?;
+    let n = s.revoke_node(&id, &reason, unix_now()).await?;
+    if json {
+        output::json(&serde_json::json!({"node": id, "keys_revoked": n}))?;
+    } else if n == 0 {
+        println!("node {id} has no unrevoked key (unknown, or revoked already)");
+    } else {
+        println!("node {id} revoked ({n} agent key(s)): {reason}");
+    }
+    Ok(if n == 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn ca(file: FileConfig, cmd: CaCmd, json: bool) -> Result<ExitCode> {

@@ -497,3 +497,15 @@ fn ca_prepare_and_activate_rotate_the_trust_domain_ca() {
     assert_eq!(v["authorities"][0]["sha256"], next);
     assert_eq!(v["authorities"][1]["sha256"], first);
 }
+
+#[test]
+fn revoke_node_needs_a_reason_and_says_when_nothing_was_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, _, err) = vouch(&["revoke", "node", "n1", "--reason", " ", "--data-dir", d]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--reason"), "{err}");
+    let (code, out, _) = vouch(&["revoke", "node", "n1", "--reason", "lost", "--data-dir", d]);
+    assert_eq!(code, 1);
+    assert!(out.contains("no unrevoked key"), "{out}");
+}
