@@ -132,6 +132,11 @@ impl VerifierClient {
         self.post("/v1/jwt-svid", req).await
     }
 
+    /// `GET /v1/federation`: federated trust domains' bundles.
+    pub async fn federation(&self) -> Result<serde_json::Value, AgentError> {
+        Self::decode(self.get("/v1/federation").await?).await
+    }
+
     /// `GET /v1/bundle`: the SPIFFE trust bundle.
     pub async fn bundle(&self) -> Result<serde_json::Value, AgentError> {
         Self::decode(self.get("/v1/bundle").await?).await

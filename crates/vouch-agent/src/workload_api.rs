@@ -81,6 +81,8 @@ struct X509Set {
     svids: Vec<(String, Vec<u8>)>,
     key_pkcs8: Vec<u8>,
     bundle: Vec<u8>,
+    /// Federated trust domains' authorities: trust domain SPIFFE ID → concatenated DER.
+    federated: HashMap<String, Vec<u8>>,
     refresh_at: u64,
     expires_at: u64,
 }
@@ -100,7 +102,7 @@ impl X509Set {
                 })
                 .collect(),
             crl: Vec::new(),
-            federated_bundles: HashMap::new(),
+            federated_bundles: self.federated.clone(),
         }
     }
 }
@@ -112,6 +114,8 @@ struct Bundle {
     x509: Vec<u8>,
     /// JWKS of the JWT-SVID keys.
     jwt: serde_json::Value,
+    /// Federated trust domains: SPIFFE ID → (concatenated DER, JWKS).
+    federated: Vec<(String, Vec<u8>, serde_json::Value)>,
 }
 
 /// Obtains identities for callers from the verifier on behalf of this node.
@@ -284,11 +288,22 @@ impl IdentitySource {
                     .map_err(|_| AgentError::Protocol("bundle is not base64url".into()))?,
             );
         }
+        let mut federated = HashMap::new();
+        for (td, certs) in &resp.federated_bundles {
+            let mut der = Vec::new();
+            for c in certs {
+                der.extend(URL_SAFE_NO_PAD.decode(c).map_err(|_| {
+                    AgentError::Protocol("federated bundle is not base64url".into())
+                })?);
+            }
+            federated.insert(td.clone(), der);
+        }
         let lifetime = expires_at.saturating_sub(now);
         Ok(X509Set {
             svids,
             key_pkcs8: key.serialize_der(),
             bundle,
+            federated,
             refresh_at: now + lifetime / 2,
             expires_at,
         })
@@ -316,9 +331,26 @@ impl IdentitySource {
                 _ => {}
             }
         }
+        let mut federated = Vec::new();
+        let fed = self
+            .each_client(|c| async move { c.federation().await })
+            .await
+            .map_err(refusal)?;
+        for (td, b) in fed.as_object().into_iter().flatten() {
+            let mut der = Vec::new();
+            for c in b["x509"].as_array().into_iter().flatten() {
+                der.extend(
+                    c.as_str()
+                        .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
+                        .ok_or_else(|| Status::internal("federated bundle is not base64url"))?,
+                );
+            }
+            federated.push((td.clone(), der, b["jwks"].clone()));
+        }
         Ok(Bundle {
             x509,
             jwt: serde_json::json!({ "keys": jwt }),
+            federated,
         })
     }
 
@@ -495,7 +527,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let td = self.src.trust_domain.id_string();
         let msg = move |b: Bundle| proto::X509BundlesResponse {
             crl: Vec::new(),
-            bundles: [(td.clone(), b.x509)].into(),
+            bundles: std::iter::once((td.clone(), b.x509))
+                .chain(b.federated.into_iter().map(|(t, der, _)| (t, der)))
+                .collect(),
         };
         let first = msg(self.src.bundle().await?);
         let src = self.src.clone();
@@ -551,7 +585,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         check_header(&req)?;
         let td = self.src.trust_domain.id_string();
         let msg = move |b: Bundle| proto::JwtBundlesResponse {
-            bundles: [(td.clone(), b.jwt.to_string().into_bytes())].into(),
+            bundles: std::iter::once((td.clone(), b.jwt.to_string().into_bytes()))
+                .chain(
+                    b.federated
+                        .into_iter()
+                        .map(|(t, _, jwks)| (t, jwks.to_string().into_bytes())),
+                )
+                .collect(),
         };
         let first = msg(self.src.bundle().await?);
         let src = self.src.clone();

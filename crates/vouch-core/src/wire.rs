@@ -267,4 +267,7 @@ pub struct SvidResponse {
     pub svids: Vec<IssuedSvid>,
     /// base64url DER of the trust domain's X.509 authorities.
     pub bundle: Vec<String>,
+    /// Federated trust domains' X.509 authorities: trust domain SPIFFE ID → base64url DER.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub federated_bundles: std::collections::BTreeMap<String, Vec<String>>,
 }

@@ -75,6 +75,8 @@ pub struct ServerConfig {
     /// Lifetime of a SPIFFE CA, seconds; the next CA is prepared at half of it and activated
     /// at five sixths.
     pub svid_ca_ttl: u64,
+    /// Foreign trust domains to federate with (SPIFFE `https_web` bundle endpoints).
+    pub federation: Vec<crate::FederatedDomain>,
     /// Keep the SPIFFE CA key in a PKCS#11 token instead of `data_dir/spiffe/ca.key`.
     pub svid_ca_pkcs11: Option<vouch_identity::Pkcs11Config>,
 }
@@ -104,6 +106,7 @@ impl Default for ServerConfig {
             trust_domain: "vouch.local".into(),
             svid_ttl: 3600,
             svid_ca_ttl: 365 * 86_400,
+            federation: Vec::new(),
             svid_ca_pkcs11: None,
         }
     }

@@ -12,6 +12,7 @@
 
 mod config;
 mod error;
+mod federation;
 mod keys;
 mod pages;
 mod routes;
@@ -21,6 +22,7 @@ mod tpm;
 
 pub use config::{ServerConfig, SigningAlg};
 pub use error::ApiError;
+pub use federation::{FederatedBundle, FederatedDomain, parse_bundle};
 pub use keys::{
     KeyError, Keyring, TlsFiles, ensure_dev_tls, load_or_create_nonce_key, random_bytes,
 };
@@ -228,6 +230,10 @@ pub async fn start_with_store(
         vouch_identity::JwtSvidSigner::load_or_create(&cfg.data_dir.join("spiffe/jwt.key"))
             .map_err(|e| ServerError::Config(format!("JWT-SVID key: {e}")))?,
     );
+    let federation_dir = cfg.data_dir.join("spiffe/federated");
+    if let Ok(mut m) = state.federated.write() {
+        *m = federation::load_saved(&federation_dir, &cfg.federation);
+    }
     let state = Arc::new(state);
     let app = routes::router(state.clone());
     let handle = axum_server::Handle::new();
@@ -302,7 +308,17 @@ pub async fn start_with_store(
         ca_cert,
         handle,
         task,
-        background: vec![sweeper, key_watch],
+        background: {
+            let mut b = vec![sweeper, key_watch];
+            for d in cfg.federation.clone() {
+                b.push(tokio::spawn(federation::maintain(
+                    state.clone(),
+                    d,
+                    federation_dir.clone(),
+                )));
+            }
+            b
+        },
     })
 }
 

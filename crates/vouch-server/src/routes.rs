@@ -76,6 +76,7 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/svid", post(svid))
         .route("/v1/jwt-svid", post(jwt_svid))
         .route("/v1/bundle", get(bundle))
+        .route("/v1/federation", get(federation))
         .route("/v1/entries", get(list_entries).post(create_entry))
         .route("/v1/entries/{id}", get(show_entry).delete(delete_entry))
         .route("/v1/results/{id}", get(result))
@@ -155,6 +156,10 @@ async fn jwt_svid(
     body: Result<ApiJson<vouch_core::wire::JwtSvidRequest>, ApiError>,
 ) -> Response {
     handle(body, |r| async move { st.issue_jwt_svids(r).await }).await
+}
+
+async fn federation(AxState(st): AxState<S>) -> Response {
+    Json(st.federation()).into_response()
 }
 
 async fn bundle(AxState(st): AxState<S>) -> Response {

@@ -65,6 +65,9 @@ pub struct State {
     pub(crate) nonce_keys: Vec<NonceKey>,
     pub(crate) keyring: RwLock<Arc<Keyring>>,
     pub(crate) keys_dir: PathBuf,
+    /// Bundles of federated trust domains, by trust domain SPIFFE ID.
+    pub(crate) federated:
+        RwLock<std::collections::BTreeMap<String, crate::federation::FederatedBundle>>,
     /// Bearer token of the management API.
     pub(crate) admin_token: String,
     pub(crate) policies: PolicyCache,
@@ -105,6 +108,7 @@ impl State {
             keyring: RwLock::new(Arc::new(keyring)),
             keys_dir,
             admin_token: String::new(),
+            federated: RwLock::new(std::collections::BTreeMap::new()),
             policies: PolicyCache::new(),
             metrics: Metrics::default(),
             signers: Mutex::new((u64::MAX, Arc::new(Vec::new()))),

@@ -225,7 +225,11 @@ impl State {
             Ok((svids, bundle))
         })?;
         tracing::info!(workload = %req.workload, count = svids.len(), "X.509-SVIDs issued");
-        Ok(SvidResponse { svids, bundle })
+        Ok(SvidResponse {
+            svids,
+            bundle,
+            federated_bundles: self.federated_x509(),
+        })
     }
 
     /// `POST /v1/jwt-svid`
@@ -274,6 +278,43 @@ impl State {
             });
         }
         Ok(out)
+    }
+
+    /// Federated trust domains' X.509 authorities, base64url DER by trust domain SPIFFE ID.
+    fn federated_x509(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.federated
+            .read()
+            .map(|m| {
+                m.iter()
+                    .map(|(td, b)| {
+                        (
+                            td.clone(),
+                            b.x509.iter().map(|d| URL_SAFE_NO_PAD.encode(d)).collect(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `GET /v1/federation`: every federated trust domain's bundle as last fetched.
+    pub(crate) fn federation(&self) -> serde_json::Value {
+        let m = self.federated.read().map(|m| m.clone()).unwrap_or_default();
+        serde_json::Value::Object(
+            m.into_iter()
+                .map(|(td, b)| {
+                    (
+                        td,
+                        serde_json::json!({
+                            "x509": b.x509.iter().map(|d| URL_SAFE_NO_PAD.encode(d)).collect::<Vec<_>>(),
+                            "jwks": b.jwks,
+                            "spiffe_sequence": b.sequence,
+                            "fetched_at": b.fetched_at,
+                        }),
+                    )
+                })
+                .collect(),
+        )
     }
 
     /// The SPIFFE bundle of the trust domain: X.509 authorities and JWT-SVID keys.

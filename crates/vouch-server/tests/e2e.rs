@@ -404,6 +404,7 @@ async fn health_jwks_openapi_dashboard_and_metrics_answer() {
         "/v1/bundle",
         "/v1/entries",
         "/v1/entries/{id}",
+        "/v1/federation",
         "/v1/results/{id}",
         "/v1/workloads",
         "/v1/workloads/{node}/{name}",
