@@ -458,19 +458,11 @@ impl Agent {
     {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let _watcher = self.watch(tx)?;
-        // The Workload API lives as long as this loop: dropping `_stop_api` stops it.
-        let (_stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
-        if let Some(path) = self.cfg.workload_api_socket.clone() {
-            let src = self.identity_source()?;
-            tokio::spawn(async move {
-                let stop = async {
-                    let _ = stopped.await;
-                };
-                if let Err(e) = crate::serve_workload_api(src, &path, stop).await {
-                    tracing::error!("the Workload API stopped: {e}");
-                }
-            });
-        }
+        // The Workload API lives as long as this loop: dropping the handle stops it.
+        let _api = match &self.cfg.workload_api_socket {
+            Some(path) => Some(crate::spawn_workload_api(self.identity_source()?, path)?),
+            None => None,
+        };
         let interval = Duration::from_secs(self.cfg.interval.max(1));
         tokio::pin!(shutdown);
         loop {

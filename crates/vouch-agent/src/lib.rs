@@ -22,6 +22,6 @@ pub use error::AgentError;
 #[cfg(feature = "tpm")]
 pub use tpm::{Tpm, TpmConfig, TpmIdentity, TpmQuote};
 pub use workload_api::{
-    IdentitySource, SECURITY_HEADER, caller_selectors, channel, connect, proto, request,
-    serve_workload_api,
+    IdentitySource, SECURITY_HEADER, WorkloadApiHandle, caller_selectors, channel, connect, proto,
+    request, serve_workload_api, spawn_workload_api,
 };

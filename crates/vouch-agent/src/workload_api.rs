@@ -640,14 +640,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
     }
 }
 
-/// Serve the Workload API on the Unix socket at `path` (replacing a stale socket file) until
-/// `shutdown` resolves. The socket is world-connectable: what a caller receives depends only
-/// on its kernel-reported credentials and the registration entries.
-pub async fn serve_workload_api(
-    src: IdentitySource,
-    path: &Path,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), AgentError> {
+fn bind(path: &Path) -> Result<tokio::net::UnixListener, AgentError> {
     use std::os::unix::fs::PermissionsExt as _;
     let io = |what: &str| {
         let what = format!("{what} {}", path.display());
@@ -668,6 +661,14 @@ pub async fn serve_workload_api(
         "SPIFFE Workload API listening: SPIFFE_ENDPOINT_SOCKET=unix://{}",
         path.display()
     );
+    Ok(listener)
+}
+
+async fn serve(
+    src: IdentitySource,
+    listener: tokio::net::UnixListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(WorkloadApi { src }))
         .serve_with_incoming_shutdown(
@@ -676,6 +677,65 @@ pub async fn serve_workload_api(
         )
         .await
         .map_err(|e| AgentError::Config(format!("Workload API server: {e}")))
+}
+
+/// Serve the Workload API on the Unix socket at `path` (replacing a stale socket file) until
+/// `shutdown` resolves. The socket is world-connectable: what a caller receives depends only
+/// on its kernel-reported credentials and the registration entries.
+pub async fn serve_workload_api(
+    src: IdentitySource,
+    path: &Path,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    serve(src, bind(path)?, shutdown).await
+}
+
+/// A Workload API served in the background; stopped by [`WorkloadApiHandle::stop`] or when
+/// dropped.
+#[derive(Debug)]
+pub struct WorkloadApiHandle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), AgentError>>>,
+}
+
+impl WorkloadApiHandle {
+    /// Stop serving and wait for the server to finish.
+    pub async fn stop(mut self) -> Result<(), AgentError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.task.take() {
+            Some(t) => t
+                .await
+                .map_err(|e| AgentError::Config(format!("Workload API task: {e}")))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WorkloadApiHandle {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Bind the socket at `path` now (so callers can connect as soon as this returns) and serve
+/// the Workload API in the background.
+pub fn spawn_workload_api(
+    src: IdentitySource,
+    path: &Path,
+) -> Result<WorkloadApiHandle, AgentError> {
+    let listener = bind(path)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(src, listener, async {
+        let _ = stopped.await;
+    }));
+    Ok(WorkloadApiHandle {
+        stop: Some(stop),
+        task: Some(task),
+    })
 }
 
 /// A Workload API client over the Unix socket at `path` (for `vouch` subcommands and tests;

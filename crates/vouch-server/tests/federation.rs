@@ -72,23 +72,7 @@ async fn a_foreign_bundle_reaches_workloads_through_the_workload_api() {
     .unwrap();
     a.store.add_entry(&e).await.unwrap();
     agent.attest_once().await.unwrap();
-    let src = agent.identity_source().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn({
-        let sock = sock.clone();
-        async move {
-            vouch_agent::serve_workload_api(src, &sock, async {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
-    for _ in 0..50 {
-        if sock.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let api = vouch_agent::spawn_workload_api(agent.identity_source().unwrap(), &sock).unwrap();
     let mut c = vouch_agent::connect(&sock).await.unwrap();
     let x = c
         .fetch_x509svid(request(proto::X509svidRequest {}))
@@ -122,8 +106,7 @@ async fn a_foreign_bundle_reaches_workloads_through_the_workload_api() {
         .unwrap();
     let b_jwks: serde_json::Value = serde_json::from_slice(&jb.bundles["spiffe://b.test"]).unwrap();
     assert_eq!(b_jwks["keys"][0]["use"], "jwt-svid");
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    api.stop().await.unwrap();
 }
 
 #[test]

@@ -64,23 +64,7 @@ async fn workload_api_serves_svids_by_peer_credentials_and_withdraws_them() {
         .agent_with("svc", |c| c.workload_api_socket = Some(sock.clone()))
         .await;
     h.trust(&mut agent).await;
-    let src = agent.identity_source().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn({
-        let sock = sock.clone();
-        async move {
-            vouch_agent::serve_workload_api(src, &sock, async {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
-    for _ in 0..50 {
-        if sock.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let api = vouch_agent::spawn_workload_api(agent.identity_source().unwrap(), &sock).unwrap();
     let mut c = vouch_agent::connect(&sock).await.unwrap();
 
     // Entries: one for this test binary's digest and uid; one for a binary that is not us.
@@ -271,8 +255,7 @@ async fn workload_api_serves_svids_by_peer_credentials_and_withdraws_them() {
         Code::PermissionDenied
     );
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    api.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,23 +276,7 @@ async fn a_revoked_node_loses_its_workloads_identities() {
         agent.attest_once().await.unwrap().status,
         vouch_core::ArStatus::Affirming
     );
-    let src = agent.identity_source().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn({
-        let sock = sock.clone();
-        async move {
-            vouch_agent::serve_workload_api(src, &sock, async {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
-    for _ in 0..50 {
-        if sock.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let api = vouch_agent::spawn_workload_api(agent.identity_source().unwrap(), &sock).unwrap();
     let mut c = vouch_agent::connect(&sock).await.unwrap();
     let mut stream = c
         .fetch_x509svid(request(proto::X509svidRequest {}))
@@ -343,6 +310,5 @@ async fn a_revoked_node_loses_its_workloads_identities() {
         w.iter()
             .all(|w| w.status == "contraindicated" && w.reason.contains("revoked"))
     );
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    api.stop().await.unwrap();
 }

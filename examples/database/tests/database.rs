@@ -292,23 +292,7 @@ async fn a_python_spiffe_workload_reaches_the_database_over_mtls_until_its_node_
         .unwrap();
         store.add_entry(&e).await.unwrap();
     }
-    let src = agent.identity_source().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn({
-        let sock = sock.clone();
-        async move {
-            vouch_agent::serve_workload_api(src, &sock, async {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
-    for _ in 0..50 {
-        if sock.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let api = vouch_agent::spawn_workload_api(agent.identity_source().unwrap(), &sock).unwrap();
 
     // The database takes its SVID and bundle from the Workload API too.
     let mut c = vouch_agent::connect(&sock).await.unwrap();
@@ -388,6 +372,5 @@ async fn a_python_spiffe_workload_reaches_the_database_over_mtls_until_its_node_
     assert_eq!(status, Some(3), "{out}");
     assert!(out.contains("X509 REFUSED"), "{out}");
 
-    let _ = stop.send(());
-    api.await.unwrap().unwrap();
+    api.stop().await.unwrap();
 }
