@@ -9,6 +9,7 @@
 
 mod error;
 mod records;
+mod rows;
 mod sqlite;
 
 pub use error::StoreError;

@@ -23,18 +23,8 @@ pub struct SqliteStore {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-fn u(i: i64) -> u64 {
-    u64::try_from(i).unwrap_or(0)
-}
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn hex_sha256(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
+crate::rows::row_mappers!(SqliteRow);
+use crate::rows::{hex_sha256, key_id, workload_name, workload_reason};
 
 impl SqliteStore {
     /// Open (creating if needed) the database at `path` and run migrations.
@@ -68,35 +58,6 @@ impl SqliteStore {
     }
 }
 
-fn policy_row(r: &SqliteRow) -> PolicyRecord {
-    PolicyRecord {
-        id: r.get("id"),
-        version: u32::try_from(r.get::<i64, _>("version")).unwrap_or(0),
-        rego: r.get("rego"),
-        sha256: r.get("sha256"),
-        created_at: u(r.get("created_at")),
-    }
-}
-
-fn workload_row(r: &SqliteRow) -> WorkloadRecord {
-    WorkloadRecord {
-        id: r.get("id"),
-        node_id: r.get("node_id"),
-        name: r.get("name"),
-        status: r.get("status"),
-        reason: r.get("reason"),
-        last_attested_at: r.get::<Option<i64>, _>("last_attested_at").map(u),
-        last_attestation_id: r.get("last_attestation_id"),
-        deadline: r.get::<Option<i64>, _>("deadline").map(u),
-        updated_at: u(r.get("updated_at")),
-    }
-}
-
-fn json_col(r: &SqliteRow, col: &str) -> Result<serde_json::Value> {
-    let s: String = r.get(col);
-    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_join_token(
@@ -128,7 +89,7 @@ impl Store for SqliteStore {
     ) -> Result<Enrollment> {
         let mut tx = self.pool.begin().await?;
         let node_id = uuid::Uuid::new_v4().to_string();
-        let key_id = format!("ak-{}", &hex_sha256(public_key)[..24]);
+        let key_id = key_id(public_key);
         // Write first, so the transaction takes the write lock at once and the token can be
         // consumed by exactly one enrollment.
         let claimed = sqlx::query(
@@ -195,12 +156,7 @@ impl Store for SqliteStore {
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| AgentKeyRecord {
-            id: r.get("id"),
-            node_id: r.get("node_id"),
-            public_key: r.get("public_key"),
-            enrolled_at: u(r.get("enrolled_at")),
-        }))
+        Ok(row.as_ref().map(agent_key_row))
     }
 
     async fn nonce_used(&self, nonce_id: &str) -> Result<bool> {
@@ -337,19 +293,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT id, kind, key, value FROM reference_values ORDER BY id")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get("id"),
-                    ReferenceValue {
-                        kind: r.get("kind"),
-                        key: r.get("key"),
-                        value: r.get("value"),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(|r| (r.get("id"), refvalue_row(r))).collect())
     }
 
     async fn reference_values(&self) -> Result<ReferenceValues> {
@@ -365,14 +309,7 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(ReferenceValues {
             revision: revision.and_then(|r| r.parse().ok()).unwrap_or(0),
-            values: rows
-                .iter()
-                .map(|r| ReferenceValue {
-                    kind: r.get("kind"),
-                    key: r.get("key"),
-                    value: r.get("value"),
-                })
-                .collect(),
+            values: rows.iter().map(refvalue_row).collect(),
         })
     }
 
@@ -382,18 +319,8 @@ impl Store for SqliteStore {
         deadline: u64,
         nonce: Option<(&str, u64)>,
     ) -> Result<()> {
-        let name = rec
-            .workload_id
-            .rsplit_once('/')
-            .map(|(_, n)| n)
-            .unwrap_or(&rec.workload_id);
-        let reason = match rec.reasons.first() {
-            Some(r) => r.clone(),
-            None => format!(
-                "appraised {} by policy {} v{}",
-                rec.status, rec.policy_id, rec.policy_version
-            ),
-        };
+        let name = workload_name(&rec.workload_id);
+        let reason = workload_reason(rec);
         let mut tx = self.pool.begin().await?;
         if let Some((id, expires_at)) = nonce {
             let fresh =
@@ -462,25 +389,7 @@ impl Store for SqliteStore {
         else {
             return Ok(None);
         };
-        let reasons: Vec<String> = serde_json::from_value(json_col(&r, "reasons")?)
-            .map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?;
-        Ok(Some(AttestationRecord {
-            id: r.get("id"),
-            workload_id: r.get("workload_id"),
-            node_id: r.get("node_id"),
-            key_id: r.get("key_id"),
-            evidence_kind: r.get("evidence_kind"),
-            evidence_sha256: r.get("evidence_sha256"),
-            claims: json_col(&r, "claims")?,
-            status: r.get("status"),
-            trust_vector: json_col(&r, "trust_vector")?,
-            reasons,
-            policy_id: r.get("policy_id"),
-            policy_version: u32::try_from(r.get::<i64, _>("policy_version")).unwrap_or(0),
-            result: r.get("result"),
-            created_at: u(r.get("created_at")),
-            expires_at: u(r.get("expires_at")),
-        }))
+        Ok(Some(attestation_row(&r)?))
     }
 
     async fn attestation_count(&self) -> Result<u64> {
@@ -530,14 +439,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT id, hostname, created_at FROM nodes ORDER BY created_at")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| NodeRecord {
-                id: r.get("id"),
-                hostname: r.get("hostname"),
-                created_at: u(r.get("created_at")),
-            })
-            .collect())
+        Ok(rows.iter().map(node_row).collect())
     }
 
     async fn put_tpm_enrollment(&self, rec: &TpmKeyRecord) -> Result<()> {
@@ -572,20 +474,7 @@ impl Store for SqliteStore {
             .bind(node_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| TpmKeyRecord {
-            node_id: r.get("node_id"),
-            ek_public: r.get("ek_public"),
-            ek_cert: r.get("ek_cert"),
-            ek_issuer: r.get("ek_issuer"),
-            ak_public: r.get("ak_public"),
-            ak_qualified_name: r.get("ak_qualified_name"),
-            challenge_hash: r.get("challenge_hash"),
-            challenge_expires: r.get::<Option<i64>, _>("challenge_expires").map(u),
-            activated_at: r.get::<Option<i64>, _>("activated_at").map(u),
-            last_clock: r.get("last_clock"),
-            ima_state: r.get("ima_state"),
-            created_at: u(r.get("created_at")),
-        }))
+        Ok(row.as_ref().map(tpm_row))
     }
 
     async fn activate_tpm(&self, node_id: &str, now: u64) -> Result<()> {
@@ -650,19 +539,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT * FROM entries ORDER BY spiffe_id, id")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let sel: String = r.get("selectors");
-                Ok(vouch_identity::Entry {
-                    id: r.get("id"),
-                    spiffe_id: r.get("spiffe_id"),
-                    selectors: serde_json::from_str(&sel)
-                        .map_err(|e| StoreError::Corrupt(format!("entry selectors: {e}")))?,
-                    ttl: u(r.get("ttl")),
-                    created_at: u(r.get("created_at")),
-                })
-            })
-            .collect()
+        rows.iter().map(entry_row).collect()
     }
 
     async fn delete_entry(&self, id: &str) -> Result<bool> {
@@ -679,7 +556,7 @@ impl Store for SqliteStore {
         let n = sqlx::query(
             "UPDATE agent_keys SET revoked_at = ? WHERE node_id = ? AND revoked_at IS NULL",
         )
-        .bind(now as i64)
+        .bind(i(now))
         .bind(node_id)
         .execute(&mut *tx)
         .await?
@@ -690,7 +567,7 @@ impl Store for SqliteStore {
                  WHERE node_id = ?",
             )
             .bind(format!("node revoked: {reason}"))
-            .bind(now as i64)
+            .bind(i(now))
             .bind(node_id)
             .execute(&mut *tx)
             .await?;
@@ -701,7 +578,7 @@ impl Store for SqliteStore {
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(node_id)
             .bind(reason)
-            .bind(now as i64)
+            .bind(i(now))
             .execute(&mut *tx)
             .await?;
         }
