@@ -5,14 +5,15 @@
 #                            EK-certificate tools, tpm2-tools as an independent quote producer,
 #                            tpm2-abrmd on a private D-Bus for the tabrmd TCTI)
 #                            openssl (an independent X.509 verifier), SoftHSM2 (a PKCS#11
-#                            token for the CA key), and the PyPI `spiffe`
+#                            token for the CA key), PostgreSQL (tests start throwaway servers
+#                            from its binaries), and the PyPI `spiffe`
 #                            package (an independent Workload API client) in target/pyenv
 set -euo pipefail
 
 packages=(build-essential ca-certificates pkg-config libtss2-dev)
 if [ "${1:-}" = "--test" ]; then
     packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus openssl python3
-        python3-venv softhsm2)
+        python3-venv softhsm2 postgresql)
 fi
 
 missing=()

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// SQLite database file (default `<data_dir>/vouch.db`).
     pub database: Option<PathBuf>,
+    /// PostgreSQL URL (`postgres://user@host:port/db`): use PostgreSQL instead of SQLite, so
+    /// several replicas share one store. Give every replica the same `nonce_key` file.
+    pub database_url: Option<String>,
     /// TLS certificate chain (PEM). When unset, a CA and a loopback server certificate are
     /// generated under `<data_dir>/tls/`.
     pub tls_cert: Option<PathBuf>,
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             data_dir: PathBuf::from(".vouch/server"),
             database: None,
+            database_url: None,
             tls_cert: None,
             tls_key: None,
             insecure_http: false,

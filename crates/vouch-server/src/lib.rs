@@ -99,8 +99,10 @@ impl RunningServer {
 
 /// Open the configured SQLite store.
 pub async fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, ServerError> {
-    let store = SqliteStore::open(&cfg.database_path()).await?;
-    Ok(Arc::new(store))
+    Ok(match &cfg.database_url {
+        Some(url) => Arc::new(vouch_store::PgStore::connect(url).await?),
+        None => Arc::new(SqliteStore::open(&cfg.database_path()).await?),
+    })
 }
 
 /// Install the default policy when the store has no policy at all.

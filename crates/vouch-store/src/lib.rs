@@ -1,5 +1,6 @@
 //! Vouch store: one [`Store`] trait for everything the verifier must remember, with SQLite
-//! (sqlx, WAL, `synchronous=FULL`) as the embedded default.
+//! (sqlx, WAL, `synchronous=FULL`) as the embedded default and PostgreSQL ([`PgStore`]) for
+//! verifier clusters.
 //!
 //! Records: nodes, enrolled agent keys, one-time join tokens, workloads and their current
 //! status, versioned policies (never overwritten), reference values, attestations (evidence
@@ -8,11 +9,13 @@
 #![deny(missing_docs)]
 
 mod error;
+mod postgres;
 mod records;
 mod rows;
 mod sqlite;
 
 pub use error::StoreError;
+pub use postgres::PgStore;
 pub use records::{
     AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, TpmKeyRecord,
     WorkloadRecord,

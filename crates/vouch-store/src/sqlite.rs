@@ -293,7 +293,10 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT id, kind, key, value FROM reference_values ORDER BY id")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(|r| (r.get("id"), refvalue_row(r))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("id"), refvalue_row(r)))
+            .collect())
     }
 
     async fn reference_values(&self) -> Result<ReferenceValues> {

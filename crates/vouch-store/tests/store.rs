@@ -1,20 +1,50 @@
-//! Store behaviour, run against the embedded SQLite backend.
+//! Store behaviour, the same tests run against both backends: the embedded SQLite store and
+//! PostgreSQL (a throwaway server per test, or `VOUCH_TEST_DATABASE_URL`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::json;
 use vouch_policy::ReferenceValue;
-use vouch_store::{AttestationRecord, SqliteStore, Store, StoreError};
+use vouch_store::{AttestationRecord, PgStore, SqliteStore, Store, StoreError};
 
-async fn store() -> (tempfile::TempDir, SqliteStore) {
-    let d = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&d.path().join("vouch.db")).await.unwrap();
-    (d, s)
+/// Each behaviour below is an `async fn(&dyn Store)`; this runs it on each backend.
+macro_rules! on_both_backends {
+    ($($t:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $t() {
+                    let d = tempfile::tempdir().unwrap();
+                    let s = super::SqliteStore::open(&d.path().join("vouch.db")).await.unwrap();
+                    super::$t(&s).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $t() {
+                    let pg = vouch_testkit::Postgres::start();
+                    let s = super::PgStore::connect(&pg.fresh_database()).await.unwrap();
+                    super::$t(&s).await;
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test]
-async fn join_tokens_are_single_use_and_expire() {
-    let (_d, s) = store().await;
+on_both_backends!(
+    join_tokens_are_single_use_and_expire,
+    a_failed_enrollment_does_not_burn_the_token,
+    policies_are_versioned_never_overwritten,
+    reference_value_revision_tracks_changes,
+    attestations_update_workloads_and_deadlines_expire_them,
+    registration_entries_round_trip,
+    revoking_a_node_revokes_its_keys_once,
+    tpm_enrollment_round_trips,
+);
+
+async fn join_tokens_are_single_use_and_expire(s: &dyn Store) {
     s.create_join_token("t1", Some("node-a"), 100, 200)
         .await
         .unwrap();
@@ -38,9 +68,7 @@ async fn join_tokens_are_single_use_and_expire() {
     assert_eq!(s.nodes().await.unwrap()[0].hostname, "node-a");
 }
 
-#[tokio::test]
-async fn a_failed_enrollment_does_not_burn_the_token() {
-    let (_d, s) = store().await;
+async fn a_failed_enrollment_does_not_burn_the_token(s: &dyn Store) {
     s.create_join_token("a", None, 0, 100).await.unwrap();
     s.enroll("a", &[9; 32], "h", 1).await.unwrap();
     s.create_join_token("b", None, 0, 100).await.unwrap();
@@ -52,9 +80,7 @@ async fn a_failed_enrollment_does_not_burn_the_token() {
     s.enroll("b", &[8; 32], "h", 3).await.unwrap();
 }
 
-#[tokio::test]
-async fn policies_are_versioned_never_overwritten() {
-    let (_d, s) = store().await;
+async fn policies_are_versioned_never_overwritten(s: &dyn Store) {
     assert_eq!(s.add_policy("p", "v1", true, 1).await.unwrap(), 1);
     assert_eq!(s.add_policy("p", "v2", false, 2).await.unwrap(), 2);
     assert_eq!(s.policy("p", Some(1)).await.unwrap().unwrap().rego, "v1");
@@ -64,9 +90,7 @@ async fn policies_are_versioned_never_overwritten() {
     assert_eq!(s.policies().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn reference_value_revision_tracks_changes() {
-    let (_d, s) = store().await;
+async fn reference_value_revision_tracks_changes(s: &dyn Store) {
     let r0 = s.reference_values().await.unwrap().revision;
     let v = ReferenceValue {
         kind: "file".into(),
@@ -105,9 +129,7 @@ fn record(id: &str, status: &str, at: u64) -> AttestationRecord {
     }
 }
 
-#[tokio::test]
-async fn attestations_update_workloads_and_deadlines_expire_them() {
-    let (_d, s) = store().await;
+async fn attestations_update_workloads_and_deadlines_expire_them(s: &dyn Store) {
     s.create_join_token("t", None, 0, 100).await.unwrap();
     let e = s.enroll("t", &[1; 32], "h", 1).await.unwrap();
     let mut r = record("a1", "affirming", 10);
@@ -154,9 +176,7 @@ async fn data_survives_reopening() {
     assert_eq!(s.policy("p", None).await.unwrap().unwrap().version, 1);
 }
 
-#[tokio::test]
-async fn registration_entries_round_trip() {
-    let (_d, s) = store().await;
+async fn registration_entries_round_trip(s: &dyn Store) {
     let id = vouch_identity::SpiffeId::parse("spiffe://example.org/db").unwrap();
     let sel = vec![vouch_identity::Selector::parse("unix:uid:1000").unwrap()];
     let e = vouch_identity::Entry::new("e1".into(), &id, sel.clone(), 3600, 5).unwrap();
@@ -171,9 +191,7 @@ async fn registration_entries_round_trip() {
     assert!(!s.delete_entry("e1").await.unwrap());
 }
 
-#[tokio::test]
-async fn revoking_a_node_revokes_its_keys_once() {
-    let (_d, s) = store().await;
+async fn revoking_a_node_revokes_its_keys_once(s: &dyn Store) {
     s.create_join_token("h1", None, 0, 100).await.unwrap();
     let e = s.enroll("h1", &[7; 32], "host-a", 1).await.unwrap();
     assert!(s.agent_key(&e.key_id).await.unwrap().is_some());
@@ -184,4 +202,76 @@ async fn revoking_a_node_revokes_its_keys_once() {
     );
     assert_eq!(s.revoke_node(&e.node_id, "again", 6).await.unwrap(), 0);
     assert_eq!(s.revoke_node("no-such-node", "x", 6).await.unwrap(), 0);
+}
+
+async fn tpm_enrollment_round_trips(s: &dyn Store) {
+    use vouch_store::TpmKeyRecord;
+    s.create_join_token("t", None, 0, 100).await.unwrap();
+    let e = s.enroll("t", &[3; 32], "h", 1).await.unwrap();
+    let rec = TpmKeyRecord {
+        node_id: e.node_id.clone(),
+        ek_public: vec![0, 1, 2, 255],
+        ek_cert: Some(vec![0x30, 0x82, 0]),
+        ek_issuer: Some("CN=ca".into()),
+        ak_public: vec![9; 70],
+        ak_qualified_name: vec![0, 11, 7],
+        challenge_hash: Some("abc".into()),
+        challenge_expires: Some(50),
+        activated_at: None,
+        last_clock: None,
+        ima_state: None,
+        created_at: 2,
+    };
+    s.put_tpm_enrollment(&rec).await.unwrap();
+    assert_eq!(s.tpm_key(&e.node_id).await.unwrap().unwrap(), rec);
+    s.activate_tpm(&e.node_id, 7).await.unwrap();
+    s.set_tpm_state(&e.node_id, "{\"reset_count\":1}", Some("{\"position\":3}"))
+        .await
+        .unwrap();
+    let got = s.tpm_key(&e.node_id).await.unwrap().unwrap();
+    assert_eq!(got.activated_at, Some(7));
+    assert_eq!(got.challenge_hash, None);
+    assert_eq!(got.last_clock.as_deref(), Some("{\"reset_count\":1}"));
+    assert_eq!(got.ima_state.as_deref(), Some("{\"position\":3}"));
+    // Without new IMA state, the old one stays.
+    s.set_tpm_state(&e.node_id, "{}", None).await.unwrap();
+    assert_eq!(
+        s.tpm_key(&e.node_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .ima_state
+            .as_deref(),
+        Some("{\"position\":3}")
+    );
+    assert!(matches!(
+        s.activate_tpm("nobody", 1).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// PostgreSQL: acknowledged writes survive the server being killed (immediate stop, no
+/// checkpoint) and restarted; the store's pool reconnects by itself.
+#[tokio::test]
+async fn postgres_data_survives_a_server_crash() {
+    let pg = vouch_testkit::Postgres::start();
+    let url = pg.fresh_database();
+    let s = PgStore::connect(&url).await.unwrap();
+    s.add_policy("p", "x", true, 1).await.unwrap();
+    s.create_join_token("t", None, 0, 100).await.unwrap();
+    pg.restart();
+    // The pool notices its connections died and makes new ones.
+    let mut ok = None;
+    for _ in 0..50 {
+        match s.policy("p", None).await {
+            Ok(p) => {
+                ok = p;
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(ok.unwrap().version, 1);
+    let again = PgStore::connect(&url).await.unwrap();
+    assert!(again.enroll("t", &[5; 32], "h", 2).await.is_ok());
 }

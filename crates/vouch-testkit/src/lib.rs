@@ -5,3 +5,5 @@ pub mod swtpm;
 pub use swtpm::Swtpm;
 pub mod tabrmd;
 pub use tabrmd::Tabrmd;
+pub mod postgres;
+pub use postgres::Postgres;

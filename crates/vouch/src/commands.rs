@@ -10,7 +10,7 @@ use vouch_core::{ArStatus, TrustClaim, TrustTier};
 use vouch_policy::{CompiledPolicy, DEFAULT_POLICY, PolicySource, ReferenceValue, ReferenceValues};
 use vouch_rp::{Requirements, ResultVerifier};
 use vouch_server::{ServerConfig, unix_now};
-use vouch_store::{SqliteStore, Store};
+use vouch_store::Store;
 
 use crate::cli::{
     AgentArgs, CaCmd, Cli, Command, EntryCmd, KeyCmd, PolicyCmd, RefvalueCmd, RevokeCmd, StoreArgs,
@@ -56,11 +56,13 @@ fn server_config(file: &FileConfig, store: &StoreArgs) -> ServerConfig {
 /// Open the verifier's store for an admin command.
 pub async fn open_store(file: &FileConfig, store: &StoreArgs) -> Result<Arc<dyn Store>> {
     let cfg = server_config(file, store);
-    let path = cfg.database_path();
-    let s = SqliteStore::open(&path)
+    let what = match &cfg.database_url {
+        Some(_) => "the verifier's PostgreSQL store".to_string(),
+        None => format!("the verifier store {}", cfg.database_path().display()),
+    };
+    vouch_server::open_store(&cfg)
         .await
-        .with_context(|| format!("opening the verifier store {}", path.display()))?;
-    Ok(Arc::new(s))
+        .with_context(|| format!("opening {what}"))
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,111 @@
+//! Verifier replicas on one PostgreSQL: a nonce issued by one replica is accepted by another
+//! and then spent for all of them; every replica signs results with its own key; an agent
+//! fails over when its first verifier goes away, and nothing acknowledged is lost.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use vouch_agent::{Agent, AgentConfig, VerifierClient};
+use vouch_core::wire::AttestRequest;
+use vouch_core::{ArStatus, ErrorKind};
+use vouch_policy::ReferenceValue;
+use vouch_rp::{Requirements, ResultVerifier};
+use vouch_server::{ServerConfig, create_join_token, unix_now};
+use vouch_store::{PgStore, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_nonces_and_records_and_agents_fail_over() {
+    let pg = vouch_testkit::Postgres::start();
+    let url = pg.fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let nonce_key = dir.path().join("cluster-nonce.key");
+    std::fs::write(&nonce_key, [0x5a; 32]).unwrap();
+    let replica = |name: &str, tls: Option<std::path::PathBuf>| ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join(name),
+        database_url: Some(url.clone()),
+        nonce_key: Some(nonce_key.clone()),
+        tls_cert: tls.as_ref().map(|d| d.join("server.crt")),
+        tls_key: tls.as_ref().map(|d| d.join("server.key")),
+        ..ServerConfig::default()
+    };
+    let a = vouch_server::start(replica("a", None)).await.unwrap();
+    // B serves the same loopback certificate, so agents trust one CA for the cluster.
+    let b = vouch_server::start(replica("b", Some(dir.path().join("a/tls"))))
+        .await
+        .unwrap();
+    let ca = a.ca_cert.clone().unwrap();
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+
+    let exe = dir.path().join("app.bin");
+    std::fs::write(&exe, "app v1").unwrap();
+    let mut agent = Agent::new(AgentConfig {
+        servers: vec![a.base_url.clone(), b.base_url.clone()],
+        ca_cert: Some(ca.clone()),
+        data_dir: dir.path().join("agent"),
+        join_token: Some(create_join_token(store.as_ref(), 60, None).await.unwrap()),
+        workload_name: "app".into(),
+        exe: Some(exe.clone()),
+        ..AgentConfig::default()
+    })
+    .await
+    .unwrap();
+    let digest = vouch_evidence::sha256_file(&exe).unwrap();
+    store
+        .add_reference_value(
+            &ReferenceValue {
+                kind: "executable".into(),
+                key: "app".into(),
+                value: digest,
+            },
+            unix_now(),
+        )
+        .await
+        .unwrap();
+
+    // A nonce from A, evidence to B: accepted. The same evidence again, to A: the nonce is
+    // spent cluster-wide.
+    let ca_client = |url: &str| VerifierClient::new(url, Some(&ca)).unwrap();
+    let (ca_a, ca_b) = (ca_client(&a.base_url), ca_client(&b.base_url));
+    let nonce = ca_a.challenge().await.unwrap().nonce;
+    let evidence = agent.evidence(&nonce).unwrap();
+    let req = AttestRequest {
+        evidence,
+        result_audience: None,
+    };
+    let r = ca_b.attest(&req).await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    let replay = ca_a.attest(&req).await.unwrap_err();
+    assert_eq!(replay.kind(), Some(ErrorKind::NonceReused));
+
+    // Each replica signs with its own key: B's result verifies with B's JWKS, not with A's.
+    let jwks = |c: VerifierClient| async move { c.jwks().await.unwrap() };
+    let rp_b = ResultVerifier::from_jwks_json(&jwks(ca_b.clone()).await).unwrap();
+    let rp_a = ResultVerifier::from_jwks_json(&jwks(ca_a.clone()).await).unwrap();
+    rp_b.verify(&r.result, &Requirements::default()).unwrap();
+    assert!(rp_a.verify(&r.result, &Requirements::default()).is_err());
+    // Both see the same record.
+    assert_eq!(
+        ca_a.result(&r.attestation_id).await.unwrap().attestation_id,
+        r.attestation_id
+    );
+
+    // A goes away: the agent carries on through B; every acknowledged attestation is stored.
+    let mut acknowledged = vec![r.attestation_id.clone()];
+    acknowledged.push(agent.attest_once().await.unwrap().attestation_id);
+    a.shutdown().await;
+    for _ in 0..3 {
+        let r = agent.attest_once().await.unwrap();
+        assert_eq!(r.status, ArStatus::Affirming);
+        acknowledged.push(r.attestation_id);
+    }
+    for id in &acknowledged {
+        assert!(store.attestation(id).await.unwrap().is_some(), "{id} lost");
+    }
+    assert_eq!(
+        store.attestation_count().await.unwrap(),
+        acknowledged.len() as u64
+    );
+    b.shutdown().await;
+}
