@@ -351,8 +351,13 @@ impl EventLog {
     /// Replay the log: every PCR it extends, per bank, from the reset value (zero; PCR 0
     /// starts at the startup locality). `EV_NO_ACTION` events are not extended.
     pub fn replay(&self) -> PcrValues {
+        self.replay_banks(&self.banks())
+    }
+
+    /// [`EventLog::replay`] restricted to `banks` (those a quote covers).
+    pub fn replay_banks(&self, banks: &[HashAlg]) -> PcrValues {
         let mut out = PcrValues::default();
-        for bank in self.banks() {
+        for bank in self.banks().into_iter().filter(|b| banks.contains(b)) {
             let b = out.0.entry(bank).or_default();
             for e in &self.events {
                 if e.event_type == EV_NO_ACTION {
@@ -372,7 +377,9 @@ impl EventLog {
     /// bank. Every quoted PCR that the log extends, and every quoted PCR 0–7 (which only
     /// firmware extends), must equal the replay; at least one bank must be compared.
     pub fn check(&self, quoted: &PcrValues) -> Result<BTreeMap<HashAlg, BTreeSet<u8>>, TpmError> {
-        let replayed = self.replay();
+        // Only the banks the quote covers are worth hashing.
+        let banks: Vec<HashAlg> = quoted.0.keys().copied().collect();
+        let replayed = self.replay_banks(&banks);
         let mut checked = BTreeMap::new();
         for (bank, values) in &quoted.0 {
             let Some(rep) = replayed.0.get(bank) else {

@@ -419,6 +419,13 @@ pub enum TpmCmd {
         /// Iterations per measurement.
         #[arg(long, default_value_t = 2000)]
         n: u32,
+        /// A firmware event log to time (parse, replay in every bank, check, claims) against
+        /// the same run's RSA signature check; default: the real OVMF log in the test data.
+        #[arg(
+            long,
+            default_value = "crates/vouch-tpm/tests/data/ovmf_binary_bios_measurements"
+        )]
+        eventlog: PathBuf,
     },
 }
 

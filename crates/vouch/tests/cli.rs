@@ -509,3 +509,30 @@ fn revoke_node_needs_a_reason_and_says_when_nothing_was_revoked() {
     assert_eq!(code, 1);
     assert!(out.contains("no unrevoked key"), "{out}");
 }
+
+#[test]
+fn tpm_bench_times_quotes_and_the_event_log_against_the_signature() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let evidence = format!("{root}/../shared/testdata/tpm/trustee_tpm_evidence.json");
+    let log = format!("{root}/crates/vouch-tpm/tests/data/ovmf_binary_bios_measurements");
+    let (code, out, err) = vouch(&[
+        "tpm",
+        "bench",
+        "--n",
+        "20",
+        "--evidence",
+        &evidence,
+        "--eventlog",
+        &log,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v.as_array().unwrap();
+    assert!(rows[0]["overhead_percent"].is_number(), "{v}");
+    let el = rows.iter().find(|r| r["eventlog_us"].is_number()).unwrap();
+    assert!(
+        el["case"].as_str().unwrap().contains("31 events, 4 banks"),
+        "{el}"
+    );
+}
