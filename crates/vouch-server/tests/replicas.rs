@@ -109,3 +109,114 @@ async fn replicas_share_nonces_and_records_and_agents_fail_over() {
     );
     b.shutdown().await;
 }
+
+/// PostgreSQL is killed (immediate stop) and restarted while three agents attest through two
+/// replicas: requests during the outage fail with `store_unavailable` (nothing else), the
+/// replicas reconnect by themselves, and every acknowledged attestation is in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_under_load_loses_nothing_acknowledged() {
+    let pg = Arc::new(vouch_testkit::Postgres::start());
+    let url = pg.fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let nonce_key = dir.path().join("cluster-nonce.key");
+    std::fs::write(&nonce_key, [0x6b; 32]).unwrap();
+    let replica = |name: &str, tls: Option<std::path::PathBuf>| ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join(name),
+        database_url: Some(url.clone()),
+        nonce_key: Some(nonce_key.clone()),
+        tls_cert: tls.as_ref().map(|d| d.join("server.crt")),
+        tls_key: tls.as_ref().map(|d| d.join("server.key")),
+        ..ServerConfig::default()
+    };
+    let a = vouch_server::start(replica("a", None)).await.unwrap();
+    let b = vouch_server::start(replica("b", Some(dir.path().join("a/tls"))))
+        .await
+        .unwrap();
+    let ca = a.ca_cert.clone().unwrap();
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+    let mut agents = Vec::new();
+    for n in 0..3 {
+        let name = format!("w{n}");
+        let exe = dir.path().join(format!("{name}.bin"));
+        std::fs::write(&exe, format!("binary {n}")).unwrap();
+        store
+            .add_reference_value(
+                &ReferenceValue {
+                    kind: "executable".into(),
+                    key: name.clone(),
+                    value: vouch_evidence::sha256_file(&exe).unwrap(),
+                },
+                unix_now(),
+            )
+            .await
+            .unwrap();
+        // Spread the agents over the replicas.
+        let servers = if n % 2 == 0 {
+            vec![a.base_url.clone(), b.base_url.clone()]
+        } else {
+            vec![b.base_url.clone(), a.base_url.clone()]
+        };
+        agents.push(
+            Agent::new(AgentConfig {
+                servers,
+                ca_cert: Some(ca.clone()),
+                data_dir: dir.path().join(format!("agent-{name}")),
+                join_token: Some(create_join_token(store.as_ref(), 60, None).await.unwrap()),
+                workload_name: name,
+                exe: Some(exe),
+                ..AgentConfig::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    let mut tasks = Vec::new();
+    for mut agent in agents {
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors) = (Vec::new(), Vec::new());
+            while std::time::Instant::now() < until {
+                match agent.attest_once().await {
+                    Ok(r) => ok.push((std::time::Instant::now(), r.attestation_id)),
+                    Err(e) => {
+                        errors.push(e.kind());
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            (ok, errors)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let restarted = {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.restart())
+            .await
+            .unwrap();
+        std::time::Instant::now()
+    };
+    let mut acknowledged = Vec::new();
+    let mut after_restart = 0;
+    for t in tasks {
+        let (ok, errors) = t.await.unwrap();
+        eprintln!("errors during the outage: {errors:?}");
+        for kind in &errors {
+            assert_eq!(
+                *kind,
+                Some(ErrorKind::StoreUnavailable),
+                "only a clear store_unavailable during the outage: {errors:?}"
+            );
+        }
+        after_restart += ok.iter().filter(|(at, _)| *at > restarted).count();
+        acknowledged.extend(ok.into_iter().map(|(_, id)| id));
+    }
+    eprintln!("acknowledged {}, after the restart {after_restart}", acknowledged.len());
+    assert!(after_restart > 0, "the replicas reconnected");
+    for id in &acknowledged {
+        assert!(store.attestation(id).await.unwrap().is_some(), "{id} lost");
+    }
+    assert!(store.attestation_count().await.unwrap() >= acknowledged.len() as u64);
+    a.shutdown().await;
+    b.shutdown().await;
+}
