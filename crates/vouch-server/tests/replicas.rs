@@ -211,7 +211,10 @@ async fn a_postgres_restart_under_load_loses_nothing_acknowledged() {
         after_restart += ok.iter().filter(|(at, _)| *at > restarted).count();
         acknowledged.extend(ok.into_iter().map(|(_, id)| id));
     }
-    eprintln!("acknowledged {}, after the restart {after_restart}", acknowledged.len());
+    eprintln!(
+        "acknowledged {}, after the restart {after_restart}",
+        acknowledged.len()
+    );
     assert!(after_restart > 0, "the replicas reconnected");
     for id in &acknowledged {
         assert!(store.attestation(id).await.unwrap().is_some(), "{id} lost");
