@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vouch_agent::{Agent, AgentConfig};
+use vouch_agent::{Agent, AgentConfig, VerifierClient};
 use vouch_core::wire::AttestRequest;
 use vouch_core::{ArStatus, SoftwareMeasurements, evidence_signing_input};
 use vouch_evidence::sign_software_evidence;
@@ -115,17 +115,37 @@ pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
         return svid_bench(args.n, json);
     }
     let dir = tempfile_dir()?;
-    let cfg = ServerConfig {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.join("server"),
-        ..ServerConfig::default()
-    };
-    let store = vouch_server::open_store(&cfg).await?;
-    let running = vouch_server::start_with_store(cfg, store.clone()).await?;
+    let replicas = args.replicas.max(1);
+    anyhow::ensure!(
+        replicas == 1 || args.database_url.is_some(),
+        "several replicas need a shared store: pass --database-url"
+    );
+    // Replicas share the store, the nonce key and the TLS certificate (so one CA for clients).
+    let nonce_key = dir.join("nonce.key");
+    std::fs::write(&nonce_key, vouch_server::random_bytes::<32>())?;
+    let mut running = Vec::new();
+    let mut store = None;
+    for r in 0..replicas {
+        let tls = (r > 0).then(|| dir.join("r0/tls"));
+        let cfg = ServerConfig {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: dir.join(format!("r{r}")),
+            database_url: args.database_url.clone(),
+            nonce_key: Some(nonce_key.clone()),
+            tls_cert: tls.as_ref().map(|t| t.join("server.crt")),
+            tls_key: tls.as_ref().map(|t| t.join("server.key")),
+            ..ServerConfig::default()
+        };
+        let s = vouch_server::open_store(&cfg).await?;
+        running.push(vouch_server::start_with_store(cfg, s.clone()).await?);
+        store.get_or_insert(s);
+    }
+    let store = store.context("no replica")?;
+    let ca_cert = running[0].ca_cert.clone();
     let token = vouch_server::create_join_token(store.as_ref(), 600, None).await?;
     let mut agent = Agent::new(AgentConfig {
-        servers: vec![running.base_url.clone()],
-        ca_cert: running.ca_cert.clone(),
+        servers: vec![running[0].base_url.clone()],
+        ca_cert: ca_cert.clone(),
         data_dir: dir.join("agent"),
         join_token: Some(token),
         workload_name: "bench".into(),
@@ -153,15 +173,18 @@ pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
         warm.reasons
     );
 
-    let client = agent.client().clone();
+    let clients = running
+        .iter()
+        .map(|r| VerifierClient::new(&r.base_url, ca_cert.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
     let key_pk8 = agent.key().to_pkcs8()?;
     let key_id = agent.enrollment().key_id.clone();
     let template = Arc::new(template);
     let per_task = args.n.div_ceil(args.concurrency.max(1));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
-        let client = client.clone();
+    for t in 0..args.concurrency.max(1) {
+        let client = clients[t % clients.len()].clone();
         let template = template.clone();
         let key = vouch_evidence::AgentKey::from_pkcs8(&key_pk8)?;
         let key_id = key_id.clone();
@@ -201,10 +224,19 @@ pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
     let raw = raw_signature_cost(ev.payload.len(), warm.result.len(), 2000)?;
     let per_attestation = wall / n as u32;
     let ratio = per_attestation.as_secs_f64() / raw.as_secs_f64();
-    running.shutdown().await;
+    for r in running {
+        r.shutdown().await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
 
+    let backend = if args.database_url.is_some() {
+        "postgresql"
+    } else {
+        "sqlite"
+    };
     let report = serde_json::json!({
+        "store": backend,
+        "replicas": replicas,
         "attestations": n,
         "concurrency": args.concurrency,
         "evidence_payload_bytes": ev.payload.len(),
@@ -222,7 +254,7 @@ pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
         output::json(&report)?;
     } else {
         println!(
-            "{n} attestations, concurrency {}, evidence {} bytes",
+            "{n} attestations, concurrency {}, evidence {} bytes, {replicas} replica(s) on {backend}",
             args.concurrency,
             ev.payload.len()
         );

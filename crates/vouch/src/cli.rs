@@ -367,6 +367,12 @@ pub struct BenchArgs {
     /// against raw ECDSA P-256 signing, instead of attestations.
     #[arg(long)]
     pub svid: bool,
+    /// Run the verifiers on this PostgreSQL instead of a temporary SQLite file.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Verifier replicas (in this process) sharing the store; clients are spread over them.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
 }
 
 #[derive(Debug, Subcommand)]

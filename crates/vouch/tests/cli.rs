@@ -536,3 +536,10 @@ fn tpm_bench_times_quotes_and_the_event_log_against_the_signature() {
         "{el}"
     );
 }
+
+#[test]
+fn several_replicas_need_a_shared_store() {
+    let (code, _, err) = vouch(&["bench", "--replicas", "2", "--n", "10"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--database-url"), "{err}");
+}
