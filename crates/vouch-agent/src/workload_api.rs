@@ -619,20 +619,40 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if r.svid.is_empty() {
             return Err(Status::invalid_argument("svid must be specified"));
         }
-        let bundle = self.src.bundle().await?;
-        let validator = JwtSvidValidator::from_bundle(&self.src.trust_domain, &bundle.jwt)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let (id, _) = validator
-            .validate(&r.svid, &r.audience, unix_now())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        // Return the token's claims as they were signed.
+        // The token's claims as they were signed; `sub` names the trust domain whose JWT
+        // bundle must verify it (this one, or a federated one).
         let claims = r
             .svid
             .split('.')
             .nth(1)
             .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
             .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
-            .unwrap_or_default();
+            .ok_or_else(|| {
+                Status::invalid_argument("svid is not a compact JWS with JSON claims")
+            })?;
+        let td = claims["sub"]
+            .as_str()
+            .and_then(|s| SpiffeId::parse(s).ok())
+            .map(|id| id.trust_domain().clone())
+            .ok_or_else(|| Status::invalid_argument("svid has no SPIFFE ID in sub"))?;
+        let bundle = self.src.bundle().await?;
+        let jwks = if td == self.src.trust_domain {
+            bundle.jwt
+        } else {
+            bundle
+                .federated
+                .into_iter()
+                .find(|(t, _, _)| *t == td.id_string())
+                .map(|(_, _, jwks)| jwks)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!("no JWT bundle for trust domain {td}"))
+                })?
+        };
+        let validator = JwtSvidValidator::from_bundle(&td, &jwks)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (id, _) = validator
+            .validate(&r.svid, &r.audience, unix_now())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(proto::ValidateJwtsvidResponse {
             spiffe_id: id.to_string(),
             claims: Some(json_to_struct(&claims)),

@@ -106,6 +106,62 @@ async fn a_foreign_bundle_reaches_workloads_through_the_workload_api() {
         .unwrap();
     let b_jwks: serde_json::Value = serde_json::from_slice(&jb.bundles["spiffe://b.test"]).unwrap();
     assert_eq!(b_jwks["keys"][0]["use"], "jwt-svid");
+
+    // A JWT-SVID minted in B is validated by A's agent with B's federated JWT bundle.
+    let mut peer = b.agent("peer").await;
+    b.trust(&mut peer).await;
+    let e = Entry::new(
+        "e-peer".into(),
+        &SpiffeId::parse("spiffe://b.test/peer").unwrap(),
+        vec![Selector::parse("vouch:workload:peer").unwrap()],
+        600,
+        unix_now(),
+    )
+    .unwrap();
+    b.store.add_entry(&e).await.unwrap();
+    peer.attest_once().await.unwrap();
+    let key_id = peer.enrollment().key_id.clone();
+    let minted = b
+        .client()
+        .jwt_svid(&vouch_core::wire::JwtSvidRequest {
+            signature: peer.key().sign_b64(&vouch_core::wire::svid_signing_input(
+                &key_id,
+                "peer",
+                "jwt:database",
+                &[],
+            )),
+            key_id,
+            workload: "peer".into(),
+            audience: vec!["database".into()],
+            selectors: vec![],
+        })
+        .await
+        .unwrap();
+    let v = c
+        .validate_jwtsvid(request(proto::ValidateJwtsvidRequest {
+            audience: "database".into(),
+            svid: minted[0].token.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.spiffe_id, "spiffe://b.test/peer");
+    // The same token for another audience, or with one signature byte changed: refused.
+    let mut forged = minted[0].token.clone().into_bytes();
+    let n = forged.len();
+    forged[n - 3] = if forged[n - 3] == b'A' { b'B' } else { b'A' };
+    for (aud, svid) in [
+        ("other", minted[0].token.clone()),
+        ("database", String::from_utf8(forged).unwrap()),
+    ] {
+        let r = c
+            .validate_jwtsvid(request(proto::ValidateJwtsvidRequest {
+                audience: aud.into(),
+                svid,
+            }))
+            .await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
     api.stop().await.unwrap();
 }
 
