@@ -12,6 +12,7 @@ mod error;
 mod postgres;
 mod records;
 mod rows;
+mod sql;
 mod sqlite;
 
 pub use error::StoreError;

@@ -1,0 +1,562 @@
+//! The [`Store`](crate::Store) implementation shared by the SQLite and PostgreSQL stores. The
+//! SQL is written once, in the dialect both accept (`$N` parameters, `ON CONFLICT`, `RETURNING`,
+//! `BIGINT` casts), so the two backends cannot drift apart; each backend only opens its pool.
+
+/// Implement `Store` for `$store` (a struct with a `pool` field) whose connections are `$conn`.
+/// The row mappers of [`crate::rows::row_mappers`] must be in scope.
+macro_rules! store_impl {
+    ($store:ty, $conn:ty) => {
+        impl $store {
+            async fn bump_revision(conn: &mut $conn) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ('refvalues_revision', '1')
+                     ON CONFLICT (key) DO UPDATE
+                     SET value = CAST(CAST(settings.value AS BIGINT) + 1 AS TEXT)",
+                )
+                .execute(conn)
+                .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn create_join_token(
+                &self,
+                token_hash: &str,
+                node_name: Option<&str>,
+                now: u64,
+                expires_at: u64,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO join_tokens (token_hash, node_name, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(token_hash)
+                .bind(node_name)
+                .bind(i(now))
+                .bind(i(expires_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn enroll(
+                &self,
+                token_hash: &str,
+                public_key: &[u8],
+                hostname: &str,
+                now: u64,
+            ) -> Result<Enrollment> {
+                let mut tx = self.pool.begin().await?;
+                let node_id = uuid::Uuid::new_v4().to_string();
+                let key_id = key_id(public_key);
+                // Write first, so the transaction takes the write lock at once and the token can be
+                // consumed by exactly one enrollment.
+                let claimed = sqlx::query(
+                    "UPDATE join_tokens SET used_at = $1, used_by = $2
+                     WHERE token_hash = $3 AND used_at IS NULL AND expires_at >= $4",
+                )
+                .bind(i(now))
+                .bind(&node_id)
+                .bind(token_hash)
+                .bind(i(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if claimed != 1 {
+                    let row =
+                        sqlx::query("SELECT used_at, expires_at FROM join_tokens WHERE token_hash = $1")
+                            .bind(token_hash)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    return Err(match row {
+                        None => StoreError::TokenInvalid,
+                        Some(r) if r.get::<Option<i64>, _>("used_at").is_some() => StoreError::TokenReused,
+                        Some(_) => StoreError::TokenExpired,
+                    });
+                }
+                let existing = sqlx::query("SELECT id FROM agent_keys WHERE public_key = $1")
+                    .bind(public_key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(r) = existing {
+                    return Err(StoreError::KeyAlreadyEnrolled {
+                        key_id: r.get("id"),
+                    });
+                }
+                let name: Option<String> =
+                    sqlx::query_scalar("SELECT node_name FROM join_tokens WHERE token_hash = $1")
+                        .bind(token_hash)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                sqlx::query("INSERT INTO nodes (id, hostname, created_at) VALUES ($1, $2, $3)")
+                    .bind(&node_id)
+                    .bind(name.as_deref().unwrap_or(hostname))
+                    .bind(i(now))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO agent_keys (id, node_id, public_key, enrolled_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&key_id)
+                .bind(&node_id)
+                .bind(public_key)
+                .bind(i(now))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Enrollment { node_id, key_id })
+            }
+
+            async fn agent_key(&self, key_id: &str) -> Result<Option<AgentKeyRecord>> {
+                let row = sqlx::query(
+                    "SELECT id, node_id, public_key, enrolled_at FROM agent_keys
+                     WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(key_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(agent_key_row))
+            }
+
+            async fn nonce_used(&self, nonce_id: &str) -> Result<bool> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM used_nonces WHERE id = $1")
+                    .bind(nonce_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n > 0)
+            }
+
+            async fn add_policy(&self, id: &str, rego: &str, activate: bool, now: u64) -> Result<u32> {
+                let mut tx = self.pool.begin().await?;
+                let version: i64 = sqlx::query_scalar(
+                    "INSERT INTO policies (id, version, rego, sha256, created_at)
+                     SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM policies WHERE id = $5
+                     RETURNING version",
+                )
+                .bind(id)
+                .bind(rego)
+                .bind(hex_sha256(rego.as_bytes()))
+                .bind(i(now))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if activate {
+                    sqlx::query(
+                        "INSERT INTO settings (key, value) VALUES ('active_policy', $1)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(u32::try_from(version).unwrap_or(0))
+            }
+
+            async fn policy(&self, id: &str, version: Option<u32>) -> Result<Option<PolicyRecord>> {
+                let row = match version {
+                    Some(v) => {
+                        sqlx::query("SELECT * FROM policies WHERE id = $1 AND version = $2")
+                            .bind(id)
+                            .bind(i64::from(v))
+                            .fetch_optional(&self.pool)
+                            .await?
+                    }
+                    None => {
+                        sqlx::query("SELECT * FROM policies WHERE id = $1 ORDER BY version DESC LIMIT 1")
+                            .bind(id)
+                            .fetch_optional(&self.pool)
+                            .await?
+                    }
+                };
+                Ok(row.as_ref().map(policy_row))
+            }
+
+            async fn policies(&self) -> Result<Vec<PolicyRecord>> {
+                let rows = sqlx::query(
+                    "SELECT p.* FROM policies p
+                     JOIN (SELECT id, MAX(version) AS v FROM policies GROUP BY id) m
+                       ON p.id = m.id AND p.version = m.v
+                     ORDER BY p.id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(policy_row).collect())
+            }
+
+            async fn active_policy_id(&self) -> Result<Option<String>> {
+                Ok(
+                    sqlx::query_scalar("SELECT value FROM settings WHERE key = 'active_policy'")
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn activate_policy(&self, id: &str) -> Result<()> {
+                if self.policy(id, None).await?.is_none() {
+                    return Err(StoreError::NotFound(format!("policy {id}")));
+                }
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ('active_policy', $1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn add_reference_value(&self, value: &ReferenceValue, now: u64) -> Result<i64> {
+                let mut tx = self.pool.begin().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO reference_values (kind, key, value, created_at)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(&value.kind)
+                .bind(&value.key)
+                .bind(&value.value)
+                .bind(i(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    Self::bump_revision(&mut tx).await?;
+                }
+                let id: i64 = sqlx::query_scalar(
+                    "SELECT id FROM reference_values WHERE kind = $1 AND key = $2 AND value = $3",
+                )
+                .bind(&value.kind)
+                .bind(&value.key)
+                .bind(&value.value)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            async fn remove_reference_value(&self, id: i64) -> Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                let n = sqlx::query("DELETE FROM reference_values WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 1 {
+                    Self::bump_revision(&mut tx).await?;
+                }
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+
+            async fn reference_value_rows(&self) -> Result<Vec<(i64, ReferenceValue)>> {
+                let rows = sqlx::query("SELECT id, kind, key, value FROM reference_values ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get("id"), refvalue_row(r)))
+                    .collect())
+            }
+
+            async fn reference_values(&self) -> Result<ReferenceValues> {
+                // Read the revision and the rows in one transaction so they agree.
+                let mut tx = self.pool.begin().await?;
+                let revision: Option<String> =
+                    sqlx::query_scalar("SELECT value FROM settings WHERE key = 'refvalues_revision'")
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let rows = sqlx::query("SELECT kind, key, value FROM reference_values ORDER BY id")
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(ReferenceValues {
+                    revision: revision.and_then(|r| r.parse().ok()).unwrap_or(0),
+                    values: rows.iter().map(refvalue_row).collect(),
+                })
+            }
+
+            async fn record_attestation(
+                &self,
+                rec: &AttestationRecord,
+                deadline: u64,
+                nonce: Option<(&str, u64)>,
+            ) -> Result<()> {
+                let name = workload_name(&rec.workload_id);
+                let reason = workload_reason(rec);
+                let mut tx = self.pool.begin().await?;
+                if let Some((id, expires_at)) = nonce {
+                    let fresh = sqlx::query(
+                        "INSERT INTO used_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(i(expires_at))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if fresh != 1 {
+                        return Err(StoreError::NonceReused);
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO attestations (id, workload_id, node_id, key_id, evidence_kind,
+                        evidence_sha256, claims, status, trust_vector, reasons, policy_id, policy_version,
+                        result, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                )
+                .bind(&rec.id)
+                .bind(&rec.workload_id)
+                .bind(&rec.node_id)
+                .bind(&rec.key_id)
+                .bind(&rec.evidence_kind)
+                .bind(&rec.evidence_sha256)
+                .bind(rec.claims.to_string())
+                .bind(&rec.status)
+                .bind(rec.trust_vector.to_string())
+                .bind(serde_json::to_string(&rec.reasons).unwrap_or_else(|_| "[]".into()))
+                .bind(&rec.policy_id)
+                .bind(i64::from(rec.policy_version))
+                .bind(&rec.result)
+                .bind(i(rec.created_at))
+                .bind(i(rec.expires_at))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO workloads (id, node_id, name, status, reason, last_attested_at,
+                        last_attestation_id, deadline, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+                        last_attested_at = excluded.last_attested_at,
+                        last_attestation_id = excluded.last_attestation_id,
+                        deadline = excluded.deadline, updated_at = excluded.updated_at",
+                )
+                .bind(&rec.workload_id)
+                .bind(&rec.node_id)
+                .bind(name)
+                .bind(&rec.status)
+                .bind(reason)
+                .bind(i(rec.created_at))
+                .bind(&rec.id)
+                .bind(i(deadline))
+                .bind(i(rec.created_at))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn attestation(&self, id: &str) -> Result<Option<AttestationRecord>> {
+                let Some(r) = sqlx::query("SELECT * FROM attestations WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(attestation_row(&r)?))
+            }
+
+            async fn attestation_count(&self) -> Result<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attestations")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u(n))
+            }
+
+            async fn workloads(&self) -> Result<Vec<WorkloadRecord>> {
+                let rows = sqlx::query("SELECT * FROM workloads ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(workload_row).collect())
+            }
+
+            async fn workload(&self, id: &str) -> Result<Option<WorkloadRecord>> {
+                let row = sqlx::query("SELECT * FROM workloads WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(workload_row))
+            }
+
+            async fn mark_overdue(&self, now: u64) -> Result<Vec<String>> {
+                let mut tx = self.pool.begin().await?;
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE workloads SET status = 'contraindicated',
+                        reason = 'no evidence before the deadline (' || deadline || '); the agent stopped attesting',
+                        updated_at = $1
+                     WHERE deadline IS NOT NULL AND deadline < $2 AND status != 'contraindicated'
+                     RETURNING id",
+                )
+                .bind(i(now))
+                .bind(i(now))
+                .fetch_all(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM used_nonces WHERE expires_at < $1")
+                    .bind(i(now))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(ids)
+            }
+
+            async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+                let rows = sqlx::query("SELECT id, hostname, created_at FROM nodes ORDER BY created_at")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(node_row).collect())
+            }
+
+            async fn put_tpm_enrollment(&self, rec: &TpmKeyRecord) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO tpm_keys (node_id, ek_public, ek_cert, ek_issuer, ak_public,
+                        ak_qualified_name, challenge_hash, challenge_expires, activated_at, last_clock,
+                        created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9)
+                     ON CONFLICT (node_id) DO UPDATE SET ek_public = excluded.ek_public,
+                        ek_cert = excluded.ek_cert, ek_issuer = excluded.ek_issuer,
+                        ak_public = excluded.ak_public, ak_qualified_name = excluded.ak_qualified_name,
+                        challenge_hash = excluded.challenge_hash,
+                        challenge_expires = excluded.challenge_expires, activated_at = NULL,
+                        last_clock = NULL, ima_state = NULL, created_at = excluded.created_at",
+                )
+                .bind(&rec.node_id)
+                .bind(&rec.ek_public)
+                .bind(&rec.ek_cert)
+                .bind(&rec.ek_issuer)
+                .bind(&rec.ak_public)
+                .bind(&rec.ak_qualified_name)
+                .bind(&rec.challenge_hash)
+                .bind(rec.challenge_expires.map(i))
+                .bind(i(rec.created_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn tpm_key(&self, node_id: &str) -> Result<Option<TpmKeyRecord>> {
+                let row = sqlx::query("SELECT * FROM tpm_keys WHERE node_id = $1")
+                    .bind(node_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(tpm_row))
+            }
+
+            async fn activate_tpm(&self, node_id: &str, now: u64) -> Result<()> {
+                let n = sqlx::query(
+                    "UPDATE tpm_keys SET activated_at = $1, challenge_hash = NULL, challenge_expires = NULL
+                     WHERE node_id = $2",
+                )
+                .bind(i(now))
+                .bind(node_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!(
+                        "TPM enrollment of node {node_id}"
+                    )));
+                }
+                Ok(())
+            }
+
+            async fn set_tpm_state(
+                &self,
+                node_id: &str,
+                clock_json: &str,
+                ima_state_json: Option<&str>,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE tpm_keys SET last_clock = $1, ima_state = COALESCE($2, ima_state)
+                     WHERE node_id = $3",
+                )
+                .bind(clock_json)
+                .bind(ima_state_json)
+                .bind(node_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn add_entry(&self, e: &vouch_identity::Entry) -> Result<()> {
+                let selectors = serde_json::to_string(&e.selectors)
+                    .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                let r = sqlx::query(
+                    "INSERT INTO entries (id, spiffe_id, selectors, ttl, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&e.id)
+                .bind(&e.spiffe_id)
+                .bind(selectors)
+                .bind(i(e.ttl))
+                .bind(i(e.created_at))
+                .execute(&self.pool)
+                .await;
+                match r {
+                    Ok(_) => Ok(()),
+                    Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(StoreError::Duplicate(
+                        format!("an entry for {} with these selectors", e.spiffe_id),
+                    )),
+                    Err(err) => Err(err.into()),
+                }
+            }
+
+            async fn entries(&self) -> Result<Vec<vouch_identity::Entry>> {
+                let rows = sqlx::query("SELECT * FROM entries ORDER BY spiffe_id, id")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(entry_row).collect()
+            }
+
+            async fn delete_entry(&self, id: &str) -> Result<bool> {
+                let n = sqlx::query("DELETE FROM entries WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn revoke_node(&self, node_id: &str, reason: &str, now: u64) -> Result<u64> {
+                let mut tx = self.pool.begin().await?;
+                let n = sqlx::query(
+                    "UPDATE agent_keys SET revoked_at = $1 WHERE node_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(i(now))
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n > 0 {
+                    sqlx::query(
+                        "UPDATE workloads SET status = 'contraindicated', reason = $1, updated_at = $2
+                         WHERE node_id = $3",
+                    )
+                    .bind(format!("node revoked: {reason}"))
+                    .bind(i(now))
+                    .bind(node_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO revocations (id, kind, target, reason, created_at)
+                         VALUES ($1, 'node', $2, $3, $4)",
+                    )
+                    .bind(uuid::Uuid::new_v4().to_string())
+                    .bind(node_id)
+                    .bind(reason)
+                    .bind(i(now))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use store_impl;
