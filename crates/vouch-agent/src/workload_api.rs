@@ -391,6 +391,28 @@ pub struct WorkloadApi {
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+impl WorkloadApi {
+    /// A stream of the trust bundles, rendered by `msg`: the first message at once, then one
+    /// whenever the bundles change (polled every [`BUNDLE_POLL`]).
+    async fn bundle_stream<T, F>(&self, msg: F) -> Result<Stream2<T>, Status>
+    where
+        T: Clone + PartialEq + Send + Sync + 'static,
+        F: Fn(Bundle) -> T + Clone + Send + Sync + 'static,
+    {
+        let first = msg(self.src.bundle().await?);
+        let src = self.src.clone();
+        Ok(spawn_stream(
+            first,
+            move || {
+                let src = src.clone();
+                let msg = msg.clone();
+                async move { Ok((msg(src.bundle().await?), BUNDLE_POLL)) }
+            },
+            self.src.status.clone(),
+        ))
+    }
+}
+
 fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
     match req.metadata().get(SECURITY_HEADER).map(|v| v.to_str()) {
         Some(Ok("true")) => Ok(()),
@@ -531,18 +553,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 .chain(b.federated.into_iter().map(|(t, der, _)| (t, der)))
                 .collect(),
         };
-        let first = msg(self.src.bundle().await?);
-        let src = self.src.clone();
-        let stream = spawn_stream(
-            first,
-            move || {
-                let src = src.clone();
-                let msg = msg.clone();
-                async move { Ok((msg(src.bundle().await?), BUNDLE_POLL)) }
-            },
-            self.src.status.clone(),
-        );
-        Ok(Response::new(stream))
+        Ok(Response::new(self.bundle_stream(msg).await?))
     }
 
     async fn fetch_jwtsvid(
@@ -593,18 +604,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 )
                 .collect(),
         };
-        let first = msg(self.src.bundle().await?);
-        let src = self.src.clone();
-        let stream = spawn_stream(
-            first,
-            move || {
-                let src = src.clone();
-                let msg = msg.clone();
-                async move { Ok((msg(src.bundle().await?), BUNDLE_POLL)) }
-            },
-            self.src.status.clone(),
-        );
-        Ok(Response::new(stream))
+        Ok(Response::new(self.bundle_stream(msg).await?))
     }
 
     async fn validate_jwtsvid(
