@@ -14,13 +14,21 @@ use vouch_rp::{Requirements, ResultVerifier};
 use vouch_server::{ServerConfig, create_join_token, unix_now};
 use vouch_store::{PgStore, Store};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_share_nonces_and_records_and_agents_fail_over() {
-    let pg = vouch_testkit::Postgres::start();
+/// Two replicas, A and B, on a fresh database of `pg`, sharing the nonce key and A's loopback
+/// TLS certificate (so agents trust one CA for the cluster).
+struct Cluster {
+    dir: tempfile::TempDir,
+    a: vouch_server::RunningServer,
+    b: vouch_server::RunningServer,
+    ca: std::path::PathBuf,
+    store: Arc<dyn Store>,
+}
+
+async fn cluster(pg: &vouch_testkit::Postgres) -> Cluster {
     let url = pg.fresh_database();
     let dir = tempfile::tempdir().unwrap();
     let nonce_key = dir.path().join("cluster-nonce.key");
-    std::fs::write(&nonce_key, [0x5a; 32]).unwrap();
+    std::fs::write(&nonce_key, vouch_server::random_bytes::<32>()).unwrap();
     let replica = |name: &str, tls: Option<std::path::PathBuf>| ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join(name),
@@ -31,12 +39,30 @@ async fn replicas_share_nonces_and_records_and_agents_fail_over() {
         ..ServerConfig::default()
     };
     let a = vouch_server::start(replica("a", None)).await.unwrap();
-    // B serves the same loopback certificate, so agents trust one CA for the cluster.
     let b = vouch_server::start(replica("b", Some(dir.path().join("a/tls"))))
         .await
         .unwrap();
     let ca = a.ca_cert.clone().unwrap();
     let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+    Cluster {
+        dir,
+        a,
+        b,
+        ca,
+        store,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_nonces_and_records_and_agents_fail_over() {
+    let pg = vouch_testkit::Postgres::start();
+    let Cluster {
+        dir,
+        a,
+        b,
+        ca,
+        store,
+    } = cluster(&pg).await;
 
     let exe = dir.path().join("app.bin");
     std::fs::write(&exe, "app v1").unwrap();
@@ -116,25 +142,13 @@ async fn replicas_share_nonces_and_records_and_agents_fail_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_under_load_loses_nothing_acknowledged() {
     let pg = Arc::new(vouch_testkit::Postgres::start());
-    let url = pg.fresh_database();
-    let dir = tempfile::tempdir().unwrap();
-    let nonce_key = dir.path().join("cluster-nonce.key");
-    std::fs::write(&nonce_key, [0x6b; 32]).unwrap();
-    let replica = |name: &str, tls: Option<std::path::PathBuf>| ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join(name),
-        database_url: Some(url.clone()),
-        nonce_key: Some(nonce_key.clone()),
-        tls_cert: tls.as_ref().map(|d| d.join("server.crt")),
-        tls_key: tls.as_ref().map(|d| d.join("server.key")),
-        ..ServerConfig::default()
-    };
-    let a = vouch_server::start(replica("a", None)).await.unwrap();
-    let b = vouch_server::start(replica("b", Some(dir.path().join("a/tls"))))
-        .await
-        .unwrap();
-    let ca = a.ca_cert.clone().unwrap();
-    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+    let Cluster {
+        dir,
+        a,
+        b,
+        ca,
+        store,
+    } = cluster(&pg).await;
     let mut agents = Vec::new();
     for n in 0..3 {
         let name = format!("w{n}");
