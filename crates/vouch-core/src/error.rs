@@ -59,6 +59,8 @@ pub enum ErrorKind {
     StoreUnavailable,
     /// An unexpected internal failure; the request may be retried.
     Internal,
+    /// The workload, node or key was revoked (`vouch revoke`); nothing more is accepted for it.
+    Revoked,
 }
 
 impl ErrorKind {
@@ -90,12 +92,13 @@ impl ErrorKind {
             Self::NotFound => "not_found",
             Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal",
+            Self::Revoked => "revoked",
         }
     }
 
     /// Parse the wire form back into a kind (unknown strings give `None`).
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 25] = [
+        const ALL: [ErrorKind; 26] = [
             ErrorKind::MalformedRequest,
             ErrorKind::BodyTooLarge,
             ErrorKind::NonceInvalid,
@@ -121,6 +124,7 @@ impl ErrorKind {
             ErrorKind::NotFound,
             ErrorKind::StoreUnavailable,
             ErrorKind::Internal,
+            ErrorKind::Revoked,
         ];
         ALL.into_iter().find(|k| k.as_str() == s)
     }

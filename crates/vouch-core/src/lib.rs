@@ -13,6 +13,7 @@ mod ear;
 mod error;
 mod evidence;
 mod nonce;
+pub mod revocation;
 mod version;
 pub mod wire;
 

@@ -35,6 +35,16 @@ pub enum RpError {
     /// The appraisal status is not acceptable.
     #[error("appraisal status is {0}, which this relying party does not accept")]
     Status(String),
+    /// A signed revocation record revokes what was presented.
+    #[error("{kind} {target} is revoked (revocation epoch {epoch})")]
+    Revoked {
+        /// What kind of thing.
+        kind: String,
+        /// Which one.
+        target: String,
+        /// The revocation's epoch.
+        epoch: u64,
+    },
     /// A trust-vector claim is below the required tier.
     #[error("trust vector claim {claim} is {value} ({tier}); required {required}")]
     Tier {

@@ -19,10 +19,16 @@
 #![deny(missing_docs)]
 
 mod error;
+#[cfg(feature = "gossip")]
+pub mod gossip;
+mod revocation;
 mod spiffe;
 mod verify;
+mod x5c;
 
 pub use error::RpError;
+pub use revocation::{RevocationSet, RevocationView};
 pub use spiffe::{AllowedIds, SpiffeVerifier, svid_spiffe_id};
 pub use verify::{Requirements, ResultVerifier, VerifiedResult};
+pub use vouch_core::revocation::{RevocationClaims, RevocationHead, RevocationKind};
 pub use vouch_core::{ArStatus, Ear, TrustClaim, TrustTier};

@@ -122,6 +122,30 @@ impl SpiffeVerifier {
 }
 
 impl SpiffeVerifier {
+    /// Check an X.509-SVID chain (leaf first, then any intermediates) outside TLS, as of `at`
+    /// (Unix seconds): the same checks as for a TLS client certificate. Returns the SPIFFE ID.
+    pub fn verify_chain(&self, chain: &[Vec<u8>], at: u64) -> Result<SpiffeId, Error> {
+        let (leaf, rest) = chain
+            .split_first()
+            .ok_or_else(|| bad("empty certificate chain"))?;
+        let leaf = CertificateDer::from(leaf.as_slice());
+        let rest: Vec<CertificateDer<'_>> = rest
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        self.check(
+            &leaf,
+            &rest,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(at)),
+            webpki::KeyUsage::client_auth(),
+        )
+    }
+
+    /// The trust domain this verifier accepts.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
     /// The TLS handshake signature by the peer's key (the same for both roles).
     fn handshake_signature(
         &self,

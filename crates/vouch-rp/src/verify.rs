@@ -51,14 +51,20 @@ pub struct VerifiedResult {
     pub subject: Option<String>,
     /// The `kid` that signed it.
     pub kid: Option<String>,
+    /// For results carrying `x5c`: the signing replica's SPIFFE ID.
+    pub signer: Option<String>,
+    /// For results carrying `x5c`: the serial of the replica certificate (a revocation target).
+    pub signer_serial: Option<String>,
     /// All claims.
     pub ear: Ear,
 }
 
-/// Verifies results against a fixed key set.
+/// Verifies results against a fixed key set, or against the trust bundle for results whose
+/// signer's certificate (`x5c`) a replica of the trust domain carries.
 #[derive(Clone)]
 pub struct ResultVerifier {
     keys: HashMap<Option<String>, (DecodingKey, Algorithm)>,
+    bundle: Option<std::sync::Arc<crate::SpiffeVerifier>>,
 }
 
 impl std::fmt::Debug for ResultVerifier {
@@ -93,7 +99,7 @@ impl ResultVerifier {
         if keys.is_empty() {
             return Err(RpError::Keys("no EdDSA or ECDSA key in the set".into()));
         }
-        Ok(Self { keys })
+        Ok(Self { keys, bundle: None })
     }
 
     /// Build from one PEM public key (SPKI) of the given algorithm, for results signed by
@@ -107,7 +113,24 @@ impl ResultVerifier {
         .map_err(|e| RpError::Keys(e.to_string()))?;
         let mut keys = HashMap::new();
         keys.insert(None, (key, alg));
-        Ok(Self { keys })
+        Ok(Self { keys, bundle: None })
+    }
+
+    /// Accept results signed by any verifier replica whose key the trust domain certified:
+    /// the result's `x5c` must chain to `bundle` now and name `spiffe://<td>/vouch/verifier/…`.
+    /// No JWKS is needed, and one replica's certificate can be revoked alone
+    /// ([`crate::RevocationSet::check_result`]).
+    pub fn from_trust_bundle(bundle: std::sync::Arc<crate::SpiffeVerifier>) -> Self {
+        Self {
+            keys: HashMap::new(),
+            bundle: Some(bundle),
+        }
+    }
+
+    /// Also accept results certified by `bundle` (see [`ResultVerifier::from_trust_bundle`]).
+    pub fn with_trust_bundle(mut self, bundle: std::sync::Arc<crate::SpiffeVerifier>) -> Self {
+        self.bundle = Some(bundle);
+        self
     }
 
     /// Verify `token` (a compact JWS) against `req`.
@@ -123,20 +146,44 @@ impl ResultVerifier {
         if !ACCEPTED.contains(&header.alg) {
             return Err(RpError::Algorithm(header_alg));
         }
-        let (key, alg) = match self.keys.get(&header.kid) {
-            Some(k) => k,
-            None if self.keys.len() == 1 && header.kid.is_none() => self
-                .keys
-                .values()
-                .next()
-                .ok_or(RpError::UnknownKey(String::new()))?,
-            None => {
-                // A bare key (no kid) accepts any kid only when it is the only key.
-                match (self.keys.get(&None), self.keys.len()) {
-                    (Some(k), 1) => k,
-                    _ => return Err(RpError::UnknownKey(header.kid.clone().unwrap_or_default())),
-                }
+        let certified = match &self.bundle {
+            Some(b) if crate::x5c::has_x5c(token) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                Some(crate::x5c::signer(token, "JWT", b, now)?)
             }
+            _ => None,
+        };
+        let (key, alg) = match (&certified, self.keys.get(&header.kid)) {
+            (Some(s), _) => (&s.key, &s.alg),
+            (None, Some(k)) => (&k.0, &k.1),
+            (None, None) if self.keys.is_empty() => {
+                return Err(RpError::Keys(
+                    "the result carries no x5c certified by the trust bundle".into(),
+                ));
+            }
+            (None, None) => match self.keys.get(&header.kid) {
+                Some(k) => (&k.0, &k.1),
+                None if self.keys.len() == 1 && header.kid.is_none() => self
+                    .keys
+                    .values()
+                    .next()
+                    .map(|k| (&k.0, &k.1))
+                    .ok_or(RpError::UnknownKey(String::new()))?,
+                None => {
+                    // A bare key (no kid) accepts any kid only when it is the only key.
+                    match (self.keys.get(&None), self.keys.len()) {
+                        (Some(k), 1) => (&k.0, &k.1),
+                        _ => {
+                            return Err(RpError::UnknownKey(
+                                header.kid.clone().unwrap_or_default(),
+                            ));
+                        }
+                    }
+                }
+            },
         };
         if *alg != header.alg {
             return Err(RpError::Algorithm(format!(
@@ -194,6 +241,8 @@ impl ResultVerifier {
             status,
             subject: ear.sub.clone(),
             kid: header.kid,
+            signer: certified.as_ref().map(|s| s.signer.to_string()),
+            signer_serial: certified.map(|s| s.serial),
             ear,
         })
     }

@@ -82,6 +82,31 @@ pub struct ServerConfig {
     pub federation: Vec<crate::FederatedDomain>,
     /// Keep the SPIFFE CA key in a PKCS#11 token instead of `data_dir/spiffe/ca.key`.
     pub svid_ca_pkcs11: Option<vouch_identity::Pkcs11Config>,
+    /// The trust domain's CA directory (default `<data_dir>/spiffe`). Replicas of one trust
+    /// domain point at the same directory (or copies of it), as they share the nonce key.
+    pub spiffe_dir: Option<PathBuf>,
+    /// Join the trust domain's gossip cluster and publish revocations to it.
+    pub gossip: Option<GossipSettings>,
+}
+
+/// Gossip membership of a verifier replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipSettings {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Address peers reach this replica at (default: `listen`).
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// `host:port` of other members (verifiers or relying parties).
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// This member's name (default `verifier-<signing key id>`).
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Milliseconds between gossip rounds, and between publications of the signed head.
+    #[serde(default = "default_gossip_interval")]
+    pub interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -112,11 +137,20 @@ impl Default for ServerConfig {
             svid_ca_ttl: 365 * 86_400,
             federation: Vec::new(),
             svid_ca_pkcs11: None,
+            spiffe_dir: None,
+            gossip: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The trust domain's CA directory.
+    pub fn spiffe_dir(&self) -> PathBuf {
+        self.spiffe_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("spiffe"))
+    }
+
     /// The database path.
     pub fn database_path(&self) -> PathBuf {
         self.database
@@ -129,4 +163,8 @@ impl ServerConfig {
         self.attest_interval
             .saturating_mul(self.deadline_intervals.max(1))
     }
+}
+
+fn default_gossip_interval() -> u64 {
+    500
 }

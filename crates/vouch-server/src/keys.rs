@@ -199,9 +199,44 @@ impl SigningKey {
         }
     }
 
-    /// Sign `claims` as a compact JWS with this key.
+    /// The public key as a DER SubjectPublicKeyInfo (what the replica certificate certifies).
+    pub fn spki_der(&self) -> Vec<u8> {
+        // Fixed prefixes: id-Ed25519 (RFC 8410), and id-ecPublicKey with prime256v1 for an
+        // uncompressed P-256 point (RFC 5480).
+        const ED25519: [u8; 12] = [
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        const P256: [u8; 26] = [
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+            0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        let pk = self.public_key();
+        let mut out = match self.alg {
+            SigningAlg::EdDSA => ED25519.to_vec(),
+            SigningAlg::ES256 => P256.to_vec(),
+        };
+        out.extend_from_slice(pk);
+        out
+    }
+
+    /// Sign `claims` as a compact JWT with this key.
     pub fn sign_jwt(&self, claims: &impl Serialize) -> Result<String, KeyError> {
-        let header = json!({"alg": self.alg.as_str(), "typ": "JWT", "kid": self.kid});
+        self.sign_jws("JWT", &[], claims)
+    }
+
+    /// Sign `claims` as a compact JWS of type `typ`, with the signer's certificate chain
+    /// (`x5c`, DER, leaf first) in the header when `x5c` is not empty.
+    pub fn sign_jws(
+        &self,
+        typ: &str,
+        x5c: &[Vec<u8>],
+        claims: &impl Serialize,
+    ) -> Result<String, KeyError> {
+        use base64::engine::general_purpose::STANDARD;
+        let mut header = json!({"alg": self.alg.as_str(), "typ": typ, "kid": self.kid});
+        if !x5c.is_empty() {
+            header["x5c"] = x5c.iter().map(|c| STANDARD.encode(c)).collect();
+        }
         let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
         out.push('.');
         let body = serde_json::to_vec(claims).map_err(|e| KeyError::Invalid(e.to_string()))?;

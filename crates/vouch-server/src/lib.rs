@@ -15,17 +15,19 @@ mod error;
 mod federation;
 mod keys;
 mod pages;
+mod revocation;
 mod routes;
 mod state;
 mod svid;
 mod tpm;
 
-pub use config::{ServerConfig, SigningAlg};
+pub use config::{GossipSettings, ServerConfig, SigningAlg};
 pub use error::ApiError;
 pub use federation::{FederatedBundle, FederatedDomain, parse_bundle};
 pub use keys::{
     KeyError, Keyring, TlsFiles, ensure_dev_tls, load_or_create_nonce_key, random_bytes,
 };
+pub use revocation::revoke_offline;
 pub use routes::OPENAPI;
 pub use state::unix_now;
 
@@ -229,7 +231,7 @@ pub async fn start_with_store(
         .map_err(|e| ServerError::Config(format!("SPIFFE CA: {e}")))?;
     state.svid_ca = Some(std::sync::RwLock::new(ca));
     state.jwt_signer = Some(
-        vouch_identity::JwtSvidSigner::load_or_create(&cfg.data_dir.join("spiffe/jwt.key"))
+        vouch_identity::JwtSvidSigner::load_or_create(&cfg.spiffe_dir().join("jwt.key"))
             .map_err(|e| ServerError::Config(format!("JWT-SVID key: {e}")))?,
     );
     let federation_dir = cfg.data_dir.join("spiffe/federated");
@@ -300,6 +302,10 @@ pub async fn start_with_store(
             }
         })
     };
+    let gossip = match &cfg.gossip {
+        Some(g) => Some(start_gossip(&state, g, &td).await?),
+        None => None,
+    };
     tracing::info!(
         "verifier listening on {scheme}://{addr} (audience {})",
         cfg.audience
@@ -312,6 +318,13 @@ pub async fn start_with_store(
         task,
         background: {
             let mut b = vec![sweeper, key_watch];
+            if let Some((g, interval)) = &gossip {
+                b.push(tokio::spawn(revocation::publish(
+                    state.clone(),
+                    g.clone(),
+                    *interval,
+                )));
+            }
             for d in cfg.federation.clone() {
                 b.push(tokio::spawn(federation::maintain(
                     state.clone(),
@@ -322,6 +335,53 @@ pub async fn start_with_store(
             b
         },
     })
+}
+
+/// Join the gossip cluster with a revocation set that checks what arrives against this
+/// trust domain's bundle.
+async fn start_gossip(
+    state: &Arc<state::State>,
+    g: &GossipSettings,
+    td: &vouch_identity::TrustDomain,
+) -> Result<(Arc<vouch_rp::gossip::Gossip>, Duration), ServerError> {
+    let now = unix_now();
+    let authorities: Vec<Vec<u8>> = match &state.svid_ca {
+        Some(lock) => lock
+            .read()
+            .map(|set| {
+                set.authorities(now)
+                    .into_iter()
+                    .map(<[u8]>::to_vec)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let bundle =
+        vouch_rp::SpiffeVerifier::new(td, &authorities, vouch_rp::AllowedIds::AnyInTrustDomain)
+            .map_err(|e| ServerError::Config(format!("gossip trust bundle: {e}")))?;
+    let set = Arc::new(std::sync::RwLock::new(vouch_rp::RevocationSet::new(bundle)));
+    let node_id = match &g.node_id {
+        Some(n) => n.clone(),
+        None => format!(
+            "verifier-{}",
+            state
+                .keyring()
+                .active()
+                .map(|k| k.kid().to_string())
+                .unwrap_or_default()
+        ),
+    };
+    let interval = Duration::from_millis(g.interval_ms.max(10));
+    let mut gc =
+        vouch_rp::gossip::GossipConfig::new(&node_id, td.as_str(), g.listen, g.seeds.clone());
+    gc.advertise = g.advertise.unwrap_or(g.listen);
+    gc.interval = interval;
+    let gossip = vouch_rp::gossip::Gossip::join(gc, set)
+        .await
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    tracing::info!(node = %node_id, listen = %g.listen, "joined the gossip cluster");
+    Ok((Arc::new(gossip), interval))
 }
 
 /// Create a one-time join token valid for `ttl` seconds; only its SHA-256 is stored.

@@ -80,6 +80,7 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/entries", get(list_entries).post(create_entry))
         .route("/v1/entries/{id}", get(show_entry).delete(delete_entry))
         .route("/v1/results/{id}", get(result))
+        .route("/v1/revocations", get(revocations).post(create_revocation))
         .route("/v1/workloads", get(workloads))
         .route("/v1/workloads/{node}/{name}", get(workload))
         .route("/.well-known/jwks.json", get(jwks))
@@ -244,6 +245,75 @@ async fn create_entry(
     .await;
     match r {
         Ok(e) => (StatusCode::CREATED, Json(e)).into_response(),
+        Err(e) => with_kind(e),
+    }
+}
+
+/// `?after=E&limit=N`: the incremental revocation feed.
+#[derive(Debug, serde::Deserialize)]
+struct FeedQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// The signed records above `after` (at most `limit`, 1000 by default) and a fresh signed head.
+/// Public, like a CRL: every record is a proof anyone with the trust bundle can check.
+async fn revocations(
+    AxState(st): AxState<S>,
+    q: Result<axum::extract::Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    reply(
+        async {
+            let q = q.map_err(|e| ApiError::new(ErrorKind::MalformedRequest, e.body_text()))?;
+            let limit = q.limit.unwrap_or(1000).clamp(1, 1000);
+            let epoch = st.store.revocation_epoch().await?;
+            let rows = st.store.revocations_since(q.after, limit).await?;
+            let head = st.sign_head(epoch)?;
+            Ok(serde_json::json!({
+                "records": rows.iter().map(|r| r.record.as_str()).collect::<Vec<_>>(),
+                "head": head,
+            }))
+        }
+        .await,
+    )
+}
+
+/// A revocation asked for over the API.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRevocation {
+    kind: String,
+    target: String,
+    reason: String,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn create_revocation(
+    AxState(st): AxState<S>,
+    headers: axum::http::HeaderMap,
+    body: Result<ApiJson<NewRevocation>, ApiError>,
+) -> Response {
+    let r = async {
+        admin(&st, &headers)?;
+        let ApiJson(n) = body?;
+        let kind = vouch_core::revocation::RevocationKind::parse(&n.kind).ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::MalformedRequest,
+                format!(
+                    "kind {:?} is not one of workload, node, svid, agent-key, result",
+                    n.kind
+                ),
+            )
+        })?;
+        let by = n.by.unwrap_or_else(|| "admin-api".into());
+        st.revoke(kind, &n.target, &n.reason, &by).await
+    }
+    .await;
+    match r {
+        Ok(rec) => (StatusCode::CREATED, Json(rec)).into_response(),
         Err(e) => with_kind(e),
     }
 }

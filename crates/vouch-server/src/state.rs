@@ -75,6 +75,8 @@ pub struct State {
     signers: Mutex<(u64, Arc<Vec<Signer>>)>,
     pub(crate) ek_trust: Option<vouch_tpm::EkTrustStore>,
     pub(crate) svid_ca: Option<std::sync::RwLock<vouch_identity::CaSet>>,
+    /// This replica's certificate for its active signing key (`x5c` of what it signs).
+    pub(crate) replica_cert: Mutex<Option<crate::revocation::ReplicaCert>>,
     pub(crate) jwt_signer: Option<vouch_identity::JwtSvidSigner>,
 }
 
@@ -114,6 +116,7 @@ impl State {
             signers: Mutex::new((u64::MAX, Arc::new(Vec::new()))),
             ek_trust: None,
             svid_ca: None,
+            replica_cert: Mutex::new(None),
             jwt_signer: None,
         }
     }
@@ -349,8 +352,9 @@ impl State {
         let signing = keyring
             .active()
             .ok_or_else(|| ApiError::new(ErrorKind::Internal, "no active result-signing key"))?;
+        let cert = self.replica_cert(signing)?;
         let jwt = signing
-            .sign_jwt(&ear)
+            .sign_jws("JWT", &cert.chain, &ear)
             .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
 
         let verified_tpm_clock = verified.tpm_clock;
@@ -427,7 +431,8 @@ impl State {
             .is_some_and(|w| w.last_attestation_id.as_deref() == Some(id));
         let standing = workload
             .as_ref()
-            .is_some_and(|w| w.status != ArStatus::Contraindicated.as_str());
+            .is_some_and(|w| w.status != ArStatus::Contraindicated.as_str())
+            && self.store.revocation("result", id).await?.is_none();
         Ok(AttestationResult {
             attestation_id: rec.id,
             workload_id: rec.workload_id,
@@ -464,7 +469,7 @@ pub(crate) fn open_ca_set(
     td: &vouch_identity::TrustDomain,
     now: u64,
 ) -> Result<vouch_identity::CaSet, vouch_identity::IdentityError> {
-    let dir = cfg.data_dir.join("spiffe");
+    let dir = cfg.spiffe_dir();
     match &cfg.svid_ca_pkcs11 {
         Some(p) => {
             let active = vouch_identity::SvidCa::open_pkcs11(p, &dir, td, cfg.svid_ca_ttl, now)?;

@@ -20,7 +20,7 @@ const MAX_JWT_TTL: u64 = 300;
 impl State {
     /// Run `f` on the CA set, after picking up a change another process made on disk
     /// (`vouch ca`, another replica) and rotating when the schedule says so.
-    fn with_ca<T>(
+    pub(crate) fn with_ca<T>(
         &self,
         f: impl FnOnce(&vouch_identity::CaSet) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {

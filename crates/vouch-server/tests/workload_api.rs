@@ -288,13 +288,17 @@ async fn a_revoked_node_loses_its_workloads_identities() {
     // `vouch revoke node`: the next attestation is refused (the key is revoked), the agent's
     // open stream ends with PermissionDenied, and the verifier issues nothing more.
     let node = agent.enrollment().node_id.clone();
-    assert_eq!(
-        h.store
-            .revoke_node(&node, "decommissioned", unix_now())
-            .await
-            .unwrap(),
-        1
-    );
+    let rec = vouch_server::revoke_offline(
+        &h.cfg,
+        h.store.as_ref(),
+        vouch_core::revocation::RevocationKind::Node,
+        &node,
+        "decommissioned",
+        "test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rec.epoch, 1);
     let e = agent.attest_once().await.unwrap_err();
     assert_eq!(e.kind(), Some(vouch_core::ErrorKind::UnknownKey), "{e}");
     let end = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())

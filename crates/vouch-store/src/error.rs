@@ -34,6 +34,12 @@ pub enum StoreError {
     /// The record was not found.
     #[error("{0} not found")]
     NotFound(String),
+    /// The workload was revoked: no new result is recorded for it.
+    #[error("{0} was revoked")]
+    Revoked(String),
+    /// Another writer appended a revocation at this epoch first.
+    #[error("revocation epoch {0} was taken by another writer; sign again at the next epoch")]
+    EpochTaken(u64),
     /// A stored value could not be decoded.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
@@ -43,13 +49,16 @@ impl StoreError {
     /// The stable error kind.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Database(_) | Self::Migrate(_) | Self::Corrupt(_) => ErrorKind::StoreUnavailable,
+            Self::Database(_) | Self::Migrate(_) | Self::Corrupt(_) | Self::EpochTaken(_) => {
+                ErrorKind::StoreUnavailable
+            }
             Self::TokenInvalid => ErrorKind::TokenInvalid,
             Self::TokenExpired => ErrorKind::TokenExpired,
             Self::TokenReused | Self::KeyAlreadyEnrolled { .. } => ErrorKind::TokenReused,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::Duplicate(_) => ErrorKind::MalformedRequest,
             Self::NonceReused => ErrorKind::NonceReused,
+            Self::Revoked(_) => ErrorKind::Revoked,
         }
     }
 }

@@ -18,8 +18,8 @@ mod sqlite;
 pub use error::StoreError;
 pub use postgres::PgStore;
 pub use records::{
-    AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, TpmKeyRecord,
-    WorkloadRecord,
+    AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, RevocationRecord,
+    TpmKeyRecord, WorkloadRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -140,9 +140,23 @@ pub trait Store: Send + Sync + 'static {
     /// Delete a registration entry; `false` when there was none.
     async fn delete_entry(&self, id: &str) -> Result<bool>;
 
-    /// Revoke a node: record why, and revoke every agent key it holds, in one transaction.
-    /// Returns the number of keys revoked (0 when the node is unknown or already revoked).
-    async fn revoke_node(&self, node_id: &str, reason: &str, now: u64) -> Result<u64>;
+    /// The highest epoch in the revocation log (0 when it is empty).
+    async fn revocation_epoch(&self) -> Result<u64>;
+
+    /// Append `rec` to the revocation log and apply it, in one transaction: a node's agent keys
+    /// are revoked and its workloads contraindicated; an agent key is revoked; a workload is
+    /// contraindicated. `rec.epoch` must be the current epoch + 1 ([`StoreError::EpochTaken`]
+    /// otherwise: another replica appended first; sign again at the new epoch). A node, agent
+    /// key, workload or result that does not exist is [`StoreError::NotFound`]; a target revoked
+    /// before is [`StoreError::Duplicate`].
+    async fn append_revocation(&self, rec: &RevocationRecord) -> Result<()>;
+
+    /// Revocations with an epoch above `after`, in epoch order, at most `limit` of them: the
+    /// incremental feed replicas publish (an index range scan, never the whole log).
+    async fn revocations_since(&self, after: u64, limit: u32) -> Result<Vec<RevocationRecord>>;
+
+    /// The revocation of `target` of `kind`, if any.
+    async fn revocation(&self, kind: &str, target: &str) -> Result<Option<RevocationRecord>>;
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;

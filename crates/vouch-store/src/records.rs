@@ -134,3 +134,22 @@ pub struct TpmKeyRecord {
     /// Enrollment time.
     pub created_at: u64,
 }
+
+/// One entry of the revocation log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    /// Position in the log, from 1, without gaps.
+    pub epoch: u64,
+    /// `workload`, `node`, `svid`, `agent-key` or `result`.
+    pub kind: String,
+    /// What is revoked (canonical form).
+    pub target: String,
+    /// Why.
+    pub reason: String,
+    /// Who decided.
+    pub by: String,
+    /// When.
+    pub created_at: u64,
+    /// The signed record (compact JWS) whose claims these are.
+    pub record: String,
+}

@@ -117,6 +117,18 @@ macro_rules! row_mappers {
                 value: r.get("value"),
             }
         }
+
+        fn revocation_row(r: &$row) -> crate::RevocationRecord {
+            crate::RevocationRecord {
+                epoch: u(r.get("epoch")),
+                kind: r.get("kind"),
+                target: r.get("target"),
+                reason: r.get("reason"),
+                by: r.get("revoked_by"),
+                created_at: u(r.get("created_at")),
+                record: r.get("record"),
+            }
+        }
     };
 }
 

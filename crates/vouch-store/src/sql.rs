@@ -299,6 +299,20 @@ macro_rules! store_impl {
                         return Err(StoreError::NonceReused);
                     }
                 }
+                // In the same transaction as the write: a revocation committed before this point
+                // is never overwritten by a result appraised before it.
+                if let Some(kind) = sqlx::query_scalar::<_, String>(
+                    "SELECT kind FROM revocation_log
+                     WHERE (kind = 'workload' AND target = $1) OR (kind = 'node' AND target = $2)",
+                )
+                .bind(&rec.workload_id)
+                .bind(&rec.node_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                {
+                    let what = if kind == "node" { &rec.node_id } else { &rec.workload_id };
+                    return Err(StoreError::Revoked(format!("{kind} {what}")));
+                }
                 sqlx::query(
                     "INSERT INTO attestations (id, workload_id, node_id, key_id, evidence_kind,
                         evidence_sha256, claims, status, trust_vector, reasons, policy_id, policy_version,
@@ -516,39 +530,119 @@ macro_rules! store_impl {
                 Ok(n == 1)
             }
 
-            async fn revoke_node(&self, node_id: &str, reason: &str, now: u64) -> Result<u64> {
+            async fn revocation_epoch(&self) -> Result<u64> {
+                let e: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(epoch), 0) FROM revocation_log")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u(e))
+            }
+
+            async fn append_revocation(&self, rec: &crate::RevocationRecord) -> Result<()> {
                 let mut tx = self.pool.begin().await?;
-                let n = sqlx::query(
-                    "UPDATE agent_keys SET revoked_at = $1 WHERE node_id = $2 AND revoked_at IS NULL",
+                let last: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(epoch), 0) FROM revocation_log")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if rec.epoch != u(last) + 1 {
+                    return Err(StoreError::EpochTaken(rec.epoch));
+                }
+                if let Some(e) = sqlx::query_scalar::<_, i64>(
+                    "SELECT epoch FROM revocation_log WHERE kind = $1 AND target = $2",
                 )
-                .bind(i(now))
-                .bind(node_id)
-                .execute(&mut *tx)
+                .bind(&rec.kind)
+                .bind(&rec.target)
+                .fetch_optional(&mut *tx)
                 .await?
-                .rows_affected();
-                if n > 0 {
-                    sqlx::query(
-                        "UPDATE workloads SET status = 'contraindicated', reason = $1, updated_at = $2
-                         WHERE node_id = $3",
-                    )
-                    .bind(format!("node revoked: {reason}"))
-                    .bind(i(now))
-                    .bind(node_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO revocations (id, kind, target, reason, created_at)
-                         VALUES ($1, 'node', $2, $3, $4)",
-                    )
-                    .bind(uuid::Uuid::new_v4().to_string())
-                    .bind(node_id)
-                    .bind(reason)
-                    .bind(i(now))
-                    .execute(&mut *tx)
-                    .await?;
+                {
+                    return Err(StoreError::Duplicate(format!(
+                        "a revocation of {} {} (epoch {e})",
+                        rec.kind, rec.target
+                    )));
+                }
+                let exists = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(&rec.target);
+                let found = match rec.kind.as_str() {
+                    "node" => exists("SELECT COUNT(*) FROM nodes WHERE id = $1").fetch_one(&mut *tx).await?,
+                    "agent-key" => exists("SELECT COUNT(*) FROM agent_keys WHERE id = $1").fetch_one(&mut *tx).await?,
+                    "workload" => exists("SELECT COUNT(*) FROM workloads WHERE id = $1").fetch_one(&mut *tx).await?,
+                    "result" => exists("SELECT COUNT(*) FROM attestations WHERE id = $1").fetch_one(&mut *tx).await?,
+                    _ => 1,
+                };
+                if found == 0 {
+                    return Err(StoreError::NotFound(format!("{} {}", rec.kind, rec.target)));
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO revocation_log (epoch, kind, target, reason, revoked_by, created_at, record)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(i(rec.epoch))
+                .bind(&rec.kind)
+                .bind(&rec.target)
+                .bind(&rec.reason)
+                .bind(&rec.by)
+                .bind(i(rec.created_at))
+                .bind(&rec.record)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                        return Err(StoreError::EpochTaken(rec.epoch));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let why = format!("{} revoked: {}", rec.kind, rec.reason);
+                let now = i(rec.created_at);
+                match rec.kind.as_str() {
+                    "node" => {
+                        sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE node_id = $2 AND revoked_at IS NULL")
+                            .bind(now)
+                            .bind(&rec.target)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("UPDATE workloads SET status = 'contraindicated', reason = $1, updated_at = $2 WHERE node_id = $3")
+                            .bind(&why)
+                            .bind(now)
+                            .bind(&rec.target)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    "agent-key" => {
+                        sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                            .bind(now)
+                            .bind(&rec.target)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    "workload" => {
+                        sqlx::query("UPDATE workloads SET status = 'contraindicated', reason = $1, updated_at = $2 WHERE id = $3")
+                            .bind(&why)
+                            .bind(now)
+                            .bind(&rec.target)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    _ => {}
                 }
                 tx.commit().await?;
-                Ok(n)
+                Ok(())
+            }
+
+            async fn revocations_since(&self, after: u64, limit: u32) -> Result<Vec<crate::RevocationRecord>> {
+                let rows = sqlx::query("SELECT * FROM revocation_log WHERE epoch > $1 ORDER BY epoch LIMIT $2")
+                    .bind(i(after))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(revocation_row).collect())
+            }
+
+            async fn revocation(&self, kind: &str, target: &str) -> Result<Option<crate::RevocationRecord>> {
+                let row = sqlx::query("SELECT * FROM revocation_log WHERE kind = $1 AND target = $2")
+                    .bind(kind)
+                    .bind(target)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(revocation_row))
             }
 
             async fn ping(&self) -> Result<()> {

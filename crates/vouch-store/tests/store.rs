@@ -40,7 +40,7 @@ on_both_backends!(
     reference_value_revision_tracks_changes,
     attestations_update_workloads_and_deadlines_expire_them,
     registration_entries_round_trip,
-    revoking_a_node_revokes_its_keys_once,
+    revocations_are_a_gap_free_log_applied_once,
     tpm_enrollment_round_trips,
 );
 
@@ -191,17 +191,74 @@ async fn registration_entries_round_trip(s: &dyn Store) {
     assert!(!s.delete_entry("e1").await.unwrap());
 }
 
-async fn revoking_a_node_revokes_its_keys_once(s: &dyn Store) {
+fn revocation(epoch: u64, kind: &str, target: &str) -> vouch_store::RevocationRecord {
+    vouch_store::RevocationRecord {
+        epoch,
+        kind: kind.into(),
+        target: target.into(),
+        reason: "stolen".into(),
+        by: "ops".into(),
+        created_at: 5,
+        record: format!("signed-{epoch}"),
+    }
+}
+
+async fn revocations_are_a_gap_free_log_applied_once(s: &dyn Store) {
     s.create_join_token("h1", None, 0, 100).await.unwrap();
     let e = s.enroll("h1", &[7; 32], "host-a", 1).await.unwrap();
     assert!(s.agent_key(&e.key_id).await.unwrap().is_some());
-    assert_eq!(s.revoke_node(&e.node_id, "stolen", 5).await.unwrap(), 1);
+    assert_eq!(s.revocation_epoch().await.unwrap(), 0);
+    // Not the next epoch: refused, nothing applied.
+    assert!(matches!(
+        s.append_revocation(&revocation(2, "node", &e.node_id))
+            .await,
+        Err(StoreError::EpochTaken(2))
+    ));
+    assert!(s.agent_key(&e.key_id).await.unwrap().is_some());
+    // A node that does not exist.
+    assert!(matches!(
+        s.append_revocation(&revocation(1, "node", "no-such-node"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.append_revocation(&revocation(1, "node", &e.node_id))
+        .await
+        .unwrap();
     assert!(
         s.agent_key(&e.key_id).await.unwrap().is_none(),
-        "a revoked key is not found"
+        "a revoked node's key is not found"
     );
-    assert_eq!(s.revoke_node(&e.node_id, "again", 6).await.unwrap(), 0);
-    assert_eq!(s.revoke_node("no-such-node", "x", 6).await.unwrap(), 0);
+    assert!(matches!(
+        s.append_revocation(&revocation(2, "node", &e.node_id))
+            .await,
+        Err(StoreError::Duplicate(_))
+    ));
+    // Serials are not checked against anything: any certificate can be revoked.
+    s.append_revocation(&revocation(2, "svid", "1f"))
+        .await
+        .unwrap();
+    // Someone else took epoch 3 first: the loser is told to sign again.
+    s.append_revocation(&revocation(3, "svid", "20"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.append_revocation(&revocation(3, "svid", "21")).await,
+        Err(StoreError::EpochTaken(3))
+    ));
+    assert_eq!(s.revocation_epoch().await.unwrap(), 3);
+    let feed = s.revocations_since(1, 10).await.unwrap();
+    assert_eq!(feed.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(feed[0], revocation(2, "svid", "1f"));
+    assert_eq!(s.revocations_since(0, 1).await.unwrap().len(), 1);
+    assert!(s.revocations_since(3, 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.revocation("node", &e.node_id)
+            .await
+            .unwrap()
+            .map(|r| r.epoch),
+        Some(1)
+    );
+    assert!(s.revocation("node", "other").await.unwrap().is_none());
 }
 
 async fn tpm_enrollment_round_trips(s: &dyn Store) {

@@ -140,8 +140,9 @@ pub enum Command {
     #[command(subcommand)]
     Ca(CaCmd),
     /// Revoke what must no longer be trusted.
-    #[command(subcommand)]
     Revoke(RevokeCmd),
+    /// The signed revocation log, from an epoch on.
+    Revocations(RevocationsArgs),
     /// TPM tools for operators and debugging.
     #[command(subcommand)]
     Tpm(TpmCmd),
@@ -149,6 +150,15 @@ pub enum Command {
     Dev(DevArgs),
     /// Measure attestations per second through the full HTTP path against the raw signature cost.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevocationsArgs {
+    /// Only records above this epoch.
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -300,19 +310,30 @@ pub enum KeyCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum RevokeCmd {
-    /// Revoke a node: its agent keys stop working at once (no more attestations, no more
-    /// SVIDs), and its workloads turn contraindicated.
-    Node {
-        /// The node id (`vouch workload list` shows it).
-        id: String,
-        /// Why, for the record.
-        #[arg(long)]
-        reason: String,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
+#[derive(Debug, Args)]
+pub struct RevokeCmd {
+    /// What to revoke: `node` (its agent keys stop working at once and its workloads turn
+    /// contraindicated), `workload` (`node-id/name`: no new results, relying parties refuse
+    /// its results), `agent-key` (one key id), `svid` (a certificate serial in hex: a
+    /// workload's SVID, or a verifier replica's signing certificate, which revokes that
+    /// replica's key alone), `result` (one attestation id).
+    #[arg(value_parser = parse_revocation_kind)]
+    pub kind: vouch_core::revocation::RevocationKind,
+    /// Which one.
+    pub id: String,
+    /// Why, for the record (signed into it).
+    #[arg(long)]
+    pub reason: String,
+    /// Who decides (default: $USER@hostname).
+    #[arg(long)]
+    pub by: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+fn parse_revocation_kind(s: &str) -> Result<vouch_core::revocation::RevocationKind, String> {
+    vouch_core::revocation::RevocationKind::parse(s)
+        .ok_or_else(|| format!("{s:?} is not one of workload, node, svid, agent-key, result"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,8 +13,8 @@ use vouch_server::{ServerConfig, unix_now};
 use vouch_store::Store;
 
 use crate::cli::{
-    AgentArgs, CaCmd, Cli, Command, EntryCmd, KeyCmd, PolicyCmd, RefvalueCmd, RevokeCmd, StoreArgs,
-    TokenCmd, VerifyArgs, WorkloadCmd,
+    AgentArgs, CaCmd, Cli, Command, EntryCmd, KeyCmd, PolicyCmd, RefvalueCmd, RevocationsArgs,
+    RevokeCmd, StoreArgs, TokenCmd, VerifyArgs, WorkloadCmd,
 };
 use crate::config::{self, FileConfig};
 use crate::output;
@@ -38,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Entry(cmd) => entry(file, cmd, json).await,
         Command::Ca(cmd) => ca(file, cmd, json),
         Command::Revoke(cmd) => revoke(file, cmd, json).await,
+        Command::Revocations(args) => revocations(file, args, json).await,
         Command::Key(cmd) => key(file, cmd, json).await,
         Command::Tpm(cmd) => crate::tpm::run(cmd, json),
         Command::Dev(args) => crate::dev::run(args, json).await,
@@ -588,31 +589,60 @@ async fn key(file: FileConfig, cmd: KeyCmd, json: bool) -> Result<ExitCode> {
 }
 
 async fn revoke(file: FileConfig, cmd: RevokeCmd, json: bool) -> Result<ExitCode> {
-    let RevokeCmd::Node { id, reason, store } = cmd;
-    if reason.trim().is_empty() {
+    if cmd.reason.trim().is_empty() {
         anyhow::bail!("--reason must say why");
     }
-    let s = open_store(&file, &store).await?;
-    let n = s.revoke_node(&id, &reason, unix_now()).await?;
+    let cfg = server_config(&file, &cmd.store);
+    let s = open_store(&file, &cmd.store).await?;
+    let by = cmd.by.clone().unwrap_or_else(|| {
+        let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{user}@{}", host.trim())
+    });
+    let rec = vouch_server::revoke_offline(&cfg, s.as_ref(), cmd.kind, &cmd.id, &cmd.reason, &by)
+        .await
+        .with_context(|| format!("revoking {} {}", cmd.kind, cmd.id))?;
     if json {
-        output::json(&serde_json::json!({"node": id, "keys_revoked": n}))?;
-    } else if n == 0 {
-        println!("node {id} has no unrevoked key (unknown, or revoked already)");
+        output::json(&rec)?;
     } else {
-        println!("node {id} revoked ({n} agent key(s)): {reason}");
+        println!(
+            "{} {} revoked at epoch {} by {}: {}",
+            rec.kind, rec.target, rec.epoch, rec.by, rec.reason
+        );
     }
-    Ok(if n == 0 {
-        ExitCode::from(1)
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn revocations(file: FileConfig, args: RevocationsArgs, json: bool) -> Result<ExitCode> {
+    let s = open_store(&file, &args.store).await?;
+    let mut after = args.after;
+    let mut all = Vec::new();
+    loop {
+        let batch = s.revocations_since(after, 1000).await?;
+        let Some(last) = batch.last() else { break };
+        after = last.epoch;
+        all.extend(batch);
+    }
+    if json {
+        output::json(&all)?;
+    } else if all.is_empty() {
+        println!("no revocations above epoch {}", args.after);
     } else {
-        ExitCode::SUCCESS
-    })
+        for r in &all {
+            println!(
+                "{:>6}  {:<9} {:<40} {:<20} {}",
+                r.epoch, r.kind, r.target, r.by, r.reason
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ca(file: FileConfig, cmd: CaCmd, json: bool) -> Result<ExitCode> {
     let (CaCmd::Show { store } | CaCmd::Prepare { store } | CaCmd::Activate { store }) = &cmd;
     let cfg = server_config(&file, store);
     let td = vouch_identity::TrustDomain::parse(&cfg.trust_domain)?;
-    let dir = cfg.data_dir.join("spiffe");
+    let dir = cfg.spiffe_dir();
     let now = unix_now();
     let mut set = if cfg.svid_ca_pkcs11.is_some() {
         let p = cfg.svid_ca_pkcs11.as_ref().context("pkcs11")?;

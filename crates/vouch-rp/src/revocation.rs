@@ -1,0 +1,299 @@
+//! A relying party's local revocation set: signed revocation records and the newest signed
+//! head, each checked against the trust bundle before it is kept, so revocation is checked with
+//! no network and the set says how complete and how stale it is.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use vouch_rp::{RevocationKind, RevocationSet, SpiffeVerifier};
+//! fn check(bundle: Arc<SpiffeVerifier>, record: &str, head: &str, now: u64) -> Result<(), vouch_rp::RpError> {
+//!     let mut set = RevocationSet::new(bundle);
+//!     set.insert_record(record, now)?; // from gossip, a saved file or GET /v1/revocations
+//!     set.insert_head(head, now)?;
+//!     let view = set.view(); // complete up to which epoch, signed at what time
+//!     println!("complete: {}, stale by {:?} s", view.is_complete(), view.staleness(now));
+//!     if let Some(r) = set.revoked(RevocationKind::Node, "node-1") {
+//!         println!("node-1 revoked: {}", r.reason);
+//!     }
+//!     Ok(())
+//! }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use vouch_core::revocation::{
+    REVOCATION_HEAD_TYP, REVOCATION_TYP, RevocationClaims, RevocationHead, RevocationKind,
+};
+
+use crate::{RpError, SpiffeVerifier, VerifiedResult, x5c};
+
+/// The records and head a relying party holds.
+#[derive(Debug, Clone)]
+pub struct RevocationSet {
+    bundle: Arc<SpiffeVerifier>,
+    records: BTreeMap<u64, (RevocationClaims, String)>,
+    by_target: HashMap<(RevocationKind, String), u64>,
+    head: Option<(RevocationHead, String)>,
+}
+
+/// How complete and how fresh a revocation set is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationView {
+    /// Every record from 1 to this epoch is held.
+    pub complete_through: u64,
+    /// The highest epoch held (records above `complete_through` are held but have gaps below).
+    pub highest: u64,
+    /// The newest head's epoch, if any head was received.
+    pub head_epoch: Option<u64>,
+    /// When the newest head was signed.
+    pub head_iat: Option<u64>,
+}
+
+impl RevocationView {
+    /// Whether every record the newest head announces is held.
+    pub fn is_complete(&self) -> bool {
+        self.head_epoch.is_some_and(|e| self.complete_through >= e)
+    }
+
+    /// Seconds since the view was known complete: `now` minus the newest head's time when the
+    /// set holds everything it announces; `None` when the set is incomplete or has no head.
+    pub fn staleness(&self, now: u64) -> Option<u64> {
+        if self.is_complete() {
+            self.head_iat.map(|t| now.saturating_sub(t))
+        } else {
+            None
+        }
+    }
+}
+
+fn invalid(m: impl Into<String>) -> RpError {
+    RpError::Malformed(m.into())
+}
+
+impl RevocationSet {
+    /// An empty set that accepts records signed by verifier replicas certified by `bundle`.
+    pub fn new(bundle: Arc<SpiffeVerifier>) -> Self {
+        Self {
+            bundle,
+            records: BTreeMap::new(),
+            by_target: HashMap::new(),
+            head: None,
+        }
+    }
+
+    /// Check a signed record and keep it. Returns `false` when this epoch was already held
+    /// (the same record again). The signer's certificate is checked as of the record's own
+    /// `iat`, so records stay proofs after the replica certificate that signed them expires;
+    /// a record can only ever revoke more, never less.
+    pub fn insert_record(&mut self, jws: &str, now: u64) -> Result<bool, RpError> {
+        let claims: RevocationClaims = peek_claims(jws)?;
+        if let Some((held, _)) = self.records.get(&claims.epoch) {
+            if *held == claims {
+                return Ok(false);
+            }
+        }
+        if claims.iat > now.saturating_add(300) {
+            return Err(invalid(format!(
+                "revocation record from the future (iat {})",
+                claims.iat
+            )));
+        }
+        let signed = x5c::verify(jws, REVOCATION_TYP, &self.bundle, claims.iat)?;
+        if signed.signer.to_string() != claims.iss {
+            return Err(invalid(format!(
+                "record says it was issued by {} but is signed by {}",
+                claims.iss, signed.signer
+            )));
+        }
+        claims.check().map_err(invalid)?;
+        if let Some((held, _)) = self.records.get(&claims.epoch) {
+            // Two validly signed records for one epoch: a replica misbehaved. Keep both
+            // revocations (revoking more is the safe side) and report it.
+            let first = held.clone();
+            self.by_target
+                .entry((claims.kind, claims.target.clone()))
+                .or_insert(claims.epoch);
+            return Err(invalid(format!(
+                "two records for epoch {}: {} {} and {} {}",
+                claims.epoch, first.kind, first.target, claims.kind, claims.target
+            )));
+        }
+        self.by_target
+            .entry((claims.kind, claims.target.clone()))
+            .or_insert(claims.epoch);
+        self.records.insert(claims.epoch, (claims, jws.to_string()));
+        Ok(true)
+    }
+
+    /// Check a signed head and keep it when it is newer than the one held. The signer's
+    /// certificate must be valid `now` and not itself revoked.
+    pub fn insert_head(&mut self, jws: &str, now: u64) -> Result<bool, RpError> {
+        let signed = x5c::verify(jws, REVOCATION_HEAD_TYP, &self.bundle, now)?;
+        let head: RevocationHead = serde_json::from_slice(&signed.payload)
+            .map_err(|e| invalid(format!("revocation head claims: {e}")))?;
+        if signed.signer.to_string() != head.iss {
+            return Err(invalid(format!(
+                "head says it was issued by {} but is signed by {}",
+                head.iss, signed.signer
+            )));
+        }
+        if let Some(epoch) = self
+            .by_target
+            .get(&(RevocationKind::Svid, signed.serial.clone()))
+        {
+            return Err(RpError::Revoked {
+                kind: "svid".into(),
+                target: signed.serial,
+                epoch: *epoch,
+            });
+        }
+        if head.iat > now.saturating_add(300) {
+            return Err(invalid(format!("head from the future (iat {})", head.iat)));
+        }
+        let newer = match &self.head {
+            None => true,
+            Some((h, _)) => (head.epoch, head.iat) > (h.epoch, h.iat) && head.iat >= h.iat,
+        };
+        if newer {
+            self.head = Some((head, jws.to_string()));
+        }
+        Ok(newer)
+    }
+
+    /// The revocation of `target` of `kind`, if held.
+    pub fn revoked(&self, kind: RevocationKind, target: &str) -> Option<&RevocationClaims> {
+        self.by_target
+            .get(&(kind, target.to_string()))
+            .and_then(|e| self.records.get(e))
+            .map(|(c, _)| c)
+    }
+
+    fn refuse(&self, kind: RevocationKind, target: &str) -> Result<(), RpError> {
+        match self.revoked(kind, target) {
+            Some(c) => Err(RpError::Revoked {
+                kind: kind.as_str().into(),
+                target: target.into(),
+                epoch: c.epoch,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuse a verified result whose result id (`jti`), workload (`sub`), node (the part of
+    /// `sub` before `/`) or signing replica certificate was revoked.
+    pub fn check_result(&self, result: &VerifiedResult) -> Result<(), RpError> {
+        if let Some(jti) = &result.ear.jti {
+            self.refuse(RevocationKind::Result, jti)?;
+        }
+        if let Some(sub) = &result.subject {
+            self.refuse(RevocationKind::Workload, sub)?;
+            if let Some((node, _)) = sub.split_once('/') {
+                self.refuse(RevocationKind::Node, node)?;
+            }
+        }
+        if let Some(serial) = &result.signer_serial {
+            self.refuse(RevocationKind::Svid, serial)?;
+        }
+        Ok(())
+    }
+
+    /// Refuse an X.509-SVID (DER) whose serial number was revoked.
+    pub fn check_svid(&self, der: &[u8]) -> Result<(), RpError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| invalid(format!("certificate does not parse: {e}")))?;
+        self.refuse(
+            RevocationKind::Svid,
+            &vouch_core::revocation::serial_target(cert.raw_serial()),
+        )
+    }
+
+    /// How complete and fresh the set is.
+    pub fn view(&self) -> RevocationView {
+        let mut complete = 0;
+        for e in self.records.keys() {
+            if *e == complete + 1 {
+                complete = *e;
+            } else {
+                break;
+            }
+        }
+        RevocationView {
+            complete_through: complete,
+            highest: self.records.keys().next_back().copied().unwrap_or(0),
+            head_epoch: self.head.as_ref().map(|(h, _)| h.epoch),
+            head_iat: self.head.as_ref().map(|(h, _)| h.iat),
+        }
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The signed records held, by epoch, and the newest head: what [`RevocationSet::save`]
+    /// writes and what a relying party can pass on.
+    pub fn signed(&self) -> (Vec<&str>, Option<&str>) {
+        (
+            self.records.values().map(|(_, j)| j.as_str()).collect(),
+            self.head.as_ref().map(|(_, j)| j.as_str()),
+        )
+    }
+
+    /// Write the signed records and head to `path` (JSON, replaced atomically).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let (records, head) = self.signed();
+        let json = serde_json::json!({ "records": records, "head": head });
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json.to_string())?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Read records and a head written by [`RevocationSet::save`], checking each again.
+    /// Returns how many records were added.
+    pub fn load(&mut self, path: &Path, now: u64) -> Result<usize, RpError> {
+        #[derive(serde::Deserialize)]
+        struct Saved {
+            records: Vec<String>,
+            head: Option<String>,
+        }
+        let bytes =
+            std::fs::read(path).map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
+        let saved: Saved = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let mut added = 0;
+        for r in &saved.records {
+            if self.insert_record(r, now)? {
+                added += 1;
+            }
+        }
+        if let Some(h) = &saved.head {
+            // A saved head may be signed by a certificate that has since expired: the set is
+            // then simply without a head until a fresh one arrives.
+            let _ = self.insert_head(h, now);
+        }
+        Ok(added)
+    }
+}
+
+/// The claims of a record, read before its signature is checked (to pick the time the signer's
+/// certificate must have been valid at); nothing is trusted until `x5c::verify` passes.
+fn peek_claims(jws: &str) -> Result<RevocationClaims, RpError> {
+    use base64::Engine as _;
+    if jws.len() > x5c::MAX_JWS {
+        return Err(invalid("revocation record too long"));
+    }
+    let p = jws
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| invalid("revocation record is not a compact JWS"))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| invalid("revocation record payload is not base64url"))?;
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("revocation record claims: {e}")))
+}

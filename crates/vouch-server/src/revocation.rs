@@ -1,0 +1,252 @@
+//! Revocation on the verifier side: each replica's signing certificate (its result key
+//! certified by the trust domain's CA as `spiffe://<td>/vouch/verifier/<kid>`), signed
+//! revocation records appended to the store's gap-free log, signed heads, and the incremental
+//! feed that publishes both to the gossip cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vouch_core::ErrorKind;
+use vouch_core::revocation::{
+    REVOCATION_HEAD_TYP, REVOCATION_TYP, RevocationClaims, RevocationHead, RevocationKind,
+    VERIFIER_ID_PREFIX, normalize_target,
+};
+use vouch_identity::{CaSet, SpiffeId};
+use vouch_store::{RevocationRecord, Store, StoreError};
+
+use crate::keys::SigningKey;
+use crate::state::{State, unix_now};
+use crate::{ApiError, ServerConfig, ServerError};
+
+/// Lifetime of a replica's signing certificate (capped by the CA's own).
+const REPLICA_CERT_TTL: u64 = 7 * 86_400;
+/// Attempts at the next epoch when other replicas keep taking it.
+const APPEND_ATTEMPTS: usize = 16;
+
+/// A replica's certificate for one signing key.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplicaCert {
+    kid: String,
+    /// The replica's SPIFFE ID (the `iss` of what it signs).
+    pub(crate) id: SpiffeId,
+    /// `x5c`: the certificate (DER). The CA is the trust bundle's, so it is not repeated.
+    pub(crate) chain: Vec<Vec<u8>>,
+    refresh_at: u64,
+}
+
+/// Certify `key` with the active CA of `ca`.
+pub(crate) fn certify(ca: &CaSet, key: &SigningKey, now: u64) -> Result<ReplicaCert, String> {
+    let active = ca.active();
+    let id = SpiffeId::new(
+        active.trust_domain(),
+        &format!("{VERIFIER_ID_PREFIX}{}", key.kid()),
+    )
+    .map_err(|e| e.to_string())?;
+    let der = active
+        .issue(&id, &key.spki_der(), REPLICA_CERT_TTL, now)
+        .map_err(|e| format!("certifying the signing key: {e}"))?;
+    let until = (now + REPLICA_CERT_TTL).min(active.validity().1);
+    Ok(ReplicaCert {
+        kid: key.kid().to_string(),
+        id,
+        chain: vec![der],
+        refresh_at: now + until.saturating_sub(now) / 2,
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorKind::Internal, e.to_string())
+}
+
+impl State {
+    /// The certificate of `key`, issued once and again at half its life or after the key
+    /// rotates.
+    pub(crate) fn replica_cert(&self, key: &SigningKey) -> Result<ReplicaCert, ApiError> {
+        let now = unix_now();
+        let mut held = self.replica_cert.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = held.as_ref()
+            && c.kid == key.kid()
+            && now < c.refresh_at
+        {
+            return Ok(c.clone());
+        }
+        let cert = self.with_ca(|set| certify(set, key, now).map_err(internal))?;
+        *held = Some(cert.clone());
+        Ok(cert)
+    }
+
+    /// Sign `claims` with the active key and its certificate.
+    fn sign_certified(
+        &self,
+        typ: &str,
+        claims: impl FnOnce(&SpiffeId) -> serde_json::Value,
+    ) -> Result<String, ApiError> {
+        let keyring = self.keyring();
+        let key = keyring
+            .active()
+            .ok_or_else(|| internal("no active signing key"))?;
+        let cert = self.replica_cert(key)?;
+        key.sign_jws(typ, &cert.chain, &claims(&cert.id))
+            .map_err(internal)
+    }
+
+    /// Revoke `target` of `kind`: sign the record at the next epoch and append it to the log.
+    pub(crate) async fn revoke(
+        &self,
+        kind: RevocationKind,
+        target: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<RevocationRecord, ApiError> {
+        append(self.store.as_ref(), kind, target, reason, by, |claims| {
+            self.sign_certified(REVOCATION_TYP, |id| {
+                let mut c = claims.clone();
+                c.iss = id.to_string();
+                serde_json::to_value(c).unwrap_or_default()
+            })
+        })
+        .await
+    }
+
+    /// A signed head for `epoch`, as of now.
+    pub(crate) fn sign_head(&self, epoch: u64) -> Result<String, ApiError> {
+        self.sign_certified(REVOCATION_HEAD_TYP, |id| {
+            serde_json::to_value(RevocationHead {
+                iss: id.to_string(),
+                epoch,
+                iat: unix_now(),
+            })
+            .unwrap_or_default()
+        })
+    }
+}
+
+/// Validate, sign (with `sign`, given the claims with `iss` still empty) and append a
+/// revocation at the next epoch, signing again when another writer took that epoch first.
+async fn append(
+    store: &dyn Store,
+    kind: RevocationKind,
+    target: &str,
+    reason: &str,
+    by: &str,
+    sign: impl Fn(&RevocationClaims) -> Result<String, ApiError>,
+) -> Result<RevocationRecord, ApiError> {
+    let target = normalize_target(kind, target)
+        .map_err(|m| ApiError::new(ErrorKind::MalformedRequest, m))?;
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::MalformedRequest,
+            "a revocation needs a reason",
+        ));
+    }
+    if reason.len() > vouch_core::revocation::MAX_REASON
+        || by.is_empty()
+        || by.len() > vouch_core::revocation::MAX_TARGET
+    {
+        return Err(ApiError::new(
+            ErrorKind::MalformedRequest,
+            "reason (up to 512 bytes) or author (1-256 bytes) out of bounds",
+        ));
+    }
+    for _ in 0..APPEND_ATTEMPTS {
+        let now = unix_now();
+        let claims = RevocationClaims {
+            iss: String::new(),
+            epoch: store.revocation_epoch().await? + 1,
+            kind,
+            target: target.clone(),
+            reason: reason.to_string(),
+            by: by.to_string(),
+            iat: now,
+        };
+        let rec = RevocationRecord {
+            epoch: claims.epoch,
+            kind: kind.as_str().into(),
+            target: target.clone(),
+            reason: reason.into(),
+            by: by.into(),
+            created_at: now,
+            record: sign(&claims)?,
+        };
+        match store.append_revocation(&rec).await {
+            Ok(()) => {
+                tracing::warn!(epoch = rec.epoch, %kind, target = %rec.target, by, "revoked: {reason}");
+                return Ok(rec);
+            }
+            Err(StoreError::EpochTaken(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(
+        ErrorKind::StoreUnavailable,
+        "other writers kept taking the next revocation epoch; try again",
+    ))
+}
+
+/// Revoke from the command line, with the replica's key material in `cfg.data_dir` and its
+/// store, and no running verifier needed.
+pub async fn revoke_offline(
+    cfg: &ServerConfig,
+    store: &dyn Store,
+    kind: RevocationKind,
+    target: &str,
+    reason: &str,
+    by: &str,
+) -> Result<RevocationRecord, ServerError> {
+    let now = unix_now();
+    let keyring =
+        crate::keys::Keyring::load_or_create(&cfg.data_dir.join("keys"), cfg.signing_alg, now)?;
+    let key = keyring
+        .active()
+        .ok_or_else(|| ServerError::Config("no active signing key".into()))?;
+    let td = vouch_identity::TrustDomain::parse(&cfg.trust_domain)
+        .map_err(|e| ServerError::Config(format!("trust_domain: {e}")))?;
+    let ca = crate::state::open_ca_set(cfg, &td, now)
+        .map_err(|e| ServerError::Config(format!("SPIFFE CA: {e}")))?;
+    let cert = certify(&ca, key, now).map_err(ServerError::Config)?;
+    append(store, kind, target, reason, by, |claims| {
+        let mut c = claims.clone();
+        c.iss = cert.id.to_string();
+        key.sign_jws(REVOCATION_TYP, &cert.chain, &c)
+            .map_err(internal)
+    })
+    .await
+    .map_err(|e| ServerError::Config(e.message))
+}
+
+/// Publish the log and a fresh head to the gossip cluster every `interval`: only records
+/// above the last published epoch are read (an index range scan), never the whole log.
+pub(crate) async fn publish(
+    state: Arc<State>,
+    gossip: Arc<vouch_rp::gossip::Gossip>,
+    interval: Duration,
+) {
+    let mut published = 0u64;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            match state.store.revocations_since(published, 256).await {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => {
+                    for r in &batch {
+                        gossip.publish_record(r.epoch, &r.record).await;
+                        published = r.epoch;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("revocation feed: {e}");
+                    break;
+                }
+            }
+        }
+        // The head names only what this replica has published, so a member that takes the
+        // head from it can take the records from it too.
+        match state.sign_head(published) {
+            Ok(h) => gossip.publish_head(&h).await,
+            Err(e) => tracing::warn!("signing the revocation head: {}", e.message),
+        }
+    }
+}
