@@ -88,10 +88,10 @@ impl RevocationSet {
     /// a record can only ever revoke more, never less.
     pub fn insert_record(&mut self, jws: &str, now: u64) -> Result<bool, RpError> {
         let claims: RevocationClaims = peek_claims(jws)?;
-        if let Some((held, _)) = self.records.get(&claims.epoch) {
-            if *held == claims {
-                return Ok(false);
-            }
+        if let Some((held, _)) = self.records.get(&claims.epoch)
+            && *held == claims
+        {
+            return Ok(false);
         }
         if claims.iat > now.saturating_add(300) {
             return Err(invalid(format!(
@@ -224,6 +224,11 @@ impl RevocationSet {
             head_epoch: self.head.as_ref().map(|(h, _)| h.epoch),
             head_iat: self.head.as_ref().map(|(h, _)| h.iat),
         }
+    }
+
+    /// The claims of the records held, by epoch.
+    pub fn records(&self) -> impl Iterator<Item = &RevocationClaims> {
+        self.records.values().map(|(c, _)| c)
     }
 
     /// Number of records held.

@@ -34,6 +34,7 @@ async fn cluster(pg: &vouch_testkit::Postgres) -> Cluster {
         data_dir: dir.path().join(name),
         database_url: Some(url.clone()),
         nonce_key: Some(nonce_key.clone()),
+        spiffe_dir: Some(dir.path().join("spiffe")),
         tls_cert: tls.as_ref().map(|d| d.join("server.crt")),
         tls_key: tls.as_ref().map(|d| d.join("server.key")),
         ..ServerConfig::default()
@@ -117,8 +118,78 @@ async fn replicas_share_nonces_and_records_and_agents_fail_over() {
         r.attestation_id
     );
 
+    // Both replicas' keys are certified by the one trust-domain CA: a relying party with the
+    // trust bundle accepts both without a JWKS, and revoking A's certificate refuses A's
+    // results alone.
+    let nonce = ca_a.challenge().await.unwrap().nonce;
+    let ra = ca_a
+        .attest(&AttestRequest {
+            evidence: agent.evidence(&nonce).unwrap(),
+            result_audience: None,
+        })
+        .await
+        .unwrap();
+    let td = vouch_identity::TrustDomain::parse("vouch.local").unwrap();
+    let ca_set =
+        vouch_identity::CaSet::load_or_create(&dir.path().join("spiffe"), &td, 3600, unix_now())
+            .unwrap();
+    let auth: Vec<Vec<u8>> = ca_set
+        .authorities(unix_now())
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    let bundle =
+        vouch_rp::SpiffeVerifier::new(&td, &auth, vouch_rp::AllowedIds::AnyInTrustDomain).unwrap();
+    let rp = ResultVerifier::from_trust_bundle(bundle.clone());
+    let va = rp.verify(&ra.result, &Requirements::default()).unwrap();
+    let vb = rp.verify(&r.result, &Requirements::default()).unwrap();
+    assert_ne!(va.signer, vb.signer);
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()])
+        .build()
+        .unwrap();
+    let admin_b = std::fs::read_to_string(dir.path().join("b/keys/admin.token")).unwrap();
+    let created = http
+        .post(format!("{}/v1/revocations", b.base_url))
+        .bearer_auth(admin_b.trim())
+        .json(&serde_json::json!({
+            "kind": "svid",
+            "target": va.signer_serial.clone().unwrap(),
+            "reason": "replica A's key leaked",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // A's feed serves the record B signed: one log for the cluster.
+    let get_feed = |base: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(format!("{base}/v1/revocations")).send().await;
+            r.unwrap().json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let feed = get_feed(a.base_url.clone()).await;
+    let mut set = vouch_rp::RevocationSet::new(bundle);
+    set.insert_record(feed["records"][0].as_str().unwrap(), unix_now())
+        .unwrap();
+    // A's head is signed with the revoked certificate: refused. B's is taken.
+    assert!(matches!(
+        set.insert_head(feed["head"].as_str().unwrap(), unix_now()),
+        Err(vouch_rp::RpError::Revoked { .. })
+    ));
+    let feed_b = get_feed(b.base_url.clone()).await;
+    set.insert_head(feed_b["head"].as_str().unwrap(), unix_now())
+        .unwrap();
+    assert!(set.view().is_complete());
+    assert!(matches!(
+        set.check_result(&va),
+        Err(vouch_rp::RpError::Revoked { .. })
+    ));
+    set.check_result(&vb).unwrap();
+
     // A goes away: the agent carries on through B; every acknowledged attestation is stored.
-    let mut acknowledged = vec![r.attestation_id.clone()];
+    let mut acknowledged = vec![r.attestation_id.clone(), ra.attestation_id.clone()];
     acknowledged.push(agent.attest_once().await.unwrap().attestation_id);
     a.shutdown().await;
     for _ in 0..3 {

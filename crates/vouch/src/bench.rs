@@ -114,6 +114,15 @@ pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
     if args.svid {
         return svid_bench(args.n, json);
     }
+    if !args.gossip.is_empty() {
+        return crate::spread::run(
+            &args.gossip,
+            args.down_percent,
+            args.gossip_interval_ms,
+            json,
+        )
+        .await;
+    }
     let dir = tempfile_dir()?;
     let replicas = args.replicas.max(1);
     anyhow::ensure!(
@@ -275,7 +284,7 @@ pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf> {
+pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf> {
     let d = std::env::temp_dir().join(format!("vouch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&d)?;
     Ok(d)

@@ -143,6 +143,9 @@ pub enum Command {
     Revoke(RevokeCmd),
     /// The signed revocation log, from an epoch on.
     Revocations(RevocationsArgs),
+    /// Relying-party tools: join the gossip cluster and keep a local revocation set.
+    #[command(subcommand)]
+    Rp(RpCmd),
     /// TPM tools for operators and debugging.
     #[command(subcommand)]
     Tpm(TpmCmd),
@@ -161,13 +164,60 @@ pub struct RevocationsArgs {
     pub store: StoreArgs,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum RpCmd {
+    /// Join the trust domain's gossip cluster as a relying party: check every revocation
+    /// record and head that arrives against the trust bundle, keep the set in --state (read
+    /// back at start, so checks keep working offline), and print one JSON line per change.
+    Watch(RpWatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RpWatchArgs {
+    /// Trust-domain CA certificates (PEM).
+    #[arg(long)]
+    pub trust_bundle: PathBuf,
+    /// The trust domain.
+    #[arg(long, default_value = "vouch.local")]
+    pub trust_domain: String,
+    /// UDP address to gossip on.
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// Address other members reach this one at (default: --listen).
+    #[arg(long)]
+    pub advertise: Option<std::net::SocketAddr>,
+    /// A member to contact first (`host:port`); repeatable.
+    #[arg(long = "seed")]
+    pub seeds: Vec<String>,
+    /// This member's name (default `rp-<listen address>`).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Where to keep the revocation set.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Milliseconds between gossip rounds.
+    #[arg(long, default_value_t = 500)]
+    pub interval_ms: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The token, a file holding it, or - for standard input.
     pub token: String,
     /// JWKS: a file, or an https:// URL (fetched once).
+    #[arg(long, required_unless_present = "trust_bundle")]
+    pub jwks: Option<String>,
+    /// Accept results whose signer certificate (x5c) chains to these trust-domain CA
+    /// certificates (PEM), instead of or as well as a JWKS.
     #[arg(long)]
-    pub jwks: String,
+    pub trust_bundle: Option<PathBuf>,
+    /// The trust domain of --trust-bundle.
+    #[arg(long, default_value = "vouch.local")]
+    pub trust_domain: String,
+    /// Refuse results revoked in this saved revocation set (`vouch rp watch --state`),
+    /// checked with no network; needs --trust-bundle.
+    #[arg(long, requires = "trust_bundle")]
+    pub revocations: Option<PathBuf>,
     /// CA certificate for fetching the JWKS over HTTPS.
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
@@ -394,6 +444,16 @@ pub struct BenchArgs {
     /// Verifier replicas (in this process) sharing the store; clients are spread over them.
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
+    /// Measure how fast a revocation spreads by gossip through clusters of these sizes
+    /// (simulated in this process), instead of attestations.
+    #[arg(long, value_delimiter = ',')]
+    pub gossip: Vec<usize>,
+    /// With --gossip: percent of the members cut off during the spread (they catch up after).
+    #[arg(long, default_value_t = 0)]
+    pub down_percent: usize,
+    /// With --gossip: milliseconds between gossip rounds.
+    #[arg(long, default_value_t = 200)]
+    pub gossip_interval_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

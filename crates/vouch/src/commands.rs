@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ca(cmd) => ca(file, cmd, json),
         Command::Revoke(cmd) => revoke(file, cmd, json).await,
         Command::Revocations(args) => revocations(file, args, json).await,
+        Command::Rp(crate::cli::RpCmd::Watch(args)) => rp_watch(args).await,
         Command::Key(cmd) => key(file, cmd, json).await,
         Command::Tpm(cmd) => crate::tpm::run(cmd, json),
         Command::Dev(args) => crate::dev::run(args, json).await,
@@ -257,8 +258,29 @@ fn parse_requirement(s: &str) -> Result<(TrustClaim, TrustTier)> {
 
 async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
     let token = read_token(&args.token)?;
-    let jwks = load_jwks(&args.jwks, args.ca_cert.as_deref()).await?;
-    let v = ResultVerifier::from_jwks_json(&jwks)?;
+    let bundle = match &args.trust_bundle {
+        Some(p) => Some(load_trust_bundle(p, &args.trust_domain)?),
+        None => None,
+    };
+    let mut v = match (&args.jwks, &bundle) {
+        (Some(j), _) => {
+            ResultVerifier::from_jwks_json(&load_jwks(j, args.ca_cert.as_deref()).await?)?
+        }
+        (None, Some(b)) => ResultVerifier::from_trust_bundle(b.clone()),
+        (None, None) => anyhow::bail!("give --jwks or --trust-bundle"),
+    };
+    if let (Some(b), Some(_)) = (&bundle, &args.jwks) {
+        v = v.with_trust_bundle(b.clone());
+    }
+    let revoked = match (&args.revocations, &bundle) {
+        (Some(p), Some(b)) => {
+            let mut set = vouch_rp::RevocationSet::new(b.clone());
+            set.load(p, unix_now())
+                .with_context(|| format!("loading revocations from {}", p.display()))?;
+            Some(set)
+        }
+        _ => None,
+    };
     let mut req = Requirements {
         audience: args.audience,
         nonce: args.nonce,
@@ -269,7 +291,24 @@ async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
         let (c, t) = parse_requirement(r)?;
         req.tiers.insert(c, t);
     }
-    match v.verify(&token, &req) {
+    let checked = v.verify(&token, &req).and_then(|r| match &revoked {
+        Some(set) => set.check_result(&r).map(|()| r),
+        None => Ok(r),
+    });
+    if let Some(set) = &revoked {
+        let view = set.view();
+        match view.staleness(unix_now()) {
+            Some(age) => eprintln!(
+                "revocations: complete through epoch {}, as of {age} s ago",
+                view.complete_through
+            ),
+            None => eprintln!(
+                "revocations: held through epoch {}, head {:?}: incomplete or without a head",
+                view.complete_through, view.head_epoch
+            ),
+        }
+    }
+    match checked {
         Ok(r) => {
             if json {
                 output::json(&r.ear)?;
@@ -779,5 +818,86 @@ async fn entry(file: FileConfig, cmd: EntryCmd, json: bool) -> Result<ExitCode> 
             println!("entry {id} deleted");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Trust-domain CA certificates from a PEM file, as a SPIFFE verifier.
+fn load_trust_bundle(path: &std::path::Path, td: &str) -> Result<Arc<vouch_rp::SpiffeVerifier>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut certs = Vec::new();
+    for p in x509_parser::pem::Pem::iter_from_buffer(&pem) {
+        let p = p.with_context(|| format!("{} is not PEM", path.display()))?;
+        if p.label == "CERTIFICATE" {
+            certs.push(p.contents);
+        }
+    }
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", path.display());
+    let td = vouch_identity::TrustDomain::parse(td)?;
+    vouch_rp::SpiffeVerifier::new(&td, &certs, vouch_rp::AllowedIds::AnyInTrustDomain)
+        .map_err(|e| anyhow::anyhow!("trust bundle {}: {e}", path.display()))
+}
+
+async fn rp_watch(args: crate::cli::RpWatchArgs) -> Result<ExitCode> {
+    use std::sync::RwLock;
+    let bundle = load_trust_bundle(&args.trust_bundle, &args.trust_domain)?;
+    let mut set = vouch_rp::RevocationSet::new(bundle);
+    if args.state.exists() {
+        let n = set
+            .load(&args.state, unix_now())
+            .with_context(|| format!("loading {}", args.state.display()))?;
+        tracing::info!("{n} revocation(s) loaded from {}", args.state.display());
+    }
+    let set = Arc::new(RwLock::new(set));
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("rp-{}", args.listen));
+    let mut cfg =
+        vouch_rp::gossip::GossipConfig::new(&node_id, &args.trust_domain, args.listen, args.seeds);
+    cfg.advertise = args.advertise.unwrap_or(args.listen);
+    cfg.interval = std::time::Duration::from_millis(args.interval_ms.max(10));
+    let gossip = vouch_rp::gossip::Gossip::join(cfg, set.clone()).await?;
+    let mut watch = gossip.watch();
+    let report = |set: &vouch_rp::RevocationSet| -> Result<()> {
+        let v = set.view();
+        let revoked: Vec<serde_json::Value> = set
+            .records()
+            .map(|c| serde_json::json!({"epoch": c.epoch, "kind": c.kind, "target": c.target}))
+            .collect();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        println!(
+            "{}",
+            serde_json::json!({
+                "node": node_id,
+                "unix_ms": now_ms,
+                "complete_through": v.complete_through,
+                "head_epoch": v.head_epoch,
+                "head_iat": v.head_iat,
+                "revoked": revoked,
+            })
+        );
+        set.save(&args.state)
+            .with_context(|| format!("saving {}", args.state.display()))
+    };
+    if let Ok(s) = set.read() {
+        report(&s)?;
+    }
+    loop {
+        tokio::select! {
+            changed = watch.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                if let Ok(s) = set.read() {
+                    report(&s)?;
+                }
+            }
+            () = shutdown_signal() => break,
+        }
+    }
+    gossip.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod dev;
 mod output;
+mod spread;
 mod tpm;
 
 use clap::Parser;
