@@ -59,6 +59,10 @@ pub enum ErrorKind {
     StoreUnavailable,
     /// An unexpected internal failure; the request may be retried.
     Internal,
+    /// Too few verifiers of the quorum agreed (or answered) to make a quorum result; retry.
+    QuorumUnavailable,
+    /// This verifier's own appraisal differs from the result it was asked to co-sign.
+    QuorumDisagrees,
     /// The workload, node or key was revoked (`vouch revoke`); nothing more is accepted for it.
     Revoked,
 }
@@ -93,12 +97,14 @@ impl ErrorKind {
             Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal",
             Self::Revoked => "revoked",
+            Self::QuorumUnavailable => "quorum_unavailable",
+            Self::QuorumDisagrees => "quorum_disagrees",
         }
     }
 
     /// Parse the wire form back into a kind (unknown strings give `None`).
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 26] = [
+        const ALL: [ErrorKind; 28] = [
             ErrorKind::MalformedRequest,
             ErrorKind::BodyTooLarge,
             ErrorKind::NonceInvalid,
@@ -125,13 +131,18 @@ impl ErrorKind {
             ErrorKind::StoreUnavailable,
             ErrorKind::Internal,
             ErrorKind::Revoked,
+            ErrorKind::QuorumUnavailable,
+            ErrorKind::QuorumDisagrees,
         ];
         ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     /// Whether a client may retry the same request later with a chance of success.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::StoreUnavailable | Self::Internal)
+        matches!(
+            self,
+            Self::StoreUnavailable | Self::Internal | Self::QuorumUnavailable
+        )
     }
 }
 

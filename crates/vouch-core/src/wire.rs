@@ -86,6 +86,10 @@ pub struct AttestationResult {
     /// next slice starts there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ima_position: Option<u64>,
+    /// With a quorum-configured trust domain: the same result signed by t of the n verifiers
+    /// together (one Ed25519 signature under the group key; verify it as a plain EdDSA JWT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_result: Option<String>,
 }
 
 /// A workload as listed by `GET /v1/workloads`.

@@ -87,6 +87,8 @@ pub struct ServerConfig {
     pub spiffe_dir: Option<PathBuf>,
     /// Join the trust domain's gossip cluster and publish revocations to it.
     pub gossip: Option<GossipSettings>,
+    /// Take part in quorum results (FROST t-of-n): this verifier's key share and its peers.
+    pub quorum: Option<crate::QuorumSettings>,
 }
 
 /// Gossip membership of a verifier replica.
@@ -139,6 +141,7 @@ impl Default for ServerConfig {
             svid_ca_pkcs11: None,
             spiffe_dir: None,
             gossip: None,
+            quorum: None,
         }
     }
 }

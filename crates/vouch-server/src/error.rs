@@ -34,11 +34,11 @@ impl ApiError {
             NonceInvalid | NonceExpired | NonceFromFuture | NonceAudience | EvidenceSignature
             | UnknownKey | TokenInvalid | TokenExpired | TpmQuote | TpmNotEnrolled
             | Unauthenticated => StatusCode::UNAUTHORIZED,
-            NonceReused | TokenReused => StatusCode::CONFLICT,
+            NonceReused | TokenReused | QuorumDisagrees => StatusCode::CONFLICT,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             NotFound => StatusCode::NOT_FOUND,
-            NotAttested | NoIdentity => StatusCode::FORBIDDEN,
-            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            NotAttested | NoIdentity | Revoked => StatusCode::FORBIDDEN,
+            StoreUnavailable | QuorumUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

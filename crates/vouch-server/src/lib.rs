@@ -15,6 +15,7 @@ mod error;
 mod federation;
 mod keys;
 mod pages;
+pub mod quorum;
 mod revocation;
 mod routes;
 mod state;
@@ -27,6 +28,7 @@ pub use federation::{FederatedBundle, FederatedDomain, parse_bundle};
 pub use keys::{
     KeyError, Keyring, TlsFiles, ensure_dev_tls, load_or_create_nonce_key, random_bytes,
 };
+pub use quorum::QuorumSettings;
 pub use revocation::revoke_offline;
 pub use routes::OPENAPI;
 pub use state::unix_now;
@@ -234,6 +236,12 @@ pub async fn start_with_store(
         vouch_identity::JwtSvidSigner::load_or_create(&cfg.spiffe_dir().join("jwt.key"))
             .map_err(|e| ServerError::Config(format!("JWT-SVID key: {e}")))?,
     );
+    if let Some(q) = &cfg.quorum {
+        state.quorum = Some(
+            quorum::Quorum::new(q.clone())
+                .map_err(|e| ServerError::Config(format!("quorum: {e}")))?,
+        );
+    }
     let federation_dir = cfg.data_dir.join("spiffe/federated");
     if let Ok(mut m) = state.federated.write() {
         *m = federation::load_saved(&federation_dir, &cfg.federation);

@@ -81,6 +81,8 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/entries/{id}", get(show_entry).delete(delete_entry))
         .route("/v1/results/{id}", get(result))
         .route("/v1/revocations", get(revocations).post(create_revocation))
+        .route("/v1/quorum/commit", post(quorum_commit))
+        .route("/v1/quorum/sign", post(quorum_sign))
         .route("/v1/workloads", get(workloads))
         .route("/v1/workloads/{node}/{name}", get(workload))
         .route("/.well-known/jwks.json", get(jwks))
@@ -249,6 +251,36 @@ async fn create_entry(
     }
 }
 
+/// Round one of a quorum result: this verifier appraises the evidence itself.
+async fn quorum_commit(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<crate::quorum::CommitRequest>, ApiError>,
+) -> Response {
+    reply(
+        async {
+            let ApiJson(c) = body?;
+            st.quorum_commit(c).await
+        }
+        .await,
+    )
+}
+
+/// Round two: a signature share over the message agreed in round one.
+async fn quorum_sign(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<crate::quorum::SignRequest>, ApiError>,
+) -> Response {
+    reply((|| {
+        let ApiJson(r) = body?;
+        st.quorum
+            .as_ref()
+            .ok_or_else(|| {
+                ApiError::new(ErrorKind::NotFound, "this verifier is not a quorum member")
+            })?
+            .sign(&r)
+    })())
+}
+
 /// `?after=E&limit=N`: the incremental revocation feed.
 #[derive(Debug, serde::Deserialize)]
 struct FeedQuery {
@@ -395,7 +427,11 @@ async fn workload(AxState(st): AxState<S>, Path((node, name)): Path<(String, Str
 }
 
 async fn jwks(AxState(st): AxState<S>) -> Response {
-    let body = st.keyring().jwks(unix_now(), st.cfg.retired_key_grace);
+    let mut body = st.keyring().jwks(unix_now(), st.cfg.retired_key_grace);
+    // Quorum results verify against the group's key, published with the replica's own.
+    if let (Some(q), Some(keys)) = (&st.quorum, body["keys"].as_array_mut()) {
+        keys.push(q.keys.jwk());
+    }
     (
         [
             (header::CONTENT_TYPE, "application/jwk-set+json"),

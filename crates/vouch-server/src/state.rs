@@ -58,6 +58,22 @@ impl Metrics {
     }
 }
 
+/// Evidence checked and appraised, with the claims of its result, not yet signed or recorded.
+pub(crate) struct Appraised {
+    key: vouch_store::AgentKeyRecord,
+    tpm: Option<vouch_evidence::TpmContext>,
+    verified: vouch_evidence::VerifiedEvidence,
+    nonce: Nonce,
+    pub(crate) nonce_id: String,
+    appraisal: vouch_policy::Appraisal,
+    pub(crate) ear: Ear,
+    id: String,
+    workload_id: String,
+    expires_at: u64,
+    policy_ref: String,
+    reasons: Vec<String>,
+}
+
 /// Everything a request handler needs.
 pub struct State {
     pub(crate) cfg: ServerConfig,
@@ -78,6 +94,8 @@ pub struct State {
     /// This replica's certificate for its active signing key (`x5c` of what it signs).
     pub(crate) replica_cert: Mutex<Option<crate::revocation::ReplicaCert>>,
     pub(crate) jwt_signer: Option<vouch_identity::JwtSvidSigner>,
+    /// This verifier's share of the trust domain's quorum key, when results need a quorum.
+    pub(crate) quorum: Option<crate::quorum::Quorum>,
 }
 
 impl std::fmt::Debug for State {
@@ -118,6 +136,7 @@ impl State {
             svid_ca: None,
             replica_cert: Mutex::new(None),
             jwt_signer: None,
+            quorum: None,
         }
     }
 
@@ -222,8 +241,14 @@ impl State {
     }
 
     /// Verify, appraise, sign and record one attestation.
-    pub(crate) async fn attest(&self, req: AttestRequest) -> Result<AttestationResult, ApiError> {
-        let now = unix_now();
+    /// Check evidence and appraise it, up to the claims of the result, without signing or
+    /// recording anything (the nonce is checked, not spent): what a quorum member does with
+    /// the evidence another verifier proposes a result for.
+    pub(crate) async fn appraise_request(
+        &self,
+        req: &AttestRequest,
+        now: u64,
+    ) -> Result<Appraised, ApiError> {
         let ev = &req.evidence;
         let verifier = verifier_for(ev.kind).ok_or_else(|| {
             ApiError::new(
@@ -348,6 +373,107 @@ impl State {
             submods,
             policy_version: Some(appraisal.policy_version),
         };
+        Ok(Appraised {
+            key,
+            tpm,
+            verified,
+            nonce,
+            nonce_id,
+            appraisal,
+            ear,
+            id,
+            workload_id,
+            expires_at,
+            policy_ref,
+            reasons,
+        })
+    }
+
+    /// Round one of a quorum result at this verifier: appraise the evidence independently and
+    /// commit only when the proposed result is the one its own appraisal gives.
+    pub(crate) async fn quorum_commit(
+        &self,
+        c: crate::quorum::CommitRequest,
+    ) -> Result<crate::quorum::CommitResponse, ApiError> {
+        let q = self.quorum.as_ref().ok_or_else(|| {
+            ApiError::new(ErrorKind::NotFound, "this verifier is not a quorum member")
+        })?;
+        if c.session.is_empty() || c.session.len() > 64 || c.signing_input.len() > 64 * 1024 {
+            return Err(ApiError::new(
+                ErrorKind::MalformedRequest,
+                "session id of 1-64 bytes and a signing input under 64 KiB",
+            ));
+        }
+        let (header, payload) = c.signing_input.split_once('.').ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::MalformedRequest,
+                "signing input is not header.payload",
+            )
+        })?;
+        if header != q.keys.header() {
+            return Err(ApiError::new(
+                ErrorKind::QuorumDisagrees,
+                "the proposed header is not this quorum group's",
+            ));
+        }
+        let proposed: Ear = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::MalformedRequest,
+                    "proposed claims are not an EAR",
+                )
+            })?;
+        let now = unix_now();
+        let own = self.appraise_request(&c.request, now).await?;
+        crate::quorum::same_verdict(
+            &proposed,
+            &own.ear,
+            now,
+            self.cfg.clock_skew,
+            self.cfg.result_ttl,
+        )?;
+        q.commit(&c.session, &own.nonce_id, &c.signing_input)
+    }
+
+    pub(crate) async fn attest(&self, req: AttestRequest) -> Result<AttestationResult, ApiError> {
+        let now = unix_now();
+        let Appraised {
+            key,
+            tpm,
+            verified,
+            nonce,
+            nonce_id,
+            appraisal,
+            ear,
+            id,
+            workload_id,
+            expires_at,
+            policy_ref,
+            reasons,
+        } = self.appraise_request(&req, now).await?;
+        let cfg = &self.cfg;
+        let quorum_result = match &self.quorum {
+            Some(q) => {
+                let signing_input = format!(
+                    "{}.{}",
+                    q.keys.header(),
+                    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ear).unwrap_or_default())
+                );
+                match q.coordinate(&req, &nonce_id, &signing_input).await {
+                    Ok(jws) => Some(jws),
+                    Err(e) if q.settings.required => return Err(e),
+                    Err(e) => {
+                        tracing::warn!("no quorum result: {}", e.message);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+
         let keyring = self.keyring();
         let signing = keyring
             .active()
@@ -369,7 +495,7 @@ impl State {
             workload_id: workload_id.clone(),
             node_id: key.node_id.clone(),
             key_id: key.id.clone(),
-            evidence_kind: ev.kind.as_str().to_string(),
+            evidence_kind: req.evidence.kind.as_str().to_string(),
             evidence_sha256: verified.evidence_sha256,
             claims: verified.claims,
             status: appraisal.status.as_str().to_string(),
@@ -414,6 +540,7 @@ impl State {
             reasons,
             valid: appraisal.status != ArStatus::Contraindicated,
             ima_position,
+            quorum_result,
         })
     }
 
@@ -447,6 +574,7 @@ impl State {
                 && standing
                 && now < rec.expires_at,
             ima_position: None,
+            quorum_result: None,
         })
     }
 

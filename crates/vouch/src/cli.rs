@@ -143,6 +143,9 @@ pub enum Command {
     Revoke(RevokeCmd),
     /// The signed revocation log, from an epoch on.
     Revocations(RevocationsArgs),
+    /// Quorum keys: FROST t-of-n key shares for quorum-signed results.
+    #[command(subcommand)]
+    Quorum(QuorumCmd),
     /// Relying-party tools: join the gossip cluster and keep a local revocation set.
     #[command(subcommand)]
     Rp(RpCmd),
@@ -162,6 +165,44 @@ pub struct RevocationsArgs {
     pub after: u64,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuorumCmd {
+    /// Trusted dealer (development): make the group key, split it into --signers shares of
+    /// which any --threshold sign, write signer-<i>.json and group.json, forget the key.
+    Dealer {
+        /// Shares needed to sign.
+        #[arg(long)]
+        threshold: u16,
+        /// Shares made (one per verifier).
+        #[arg(long)]
+        signers: u16,
+        /// Directory to write to.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Distributed key generation, no party ever holding the group key: every participant
+    /// runs round1, then round2 once all round1-*.json files are in --dir, then finish once
+    /// the round2-*-to-<id>.json files meant for it are there. round2 files are secret to
+    /// their recipient: move them over a confidential channel.
+    Dkg {
+        /// round1, round2 or finish.
+        #[arg(value_parser = ["round1", "round2", "finish"])]
+        step: String,
+        /// This participant's number, 1..=signers.
+        #[arg(long)]
+        id: u16,
+        /// Shares needed to sign.
+        #[arg(long)]
+        threshold: u16,
+        /// Participants.
+        #[arg(long)]
+        signers: u16,
+        /// The ceremony directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

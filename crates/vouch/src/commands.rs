@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Revoke(cmd) => revoke(file, cmd, json).await,
         Command::Revocations(args) => revocations(file, args, json).await,
         Command::Rp(crate::cli::RpCmd::Watch(args)) => rp_watch(args).await,
+        Command::Quorum(cmd) => quorum(cmd, json),
         Command::Key(cmd) => key(file, cmd, json).await,
         Command::Tpm(cmd) => crate::tpm::run(cmd, json),
         Command::Dev(args) => crate::dev::run(args, json).await,
@@ -899,5 +900,36 @@ async fn rp_watch(args: crate::cli::RpWatchArgs) -> Result<ExitCode> {
         }
     }
     gossip.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn quorum(cmd: crate::cli::QuorumCmd, json: bool) -> Result<ExitCode> {
+    use crate::cli::QuorumCmd;
+    use vouch_server::quorum::{dealer, dkg};
+    let written = match cmd {
+        QuorumCmd::Dealer {
+            threshold,
+            signers,
+            out,
+        } => dealer(threshold, signers, &out)?,
+        QuorumCmd::Dkg {
+            step,
+            id,
+            threshold,
+            signers,
+            dir,
+        } => match step.as_str() {
+            "round1" => vec![dkg::round1(id, threshold, signers, &dir)?],
+            "round2" => dkg::round2(id, signers, &dir)?,
+            _ => vec![dkg::finish(id, signers, &dir)?],
+        },
+    };
+    if json {
+        output::json(&written)?;
+    } else {
+        for p in &written {
+            println!("wrote {}", p.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
