@@ -96,6 +96,10 @@ pub struct State {
     pub(crate) jwt_signer: Option<vouch_identity::JwtSvidSigner>,
     /// This verifier's share of the trust domain's quorum key, when results need a quorum.
     pub(crate) quorum: Option<crate::quorum::Quorum>,
+    /// Reference values as last read, with their revision.
+    refs_cache: Mutex<Option<Arc<ReferenceValues>>>,
+    /// Registration entries as last read, with their revision.
+    entries_cache: Mutex<Option<(u64, Arc<Vec<vouch_identity::Entry>>)>>,
 }
 
 impl std::fmt::Debug for State {
@@ -137,7 +141,45 @@ impl State {
             replica_cert: Mutex::new(None),
             jwt_signer: None,
             quorum: None,
+            refs_cache: Mutex::new(None),
+            entries_cache: Mutex::new(None),
         }
+    }
+
+    /// The reference values: a one-row revision read per call, the table itself only when
+    /// the revision moved (another replica or the CLI changed it).
+    pub(crate) async fn reference_values(&self) -> Result<Arc<ReferenceValues>, ApiError> {
+        let rev = self.store.revision(vouch_store::REFVALUES_REVISION).await?;
+        if let Some(r) = self
+            .refs_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|r| r.revision == rev)
+        {
+            return Ok(r.clone());
+        }
+        let fresh = Arc::new(self.store.reference_values().await?);
+        *self.refs_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// The registration entries, read again only when their revision moved.
+    pub(crate) async fn entries(&self) -> Result<Arc<Vec<vouch_identity::Entry>>, ApiError> {
+        let rev = self.store.revision(vouch_store::ENTRIES_REVISION).await?;
+        if let Some((_, e)) = self
+            .entries_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(r, _)| *r == rev)
+        {
+            return Ok(e.clone());
+        }
+        let (r, entries) = self.store.entries_at_revision().await?;
+        let entries = Arc::new(entries);
+        *self.entries_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((r, entries.clone()));
+        Ok(entries)
     }
 
     pub(crate) fn keyring(&self) -> Arc<Keyring> {
@@ -266,7 +308,7 @@ impl State {
                 ),
             )
         })?;
-        let refs = self.store.reference_values().await?;
+        let refs = self.reference_values().await?;
         let signers = self.signers(&refs);
         let tpm = if ev.kind == vouch_core::EvidenceKind::Tpm {
             self.tpm_context(&key.node_id, &refs).await?

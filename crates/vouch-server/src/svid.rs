@@ -129,7 +129,7 @@ impl State {
                 available.push(sel);
             }
         }
-        let entries = self.store.entries().await?;
+        let entries = self.entries().await?;
         let matched: Vec<Entry> = vouch_identity::matching(&entries, &available)
             .into_iter()
             .cloned()

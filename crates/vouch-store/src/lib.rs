@@ -24,6 +24,11 @@ pub use records::{
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
+
+/// The revision counter of reference values.
+pub const REFVALUES_REVISION: &str = "refvalues_revision";
+/// The revision counter of registration entries.
+pub const ENTRIES_REVISION: &str = "entries_revision";
 use vouch_policy::{ReferenceValue, ReferenceValues};
 
 /// Result alias for store operations.
@@ -139,6 +144,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Delete a registration entry; `false` when there was none.
     async fn delete_entry(&self, id: &str) -> Result<bool>;
+
+    /// A change counter (one row): [`REFVALUES_REVISION`] or [`ENTRIES_REVISION`], bumped in
+    /// the transaction of every change, so replicas keep what they read in memory and re-read
+    /// only when it moved, instead of scanning the table on every request.
+    async fn revision(&self, key: &str) -> Result<u64>;
+
+    /// All registration entries and the [`ENTRIES_REVISION`] they are at, read together.
+    async fn entries_at_revision(&self) -> Result<(u64, Vec<vouch_identity::Entry>)>;
 
     /// The highest epoch in the revocation log (0 when it is empty).
     async fn revocation_epoch(&self) -> Result<u64>;

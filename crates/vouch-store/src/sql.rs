@@ -7,12 +7,13 @@
 macro_rules! store_impl {
     ($store:ty, $conn:ty) => {
         impl $store {
-            async fn bump_revision(conn: &mut $conn) -> Result<()> {
+            async fn bump_revision(conn: &mut $conn, key: &str) -> Result<()> {
                 sqlx::query(
-                    "INSERT INTO settings (key, value) VALUES ('refvalues_revision', '1')
+                    "INSERT INTO settings (key, value) VALUES ($1, '1')
                      ON CONFLICT (key) DO UPDATE
                      SET value = CAST(CAST(settings.value AS BIGINT) + 1 AS TEXT)",
                 )
+                .bind(key)
                 .execute(conn)
                 .await?;
                 Ok(())
@@ -222,7 +223,7 @@ macro_rules! store_impl {
                 .await?
                 .rows_affected();
                 if inserted == 1 {
-                    Self::bump_revision(&mut tx).await?;
+                    Self::bump_revision(&mut tx, crate::REFVALUES_REVISION).await?;
                 }
                 let id: i64 = sqlx::query_scalar(
                     "SELECT id FROM reference_values WHERE kind = $1 AND key = $2 AND value = $3",
@@ -244,7 +245,7 @@ macro_rules! store_impl {
                     .await?
                     .rows_affected();
                 if n == 1 {
-                    Self::bump_revision(&mut tx).await?;
+                    Self::bump_revision(&mut tx, crate::REFVALUES_REVISION).await?;
                 }
                 tx.commit().await?;
                 Ok(n == 1)
@@ -264,7 +265,8 @@ macro_rules! store_impl {
                 // Read the revision and the rows in one transaction so they agree.
                 let mut tx = self.pool.begin().await?;
                 let revision: Option<String> =
-                    sqlx::query_scalar("SELECT value FROM settings WHERE key = 'refvalues_revision'")
+                    sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                        .bind(crate::REFVALUES_REVISION)
                         .fetch_optional(&mut *tx)
                         .await?;
                 let rows = sqlx::query("SELECT kind, key, value FROM reference_values ORDER BY id")
@@ -495,6 +497,7 @@ macro_rules! store_impl {
             async fn add_entry(&self, e: &vouch_identity::Entry) -> Result<()> {
                 let selectors = serde_json::to_string(&e.selectors)
                     .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                let mut tx = self.pool.begin().await?;
                 let r = sqlx::query(
                     "INSERT INTO entries (id, spiffe_id, selectors, ttl, created_at) VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -503,10 +506,14 @@ macro_rules! store_impl {
                 .bind(selectors)
                 .bind(i(e.ttl))
                 .bind(i(e.created_at))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await;
                 match r {
-                    Ok(_) => Ok(()),
+                    Ok(_) => {
+                        Self::bump_revision(&mut tx, crate::ENTRIES_REVISION).await?;
+                        tx.commit().await?;
+                        Ok(())
+                    }
                     Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(StoreError::Duplicate(
                         format!("an entry for {} with these selectors", e.spiffe_id),
                     )),
@@ -522,12 +529,39 @@ macro_rules! store_impl {
             }
 
             async fn delete_entry(&self, id: &str) -> Result<bool> {
+                let mut tx = self.pool.begin().await?;
                 let n = sqlx::query("DELETE FROM entries WHERE id = $1")
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                if n == 1 {
+                    Self::bump_revision(&mut tx, crate::ENTRIES_REVISION).await?;
+                }
+                tx.commit().await?;
                 Ok(n == 1)
+            }
+
+            async fn revision(&self, key: &str) -> Result<u64> {
+                let v: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(v.and_then(|r| r.parse().ok()).unwrap_or(0))
+            }
+
+            async fn entries_at_revision(&self) -> Result<(u64, Vec<vouch_identity::Entry>)> {
+                let mut tx = self.pool.begin().await?;
+                let v: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                    .bind(crate::ENTRIES_REVISION)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let rows = sqlx::query("SELECT * FROM entries ORDER BY spiffe_id, id")
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let entries = rows.iter().map(entry_row).collect::<Result<Vec<_>>>()?;
+                Ok((v.and_then(|r| r.parse().ok()).unwrap_or(0), entries))
             }
 
             async fn revocation_epoch(&self) -> Result<u64> {

@@ -180,15 +180,24 @@ async fn registration_entries_round_trip(s: &dyn Store) {
     let id = vouch_identity::SpiffeId::parse("spiffe://example.org/db").unwrap();
     let sel = vec![vouch_identity::Selector::parse("unix:uid:1000").unwrap()];
     let e = vouch_identity::Entry::new("e1".into(), &id, sel.clone(), 3600, 5).unwrap();
+    assert_eq!(s.revision(vouch_store::ENTRIES_REVISION).await.unwrap(), 0);
     s.add_entry(&e).await.unwrap();
     assert_eq!(s.entries().await.unwrap(), vec![e.clone()]);
+    assert_eq!(s.entries_at_revision().await.unwrap(), (1, vec![e.clone()]));
     let dup = vouch_identity::Entry::new("e2".into(), &id, sel, 60, 6).unwrap();
     assert!(matches!(
         s.add_entry(&dup).await,
         Err(StoreError::Duplicate(_))
     ));
+    assert_eq!(
+        s.revision(vouch_store::ENTRIES_REVISION).await.unwrap(),
+        1,
+        "a refused change moves nothing"
+    );
     assert!(s.delete_entry("e1").await.unwrap());
+    assert_eq!(s.revision(vouch_store::ENTRIES_REVISION).await.unwrap(), 2);
     assert!(!s.delete_entry("e1").await.unwrap());
+    assert_eq!(s.revision(vouch_store::ENTRIES_REVISION).await.unwrap(), 2);
 }
 
 fn revocation(epoch: u64, kind: &str, target: &str) -> vouch_store::RevocationRecord {
