@@ -572,38 +572,9 @@ macro_rules! store_impl {
             }
 
             async fn append_revocation(&self, rec: &crate::RevocationRecord) -> Result<()> {
+                // The insert comes first so the transaction takes the write lock at once
+                // (SQLite cannot upgrade a read transaction once another writer committed).
                 let mut tx = self.pool.begin().await?;
-                let last: i64 =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(epoch), 0) FROM revocation_log")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if rec.epoch != u(last) + 1 {
-                    return Err(StoreError::EpochTaken(rec.epoch));
-                }
-                if let Some(e) = sqlx::query_scalar::<_, i64>(
-                    "SELECT epoch FROM revocation_log WHERE kind = $1 AND target = $2",
-                )
-                .bind(&rec.kind)
-                .bind(&rec.target)
-                .fetch_optional(&mut *tx)
-                .await?
-                {
-                    return Err(StoreError::Duplicate(format!(
-                        "a revocation of {} {} (epoch {e})",
-                        rec.kind, rec.target
-                    )));
-                }
-                let exists = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(&rec.target);
-                let found = match rec.kind.as_str() {
-                    "node" => exists("SELECT COUNT(*) FROM nodes WHERE id = $1").fetch_one(&mut *tx).await?,
-                    "agent-key" => exists("SELECT COUNT(*) FROM agent_keys WHERE id = $1").fetch_one(&mut *tx).await?,
-                    "workload" => exists("SELECT COUNT(*) FROM workloads WHERE id = $1").fetch_one(&mut *tx).await?,
-                    "result" => exists("SELECT COUNT(*) FROM attestations WHERE id = $1").fetch_one(&mut *tx).await?,
-                    _ => 1,
-                };
-                if found == 0 {
-                    return Err(StoreError::NotFound(format!("{} {}", rec.kind, rec.target)));
-                }
                 let inserted = sqlx::query(
                     "INSERT INTO revocation_log (epoch, kind, target, reason, revoked_by, created_at, record)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -620,9 +591,44 @@ macro_rules! store_impl {
                 match inserted {
                     Ok(_) => {}
                     Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                        drop(tx);
+                        if let Some(e) = sqlx::query_scalar::<_, i64>(
+                            "SELECT epoch FROM revocation_log WHERE kind = $1 AND target = $2",
+                        )
+                        .bind(&rec.kind)
+                        .bind(&rec.target)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        {
+                            return Err(StoreError::Duplicate(format!(
+                                "a revocation of {} {} (epoch {e})",
+                                rec.kind, rec.target
+                            )));
+                        }
                         return Err(StoreError::EpochTaken(rec.epoch));
                     }
                     Err(e) => return Err(e.into()),
+                }
+                // Gap-free: the epoch before this one exists (or this is the first).
+                if rec.epoch != 1 {
+                    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revocation_log WHERE epoch = $1")
+                        .bind(i(rec.epoch) - 1)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if before != 1 {
+                        return Err(StoreError::EpochTaken(rec.epoch));
+                    }
+                }
+                let exists = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(&rec.target);
+                let found = match rec.kind.as_str() {
+                    "node" => exists("SELECT COUNT(*) FROM nodes WHERE id = $1").fetch_one(&mut *tx).await?,
+                    "agent-key" => exists("SELECT COUNT(*) FROM agent_keys WHERE id = $1").fetch_one(&mut *tx).await?,
+                    "workload" => exists("SELECT COUNT(*) FROM workloads WHERE id = $1").fetch_one(&mut *tx).await?,
+                    "result" => exists("SELECT COUNT(*) FROM attestations WHERE id = $1").fetch_one(&mut *tx).await?,
+                    _ => 1,
+                };
+                if found == 0 {
+                    return Err(StoreError::NotFound(format!("{} {}", rec.kind, rec.target)));
                 }
                 let why = format!("{} revoked: {}", rec.kind, rec.reason);
                 let now = i(rec.created_at);
