@@ -181,6 +181,50 @@ pub fn dealer(threshold: u16, signers: u16, out: &Path) -> Result<Vec<PathBuf>, 
     Ok(written)
 }
 
+/// The signing work of one quorum result without the network: every listed share commits,
+/// signs and the shares are aggregated (what `vouch bench --quorum` times against a plain
+/// Ed25519 signature). Returns the 64-byte signature.
+pub fn sign_locally(
+    shares: &[frost::keys::KeyPackage],
+    group: &frost::keys::PublicKeyPackage,
+    message: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    let mut nonces = BTreeMap::new();
+    let mut commitments = BTreeMap::new();
+    for k in shares {
+        let (n, c) = frost::round1::commit(k.signing_share(), &mut rand_core06::OsRng);
+        nonces.insert(*k.identifier(), n);
+        commitments.insert(*k.identifier(), c);
+    }
+    let package = frost::SigningPackage::new(commitments, message);
+    let mut sig_shares = BTreeMap::new();
+    for k in shares {
+        let n = nonces
+            .get(k.identifier())
+            .ok_or_else(|| invalid("missing nonces"))?;
+        let s = frost::round2::sign(&package, n, k).map_err(|e| invalid(e.to_string()))?;
+        sig_shares.insert(*k.identifier(), s);
+    }
+    frost::aggregate(&package, &sig_shares, group)
+        .and_then(|s| s.serialize())
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// Read a key package written by [`dealer`] or [`dkg::finish`].
+pub fn read_key_package(path: &Path) -> Result<frost::keys::KeyPackage, KeyError> {
+    read_json(path, "key package")
+}
+
+/// Read a group key package.
+pub fn read_group(path: &Path) -> Result<frost::keys::PublicKeyPackage, KeyError> {
+    read_json(path, "group key package")
+}
+
+/// The raw Ed25519 public key of a group (32 bytes).
+pub fn group_public_key(group: &frost::keys::PublicKeyPackage) -> Result<Vec<u8>, KeyError> {
+    group_key_bytes(group)
+}
+
 /// Distributed key generation, as files exchanged between the participants: no participant
 /// ever holds the group's private key. Round 1 files are public; each round 2 file is meant
 /// for one recipient only and must reach it confidentially.

@@ -110,9 +110,63 @@ fn svid_bench(n: usize, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The signing work of a 2-of-3 FROST quorum result against one Ed25519 signature over the
+/// same message, in one run; the aggregate is checked as a plain Ed25519 signature.
+fn quorum_bench(n: usize, json: bool) -> Result<ExitCode> {
+    use vouch_server::quorum;
+    let n = n.max(10);
+    let dir = tempfile_dir()?.join("quorum");
+    std::fs::create_dir_all(&dir)?;
+    quorum::dealer(2, 3, &dir)?;
+    let shares = [
+        quorum::read_key_package(&dir.join("signer-1.json"))?,
+        quorum::read_key_package(&dir.join("signer-2.json"))?,
+    ];
+    let group = quorum::read_group(&dir.join("group.json"))?;
+    let pk = UnparsedPublicKey::new(&ED25519, quorum::group_public_key(&group)?);
+    let _ = std::fs::remove_dir_all(&dir);
+    let msg = vec![b'e'; 900];
+    let sig = quorum::sign_locally(&shares, &group, &msg)?;
+    pk.verify(&msg, &sig)
+        .map_err(|_| anyhow::anyhow!("the aggregate is not a valid Ed25519 signature"))?;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(quorum::sign_locally(&shares, &group, &msg)?);
+    }
+    let frost = t.elapsed() / n as u32;
+    let single = Ed25519KeyPair::generate()?;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(single.sign(&msg));
+    }
+    let ed = t.elapsed() / n as u32;
+    let ratio = frost.as_secs_f64() / ed.as_secs_f64();
+    if json {
+        output::json(&serde_json::json!({
+            "n": n, "frost_2_of_3_us": frost.as_secs_f64() * 1e6,
+            "ed25519_us": ed.as_secs_f64() * 1e6, "ratio": ratio,
+        }))?;
+    } else {
+        println!("quorum result signing, {n} rounds, 900-byte message");
+        println!(
+            "  FROST 2-of-3 (commit, sign, aggregate)  {:>8.1} µs",
+            frost.as_secs_f64() * 1e6
+        );
+        println!(
+            "  Ed25519 (one signer)                    {:>8.1} µs",
+            ed.as_secs_f64() * 1e6
+        );
+        println!("  ratio                                   {ratio:.1}x");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
     if args.svid {
         return svid_bench(args.n, json);
+    }
+    if args.quorum {
+        return quorum_bench(args.n, json);
     }
     if !args.gossip.is_empty() {
         return crate::spread::run(

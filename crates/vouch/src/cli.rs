@@ -489,6 +489,10 @@ pub struct BenchArgs {
     /// (simulated in this process), instead of attestations.
     #[arg(long, value_delimiter = ',')]
     pub gossip: Vec<usize>,
+    /// Measure the signing work of a 2-of-3 quorum result (FROST commit, sign, aggregate)
+    /// against one Ed25519 signature, instead of attestations.
+    #[arg(long)]
+    pub quorum: bool,
     /// With --gossip: percent of the members cut off during the spread (they catch up after).
     #[arg(long, default_value_t = 0)]
     pub down_percent: usize,

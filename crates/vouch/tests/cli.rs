@@ -592,3 +592,45 @@ fn a_revocation_reaches_all_200_members_of_a_simulated_cluster() {
     assert!(big["all_ms"].as_u64().unwrap() >= big["p99_ms"].as_u64().unwrap());
     assert!(big["catchup_ms"].is_u64(), "{big}");
 }
+
+#[test]
+fn quorum_keys_from_the_dealer_sign_a_plain_ed25519_signature() {
+    // The bench checks the aggregate against the group key with aws-lc's Ed25519 first.
+    let (code, out, err) = vouch(&["bench", "--quorum", "--n", "10", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["ratio"].as_f64().unwrap() > 1.0, "{v}");
+    // The dealer refuses a threshold that is no quorum.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, _, err) = vouch(&[
+        "quorum",
+        "dealer",
+        "--threshold",
+        "1",
+        "--signers",
+        "3",
+        "--out",
+        d,
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("need 2 <= threshold <= signers"), "{err}");
+    let (code, out, _) = vouch(&[
+        "quorum",
+        "dealer",
+        "--threshold",
+        "2",
+        "--signers",
+        "3",
+        "--out",
+        d,
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("signer-1.json"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
