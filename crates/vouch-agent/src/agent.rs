@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use vouch_core::ErrorKind;
 use vouch_core::wire::{AttestRequest, AttestationResult, EnrollRequest, enroll_signing_input};
 use vouch_evidence::{AgentKey, CollectConfig, SoftwareCollector, sign_software_evidence};
 
@@ -83,6 +84,8 @@ pub struct Agent {
     collector: SoftwareCollector,
     clients: Vec<VerifierClient>,
     current: usize,
+    /// Per verifier: consecutive failures and the time before which it is not tried again.
+    backoff: Vec<(u32, Option<std::time::Instant>)>,
     #[cfg(feature = "tpm")]
     tpm: Option<crate::Tpm>,
     /// IMA entries the verifier has replayed; the next slice starts here.
@@ -134,6 +137,19 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Where an agent starts in the verifier list: spread by its key id.
+fn start_index(key_id: &str, n: usize) -> usize {
+    let h = key_id
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    usize::try_from(h % n.max(1) as u64).unwrap_or(0)
+}
+
+/// Errors after which another verifier may do better.
+fn failover_worthy(e: &AgentError) -> bool {
+    matches!(e, AgentError::Unreachable { .. }) || e.kind().is_some_and(ErrorKind::is_retryable)
 }
 
 impl Agent {
@@ -188,14 +204,17 @@ impl Agent {
             .tpm
             .clone()
             .map(|t| crate::Tpm::new(t, &cfg.data_dir.join("tpm")));
+        let start = start_index(&enrollment.key_id, clients.len());
         let mut agent = Self {
             cfg,
             key,
             status: tokio::sync::watch::Sender::new(NodeStatus::Unattested),
             enrollment,
             collector,
+            // Agents spread over the verifiers: each starts at one picked by its key id.
+            current: start,
+            backoff: vec![(0, None); clients.len()],
             clients,
-            current: 0,
             #[cfg(feature = "tpm")]
             tpm,
             #[cfg(feature = "tpm")]
@@ -401,23 +420,63 @@ impl Agent {
         )
     }
 
+    /// Try the current verifier, and on an unreachable verifier or a retryable refusal
+    /// (store unavailable, quorum unavailable, internal error) the next ones. A verifier that
+    /// failed is backed off (1 s, doubling to 60 s) and, when its time comes, asked `/readyz`
+    /// before it gets evidence again; when every verifier is backed off, the one due first is
+    /// tried anyway.
     async fn attest_failover(&mut self) -> Result<AttestationResult, AgentError> {
         let mut last = None;
-        for _ in 0..self.clients.len() {
+        let n = self.clients.len();
+        for _ in 0..n {
+            self.current = self.pick().await;
+            let i = self.current;
             match self.round().await {
                 Ok(r) => {
+                    self.backoff[i] = (0, None);
                     write_atomic(&self.cfg.data_dir.join("result.jwt"), r.result.as_bytes())?;
                     return Ok(r);
                 }
-                Err(e @ AgentError::Unreachable { .. }) => {
-                    tracing::warn!("{e}; trying the next verifier");
-                    self.current = (self.current + 1) % self.clients.len();
+                Err(e) if failover_worthy(&e) => {
+                    let (fails, _) = self.backoff[i];
+                    let wait = Duration::from_secs((1u64 << fails.min(6)).min(60));
+                    self.backoff[i] = (fails + 1, Some(std::time::Instant::now() + wait));
+                    tracing::warn!(
+                        "{e}; backing off {} for {wait:?}, trying the next verifier",
+                        self.clients[i].base_url()
+                    );
+                    self.current = (i + 1) % n;
                     last = Some(e);
                 }
                 Err(e) => return Err(e),
             }
         }
         Err(last.unwrap_or(AgentError::Config("no verifier".into())))
+    }
+
+    /// The first verifier from the current one on that is not backed off (and, when it was,
+    /// answers its readiness check); the one due soonest when all are.
+    async fn pick(&mut self) -> usize {
+        let n = self.clients.len();
+        let now = std::time::Instant::now();
+        for k in 0..n {
+            let i = (self.current + k) % n;
+            match self.backoff[i] {
+                (_, None) => return i,
+                (_, Some(until)) if until <= now => {
+                    if self.clients[i].ready().await {
+                        return i;
+                    }
+                    let fails = self.backoff[i].0 + 1;
+                    let wait = Duration::from_secs((1u64 << fails.min(6)).min(60));
+                    self.backoff[i] = (fails, Some(now + wait));
+                }
+                _ => {}
+            }
+        }
+        (0..n)
+            .min_by_key(|i| self.backoff[*i].1)
+            .unwrap_or(self.current)
     }
 
     async fn round(&mut self) -> Result<AttestationResult, AgentError> {
@@ -529,4 +588,36 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AgentError::Config(format!("TPM task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_spread_over_the_verifiers() {
+        let mut counts = [0usize; 3];
+        for i in 0..300u32 {
+            let id = format!(
+                "ak-{:016x}",
+                u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            );
+            counts[start_index(&id, 3)] += 1;
+        }
+        assert!(counts.iter().all(|c| *c >= 60), "{counts:?}");
+        assert_eq!(start_index("anything", 1), 0);
+    }
+
+    #[test]
+    fn only_unreachable_verifiers_and_retryable_refusals_fail_over() {
+        let refused = |kind| AgentError::Refused {
+            status: 503,
+            kind,
+            message: String::new(),
+        };
+        assert!(failover_worthy(&refused(ErrorKind::StoreUnavailable)));
+        assert!(failover_worthy(&refused(ErrorKind::QuorumUnavailable)));
+        assert!(!failover_worthy(&refused(ErrorKind::NonceReused)));
+        assert!(!failover_worthy(&refused(ErrorKind::Revoked)));
+    }
 }

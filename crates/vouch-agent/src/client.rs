@@ -170,6 +170,19 @@ impl VerifierClient {
             .map_err(|source| AgentError::Unreachable { url, source })
     }
 
+    /// The verifier's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /readyz`: whether the verifier can take attestations (its store answers and it
+    /// has a signing key).
+    pub async fn ready(&self) -> bool {
+        self.get("/readyz")
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
     /// `GET /v1/results/{id}`
     pub async fn result(&self, id: &str) -> Result<AttestationResult, AgentError> {
         Self::decode(self.get(&format!("/v1/results/{id}")).await?).await
