@@ -28,6 +28,7 @@ pub struct SpiffeVerifier {
     anchors: Vec<TrustAnchor<'static>>,
     allowed: AllowedIds,
     provider: Arc<CryptoProvider>,
+    revocations: Option<Arc<std::sync::RwLock<crate::RevocationSet>>>,
 }
 
 fn bad(m: impl Into<String>) -> Error {
@@ -84,6 +85,25 @@ impl SpiffeVerifier {
             anchors,
             allowed,
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            revocations: None,
+        }))
+    }
+
+    /// As [`SpiffeVerifier::new`], and also refuse peers whose SVID serial is revoked in
+    /// `revocations` (kept current by gossip or a saved file; checked with no network).
+    pub fn with_revocations(
+        trust_domain: &TrustDomain,
+        x509_authorities: &[Vec<u8>],
+        allowed: AllowedIds,
+        revocations: Arc<std::sync::RwLock<crate::RevocationSet>>,
+    ) -> Result<Arc<Self>, Error> {
+        let base = Self::new(trust_domain, x509_authorities, allowed)?;
+        Ok(Arc::new(Self {
+            trust_domain: base.trust_domain.clone(),
+            anchors: base.anchors.clone(),
+            allowed: base.allowed.clone(),
+            provider: base.provider.clone(),
+            revocations: Some(revocations),
         }))
     }
 
@@ -107,6 +127,12 @@ impl SpiffeVerifier {
         )
         .map_err(|e| bad(format!("peer SVID does not chain to the trust bundle: {e}")))?;
         let id = svid_spiffe_id(end_entity)?;
+        if let Some(set) = &self.revocations {
+            set.read()
+                .map_err(|_| bad("revocation set lock poisoned"))?
+                .check_svid(end_entity.as_ref())
+                .map_err(|e| bad(format!("peer SVID: {e}")))?;
+        }
         if id.trust_domain() != &self.trust_domain {
             return Err(bad(format!(
                 "{id} is not in trust domain {}",

@@ -222,3 +222,59 @@ async fn the_cli_path_signs_at_the_next_epoch_and_names_bad_targets() {
     assert_eq!(set.view().complete_through, 2);
     assert!(!set.view().is_complete(), "no head yet");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mtls_peer_with_a_revoked_svid_is_refused_offline() {
+    use rcgen::PublicKeyData as _;
+    let h = Harness::new(|_| {}).await;
+    let td = vouch_identity::TrustDomain::parse(&h.cfg.trust_domain).unwrap();
+    let ca =
+        vouch_identity::CaSet::load_or_create(&h.cfg.spiffe_dir(), &td, 3600, unix_now()).unwrap();
+    let leaf = rcgen::KeyPair::generate().unwrap();
+    let id = vouch_identity::SpiffeId::new(&td, "/billing").unwrap();
+    let svid = ca
+        .active()
+        .issue(&id, &leaf.subject_public_key_info(), 600, unix_now())
+        .unwrap();
+    let other = ca
+        .active()
+        .issue(&id, &leaf.subject_public_key_info(), 600, unix_now())
+        .unwrap();
+    let set = Arc::new(std::sync::RwLock::new(RevocationSet::new(bundle(&h))));
+    let auth: Vec<Vec<u8>> = ca
+        .authorities(unix_now())
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    let peer = vouch_rp::SpiffeVerifier::with_revocations(
+        &td,
+        &auth,
+        AllowedIds::AnyInTrustDomain,
+        set.clone(),
+    )
+    .unwrap();
+    assert_eq!(peer.verify_chain(&[svid.clone()], unix_now()).unwrap(), id);
+
+    let (_, cert) = x509_parser::parse_x509_certificate(&svid).unwrap();
+    let serial = hex::encode(cert.raw_serial());
+    vouch_server::revoke_offline(
+        &h.cfg,
+        h.store.as_ref(),
+        RevocationKind::Svid,
+        &serial,
+        "key on a lost laptop",
+        "ops",
+    )
+    .await
+    .unwrap();
+    for r in h.store.revocations_since(0, 10).await.unwrap() {
+        set.write()
+            .unwrap()
+            .insert_record(&r.record, unix_now())
+            .unwrap();
+    }
+    let err = peer.verify_chain(&[svid], unix_now()).unwrap_err();
+    assert!(err.to_string().contains("is revoked"), "{err}");
+    // Another SVID of the same workload (another serial) still passes.
+    peer.verify_chain(&[other], unix_now()).unwrap();
+}
