@@ -253,7 +253,11 @@ async fn an_mtls_peer_with_a_revoked_svid_is_refused_offline() {
         set.clone(),
     )
     .unwrap();
-    assert_eq!(peer.verify_chain(&[svid.clone()], unix_now()).unwrap(), id);
+    assert_eq!(
+        peer.verify_chain(std::slice::from_ref(&svid), unix_now())
+            .unwrap(),
+        id
+    );
 
     let (_, cert) = x509_parser::parse_x509_certificate(&svid).unwrap();
     let serial = hex::encode(cert.raw_serial());
