@@ -2,11 +2,9 @@
 //! verification time, CA constraints on issuers, and the certified key equal to the EK the TPM
 //! presented.
 
-use aws_lc_rs::signature::{self as s, UnparsedPublicKey};
 use std::path::Path;
 use x509_cert::Certificate;
 use x509_cert::der::{Decode, Encode};
-use x509_cert::ext::pkix::BasicConstraints;
 
 use crate::credential::rsa_spki;
 use crate::{PublicKey, TpmError, TpmtPublic};
@@ -32,27 +30,6 @@ fn invalid(m: impl Into<String>) -> TpmError {
     TpmError::EkCertificate(m.into())
 }
 
-fn pem_blocks(text: &str) -> Vec<Vec<u8>> {
-    use base64::Engine as _;
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    for line in text.lines() {
-        let l = line.trim();
-        if l.starts_with("-----BEGIN CERTIFICATE") {
-            cur = Some(String::new());
-        } else if l.starts_with("-----END CERTIFICATE") {
-            if let Some(b) = cur.take()
-                && let Ok(d) = base64::engine::general_purpose::STANDARD.decode(b)
-            {
-                out.push(d);
-            }
-        } else if let Some(b) = cur.as_mut() {
-            b.push_str(l);
-        }
-    }
-    out
-}
-
 impl EkTrustStore {
     /// Load every certificate (PEM, possibly several per file, or DER) in `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self, TpmError> {
@@ -68,7 +45,7 @@ impl EkTrustStore {
                 continue;
             };
             let ders = match std::str::from_utf8(&bytes) {
-                Ok(t) if t.contains("-----BEGIN CERTIFICATE") => pem_blocks(t),
+                Ok(t) if t.contains("-----BEGIN CERTIFICATE") => vouch_x509::pem_certificates(t),
                 _ => vec![bytes],
             };
             for der in ders {
@@ -128,7 +105,7 @@ impl EkTrustStore {
                 ))
             })?;
         check_validity(ca, now, "CA certificate")?;
-        if !is_ca(ca) {
+        if !vouch_x509::is_ca(ca) {
             return Err(invalid(format!(
                 "{} signs certificates but is not a CA (basicConstraints)",
                 ca.tbs_certificate.subject
@@ -143,85 +120,11 @@ impl EkTrustStore {
 }
 
 fn check_validity(c: &Certificate, now: u64, what: &str) -> Result<(), TpmError> {
-    let v = &c.tbs_certificate.validity;
-    let nb = v.not_before.to_unix_duration().as_secs();
-    let na = v.not_after.to_unix_duration().as_secs();
-    if now < nb {
-        return Err(invalid(format!(
-            "{what} {} is not valid before {nb}",
-            c.tbs_certificate.subject
-        )));
-    }
-    if now > na {
-        return Err(invalid(format!(
-            "{what} {} expired at {na}",
-            c.tbs_certificate.subject
-        )));
-    }
-    Ok(())
-}
-
-fn is_ca(c: &Certificate) -> bool {
-    c.tbs_certificate
-        .extensions
-        .iter()
-        .flatten()
-        .filter(|e| e.extn_id.to_string() == "2.5.29.19")
-        .filter_map(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).ok())
-        .any(|bc| bc.ca)
-}
-
-/// The raw DER of the TBSCertificate inside a certificate.
-fn tbs_bytes(der: &[u8]) -> Result<&[u8], TpmError> {
-    fn header(b: &[u8], at: usize) -> Option<(usize, usize)> {
-        let len0 = *b.get(at + 1)? as usize;
-        if len0 < 0x80 {
-            return Some((2, len0));
-        }
-        let n = len0 & 0x7f;
-        if n == 0 || n > 3 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | *b.get(at + 2 + i)? as usize;
-        }
-        Some((2 + n, len))
-    }
-    let (h, _) = header(der, 0).ok_or_else(|| invalid("certificate DER"))?;
-    let (h2, l2) = header(der, h).ok_or_else(|| invalid("TBSCertificate DER"))?;
-    der.get(h..h + h2 + l2)
-        .ok_or_else(|| invalid("TBSCertificate truncated"))
+    vouch_x509::check_validity(c, now, what).map_err(invalid)
 }
 
 fn verify_signed_by(der: &[u8], cert: &Certificate, issuer: &Certificate) -> Result<(), TpmError> {
-    let tbs = tbs_bytes(der)?;
-    let sig = cert
-        .signature
-        .as_bytes()
-        .ok_or_else(|| invalid("signature bit string"))?;
-    let spki = &issuer.tbs_certificate.subject_public_key_info;
-    let key_bits = spki
-        .subject_public_key
-        .as_bytes()
-        .ok_or_else(|| invalid("issuer key bit string"))?;
-    let spki_der = spki.to_der().map_err(|e| invalid(e.to_string()))?;
-    let oid = cert.signature_algorithm.oid.to_string();
-    let (alg, key): (&dyn s::VerificationAlgorithm, &[u8]) = match oid.as_str() {
-        "1.2.840.113549.1.1.11" => (&s::RSA_PKCS1_2048_8192_SHA256, &spki_der),
-        "1.2.840.113549.1.1.12" => (&s::RSA_PKCS1_2048_8192_SHA384, &spki_der),
-        "1.2.840.113549.1.1.13" => (&s::RSA_PKCS1_2048_8192_SHA512, &spki_der),
-        "1.2.840.10045.4.3.2" => (&s::ECDSA_P256_SHA256_ASN1, key_bits),
-        "1.2.840.10045.4.3.3" => (&s::ECDSA_P384_SHA384_ASN1, key_bits),
-        other => {
-            return Err(invalid(format!(
-                "unsupported certificate signature algorithm {other}"
-            )));
-        }
-    };
-    UnparsedPublicKey::new(alg, key)
-        .verify(tbs, sig)
-        .map_err(|_| invalid("certificate signature does not verify"))
+    vouch_x509::verify_signed_by(der, cert, issuer).map_err(invalid)
 }
 
 fn same_key(cert: &Certificate, ek: &TpmtPublic) -> Result<(), TpmError> {

@@ -1,0 +1,517 @@
+//! AMD SEV-SNP attestation reports (SEV-SNP ABI specification, "ATTESTATION_REPORT"), checked
+//! by hand: the `sev` crate verifies the signature over a re-serialisation of the fields it
+//! parsed and does not check validity windows or the certificate's TCB, so nothing here relies
+//! on it.
+//!
+//! What is checked, in order: the report is exactly 1184 bytes of version 2 to 5, signed with
+//! ECDSA P-384/SHA-384, reserved bytes zero; the VEK certificate (VCEK, or VLEK for cloud
+//! providers) is issued by the product line's ASK (or ASVK), which the trusted ARK signed, the
+//! ARK being byte-for-byte one the operator trusts, and all three are valid at the
+//! verification time; the VEK's type is the one the report says signed it; the VEK's TCB
+//! extensions equal the report's `REPORTED_TCB`, and a VCEK's hardware id equals `CHIP_ID`;
+//! finally the signature over bytes 0x000–0x29F verifies under the VEK's P-384 key.
+
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
+use serde::Serialize;
+use x509_cert::Certificate;
+
+use crate::TeeError;
+
+/// Size of an attestation report, every version.
+pub const REPORT_LEN: usize = 0x4A0;
+/// Bytes covered by the signature.
+const SIGNED_LEN: usize = 0x2A0;
+/// ECDSA P-384 with SHA-384, the only signature algorithm defined.
+const SIG_ALGO_ECDSA_P384_SHA384: u32 = 1;
+
+const OID_BL_SPL: &str = "1.3.6.1.4.1.3704.1.3.1";
+const OID_TEE_SPL: &str = "1.3.6.1.4.1.3704.1.3.2";
+const OID_SNP_SPL: &str = "1.3.6.1.4.1.3704.1.3.3";
+const OID_UCODE_SPL: &str = "1.3.6.1.4.1.3704.1.3.8";
+const OID_FMC_SPL: &str = "1.3.6.1.4.1.3704.1.3.9";
+const OID_HW_ID: &str = "1.3.6.1.4.1.3704.1.4";
+const OID_PRODUCT_NAME: &str = "1.3.6.1.4.1.3704.1.2";
+
+fn malformed(m: impl Into<String>) -> TeeError {
+    TeeError::Malformed(m.into())
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// A TCB version: the security patch level of each firmware component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Tcb {
+    /// Boot loader SVN.
+    pub bootloader: u8,
+    /// PSP OS (TEE) SVN.
+    pub tee: u8,
+    /// SNP firmware SVN.
+    pub snp: u8,
+    /// CPU microcode SVN.
+    pub microcode: u8,
+    /// FMC SVN (Turin and later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fmc: Option<u8>,
+}
+
+impl Tcb {
+    fn parse(raw: u64, turin: bool) -> Self {
+        let b = raw.to_le_bytes();
+        if turin {
+            Self {
+                fmc: Some(b[0]),
+                bootloader: b[1],
+                tee: b[2],
+                snp: b[3],
+                microcode: b[7],
+            }
+        } else {
+            Self {
+                fmc: None,
+                bootloader: b[0],
+                tee: b[1],
+                snp: b[6],
+                microcode: b[7],
+            }
+        }
+    }
+}
+
+/// The guest policy the report was launched with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GuestPolicy {
+    /// Minimum ABI major version.
+    pub abi_major: u8,
+    /// Minimum ABI minor version.
+    pub abi_minor: u8,
+    /// SMT allowed.
+    pub smt_allowed: bool,
+    /// Association with a migration agent allowed.
+    pub migrate_ma: bool,
+    /// Debugging allowed: the hypervisor can read and write guest memory.
+    pub debug: bool,
+    /// Guest may run on one socket only.
+    pub single_socket: bool,
+}
+
+/// The platform's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PlatformInfo {
+    /// SMT enabled.
+    pub smt_enabled: bool,
+    /// Transparent SME enabled.
+    pub tsme_enabled: bool,
+    /// ECC memory in use.
+    pub ecc_enabled: bool,
+    /// RAPL disabled.
+    pub rapl_disabled: bool,
+    /// Ciphertext hiding enabled.
+    pub ciphertext_hiding: bool,
+}
+
+/// Which key signed the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningKey {
+    /// Versioned Chip Endorsement Key (one per chip and TCB).
+    Vcek,
+    /// Versioned Loaded Endorsement Key (one per cloud provider and TCB).
+    Vlek,
+}
+
+/// A parsed report. Nothing in it is trusted until [`SnpVerifier::verify`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnpReport {
+    /// Report format version (2–5).
+    pub version: u32,
+    /// Guest SVN.
+    pub guest_svn: u32,
+    /// Guest policy.
+    pub policy: GuestPolicy,
+    /// Family id given at launch, hex.
+    pub family_id: String,
+    /// Image id given at launch, hex.
+    pub image_id: String,
+    /// VMPL that asked for the report.
+    pub vmpl: u32,
+    /// TCB the platform currently runs.
+    pub current_tcb: Tcb,
+    /// Platform state.
+    pub platform_info: PlatformInfo,
+    /// Which key signed.
+    pub signing_key: SigningKey,
+    /// Whether the chip id is masked.
+    pub chip_id_masked: bool,
+    /// The 64 bytes the guest asked to be bound, hex.
+    pub report_data: String,
+    /// The launch measurement, hex (48 bytes).
+    pub measurement: String,
+    /// Data the host gave at launch, hex.
+    pub host_data: String,
+    /// SHA-384 of the ID key that signed the ID block, hex (zero when none).
+    pub id_key_digest: String,
+    /// SHA-384 of the author key, hex (zero when none).
+    pub author_key_digest: String,
+    /// Report id, hex.
+    pub report_id: String,
+    /// Report id of the migration agent, hex.
+    pub report_id_ma: String,
+    /// TCB the report (and the VEK) is for.
+    pub reported_tcb: Tcb,
+    /// Chip id, hex (64 bytes).
+    pub chip_id: String,
+    /// Committed TCB.
+    pub committed_tcb: Tcb,
+    /// Firmware version running, `major.minor.build`.
+    pub current_version: String,
+    /// Firmware version committed.
+    pub committed_version: String,
+    /// TCB at launch.
+    pub launch_tcb: Tcb,
+    #[serde(skip)]
+    reported_tcb_raw: u64,
+    #[serde(skip)]
+    chip_id_raw: Vec<u8>,
+}
+
+/// Reserved ranges that must be zero, by report version (offsets from the ABI specification).
+fn reserved_ranges(version: u32) -> Vec<(usize, usize)> {
+    let mut r = vec![(0x4C, 0x50), (0x1EB, 0x1EC), (0x1EF, 0x1F0)];
+    // 0x188..0x1A0: CPUID family/model/stepping from version 3 on, the rest reserved.
+    r.push(if version >= 3 {
+        (0x18B, 0x1A0)
+    } else {
+        (0x188, 0x1A0)
+    });
+    // Version 5 adds the mitigation vectors at 0x1F8..0x208.
+    r.push(if version >= 5 {
+        (0x208, SIGNED_LEN)
+    } else {
+        (0x1F8, SIGNED_LEN)
+    });
+    // The signature area after R and S.
+    r.push((SIGNED_LEN + 144, REPORT_LEN));
+    r
+}
+
+impl SnpReport {
+    /// Parse a report (exactly [`REPORT_LEN`] bytes). Checks the version, the signature
+    /// algorithm and that reserved bytes are zero; reads the TCBs in the layout of the
+    /// product line (`turin` for Turin and later).
+    pub fn parse(b: &[u8], turin: bool) -> Result<Self, TeeError> {
+        if b.len() != REPORT_LEN {
+            return Err(malformed(format!(
+                "an SEV-SNP report is {REPORT_LEN} bytes, this one {}",
+                b.len()
+            )));
+        }
+        let version = u32_at(b, 0);
+        if !(2..=5).contains(&version) {
+            return Err(malformed(format!(
+                "report version {version} (2 to 5 known)"
+            )));
+        }
+        let sig_algo = u32_at(b, 0x34);
+        if sig_algo != SIG_ALGO_ECDSA_P384_SHA384 {
+            return Err(malformed(format!(
+                "signature algorithm {sig_algo} (only 1, ECDSA P-384 SHA-384, is defined)"
+            )));
+        }
+        for (from, to) in reserved_ranges(version) {
+            if let Some(i) = b[from..to].iter().position(|x| *x != 0) {
+                return Err(malformed(format!(
+                    "reserved byte at 0x{:03x} is not zero",
+                    from + i
+                )));
+            }
+        }
+        let policy = u64_at(b, 0x08);
+        if policy & (1 << 17) == 0 {
+            return Err(malformed(
+                "guest policy bit 17 (reserved, must be one) is zero",
+            ));
+        }
+        let plat = u64_at(b, 0x40);
+        let key_info = u32_at(b, 0x48);
+        let signing_key = match (key_info >> 2) & 0b111 {
+            0 => SigningKey::Vcek,
+            1 => SigningKey::Vlek,
+            k => {
+                return Err(malformed(format!(
+                    "signing key {k} (0 VCEK and 1 VLEK are defined)"
+                )));
+            }
+        };
+        let version_of = |at: usize| format!("{}.{}.{}", b[at + 2], b[at + 1], b[at]);
+        let hexr = |from: usize, len: usize| hex::encode(&b[from..from + len]);
+        Ok(Self {
+            version,
+            guest_svn: u32_at(b, 0x04),
+            policy: GuestPolicy {
+                abi_minor: (policy & 0xff) as u8,
+                abi_major: ((policy >> 8) & 0xff) as u8,
+                smt_allowed: policy & (1 << 16) != 0,
+                migrate_ma: policy & (1 << 18) != 0,
+                debug: policy & (1 << 19) != 0,
+                single_socket: policy & (1 << 20) != 0,
+            },
+            family_id: hexr(0x10, 16),
+            image_id: hexr(0x20, 16),
+            vmpl: u32_at(b, 0x30),
+            current_tcb: Tcb::parse(u64_at(b, 0x38), turin),
+            platform_info: PlatformInfo {
+                smt_enabled: plat & 1 != 0,
+                tsme_enabled: plat & 2 != 0,
+                ecc_enabled: plat & 4 != 0,
+                rapl_disabled: plat & 8 != 0,
+                ciphertext_hiding: plat & 16 != 0,
+            },
+            signing_key,
+            chip_id_masked: key_info & 2 != 0,
+            report_data: hexr(0x50, 64),
+            measurement: hexr(0x90, 48),
+            host_data: hexr(0xC0, 32),
+            id_key_digest: hexr(0xE0, 48),
+            author_key_digest: hexr(0x110, 48),
+            report_id: hexr(0x140, 32),
+            report_id_ma: hexr(0x160, 32),
+            reported_tcb: Tcb::parse(u64_at(b, 0x180), turin),
+            chip_id: hexr(0x1A0, 64),
+            committed_tcb: Tcb::parse(u64_at(b, 0x1E0), turin),
+            current_version: version_of(0x1E8),
+            committed_version: version_of(0x1EC),
+            launch_tcb: Tcb::parse(u64_at(b, 0x1F0), turin),
+            reported_tcb_raw: u64_at(b, 0x180),
+            chip_id_raw: b[0x1A0..0x1E0].to_vec(),
+        })
+    }
+}
+
+/// A verified report and what the chain said about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnpClaims {
+    /// The report's fields.
+    #[serde(flatten)]
+    pub report: SnpReport,
+    /// The product line (`Milan`, `Genoa`, `Turin`, …), from the VEK certificate.
+    pub product: String,
+    /// Subject of the trusted ARK the chain ended at.
+    pub ark: String,
+}
+
+/// Trusted ARKs, one or more per product line.
+#[derive(Debug, Clone)]
+pub struct SnpVerifier {
+    arks: Vec<(Vec<u8>, Certificate)>,
+}
+
+/// Read an unsigned INTEGER extension value (DER `02 len bytes`) that fits a byte.
+fn small_int(der: &[u8]) -> Option<u8> {
+    match der {
+        [0x02, 1, v] if *v < 0x80 => Some(*v),
+        [0x02, 2, 0, v] if *v >= 0x80 => Some(*v),
+        _ => None,
+    }
+}
+
+fn cn(c: &Certificate) -> String {
+    c.tbs_certificate.subject.to_string()
+}
+
+/// The product line named by the VEK (`productName`, e.g. `Milan-B0` → `Milan`).
+fn product(vek: &Certificate) -> Result<String, TeeError> {
+    let raw = vouch_x509::extension(vek, OID_PRODUCT_NAME)
+        .ok_or_else(|| TeeError::Chain("the VEK certificate has no productName".into()))?;
+    // IA5String: tag 0x16, short length.
+    let name = match raw {
+        [0x16, len, rest @ ..] if usize::from(*len) == rest.len() => {
+            String::from_utf8_lossy(rest).to_string()
+        }
+        _ => {
+            return Err(TeeError::Chain(
+                "the VEK's productName is not an IA5String".into(),
+            ));
+        }
+    };
+    let line = name.split('-').next().unwrap_or_default().to_string();
+    if line.is_empty() || !line.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(TeeError::Chain(format!("product name {name:?}")));
+    }
+    Ok(line)
+}
+
+/// The VEK's TCB extensions must be the report's `REPORTED_TCB`, and a VCEK's hardware id
+/// the report's `CHIP_ID`.
+pub fn check_vek_binding(vek: &Certificate, report: &SnpReport) -> Result<(), TeeError> {
+    let ext = |oid: &str, what: &str| -> Result<u8, TeeError> {
+        vouch_x509::extension(vek, oid)
+            .and_then(small_int)
+            .ok_or_else(|| TeeError::Mismatch(format!("the VEK certificate has no {what} SPL")))
+    };
+    let t = &report.reported_tcb;
+    let mut pairs = vec![
+        ("boot loader", ext(OID_BL_SPL, "boot loader")?, t.bootloader),
+        ("TEE", ext(OID_TEE_SPL, "TEE")?, t.tee),
+        ("SNP", ext(OID_SNP_SPL, "SNP")?, t.snp),
+        ("microcode", ext(OID_UCODE_SPL, "microcode")?, t.microcode),
+    ];
+    if let Some(fmc) = t.fmc {
+        pairs.push(("FMC", ext(OID_FMC_SPL, "FMC")?, fmc));
+    }
+    for (what, cert, rep) in pairs {
+        if cert != rep {
+            return Err(TeeError::Mismatch(format!(
+                "the VEK is for {what} SPL {cert}, the report's REPORTED_TCB says {rep}"
+            )));
+        }
+    }
+    if report.signing_key == SigningKey::Vcek {
+        let hw = vouch_x509::extension(vek, OID_HW_ID)
+            .ok_or_else(|| TeeError::Mismatch("the VCEK has no hwID".into()))?;
+        // AMD puts the 64 bytes directly in the extension value (no inner OCTET STRING).
+        let id = match hw {
+            raw if raw.len() == 64 => raw,
+            [0x04, 0x40, rest @ ..] if rest.len() == 64 => rest,
+            _ => return Err(TeeError::Mismatch("the VCEK's hwID is not 64 bytes".into())),
+        };
+        if report.chip_id_masked {
+            return Err(TeeError::Mismatch(
+                "the chip id is masked, so a VCEK cannot be matched to it".into(),
+            ));
+        }
+        if id != report.chip_id_raw.as_slice() {
+            return Err(TeeError::Mismatch(
+                "the VCEK is for another chip than the report's CHIP_ID".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// R and S, 72 bytes little-endian each, as the 96-byte big-endian `r ‖ s` of a P-384
+/// signature; the high 24 bytes of each must be zero.
+fn signature_rs(b: &[u8]) -> Result<Vec<u8>, TeeError> {
+    let mut out = Vec::with_capacity(96);
+    for at in [SIGNED_LEN, SIGNED_LEN + 72] {
+        let le = &b[at..at + 72];
+        if le[48..].iter().any(|x| *x != 0) {
+            return Err(TeeError::Signature(
+                "a signature component does not fit P-384".into(),
+            ));
+        }
+        out.extend(le[..48].iter().rev());
+    }
+    Ok(out)
+}
+
+impl SnpVerifier {
+    /// Trust these ARKs (DER). Each must be self-signed with a valid signature.
+    pub fn new(arks: &[Vec<u8>]) -> Result<Self, TeeError> {
+        let mut out = Vec::new();
+        for der in arks {
+            let c = vouch_x509::parse(der, "ARK").map_err(TeeError::Chain)?;
+            vouch_x509::verify_signed_by(der, &c, &c)
+                .map_err(|e| TeeError::Chain(format!("trusted ARK is not self-signed: {e}")))?;
+            out.push((der.clone(), c));
+        }
+        if out.is_empty() {
+            return Err(TeeError::Chain("no trusted ARK".into()));
+        }
+        Ok(Self { arks: out })
+    }
+
+    /// Verify `report` signed by the VEK `vek` (DER), with `chain` holding the ASK or ASVK
+    /// (and possibly the ARK and other certificates: the ones needed are picked by name), all
+    /// certificates checked at `now` (Unix seconds).
+    pub fn verify(
+        &self,
+        report: &[u8],
+        vek_der: &[u8],
+        chain: &[Vec<u8>],
+        now: u64,
+    ) -> Result<SnpClaims, TeeError> {
+        let vek = vouch_x509::parse(vek_der, "VEK").map_err(TeeError::Chain)?;
+        let product = product(&vek)?;
+        let rep = SnpReport::parse(report, product == "Turin" || product == "Venice")?;
+        let is_vlek = cn(&vek).contains("SEV-VLEK");
+        match (rep.signing_key, is_vlek) {
+            (SigningKey::Vcek, false) | (SigningKey::Vlek, true) => {}
+            (k, _) => {
+                return Err(TeeError::Mismatch(format!(
+                    "the report says a {k:?} signed it, the certificate is {}",
+                    cn(&vek)
+                )));
+            }
+        }
+        vouch_x509::check_validity(&vek, now, "VEK").map_err(TeeError::Chain)?;
+        // The intermediate: the certificate in `chain` that is the VEK's issuer.
+        let certs: Vec<(&Vec<u8>, Certificate)> = chain
+            .iter()
+            .filter_map(|d| vouch_x509::parse(d, "chain").ok().map(|c| (d, c)))
+            .collect();
+        let (ask_der, ask) = certs
+            .iter()
+            .find(|(_, c)| c.tbs_certificate.subject == vek.tbs_certificate.issuer)
+            .ok_or_else(|| {
+                TeeError::Chain(format!(
+                    "no certificate in the chain is the VEK's issuer {}",
+                    vek.tbs_certificate.issuer
+                ))
+            })?;
+        vouch_x509::verify_signed_by(vek_der, &vek, ask).map_err(TeeError::Chain)?;
+        vouch_x509::check_validity(ask, now, "ASK").map_err(TeeError::Chain)?;
+        if !vouch_x509::is_ca(ask) {
+            return Err(TeeError::Chain(format!("{} is not a CA", cn(ask))));
+        }
+        let _ = ask_der;
+        // The root: a trusted ARK of the VEK's product line that signed the intermediate.
+        let (_, ark) = self
+            .arks
+            .iter()
+            .find(|(_, a)| a.tbs_certificate.subject == ask.tbs_certificate.issuer)
+            .ok_or_else(|| {
+                TeeError::Chain(format!(
+                    "{} is issued by {}, which is not a trusted ARK",
+                    cn(ask),
+                    ask.tbs_certificate.issuer
+                ))
+            })?;
+        vouch_x509::verify_signed_by(ask_der, ask, ark).map_err(TeeError::Chain)?;
+        vouch_x509::check_validity(ark, now, "ARK").map_err(TeeError::Chain)?;
+        if !cn(ark).contains(&format!("ARK-{product}")) {
+            return Err(TeeError::Chain(format!(
+                "the VEK is a {product} key but the chain ends at {}",
+                cn(ark)
+            )));
+        }
+        check_vek_binding(&vek, &rep)?;
+        // The report signature, over the exact bytes received.
+        let point = vek
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| TeeError::Chain("VEK key bit string".into()))?;
+        let sig = signature_rs(report)?;
+        UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point)
+            .verify(&report[..SIGNED_LEN], &sig)
+            .map_err(|_| {
+                TeeError::Signature("the report's signature does not verify under the VEK".into())
+            })?;
+        Ok(SnpClaims {
+            report: rep,
+            product,
+            ark: cn(ark),
+        })
+    }
+}

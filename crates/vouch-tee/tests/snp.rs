@@ -1,0 +1,180 @@
+//! The real SEV-SNP report in ../shared/testdata/snp (a Milan VCEK-signed v2 report, see
+//! SOURCES.md): it verifies at a time inside the certificates' windows, and is refused after a
+//! one-byte change anywhere, with a wrong root, with a certificate of the chain changed, and
+//! outside the validity window.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use vouch_tee::TeeError;
+use vouch_tee::snp::{SigningKey, SnpReport, SnpVerifier, check_vek_binding};
+
+fn data(p: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../../../shared/testdata/{p}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// The ASK, ARK and ASVK of the sample's bundle, and the ARK alone.
+fn chain() -> (Vec<Vec<u8>>, Vec<u8>) {
+    let pem = String::from_utf8(data("snp/milan_ask_ark_asvk.pem")).unwrap();
+    let certs = vouch_x509::pem_certificates(&pem);
+    assert_eq!(certs.len(), 3);
+    let ark = certs
+        .iter()
+        .find(|c| {
+            let p = vouch_x509::parse(c, "x").unwrap();
+            p.tbs_certificate.subject == p.tbs_certificate.issuer
+        })
+        .unwrap()
+        .clone();
+    (certs, ark)
+}
+
+/// 2024-06-01: inside the VCEK (2023-01-24 .. 2030-01-24), ASK and ARK windows.
+const NOW: u64 = 1_717_200_000;
+
+#[test]
+fn the_real_report_verifies_with_its_claims() {
+    let (certs, ark) = chain();
+    let v = SnpVerifier::new(&[ark]).unwrap();
+    let c = v
+        .verify(
+            &data("snp/report_v2.bin"),
+            &data("snp/vcek.der"),
+            &certs,
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(c.product, "Milan");
+    assert!(c.ark.contains("ARK-Milan"), "{}", c.ark);
+    let r = &c.report;
+    assert_eq!((r.version, r.guest_svn, r.vmpl), (2, 4, 0));
+    assert_eq!(r.signing_key, SigningKey::Vcek);
+    assert!(!r.policy.debug && !r.policy.migrate_ma && r.policy.smt_allowed);
+    assert_eq!((r.policy.abi_major, r.policy.abi_minor), (0, 0x1f));
+    assert_eq!(
+        r.measurement,
+        "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c"
+    );
+    assert!(r.report_data.starts_with("ec6c52d7533cc2c4"));
+    assert_eq!(
+        (
+            r.reported_tcb.bootloader,
+            r.reported_tcb.tee,
+            r.reported_tcb.snp,
+            r.reported_tcb.microcode
+        ),
+        (3, 0, 8, 115)
+    );
+    assert_eq!(r.current_tcb.microcode, 0xce);
+    assert_eq!(r.current_version, "1.52.4");
+    assert!(r.platform_info.smt_enabled);
+    // The claims serialise for policies.
+    let json = serde_json::to_value(&c).unwrap();
+    assert_eq!(json["policy"]["debug"], false);
+    assert_eq!(json["reported_tcb"]["snp"], 8);
+    assert_eq!(json["signing_key"], "vcek");
+}
+
+#[test]
+fn a_one_byte_change_anywhere_in_the_report_is_refused() {
+    let (certs, ark) = chain();
+    let v = SnpVerifier::new(&[ark]).unwrap();
+    let report = data("snp/report_v2.bin");
+    let vcek = data("snp/vcek.der");
+    for at in 0..report.len() {
+        let mut bad = report.clone();
+        bad[at] ^= 0x01;
+        let e = v.verify(&bad, &vcek, &certs, NOW);
+        assert!(e.is_err(), "byte 0x{at:03x} changed, still accepted");
+    }
+    // Which check catches it depends on where: a field, a reserved byte, or the signature.
+    let mut bad = report.clone();
+    bad[0x90] ^= 1; // measurement
+    assert!(matches!(
+        v.verify(&bad, &vcek, &certs, NOW),
+        Err(TeeError::Signature(_))
+    ));
+    let mut bad = report.clone();
+    bad[0x4C] = 1; // reserved
+    let e = v.verify(&bad, &vcek, &certs, NOW).unwrap_err();
+    assert!(e.to_string().contains("reserved byte at 0x04c"), "{e}");
+    let mut bad = report.clone();
+    bad[0x180] ^= 1; // REPORTED_TCB boot loader: no longer the VCEK's
+    let e = v.verify(&bad, &vcek, &certs, NOW).unwrap_err();
+    assert!(matches!(e, TeeError::Mismatch(_)), "{e}");
+    assert!(v.verify(&report[..1183], &vcek, &certs, NOW).is_err());
+}
+
+#[test]
+fn a_changed_certificate_or_a_wrong_root_is_refused() {
+    let (certs, ark) = chain();
+    let report = data("snp/report_v2.bin");
+    let vcek = data("snp/vcek.der");
+    let v = SnpVerifier::new(&[ark]).unwrap();
+    // One byte of the VCEK's signed part (its public key): the ASK's signature fails.
+    let mut bad = vcek.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 1;
+    assert!(v.verify(&report, &bad, &certs, NOW).is_err());
+    // One byte of the ASK's signed part.
+    let ask_at = certs
+        .iter()
+        .position(|c| {
+            vouch_x509::parse(c, "x")
+                .unwrap()
+                .tbs_certificate
+                .subject
+                .to_string()
+                .contains("CN=SEV-Milan")
+        })
+        .unwrap();
+    let mut bad_chain = certs.clone();
+    let m = bad_chain[ask_at].len();
+    bad_chain[ask_at][m / 2] ^= 1;
+    let e = v.verify(&report, &vcek, &bad_chain, NOW).unwrap_err();
+    assert!(matches!(e, TeeError::Chain(_)), "{e}");
+    // No intermediate at all.
+    assert!(v.verify(&report, &vcek, &[], NOW).is_err());
+    // Another root: Intel's SGX root CA is self-signed and valid, but not AMD's ARK.
+    let intel = SnpVerifier::new(&[data("tdx/intel_sgx_root_ca.der")]).unwrap();
+    let e = intel.verify(&report, &vcek, &certs, NOW).unwrap_err();
+    assert!(e.to_string().contains("not a trusted ARK"), "{e}");
+    // A non-self-signed "root" is not accepted as a trust anchor.
+    assert!(SnpVerifier::new(&[certs[ask_at].clone()]).is_err());
+}
+
+#[test]
+fn outside_the_validity_window_it_is_refused() {
+    let (certs, ark) = chain();
+    let v = SnpVerifier::new(&[ark]).unwrap();
+    let report = data("snp/report_v2.bin");
+    let vcek = data("snp/vcek.der");
+    // 2023-01-01: before the VCEK's notBefore (2023-01-24).
+    let e = v.verify(&report, &vcek, &certs, 1_672_531_200).unwrap_err();
+    assert!(e.to_string().contains("not valid before"), "{e}");
+    // 2031-01-01: after its notAfter (2030-01-24).
+    let e = v.verify(&report, &vcek, &certs, 1_924_992_000).unwrap_err();
+    assert!(e.to_string().contains("expired"), "{e}");
+}
+
+#[test]
+fn the_vcek_must_be_for_the_reported_tcb_and_chip() {
+    let report = data("snp/report_v2.bin");
+    let vcek = vouch_x509::parse(&data("snp/vcek.der"), "VCEK").unwrap();
+    let r = SnpReport::parse(&report, false).unwrap();
+    check_vek_binding(&vcek, &r).unwrap();
+    // The same fields as another report would carry them (parsed from changed bytes).
+    let mut other_tcb = report.clone();
+    other_tcb[0x187] = 0x74; // microcode 116
+    let r = SnpReport::parse(&other_tcb, false).unwrap();
+    let e = check_vek_binding(&vcek, &r).unwrap_err();
+    assert!(e.to_string().contains("microcode SPL 115"), "{e}");
+    let mut other_chip = report.clone();
+    other_chip[0x1A0] ^= 1;
+    let r = SnpReport::parse(&other_chip, false).unwrap();
+    let e = check_vek_binding(&vcek, &r).unwrap_err();
+    assert!(e.to_string().contains("another chip"), "{e}");
+}

@@ -1,0 +1,193 @@
+//! Certificate-chain checks shared by Vouch's hardware verifiers: the TPM EK certificate chain
+//! and vendor chains of TEEs (AMD's ARK → ASK → VCEK). Each check takes the verification time
+//! as an argument, so real samples (valid only in the past) are checked at a time inside their
+//! window, and errors say which certificate failed and why.
+#![deny(missing_docs)]
+
+use aws_lc_rs::signature::{self as s, UnparsedPublicKey};
+use x509_cert::Certificate;
+use x509_cert::der::{Decode, Encode};
+use x509_cert::ext::pkix::BasicConstraints;
+
+/// Most certificates read from one PEM bundle.
+const MAX_PEM_CERTS: usize = 64;
+
+/// RSASSA-PSS parameters with SHA-384, MGF1-SHA-384 and a 48-byte salt (what AMD signs its
+/// SEV certificates with), with and without the explicit default trailer field.
+const PSS_SHA384: [u8; 59] = [
+    0x30, 0x39, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+    0x02, 0x05, 0x00, 0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01,
+    0x01, 0x08, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05,
+    0x00, 0xa2, 0x03, 0x02, 0x01, 0x30, 0xa3, 0x03, 0x02, 0x01, 0x01,
+];
+
+/// The certificates of a PEM text, DER-decoded (other blocks are skipped).
+pub fn pem_certificates(text: &str) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with("-----BEGIN CERTIFICATE") {
+            cur = Some(String::new());
+        } else if l.starts_with("-----END CERTIFICATE") {
+            if let Some(b) = cur.take()
+                && let Ok(d) = base64::engine::general_purpose::STANDARD.decode(b)
+            {
+                out.push(d);
+            }
+        } else if let Some(b) = cur.as_mut() {
+            b.push_str(l);
+        }
+        if out.len() >= MAX_PEM_CERTS {
+            break;
+        }
+    }
+    out
+}
+
+/// Parse a DER certificate; the error names `what`.
+pub fn parse(der: &[u8], what: &str) -> Result<Certificate, String> {
+    Certificate::from_der(der).map_err(|e| format!("{what} certificate does not parse: {e}"))
+}
+
+/// The certificate's validity window, Unix seconds.
+pub fn validity(c: &Certificate) -> (u64, u64) {
+    let v = &c.tbs_certificate.validity;
+    (
+        v.not_before.to_unix_duration().as_secs(),
+        v.not_after.to_unix_duration().as_secs(),
+    )
+}
+
+/// Require `now` inside the validity of `c`.
+pub fn check_validity(c: &Certificate, now: u64, what: &str) -> Result<(), String> {
+    let (nb, na) = validity(c);
+    if now < nb {
+        return Err(format!(
+            "{what} {} is not valid before {nb} (verification time {now})",
+            c.tbs_certificate.subject
+        ));
+    }
+    if now > na {
+        return Err(format!(
+            "{what} {} expired at {na} (verification time {now})",
+            c.tbs_certificate.subject
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `c` says it is a CA (basicConstraints cA = true).
+pub fn is_ca(c: &Certificate) -> bool {
+    c.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id.to_string() == "2.5.29.19")
+        .filter_map(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).ok())
+        .any(|bc| bc.ca)
+}
+
+/// The raw DER of the TBSCertificate inside a certificate (the signed bytes, exactly as sent).
+pub fn tbs_bytes(der: &[u8]) -> Result<&[u8], String> {
+    fn header(b: &[u8], at: usize) -> Option<(usize, usize)> {
+        let len0 = *b.get(at + 1)? as usize;
+        if len0 < 0x80 {
+            return Some((2, len0));
+        }
+        let n = len0 & 0x7f;
+        if n == 0 || n > 3 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | *b.get(at + 2 + i)? as usize;
+        }
+        Some((2 + n, len))
+    }
+    let (h, _) = header(der, 0).ok_or("certificate DER")?;
+    let (h2, l2) = header(der, h).ok_or("TBSCertificate DER")?;
+    der.get(h..h + h2 + l2)
+        .ok_or_else(|| "TBSCertificate truncated".to_string())
+}
+
+/// Check that `issuer`'s key signed `cert` (whose DER is `der`): RSA PKCS#1 v1.5 with SHA-256,
+/// -384 or -512, RSASSA-PSS with SHA-384 (AMD), ECDSA P-256/SHA-256 and P-384/SHA-384.
+pub fn verify_signed_by(
+    der: &[u8],
+    cert: &Certificate,
+    issuer: &Certificate,
+) -> Result<(), String> {
+    if cert.tbs_certificate.issuer != issuer.tbs_certificate.subject {
+        return Err(format!(
+            "{} is issued by {}, not by {}",
+            cert.tbs_certificate.subject,
+            cert.tbs_certificate.issuer,
+            issuer.tbs_certificate.subject
+        ));
+    }
+    let tbs = tbs_bytes(der)?;
+    let sig = cert
+        .signature
+        .as_bytes()
+        .ok_or("signature bit string has unused bits")?;
+    let spki = &issuer.tbs_certificate.subject_public_key_info;
+    let key_bits = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or("issuer key bit string has unused bits")?;
+    let spki_der = spki.to_der().map_err(|e| e.to_string())?;
+    let oid = cert.signature_algorithm.oid.to_string();
+    let (alg, key): (&dyn s::VerificationAlgorithm, &[u8]) = match oid.as_str() {
+        "1.2.840.113549.1.1.11" => (&s::RSA_PKCS1_2048_8192_SHA256, &spki_der),
+        "1.2.840.113549.1.1.12" => (&s::RSA_PKCS1_2048_8192_SHA384, &spki_der),
+        "1.2.840.113549.1.1.13" => (&s::RSA_PKCS1_2048_8192_SHA512, &spki_der),
+        "1.2.840.113549.1.1.10" => {
+            let params = cert
+                .signature_algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.to_der().ok())
+                .unwrap_or_default();
+            // Only SHA-384 / MGF1-SHA-384 / salt 48, trailer field explicit or not.
+            let without_trailer = {
+                let mut v = PSS_SHA384[..PSS_SHA384.len() - 5].to_vec();
+                v[1] = 0x34;
+                v
+            };
+            if params.as_slice() != PSS_SHA384.as_slice() && params != without_trailer {
+                return Err(format!(
+                    "{}: RSASSA-PSS parameters other than SHA-384, MGF1-SHA-384, salt 48",
+                    cert.tbs_certificate.subject
+                ));
+            }
+            (&s::RSA_PSS_2048_8192_SHA384, &spki_der)
+        }
+        "1.2.840.10045.4.3.2" => (&s::ECDSA_P256_SHA256_ASN1, key_bits),
+        "1.2.840.10045.4.3.3" => (&s::ECDSA_P384_SHA384_ASN1, key_bits),
+        other => {
+            return Err(format!(
+                "unsupported certificate signature algorithm {other}"
+            ));
+        }
+    };
+    UnparsedPublicKey::new(alg, key)
+        .verify(tbs, sig)
+        .map_err(|_| {
+            format!(
+                "the signature on {} does not verify under {}'s key",
+                cert.tbs_certificate.subject, issuer.tbs_certificate.subject
+            )
+        })
+}
+
+/// The value (inner DER) of the extension `oid` of `c`, if present.
+pub fn extension<'a>(c: &'a Certificate, oid: &str) -> Option<&'a [u8]> {
+    c.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id.to_string() == oid)
+        .map(|e| e.extn_value.as_bytes())
+}
