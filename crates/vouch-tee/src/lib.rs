@@ -2,11 +2,14 @@
 //!
 //! - [`snp`]: AMD SEV-SNP attestation reports, signed by a VCEK or VLEK whose chain ends at the
 //!   product line's ARK; the certificate's TCB and chip id must be the report's.
+//! - [`nitro`]: AWS Nitro Enclaves attestation documents (COSE_Sign1 ES384), the CA bundle
+//!   from the trusted Nitro root.
 //!
 //! Every verification takes the time to check certificates at, so real samples (valid only
 //! in the past) are verified at a time inside their windows.
 #![deny(missing_docs)]
 
+pub mod nitro;
 pub mod snp;
 
 /// Why evidence was refused.
