@@ -9,6 +9,7 @@
 //! in the past) are verified at a time inside their windows.
 #![deny(missing_docs)]
 
+pub mod dcap;
 pub mod nitro;
 pub mod snp;
 

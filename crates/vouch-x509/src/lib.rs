@@ -46,6 +46,47 @@ pub fn pem_certificates(text: &str) -> Vec<Vec<u8>> {
     out
 }
 
+/// The certificates of PEM text from an untrusted source, strictly: only `CERTIFICATE`
+/// blocks with exact armour lines, base64 lines inside, and empty lines between; anything
+/// else is an error (so no byte of the text goes unread).
+pub fn pem_certificates_strict(text: &str) -> Result<Vec<Vec<u8>>, String> {
+    use base64::Engine as _;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for (n, raw) in text.split('\n').enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        match (&mut cur, line) {
+            (None, BEGIN) => cur = Some(String::new()),
+            (None, "") => {}
+            (None, _) => return Err(format!("line {}: not a certificate block", n + 1)),
+            (Some(b), END) => {
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(b.as_bytes())
+                    .map_err(|e| format!("line {}: certificate base64: {e}", n + 1))?;
+                out.push(der);
+                cur = None;
+            }
+            (Some(b), l)
+                if !l.is_empty()
+                    && l.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=')) =>
+            {
+                b.push_str(l);
+            }
+            (Some(_), _) => return Err(format!("line {}: not base64", n + 1)),
+        }
+        if out.len() > MAX_PEM_CERTS {
+            return Err("too many certificates".into());
+        }
+    }
+    if cur.is_some() {
+        return Err("a certificate block is not closed".into());
+    }
+    Ok(out)
+}
+
 /// Parse a DER certificate; the error names `what`.
 pub fn parse(der: &[u8], what: &str) -> Result<Certificate, String> {
     Certificate::from_der(der).map_err(|e| format!("{what} certificate does not parse: {e}"))
