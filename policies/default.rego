@@ -305,6 +305,60 @@ listening_on(key) if {
 	port_key(s) == key
 }
 
+# --- confidential computing (input.tee) ---------------------------------------------------------
+
+# A debug TEE lets the host read and write its memory: never trusted, unless an operator says
+# so for development (`vouch refvalue add allow_tee_debug '*' true`).
+deny contains f if {
+	input.tee.debug == true
+	not refs("allow_tee_debug")["*"]
+	f := {
+		"rule": "tee_debug",
+		"claim": "hardware",
+		"msg": sprintf("the %s TEE runs in debug mode: its memory is open to the host", [input.tee.kind]),
+	}
+}
+
+# The launch measurement (SNP MEASUREMENT, TDX MRTD, SGX MRENCLAVE, Nitro PCR0) must be one
+# registered for its kind: `vouch refvalue add tee_measurement sev-snp <hex>`.
+deny contains f if {
+	input.tee
+	allowed := refs("tee_measurement")[input.tee.kind]
+	not input.tee.measurement in allowed
+	f := {
+		"rule": "tee_measurement",
+		"claim": "executables",
+		"msg": sprintf("%s launch measurement %s is not a registered one", [input.tee.kind, input.tee.measurement]),
+	}
+}
+
+warn contains f if {
+	input.tee
+	not refs("tee_measurement")[input.tee.kind]
+	f := {
+		"rule": "tee_measurement_unknown",
+		"claim": "executables",
+		"msg": sprintf("no reference launch measurement for %s; register it with: vouch refvalue add tee_measurement %s %s", [input.tee.kind, input.tee.kind, input.tee.measurement]),
+	}
+}
+
+# Minimum TCB: `vouch refvalue add min_tee_tcb sev-snp.snp 8` (components: sev-snp bootloader,
+# tee, snp, microcode; sgx isv_svn, qe_svn, pce_svn; tdx qe_svn, pce_svn).
+deny contains f if {
+	input.tee
+	some key, values in refs("min_tee_tcb")
+	startswith(key, sprintf("%s.", [input.tee.kind]))
+	component := substring(key, count(input.tee.kind) + 1, -1)
+	some v in values
+	minimum := to_number(v)
+	not object.get(input.tee.tcb, component, -1) >= minimum
+	f := {
+		"rule": "min_tee_tcb",
+		"claim": "hardware",
+		"msg": sprintf("%s TCB component %s is %v, below the minimum %v", [input.tee.kind, component, object.get(input.tee.tcb, component, "absent"), minimum]),
+	}
+}
+
 # --- positive appraisal -----------------------------------------------------------------------
 
 trust_vector := {

@@ -31,3 +31,223 @@ pub enum TeeError {
     #[error("mismatch: {0}")]
     Mismatch(String),
 }
+
+use serde_json::{Value, json};
+
+/// The TEE evidence kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeeKind {
+    /// AMD SEV-SNP attestation report (with the VEK and its chain).
+    SevSnp,
+    /// Intel TDX DCAP quote.
+    Tdx,
+    /// Intel SGX DCAP quote.
+    Sgx,
+    /// AWS Nitro Enclaves attestation document.
+    Nitro,
+}
+
+impl TeeKind {
+    /// The name on the wire and in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SevSnp => "sev-snp",
+            Self::Tdx => "tdx",
+            Self::Sgx => "sgx",
+            Self::Nitro => "nitro",
+        }
+    }
+
+    /// Parse [`TeeKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::SevSnp, Self::Tdx, Self::Sgx, Self::Nitro]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// The vendor roots an operator trusts, read once (an offline store: no vendor service is
+/// contacted): AMD ARKs, the Intel SGX Root CA, the AWS Nitro root.
+#[derive(Debug, Clone, Default)]
+pub struct TeeRoots {
+    snp: Option<snp::SnpVerifier>,
+    dcap: Option<dcap::DcapVerifier>,
+    nitro: Option<nitro::NitroVerifier>,
+}
+
+/// Verified TEE evidence: the claims for policies and the 64 bytes the TEE bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeeVerified {
+    /// `input.tee`: `kind`, `measurement`, `signer`, `debug`, `tcb`, `report_data`, and the
+    /// kind's full claims under `details`.
+    pub claims: Value,
+    /// The report data / nonce the TEE signed (64 bytes for SNP, TDX and SGX; Nitro's `nonce`).
+    pub report_data: Vec<u8>,
+}
+
+fn self_signed_subject(der: &[u8]) -> Option<String> {
+    let c = vouch_x509::parse(der, "root").ok()?;
+    (c.tbs_certificate.subject == c.tbs_certificate.issuer)
+        .then(|| c.tbs_certificate.subject.to_string())
+}
+
+impl TeeRoots {
+    /// Classify self-signed certificates (DER) by subject: `ARK-*` (AMD), `Intel SGX Root CA`,
+    /// `aws.nitro-enclaves` (AWS). Others are an error, naming them.
+    pub fn from_certs(certs: &[Vec<u8>]) -> Result<Self, TeeError> {
+        let (mut arks, mut intel, mut aws) = (Vec::new(), None, None);
+        for der in certs {
+            let subject = self_signed_subject(der).ok_or_else(|| {
+                TeeError::Chain("a TEE root is not a self-signed certificate".into())
+            })?;
+            if subject.contains("CN=ARK-") {
+                arks.push(der.clone());
+            } else if subject.contains("CN=Intel SGX Root CA") {
+                intel = Some(dcap::DcapVerifier::new(der)?);
+            } else if subject.contains("CN=aws.nitro-enclaves") {
+                aws = Some(nitro::NitroVerifier::new(der)?);
+            } else {
+                return Err(TeeError::Chain(format!(
+                    "{subject} is not an AMD ARK, the Intel SGX Root CA or the AWS Nitro root"
+                )));
+            }
+        }
+        Ok(Self {
+            snp: if arks.is_empty() {
+                None
+            } else {
+                Some(snp::SnpVerifier::new(&arks)?)
+            },
+            dcap: intel,
+            nitro: aws,
+        })
+    }
+
+    /// Read every `.pem`, `.crt` and `.der` file of `dir` (PEM may hold several).
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self, TeeError> {
+        let mut certs = Vec::new();
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| TeeError::Chain(format!("reading {}: {e}", dir.display())))?;
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
+            if !matches!(ext, "pem" | "crt" | "der") {
+                continue;
+            }
+            let bytes = std::fs::read(&p)
+                .map_err(|e| TeeError::Chain(format!("reading {}: {e}", p.display())))?;
+            match std::str::from_utf8(&bytes) {
+                Ok(t) if t.contains("-----BEGIN") => certs.extend(
+                    vouch_x509::pem_certificates(t)
+                        .into_iter()
+                        .filter(|d| self_signed_subject(d).is_some()),
+                ),
+                _ => certs.push(bytes),
+            }
+        }
+        Self::from_certs(&certs)
+    }
+
+    /// Verify evidence of `kind`: `report` (the report, quote or document) and `certs` (for
+    /// SEV-SNP the VEK first, then its chain), certificates checked at `now`.
+    pub fn verify(
+        &self,
+        kind: TeeKind,
+        report: &[u8],
+        certs: &[Vec<u8>],
+        now: u64,
+    ) -> Result<TeeVerified, TeeError> {
+        let missing = |what: &str| TeeError::Chain(format!("no trusted {what} root configured"));
+        match kind {
+            TeeKind::SevSnp => {
+                let v = self.snp.as_ref().ok_or_else(|| missing("AMD ARK"))?;
+                let (vek, chain) = certs
+                    .split_first()
+                    .ok_or_else(|| TeeError::Chain("no VEK certificate".into()))?;
+                let c = v.verify(report, vek, chain, now)?;
+                let r = &c.report;
+                Ok(TeeVerified {
+                    report_data: hex::decode(&r.report_data).unwrap_or_default(),
+                    claims: json!({
+                        "kind": kind.as_str(),
+                        "measurement": r.measurement,
+                        "signer": r.id_key_digest,
+                        "debug": r.policy.debug,
+                        "tcb": {
+                            "bootloader": r.reported_tcb.bootloader, "tee": r.reported_tcb.tee,
+                            "snp": r.reported_tcb.snp, "microcode": r.reported_tcb.microcode,
+                        },
+                        "report_data": r.report_data,
+                        "details": c,
+                    }),
+                })
+            }
+            TeeKind::Tdx | TeeKind::Sgx => {
+                let v = self.dcap.as_ref().ok_or_else(|| missing("Intel SGX"))?;
+                let c = v.verify(report, now)?;
+                let (measurement, signer, debug, report_data, tcb) = match &c.body {
+                    dcap::QuoteBody::Sgx {
+                        mr_enclave,
+                        mr_signer,
+                        debug,
+                        report_data,
+                        isv_svn,
+                        ..
+                    } if kind == TeeKind::Sgx => (
+                        mr_enclave.clone(),
+                        mr_signer.clone(),
+                        *debug,
+                        report_data.clone(),
+                        json!({"isv_svn": isv_svn, "qe_svn": c.qe_svn, "pce_svn": c.pce_svn}),
+                    ),
+                    dcap::QuoteBody::Tdx {
+                        mr_td,
+                        mr_seam,
+                        debug,
+                        report_data,
+                        tee_tcb_svn,
+                        ..
+                    } if kind == TeeKind::Tdx => (
+                        mr_td.clone(),
+                        mr_seam.clone(),
+                        *debug,
+                        report_data.clone(),
+                        json!({"tee_tcb_svn": tee_tcb_svn, "qe_svn": c.qe_svn, "pce_svn": c.pce_svn}),
+                    ),
+                    _ => {
+                        return Err(TeeError::Mismatch(format!(
+                            "the quote is not a {} quote",
+                            kind.as_str()
+                        )));
+                    }
+                };
+                Ok(TeeVerified {
+                    report_data: hex::decode(&report_data).unwrap_or_default(),
+                    claims: json!({
+                        "kind": kind.as_str(), "measurement": measurement, "signer": signer,
+                        "debug": debug, "tcb": tcb, "report_data": report_data, "details": c,
+                    }),
+                })
+            }
+            TeeKind::Nitro => {
+                let v = self.nitro.as_ref().ok_or_else(|| missing("AWS Nitro"))?;
+                let c = v.verify(report, now)?;
+                let nonce = c.nonce.clone().unwrap_or_default();
+                Ok(TeeVerified {
+                    report_data: hex::decode(&nonce).unwrap_or_default(),
+                    claims: json!({
+                        "kind": kind.as_str(),
+                        "measurement": c.pcrs.get(&0).cloned().unwrap_or_default(),
+                        "signer": c.pcrs.get(&8).cloned().unwrap_or_default(),
+                        "debug": c.debug,
+                        "tcb": {},
+                        "report_data": nonce,
+                        "details": c,
+                    }),
+                })
+            }
+        }
+    }
+}

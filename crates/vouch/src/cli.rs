@@ -143,6 +143,9 @@ pub enum Command {
     Revoke(RevokeCmd),
     /// The signed revocation log, from an epoch on.
     Revocations(RevocationsArgs),
+    /// Confidential-computing evidence tools.
+    #[command(subcommand)]
+    Tee(TeeCmd),
     /// Quorum keys: FROST t-of-n key shares for quorum-signed results.
     #[command(subcommand)]
     Quorum(QuorumCmd),
@@ -165,6 +168,39 @@ pub struct RevocationsArgs {
     pub after: u64,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeeCmd {
+    /// Verify an SEV-SNP report, a TDX or SGX quote or a Nitro attestation document against
+    /// the vendor roots (an offline store: nothing is fetched), print its claims, and with
+    /// --policy appraise them as the verifier would.
+    Verify {
+        /// sev-snp, tdx, sgx or nitro.
+        #[arg(long, value_parser = ["sev-snp", "tdx", "sgx", "nitro"])]
+        kind: String,
+        /// The report, quote or document (raw bytes, or base64 text).
+        report: PathBuf,
+        /// Certificates (PEM or DER): for sev-snp the VEK first, then the ASK/ASVK chain.
+        #[arg(long = "cert")]
+        certs: Vec<PathBuf>,
+        /// Trusted vendor roots: a directory of .pem/.der files, or one file.
+        #[arg(long)]
+        roots: PathBuf,
+        /// Verification time, Unix seconds (default: now). Real samples verify only at times
+        /// inside their certificates' windows.
+        #[arg(long)]
+        at: Option<u64>,
+        /// Expected report data (hex): the 64 bytes the TEE must have bound.
+        #[arg(long)]
+        report_data: Option<String>,
+        /// Appraise with this policy (`default` or a Rego file).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Reference values for the appraisal (JSON array of {kind, key, value}).
+        #[arg(long)]
+        refvalues: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

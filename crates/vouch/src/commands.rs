@@ -41,6 +41,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Revocations(args) => revocations(file, args, json).await,
         Command::Rp(crate::cli::RpCmd::Watch(args)) => rp_watch(args).await,
         Command::Quorum(cmd) => quorum(cmd, json),
+        Command::Tee(cmd) => crate::tee::run(cmd, json),
         Command::Key(cmd) => key(file, cmd, json).await,
         Command::Tpm(cmd) => crate::tpm::run(cmd, json),
         Command::Dev(args) => crate::dev::run(args, json).await,
@@ -337,7 +338,32 @@ async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
     }
 }
 
-fn read_refvalues(p: &std::path::Path) -> Result<Vec<ReferenceValue>> {
+/// Appraise `input` with the policy `policy` (`default`, or a Rego file) and `values`.
+pub fn appraise_with(
+    policy: &str,
+    values: Vec<ReferenceValue>,
+    input: &serde_json::Value,
+) -> Result<vouch_policy::Appraisal> {
+    let rego = if policy == "default" {
+        DEFAULT_POLICY.to_string()
+    } else {
+        std::fs::read_to_string(policy).with_context(|| format!("reading {policy}"))?
+    };
+    let compiled = CompiledPolicy::compile(
+        &PolicySource {
+            id: policy.to_string(),
+            version: 0,
+            rego,
+        },
+        &ReferenceValues {
+            revision: 0,
+            values,
+        },
+    )?;
+    Ok(compiled.appraise(input)?)
+}
+
+pub(crate) fn read_refvalues(p: &std::path::Path) -> Result<Vec<ReferenceValue>> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     serde_json::from_str(&text).with_context(|| {
         format!(
@@ -429,11 +455,6 @@ async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Result<ExitCode
             from_store,
             store,
         } => {
-            let rego = if policy == "default" {
-                DEFAULT_POLICY.to_string()
-            } else {
-                std::fs::read_to_string(&policy).with_context(|| format!("reading {policy}"))?
-            };
             let claims: serde_json::Value = serde_json::from_str(
                 &std::fs::read_to_string(&input)
                     .with_context(|| format!("reading {}", input.display()))?,
@@ -452,18 +473,7 @@ async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Result<ExitCode
                         .values,
                 );
             }
-            let compiled = CompiledPolicy::compile(
-                &PolicySource {
-                    id: policy.clone(),
-                    version: 0,
-                    rego,
-                },
-                &ReferenceValues {
-                    revision: 0,
-                    values,
-                },
-            )?;
-            let a = compiled.appraise(&claims)?;
+            let a = appraise_with(&policy, values, &claims)?;
             if json {
                 output::json(&a)?;
             } else {

@@ -7,6 +7,7 @@ mod config;
 mod dev;
 mod output;
 mod spread;
+mod tee;
 mod tpm;
 
 use clap::Parser;

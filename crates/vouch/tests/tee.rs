@@ -1,0 +1,243 @@
+//! `vouch tee verify` on every real TEE sample in ../shared/testdata: verified against the
+//! vendor roots (an offline store in a directory) at a time inside its window, appraised by the
+//! default and the example confidential-computing policy, and refused when tampered with,
+//! outside its window, or bound to other report data.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
+
+fn shared(p: &str) -> String {
+    format!(
+        "{}/../../../shared/testdata/{p}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn policy(p: &str) -> String {
+    format!("{}/../../policies/{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The offline root store: AMD's ARK (in its ASK/ARK/ASVK bundle), Intel's and AWS's roots.
+fn roots() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("snp/milan_ask_ark_asvk.pem", "amd-milan.pem"),
+        ("tdx/intel_sgx_root_ca.der", "intel.der"),
+        ("nitro/aws_nitro_root.pem", "aws-nitro.pem"),
+    ] {
+        std::fs::copy(shared(from), d.path().join(to)).unwrap();
+    }
+    d
+}
+
+fn tee(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(VOUCH)
+        .args(["tee", "verify", "--json"])
+        .args(args)
+        .env_remove("VOUCH_CONFIG")
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    (
+        out.status.code().unwrap_or(-1),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+struct Sample {
+    kind: &'static str,
+    file: &'static str,
+    certs: &'static [&'static str],
+    at: &'static str,
+    debug: bool,
+}
+
+const SAMPLES: [Sample; 5] = [
+    Sample {
+        kind: "sev-snp",
+        file: "snp/report_v2.bin",
+        certs: &["snp/vcek.der", "snp/milan_ask_ark_asvk.pem"],
+        at: "1717200000",
+        debug: false,
+    },
+    Sample {
+        kind: "sgx",
+        file: "sgx/occlum_quote_v3.dat",
+        certs: &[],
+        at: "1750809600",
+        debug: true,
+    },
+    Sample {
+        kind: "tdx",
+        file: "tdx/quote_v4.dat",
+        certs: &[],
+        at: "1750809600",
+        debug: true,
+    },
+    Sample {
+        kind: "tdx",
+        file: "tdx/dcapqvl_tdx_quote.bin",
+        certs: &[],
+        at: "1750809600",
+        debug: false,
+    },
+    Sample {
+        kind: "nitro",
+        file: "nitro/attestation_doc.b64",
+        certs: &[],
+        at: "1695049200",
+        debug: true,
+    },
+];
+
+fn args(s: &Sample, roots: &str, file: &str, at: &str) -> Vec<String> {
+    let mut a = vec![
+        "--kind".to_string(),
+        s.kind.into(),
+        file.into(),
+        "--roots".into(),
+        roots.into(),
+        "--at".into(),
+        at.into(),
+    ];
+    for c in s.certs {
+        a.push("--cert".into());
+        a.push(shared(c));
+    }
+    a
+}
+
+#[test]
+fn every_sample_verifies_and_the_default_policy_refuses_debug_tees() {
+    let r = roots();
+    let root = r.path().to_str().unwrap();
+    for s in &SAMPLES {
+        let mut a = args(s, root, &shared(s.file), s.at);
+        a.extend(["--policy".into(), "default".into()]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, v, err) = tee(&a);
+        assert_eq!(v["tee"]["kind"], s.kind, "{}: {err}", s.file);
+        assert_eq!(v["tee"]["debug"], s.debug, "{}", s.file);
+        let status = v["appraisal"]["status"].as_str().unwrap();
+        let tv = &v["appraisal"]["trust_vector"];
+        if s.debug {
+            // Debug TEEs: contraindicated on the hardware claim.
+            assert_eq!((code, status), (1, "contraindicated"), "{}", s.file);
+            assert_eq!(tv["hardware"], 96, "{}", s.file);
+        } else {
+            // No launch measurement registered yet: a warning on executables, hardware
+            // affirming.
+            assert_eq!(status, "warning", "{}", s.file);
+            assert_eq!(
+                (tv["hardware"].as_i64(), tv["executables"].as_i64()),
+                (Some(2), Some(32))
+            );
+        }
+    }
+}
+
+#[test]
+fn the_example_policy_decides_on_measurement_and_minimum_tcb() {
+    let r = roots();
+    let root = r.path().to_str().unwrap();
+    let refs = r.path().join("refs.json");
+    let snp = &SAMPLES[0];
+    let measurement = "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c";
+    let run = |refs_json: serde_json::Value, pol: &str| {
+        std::fs::write(&refs, refs_json.to_string()).unwrap();
+        let mut a = args(snp, root, &shared(snp.file), snp.at);
+        a.extend([
+            "--policy".into(),
+            pol.to_string(),
+            "--refvalues".into(),
+            refs.to_str().unwrap().into(),
+        ]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        tee(&a)
+    };
+    let cc = policy("examples/confidential-computing.rego");
+    let m =
+        serde_json::json!([{"kind": "tee_measurement", "key": "sev-snp", "value": measurement}]);
+    let (code, v, err) = run(m.clone(), &cc);
+    assert_eq!(code, 0, "{err} {v}");
+    assert_eq!(v["appraisal"]["status"], "affirming");
+    assert_eq!(v["appraisal"]["trust_vector"]["hardware"], 2);
+    assert_eq!(v["appraisal"]["trust_vector"]["executables"], 2);
+    // Another measurement registered: refused on executables.
+    let other = serde_json::json!([{"kind": "tee_measurement", "key": "sev-snp", "value": "00"}]);
+    let (code, v, _) = run(other, &cc);
+    assert_eq!(code, 1);
+    assert_eq!(v["appraisal"]["trust_vector"]["executables"], 96);
+    // The default policy with a minimum SNP SVN above the report's 8: refused on hardware.
+    let mut min = m.as_array().unwrap().clone();
+    min.push(serde_json::json!({"kind": "min_tee_tcb", "key": "sev-snp.snp", "value": "9"}));
+    let (code, v, _) = run(serde_json::Value::Array(min), "default");
+    assert_eq!(code, 1);
+    let reasons = v["appraisal"]["findings"].to_string();
+    assert!(reasons.contains("snp is 8, below the minimum 9"), "{v}");
+    // The example refuses Occlum's debug enclave even with its measurement registered.
+    let sgx = &SAMPLES[1];
+    let mut a = args(sgx, root, &shared(sgx.file), sgx.at);
+    a.extend(["--policy".into(), cc]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (code, v, _) = tee(&a);
+    assert_eq!(code, 1);
+    assert!(
+        v["appraisal"]["findings"].to_string().contains("tee_debug"),
+        "{v}"
+    );
+}
+
+#[test]
+fn tampered_expired_or_unbound_evidence_is_refused() {
+    let r = roots();
+    let root = r.path().to_str().unwrap();
+    for s in &SAMPLES {
+        // One flipped byte in the middle of the signed region.
+        let mut bytes = std::fs::read(shared(s.file)).unwrap();
+        if s.kind == "nitro" {
+            use base64::Engine as _;
+            let mut raw = base64::engine::general_purpose::STANDARD
+                .decode(String::from_utf8(bytes).unwrap().trim())
+                .unwrap();
+            raw[1000] ^= 1;
+            bytes = base64::engine::general_purpose::STANDARD
+                .encode(raw)
+                .into_bytes();
+        } else {
+            bytes[100] ^= 1;
+        }
+        let bad = r.path().join("tampered");
+        std::fs::write(&bad, bytes).unwrap();
+        let a = args(s, root, bad.to_str().unwrap(), s.at);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, _, err) = tee(&a);
+        assert_ne!(code, 0, "{}: tampered, accepted", s.file);
+        assert!(!err.is_empty(), "{}", s.file);
+        // Ten years later: a certificate has expired.
+        let a = args(s, root, &shared(s.file), "2050000000");
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, _, err) = tee(&a);
+        assert_ne!(code, 0, "{}", s.file);
+        assert!(err.contains("expired"), "{}: {err}", s.file);
+        // Bound to other report data than expected.
+        let mut a = args(s, root, &shared(s.file), s.at);
+        a.extend(["--report-data".into(), "00".repeat(64)]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, _, err) = tee(&a);
+        assert_ne!(code, 0, "{}", s.file);
+        assert!(err.contains("not the expected"), "{}: {err}", s.file);
+    }
+    // No root for the kind: refused by name.
+    let empty = tempfile::tempdir().unwrap();
+    let s = &SAMPLES[0];
+    let a = args(s, empty.path().to_str().unwrap(), &shared(s.file), s.at);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (code, _, err) = tee(&a);
+    assert_ne!(code, 0);
+    assert!(err.contains("no trusted AMD ARK root"), "{err}");
+}

@@ -1,0 +1,66 @@
+# Example: a trust domain of confidential VMs and enclaves only.
+#
+# Accepts only TEE evidence (SEV-SNP, TDX, SGX, Nitro) that is not in debug mode, whose launch
+# measurement is registered (`vouch refvalue add tee_measurement <kind> <hex>`), and whose TCB
+# is at least the minimums below; an SEV-SNP guest must also forbid migration agents and run
+# at VMPL 0. Use it with `vouch policy add cc policies/examples/confidential-computing.rego`,
+# or try it offline: `vouch tee verify --kind sev-snp report.bin --cert vcek.der --cert
+# ask_ark.pem --roots roots/ --policy policies/examples/confidential-computing.rego`.
+package vouch.appraisal
+
+import rego.v1
+
+# Minimum security patch levels, per TEE kind and TCB component.
+minimum_tcb := {
+	"sev-snp": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115},
+	"sgx": {"qe_svn": 8, "pce_svn": 13},
+	"tdx": {"qe_svn": 0, "pce_svn": 0},
+}
+
+deny contains {
+	"rule": "tee_required",
+	"claim": "hardware",
+	"msg": sprintf("evidence of kind %q is not from a TEE", [input.evidence.kind]),
+} if {
+	not input.tee
+}
+
+deny contains {
+	"rule": "tee_debug",
+	"claim": "hardware",
+	"msg": sprintf("%s in debug mode: the host can read its memory", [input.tee.kind]),
+} if {
+	input.tee.debug == true
+}
+
+deny contains {
+	"rule": "tee_measurement",
+	"claim": "executables",
+	"msg": sprintf("%s launch measurement %s is not registered", [input.tee.kind, input.tee.measurement]),
+} if {
+	input.tee
+	not input.tee.measurement in object.get(object.get(data.reference, "tee_measurement", {}), input.tee.kind, [])
+}
+
+deny contains {
+	"rule": "min_tcb",
+	"claim": "hardware",
+	"msg": sprintf("%s TCB %s is %v, below %v", [input.tee.kind, component, object.get(input.tee.tcb, component, "absent"), minimum]),
+} if {
+	some component, minimum in object.get(minimum_tcb, input.tee.kind, {})
+	not object.get(input.tee.tcb, component, -1) >= minimum
+}
+
+deny contains {
+	"rule": "snp_guest_policy",
+	"claim": "hardware",
+	"msg": "the SEV-SNP guest allows a migration agent or was not reported at VMPL 0",
+} if {
+	input.tee.kind == "sev-snp"
+	some bad in [input.tee.details.policy.migrate_ma, input.tee.details.vmpl != 0]
+	bad
+}
+
+trust_vector := {"instance-identity": 2, "executables": 2, "hardware": 2} if {
+	input.tee
+}
