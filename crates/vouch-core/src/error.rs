@@ -59,6 +59,9 @@ pub enum ErrorKind {
     StoreUnavailable,
     /// An unexpected internal failure; the request may be retried.
     Internal,
+    /// TEE evidence was refused: its chain to the vendor root, its signature, or its binding
+    /// to the nonce and the agent key.
+    TeeEvidence,
     /// Too few verifiers of the quorum agreed (or answered) to make a quorum result; retry.
     QuorumUnavailable,
     /// This verifier's own appraisal differs from the result it was asked to co-sign.
@@ -97,6 +100,7 @@ impl ErrorKind {
             Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal",
             Self::Revoked => "revoked",
+            Self::TeeEvidence => "tee_evidence",
             Self::QuorumUnavailable => "quorum_unavailable",
             Self::QuorumDisagrees => "quorum_disagrees",
         }
@@ -104,7 +108,7 @@ impl ErrorKind {
 
     /// Parse the wire form back into a kind (unknown strings give `None`).
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 28] = [
+        const ALL: [ErrorKind; 29] = [
             ErrorKind::MalformedRequest,
             ErrorKind::BodyTooLarge,
             ErrorKind::NonceInvalid,
@@ -131,6 +135,7 @@ impl ErrorKind {
             ErrorKind::StoreUnavailable,
             ErrorKind::Internal,
             ErrorKind::Revoked,
+            ErrorKind::TeeEvidence,
             ErrorKind::QuorumUnavailable,
             ErrorKind::QuorumDisagrees,
         ];

@@ -20,6 +20,9 @@ pub enum EvidenceKind {
     Tpm,
     /// Unsigned sample evidence for demos and tests; the default policy rejects it.
     Sample,
+    /// Software measurements bound into a TEE report (SEV-SNP, TDX, SGX, Nitro) through its
+    /// report data, also signed by the agent key.
+    Tee,
 }
 
 impl EvidenceKind {
@@ -29,6 +32,7 @@ impl EvidenceKind {
             Self::Software => "software",
             Self::Tpm => "tpm",
             Self::Sample => "sample",
+            Self::Tee => "tee",
         }
     }
 }
@@ -187,6 +191,34 @@ pub struct TpmPayload {
     /// base64url of the firmware event log (`binary_bios_measurements`), when the node has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eventlog: Option<String>,
+}
+
+/// The payload of `tee` evidence (base64url JSON inside [`Evidence::payload`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeePayload {
+    /// `sev-snp`, `tdx`, `sgx` or `nitro`.
+    pub tee: String,
+    /// base64url(JSON of [`SoftwareMeasurements`]).
+    pub measurements: String,
+    /// base64url of the report, quote or attestation document, as the TEE produced it.
+    pub report: String,
+    /// base64url DER certificates the report needs (SEV-SNP: the VEK, then the ASK or ASVK).
+    #[serde(default)]
+    pub certs: Vec<String>,
+}
+
+/// The 64 bytes a TEE report must carry as its report data (SEV-SNP REPORT_DATA, TDX/SGX
+/// REPORTDATA, Nitro `nonce`): SHA-512 over the nonce, the agent key and the measurements.
+pub fn tee_report_data(nonce: &str, agent_public_key: &[u8], measurements_json: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256, Sha512};
+    let mut h = Sha512::new();
+    h.update(b"vouch-tee-v1\0");
+    h.update(nonce.as_bytes());
+    h.update([0]);
+    h.update(agent_public_key);
+    h.update(Sha256::digest(measurements_json));
+    h.finalize().to_vec()
 }
 
 /// A slice of the IMA measurement list.

@@ -24,8 +24,8 @@ pub use ear::{
 pub use error::ErrorKind;
 pub use evidence::{
     Evidence, EvidenceKind, FileMeasurement, ImaSlice, ListeningSocket, MAX_EVIDENCE_BYTES,
-    OsRelease, ProcessInfo, SoftwareMeasurements, TpmPayload, WorkloadMeasurement,
-    evidence_signing_input, tpm_extra_data,
+    OsRelease, ProcessInfo, SoftwareMeasurements, TeePayload, TpmPayload, WorkloadMeasurement,
+    evidence_signing_input, tee_report_data, tpm_extra_data,
 };
 pub use nonce::{NONCE_RANDOM_LEN, Nonce, NonceError, NonceKey};
 pub use version::compare_versions;

@@ -24,6 +24,9 @@ pub enum EvidenceError {
     /// The TPM quote did not verify.
     #[error("TPM quote refused: {0}")]
     Tpm(#[from] vouch_tpm::TpmError),
+    /// The TEE report, quote or document was refused (chain, signature, binding).
+    #[error("TEE evidence refused: {0}")]
+    Tee(String),
     /// A key could not be generated, read or parsed.
     #[error("agent key error: {0}")]
     Key(String),
@@ -47,6 +50,7 @@ impl EvidenceError {
             Self::Unsupported(_) => ErrorKind::UnsupportedEvidence,
             Self::TpmNotEnrolled => ErrorKind::TpmNotEnrolled,
             Self::Tpm(_) => ErrorKind::TpmQuote,
+            Self::Tee(_) => ErrorKind::TeeEvidence,
             Self::Key(_) | Self::Collect { .. } => ErrorKind::Internal,
         }
     }

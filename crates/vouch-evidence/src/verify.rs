@@ -49,6 +49,10 @@ pub struct VerifyContext<'a> {
     pub signers: &'a [Signer],
     /// The node's TPM, when it enrolled one.
     pub tpm: Option<&'a TpmContext>,
+    /// The vendor roots TEE evidence is checked against, when the verifier has any.
+    pub tee: Option<&'a vouch_tee::TeeRoots>,
+    /// The verification time, Unix seconds (certificates of TEE evidence are checked at it).
+    pub now: u64,
 }
 
 /// Evidence whose signature verified, with its claims.
@@ -96,6 +100,7 @@ pub fn verifier_for(kind: EvidenceKind) -> Option<&'static dyn EvidenceVerifier>
         EvidenceKind::Software => Some(&SoftwareVerifier),
         EvidenceKind::Sample => Some(&SampleVerifier),
         EvidenceKind::Tpm => Some(&TpmVerifier),
+        EvidenceKind::Tee => Some(&TeeVerifier),
         _ => None,
     }
 }
@@ -281,6 +286,69 @@ impl EvidenceVerifier for TpmVerifier {
     }
 }
 
+/// Verifies `tee` evidence: the agent's signature, then the TEE report against the vendor
+/// roots, whose report data must bind the nonce, the agent key and the exact software
+/// measurements (which therefore count as hardware-backed).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TeeVerifier;
+
+impl EvidenceVerifier for TeeVerifier {
+    fn kind(&self) -> EvidenceKind {
+        EvidenceKind::Tee
+    }
+
+    fn verify(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext<'_>,
+    ) -> Result<VerifiedEvidence, EvidenceError> {
+        check_agent_signature(evidence, EvidenceKind::Tee, ctx)?;
+        if evidence.payload.len() > MAX_EVIDENCE_BYTES.div_ceil(3) * 4 {
+            return Err(EvidenceError::Malformed("payload too large".into()));
+        }
+        let p: vouch_core::TeePayload = serde_json::from_slice(&b64(&evidence.payload, "payload")?)
+            .map_err(|e| EvidenceError::Malformed(format!("payload is not TEE evidence: {e}")))?;
+        let kind = vouch_tee::TeeKind::parse(&p.tee)
+            .ok_or_else(|| EvidenceError::Malformed(format!("unknown TEE kind {:?}", p.tee)))?;
+        let roots = ctx.tee.ok_or_else(|| {
+            EvidenceError::Tee("this verifier has no TEE roots configured (tee_roots_dir)".into())
+        })?;
+        if p.certs.len() > 8 {
+            return Err(EvidenceError::Malformed("more than 8 certificates".into()));
+        }
+        let certs = p
+            .certs
+            .iter()
+            .map(|c| b64(c, "certificate"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bytes = b64(&p.measurements, "measurements")?;
+        let m: SoftwareMeasurements = serde_json::from_slice(&bytes).map_err(|e| {
+            EvidenceError::Malformed(format!("measurements are not software measurements: {e}"))
+        })?;
+        let v = roots
+            .verify(kind, &b64(&p.report, "report")?, &certs, ctx.now)
+            .map_err(|e| EvidenceError::Tee(e.to_string()))?;
+        let expected = vouch_core::tee_report_data(&m.nonce, ctx.public_key, &bytes);
+        if v.report_data != expected {
+            return Err(EvidenceError::Tee(format!(
+                "the {} report data does not bind this nonce, agent key and measurements",
+                kind.as_str()
+            )));
+        }
+        let mut claims = claims_of(&m, evidence, true, ctx.signers);
+        claims["evidence"]["hardware_backed"] = json!(true);
+        claims["tee"] = v.claims;
+        Ok(VerifiedEvidence {
+            claims,
+            nonce: m.nonce,
+            workload_name: m.workload.name,
+            evidence_sha256: hex::encode(Sha256::digest(&bytes)),
+            tpm_clock: None,
+            tpm_ima: None,
+        })
+    }
+}
+
 /// Parse the firmware event log, require that it replays to the quoted PCRs, and derive the
 /// boot claims from the PCRs it was checked against (SHA-256 preferred).
 fn eventlog(log: &str, pcrs: &vouch_tpm::PcrValues) -> Result<Value, EvidenceError> {
@@ -450,6 +518,8 @@ mod tests {
             public_key: k.public_key(),
             signers: &[],
             tpm: None,
+            tee: None,
+            now: 0,
         };
         let v = SoftwareVerifier.verify(&ev, &ctx).unwrap();
         assert_eq!(v.nonce, "N");
@@ -477,6 +547,8 @@ mod tests {
             public_key: other.public_key(),
             signers: &[],
             tpm: None,
+            tee: None,
+            now: 0,
         };
         assert!(SoftwareVerifier.verify(&ev, &ctx).is_err());
         // A software signature does not verify when relabelled as another kind.
@@ -486,6 +558,8 @@ mod tests {
             public_key: k.public_key(),
             signers: &[],
             tpm: None,
+            tee: None,
+            now: 0,
         };
         assert!(SoftwareVerifier.verify(&relabelled, &ctx).is_err());
         let v = SampleVerifier.verify(&relabelled, &ctx).unwrap();
@@ -508,6 +582,8 @@ mod tests {
             public_key: k.public_key(),
             signers: &signers,
             tpm: None,
+            tee: None,
+            now: 0,
         };
         let v = SoftwareVerifier.verify(&ev, &ctx).unwrap();
         assert_eq!(v.claims["workload"]["signers"], json!(["vendor"]));

@@ -89,6 +89,9 @@ pub struct ServerConfig {
     pub gossip: Option<GossipSettings>,
     /// Take part in quorum results (FROST t-of-n): this verifier's key share and its peers.
     pub quorum: Option<crate::QuorumSettings>,
+    /// Vendor roots for TEE evidence, kept locally (no vendor service is contacted): AMD ARKs,
+    /// the Intel SGX Root CA, the AWS Nitro root, as .pem/.der files.
+    pub tee_roots_dir: Option<PathBuf>,
 }
 
 /// Gossip membership of a verifier replica.
@@ -142,6 +145,7 @@ impl Default for ServerConfig {
             spiffe_dir: None,
             gossip: None,
             quorum: None,
+            tee_roots_dir: None,
         }
     }
 }

@@ -33,7 +33,7 @@ impl ApiError {
             | TpmEnrollment => StatusCode::BAD_REQUEST,
             NonceInvalid | NonceExpired | NonceFromFuture | NonceAudience | EvidenceSignature
             | UnknownKey | TokenInvalid | TokenExpired | TpmQuote | TpmNotEnrolled
-            | Unauthenticated => StatusCode::UNAUTHORIZED,
+            | TeeEvidence | Unauthenticated => StatusCode::UNAUTHORIZED,
             NonceReused | TokenReused | QuorumDisagrees => StatusCode::CONFLICT,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             NotFound => StatusCode::NOT_FOUND,

@@ -236,6 +236,12 @@ pub async fn start_with_store(
         vouch_identity::JwtSvidSigner::load_or_create(&cfg.spiffe_dir().join("jwt.key"))
             .map_err(|e| ServerError::Config(format!("JWT-SVID key: {e}")))?,
     );
+    if let Some(dir) = &cfg.tee_roots_dir {
+        state.tee_roots = Some(
+            vouch_tee::TeeRoots::from_dir(dir)
+                .map_err(|e| ServerError::Config(format!("tee_roots_dir: {e}")))?,
+        );
+    }
     if let Some(q) = &cfg.quorum {
         state.quorum = Some(
             quorum::Quorum::new(q.clone())

@@ -94,6 +94,8 @@ pub struct State {
     /// This replica's certificate for its active signing key (`x5c` of what it signs).
     pub(crate) replica_cert: Mutex<Option<crate::revocation::ReplicaCert>>,
     pub(crate) jwt_signer: Option<vouch_identity::JwtSvidSigner>,
+    /// Vendor roots for TEE evidence (`tee_roots_dir`).
+    pub(crate) tee_roots: Option<vouch_tee::TeeRoots>,
     /// This verifier's share of the trust domain's quorum key, when results need a quorum.
     pub(crate) quorum: Option<crate::quorum::Quorum>,
     /// Reference values as last read, with their revision.
@@ -141,6 +143,7 @@ impl State {
             replica_cert: Mutex::new(None),
             jwt_signer: None,
             quorum: None,
+            tee_roots: None,
             refs_cache: Mutex::new(None),
             entries_cache: Mutex::new(None),
         }
@@ -321,6 +324,8 @@ impl State {
                 public_key: &key.public_key,
                 signers: &signers,
                 tpm: tpm.as_ref(),
+                tee: self.tee_roots.as_ref(),
+                now,
             },
         )?;
         let cfg = &self.cfg;

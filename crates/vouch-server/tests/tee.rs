@@ -1,0 +1,163 @@
+//! `tee` evidence through the verifier: the real samples of ../shared/testdata wrapped as an
+//! enrolled agent would send them. Their report data was bound by someone else's nonce, so the
+//! verifier must refuse every one with the reason, record nothing, and refuse tampered or
+//! expired ones and ones it has no roots for. (Accepting TEE evidence needs a TEE to make a
+//! report over this verifier's nonce; the claims and policy path it would take is tested on
+//! the same samples through `vouch tee verify`, crates/vouch/tests/tee.rs.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
+use common::Harness;
+use vouch_core::wire::AttestRequest;
+use vouch_core::{ErrorKind, Evidence, EvidenceKind, TeePayload, evidence_signing_input};
+
+fn shared(p: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../../../shared/testdata/{p}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn roots(dir: &std::path::Path) -> std::path::PathBuf {
+    let d = dir.join("tee-roots");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("amd.pem"), shared("snp/milan_ask_ark_asvk.pem")).unwrap();
+    std::fs::write(d.join("intel.der"), shared("tdx/intel_sgx_root_ca.der")).unwrap();
+    std::fs::write(d.join("nitro.pem"), shared("nitro/aws_nitro_root.pem")).unwrap();
+    d
+}
+
+/// TEE evidence from `agent` for the nonce, around `report` of kind `tee`.
+fn evidence(
+    agent: &mut vouch_agent::Agent,
+    nonce: &str,
+    tee: &str,
+    report: &[u8],
+    certs: &[Vec<u8>],
+) -> Evidence {
+    let sw = agent.evidence(nonce).unwrap();
+    let p = TeePayload {
+        tee: tee.into(),
+        measurements: sw.payload,
+        report: B64.encode(report),
+        certs: certs.iter().map(|c| B64.encode(c)).collect(),
+    };
+    let payload = B64.encode(serde_json::to_vec(&p).unwrap());
+    let signature = agent
+        .key()
+        .sign_b64(&evidence_signing_input(EvidenceKind::Tee, &payload));
+    Evidence {
+        kind: EvidenceKind::Tee,
+        key_id: sw.key_id,
+        payload,
+        signature,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tee_evidence_is_checked_against_vendor_roots_and_bound_to_the_nonce() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = roots(dir.path());
+    let h = Harness::new(|c| c.tee_roots_dir = Some(roots.clone())).await;
+    let mut agent = h.agent("cvm").await;
+    let client = h.client();
+    let pem = String::from_utf8(shared("snp/milan_ask_ark_asvk.pem")).unwrap();
+    let ask = vouch_x509::pem_certificates(&pem)[0].clone();
+    let snp = shared("snp/report_v2.bin");
+    let vcek = shared("snp/vcek.der");
+    let nitro = STANDARD
+        .decode(
+            String::from_utf8(shared("nitro/attestation_doc.b64"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+
+    let attest = |ev: Evidence| {
+        let client = client.clone();
+        async move {
+            client
+                .attest(&AttestRequest {
+                    evidence: ev,
+                    result_audience: None,
+                })
+                .await
+                .unwrap_err()
+        }
+    };
+    macro_rules! refused {
+        ($tee:expr, $report:expr, $certs:expr) => {{
+            let nonce = fresh_nonce(&client).await;
+            attest(evidence(&mut agent, &nonce, $tee, $report, $certs)).await
+        }};
+    }
+    // Real, valid chains, but report data bound to another party's nonce.
+    let e = refused!("sev-snp", &snp, &[vcek.clone(), ask.clone()]);
+    assert_eq!(e.kind(), Some(ErrorKind::TeeEvidence), "{e}");
+    assert!(e.to_string().contains("does not bind this nonce"), "{e}");
+    for (tee, file) in [
+        ("tdx", "tdx/quote_v4.dat"),
+        ("sgx", "sgx/occlum_quote_v3.dat"),
+    ] {
+        let e = refused!(tee, &shared(file), &[]);
+        assert!(
+            e.to_string().contains("does not bind this nonce"),
+            "{tee}: {e}"
+        );
+    }
+    // A quote of one kind sent as the other.
+    let e = refused!("sgx", &shared("tdx/quote_v4.dat"), &[]);
+    assert!(e.to_string().contains("not a sgx quote"), "{e}");
+    // One flipped byte in the report: its signature fails first.
+    let mut bad = snp.clone();
+    bad[0x90] ^= 1;
+    let e = refused!("sev-snp", &bad, &[vcek.clone(), ask.clone()]);
+    assert!(e.to_string().contains("signature"), "{e}");
+    // The Nitro document's certificate expired in 2023.
+    let e = refused!("nitro", &nitro, &[]);
+    assert!(e.to_string().contains("expired"), "{e}");
+    // No VEK: refused by name.
+    let e = refused!("sev-snp", &snp, &[]);
+    assert!(e.to_string().contains("no VEK"), "{e}");
+    // Evidence signed by the agent for another kind is not TEE evidence.
+    let nonce = fresh_nonce(&client).await;
+    let mut ev = evidence(
+        &mut agent,
+        &nonce,
+        "sev-snp",
+        &snp,
+        &[vcek.clone(), ask.clone()],
+    );
+    ev.kind = EvidenceKind::Software;
+    let e = attest(ev).await;
+    assert_eq!(e.kind(), Some(ErrorKind::EvidenceSignature), "{e}");
+    assert_eq!(
+        h.store.attestation_count().await.unwrap(),
+        0,
+        "nothing recorded"
+    );
+
+    // A verifier without TEE roots says so.
+    let bare = Harness::new(|_| {}).await;
+    let mut agent = bare.agent("cvm").await;
+    let nonce = bare.client().challenge().await.unwrap().nonce;
+    let ev = evidence(&mut agent, &nonce, "sev-snp", &snp, &[vcek, ask]);
+    let e = bare
+        .client()
+        .attest(&AttestRequest {
+            evidence: ev,
+            result_audience: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no TEE roots configured"), "{e}");
+}
+
+async fn fresh_nonce(client: &vouch_agent::VerifierClient) -> String {
+    client.challenge().await.unwrap().nonce
+}
