@@ -342,6 +342,19 @@ warn contains f if {
 	}
 }
 
+# DCAP collateral judged the platform's TCB (input.tee.tcb.status): a revoked platform is never
+# trusted; anything but UpToDate is a warning naming the status.
+deny contains f if {
+	input.tee.tcb.status == "Revoked"
+	f := {"rule": "tee_tcb_status", "claim": "hardware", "msg": sprintf("the %s platform's TCB is revoked", [input.tee.kind])}
+}
+
+warn contains f if {
+	status := input.tee.tcb.status
+	not status in {"UpToDate", "Revoked"}
+	f := {"rule": "tee_tcb_status", "claim": "hardware", "msg": sprintf("the %s platform's TCB status is %s", [input.tee.kind, status])}
+}
+
 # Minimum TCB: `vouch refvalue add min_tee_tcb sev-snp.snp 8` (components: sev-snp bootloader,
 # tee, snp, microcode; sgx isv_svn, qe_svn, pce_svn; tdx qe_svn, pce_svn).
 deny contains f if {

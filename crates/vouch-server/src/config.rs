@@ -92,6 +92,8 @@ pub struct ServerConfig {
     /// Vendor roots for TEE evidence, kept locally (no vendor service is contacted): AMD ARKs,
     /// the Intel SGX Root CA, the AWS Nitro root, as .pem/.der files.
     pub tee_roots_dir: Option<PathBuf>,
+    /// DCAP collateral (one .json per FMSPC) for judging SGX/TDX TCB status, kept locally.
+    pub tee_collateral_dir: Option<PathBuf>,
 }
 
 /// Gossip membership of a verifier replica.
@@ -146,6 +148,7 @@ impl Default for ServerConfig {
             gossip: None,
             quorum: None,
             tee_roots_dir: None,
+            tee_collateral_dir: None,
         }
     }
 }

@@ -237,10 +237,15 @@ pub async fn start_with_store(
             .map_err(|e| ServerError::Config(format!("JWT-SVID key: {e}")))?,
     );
     if let Some(dir) = &cfg.tee_roots_dir {
-        state.tee_roots = Some(
-            vouch_tee::TeeRoots::from_dir(dir)
-                .map_err(|e| ServerError::Config(format!("tee_roots_dir: {e}")))?,
-        );
+        let mut roots = vouch_tee::TeeRoots::from_dir(dir)
+            .map_err(|e| ServerError::Config(format!("tee_roots_dir: {e}")))?;
+        if let Some(c) = &cfg.tee_collateral_dir {
+            let fmspcs = roots
+                .add_collateral_dir(c)
+                .map_err(|e| ServerError::Config(format!("tee_collateral_dir: {e}")))?;
+            tracing::info!(?fmspcs, "DCAP collateral loaded");
+        }
+        state.tee_roots = Some(roots);
     }
     if let Some(q) = &cfg.quorum {
         state.quorum = Some(

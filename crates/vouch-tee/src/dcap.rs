@@ -13,7 +13,10 @@
 //!    `report_data = SHA-256(attestation key ‖ QE auth data) ‖ 32 zero bytes`;
 //! 4. the quote (header and body, as received) is signed by the attestation key.
 //!
-//! TCB status (TCB info, QE identity and CRLs as collateral) is not judged here.
+//! With collateral for the platform's FMSPC ([`Collateral`]: TCB info, QE identity and CRLs, kept
+//! in an offline store an operator fills ahead of time), `dcap-qvl` then judges the TCB status
+//! (and checks the collateral's signatures, windows and revocation lists); without it the
+//! status is "not judged".
 
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
@@ -127,8 +130,13 @@ pub struct QuoteClaims {
     pub qe_mr_signer: String,
     /// Subject of the PCK certificate.
     pub pck_subject: String,
-    /// TCB status: not judged without collateral.
+    /// The platform's FMSPC (from the PCK certificate), hex.
+    pub fmspc: String,
+    /// TCB status from the collateral (`UpToDate`, `SWHardeningNeeded`, `OutOfDate`, …), or
+    /// "not judged (no collateral)".
     pub tcb_status: String,
+    /// Intel security advisories that apply (with collateral).
+    pub advisory_ids: Vec<String>,
 }
 
 fn hx(b: &[u8]) -> String {
@@ -175,6 +183,65 @@ fn td_body(b: &[u8]) -> QuoteBody {
 #[derive(Debug, Clone)]
 pub struct DcapVerifier {
     root_der: Vec<u8>,
+    collateral: std::collections::BTreeMap<String, dcap_qvl::QuoteCollateralV3>,
+}
+
+/// Collateral for one FMSPC, as Intel's PCS / a PCCS serves it (the JSON `dcap-qvl` writes:
+/// PEM issuer chains, hex CRLs and signatures, TCB info and QE identity JSON).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Collateral {
+    pck_crl_issuer_chain: String,
+    root_ca_crl: String,
+    pck_crl: String,
+    tcb_info_issuer_chain: String,
+    tcb_info: String,
+    tcb_info_signature: String,
+    qe_identity_issuer_chain: String,
+    qe_identity: String,
+    qe_identity_signature: String,
+}
+
+impl Collateral {
+    /// The FMSPC the TCB info is for (lower-case hex), and the collateral in `dcap-qvl`'s form.
+    fn into_qvl(self) -> Result<(String, dcap_qvl::QuoteCollateralV3), TeeError> {
+        let h = |s: &str, what: &str| {
+            hex::decode(s.trim()).map_err(|_| malformed(format!("collateral {what} is not hex")))
+        };
+        let info: serde_json::Value = serde_json::from_str(&self.tcb_info)
+            .map_err(|e| malformed(format!("collateral TCB info: {e}")))?;
+        let fmspc = info["fmspc"]
+            .as_str()
+            .ok_or_else(|| malformed("collateral TCB info has no fmspc"))?
+            .to_ascii_lowercase();
+        Ok((
+            fmspc,
+            dcap_qvl::QuoteCollateralV3 {
+                pck_crl_issuer_chain: self.pck_crl_issuer_chain,
+                root_ca_crl: h(&self.root_ca_crl, "root CA CRL")?,
+                pck_crl: h(&self.pck_crl, "PCK CRL")?,
+                tcb_info_issuer_chain: self.tcb_info_issuer_chain,
+                tcb_info: self.tcb_info,
+                tcb_info_signature: h(&self.tcb_info_signature, "TCB info signature")?,
+                qe_identity_issuer_chain: self.qe_identity_issuer_chain,
+                qe_identity: self.qe_identity,
+                qe_identity_signature: h(&self.qe_identity_signature, "QE identity signature")?,
+                pck_certificate_chain: None,
+            },
+        ))
+    }
+}
+
+/// The FMSPC in a PCK certificate's SGX extension (OID 1.2.840.113741.1.13.1.4), hex.
+fn fmspc(pck: &x509_cert::Certificate) -> Option<String> {
+    const FMSPC_OID: [u8; 12] = [
+        0x06, 0x0a, 0x2a, 0x86, 0x48, 0x86, 0xf8, 0x4d, 0x01, 0x0d, 0x01, 0x04,
+    ];
+    let ext = vouch_x509::extension(pck, "1.2.840.113741.1.13.1")?;
+    let at = ext.windows(FMSPC_OID.len()).position(|w| w == FMSPC_OID)? + FMSPC_OID.len();
+    match ext.get(at..at + 8)? {
+        [0x04, 0x06, rest @ ..] => Some(hex::encode(rest)),
+        _ => None,
+    }
 }
 
 impl DcapVerifier {
@@ -185,7 +252,15 @@ impl DcapVerifier {
             .map_err(|e| TeeError::Chain(format!("the Intel root is not self-signed: {e}")))?;
         Ok(Self {
             root_der: root.to_vec(),
+            collateral: std::collections::BTreeMap::new(),
         })
+    }
+
+    /// Add collateral (the operator's offline store); returns the FMSPC it is for.
+    pub fn add_collateral(&mut self, c: Collateral) -> Result<String, TeeError> {
+        let (fmspc, qvl) = c.into_qvl()?;
+        self.collateral.insert(fmspc.clone(), qvl);
+        Ok(fmspc)
     }
 
     /// Verify `quote` with certificates checked at `now` (Unix seconds).
@@ -336,6 +411,18 @@ impl DcapVerifier {
             .map_err(|_| {
                 TeeError::Signature("the quote is not signed by its attestation key".into())
             })?;
+        // 5. With collateral for this platform, the TCB status (dcap-qvl, same root).
+        let fmspc = fmspc(pck);
+        let (tcb_status, advisory_ids) = match fmspc.as_ref().and_then(|f| self.collateral.get(f)) {
+            Some(c) => {
+                let r = dcap_qvl::verify::QuoteVerifier::new(self.root_der.clone())
+                    .allow_debug(true)
+                    .verify(quote, c, now)
+                    .map_err(|e| TeeError::Chain(format!("collateral appraisal: {e:#}")))?;
+                (r.status, r.advisory_ids)
+            }
+            None => ("not judged (no collateral)".to_string(), Vec::new()),
+        };
         Ok(QuoteClaims {
             version,
             qe_svn,
@@ -347,7 +434,9 @@ impl DcapVerifier {
             },
             qe_mr_signer: hx(&qe_report[128..160]),
             pck_subject: pck.tbs_certificate.subject.to_string(),
-            tcb_status: "not judged (no collateral)".into(),
+            fmspc: fmspc.unwrap_or_default(),
+            tcb_status,
+            advisory_ids,
         })
     }
 }

@@ -150,6 +150,38 @@ impl TeeRoots {
         Self::from_certs(&certs)
     }
 
+    /// Load DCAP collateral files (`*.json`, one FMSPC each) from the operator's offline store;
+    /// returns the FMSPCs covered. Needs the Intel root.
+    pub fn add_collateral_dir(&mut self, dir: &std::path::Path) -> Result<Vec<String>, TeeError> {
+        let dcap = self
+            .dcap
+            .as_mut()
+            .ok_or_else(|| TeeError::Chain("DCAP collateral needs the Intel SGX root".into()))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| TeeError::Chain(format!("reading {}: {e}", dir.display())))?;
+        let mut paths: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        paths.sort();
+        let mut out = Vec::new();
+        for p in paths {
+            let bytes = std::fs::read(&p)
+                .map_err(|e| TeeError::Chain(format!("reading {}: {e}", p.display())))?;
+            if bytes.len() > 1 << 20 {
+                return Err(TeeError::Malformed(format!(
+                    "{} is over 1 MiB",
+                    p.display()
+                )));
+            }
+            let c: dcap::Collateral = serde_json::from_slice(&bytes)
+                .map_err(|e| TeeError::Malformed(format!("{}: {e}", p.display())))?;
+            out.push(dcap.add_collateral(c)?);
+        }
+        Ok(out)
+    }
+
     /// Verify evidence of `kind`: `report` (the report, quote or document) and `certs` (for
     /// SEV-SNP the VEK first, then its chain), certificates checked at `now`.
     pub fn verify(
@@ -200,7 +232,7 @@ impl TeeRoots {
                         mr_signer.clone(),
                         *debug,
                         report_data.clone(),
-                        json!({"isv_svn": isv_svn, "qe_svn": c.qe_svn, "pce_svn": c.pce_svn}),
+                        json!({"isv_svn": isv_svn, "qe_svn": c.qe_svn, "pce_svn": c.pce_svn, "status": c.tcb_status}),
                     ),
                     dcap::QuoteBody::Tdx {
                         mr_td,
@@ -214,7 +246,7 @@ impl TeeRoots {
                         mr_seam.clone(),
                         *debug,
                         report_data.clone(),
-                        json!({"tee_tcb_svn": tee_tcb_svn, "qe_svn": c.qe_svn, "pce_svn": c.pce_svn}),
+                        json!({"tee_tcb_svn": tee_tcb_svn, "qe_svn": c.qe_svn, "pce_svn": c.pce_svn, "status": c.tcb_status}),
                     ),
                     _ => {
                         return Err(TeeError::Mismatch(format!(

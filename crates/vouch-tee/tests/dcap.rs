@@ -119,3 +119,55 @@ fn another_root_or_another_time_is_refused() {
         assert!(e.to_string().contains("expired"), "{s}: {e}");
     }
 }
+
+fn collateral(edit: impl FnOnce(&mut serde_json::Value)) -> vouch_tee::dcap::Collateral {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&data("tdx/dcapqvl_tdx_quote_collateral.json")).unwrap();
+    edit(&mut v);
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn with_collateral_the_tcb_status_is_judged_inside_its_window() {
+    let mut v = verifier();
+    assert_eq!(
+        v.add_collateral(collateral(|_| {})).unwrap(),
+        "b0c06f000000"
+    );
+    let c = v.verify(&data(SAMPLES[2]), NOW).unwrap();
+    assert_eq!(
+        (c.fmspc.as_str(), c.tcb_status.as_str()),
+        ("b0c06f000000", "UpToDate")
+    );
+    assert!(c.advisory_ids.is_empty());
+    // The other samples' platforms have no collateral here: not judged, still verified.
+    let other = v.verify(&data(SAMPLES[1]), NOW).unwrap();
+    assert_eq!(other.tcb_status, "not judged (no collateral)");
+    // After the TCB info's nextUpdate (2025-07-19), the collateral is stale: refused.
+    let e = v.verify(&data(SAMPLES[2]), 1_753_000_000).unwrap_err();
+    assert!(e.to_string().contains("collateral appraisal"), "{e}");
+    // Collateral whose TCB info was edited no longer verifies under Intel's signature.
+    let mut forged = verifier();
+    forged
+        .add_collateral(collateral(|v| {
+            let t = v["tcb_info"]
+                .as_str()
+                .unwrap()
+                .replace("UpToDate", "OutOfDate");
+            v["tcb_info"] = t.into();
+        }))
+        .unwrap();
+    let e = forged.verify(&data(SAMPLES[2]), NOW).unwrap_err();
+    assert!(e.to_string().contains("collateral appraisal"), "{e}");
+    // A QE identity signature with one flipped byte: refused too.
+    let mut flipped = verifier();
+    flipped
+        .add_collateral(collateral(|v| {
+            let mut s = v["qe_identity_signature"].as_str().unwrap().to_string();
+            let c = if s.starts_with('0') { "1" } else { "0" };
+            s.replace_range(0..1, c);
+            v["qe_identity_signature"] = s.into();
+        }))
+        .unwrap();
+    assert!(flipped.verify(&data(SAMPLES[2]), NOW).is_err());
+}

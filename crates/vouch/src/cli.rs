@@ -187,6 +187,10 @@ pub enum TeeCmd {
         /// Trusted vendor roots: a directory of .pem/.der files, or one file.
         #[arg(long)]
         roots: PathBuf,
+        /// DCAP collateral (TCB info, QE identity, CRLs): a directory of .json files, one per
+        /// FMSPC, filled ahead of time (nothing is fetched).
+        #[arg(long)]
+        collateral: Option<PathBuf>,
         /// Verification time, Unix seconds (default: now). Real samples verify only at times
         /// inside their certificates' windows.
         #[arg(long)]

@@ -54,17 +54,21 @@ pub fn run(cmd: TeeCmd, json: bool) -> Result<ExitCode> {
         report,
         certs,
         roots,
+        collateral,
         at,
         report_data,
         policy,
         refvalues,
     } = cmd;
     let kind = TeeKind::parse(&kind).context("unknown TEE kind")?;
-    let roots = if roots.is_dir() {
+    let mut roots = if roots.is_dir() {
         TeeRoots::from_dir(&roots)?
     } else {
         TeeRoots::from_certs(&read_certs(std::slice::from_ref(&roots))?)?
     };
+    if let Some(dir) = &collateral {
+        roots.add_collateral_dir(dir)?;
+    }
     let now = at.unwrap_or_else(vouch_server::unix_now);
     let v = roots.verify(kind, &read_blob(&report)?, &read_certs(&certs)?, now)?;
     if let Some(want) = report_data {

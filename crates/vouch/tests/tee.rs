@@ -129,12 +129,16 @@ fn every_sample_verifies_and_the_default_policy_refuses_debug_tees() {
             assert_eq!((code, status), (1, "contraindicated"), "{}", s.file);
             assert_eq!(tv["hardware"], 96, "{}", s.file);
         } else {
-            // No launch measurement registered yet: a warning on executables, hardware
-            // affirming.
+            // No launch measurement registered yet: a warning on executables. Hardware is
+            // affirming for SEV-SNP, a warning for a DCAP quote whose TCB status was not judged
+            // (no collateral here).
             assert_eq!(status, "warning", "{}", s.file);
+            let hw = if s.kind == "sev-snp" { 2 } else { 32 };
             assert_eq!(
                 (tv["hardware"].as_i64(), tv["executables"].as_i64()),
-                (Some(2), Some(32))
+                (Some(hw), Some(32)),
+                "{}",
+                s.file
             );
         }
     }
@@ -240,4 +244,52 @@ fn tampered_expired_or_unbound_evidence_is_refused() {
     let (code, _, err) = tee(&a);
     assert_ne!(code, 0);
     assert!(err.contains("no trusted AMD ARK root"), "{err}");
+}
+
+#[test]
+fn dcap_collateral_from_the_offline_store_judges_the_tcb() {
+    let r = roots();
+    let root = r.path().to_str().unwrap();
+    let coll = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        shared("tdx/dcapqvl_tdx_quote_collateral.json"),
+        coll.path().join("b0c06f000000.json"),
+    )
+    .unwrap();
+    let s = &SAMPLES[3];
+    let refs = r.path().join("refs.json");
+    let mrtd = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7";
+    std::fs::write(
+        &refs,
+        serde_json::json!([{"kind": "tee_measurement", "key": "tdx", "value": mrtd}]).to_string(),
+    )
+    .unwrap();
+    let run = |with_collateral: bool| {
+        let mut a = args(s, root, &shared(s.file), s.at);
+        a.extend([
+            "--policy".into(),
+            "default".into(),
+            "--refvalues".into(),
+            refs.to_str().unwrap().into(),
+        ]);
+        if with_collateral {
+            a.extend(["--collateral".into(), coll.path().to_str().unwrap().into()]);
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        tee(&a)
+    };
+    let (code, v, err) = run(true);
+    assert_eq!(code, 0, "{err} {v}");
+    assert_eq!(v["tee"]["tcb"]["status"], "UpToDate");
+    assert_eq!(v["appraisal"]["status"], "affirming");
+    // Without collateral the status is not judged, and the default policy says so.
+    let (code, v, _) = run(false);
+    assert_eq!(code, 1);
+    assert_eq!(v["appraisal"]["status"], "warning");
+    assert!(
+        v["appraisal"]["findings"]
+            .to_string()
+            .contains("not judged"),
+        "{v}"
+    );
 }
