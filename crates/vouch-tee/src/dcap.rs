@@ -183,6 +183,7 @@ fn td_body(b: &[u8]) -> QuoteBody {
 #[derive(Debug, Clone)]
 pub struct DcapVerifier {
     root_der: Vec<u8>,
+    chains: vouch_x509::VerifiedChains,
     collateral: std::collections::BTreeMap<String, dcap_qvl::QuoteCollateralV3>,
 }
 
@@ -252,6 +253,7 @@ impl DcapVerifier {
             .map_err(|e| TeeError::Chain(format!("the Intel root is not self-signed: {e}")))?;
         Ok(Self {
             root_der: root.to_vec(),
+            chains: Default::default(),
             collateral: std::collections::BTreeMap::new(),
         })
     }
@@ -367,17 +369,22 @@ impl DcapVerifier {
             .map(|d| vouch_x509::parse(d, "PCK chain"))
             .collect::<Result<Vec<_>, _>>()
             .map_err(TeeError::Chain)?;
-        for (i, c) in parsed.iter().enumerate() {
-            let issuer = parsed.get(i + 1).unwrap_or(c);
-            vouch_x509::verify_signed_by(&certs[i], c, issuer).map_err(TeeError::Chain)?;
-            vouch_x509::check_validity(c, now, if i == 0 { "PCK certificate" } else { "CA" })
-                .map_err(TeeError::Chain)?;
-            if i > 0 && !vouch_x509::is_ca(c) {
-                return Err(TeeError::Chain(format!(
-                    "{} in the PCK chain is not a CA",
-                    c.tbs_certificate.subject
-                )));
+        let ders: Vec<&[u8]> = certs.iter().map(Vec::as_slice).collect();
+        if !self.chains.contains(&ders, now) {
+            for (i, c) in parsed.iter().enumerate() {
+                let issuer = parsed.get(i + 1).unwrap_or(c);
+                vouch_x509::verify_signed_by(&certs[i], c, issuer).map_err(TeeError::Chain)?;
+                vouch_x509::check_validity(c, now, if i == 0 { "PCK certificate" } else { "CA" })
+                    .map_err(TeeError::Chain)?;
+                if i > 0 && !vouch_x509::is_ca(c) {
+                    return Err(TeeError::Chain(format!(
+                        "{} in the PCK chain is not a CA",
+                        c.tbs_certificate.subject
+                    )));
+                }
             }
+            self.chains
+                .insert(&ders, &parsed.iter().collect::<Vec<_>>());
         }
         let pck = &parsed[0];
         let pck_key = pck

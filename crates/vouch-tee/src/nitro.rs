@@ -58,6 +58,7 @@ pub struct NitroClaims {
 #[derive(Debug, Clone)]
 pub struct NitroVerifier {
     root_der: Vec<u8>,
+    chains: vouch_x509::VerifiedChains,
 }
 
 fn bytes(v: &Value, what: &str, max: usize) -> Result<Vec<u8>, TeeError> {
@@ -86,6 +87,7 @@ impl NitroVerifier {
             .map_err(|e| TeeError::Chain(format!("the Nitro root is not self-signed: {e}")))?;
         Ok(Self {
             root_der: root.to_vec(),
+            chains: Default::default(),
         })
     }
 
@@ -183,26 +185,34 @@ impl NitroVerifier {
                 "the CA bundle does not start with the trusted Nitro root".into(),
             ));
         }
-        let mut issuer_der = &bundle[0];
-        let mut issuer = vouch_x509::parse(issuer_der, "root").map_err(TeeError::Chain)?;
-        vouch_x509::check_validity(&issuer, now, "Nitro root").map_err(TeeError::Chain)?;
-        for der in &bundle[1..] {
-            let c = vouch_x509::parse(der, "cabundle").map_err(TeeError::Chain)?;
-            vouch_x509::verify_signed_by(der, &c, &issuer).map_err(TeeError::Chain)?;
-            vouch_x509::check_validity(&c, now, "intermediate").map_err(TeeError::Chain)?;
-            if !vouch_x509::is_ca(&c) {
-                return Err(TeeError::Chain(format!(
-                    "{} in the CA bundle is not a CA",
-                    c.tbs_certificate.subject
-                )));
-            }
-            issuer_der = der;
-            issuer = c;
-        }
-        let _ = issuer_der;
         let leaf: Certificate = vouch_x509::parse(&leaf_der, "signing").map_err(TeeError::Chain)?;
-        vouch_x509::verify_signed_by(&leaf_der, &leaf, &issuer).map_err(TeeError::Chain)?;
-        vouch_x509::check_validity(&leaf, now, "signing certificate").map_err(TeeError::Chain)?;
+        let mut ders: Vec<&[u8]> = bundle.iter().map(Vec::as_slice).collect();
+        ders.push(&leaf_der);
+        if !self.chains.contains(&ders, now) {
+            let mut parsed = Vec::new();
+            let mut issuer = vouch_x509::parse(&bundle[0], "root").map_err(TeeError::Chain)?;
+            vouch_x509::check_validity(&issuer, now, "Nitro root").map_err(TeeError::Chain)?;
+            parsed.push(issuer.clone());
+            for der in &bundle[1..] {
+                let c = vouch_x509::parse(der, "cabundle").map_err(TeeError::Chain)?;
+                vouch_x509::verify_signed_by(der, &c, &issuer).map_err(TeeError::Chain)?;
+                vouch_x509::check_validity(&c, now, "intermediate").map_err(TeeError::Chain)?;
+                if !vouch_x509::is_ca(&c) {
+                    return Err(TeeError::Chain(format!(
+                        "{} in the CA bundle is not a CA",
+                        c.tbs_certificate.subject
+                    )));
+                }
+                parsed.push(c.clone());
+                issuer = c;
+            }
+            vouch_x509::verify_signed_by(&leaf_der, &leaf, &issuer).map_err(TeeError::Chain)?;
+            vouch_x509::check_validity(&leaf, now, "signing certificate")
+                .map_err(TeeError::Chain)?;
+            parsed.push(leaf.clone());
+            self.chains
+                .insert(&ders, &parsed.iter().collect::<Vec<_>>());
+        }
 
         let point = leaf
             .tbs_certificate

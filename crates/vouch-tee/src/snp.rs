@@ -309,10 +309,12 @@ pub struct SnpClaims {
     pub ark: String,
 }
 
-/// Trusted ARKs, one or more per product line.
+/// Trusted ARKs, one or more per product line, and the chains already verified.
 #[derive(Debug, Clone)]
 pub struct SnpVerifier {
     arks: Vec<(Vec<u8>, Certificate)>,
+    /// VEK → ASK → ARK chains already checked (each VEK signs many reports).
+    chains: vouch_x509::VerifiedChains,
 }
 
 /// Read an unsigned INTEGER extension value (DER `02 len bytes`) that fits a byte.
@@ -427,7 +429,10 @@ impl SnpVerifier {
         if out.is_empty() {
             return Err(TeeError::Chain("no trusted ARK".into()));
         }
-        Ok(Self { arks: out })
+        Ok(Self {
+            arks: out,
+            chains: Default::default(),
+        })
     }
 
     /// Verify `report` signed by the VEK `vek` (DER), with `chain` holding the ASK or ASVK
@@ -468,14 +473,8 @@ impl SnpVerifier {
                     vek.tbs_certificate.issuer
                 ))
             })?;
-        vouch_x509::verify_signed_by(vek_der, &vek, ask).map_err(TeeError::Chain)?;
-        vouch_x509::check_validity(ask, now, "ASK").map_err(TeeError::Chain)?;
-        if !vouch_x509::is_ca(ask) {
-            return Err(TeeError::Chain(format!("{} is not a CA", cn(ask))));
-        }
-        let _ = ask_der;
         // The root: a trusted ARK of the VEK's product line that signed the intermediate.
-        let (_, ark) = self
+        let (ark_der, ark) = self
             .arks
             .iter()
             .find(|(_, a)| a.tbs_certificate.subject == ask.tbs_certificate.issuer)
@@ -486,13 +485,22 @@ impl SnpVerifier {
                     ask.tbs_certificate.issuer
                 ))
             })?;
-        vouch_x509::verify_signed_by(ask_der, ask, ark).map_err(TeeError::Chain)?;
-        vouch_x509::check_validity(ark, now, "ARK").map_err(TeeError::Chain)?;
         if !cn(ark).contains(&format!("ARK-{product}")) {
             return Err(TeeError::Chain(format!(
                 "the VEK is a {product} key but the chain ends at {}",
                 cn(ark)
             )));
+        }
+        let ders = [vek_der, ask_der.as_slice(), ark_der.as_slice()];
+        if !self.chains.contains(&ders, now) {
+            vouch_x509::verify_signed_by(vek_der, &vek, ask).map_err(TeeError::Chain)?;
+            vouch_x509::check_validity(ask, now, "ASK").map_err(TeeError::Chain)?;
+            if !vouch_x509::is_ca(ask) {
+                return Err(TeeError::Chain(format!("{} is not a CA", cn(ask))));
+            }
+            vouch_x509::verify_signed_by(ask_der, ask, ark).map_err(TeeError::Chain)?;
+            vouch_x509::check_validity(ark, now, "ARK").map_err(TeeError::Chain)?;
+            self.chains.insert(&ders, &[&vek, ask, ark]);
         }
         check_vek_binding(&vek, &rep)?;
         // The report signature, over the exact bytes received.

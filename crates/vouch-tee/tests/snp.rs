@@ -178,3 +178,26 @@ fn the_vcek_must_be_for_the_reported_tcb_and_chip() {
     let e = check_vek_binding(&vcek, &r).unwrap_err();
     assert!(e.to_string().contains("another chip"), "{e}");
 }
+
+#[test]
+fn a_verified_chain_is_remembered_but_never_outside_its_window() {
+    let (certs, ark) = chain();
+    let v = SnpVerifier::new(&[ark]).unwrap();
+    let report = data("snp/report_v2.bin");
+    let vcek = data("snp/vcek.der");
+    v.verify(&report, &vcek, &certs, NOW).unwrap();
+    // Cached: still verifies, and still refuses a changed report or an expired VCEK.
+    v.verify(&report, &vcek, &certs, NOW + 60).unwrap();
+    let mut bad = report.clone();
+    bad[0x91] ^= 1;
+    assert!(matches!(
+        v.verify(&bad, &vcek, &certs, NOW),
+        Err(TeeError::Signature(_))
+    ));
+    assert!(v.verify(&report, &vcek, &certs, 1_924_992_000).is_err());
+    // A changed VCEK is another chain: checked, refused.
+    let mut other = vcek.clone();
+    let n = other.len();
+    other[n / 2] ^= 1;
+    assert!(v.verify(&report, &other, &certs, NOW).is_err());
+}

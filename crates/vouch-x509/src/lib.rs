@@ -232,3 +232,56 @@ pub fn extension<'a>(c: &'a Certificate, oid: &str) -> Option<&'a [u8]> {
         .find(|e| e.extn_id.to_string() == oid)
         .map(|e| e.extn_value.as_bytes())
 }
+
+/// Certificate chains whose signatures were checked, each with the window in which all its
+/// certificates are valid: a chain is checked once, not on every report it vouches for.
+#[derive(Debug, Clone, Default)]
+pub struct VerifiedChains {
+    inner: std::sync::Arc<std::sync::Mutex<ChainWindows>>,
+}
+
+/// Chain digest → (valid from, valid until).
+type ChainWindows = std::collections::HashMap<[u8; 32], (u64, u64)>;
+
+/// Most chains remembered (the cache is emptied when full).
+const MAX_CACHED_CHAINS: usize = 4096;
+
+fn chain_key(chain: &[&[u8]]) -> [u8; 32] {
+    let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for d in chain {
+        h.update(&(d.len() as u64).to_be_bytes());
+        h.update(d);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(h.finish().as_ref());
+    out
+}
+
+impl VerifiedChains {
+    /// Whether `chain` (DER, in any fixed order) was verified and `now` is inside the window in
+    /// which all its certificates are valid.
+    pub fn contains(&self, chain: &[&[u8]], now: u64) -> bool {
+        let key = chain_key(chain);
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).copied())
+            .is_some_and(|(from, until)| from <= now && now <= until)
+    }
+
+    /// Remember `chain`, verified, with its parsed certificates (for their validity windows).
+    pub fn insert(&self, chain: &[&[u8]], certs: &[&Certificate]) {
+        let from = certs
+            .iter()
+            .map(|c| validity(c).0)
+            .max()
+            .unwrap_or(u64::MAX);
+        let until = certs.iter().map(|c| validity(c).1).min().unwrap_or(0);
+        if let Ok(mut m) = self.inner.lock() {
+            if m.len() >= MAX_CACHED_CHAINS {
+                m.clear();
+            }
+            m.insert(chain_key(chain), (from, until));
+        }
+    }
+}

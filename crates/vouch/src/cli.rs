@@ -176,25 +176,8 @@ pub enum TeeCmd {
     /// the vendor roots (an offline store: nothing is fetched), print its claims, and with
     /// --policy appraise them as the verifier would.
     Verify {
-        /// sev-snp, tdx, sgx or nitro.
-        #[arg(long, value_parser = ["sev-snp", "tdx", "sgx", "nitro"])]
-        kind: String,
-        /// The report, quote or document (raw bytes, or base64 text).
-        report: PathBuf,
-        /// Certificates (PEM or DER): for sev-snp the VEK first, then the ASK/ASVK chain.
-        #[arg(long = "cert")]
-        certs: Vec<PathBuf>,
-        /// Trusted vendor roots: a directory of .pem/.der files, or one file.
-        #[arg(long)]
-        roots: PathBuf,
-        /// DCAP collateral (TCB info, QE identity, CRLs): a directory of .json files, one per
-        /// FMSPC, filled ahead of time (nothing is fetched).
-        #[arg(long)]
-        collateral: Option<PathBuf>,
-        /// Verification time, Unix seconds (default: now). Real samples verify only at times
-        /// inside their certificates' windows.
-        #[arg(long)]
-        at: Option<u64>,
+        #[command(flatten)]
+        input: TeeInput,
         /// Expected report data (hex): the 64 bytes the TEE must have bound.
         #[arg(long)]
         report_data: Option<String>,
@@ -205,6 +188,39 @@ pub enum TeeCmd {
         #[arg(long)]
         refvalues: Option<PathBuf>,
     },
+    /// Time the verification of one piece of evidence against the raw cost of its own
+    /// signature checks (ECDSA verifies of the same kind), in one run.
+    Bench {
+        #[command(flatten)]
+        input: TeeInput,
+        /// Verifications to time.
+        #[arg(long, default_value_t = 2000)]
+        n: u32,
+    },
+}
+
+/// The evidence to check and what to check it against.
+#[derive(Debug, Args)]
+pub struct TeeInput {
+    /// sev-snp, tdx, sgx or nitro.
+    #[arg(long, value_parser = ["sev-snp", "tdx", "sgx", "nitro"])]
+    pub kind: String,
+    /// The report, quote or document (raw bytes, or base64 text).
+    pub report: PathBuf,
+    /// Certificates (PEM or DER): for sev-snp the VEK first, then the ASK/ASVK chain.
+    #[arg(long = "cert")]
+    pub certs: Vec<PathBuf>,
+    /// Trusted vendor roots: a directory of .pem/.der files, or one file.
+    #[arg(long)]
+    pub roots: PathBuf,
+    /// DCAP collateral (TCB info, QE identity, CRLs): a directory of .json files, one per
+    /// FMSPC, filled ahead of time (nothing is fetched).
+    #[arg(long)]
+    pub collateral: Option<PathBuf>,
+    /// Verification time, Unix seconds (default: now). Real samples verify only at times
+    /// inside their certificates' windows.
+    #[arg(long)]
+    pub at: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
