@@ -80,6 +80,8 @@ pub struct Agent {
     cfg: AgentConfig,
     key: Arc<AgentKey>,
     status: tokio::sync::watch::Sender<NodeStatus>,
+    /// The verifier's registration-entry revision, as of the latest result.
+    entries: tokio::sync::watch::Sender<u64>,
     enrollment: Enrollment,
     collector: SoftwareCollector,
     clients: Vec<VerifierClient>,
@@ -209,6 +211,7 @@ impl Agent {
             cfg,
             key,
             status: tokio::sync::watch::Sender::new(NodeStatus::Unattested),
+            entries: tokio::sync::watch::Sender::new(0),
             enrollment,
             collector,
             // Agents spread over the verifiers: each starts at one picked by its key id.
@@ -393,6 +396,17 @@ impl Agent {
     /// cannot be reached. The latest result is written to `<data_dir>/result.jwt`.
     pub async fn attest_once(&mut self) -> Result<AttestationResult, AgentError> {
         let r = self.attest_failover().await;
+        if let Ok(AttestationResult {
+            entries_revision: Some(rev),
+            ..
+        }) = &r
+        {
+            self.entries.send_if_modified(|cur| {
+                let changed = *cur != *rev;
+                *cur = *rev;
+                changed
+            });
+        }
         if let Some(s) = NodeStatus::of(&r) {
             self.status.send_if_modified(|cur| {
                 let changed = *cur != s;
@@ -417,6 +431,7 @@ impl Agent {
             self.clients.clone(),
             &self.cfg.trust_domain,
             self.status(),
+            self.entries.subscribe(),
         )
     }
 

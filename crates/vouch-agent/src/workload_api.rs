@@ -85,6 +85,8 @@ struct X509Set {
     federated: HashMap<String, Vec<u8>>,
     refresh_at: u64,
     expires_at: u64,
+    /// The verifier's entry revision the agent knew when these were issued.
+    entries_rev: u64,
 }
 
 impl X509Set {
@@ -127,6 +129,7 @@ pub struct IdentitySource {
     clients: Arc<Vec<VerifierClient>>,
     trust_domain: TrustDomain,
     status: watch::Receiver<NodeStatus>,
+    entries: watch::Receiver<u64>,
     cache: Arc<Mutex<HashMap<Vec<String>, X509Set>>>,
 }
 
@@ -147,7 +150,9 @@ fn refusal(e: AgentError) -> Status {
 
 impl IdentitySource {
     /// A source for the node enrolled with `key`/`key_id`, whose attested workload is
-    /// `workload`, asking `clients` in order.
+    /// `workload`, asking `clients` in order. `entries` carries the verifier's
+    /// registration-entry revision from each attestation: when it moves, cached SVIDs are
+    /// issued again and open streams updated.
     pub fn new(
         key: Arc<AgentKey>,
         key_id: String,
@@ -155,6 +160,7 @@ impl IdentitySource {
         clients: Vec<VerifierClient>,
         trust_domain: &str,
         status: watch::Receiver<NodeStatus>,
+        entries: watch::Receiver<u64>,
     ) -> Result<Self, AgentError> {
         let trust_domain = TrustDomain::parse(trust_domain)
             .map_err(|e| AgentError::Config(format!("trust_domain: {e}")))?;
@@ -165,6 +171,7 @@ impl IdentitySource {
             clients: Arc::new(clients),
             trust_domain,
             status,
+            entries,
             cache: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -211,6 +218,7 @@ impl IdentitySource {
             .cloned();
         if let Some(c) = &cached
             && now < c.refresh_at
+            && c.entries_rev == *self.entries.borrow()
         {
             return Ok(c.clone());
         }
@@ -306,6 +314,7 @@ impl IdentitySource {
             federated,
             refresh_at: now + lifetime / 2,
             expires_at,
+            entries_rev: *self.entries.borrow(),
         })
     }
 
@@ -409,6 +418,7 @@ impl WorkloadApi {
                 async move { Ok((msg(src.bundle().await?), BUNDLE_POLL)) }
             },
             self.src.status.clone(),
+            self.src.entries.clone(),
         ))
     }
 }
@@ -456,12 +466,14 @@ fn json_to_struct(v: &serde_json::Value) -> prost_types::Struct {
     }
 }
 
-/// Send `first`, then run `next` whenever `wake` says so, forwarding what changed, until the
-/// caller goes away or `next` fails (the failure is the stream's last message).
+/// Send `first`, then run `next` at its refresh time, when the node's status changes or when
+/// the verifier's registration entries changed, forwarding what changed, until the caller goes
+/// away or `next` fails (the failure is the stream's last message).
 fn spawn_stream<T, F, Fut>(
     first: T,
     mut next: F,
     mut status: watch::Receiver<NodeStatus>,
+    mut entries: watch::Receiver<u64>,
 ) -> Stream2<T>
 where
     T: Clone + PartialEq + Send + Sync + 'static,
@@ -482,6 +494,11 @@ where
                     () = tx.closed() => return,
                     () = tokio::time::sleep(wait) => {}
                     r = status.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                    }
+                    r = entries.changed() => {
                         if r.is_err() {
                             return;
                         }
@@ -526,6 +543,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let src = self.src.clone();
         let refresh = |s: &X509Set| Duration::from_secs(s.refresh_at.saturating_sub(unix_now()));
         let status = self.src.status.clone();
+        let entries = self.src.entries.clone();
         let stream = spawn_stream(
             first.response(),
             move || {
@@ -537,6 +555,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 }
             },
             status,
+            entries,
         );
         Ok(Response::new(stream))
     }

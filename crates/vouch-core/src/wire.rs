@@ -90,6 +90,10 @@ pub struct AttestationResult {
     /// together (one Ed25519 signature under the group key; verify it as a plain EdDSA JWT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum_result: Option<String>,
+    /// The revision of the registration entries when this result was made: when it moves, the
+    /// agent fetches its workloads' identities again instead of waiting for their half-life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_revision: Option<u64>,
 }
 
 /// A workload as listed by `GET /v1/workloads`.

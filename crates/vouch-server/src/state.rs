@@ -588,6 +588,11 @@ impl State {
             valid: appraisal.status != ArStatus::Contraindicated,
             ima_position,
             quorum_result,
+            entries_revision: self
+                .store
+                .revision(vouch_store::ENTRIES_REVISION)
+                .await
+                .ok(),
         })
     }
 
@@ -622,6 +627,7 @@ impl State {
                 && now < rec.expires_at,
             ima_position: None,
             quorum_result: None,
+            entries_revision: None,
         })
     }
 

@@ -316,3 +316,45 @@ async fn a_revoked_node_loses_its_workloads_identities() {
     );
     api.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_entry_reaches_an_open_stream_at_the_next_attestation() {
+    let h = common::Harness::new(|_| {}).await;
+    let sock = h.path("agent/api.sock");
+    let mut agent = h
+        .agent_with("svc", |c| c.workload_api_socket = Some(sock.clone()))
+        .await;
+    h.trust(&mut agent).await;
+    let _api = vouch_agent::spawn_workload_api(agent.identity_source().unwrap(), &sock).unwrap();
+    let mine = [
+        "vouch:workload:svc".to_string(),
+        format!("unix:uid:{}", my_uid()),
+    ];
+    add_entry(&h, "spiffe://vouch.local/svc/a", &mine).await;
+    let first = agent.attest_once().await.unwrap();
+    assert!(first.entries_revision.is_some());
+    let mut c = vouch_agent::connect(&sock).await.unwrap();
+    let mut stream = c
+        .fetch_x509svid(request(proto::X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.next().await.unwrap().unwrap().svids.len(), 1);
+
+    // A second entry for the same caller. The SVIDs live 600 s, so without the revision the
+    // stream would not refresh for 300 s; the next attestation carries the new revision.
+    add_entry(&h, "spiffe://vouch.local/svc/b", &mine).await;
+    let second = agent.attest_once().await.unwrap();
+    assert!(second.entries_revision > first.entries_revision);
+    let update = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+        .await
+        .expect("the open stream was updated")
+        .unwrap()
+        .unwrap();
+    let mut ids: Vec<String> = update.svids.iter().map(|s| s.spiffe_id.clone()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["spiffe://vouch.local/svc/a", "spiffe://vouch.local/svc/b"]
+    );
+}
