@@ -92,7 +92,8 @@ pub struct ServerConfig {
     /// Vendor roots for TEE evidence, kept locally (no vendor service is contacted): AMD ARKs,
     /// the Intel SGX Root CA, the AWS Nitro root, as .pem/.der files.
     pub tee_roots_dir: Option<PathBuf>,
-    /// DCAP collateral (one .json per FMSPC) for judging SGX/TDX TCB status, kept locally.
+    /// The offline TEE store: DCAP collateral (one .json per FMSPC) for judging SGX/TDX TCB
+    /// status, and SEV-SNP VCEKs and ASK/ASVKs (.der/.pem) so agents need not send them.
     pub tee_collateral_dir: Option<PathBuf>,
 }
 

@@ -241,7 +241,7 @@ pub async fn start_with_store(
             .map_err(|e| ServerError::Config(format!("tee_roots_dir: {e}")))?;
         if let Some(c) = &cfg.tee_collateral_dir {
             let fmspcs = roots
-                .add_collateral_dir(c)
+                .add_store_dir(c)
                 .map_err(|e| ServerError::Config(format!("tee_collateral_dir: {e}")))?;
             tracing::info!(?fmspcs, "DCAP collateral loaded");
         }

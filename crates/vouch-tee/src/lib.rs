@@ -72,6 +72,10 @@ impl TeeKind {
 #[derive(Debug, Clone, Default)]
 pub struct TeeRoots {
     snp: Option<snp::SnpVerifier>,
+    /// SEV-SNP certificates an operator fetched ahead of time: VCEKs by (chip id, raw
+    /// REPORTED_TCB), and ASK/ASVK intermediates.
+    vceks: std::collections::HashMap<(String, u64), Vec<u8>>,
+    snp_intermediates: Vec<Vec<u8>>,
     dcap: Option<dcap::DcapVerifier>,
     nitro: Option<nitro::NitroVerifier>,
 }
@@ -84,6 +88,28 @@ pub struct TeeVerified {
     pub claims: Value,
     /// The report data / nonce the TEE signed (64 bytes for SNP, TDX and SGX; Nitro's `nonce`).
     pub report_data: Vec<u8>,
+}
+
+/// Every certificate in the `.pem`, `.crt` and `.der` files of `dir`, in file-name order.
+fn read_cert_dir(dir: &std::path::Path) -> Result<Vec<Vec<u8>>, TeeError> {
+    let mut certs = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| TeeError::Chain(format!("reading {}: {e}", dir.display())))?;
+    let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        if !matches!(ext, "pem" | "crt" | "der") {
+            continue;
+        }
+        let bytes = std::fs::read(&p)
+            .map_err(|e| TeeError::Chain(format!("reading {}: {e}", p.display())))?;
+        match std::str::from_utf8(&bytes) {
+            Ok(t) if t.contains("-----BEGIN") => certs.extend(vouch_x509::pem_certificates(t)),
+            _ => certs.push(bytes),
+        }
+    }
+    Ok(certs)
 }
 
 fn self_signed_subject(der: &[u8]) -> Option<String> {
@@ -114,6 +140,8 @@ impl TeeRoots {
             }
         }
         Ok(Self {
+            vceks: Default::default(),
+            snp_intermediates: Vec::new(),
             snp: if arks.is_empty() {
                 None
             } else {
@@ -124,39 +152,47 @@ impl TeeRoots {
         })
     }
 
-    /// Read every `.pem`, `.crt` and `.der` file of `dir` (PEM may hold several).
+    /// Read the self-signed certificates of every `.pem`, `.crt` and `.der` file of `dir` (a
+    /// PEM bundle may also hold intermediates, which are skipped here).
     pub fn from_dir(dir: &std::path::Path) -> Result<Self, TeeError> {
-        let mut certs = Vec::new();
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| TeeError::Chain(format!("reading {}: {e}", dir.display())))?;
-        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-        paths.sort();
-        for p in paths {
-            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
-            if !matches!(ext, "pem" | "crt" | "der") {
-                continue;
-            }
-            let bytes = std::fs::read(&p)
-                .map_err(|e| TeeError::Chain(format!("reading {}: {e}", p.display())))?;
-            match std::str::from_utf8(&bytes) {
-                Ok(t) if t.contains("-----BEGIN") => certs.extend(
-                    vouch_x509::pem_certificates(t)
-                        .into_iter()
-                        .filter(|d| self_signed_subject(d).is_some()),
-                ),
-                _ => certs.push(bytes),
-            }
-        }
+        let certs: Vec<Vec<u8>> = read_cert_dir(dir)?
+            .into_iter()
+            .filter(|d| self_signed_subject(d).is_some())
+            .collect();
         Self::from_certs(&certs)
     }
 
+    /// Load SEV-SNP certificates from the operator's offline store (`.der`, `.pem`, `.crt`):
+    /// VCEKs, indexed by the chip id and TCB they certify, so agents need not send them, and
+    /// ASK/ASVK intermediates. Returns how many VCEKs were indexed.
+    pub fn add_snp_cert_dir(&mut self, dir: &std::path::Path) -> Result<usize, TeeError> {
+        let mut n = 0;
+        for der in read_cert_dir(dir)? {
+            let c = vouch_x509::parse(&der, "SEV-SNP store").map_err(TeeError::Chain)?;
+            let subject = c.tbs_certificate.subject.to_string();
+            if subject.contains("CN=SEV-VCEK") {
+                let key = snp::vcek_index(&c).ok_or_else(|| {
+                    TeeError::Chain(format!("{subject}: no hwID or TCB extensions"))
+                })?;
+                self.vceks.insert(key, der);
+                n += 1;
+            } else if c.tbs_certificate.subject != c.tbs_certificate.issuer {
+                self.snp_intermediates.push(der);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Load the operator's offline store: DCAP collateral (`*.json`, one FMSPC each) and SEV-SNP
+    /// certificates ([`TeeRoots::add_snp_cert_dir`]). Returns the FMSPCs covered.
+    pub fn add_store_dir(&mut self, dir: &std::path::Path) -> Result<Vec<String>, TeeError> {
+        self.add_snp_cert_dir(dir)?;
+        self.add_collateral_dir(dir)
+    }
+
     /// Load DCAP collateral files (`*.json`, one FMSPC each) from the operator's offline store;
-    /// returns the FMSPCs covered. Needs the Intel root.
+    /// returns the FMSPCs covered. Needs the Intel root when there is any.
     pub fn add_collateral_dir(&mut self, dir: &std::path::Path) -> Result<Vec<String>, TeeError> {
-        let dcap = self
-            .dcap
-            .as_mut()
-            .ok_or_else(|| TeeError::Chain("DCAP collateral needs the Intel SGX root".into()))?;
         let entries = std::fs::read_dir(dir)
             .map_err(|e| TeeError::Chain(format!("reading {}: {e}", dir.display())))?;
         let mut paths: Vec<_> = entries
@@ -165,6 +201,13 @@ impl TeeRoots {
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect();
         paths.sort();
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dcap = self
+            .dcap
+            .as_mut()
+            .ok_or_else(|| TeeError::Chain("DCAP collateral needs the Intel SGX root".into()))?;
         let mut out = Vec::new();
         for p in paths {
             let bytes = std::fs::read(&p)
@@ -195,10 +238,25 @@ impl TeeRoots {
         match kind {
             TeeKind::SevSnp => {
                 let v = self.snp.as_ref().ok_or_else(|| missing("AMD ARK"))?;
-                let (vek, chain) = certs
-                    .split_first()
-                    .ok_or_else(|| TeeError::Chain("no VEK certificate".into()))?;
-                let c = v.verify(report, vek, chain, now)?;
+                let c = match certs.split_first() {
+                    Some((vek, chain)) => {
+                        let mut chain = chain.to_vec();
+                        chain.extend(self.snp_intermediates.iter().cloned());
+                        v.verify(report, vek, &chain, now)?
+                    }
+                    None => {
+                        // No certificate sent: the VCEK for this chip and TCB from the store.
+                        let key = snp::report_vcek_key(report)?;
+                        let vek = self.vceks.get(&key).ok_or_else(|| {
+                            TeeError::Chain(format!(
+                                "no VEK certificate sent, and none in the store for chip {}… at TCB {:016x}",
+                                &key.0[..16],
+                                key.1
+                            ))
+                        })?;
+                        v.verify(report, vek, &self.snp_intermediates, now)?
+                    }
+                };
                 let r = &c.report;
                 Ok(TeeVerified {
                     report_data: hex::decode(&r.report_data).unwrap_or_default(),

@@ -400,6 +400,43 @@ pub fn check_vek_binding(vek: &Certificate, report: &SnpReport) -> Result<(), Te
     Ok(())
 }
 
+/// The store key of a VCEK: its hardware id (hex) and the raw REPORTED_TCB it certifies, laid
+/// out as the report carries it for the VCEK's product line.
+pub fn vcek_index(vcek: &Certificate) -> Option<(String, u64)> {
+    let spl = |oid| vouch_x509::extension(vcek, oid).and_then(small_int);
+    let (bl, tee, snp, ucode) = (
+        spl(OID_BL_SPL)?,
+        spl(OID_TEE_SPL)?,
+        spl(OID_SNP_SPL)?,
+        spl(OID_UCODE_SPL)?,
+    );
+    let hw = match vouch_x509::extension(vcek, OID_HW_ID)? {
+        raw if raw.len() == 64 => raw,
+        [0x04, 0x40, rest @ ..] if rest.len() == 64 => rest,
+        _ => return None,
+    };
+    let turin = product(vcek)
+        .ok()
+        .is_some_and(|p| p == "Turin" || p == "Venice");
+    let b = if turin {
+        [spl(OID_FMC_SPL)?, bl, tee, snp, 0, 0, 0, ucode]
+    } else {
+        [bl, tee, 0, 0, 0, 0, snp, ucode]
+    };
+    Some((hex::encode(hw), u64::from_le_bytes(b)))
+}
+
+/// The store key a report's VCEK has: its CHIP_ID (hex) and raw REPORTED_TCB.
+pub fn report_vcek_key(report: &[u8]) -> Result<(String, u64), TeeError> {
+    if report.len() != REPORT_LEN {
+        return Err(malformed(format!(
+            "an SEV-SNP report is {REPORT_LEN} bytes, this one {}",
+            report.len()
+        )));
+    }
+    Ok((hex::encode(&report[0x1A0..0x1E0]), u64_at(report, 0x180)))
+}
+
 /// R and S, 72 bytes little-endian each, as the 96-byte big-endian `r ‖ s` of a P-384
 /// signature; the high 24 bytes of each must be zero.
 fn signature_rs(b: &[u8]) -> Result<Vec<u8>, TeeError> {

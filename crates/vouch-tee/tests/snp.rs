@@ -201,3 +201,38 @@ fn a_verified_chain_is_remembered_but_never_outside_its_window() {
     other[n / 2] ^= 1;
     assert!(v.verify(&report, &other, &certs, NOW).is_err());
 }
+
+#[test]
+fn the_vcek_comes_from_the_offline_store_when_the_report_comes_alone() {
+    let (_, ark) = chain();
+    let roots = tempfile::tempdir().unwrap();
+    std::fs::write(roots.path().join("ark.der"), &ark).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let mut r = vouch_tee::TeeRoots::from_dir(roots.path()).unwrap();
+    let report = data("snp/report_v2.bin");
+    let kind = vouch_tee::TeeKind::SevSnp;
+    // An empty store: nothing to verify with, and the error says what is missing.
+    r.add_store_dir(store.path()).unwrap();
+    let e = r.verify(kind, &report, &[], NOW).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("none in the store for chip c38427a30d4c7af9"),
+        "{e}"
+    );
+    // The operator fetched this chip's VCEK for TCB 3/0/8/115 and the Milan ASK/ARK bundle.
+    std::fs::write(store.path().join("vcek.der"), data("snp/vcek.der")).unwrap();
+    std::fs::write(
+        store.path().join("milan.pem"),
+        data("snp/milan_ask_ark_asvk.pem"),
+    )
+    .unwrap();
+    let mut r = vouch_tee::TeeRoots::from_dir(roots.path()).unwrap();
+    assert_eq!(r.add_snp_cert_dir(store.path()).unwrap(), 1);
+    let v = r.verify(kind, &report, &[], NOW).unwrap();
+    assert_eq!(v.claims["tcb"]["microcode"], 115);
+    // A report at another TCB (one changed REPORTED_TCB byte) finds no VCEK in the store.
+    let mut other = report.clone();
+    other[0x187] = 0x74;
+    let e = r.verify(kind, &other, &[], NOW).unwrap_err();
+    assert!(e.to_string().contains("at TCB 7408000000000003"), "{e}");
+}

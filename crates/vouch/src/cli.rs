@@ -213,8 +213,8 @@ pub struct TeeInput {
     /// Trusted vendor roots: a directory of .pem/.der files, or one file.
     #[arg(long)]
     pub roots: PathBuf,
-    /// DCAP collateral (TCB info, QE identity, CRLs): a directory of .json files, one per
-    /// FMSPC, filled ahead of time (nothing is fetched).
+    /// The offline store, filled ahead of time (nothing is fetched): DCAP collateral (.json,
+    /// one per FMSPC) and SEV-SNP VCEKs and ASK/ASVKs (.der/.pem), so reports need no --cert.
     #[arg(long)]
     pub collateral: Option<PathBuf>,
     /// Verification time, Unix seconds (default: now). Real samples verify only at times

@@ -65,7 +65,7 @@ fn load(i: &crate::cli::TeeInput) -> Result<Loaded> {
         TeeRoots::from_certs(&read_certs(std::slice::from_ref(&i.roots))?)?
     };
     if let Some(dir) = &i.collateral {
-        roots.add_collateral_dir(dir)?;
+        roots.add_store_dir(dir)?;
     }
     Ok(Loaded {
         kind,
