@@ -185,6 +185,50 @@ pub struct DcapVerifier {
     root_der: Vec<u8>,
     chains: vouch_x509::VerifiedChains,
     collateral: std::collections::BTreeMap<String, dcap_qvl::QuoteCollateralV3>,
+    /// TCB appraisals already made: see [`DcapVerifier::verify`], step 5.
+    appraisals: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Appraised>>>,
+}
+
+/// A TCB appraisal by dcap-qvl and the window it stands in: from when it was made to the
+/// earliest next update of the collateral it used.
+#[derive(Debug, Clone)]
+struct Appraised {
+    status: String,
+    advisory_ids: Vec<String>,
+    from: u64,
+    until: u64,
+}
+
+/// Most appraisals remembered (emptied when full).
+const MAX_APPRAISALS: usize = 4096;
+
+/// The earliest `nextUpdate` of the collateral: TCB info, QE identity (RFC 3339 in their JSON)
+/// and both CRLs. `None` when one cannot be read (then nothing is remembered).
+fn collateral_until(c: &dcap_qvl::QuoteCollateralV3) -> Option<u64> {
+    use std::str::FromStr as _;
+    use x509_cert::der::Decode as _;
+    let json_next = |j: &str| -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_str(j).ok()?;
+        let t = v.get("nextUpdate")?.as_str()?;
+        Some(
+            x509_cert::der::DateTime::from_str(t)
+                .ok()?
+                .unix_duration()
+                .as_secs(),
+        )
+    };
+    let crl_next = |der: &[u8]| -> Option<u64> {
+        let crl = x509_cert::crl::CertificateList::from_der(der).ok()?;
+        Some(crl.tbs_cert_list.next_update?.to_unix_duration().as_secs())
+    };
+    [
+        json_next(&c.tcb_info)?,
+        json_next(&c.qe_identity)?,
+        crl_next(&c.pck_crl)?,
+        crl_next(&c.root_ca_crl)?,
+    ]
+    .into_iter()
+    .min()
 }
 
 /// Collateral for one FMSPC, as Intel's PCS / a PCCS serves it (the JSON `dcap-qvl` writes:
@@ -255,6 +299,7 @@ impl DcapVerifier {
             root_der: root.to_vec(),
             chains: Default::default(),
             collateral: std::collections::BTreeMap::new(),
+            appraisals: Default::default(),
         })
     }
 
@@ -418,15 +463,62 @@ impl DcapVerifier {
             .map_err(|_| {
                 TeeError::Signature("the quote is not signed by its attestation key".into())
             })?;
-        // 5. With collateral for this platform, the TCB status (dcap-qvl, same root).
+        // 5. With collateral for this platform, the TCB status (dcap-qvl, same root). It depends
+        // on the PCK chain, the QE report, the header and the body (all but its report data,
+        // which changes with every nonce) and the collateral: an appraisal of the same inputs
+        // is reused while the collateral stands (from when it was made to its next update).
         let fmspc = fmspc(pck);
         let (tcb_status, advisory_ids) = match fmspc.as_ref().and_then(|f| self.collateral.get(f)) {
             Some(c) => {
-                let r = dcap_qvl::verify::QuoteVerifier::new(self.root_der.clone())
-                    .allow_debug(true)
-                    .verify(quote, c, now)
-                    .map_err(|e| TeeError::Chain(format!("collateral appraisal: {e:#}")))?;
-                (r.status, r.advisory_ids)
+                let report_data_at = if tee == TEE_SGX { 320 } else { 520 };
+                let mut h = aws_lc_rs::digest::Context::new(&SHA256);
+                for part in [
+                    pck_chain,
+                    qe_report,
+                    &quote[..HEADER_LEN],
+                    &body[..report_data_at],
+                    &body[report_data_at + 64..],
+                    c.tcb_info.as_bytes(),
+                    c.qe_identity.as_bytes(),
+                    &c.pck_crl,
+                    &c.root_ca_crl,
+                ] {
+                    h.update(&(part.len() as u64).to_be_bytes());
+                    h.update(part);
+                }
+                let key: [u8; 32] = h.finish().as_ref().try_into().unwrap_or([0; 32]);
+                let cached = self
+                    .appraisals
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&key).cloned())
+                    .filter(|a| a.from <= now && now <= a.until);
+                match cached {
+                    Some(a) => (a.status, a.advisory_ids),
+                    None => {
+                        let r = dcap_qvl::verify::QuoteVerifier::new(self.root_der.clone())
+                            .allow_debug(true)
+                            .verify(quote, c, now)
+                            .map_err(|e| TeeError::Chain(format!("collateral appraisal: {e:#}")))?;
+                        if let (Some(until), Ok(mut m)) =
+                            (collateral_until(c), self.appraisals.lock())
+                        {
+                            if m.len() >= MAX_APPRAISALS {
+                                m.clear();
+                            }
+                            m.insert(
+                                key,
+                                Appraised {
+                                    status: r.status.clone(),
+                                    advisory_ids: r.advisory_ids.clone(),
+                                    from: now,
+                                    until,
+                                },
+                            );
+                        }
+                        (r.status, r.advisory_ids)
+                    }
+                }
             }
             None => ("not judged (no collateral)".to_string(), Vec::new()),
         };
@@ -458,4 +550,27 @@ fn certification<'a>(r: &mut Reader<'a>, want: u16) -> Result<&'a [u8], TeeError
         )));
     }
     r.take(size, "certification data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_appraisal_stands_until_the_earliest_next_update_of_its_collateral() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/testdata/tdx/dcapqvl_tdx_quote_collateral.json"
+        );
+        let c: Collateral = serde_json::from_slice(&std::fs::read(path).unwrap_or_default())
+            .unwrap_or_else(|e| {
+                panic!("{e}");
+            });
+        let (fmspc, qvl) = c.into_qvl().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fmspc, "b0c06f000000");
+        let until = collateral_until(&qvl).unwrap_or(0);
+        // TCB info: nextUpdate 2025-07-19T10:16:03Z; the others are no earlier than mid-2025.
+        assert!(until <= 1_752_920_163, "{until}");
+        assert!(until > 1_750_809_600, "{until}");
+    }
 }
