@@ -69,6 +69,15 @@ impl SpiffeVerifier {
         x509_authorities: &[Vec<u8>],
         allowed: AllowedIds,
     ) -> Result<Arc<Self>, Error> {
+        Self::build(trust_domain, x509_authorities, allowed, None).map(Arc::new)
+    }
+
+    fn build(
+        trust_domain: &TrustDomain,
+        x509_authorities: &[Vec<u8>],
+        allowed: AllowedIds,
+        revocations: Option<Arc<std::sync::RwLock<crate::RevocationSet>>>,
+    ) -> Result<Self, Error> {
         let mut anchors = Vec::new();
         for der in x509_authorities {
             let cert = CertificateDer::from(der.clone());
@@ -80,13 +89,13 @@ impl SpiffeVerifier {
         if anchors.is_empty() {
             return Err(bad("the trust bundle has no X.509 authority"));
         }
-        Ok(Arc::new(Self {
+        Ok(Self {
             trust_domain: trust_domain.clone(),
             anchors,
             allowed,
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            revocations: None,
-        }))
+            revocations,
+        })
     }
 
     /// As [`SpiffeVerifier::new`], and also refuse peers whose SVID serial is revoked in
@@ -97,14 +106,7 @@ impl SpiffeVerifier {
         allowed: AllowedIds,
         revocations: Arc<std::sync::RwLock<crate::RevocationSet>>,
     ) -> Result<Arc<Self>, Error> {
-        let base = Self::new(trust_domain, x509_authorities, allowed)?;
-        Ok(Arc::new(Self {
-            trust_domain: base.trust_domain.clone(),
-            anchors: base.anchors.clone(),
-            allowed: base.allowed.clone(),
-            provider: base.provider.clone(),
-            revocations: Some(revocations),
-        }))
+        Self::build(trust_domain, x509_authorities, allowed, Some(revocations)).map(Arc::new)
     }
 
     fn check(

@@ -292,9 +292,7 @@ fn fmspc(pck: &x509_cert::Certificate) -> Option<String> {
 impl DcapVerifier {
     /// Trust `root` (DER), which must be self-signed.
     pub fn new(root: &[u8]) -> Result<Self, TeeError> {
-        let c = vouch_x509::parse(root, "Intel root").map_err(TeeError::Chain)?;
-        vouch_x509::verify_signed_by(root, &c, &c)
-            .map_err(|e| TeeError::Chain(format!("the Intel root is not self-signed: {e}")))?;
+        vouch_x509::parse_self_signed(root, "Intel root").map_err(TeeError::Chain)?;
         Ok(Self {
             root_der: root.to_vec(),
             chains: Default::default(),
@@ -471,8 +469,7 @@ impl DcapVerifier {
         let (tcb_status, advisory_ids) = match fmspc.as_ref().and_then(|f| self.collateral.get(f)) {
             Some(c) => {
                 let report_data_at = if tee == TEE_SGX { 320 } else { 520 };
-                let mut h = aws_lc_rs::digest::Context::new(&SHA256);
-                for part in [
+                let key = vouch_x509::digest_parts(&[
                     pck_chain,
                     qe_report,
                     &quote[..HEADER_LEN],
@@ -482,11 +479,7 @@ impl DcapVerifier {
                     c.qe_identity.as_bytes(),
                     &c.pck_crl,
                     &c.root_ca_crl,
-                ] {
-                    h.update(&(part.len() as u64).to_be_bytes());
-                    h.update(part);
-                }
-                let key: [u8; 32] = h.finish().as_ref().try_into().unwrap_or([0; 32]);
+                ]);
                 let cached = self
                     .appraisals
                     .lock()

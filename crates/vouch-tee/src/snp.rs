@@ -378,14 +378,7 @@ pub fn check_vek_binding(vek: &Certificate, report: &SnpReport) -> Result<(), Te
         }
     }
     if report.signing_key == SigningKey::Vcek {
-        let hw = vouch_x509::extension(vek, OID_HW_ID)
-            .ok_or_else(|| TeeError::Mismatch("the VCEK has no hwID".into()))?;
-        // AMD puts the 64 bytes directly in the extension value (no inner OCTET STRING).
-        let id = match hw {
-            raw if raw.len() == 64 => raw,
-            [0x04, 0x40, rest @ ..] if rest.len() == 64 => rest,
-            _ => return Err(TeeError::Mismatch("the VCEK's hwID is not 64 bytes".into())),
-        };
+        let id = hw_id(vek)?;
         if report.chip_id_masked {
             return Err(TeeError::Mismatch(
                 "the chip id is masked, so a VCEK cannot be matched to it".into(),
@@ -400,6 +393,23 @@ pub fn check_vek_binding(vek: &Certificate, report: &SnpReport) -> Result<(), Te
     Ok(())
 }
 
+/// The VCEK's hardware id: the 64-byte chip id it was issued for.
+fn hw_id(vcek: &Certificate) -> Result<&[u8], TeeError> {
+    let hw = vouch_x509::extension(vcek, OID_HW_ID)
+        .ok_or_else(|| TeeError::Mismatch("the VCEK has no hwID".into()))?;
+    // AMD puts the 64 bytes directly in the extension value (no inner OCTET STRING).
+    match hw {
+        raw if raw.len() == 64 => Ok(raw),
+        [0x04, 0x40, rest @ ..] if rest.len() == 64 => Ok(rest),
+        _ => Err(TeeError::Mismatch("the VCEK's hwID is not 64 bytes".into())),
+    }
+}
+
+/// Whether a product line lays out its TCB as Turin does (FMC first).
+fn turin_layout(product: &str) -> bool {
+    product == "Turin" || product == "Venice"
+}
+
 /// The store key of a VCEK: its hardware id (hex) and the raw REPORTED_TCB it certifies, laid
 /// out as the report carries it for the VCEK's product line.
 pub fn vcek_index(vcek: &Certificate) -> Option<(String, u64)> {
@@ -410,14 +420,8 @@ pub fn vcek_index(vcek: &Certificate) -> Option<(String, u64)> {
         spl(OID_SNP_SPL)?,
         spl(OID_UCODE_SPL)?,
     );
-    let hw = match vouch_x509::extension(vcek, OID_HW_ID)? {
-        raw if raw.len() == 64 => raw,
-        [0x04, 0x40, rest @ ..] if rest.len() == 64 => rest,
-        _ => return None,
-    };
-    let turin = product(vcek)
-        .ok()
-        .is_some_and(|p| p == "Turin" || p == "Venice");
+    let hw = hw_id(vcek).ok()?;
+    let turin = product(vcek).ok().is_some_and(|p| turin_layout(&p));
     let b = if turin {
         [spl(OID_FMC_SPL)?, bl, tee, snp, 0, 0, 0, ucode]
     } else {
@@ -458,9 +462,7 @@ impl SnpVerifier {
     pub fn new(arks: &[Vec<u8>]) -> Result<Self, TeeError> {
         let mut out = Vec::new();
         for der in arks {
-            let c = vouch_x509::parse(der, "ARK").map_err(TeeError::Chain)?;
-            vouch_x509::verify_signed_by(der, &c, &c)
-                .map_err(|e| TeeError::Chain(format!("trusted ARK is not self-signed: {e}")))?;
+            let c = vouch_x509::parse_self_signed(der, "trusted ARK").map_err(TeeError::Chain)?;
             out.push((der.clone(), c));
         }
         if out.is_empty() {
@@ -484,7 +486,7 @@ impl SnpVerifier {
     ) -> Result<SnpClaims, TeeError> {
         let vek = vouch_x509::parse(vek_der, "VEK").map_err(TeeError::Chain)?;
         let product = product(&vek)?;
-        let rep = SnpReport::parse(report, product == "Turin" || product == "Venice")?;
+        let rep = SnpReport::parse(report, turin_layout(&product))?;
         let is_vlek = cn(&vek).contains("SEV-VLEK");
         match (rep.signing_key, is_vlek) {
             (SigningKey::Vcek, false) | (SigningKey::Vlek, true) => {}

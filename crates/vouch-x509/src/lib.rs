@@ -92,6 +92,13 @@ pub fn parse(der: &[u8], what: &str) -> Result<Certificate, String> {
     Certificate::from_der(der).map_err(|e| format!("{what} certificate does not parse: {e}"))
 }
 
+/// Parse a trust anchor: a certificate whose own key signed it. The error names `what`.
+pub fn parse_self_signed(der: &[u8], what: &str) -> Result<Certificate, String> {
+    let c = parse(der, what)?;
+    verify_signed_by(der, &c, &c).map_err(|e| format!("the {what} is not self-signed: {e}"))?;
+    Ok(c)
+}
+
 /// The certificate's validity window, Unix seconds.
 pub fn validity(c: &Certificate) -> (u64, u64) {
     let v = &c.tbs_certificate.validity;
@@ -246,9 +253,11 @@ type ChainWindows = std::collections::HashMap<[u8; 32], (u64, u64)>;
 /// Most chains remembered (the cache is emptied when full).
 const MAX_CACHED_CHAINS: usize = 4096;
 
-fn chain_key(chain: &[&[u8]]) -> [u8; 32] {
+/// SHA-256 over `parts`, each preceded by its length, so no two lists of parts collide: the
+/// key under which verified material is remembered.
+pub fn digest_parts(parts: &[&[u8]]) -> [u8; 32] {
     let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for d in chain {
+    for d in parts {
         h.update(&(d.len() as u64).to_be_bytes());
         h.update(d);
     }
@@ -261,7 +270,7 @@ impl VerifiedChains {
     /// Whether `chain` (DER, in any fixed order) was verified and `now` is inside the window in
     /// which all its certificates are valid.
     pub fn contains(&self, chain: &[&[u8]], now: u64) -> bool {
-        let key = chain_key(chain);
+        let key = digest_parts(chain);
         self.inner
             .lock()
             .ok()
@@ -281,7 +290,7 @@ impl VerifiedChains {
             if m.len() >= MAX_CACHED_CHAINS {
                 m.clear();
             }
-            m.insert(chain_key(chain), (from, until));
+            m.insert(digest_parts(chain), (from, until));
         }
     }
 }
