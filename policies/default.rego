@@ -67,7 +67,7 @@ deny contains f if {
 # `vouch refvalue add pcr sha256:7 <hex>`: a quoted PCR must hold one of its reference values
 # (boot chain, Secure Boot policy, or a PCR the workload extends).
 deny contains f if {
-	input.evidence.kind == "tpm"
+	input.tpm
 	some key, allowed in refs("pcr")
 	[bank, index] := split(key, ":")
 	value := input.tpm.pcrs[bank][index]
@@ -80,7 +80,7 @@ deny contains f if {
 }
 
 deny contains f if {
-	input.evidence.kind == "tpm"
+	input.tpm
 	some key, _ in refs("pcr")
 	[bank, index] := split(key, ":")
 	not input.tpm.pcrs[bank][index]
@@ -95,7 +95,7 @@ deny contains f if {
 
 # `vouch refvalue add boot required yes`: TPM evidence must carry an event log that replays.
 deny contains f if {
-	input.evidence.kind == "tpm"
+	input.tpm
 	refs("boot").required
 	not input.tpm.eventlog
 	f := {
@@ -107,7 +107,7 @@ deny contains f if {
 
 # `vouch refvalue add boot secure_boot yes`: the measured SecureBoot variable must be 1.
 deny contains f if {
-	input.evidence.kind == "tpm"
+	input.tpm
 	refs("boot").secure_boot
 	not input.tpm.eventlog.secure_boot == true
 	f := {
@@ -120,7 +120,7 @@ deny contains f if {
 # `vouch refvalue add boot_digest boot_loader <sha256>` (or `kernel`): the boot loader or
 # kernel that the event log shows in PCR 4 must be one of the registered digests.
 deny contains f if {
-	input.evidence.kind == "tpm"
+	input.tpm
 	some which, allowed in refs("boot_digest")
 	found := object.get(object.get(input.tpm, "eventlog", {}), which, null)
 	not found in allowed

@@ -1,7 +1,7 @@
 #![no_main]
-//! SEV-SNP reports and VEK certificates as an attester could send them: any bytes, never a
-//! panic. The real sample's chain is the trust anchor, so well-formed inputs reach the
-//! signature check.
+//! SEV-SNP reports and VEK certificates as an attester could send them, and certificate tables
+//! as a host could attach them: any bytes, never a panic. The real sample's chain is the trust
+//! anchor, so well-formed inputs reach the signature check.
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use vouch_tee::snp::{SnpReport, SnpVerifier};
@@ -21,6 +21,10 @@ fn verifier() -> &'static Option<(SnpVerifier, Vec<Vec<u8>>)> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The host's certificate table (configfs-tsm auxblob), parsed by the agent.
+    if let Ok(t) = vouch_tee::snp::cert_table(data) {
+        let _ = vouch_tee::snp::vek_chain(&t);
+    }
     let _ = SnpReport::parse(data, false);
     let _ = SnpReport::parse(data, true);
     if let Some((v, certs)) = verifier() {

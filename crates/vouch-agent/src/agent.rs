@@ -8,6 +8,8 @@ use vouch_core::wire::{AttestRequest, AttestationResult, EnrollRequest, enroll_s
 use vouch_evidence::{AgentKey, CollectConfig, SoftwareCollector, sign_software_evidence};
 
 use crate::{AgentError, VerifierClient};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
 /// Agent configuration: defaults, then the config file, then `VOUCH_*` environment variables
 /// (applied by the `vouch` binary).
@@ -42,6 +44,9 @@ pub struct AgentConfig {
     /// Attest with the TPM (`tpm` evidence: measurements bound into a quote).
     #[cfg(feature = "tpm")]
     pub tpm: Option<crate::TpmConfig>,
+    /// Attest with the TEE this machine runs in (configfs-tsm): `tee` evidence alone, or
+    /// `composite` evidence (the TEE report binding the vTPM's AK) together with `tpm`.
+    pub tee: Option<crate::TeeConfig>,
 }
 
 impl Default for AgentConfig {
@@ -61,6 +66,7 @@ impl Default for AgentConfig {
             workload_api_socket: None,
             #[cfg(feature = "tpm")]
             tpm: None,
+            tee: None,
         }
     }
 }
@@ -93,6 +99,9 @@ pub struct Agent {
     /// IMA entries the verifier has replayed; the next slice starts here.
     #[cfg(feature = "tpm")]
     ima_sent: u64,
+    /// The AK's TPM name, read once (composite evidence binds it).
+    #[cfg(feature = "tpm")]
+    ak_name: Option<Vec<u8>>,
 }
 
 /// What the agent last heard from the verifier about its node.
@@ -222,6 +231,8 @@ impl Agent {
             tpm,
             #[cfg(feature = "tpm")]
             ima_sent: 0,
+            #[cfg(feature = "tpm")]
+            ak_name: None,
         };
         #[cfg(feature = "tpm")]
         agent.ensure_tpm_enrolled().await?;
@@ -295,8 +306,59 @@ impl Agent {
     /// Collect, quote and sign `tpm` evidence for `nonce`.
     #[cfg(feature = "tpm")]
     pub async fn tpm_evidence(&mut self, nonce: &str) -> Result<vouch_core::Evidence, AgentError> {
-        use base64::Engine as _;
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let (payload, _) = self.tpm_payload(nonce).await?;
+        self.sign_payload(vouch_core::EvidenceKind::Tpm, &payload)
+    }
+
+    /// Collect, quote, ask the TEE for a report binding the same nonce, agent key,
+    /// measurements and the AK's name, and sign `composite` evidence for `nonce`.
+    #[cfg(feature = "tpm")]
+    pub async fn composite_evidence(
+        &mut self,
+        nonce: &str,
+    ) -> Result<vouch_core::Evidence, AgentError> {
+        let Some(tee) = self.cfg.tee.clone() else {
+            return Err(AgentError::Config("no TEE configured".into()));
+        };
+        let ak_name = self.ak_name().await?;
+        let (tpm, bytes) = self.tpm_payload(nonce).await?;
+        let data =
+            vouch_core::composite_report_data(nonce, self.key.public_key(), &bytes, &ak_name);
+        let r = blocking(move || crate::tee::report(&tee, &data)).await?;
+        let payload = vouch_core::CompositePayload {
+            tpm,
+            tee: vouch_core::TeeReport {
+                tee: r.tee.into(),
+                report: B64.encode(&r.report),
+                certs: r.certs.iter().map(|c| B64.encode(c)).collect(),
+            },
+        };
+        self.sign_payload(vouch_core::EvidenceKind::Composite, &payload)
+    }
+
+    /// The AK's TPM name (read from the TPM once).
+    #[cfg(feature = "tpm")]
+    async fn ak_name(&mut self) -> Result<Vec<u8>, AgentError> {
+        if let Some(n) = &self.ak_name {
+            return Ok(n.clone());
+        }
+        let Some(tpm) = self.tpm.clone() else {
+            return Err(AgentError::Config("no TPM configured".into()));
+        };
+        let id = blocking(move || tpm.identity()).await?;
+        let name = vouch_tpm::TpmtPublic::from_tpm2b(&id.ak_public)
+            .map_err(|e| AgentError::Protocol(format!("the TPM's AK: {e}")))?
+            .name();
+        self.ak_name = Some(name.clone());
+        Ok(name)
+    }
+
+    /// Measurements and a quote binding them: the `tpm` payload and the measurements' bytes.
+    #[cfg(feature = "tpm")]
+    async fn tpm_payload(
+        &mut self,
+        nonce: &str,
+    ) -> Result<(vouch_core::TpmPayload, Vec<u8>), AgentError> {
         let Some(tpm) = self.tpm.clone() else {
             return Err(AgentError::Config("no TPM configured".into()));
         };
@@ -318,14 +380,41 @@ impl Agent {
             ima,
             eventlog: eventlog.map(|l| B64.encode(l)),
         };
+        Ok((payload, bytes))
+    }
+
+    /// Collect, ask the TEE for a report binding the nonce, agent key and measurements, and
+    /// sign `tee` evidence for `nonce`.
+    pub async fn tee_evidence(&mut self, nonce: &str) -> Result<vouch_core::Evidence, AgentError> {
+        let Some(tee) = self.cfg.tee.clone() else {
+            return Err(AgentError::Config("no TEE configured".into()));
+        };
+        let m = self.collector.collect(nonce, now())?;
+        let bytes = serde_json::to_vec(&m).map_err(|e| AgentError::Protocol(e.to_string()))?;
+        let data = vouch_core::tee_report_data(nonce, self.key.public_key(), &bytes);
+        let r = blocking(move || crate::tee::report(&tee, &data)).await?;
+        let payload = vouch_core::TeePayload {
+            tee: r.tee.into(),
+            measurements: B64.encode(&bytes),
+            report: B64.encode(&r.report),
+            certs: r.certs.iter().map(|c| B64.encode(c)).collect(),
+        };
+        self.sign_payload(vouch_core::EvidenceKind::Tee, &payload)
+    }
+
+    /// Sign a kind's payload (JSON, base64url) with the agent key.
+    fn sign_payload<T: serde::Serialize>(
+        &self,
+        kind: vouch_core::EvidenceKind,
+        payload: &T,
+    ) -> Result<vouch_core::Evidence, AgentError> {
         let payload = B64
-            .encode(serde_json::to_vec(&payload).map_err(|e| AgentError::Protocol(e.to_string()))?);
-        let signature = self.key.sign_b64(&vouch_core::evidence_signing_input(
-            vouch_core::EvidenceKind::Tpm,
-            &payload,
-        ));
+            .encode(serde_json::to_vec(payload).map_err(|e| AgentError::Protocol(e.to_string()))?);
+        let signature = self
+            .key
+            .sign_b64(&vouch_core::evidence_signing_input(kind, &payload));
         Ok(vouch_core::Evidence {
-            kind: vouch_core::EvidenceKind::Tpm,
+            kind,
             key_id: self.enrollment.key_id.clone(),
             payload,
             signature,
@@ -498,13 +587,18 @@ impl Agent {
         let client = self.client().clone();
         let ch = client.challenge().await?;
         #[cfg(feature = "tpm")]
-        let evidence = if self.tpm.is_some() {
-            self.tpm_evidence(&ch.nonce).await?
+        let evidence = match (self.tpm.is_some(), self.cfg.tee.is_some()) {
+            (true, true) => self.composite_evidence(&ch.nonce).await?,
+            (true, false) => self.tpm_evidence(&ch.nonce).await?,
+            (false, true) => self.tee_evidence(&ch.nonce).await?,
+            (false, false) => self.evidence(&ch.nonce)?,
+        };
+        #[cfg(not(feature = "tpm"))]
+        let evidence = if self.cfg.tee.is_some() {
+            self.tee_evidence(&ch.nonce).await?
         } else {
             self.evidence(&ch.nonce)?
         };
-        #[cfg(not(feature = "tpm"))]
-        let evidence = self.evidence(&ch.nonce)?;
         let r = client
             .attest(&AttestRequest {
                 evidence,

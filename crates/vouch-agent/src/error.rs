@@ -23,6 +23,9 @@ pub enum AgentError {
         #[source]
         source: reqwest::Error,
     },
+    /// The TEE could not produce a report (no configfs-tsm, a racing writer, a bad table).
+    #[error("TEE report: {0}")]
+    Tee(String),
     /// The verifier answered something that is not the protocol.
     #[error("unexpected answer from the verifier: {0}")]
     Protocol(String),

@@ -12,6 +12,7 @@
 mod agent;
 mod client;
 mod error;
+mod tee;
 #[cfg(feature = "tpm")]
 mod tpm;
 mod workload_api;
@@ -19,6 +20,7 @@ mod workload_api;
 pub use agent::{Agent, AgentConfig, Enrollment, NodeStatus};
 pub use client::VerifierClient;
 pub use error::AgentError;
+pub use tee::{TeeConfig, TeeReportBlob, report as tee_report};
 #[cfg(feature = "tpm")]
 pub use tpm::{Tpm, TpmConfig, TpmIdentity, TpmQuote};
 pub use workload_api::{

@@ -23,6 +23,10 @@ pub enum EvidenceKind {
     /// Software measurements bound into a TEE report (SEV-SNP, TDX, SGX, Nitro) through its
     /// report data, also signed by the agent key.
     Tee,
+    /// One attester with two roots of trust: a TPM quote (a confidential VM's vTPM) and a TEE
+    /// report that binds the same nonce, agent key, measurements and the quoting AK, also
+    /// signed by the agent key. Appraised as one result with a submodule per component.
+    Composite,
 }
 
 impl EvidenceKind {
@@ -33,6 +37,7 @@ impl EvidenceKind {
             Self::Tpm => "tpm",
             Self::Sample => "sample",
             Self::Tee => "tee",
+            Self::Composite => "composite",
         }
     }
 }
@@ -208,16 +213,78 @@ pub struct TeePayload {
     pub certs: Vec<String>,
 }
 
+/// A TEE report as it crosses the wire, inside [`CompositePayload`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeeReport {
+    /// `sev-snp`, `tdx`, `sgx` or `nitro`.
+    pub tee: String,
+    /// base64url of the report, quote or attestation document, as the TEE produced it.
+    pub report: String,
+    /// base64url DER certificates the report needs (SEV-SNP: the VEK, then the ASK or ASVK).
+    #[serde(default)]
+    pub certs: Vec<String>,
+}
+
+/// The payload of `composite` evidence: a TPM quote (whose `extraData` is [`tpm_extra_data`],
+/// as for `tpm` evidence) and a TEE report whose report data is [`composite_report_data`]
+/// over the same nonce, agent key and measurements and the name of the AK that quoted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompositePayload {
+    /// The TPM part, with the measurements.
+    pub tpm: TpmPayload,
+    /// The TEE part.
+    pub tee: TeeReport,
+}
+
+/// The 64 bytes the TEE report of `composite` evidence must carry as its report data:
+/// `SHA-512("vouch-composite-v1" 0x00 ‖ nonce ‖ 0 ‖ agent key ‖ SHA-256(measurements) ‖
+/// AK name)`, where the AK name is the TPM name (nameAlg ‖ digest of the public area) of the
+/// key that signed the quote.
+pub fn composite_report_data(
+    nonce: &str,
+    agent_public_key: &[u8],
+    measurements_json: &[u8],
+    ak_name: &[u8],
+) -> Vec<u8> {
+    binding::<sha2::Sha512>(
+        b"vouch-composite-v1\0",
+        nonce,
+        agent_public_key,
+        measurements_json,
+        ak_name,
+    )
+}
+
 /// The 64 bytes a TEE report must carry as its report data (SEV-SNP REPORT_DATA, TDX/SGX
 /// REPORTDATA, Nitro `nonce`): SHA-512 over the nonce, the agent key and the measurements.
 pub fn tee_report_data(nonce: &str, agent_public_key: &[u8], measurements_json: &[u8]) -> Vec<u8> {
-    use sha2::{Digest, Sha256, Sha512};
-    let mut h = Sha512::new();
-    h.update(b"vouch-tee-v1\0");
+    binding::<sha2::Sha512>(
+        b"vouch-tee-v1\0",
+        nonce,
+        agent_public_key,
+        measurements_json,
+        &[],
+    )
+}
+
+/// `H(label ‖ nonce ‖ 0 ‖ agent key ‖ SHA-256(measurements) ‖ tail)`: what hardware evidence
+/// binds (a quote's `extraData`, a TEE's report data).
+fn binding<H: sha2::Digest>(
+    label: &[u8],
+    nonce: &str,
+    agent_public_key: &[u8],
+    measurements_json: &[u8],
+    tail: &[u8],
+) -> Vec<u8> {
+    let mut h = H::new();
+    h.update(label);
     h.update(nonce.as_bytes());
     h.update([0]);
     h.update(agent_public_key);
-    h.update(Sha256::digest(measurements_json));
+    h.update(<sha2::Sha256 as sha2::Digest>::digest(measurements_json));
+    h.update(tail);
     h.finalize().to_vec()
 }
 
@@ -234,12 +301,44 @@ pub struct ImaSlice {
 /// The quote's `extraData` for `tpm` evidence:
 /// `SHA-256("vouch-tpm-v1" 0x00 || nonce || 0 || agent public key || SHA-256(measurements))`.
 pub fn tpm_extra_data(nonce: &str, agent_public_key: &[u8], measurements_json: &[u8]) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"vouch-tpm-v1\0");
-    h.update(nonce.as_bytes());
-    h.update([0]);
-    h.update(agent_public_key);
-    h.update(Sha256::digest(measurements_json));
-    h.finalize().to_vec()
+    binding::<sha2::Sha256>(
+        b"vouch-tpm-v1\0",
+        nonce,
+        agent_public_key,
+        measurements_json,
+        &[],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256, Sha512};
+
+    /// The three bindings, written out once more by hand: a change to any input changes them,
+    /// and no two kinds give the same bytes for the same inputs.
+    #[test]
+    fn bindings_are_the_documented_hashes() {
+        let m = br#"{"nonce":"n"}"#;
+        let by_hand = |label: &[u8], tail: &[u8], sha512: bool| {
+            let mut v = label.to_vec();
+            v.extend_from_slice(b"nonce\0key");
+            v.extend_from_slice(&Sha256::digest(m));
+            v.extend_from_slice(tail);
+            if sha512 {
+                Sha512::digest(&v).to_vec()
+            } else {
+                Sha256::digest(&v).to_vec()
+            }
+        };
+        let tpm = tpm_extra_data("nonce", b"key", m);
+        let tee = tee_report_data("nonce", b"key", m);
+        let comp = composite_report_data("nonce", b"key", m, b"ak");
+        assert_eq!(tpm, by_hand(b"vouch-tpm-v1\0", b"", false));
+        assert_eq!(tee, by_hand(b"vouch-tee-v1\0", b"", true));
+        assert_eq!(comp, by_hand(b"vouch-composite-v1\0", b"ak", true));
+        assert_eq!((tpm.len(), tee.len(), comp.len()), (32, 64, 64));
+        assert_ne!(comp, composite_report_data("nonce", b"key", m, b"ak2"));
+        assert_ne!(tee, tee_report_data("nonc", b"ekey", m));
+    }
 }

@@ -23,9 +23,10 @@ pub use ear::{
 };
 pub use error::ErrorKind;
 pub use evidence::{
-    Evidence, EvidenceKind, FileMeasurement, ImaSlice, ListeningSocket, MAX_EVIDENCE_BYTES,
-    OsRelease, ProcessInfo, SoftwareMeasurements, TeePayload, TpmPayload, WorkloadMeasurement,
-    evidence_signing_input, tee_report_data, tpm_extra_data,
+    CompositePayload, Evidence, EvidenceKind, FileMeasurement, ImaSlice, ListeningSocket,
+    MAX_EVIDENCE_BYTES, OsRelease, ProcessInfo, SoftwareMeasurements, TeePayload, TeeReport,
+    TpmPayload, WorkloadMeasurement, composite_report_data, evidence_signing_input,
+    tee_report_data, tpm_extra_data,
 };
 pub use nonce::{NONCE_RANDOM_LEN, Nonce, NonceError, NonceKey};
 pub use version::compare_versions;

@@ -9,6 +9,8 @@
 //! |---|---|---|
 //! | `software` | [`SoftwareCollector`] + [`AgentKey`] | [`SoftwareVerifier`] |
 //! | `tpm` | software measurements + a TPM quote binding them (agent `tpm` feature) | [`TpmVerifier`] |
+//! | `tee` | software measurements bound into a TEE report's report data | [`TeeVerifier`] |
+//! | `composite` | a TPM quote and a TEE report binding the same measurements and the AK | [`CompositeVerifier`] |
 //! | `sample` | unsigned JSON (demos, tests) | [`SampleVerifier`], rejected by the default policy |
 #![deny(missing_docs)]
 
@@ -26,6 +28,7 @@ pub mod parsers {
 pub use error::EvidenceError;
 pub use key::{AgentKey, verify_ed25519};
 pub use verify::{
-    EvidenceVerifier, SampleVerifier, Signer, SoftwareVerifier, TpmContext, TpmVerifier,
-    VerifiedEvidence, VerifyContext, decode_payload, sign_software_evidence, verifier_for,
+    CompositeVerifier, EvidenceVerifier, SampleVerifier, Signer, SoftwareVerifier, TeeVerifier,
+    TpmContext, TpmVerifier, VerifiedEvidence, VerifyContext, composite_claims, decode_payload,
+    sign_software_evidence, verifier_for,
 };

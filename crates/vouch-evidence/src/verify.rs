@@ -25,6 +25,9 @@ pub struct Signer {
 pub struct TpmContext {
     /// The activated AK (with its qualified name).
     pub ak: vouch_tpm::Ak,
+    /// The AK's TPM name (nameAlg ‖ digest of its public area), which the TEE report of
+    /// `composite` evidence binds.
+    pub ak_name: Vec<u8>,
     /// The clock of the last quote accepted from this AK.
     pub last_clock: Option<vouch_tpm::ClockInfo>,
     /// Allowed hashes and clock rules.
@@ -70,6 +73,9 @@ pub struct VerifiedEvidence {
     pub tpm_clock: Option<vouch_tpm::ClockInfo>,
     /// For `tpm` evidence with an IMA log: the new replay state.
     pub tpm_ima: Option<vouch_tpm::ImaState>,
+    /// For evidence with more than one root of trust (`composite`): each component's claims
+    /// as if it had been sent alone, by submodule name (`tpm`, `sev-snp`, …); empty otherwise.
+    pub components: Vec<(String, Value)>,
 }
 
 /// One evidence kind's verifier.
@@ -101,6 +107,7 @@ pub fn verifier_for(kind: EvidenceKind) -> Option<&'static dyn EvidenceVerifier>
         EvidenceKind::Sample => Some(&SampleVerifier),
         EvidenceKind::Tpm => Some(&TpmVerifier),
         EvidenceKind::Tee => Some(&TeeVerifier),
+        EvidenceKind::Composite => Some(&CompositeVerifier),
         _ => None,
     }
 }
@@ -194,14 +201,31 @@ fn verified(
     ctx: &VerifyContext<'_>,
 ) -> Result<VerifiedEvidence, EvidenceError> {
     let (bytes, m) = decode_payload(&evidence.payload)?;
-    Ok(VerifiedEvidence {
-        claims: claims_of(&m, evidence, signature_verified, ctx.signers),
-        nonce: m.nonce,
-        workload_name: m.workload.name,
-        evidence_sha256: hex::encode(Sha256::digest(&bytes)),
-        tpm_clock: None,
-        tpm_ima: None,
-    })
+    let claims = claims_of(&m, evidence, signature_verified, ctx.signers);
+    Ok(VerifiedEvidence::new(m, &bytes, claims))
+}
+
+impl VerifiedEvidence {
+    /// Evidence about measurements `m` (whose exact bytes are `bytes`) with `claims`; no TPM
+    /// state and no components until set.
+    fn new(m: SoftwareMeasurements, bytes: &[u8], claims: Value) -> Self {
+        Self {
+            claims,
+            nonce: m.nonce,
+            workload_name: m.workload.name,
+            evidence_sha256: hex::encode(Sha256::digest(bytes)),
+            tpm_clock: None,
+            tpm_ima: None,
+            components: Vec::new(),
+        }
+    }
+
+    /// The same with the state of the quote it was checked with.
+    fn with_quote(mut self, q: CheckedQuote) -> Self {
+        self.tpm_clock = Some(q.clock);
+        self.tpm_ima = q.ima;
+        self
+    }
 }
 
 /// Verifies `tpm` evidence: the agent's signature, then the quote by the node's activated AK
@@ -227,62 +251,13 @@ impl EvidenceVerifier for TpmVerifier {
         ctx: &VerifyContext<'_>,
     ) -> Result<VerifiedEvidence, EvidenceError> {
         check_agent_signature(evidence, EvidenceKind::Tpm, ctx)?;
-        if evidence.payload.len() > MAX_EVIDENCE_BYTES.div_ceil(3) * 4 {
-            return Err(EvidenceError::Malformed("payload too large".into()));
-        }
-        let p: vouch_core::TpmPayload = serde_json::from_slice(&b64(&evidence.payload, "payload")?)
-            .map_err(|e| EvidenceError::Malformed(format!("payload is not TPM evidence: {e}")))?;
-        let tpm = ctx.tpm.ok_or(EvidenceError::TpmNotEnrolled)?;
-        let bytes = b64(&p.measurements, "measurements")?;
-        let m: SoftwareMeasurements = serde_json::from_slice(&bytes).map_err(|e| {
-            EvidenceError::Malformed(format!("measurements are not software measurements: {e}"))
-        })?;
-        let mut pcrs = vouch_tpm::PcrValues::default();
-        for (bank, values) in &p.pcrs {
-            let h = vouch_tpm::HashAlg::parse(bank)
-                .ok_or_else(|| EvidenceError::Malformed(format!("unknown PCR bank {bank}")))?;
-            let b = pcrs.0.entry(h).or_default();
-            for (i, v) in values {
-                let d = hex::decode(v)
-                    .map_err(|_| EvidenceError::Malformed(format!("PCR {bank}:{i} is not hex")))?;
-                b.insert(*i, d);
-            }
-        }
-        let expected = vouch_core::tpm_extra_data(&m.nonce, ctx.public_key, &bytes);
-        let q = vouch_tpm::verify_quote(
-            &tpm.ak,
-            &b64(&p.attest, "attest")?,
-            &b64(&p.quote_signature, "quote_signature")?,
-            &pcrs,
-            &expected,
-            &tpm.policy,
-        )?;
-        vouch_tpm::check_clock_progress(tpm.last_clock.as_ref(), &q.clock)?;
-        let (ima_claims, tpm_ima) = ima(tpm, &p, &pcrs, &q.clock)?;
-        let boot = match &p.eventlog {
-            Some(log) => eventlog(log, &pcrs)?,
-            None => Value::Null,
-        };
+        let p: vouch_core::TpmPayload = payload(evidence, "TPM evidence")?;
+        let (bytes, m) = measurements(&p.measurements)?;
+        let mut q = check_quote(&p, &m, &bytes, ctx)?;
         let mut claims = claims_of(&m, evidence, true, ctx.signers);
         claims["evidence"]["hardware_backed"] = json!(true);
-        claims["tpm"] = json!({
-            "pcrs": pcrs.to_hex(),
-            "firmware_version": format!("{:016x}", q.firmware_version),
-            "clock": q.clock,
-            "signature": q.signature,
-            "qualified_signer": q.qualified_signer,
-            "ek_issuer": tpm.ek_issuer,
-            "ima": ima_claims,
-            "eventlog": boot,
-        });
-        Ok(VerifiedEvidence {
-            claims,
-            nonce: m.nonce,
-            workload_name: m.workload.name,
-            evidence_sha256: hex::encode(Sha256::digest(&bytes)),
-            tpm_clock: Some(q.clock),
-            tpm_ima,
-        })
+        claims["tpm"] = std::mem::take(&mut q.claims);
+        Ok(VerifiedEvidence::new(m, &bytes, claims).with_quote(q))
     }
 }
 
@@ -303,50 +278,206 @@ impl EvidenceVerifier for TeeVerifier {
         ctx: &VerifyContext<'_>,
     ) -> Result<VerifiedEvidence, EvidenceError> {
         check_agent_signature(evidence, EvidenceKind::Tee, ctx)?;
-        if evidence.payload.len() > MAX_EVIDENCE_BYTES.div_ceil(3) * 4 {
-            return Err(EvidenceError::Malformed("payload too large".into()));
-        }
-        let p: vouch_core::TeePayload = serde_json::from_slice(&b64(&evidence.payload, "payload")?)
-            .map_err(|e| EvidenceError::Malformed(format!("payload is not TEE evidence: {e}")))?;
-        let kind = vouch_tee::TeeKind::parse(&p.tee)
-            .ok_or_else(|| EvidenceError::Malformed(format!("unknown TEE kind {:?}", p.tee)))?;
-        let roots = ctx.tee.ok_or_else(|| {
-            EvidenceError::Tee("this verifier has no TEE roots configured (tee_roots_dir)".into())
-        })?;
-        if p.certs.len() > 8 {
-            return Err(EvidenceError::Malformed("more than 8 certificates".into()));
-        }
-        let certs = p
-            .certs
-            .iter()
-            .map(|c| b64(c, "certificate"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let bytes = b64(&p.measurements, "measurements")?;
-        let m: SoftwareMeasurements = serde_json::from_slice(&bytes).map_err(|e| {
-            EvidenceError::Malformed(format!("measurements are not software measurements: {e}"))
-        })?;
-        let v = roots
-            .verify(kind, &b64(&p.report, "report")?, &certs, ctx.now)
-            .map_err(|e| EvidenceError::Tee(e.to_string()))?;
+        let p: vouch_core::TeePayload = payload(evidence, "TEE evidence")?;
+        let (bytes, m) = measurements(&p.measurements)?;
+        let report = vouch_core::TeeReport {
+            tee: p.tee,
+            report: p.report,
+            certs: p.certs,
+        };
         let expected = vouch_core::tee_report_data(&m.nonce, ctx.public_key, &bytes);
-        if v.report_data != expected {
-            return Err(EvidenceError::Tee(format!(
-                "the {} report data does not bind this nonce, agent key and measurements",
-                kind.as_str()
-            )));
-        }
+        let (_, tee) = check_tee(&report, ctx, &expected, "nonce, agent key and measurements")?;
         let mut claims = claims_of(&m, evidence, true, ctx.signers);
         claims["evidence"]["hardware_backed"] = json!(true);
-        claims["tee"] = v.claims;
-        Ok(VerifiedEvidence {
-            claims,
-            nonce: m.nonce,
-            workload_name: m.workload.name,
-            evidence_sha256: hex::encode(Sha256::digest(&bytes)),
-            tpm_clock: None,
-            tpm_ima: None,
-        })
+        claims["tee"] = tee;
+        Ok(VerifiedEvidence::new(m, &bytes, claims))
     }
+}
+
+/// Verifies `composite` evidence, one attester with two roots of trust (a confidential VM and
+/// its vTPM): the agent's signature; the TPM quote exactly as for `tpm` evidence (the node's
+/// activated AK, `extraData` over the nonce, agent key and measurements, clock, event log,
+/// IMA); then the TEE report against the vendor roots, whose report data must bind the same
+/// nonce, agent key and measurements and the name of the AK that quoted
+/// ([`vouch_core::composite_report_data`]). Both must pass; the claims carry `tpm` and `tee`,
+/// and [`VerifiedEvidence::components`] each part as if it had come alone.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CompositeVerifier;
+
+impl EvidenceVerifier for CompositeVerifier {
+    fn kind(&self) -> EvidenceKind {
+        EvidenceKind::Composite
+    }
+
+    fn verify(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext<'_>,
+    ) -> Result<VerifiedEvidence, EvidenceError> {
+        check_agent_signature(evidence, EvidenceKind::Composite, ctx)?;
+        let p: vouch_core::CompositePayload = payload(evidence, "composite evidence")?;
+        let (bytes, m) = measurements(&p.tpm.measurements)?;
+        let mut q = check_quote(&p.tpm, &m, &bytes, ctx)?;
+        let ak_name = &ctx.tpm.ok_or(EvidenceError::TpmNotEnrolled)?.ak_name;
+        let expected = vouch_core::composite_report_data(&m.nonce, ctx.public_key, &bytes, ak_name);
+        let (kind, tee) = check_tee(
+            &p.tee,
+            ctx,
+            &expected,
+            "nonce, agent key, measurements and the quoting AK",
+        )?;
+        let (claims, components) = composite_claims(
+            claims_of(&m, evidence, true, ctx.signers),
+            std::mem::take(&mut q.claims),
+            kind,
+            tee,
+        );
+        let mut v = VerifiedEvidence::new(m, &bytes, claims).with_quote(q);
+        v.components = components;
+        Ok(v)
+    }
+}
+
+/// The claims of `composite` evidence from its software claims (`base`), the quote's claims
+/// (`input.tpm`) and the TEE's (`input.tee`), with each component's claims as if it had been
+/// sent alone (`tpm` evidence without `tee`, `tee` evidence without `tpm`), named by submodule
+/// (`tpm` and the TEE kind).
+pub fn composite_claims(
+    mut base: Value,
+    tpm: Value,
+    tee_kind: vouch_tee::TeeKind,
+    tee: Value,
+) -> (Value, Vec<(String, Value)>) {
+    base["evidence"]["hardware_backed"] = json!(true);
+    let mut tpm_view = base.clone();
+    tpm_view["evidence"]["kind"] = json!(EvidenceKind::Tpm.as_str());
+    tpm_view["tpm"] = tpm.clone();
+    let mut tee_view = base.clone();
+    tee_view["evidence"]["kind"] = json!(EvidenceKind::Tee.as_str());
+    tee_view["tee"] = tee.clone();
+    base["evidence"]["kind"] = json!(EvidenceKind::Composite.as_str());
+    base["tpm"] = tpm;
+    base["tee"] = tee;
+    (
+        base,
+        vec![
+            ("tpm".to_string(), tpm_view),
+            (tee_kind.as_str().to_string(), tee_view),
+        ],
+    )
+}
+
+/// Decode a kind's JSON payload (after its signature was checked), bounded.
+fn payload<T: serde::de::DeserializeOwned>(
+    evidence: &Evidence,
+    what: &str,
+) -> Result<T, EvidenceError> {
+    if evidence.payload.len() > MAX_EVIDENCE_BYTES.div_ceil(3) * 4 {
+        return Err(EvidenceError::Malformed("payload too large".into()));
+    }
+    serde_json::from_slice(&b64(&evidence.payload, "payload")?)
+        .map_err(|e| EvidenceError::Malformed(format!("payload is not {what}: {e}")))
+}
+
+/// The measurements inside a hardware payload: their exact bytes and their parse.
+fn measurements(b: &str) -> Result<(Vec<u8>, SoftwareMeasurements), EvidenceError> {
+    let bytes = b64(b, "measurements")?;
+    let m = serde_json::from_slice(&bytes).map_err(|e| {
+        EvidenceError::Malformed(format!("measurements are not software measurements: {e}"))
+    })?;
+    Ok((bytes, m))
+}
+
+/// A quote that verified: its claims (`input.tpm`), clock and IMA replay state.
+struct CheckedQuote {
+    claims: Value,
+    clock: vouch_tpm::ClockInfo,
+    ima: Option<vouch_tpm::ImaState>,
+}
+
+/// Verify the quote of `p` by the node's activated AK: bound to the nonce, the agent key and
+/// the measurements `bytes`, the clock moving forward, then IMA and the event log.
+fn check_quote(
+    p: &vouch_core::TpmPayload,
+    m: &SoftwareMeasurements,
+    bytes: &[u8],
+    ctx: &VerifyContext<'_>,
+) -> Result<CheckedQuote, EvidenceError> {
+    let tpm = ctx.tpm.ok_or(EvidenceError::TpmNotEnrolled)?;
+    let mut pcrs = vouch_tpm::PcrValues::default();
+    for (bank, values) in &p.pcrs {
+        let h = vouch_tpm::HashAlg::parse(bank)
+            .ok_or_else(|| EvidenceError::Malformed(format!("unknown PCR bank {bank}")))?;
+        let b = pcrs.0.entry(h).or_default();
+        for (i, v) in values {
+            let d = hex::decode(v)
+                .map_err(|_| EvidenceError::Malformed(format!("PCR {bank}:{i} is not hex")))?;
+            b.insert(*i, d);
+        }
+    }
+    let expected = vouch_core::tpm_extra_data(&m.nonce, ctx.public_key, bytes);
+    let q = vouch_tpm::verify_quote(
+        &tpm.ak,
+        &b64(&p.attest, "attest")?,
+        &b64(&p.quote_signature, "quote_signature")?,
+        &pcrs,
+        &expected,
+        &tpm.policy,
+    )?;
+    vouch_tpm::check_clock_progress(tpm.last_clock.as_ref(), &q.clock)?;
+    let (ima_claims, ima_state) = ima(tpm, p, &pcrs, &q.clock)?;
+    let boot = match &p.eventlog {
+        Some(log) => eventlog(log, &pcrs)?,
+        None => Value::Null,
+    };
+    Ok(CheckedQuote {
+        claims: json!({
+            "pcrs": pcrs.to_hex(),
+            "firmware_version": format!("{:016x}", q.firmware_version),
+            "clock": q.clock,
+            "signature": q.signature,
+            "qualified_signer": q.qualified_signer,
+            "ek_issuer": tpm.ek_issuer,
+            "ima": ima_claims,
+            "eventlog": boot,
+        }),
+        clock: q.clock,
+        ima: ima_state,
+    })
+}
+
+/// Verify a TEE report against the verifier's vendor roots at `ctx.now` and require its report
+/// data to be `expected` (`binds` says what that value binds, for the error). Returns the TEE
+/// kind and its claims (`input.tee`).
+fn check_tee(
+    r: &vouch_core::TeeReport,
+    ctx: &VerifyContext<'_>,
+    expected: &[u8],
+    binds: &str,
+) -> Result<(vouch_tee::TeeKind, Value), EvidenceError> {
+    let kind = vouch_tee::TeeKind::parse(&r.tee)
+        .ok_or_else(|| EvidenceError::Malformed(format!("unknown TEE kind {:?}", r.tee)))?;
+    let roots = ctx.tee.ok_or_else(|| {
+        EvidenceError::Tee("this verifier has no TEE roots configured (tee_roots_dir)".into())
+    })?;
+    if r.certs.len() > 8 {
+        return Err(EvidenceError::Malformed("more than 8 certificates".into()));
+    }
+    let certs = r
+        .certs
+        .iter()
+        .map(|c| b64(c, "certificate"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let v = roots
+        .verify(kind, &b64(&r.report, "report")?, &certs, ctx.now)
+        .map_err(|e| EvidenceError::Tee(e.to_string()))?;
+    if v.report_data != expected {
+        return Err(EvidenceError::Tee(format!(
+            "the {} report data does not bind this {binds}",
+            kind.as_str()
+        )));
+    }
+    Ok((kind, v.claims))
 }
 
 /// Parse the firmware event log, require that it replays to the quoted PCRs, and derive the

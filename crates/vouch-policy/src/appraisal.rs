@@ -214,6 +214,25 @@ impl CompiledPolicy {
         self.version
     }
 
+    /// Appraise one attester made of components (`composite` evidence): `input` is the whole,
+    /// `components` each part's claims as if it had come alone, by submodule name. Returns
+    /// the whole's appraisal, its status raised to the worst component's, and each
+    /// component's.
+    pub fn appraise_components(
+        &self,
+        input: &serde_json::Value,
+        components: &[(String, serde_json::Value)],
+    ) -> Result<(Appraisal, Vec<(String, Appraisal)>), PolicyError> {
+        let mut whole = self.appraise(input)?;
+        let mut parts = Vec::with_capacity(components.len());
+        for (name, view) in components {
+            let a = self.appraise(view)?;
+            whole.status = whole.status.max(a.status);
+            parts.push((name.clone(), a));
+        }
+        Ok((whole, parts))
+    }
+
     /// Appraise verified claims.
     pub fn appraise(&self, input: &serde_json::Value) -> Result<Appraisal, PolicyError> {
         let out = self

@@ -313,7 +313,10 @@ impl State {
         })?;
         let refs = self.reference_values().await?;
         let signers = self.signers(&refs);
-        let tpm = if ev.kind == vouch_core::EvidenceKind::Tpm {
+        let tpm = if matches!(
+            ev.kind,
+            vouch_core::EvidenceKind::Tpm | vouch_core::EvidenceKind::Composite
+        ) {
             self.tpm_context(&key.node_id, &refs).await?
         } else {
             None
@@ -374,7 +377,10 @@ impl State {
             },
             &refs,
         )?;
-        let appraisal = compiled.appraise(&verified.claims)?;
+        // Composite evidence: each component appraised as if it had come alone, one submodule
+        // each; the attester as a whole is as bad as its worst component.
+        let (appraisal, components) =
+            compiled.appraise_components(&verified.claims, &verified.components)?;
 
         let id = uuid::Uuid::new_v4().to_string();
         let workload_id = format!("{}/{}", key.node_id, verified.workload_name);
@@ -403,6 +409,22 @@ impl State {
                 extensions: ext,
             },
         );
+        for (name, a) in components {
+            let mut ext = BTreeMap::new();
+            let reasons = a.reasons();
+            if !reasons.is_empty() {
+                ext.insert("vouch.reasons".to_string(), serde_json::json!(reasons));
+            }
+            submods.insert(
+                name,
+                Submod {
+                    status: a.status,
+                    trust_vector: a.trust_vector,
+                    policy_id: Some(policy_ref.clone()),
+                    extensions: ext,
+                },
+            );
+        }
         let ear = Ear {
             eat_profile: EAR_PROFILE.to_string(),
             iat: now,

@@ -191,8 +191,8 @@ impl State {
             ApiError::new(ErrorKind::Internal, format!("stored TPM key: {e}"))
         };
         let ek = TpmtPublic::from_tpm2b(&rec.ek_public).map_err(bad)?;
-        let ak = TpmtPublic::from_tpm2b(&rec.ak_public).map_err(bad)?;
-        let ak = Ak::from_public(&ak, &parent_qn(&ek)).map_err(bad)?;
+        let ak_public = TpmtPublic::from_tpm2b(&rec.ak_public).map_err(bad)?;
+        let ak = Ak::from_public(&ak_public, &parent_qn(&ek)).map_err(bad)?;
         let mut policy = QuotePolicy::default();
         if self.cfg.tpm_allow_sha1 {
             policy.allowed_hashes.push(HashAlg::Sha1);
@@ -213,6 +213,7 @@ impl State {
         }
         Ok(Some(TpmContext {
             ak,
+            ak_name: ak_public.name(),
             last_clock: rec
                 .last_clock
                 .as_deref()

@@ -13,7 +13,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use common::Harness;
 use vouch_core::wire::AttestRequest;
-use vouch_core::{ErrorKind, Evidence, EvidenceKind, TeePayload, evidence_signing_input};
+use vouch_core::{
+    CompositePayload, ErrorKind, Evidence, EvidenceKind, TeePayload, TeeReport,
+    evidence_signing_input,
+};
 
 fn shared(p: &str) -> Vec<u8> {
     std::fs::read(format!(
@@ -156,6 +159,194 @@ async fn tee_evidence_is_checked_against_vendor_roots_and_bound_to_the_nonce() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("no TEE roots configured"), "{e}");
+}
+
+/// `composite` evidence from `agent` (whose TPM is enrolled) for the nonce: its real quote and
+/// `report` as the TEE part.
+async fn composite(
+    agent: &mut vouch_agent::Agent,
+    nonce: &str,
+    tee: &str,
+    report: &[u8],
+    certs: &[Vec<u8>],
+) -> (Evidence, vouch_core::TpmPayload) {
+    let t = agent.tpm_evidence(nonce).await.unwrap();
+    let tpm: vouch_core::TpmPayload =
+        serde_json::from_slice(&B64.decode(&t.payload).unwrap()).unwrap();
+    (
+        sign_composite(agent, &t.key_id, tpm.clone(), tee, report, certs),
+        tpm,
+    )
+}
+
+fn sign_composite(
+    agent: &vouch_agent::Agent,
+    key_id: &str,
+    tpm: vouch_core::TpmPayload,
+    tee: &str,
+    report: &[u8],
+    certs: &[Vec<u8>],
+) -> Evidence {
+    let p = CompositePayload {
+        tpm,
+        tee: TeeReport {
+            tee: tee.into(),
+            report: B64.encode(report),
+            certs: certs.iter().map(|c| B64.encode(c)).collect(),
+        },
+    };
+    let payload = B64.encode(serde_json::to_vec(&p).unwrap());
+    let signature = agent
+        .key()
+        .sign_b64(&evidence_signing_input(EvidenceKind::Composite, &payload));
+    Evidence {
+        kind: EvidenceKind::Composite,
+        key_id: key_id.into(),
+        payload,
+        signature,
+    }
+}
+
+/// `composite` evidence on a real software TPM with the real TEE samples: the quote is checked
+/// exactly as for `tpm` evidence and the TEE report against the vendor roots; the report's data
+/// must bind this nonce, agent key, measurements and the AK, so every real sample (bound by
+/// others) is refused for that, as are a tampered quote, a tampered report, a quote replayed
+/// under a new nonce, and composite evidence from a node with no TPM. Nothing is recorded.
+/// (How an accepted composite is appraised, one submodule per component, is tested on the same
+/// real samples in crates/vouch-evidence/tests/composite.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_evidence_needs_the_quote_and_a_tee_report_binding_the_ak() {
+    let tpm = vouch_testkit::Swtpm::start("sha256");
+    let dir = tempfile::tempdir().unwrap();
+    let roots = roots(dir.path());
+    let h = Harness::new(|c| {
+        c.tee_roots_dir = Some(roots.clone());
+        c.tpm_ca_dir = Some(tpm.path("ca"));
+    })
+    .await;
+    let mut agent = h
+        .agent_with("cvm", |c| {
+            c.tpm = Some(vouch_agent::TpmConfig {
+                tcti: tpm.tcti(),
+                key_alg: "rsa".into(),
+                pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7],
+                ima_log: None,
+                eventlog: None,
+                ek_handle: None,
+            })
+        })
+        .await;
+    let client = h.client();
+    let attest = |ev: Evidence| {
+        let client = client.clone();
+        async move {
+            client
+                .attest(&AttestRequest {
+                    evidence: ev,
+                    result_audience: None,
+                })
+                .await
+                .unwrap_err()
+        }
+    };
+    let pem = String::from_utf8(shared("snp/milan_ask_ark_asvk.pem")).unwrap();
+    let ask = vouch_x509::pem_certificates(&pem)[0].clone();
+    let snp = shared("snp/report_v2.bin");
+    let vcek = shared("snp/vcek.der");
+    let chain = [vcek.clone(), ask.clone()];
+
+    // The quote verifies; the real reports are bound to others' data.
+    let nonce = fresh_nonce(&client).await;
+    let (ev, tpm_part) = composite(&mut agent, &nonce, "sev-snp", &snp, &chain).await;
+    let e = attest(ev).await;
+    assert_eq!(e.kind(), Some(ErrorKind::TeeEvidence), "{e}");
+    assert!(
+        e.to_string()
+            .contains("does not bind this nonce, agent key, measurements and the quoting AK"),
+        "{e}"
+    );
+    for (tee, file) in [
+        ("tdx", "tdx/quote_v4.dat"),
+        ("sgx", "sgx/occlum_quote_v3.dat"),
+    ] {
+        let nonce = fresh_nonce(&client).await;
+        let (ev, _) = composite(&mut agent, &nonce, tee, &shared(file), &[]).await;
+        let e = attest(ev).await;
+        assert!(e.to_string().contains("quoting AK"), "{tee}: {e}");
+    }
+    // The same quote again under a new nonce: its extraData names the old one.
+    let nonce2 = fresh_nonce(&client).await;
+    let (fresh, _) = composite(&mut agent, &nonce2, "sev-snp", &snp, &chain).await;
+    let mut replay: CompositePayload =
+        serde_json::from_slice(&B64.decode(&fresh.payload).unwrap()).unwrap();
+    replay.tpm.attest = tpm_part.attest.clone();
+    replay.tpm.quote_signature = tpm_part.quote_signature.clone();
+    let e = attest(sign_composite(
+        &agent,
+        &fresh.key_id,
+        replay.tpm,
+        "sev-snp",
+        &snp,
+        &chain,
+    ))
+    .await;
+    assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
+    // One flipped byte in the quote signature.
+    let nonce = fresh_nonce(&client).await;
+    let (ev, mut t) = composite(&mut agent, &nonce, "sev-snp", &snp, &chain).await;
+    let mut sig = B64.decode(&t.quote_signature).unwrap();
+    let last = sig.len() - 1;
+    sig[last] ^= 1;
+    t.quote_signature = B64.encode(&sig);
+    let e = attest(sign_composite(
+        &agent, &ev.key_id, t, "sev-snp", &snp, &chain,
+    ))
+    .await;
+    assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
+    // One flipped byte in the report: its signature fails.
+    let mut bad = snp.clone();
+    bad[0x90] ^= 1;
+    let nonce = fresh_nonce(&client).await;
+    let (ev, _) = composite(&mut agent, &nonce, "sev-snp", &bad, &chain).await;
+    let e = attest(ev).await;
+    assert!(e.to_string().contains("signature"), "{e}");
+    // Composite evidence signed as `tpm` evidence does not verify.
+    let nonce = fresh_nonce(&client).await;
+    let (mut ev, _) = composite(&mut agent, &nonce, "sev-snp", &snp, &chain).await;
+    ev.kind = EvidenceKind::Tpm;
+    let e = attest(ev).await;
+    assert_eq!(e.kind(), Some(ErrorKind::EvidenceSignature), "{e}");
+    // A node without an enrolled TPM cannot send composite evidence.
+    let mut plain = h.agent("plain").await;
+    let nonce = fresh_nonce(&client).await;
+    let sw = plain.evidence(&nonce).unwrap();
+    let tpm_less = vouch_core::TpmPayload {
+        measurements: sw.payload.clone(),
+        ..Default::default()
+    };
+    let e = attest(sign_composite(
+        &plain, &sw.key_id, tpm_less, "sev-snp", &snp, &chain,
+    ))
+    .await;
+    assert_eq!(e.kind(), Some(ErrorKind::TpmNotEnrolled), "{e}");
+    assert_eq!(
+        h.store.attestation_count().await.unwrap(),
+        0,
+        "nothing recorded"
+    );
+    // The same agent's plain `tpm` evidence still attests: the refusals above were the TEE's.
+    let r = agent
+        .tpm_evidence(&fresh_nonce(&client).await)
+        .await
+        .unwrap();
+    client
+        .attest(&AttestRequest {
+            evidence: r,
+            result_audience: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(h.store.attestation_count().await.unwrap(), 1);
 }
 
 async fn fresh_nonce(client: &vouch_agent::VerifierClient) -> String {

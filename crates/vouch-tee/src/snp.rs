@@ -441,6 +441,135 @@ pub fn report_vcek_key(report: &[u8]) -> Result<(String, u64), TeeError> {
     Ok((hex::encode(&report[0x1A0..0x1E0]), u64_at(report, 0x180)))
 }
 
+/// What one entry of an SEV-SNP certificate table holds (GHCB specification, extended guest
+/// request: the table the host attaches to a report, `auxblob` of configfs-tsm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnpCert {
+    /// VCEK, GUID 63da758d-e664-4564-adc5-f4b93be8accd.
+    Vcek,
+    /// VLEK, GUID a8074bc2-a25a-483e-aae6-39c045a0b8a1.
+    Vlek,
+    /// ASK (or ASVK), GUID 4ab7b379-bbac-4fe4-a02f-05aef327c782.
+    Ask,
+    /// ARK, GUID c0b406a4-a803-4952-9743-3fb6014cd0ae.
+    Ark,
+    /// Any other GUID (a CRL, a vendor's own entry), kept by its 16 bytes.
+    Other([u8; 16]),
+}
+
+const CERT_GUIDS: [(SnpCert, [u8; 16]); 4] = [
+    (
+        SnpCert::Vcek,
+        guid(0x63da758d, 0xe664, 0x4564, 0xadc5_f4b93be8accd),
+    ),
+    (
+        SnpCert::Vlek,
+        guid(0xa8074bc2, 0xa25a, 0x483e, 0xaae6_39c045a0b8a1),
+    ),
+    (
+        SnpCert::Ask,
+        guid(0x4ab7b379, 0xbbac, 0x4fe4, 0xa02f_05aef327c782),
+    ),
+    (
+        SnpCert::Ark,
+        guid(0xc0b406a4, 0xa803, 0x4952, 0x9743_3fb6014cd0ae),
+    ),
+];
+
+/// A GUID's 16 bytes in the order its text reads (as `uuid_parse` gives them, which is how
+/// AMD's tools and the Linux sev-guest driver's users write the table).
+const fn guid(a: u32, b: u16, c: u16, d: u64) -> [u8; 16] {
+    let a = a.to_be_bytes();
+    let b = b.to_be_bytes();
+    let c = c.to_be_bytes();
+    let d = d.to_be_bytes();
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
+        d[7],
+    ]
+}
+
+/// Largest certificate table accepted (a VEK, an ASK and an ARK take about 4 KiB).
+pub const MAX_CERT_TABLE: usize = 64 * 1024;
+
+/// Parse an SEV-SNP certificate table: entries of GUID (16 bytes), offset and length (u32
+/// little endian, from the table's start) up to an all-zero entry; every certificate lies
+/// inside the blob after the table. An empty or all-zero blob is an empty table (a host that
+/// provisions no certificates). The host writes this table, so it is checked like any
+/// untrusted input; the certificates themselves are checked by the verifier.
+pub fn cert_table(blob: &[u8]) -> Result<Vec<(SnpCert, Vec<u8>)>, TeeError> {
+    if blob.len() > MAX_CERT_TABLE {
+        return Err(malformed(format!(
+            "certificate table of {} bytes (at most {MAX_CERT_TABLE})",
+            blob.len()
+        )));
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(e) = blob.get(at..at + 24) else {
+            if blob.iter().all(|b| *b == 0) {
+                return Ok(out);
+            }
+            return Err(malformed("certificate table has no terminating entry"));
+        };
+        if e.iter().all(|b| *b == 0) {
+            break;
+        }
+        let mut g = [0u8; 16];
+        g.copy_from_slice(&e[..16]);
+        let offset = u32::from_le_bytes([e[16], e[17], e[18], e[19]]) as usize;
+        let length = u32::from_le_bytes([e[20], e[21], e[22], e[23]]) as usize;
+        let end = offset
+            .checked_add(length)
+            .filter(|end| *end <= blob.len())
+            .ok_or_else(|| {
+                malformed(format!(
+                    "certificate table entry {} points outside the blob",
+                    out.len()
+                ))
+            })?;
+        if length == 0 {
+            return Err(malformed(format!(
+                "certificate table entry {} is empty",
+                out.len()
+            )));
+        }
+        let kind = CERT_GUIDS
+            .iter()
+            .find(|(_, b)| *b == g)
+            .map_or(SnpCert::Other(g), |(k, _)| *k);
+        out.push((kind, blob[offset..end].to_vec()));
+        at += 24;
+    }
+    let table_end = at + 24;
+    for (i, e) in blob[..at].chunks(24).enumerate() {
+        let offset = u32::from_le_bytes([e[16], e[17], e[18], e[19]]) as usize;
+        if offset < table_end {
+            return Err(malformed(format!(
+                "certificate table entry {i} overlaps the table"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The certificates a verifier needs from a certificate table, in the order `certs` of `tee`
+/// evidence takes them: the VEK (VCEK or VLEK), then the ASK/ASVK. The ARK is left out (the
+/// verifier trusts its own) and so is anything unknown.
+pub fn vek_chain(table: &[(SnpCert, Vec<u8>)]) -> Vec<Vec<u8>> {
+    let of = |k: SnpCert| {
+        table
+            .iter()
+            .filter(move |(c, _)| *c == k)
+            .map(|(_, d)| d.clone())
+    };
+    of(SnpCert::Vcek)
+        .chain(of(SnpCert::Vlek))
+        .chain(of(SnpCert::Ask))
+        .collect()
+}
+
 /// R and S, 72 bytes little-endian each, as the 96-byte big-endian `r ‖ s` of a P-384
 /// signature; the high 24 bytes of each must be zero.
 fn signature_rs(b: &[u8]) -> Result<Vec<u8>, TeeError> {

@@ -236,3 +236,78 @@ fn the_vcek_comes_from_the_offline_store_when_the_report_comes_alone() {
     let e = r.verify(kind, &other, &[], NOW).unwrap_err();
     assert!(e.to_string().contains("at TCB 7408000000000003"), "{e}");
 }
+
+/// A certificate table laid out as the GHCB specification gives it (entries of GUID, offset,
+/// length; an all-zero entry; then the certificates), around the sample's real certificates.
+fn table(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let head = (entries.len() + 1) * 24;
+    let mut t = Vec::new();
+    let mut body = Vec::new();
+    for (guid, cert) in entries {
+        let g: Vec<u8> = hex::decode(guid.replace('-', "")).unwrap();
+        t.extend_from_slice(&g);
+        t.extend_from_slice(&((head + body.len()) as u32).to_le_bytes());
+        t.extend_from_slice(&(cert.len() as u32).to_le_bytes());
+        body.extend_from_slice(cert);
+    }
+    t.extend_from_slice(&[0; 24]);
+    t.extend_from_slice(&body);
+    t
+}
+
+const VCEK_GUID: &str = "63da758d-e664-4564-adc5-f4b93be8accd";
+const ASK_GUID: &str = "4ab7b379-bbac-4fe4-a02f-05aef327c782";
+const ARK_GUID: &str = "c0b406a4-a803-4952-9743-3fb6014cd0ae";
+
+#[test]
+fn the_hosts_certificate_table_gives_the_vek_chain_that_verifies() {
+    use vouch_tee::snp::{SnpCert, cert_table, vek_chain};
+    let (certs, ark) = chain();
+    let vcek = data("snp/vcek.der");
+    // ARK first, VCEK last: the chain comes back VEK first, ARK left out.
+    let t = table(&[(ARK_GUID, &ark), (ASK_GUID, &certs[0]), (VCEK_GUID, &vcek)]);
+    let parsed = cert_table(&t).unwrap();
+    let kinds: Vec<SnpCert> = parsed.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, [SnpCert::Ark, SnpCert::Ask, SnpCert::Vcek]);
+    let chain = vek_chain(&parsed);
+    assert_eq!(chain, [vcek.clone(), certs[0].clone()]);
+    let v = SnpVerifier::new(std::slice::from_ref(&ark)).unwrap();
+    v.verify(&data("snp/report_v2.bin"), &chain[0], &chain[1..], NOW)
+        .unwrap();
+
+    // No certificates provisioned: empty, not an error.
+    assert!(cert_table(&[]).unwrap().is_empty());
+    assert!(cert_table(&[0; 4096]).unwrap().is_empty());
+    // An unknown GUID is kept as such and left out of the chain.
+    let odd = table(&[("00112233-4455-6677-8899-aabbccddeeff", &vcek)]);
+    let parsed = cert_table(&odd).unwrap();
+    assert!(matches!(parsed[0].0, SnpCert::Other(_)));
+    assert!(vek_chain(&parsed).is_empty());
+
+    // Malformed tables are refused with the reason.
+    let refused = |b: &[u8]| cert_table(b).unwrap_err().to_string();
+    let mut out = t.clone();
+    out[16] = 0xff; // first entry's offset far past the end
+    out[17] = 0xff;
+    assert!(
+        refused(&out).contains("outside the blob"),
+        "{}",
+        refused(&out)
+    );
+    let mut long = t.clone();
+    long[20..24].copy_from_slice(&(t.len() as u32).to_le_bytes());
+    assert!(refused(&long).contains("outside the blob"));
+    let mut overlap = t.clone();
+    overlap[16..20].copy_from_slice(&0u32.to_le_bytes());
+    assert!(refused(&overlap).contains("overlaps the table"));
+    let mut empty = t.clone();
+    empty[20..24].copy_from_slice(&0u32.to_le_bytes());
+    assert!(refused(&empty).contains("is empty"));
+    // One entry and its 10 bytes, then nothing: no room for the all-zero entry.
+    let mut unterminated = hex::decode(VCEK_GUID.replace('-', "")).unwrap();
+    unterminated.extend_from_slice(&24u32.to_le_bytes());
+    unterminated.extend_from_slice(&10u32.to_le_bytes());
+    unterminated.extend_from_slice(&[7; 10]);
+    assert!(refused(&unterminated).contains("no terminating entry"));
+    assert!(refused(&vec![1; 70_000]).contains("at most"));
+}

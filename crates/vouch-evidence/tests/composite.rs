@@ -1,0 +1,196 @@
+//! How `composite` evidence is appraised once both parts have verified: one attester, a
+//! submodule per component. Built from real evidence: the TPM quote of
+//! ../shared/testdata/tpm (verified with its AK) and the SEV-SNP report of
+//! ../shared/testdata/snp (verified against the ARK at a time inside its window), composed
+//! exactly as `CompositeVerifier` composes them. Samples bound by others cannot pass the
+//! binding check itself; that refusal is tested through the verifier in
+//! crates/vouch-server/tests/tee.rs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+use vouch_core::{ArStatus, SoftwareMeasurements, TrustClaim, WorkloadMeasurement};
+use vouch_evidence::{
+    AgentKey, EvidenceVerifier, SoftwareVerifier, VerifyContext, composite_claims,
+    sign_software_evidence,
+};
+use vouch_policy::{CompiledPolicy, DEFAULT_POLICY, PolicySource, ReferenceValue, ReferenceValues};
+use vouch_tee::{TeeKind, TeeRoots};
+
+fn shared(p: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../../../shared/testdata/{p}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// The quote's claims (`input.tpm`) from the real TPM sample.
+fn tpm_claims() -> Value {
+    let v: Value = serde_json::from_slice(&shared("tpm/trustee_tpm_evidence.json")).unwrap();
+    let q = &v["tpm_quote"];
+    let d = |s: &Value| STANDARD.decode(s.as_str().unwrap()).unwrap();
+    let mut bank = std::collections::BTreeMap::new();
+    for (i, p) in q["pcrs"].as_array().unwrap().iter().enumerate() {
+        bank.insert(i as u8, hex::decode(p.as_str().unwrap()).unwrap());
+    }
+    let mut pcrs = vouch_tpm::PcrValues::default();
+    pcrs.0.insert(vouch_tpm::HashAlg::Sha256, bank);
+    let message = d(&q["message"]);
+    let extra = vouch_tpm::TpmsAttest::parse(&message).unwrap().extra_data;
+    let c = vouch_tpm::verify_quote(
+        &vouch_tpm::Ak::from_spki(&d(&v["ak_public"])),
+        &message,
+        &d(&q["signature"]),
+        &pcrs,
+        &extra,
+        &vouch_tpm::QuotePolicy::default(),
+    )
+    .unwrap();
+    json!({"pcrs": pcrs.to_hex(), "clock": c.clock, "signature": c.signature,
+           "ima": null, "eventlog": null})
+}
+
+/// The TEE's claims (`input.tee`) from the real SEV-SNP report.
+fn snp_claims() -> Value {
+    let pem = String::from_utf8(shared("snp/milan_ask_ark_asvk.pem")).unwrap();
+    let certs = vouch_x509::pem_certificates(&pem);
+    let roots = TeeRoots::from_certs(&certs[1..2]).unwrap(); // ASK, ARK, ASVK
+    let v = roots
+        .verify(
+            TeeKind::SevSnp,
+            &shared("snp/report_v2.bin"),
+            &[shared("snp/vcek.der"), certs[0].clone()],
+            1_717_200_000,
+        )
+        .unwrap();
+    v.claims
+}
+
+/// The software claims of a signed measurement set.
+fn software_claims() -> Value {
+    let k = AgentKey::generate().unwrap();
+    let m = SoftwareMeasurements {
+        nonce: "n".into(),
+        workload: WorkloadMeasurement {
+            name: "cvm".into(),
+            exe_path: "/usr/bin/cvm".into(),
+            exe_sha256: "ab".repeat(32),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ev = sign_software_evidence(&k, "k", &m).unwrap();
+    let ctx = VerifyContext {
+        public_key: k.public_key(),
+        signers: &[],
+        tpm: None,
+        tee: None,
+        now: 0,
+    };
+    SoftwareVerifier.verify(&ev, &ctx).unwrap().claims
+}
+
+fn policy(values: &[(&str, &str, &str)]) -> CompiledPolicy {
+    let refs = ReferenceValues {
+        revision: 1,
+        values: values
+            .iter()
+            .map(|(kind, key, value)| ReferenceValue {
+                kind: (*kind).into(),
+                key: (*key).into(),
+                value: (*value).into(),
+            })
+            .collect(),
+    };
+    CompiledPolicy::compile(
+        &PolicySource {
+            id: "default".into(),
+            version: 1,
+            rego: DEFAULT_POLICY.into(),
+        },
+        &refs,
+    )
+    .unwrap()
+}
+
+#[test]
+fn each_component_is_appraised_alone_and_the_whole_is_its_worst() {
+    let tee = snp_claims();
+    let measurement = tee["measurement"].as_str().unwrap().to_string();
+    let pcr0 = tpm_claims()["pcrs"]["sha256"]["0"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (whole, parts) = composite_claims(
+        software_claims(),
+        tpm_claims(),
+        TeeKind::SevSnp,
+        tee.clone(),
+    );
+    assert_eq!(whole["evidence"]["kind"], "composite");
+    assert_eq!(whole["evidence"]["hardware_backed"], true);
+    assert_eq!(whole["tee"], tee);
+    assert!(whole["tpm"]["pcrs"]["sha256"].is_object());
+    let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["tpm", "sev-snp"]);
+    assert_eq!(parts[0].1["evidence"]["kind"], "tpm");
+    assert!(parts[0].1.get("tee").is_none() && parts[0].1["tpm"].is_object());
+    assert_eq!(parts[1].1["evidence"]["kind"], "tee");
+    assert!(parts[1].1.get("tpm").is_none() && parts[1].1["tee"] == tee);
+
+    let exe_digest = "ab".repeat(32);
+    let exe = ("executable", "cvm", exe_digest.as_str());
+    // The launch measurement not yet registered: the SEV-SNP part warns, the TPM part does
+    // not, and the whole carries the warning.
+    let (w, p) = policy(&[exe]).appraise_components(&whole, &parts).unwrap();
+    assert_eq!(p[0].1.status, ArStatus::Affirming, "{:?}", p[0].1.reasons());
+    assert_eq!(p[1].1.status, ArStatus::Warning, "{:?}", p[1].1.reasons());
+    assert!(p[1].1.reasons()[0].contains("no reference launch measurement"));
+    assert_eq!(w.status, ArStatus::Warning);
+    for (_, a) in &p {
+        assert_eq!(a.trust_vector.get(TrustClaim::Hardware), 2);
+    }
+
+    // Registered: every part affirms.
+    let tee_ref = ("tee_measurement", "sev-snp", measurement.as_str());
+    let (w, p) = policy(&[exe, tee_ref])
+        .appraise_components(&whole, &parts)
+        .unwrap();
+    assert_eq!(
+        [w.status, p[0].1.status, p[1].1.status],
+        [ArStatus::Affirming; 3],
+        "{:?}",
+        w.reasons()
+    );
+
+    // A PCR reference value the quote does not meet: the TPM part is contraindicated, the
+    // SEV-SNP part stays affirming, and the whole is contraindicated.
+    let wrong = "11".repeat(32);
+    assert_ne!(wrong, pcr0);
+    let (w, p) = policy(&[exe, tee_ref, ("pcr", "sha256:0", &wrong)])
+        .appraise_components(&whole, &parts)
+        .unwrap();
+    assert_eq!(p[0].1.status, ArStatus::Contraindicated);
+    assert_eq!(p[0].1.trust_vector.get(TrustClaim::Executables), 96);
+    assert_eq!(p[1].1.status, ArStatus::Affirming);
+    assert_eq!(w.status, ArStatus::Contraindicated);
+    // The right PCR 0: all affirm again.
+    let (w, _) = policy(&[exe, tee_ref, ("pcr", "sha256:0", &pcr0)])
+        .appraise_components(&whole, &parts)
+        .unwrap();
+    assert_eq!(w.status, ArStatus::Affirming, "{:?}", w.reasons());
+
+    // A guest in debug mode is refused on its own submodule (and so as a whole).
+    let mut debug = tee.clone();
+    debug["debug"] = json!(true);
+    let (whole, parts) = composite_claims(software_claims(), tpm_claims(), TeeKind::SevSnp, debug);
+    let (w, p) = policy(&[exe, tee_ref])
+        .appraise_components(&whole, &parts)
+        .unwrap();
+    assert_eq!(p[0].1.status, ArStatus::Affirming);
+    assert_eq!(p[1].1.status, ArStatus::Contraindicated);
+    assert_eq!(w.status, ArStatus::Contraindicated);
+}
