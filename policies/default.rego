@@ -355,6 +355,20 @@ warn contains f if {
 	f := {"rule": "tee_tcb_status", "claim": "hardware", "msg": sprintf("the %s platform's TCB status is %s", [input.tee.kind, status])}
 }
 
+# `vouch refvalue add require_tee_revocation '*' true`: TEE evidence must have been checked
+# against its vendor's CRLs (SEV-SNP: an AMD CRL in the offline store; SGX/TDX: DCAP
+# collateral; Nitro has none, so it is refused under this rule).
+deny contains f if {
+	refs("require_tee_revocation")["*"]
+	input.tee
+	not input.tee.revocation_checked == true
+	f := {
+		"rule": "tee_revocation",
+		"claim": "hardware",
+		"msg": sprintf("the %s evidence was not checked against a vendor CRL; put the vendor's CRL (or DCAP collateral) in tee_collateral_dir", [input.tee.kind]),
+	}
+}
+
 # Minimum TCB: `vouch refvalue add min_tee_tcb sev-snp.snp 8` (components: sev-snp bootloader,
 # tee, snp, microcode; sgx isv_svn, qe_svn, pce_svn; tdx qe_svn, pce_svn).
 deny contains f if {

@@ -177,6 +177,16 @@ fn each_component_is_appraised_alone_and_the_whole_is_its_worst() {
     assert_eq!(p[0].1.trust_vector.get(TrustClaim::Executables), 96);
     assert_eq!(p[1].1.status, ArStatus::Affirming);
     assert_eq!(w.status, ArStatus::Contraindicated);
+    // Requiring vendor revocation checks: the store had no AMD CRL, so the SEV-SNP part (and
+    // the whole) is refused, the TPM part is not.
+    let (w, p) = policy(&[exe, tee_ref, ("require_tee_revocation", "*", "true")])
+        .appraise_components(&whole, &parts)
+        .unwrap();
+    assert_eq!(tee["revocation_checked"], false);
+    assert_eq!(p[0].1.status, ArStatus::Affirming);
+    assert_eq!(p[1].1.status, ArStatus::Contraindicated);
+    assert!(p[1].1.reasons()[0].contains("tee_revocation"));
+    assert_eq!(w.status, ArStatus::Contraindicated);
     // The right PCR 0: all affirm again.
     let (w, _) = policy(&[exe, tee_ref, ("pcr", "sha256:0", &pcr0)])
         .appraise_components(&whole, &parts)

@@ -137,6 +137,8 @@ pub struct QuoteClaims {
     pub tcb_status: String,
     /// Intel security advisories that apply (with collateral).
     pub advisory_ids: Vec<String>,
+    /// Whether the PCK chain was checked against the collateral's CRLs (with collateral).
+    pub revocation_checked: bool,
 }
 
 fn hx(b: &[u8]) -> String {
@@ -229,6 +231,27 @@ fn collateral_until(c: &dcap_qvl::QuoteCollateralV3) -> Option<u64> {
     ]
     .into_iter()
     .min()
+}
+
+/// The collateral's CRLs, checked here as well as by dcap-qvl: the PCK CRL signed by the PCK
+/// chain's issuing CA and the root CA CRL by the root, both current at `now`, and no
+/// certificate of the chain on either.
+fn check_crls(
+    c: &dcap_qvl::QuoteCollateralV3,
+    chain: &[x509_cert::Certificate],
+    now: u64,
+) -> Result<(), TeeError> {
+    let crl_err = |e: String| TeeError::Chain(format!("collateral CRL: {e}"));
+    let (Some(root), Some(ca)) = (chain.last(), chain.get(1)) else {
+        return Err(TeeError::Chain("the PCK chain is too short".into()));
+    };
+    let pck_crl = vouch_x509::verify_crl(&c.pck_crl, ca, now).map_err(crl_err)?;
+    let root_crl = vouch_x509::verify_crl(&c.root_ca_crl, root, now).map_err(crl_err)?;
+    for cert in chain {
+        pck_crl.check(cert).map_err(crl_err)?;
+        root_crl.check(cert).map_err(crl_err)?;
+    }
+    Ok(())
 }
 
 /// Collateral for one FMSPC, as Intel's PCS / a PCCS serves it (the JSON `dcap-qvl` writes:
@@ -466,6 +489,9 @@ impl DcapVerifier {
         // which changes with every nonce) and the collateral: an appraisal of the same inputs
         // is reused while the collateral stands (from when it was made to its next update).
         let fmspc = fmspc(pck);
+        let collateral_used = fmspc
+            .as_ref()
+            .is_some_and(|f| self.collateral.contains_key(f));
         let (tcb_status, advisory_ids) = match fmspc.as_ref().and_then(|f| self.collateral.get(f)) {
             Some(c) => {
                 let report_data_at = if tee == TEE_SGX { 320 } else { 520 };
@@ -489,6 +515,7 @@ impl DcapVerifier {
                 match cached {
                     Some(a) => (a.status, a.advisory_ids),
                     None => {
+                        check_crls(c, &parsed, now)?;
                         let r = dcap_qvl::verify::QuoteVerifier::new(self.root_der.clone())
                             .allow_debug(true)
                             .verify(quote, c, now)
@@ -527,6 +554,7 @@ impl DcapVerifier {
             qe_mr_signer: hx(&qe_report[128..160]),
             pck_subject: pck.tbs_certificate.subject.to_string(),
             fmspc: fmspc.unwrap_or_default(),
+            revocation_checked: collateral_used,
             tcb_status,
             advisory_ids,
         })

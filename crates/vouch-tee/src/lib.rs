@@ -90,18 +90,27 @@ pub struct TeeVerified {
     pub report_data: Vec<u8>,
 }
 
+/// The files of `dir` whose extension is one of `exts`, in file-name order.
+fn files_with(dir: &std::path::Path, exts: &[&str]) -> Result<Vec<std::path::PathBuf>, TeeError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| TeeError::Chain(format!("reading {}: {e}", dir.display())))?;
+    let mut paths: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| exts.contains(&e))
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// Every certificate in the `.pem`, `.crt` and `.der` files of `dir`, in file-name order.
 fn read_cert_dir(dir: &std::path::Path) -> Result<Vec<Vec<u8>>, TeeError> {
     let mut certs = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| TeeError::Chain(format!("reading {}: {e}", dir.display())))?;
-    let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
-        if !matches!(ext, "pem" | "crt" | "der") {
-            continue;
-        }
+    for p in files_with(dir, &["pem", "crt", "der"])? {
         let bytes = std::fs::read(&p)
             .map_err(|e| TeeError::Chain(format!("reading {}: {e}", p.display())))?;
         match std::str::from_utf8(&bytes) {
@@ -110,6 +119,33 @@ fn read_cert_dir(dir: &std::path::Path) -> Result<Vec<Vec<u8>>, TeeError> {
         }
     }
     Ok(certs)
+}
+
+/// Every CRL in the `.crl` files of `dir` (DER, or PEM `X509 CRL` blocks), in file-name order.
+fn read_crl_dir(dir: &std::path::Path) -> Result<Vec<Vec<u8>>, TeeError> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    for p in files_with(dir, &["crl"])? {
+        let bytes = std::fs::read(&p)
+            .map_err(|e| TeeError::Chain(format!("reading {}: {e}", p.display())))?;
+        match std::str::from_utf8(&bytes) {
+            Ok(t) if t.contains("-----BEGIN X509 CRL-----") => {
+                let b64: String = t
+                    .lines()
+                    .skip_while(|l| !l.starts_with("-----BEGIN X509 CRL"))
+                    .skip(1)
+                    .take_while(|l| !l.starts_with("-----END"))
+                    .collect();
+                out.push(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64.trim())
+                        .map_err(|e| TeeError::Malformed(format!("{}: {e}", p.display())))?,
+                );
+            }
+            _ => out.push(bytes),
+        }
+    }
+    Ok(out)
 }
 
 fn self_signed_subject(der: &[u8]) -> Option<String> {
@@ -167,6 +203,12 @@ impl TeeRoots {
     /// ASK/ASVK intermediates. Returns how many VCEKs were indexed.
     pub fn add_snp_cert_dir(&mut self, dir: &std::path::Path) -> Result<usize, TeeError> {
         let mut n = 0;
+        for der in read_crl_dir(dir)? {
+            let snp = self.snp.as_mut().ok_or_else(|| {
+                TeeError::Chain("a CRL in the store, but no AMD ARK among the roots".into())
+            })?;
+            snp.add_crl(der)?;
+        }
         for der in read_cert_dir(dir)? {
             let c = vouch_x509::parse(&der, "SEV-SNP store").map_err(TeeError::Chain)?;
             let subject = c.tbs_certificate.subject.to_string();
@@ -193,14 +235,7 @@ impl TeeRoots {
     /// Load DCAP collateral files (`*.json`, one FMSPC each) from the operator's offline store;
     /// returns the FMSPCs covered. Needs the Intel root when there is any.
     pub fn add_collateral_dir(&mut self, dir: &std::path::Path) -> Result<Vec<String>, TeeError> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| TeeError::Chain(format!("reading {}: {e}", dir.display())))?;
-        let mut paths: Vec<_> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        paths.sort();
+        let paths = files_with(dir, &["json"])?;
         if paths.is_empty() {
             return Ok(Vec::new());
         }
@@ -270,6 +305,7 @@ impl TeeRoots {
                             "snp": r.reported_tcb.snp, "microcode": r.reported_tcb.microcode,
                         },
                         "report_data": r.report_data,
+                        "revocation_checked": c.revocation_checked,
                         "details": c,
                     }),
                 })
@@ -317,7 +353,8 @@ impl TeeRoots {
                     report_data: hex::decode(&report_data).unwrap_or_default(),
                     claims: json!({
                         "kind": kind.as_str(), "measurement": measurement, "signer": signer,
-                        "debug": debug, "tcb": tcb, "report_data": report_data, "details": c,
+                        "debug": debug, "tcb": tcb, "report_data": report_data,
+                        "revocation_checked": c.revocation_checked, "details": c,
                     }),
                 })
             }
@@ -334,6 +371,7 @@ impl TeeRoots {
                         "debug": c.debug,
                         "tcb": {},
                         "report_data": nonce,
+                        "revocation_checked": false,
                         "details": c,
                     }),
                 })

@@ -307,12 +307,17 @@ pub struct SnpClaims {
     pub product: String,
     /// Subject of the trusted ARK the chain ended at.
     pub ark: String,
+    /// Whether the ASK/ASVK (and VEK) were checked against a current CRL of that ARK from
+    /// the offline store (AMD KDS `…/crl`); false when the store has none.
+    pub revocation_checked: bool,
 }
 
 /// Trusted ARKs, one or more per product line, and the chains already verified.
 #[derive(Debug, Clone)]
 pub struct SnpVerifier {
     arks: Vec<(Vec<u8>, Certificate)>,
+    /// CRLs of the ARKs (DER, with the issuer they name), checked at each verification time.
+    crls: Vec<(Vec<u8>, x509_cert::name::Name)>,
     /// VEK → ASK → ARK chains already checked (each VEK signs many reports).
     chains: vouch_x509::VerifiedChains,
 }
@@ -599,8 +604,33 @@ impl SnpVerifier {
         }
         Ok(Self {
             arks: out,
+            crls: Vec::new(),
             chains: Default::default(),
         })
+    }
+
+    /// Add a CRL an operator fetched from AMD (KDS `vcek/v1/<product>/crl` or
+    /// `vlek/v1/<product>/crl`, DER). It must be issued by a trusted ARK; its signature and
+    /// window are checked at every verification time, and once it is present, a chain ending
+    /// at that ARK is refused while the CRL is out of date. Returns the ARK's name.
+    pub fn add_crl(&mut self, der: Vec<u8>) -> Result<String, TeeError> {
+        use x509_cert::der::Decode as _;
+        if der.len() > vouch_x509::MAX_CRL {
+            return Err(malformed("CRL over the size limit"));
+        }
+        let crl = x509_cert::crl::CertificateList::from_der(&der)
+            .map_err(|e| malformed(format!("CRL is not DER: {e}")))?;
+        let issuer = crl.tbs_cert_list.issuer;
+        let ark = self
+            .arks
+            .iter()
+            .find(|(_, a)| a.tbs_certificate.subject == issuer)
+            .map(|(_, a)| cn(a))
+            .ok_or_else(|| {
+                TeeError::Chain(format!("a CRL of {issuer}, which is not a trusted ARK"))
+            })?;
+        self.crls.push((der, issuer));
+        Ok(ark)
     }
 
     /// Verify `report` signed by the VEK `vek` (DER), with `chain` holding the ASK or ASVK
@@ -659,7 +689,14 @@ impl SnpVerifier {
                 cn(ark)
             )));
         }
-        let ders = [vek_der, ask_der.as_slice(), ark_der.as_slice()];
+        let crls: Vec<&[u8]> = self
+            .crls
+            .iter()
+            .filter(|(_, issuer)| *issuer == ark.tbs_certificate.subject)
+            .map(|(d, _)| d.as_slice())
+            .collect();
+        let mut ders = vec![vek_der, ask_der.as_slice(), ark_der.as_slice()];
+        ders.extend(&crls);
         if !self.chains.contains(&ders, now) {
             vouch_x509::verify_signed_by(vek_der, &vek, ask).map_err(TeeError::Chain)?;
             vouch_x509::check_validity(ask, now, "ASK").map_err(TeeError::Chain)?;
@@ -668,7 +705,13 @@ impl SnpVerifier {
             }
             vouch_x509::verify_signed_by(ask_der, ask, ark).map_err(TeeError::Chain)?;
             vouch_x509::check_validity(ark, now, "ARK").map_err(TeeError::Chain)?;
-            self.chains.insert(&ders, &[&vek, ask, ark]);
+            let mut until = u64::MAX;
+            for crl in &crls {
+                let v = vouch_x509::verify_crl(crl, ark, now).map_err(TeeError::Chain)?;
+                v.check(ask).map_err(TeeError::Chain)?;
+                until = until.min(v.next_update);
+            }
+            self.chains.insert_until(&ders, &[&vek, ask, ark], until);
         }
         check_vek_binding(&vek, &rep)?;
         // The report signature, over the exact bytes received.
@@ -688,6 +731,7 @@ impl SnpVerifier {
             report: rep,
             product,
             ark: cn(ark),
+            revocation_checked: !crls.is_empty(),
         })
     }
 }

@@ -140,12 +140,16 @@ fn with_collateral_the_tcb_status_is_judged_inside_its_window() {
         ("b0c06f000000", "UpToDate")
     );
     assert!(c.advisory_ids.is_empty());
+    assert!(c.revocation_checked, "the collateral's CRLs were applied");
     // The other samples' platforms have no collateral here: not judged, still verified.
     let other = v.verify(&data(SAMPLES[1]), NOW).unwrap();
     assert_eq!(other.tcb_status, "not judged (no collateral)");
-    // After the TCB info's nextUpdate (2025-07-19), the collateral is stale: refused.
+    assert!(!other.revocation_checked);
+    // After the TCB info's and the PCK CRL's nextUpdate (2025-07-19), the collateral is
+    // stale: refused, first for the CRL.
     let e = v.verify(&data(SAMPLES[2]), 1_753_000_000).unwrap_err();
-    assert!(e.to_string().contains("collateral appraisal"), "{e}");
+    assert!(e.to_string().contains("collateral CRL"), "{e}");
+    assert!(e.to_string().contains("expired"), "{e}");
     // Collateral whose TCB info was edited no longer verifies under Intel's signature.
     let mut forged = verifier();
     forged
@@ -170,4 +174,16 @@ fn with_collateral_the_tcb_status_is_judged_inside_its_window() {
         }))
         .unwrap();
     assert!(flipped.verify(&data(SAMPLES[2]), NOW).is_err());
+    // A PCK CRL or root CA CRL with one changed byte in its signed list: refused by name.
+    for (field, at) in [("pck_crl", 300), ("root_ca_crl", 120)] {
+        let mut v = verifier();
+        v.add_collateral(collateral(|v| {
+            let mut crl = hex::decode(v[field].as_str().unwrap()).unwrap();
+            crl[at] ^= 1;
+            v[field] = hex::encode(crl).into();
+        }))
+        .unwrap();
+        let e = v.verify(&data(SAMPLES[2]), NOW).unwrap_err();
+        assert!(e.to_string().contains("collateral CRL"), "{field}: {e}");
+    }
 }

@@ -311,3 +311,34 @@ fn the_hosts_certificate_table_gives_the_vek_chain_that_verifies() {
     assert!(refused(&unterminated).contains("no terminating entry"));
     assert!(refused(&vec![1; 70_000]).contains("at most"));
 }
+
+#[test]
+fn a_crl_in_the_store_must_come_from_a_trusted_ark() {
+    // No AMD CRL is among the real samples; Intel's real PCK CRL stands in for a CRL from
+    // the wrong issuer, and is refused when the store is loaded.
+    let (certs, ark) = chain();
+    let c: serde_json::Value =
+        serde_json::from_slice(&data("tdx/dcapqvl_tdx_quote_collateral.json")).unwrap();
+    let intel_crl = hex::decode(c["pck_crl"].as_str().unwrap()).unwrap();
+    let mut v = SnpVerifier::new(std::slice::from_ref(&ark)).unwrap();
+    let e = v.add_crl(intel_crl.clone()).unwrap_err().to_string();
+    assert!(e.contains("not a trusted ARK"), "{e}");
+    assert!(v.add_crl(b"not a crl".to_vec()).is_err());
+    // Without a CRL the claims say revocation was not checked.
+    let claims = v
+        .verify(
+            &data("snp/report_v2.bin"),
+            &data("snp/vcek.der"),
+            &certs,
+            NOW,
+        )
+        .unwrap();
+    assert!(!claims.revocation_checked);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ark.pem"), &ark).unwrap();
+    std::fs::write(dir.path().join("milan.crl"), &intel_crl).unwrap();
+    let mut roots = vouch_tee::TeeRoots::from_certs(std::slice::from_ref(&ark)).unwrap();
+    let e = roots.add_store_dir(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("not a trusted ARK"), "{e}");
+}

@@ -175,25 +175,42 @@ pub fn verify_signed_by(
             issuer.tbs_certificate.subject
         ));
     }
-    let tbs = tbs_bytes(der)?;
     let sig = cert
         .signature
         .as_bytes()
         .ok_or("signature bit string has unused bits")?;
+    let what = cert.tbs_certificate.subject.to_string();
+    verify_signature(
+        tbs_bytes(der)?,
+        &cert.signature_algorithm,
+        sig,
+        &what,
+        issuer,
+    )
+}
+
+/// Check that `issuer`'s key made `sig` over `tbs` with `alg` (the algorithms of
+/// [`verify_signed_by`]); `what` names the signed object in errors.
+fn verify_signature(
+    tbs: &[u8],
+    alg: &x509_cert::spki::AlgorithmIdentifierOwned,
+    sig: &[u8],
+    what: &str,
+    issuer: &Certificate,
+) -> Result<(), String> {
     let spki = &issuer.tbs_certificate.subject_public_key_info;
     let key_bits = spki
         .subject_public_key
         .as_bytes()
         .ok_or("issuer key bit string has unused bits")?;
     let spki_der = spki.to_der().map_err(|e| e.to_string())?;
-    let oid = cert.signature_algorithm.oid.to_string();
+    let oid = alg.oid.to_string();
     let (alg, key): (&dyn s::VerificationAlgorithm, &[u8]) = match oid.as_str() {
         "1.2.840.113549.1.1.11" => (&s::RSA_PKCS1_2048_8192_SHA256, &spki_der),
         "1.2.840.113549.1.1.12" => (&s::RSA_PKCS1_2048_8192_SHA384, &spki_der),
         "1.2.840.113549.1.1.13" => (&s::RSA_PKCS1_2048_8192_SHA512, &spki_der),
         "1.2.840.113549.1.1.10" => {
-            let params = cert
-                .signature_algorithm
+            let params = alg
                 .parameters
                 .as_ref()
                 .and_then(|p| p.to_der().ok())
@@ -206,8 +223,7 @@ pub fn verify_signed_by(
             };
             if params.as_slice() != PSS_SHA384.as_slice() && params != without_trailer {
                 return Err(format!(
-                    "{}: RSASSA-PSS parameters other than SHA-384, MGF1-SHA-384, salt 48",
-                    cert.tbs_certificate.subject
+                    "{what}: RSASSA-PSS parameters other than SHA-384, MGF1-SHA-384, salt 48"
                 ));
             }
             (&s::RSA_PSS_2048_8192_SHA384, &spki_der)
@@ -215,19 +231,154 @@ pub fn verify_signed_by(
         "1.2.840.10045.4.3.2" => (&s::ECDSA_P256_SHA256_ASN1, key_bits),
         "1.2.840.10045.4.3.3" => (&s::ECDSA_P384_SHA384_ASN1, key_bits),
         other => {
-            return Err(format!(
-                "unsupported certificate signature algorithm {other}"
-            ));
+            return Err(format!("{what}: unsupported signature algorithm {other}"));
         }
     };
     UnparsedPublicKey::new(alg, key)
         .verify(tbs, sig)
         .map_err(|_| {
             format!(
-                "the signature on {} does not verify under {}'s key",
-                cert.tbs_certificate.subject, issuer.tbs_certificate.subject
+                "the signature on {what} does not verify under {}'s key",
+                issuer.tbs_certificate.subject
             )
         })
+}
+
+/// Largest CRL read (Intel's PCK CRLs are a few KiB; AMD's smaller).
+pub const MAX_CRL: usize = 4 * 1024 * 1024;
+
+/// A certificate revocation list whose signature verified under its issuer and which was
+/// current at the verification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCrl {
+    /// The issuer's name, as the CRL gives it.
+    pub issuer: String,
+    /// `thisUpdate`, Unix seconds.
+    pub this_update: u64,
+    /// `nextUpdate`, Unix seconds: the CRL is not used after it.
+    pub next_update: u64,
+    /// Revoked serial numbers (the DER INTEGER contents).
+    revoked: std::collections::BTreeSet<Vec<u8>>,
+}
+
+/// Parse a DER CRL (X.509 v2, RFC 5280) and check it: no byte left unread, issued by `issuer`
+/// (name and signature), `thisUpdate <= now < nextUpdate` (a CRL without `nextUpdate` is
+/// refused), and no critical extension this code does not apply (a delta CRL, an indirect
+/// CRL's certificate-issuer entries).
+pub fn verify_crl(der: &[u8], issuer: &Certificate, now: u64) -> Result<VerifiedCrl, String> {
+    use x509_cert::crl::CertificateList;
+    if der.len() > MAX_CRL {
+        return Err(format!("CRL of {} bytes (at most {MAX_CRL})", der.len()));
+    }
+    let crl = CertificateList::from_der(der).map_err(|e| format!("CRL is not DER: {e}"))?;
+    let tbs = &crl.tbs_cert_list;
+    let name = tbs.issuer.to_string();
+    if tbs.issuer != issuer.tbs_certificate.subject {
+        return Err(format!(
+            "the CRL is issued by {name}, not by {}",
+            issuer.tbs_certificate.subject
+        ));
+    }
+    if tbs.signature != crl.signature_algorithm {
+        return Err("the CRL's two signature algorithm fields differ".into());
+    }
+    let sig = crl
+        .signature
+        .as_bytes()
+        .ok_or("CRL signature bit string has unused bits")?;
+    verify_signature(
+        tbs_bytes(der)?,
+        &crl.signature_algorithm,
+        sig,
+        &format!("the CRL of {name}"),
+        issuer,
+    )?;
+    // Extensions: CRL number, authority key id and issuing distribution point are understood
+    // (this code takes the whole list of one issuer); anything else critical is refused.
+    for e in tbs.crl_extensions.iter().flatten() {
+        let oid = e.extn_id.to_string();
+        if e.critical && !matches!(oid.as_str(), "2.5.29.20" | "2.5.29.35" | "2.5.29.28") {
+            return Err(format!("the CRL of {name} has critical extension {oid}"));
+        }
+    }
+    let this_update = tbs.this_update.to_unix_duration().as_secs();
+    let next_update = tbs
+        .next_update
+        .ok_or_else(|| format!("the CRL of {name} has no nextUpdate"))?
+        .to_unix_duration()
+        .as_secs();
+    if now < this_update {
+        return Err(format!(
+            "the CRL of {name} is not valid before {this_update} (verification time {now})"
+        ));
+    }
+    if now >= next_update {
+        return Err(format!(
+            "the CRL of {name} expired at {next_update} (verification time {now}); \
+             fetch a current one"
+        ));
+    }
+    let mut revoked = std::collections::BTreeSet::new();
+    for r in tbs.revoked_certificates.iter().flatten() {
+        for e in r.crl_entry_extensions.iter().flatten() {
+            if e.critical {
+                return Err(format!(
+                    "the CRL of {name} has a critical entry extension {}",
+                    e.extn_id
+                ));
+            }
+        }
+        revoked.insert(r.serial_number.as_bytes().to_vec());
+    }
+    Ok(VerifiedCrl {
+        issuer: name,
+        this_update,
+        next_update,
+        revoked,
+    })
+}
+
+impl VerifiedCrl {
+    /// Refuse `c` if this CRL's issuer issued it and lists its serial number.
+    pub fn check(&self, c: &Certificate) -> Result<(), String> {
+        if c.tbs_certificate.issuer.to_string() == self.issuer
+            && self
+                .revoked
+                .contains(c.tbs_certificate.serial_number.as_bytes())
+        {
+            return Err(format!(
+                "{} (serial {}) is revoked by the CRL of {}",
+                c.tbs_certificate.subject,
+                hex_of(c.tbs_certificate.serial_number.as_bytes()),
+                self.issuer
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the serial number (DER INTEGER contents) is listed.
+    pub fn lists(&self, serial: &[u8]) -> bool {
+        self.revoked.contains(serial)
+    }
+
+    /// How many certificates the CRL revokes.
+    pub fn len(&self) -> usize {
+        self.revoked.len()
+    }
+
+    /// Whether it revokes none.
+    pub fn is_empty(&self) -> bool {
+        self.revoked.is_empty()
+    }
+
+    /// The revoked serial numbers.
+    pub fn serials(&self) -> impl Iterator<Item = &[u8]> {
+        self.revoked.iter().map(Vec::as_slice)
+    }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The value (inner DER) of the extension `oid` of `c`, if present.
@@ -280,12 +431,23 @@ impl VerifiedChains {
 
     /// Remember `chain`, verified, with its parsed certificates (for their validity windows).
     pub fn insert(&self, chain: &[&[u8]], certs: &[&Certificate]) {
+        self.insert_until(chain, certs, u64::MAX);
+    }
+
+    /// [`VerifiedChains::insert`], remembered no later than `until` (e.g. the `nextUpdate` of a
+    /// CRL the chain was checked against, which is part of `chain`).
+    pub fn insert_until(&self, chain: &[&[u8]], certs: &[&Certificate], until: u64) {
         let from = certs
             .iter()
             .map(|c| validity(c).0)
             .max()
             .unwrap_or(u64::MAX);
-        let until = certs.iter().map(|c| validity(c).1).min().unwrap_or(0);
+        let until = certs
+            .iter()
+            .map(|c| validity(c).1)
+            .min()
+            .unwrap_or(0)
+            .min(until.saturating_sub(1));
         if let Ok(mut m) = self.inner.lock() {
             if m.len() >= MAX_CACHED_CHAINS {
                 m.clear();

@@ -261,7 +261,11 @@ fn dcap_collateral_from_the_offline_store_judges_the_tcb() {
     let mrtd = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7";
     std::fs::write(
         &refs,
-        serde_json::json!([{"kind": "tee_measurement", "key": "tdx", "value": mrtd}]).to_string(),
+        serde_json::json!([
+            {"kind": "tee_measurement", "key": "tdx", "value": mrtd},
+            {"kind": "require_tee_revocation", "key": "*", "value": "true"},
+        ])
+        .to_string(),
     )
     .unwrap();
     let run = |with_collateral: bool| {
@@ -281,11 +285,26 @@ fn dcap_collateral_from_the_offline_store_judges_the_tcb() {
     let (code, v, err) = run(true);
     assert_eq!(code, 0, "{err} {v}");
     assert_eq!(v["tee"]["tcb"]["status"], "UpToDate");
+    assert_eq!(v["tee"]["revocation_checked"], true);
     assert_eq!(v["appraisal"]["status"], "affirming");
-    // Without collateral the status is not judged, and the default policy says so.
+    // Without collateral the status is not judged, and no CRL was applied: the policy that
+    // requires revocation checking refuses it.
     let (code, v, _) = run(false);
     assert_eq!(code, 1);
-    assert_eq!(v["appraisal"]["status"], "warning");
+    assert_eq!(v["tee"]["revocation_checked"], false);
+    assert_eq!(v["appraisal"]["status"], "contraindicated");
+    assert!(
+        v["appraisal"]["findings"]
+            .to_string()
+            .contains("not checked against a vendor CRL"),
+        "{v}"
+    );
+    assert!(
+        v["appraisal"]["findings"]
+            .to_string()
+            .contains("not judged"),
+        "{v}"
+    );
     assert!(
         v["appraisal"]["findings"]
             .to_string()
