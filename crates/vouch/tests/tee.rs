@@ -312,3 +312,32 @@ fn dcap_collateral_from_the_offline_store_judges_the_tcb() {
         "{v}"
     );
 }
+
+#[test]
+fn tee_bench_times_verification_and_the_composite_appraisal() {
+    let r = roots();
+    let s = &SAMPLES[0];
+    let run = |extra: &[&str]| {
+        let mut a = vec!["tee".to_string(), "bench".into(), "--json".into()];
+        a.extend(args(s, r.path().to_str().unwrap(), &shared(s.file), s.at));
+        a.extend(["--n".into(), "10".into()]);
+        a.extend(extra.iter().map(|x| x.to_string()));
+        let out = Command::new(VOUCH)
+            .args(&a)
+            .env_remove("VOUCH_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = run(&[]);
+    assert!(v["ratio"].as_f64().unwrap() > 0.0, "{v}");
+    let v = run(&["--composite"]);
+    // Three evaluations against one: never less than one.
+    assert!(v["ratio"].as_f64().unwrap() > 1.0, "{v}");
+    assert!(v["processes"].as_u64().unwrap() > 0, "{v}");
+}
