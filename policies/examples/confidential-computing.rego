@@ -2,8 +2,8 @@
 #
 # Accepts only TEE evidence (SEV-SNP, TDX, SGX, Nitro) that is not in debug mode, whose launch
 # measurement is registered (`vouch refvalue add tee_measurement <kind> <hex>`), and whose TCB
-# is at least the minimums below; an SEV-SNP guest must also forbid migration agents and run
-# at VMPL 0. Use it with `vouch policy add cc policies/examples/confidential-computing.rego`,
+# is at least the minimums below; it must not be migratable (an SEV-SNP guest that allows a
+# migration agent, a migratable TD), and an SEV-SNP report must come from VMPL 0. Use it with `vouch policy add cc policies/examples/confidential-computing.rego`,
 # or try it offline: `vouch tee verify --kind sev-snp report.bin --cert vcek.der --cert
 # ask_ark.pem --roots roots/ --policy policies/examples/confidential-computing.rego`.
 package vouch.appraisal
@@ -52,13 +52,20 @@ deny contains {
 }
 
 deny contains {
-	"rule": "snp_guest_policy",
+	"rule": "tee_migratable",
 	"claim": "hardware",
-	"msg": "the SEV-SNP guest allows a migration agent or was not reported at VMPL 0",
+	"msg": sprintf("the %s guest may be migrated to another platform", [input.tee.kind]),
+} if {
+	input.tee.migratable == true
+}
+
+deny contains {
+	"rule": "snp_vmpl",
+	"claim": "hardware",
+	"msg": sprintf("the SEV-SNP report comes from VMPL %v, not VMPL 0", [input.tee.details.vmpl]),
 } if {
 	input.tee.kind == "sev-snp"
-	some bad in [input.tee.details.policy.migrate_ma, input.tee.details.vmpl != 0]
-	bad
+	input.tee.details.vmpl != 0
 }
 
 trust_vector := {"instance-identity": 2, "executables": 2, "hardware": 2} if {

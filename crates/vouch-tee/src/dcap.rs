@@ -108,6 +108,9 @@ pub enum QuoteBody {
         td_attributes: String,
         /// Debug TD (TD ATTRIBUTES bit 0).
         debug: bool,
+        /// Migratable TD (TD ATTRIBUTES bit 29): it may be moved to another platform by a
+        /// migration TD.
+        migratable: bool,
         /// XFAM, hex.
         xfam: String,
         /// REPORT_DATA, hex.
@@ -176,6 +179,7 @@ fn td_body(b: &[u8]) -> QuoteBody {
         ],
         td_attributes: hx(&b[120..128]),
         debug: attrs & 1 != 0,
+        migratable: attrs & (1 << 29) != 0,
         xfam: hx(&b[128..136]),
         report_data: hx(&b[520..584]),
     }

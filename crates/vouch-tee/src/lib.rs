@@ -83,7 +83,8 @@ pub struct TeeRoots {
 /// Verified TEE evidence: the claims for policies and the 64 bytes the TEE bound.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TeeVerified {
-    /// `input.tee`: `kind`, `measurement`, `signer`, `debug`, `tcb`, `report_data`, and the
+    /// `input.tee`: `kind`, `measurement`, `signer`, `debug`, `migratable`, `tcb`,
+    /// `report_data`, `revocation_checked`, and the
     /// kind's full claims under `details`.
     pub claims: Value,
     /// The report data / nonce the TEE signed (64 bytes for SNP, TDX and SGX; Nitro's `nonce`).
@@ -300,6 +301,7 @@ impl TeeRoots {
                         "measurement": r.measurement,
                         "signer": r.id_key_digest,
                         "debug": r.policy.debug,
+                        "migratable": r.policy.migrate_ma,
                         "tcb": {
                             "bootloader": r.reported_tcb.bootloader, "tee": r.reported_tcb.tee,
                             "snp": r.reported_tcb.snp, "microcode": r.reported_tcb.microcode,
@@ -313,7 +315,7 @@ impl TeeRoots {
             TeeKind::Tdx | TeeKind::Sgx => {
                 let v = self.dcap.as_ref().ok_or_else(|| missing("Intel SGX"))?;
                 let c = v.verify(report, now)?;
-                let (measurement, signer, debug, report_data, tcb) = match &c.body {
+                let (measurement, signer, debug, migratable, report_data, tcb) = match &c.body {
                     dcap::QuoteBody::Sgx {
                         mr_enclave,
                         mr_signer,
@@ -325,6 +327,7 @@ impl TeeRoots {
                         mr_enclave.clone(),
                         mr_signer.clone(),
                         *debug,
+                        false,
                         report_data.clone(),
                         json!({"isv_svn": isv_svn, "qe_svn": c.qe_svn, "pce_svn": c.pce_svn, "status": c.tcb_status}),
                     ),
@@ -332,6 +335,7 @@ impl TeeRoots {
                         mr_td,
                         mr_seam,
                         debug,
+                        migratable,
                         report_data,
                         tee_tcb_svn,
                         ..
@@ -339,6 +343,7 @@ impl TeeRoots {
                         mr_td.clone(),
                         mr_seam.clone(),
                         *debug,
+                        *migratable,
                         report_data.clone(),
                         json!({"tee_tcb_svn": tee_tcb_svn, "qe_svn": c.qe_svn, "pce_svn": c.pce_svn, "status": c.tcb_status}),
                     ),
@@ -353,7 +358,8 @@ impl TeeRoots {
                     report_data: hex::decode(&report_data).unwrap_or_default(),
                     claims: json!({
                         "kind": kind.as_str(), "measurement": measurement, "signer": signer,
-                        "debug": debug, "tcb": tcb, "report_data": report_data,
+                        "debug": debug, "migratable": migratable, "tcb": tcb,
+                        "report_data": report_data,
                         "revocation_checked": c.revocation_checked, "details": c,
                     }),
                 })
@@ -369,6 +375,7 @@ impl TeeRoots {
                         "measurement": c.pcrs.get(&0).cloned().unwrap_or_default(),
                         "signer": c.pcrs.get(&8).cloned().unwrap_or_default(),
                         "debug": c.debug,
+                        "migratable": false,
                         "tcb": {},
                         "report_data": nonce,
                         "revocation_checked": false,

@@ -122,6 +122,10 @@ fn every_sample_verifies_and_the_default_policy_refuses_debug_tees() {
         let (code, v, err) = tee(&a);
         assert_eq!(v["tee"]["kind"], s.kind, "{}: {err}", s.file);
         assert_eq!(v["tee"]["debug"], s.debug, "{}", s.file);
+        // None of the real samples may migrate (SNP MIGRATE_MA clear, TD ATTRIBUTES bit 29
+        // clear), and each says whether a vendor CRL was applied (none here: no store).
+        assert_eq!(v["tee"]["migratable"], false, "{}", s.file);
+        assert_eq!(v["tee"]["revocation_checked"], false, "{}", s.file);
         let status = v["appraisal"]["status"].as_str().unwrap();
         let tv = &v["appraisal"]["trust_vector"];
         if s.debug {
