@@ -8,13 +8,14 @@
 #                            token for the CA key), PostgreSQL (tests start throwaway servers
 #                            from its binaries), and the PyPI `spiffe`
 #                            package (an independent Workload API client) in target/pyenv,
-#                            iproute2 (network namespaces for the gossip partition test)
+#                            iproute2 (network namespaces for the gossip partition test),
+#                            chromium (the dashboard rendered by a real headless browser)
 set -euo pipefail
 
 packages=(build-essential ca-certificates pkg-config libtss2-dev)
 if [ "${1:-}" = "--test" ]; then
     packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus openssl python3
-        python3-venv softhsm2 postgresql iproute2)
+        python3-venv softhsm2 postgresql iproute2 chromium)
 fi
 
 missing=()
