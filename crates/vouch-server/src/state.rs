@@ -99,9 +99,38 @@ pub struct State {
     /// This verifier's share of the trust domain's quorum key, when results need a quorum.
     pub(crate) quorum: Option<crate::quorum::Quorum>,
     /// Reference values as last read, with their revision.
-    refs_cache: Mutex<Option<Arc<ReferenceValues>>>,
+    refs_cache: RevisionCache<ReferenceValues>,
     /// Registration entries as last read, with their revision.
-    entries_cache: Mutex<Option<(u64, Arc<Vec<vouch_identity::Entry>>)>>,
+    entries_cache: RevisionCache<Vec<vouch_identity::Entry>>,
+}
+
+/// A table as last read from the store, with the revision it was read at: read again only when
+/// the store's one-row revision counter for it moved (another replica or the CLI changed it).
+struct RevisionCache<T>(Mutex<Option<(u64, Arc<T>)>>);
+
+impl<T> Default for RevisionCache<T> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
+    }
+}
+
+impl<T> RevisionCache<T> {
+    /// The cached value, if it was read at `revision`.
+    fn at(&self, revision: u64) -> Option<Arc<T>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(r, _)| *r == revision)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Remember `value`, read at `revision`.
+    fn put(&self, revision: u64, value: T) -> Arc<T> {
+        let v = Arc::new(value);
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((revision, v.clone()));
+        v
+    }
 }
 
 impl std::fmt::Debug for State {
@@ -144,8 +173,8 @@ impl State {
             jwt_signer: None,
             quorum: None,
             tee_roots: None,
-            refs_cache: Mutex::new(None),
-            entries_cache: Mutex::new(None),
+            refs_cache: RevisionCache::default(),
+            entries_cache: RevisionCache::default(),
         }
     }
 
@@ -153,36 +182,21 @@ impl State {
     /// the revision moved (another replica or the CLI changed it).
     pub(crate) async fn reference_values(&self) -> Result<Arc<ReferenceValues>, ApiError> {
         let rev = self.store.revision(vouch_store::REFVALUES_REVISION).await?;
-        if let Some(r) = self
-            .refs_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .filter(|r| r.revision == rev)
-        {
-            return Ok(r.clone());
+        if let Some(r) = self.refs_cache.at(rev) {
+            return Ok(r);
         }
-        let fresh = Arc::new(self.store.reference_values().await?);
-        *self.refs_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
-        Ok(fresh)
+        let fresh = self.store.reference_values().await?;
+        Ok(self.refs_cache.put(fresh.revision, fresh))
     }
 
     /// The registration entries, read again only when their revision moved.
     pub(crate) async fn entries(&self) -> Result<Arc<Vec<vouch_identity::Entry>>, ApiError> {
         let rev = self.store.revision(vouch_store::ENTRIES_REVISION).await?;
-        if let Some((_, e)) = self
-            .entries_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .filter(|(r, _)| *r == rev)
-        {
-            return Ok(e.clone());
+        if let Some(e) = self.entries_cache.at(rev) {
+            return Ok(e);
         }
         let (r, entries) = self.store.entries_at_revision().await?;
-        let entries = Arc::new(entries);
-        *self.entries_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((r, entries.clone()));
-        Ok(entries)
+        Ok(self.entries_cache.put(r, entries))
     }
 
     pub(crate) fn keyring(&self) -> Arc<Keyring> {
