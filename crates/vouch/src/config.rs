@@ -151,6 +151,21 @@ mod tests {
     }
 
     #[test]
+    fn the_tee_section_of_the_agent() {
+        let mut t = serde_json::json!({"agent": {"tee": {"privlevel": 1}}});
+        let a: AgentConfig = section(&mut t, "agent", std::iter::empty()).unwrap();
+        let tee = a.tee.unwrap();
+        assert_eq!(tee.privlevel, Some(1));
+        assert_eq!(
+            tee.configfs,
+            std::path::Path::new("/sys/kernel/config/tsm/report")
+        );
+        let mut t = serde_json::json!({"agent": {"tee": {"configfs": "/x", "level": 1}}});
+        let e = section::<AgentConfig>(&mut t, "agent", std::iter::empty()).unwrap_err();
+        assert!(format!("{e:#}").contains("level"), "{e:#}");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("600").unwrap(), 600);
         assert_eq!(parse_duration("10m").unwrap(), 600);
