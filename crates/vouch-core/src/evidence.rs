@@ -238,6 +238,36 @@ pub struct CompositePayload {
     pub tee: TeeReport,
 }
 
+/// One component of an attester made of several (`composite` evidence): its submodule name
+/// in the result and how its claims differ from the whole's, namely its own evidence kind
+/// (`input.evidence.kind`) and the other components' claims left out. The policy appraises
+/// each component on the whole's claims so changed, as if that part had come alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentView {
+    /// Submodule name (`tpm`, `sev-snp`, …).
+    pub name: String,
+    /// The evidence kind the component would be alone.
+    pub kind: EvidenceKind,
+    /// Top-level claims of the other components, left out (`tee` for the TPM part).
+    pub without: Vec<String>,
+}
+
+impl ComponentView {
+    /// The component's claims, made from the whole's (JSON).
+    pub fn apply(&self, whole: &serde_json::Value) -> serde_json::Value {
+        let mut v = whole.clone();
+        if let Some(o) = v.as_object_mut() {
+            for k in &self.without {
+                o.remove(k);
+            }
+            if let Some(e) = o.get_mut("evidence").and_then(|e| e.as_object_mut()) {
+                e.insert("kind".into(), self.kind.as_str().into());
+            }
+        }
+        v
+    }
+}
+
 /// The 64 bytes the TEE report of `composite` evidence must carry as its report data:
 /// `SHA-512("vouch-composite-v1" 0x00 ‖ nonce ‖ 0 ‖ agent key ‖ SHA-256(measurements) ‖
 /// AK name)`, where the AK name is the TPM name (nameAlg ‖ digest of the public area) of the

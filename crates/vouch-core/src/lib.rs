@@ -23,9 +23,9 @@ pub use ear::{
 };
 pub use error::ErrorKind;
 pub use evidence::{
-    CompositePayload, Evidence, EvidenceKind, FileMeasurement, ImaSlice, ListeningSocket,
-    MAX_EVIDENCE_BYTES, OsRelease, ProcessInfo, SoftwareMeasurements, TeePayload, TeeReport,
-    TpmPayload, WorkloadMeasurement, composite_report_data, evidence_signing_input,
+    ComponentView, CompositePayload, Evidence, EvidenceKind, FileMeasurement, ImaSlice,
+    ListeningSocket, MAX_EVIDENCE_BYTES, OsRelease, ProcessInfo, SoftwareMeasurements, TeePayload,
+    TeeReport, TpmPayload, WorkloadMeasurement, composite_report_data, evidence_signing_input,
     tee_report_data, tpm_extra_data,
 };
 pub use nonce::{NONCE_RANDOM_LEN, Nonce, NonceError, NonceKey};

@@ -6,7 +6,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use vouch_core::{
-    Evidence, EvidenceKind, MAX_EVIDENCE_BYTES, SoftwareMeasurements, evidence_signing_input,
+    ComponentView, Evidence, EvidenceKind, MAX_EVIDENCE_BYTES, SoftwareMeasurements,
+    evidence_signing_input,
 };
 
 use crate::{AgentKey, EvidenceError, verify_ed25519};
@@ -73,9 +74,9 @@ pub struct VerifiedEvidence {
     pub tpm_clock: Option<vouch_tpm::ClockInfo>,
     /// For `tpm` evidence with an IMA log: the new replay state.
     pub tpm_ima: Option<vouch_tpm::ImaState>,
-    /// For evidence with more than one root of trust (`composite`): each component's claims
-    /// as if it had been sent alone, by submodule name (`tpm`, `sev-snp`, …); empty otherwise.
-    pub components: Vec<(String, Value)>,
+    /// For evidence with more than one root of trust (`composite`): each component, appraised
+    /// as if it had been sent alone (submodules `tpm`, `sev-snp`, …); empty otherwise.
+    pub components: Vec<ComponentView>,
 }
 
 /// One evidence kind's verifier.
@@ -339,30 +340,28 @@ impl EvidenceVerifier for CompositeVerifier {
 }
 
 /// The claims of `composite` evidence from its software claims (`base`), the quote's claims
-/// (`input.tpm`) and the TEE's (`input.tee`), with each component's claims as if it had been
-/// sent alone (`tpm` evidence without `tee`, `tee` evidence without `tpm`), named by submodule
-/// (`tpm` and the TEE kind).
+/// (`input.tpm`) and the TEE's (`input.tee`), and its components: the TPM part (`tpm`
+/// evidence without `tee`) and the TEE part (`tee` evidence without `tpm`, named by its kind).
 pub fn composite_claims(
     mut base: Value,
     tpm: Value,
     tee_kind: vouch_tee::TeeKind,
     tee: Value,
-) -> (Value, Vec<(String, Value)>) {
+) -> (Value, Vec<ComponentView>) {
     base["evidence"]["hardware_backed"] = json!(true);
-    let mut tpm_view = base.clone();
-    tpm_view["evidence"]["kind"] = json!(EvidenceKind::Tpm.as_str());
-    tpm_view["tpm"] = tpm.clone();
-    let mut tee_view = base.clone();
-    tee_view["evidence"]["kind"] = json!(EvidenceKind::Tee.as_str());
-    tee_view["tee"] = tee.clone();
     base["evidence"]["kind"] = json!(EvidenceKind::Composite.as_str());
     base["tpm"] = tpm;
     base["tee"] = tee;
+    let view = |name: &str, kind, without: &str| ComponentView {
+        name: name.into(),
+        kind,
+        without: vec![without.into()],
+    };
     (
         base,
         vec![
-            ("tpm".to_string(), tpm_view),
-            (tee_kind.as_str().to_string(), tee_view),
+            view("tpm", EvidenceKind::Tpm, "tee"),
+            view(tee_kind.as_str(), EvidenceKind::Tee, "tpm"),
         ],
     )
 }

@@ -134,12 +134,14 @@ fn each_component_is_appraised_alone_and_the_whole_is_its_worst() {
     assert_eq!(whole["evidence"]["hardware_backed"], true);
     assert_eq!(whole["tee"], tee);
     assert!(whole["tpm"]["pcrs"]["sha256"].is_object());
-    let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = parts.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["tpm", "sev-snp"]);
-    assert_eq!(parts[0].1["evidence"]["kind"], "tpm");
-    assert!(parts[0].1.get("tee").is_none() && parts[0].1["tpm"].is_object());
-    assert_eq!(parts[1].1["evidence"]["kind"], "tee");
-    assert!(parts[1].1.get("tpm").is_none() && parts[1].1["tee"] == tee);
+    let (tpm_view, tee_view) = (parts[0].apply(&whole), parts[1].apply(&whole));
+    assert_eq!(tpm_view["evidence"]["kind"], "tpm");
+    assert!(tpm_view.get("tee").is_none() && tpm_view["tpm"].is_object());
+    assert_eq!(tee_view["evidence"]["kind"], "tee");
+    assert!(tee_view.get("tpm").is_none() && tee_view["tee"] == tee);
+    assert_eq!(whole["workload"], tpm_view["workload"]);
 
     let exe_digest = "ab".repeat(32);
     let exe = ("executable", "cvm", exe_digest.as_str());
@@ -192,6 +194,13 @@ fn each_component_is_appraised_alone_and_the_whole_is_its_worst() {
         .appraise_components(&whole, &parts)
         .unwrap();
     assert_eq!(w.status, ArStatus::Affirming, "{:?}", w.reasons());
+    // The engine-side views are the JSON views: each part appraised alone gives the same.
+    let p2 = policy(&[exe, ("pcr", "sha256:0", &wrong)]);
+    let (_, together) = p2.appraise_components(&whole, &parts).unwrap();
+    for (c, (name, a)) in parts.iter().zip(&together) {
+        assert_eq!(&c.name, name);
+        assert_eq!(&p2.appraise(&c.apply(&whole)).unwrap(), a, "{name}");
+    }
 
     // A guest in debug mode is refused on its own submodule (and so as a whole).
     let mut debug = tee.clone();

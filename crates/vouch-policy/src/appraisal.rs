@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use regorus::Value;
 use serde::{Deserialize, Serialize};
-use vouch_core::{ArStatus, TrustClaim, TrustVector, compare_versions, tier_of};
+use vouch_core::{ArStatus, ComponentView, TrustClaim, TrustVector, compare_versions, tier_of};
 
 use crate::{PolicyError, ReferenceValues};
 
@@ -215,29 +215,47 @@ impl CompiledPolicy {
     }
 
     /// Appraise one attester made of components (`composite` evidence): `input` is the whole,
-    /// `components` each part's claims as if it had come alone, by submodule name. Returns
-    /// the whole's appraisal, its status raised to the worst component's, and each
-    /// component's.
+    /// each of `components` says how a part's claims differ from it. The input is converted
+    /// for the engine once; each part is the converted whole with its changes (a shallow
+    /// copy). Returns the whole's appraisal, its status raised to the worst component's, and
+    /// each component's, by submodule name.
     pub fn appraise_components(
         &self,
         input: &serde_json::Value,
-        components: &[(String, serde_json::Value)],
+        components: &[ComponentView],
     ) -> Result<(Appraisal, Vec<(String, Appraisal)>), PolicyError> {
-        let mut whole = self.appraise(input)?;
+        let converted = Value::from(input.clone());
+        let mut whole = self.eval(converted.clone())?;
         let mut parts = Vec::with_capacity(components.len());
-        for (name, view) in components {
-            let a = self.appraise(view)?;
+        for c in components {
+            let mut v = converted.clone();
+            if let Ok(o) = v.as_object_mut() {
+                for k in &c.without {
+                    o.remove(&Value::from(k.as_str()));
+                }
+                if let Some(Ok(e)) = o
+                    .get_mut(&Value::from("evidence"))
+                    .map(|e| e.as_object_mut())
+                {
+                    e.insert(Value::from("kind"), Value::from(c.kind.as_str()));
+                }
+            }
+            let a = self.eval(v)?;
             whole.status = whole.status.max(a.status);
-            parts.push((name.clone(), a));
+            parts.push((c.name.clone(), a));
         }
         Ok((whole, parts))
     }
 
     /// Appraise verified claims.
     pub fn appraise(&self, input: &serde_json::Value) -> Result<Appraisal, PolicyError> {
+        self.eval(Value::from(input.clone()))
+    }
+
+    fn eval(&self, input: Value) -> Result<Appraisal, PolicyError> {
         let out = self
             .inner
-            .eval_with_input(Value::from(input.clone()))
+            .eval_with_input(input)
             .map_err(|e| PolicyError::Eval {
                 id: self.id.clone(),
                 version: self.version,
