@@ -45,6 +45,12 @@ pub enum RpError {
         /// The revocation's epoch.
         epoch: u64,
     },
+    /// The result lacks a submodule the relying party requires.
+    #[error("the result has no {0:?} submodule, which this relying party requires")]
+    Submodule(String),
+    /// The result comes from evidence of a kind the relying party does not accept.
+    #[error("the result comes from {0} evidence, which this relying party does not accept")]
+    EvidenceKind(String),
     /// A trust-vector claim is below the required tier.
     #[error("trust vector claim {claim} is {value} ({tier}); required {required}")]
     Tier {

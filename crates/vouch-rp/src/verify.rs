@@ -26,6 +26,12 @@ pub struct Requirements {
     /// Accept any status, contraindicated included, after every other check. For inspection
     /// tools only; never set it where the result grants access.
     pub accept_any_status: bool,
+    /// Submodules the result must have (each is also held to the status and tier checks):
+    /// e.g. `tpm` and `sev-snp` for a confidential VM attested together with its vTPM.
+    pub submods: Vec<String>,
+    /// Evidence kinds accepted (`vouch.evidence-kind` of the `workload` submodule: `tpm`,
+    /// `tee`, `composite`, …); empty accepts any, including results without the claim.
+    pub evidence_kinds: Vec<String>,
 }
 
 impl Default for Requirements {
@@ -38,6 +44,8 @@ impl Default for Requirements {
             leeway: 5,
             require_exp: true,
             accept_any_status: false,
+            submods: Vec::new(),
+            evidence_kinds: Vec::new(),
         }
     }
 }
@@ -221,6 +229,20 @@ impl ResultVerifier {
         };
         if !ok {
             return Err(RpError::Status(status.to_string()));
+        }
+        if let Some(missing) = req.submods.iter().find(|n| !ear.submods.contains_key(*n)) {
+            return Err(RpError::Submodule(missing.clone()));
+        }
+        if !req.evidence_kinds.is_empty() {
+            let kind = ear
+                .submods
+                .get(vouch_core::SUBMOD_NAME)
+                .and_then(|s| s.extensions.get("vouch.evidence-kind"))
+                .and_then(|k| k.as_str())
+                .unwrap_or("none");
+            if !req.evidence_kinds.iter().any(|k| k == kind) {
+                return Err(RpError::EvidenceKind(kind.to_string()));
+            }
         }
         for (claim, worst) in &req.tiers {
             for sub in ear.submods.values() {

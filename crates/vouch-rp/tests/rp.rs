@@ -49,6 +49,40 @@ fn veraison_ear_verifies_with_its_key() {
 }
 
 #[test]
+fn required_submodules_and_evidence_kinds() {
+    let (jwt, pem) = veraison();
+    let v = ResultVerifier::from_public_key_pem(&pem, Algorithm::ES256).unwrap();
+    let mut req = lenient();
+    req.submods = vec!["PARSEC_TPM".into()];
+    v.verify(&jwt, &req).unwrap();
+    req.submods.push("sev-snp".into());
+    assert_eq!(
+        v.verify(&jwt, &req),
+        Err(RpError::Submodule("sev-snp".into()))
+    );
+    // Veraison's result names no Vouch evidence kind: accepted only when any kind is.
+    let mut req = lenient();
+    req.evidence_kinds = vec!["composite".into()];
+    assert_eq!(
+        v.verify(&jwt, &req),
+        Err(RpError::EvidenceKind("none".into()))
+    );
+    // A Vouch result names it on its workload submodule.
+    let k = Signer::new("k1");
+    let rp = ResultVerifier::from_jwks_json(&k.jwks()).unwrap();
+    let mut c = claims("affirming", now() + 60);
+    c["submods"]["workload"]["vouch.evidence-kind"] = json!("tee");
+    let t = k.token(&c);
+    req.evidence_kinds = vec!["tee".into(), "composite".into()];
+    rp.verify(&t, &req).unwrap();
+    req.evidence_kinds = vec!["composite".into()];
+    assert_eq!(
+        rp.verify(&t, &req),
+        Err(RpError::EvidenceKind("tee".into()))
+    );
+}
+
+#[test]
 fn veraison_ear_with_a_flipped_byte_is_refused() {
     let (jwt, pem) = veraison();
     let v = ResultVerifier::from_public_key_pem(&pem, Algorithm::ES256).unwrap();

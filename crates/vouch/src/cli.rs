@@ -335,6 +335,13 @@ pub struct VerifyArgs {
     /// Required tier of a trust-vector claim, e.g. hardware=affirming; repeatable.
     #[arg(long = "require")]
     pub require: Vec<String>,
+    /// A submodule the result must have, e.g. sev-snp (with tpm: a confidential VM attested
+    /// with its vTPM); repeatable.
+    #[arg(long = "require-submod")]
+    pub require_submods: Vec<String>,
+    /// An accepted evidence kind (tpm, tee, composite, software); repeatable; default any.
+    #[arg(long = "evidence-kind")]
+    pub evidence_kinds: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

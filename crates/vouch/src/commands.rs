@@ -287,6 +287,8 @@ async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
         audience: args.audience,
         nonce: args.nonce,
         accept_warning: args.accept_warning,
+        submods: args.require_submods,
+        evidence_kinds: args.evidence_kinds,
         ..Requirements::default()
     };
     for r in &args.require {

@@ -245,6 +245,25 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("warning"), "{err}");
+    // A relying party that wants a confidential VM: software evidence, no sev-snp submodule.
+    for (flag, value, says) in [
+        ("--evidence-kind", "composite", "software evidence"),
+        ("--require-submod", "sev-snp", "no \"sev-snp\" submodule"),
+    ] {
+        let (code, _, err) = vouch(&[
+            "verify",
+            "--jwks",
+            &format!("{base}/.well-known/jwks.json"),
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "--accept-warning",
+            flag,
+            value,
+            adir.join("result.jwt").to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{flag}");
+        assert!(err.contains(says), "{flag}: {err}");
+    }
     let (code, out, _) = vouch(&["workload", "list", "--data-dir", sdir.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.contains("/cli") && out.contains("/w0"), "{out}");
