@@ -4,8 +4,10 @@
 # Installs with apt-get what the build and the tests need (when missing), then runs every test
 # of the workspace: unit tests, the loopback end-to-end harness (verifier + agent + relying
 # party over TLS), TPM tests against swtpm, the CLI tests (including SIGKILL durability) and the
-# examples.
+# examples; and checks that every fuzz target still compiles (running them needs cargo-fuzz:
+# see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh --test
 cargo test --workspace --locked "$@"
+cargo check --manifest-path fuzz/Cargo.toml --bins --locked --target-dir target/fuzz-check
