@@ -8,7 +8,11 @@ use vouch_policy::{CompiledPolicy, DEFAULT_POLICY, PolicySource, ReferenceValue,
 fn policy() -> &'static CompiledPolicy {
     static P: OnceLock<CompiledPolicy> = OnceLock::new();
     P.get_or_init(|| {
-        let rv = |k: &str, key: &str, v: &str| ReferenceValue { kind: k.into(), key: key.into(), value: v.into() };
+        let rv = |k: &str, key: &str, v: &str| ReferenceValue {
+            kind: k.into(),
+            key: key.into(),
+            value: v.into(),
+        };
         let refs = ReferenceValues {
             revision: 1,
             values: vec![
@@ -21,7 +25,11 @@ fn policy() -> &'static CompiledPolicy {
                 rv("required_signer", "app", "vendor"),
             ],
         };
-        let src = PolicySource { id: "default".into(), version: 1, rego: DEFAULT_POLICY.into() };
+        let src = PolicySource {
+            id: "default".into(),
+            version: 1,
+            rego: DEFAULT_POLICY.into(),
+        };
         CompiledPolicy::compile(&src, &refs).unwrap_or_else(|e| panic!("{e}"))
     })
 }

@@ -27,7 +27,9 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let store = vouch_tpm::EkTrustStore::default();
-    if let Ok(ek) = vouch_tpm::TpmtPublic::parse(&[0, 1, 0, 11, 0, 5, 0, 114, 0, 0, 0, 16, 0, 16, 8, 0, 0, 0, 0, 0, 0, 0]) {
+    if let Ok(ek) = vouch_tpm::TpmtPublic::parse(&[
+        0, 1, 0, 11, 0, 5, 0, 114, 0, 0, 0, 16, 0, 16, 8, 0, 0, 0, 0, 0, 0, 0,
+    ]) {
         let _ = store.verify(data, &ek, 0);
     }
 });

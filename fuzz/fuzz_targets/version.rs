@@ -6,5 +6,8 @@ fuzz_target!(|data: (&str, &str)| {
     let (a, b) = data;
     let ab = vouch_core::compare_versions(a, b);
     assert_eq!(ab.reverse(), vouch_core::compare_versions(b, a));
-    assert_eq!(vouch_core::compare_versions(a, a), std::cmp::Ordering::Equal);
+    assert_eq!(
+        vouch_core::compare_versions(a, a),
+        std::cmp::Ordering::Equal
+    );
 });
