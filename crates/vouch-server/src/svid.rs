@@ -147,9 +147,9 @@ impl State {
 
     /// Selectors only the verifier can vouch for, from what it verified about the node:
     /// `vouch:node:<id>`, `vouch:workload:<name>`, `vouch:status:affirming`,
-    /// `vouch:evidence:<kind>`, `os:id:<id>`, `os:version_id:<v>` (from the latest appraised
-    /// evidence), `tpm:ek_sha256:<hex>` (the EK public area of an activated TPM) and
-    /// `tpm:secure_boot:<bool>` (from a replayed event log).
+    /// `vouch:evidence:<kind>`, `os:id:<id>`, `os:version_id:<v>`, `tpm:secure_boot:<bool>`
+    /// and the TEE's selectors (from the latest appraised evidence: [`claim_selectors`]), and
+    /// `tpm:ek_sha256:<hex>` (the EK public area of an activated TPM).
     async fn node_selectors(
         &self,
         node_id: &str,
@@ -164,15 +164,7 @@ impl State {
         if let Some(id) = &w.last_attestation_id
             && let Some(a) = self.store.attestation(id).await?
         {
-            out.push(format!("vouch:evidence:{}", a.evidence_kind));
-            for field in ["id", "version_id"] {
-                if let Some(v) = a.claims["os"][field].as_str() {
-                    out.push(format!("os:{field}:{v}"));
-                }
-            }
-            if let Some(sb) = a.claims["tpm"]["eventlog"]["secure_boot"].as_bool() {
-                out.push(format!("tpm:secure_boot:{sb}"));
-            }
+            out.extend(claim_selectors(&a.evidence_kind, &a.claims));
         }
         if let Some(t) = self.store.tpm_key(node_id).await?
             && t.activated_at.is_some()
@@ -328,5 +320,106 @@ impl State {
                 300,
             ))
         })
+    }
+}
+
+/// Selectors from an appraised attestation's claims: `vouch:evidence:<kind>`, `os:id:<id>`,
+/// `os:version_id:<v>`, `tpm:secure_boot:<bool>` (from a replayed event log), and for TEE
+/// evidence (`tee` or `composite`) `tee:kind:<kind>`, `tee:measurement:<hex>` (SEV-SNP
+/// MEASUREMENT, TDX MRTD, SGX MRENCLAVE, Nitro PCR 0), `tee:signer:<hex>` (when the TEE names
+/// one), `tee:debug:<bool>` and `tee:migratable:<bool>`: a registration entry can then grant an
+/// identity only to confidential VMs or enclaves with a given launch measurement.
+pub(crate) fn claim_selectors(evidence_kind: &str, claims: &serde_json::Value) -> Vec<String> {
+    let mut out = vec![format!("vouch:evidence:{evidence_kind}")];
+    for field in ["id", "version_id"] {
+        if let Some(v) = claims["os"][field].as_str() {
+            out.push(format!("os:{field}:{v}"));
+        }
+    }
+    if let Some(sb) = claims["tpm"]["eventlog"]["secure_boot"].as_bool() {
+        out.push(format!("tpm:secure_boot:{sb}"));
+    }
+    let tee = &claims["tee"];
+    if let Some(kind) = tee["kind"].as_str() {
+        out.push(format!("tee:kind:{kind}"));
+        for field in ["measurement", "signer"] {
+            if let Some(v) = tee[field].as_str().filter(|v| !v.is_empty()) {
+                out.push(format!("tee:{field}:{v}"));
+            }
+        }
+        for field in ["debug", "migratable"] {
+            if let Some(v) = tee[field].as_bool() {
+                out.push(format!("tee:{field}:{v}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn shared(p: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/../../../shared/testdata/{p}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// The selectors of a composite attestation whose TEE part is the real SEV-SNP report
+    /// (verified against the ARK at a time inside its window): each is a valid selector, and
+    /// an entry for that launch measurement matches them while one for another does not.
+    #[test]
+    fn tee_claims_become_selectors_an_entry_can_require() {
+        let pem = String::from_utf8(shared("snp/milan_ask_ark_asvk.pem")).unwrap();
+        let certs = vouch_x509::pem_certificates(&pem);
+        let roots = vouch_tee::TeeRoots::from_certs(&certs[1..2]).unwrap();
+        let tee = roots
+            .verify(
+                vouch_tee::TeeKind::SevSnp,
+                &shared("snp/report_v2.bin"),
+                &[shared("snp/vcek.der"), certs[0].clone()],
+                1_717_200_000,
+            )
+            .unwrap()
+            .claims;
+        let m = tee["measurement"].as_str().unwrap().to_string();
+        let claims = serde_json::json!({
+            "os": {"id": "debian", "version_id": "12"},
+            "tpm": {"eventlog": {"secure_boot": true}},
+            "tee": tee,
+        });
+        let sels = claim_selectors("composite", &claims);
+        for want in [
+            "vouch:evidence:composite".to_string(),
+            "os:id:debian".into(),
+            "tpm:secure_boot:true".into(),
+            "tee:kind:sev-snp".into(),
+            format!("tee:measurement:{m}"),
+            "tee:debug:false".into(),
+            "tee:migratable:false".into(),
+        ] {
+            assert!(sels.contains(&want), "{want} not in {sels:?}");
+        }
+        let available: Vec<Selector> = sels.iter().map(|s| Selector::parse(s).unwrap()).collect();
+        let entry = |measurement: &str| Entry {
+            id: "e".into(),
+            spiffe_id: "spiffe://td/cvm".into(),
+            selectors: vec![
+                Selector::parse("tee:kind:sev-snp").unwrap(),
+                Selector::parse(&format!("tee:measurement:{measurement}")).unwrap(),
+            ],
+            ttl: 600,
+            created_at: 0,
+        };
+        assert_eq!(vouch_identity::matching(&[entry(&m)], &available).len(), 1);
+        let other = "00".repeat(48);
+        assert!(vouch_identity::matching(&[entry(&other)], &available).is_empty());
+        // Software evidence has no TEE selectors.
+        let sw = claim_selectors("software", &serde_json::json!({"os": {"id": "debian"}}));
+        assert!(sw.iter().all(|s| !s.starts_with("tee:")), "{sw:?}");
     }
 }
