@@ -117,36 +117,43 @@ pub fn report(cfg: &TeeConfig, report_data: &[u8]) -> Result<TeeReportBlob, Agen
     std::fs::write(dir.join("inblob"), report_data).map_err(io("write inblob".into()))?;
     writes += 1;
     let report = read_bounded(&dir.join("outblob"))?;
-    let aux = match read_bounded(&dir.join("auxblob")) {
-        Ok(a) => a,
-        Err(_) if !dir.join("auxblob").exists() => Vec::new(),
-        Err(e) => return Err(e),
+    let provider = String::from_utf8_lossy(&read_bounded(&dir.join("provider"))?)
+        .trim()
+        .to_string();
+    let out = match provider.as_str() {
+        "sev_guest" => {
+            // The host's certificate table. A host may provision none (then the verifier
+            // finds the VCEK in its offline store): a missing or unreadable table is no table,
+            // a malformed one is an error.
+            let aux = read_bounded(&dir.join("auxblob")).unwrap_or_else(|e| {
+                tracing::debug!("no SEV-SNP certificate table from the host: {e}");
+                Vec::new()
+            });
+            let table =
+                vouch_tee::snp::cert_table(&aux).map_err(|e| AgentError::Tee(e.to_string()))?;
+            TeeReportBlob {
+                tee: "sev-snp",
+                report,
+                certs: vouch_tee::snp::vek_chain(&table),
+            }
+        }
+        "tdx_guest" => TeeReportBlob {
+            tee: "tdx",
+            report,
+            certs: Vec::new(),
+        },
+        other => {
+            return Err(AgentError::Tee(format!(
+                "configfs-tsm provider {other:?} is not one Vouch knows (sev_guest, tdx_guest)"
+            )));
+        }
     };
-    let provider = read_bounded(&dir.join("provider"))?;
     if generation(dir)? != before + writes {
         return Err(AgentError::Tee(
             "configfs-tsm entry was written by someone else meanwhile; try again".into(),
         ));
     }
-    match String::from_utf8_lossy(&provider).trim() {
-        "sev_guest" => {
-            let table =
-                vouch_tee::snp::cert_table(&aux).map_err(|e| AgentError::Tee(e.to_string()))?;
-            Ok(TeeReportBlob {
-                tee: "sev-snp",
-                report,
-                certs: vouch_tee::snp::vek_chain(&table),
-            })
-        }
-        "tdx_guest" => Ok(TeeReportBlob {
-            tee: "tdx",
-            report,
-            certs: Vec::new(),
-        }),
-        other => Err(AgentError::Tee(format!(
-            "configfs-tsm provider {other:?} is not one Vouch knows (sev_guest, tdx_guest)"
-        ))),
-    }
+    Ok(out)
 }
 
 #[cfg(test)]

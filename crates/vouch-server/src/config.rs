@@ -93,7 +93,8 @@ pub struct ServerConfig {
     /// the Intel SGX Root CA, the AWS Nitro root, as .pem/.der files.
     pub tee_roots_dir: Option<PathBuf>,
     /// The offline TEE store: DCAP collateral (one .json per FMSPC) for judging SGX/TDX TCB
-    /// status, and SEV-SNP VCEKs and ASK/ASVKs (.der/.pem) so agents need not send them.
+    /// status, SEV-SNP VCEKs and ASK/ASVKs (.der/.pem) so agents need not send them, and AMD
+    /// CRLs (.crl) that SEV-SNP chains are checked against.
     pub tee_collateral_dir: Option<PathBuf>,
 }
 
