@@ -2,6 +2,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use sha2::Digest as _;
+
 use regorus::Value;
 use serde::{Deserialize, Serialize};
 use vouch_core::{ArStatus, ComponentView, TrustClaim, TrustVector, compare_versions, tier_of};
@@ -26,6 +28,63 @@ const ENTRY: &str = "data.vouch.decision.result";
 const DENY_VALUE: i8 = 96;
 /// Value a `warn` finding sets its claim to (unless the claim is already worse).
 const WARN_VALUE: i8 = 32;
+
+/// Package lists of at least this many entries are converted once and remembered.
+const CACHED_PACKAGES_MIN: usize = 64;
+/// Most package lists remembered (emptied when full).
+const CACHED_PACKAGES_MAX: usize = 1024;
+
+type PackageCache = Mutex<HashMap<[u8; 32], Value>>;
+
+fn package_cache() -> &'static PackageCache {
+    static C: std::sync::OnceLock<PackageCache> = std::sync::OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+/// The claims as the engine's value. A node's package list (`input.packages`, hundreds of
+/// entries) is the same from one attestation to the next and was a good part of converting the
+/// claims: it is converted once per distinct list (keyed by the SHA-256 of its JSON) and the
+/// converted value shared; the rest is converted each time.
+fn to_engine(input: &serde_json::Value) -> Value {
+    let Some((obj, packages)) = input.as_object().and_then(|o| {
+        o.get("packages")
+            .filter(|p| {
+                p.as_object()
+                    .is_some_and(|m| m.len() >= CACHED_PACKAGES_MIN)
+            })
+            .map(|p| (o, p))
+    }) else {
+        return Value::from(input.clone());
+    };
+    let key: [u8; 32] = match serde_json::to_vec(packages) {
+        Ok(bytes) => sha2::Sha256::digest(&bytes).into(),
+        Err(_) => return Value::from(input.clone()),
+    };
+    let cached = package_cache()
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&key).cloned());
+    let converted = cached.unwrap_or_else(|| {
+        let v = Value::from(packages.clone());
+        if let Ok(mut c) = package_cache().lock() {
+            if c.len() >= CACHED_PACKAGES_MAX {
+                c.clear();
+            }
+            c.insert(key, v.clone());
+        }
+        v
+    });
+    let rest: serde_json::Map<String, serde_json::Value> = obj
+        .iter()
+        .filter(|(k, _)| k.as_str() != "packages")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut v = Value::from(serde_json::Value::Object(rest));
+    if let Ok(o) = v.as_object_mut() {
+        o.insert(Value::from("packages"), converted);
+    }
+    v
+}
 
 /// A policy as stored: id, version and Rego text. Versions are never overwritten.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,7 +283,7 @@ impl CompiledPolicy {
         input: &serde_json::Value,
         components: &[ComponentView],
     ) -> Result<(Appraisal, Vec<(String, Appraisal)>), PolicyError> {
-        let converted = Value::from(input.clone());
+        let converted = to_engine(input);
         let mut whole = self.eval(converted.clone())?;
         let mut parts = Vec::with_capacity(components.len());
         for c in components {
@@ -249,7 +308,7 @@ impl CompiledPolicy {
 
     /// Appraise verified claims.
     pub fn appraise(&self, input: &serde_json::Value) -> Result<Appraisal, PolicyError> {
-        self.eval(Value::from(input.clone()))
+        self.eval(to_engine(input))
     }
 
     fn eval(&self, input: Value) -> Result<Appraisal, PolicyError> {

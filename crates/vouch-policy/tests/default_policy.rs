@@ -171,6 +171,40 @@ fn minimum_package_version_is_a_patch_level() {
     assert_denied(&a, "min_package", TrustClaim::Configuration);
 }
 
+/// A package list large enough to be converted once and remembered: the remembered list must
+/// never stand in for another (one changed version changes the decision, both ways).
+#[test]
+fn a_long_package_list_is_judged_by_its_own_versions() {
+    let mut c = claims();
+    let mut pkgs: serde_json::Map<String, Value> = (0..300)
+        .map(|i| (format!("lib{i}"), json!(format!("1.{i}-1"))))
+        .collect();
+    pkgs.insert("openssl".into(), json!("3.0.11-1~deb12u2"));
+    c["packages"] = Value::Object(pkgs.clone());
+    let min = || vec![rv("min_package", "openssl", "3.0.11-1~deb12u2")];
+    for _ in 0..2 {
+        let a = appraise_with(min(), &c);
+        assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+    }
+    c["packages"]["openssl"] = json!("3.0.11-1~deb12u1");
+    assert_denied(
+        &appraise_with(min(), &c),
+        "min_package",
+        TrustClaim::Configuration,
+    );
+    c["packages"]["openssl"] = json!("3.0.11-1~deb12u2");
+    assert_eq!(appraise_with(min(), &c).status, ArStatus::Affirming);
+    // A package removed from a remembered list is missing to the policy.
+    let mut fewer = pkgs.clone();
+    fewer.remove("openssl");
+    c["packages"] = Value::Object(fewer);
+    assert_denied(
+        &appraise_with(min(), &c),
+        "min_package",
+        TrustClaim::Configuration,
+    );
+}
+
 #[test]
 fn forbidden_process_by_name_and_by_digest() {
     let mut c = claims();
