@@ -31,8 +31,10 @@ const WARN_VALUE: i8 = 32;
 
 /// Package lists of at least this many entries are converted once and remembered.
 const CACHED_PACKAGES_MIN: usize = 64;
-/// Most package lists remembered (emptied when full).
-const CACHED_PACKAGES_MAX: usize = 1024;
+/// Most package lists remembered (emptied when full): a converted list of ~800 packages takes
+/// on the order of 100 KiB, so this bounds the cache near 13 MiB. Fleets built from the same
+/// images share lists; nodes with lists of their own beyond this just convert each time.
+const CACHED_PACKAGES_MAX: usize = 128;
 
 type PackageCache = Mutex<HashMap<[u8; 32], Value>>;
 
