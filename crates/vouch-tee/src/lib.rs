@@ -124,24 +124,17 @@ fn read_cert_dir(dir: &std::path::Path) -> Result<Vec<Vec<u8>>, TeeError> {
 
 /// Every CRL in the `.crl` files of `dir` (DER, or PEM `X509 CRL` blocks), in file-name order.
 fn read_crl_dir(dir: &std::path::Path) -> Result<Vec<Vec<u8>>, TeeError> {
-    use base64::Engine as _;
     let mut out = Vec::new();
     for p in files_with(dir, &["crl"])? {
         let bytes = std::fs::read(&p)
             .map_err(|e| TeeError::Chain(format!("reading {}: {e}", p.display())))?;
         match std::str::from_utf8(&bytes) {
             Ok(t) if t.contains("-----BEGIN X509 CRL-----") => {
-                let b64: String = t
-                    .lines()
-                    .skip_while(|l| !l.starts_with("-----BEGIN X509 CRL"))
-                    .skip(1)
-                    .take_while(|l| !l.starts_with("-----END"))
-                    .collect();
-                out.push(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b64.trim())
-                        .map_err(|e| TeeError::Malformed(format!("{}: {e}", p.display())))?,
-                );
+                for block in vouch_x509::pem_blocks(t, "X509 CRL") {
+                    out.push(
+                        block.map_err(|e| TeeError::Malformed(format!("{}: {e}", p.display())))?,
+                    );
+                }
             }
             _ => out.push(bytes),
         }

@@ -23,18 +23,30 @@ const PSS_SHA384: [u8; 59] = [
 
 /// The certificates of a PEM text, DER-decoded (other blocks are skipped).
 pub fn pem_certificates(text: &str) -> Vec<Vec<u8>> {
+    pem_blocks(text, "CERTIFICATE")
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// The `label` blocks of a PEM text (`CERTIFICATE`, `X509 CRL`, …), each base64-decoded or
+/// the reason it does not decode, in order; other blocks are skipped. At most 64 blocks.
+pub fn pem_blocks(text: &str, label: &str) -> Vec<Result<Vec<u8>, String>> {
     use base64::Engine as _;
+    let (begin, end) = (format!("-----BEGIN {label}"), format!("-----END {label}"));
     let mut out = Vec::new();
     let mut cur: Option<String> = None;
     for line in text.lines() {
         let l = line.trim();
-        if l.starts_with("-----BEGIN CERTIFICATE") {
+        if l.starts_with(&begin) {
             cur = Some(String::new());
-        } else if l.starts_with("-----END CERTIFICATE") {
-            if let Some(b) = cur.take()
-                && let Ok(d) = base64::engine::general_purpose::STANDARD.decode(b)
-            {
-                out.push(d);
+        } else if l.starts_with(&end) {
+            if let Some(b) = cur.take() {
+                out.push(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .map_err(|e| format!("{label} block is not base64: {e}")),
+                );
             }
         } else if let Some(b) = cur.as_mut() {
             b.push_str(l);
