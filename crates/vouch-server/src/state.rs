@@ -88,7 +88,8 @@ pub struct State {
     pub(crate) admin_token: String,
     pub(crate) policies: PolicyCache,
     pub(crate) metrics: Metrics,
-    signers: Mutex<(u64, Arc<Vec<Signer>>)>,
+    /// Trusted signers, derived from the reference values of one revision.
+    signers: RevisionCache<Vec<Signer>>,
     pub(crate) ek_trust: Option<vouch_tpm::EkTrustStore>,
     pub(crate) svid_ca: Option<std::sync::RwLock<vouch_identity::CaSet>>,
     /// This replica's certificate for its active signing key (`x5c` of what it signs).
@@ -166,7 +167,7 @@ impl State {
             federated: RwLock::new(std::collections::BTreeMap::new()),
             policies: PolicyCache::new(),
             metrics: Metrics::default(),
-            signers: Mutex::new((u64::MAX, Arc::new(Vec::new()))),
+            signers: RevisionCache::default(),
             ek_trust: None,
             svid_ca: None,
             replica_cert: Mutex::new(None),
@@ -280,23 +281,22 @@ impl State {
     }
 
     fn signers(&self, refs: &ReferenceValues) -> Arc<Vec<Signer>> {
-        let mut cached = self.signers.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.0 != refs.revision {
-            let list = refs
-                .values
-                .iter()
-                .filter(|v| v.kind == "signer")
-                .filter_map(|v| {
-                    let pk = URL_SAFE_NO_PAD.decode(v.value.trim()).ok()?;
-                    Some(Signer {
-                        name: v.key.clone(),
-                        public_key: pk,
-                    })
-                })
-                .collect();
-            *cached = (refs.revision, Arc::new(list));
+        if let Some(s) = self.signers.at(refs.revision) {
+            return s;
         }
-        cached.1.clone()
+        let list = refs
+            .values
+            .iter()
+            .filter(|v| v.kind == "signer")
+            .filter_map(|v| {
+                let pk = URL_SAFE_NO_PAD.decode(v.value.trim()).ok()?;
+                Some(Signer {
+                    name: v.key.clone(),
+                    public_key: pk,
+                })
+            })
+            .collect();
+        self.signers.put(refs.revision, list)
     }
 
     /// Verify, appraise, sign and record one attestation.
