@@ -2,10 +2,10 @@
 //! crypto-agile format (and the legacy SHA-1 format), replay it into PCR values, check the
 //! replay against quoted PCRs, and derive claims from the events that the quote covers.
 //!
-//! The log is untrusted: only its digests are covered by the quote. Claims taken from event
-//! *data* (the SecureBoot variable, action strings, the kernel command line) are derived only
-//! from events whose digest is the hash of that data, so a log cannot say one thing and
-//! measure another.
+//! The log is untrusted: only its digests are covered by the quote. The boot claims
+//! ([`EventLog::claims`], in `bootclaims.rs`) are read only from where the platform measures
+//! them, and claims from event *data* only from events whose digest is the hash of that data,
+//! so a log cannot say one thing and measure another.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,14 +30,6 @@ pub const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
 
 const SPEC_ID_03: &[u8; 16] = b"Spec ID Event03\0";
 const STARTUP_LOCALITY: &[u8; 16] = b"StartupLocality\0";
-/// `EFI_GLOBAL_VARIABLE` (8be4df61-93ca-11d2-aa0d-00e098032b8c) as it is laid out in memory.
-const EFI_GLOBAL_VARIABLE: [u8; 16] = [
-    0x61, 0xdf, 0xe4, 0x8b, 0xca, 0x93, 0xd2, 0x11, 0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c,
-];
-/// `EFI_IMAGE_SECURITY_DATABASE_GUID` (d719b2cb-3d3a-4596-a3bc-dad00e67656f): db, dbx.
-const EFI_IMAGE_SECURITY_DATABASE: [u8; 16] = [
-    0xcb, 0xb2, 0x19, 0xd7, 0x3a, 0x3d, 0x96, 0x45, 0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f,
-];
 
 /// The name of an event type, as the TCG PC Client specification spells it.
 pub fn event_type_name(t: u32) -> String {
@@ -413,63 +405,6 @@ impl EventLog {
         }
         Ok(checked)
     }
-
-    /// Claims from the events in PCRs that [`EventLog::check`] verified (`bank` is the bank
-    /// the claims' digests are taken from).
-    pub fn claims(&self, bank: HashAlg, verified: &BTreeSet<u8>) -> EventLogClaims {
-        let mut c = EventLogClaims {
-            bank: bank.name().to_string(),
-            events: 0,
-            ..Default::default()
-        };
-        let mut apps = Vec::new();
-        for e in &self.events {
-            if !verified.contains(&e.pcr) || e.event_type == EV_NO_ACTION {
-                continue;
-            }
-            c.events += 1;
-            *c.events_by_type
-                .entry(event_type_name(e.event_type))
-                .or_default() += 1;
-            let Some(digest) = e.digest(bank) else {
-                continue;
-            };
-            let measured = e.data_is_measured(bank);
-            match e.event_type {
-                EV_SEPARATOR if !measured => c.invalid_separators += 1,
-                EV_EFI_VARIABLE_DRIVER_CONFIG if measured => {
-                    if let Some((guid, name, value)) = uefi_variable(&e.data) {
-                        let known = (guid == EFI_GLOBAL_VARIABLE
-                            && matches!(name.as_str(), "SecureBoot" | "PK" | "KEK"))
-                            || (guid == EFI_IMAGE_SECURITY_DATABASE
-                                && matches!(name.as_str(), "db" | "dbx"));
-                        if known {
-                            if name == "SecureBoot" {
-                                c.secure_boot = Some(value.first() == Some(&1));
-                            }
-                            c.secure_boot_variables.insert(name, hex::encode(digest));
-                        }
-                    }
-                }
-                EV_EFI_BOOT_SERVICES_APPLICATION if e.pcr == 4 => apps.push(hex::encode(digest)),
-                0x8000_0007 | 0x5 if measured => c
-                    .actions
-                    .push(String::from_utf8_lossy(&e.data).into_owned()),
-                0xd if measured => {
-                    let s = String::from_utf8_lossy(e.data.strip_suffix(&[0]).unwrap_or(&e.data));
-                    if let Some(cmdline) = s.strip_prefix("kernel_cmdline: ") {
-                        c.kernel_cmdline = Some(cmdline.to_string());
-                    }
-                }
-                0x8 => c.crtm_version = Some(utf16_or_ascii(&e.data)).filter(|v| !v.is_empty()),
-                _ => {}
-            }
-        }
-        c.boot_loader = apps.first().cloned();
-        c.kernel = (apps.len() >= 2).then(|| apps[apps.len() - 1].clone());
-        c.boot_applications = apps;
-        c
-    }
 }
 
 fn initial(bank: HashAlg, pcr: u8, locality: u8) -> Vec<u8> {
@@ -480,65 +415,4 @@ fn initial(bank: HashAlg, pcr: u8, locality: u8) -> Vec<u8> {
         *last = locality;
     }
     v
-}
-
-/// `UEFI_VARIABLE_DATA`: GUID, name length (UTF-16 units), data length, name, data.
-fn uefi_variable(d: &[u8]) -> Option<([u8; 16], String, &[u8])> {
-    let guid: [u8; 16] = d.get(..16)?.try_into().ok()?;
-    let name_len = usize::try_from(u64::from_le_bytes(d.get(16..24)?.try_into().ok()?)).ok()?;
-    let data_len = usize::try_from(u64::from_le_bytes(d.get(24..32)?.try_into().ok()?)).ok()?;
-    let name_end = 32usize.checked_add(name_len.checked_mul(2)?)?;
-    let units: Vec<u16> = d
-        .get(32..name_end)?
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    let name = String::from_utf16(&units).ok()?;
-    let value = d.get(name_end..name_end.checked_add(data_len)?)?;
-    Some((guid, name.trim_end_matches('\0').to_string(), value))
-}
-
-fn utf16_or_ascii(d: &[u8]) -> String {
-    if d.len().is_multiple_of(2) && d.iter().skip(1).step_by(2).all(|b| *b == 0) && !d.is_empty() {
-        let units: Vec<u16> = d
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        return String::from_utf16_lossy(&units)
-            .trim_end_matches('\0')
-            .to_string();
-    }
-    String::from_utf8_lossy(d)
-        .trim_end_matches('\0')
-        .to_string()
-}
-
-/// What the verified part of an event log says about the boot.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct EventLogClaims {
-    /// Bank the digests below are from.
-    pub bank: String,
-    /// Events counted (those in verified PCRs, `EV_NO_ACTION` excluded).
-    pub events: usize,
-    /// Event counts by type name.
-    pub events_by_type: BTreeMap<String, usize>,
-    /// UEFI Secure Boot state from the measured `SecureBoot` variable (`None`: not measured,
-    /// e.g. legacy BIOS).
-    pub secure_boot: Option<bool>,
-    /// Digests of the measured Secure Boot variables (`PK`, `KEK`, `db`, `dbx`, `SecureBoot`).
-    pub secure_boot_variables: BTreeMap<String, String>,
-    /// Authenticode digests of the EFI applications started from PCR 4, in order.
-    pub boot_applications: Vec<String>,
-    /// The first of them (shim or the boot loader).
-    pub boot_loader: Option<String>,
-    /// The last of them when there are at least two (the kernel image).
-    pub kernel: Option<String>,
-    /// The measured kernel command line (GRUB's `kernel_cmdline:` event).
-    pub kernel_cmdline: Option<String>,
-    /// Measured action strings (`EV_ACTION`, `EV_EFI_ACTION`).
-    pub actions: Vec<String>,
-    /// The S-CRTM version string.
-    pub crtm_version: Option<String>,
-    /// Separators whose digest is not the hash of their data.
-    pub invalid_separators: usize,
 }

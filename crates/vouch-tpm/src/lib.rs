@@ -16,6 +16,7 @@
 
 mod alg;
 mod attest;
+mod bootclaims;
 mod buf;
 mod credential;
 mod ekcert;
@@ -29,13 +30,14 @@ mod signature;
 
 pub use alg::{EccCurve, HashAlg};
 pub use attest::{ClockInfo, PcrSelection, TpmsAttest};
+pub use bootclaims::EventLogClaims;
 pub use buf::Reader;
 pub use credential::{MadeCredential, kdfa, kdfe, make_credential};
 pub use ekcert::{EkCertInfo, EkTrustStore};
 pub use error::TpmError;
 pub use eventlog::{
     EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_VARIABLE_DRIVER_CONFIG, EV_NO_ACTION, EV_SEPARATOR,
-    Event, EventLog, EventLogClaims, MAX_EVENT_LOG, SpecId, event_type_name,
+    Event, EventLog, MAX_EVENT_LOG, SpecId, event_type_name,
 };
 pub use ima::{ImaEntry, ImaState, parse_ima_log};
 pub use pcrs::{PcrBank, PcrValues, parse_tpm2_tools_pcrs};
