@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use vouch_tee::dcap::DcapVerifier;
 
-const ROOT: &[u8] = include_bytes!("../../../shared/testdata/tdx/intel_sgx_root_ca.der");
+const ROOT: &[u8] = include_bytes!("../../testdata/tdx/intel_sgx_root_ca.der");
 
 fn root() -> &'static Option<x509_cert::Certificate> {
     static R: OnceLock<Option<x509_cert::Certificate>> = OnceLock::new();

@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 use vouch_core::{Evidence, EvidenceKind, evidence_signing_input};
 use vouch_evidence::{AgentKey, TpmContext, VerifyContext, decode_payload, verifier_for};
 
-const TRUSTEE: &str = include_str!("../../../shared/testdata/tpm/trustee_tpm_evidence.json");
-const AMD: &str = include_str!("../../../shared/testdata/snp/milan_ask_ark_asvk.pem");
-const INTEL: &[u8] = include_bytes!("../../../shared/testdata/tdx/intel_sgx_root_ca.der");
+const TRUSTEE: &str = include_str!("../../testdata/tpm/trustee_tpm_evidence.json");
+const AMD: &str = include_str!("../../testdata/snp/milan_ask_ark_asvk.pem");
+const INTEL: &[u8] = include_bytes!("../../testdata/tdx/intel_sgx_root_ca.der");
 
 struct Fixture {
     key: AgentKey,

@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use vouch_tee::nitro::NitroVerifier;
 
-const ROOT: &str = include_str!("../../../shared/testdata/nitro/aws_nitro_root.pem");
+const ROOT: &str = include_str!("../../testdata/nitro/aws_nitro_root.pem");
 
 fn verifier() -> &'static Option<NitroVerifier> {
     static V: OnceLock<Option<NitroVerifier>> = OnceLock::new();

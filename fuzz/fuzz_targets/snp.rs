@@ -6,9 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use vouch_tee::snp::{SnpReport, SnpVerifier};
 
-const CHAIN: &str = include_str!("../../../shared/testdata/snp/milan_ask_ark_asvk.pem");
-const VCEK: &[u8] = include_bytes!("../../../shared/testdata/snp/vcek.der");
-const REPORT: &[u8] = include_bytes!("../../../shared/testdata/snp/report_v2.bin");
+const CHAIN: &str = include_str!("../../testdata/snp/milan_ask_ark_asvk.pem");
+const VCEK: &[u8] = include_bytes!("../../testdata/snp/vcek.der");
+const REPORT: &[u8] = include_bytes!("../../testdata/snp/report_v2.bin");
 
 fn verifier() -> &'static Option<(SnpVerifier, Vec<Vec<u8>>)> {
     static V: OnceLock<Option<(SnpVerifier, Vec<Vec<u8>>)>> = OnceLock::new();

@@ -1,7 +1,7 @@
 //! How `composite` evidence is appraised once both parts have verified: one attester, a
 //! submodule per component. Built from real evidence: the TPM quote of
-//! ../shared/testdata/tpm (verified with its AK) and the SEV-SNP report of
-//! ../shared/testdata/snp (verified against the ARK at a time inside its window), composed
+//! testdata/tpm (verified with its AK) and the SEV-SNP report of
+//! testdata/snp (verified against the ARK at a time inside its window), composed
 //! exactly as `CompositeVerifier` composes them. Samples bound by others cannot pass the
 //! binding check itself; that refusal is tested through the verifier in
 //! crates/vouch-server/tests/tee.rs.
@@ -18,18 +18,11 @@ use vouch_evidence::{
 };
 use vouch_policy::{CompiledPolicy, DEFAULT_POLICY, PolicySource, ReferenceValue, ReferenceValues};
 use vouch_tee::{TeeKind, TeeRoots};
-
-fn shared(p: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../../../shared/testdata/{p}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
+use vouch_testkit::read_testdata;
 
 /// The quote's claims (`input.tpm`) from the real TPM sample.
 fn tpm_claims() -> Value {
-    let v: Value = serde_json::from_slice(&shared("tpm/trustee_tpm_evidence.json")).unwrap();
+    let v: Value = serde_json::from_slice(&read_testdata("tpm/trustee_tpm_evidence.json")).unwrap();
     let q = &v["tpm_quote"];
     let d = |s: &Value| STANDARD.decode(s.as_str().unwrap()).unwrap();
     let mut bank = std::collections::BTreeMap::new();
@@ -55,14 +48,14 @@ fn tpm_claims() -> Value {
 
 /// The TEE's claims (`input.tee`) from the real SEV-SNP report.
 fn snp_claims() -> Value {
-    let pem = String::from_utf8(shared("snp/milan_ask_ark_asvk.pem")).unwrap();
+    let pem = String::from_utf8(read_testdata("snp/milan_ask_ark_asvk.pem")).unwrap();
     let certs = vouch_x509::pem_certificates(&pem);
     let roots = TeeRoots::from_certs(&certs[1..2]).unwrap(); // ASK, ARK, ASVK
     let v = roots
         .verify(
             TeeKind::SevSnp,
-            &shared("snp/report_v2.bin"),
-            &[shared("snp/vcek.der"), certs[0].clone()],
+            &read_testdata("snp/report_v2.bin"),
+            &[read_testdata("snp/vcek.der"), certs[0].clone()],
             1_717_200_000,
         )
         .unwrap();

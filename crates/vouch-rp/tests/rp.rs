@@ -9,11 +9,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use vouch_rp::{ArStatus, Requirements, ResultVerifier, RpError, TrustClaim, TrustTier};
 
-const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/ear");
-
 fn veraison() -> (String, Vec<u8>) {
-    let jwt = std::fs::read_to_string(format!("{TESTDATA}/veraison_ear.jwt")).unwrap();
-    let pem = std::fs::read(format!("{TESTDATA}/veraison_ear_pkey.pem")).unwrap();
+    let jwt = String::from_utf8(vouch_testkit::read_testdata("ear/veraison_ear.jwt")).unwrap();
+    let pem = vouch_testkit::read_testdata("ear/veraison_ear_pkey.pem");
     (jwt.trim().to_string(), pem)
 }
 

@@ -360,28 +360,21 @@ pub(crate) fn claim_selectors(evidence_kind: &str, claims: &serde_json::Value) -
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn shared(p: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/../../../shared/testdata/{p}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use vouch_testkit::read_testdata;
 
     /// The selectors of a composite attestation whose TEE part is the real SEV-SNP report
     /// (verified against the ARK at a time inside its window): each is a valid selector, and
     /// an entry for that launch measurement matches them while one for another does not.
     #[test]
     fn tee_claims_become_selectors_an_entry_can_require() {
-        let pem = String::from_utf8(shared("snp/milan_ask_ark_asvk.pem")).unwrap();
+        let pem = String::from_utf8(read_testdata("snp/milan_ask_ark_asvk.pem")).unwrap();
         let certs = vouch_x509::pem_certificates(&pem);
         let roots = vouch_tee::TeeRoots::from_certs(&certs[1..2]).unwrap();
         let tee = roots
             .verify(
                 vouch_tee::TeeKind::SevSnp,
-                &shared("snp/report_v2.bin"),
-                &[shared("snp/vcek.der"), certs[0].clone()],
+                &read_testdata("snp/report_v2.bin"),
+                &[read_testdata("snp/vcek.der"), certs[0].clone()],
                 1_717_200_000,
             )
             .unwrap()

@@ -1,4 +1,4 @@
-//! `tee` evidence through the verifier: the real samples of ../shared/testdata wrapped as an
+//! `tee` evidence through the verifier: the real samples of testdata wrapped as an
 //! enrolled agent would send them. Their report data was bound by someone else's nonce, so the
 //! verifier must refuse every one with the reason, record nothing, and refuse tampered or
 //! expired ones and ones it has no roots for. (Accepting TEE evidence needs a TEE to make a
@@ -17,21 +17,26 @@ use vouch_core::{
     CompositePayload, ErrorKind, Evidence, EvidenceKind, TeePayload, TeeReport,
     evidence_signing_input,
 };
-
-fn shared(p: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../../../shared/testdata/{p}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
+use vouch_testkit::read_testdata;
 
 fn roots(dir: &std::path::Path) -> std::path::PathBuf {
     let d = dir.join("tee-roots");
     std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("amd.pem"), shared("snp/milan_ask_ark_asvk.pem")).unwrap();
-    std::fs::write(d.join("intel.der"), shared("tdx/intel_sgx_root_ca.der")).unwrap();
-    std::fs::write(d.join("nitro.pem"), shared("nitro/aws_nitro_root.pem")).unwrap();
+    std::fs::write(
+        d.join("amd.pem"),
+        read_testdata("snp/milan_ask_ark_asvk.pem"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("intel.der"),
+        read_testdata("tdx/intel_sgx_root_ca.der"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("nitro.pem"),
+        read_testdata("nitro/aws_nitro_root.pem"),
+    )
+    .unwrap();
     d
 }
 
@@ -69,13 +74,13 @@ async fn tee_evidence_is_checked_against_vendor_roots_and_bound_to_the_nonce() {
     let h = Harness::new(|c| c.tee_roots_dir = Some(roots.clone())).await;
     let mut agent = h.agent("cvm").await;
     let client = h.client();
-    let pem = String::from_utf8(shared("snp/milan_ask_ark_asvk.pem")).unwrap();
+    let pem = String::from_utf8(read_testdata("snp/milan_ask_ark_asvk.pem")).unwrap();
     let ask = vouch_x509::pem_certificates(&pem)[0].clone();
-    let snp = shared("snp/report_v2.bin");
-    let vcek = shared("snp/vcek.der");
+    let snp = read_testdata("snp/report_v2.bin");
+    let vcek = read_testdata("snp/vcek.der");
     let nitro = STANDARD
         .decode(
-            String::from_utf8(shared("nitro/attestation_doc.b64"))
+            String::from_utf8(read_testdata("nitro/attestation_doc.b64"))
                 .unwrap()
                 .trim(),
         )
@@ -107,14 +112,14 @@ async fn tee_evidence_is_checked_against_vendor_roots_and_bound_to_the_nonce() {
         ("tdx", "tdx/quote_v4.dat"),
         ("sgx", "sgx/occlum_quote_v3.dat"),
     ] {
-        let e = refused!(tee, &shared(file), &[]);
+        let e = refused!(tee, &read_testdata(file), &[]);
         assert!(
             e.to_string().contains("does not bind this nonce"),
             "{tee}: {e}"
         );
     }
     // A quote of one kind sent as the other.
-    let e = refused!("sgx", &shared("tdx/quote_v4.dat"), &[]);
+    let e = refused!("sgx", &read_testdata("tdx/quote_v4.dat"), &[]);
     assert!(e.to_string().contains("not a sgx quote"), "{e}");
     // One flipped byte in the report: its signature fails first.
     let mut bad = snp.clone();
@@ -249,10 +254,10 @@ async fn composite_evidence_needs_the_quote_and_a_tee_report_binding_the_ak() {
                 .unwrap_err()
         }
     };
-    let pem = String::from_utf8(shared("snp/milan_ask_ark_asvk.pem")).unwrap();
+    let pem = String::from_utf8(read_testdata("snp/milan_ask_ark_asvk.pem")).unwrap();
     let ask = vouch_x509::pem_certificates(&pem)[0].clone();
-    let snp = shared("snp/report_v2.bin");
-    let vcek = shared("snp/vcek.der");
+    let snp = read_testdata("snp/report_v2.bin");
+    let vcek = read_testdata("snp/vcek.der");
     let chain = [vcek.clone(), ask.clone()];
 
     // The quote verifies; the real reports are bound to others' data.
@@ -270,7 +275,7 @@ async fn composite_evidence_needs_the_quote_and_a_tee_report_binding_the_ak() {
         ("sgx", "sgx/occlum_quote_v3.dat"),
     ] {
         let nonce = fresh_nonce(&client).await;
-        let (ev, _) = composite(&mut agent, &nonce, tee, &shared(file), &[]).await;
+        let (ev, _) = composite(&mut agent, &nonce, tee, &read_testdata(file), &[]).await;
         let e = attest(ev).await;
         assert!(e.to_string().contains("quoting AK"), "{tee}: {e}");
     }

@@ -583,14 +583,12 @@ mod tests {
 
     #[test]
     fn an_appraisal_stands_until_the_earliest_next_update_of_its_collateral() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/testdata/tdx/dcapqvl_tdx_quote_collateral.json"
-        );
-        let c: Collateral = serde_json::from_slice(&std::fs::read(path).unwrap_or_default())
-            .unwrap_or_else(|e| {
-                panic!("{e}");
-            });
+        let c: Collateral = serde_json::from_slice(&vouch_testkit::read_testdata(
+            "tdx/dcapqvl_tdx_quote_collateral.json",
+        ))
+        .unwrap_or_else(|e| {
+            panic!("{e}");
+        });
         let (fmspc, qvl) = c.into_qvl().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(fmspc, "b0c06f000000");
         let until = collateral_until(&qvl).unwrap_or(0);

@@ -1,4 +1,4 @@
-//! The real DCAP quotes in ../shared/testdata (an SGX v3 quote from Occlum, TDX v4 quotes from
+//! The real DCAP quotes in testdata (an SGX v3 quote from Occlum, TDX v4 quotes from
 //! Trustee and from dcap-qvl; see SOURCES.md): each verifies against the Intel SGX Root CA at a
 //! time inside its PCK chain's window, and is refused after a one-byte change anywhere, with
 //! another root, and outside the window.
@@ -7,17 +7,10 @@
 
 use vouch_tee::TeeError;
 use vouch_tee::dcap::{DcapVerifier, QuoteBody};
-
-fn data(p: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../../../shared/testdata/{p}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
+use vouch_testkit::read_testdata;
 
 fn verifier() -> DcapVerifier {
-    DcapVerifier::new(&data("tdx/intel_sgx_root_ca.der")).unwrap()
+    DcapVerifier::new(&read_testdata("tdx/intel_sgx_root_ca.der")).unwrap()
 }
 
 /// 2025-06-25: inside every sample's PCK certificate (the latest from 2025-02-06).
@@ -31,7 +24,7 @@ const SAMPLES: [&str; 3] = [
 #[test]
 fn every_real_quote_verifies_with_its_claims() {
     let v = verifier();
-    let sgx = v.verify(&data(SAMPLES[0]), NOW).unwrap();
+    let sgx = v.verify(&read_testdata(SAMPLES[0]), NOW).unwrap();
     assert_eq!(sgx.version, 3);
     assert_eq!((sgx.qe_svn, sgx.pce_svn), (8, 13));
     match &sgx.body {
@@ -56,7 +49,7 @@ fn every_real_quote_verifies_with_its_claims() {
         (SAMPLES[1], "705ee9381b8633a9", true),
         (SAMPLES[2], "91eb2b44d141d4ec", false),
     ] {
-        let c = v.verify(&data(s), NOW).unwrap();
+        let c = v.verify(&read_testdata(s), NOW).unwrap();
         assert_eq!(c.version, 4, "{s}");
         match &c.body {
             QuoteBody::Tdx {
@@ -76,7 +69,7 @@ fn every_real_quote_verifies_with_its_claims() {
 fn a_one_byte_change_anywhere_is_refused() {
     let v = verifier();
     for s in SAMPLES {
-        let q = data(s);
+        let q = read_testdata(s);
         let quote_len = q.len() - q.iter().rev().take_while(|b| **b == 0).count();
         for at in 0..q.len() {
             let mut bad = q.clone();
@@ -101,12 +94,12 @@ fn a_one_byte_change_anywhere_is_refused() {
 fn another_root_or_another_time_is_refused() {
     // AMD's ARK is a valid self-signed root, but not Intel's.
     let amd = vouch_x509::pem_certificates(
-        &String::from_utf8(data("snp/milan_ask_ark_asvk.pem")).unwrap(),
+        &String::from_utf8(read_testdata("snp/milan_ask_ark_asvk.pem")).unwrap(),
     );
     let other = DcapVerifier::new(&amd[1]).unwrap();
     let v = verifier();
     for s in SAMPLES {
-        let q = data(s);
+        let q = read_testdata(s);
         let e = other.verify(&q, NOW).unwrap_err();
         assert!(
             e.to_string().contains("trusted Intel SGX Root CA"),
@@ -122,7 +115,7 @@ fn another_root_or_another_time_is_refused() {
 
 fn collateral(edit: impl FnOnce(&mut serde_json::Value)) -> vouch_tee::dcap::Collateral {
     let mut v: serde_json::Value =
-        serde_json::from_slice(&data("tdx/dcapqvl_tdx_quote_collateral.json")).unwrap();
+        serde_json::from_slice(&read_testdata("tdx/dcapqvl_tdx_quote_collateral.json")).unwrap();
     edit(&mut v);
     serde_json::from_value(v).unwrap()
 }
@@ -134,7 +127,7 @@ fn with_collateral_the_tcb_status_is_judged_inside_its_window() {
         v.add_collateral(collateral(|_| {})).unwrap(),
         "b0c06f000000"
     );
-    let c = v.verify(&data(SAMPLES[2]), NOW).unwrap();
+    let c = v.verify(&read_testdata(SAMPLES[2]), NOW).unwrap();
     assert_eq!(
         (c.fmspc.as_str(), c.tcb_status.as_str()),
         ("b0c06f000000", "UpToDate")
@@ -142,12 +135,14 @@ fn with_collateral_the_tcb_status_is_judged_inside_its_window() {
     assert!(c.advisory_ids.is_empty());
     assert!(c.revocation_checked, "the collateral's CRLs were applied");
     // The other samples' platforms have no collateral here: not judged, still verified.
-    let other = v.verify(&data(SAMPLES[1]), NOW).unwrap();
+    let other = v.verify(&read_testdata(SAMPLES[1]), NOW).unwrap();
     assert_eq!(other.tcb_status, "not judged (no collateral)");
     assert!(!other.revocation_checked);
     // After the TCB info's and the PCK CRL's nextUpdate (2025-07-19), the collateral is
     // stale: refused, first for the CRL.
-    let e = v.verify(&data(SAMPLES[2]), 1_753_000_000).unwrap_err();
+    let e = v
+        .verify(&read_testdata(SAMPLES[2]), 1_753_000_000)
+        .unwrap_err();
     assert!(e.to_string().contains("collateral CRL"), "{e}");
     assert!(e.to_string().contains("expired"), "{e}");
     // Collateral whose TCB info was edited no longer verifies under Intel's signature.
@@ -161,7 +156,7 @@ fn with_collateral_the_tcb_status_is_judged_inside_its_window() {
             v["tcb_info"] = t.into();
         }))
         .unwrap();
-    let e = forged.verify(&data(SAMPLES[2]), NOW).unwrap_err();
+    let e = forged.verify(&read_testdata(SAMPLES[2]), NOW).unwrap_err();
     assert!(e.to_string().contains("collateral appraisal"), "{e}");
     // A QE identity signature with one flipped byte: refused too.
     let mut flipped = verifier();
@@ -173,7 +168,7 @@ fn with_collateral_the_tcb_status_is_judged_inside_its_window() {
             v["qe_identity_signature"] = s.into();
         }))
         .unwrap();
-    assert!(flipped.verify(&data(SAMPLES[2]), NOW).is_err());
+    assert!(flipped.verify(&read_testdata(SAMPLES[2]), NOW).is_err());
     // A PCK CRL or root CA CRL with one changed byte in its signed list: refused by name.
     for (field, at) in [("pck_crl", 300), ("root_ca_crl", 120)] {
         let mut v = verifier();
@@ -183,7 +178,7 @@ fn with_collateral_the_tcb_status_is_judged_inside_its_window() {
             v[field] = hex::encode(crl).into();
         }))
         .unwrap();
-        let e = v.verify(&data(SAMPLES[2]), NOW).unwrap_err();
+        let e = v.verify(&read_testdata(SAMPLES[2]), NOW).unwrap_err();
         assert!(e.to_string().contains("collateral CRL"), "{field}: {e}");
     }
 }

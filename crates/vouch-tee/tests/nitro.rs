@@ -1,4 +1,4 @@
-//! The real AWS Nitro Enclaves attestation document in ../shared/testdata/nitro (debug mode,
+//! The real AWS Nitro Enclaves attestation document in testdata/nitro (debug mode,
 //! see SOURCES.md): it verifies at a time inside its signing certificate's three-hour window
 //! on 2023-09-18, and is refused after a one-byte change anywhere, with another root, and
 //! outside that window.
@@ -8,24 +8,17 @@
 use base64::Engine as _;
 use vouch_tee::TeeError;
 use vouch_tee::nitro::NitroVerifier;
-
-fn data(p: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../../../shared/testdata/{p}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
+use vouch_testkit::read_testdata;
 
 fn doc() -> Vec<u8> {
-    let b64 = String::from_utf8(data("nitro/attestation_doc.b64")).unwrap();
+    let b64 = String::from_utf8(read_testdata("nitro/attestation_doc.b64")).unwrap();
     base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .unwrap()
 }
 
 fn verifier() -> NitroVerifier {
-    let pem = String::from_utf8(data("nitro/aws_nitro_root.pem")).unwrap();
+    let pem = String::from_utf8(read_testdata("nitro/aws_nitro_root.pem")).unwrap();
     NitroVerifier::new(&vouch_x509::pem_certificates(&pem)[0]).unwrap()
 }
 
@@ -80,7 +73,7 @@ fn another_root_or_another_time_is_refused() {
     let doc = doc();
     // AMD's ARK is a valid self-signed root, but not the Nitro root.
     let amd = vouch_x509::pem_certificates(
-        &String::from_utf8(data("snp/milan_ask_ark_asvk.pem")).unwrap(),
+        &String::from_utf8(read_testdata("snp/milan_ask_ark_asvk.pem")).unwrap(),
     );
     let e = NitroVerifier::new(&amd[1])
         .unwrap()

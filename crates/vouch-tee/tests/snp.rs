@@ -1,4 +1,4 @@
-//! The real SEV-SNP report in ../shared/testdata/snp (a Milan VCEK-signed v2 report, see
+//! The real SEV-SNP report in testdata/snp (a Milan VCEK-signed v2 report, see
 //! SOURCES.md): it verifies at a time inside the certificates' windows, and is refused after a
 //! one-byte change anywhere, with a wrong root, with a certificate of the chain changed, and
 //! outside the validity window.
@@ -7,18 +7,11 @@
 
 use vouch_tee::TeeError;
 use vouch_tee::snp::{SigningKey, SnpReport, SnpVerifier, check_vek_binding};
-
-fn data(p: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../../../shared/testdata/{p}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
+use vouch_testkit::read_testdata;
 
 /// The ASK, ARK and ASVK of the sample's bundle, and the ARK alone.
 fn chain() -> (Vec<Vec<u8>>, Vec<u8>) {
-    let pem = String::from_utf8(data("snp/milan_ask_ark_asvk.pem")).unwrap();
+    let pem = String::from_utf8(read_testdata("snp/milan_ask_ark_asvk.pem")).unwrap();
     let certs = vouch_x509::pem_certificates(&pem);
     assert_eq!(certs.len(), 3);
     let ark = certs
@@ -41,8 +34,8 @@ fn the_real_report_verifies_with_its_claims() {
     let v = SnpVerifier::new(&[ark]).unwrap();
     let c = v
         .verify(
-            &data("snp/report_v2.bin"),
-            &data("snp/vcek.der"),
+            &read_testdata("snp/report_v2.bin"),
+            &read_testdata("snp/vcek.der"),
             &certs,
             NOW,
         )
@@ -82,8 +75,8 @@ fn the_real_report_verifies_with_its_claims() {
 fn a_one_byte_change_anywhere_in_the_report_is_refused() {
     let (certs, ark) = chain();
     let v = SnpVerifier::new(&[ark]).unwrap();
-    let report = data("snp/report_v2.bin");
-    let vcek = data("snp/vcek.der");
+    let report = read_testdata("snp/report_v2.bin");
+    let vcek = read_testdata("snp/vcek.der");
     for at in 0..report.len() {
         let mut bad = report.clone();
         bad[at] ^= 0x01;
@@ -111,8 +104,8 @@ fn a_one_byte_change_anywhere_in_the_report_is_refused() {
 #[test]
 fn a_changed_certificate_or_a_wrong_root_is_refused() {
     let (certs, ark) = chain();
-    let report = data("snp/report_v2.bin");
-    let vcek = data("snp/vcek.der");
+    let report = read_testdata("snp/report_v2.bin");
+    let vcek = read_testdata("snp/vcek.der");
     let v = SnpVerifier::new(&[ark]).unwrap();
     // One byte of the VCEK's signed part (its public key): the ASK's signature fails.
     let mut bad = vcek.clone();
@@ -139,7 +132,7 @@ fn a_changed_certificate_or_a_wrong_root_is_refused() {
     // No intermediate at all.
     assert!(v.verify(&report, &vcek, &[], NOW).is_err());
     // Another root: Intel's SGX root CA is self-signed and valid, but not AMD's ARK.
-    let intel = SnpVerifier::new(&[data("tdx/intel_sgx_root_ca.der")]).unwrap();
+    let intel = SnpVerifier::new(&[read_testdata("tdx/intel_sgx_root_ca.der")]).unwrap();
     let e = intel.verify(&report, &vcek, &certs, NOW).unwrap_err();
     assert!(e.to_string().contains("not a trusted ARK"), "{e}");
     // A non-self-signed "root" is not accepted as a trust anchor.
@@ -150,8 +143,8 @@ fn a_changed_certificate_or_a_wrong_root_is_refused() {
 fn outside_the_validity_window_it_is_refused() {
     let (certs, ark) = chain();
     let v = SnpVerifier::new(&[ark]).unwrap();
-    let report = data("snp/report_v2.bin");
-    let vcek = data("snp/vcek.der");
+    let report = read_testdata("snp/report_v2.bin");
+    let vcek = read_testdata("snp/vcek.der");
     // 2023-01-01: before the VCEK's notBefore (2023-01-24).
     let e = v.verify(&report, &vcek, &certs, 1_672_531_200).unwrap_err();
     assert!(e.to_string().contains("not valid before"), "{e}");
@@ -162,8 +155,8 @@ fn outside_the_validity_window_it_is_refused() {
 
 #[test]
 fn the_vcek_must_be_for_the_reported_tcb_and_chip() {
-    let report = data("snp/report_v2.bin");
-    let vcek = vouch_x509::parse(&data("snp/vcek.der"), "VCEK").unwrap();
+    let report = read_testdata("snp/report_v2.bin");
+    let vcek = vouch_x509::parse(&read_testdata("snp/vcek.der"), "VCEK").unwrap();
     let r = SnpReport::parse(&report, false).unwrap();
     check_vek_binding(&vcek, &r).unwrap();
     // The same fields as another report would carry them (parsed from changed bytes).
@@ -183,8 +176,8 @@ fn the_vcek_must_be_for_the_reported_tcb_and_chip() {
 fn a_verified_chain_is_remembered_but_never_outside_its_window() {
     let (certs, ark) = chain();
     let v = SnpVerifier::new(&[ark]).unwrap();
-    let report = data("snp/report_v2.bin");
-    let vcek = data("snp/vcek.der");
+    let report = read_testdata("snp/report_v2.bin");
+    let vcek = read_testdata("snp/vcek.der");
     v.verify(&report, &vcek, &certs, NOW).unwrap();
     // Cached: still verifies, and still refuses a changed report or an expired VCEK.
     v.verify(&report, &vcek, &certs, NOW + 60).unwrap();
@@ -209,7 +202,7 @@ fn the_vcek_comes_from_the_offline_store_when_the_report_comes_alone() {
     std::fs::write(roots.path().join("ark.der"), &ark).unwrap();
     let store = tempfile::tempdir().unwrap();
     let mut r = vouch_tee::TeeRoots::from_dir(roots.path()).unwrap();
-    let report = data("snp/report_v2.bin");
+    let report = read_testdata("snp/report_v2.bin");
     let kind = vouch_tee::TeeKind::SevSnp;
     // An empty store: nothing to verify with, and the error says what is missing.
     r.add_store_dir(store.path()).unwrap();
@@ -220,10 +213,10 @@ fn the_vcek_comes_from_the_offline_store_when_the_report_comes_alone() {
         "{e}"
     );
     // The operator fetched this chip's VCEK for TCB 3/0/8/115 and the Milan ASK/ARK bundle.
-    std::fs::write(store.path().join("vcek.der"), data("snp/vcek.der")).unwrap();
+    std::fs::write(store.path().join("vcek.der"), read_testdata("snp/vcek.der")).unwrap();
     std::fs::write(
         store.path().join("milan.pem"),
-        data("snp/milan_ask_ark_asvk.pem"),
+        read_testdata("snp/milan_ask_ark_asvk.pem"),
     )
     .unwrap();
     let mut r = vouch_tee::TeeRoots::from_dir(roots.path()).unwrap();
@@ -263,7 +256,7 @@ const ARK_GUID: &str = "c0b406a4-a803-4952-9743-3fb6014cd0ae";
 fn the_hosts_certificate_table_gives_the_vek_chain_that_verifies() {
     use vouch_tee::snp::{SnpCert, cert_table, vek_chain};
     let (certs, ark) = chain();
-    let vcek = data("snp/vcek.der");
+    let vcek = read_testdata("snp/vcek.der");
     // ARK first, VCEK last: the chain comes back VEK first, ARK left out.
     let t = table(&[(ARK_GUID, &ark), (ASK_GUID, &certs[0]), (VCEK_GUID, &vcek)]);
     let parsed = cert_table(&t).unwrap();
@@ -272,8 +265,13 @@ fn the_hosts_certificate_table_gives_the_vek_chain_that_verifies() {
     let chain = vek_chain(&parsed);
     assert_eq!(chain, [vcek.clone(), certs[0].clone()]);
     let v = SnpVerifier::new(std::slice::from_ref(&ark)).unwrap();
-    v.verify(&data("snp/report_v2.bin"), &chain[0], &chain[1..], NOW)
-        .unwrap();
+    v.verify(
+        &read_testdata("snp/report_v2.bin"),
+        &chain[0],
+        &chain[1..],
+        NOW,
+    )
+    .unwrap();
 
     // No certificates provisioned: empty, not an error.
     assert!(cert_table(&[]).unwrap().is_empty());
@@ -318,7 +316,7 @@ fn a_crl_in_the_store_must_come_from_a_trusted_ark() {
     // the wrong issuer, and is refused when the store is loaded.
     let (certs, ark) = chain();
     let c: serde_json::Value =
-        serde_json::from_slice(&data("tdx/dcapqvl_tdx_quote_collateral.json")).unwrap();
+        serde_json::from_slice(&read_testdata("tdx/dcapqvl_tdx_quote_collateral.json")).unwrap();
     let intel_crl = hex::decode(c["pck_crl"].as_str().unwrap()).unwrap();
     let mut v = SnpVerifier::new(std::slice::from_ref(&ark)).unwrap();
     let e = v.add_crl(intel_crl.clone()).unwrap_err().to_string();
@@ -327,8 +325,8 @@ fn a_crl_in_the_store_must_come_from_a_trusted_ark() {
     // Without a CRL the claims say revocation was not checked.
     let claims = v
         .verify(
-            &data("snp/report_v2.bin"),
-            &data("snp/vcek.der"),
+            &read_testdata("snp/report_v2.bin"),
+            &read_testdata("snp/vcek.der"),
             &certs,
             NOW,
         )

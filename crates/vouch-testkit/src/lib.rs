@@ -7,3 +7,5 @@ pub mod tabrmd;
 pub use tabrmd::Tabrmd;
 pub mod postgres;
 pub use postgres::Postgres;
+mod testdata;
+pub use testdata::{TESTDATA, read_testdata, testdata};

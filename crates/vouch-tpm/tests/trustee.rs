@@ -15,11 +15,10 @@ struct Sample {
 }
 
 fn sample() -> Sample {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/tpm/trustee_tpm_evidence.json"
-    );
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&vouch_testkit::read_testdata(
+        "tpm/trustee_tpm_evidence.json",
+    ))
+    .unwrap();
     let q = &v["tpm_quote"];
     let mut bank = std::collections::BTreeMap::new();
     for (i, p) in q["pcrs"].as_array().unwrap().iter().enumerate() {

@@ -1,19 +1,12 @@
-//! CRLs checked on Intel's real ones, from the DCAP collateral in ../shared/testdata/tdx (the
+//! CRLs checked on Intel's real ones, from the DCAP collateral in testdata/tdx (the
 //! root CA's CRL, signed by the Intel SGX Root CA, and the PCK Platform CA's, listing 44
 //! revoked PCK certificates): each verifies under its issuer inside its window, and is refused
 //! under another issuer, outside its window, and after a one-byte change anywhere.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use vouch_testkit::read_testdata;
 use vouch_x509::{parse, pem_certificates, verify_crl};
-
-fn shared(p: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../../../shared/testdata/{p}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
 
 struct Intel {
     root: Vec<u8>,
@@ -24,11 +17,11 @@ struct Intel {
 
 fn intel() -> Intel {
     let c: serde_json::Value =
-        serde_json::from_slice(&shared("tdx/dcapqvl_tdx_quote_collateral.json")).unwrap();
+        serde_json::from_slice(&read_testdata("tdx/dcapqvl_tdx_quote_collateral.json")).unwrap();
     let hex = |k: &str| hex::decode(c[k].as_str().unwrap()).unwrap();
     let chain = pem_certificates(c["pck_crl_issuer_chain"].as_str().unwrap());
     Intel {
-        root: shared("tdx/intel_sgx_root_ca.der"),
+        root: read_testdata("tdx/intel_sgx_root_ca.der"),
         platform_ca: chain[0].clone(),
         root_crl: hex("root_ca_crl"),
         pck_crl: hex("pck_crl"),
@@ -63,7 +56,7 @@ fn intels_real_crls_verify_and_list_their_serials() {
     assert!(p.lists(&hex::decode("6fc34e5023e728923435d61aa4b83c618166ad35").unwrap()));
     assert!(!p.lists(&hex::decode("6fc34e5023e728923435d61aa4b83c618166ad36").unwrap()));
     // The PCK certificate of the real TDX quote (UpToDate) is not on it.
-    let quote = shared("tdx/dcapqvl_tdx_quote.bin");
+    let quote = read_testdata("tdx/dcapqvl_tdx_quote.bin");
     let at = quote.windows(5).position(|w| w == b"-----").unwrap();
     let pck = pem_certificates(&String::from_utf8_lossy(&quote[at..]));
     assert_eq!(pck.len(), 3, "PCK, platform CA, root in the quote");

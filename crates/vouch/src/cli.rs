@@ -607,11 +607,9 @@ pub enum TpmCmd {
     },
     /// Measure quote verification against the raw signature check, in one run.
     Bench {
-        /// A real quote in Trustee's evidence format (RSA); default: the shared test sample.
-        #[arg(
-            long,
-            default_value = "../shared/testdata/tpm/trustee_tpm_evidence.json"
-        )]
+        /// A real quote in Trustee's evidence format (RSA), e.g. the repository's
+        /// testdata/tpm/trustee_tpm_evidence.json.
+        #[arg(long)]
         evidence: PathBuf,
         /// Also make RSA and ECC quotes on this TPM (e.g. swtpm:host=127.0.0.1,port=2321).
         #[arg(long)]
@@ -619,13 +617,11 @@ pub enum TpmCmd {
         /// Iterations per measurement.
         #[arg(long, default_value_t = 2000)]
         n: u32,
-        /// A firmware event log to time (parse, replay in every bank, check, claims) against
-        /// the same run's RSA signature check; default: the real OVMF log in the test data.
-        #[arg(
-            long,
-            default_value = "crates/vouch-tpm/tests/data/ovmf_binary_bios_measurements"
-        )]
-        eventlog: PathBuf,
+        /// Also time a firmware event log (parse, replay in every bank, check, claims) against
+        /// the same run's RSA signature check, e.g. the repository's
+        /// crates/vouch-tpm/tests/data/ovmf_binary_bios_measurements.
+        #[arg(long)]
+        eventlog: Option<PathBuf>,
     },
 }
 

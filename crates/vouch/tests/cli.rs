@@ -555,7 +555,9 @@ fn revoke_needs_a_reason_a_known_kind_and_an_existing_target() {
 #[test]
 fn tpm_bench_times_quotes_and_the_event_log_against_the_signature() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let evidence = format!("{root}/../shared/testdata/tpm/trustee_tpm_evidence.json");
+    let evidence = vouch_testkit::testdata("tpm/trustee_tpm_evidence.json")
+        .display()
+        .to_string();
     let log = format!("{root}/crates/vouch-tpm/tests/data/ovmf_binary_bios_measurements");
     let (code, out, err) = vouch(&[
         "tpm",
@@ -577,6 +579,33 @@ fn tpm_bench_times_quotes_and_the_event_log_against_the_signature() {
         el["case"].as_str().unwrap().contains("31 events, 4 banks"),
         "{el}"
     );
+}
+
+/// Issue 12: `vouch tpm bench` had defaults pointing into the source tree (and beside it), so
+/// it worked only from a checkout. The quote it times is a required argument; the event log an
+/// optional one (not timed when absent).
+#[test]
+fn tpm_bench_times_only_the_inputs_it_is_given() {
+    let (code, _, err) = vouch(&["tpm", "bench", "--n", "1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--evidence"), "{err}");
+    let evidence = vouch_testkit::testdata("tpm/trustee_tpm_evidence.json")
+        .display()
+        .to_string();
+    let (code, out, err) = vouch(&[
+        "tpm",
+        "bench",
+        "--n",
+        "5",
+        "--evidence",
+        &evidence,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert!(rows[0]["eventlog_us"].is_null(), "{v}");
 }
 
 #[test]

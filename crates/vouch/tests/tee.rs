@@ -1,4 +1,4 @@
-//! `vouch tee verify` on every real TEE sample in ../shared/testdata: verified against the
+//! `vouch tee verify` on every real TEE sample in testdata: verified against the
 //! vendor roots (an offline store in a directory) at a time inside its window, appraised by the
 //! default and the example confidential-computing policy, and refused when tampered with,
 //! outside its window, or bound to other report data.
@@ -9,11 +9,8 @@ use std::process::Command;
 
 const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
 
-fn shared(p: &str) -> String {
-    format!(
-        "{}/../../../shared/testdata/{p}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+fn testdata(p: &str) -> String {
+    vouch_testkit::testdata(p).display().to_string()
 }
 
 fn policy(p: &str) -> String {
@@ -28,7 +25,7 @@ fn roots() -> tempfile::TempDir {
         ("tdx/intel_sgx_root_ca.der", "intel.der"),
         ("nitro/aws_nitro_root.pem", "aws-nitro.pem"),
     ] {
-        std::fs::copy(shared(from), d.path().join(to)).unwrap();
+        std::fs::copy(testdata(from), d.path().join(to)).unwrap();
     }
     d
 }
@@ -106,7 +103,7 @@ fn args(s: &Sample, roots: &str, file: &str, at: &str) -> Vec<String> {
     ];
     for c in s.certs {
         a.push("--cert".into());
-        a.push(shared(c));
+        a.push(testdata(c));
     }
     a
 }
@@ -116,7 +113,7 @@ fn every_sample_verifies_and_the_default_policy_refuses_debug_tees() {
     let r = roots();
     let root = r.path().to_str().unwrap();
     for s in &SAMPLES {
-        let mut a = args(s, root, &shared(s.file), s.at);
+        let mut a = args(s, root, &testdata(s.file), s.at);
         a.extend(["--policy".into(), "default".into()]);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         let (code, v, err) = tee(&a);
@@ -157,7 +154,7 @@ fn the_example_policy_decides_on_measurement_and_minimum_tcb() {
     let measurement = "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c";
     let run = |refs_json: serde_json::Value, pol: &str| {
         std::fs::write(&refs, refs_json.to_string()).unwrap();
-        let mut a = args(snp, root, &shared(snp.file), snp.at);
+        let mut a = args(snp, root, &testdata(snp.file), snp.at);
         a.extend([
             "--policy".into(),
             pol.to_string(),
@@ -189,7 +186,7 @@ fn the_example_policy_decides_on_measurement_and_minimum_tcb() {
     assert!(reasons.contains("snp is 8, below the minimum 9"), "{v}");
     // The example refuses Occlum's debug enclave even with its measurement registered.
     let sgx = &SAMPLES[1];
-    let mut a = args(sgx, root, &shared(sgx.file), sgx.at);
+    let mut a = args(sgx, root, &testdata(sgx.file), sgx.at);
     a.extend(["--policy".into(), cc]);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let (code, v, _) = tee(&a);
@@ -206,7 +203,7 @@ fn tampered_expired_or_unbound_evidence_is_refused() {
     let root = r.path().to_str().unwrap();
     for s in &SAMPLES {
         // One flipped byte in the middle of the signed region.
-        let mut bytes = std::fs::read(shared(s.file)).unwrap();
+        let mut bytes = std::fs::read(testdata(s.file)).unwrap();
         if s.kind == "nitro" {
             use base64::Engine as _;
             let mut raw = base64::engine::general_purpose::STANDARD
@@ -227,13 +224,13 @@ fn tampered_expired_or_unbound_evidence_is_refused() {
         assert_ne!(code, 0, "{}: tampered, accepted", s.file);
         assert!(!err.is_empty(), "{}", s.file);
         // Ten years later: a certificate has expired.
-        let a = args(s, root, &shared(s.file), "2050000000");
+        let a = args(s, root, &testdata(s.file), "2050000000");
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         let (code, _, err) = tee(&a);
         assert_ne!(code, 0, "{}", s.file);
         assert!(err.contains("expired"), "{}: {err}", s.file);
         // Bound to other report data than expected.
-        let mut a = args(s, root, &shared(s.file), s.at);
+        let mut a = args(s, root, &testdata(s.file), s.at);
         a.extend(["--report-data".into(), "00".repeat(64)]);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         let (code, _, err) = tee(&a);
@@ -243,7 +240,7 @@ fn tampered_expired_or_unbound_evidence_is_refused() {
     // No root for the kind: refused by name.
     let empty = tempfile::tempdir().unwrap();
     let s = &SAMPLES[0];
-    let a = args(s, empty.path().to_str().unwrap(), &shared(s.file), s.at);
+    let a = args(s, empty.path().to_str().unwrap(), &testdata(s.file), s.at);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let (code, _, err) = tee(&a);
     assert_ne!(code, 0);
@@ -256,7 +253,7 @@ fn dcap_collateral_from_the_offline_store_judges_the_tcb() {
     let root = r.path().to_str().unwrap();
     let coll = tempfile::tempdir().unwrap();
     std::fs::copy(
-        shared("tdx/dcapqvl_tdx_quote_collateral.json"),
+        testdata("tdx/dcapqvl_tdx_quote_collateral.json"),
         coll.path().join("b0c06f000000.json"),
     )
     .unwrap();
@@ -273,7 +270,7 @@ fn dcap_collateral_from_the_offline_store_judges_the_tcb() {
     )
     .unwrap();
     let run = |with_collateral: bool| {
-        let mut a = args(s, root, &shared(s.file), s.at);
+        let mut a = args(s, root, &testdata(s.file), s.at);
         a.extend([
             "--policy".into(),
             "default".into(),
@@ -323,7 +320,7 @@ fn tee_bench_times_verification_and_the_composite_appraisal() {
     let s = &SAMPLES[0];
     let run = |extra: &[&str]| {
         let mut a = vec!["tee".to_string(), "bench".into(), "--json".into()];
-        a.extend(args(s, r.path().to_str().unwrap(), &shared(s.file), s.at));
+        a.extend(args(s, r.path().to_str().unwrap(), &testdata(s.file), s.at));
         a.extend(["--n".into(), "10".into()]);
         a.extend(extra.iter().map(|x| x.to_string()));
         let out = Command::new(VOUCH)
