@@ -112,14 +112,17 @@ impl TrustClaim {
     }
 }
 
-/// Map a claim value to its tier: -1..=1 none, 2..=31 affirming, 32..=95 warning,
-/// 96..=127 contraindicated (negative values mirror the positive ranges).
+/// Map a claim value to its tier, exactly as AR4SI (draft-ietf-rats-ar4si §2.3.1) divides the
+/// signed byte: -1..=1 none (no claim), 2..=31 and -32..=-2 affirming, 32..=95 and -96..=-33
+/// warning, 96..=127 and -128..=-97 contraindicated. The negative ranges are not mirror
+/// images of the positive ones (-32 is affirming while 32 is a warning; -96 is a warning while
+/// 96 is contraindicated).
 pub fn tier_of(value: i8) -> TrustTier {
-    match value.unsigned_abs() {
-        0 | 1 => ArStatus::None,
-        2..=31 => ArStatus::Affirming,
-        32..=95 => ArStatus::Warning,
-        _ => ArStatus::Contraindicated,
+    match value {
+        -1..=1 => ArStatus::None,
+        2..=31 | -32..=-2 => ArStatus::Affirming,
+        32..=95 | -96..=-33 => ArStatus::Warning,
+        96..=127 | -128..=-97 => ArStatus::Contraindicated,
     }
 }
 
@@ -283,15 +286,44 @@ impl Ear {
 mod tests {
     use super::*;
 
+    /// Issue 12: the tiers were taken from the absolute value, so -32 (affirming in AR4SI) was
+    /// a warning and -96 (a warning) was contraindicated. Every boundary of every range.
     #[test]
-    fn tiers_follow_ar4si_ranges() {
-        assert_eq!(tier_of(0), ArStatus::None);
-        assert_eq!(tier_of(2), ArStatus::Affirming);
-        assert_eq!(tier_of(31), ArStatus::Affirming);
-        assert_eq!(tier_of(32), ArStatus::Warning);
-        assert_eq!(tier_of(96), ArStatus::Contraindicated);
-        assert_eq!(tier_of(127), ArStatus::Contraindicated);
-        assert_eq!(tier_of(-128), ArStatus::Contraindicated);
+    fn tiers_follow_ar4si_ranges_at_every_boundary() {
+        use ArStatus::{Affirming, Contraindicated, None, Warning};
+        let boundaries = [
+            (-128, Contraindicated),
+            (-97, Contraindicated),
+            (-96, Warning),
+            (-33, Warning),
+            (-32, Affirming),
+            (-2, Affirming),
+            (-1, None),
+            (0, None),
+            (1, None),
+            (2, Affirming),
+            (31, Affirming),
+            (32, Warning),
+            (95, Warning),
+            (96, Contraindicated),
+            (127, Contraindicated),
+        ];
+        for (value, tier) in boundaries {
+            assert_eq!(tier_of(value), tier, "{value}");
+        }
+    }
+
+    /// The overall status of a vector follows the exact tiers: -32 alone is affirming, -96 a
+    /// warning, -97 contraindicated.
+    #[test]
+    fn overall_uses_the_negative_ranges_as_ar4si_writes_them() {
+        let mut v = TrustVector::default();
+        v.set(TrustClaim::Hardware, -32);
+        assert_eq!(v.overall(), ArStatus::Affirming);
+        v.set(TrustClaim::Configuration, -96);
+        assert_eq!(v.overall(), ArStatus::Warning);
+        v.set(TrustClaim::Executables, -97);
+        assert_eq!(v.overall(), ArStatus::Contraindicated);
     }
 
     #[test]

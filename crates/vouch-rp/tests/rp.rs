@@ -257,6 +257,49 @@ fn status_and_tiers_are_enforced() {
     assert!(matches!(v.verify(&t, &req), Err(RpError::Tier { .. })));
 }
 
+/// Issue 12: a required tier is met by AR4SI's tier of the value, negative codes included:
+/// -32 is affirming (it was read as a warning, like 32), -96 a warning (it was read as
+/// contraindicated, like 96), and -1..=1 is no claim.
+#[test]
+fn negative_trust_values_meet_requirements_by_their_ar4si_tier() {
+    let s = Signer::new("k1");
+    let v = ResultVerifier::from_jwks_json(&s.jwks()).unwrap();
+    let with_hardware = |value: i8| {
+        let mut c = claims("affirming", now() + 60);
+        c["submods"]["workload"]["ear.trustworthiness-vector"]["hardware"] = json!(value);
+        s.token(&c)
+    };
+    let mut affirming = Requirements::default();
+    affirming
+        .tiers
+        .insert(TrustClaim::Hardware, TrustTier::Affirming);
+    let mut warning = Requirements::default();
+    warning
+        .tiers
+        .insert(TrustClaim::Hardware, TrustTier::Warning);
+    for value in [-2, -32] {
+        v.verify(&with_hardware(value), &affirming).unwrap();
+    }
+    for value in [-33, -96] {
+        let t = with_hardware(value);
+        assert!(matches!(
+            v.verify(&t, &affirming),
+            Err(RpError::Tier { ref tier, .. }) if tier == "warning"
+        ));
+        v.verify(&t, &warning).unwrap();
+    }
+    for value in [-97, -128] {
+        assert!(matches!(
+            v.verify(&with_hardware(value), &warning),
+            Err(RpError::Tier { ref tier, .. }) if tier == "contraindicated"
+        ));
+    }
+    assert!(matches!(
+        v.verify(&with_hardware(-1), &warning),
+        Err(RpError::Tier { ref tier, .. }) if tier == "none"
+    ));
+}
+
 #[test]
 fn garbage_never_panics() {
     let s = Signer::new("k1");
