@@ -7,7 +7,8 @@ const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
         if let Ok(v) = ResultVerifier::from_jwks_json(JWKS) {
-            let _ = v.verify(s, &Requirements::default());
+            // With an audience: requirements that name none refuse before reading the token.
+            let _ = v.verify(s, &Requirements::for_audience("rp"));
         }
         let _ = ResultVerifier::from_jwks_json(s);
         let _ = serde_json::from_str::<vouch_core::Ear>(s);

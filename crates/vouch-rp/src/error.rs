@@ -23,9 +23,17 @@ pub enum RpError {
     /// The result is not valid yet.
     #[error("result is not valid yet (nbf in the future)")]
     NotYetValid,
-    /// The audience does not match.
-    #[error("result audience does not match {0:?}")]
+    /// The result has no `aud`, or names another relying party than the required one.
+    #[error("the result is not for audience {0:?} (its aud is missing or names another)")]
     Audience(String),
+    /// The requirements name no audience, so no result is accepted: a result for any other
+    /// relying party would pass.
+    #[error(
+        "no audience is required: set the audience this relying party expects \
+         (Requirements::for_audience, `vouch verify --audience`; agents request it with \
+         result_audience); Audience::Unchecked (`--any-audience`) only to inspect a result"
+    )]
+    NoAudience,
     /// The nonce does not match.
     #[error("result nonce does not match the expected nonce")]
     Nonce,

@@ -3,8 +3,9 @@
 //! A relying party fetches the verifier's JWKS once (`/.well-known/jwks.json`), caches it, and
 //! then checks every EAR it is shown with no network: the signature under a key from the set
 //! (by `kid`, with the algorithm the key is published for — never `none`, never an algorithm
-//! the token picks for itself), expiry and not-before, the audience and nonce when asked for,
-//! the EAR profile, the appraisal status, and the trust-vector tiers it requires.
+//! the token picks for itself), expiry and not-before, the audience (always: requirements that
+//! name none refuse every result), the nonce when asked for, the EAR profile, the appraisal
+//! status, and the trust-vector tiers it requires.
 //!
 //! ```no_run
 //! use vouch_rp::{Requirements, ResultVerifier};
@@ -12,7 +13,8 @@
 //! let jwks = std::fs::read_to_string("jwks.json").unwrap();
 //! let verifier = ResultVerifier::from_jwks_json(&jwks)?;
 //! let token = std::fs::read_to_string("result.jwt").unwrap();
-//! let result = verifier.verify(token.trim(), &Requirements::default())?;
+//! // The name this relying party's clients' agents request results for (`result_audience`).
+//! let result = verifier.verify(token.trim(), &Requirements::for_audience("database"))?;
 //! println!("{} is {}", result.subject.unwrap_or_default(), result.status);
 //! # Ok(()) }
 //! ```
@@ -29,6 +31,6 @@ mod x5c;
 pub use error::RpError;
 pub use revocation::{RevocationSet, RevocationView};
 pub use spiffe::{AllowedIds, SpiffeVerifier, svid_spiffe_id};
-pub use verify::{Requirements, ResultVerifier, VerifiedResult};
+pub use verify::{Audience, Requirements, ResultVerifier, VerifiedResult};
 pub use vouch_core::revocation::{RevocationClaims, RevocationHead, RevocationKind};
 pub use vouch_core::{ArStatus, Ear, TrustClaim, TrustTier};

@@ -8,11 +8,35 @@ use crate::RpError;
 /// Longest token accepted, bytes.
 const MAX_TOKEN: usize = 64 * 1024;
 
-/// What a relying party demands of a result.
+/// Which audience a relying party demands of a result's `aud`.
+///
+/// A result names the relying party it was requested for (the agent's `result_audience`).
+/// Without this check, a result a workload obtained for one service is accepted by every
+/// other service that trusts the same verifier; so, as `jsonwebtoken` validates `aud` by
+/// default, there is no silent default here: [`Requirements::default`] leaves the audience
+/// [`Audience::Unset`] and every verification is refused ([`RpError::NoAudience`]) until it
+/// is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Audience {
+    /// No audience was chosen: every result is refused with [`RpError::NoAudience`].
+    #[default]
+    Unset,
+    /// The result's `aud` must be this name (this relying party's). A result without `aud`,
+    /// or for another audience, is refused with [`RpError::Audience`].
+    Required(String),
+    /// `aud` is not checked. For tools that inspect a result and for results whose issuer
+    /// names no audience (other EAR implementations' samples); never where the result grants
+    /// access.
+    Unchecked,
+}
+
+/// What a relying party demands of a result. Start from [`Requirements::for_audience`]: the
+/// default names no audience and refuses every result until one is set (see [`Audience`]).
 #[derive(Debug, Clone)]
 pub struct Requirements {
-    /// Expected `aud`; when `None`, results carrying an audience are still accepted.
-    pub audience: Option<String>,
+    /// The `aud` a result must carry.
+    pub audience: Audience,
     /// Expected `eat_nonce` (background-check model, or a freshness nonce of the RP's own).
     pub nonce: Option<String>,
     /// Accept `warning` as well as `affirming`.
@@ -34,10 +58,23 @@ pub struct Requirements {
     pub evidence_kinds: Vec<String>,
 }
 
+impl Requirements {
+    /// The defaults, for results requested for `audience` (this relying party's name, which
+    /// its workloads' agents request with `result_audience`): affirming only, `exp` required.
+    pub fn for_audience(audience: impl Into<String>) -> Self {
+        Self {
+            audience: Audience::Required(audience.into()),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Requirements {
+    /// Everything but the audience, which is [`Audience::Unset`]: verification refuses every
+    /// result until it is set. Prefer [`Requirements::for_audience`].
     fn default() -> Self {
         Self {
-            audience: None,
+            audience: Audience::Unset,
             nonce: None,
             accept_warning: false,
             tiers: BTreeMap::new(),
@@ -141,8 +178,14 @@ impl ResultVerifier {
         self
     }
 
-    /// Verify `token` (a compact JWS) against `req`.
+    /// Verify `token` (a compact JWS) against `req`. Refused at once, whatever the token, when
+    /// `req` names no audience ([`RpError::NoAudience`]).
     pub fn verify(&self, token: &str, req: &Requirements) -> Result<VerifiedResult, RpError> {
+        let audience = match &req.audience {
+            Audience::Required(a) if !a.is_empty() => Some(a),
+            Audience::Unchecked => None,
+            Audience::Unset | Audience::Required(_) => return Err(RpError::NoAudience),
+        };
         if token.len() > MAX_TOKEN {
             return Err(RpError::Malformed(format!(
                 "token longer than {MAX_TOKEN} bytes"
@@ -207,11 +250,20 @@ impl ResultVerifier {
         if req.require_exp {
             v.required_spec_claims.insert("exp".into());
         }
-        match &req.audience {
-            Some(a) => v.set_audience(&[a]),
+        match audience {
+            Some(a) => {
+                // `aud` must be present (jsonwebtoken checks it only when it is) and name us.
+                v.set_audience(&[a]);
+                v.required_spec_claims.insert("aud".into());
+            }
             None => v.validate_aud = false,
         }
-        let data = jsonwebtoken::decode::<Ear>(token, key, &v).map_err(map_jwt_error)?;
+        let data = jsonwebtoken::decode::<Ear>(token, key, &v).map_err(|e| {
+            match (map_jwt_error(e), audience) {
+                (RpError::Audience(_), Some(a)) => RpError::Audience(a.clone()),
+                (other, _) => other,
+            }
+        })?;
         let ear = data.claims;
         if ear.eat_profile != EAR_PROFILE {
             return Err(RpError::Profile(ear.eat_profile));
@@ -296,6 +348,7 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> RpError {
         K::ExpiredSignature => RpError::Expired,
         K::ImmatureSignature => RpError::NotYetValid,
         K::InvalidAudience => RpError::Audience(String::new()),
+        K::MissingRequiredClaim(c) if c == "aud" => RpError::Audience(String::new()),
         K::MissingRequiredClaim(c) => RpError::Malformed(format!("missing claim {c}")),
         _ => RpError::Malformed(e.to_string()),
     }

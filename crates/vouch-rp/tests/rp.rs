@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
-use vouch_rp::{ArStatus, Requirements, ResultVerifier, RpError, TrustClaim, TrustTier};
+use vouch_rp::{ArStatus, Audience, Requirements, ResultVerifier, RpError, TrustClaim, TrustTier};
 
 fn veraison() -> (String, Vec<u8>) {
     let jwt = String::from_utf8(vouch_testkit::read_testdata("ear/veraison_ear.jwt")).unwrap();
@@ -16,11 +16,17 @@ fn veraison() -> (String, Vec<u8>) {
 }
 
 fn lenient() -> Requirements {
-    // The Veraison sample has no exp: it is a long-lived example.
+    // The Veraison sample has no exp (it is a long-lived example) and names no audience.
     Requirements {
         require_exp: false,
+        audience: Audience::Unchecked,
         ..Requirements::default()
     }
+}
+
+/// What the relying party of these tests, the database `db`, requires by default.
+fn db() -> Requirements {
+    Requirements::for_audience("db")
 }
 
 #[test]
@@ -161,19 +167,67 @@ fn affirming_result_passes_and_checks_audience_and_nonce() {
     let s = Signer::new("k1");
     let v = ResultVerifier::from_jwks_json(&s.jwks()).unwrap();
     let t = s.token(&claims("affirming", now() + 60));
-    let r = v.verify(&t, &Requirements::default()).unwrap();
+    let r = v.verify(&t, &db()).unwrap();
     assert_eq!(r.subject.as_deref(), Some("node/app"));
     let mut req = Requirements {
-        audience: Some("db".into()),
         nonce: Some("n1".into()),
-        ..Default::default()
+        ..db()
     };
     v.verify(&t, &req).unwrap();
-    req.audience = Some("other".into());
-    assert!(matches!(v.verify(&t, &req), Err(RpError::Audience(_))));
-    req.audience = Some("db".into());
+    req.audience = Audience::Required("other".into());
+    assert_eq!(v.verify(&t, &req), Err(RpError::Audience("other".into())));
+    req.audience = Audience::Required("db".into());
     req.nonce = Some("n2".into());
     assert_eq!(v.verify(&t, &req), Err(RpError::Nonce));
+}
+
+/// Issue 12: a relying party cannot forget the audience. Requirements that name none refuse
+/// every result, a well-signed affirming one included, and say how to name one; not checking
+/// the audience is an explicit choice.
+#[test]
+fn issue_12_requirements_without_an_audience_refuse_every_result() {
+    let s = Signer::new("k1");
+    let v = ResultVerifier::from_jwks_json(&s.jwks()).unwrap();
+    let t = s.token(&claims("affirming", now() + 60));
+    let e = v.verify(&t, &Requirements::default()).unwrap_err();
+    assert_eq!(e, RpError::NoAudience);
+    assert!(e.to_string().contains("Requirements::for_audience"), "{e}");
+    // An empty name is no audience either.
+    assert_eq!(
+        v.verify(&t, &Requirements::for_audience("")),
+        Err(RpError::NoAudience)
+    );
+    // Refused before the token is read: a configuration error, whatever is presented.
+    assert_eq!(
+        v.verify("a.b.c", &Requirements::default()),
+        Err(RpError::NoAudience)
+    );
+    let inspect = Requirements {
+        audience: Audience::Unchecked,
+        ..Requirements::default()
+    };
+    v.verify(&t, &inspect).unwrap();
+}
+
+/// Issue 12: a result obtained for one relying party is refused by another, and a result
+/// requested with no audience (it used to pass any audience check: `aud` was validated only
+/// when present) is refused by every relying party that names itself.
+#[test]
+fn issue_12_a_result_for_another_audience_or_for_none_is_refused() {
+    let s = Signer::new("k1");
+    let v = ResultVerifier::from_jwks_json(&s.jwks()).unwrap();
+    let for_db = s.token(&claims("affirming", now() + 60));
+    v.verify(&for_db, &db()).unwrap();
+    assert_eq!(
+        v.verify(&for_db, &Requirements::for_audience("cache")),
+        Err(RpError::Audience("cache".into()))
+    );
+    let mut c = claims("affirming", now() + 60);
+    c.as_object_mut().unwrap().remove("aud");
+    let for_nobody = s.token(&c);
+    let e = v.verify(&for_nobody, &db()).unwrap_err();
+    assert_eq!(e, RpError::Audience("db".into()));
+    assert!(e.to_string().contains("missing"), "{e}");
 }
 
 #[test]
@@ -181,17 +235,11 @@ fn expired_result_is_refused() {
     let s = Signer::new("k1");
     let v = ResultVerifier::from_jwks_json(&s.jwks()).unwrap();
     let t = s.token(&claims("affirming", now() - 60));
-    assert_eq!(
-        v.verify(&t, &Requirements::default()),
-        Err(RpError::Expired)
-    );
+    assert_eq!(v.verify(&t, &db()), Err(RpError::Expired));
     let mut c = claims("affirming", now() + 60);
     c.as_object_mut().unwrap().remove("exp");
     let t = s.token(&c);
-    assert!(matches!(
-        v.verify(&t, &Requirements::default()),
-        Err(RpError::Malformed(_))
-    ));
+    assert!(matches!(v.verify(&t, &db()), Err(RpError::Malformed(_))));
 }
 
 #[test]
@@ -202,19 +250,16 @@ fn alg_none_and_alg_confusion_are_refused() {
     let h = B64.encode(json!({"alg": "none", "kid": "k1"}).to_string());
     let unsigned = format!("{h}.{}.", B64.encode(c.to_string()));
     assert_eq!(
-        v.verify(&unsigned, &Requirements::default()),
+        v.verify(&unsigned, &db()),
         Err(RpError::Algorithm("none".into()))
     );
     let hs = s.sign(json!({"alg": "HS256", "kid": "k1"}), &c);
     assert_eq!(
-        v.verify(&hs, &Requirements::default()),
+        v.verify(&hs, &db()),
         Err(RpError::Algorithm("HS256".into()))
     );
     let es = s.sign(json!({"alg": "ES256", "kid": "k1"}), &c);
-    assert!(matches!(
-        v.verify(&es, &Requirements::default()),
-        Err(RpError::Algorithm(_))
-    ));
+    assert!(matches!(v.verify(&es, &db()), Err(RpError::Algorithm(_))));
 }
 
 #[test]
@@ -223,16 +268,10 @@ fn wrong_key_and_unknown_kid_are_refused() {
     let impostor = Signer::new("k1");
     let v = ResultVerifier::from_jwks_json(&s.jwks()).unwrap();
     let t = impostor.token(&claims("affirming", now() + 60));
-    assert_eq!(
-        v.verify(&t, &Requirements::default()),
-        Err(RpError::Signature)
-    );
+    assert_eq!(v.verify(&t, &db()), Err(RpError::Signature));
     let stranger = Signer::new("k9");
     let t = stranger.token(&claims("affirming", now() + 60));
-    assert_eq!(
-        v.verify(&t, &Requirements::default()),
-        Err(RpError::UnknownKey("k9".into()))
-    );
+    assert_eq!(v.verify(&t, &db()), Err(RpError::UnknownKey("k9".into())));
 }
 
 #[test]
@@ -241,18 +280,18 @@ fn status_and_tiers_are_enforced() {
     let v = ResultVerifier::from_jwks_json(&s.jwks()).unwrap();
     let t = s.token(&claims("contraindicated", now() + 60));
     assert_eq!(
-        v.verify(&t, &Requirements::default()),
+        v.verify(&t, &db()),
         Err(RpError::Status("contraindicated".into()))
     );
     let t = s.token(&claims("warning", now() + 60));
-    assert!(v.verify(&t, &Requirements::default()).is_err());
+    assert!(v.verify(&t, &db()).is_err());
     let req = Requirements {
         accept_warning: true,
-        ..Default::default()
+        ..db()
     };
     v.verify(&t, &req).unwrap();
     let t = s.token(&claims("affirming", now() + 60));
-    let mut req = Requirements::default();
+    let mut req = db();
     req.tiers.insert(TrustClaim::Hardware, TrustTier::Affirming);
     assert!(matches!(v.verify(&t, &req), Err(RpError::Tier { .. })));
 }
@@ -269,11 +308,11 @@ fn negative_trust_values_meet_requirements_by_their_ar4si_tier() {
         c["submods"]["workload"]["ear.trustworthiness-vector"]["hardware"] = json!(value);
         s.token(&c)
     };
-    let mut affirming = Requirements::default();
+    let mut affirming = db();
     affirming
         .tiers
         .insert(TrustClaim::Hardware, TrustTier::Affirming);
-    let mut warning = Requirements::default();
+    let mut warning = db();
     warning
         .tiers
         .insert(TrustClaim::Hardware, TrustTier::Warning);
@@ -312,7 +351,7 @@ fn garbage_never_panics() {
         "eyJhbGciOiJFZERTQSJ9..",
         &"A".repeat(100_000),
     ] {
-        assert!(v.verify(t, &Requirements::default()).is_err());
+        assert!(v.verify(t, &db()).is_err());
     }
     assert!(ResultVerifier::from_jwks_json("{}").is_err());
     assert!(ResultVerifier::from_jwks_json(r#"{"keys": []}"#).is_err());

@@ -10,11 +10,11 @@ use std::time::Duration;
 use vouch_agent::{Agent, AgentConfig, AgentError};
 use vouch_core::wire::AttestRequest;
 use vouch_core::{ArStatus, ErrorKind, Nonce, NonceKey};
-use vouch_rp::{Requirements, RpError};
+use vouch_rp::RpError;
 use vouch_server::{ServerConfig, create_join_token, unix_now};
 
 mod common;
-use common::Harness;
+use common::{Harness, rp_requirements};
 
 fn kind(r: Result<vouch_core::wire::AttestationResult, AgentError>) -> ErrorKind {
     match r {
@@ -37,7 +37,7 @@ async fn attests_affirming_then_contraindicated_after_a_measured_file_changes() 
     assert_eq!(good.status, ArStatus::Affirming, "{:?}", good.reasons);
     assert!(good.valid);
     let rp = h.rp().await;
-    let v = rp.verify(&good.result, &Requirements::default()).unwrap();
+    let v = rp.verify(&good.result, &rp_requirements()).unwrap();
     assert_eq!(v.subject.as_deref(), Some(good.workload_id.as_str()));
     assert_eq!(
         std::fs::read_to_string(h.path("agent-app/result.jwt")).unwrap(),
@@ -53,7 +53,7 @@ async fn attests_affirming_then_contraindicated_after_a_measured_file_changes() 
         bad.reasons
     );
     assert_eq!(
-        rp.verify(&bad.result, &Requirements::default()),
+        rp.verify(&bad.result, &rp_requirements()),
         Err(RpError::Status("contraindicated".into()))
     );
     // The earlier affirming result no longer stands at the verifier.
@@ -355,13 +355,13 @@ async fn results_survive_key_rotation_and_do_not_verify_under_another_verifier()
     assert_ne!(header.kid.as_deref(), Some(old_kid.as_str()));
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
     let rp = h.rp().await;
-    rp.verify(&before.result, &Requirements::default()).unwrap();
-    rp.verify(&after.result, &Requirements::default()).unwrap();
+    rp.verify(&before.result, &rp_requirements()).unwrap();
+    rp.verify(&after.result, &rp_requirements()).unwrap();
 
     let other = Harness::new(|_| {}).await;
     let foreign = other.rp().await;
     assert!(matches!(
-        foreign.verify(&after.result, &Requirements::default()),
+        foreign.verify(&after.result, &rp_requirements()),
         Err(RpError::UnknownKey(_))
     ));
     h.server.shutdown().await;

@@ -115,6 +115,7 @@ async fn two_of_three_verifiers_sign_one_eddsa_result_and_one_alone_cannot() {
         ),
         workload_name: "app".into(),
         exe: Some(exe.clone()),
+        result_audience: Some("rp".into()),
         ..AgentConfig::default()
     })
     .await
@@ -147,7 +148,7 @@ async fn two_of_three_verifiers_sign_one_eddsa_result_and_one_alone_cannot() {
     );
     // vouch-rp takes it by kid from the same JWKS.
     let rp = vouch_rp::ResultVerifier::from_jwks_json(&jwks.to_string()).unwrap();
-    rp.verify(&quorum, &vouch_rp::Requirements::default())
+    rp.verify(&quorum, &vouch_rp::Requirements::for_audience("rp"))
         .unwrap();
     // One flipped signature byte: refused.
     let mut parts: Vec<String> = quorum.split('.').map(str::to_string).collect();
@@ -167,7 +168,7 @@ async fn two_of_three_verifiers_sign_one_eddsa_result_and_one_alone_cannot() {
         let evidence = agent.evidence(nonce).unwrap();
         serde_json::json!({
             "session": session,
-            "request": AttestRequest { evidence, result_audience: None },
+            "request": AttestRequest { evidence, result_audience: Some("rp".into()) },
             "signing_input": format!("{header}.{}", B64.encode(claims.to_string())),
         })
     };

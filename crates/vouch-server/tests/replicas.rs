@@ -99,7 +99,7 @@ async fn replicas_share_nonces_and_records_and_agents_fail_over() {
     let evidence = agent.evidence(&nonce).unwrap();
     let req = AttestRequest {
         evidence,
-        result_audience: None,
+        result_audience: Some("rp".into()),
     };
     let r = ca_b.attest(&req).await.unwrap();
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
@@ -110,8 +110,9 @@ async fn replicas_share_nonces_and_records_and_agents_fail_over() {
     let jwks = |c: VerifierClient| async move { c.jwks().await.unwrap() };
     let rp_b = ResultVerifier::from_jwks_json(&jwks(ca_b.clone()).await).unwrap();
     let rp_a = ResultVerifier::from_jwks_json(&jwks(ca_a.clone()).await).unwrap();
-    rp_b.verify(&r.result, &Requirements::default()).unwrap();
-    assert!(rp_a.verify(&r.result, &Requirements::default()).is_err());
+    let rp_req = Requirements::for_audience("rp");
+    rp_b.verify(&r.result, &rp_req).unwrap();
+    assert!(rp_a.verify(&r.result, &rp_req).is_err());
     // Both see the same record.
     assert_eq!(
         ca_a.result(&r.attestation_id).await.unwrap().attestation_id,
@@ -125,7 +126,7 @@ async fn replicas_share_nonces_and_records_and_agents_fail_over() {
     let ra = ca_a
         .attest(&AttestRequest {
             evidence: agent.evidence(&nonce).unwrap(),
-            result_audience: None,
+            result_audience: Some("rp".into()),
         })
         .await
         .unwrap();
@@ -141,8 +142,8 @@ async fn replicas_share_nonces_and_records_and_agents_fail_over() {
     let bundle =
         vouch_rp::SpiffeVerifier::new(&td, &auth, vouch_rp::AllowedIds::AnyInTrustDomain).unwrap();
     let rp = ResultVerifier::from_trust_bundle(bundle.clone());
-    let va = rp.verify(&ra.result, &Requirements::default()).unwrap();
-    let vb = rp.verify(&r.result, &Requirements::default()).unwrap();
+    let va = rp.verify(&ra.result, &rp_req).unwrap();
+    let vb = rp.verify(&r.result, &rp_req).unwrap();
     assert_ne!(va.signer, vb.signer);
     let http = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()])

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::Harness;
-use vouch_rp::{AllowedIds, Requirements, ResultVerifier, RevocationKind, RevocationSet, RpError};
+use common::{Harness, rp_requirements};
+use vouch_rp::{AllowedIds, ResultVerifier, RevocationKind, RevocationSet, RpError};
 use vouch_server::unix_now;
 
 fn bundle(h: &Harness) -> Arc<vouch_rp::SpiffeVerifier> {
@@ -72,7 +72,7 @@ async fn revocations_are_signed_enforced_and_checked_offline() {
 
     // The result verifies against the trust bundle alone: no JWKS.
     let rp = ResultVerifier::from_trust_bundle(bundle(&h));
-    let ok = rp.verify(&token, &Requirements::default()).unwrap();
+    let ok = rp.verify(&token, &rp_requirements()).unwrap();
     let signer = ok.signer.clone().unwrap();
     assert!(
         signer.starts_with("spiffe://vouch.local/vouch/verifier/"),

@@ -85,6 +85,7 @@ async fn agent_with(
             eventlog,
             ek_handle: None,
         }),
+        result_audience: Some("rp".into()),
         ..AgentConfig::default()
     })
     .await
@@ -117,7 +118,7 @@ async fn tpm_backed_attestation_end_to_end() {
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
     let jwks = a.client().jwks().await.unwrap();
     let rp = ResultVerifier::from_jwks_json(&jwks).unwrap();
-    let mut req = Requirements::default();
+    let mut req = Requirements::for_audience("rp");
     req.tiers
         .insert(TrustClaim::Hardware, vouch_core::TrustTier::Affirming);
     let v = rp.verify(&r.result, &req).unwrap();

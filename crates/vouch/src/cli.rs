@@ -323,9 +323,13 @@ pub struct VerifyArgs {
     /// CA certificate for fetching the JWKS over HTTPS.
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
-    /// Required audience.
-    #[arg(long)]
+    /// The audience the result must be for: this relying party's name, which its clients'
+    /// agents request with --result-audience. Required, unless --any-audience.
+    #[arg(long, required_unless_present = "any_audience")]
     pub audience: Option<String>,
+    /// Do not check the result's audience: to inspect a result, never where it grants access.
+    #[arg(long, conflicts_with = "audience")]
+    pub any_audience: bool,
     /// Required nonce.
     #[arg(long)]
     pub nonce: Option<String>,

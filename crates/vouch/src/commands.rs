@@ -8,7 +8,7 @@ use std::sync::Arc;
 use vouch_agent::{Agent, AgentConfig};
 use vouch_core::{ArStatus, TrustClaim, TrustTier};
 use vouch_policy::{CompiledPolicy, DEFAULT_POLICY, PolicySource, ReferenceValue, ReferenceValues};
-use vouch_rp::{Requirements, ResultVerifier};
+use vouch_rp::{Audience, Requirements, ResultVerifier};
 use vouch_server::{ServerConfig, unix_now};
 use vouch_store::Store;
 
@@ -283,8 +283,14 @@ async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
         }
         _ => None,
     };
+    let audience = match (args.audience, args.any_audience) {
+        (Some(a), _) => Audience::Required(a),
+        (None, true) => Audience::Unchecked,
+        // clap requires one of the two; were neither given, verification would refuse.
+        (None, false) => Audience::Unset,
+    };
     let mut req = Requirements {
-        audience: args.audience,
+        audience,
         nonce: args.nonce,
         accept_warning: args.accept_warning,
         submods: args.require_submods,

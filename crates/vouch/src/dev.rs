@@ -17,6 +17,9 @@ use crate::commands::describe;
 use crate::output;
 
 const WORKLOAD: &str = "vouch-dev";
+/// The audience the dev agent requests its results for, and that the printed `vouch verify`
+/// command requires (a relying party always names the audience it accepts).
+const AUDIENCE: &str = "vouch-dev-rp";
 
 /// Dev mode trusts this machine as it is at start: the workload's executable and measured files
 /// become reference values (replacing those of an earlier run), and are printed.
@@ -136,6 +139,7 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
         exe: None,
         files,
         image_digest: None,
+        result_audience: Some(AUDIENCE.into()),
         interval: args.interval,
         workload_api_socket: Some(agent_dir.join("api.sock")),
         trust_domain: cfg.trust_domain.clone(),
@@ -149,7 +153,7 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
     let rp = ResultVerifier::from_jwks_json(&jwks)?;
     let inspect = Requirements {
         accept_any_status: true,
-        ..Requirements::default()
+        ..Requirements::for_audience(AUDIENCE)
     };
     let verified = rp.verify(&first.result, &inspect)?;
     let ca = running
@@ -158,7 +162,7 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let verify_cmd = format!(
-        "vouch verify --jwks {}/.well-known/jwks.json --ca-cert {ca} {}",
+        "vouch verify --jwks {}/.well-known/jwks.json --ca-cert {ca} --audience {AUDIENCE} {}",
         running.base_url,
         agent_dir.join("result.jwt").display()
     );

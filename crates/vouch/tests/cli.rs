@@ -38,6 +38,8 @@ fn dev_once_json_prints_an_affirming_ear_for_this_machine() {
     let ear: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(ear["submods"]["workload"]["ear.status"], "affirming");
     assert_eq!(ear["eat_profile"], "tag:github.com,2023:veraison/ear");
+    // Requested for, and verified as, the dev relying party's audience.
+    assert_eq!(ear["aud"], "vouch-dev-rp");
     // A second run reuses the enrollment and stays affirming.
     let (code, out, _) = vouch(&["dev", "--once", "--dir", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
@@ -222,6 +224,8 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
         "cli",
         "--exe",
         "/bin/sh",
+        "--result-audience",
+        "db",
     ]);
     assert!(code == 1 && out.contains("warning"), "{out}{err}");
     let (code, out, err) = vouch(&[
@@ -230,6 +234,8 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
         &format!("{base}/.well-known/jwks.json"),
         "--ca-cert",
         ca.to_str().unwrap(),
+        "--audience",
+        "db",
         "--accept-warning",
         adir.join("result.jwt").to_str().unwrap(),
     ]);
@@ -241,10 +247,49 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
         &format!("{base}/.well-known/jwks.json"),
         "--ca-cert",
         ca.to_str().unwrap(),
+        "--audience",
+        "db",
         adir.join("result.jwt").to_str().unwrap(),
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("warning"), "{err}");
+    // Issue 12: a relying party names its audience; a result for another is refused, and
+    // not checking is a flag of its own.
+    let (code, _, err) = vouch(&[
+        "verify",
+        "--jwks",
+        &format!("{base}/.well-known/jwks.json"),
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "--accept-warning",
+        adir.join("result.jwt").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--audience"), "{err}");
+    let (code, _, err) = vouch(&[
+        "verify",
+        "--jwks",
+        &format!("{base}/.well-known/jwks.json"),
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "--audience",
+        "cache",
+        "--accept-warning",
+        adir.join("result.jwt").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not for audience \"cache\""), "{err}");
+    let (code, out, err) = vouch(&[
+        "verify",
+        "--jwks",
+        &format!("{base}/.well-known/jwks.json"),
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "--any-audience",
+        "--accept-warning",
+        adir.join("result.jwt").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
     // A relying party that wants a confidential VM: software evidence, no sev-snp submodule.
     for (flag, value, says) in [
         ("--evidence-kind", "composite", "software evidence"),
@@ -256,6 +301,8 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
             &format!("{base}/.well-known/jwks.json"),
             "--ca-cert",
             ca.to_str().unwrap(),
+            "--audience",
+            "db",
             "--accept-warning",
             flag,
             value,

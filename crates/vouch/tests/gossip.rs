@@ -216,7 +216,13 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 
 fn verify_offline(ns: &str, bundle: &Path, state: &Path, token: &Path) -> (i32, String) {
     let (code, _, err) = run(in_ns(ns)
-        .args(["verify", "--accept-warning", "--trust-bundle"])
+        .args([
+            "verify",
+            "--audience",
+            "app-rp",
+            "--accept-warning",
+            "--trust-bundle",
+        ])
         .arg(bundle)
         .arg("--revocations")
         .arg(state)
@@ -293,6 +299,8 @@ fn a_revocation_reaches_every_process_through_a_partition() {
             "http://127.0.0.1:8443",
             "--workload",
             "app",
+            "--result-audience",
+            "app-rp",
         ])
         .arg("--agent-dir")
         .arg(d.path().join("agent"))

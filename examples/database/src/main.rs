@@ -16,6 +16,10 @@ struct Args {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:5433")]
     listen: std::net::SocketAddr,
+    /// This service's name as an audience: only results requested for it are accepted (the
+    /// caller's agent sets `result_audience` to it).
+    #[arg(long, default_value = "database")]
+    audience: String,
 }
 
 #[tokio::main]
@@ -40,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?)
         })
     });
-    let db = Db::new(fetch, Requirements::default()).await?;
+    let db = Db::new(fetch, Requirements::for_audience(&a.audience)).await?;
     let listener = tokio::net::TcpListener::bind(a.listen).await?;
     tracing::info!("database example on http://{}", a.listen);
     axum::serve(listener, router(db)).await?;

@@ -29,6 +29,8 @@ async fn only_an_affirming_caller_reaches_the_database() {
         join_token: Some(create_join_token(store.as_ref(), 60, None).await.unwrap()),
         workload_name: "app".into(),
         exe: Some(exe.clone()),
+        // The database accepts only results requested for it.
+        result_audience: Some("database".into()),
         ..AgentConfig::default()
     })
     .await
@@ -51,7 +53,9 @@ async fn only_an_affirming_caller_reaches_the_database() {
         let c = client.clone();
         Box::pin(async move { Ok(c.jwks().await?) })
     });
-    let db = Db::new(fetch, Requirements::default()).await.unwrap();
+    let db = Db::new(fetch, Requirements::for_audience("database"))
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(db)).await });
@@ -118,7 +122,9 @@ async fn database_over_mtls_with_svids_and_openssl_s_client() {
 
     let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
     let fetch: JwksSource = Arc::new(move || Box::pin(async move { Ok(jwks.to_string()) }));
-    let db = Db::new(fetch, Requirements::default()).await.unwrap();
+    let db = Db::new(fetch, Requirements::for_audience("database"))
+        .await
+        .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let bundle = vec![ca.cert_der().to_vec()];
@@ -305,7 +311,9 @@ async fn a_python_spiffe_workload_reaches_the_database_over_mtls_until_its_node_
     assert_eq!(mine.spiffe_id, "spiffe://vouch.local/database");
     let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
     let fetch: JwksSource = Arc::new(move || Box::pin(async move { Ok(jwks.to_string()) }));
-    let db = Db::new(fetch, Requirements::default()).await.unwrap();
+    let db = Db::new(fetch, Requirements::for_audience("database"))
+        .await
+        .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let td = TrustDomain::parse("vouch.local").unwrap();

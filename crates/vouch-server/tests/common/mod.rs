@@ -11,9 +11,17 @@ use std::sync::Arc;
 use vouch_agent::{Agent, AgentConfig, VerifierClient};
 use vouch_core::NonceKey;
 use vouch_policy::ReferenceValue;
-use vouch_rp::ResultVerifier;
+use vouch_rp::{Requirements, ResultVerifier};
 use vouch_server::{RunningServer, ServerConfig, create_join_token, start_with_store, unix_now};
 use vouch_store::{SqliteStore, Store};
+
+/// The relying party the harness's agents request their results for.
+pub const RP_AUDIENCE: &str = "rp";
+
+/// The default requirements of that relying party.
+pub fn rp_requirements() -> Requirements {
+    Requirements::for_audience(RP_AUDIENCE)
+}
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -72,6 +80,7 @@ impl Harness {
             exe: Some(exe),
             files: vec![conf],
             interval: 1,
+            result_audience: Some(RP_AUDIENCE.into()),
             ..AgentConfig::default()
         };
         tweak(&mut cfg);
