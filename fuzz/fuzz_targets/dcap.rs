@@ -1,6 +1,6 @@
 #![no_main]
-//! SGX/TDX DCAP quotes as an attester could send them, and CRLs as an operator's store could
-//! hold them: any bytes, never a panic.
+//! SGX/TDX DCAP quotes as an attester could send them, and CRLs and QE identities as an
+//! operator's store could hold them: any bytes, never a panic.
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use vouch_tee::dcap::DcapVerifier;
@@ -28,5 +28,6 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = vouch_x509::pem_certificates_strict(s);
+        let _ = vouch_tee::dcap::QeIdentity::parse(s);
     }
 });

@@ -2,10 +2,13 @@
 #
 # Accepts only TEE evidence (SEV-SNP, TDX, SGX, Nitro) that is not in debug mode, whose launch
 # measurement is registered (`vouch refvalue add tee_measurement <kind> <hex>`), and whose TCB
-# is at least the minimums below; it must not be migratable (an SEV-SNP guest that allows a
-# migration agent, a migratable TD), and an SEV-SNP report must come from VMPL 0. Use it with `vouch policy add cc policies/examples/confidential-computing.rego`,
-# or try it offline: `vouch tee verify --kind sev-snp report.bin --cert vcek.der --cert
-# ask_ark.pem --roots roots/ --policy policies/examples/confidential-computing.rego`.
+# is at least the minimums below; an SGX or TDX platform's TCB status must have been judged
+# against Intel's collateral (`tee_collateral_dir`) and be up to date; it must not be
+# migratable (an SEV-SNP guest that allows a migration agent, a migratable TD), and an SEV-SNP
+# report must come from VMPL 0. Use it with
+# `vouch policy add cc policies/examples/confidential-computing.rego`, or try it offline:
+# `vouch tee verify --kind sev-snp report.bin --cert vcek.der --cert ask_ark.pem --roots roots/
+# --policy policies/examples/confidential-computing.rego`.
 package vouch.appraisal
 
 import rego.v1
@@ -49,6 +52,31 @@ deny contains {
 } if {
 	some component, minimum in object.get(minimum_tcb, input.tee.kind, {})
 	not object.get(input.tee.tcb, component, -1) >= minimum
+}
+
+# SGX and TDX: the TCB status DCAP collateral gives (input.tee.tcb.status). A quote whose
+# platform has no collateral in the store is "not judged (no collateral)": nothing says the
+# platform is patched, so it is refused like an out-of-date one. SWHardeningNeeded (the
+# platform is current; the enclave or TD must carry software mitigations) is accepted with a
+# warning.
+accepted_tcb_status := {"UpToDate", "SWHardeningNeeded"}
+
+deny contains {
+	"rule": "tee_tcb_status",
+	"claim": "hardware",
+	"msg": sprintf("the %s platform's TCB status is %v, not one of %v", [input.tee.kind, object.get(input.tee.tcb, "status", "absent"), accepted_tcb_status]),
+} if {
+	input.tee.kind in {"sgx", "tdx"}
+	not input.tee.tcb.status in accepted_tcb_status
+}
+
+warn contains {
+	"rule": "tee_tcb_status",
+	"claim": "hardware",
+	"msg": sprintf("the %s platform needs software hardening (SWHardeningNeeded): check the advisories %v", [input.tee.kind, object.get(input.tee.details, "advisory_ids", [])]),
+} if {
+	input.tee.kind in {"sgx", "tdx"}
+	input.tee.tcb.status == "SWHardeningNeeded"
 }
 
 deny contains {

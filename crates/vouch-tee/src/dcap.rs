@@ -11,12 +11,24 @@
 //!    next and valid at the verification time, intermediates CAs;
 //! 3. the QE report is signed by the PCK key, and binds the attestation key:
 //!    `report_data = SHA-256(attestation key ‖ QE auth data) ‖ 32 zero bytes`;
-//! 4. the quote (header and body, as received) is signed by the attestation key.
+//! 4. the QE report comes from Intel's quoting enclave for the quote's TEE: MRSIGNER,
+//!    ISVPRODID, and MISCSELECT and ATTRIBUTES under their masks equal Intel's published QE
+//!    identity (the newest Intel-signed one in the offline store, or Intel's values built in);
+//!    see [`QeIdentity`];
+//! 5. the quote (header and body, as received) is signed by the attestation key;
+//! 6. TDX: the TD report comes from Intel's TDX module: MRSIGNERSEAM and SEAMATTRIBUTES (under
+//!    the mask) equal the TDX module identity of the platform's collateral or, without
+//!    collateral, Intel's (zero and zero).
 //!
 //! With collateral for the platform's FMSPC ([`Collateral`]: TCB info, QE identity and CRLs, kept
 //! in an offline store an operator fills ahead of time), `dcap-qvl` then judges the TCB status
 //! (and checks the collateral's signatures, windows and revocation lists); without it the
 //! status is "not judged".
+
+mod identity;
+
+pub use identity::{IdentitySource, QeId, QeIdentity, SignedQeIdentity};
+use identity::{TdxModules, check_tdx_module};
 
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
@@ -94,6 +106,10 @@ pub enum QuoteBody {
         tee_tcb_svn: String,
         /// MRSEAM, hex.
         mr_seam: String,
+        /// MRSIGNERSEAM (zero for Intel's TDX module), hex.
+        mr_signer_seam: String,
+        /// SEAMATTRIBUTES, hex.
+        seam_attributes: String,
         /// MRTD (the initial TD contents), hex.
         mr_td: String,
         /// MRCONFIGID, hex.
@@ -103,7 +119,7 @@ pub enum QuoteBody {
         /// MROWNERCONFIG, hex.
         mr_owner_config: String,
         /// RTMR 0–3, hex.
-        rtmr: [String; 4],
+        rtmr: Box<[String; 4]>,
         /// TD ATTRIBUTES, hex.
         td_attributes: String,
         /// Debug TD (TD ATTRIBUTES bit 0).
@@ -129,8 +145,13 @@ pub struct QuoteClaims {
     pub pce_svn: u16,
     /// The enclave or trust domain.
     pub body: QuoteBody,
-    /// MRSIGNER of the quoting enclave, hex (compare with Intel's QE identity).
+    /// MRSIGNER of the quoting enclave, hex (checked against Intel's QE identity).
     pub qe_mr_signer: String,
+    /// The QE identity the QE report was checked against: `QE` (SGX) or `TD_QE` (TDX), and
+    /// where it came from.
+    pub qe_identity: QeIdentityChecked,
+    /// TDX: where the TDX module identity the TD report was checked against came from.
+    pub tdx_module_identity: Option<IdentitySource>,
     /// Subject of the PCK certificate.
     pub pck_subject: String,
     /// The platform's FMSPC (from the PCK certificate), hex.
@@ -142,6 +163,16 @@ pub struct QuoteClaims {
     pub advisory_ids: Vec<String>,
     /// Whether the PCK chain was checked against the collateral's CRLs (with collateral).
     pub revocation_checked: bool,
+}
+
+/// Which QE identity a quote's QE report matched, and where that identity came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QeIdentityChecked {
+    /// `QE` or `TD_QE`.
+    pub id: QeId,
+    /// The store (Intel-signed, with its issue date) or the built-in values.
+    #[serde(flatten)]
+    pub source: IdentitySource,
 }
 
 fn hx(b: &[u8]) -> String {
@@ -167,16 +198,18 @@ fn td_body(b: &[u8]) -> QuoteBody {
     QuoteBody::Tdx {
         tee_tcb_svn: hx(&b[0..16]),
         mr_seam: hx(&b[16..64]),
+        mr_signer_seam: hx(&b[64..112]),
+        seam_attributes: hx(&b[112..120]),
         mr_td: hx(&b[136..184]),
         mr_config_id: hx(&b[184..232]),
         mr_owner: hx(&b[232..280]),
         mr_owner_config: hx(&b[280..328]),
-        rtmr: [
+        rtmr: Box::new([
             hx(&b[328..376]),
             hx(&b[376..424]),
             hx(&b[424..472]),
             hx(&b[472..520]),
-        ],
+        ]),
         td_attributes: hx(&b[120..128]),
         debug: attrs & 1 != 0,
         migratable: attrs & (1 << 29) != 0,
@@ -191,6 +224,10 @@ pub struct DcapVerifier {
     root_der: Vec<u8>,
     chains: vouch_x509::VerifiedChains,
     collateral: std::collections::BTreeMap<String, dcap_qvl::QuoteCollateralV3>,
+    /// TDX module identities from the TCB info of each FMSPC's collateral.
+    tdx_modules: std::collections::BTreeMap<String, TdxModules>,
+    /// The newest Intel-signed QE identity of each quoting enclave in the store.
+    qe_identities: std::collections::BTreeMap<QeId, QeIdentity>,
     /// TCB appraisals already made: see [`DcapVerifier::verify`], step 5.
     appraisals: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Appraised>>>,
 }
@@ -262,20 +299,22 @@ fn check_crls(
 /// PEM issuer chains, hex CRLs and signatures, TCB info and QE identity JSON).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Collateral {
+    #[serde(flatten)]
+    qe: SignedQeIdentity,
     pck_crl_issuer_chain: String,
     root_ca_crl: String,
     pck_crl: String,
     tcb_info_issuer_chain: String,
     tcb_info: String,
     tcb_info_signature: String,
-    qe_identity_issuer_chain: String,
-    qe_identity: String,
-    qe_identity_signature: String,
 }
 
 impl Collateral {
-    /// The FMSPC the TCB info is for (lower-case hex), and the collateral in `dcap-qvl`'s form.
-    fn into_qvl(self) -> Result<(String, dcap_qvl::QuoteCollateralV3), TeeError> {
+    /// The FMSPC the TCB info is for (lower-case hex), its TDX module identities (TDX), and the
+    /// collateral in `dcap-qvl`'s form.
+    fn into_qvl(
+        self,
+    ) -> Result<(String, Option<TdxModules>, dcap_qvl::QuoteCollateralV3), TeeError> {
         let h = |s: &str, what: &str| {
             hex::decode(s.trim()).map_err(|_| malformed(format!("collateral {what} is not hex")))
         };
@@ -285,8 +324,11 @@ impl Collateral {
             .as_str()
             .ok_or_else(|| malformed("collateral TCB info has no fmspc"))?
             .to_ascii_lowercase();
+        let modules = TdxModules::from_tcb_info(&info, &fmspc)?;
+        let qe = self.qe;
         Ok((
             fmspc,
+            modules,
             dcap_qvl::QuoteCollateralV3 {
                 pck_crl_issuer_chain: self.pck_crl_issuer_chain,
                 root_ca_crl: h(&self.root_ca_crl, "root CA CRL")?,
@@ -294,9 +336,9 @@ impl Collateral {
                 tcb_info_issuer_chain: self.tcb_info_issuer_chain,
                 tcb_info: self.tcb_info,
                 tcb_info_signature: h(&self.tcb_info_signature, "TCB info signature")?,
-                qe_identity_issuer_chain: self.qe_identity_issuer_chain,
-                qe_identity: self.qe_identity,
-                qe_identity_signature: h(&self.qe_identity_signature, "QE identity signature")?,
+                qe_identity_signature: h(&qe.qe_identity_signature, "QE identity signature")?,
+                qe_identity_issuer_chain: qe.qe_identity_issuer_chain,
+                qe_identity: qe.qe_identity,
                 pck_certificate_chain: None,
             },
         ))
@@ -324,15 +366,49 @@ impl DcapVerifier {
             root_der: root.to_vec(),
             chains: Default::default(),
             collateral: std::collections::BTreeMap::new(),
+            tdx_modules: std::collections::BTreeMap::new(),
+            qe_identities: std::collections::BTreeMap::new(),
             appraisals: Default::default(),
         })
     }
 
-    /// Add collateral (the operator's offline store); returns the FMSPC it is for.
+    /// Add collateral (the operator's offline store); returns the FMSPC it is for. Its QE
+    /// identity, which Intel must have signed, also counts for quotes of other platforms
+    /// ([`DcapVerifier::add_qe_identity`]).
     pub fn add_collateral(&mut self, c: Collateral) -> Result<String, TeeError> {
-        let (fmspc, qvl) = c.into_qvl()?;
+        self.add_qe_identity(&c.qe)?;
+        let (fmspc, modules, qvl) = c.into_qvl()?;
+        match modules {
+            Some(m) => self.tdx_modules.insert(fmspc.clone(), m),
+            None => self.tdx_modules.remove(&fmspc),
+        };
         self.collateral.insert(fmspc.clone(), qvl);
         Ok(fmspc)
+    }
+
+    /// Add a QE identity Intel signed (the offline store's; checked by
+    /// [`SignedQeIdentity::verify`] against this verifier's root). Quotes are then checked
+    /// against the newest identity (by `issueDate`) of their quoting enclave instead of the
+    /// built-in values. Returns which enclave it is for.
+    pub fn add_qe_identity(&mut self, q: &SignedQeIdentity) -> Result<QeId, TeeError> {
+        let identity = q.verify(&self.root_der)?;
+        let id = identity.id();
+        if self
+            .qe_identities
+            .get(&id)
+            .is_none_or(|old| identity.newer_than(old))
+        {
+            self.qe_identities.insert(id, identity);
+        }
+        Ok(id)
+    }
+
+    /// The identity a quote's QE report must match: the store's newest, else built in.
+    fn qe_identity(&self, id: QeId) -> std::borrow::Cow<'_, QeIdentity> {
+        match self.qe_identities.get(&id) {
+            Some(i) => std::borrow::Cow::Borrowed(i),
+            None => std::borrow::Cow::Owned(QeIdentity::built_in(id)),
+        }
     }
 
     /// Verify `quote` with certificates checked at `now` (Unix seconds).
@@ -479,7 +555,12 @@ impl DcapVerifier {
             ));
         }
 
-        // 4. The quote, signed by the attestation key.
+        // 4. The QE report is Intel's quoting enclave's (with or without collateral).
+        let qe_id = if tee == TEE_SGX { QeId::Qe } else { QeId::TdQe };
+        let expected_qe = self.qe_identity(qe_id);
+        expected_qe.check(qe_report)?;
+
+        // 5. The quote, signed by the attestation key.
         let mut point = Vec::with_capacity(65);
         point.push(4);
         point.extend_from_slice(att_key);
@@ -488,11 +569,18 @@ impl DcapVerifier {
             .map_err(|_| {
                 TeeError::Signature("the quote is not signed by its attestation key".into())
             })?;
-        // 5. With collateral for this platform, the TCB status (dcap-qvl, same root). It depends
+        let fmspc = fmspc(pck);
+        // 6. TDX: the TD report is Intel's TDX module's (the collateral's identity, or Intel's).
+        let tdx_module_identity = if tee == TEE_TDX {
+            let modules = fmspc.as_ref().and_then(|f| self.tdx_modules.get(f));
+            Some(check_tdx_module(body, modules)?)
+        } else {
+            None
+        };
+        // 7. With collateral for this platform, the TCB status (dcap-qvl, same root). It depends
         // on the PCK chain, the QE report, the header and the body (all but its report data,
         // which changes with every nonce) and the collateral: an appraisal of the same inputs
         // is reused while the collateral stands (from when it was made to its next update).
-        let fmspc = fmspc(pck);
         let collateral_used = fmspc
             .as_ref()
             .is_some_and(|f| self.collateral.contains_key(f));
@@ -556,6 +644,11 @@ impl DcapVerifier {
                 td_body(body)
             },
             qe_mr_signer: hx(&qe_report[128..160]),
+            qe_identity: QeIdentityChecked {
+                id: qe_id,
+                source: expected_qe.source().clone(),
+            },
+            tdx_module_identity,
             pck_subject: pck.tbs_certificate.subject.to_string(),
             fmspc: fmspc.unwrap_or_default(),
             revocation_checked: collateral_used,
@@ -589,7 +682,7 @@ mod tests {
         .unwrap_or_else(|e| {
             panic!("{e}");
         });
-        let (fmspc, qvl) = c.into_qvl().unwrap_or_else(|e| panic!("{e}"));
+        let (fmspc, _, qvl) = c.into_qvl().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(fmspc, "b0c06f000000");
         let until = collateral_until(&qvl).unwrap_or(0);
         // TCB info: nextUpdate 2025-07-19T10:16:03Z; the others are no earlier than mid-2025.

@@ -30,6 +30,11 @@ pub enum TeeError {
     /// The report and its certificate disagree (TCB, chip id, key type).
     #[error("mismatch: {0}")]
     Mismatch(String),
+    /// A component that vouches for the evidence is not the one its vendor publishes: a DCAP
+    /// quote's quoting enclave (MRSIGNER, ISVPRODID, MISCSELECT, ATTRIBUTES) or TDX module
+    /// (MRSIGNERSEAM, SEAMATTRIBUTES).
+    #[error("identity: {0}")]
+    Identity(String),
 }
 
 use serde_json::{Value, json};
@@ -219,15 +224,21 @@ impl TeeRoots {
         Ok(n)
     }
 
-    /// Load the operator's offline store: DCAP collateral (`*.json`, one FMSPC each) and SEV-SNP
-    /// certificates ([`TeeRoots::add_snp_cert_dir`]). Returns the FMSPCs covered.
+    /// Load the operator's offline store: DCAP collateral and QE identities (`*.json`, see
+    /// [`TeeRoots::add_collateral_dir`]) and SEV-SNP certificates
+    /// ([`TeeRoots::add_snp_cert_dir`]). Returns the FMSPCs covered.
     pub fn add_store_dir(&mut self, dir: &std::path::Path) -> Result<Vec<String>, TeeError> {
         self.add_snp_cert_dir(dir)?;
         self.add_collateral_dir(dir)
     }
 
-    /// Load DCAP collateral files (`*.json`, one FMSPC each) from the operator's offline store;
-    /// returns the FMSPCs covered. Needs the Intel root when there is any.
+    /// Load DCAP files (`*.json`) from the operator's offline store: collateral (one FMSPC
+    /// each: TCB info, QE identity, CRLs) and QE identities alone (a JSON object with only the
+    /// collateral's `qe_identity`, `qe_identity_signature` and `qe_identity_issuer_chain`).
+    /// Every QE identity must be signed by Intel; the newest of each quoting enclave (`QE`,
+    /// `TD_QE`) is what quotes' QE reports are checked against, on every platform (without
+    /// one, Intel's values built into [`dcap::QeIdentity::built_in`]). Returns the FMSPCs
+    /// covered. Needs the Intel root when there is any file.
     pub fn add_collateral_dir(&mut self, dir: &std::path::Path) -> Result<Vec<String>, TeeError> {
         let paths = files_with(dir, &["json"])?;
         if paths.is_empty() {
@@ -247,9 +258,23 @@ impl TeeRoots {
                     p.display()
                 )));
             }
-            let c: dcap::Collateral = serde_json::from_slice(&bytes)
+            let named = |e: TeeError| TeeError::Malformed(format!("{}: {e}", p.display()));
+            let v: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| TeeError::Malformed(format!("{}: {e}", p.display())))?;
-            out.push(dcap.add_collateral(c)?);
+            if v.get("tcb_info").is_some() {
+                let c: dcap::Collateral = serde_json::from_value(v)
+                    .map_err(|e| TeeError::Malformed(format!("{}: {e}", p.display())))?;
+                out.push(dcap.add_collateral(c).map_err(named)?);
+            } else if v.get("qe_identity").is_some() {
+                let q: dcap::SignedQeIdentity = serde_json::from_value(v)
+                    .map_err(|e| TeeError::Malformed(format!("{}: {e}", p.display())))?;
+                dcap.add_qe_identity(&q).map_err(named)?;
+            } else {
+                return Err(TeeError::Malformed(format!(
+                    "{}: neither DCAP collateral (tcb_info) nor a QE identity (qe_identity)",
+                    p.display()
+                )));
+            }
         }
         Ok(out)
     }
