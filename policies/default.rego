@@ -9,8 +9,11 @@
 #   warn          findings that make the result at least warning
 #   trust_vector  the positive AR4SI appraisal; each finding overrides the claim it names
 #
-# Every rule below is driven by reference values, so the default policy enforces exactly what
-# an operator has registered, and nothing is hard-coded here.
+# The rules are driven by reference values, so the default policy enforces what an operator has
+# registered, except a few fixed ones for what no deployment should accept unawares: unsigned
+# or sample evidence, a revoked TEE platform, a TEE that allows debugging, and SEV-SNP evidence
+# bound to a vTPM that does not come from VMPL 0. Each says which reference value, if any,
+# relaxes it.
 package vouch.appraisal
 
 import rego.v1
@@ -307,15 +310,69 @@ listening_on(key) if {
 
 # --- confidential computing (input.tee) ---------------------------------------------------------
 
-# A debug TEE lets the host read and write its memory: never trusted, unless an operator says
-# so for development (`vouch refvalue add allow_tee_debug '*' true`).
+# A debug TEE lets the host read and write its memory (for SEV-SNP, `debug` is the guest
+# policy's DEBUG bit: debugging allowed, which the host can use at any time): contraindicated,
+# and never affirming even where an operator accepts it for development
+# (`vouch refvalue add allow_tee_debug '*' true` turns the refusal into a warning).
 deny contains f if {
 	input.tee.debug == true
 	not refs("allow_tee_debug")["*"]
 	f := {
 		"rule": "tee_debug",
 		"claim": "hardware",
-		"msg": sprintf("the %s TEE runs in debug mode: its memory is open to the host", [input.tee.kind]),
+		"msg": sprintf("the %s TEE allows debugging: its memory is open to the host", [input.tee.kind]),
+	}
+}
+
+warn contains f if {
+	input.tee.debug == true
+	refs("allow_tee_debug")["*"]
+	f := {
+		"rule": "tee_debug",
+		"claim": "hardware",
+		"msg": sprintf("the %s TEE allows debugging (accepted by allow_tee_debug, for development only): its memory is open to the host", [input.tee.kind]),
+	}
+}
+
+# A guest that may migrate (SEV-SNP: the guest policy allows a migration agent, MIGRATE_MA; TDX:
+# a migratable TD) can be moved to another platform by software outside this report's
+# measurement, which then holds its keys: a warning by default. `vouch refvalue add
+# tee_migration <kind or *> allow` accepts it, `... deny` refuses it (a kind's own value is
+# read before `*`).
+tee_migration := object.get(refs("tee_migration"), input.tee.kind, object.get(refs("tee_migration"), "*", []))
+
+deny contains f if {
+	input.tee.migratable == true
+	"deny" in tee_migration
+	f := {
+		"rule": "tee_migration",
+		"claim": "hardware",
+		"msg": sprintf("the %s guest may be migrated to another platform (a migration agent or migration TD), which tee_migration denies", [input.tee.kind]),
+	}
+}
+
+warn contains f if {
+	input.tee.migratable == true
+	not "deny" in tee_migration
+	not "allow" in tee_migration
+	f := {
+		"rule": "tee_migration",
+		"claim": "hardware",
+		"msg": sprintf("the %s guest may be migrated to another platform (a migration agent or migration TD); accept it with: vouch refvalue add tee_migration %s allow, or refuse it with ... deny", [input.tee.kind, input.tee.kind]),
+	}
+}
+
+# Composite evidence (a confidential VM and its vTPM): the SEV-SNP report must come from VMPL 0,
+# the layer that owns the vTPM (an SVSM or paravisor). A report from VMPL 1-3 was requested by
+# less privileged guest software, which chose the AK name it binds; the vTPM's owner did not.
+deny contains f if {
+	input.evidence.kind == "composite"
+	input.tee.kind == "sev-snp"
+	not input.tee.details.vmpl == 0
+	f := {
+		"rule": "snp_vmpl",
+		"claim": "hardware",
+		"msg": sprintf("the SEV-SNP report bound to the vTPM comes from VMPL %v, not from VMPL 0 (the layer that owns the vTPM)", [object.get(object.get(input.tee, "details", {}), "vmpl", "absent")]),
 	}
 }
 

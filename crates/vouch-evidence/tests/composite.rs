@@ -206,3 +206,52 @@ fn each_component_is_appraised_alone_and_the_whole_is_its_worst() {
     assert_eq!(p[1].1.status, ArStatus::Contraindicated);
     assert_eq!(w.status, ArStatus::Contraindicated);
 }
+
+/// Issue 12: the real SEV-SNP report composed with the real quote as `CompositeVerifier`
+/// composes them, with its VMPL or guest policy changed. Only the whole knows that the report
+/// is bound to a vTPM, so the VMPL rule judges the whole (the `workload` submodule, and so the
+/// result's status); the guest policy's bits judge the SEV-SNP part too. (A composite the
+/// verifier accepts needs a report over its own nonce, which no real sample has: through the
+/// verifier, crates/vouch-server/tests/tee.rs shows the refusal before the policy.)
+#[test]
+fn issue_12_a_composite_snp_report_from_vmpl_above_0_or_allowing_migration() {
+    let tee = snp_claims();
+    assert_eq!(tee["details"]["vmpl"], 0);
+    let measurement = tee["measurement"].as_str().unwrap().to_string();
+    let exe_digest = "ab".repeat(32);
+    let refs = [
+        ("executable", "cvm", exe_digest.as_str()),
+        ("tee_measurement", "sev-snp", measurement.as_str()),
+    ];
+    let appraise = |tee: &Value| {
+        let (whole, parts) = composite_claims(
+            software_claims(),
+            tpm_claims(),
+            TeeKind::SevSnp,
+            tee.clone(),
+        );
+        policy(&refs).appraise_components(&whole, &parts).unwrap()
+    };
+    let (w, _) = appraise(&tee);
+    assert_eq!(w.status, ArStatus::Affirming, "{:?}", w.reasons());
+
+    let mut vmpl2 = tee.clone();
+    vmpl2["details"]["vmpl"] = json!(2);
+    let (w, p) = appraise(&vmpl2);
+    assert_eq!(w.status, ArStatus::Contraindicated);
+    assert!(
+        w.reasons().iter().any(|r| r.contains("snp_vmpl")),
+        "{:?}",
+        w.reasons()
+    );
+    assert_eq!(w.trust_vector.get(TrustClaim::Hardware), 96);
+    assert_eq!([p[0].1.status, p[1].1.status], [ArStatus::Affirming; 2]);
+
+    let mut migrates = tee.clone();
+    migrates["migratable"] = json!(true);
+    migrates["details"]["policy"]["migrate_ma"] = json!(true);
+    let (w, p) = appraise(&migrates);
+    assert_eq!(w.status, ArStatus::Warning, "{:?}", w.reasons());
+    assert_eq!(p[1].1.status, ArStatus::Warning);
+    assert_eq!(p[0].1.status, ArStatus::Affirming);
+}

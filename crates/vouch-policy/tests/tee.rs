@@ -1,12 +1,13 @@
 //! Issue 12: the default policy and the example confidential-computing policy on the claims of
 //! real TEE evidence (testdata's SEV-SNP report and dcap-qvl's TDX quote, verified by
 //! `vouch-tee` at a time inside their windows, the TDX quote with and without its platform's
-//! collateral), as they are and with fields changed.
+//! collateral), as they are and with fields changed, alone (`tee` evidence) and as the TEE part
+//! of `composite` evidence (appraised whole and per part, as the verifier does).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{Value, json};
-use vouch_core::{ArStatus, TrustClaim};
+use vouch_core::{ArStatus, ComponentView, EvidenceKind, TrustClaim};
 use vouch_policy::{
     Appraisal, CompiledPolicy, DEFAULT_POLICY, PolicySource, ReferenceValue, ReferenceValues,
 };
@@ -146,4 +147,159 @@ fn issue_12_the_example_policy_refuses_a_tcb_status_that_was_not_judged() {
     t["tcb"].as_object_mut().unwrap().remove("status");
     let a = appraise(EXAMPLE, &t, &[]);
     assert_eq!(a.status, ArStatus::Contraindicated, "{}", a.explain());
+}
+
+/// `input.tee` of the real SEV-SNP report (VMPL 0; guest policy 0x3001f: no debugging, no
+/// migration agent).
+fn snp() -> Value {
+    let pem = String::from_utf8(read_testdata("snp/milan_ask_ark_asvk.pem")).unwrap();
+    let ask = vouch_x509::pem_certificates(&pem)[0].clone();
+    roots(false)
+        .verify(
+            TeeKind::SevSnp,
+            &read_testdata("snp/report_v2.bin"),
+            &[read_testdata("snp/vcek.der"), ask],
+            1_717_200_000,
+        )
+        .unwrap()
+        .claims
+}
+
+/// The claims of `composite` evidence with `tee` as its TEE part (the TPM part a quote with no
+/// PCRs: no rule of the default policy reads them without reference values), and its parts as
+/// `vouch-evidence` makes them (`tpm` without `tee`, the TEE's kind without `tpm`).
+fn composite(tee: &Value) -> (Value, Vec<ComponentView>) {
+    let mut whole = tee_evidence(tee);
+    whole["evidence"]["kind"] = json!("composite");
+    whole["tpm"] = json!({"pcrs": {"sha256": {}}, "ima": null, "eventlog": null});
+    let part = |name: &str, kind, without: &str| ComponentView {
+        name: name.into(),
+        kind,
+        without: vec![without.into()],
+    };
+    (
+        whole,
+        vec![
+            part("tpm", EvidenceKind::Tpm, "tee"),
+            part(tee["kind"].as_str().unwrap(), EvidenceKind::Tee, "tpm"),
+        ],
+    )
+}
+
+fn appraise_composite(tee: &Value, extra: &[(&str, &str, &str)]) -> (Appraisal, Vec<Appraisal>) {
+    let base = refs_for(tee);
+    let mut refs: Vec<(&str, &str, &str)> = base
+        .iter()
+        .map(|(k, key, v)| (*k, key.as_str(), v.as_str()))
+        .collect();
+    refs.extend_from_slice(extra);
+    let (whole, parts) = composite(tee);
+    let (w, p) = compile(DEFAULT_POLICY, &refs)
+        .appraise_components(&whole, &parts)
+        .unwrap();
+    (w, p.into_iter().map(|(_, a)| a).collect())
+}
+
+#[test]
+fn issue_12_a_composite_snp_report_must_come_from_vmpl_0() {
+    let real = snp();
+    assert_eq!(real["details"]["vmpl"], 0);
+    let (w, parts) = appraise_composite(&real, &[]);
+    assert_eq!(w.status, ArStatus::Affirming, "{}", w.explain());
+    assert!(parts.iter().all(|a| a.status == ArStatus::Affirming));
+    for vmpl in [json!(1), json!(3), json!(null)] {
+        let mut t = real.clone();
+        t["details"]["vmpl"] = vmpl.clone();
+        let (w, _) = appraise_composite(&t, &[]);
+        assert_eq!(
+            w.status,
+            ArStatus::Contraindicated,
+            "{vmpl}: {}",
+            w.explain()
+        );
+        assert!(fired(&w, "snp_vmpl"), "{vmpl}");
+        assert_eq!(w.trust_vector.get(TrustClaim::Hardware), 96);
+        // `tee` evidence alone binds no vTPM: a guest below an SVSM reports from VMPL > 0.
+        let a = appraise(DEFAULT_POLICY, &t, &[]);
+        assert!(!fired(&a, "snp_vmpl"), "{vmpl}: {}", a.explain());
+        assert_eq!(a.status, ArStatus::Affirming, "{vmpl}: {}", a.explain());
+        // The example policy refuses it for any evidence.
+        let a = appraise(EXAMPLE, &t, &[]);
+        assert!(fired(&a, "snp_vmpl"), "{vmpl}: {}", a.explain());
+        assert_eq!(a.status, ArStatus::Contraindicated);
+    }
+    assert!(!fired(&appraise(EXAMPLE, &real, &[]), "snp_vmpl"));
+}
+
+#[test]
+fn issue_12_a_guest_policy_that_allows_debugging_is_never_affirming() {
+    let real = snp();
+    assert_eq!(real["debug"], false);
+    let mut t = real.clone();
+    t["debug"] = json!(true);
+    t["details"]["policy"]["debug"] = json!(true);
+    let (w, parts) = appraise_composite(&t, &[]);
+    assert_eq!(w.status, ArStatus::Contraindicated, "{}", w.explain());
+    assert!(fired(&w, "tee_debug"));
+    assert_eq!(
+        parts[1].status,
+        ArStatus::Contraindicated,
+        "the sev-snp part"
+    );
+    let a = appraise(DEFAULT_POLICY, &t, &[]);
+    assert_eq!(a.status, ArStatus::Contraindicated, "{}", a.explain());
+    assert_eq!(a.trust_vector.get(TrustClaim::Hardware), 96);
+    // Accepted for development: still a warning, never affirming.
+    let allow = [("allow_tee_debug", "*", "true")];
+    let a = appraise(DEFAULT_POLICY, &t, &allow);
+    assert_eq!(a.status, ArStatus::Warning, "{}", a.explain());
+    assert!(fired(&a, "tee_debug"));
+    let (w, _) = appraise_composite(&t, &allow);
+    assert_eq!(w.status, ArStatus::Warning, "{}", w.explain());
+}
+
+#[test]
+fn issue_12_a_guest_policy_that_allows_a_migration_agent_is_a_warning_or_per_policy() {
+    let real = snp();
+    assert_eq!(real["migratable"], false);
+    let mut t = real.clone();
+    t["migratable"] = json!(true);
+    t["details"]["policy"]["migrate_ma"] = json!(true);
+    // By default a warning, on the hardware claim, that says how to decide.
+    let a = appraise(DEFAULT_POLICY, &t, &[]);
+    assert_eq!(a.status, ArStatus::Warning, "{}", a.explain());
+    assert!(fired(&a, "tee_migration"));
+    assert_eq!(a.trust_vector.get(TrustClaim::Hardware), 32);
+    assert!(
+        a.explain().contains("tee_migration sev-snp allow"),
+        "{}",
+        a.explain()
+    );
+    let (w, parts) = appraise_composite(&t, &[]);
+    assert_eq!(w.status, ArStatus::Warning, "{}", w.explain());
+    assert_eq!(parts[1].status, ArStatus::Warning, "the sev-snp part");
+    // Per policy: allowed for every kind or this one, denied for this one.
+    for (key, value, want) in [
+        ("*", "allow", ArStatus::Affirming),
+        ("sev-snp", "allow", ArStatus::Affirming),
+        ("*", "deny", ArStatus::Contraindicated),
+        ("sev-snp", "deny", ArStatus::Contraindicated),
+        ("tdx", "deny", ArStatus::Warning),
+    ] {
+        let a = appraise(DEFAULT_POLICY, &t, &[("tee_migration", key, value)]);
+        assert_eq!(a.status, want, "{key} {value}: {}", a.explain());
+    }
+    // The kind's own value before `*`.
+    let a = appraise(
+        DEFAULT_POLICY,
+        &t,
+        &[
+            ("tee_migration", "*", "deny"),
+            ("tee_migration", "sev-snp", "allow"),
+        ],
+    );
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+    // A guest that may not migrate is unaffected by any of it.
+    let a = appraise(DEFAULT_POLICY, &real, &[("tee_migration", "*", "deny")]);
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
 }
