@@ -41,6 +41,13 @@ pub struct AgentConfig {
     pub trust_domain: String,
     /// Where to serve the SPIFFE Workload API (a Unix socket); not served when unset.
     pub workload_api_socket: Option<PathBuf>,
+    /// Most Workload API connections held at once (0: no limit).
+    pub workload_api_max_connections: usize,
+    /// Most Workload API connections held at once by processes of one uid (0: no limit).
+    pub workload_api_max_connections_per_uid: usize,
+    /// Seconds a Workload API connection may make no progress before it is closed (live
+    /// streams stay open: keep-alive pings answered count as progress).
+    pub workload_api_idle_timeout: u64,
     /// Attest with the TPM (`tpm` evidence: measurements bound into a quote).
     #[cfg(feature = "tpm")]
     pub tpm: Option<crate::TpmConfig>,
@@ -64,6 +71,9 @@ impl Default for AgentConfig {
             result_audience: None,
             trust_domain: "vouch.local".into(),
             workload_api_socket: None,
+            workload_api_max_connections: 512,
+            workload_api_max_connections_per_uid: 128,
+            workload_api_idle_timeout: 120,
             #[cfg(feature = "tpm")]
             tpm: None,
             tee: None,
@@ -628,7 +638,15 @@ impl Agent {
         let _watcher = self.watch(tx)?;
         // The Workload API lives as long as this loop: dropping the handle stops it.
         let _api = match &self.cfg.workload_api_socket {
-            Some(path) => Some(crate::spawn_workload_api(self.identity_source()?, path)?),
+            Some(path) => Some(crate::spawn_workload_api_with(
+                self.identity_source()?,
+                path,
+                crate::WorkloadApiLimits {
+                    max_connections: self.cfg.workload_api_max_connections,
+                    max_connections_per_uid: self.cfg.workload_api_max_connections_per_uid,
+                    idle_timeout: Duration::from_secs(self.cfg.workload_api_idle_timeout),
+                },
+            )?),
             None => None,
         };
         let interval = Duration::from_secs(self.cfg.interval.max(1));

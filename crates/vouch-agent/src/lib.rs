@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod caller;
 mod client;
 mod error;
 mod tee;
@@ -18,12 +19,14 @@ mod tpm;
 mod workload_api;
 
 pub use agent::{Agent, AgentConfig, Enrollment, NodeStatus};
+pub use caller::{Caller, CallerChanged};
 pub use client::VerifierClient;
 pub use error::AgentError;
 pub use tee::{TeeConfig, TeeReportBlob, report as tee_report};
 #[cfg(feature = "tpm")]
 pub use tpm::{Tpm, TpmConfig, TpmIdentity, TpmQuote};
 pub use workload_api::{
-    IdentitySource, SECURITY_HEADER, WorkloadApiHandle, caller_selectors, channel, connect, proto,
-    request, serve_workload_api, spawn_workload_api,
+    CallerInfo, IdentitySource, SECURITY_HEADER, WorkloadApiHandle, WorkloadApiLimits, caller_selectors,
+    channel, connect, proto, request, serve_workload_api, spawn_workload_api,
+    spawn_workload_api_with,
 };

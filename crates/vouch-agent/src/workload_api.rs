@@ -20,7 +20,6 @@ use tokio::net::unix::UCred;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use vouch_core::ErrorKind;
@@ -28,6 +27,7 @@ use vouch_core::wire::{JwtSvidRequest, SvidRequest, svid_signing_input};
 use vouch_evidence::AgentKey;
 use vouch_identity::{JwtSvidValidator, SpiffeId, TrustDomain};
 
+use crate::caller::Caller;
 use crate::{AgentError, NodeStatus, VerifierClient};
 
 /// The generated protocol types, client and server (`/SpiffeWorkloadAPI/...`).
@@ -56,23 +56,19 @@ fn unix_now() -> u64 {
 /// The `unix:` selectors of a caller: uid, gid, and (when the kernel gave a pid and the
 /// process can be inspected) the executable's path and SHA-256.
 pub fn caller_selectors(cred: &UCred) -> Vec<String> {
-    let mut out = vec![
-        format!("unix:uid:{}", cred.uid()),
-        format!("unix:gid:{}", cred.gid()),
-    ];
-    if let Some(pid) = cred.pid().filter(|p| *p > 0) {
-        let exe = format!("/proc/{pid}/exe");
-        if let Ok(path) = std::fs::read_link(&exe) {
-            out.push(format!("unix:path:{}", path.display()));
-        }
-        // Hash through /proc/<pid>/exe: the file the process runs, even if it was replaced
-        // or removed since.
-        if let Ok(digest) = vouch_evidence::sha256_file(Path::new(&exe)) {
-            out.push(format!("unix:sha256:{digest}"));
-        }
-    }
-    out
+    let c = Caller::pin(cred.uid(), cred.gid(), cred.pid());
+    c.selectors().unwrap_or_else(|_| {
+        vec![
+            format!("unix:uid:{}", cred.uid()),
+            format!("unix:gid:{}", cred.gid()),
+        ]
+    })
 }
+
+/// The caller behind a Workload API connection, pinned when it was accepted (see
+/// [`Caller`]); tonic puts it in every request's extensions.
+#[derive(Debug, Clone)]
+pub struct CallerInfo(Arc<Caller>);
 
 /// X.509-SVIDs issued to one caller, with the key they certify.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,15 +428,21 @@ fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
     }
 }
 
-fn selectors_of<T>(req: &Request<T>) -> Result<Vec<String>, Status> {
-    let cred = req
-        .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
+fn caller_of<T>(req: &Request<T>) -> Result<Arc<Caller>, Status> {
+    req.extensions()
+        .get::<CallerInfo>()
+        .map(|c| c.0.clone())
         .ok_or_else(|| {
             Status::permission_denied("the caller's credentials are unknown (not a Unix socket)")
-        })?;
-    Ok(caller_selectors(&cred))
+        })
+}
+
+/// The caller's selectors, after checking it is still the process that connected.
+fn selectors(caller: &Caller) -> Result<Vec<String>, Status> {
+    caller.selectors().map_err(|e| {
+        tracing::warn!("Workload API: {e}; nothing issued");
+        Status::permission_denied(format!("{e}: reconnect"))
+    })
 }
 
 fn json_to_struct(v: &serde_json::Value) -> prost_types::Struct {
@@ -537,9 +539,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<proto::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_header(&req)?;
-        let selectors = selectors_of(&req)?;
-        let first = self.src.x509(&selectors).await?;
-        tracing::info!(?selectors, svids = first.svids.len(), "X.509-SVIDs served");
+        let caller = caller_of(&req)?;
+        let sel = selectors(&caller)?;
+        let first = self.src.x509(&sel).await?;
+        // Issued for the process that connected: it must still be that process to get them.
+        selectors(&caller)?;
+        tracing::info!(selectors = ?sel, svids = first.svids.len(), "X.509-SVIDs served");
         let src = self.src.clone();
         let refresh = |s: &X509Set| Duration::from_secs(s.refresh_at.saturating_sub(unix_now()));
         let status = self.src.status.clone();
@@ -548,9 +553,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
             first.response(),
             move || {
                 let src = src.clone();
-                let selectors = selectors.clone();
+                let caller = caller.clone();
                 async move {
-                    let set = src.x509(&selectors).await?;
+                    let set = src.x509(&selectors(&caller)?).await?;
+                    selectors(&caller)?;
                     Ok((set.response(), refresh(&set)))
                 }
             },
@@ -580,7 +586,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<proto::JwtsvidRequest>,
     ) -> Result<Response<proto::JwtsvidResponse>, Status> {
         check_header(&req)?;
-        let selectors = selectors_of(&req)?;
+        let caller = caller_of(&req)?;
+        let sel = selectors(&caller)?;
         let r = req.into_inner();
         if r.audience.is_empty() || r.audience.iter().any(String::is_empty) {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -589,7 +596,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
             SpiffeId::parse(&r.spiffe_id)
                 .map_err(|e| Status::invalid_argument(format!("spiffe_id: {e}")))?;
         }
-        let issued = self.src.jwt(&selectors, r.audience).await?;
+        let issued = self.src.jwt(&sel, r.audience).await?;
+        selectors(&caller)?;
         let svids: Vec<proto::Jwtsvid> = issued
             .into_iter()
             .filter(|s| r.spiffe_id.is_empty() || s.spiffe_id == r.spiffe_id)
@@ -703,17 +711,166 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener, AgentError> {
     Ok(listener)
 }
 
+/// Limits of the Workload API socket: connections in all and per caller uid (0: no limit), and
+/// how long a connection may make no progress (HTTP/2 keep-alive pings, sent at a quarter of
+/// it, keep a quiet but live stream open: the caller's answers count as progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkloadApiLimits {
+    /// Most connections held at once.
+    pub max_connections: usize,
+    /// Most connections held at once by processes of one uid.
+    pub max_connections_per_uid: usize,
+    /// How long a connection may make no progress before it is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for WorkloadApiLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            max_connections_per_uid: 128,
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A caller's connection: the socket, watched for stalls, holding its slot, and the process
+/// pinned when it was accepted.
+struct CallerConn(vouch_net::Guarded<tokio::net::UnixStream>, Arc<Caller>);
+
+impl tonic::transport::server::Connected for CallerConn {
+    type ConnectInfo = CallerInfo;
+
+    fn connect_info(&self) -> CallerInfo {
+        CallerInfo(self.1.clone())
+    }
+}
+
+impl tokio::io::AsyncRead for CallerConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CallerConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+/// Accepted callers, each given a slot by uid (a caller over its uid's share, or past the
+/// total, is closed at once), as the stream tonic serves.
+struct Callers {
+    listener: tokio::net::UnixListener,
+    limiter: vouch_net::ConnLimiter<u32>,
+    idle: Duration,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    refused_logged: Option<std::time::Instant>,
+}
+
+impl Stream for Callers {
+    type Item = Result<CallerConn, std::io::Error>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if let Some(p) = &mut this.pause {
+                if p.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.pause = None;
+            }
+            let stream = match this.listener.poll_accept(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok((s, _))) => s,
+                Poll::Ready(Err(e)) if vouch_net::is_resource_exhaustion(&e) => {
+                    tracing::warn!("Workload API: accepting a connection: {e}; pausing 100 ms");
+                    this.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(100))));
+                    continue;
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!("Workload API: accepting a connection: {e}");
+                    continue;
+                }
+            };
+            let Ok(cred) = stream.peer_cred() else {
+                tracing::debug!("Workload API: a caller without credentials; closed");
+                continue;
+            };
+            match this.limiter.try_acquire(cred.uid()) {
+                Ok(permit) => {
+                    // Pinned now, at accept: what the caller is from here on is checked
+                    // against this before every issuance.
+                    let caller = Caller::pin(cred.uid(), cred.gid(), cred.pid());
+                    let io = vouch_net::Guarded::new(stream, Some(this.idle)).holding(permit);
+                    return Poll::Ready(Some(Ok(CallerConn(io, Arc::new(caller)))));
+                }
+                Err(why) => {
+                    if this
+                        .refused_logged
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                    {
+                        this.refused_logged = Some(std::time::Instant::now());
+                        tracing::warn!(uid = cred.uid(), "Workload API connection refused: {why}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn serve(
     src: IdentitySource,
     listener: tokio::net::UnixListener,
+    limits: WorkloadApiLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
+    let idle = limits.idle_timeout.max(Duration::from_secs(4));
+    let callers = Callers {
+        listener,
+        limiter: vouch_net::ConnLimiter::new(
+            limits.max_connections,
+            limits.max_connections_per_uid,
+        ),
+        idle,
+        pause: None,
+        refused_logged: None,
+    };
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(idle / 4))
+        .http2_keepalive_timeout(Some(idle / 4))
+        .max_concurrent_streams(Some(64))
+        .http2_max_header_list_size(Some(16 * 1024))
+        .http2_max_pending_accept_reset_streams(Some(32))
+        .timeout(Duration::from_secs(60))
         .add_service(SpiffeWorkloadApiServer::new(WorkloadApi { src }))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(callers, shutdown)
         .await
         .map_err(|e| AgentError::Config(format!("Workload API server: {e}")))
 }
@@ -724,9 +881,10 @@ async fn serve(
 pub async fn serve_workload_api(
     src: IdentitySource,
     path: &Path,
+    limits: WorkloadApiLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
-    serve(src, bind(path)?, shutdown).await
+    serve(src, bind(path)?, limits, shutdown).await
 }
 
 /// A Workload API served in the background; stopped by [`WorkloadApiHandle::stop`] or when
@@ -766,9 +924,18 @@ pub fn spawn_workload_api(
     src: IdentitySource,
     path: &Path,
 ) -> Result<WorkloadApiHandle, AgentError> {
+    spawn_workload_api_with(src, path, WorkloadApiLimits::default())
+}
+
+/// [`spawn_workload_api`] with its limits.
+pub fn spawn_workload_api_with(
+    src: IdentitySource,
+    path: &Path,
+    limits: WorkloadApiLimits,
+) -> Result<WorkloadApiHandle, AgentError> {
     let listener = bind(path)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(src, listener, async {
+    let task = tokio::spawn(serve(src, listener, limits, async {
         let _ = stopped.await;
     }));
     Ok(WorkloadApiHandle {

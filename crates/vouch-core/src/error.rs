@@ -68,6 +68,20 @@ pub enum ErrorKind {
     QuorumDisagrees,
     /// The workload, node or key was revoked (`vouch revoke`); nothing more is accepted for it.
     Revoked,
+    /// No route serves this path.
+    RouteNotFound,
+    /// The route exists but does not take this HTTP method.
+    MethodNotAllowed,
+    /// The request (headers and body) did not arrive, or was not answered, within the
+    /// verifier's request timeout.
+    RequestTimeout,
+    /// The request's URI is longer than the verifier accepts.
+    UriTooLong,
+    /// The request's header section is larger than the verifier accepts.
+    HeadersTooLarge,
+    /// The verifier holds as many connections or requests as it accepts (in all, or from
+    /// this client); retry later.
+    Overloaded,
 }
 
 impl ErrorKind {
@@ -103,12 +117,18 @@ impl ErrorKind {
             Self::TeeEvidence => "tee_evidence",
             Self::QuorumUnavailable => "quorum_unavailable",
             Self::QuorumDisagrees => "quorum_disagrees",
+            Self::RouteNotFound => "route_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::Overloaded => "overloaded",
         }
     }
 
     /// Parse the wire form back into a kind (unknown strings give `None`).
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 29] = [
+        const ALL: [ErrorKind; 35] = [
             ErrorKind::MalformedRequest,
             ErrorKind::BodyTooLarge,
             ErrorKind::NonceInvalid,
@@ -138,6 +158,12 @@ impl ErrorKind {
             ErrorKind::TeeEvidence,
             ErrorKind::QuorumUnavailable,
             ErrorKind::QuorumDisagrees,
+            ErrorKind::RouteNotFound,
+            ErrorKind::MethodNotAllowed,
+            ErrorKind::RequestTimeout,
+            ErrorKind::UriTooLong,
+            ErrorKind::HeadersTooLarge,
+            ErrorKind::Overloaded,
         ];
         ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -146,9 +172,27 @@ impl ErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::StoreUnavailable | Self::Internal | Self::QuorumUnavailable
+            Self::StoreUnavailable
+                | Self::Internal
+                | Self::QuorumUnavailable
+                | Self::RequestTimeout
+                | Self::Overloaded
         )
     }
+}
+
+/// At most `max` bytes of `s` (cut at a character boundary), followed by how long it was when
+/// it was longer: for putting a value a client sent into an error message or a log line
+/// without echoing a megabyte of it.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &s[..end], s.len()))
 }
 
 impl fmt::Display for ErrorKind {
@@ -167,9 +211,25 @@ mod tests {
             ErrorKind::NonceReused,
             ErrorKind::Internal,
             ErrorKind::TokenReused,
+            ErrorKind::RouteNotFound,
+            ErrorKind::MethodNotAllowed,
+            ErrorKind::RequestTimeout,
+            ErrorKind::UriTooLong,
+            ErrorKind::HeadersTooLarge,
+            ErrorKind::Overloaded,
         ] {
             assert_eq!(ErrorKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(ErrorKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn clip_cuts_long_values_at_a_character_boundary() {
+        assert_eq!(clip("short", 8), "short");
+        let long = "é".repeat(1000);
+        let c = clip(&long, 301);
+        assert!(c.starts_with(&"é".repeat(150)), "{c}");
+        assert!(c.ends_with("… (2000 bytes in all)"), "{c}");
+        assert!(c.len() < 330);
     }
 }

@@ -21,7 +21,7 @@ pub use ear::{
     ArStatus, EAR_PROFILE, Ear, SUBMOD_NAME, Submod, TrustClaim, TrustTier, TrustVector,
     VerifierId, tier_of,
 };
-pub use error::ErrorKind;
+pub use error::{ErrorKind, clip};
 pub use evidence::{
     ComponentView, CompositePayload, Evidence, EvidenceKind, FileMeasurement, ImaSlice,
     ListeningSocket, MAX_EVIDENCE_BYTES, OsRelease, ProcessInfo, SoftwareMeasurements, TeePayload,

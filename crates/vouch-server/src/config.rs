@@ -60,6 +60,26 @@ pub struct ServerConfig {
     pub deadline_intervals: u64,
     /// Largest request body accepted, bytes.
     pub body_limit: usize,
+    /// Most connections held open at once (0: no limit). Past it, new connections are closed
+    /// at once until one ends.
+    pub max_connections: usize,
+    /// Most connections held open at once from one client IP address (0: no limit), so one
+    /// client cannot take every slot. Agents behind one NAT share this.
+    pub max_connections_per_client: usize,
+    /// Seconds a client gets to complete the TLS handshake.
+    pub handshake_timeout: u64,
+    /// Seconds a client gets to send a request's headers, and that a kept-alive connection
+    /// may wait for its next request.
+    pub header_read_timeout: u64,
+    /// Seconds a request gets, from its headers to its answer (its body included); it is
+    /// answered `408 request_timeout` after that.
+    pub request_timeout: u64,
+    /// Seconds a connection may make no progress at all (a client that stops reading its
+    /// answer) before it is closed.
+    pub idle_timeout: u64,
+    /// Largest request header section (request line and headers), bytes; larger ones are
+    /// answered `431 headers_too_large`.
+    pub max_header_bytes: usize,
     /// Algorithm for newly generated result-signing keys.
     pub signing_alg: SigningAlg,
     /// Seconds a retired signing key stays in the JWKS, so results it signed still verify.
@@ -149,6 +169,13 @@ impl Default for ServerConfig {
             spiffe_dir: None,
             gossip: None,
             quorum: None,
+            max_connections: 1024,
+            max_connections_per_client: 128,
+            handshake_timeout: 10,
+            header_read_timeout: 15,
+            request_timeout: 30,
+            idle_timeout: 60,
+            max_header_bytes: 64 * 1024,
             tee_roots_dir: None,
             tee_collateral_dir: None,
         }
@@ -168,6 +195,19 @@ impl ServerConfig {
         self.database
             .clone()
             .unwrap_or_else(|| self.data_dir.join("vouch.db"))
+    }
+
+    /// The limits of the API listener.
+    pub(crate) fn listener_limits(&self) -> crate::listener::Limits {
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        crate::listener::Limits {
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            handshake_timeout: secs(self.handshake_timeout),
+            header_read_timeout: secs(self.header_read_timeout),
+            idle_timeout: secs(self.idle_timeout),
+            max_header_bytes: self.max_header_bytes,
+        }
     }
 
     /// Seconds after an attestation at which its workload is overdue.

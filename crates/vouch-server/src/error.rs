@@ -6,6 +6,9 @@ use axum::response::{IntoResponse, Response};
 use vouch_core::ErrorKind;
 use vouch_core::wire::{ErrorBody, ErrorDetail};
 
+/// The longest error message the verifier answers or logs, bytes.
+pub const MAX_MESSAGE: usize = 512;
+
 /// An API error: a stable kind and a message that says what went wrong and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
@@ -17,12 +20,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// A new error.
+    /// A new error. Messages longer than [`MAX_MESSAGE`] bytes are cut: they may quote what a
+    /// client sent, and neither the answer nor the log should carry a megabyte of it.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
+        let message = message.into();
+        let message = match vouch_core::clip(&message, MAX_MESSAGE) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(m) => m,
+        };
+        Self { kind, message }
     }
 
     /// The HTTP status for a kind.
@@ -36,9 +42,13 @@ impl ApiError {
             | TeeEvidence | Unauthenticated => StatusCode::UNAUTHORIZED,
             NonceReused | TokenReused | QuorumDisagrees => StatusCode::CONFLICT,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            NotFound => StatusCode::NOT_FOUND,
+            NotFound | RouteNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            UriTooLong => StatusCode::URI_TOO_LONG,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             NotAttested | NoIdentity | Revoked => StatusCode::FORBIDDEN,
-            StoreUnavailable | QuorumUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            StoreUnavailable | QuorumUnavailable | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

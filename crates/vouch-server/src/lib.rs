@@ -14,6 +14,7 @@ mod config;
 mod error;
 mod federation;
 mod keys;
+mod listener;
 mod pages;
 pub mod quorum;
 mod revocation;
@@ -74,7 +75,7 @@ pub struct RunningServer {
     pub base_url: String,
     /// The CA certificate clients should trust, when the verifier generated its own.
     pub ca_cert: Option<PathBuf>,
-    handle: axum_server::Handle<SocketAddr>,
+    stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -82,7 +83,7 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stop accepting connections, finish in-flight requests (up to 5 s), and return.
     pub async fn shutdown(self) {
-        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        let _ = self.stop.send(true);
         for b in &self.background {
             b.abort();
         }
@@ -259,30 +260,23 @@ pub async fn start_with_store(
     }
     let state = Arc::new(state);
     let app = routes::router(state.clone());
-    let handle = axum_server::Handle::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let task = match tls {
-        Some(tls) => {
-            let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-            let server =
-                axum_server::tls_rustls::from_tcp_rustls(listener, rc).map_err(|source| {
-                    ServerError::Io {
-                        what: "starting TLS listener".into(),
-                        source,
-                    }
-                })?;
-            let h = handle.clone();
-            tokio::spawn(async move { server.handle(h).serve(app.into_make_service()).await })
-        }
-        None => {
-            let server = axum_server::from_tcp(listener).map_err(|source| ServerError::Io {
-                what: "starting listener".into(),
-                source,
-            })?;
-            let h = handle.clone();
-            tokio::spawn(async move { server.handle(h).serve(app.into_make_service()).await })
-        }
-    };
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        .map_err(|source| ServerError::Io {
+            what: "starting listener".into(),
+            source,
+        })?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(listener::serve(
+        listener,
+        tls.map(|t| tokio_rustls::TlsAcceptor::from(Arc::new(t))),
+        app,
+        cfg.listener_limits(),
+        state.clone(),
+        stopped,
+    ));
 
     let sweeper = {
         let st = state.clone();
@@ -333,7 +327,7 @@ pub async fn start_with_store(
         addr,
         base_url: format!("{scheme}://{addr}"),
         ca_cert,
-        handle,
+        stop,
         task,
         background: {
             let mut b = vec![sweeper, key_watch];

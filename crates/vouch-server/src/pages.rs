@@ -129,6 +129,26 @@ pub(crate) async fn metrics(st: &State) -> String {
     }
     let _ = writeln!(
         s,
+        "# HELP vouch_connections_total Connections accepted on the API listener."
+    );
+    let _ = writeln!(s, "# TYPE vouch_connections_total counter");
+    let _ = writeln!(
+        s,
+        "vouch_connections_total {}",
+        m.connections.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# HELP vouch_connections_refused_total Connections closed at once: the server, or their client, held its maximum."
+    );
+    let _ = writeln!(s, "# TYPE vouch_connections_refused_total counter");
+    let _ = writeln!(
+        s,
+        "vouch_connections_refused_total {}",
+        m.connections_refused.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
         "# HELP vouch_overdue_total Workloads marked contraindicated for missing their deadline."
     );
     let _ = writeln!(s, "# TYPE vouch_overdue_total counter");

@@ -58,6 +58,66 @@ async fn count_refusals(
     res
 }
 
+async fn no_route(req: Request) -> Response {
+    with_kind(ApiError::new(
+        ErrorKind::RouteNotFound,
+        format!(
+            "no route {}; see /openapi.json",
+            vouch_core::clip(req.uri().path(), 200)
+        ),
+    ))
+}
+
+async fn wrong_method(req: Request) -> Response {
+    with_kind(ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!(
+            "{} does not take {}; see /openapi.json",
+            vouch_core::clip(req.uri().path(), 200),
+            vouch_core::clip(req.method().as_str(), 20)
+        ),
+    ))
+}
+
+/// The safety net under "every error is the documented JSON error": an error answer that is
+/// not JSON (an extractor's plain-text rejection) becomes one, with a kind for its status and
+/// its text, clipped, as the message.
+async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let kind = match status {
+        StatusCode::NOT_FOUND => ErrorKind::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorKind::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::BodyTooLarge,
+        StatusCode::REQUEST_TIMEOUT => ErrorKind::RequestTimeout,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthenticated,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Overloaded,
+        s if s.is_client_error() => ErrorKind::MalformedRequest,
+        _ => ErrorKind::Internal,
+    };
+    let text = axum::body::to_bytes(res.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("refused").to_string()
+    } else {
+        text
+    };
+    let mut r = with_kind(ApiError::new(kind, message));
+    // Keep the status the route chose.
+    *r.status_mut() = status;
+    r
+}
+
 fn with_kind(e: ApiError) -> Response {
     let kind = e.kind;
     let mut r = e.into_response();
@@ -91,11 +151,18 @@ pub(crate) fn router(state: S) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/", get(dashboard))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_refusals,
         ))
-        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            std::time::Duration::from_secs(state.cfg.request_timeout.max(1)),
+            crate::listener::request_timeout,
+        ))
         .with_state(state)
 }
 

@@ -39,6 +39,10 @@ pub(crate) struct Metrics {
     pub results: [AtomicU64; 4],
     pub refusals: Mutex<BTreeMap<&'static str, u64>>,
     pub overdue: AtomicU64,
+    /// Connections accepted (and given a slot).
+    pub connections: AtomicU64,
+    /// Connections closed at once because the server, or their client, held its maximum.
+    pub connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -321,7 +325,7 @@ impl State {
                 format!(
                     "evidence names key {:?}, which is not enrolled here (or was revoked); \
                      enroll the agent with a join token from `vouch token create`",
-                    ev.key_id
+                    vouch_core::clip(&ev.key_id, 64)
                 ),
             )
         })?;

@@ -77,7 +77,7 @@ impl State {
         let key = self.store.agent_key(key_id).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorKind::UnknownKey,
-                format!("key {key_id:?} is not enrolled"),
+                format!("key {:?} is not enrolled", vouch_core::clip(key_id, 64)),
             )
         })?;
         let msg = svid_signing_input(key_id, workload, bound, selectors);

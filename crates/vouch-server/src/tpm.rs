@@ -55,7 +55,10 @@ impl State {
         let key = self.store.agent_key(key_id).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorKind::UnknownKey,
-                format!("key {key_id:?} is not enrolled; enroll the agent with a join token first"),
+                format!(
+                    "key {:?} is not enrolled; enroll the agent with a join token first",
+                    vouch_core::clip(key_id, 64)
+                ),
             )
         })?;
         if !verify_ed25519(&key.public_key, msg, sig) {

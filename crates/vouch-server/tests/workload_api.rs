@@ -358,3 +358,206 @@ async fn a_new_entry_reaches_an_open_stream_at_the_next_attestation() {
         ["spiffe://vouch.local/svc/a", "spiffe://vouch.local/svc/b"]
     );
 }
+
+/// The two other processes of the exec race, run from this test binary: `connector` connects
+/// to the Workload API, hands the connection to a child (`user`), then execs the target
+/// binary; `user` waits until its parent runs the target, then asks for SVIDs on the inherited
+/// connection and prints what it got. Without `VOUCH_RACE_ROLE` this does nothing.
+#[test]
+fn exec_race_role() {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, IntoRawFd as _};
+    use std::os::unix::process::CommandExt as _;
+    let Ok(role) = std::env::var("VOUCH_RACE_ROLE") else {
+        return;
+    };
+    let sock = std::env::var("VOUCH_RACE_SOCK").unwrap();
+    let target = std::env::var("VOUCH_RACE_TARGET").unwrap();
+    match role.as_str() {
+        "connector" => {
+            let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+            let fd = s.into_raw_fd();
+            // SAFETY: clearing FD_CLOEXEC on a descriptor this process owns.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "exec_race_role", "--nocapture", "--test-threads=1"])
+                .env("VOUCH_RACE_ROLE", "user")
+                .env("VOUCH_RACE_FD", fd.to_string())
+                .spawn()
+                .unwrap();
+            if std::env::var("VOUCH_RACE_EXEC").as_deref() == Ok("1") {
+                let e = std::process::Command::new(&target).arg("20").exec();
+                panic!("exec {target}: {e}");
+            }
+            std::thread::sleep(std::time::Duration::from_secs(20));
+            std::process::exit(0);
+        }
+        "user" => {
+            let fd: i32 = std::env::var("VOUCH_RACE_FD").unwrap().parse().unwrap();
+            let parent = std::os::unix::process::parent_id();
+            if std::env::var("VOUCH_RACE_EXEC").as_deref() == Ok("1") {
+                let t = std::time::Instant::now();
+                while std::fs::read_link(format!("/proc/{parent}/exe")).ok()
+                    != Some(std::path::PathBuf::from(&target))
+                {
+                    assert!(t.elapsed().as_secs() < 10, "the parent never exec'd");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            // SAFETY: the descriptor was inherited from the parent and is used only here.
+            let s = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+            s.set_nonblocking(true).unwrap();
+            let _ = s.as_raw_fd();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(
+                    tokio::net::UnixStream::from_std(s).unwrap(),
+                )));
+                let channel = tonic::transport::Endpoint::from_static("http://localhost")
+                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                        let s = slot.lock().unwrap().take();
+                        async move {
+                            s.map(hyper_util::rt::TokioIo::new)
+                                .ok_or_else(|| std::io::Error::other("connection used"))
+                        }
+                    }))
+                    .await
+                    .unwrap();
+                let mut c = proto::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel);
+                match c.fetch_x509svid(request(proto::X509svidRequest {})).await {
+                    Ok(r) => {
+                        let first = r.into_inner().next().await;
+                        match first {
+                            Some(Ok(m)) => {
+                                println!("RACE X509 count {}", m.svids.len());
+                                for s in m.svids {
+                                    println!("RACE X509 {}", s.spiffe_id);
+                                }
+                            }
+                            Some(Err(s)) => println!("RACE X509 {:?} {}", s.code(), s.message()),
+                            None => println!("RACE X509 none"),
+                        }
+                    }
+                    Err(s) => println!("RACE X509 {:?} {}", s.code(), s.message()),
+                }
+                match c
+                    .fetch_jwtsvid(request(proto::JwtsvidRequest {
+                        audience: vec!["db".into()],
+                        spiffe_id: String::new(),
+                    }))
+                    .await
+                {
+                    Ok(r) => {
+                        for s in r.into_inner().svids {
+                            println!("RACE JWT {}", s.spiffe_id);
+                        }
+                    }
+                    Err(s) => println!("RACE JWT {:?} {}", s.code(), s.message()),
+                }
+            });
+            std::process::exit(0);
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Run the race: a connector process that (with `exec`) becomes `target` after handing its
+/// connection to a child; what the child printed.
+fn run_race(sock: &std::path::Path, target: &std::path::Path, exec: bool) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "exec_race_role", "--nocapture", "--test-threads=1"])
+        .env("VOUCH_RACE_ROLE", "connector")
+        .env("VOUCH_RACE_SOCK", sock)
+        .env("VOUCH_RACE_TARGET", target)
+        .env("VOUCH_RACE_EXEC", if exec { "1" } else { "0" })
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child keeps our pipe open until it has printed; the connector sleeps 20 s, so read
+    // lines until the child has printed both answers.
+    use std::io::BufRead as _;
+    let mut lines = Vec::new();
+    let mut child = out;
+    let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    for line in reader.lines() {
+        let line = line.unwrap();
+        // libtest may print "test exec_race_role ... " before the child's first line.
+        if let Some(i) = line.find("RACE ") {
+            let line = line[i..].to_string();
+            let done = line.starts_with("RACE JWT");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines.join("\n")
+}
+
+/// Issue 12: a caller that connects, hands the connection to a child and execs another binary
+/// gets nothing for that binary — the connection was pinned to the process as it connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_a_caller_that_execs_after_connecting_gets_no_svid_for_the_new_binary() {
+    let h = common::Harness::new(|_| {}).await;
+    let sock = h.path("agent/api.sock");
+    let mut agent = h
+        .agent_with("svc", |c| c.workload_api_socket = Some(sock.clone()))
+        .await;
+    h.trust(&mut agent).await;
+    let _api = vouch_agent::spawn_workload_api(agent.identity_source().unwrap(), &sock).unwrap();
+    // The target: a binary of its own path that an entry grants an identity to.
+    let target = h.path("target-sleep");
+    std::fs::copy("/bin/sleep", &target).unwrap();
+    let sha = vouch_evidence::sha256_file(&target).unwrap();
+    add_entry(
+        &h,
+        "spiffe://vouch.local/target",
+        &[
+            "vouch:workload:svc".into(),
+            format!("unix:path:{}", target.display()),
+            format!("unix:sha256:{sha}"),
+        ],
+    )
+    .await;
+    // And this test binary (the connector before its exec) its own identity.
+    add_entry(
+        &h,
+        "spiffe://vouch.local/tests",
+        &[
+            "vouch:workload:svc".into(),
+            format!("unix:sha256:{}", my_exe_sha256()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        vouch_core::ArStatus::Affirming
+    );
+
+    // Without the exec, the child on the inherited connection gets the connector's identity:
+    // the set-up works.
+    let sock2 = sock.clone();
+    let target2 = target.clone();
+    let control = tokio::task::spawn_blocking(move || run_race(&sock2, &target2, false))
+        .await
+        .unwrap();
+    assert!(
+        control.contains("RACE X509 spiffe://vouch.local/tests")
+            && control.contains("RACE JWT spiffe://vouch.local/tests"),
+        "{control}"
+    );
+    // With the exec: nothing, and never the target's identity.
+    let raced = tokio::task::spawn_blocking(move || run_race(&sock, &target, true))
+        .await
+        .unwrap();
+    assert!(!raced.contains("vouch.local/target"), "{raced}");
+    assert!(
+        raced.contains("RACE X509 PermissionDenied") && raced.contains("RACE JWT PermissionDenied"),
+        "{raced}"
+    );
+    assert!(raced.contains("now runs"), "{raced}");
+}

@@ -161,6 +161,21 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+impl Command {
+    /// Whether this command runs a server, an agent or a gossip member: anything that holds
+    /// sockets other processes can hang up on, so SIGPIPE must stay ignored.
+    pub fn serves_sockets(&self) -> bool {
+        matches!(
+            self,
+            Self::Server { .. }
+                | Self::Agent { .. }
+                | Self::Dev(_)
+                | Self::Bench(_)
+                | Self::Rp(RpCmd::Watch(_))
+        )
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RevocationsArgs {
     /// Only records above this epoch.

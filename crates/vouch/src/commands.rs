@@ -44,7 +44,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tee(cmd) => crate::tee::run(cmd, json),
         Command::Key(cmd) => key(file, cmd, json).await,
         Command::Tpm(cmd) => crate::tpm::run(cmd, json),
-        Command::Dev(args) => crate::dev::run(args, json).await,
+        Command::Dev(args) => crate::dev::run(args, &file, json).await,
         Command::Bench(args) => crate::bench::run(args, json).await,
     }
 }

@@ -89,7 +89,7 @@ async fn dev_entry(store: &dyn Store, trust_domain: &str) -> Result<String> {
     Ok(id.to_string())
 }
 
-pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
+pub async fn run(args: DevArgs, file: &crate::config::FileConfig, json: bool) -> Result<ExitCode> {
     let dir = &args.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
@@ -102,10 +102,20 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
             ([127, 0, 0, 1], 8443).into()
         }
     });
+    // Dev mode is the defaults, but for the listeners' limits, which the configuration (file
+    // or `VOUCH_SERVER_*`/`VOUCH_AGENT_*`) may set as for a real deployment.
+    let limits = &file.server;
     let cfg = ServerConfig {
         listen,
         data_dir: dir.join("server"),
         attest_interval: args.interval,
+        max_connections: limits.max_connections,
+        max_connections_per_client: limits.max_connections_per_client,
+        handshake_timeout: limits.handshake_timeout,
+        header_read_timeout: limits.header_read_timeout,
+        request_timeout: limits.request_timeout,
+        idle_timeout: limits.idle_timeout,
+        max_header_bytes: limits.max_header_bytes,
         ..ServerConfig::default()
     };
     let store = vouch_server::open_store(&cfg).await?;
@@ -142,6 +152,9 @@ pub async fn run(args: DevArgs, json: bool) -> Result<ExitCode> {
         result_audience: Some(AUDIENCE.into()),
         interval: args.interval,
         workload_api_socket: Some(agent_dir.join("api.sock")),
+        workload_api_max_connections: file.agent.workload_api_max_connections,
+        workload_api_max_connections_per_uid: file.agent.workload_api_max_connections_per_uid,
+        workload_api_idle_timeout: file.agent.workload_api_idle_timeout,
         trust_domain: cfg.trust_domain.clone(),
         ..AgentConfig::default()
     })

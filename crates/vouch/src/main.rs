@@ -12,14 +12,28 @@ mod tpm;
 
 use clap::Parser;
 
-fn main() -> std::process::ExitCode {
-    // Behave like other Unix tools when the reader of our output goes away (`vouch … | head`):
-    // end quietly instead of panicking on a broken pipe.
-    // SAFETY: called first, before any thread exists; SIG_DFL is always a valid disposition.
+/// Whether stdout is a pipe or a socket (`vouch … | head`), not a terminal or a file.
+fn stdout_is_pipe() -> bool {
+    // SAFETY: fstat on fd 1 with a zeroed stat buffer it fills; no memory is shared.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(1, &mut st) == 0
+            && matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK)
     }
+}
+
+fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    // A process that serves sockets keeps SIGPIPE ignored (as the Rust runtime sets it): a
+    // client that hangs up makes one write fail with EPIPE, and only that connection ends.
+    // A short command printing into a pipe behaves like other Unix tools when the reader goes
+    // away (`vouch … | head`): it ends quietly instead of panicking on a broken pipe.
+    if !cli.command.serves_sockets() && stdout_is_pipe() {
+        // SAFETY: called before any thread exists; SIG_DFL is always a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOUCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level()));
     tracing_subscriber::fmt()
