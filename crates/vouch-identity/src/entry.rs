@@ -93,6 +93,13 @@ impl Entry {
         if ttl == 0 {
             return Err(IdentityError::SpiffeId("ttl must be positive".into()));
         }
+        if spiffe_id.path().starts_with(crate::VERIFIER_PATH_PREFIX) {
+            return Err(IdentityError::SpiffeId(format!(
+                "{spiffe_id} is under {}, the verifiers' own signing identities: \
+                 no entry may grant it",
+                crate::VERIFIER_PATH_PREFIX
+            )));
+        }
         let mut selectors = selectors;
         selectors.sort();
         selectors.dedup();

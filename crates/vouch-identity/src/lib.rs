@@ -18,4 +18,4 @@ pub use hsm::{Pkcs11Config, Pkcs11Key, pkcs11_context};
 pub use jwt::{JwtSvidClaims, JwtSvidSigner, JwtSvidValidator};
 pub use rotation::CaSet;
 pub use spiffe_id::{SpiffeId, TrustDomain};
-pub use x509::{SvidCa, bundle_jwks, cert_to_pem};
+pub use x509::{DOCUMENT_SIGNING_EKU, SvidCa, VERIFIER_PATH_PREFIX, bundle_jwks, cert_to_pem};

@@ -209,13 +209,68 @@ impl SvidCa {
     /// Issue an X.509-SVID for `id` to the holder of the key in `spki_der` (SubjectPublicKeyInfo),
     /// valid `ttl` seconds from `now`: exactly one URI SAN (critical, the subject is empty),
     /// `cA=false`, KeyUsage digitalSignature (critical, no keyCertSign/cRLSign), EKU serverAuth
-    /// and clientAuth.
+    /// and clientAuth. IDs under [`VERIFIER_PATH_PREFIX`] are refused: those are the verifiers'
+    /// own, certified only by [`SvidCa::issue_verifier`].
     pub fn issue(
         &self,
         id: &SpiffeId,
         spki_der: &[u8],
         ttl: u64,
         now: u64,
+    ) -> Result<Vec<u8>, IdentityError> {
+        if id.path().starts_with(VERIFIER_PATH_PREFIX) {
+            return Err(x(format!(
+                "{id} is under {VERIFIER_PATH_PREFIX}, the verifiers' own signing identities: \
+                 no workload SVID is issued there"
+            )));
+        }
+        self.issue_with(
+            id,
+            spki_der,
+            ttl,
+            now,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
+    }
+
+    /// Certify a verifier replica's result-signing key as `id` (under
+    /// [`VERIFIER_PATH_PREFIX`]): as [`SvidCa::issue`], but with the one EKU
+    /// id-kp-documentSigning (RFC 9336, [`DOCUMENT_SIGNING_EKU`]) and no TLS use. Relying parties
+    /// accept results, revocation records and heads only from certificates with that EKU, which
+    /// no workload SVID carries.
+    pub fn issue_verifier(
+        &self,
+        id: &SpiffeId,
+        spki_der: &[u8],
+        ttl: u64,
+        now: u64,
+    ) -> Result<Vec<u8>, IdentityError> {
+        if !id.path().starts_with(VERIFIER_PATH_PREFIX) {
+            return Err(x(format!(
+                "{id} is not under {VERIFIER_PATH_PREFIX}: not a verifier identity"
+            )));
+        }
+        self.issue_with(
+            id,
+            spki_der,
+            ttl,
+            now,
+            vec![ExtendedKeyUsagePurpose::Other(
+                DOCUMENT_SIGNING_EKU.to_vec(),
+            )],
+        )
+    }
+
+    fn issue_with(
+        &self,
+        id: &SpiffeId,
+        spki_der: &[u8],
+        ttl: u64,
+        now: u64,
+        ekus: Vec<ExtendedKeyUsagePurpose>,
     ) -> Result<Vec<u8>, IdentityError> {
         if id.trust_domain() != &self.trust_domain {
             return Err(x(format!(
@@ -228,10 +283,7 @@ impl SvidCa {
         p.subject_alt_names = vec![SanType::URI(id.to_string().try_into().map_err(x)?)];
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        p.extended_key_usages = ekus;
         p.use_authority_key_identifier_extension = true;
         p.not_before = at(now.saturating_sub(30))?;
         // Never outlive the CA: an SVID valid after its issuer is not is refused by verifiers.
@@ -244,6 +296,14 @@ impl SvidCa {
         Ok(p.signed_by(&pk, &self.issuer).map_err(x)?.der().to_vec())
     }
 }
+
+/// The path prefix of verifier replicas' signing identities
+/// (`spiffe://<td>/vouch/verifier/<kid>`): never a workload's.
+pub const VERIFIER_PATH_PREFIX: &str = "/vouch/verifier/";
+
+/// id-kp-documentSigning (1.3.6.1.5.5.7.3.36, RFC 9336): the one EKU of a verifier replica's
+/// certificate, and what relying parties require of the signer of a result or record.
+pub const DOCUMENT_SIGNING_EKU: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 3, 36];
 
 /// PEM of a DER certificate (64-column base64), as `openssl` and most tools expect.
 pub fn cert_to_pem(der: &[u8]) -> String {

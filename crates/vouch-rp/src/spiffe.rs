@@ -169,6 +169,31 @@ impl SpiffeVerifier {
         )
     }
 
+    /// Check the certificate chain of a verifier replica's signature (a result's, a revocation
+    /// record's or head's `x5c`, leaf first) against the trust bundle as of `at` (Unix
+    /// seconds), and return the SPIFFE ID of its leaf. The leaf must carry the EKU
+    /// id-kp-documentSigning (RFC 9336), which the trust domain's CA gives only to verifier
+    /// replicas: a workload's X.509-SVID (serverAuth, clientAuth) signs nothing a relying
+    /// party accepts, whatever its path.
+    pub fn verify_signer_chain(&self, chain: &[Vec<u8>], at: u64) -> Result<SpiffeId, Error> {
+        /// 1.3.6.1.5.5.7.3.36, DER content octets.
+        const DOCUMENT_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x24];
+        let (leaf, rest) = chain
+            .split_first()
+            .ok_or_else(|| bad("empty certificate chain"))?;
+        let leaf = CertificateDer::from(leaf.as_slice());
+        let rest: Vec<CertificateDer<'_>> = rest
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        self.check(
+            &leaf,
+            &rest,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(at)),
+            webpki::KeyUsage::required(DOCUMENT_SIGNING),
+        )
+    }
+
     /// The trust domain this verifier accepts.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain

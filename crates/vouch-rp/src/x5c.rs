@@ -145,9 +145,11 @@ pub(crate) fn signer(
         .map(|c| STANDARD.decode(c))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| malformed("x5c entry is not base64"))?;
-    let signer = bundle
-        .verify_chain(&chain, at)
-        .map_err(|e| RpError::Keys(format!("signer certificate: {e}")))?;
+    let signer = bundle.verify_signer_chain(&chain, at).map_err(|e| {
+        RpError::Keys(format!(
+            "signer certificate (a verifier replica's, with EKU documentSigning): {e}"
+        ))
+    })?;
     if !signer.path().starts_with(VERIFIER_ID_PREFIX) {
         return Err(RpError::Keys(format!(
             "{signer} is not a verifier replica (expected a path under {VERIFIER_ID_PREFIX})"

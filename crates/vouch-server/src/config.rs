@@ -60,6 +60,10 @@ pub struct ServerConfig {
     pub deadline_intervals: u64,
     /// Largest request body accepted, bytes.
     pub body_limit: usize,
+    /// Accept `sample` evidence (development only: it carries no signature, so anyone who
+    /// knows an enrolled key id could submit it). Even then its results are recorded under
+    /// `<node>/sample:<name>`, never as the enrolled workload's status. `vouch dev` sets it.
+    pub allow_sample_evidence: bool,
     /// Most connections held open at once (0: no limit). Past it, new connections are closed
     /// at once until one ends.
     pub max_connections: usize,
@@ -169,6 +173,7 @@ impl Default for ServerConfig {
             spiffe_dir: None,
             gossip: None,
             quorum: None,
+            allow_sample_evidence: false,
             max_connections: 1024,
             max_connections_per_client: 128,
             handshake_timeout: 10,

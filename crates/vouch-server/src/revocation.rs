@@ -43,7 +43,7 @@ pub(crate) fn certify(ca: &CaSet, key: &SigningKey, now: u64) -> Result<ReplicaC
     )
     .map_err(|e| e.to_string())?;
     let der = active
-        .issue(&id, &key.spki_der(), REPLICA_CERT_TTL, now)
+        .issue_verifier(&id, &key.spki_der(), REPLICA_CERT_TTL, now)
         .map_err(|e| format!("certifying the signing key: {e}"))?;
     let until = (now + REPLICA_CERT_TTL).min(active.validity().1);
     Ok(ReplicaCert {

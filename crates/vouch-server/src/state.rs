@@ -319,6 +319,16 @@ impl State {
                 format!("evidence kind {} is not supported", ev.kind.as_str()),
             )
         })?;
+        let sample = ev.kind == vouch_core::EvidenceKind::Sample;
+        if sample && !self.cfg.allow_sample_evidence {
+            // Unsigned: accepting it would let anyone who knows a key id record results for
+            // that key's node.
+            return Err(ApiError::new(
+                ErrorKind::UnsupportedEvidence,
+                "sample evidence is off on this verifier: it carries no signature \
+                 (allow_sample_evidence, for development only)",
+            ));
+        }
         let key = self.store.agent_key(&ev.key_id).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorKind::UnknownKey,
@@ -401,7 +411,12 @@ impl State {
             compiled.appraise_components(&verified.claims, &verified.components)?;
 
         let id = uuid::Uuid::new_v4().to_string();
-        let workload_id = format!("{}/{}", key.node_id, verified.workload_name);
+        // Sample results never stand for the enrolled workload: they are kept apart.
+        let workload_id = if sample {
+            format!("{}/sample:{}", key.node_id, verified.workload_name)
+        } else {
+            format!("{}/{}", key.node_id, verified.workload_name)
+        };
         let expires_at = now + cfg.result_ttl;
         let policy_ref = format!(
             "policy:{}/v{}",
@@ -598,7 +613,12 @@ impl State {
         self.store
             .record_attestation(
                 &rec,
-                now + cfg.deadline_secs(),
+                // A sample result sets no deadline: nothing is expected to follow it.
+                if rec.evidence_kind == vouch_core::EvidenceKind::Sample.as_str() {
+                    i64::MAX as u64
+                } else {
+                    now + cfg.deadline_secs()
+                },
                 Some((&nonce_id, nonce.expires_at(cfg.nonce_ttl) + cfg.clock_skew)),
             )
             .await?;

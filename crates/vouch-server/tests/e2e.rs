@@ -196,22 +196,19 @@ async fn tampered_and_unauthorised_evidence_is_refused_and_never_recorded() {
     };
     assert_eq!(kind(c.attest(&req).await), ErrorKind::UnknownKey);
 
-    // Unsigned sample evidence is verified as such and refused by the default policy.
+    // Issue 12: unsigned sample evidence naming this agent's key is refused outright by a
+    // verifier that did not allow it (anyone who knows a key id could send it).
     let n = c.challenge().await.unwrap().nonce;
     let mut sample = agent.evidence(&n).unwrap();
     sample.kind = vouch_core::EvidenceKind::Sample;
-    let r = c
-        .attest(&AttestRequest {
-            evidence: sample,
-            result_audience: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(r.status, ArStatus::Contraindicated);
-    assert!(r.reasons.iter().any(|x| x.contains("sample_evidence")));
+    let req = AttestRequest {
+        evidence: sample,
+        result_audience: None,
+    };
+    assert_eq!(kind(c.attest(&req).await), ErrorKind::UnsupportedEvidence);
 
-    // Nothing above was recorded as affirming: the only new record is the refused sample.
-    assert_eq!(h.store.attestation_count().await.unwrap(), before + 1);
+    // Nothing above was recorded.
+    assert_eq!(h.store.attestation_count().await.unwrap(), before);
     h.server.shutdown().await;
 }
 
@@ -869,5 +866,35 @@ async fn the_dashboard_renders_in_headless_chromium_over_tls() {
     .await
     .unwrap();
     assert!(!dom.contains("Vouch verifier"), "{dom}");
+    h.server.shutdown().await;
+}
+
+/// Issue 12: with sample evidence allowed (development), it is appraised as unsigned and
+/// refused by the default policy, and its result is kept apart: the enrolled workload whose key
+/// it names keeps its own status.
+#[tokio::test]
+async fn sample_evidence_never_changes_an_enrolled_workloads_status() {
+    let h = Harness::new(|c| c.allow_sample_evidence = true).await;
+    let mut agent = h.agent("app").await;
+    h.trust(&mut agent).await;
+    let first = agent.attest_once().await.unwrap();
+    assert_eq!(first.status, ArStatus::Affirming);
+    let c = h.client();
+    let n = c.challenge().await.unwrap().nonce;
+    let mut sample = agent.evidence(&n).unwrap();
+    sample.kind = vouch_core::EvidenceKind::Sample;
+    let r = c
+        .attest(&AttestRequest {
+            evidence: sample,
+            result_audience: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated);
+    assert!(r.reasons.iter().any(|x| x.contains("sample_evidence")));
+    assert!(r.workload_id.ends_with("/sample:app"), "{}", r.workload_id);
+    let w = h.store.workload(&first.workload_id).await.unwrap().unwrap();
+    assert_eq!(w.status, "affirming");
+    assert_eq!(w.last_attestation_id, Some(first.attestation_id.clone()));
     h.server.shutdown().await;
 }

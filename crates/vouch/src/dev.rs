@@ -109,6 +109,7 @@ pub async fn run(args: DevArgs, file: &crate::config::FileConfig, json: bool) ->
         listen,
         data_dir: dir.join("server"),
         attest_interval: args.interval,
+        allow_sample_evidence: true,
         max_connections: limits.max_connections,
         max_connections_per_client: limits.max_connections_per_client,
         handshake_timeout: limits.handshake_timeout,
