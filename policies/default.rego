@@ -141,6 +141,21 @@ deny contains f if {
 	f := {"rule": "ima", "claim": "executables", "msg": failure}
 }
 
+# With IMA reference values registered, TPM evidence must carry an IMA replay: the verifier
+# sets `input.tpm.ima` only when the quote came with the log, or when PCR 10 is still where
+# its replay of this boot's list left it. Without this, a node that reboots and never sends
+# its log would never be appraised against the lists.
+deny contains f if {
+	input.tpm
+	count(refs("ima_allow")) + count(refs("ima_deny")) > 0
+	not is_object(input.tpm.ima)
+	f := {
+		"rule": "ima_required",
+		"claim": "executables",
+		"msg": "policy has IMA reference values and the evidence has no IMA replay: quote PCR 10 and set the agent's ima_log",
+	}
+}
+
 # --- executables ------------------------------------------------------------------------------
 
 # The workload's executable must match a registered digest.

@@ -498,7 +498,9 @@ fn eventlog(log: &str, pcrs: &vouch_tpm::PcrValues) -> Result<Value, EvidenceErr
 }
 
 /// Replay the IMA slice (if any) to the quoted PCR 10 and appraise the new entries against the
-/// allow and deny lists. Failures are sticky for the boot.
+/// allow and deny lists. Failures are sticky for the boot. Once this boot's list has been
+/// replayed, IMA cannot be skipped: a quote without the slice must show PCR 10 where the
+/// replay left it.
 fn ima(
     tpm: &TpmContext,
     p: &vouch_core::TpmPayload,
@@ -509,19 +511,27 @@ fn ima(
         .ima_state
         .as_ref()
         .filter(|s| s.reset_count == Some(clock.reset_count));
+    let quoted: Vec<(vouch_tpm::HashAlg, Vec<u8>)> = pcrs
+        .0
+        .iter()
+        .filter_map(|(h, b)| b.get(&10).map(|v| (*h, v.clone())))
+        .collect();
     let Some(slice) = &p.ima else {
+        let Some(s) = same_boot else {
+            return Ok((Value::Null, None));
+        };
+        s.check_unmoved(&quoted)?;
         return Ok((
-            same_boot.map_or(
-                Value::Null,
-                |s| json!({"position": s.position, "new_entries": 0, "failures": s.failures}),
-            ),
+            json!({"position": s.position, "new_entries": 0, "failures": s.failures}),
             None,
         ));
     };
     let entries = vouch_tpm::parse_ima_log(&slice.log)?;
     let base = match same_boot {
+        // The list again from its first entry: a fresh replay that keeps this boot's failures.
         _ if slice.start == 0 => vouch_tpm::ImaState {
             reset_count: Some(clock.reset_count),
+            failures: same_boot.map(|s| s.failures.clone()).unwrap_or_default(),
             ..Default::default()
         },
         Some(s) if s.position == slice.start => s.clone(),
@@ -533,11 +543,6 @@ fn ima(
             ))));
         }
     };
-    let quoted: Vec<(vouch_tpm::HashAlg, Vec<u8>)> = pcrs
-        .0
-        .iter()
-        .filter_map(|(h, b)| b.get(&10).map(|v| (*h, v.clone())))
-        .collect();
     let (mut state, n) = base.replay_to(&entries, &quoted)?;
     let mut failures = Vec::new();
     for e in &entries[..n] {

@@ -247,6 +247,38 @@ fn hardware_boundary() {
     assert_eq!(a.trust_vector.get(TrustClaim::Hardware), 2);
 }
 
+/// Issue 12: IMA reference values cannot be dodged by sending TPM evidence without an IMA
+/// replay (after a reboot, say); evidence with one, or without a TPM, is judged as before.
+#[test]
+fn issue_12_ima_reference_values_require_an_ima_replay() {
+    let miner = rv("ima_deny", &"ab".repeat(32), "cryptominer");
+    let mut tpm = claims();
+    tpm["evidence"]["kind"] = json!("tpm");
+    tpm["evidence"]["hardware_backed"] = json!(true);
+    tpm["tpm"] = json!({"pcrs": {}, "ima": null, "eventlog": null});
+    assert_eq!(
+        appraise_with(vec![], &tpm).status,
+        ArStatus::Affirming,
+        "no IMA reference values, no requirement"
+    );
+    assert_denied(
+        &appraise_with(vec![miner.clone()], &tpm),
+        "ima_required",
+        TrustClaim::Executables,
+    );
+    let allow = rv("ima_allow", "/usr/bin/app", EXE);
+    assert_denied(
+        &appraise_with(vec![allow], &tpm),
+        "ima_required",
+        TrustClaim::Executables,
+    );
+    tpm["tpm"]["ima"] = json!({"position": 3, "new_entries": 0, "failures": []});
+    let a = appraise_with(vec![miner.clone()], &tpm);
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+    let a = appraise_with(vec![miner], &claims());
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+}
+
 #[test]
 fn required_signatures_on_critical_components() {
     let a = appraise_with(vec![rv("required_signer", "app", "vendor")], &claims());

@@ -542,3 +542,161 @@ async fn an_ecc_p384_ek_enrolls_by_credential_activation_and_attests() {
     ));
     assert!(t.ek_issuer.unwrap().contains("swtpm-localca"));
 }
+
+/// Issue 12 item 2: a miner runs and IMA measures it into PCR 10; the agent (root) stops
+/// sending its IMA log, or leaves PCR 10 out of the quote, to hide it. Once the verifier has
+/// replayed this boot's list, the quoted PCR 10 must equal its replay unless the log comes
+/// with the quote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_ima_cannot_be_skipped_once_pcr_10_moved() {
+    let tpm = Swtpm::start("sha256");
+    let s = server(tpm.path("ca")).await;
+    let log = s.dir.path().join("ascii_runtime_measurements");
+    for l in REAL_IMA {
+        measure(&tpm, &log, l);
+    }
+    let with_log = |pcrs: Vec<u8>, log: Option<std::path::PathBuf>| {
+        agent_with(&s, &tpm, "rsa", "ima", pcrs, log, None)
+    };
+    let mut a = with_log(vec![10, 16], Some(log.clone())).await.unwrap();
+    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("ima.bin")).unwrap();
+    refvalue(&s, "executable", "ima", &exe_sha).await;
+    let miner = vouch_tpm::HashAlg::Sha256.digest(&[b"xmrig".as_slice()]);
+    refvalue(&s, "ima_deny", &hex::encode(&miner), "cryptominer").await;
+    let r = a.attest_once().await.unwrap();
+    assert_eq!((r.status, r.ima_position), (ArStatus::Affirming, Some(2)));
+    drop(a);
+
+    // The miner runs; the same agent key and TPM now quote without the IMA log.
+    measure(&tpm, &log, &ima_line("/tmp/xmrig", b"xmrig"));
+    let mut hiding = with_log(vec![10, 16], None).await.unwrap();
+    let e = hiding.attest_once().await.map(|r| (r.status, r.reasons));
+    let e = e.expect_err("PCR 10 moved past the verifier's replay and no IMA log came");
+    assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
+    assert!(e.to_string().contains("PCR 10"), "{e}");
+
+    // Leaving PCR 10 out of the quote hides nothing either.
+    let mut hiding = with_log(vec![16], None).await.unwrap();
+    let e = hiding.attest_once().await.map(|r| (r.status, r.reasons));
+    let e = e.expect_err("this boot's IMA replay has begun: PCR 10 must be quoted");
+    assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
+    assert!(e.to_string().contains("PCR 10"), "{e}");
+
+    // Sending the log shows the miner.
+    let mut a = with_log(vec![10, 16], Some(log.clone())).await.unwrap();
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated, "{:?}", r.reasons);
+    assert_eq!(r.ima_position, Some(3));
+
+    // With PCR 10 where the replay left it, a quote without the log is accepted (nothing was
+    // measured since) and the sticky failure still stands.
+    let mut quiet = with_log(vec![10, 16], None).await.unwrap();
+    let r = quiet.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated, "{:?}", r.reasons);
+    assert!(
+        r.reasons.iter().any(|x| x.contains("cryptominer")),
+        "{:?}",
+        r.reasons
+    );
+
+    // The list sent again from its first entry starts a fresh replay but keeps the boot's
+    // failures, even once the deny value behind them is gone: they last until the TPM resets.
+    for (id, v) in s.store.reference_value_rows().await.unwrap() {
+        if v.kind == "ima_deny" {
+            s.store.remove_reference_value(id).await.unwrap();
+        }
+    }
+    drop((a, quiet));
+    let mut again = with_log(vec![10, 16], Some(log.clone())).await.unwrap();
+    let r = again.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated, "{:?}", r.reasons);
+    assert_eq!(r.ima_position, Some(3));
+    assert_eq!(
+        r.reasons
+            .iter()
+            .filter(|x| x.contains("cryptominer"))
+            .count(),
+        1,
+        "{:?}",
+        r.reasons
+    );
+    s.server.shutdown().await;
+}
+
+/// Issue 12 item 2: re-enrolling the same TPM (the agent runs enrollment and credential
+/// activation again) must not wipe the node's sticky IMA failures or the clock of its last
+/// quote: otherwise the agent clears a detected miner, or has an older quote accepted after a
+/// newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_reenrolling_the_same_tpm_keeps_ima_failures_and_the_clock() {
+    let tpm = Swtpm::start("sha256");
+    let s = server(tpm.path("ca")).await;
+    let log = s.dir.path().join("ascii_runtime_measurements");
+    for l in REAL_IMA {
+        measure(&tpm, &log, l);
+    }
+    let mut a = agent_with(
+        &s,
+        &tpm,
+        "rsa",
+        "ima",
+        vec![10, 16],
+        Some(log.clone()),
+        None,
+    )
+    .await
+    .unwrap();
+    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("ima.bin")).unwrap();
+    refvalue(&s, "executable", "ima", &exe_sha).await;
+    let miner = vouch_tpm::HashAlg::Sha256.digest(&[b"xmrig".as_slice()]);
+    refvalue(&s, "ima_deny", &hex::encode(&miner), "cryptominer").await;
+    assert_eq!(a.attest_once().await.unwrap().status, ArStatus::Affirming);
+    measure(&tpm, &log, &ima_line("/tmp/xmrig", b"xmrig"));
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated, "{:?}", r.reasons);
+
+    // A quote taken now (without the log: PCR 10 is where the replay left it) and held back,
+    // then a newer one accepted.
+    let c = a.client().clone();
+    let n = c.challenge().await.unwrap().nonce;
+    let mut quiet = agent_with(&s, &tpm, "rsa", "ima", vec![10, 16], None, None)
+        .await
+        .unwrap();
+    let held = AttestRequest {
+        evidence: quiet.tpm_evidence(&n).await.unwrap(),
+        result_audience: None,
+    };
+    drop(quiet);
+    assert_eq!(
+        a.attest_once().await.unwrap().status,
+        ArStatus::Contraindicated
+    );
+    let node = a.enrollment().node_id.clone();
+    let before = s.store.tpm_key(&node).await.unwrap().unwrap();
+    drop(a);
+
+    // Enrollment and activation again, same EK and AK (the agent lost its marker).
+    std::fs::remove_file(s.dir.path().join("agent-ima/tpm-enrollment.json")).unwrap();
+    let mut a = agent_with(&s, &tpm, "rsa", "ima", vec![10, 16], None, None)
+        .await
+        .unwrap();
+    let after = s.store.tpm_key(&node).await.unwrap().unwrap();
+    assert!(after.activated_at.is_some());
+    assert_eq!(after.last_clock, before.last_clock, "clock history kept");
+    assert_eq!(after.ima_state, before.ima_state, "IMA replay kept");
+
+    // The held-back quote is older than the last accepted one: refused as before.
+    let e = c.attest(&held).await.map(|r| r.status);
+    let e = e.expect_err("an older quote after a newer one");
+    assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
+
+    // The miner is still on the record for this boot.
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated, "{:?}", r.reasons);
+    assert!(
+        r.reasons.iter().any(|x| x.contains("cryptominer")),
+        "{:?}",
+        r.reasons
+    );
+    s.server.shutdown().await;
+}

@@ -118,7 +118,8 @@ pub trait Store: Send + Sync + 'static {
     async fn nodes(&self) -> Result<Vec<NodeRecord>>;
 
     /// Record (or replace) a node's TPM enrollment; it is not active until
-    /// [`Store::activate_tpm`].
+    /// [`Store::activate_tpm`]. Enrolling the same EK again keeps the clock of its last quote
+    /// and its IMA replay state (sticky failures included): they are the TPM's, not the AK's.
     async fn put_tpm_enrollment(&self, rec: &TpmKeyRecord) -> Result<()>;
 
     /// A node's TPM enrollment.

@@ -434,7 +434,11 @@ macro_rules! store_impl {
                         ak_public = excluded.ak_public, ak_qualified_name = excluded.ak_qualified_name,
                         challenge_hash = excluded.challenge_hash,
                         challenge_expires = excluded.challenge_expires, activated_at = NULL,
-                        last_clock = NULL, ima_state = NULL, created_at = excluded.created_at",
+                        last_clock = CASE WHEN tpm_keys.ek_public = excluded.ek_public
+                            THEN tpm_keys.last_clock END,
+                        ima_state = CASE WHEN tpm_keys.ek_public = excluded.ek_public
+                            THEN tpm_keys.ima_state END,
+                        created_at = excluded.created_at",
                 )
                 .bind(&rec.node_id)
                 .bind(&rec.ek_public)
@@ -655,6 +659,17 @@ macro_rules! store_impl {
                     }
                     "workload" => {
                         sqlx::query("UPDATE workloads SET status = 'contraindicated', reason = $1, updated_at = $2 WHERE id = $3")
+                            .bind(&why)
+                            .bind(now)
+                            .bind(&rec.target)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    // A revoked result no longer vouches for its workload: while it is the
+                    // workload's latest, the workload gets no identity; its next attestation
+                    // decides afresh.
+                    "result" => {
+                        sqlx::query("UPDATE workloads SET status = 'contraindicated', reason = $1, updated_at = $2 WHERE last_attestation_id = $3")
                             .bind(&why)
                             .bind(now)
                             .bind(&rec.target)

@@ -314,6 +314,26 @@ async fn tpm_enrollment_round_trips(s: &dyn Store) {
         s.activate_tpm("nobody", 1).await,
         Err(StoreError::NotFound(_))
     ));
+
+    // Issue 12: enrolling the same EK again (a new challenge, activation again) keeps the
+    // clock history and the IMA replay of its TPM; another EK starts from nothing.
+    let again = TpmKeyRecord {
+        challenge_hash: Some("def".into()),
+        created_at: 9,
+        ..rec.clone()
+    };
+    s.put_tpm_enrollment(&again).await.unwrap();
+    let got = s.tpm_key(&e.node_id).await.unwrap().unwrap();
+    assert_eq!(got.activated_at, None);
+    assert_eq!(got.last_clock.as_deref(), Some("{}"));
+    assert_eq!(got.ima_state.as_deref(), Some("{\"position\":3}"));
+    let other = TpmKeyRecord {
+        ek_public: vec![7, 7, 7],
+        ..again
+    };
+    s.put_tpm_enrollment(&other).await.unwrap();
+    let got = s.tpm_key(&e.node_id).await.unwrap().unwrap();
+    assert_eq!((got.last_clock, got.ima_state), (None, None));
 }
 
 /// PostgreSQL: acknowledged writes survive the server being killed (immediate stop, no

@@ -96,6 +96,11 @@ pub enum TpmError {
         /// The quoted value.
         quoted: String,
     },
+    /// No IMA log came with the quote, but the verifier's replay of this boot's list has begun
+    /// and the quoted PCR 10 is not where that replay left it (or PCR 10 is not quoted): what
+    /// was measured since would go unseen.
+    #[error("no IMA log was sent, but {0}; send the IMA log with the quote")]
+    ImaSkipped(String),
     /// Input in the tpm2-tools file formats could not be read.
     #[error("tpm2-tools file: {0}")]
     Tpm2Tools(String),

@@ -229,14 +229,45 @@ impl ImaState {
         Ok((next, n))
     }
 
-    /// Record appraisal failures (sticky, bounded).
+    /// Record appraisal failures (sticky, bounded; one of each, so a list replayed again from
+    /// its first entry does not count the same failure twice).
     pub fn add_failures(&mut self, new: impl IntoIterator<Item = String>) {
         for f in new {
             if self.failures.len() >= MAX_FAILURES {
                 break;
             }
-            self.failures.push(f);
+            if !self.failures.contains(&f) {
+                self.failures.push(f);
+            }
         }
+    }
+
+    /// A quote that came without the IMA log: its PCR 10 must be where this replay left it, in
+    /// every quoted bank, for nothing to have been measured since. Once a replay has begun,
+    /// a quote that leaves PCR 10 out is refused as well.
+    pub fn check_unmoved(&self, quoted: &[(HashAlg, Vec<u8>)]) -> Result<(), TpmError> {
+        let skipped = |why: String| {
+            Err(TpmError::ImaSkipped(format!(
+                "{why} (the verifier has replayed {} entries of this boot's list)",
+                self.position
+            )))
+        };
+        if quoted.is_empty() {
+            return skipped("PCR 10 is not quoted".into());
+        }
+        for (bank, value) in quoted {
+            let Some(replayed) = self.pcrs.get(bank.name()) else {
+                return skipped(format!("{} PCR 10 was never replayed", bank.name()));
+            };
+            if !replayed.eq_ignore_ascii_case(&hex::encode(value)) {
+                return skipped(format!(
+                    "{} PCR 10 moved since the replay ({} quoted, {replayed} replayed)",
+                    bank.name(),
+                    hex::encode(value)
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -303,6 +334,38 @@ mod tests {
         let wrong = vec![(HashAlg::Sha256, vec![7u8; 32])];
         assert!(ImaState::default().replay_to(&e, &wrong).is_err());
         assert!(ImaState::default().replay_to(&e, &[]).is_err());
+    }
+
+    #[test]
+    fn without_a_log_pcr_10_must_not_have_moved() {
+        let e = parse_ima_log(REAL).unwrap();
+        let st = ImaState::default()
+            .replay(&e[..1], &[HashAlg::Sha256])
+            .unwrap();
+        let at = hex::decode(&st.pcrs["sha256"]).unwrap();
+        st.check_unmoved(&[(HashAlg::Sha256, at)]).unwrap();
+        // An entry measured since the replay moved PCR 10.
+        let moved = ImaState::default().replay(&e, &[HashAlg::Sha256]).unwrap();
+        let now = hex::decode(&moved.pcrs["sha256"]).unwrap();
+        let err = st.check_unmoved(&[(HashAlg::Sha256, now)]).unwrap_err();
+        assert!(matches!(err, TpmError::ImaSkipped(_)), "{err}");
+        assert!(err.to_string().contains("PCR 10 moved"), "{err}");
+        // PCR 10 left out of the quote, or quoted in a bank the replay never covered.
+        let err = st.check_unmoved(&[]).unwrap_err().to_string();
+        assert!(err.contains("PCR 10 is not quoted"), "{err}");
+        let err = st
+            .check_unmoved(&[(HashAlg::Sha1, vec![0; 20])])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never replayed"), "{err}");
+    }
+
+    #[test]
+    fn a_failure_is_recorded_once() {
+        let mut st = ImaState::default();
+        st.add_failures(["a".to_string(), "b".to_string()]);
+        st.add_failures(["a".to_string(), "c".to_string()]);
+        assert_eq!(st.failures, ["a", "b", "c"]);
     }
 
     #[test]
