@@ -228,7 +228,7 @@ pub struct DcapVerifier {
     tdx_modules: std::collections::BTreeMap<String, TdxModules>,
     /// The newest Intel-signed QE identity of each quoting enclave in the store.
     qe_identities: std::collections::BTreeMap<QeId, QeIdentity>,
-    /// TCB appraisals already made: see [`DcapVerifier::verify`], step 5.
+    /// TCB appraisals already made: see [`DcapVerifier::verify`], step 7.
     appraisals: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Appraised>>>,
 }
 

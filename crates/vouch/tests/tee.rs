@@ -314,6 +314,63 @@ fn dcap_collateral_from_the_offline_store_judges_the_tcb() {
     );
 }
 
+/// Issue 12, through `vouch tee verify`: the QE report is checked against the store's
+/// Intel-signed TD_QE identity (built-in values without a store), and the example policy
+/// refuses a TDX quote whose TCB status no collateral judged.
+#[test]
+fn issue_12_the_example_policy_needs_a_judged_tcb_and_the_store_gives_the_qe_identity() {
+    let r = roots();
+    let root = r.path().to_str().unwrap();
+    let coll = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        testdata("tdx/dcapqvl_tdx_quote_collateral.json"),
+        coll.path().join("b0c06f000000.json"),
+    )
+    .unwrap();
+    let s = &SAMPLES[3];
+    let refs = r.path().join("refs.json");
+    let mrtd = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7";
+    std::fs::write(
+        &refs,
+        serde_json::json!([{"kind": "tee_measurement", "key": "tdx", "value": mrtd}]).to_string(),
+    )
+    .unwrap();
+    let run = |with_collateral: bool| {
+        let mut a = args(s, root, &testdata(s.file), s.at);
+        a.extend([
+            "--policy".into(),
+            policy("examples/confidential-computing.rego"),
+            "--refvalues".into(),
+            refs.to_str().unwrap().into(),
+        ]);
+        if with_collateral {
+            a.extend(["--collateral".into(), coll.path().to_str().unwrap().into()]);
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        tee(&a)
+    };
+    let (code, v, err) = run(true);
+    assert_eq!(code, 0, "{err} {v}");
+    assert_eq!(v["appraisal"]["status"], "affirming", "{v}");
+    assert_eq!(
+        v["tee"]["details"]["qe_identity"],
+        serde_json::json!({"id": "TD_QE", "source": "store", "issue_date": "2025-06-19T10:32:27Z"})
+    );
+    assert_eq!(
+        v["tee"]["details"]["tdx_module_identity"],
+        serde_json::json!({"source": "collateral", "fmspc": "b0c06f000000"})
+    );
+    let (code, v, _) = run(false);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["appraisal"]["status"], "contraindicated");
+    assert_eq!(v["tee"]["details"]["qe_identity"]["source"], "built_in");
+    let findings = v["appraisal"]["findings"].to_string();
+    assert!(
+        findings.contains("tee_tcb_status") && findings.contains("not judged"),
+        "{v}"
+    );
+}
+
 #[test]
 fn tee_bench_times_verification_and_the_composite_appraisal() {
     let r = roots();
