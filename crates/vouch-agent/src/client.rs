@@ -11,10 +11,21 @@ use vouch_core::wire::{
 use crate::AgentError;
 
 /// An HTTPS client for the verifier API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct VerifierClient {
     http: reqwest::Client,
     base: String,
+    read_token: Option<String>,
+}
+
+impl std::fmt::Debug for VerifierClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The read token is a credential: never printed.
+        f.debug_struct("VerifierClient")
+            .field("base", &self.base)
+            .field("read_token", &self.read_token.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 impl VerifierClient {
@@ -40,7 +51,15 @@ impl VerifierClient {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
+            read_token: None,
         })
+    }
+
+    /// Send `token` (the verifier's read or admin token) with reads of the read-only views
+    /// ([`VerifierClient::result`]).
+    pub fn with_read_token(mut self, token: impl Into<String>) -> Self {
+        self.read_token = Some(token.into());
+        self
     }
 
     /// The verifier's base URL.
@@ -163,9 +182,11 @@ impl VerifierClient {
 
     async fn get(&self, path: &str) -> Result<reqwest::Response, AgentError> {
         let url = format!("{}{path}", self.base);
-        self.http
-            .get(&url)
-            .send()
+        let mut req = self.http.get(&url);
+        if let Some(t) = &self.read_token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
             .await
             .map_err(|source| AgentError::Unreachable { url, source })
     }

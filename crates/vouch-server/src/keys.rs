@@ -96,22 +96,38 @@ pub fn load_or_create_nonce_key(path: &Path) -> Result<vouch_core::NonceKey, Key
 /// The admin token (`data_dir/keys/admin.token`, created on first start, mode 0600): the
 /// bearer credential of the management API. Read it with `cat` on the verifier's host.
 pub fn load_or_create_admin_token(path: &Path) -> Result<String, KeyError> {
+    load_or_create_token(path, "vat_", "admin token", "reading the admin token")
+}
+
+/// The read token (`data_dir/keys/read.token`, created on first start, mode 0600): the
+/// bearer credential of the read-only views (workloads, results, dashboard, metrics). The
+/// admin token reads them too.
+pub fn load_or_create_read_token(path: &Path) -> Result<String, KeyError> {
+    load_or_create_token(path, "vrt_", "read token", "reading the read token")
+}
+
+fn load_or_create_token(
+    path: &Path,
+    prefix: &str,
+    what: &str,
+    reading: &'static str,
+) -> Result<String, KeyError> {
     use base64::Engine as _;
     match std::fs::read_to_string(path) {
         Ok(t) if t.trim().len() >= 32 => Ok(t.trim().to_string()),
         Ok(_) => Err(KeyError::Invalid(format!(
-            "admin token {} is shorter than 32 characters",
+            "{what} {} is shorter than 32 characters",
             path.display()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let t = format!(
-                "vat_{}",
+                "{prefix}{}",
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
             );
             write_secret(path, t.as_bytes())?;
             Ok(t)
         }
-        Err(e) => Err(io("reading the admin token", path)(e)),
+        Err(e) => Err(io(reading, path)(e)),
     }
 }
 

@@ -217,6 +217,7 @@ pub async fn start_with_store(
         keys_dir.clone(),
     );
     state.admin_token = keys::load_or_create_admin_token(&keys_dir.join("admin.token"))?;
+    state.read_token = keys::load_or_create_read_token(&keys_dir.join("read.token"))?;
     if let Some(dir) = &cfg.tpm_ca_dir {
         let trust = vouch_tpm::EkTrustStore::from_dir(dir)
             .map_err(|e| ServerError::Config(format!("tpm_ca_dir: {e}")))?;

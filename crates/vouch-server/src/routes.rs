@@ -139,18 +139,27 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/federation", get(federation))
         .route("/v1/entries", get(list_entries).post(create_entry))
         .route("/v1/entries/{id}", get(show_entry).delete(delete_entry))
-        .route("/v1/results/{id}", get(result))
         .route("/v1/revocations", get(revocations).post(create_revocation))
         .route("/v1/quorum/commit", post(quorum_commit))
         .route("/v1/quorum/sign", post(quorum_sign))
-        .route("/v1/workloads", get(workloads))
-        .route("/v1/workloads/{node}/{name}", get(workload))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
-        .route("/", get(dashboard))
+        .merge(
+            // The read-only views: the read token (or the admin token), or the dashboard's
+            // cookie.
+            Router::new()
+                .route("/v1/results/{id}", get(result))
+                .route("/v1/workloads", get(workloads))
+                .route("/v1/workloads/{node}/{name}", get(workload))
+                .route("/metrics", get(metrics))
+                .route("/", get(dashboard))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    require_reader,
+                )),
+        )
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
@@ -253,6 +262,70 @@ fn admin(st: &State, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
             "this call needs the admin token (data_dir/keys/admin.token) as a Bearer credential",
         ))
     }
+}
+
+/// The dashboard's cookie: the read token, set once from `/?token=…`.
+const READ_COOKIE: &str = "vouch_read";
+
+/// Whether `given` is the read token or the admin token.
+fn can_read(st: &State, given: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let g = given.as_bytes();
+    !given.is_empty()
+        && (bool::from(g.ct_eq(st.read_token.as_bytes()))
+            | bool::from(g.ct_eq(st.admin_token.as_bytes())))
+}
+
+/// The read-only views need the read token: as a Bearer credential, or (for the dashboard in
+/// a browser) the cookie that `GET /?token=<read token>` sets before redirecting to `/`.
+async fn require_reader(
+    AxState(st): AxState<S>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(READ_COOKIE)?.strip_prefix('='))
+        .find(|t| can_read(&st, t));
+    if bearer.is_some_and(|t| can_read(&st, t)) || cookie.is_some() {
+        return next.run(req).await;
+    }
+    if req.uri().path() == "/" {
+        let offered = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("token="));
+        if let Some(t) = offered.filter(|t| can_read(&st, t)) {
+            // Into a cookie the page's scripts cannot read, sent back only to this origin,
+            // and out of the address bar.
+            return (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::LOCATION, "/".to_string()),
+                    (
+                        header::SET_COOKIE,
+                        format!("{READ_COOKIE}={t}; Path=/; Secure; HttpOnly; SameSite=Strict"),
+                    ),
+                ],
+            )
+                .into_response();
+        }
+    }
+    with_kind(ApiError::new(
+        ErrorKind::Unauthenticated,
+        "this view needs the read token (data_dir/keys/read.token) as a Bearer credential; \
+         the dashboard takes it once as /?token=<read token>",
+    ))
 }
 
 /// `POST /v1/entries` body.

@@ -90,6 +90,8 @@ pub struct State {
         RwLock<std::collections::BTreeMap<String, crate::federation::FederatedBundle>>,
     /// Bearer token of the management API.
     pub(crate) admin_token: String,
+    /// The bearer credential of the read-only views.
+    pub(crate) read_token: String,
     pub(crate) policies: PolicyCache,
     pub(crate) metrics: Metrics,
     /// Trusted signers, derived from the reference values of one revision.
@@ -168,6 +170,7 @@ impl State {
             keyring: RwLock::new(Arc::new(keyring)),
             keys_dir,
             admin_token: String::new(),
+            read_token: String::new(),
             federated: RwLock::new(std::collections::BTreeMap::new()),
             policies: PolicyCache::new(),
             metrics: Metrics::default(),

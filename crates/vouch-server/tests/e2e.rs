@@ -412,18 +412,83 @@ async fn health_jwks_openapi_dashboard_and_metrics_answer() {
     ] {
         assert!(doc["paths"].get(p).is_some(), "OpenAPI lacks {p}");
     }
-    let (s, page) = get("/").await;
+    // Issue 12: the read-only views need the read token (or the admin token).
+    for p in [
+        "/",
+        "/metrics",
+        "/v1/workloads",
+        "/v1/workloads/x/web",
+        "/v1/results/nope",
+    ] {
+        let (s, body) = get(p).await;
+        assert_eq!(s, 401, "{p}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["kind"], "unauthenticated", "{p}");
+    }
+    let read = h.read_token();
+    let get = |p: &str, token: &str| {
+        let url = format!("{}{p}", h.server.base_url);
+        let req = http.get(url).bearer_auth(token);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(
+        get("/metrics", "vrt_not-the-token-at-all-00000000000")
+            .await
+            .0,
+        401
+    );
+    let (s, page) = get("/", &read).await;
     assert_eq!(s, 200);
     assert!(page.contains("web") && page.contains("warning"), "{page}");
-    let (_, metrics) = get("/metrics").await;
+    let (_, metrics) = get("/metrics", &read).await;
     assert!(
         metrics.contains("vouch_attestations_total{status=\"warning\"} 1"),
         "{metrics}"
     );
-    assert_eq!(get("/v1/results/nope").await.0, 404);
-    let (s, body) = get("/v1/workloads").await;
+    assert_eq!(get("/v1/results/nope", &read).await.0, 404);
+    let (s, body) = get("/v1/workloads", &read).await;
     assert_eq!(s, 200);
     assert!(body.contains("\"name\":\"web\""));
+    let admin = std::fs::read_to_string(h.cfg.data_dir.join("keys/admin.token")).unwrap();
+    assert_eq!(get("/v1/workloads", admin.trim()).await.0, 200);
+    // The dashboard takes the token once, as a cookie for this origin only, and redirects.
+    let no_redirect = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(
+            &std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap(),
+        )
+        .unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect
+        .get(format!("{}/?token={read}", h.server.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("Secure")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let r = no_redirect
+        .get(format!("{}/", h.server.base_url))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = no_redirect
+        .get(format!("{}/?token=vrt_wrong", h.server.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
     h.server.shutdown().await;
 }
 
@@ -831,7 +896,9 @@ async fn the_dashboard_renders_in_headless_chromium_over_tls() {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
     let spki = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw);
     let pin = base64::engine::general_purpose::STANDARD.encode(spki.as_ref());
-    let url = format!("{}/", h.server.base_url);
+    // The read token, given once in the address (as `vouch dev` prints it): the verifier
+    // answers with a cookie and a redirect to the page.
+    let url = format!("{}/?token={}", h.server.base_url, h.read_token());
     let profile = tempfile::tempdir().unwrap();
     let dom = tokio::task::spawn_blocking({
         let (url, p) = (url.clone(), profile.path().to_path_buf());

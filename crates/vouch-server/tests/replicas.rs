@@ -94,7 +94,11 @@ async fn replicas_share_nonces_and_records_and_agents_fail_over() {
     // A nonce from A, evidence to B: accepted. The same evidence again, to A: the nonce is
     // spent cluster-wide.
     let ca_client = |url: &str| VerifierClient::new(url, Some(&ca)).unwrap();
-    let (ca_a, ca_b) = (ca_client(&a.base_url), ca_client(&b.base_url));
+    let read_a = std::fs::read_to_string(dir.path().join("a/keys/read.token")).unwrap();
+    let (ca_a, ca_b) = (
+        ca_client(&a.base_url).with_read_token(read_a.trim()),
+        ca_client(&b.base_url),
+    );
     let nonce = ca_a.challenge().await.unwrap().nonce;
     let evidence = agent.evidence(&nonce).unwrap();
     let req = AttestRequest {

@@ -202,7 +202,14 @@ pub async fn run(args: DevArgs, file: &crate::config::FileConfig, json: bool) ->
         running.base_url,
         cfg.database_path().display()
     );
-    println!("  dashboard  {}/", running.base_url);
+    let read_token = std::fs::read_to_string(cfg.data_dir.join("keys/read.token"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    println!("  dashboard  {}/?token={read_token}", running.base_url);
+    println!(
+        "  read token {} (Bearer credential of /v1/workloads, /v1/results, /metrics)",
+        cfg.data_dir.join("keys/read.token").display()
+    );
     println!("  CA         {ca}");
     println!("  trusted this machine's current state as reference values:");
     for t in &trusted {

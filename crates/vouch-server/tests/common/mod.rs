@@ -51,7 +51,17 @@ impl Harness {
     }
 
     pub fn client(&self) -> VerifierClient {
-        VerifierClient::new(&self.server.base_url, self.server.ca_cert.as_deref()).unwrap()
+        VerifierClient::new(&self.server.base_url, self.server.ca_cert.as_deref())
+            .unwrap()
+            .with_read_token(self.read_token())
+    }
+
+    /// The verifier's read token (`keys/read.token`).
+    pub fn read_token(&self) -> String {
+        std::fs::read_to_string(self.cfg.data_dir.join("keys/read.token"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
