@@ -26,7 +26,7 @@ pub use tee::{TeeConfig, TeeReportBlob, report as tee_report};
 #[cfg(feature = "tpm")]
 pub use tpm::{Tpm, TpmConfig, TpmIdentity, TpmQuote};
 pub use workload_api::{
-    CallerInfo, IdentitySource, SECURITY_HEADER, WorkloadApiHandle, WorkloadApiLimits, caller_selectors,
-    channel, connect, proto, request, serve_workload_api, spawn_workload_api,
+    CallerInfo, IdentitySource, SECURITY_HEADER, WorkloadApiHandle, WorkloadApiLimits,
+    caller_selectors, channel, connect, proto, request, serve_workload_api, spawn_workload_api,
     spawn_workload_api_with,
 };

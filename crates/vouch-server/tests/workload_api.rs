@@ -379,7 +379,12 @@ fn exec_race_role() {
             // SAFETY: clearing FD_CLOEXEC on a descriptor this process owns.
             unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
             std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "exec_race_role", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "exec_race_role",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("VOUCH_RACE_ROLE", "user")
                 .env("VOUCH_RACE_FD", fd.to_string())
                 .spawn()
@@ -425,7 +430,8 @@ fn exec_race_role() {
                     }))
                     .await
                     .unwrap();
-                let mut c = proto::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel);
+                let mut c =
+                    proto::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel);
                 match c.fetch_x509svid(request(proto::X509svidRequest {})).await {
                     Ok(r) => {
                         let first = r.into_inner().next().await;
@@ -467,7 +473,12 @@ fn exec_race_role() {
 /// connection to a child; what the child printed.
 fn run_race(sock: &std::path::Path, target: &std::path::Path, exec: bool) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "exec_race_role", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "exec_race_role",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("VOUCH_RACE_ROLE", "connector")
         .env("VOUCH_RACE_SOCK", sock)
         .env("VOUCH_RACE_TARGET", target)
