@@ -285,7 +285,7 @@ pub async fn start_with_store(
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                match st.store.mark_overdue(unix_now()).await {
+                match st.store.mark_overdue(unix_now(), st.cfg.clock_skew).await {
                     Ok(ids) => {
                         for id in ids {
                             st.metrics

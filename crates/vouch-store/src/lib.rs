@@ -111,8 +111,12 @@ pub trait Store: Send + Sync + 'static {
     /// One workload.
     async fn workload(&self, id: &str) -> Result<Option<WorkloadRecord>>;
 
-    /// Mark every workload whose deadline passed as contraindicated; returns their ids.
-    async fn mark_overdue(&self, now: u64) -> Result<Vec<String>>;
+    /// Mark every workload whose deadline passed as contraindicated; returns their ids. Also
+    /// forget used nonces, but only those whose `expires_at` (the nonce's own issue time + ttl +
+    /// skew) is more than `clock_skew` before `now`: a replica whose clock runs ahead by up to
+    /// the skew never forgets a nonce that one whose clock runs behind by up to the skew would
+    /// still accept.
+    async fn mark_overdue(&self, now: u64, clock_skew: u64) -> Result<Vec<String>>;
 
     /// All nodes.
     async fn nodes(&self) -> Result<Vec<NodeRecord>>;

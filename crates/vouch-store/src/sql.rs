@@ -288,6 +288,16 @@ macro_rules! store_impl {
                 let name = workload_name(&rec.workload_id);
                 let reason = workload_reason(rec);
                 let mut tx = self.pool.begin().await?;
+                // The node's row is the serialisation point this shares with every revocation
+                // that can change this workload (`append_revocation` takes the same lock before
+                // it writes a workload): whichever commits second sees the other. Without it,
+                // under PostgreSQL's READ COMMITTED a revocation committed between the check
+                // below and the upsert was overwritten. On SQLite this write also takes the
+                // database's write lock at once.
+                sqlx::query("UPDATE nodes SET hostname = hostname WHERE id = $1")
+                    .bind(&rec.node_id)
+                    .execute(&mut *tx)
+                    .await?;
                 if let Some((id, expires_at)) = nonce {
                     let fresh = sqlx::query(
                         "INSERT INTO used_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -301,8 +311,9 @@ macro_rules! store_impl {
                         return Err(StoreError::NonceReused);
                     }
                 }
-                // In the same transaction as the write: a revocation committed before this point
-                // is never overwritten by a result appraised before it.
+                // After the node lock, in the same transaction as the write: a revocation
+                // committed before this point is never overwritten by a result appraised before
+                // it, and one that commits later waits for this transaction and then applies.
                 if let Some(kind) = sqlx::query_scalar::<_, String>(
                     "SELECT kind FROM revocation_log
                      WHERE (kind = 'workload' AND target = $1) OR (kind = 'node' AND target = $2)",
@@ -395,7 +406,7 @@ macro_rules! store_impl {
                 Ok(row.as_ref().map(workload_row))
             }
 
-            async fn mark_overdue(&self, now: u64) -> Result<Vec<String>> {
+            async fn mark_overdue(&self, now: u64, clock_skew: u64) -> Result<Vec<String>> {
                 let mut tx = self.pool.begin().await?;
                 let ids: Vec<String> = sqlx::query_scalar(
                     "UPDATE workloads SET status = 'contraindicated',
@@ -408,8 +419,10 @@ macro_rules! store_impl {
                 .bind(i(now))
                 .fetch_all(&mut *tx)
                 .await?;
+                // `expires_at` already holds one skew (issue time + ttl + skew); the second is
+                // for this replica's clock running ahead of one that still accepts the nonce.
                 sqlx::query("DELETE FROM used_nonces WHERE expires_at < $1")
-                    .bind(i(now))
+                    .bind(i(now.saturating_sub(clock_skew)))
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -633,6 +646,20 @@ macro_rules! store_impl {
                 };
                 if found == 0 {
                     return Err(StoreError::NotFound(format!("{} {}", rec.kind, rec.target)));
+                }
+                // The lock `record_attestation` takes, before any workload is written: an
+                // attestation of the node's workloads either committed before this (and is
+                // contraindicated below) or waits and then sees this record.
+                let node_of = match rec.kind.as_str() {
+                    "node" => Some("UPDATE nodes SET hostname = hostname WHERE id = $1"),
+                    "workload" => Some(
+                        "UPDATE nodes SET hostname = hostname
+                         WHERE id = (SELECT node_id FROM workloads WHERE id = $1)",
+                    ),
+                    _ => None,
+                };
+                if let Some(sql) = node_of {
+                    sqlx::query(sql).bind(&rec.target).execute(&mut *tx).await?;
                 }
                 let why = format!("{} revoked: {}", rec.kind, rec.reason);
                 let now = i(rec.created_at);

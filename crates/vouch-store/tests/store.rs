@@ -42,6 +42,7 @@ on_both_backends!(
     registration_entries_round_trip,
     revocations_are_a_gap_free_log_applied_once,
     tpm_enrollment_round_trips,
+    issue_12_a_nonce_purged_by_a_replica_ahead_is_refused_by_one_behind,
 );
 
 async fn join_tokens_are_single_use_and_expire(s: &dyn Store) {
@@ -151,16 +152,16 @@ async fn attestations_update_workloads_and_deadlines_expire_them(s: &dyn Store) 
     assert_eq!(w.name, "app");
     assert_eq!(w.last_attestation_id.as_deref(), Some("a1"));
     assert_eq!(s.attestation("a1").await.unwrap().unwrap(), r);
-    assert!(s.mark_overdue(100).await.unwrap().is_empty());
+    assert!(s.mark_overdue(100, 5).await.unwrap().is_empty());
     assert_eq!(
-        s.mark_overdue(101).await.unwrap(),
+        s.mark_overdue(101, 5).await.unwrap(),
         vec![r.workload_id.clone()]
     );
     let w = s.workload(&r.workload_id).await.unwrap().unwrap();
     assert_eq!(w.status, "contraindicated");
     assert!(w.reason.contains("deadline"));
     // Already contraindicated: not reported twice.
-    assert!(s.mark_overdue(102).await.unwrap().is_empty());
+    assert!(s.mark_overdue(102, 5).await.unwrap().is_empty());
     assert_eq!(s.attestation_count().await.unwrap(), 1);
 }
 
@@ -360,4 +361,150 @@ async fn postgres_data_survives_a_server_crash() {
     assert_eq!(ok.unwrap().version, 1);
     let again = PgStore::connect(&url).await.unwrap();
     assert!(again.enroll("t", &[5; 32], "h", 2).await.is_ok());
+}
+
+/// Issue 12 item 11 (f). Replicas whose clocks are off by up to the skew, one ahead (it sweeps)
+/// and one behind (it still accepts the nonce): the sweep must not forget a used nonce that the
+/// replica behind would accept again.
+async fn issue_12_a_nonce_purged_by_a_replica_ahead_is_refused_by_one_behind(s: &dyn Store) {
+    use vouch_core::{NONCE_RANDOM_LEN, Nonce, NonceError, NonceKey};
+    const TTL: u64 = 60;
+    const SKEW: u64 = 5;
+    s.create_join_token("t", None, 0, 100).await.unwrap();
+    let e = s.enroll("t", &[1; 32], "h", 1).await.unwrap();
+    let key = NonceKey::new([7; 32]);
+    let issued = 1_000;
+    let encoded = Nonce::issue(&key, issued, [3; NONCE_RANDOM_LEN], "cluster");
+    let check = |now| {
+        Nonce::check(
+            &encoded,
+            std::slice::from_ref(&key),
+            "cluster",
+            now,
+            TTL,
+            SKEW,
+        )
+    };
+    // Replica A uses it and records it as the verifier does (issue time + ttl + skew).
+    let n = check(issued + 1).unwrap();
+    let expires_at = n.expires_at(TTL) + SKEW;
+    let mut r = record("a1", "affirming", issued + 1);
+    r.node_id = e.node_id.clone();
+    r.workload_id = format!("{}/app", e.node_id);
+    s.record_attestation(&r, 10_000, Some((&n.id(), expires_at)))
+        .await
+        .unwrap();
+    // The last second replica B, behind by the skew, accepts the nonce: its clock reads
+    // issued + TTL while true time is one skew later, and the sweeper's is one skew later still.
+    let b_clock = issued + TTL;
+    assert!(check(b_clock).is_ok());
+    s.mark_overdue(b_clock + 2 * SKEW, SKEW).await.unwrap();
+    assert!(s.nonce_used(&n.id()).await.unwrap(), "forgotten too early");
+    let mut again = r.clone();
+    again.id = "a2".into();
+    assert!(matches!(
+        s.record_attestation(&again, 10_000, Some((&n.id(), expires_at)))
+            .await,
+        Err(StoreError::NonceReused)
+    ));
+    // A second later no replica accepts it, and the sweep forgets it.
+    assert!(matches!(
+        check(b_clock + 1),
+        Err(NonceError::Expired { .. })
+    ));
+    s.mark_overdue(b_clock + 1 + 2 * SKEW, SKEW).await.unwrap();
+    assert!(!s.nonce_used(&n.id()).await.unwrap());
+}
+
+/// Issue 12 item 11 (b). On PostgreSQL (READ COMMITTED), a revocation that commits while an
+/// attestation of the same workload is between its revocation check and its workload upsert.
+/// A third connection makes the interleaving deterministic: it holds an uncommitted attestation
+/// with the new attestation's id, so the attestation stops at its `INSERT INTO attestations`,
+/// after the check and before the upsert, until that connection rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_a_revocation_racing_an_attestation_on_postgres_is_never_overwritten() {
+    let pg = vouch_testkit::Postgres::start();
+    for kind in ["workload", "node"] {
+        revocation_races_attestation(&pg.fresh_database(), kind).await;
+    }
+}
+
+async fn revocation_races_attestation(url: &str, kind: &str) {
+    use sqlx::Connection;
+    let s = PgStore::connect(url).await.unwrap();
+    s.create_join_token("t", None, 0, 100).await.unwrap();
+    let e = s.enroll("t", &[1; 32], "h", 1).await.unwrap();
+    let mut r = record("a1", "affirming", 10);
+    r.node_id = e.node_id.clone();
+    r.workload_id = format!("{}/app", e.node_id);
+    s.record_attestation(&r, 100, Some(("n1", 200)))
+        .await
+        .unwrap();
+
+    let mut blocker = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut held = blocker.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO attestations (id, workload_id, node_id, key_id, evidence_kind,
+            evidence_sha256, claims, status, trust_vector, reasons, policy_id, policy_version,
+            result, created_at, expires_at)
+         VALUES ('a2', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 1, 'x', 0, 0)",
+    )
+    .execute(&mut *held)
+    .await
+    .unwrap();
+
+    let mut next = r.clone();
+    next.id = "a2".into();
+    next.created_at = 20;
+    let attest = tokio::spawn({
+        let s = s.clone();
+        async move { s.record_attestation(&next, 200, Some(("n2", 300))).await }
+    });
+    // Sessions of this database waiting for a lock.
+    let mut watch = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut waiters = async || -> i64 {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap()
+    };
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(20));
+    let mut tries = 0;
+    while waiters().await < 1 {
+        tries += 1;
+        assert!(tries < 500, "the attestation never reached the held id");
+        pause().await;
+    }
+
+    let target = if kind == "node" {
+        e.node_id.clone()
+    } else {
+        r.workload_id.clone()
+    };
+    let revoke = tokio::spawn({
+        let s = s.clone();
+        let rec = revocation(1, kind, &target);
+        async move { s.append_revocation(&rec).await }
+    });
+    // The old code commits the revocation now; the fixed one waits for the attestation.
+    let mut tries = 0;
+    while !revoke.is_finished() && waiters().await < 2 {
+        tries += 1;
+        assert!(tries < 500, "the revocation neither finished nor waited");
+        pause().await;
+    }
+    held.rollback().await.unwrap();
+
+    let attested = attest.await.unwrap();
+    revoke.await.unwrap().unwrap();
+    let w = s.workload(&r.workload_id).await.unwrap().unwrap();
+    assert!(
+        w.status == "contraindicated" || matches!(attested, Err(StoreError::Revoked(_))),
+        "{kind} revocation overwritten: the workload is {} ({attested:?})",
+        w.status
+    );
+    assert_eq!(w.status, "contraindicated", "{kind}: {}", w.reason);
 }
