@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use vouch_core::ErrorKind;
-use vouch_core::wire::{JwtSvidRequest, SvidRequest, svid_signing_input};
+use vouch_core::wire::{JwtSvidRequest, SvidRequest, jwt_svid_signing_input, svid_signing_input};
 use vouch_evidence::AgentKey;
 use vouch_identity::{JwtSvidValidator, SpiffeId, TrustDomain};
 
@@ -365,26 +365,44 @@ impl IdentitySource {
         audience: Vec<String>,
     ) -> Result<Vec<vouch_core::wire::IssuedJwtSvid>, Status> {
         self.node_ok()?;
-        let bound = format!("jwt:{}", audience.join(","));
-        let signature = self.key.sign_b64(&svid_signing_input(
-            &self.key_id,
-            &self.workload,
-            &bound,
-            selectors,
-        ));
-        let req = JwtSvidRequest {
-            key_id: self.key_id.clone(),
-            workload: self.workload.clone(),
-            audience,
-            selectors: selectors.to_vec(),
-            signature,
-        };
+        // Signed afresh for every verifier tried: each request carries its own time and
+        // random jti, which the verifier uses up (no extra round trip for a challenge).
         self.each_client(|c| {
-            let req = req.clone();
-            async move { c.jwt_svid(&req).await }
+            let req = self.jwt_request(selectors, &audience);
+            async move { c.jwt_svid(&req?).await }
         })
         .await
         .map_err(refusal)
+    }
+
+    /// A signed JWT-SVID request dated now, with a random jti.
+    fn jwt_request(
+        &self,
+        selectors: &[String],
+        audience: &[String],
+    ) -> Result<JwtSvidRequest, AgentError> {
+        let mut random = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut random)
+            .map_err(|_| AgentError::Config("no randomness for a JWT-SVID request id".into()))?;
+        let jti = URL_SAFE_NO_PAD.encode(random);
+        let iat = unix_now();
+        let signature = self.key.sign_b64(&jwt_svid_signing_input(
+            &self.key_id,
+            &self.workload,
+            audience,
+            selectors,
+            iat,
+            &jti,
+        ));
+        Ok(JwtSvidRequest {
+            key_id: self.key_id.clone(),
+            workload: self.workload.clone(),
+            audience: audience.to_vec(),
+            selectors: selectors.to_vec(),
+            iat,
+            jti,
+            signature,
+        })
     }
 }
 

@@ -241,9 +241,43 @@ pub struct JwtSvidRequest {
     pub audience: Vec<String>,
     /// Workload selectors the agent observed (`unix:` only).
     pub selectors: Vec<String>,
-    /// base64url Ed25519 signature by the agent key over
-    /// `svid_signing_input(key_id, workload, "jwt:" + audiences joined by ",", selectors)`.
+    /// When the agent made the request (Unix seconds): the verifier refuses one further than
+    /// its `clock_skew` from its own clock, in either direction.
+    pub iat: UnixSeconds,
+    /// A fresh random id (16 to 64 characters of `A-Z a-z 0-9 - _`): the verifier issues at
+    /// most once per `(key_id, jti)`, so a captured request cannot mint a second JWT-SVID.
+    pub jti: String,
+    /// base64url Ed25519 signature by the agent key over [`jwt_svid_signing_input`].
     pub signature: String,
+}
+
+/// The bytes an agent signs for a JWT-SVID request: everything the request asks for, and its
+/// freshness (`iat`, `jti`). A label of its own, so no X.509-SVID request signature (nor one
+/// made before `iat`/`jti` existed) verifies as a JWT-SVID request.
+pub fn jwt_svid_signing_input(
+    key_id: &str,
+    workload: &str,
+    audience: &[String],
+    selectors: &[String],
+    iat: UnixSeconds,
+    jti: &str,
+) -> Vec<u8> {
+    let mut v = b"vouch-jwt-svid-v2\0".to_vec();
+    for p in [key_id, workload, jti, &iat.to_string()] {
+        v.extend_from_slice(p.as_bytes());
+        v.push(0);
+    }
+    v.extend_from_slice(audience.len().to_string().as_bytes());
+    v.push(0);
+    for a in audience {
+        v.extend_from_slice(a.as_bytes());
+        v.push(0);
+    }
+    for s in selectors {
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+    }
+    v
 }
 
 /// One issued JWT-SVID.

@@ -9,11 +9,22 @@
 //!
 //! Keys come from a trusted dealer (`vouch quorum dealer`, for development) or a distributed
 //! key generation in which no party ever holds the whole key (`vouch quorum dkg`).
+//!
+//! Only members of the group are heard (issue 12): every `/v1/quorum/*` request carries
+//! [`PEER_SIGNATURE_HEADER`], an Ed25519 signature with the sender's own key share over the
+//! step, the time and the SHA-256 of the exact body. A verifier checks it against the sender's
+//! verifying share in the group key package every member holds, so only holders of another
+//! share of this very group pass (not any verifier of the trust domain, nor itself), before it
+//! reads the body. The share signs a message under its own key, domain-separated from FROST's
+//! group challenge, which commits to the group key. Then each peer has a token bucket, and
+//! peer appraisals run a few at a time: beyond either, `503 overloaded`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,6 +40,18 @@ use crate::keys::{KeyError, write_secret};
 const SESSION_TTL: Duration = Duration::from_secs(30);
 /// Sessions held at once (each is a pair of one-time nonces).
 const MAX_SESSIONS: usize = 4096;
+
+/// The header a quorum member signs its `/v1/quorum/*` requests with:
+/// `<FROST identifier, hex>.<Unix seconds>.<base64url Ed25519 signature>`.
+pub const PEER_SIGNATURE_HEADER: &str = "vouch-quorum-signature";
+/// Peer appraisals (round one) this verifier runs at once.
+const MAX_PEER_APPRAISALS: usize = 4;
+/// How long a round-one request waits for an appraisal slot before `503 overloaded`.
+const APPRAISAL_WAIT: Duration = Duration::from_secs(2);
+/// Requests a peer may send at once, and how many a second it regains (one attestation costs
+/// each peer one commit and at most one sign).
+const PEER_BURST: f64 = 64.0;
+const PEER_RATE: f64 = 32.0;
 
 /// Quorum settings of a verifier.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +233,55 @@ pub fn sign_locally(
         .map_err(|e| invalid(e.to_string()))
 }
 
+/// The bytes a quorum member signs for a request to `/v1/quorum/<step>`.
+fn peer_signing_input(
+    group_kid: &str,
+    step: &str,
+    from: &frost::Identifier,
+    at: u64,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut v = b"vouch-quorum-peer-v1\0".to_vec();
+    for p in [
+        group_kid,
+        step,
+        &hex::encode(from.serialize()),
+        &at.to_string(),
+    ] {
+        v.extend_from_slice(p.as_bytes());
+        v.push(0);
+    }
+    v.extend_from_slice(&sha2::Sha256::digest(body));
+    v
+}
+
+/// The [`PEER_SIGNATURE_HEADER`] value with which the holder of `key` sends `body` to
+/// `/v1/quorum/<step>` (`commit` or `sign`) at `now`.
+pub fn sign_peer_request(
+    key: &frost::keys::KeyPackage,
+    step: &str,
+    body: &[u8],
+    now: u64,
+) -> Result<String, KeyError> {
+    let kid = group_kid(
+        &key.verifying_key()
+            .serialize()
+            .map_err(|e| invalid(format!("group key: {e}")))?,
+    );
+    let signing = frost::SigningKey::deserialize(&key.signing_share().serialize())
+        .map_err(|e| invalid(format!("key share: {e}")))?;
+    let msg = peer_signing_input(&kid, step, key.identifier(), now, body);
+    let sig = signing
+        .sign(rand_core06::OsRng, &msg)
+        .serialize()
+        .map_err(|e| invalid(format!("signing: {e}")))?;
+    Ok(format!(
+        "{}.{now}.{}",
+        hex::encode(key.identifier().serialize()),
+        URL_SAFE_NO_PAD.encode(sig)
+    ))
+}
+
 /// Read a key package written by [`dealer`] or [`dkg::finish`].
 pub fn read_key_package(path: &Path) -> Result<frost::keys::KeyPackage, KeyError> {
     read_json(path, "key package")
@@ -383,6 +455,11 @@ pub(crate) struct Quorum {
     sessions: Mutex<HashMap<String, Session>>,
     signed_nonces: Mutex<HashMap<String, Instant>>,
     http: reqwest::Client,
+    /// Peer request signatures seen, with their time: each is heard once.
+    seen: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Each peer's token bucket: tokens left and when they were counted.
+    buckets: Mutex<HashMap<frost::Identifier, (f64, Instant)>>,
+    appraisals: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -392,6 +469,10 @@ impl std::fmt::Debug for Quorum {
             .field("peers", &self.settings.peers)
             .finish_non_exhaustive()
     }
+}
+
+fn overloaded(m: &str) -> ApiError {
+    ApiError::new(ErrorKind::Overloaded, format!("{m}; try again shortly"))
 }
 
 fn disagree(m: impl Into<String>) -> ApiError {
@@ -460,7 +541,128 @@ impl Quorum {
             sessions: Mutex::new(HashMap::new()),
             signed_nonces: Mutex::new(HashMap::new()),
             http,
+            seen: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            appraisals: tokio::sync::Semaphore::new(MAX_PEER_APPRAISALS),
         })
+    }
+
+    /// Hear a `/v1/quorum/<step>` request only from another member of this group: its
+    /// [`PEER_SIGNATURE_HEADER`] must verify under a verifying share of the group other than
+    /// this verifier's, over this step, the exact `body` and a time within `skew` of `now`;
+    /// each signature is heard once; each peer is held to its token bucket. Then the body is
+    /// parsed. Nothing here costs more than a hash and a signature check.
+    pub(crate) fn admit<T: serde::de::DeserializeOwned>(
+        &self,
+        step: &str,
+        header: Option<&axum::http::HeaderValue>,
+        body: &[u8],
+        now: u64,
+        skew: u64,
+    ) -> Result<T, ApiError> {
+        let unauthenticated = |m: &str| {
+            ApiError::new(
+                ErrorKind::Unauthenticated,
+                format!("quorum requests are heard only from members of this quorum: {m}"),
+            )
+        };
+        let header = header
+            .and_then(|h| h.to_str().ok())
+            .ok_or_else(|| unauthenticated("no vouch-quorum-signature header"))?;
+        let mut parts = header.splitn(3, '.');
+        let (Some(id), Some(at), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(unauthenticated(
+                "the signature header is not id.time.signature",
+            ));
+        };
+        let from = hex::decode(id)
+            .ok()
+            .and_then(|b| frost::Identifier::deserialize(&b).ok())
+            .ok_or_else(|| unauthenticated("the sender's identifier does not parse"))?;
+        if &from == self.keys.key.identifier() {
+            return Err(unauthenticated(
+                "the request claims to come from this verifier",
+            ));
+        }
+        let share = self
+            .keys
+            .group
+            .verifying_shares()
+            .get(&from)
+            .ok_or_else(|| unauthenticated("the sender holds no share of this group"))?;
+        let at: u64 = at
+            .parse()
+            .map_err(|_| unauthenticated("the signature time is not a number"))?;
+        if at.abs_diff(now) > skew {
+            return Err(unauthenticated(&format!(
+                "the request was signed at {at}, {} s from this verifier's clock (tolerance {skew} s)",
+                at.abs_diff(now)
+            )));
+        }
+        let verifying = share
+            .serialize()
+            .ok()
+            .and_then(|b| frost::VerifyingKey::deserialize(&b).ok())
+            .ok_or_else(|| unauthenticated("the sender's verifying share does not parse"))?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(sig)
+            .ok()
+            .and_then(|b| frost::Signature::deserialize(&b).ok())
+            .ok_or_else(|| unauthenticated("the signature does not parse"))?;
+        let msg = peer_signing_input(&self.keys.kid, step, &from, at, body);
+        if verifying.verify(&msg, &signature).is_err() {
+            return Err(unauthenticated(
+                "the signature does not verify under the sender's share for this body",
+            ));
+        }
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.retain(|_, t| t.saturating_add(skew) >= now);
+            if seen.contains_key(sig.as_bytes()) {
+                return Err(ApiError::new(
+                    ErrorKind::NonceReused,
+                    "this signed quorum request was already heard",
+                ));
+            }
+            if seen.len() >= MAX_SESSIONS {
+                return Err(overloaded("too many quorum requests in flight"));
+            }
+            seen.insert(sig.as_bytes().to_vec(), at);
+        }
+        {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            let clock = Instant::now();
+            let (tokens, last) = buckets.entry(from).or_insert((PEER_BURST, clock));
+            *tokens =
+                (*tokens + clock.duration_since(*last).as_secs_f64() * PEER_RATE).min(PEER_BURST);
+            *last = clock;
+            if *tokens < 1.0 {
+                return Err(overloaded(&format!(
+                    "peer {} sends more than {PEER_RATE} quorum requests a second",
+                    id.trim_start_matches('0')
+                )));
+            }
+            *tokens -= 1.0;
+        }
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                ErrorKind::MalformedRequest,
+                format!("quorum {step} request: {e}"),
+            )
+        })
+    }
+
+    /// A slot for one peer appraisal; `503 overloaded` when none frees up within
+    /// [`APPRAISAL_WAIT`].
+    pub(crate) async fn appraisal_slot(
+        &self,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        match tokio::time::timeout(APPRAISAL_WAIT, self.appraisals.acquire()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(overloaded(&format!(
+                "{MAX_PEER_APPRAISALS} quorum appraisals are already running"
+            ))),
+        }
     }
 
     /// Round one for this verifier, after its own appraisal agreed with `signing_input`:
@@ -564,8 +766,9 @@ impl Quorum {
         let mut agreed = Vec::new();
         let mut refusals = Vec::new();
         // Ask every peer at once; keep the first t - 1 that agree.
-        for (peer, r) in
-            ask_all::<_, CommitResponse>(&self.http, &self.settings.peers, "commit", &body).await
+        for (peer, r) in self
+            .ask_all::<_, CommitResponse>(&self.settings.peers, "commit", &body)
+            .await
         {
             match r {
                 Ok(c) if agreed.len() + 1 < t => {
@@ -597,7 +800,7 @@ impl Quorum {
             session,
             signing_package: package.clone(),
         };
-        for (peer, r) in ask_all::<_, SignResponse>(&self.http, &agreed, "sign", &req).await {
+        for (peer, r) in self.ask_all::<_, SignResponse>(&agreed, "sign", &req).await {
             let s = r.map_err(|e| {
                 ApiError::new(
                     ErrorKind::QuorumUnavailable,
@@ -619,46 +822,57 @@ impl Quorum {
     }
 }
 
-/// POST `body` to `/v1/quorum/<step>` of every peer at once.
-async fn ask_all<B: Serialize, T: serde::de::DeserializeOwned + Send + 'static>(
-    http: &reqwest::Client,
-    peers: &[String],
-    step: &str,
-    body: &B,
-) -> Vec<(String, Result<T, String>)> {
-    let body = match serde_json::to_value(body) {
-        Ok(b) => b,
-        Err(e) => {
-            return peers
-                .iter()
-                .map(|p| (p.clone(), Err(e.to_string())))
-                .collect();
+impl Quorum {
+    /// POST `body` to `/v1/quorum/<step>` of every peer at once, signed with this verifier's
+    /// key share ([`sign_peer_request`]).
+    async fn ask_all<B: Serialize, T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        peers: &[String],
+        step: &str,
+        body: &B,
+    ) -> Vec<(String, Result<T, String>)> {
+        let signed = serde_json::to_vec(body)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                sign_peer_request(&self.keys.key, step, &b, crate::state::unix_now())
+                    .map(|s| (b, s))
+                    .map_err(|e| e.to_string())
+            });
+        let (body, signature) = match signed {
+            Ok(v) => v,
+            Err(e) => {
+                return peers.iter().map(|p| (p.clone(), Err(e.clone()))).collect();
+            }
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for p in peers {
+            let (http, body, peer) = (self.http.clone(), body.clone(), p.clone());
+            let signature = signature.clone();
+            let url = format!("{}/v1/quorum/{step}", p.trim_end_matches('/'));
+            set.spawn(async move { (peer, post::<T>(&http, &url, body, &signature).await) });
         }
-    };
-    let mut set = tokio::task::JoinSet::new();
-    for p in peers {
-        let (http, body, peer) = (http.clone(), body.clone(), p.clone());
-        let url = format!("{}/v1/quorum/{step}", p.trim_end_matches('/'));
-        set.spawn(async move { (peer, post::<T>(&http, &url, &body).await) });
-    }
-    let mut out = Vec::new();
-    while let Some(r) = set.join_next().await {
-        if let Ok(v) = r {
-            out.push(v);
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(v) = r {
+                out.push(v);
+            }
         }
+        out
     }
-    out
 }
 
-/// POST JSON to a peer; its error body's message when it refuses.
+/// POST a signed JSON body to a peer; its error body's message when it refuses.
 async fn post<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
-    body: &impl Serialize,
+    body: Vec<u8>,
+    signature: &str,
 ) -> Result<T, String> {
     let r = http
         .post(url)
-        .json(body)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(PEER_SIGNATURE_HEADER, signature)
+        .body(body)
         .send()
         .await
         .map_err(|e| format!("unreachable ({e})"))?;

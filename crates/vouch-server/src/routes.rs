@@ -391,34 +391,59 @@ async fn create_entry(
     }
 }
 
-/// Round one of a quorum result: this verifier appraises the evidence itself.
+/// This verifier's quorum side, and a request body one of its peers signed
+/// ([`crate::quorum::Quorum::admit`]: `401` before the body is read as JSON otherwise).
+fn from_peer<'a, T: DeserializeOwned>(
+    st: &'a S,
+    step: &str,
+    headers: &axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(&'a crate::quorum::Quorum, T), ApiError> {
+    let q = st.quorum.as_ref().ok_or_else(|| {
+        ApiError::new(ErrorKind::NotFound, "this verifier is not a quorum member")
+    })?;
+    let body = body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorKind::BodyTooLarge,
+                "request body exceeds the verifier's body_limit",
+            )
+        } else {
+            ApiError::new(ErrorKind::MalformedRequest, rej.body_text())
+        }
+    })?;
+    let header = headers.get(crate::quorum::PEER_SIGNATURE_HEADER);
+    let req = q.admit(step, header, &body, unix_now(), st.cfg.clock_skew)?;
+    Ok((q, req))
+}
+
+/// Round one of a quorum result: this verifier appraises the evidence itself, for a peer
+/// only, a few at a time.
 async fn quorum_commit(
     AxState(st): AxState<S>,
-    body: Result<ApiJson<crate::quorum::CommitRequest>, ApiError>,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     reply(
         async {
-            let ApiJson(c) = body?;
+            let (q, c) = from_peer(&st, "commit", &headers, body)?;
+            let _slot = q.appraisal_slot().await?;
             st.quorum_commit(c).await
         }
         .await,
     )
 }
 
-/// Round two: a signature share over the message agreed in round one.
+/// Round two: a signature share over the message agreed in round one, for a peer only.
 async fn quorum_sign(
     AxState(st): AxState<S>,
-    body: Result<ApiJson<crate::quorum::SignRequest>, ApiError>,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    reply((|| {
-        let ApiJson(r) = body?;
-        st.quorum
-            .as_ref()
-            .ok_or_else(|| {
-                ApiError::new(ErrorKind::NotFound, "this verifier is not a quorum member")
-            })?
-            .sign(&r)
-    })())
+    reply(
+        from_peer::<crate::quorum::SignRequest>(&st, "sign", &headers, body)
+            .and_then(|(q, r)| q.sign(&r)),
+    )
 }
 
 /// `?after=E&limit=N`: the incremental revocation feed.

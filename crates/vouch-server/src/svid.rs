@@ -6,7 +6,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use vouch_core::ErrorKind;
 use vouch_core::wire::{
-    IssuedJwtSvid, IssuedSvid, JwtSvidRequest, SvidRequest, SvidResponse, svid_signing_input,
+    IssuedJwtSvid, IssuedSvid, JwtSvidRequest, SvidRequest, SvidResponse, jwt_svid_signing_input,
+    svid_signing_input,
 };
 use vouch_evidence::verify_ed25519;
 use vouch_identity::{Entry, Selector, SpiffeId};
@@ -63,30 +64,38 @@ impl State {
         f(&set)
     }
 
-    /// The entries that grant identities to `workload` of the node behind `key_id`, after
-    /// checking the request signature (over `bound`: the public key, or the audiences) and
-    /// that the verifier currently holds the workload affirming.
-    async fn granted(
+    /// The enrolled key `key_id`, after checking that it signed `msg`.
+    async fn signed_by(
         &self,
         key_id: &str,
-        workload: &str,
-        bound: &str,
-        selectors: &[String],
+        msg: &[u8],
         signature: &str,
-    ) -> Result<Vec<Entry>, ApiError> {
+    ) -> Result<vouch_store::AgentKeyRecord, ApiError> {
         let key = self.store.agent_key(key_id).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorKind::UnknownKey,
                 format!("key {:?} is not enrolled", vouch_core::clip(key_id, 64)),
             )
         })?;
-        let msg = svid_signing_input(key_id, workload, bound, selectors);
-        if !verify_ed25519(&key.public_key, &msg, signature) {
+        if !verify_ed25519(&key.public_key, msg, signature) {
             return Err(ApiError::new(
                 ErrorKind::EvidenceSignature,
                 "SVID request is not signed by the agent key it names",
             ));
         }
+        Ok(key)
+    }
+
+    /// The entries that grant identities to `workload` of the node of `key` (whose signature
+    /// over the request the caller checked; `bound` is the public key, or the audiences), after
+    /// checking that the verifier currently holds the workload affirming.
+    async fn granted(
+        &self,
+        key: vouch_store::AgentKeyRecord,
+        workload: &str,
+        bound: &str,
+        selectors: &[String],
+    ) -> Result<Vec<Entry>, ApiError> {
         if selectors.len() > 64 || bound.len() > 2048 {
             return Err(ApiError::new(
                 ErrorKind::MalformedRequest,
@@ -180,14 +189,10 @@ impl State {
 
     /// `POST /v1/svid`
     pub(crate) async fn issue_svids(&self, req: SvidRequest) -> Result<SvidResponse, ApiError> {
+        let msg = svid_signing_input(&req.key_id, &req.workload, &req.public_key, &req.selectors);
+        let key = self.signed_by(&req.key_id, &msg, &req.signature).await?;
         let matched = self
-            .granted(
-                &req.key_id,
-                &req.workload,
-                &req.public_key,
-                &req.selectors,
-                &req.signature,
-            )
+            .granted(key, &req.workload, &req.public_key, &req.selectors)
             .await?;
         let spki = URL_SAFE_NO_PAD.decode(&req.public_key).map_err(|_| {
             ApiError::new(ErrorKind::MalformedRequest, "public_key is not base64url")
@@ -233,28 +238,82 @@ impl State {
             || req
                 .audience
                 .iter()
-                .any(|a| a.is_empty() || a.len() > 256 || a.contains(','))
+                .any(|a| a.is_empty() || a.len() > 256 || a.contains(',') || a.contains('\0'))
         {
             return Err(ApiError::new(
                 ErrorKind::MalformedRequest,
                 "a JWT-SVID needs one or more non-empty audiences without commas",
             ));
         }
+        let msg = jwt_svid_signing_input(
+            &req.key_id,
+            &req.workload,
+            &req.audience,
+            &req.selectors,
+            req.iat,
+            &req.jti,
+        );
+        let key = self.signed_by(&req.key_id, &msg, &req.signature).await?;
+        // Freshness (issue 12): a JWT-SVID is a bearer token, so a captured request must not
+        // mint another. The request is dated within clock_skew, and its jti is used up in the
+        // store every replica shares, kept until the date could no longer pass.
+        let now = unix_now();
+        let skew = self.cfg.clock_skew;
+        if req.iat + skew < now {
+            return Err(ApiError::new(
+                ErrorKind::NonceExpired,
+                format!(
+                    "the JWT-SVID request was made at {}, {} s ago (tolerance {skew} s); sign a new one",
+                    req.iat,
+                    now - req.iat
+                ),
+            ));
+        }
+        if req.iat > now + skew {
+            return Err(ApiError::new(
+                ErrorKind::NonceFromFuture,
+                format!(
+                    "the JWT-SVID request is dated {} s ahead of this verifier's clock (tolerance {skew} s)",
+                    req.iat - now
+                ),
+            ));
+        }
+        if !(16..=64).contains(&req.jti.len())
+            || !req
+                .jti
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ApiError::new(
+                ErrorKind::MalformedRequest,
+                "jti must be 16 to 64 characters of A-Z a-z 0-9 - _",
+            ));
+        }
         let bound = format!("jwt:{}", req.audience.join(","));
         let matched = self
-            .granted(
-                &req.key_id,
-                &req.workload,
-                &bound,
-                &req.selectors,
-                &req.signature,
-            )
+            .granted(key, &req.workload, &bound, &req.selectors)
             .await?;
+        // Used up only once the request would be granted, so a refusal costs no write.
+        match self
+            .store
+            .use_nonce(
+                &format!("jwt-svid:{}:{}", req.key_id, req.jti),
+                req.iat + skew + 1,
+            )
+            .await
+        {
+            Err(vouch_store::StoreError::NonceReused) => {
+                return Err(ApiError::new(
+                    ErrorKind::NonceReused,
+                    "this JWT-SVID request was already used; sign a new one (fresh jti and iat) for every request",
+                ));
+            }
+            r => r?,
+        }
         let signer = self
             .jwt_signer
             .as_ref()
             .ok_or_else(|| ApiError::new(ErrorKind::Internal, "no JWT-SVID key"))?;
-        let now = unix_now();
         let mut out = Vec::new();
         for e in &matched {
             let id = SpiffeId::parse(&e.spiffe_id)

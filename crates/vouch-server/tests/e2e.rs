@@ -647,6 +647,125 @@ async fn svids_only_for_affirming_workloads_with_a_matching_entry() {
     h.server.shutdown().await;
 }
 
+/// Issue 12 item 11: a JWT-SVID is a bearer token, so the request that mints one is dated and
+/// carries a one-time jti under the agent's signature. The same signed request twice, one
+/// dated outside the clock tolerance (either way), one with a byte changed after signing, and
+/// one signed the old way (no iat or jti) are all refused.
+#[tokio::test]
+async fn issue_12_a_replayed_stale_or_altered_jwt_svid_request_is_refused() {
+    use vouch_core::wire::{JwtSvidRequest, jwt_svid_signing_input, svid_signing_input};
+    use vouch_identity::{Entry, Selector, SpiffeId};
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("db").await;
+    h.trust(&mut agent).await;
+    let e = Entry::new(
+        "e-db".into(),
+        &SpiffeId::parse("spiffe://vouch.local/db").unwrap(),
+        vec![Selector::parse("vouch:workload:db").unwrap()],
+        600,
+        unix_now(),
+    )
+    .unwrap();
+    h.store.add_entry(&e).await.unwrap();
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        ArStatus::Affirming
+    );
+    let c = h.client();
+    let key_id = agent.enrollment().key_id.clone();
+    let audience = vec!["database".to_string()];
+    let signed = |iat: u64, jti: &str| JwtSvidRequest {
+        signature: agent.key().sign_b64(&jwt_svid_signing_input(
+            &key_id,
+            "db",
+            &audience,
+            &[],
+            iat,
+            jti,
+        )),
+        key_id: key_id.clone(),
+        workload: "db".into(),
+        audience: audience.clone(),
+        selectors: vec![],
+        iat,
+        jti: jti.into(),
+    };
+    let refused = |r: Result<Vec<vouch_core::wire::IssuedJwtSvid>, AgentError>| match r {
+        Err(e) => e.kind().unwrap(),
+        Ok(v) => panic!("issued: {v:?}"),
+    };
+
+    let req = signed(unix_now(), "jti-0123456789abcdef");
+    let first = c.jwt_svid(&req).await.unwrap();
+    assert_eq!(first[0].spiffe_id, "spiffe://vouch.local/db");
+    // The same signed request again: no second token.
+    assert_eq!(refused(c.jwt_svid(&req).await), ErrorKind::NonceReused);
+    // A fresh jti and time: issued.
+    c.jwt_svid(&signed(unix_now(), "jti-fedcba9876543210"))
+        .await
+        .unwrap();
+    // Dated 60 s ago or ahead (tolerance 5 s).
+    assert_eq!(
+        refused(
+            c.jwt_svid(&signed(unix_now() - 60, "jti-old-0123456789"))
+                .await
+        ),
+        ErrorKind::NonceExpired
+    );
+    assert_eq!(
+        refused(
+            c.jwt_svid(&signed(unix_now() + 60, "jti-new-0123456789"))
+                .await
+        ),
+        ErrorKind::NonceFromFuture
+    );
+    // One byte changed after signing, in the jti, the time, the audience or the signature.
+    let fresh = signed(unix_now(), "jti-flip-0123456789");
+    let mut flipped = fresh.clone();
+    flipped.jti = "jti-flip-0123456788".into();
+    assert_eq!(
+        refused(c.jwt_svid(&flipped).await),
+        ErrorKind::EvidenceSignature
+    );
+    let mut flipped = fresh.clone();
+    flipped.iat ^= 1;
+    assert_eq!(
+        refused(c.jwt_svid(&flipped).await),
+        ErrorKind::EvidenceSignature
+    );
+    let mut flipped = fresh.clone();
+    flipped.audience = vec!["databasf".into()];
+    assert_eq!(
+        refused(c.jwt_svid(&flipped).await),
+        ErrorKind::EvidenceSignature
+    );
+    let mut flipped = fresh.clone();
+    let mut sig = B64.decode(&flipped.signature).unwrap();
+    sig[7] ^= 1;
+    flipped.signature = B64.encode(sig);
+    assert_eq!(
+        refused(c.jwt_svid(&flipped).await),
+        ErrorKind::EvidenceSignature
+    );
+    // Unaltered, it still passes: the refusals above used nothing up.
+    c.jwt_svid(&fresh).await.unwrap();
+    // A request signed the old way (no iat or jti under the signature) is refused.
+    let mut old = signed(unix_now(), "jti-old-format-0123");
+    old.signature = agent
+        .key()
+        .sign_b64(&svid_signing_input(&key_id, "db", "jwt:database", &[]));
+    assert_eq!(
+        refused(c.jwt_svid(&old).await),
+        ErrorKind::EvidenceSignature
+    );
+    // A jti too short to be random.
+    assert_eq!(
+        refused(c.jwt_svid(&signed(unix_now(), "1")).await),
+        ErrorKind::MalformedRequest
+    );
+    h.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn ca_rotation_reaches_a_running_verifier_without_breaking_svids_in_flight() {
     use base64::engine::general_purpose::STANDARD;

@@ -124,16 +124,22 @@ async fn a_foreign_bundle_reaches_workloads_through_the_workload_api() {
     let minted = b
         .client()
         .jwt_svid(&vouch_core::wire::JwtSvidRequest {
-            signature: peer.key().sign_b64(&vouch_core::wire::svid_signing_input(
-                &key_id,
-                "peer",
-                "jwt:database",
-                &[],
-            )),
+            signature: peer
+                .key()
+                .sign_b64(&vouch_core::wire::jwt_svid_signing_input(
+                    &key_id,
+                    "peer",
+                    &["database".into()],
+                    &[],
+                    unix_now(),
+                    "federation-test-jti-1",
+                )),
             key_id,
             workload: "peer".into(),
             audience: vec!["database".into()],
             selectors: vec![],
+            iat: unix_now(),
+            jti: "federation-test-jti-1".into(),
         })
         .await
         .unwrap();

@@ -44,14 +44,48 @@ fn dkg(dir: &Path) {
     );
 }
 
+/// POST `body` to `url`, with `signature` (a `vouch-quorum-signature` header value) if any.
+async fn post_raw(
+    http: &reqwest::Client,
+    url: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut r = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(s) = signature {
+        r = r.header(vouch_server::quorum::PEER_SIGNATURE_HEADER, s);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// The body and the signature header of a request to `/v1/quorum/<step>` from the holder of
+/// `key`, signed at `at`.
+fn signed(
+    key: &frost_ed25519::keys::KeyPackage,
+    step: &str,
+    body: &serde_json::Value,
+    at: u64,
+) -> (Vec<u8>, String) {
+    let bytes = body.to_string().into_bytes();
+    let sig = vouch_server::quorum::sign_peer_request(key, step, &bytes, at).unwrap();
+    (bytes, sig)
+}
+
+/// POST `body` to `url` as quorum member `key` (A's share in this test).
 async fn post(
     http: &reqwest::Client,
     url: String,
     body: serde_json::Value,
+    key: &frost_ed25519::keys::KeyPackage,
 ) -> (u16, serde_json::Value) {
-    let r = http.post(url).json(&body).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or_default())
+    let step = url.rsplit('/').next().unwrap();
+    let (bytes, sig) = signed(key, step, &body, unix_now());
+    post_raw(http, &url, &bytes, Some(&sig)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,14 +213,18 @@ async fn two_of_three_verifiers_sign_one_eddsa_result_and_one_alone_cannot() {
         c["exp"] = (iat + 60).into();
         c
     };
+    let share = |i: u16| {
+        vouch_server::quorum::read_key_package(&keys.join(format!("signer-{i}.json"))).unwrap()
+    };
+    let a_key = share(1);
     let commit = format!("{}/v1/quorum/commit", base(1));
     let n1 = client.challenge().await.unwrap().nonce;
     let honest = propose(&fresh(&n1, unix_now() - 3), &n1, "s1");
-    let (status, body) = post(&http, commit.clone(), honest).await;
+    let (status, body) = post(&http, commit.clone(), honest, &a_key).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["commitments"].is_object(), "{body}");
     let again = propose(&fresh(&n1, unix_now()), &n1, "s2");
-    let (status, body) = post(&http, commit.clone(), again).await;
+    let (status, body) = post(&http, commit.clone(), again, &a_key).await;
     assert_eq!(
         (status, body["error"]["kind"].as_str()),
         (409, Some("nonce_reused")),
@@ -198,7 +236,7 @@ async fn two_of_three_verifiers_sign_one_eddsa_result_and_one_alone_cannot() {
     lie["submods"]["workload"]["ear.trustworthiness-vector"]["executables"] = 96.into();
     lie["submods"]["workload"]["ear.status"] = "affirming".into();
     lie["sub"] = "someone-else/app".into();
-    let (status, body) = post(&http, commit.clone(), propose(&lie, &n2, "s3")).await;
+    let (status, body) = post(&http, commit.clone(), propose(&lie, &n2, "s3"), &a_key).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["kind"], "quorum_disagrees");
     assert!(
@@ -210,7 +248,7 @@ async fn two_of_three_verifiers_sign_one_eddsa_result_and_one_alone_cannot() {
 
     let n3 = client.challenge().await.unwrap().nonce;
     let skewed = propose(&fresh(&n3, unix_now() - 60), &n3, "s4");
-    let (status, body) = post(&http, commit.clone(), skewed).await;
+    let (status, body) = post(&http, commit.clone(), skewed, &a_key).await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["error"]["message"]
@@ -224,8 +262,79 @@ async fn two_of_three_verifiers_sign_one_eddsa_result_and_one_alone_cannot() {
     let sign = format!("{}/v1/quorum/sign", base(1));
     let (status, _) = post(
         &http,
-        sign,
+        sign.clone(),
         serde_json::json!({"session": "never", "signing_package": serde_json::Value::Null}),
+        &a_key,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Issue 12 item 11: only members of this quorum are heard, before any appraisal.
+    let unauthenticated = |(status, body): (u16, serde_json::Value)| {
+        assert_eq!(
+            (status, body["error"]["kind"].as_str()),
+            (401, Some("unauthenticated")),
+            "{body}"
+        );
+    };
+    // Unsigned: refused before the body is even read as JSON.
+    unauthenticated(post_raw(&http, &commit, b"not json", None).await);
+    unauthenticated(post_raw(&http, &sign, b"{}", None).await);
+    let n4 = client.challenge().await.unwrap().nonce;
+    let proposal = propose(&fresh(&n4, unix_now()), &n4, "s5");
+    unauthenticated(post_raw(&http, &commit, proposal.to_string().as_bytes(), None).await);
+    // Signed by a share of another group (same identifier 1), by B's own share (a reflection),
+    // too long ago, for the other step, or over a body changed by one byte afterwards.
+    let other = d.path().join("other-group");
+    std::fs::create_dir_all(&other).unwrap();
+    vouch_server::quorum::dealer(2, 3, &other).unwrap();
+    let stranger = vouch_server::quorum::read_key_package(&other.join("signer-1.json")).unwrap();
+    let (bytes, sig) = signed(&stranger, "commit", &proposal, unix_now());
+    unauthenticated(post_raw(&http, &commit, &bytes, Some(&sig)).await);
+    let (bytes, sig) = signed(&share(2), "commit", &proposal, unix_now());
+    unauthenticated(post_raw(&http, &commit, &bytes, Some(&sig)).await);
+    let (bytes, sig) = signed(&a_key, "commit", &proposal, unix_now() - 60);
+    unauthenticated(post_raw(&http, &commit, &bytes, Some(&sig)).await);
+    let (bytes, sig) = signed(&a_key, "sign", &proposal, unix_now());
+    unauthenticated(post_raw(&http, &commit, &bytes, Some(&sig)).await);
+    let (mut bytes, sig) = signed(&a_key, "commit", &proposal, unix_now());
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    unauthenticated(post_raw(&http, &commit, &bytes, Some(&sig)).await);
+    bytes[at] ^= 1;
+    // The same, as A signed it: agreed (none of the above reached the commitment for n4).
+    let (status, body) = post_raw(&http, &commit, &bytes, Some(&sig)).await;
+    assert_eq!(status, 200, "{body}");
+    // That signed request again: heard once.
+    let (status, body) = post_raw(&http, &commit, &bytes, Some(&sig)).await;
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (409, Some("nonce_reused")),
+        "{body}"
+    );
+    // A peer flooding B (C's share here) is held to its rate: 503 overloaded past its burst,
+    // while the other peer (A) is still heard.
+    let c_key = share(3);
+    let mut statuses = Vec::new();
+    for i in 0..100 {
+        let body = serde_json::json!({"session": format!("flood-{i}"), "signing_package": null});
+        let (bytes, sig) = signed(&c_key, "sign", &body, unix_now());
+        let (status, body) = post_raw(&http, &sign, &bytes, Some(&sig)).await;
+        if status == 503 {
+            assert_eq!(body["error"]["kind"], "overloaded", "{body}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses[0], 400,
+        "a peer's requests are heard (and this one is malformed)"
+    );
+    assert!(statuses.contains(&503), "{statuses:?}");
+    let (status, _) = post(
+        &http,
+        sign.clone(),
+        serde_json::json!({"session": "after-flood", "signing_package": null}),
+        &a_key,
     )
     .await;
     assert_eq!(status, 400);

@@ -62,6 +62,11 @@ pub trait Store: Send + Sync + 'static {
     /// the insert in [`Store::record_attestation`]).
     async fn nonce_used(&self, nonce_id: &str) -> Result<bool>;
 
+    /// Use up a one-time id (`id`, kept until `expires_at`) in the same replay table as
+    /// attestation nonces: [`StoreError::NonceReused`] when any replica already used it. The
+    /// verifier keeps JWT-SVID request ids (`jti`) here.
+    async fn use_nonce(&self, id: &str, expires_at: u64) -> Result<()>;
+
     /// Store a new version of policy `id`; returns the version. Optionally make `id` active.
     async fn add_policy(&self, id: &str, rego: &str, activate: bool, now: u64) -> Result<u32>;
 

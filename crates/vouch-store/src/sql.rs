@@ -129,6 +129,21 @@ macro_rules! store_impl {
                 Ok(n > 0)
             }
 
+            async fn use_nonce(&self, id: &str, expires_at: u64) -> Result<()> {
+                let fresh = sqlx::query(
+                    "INSERT INTO used_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(i(expires_at))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if fresh != 1 {
+                    return Err(StoreError::NonceReused);
+                }
+                Ok(())
+            }
+
             async fn add_policy(&self, id: &str, rego: &str, activate: bool, now: u64) -> Result<u32> {
                 let mut tx = self.pool.begin().await?;
                 let version: i64 = sqlx::query_scalar(
