@@ -82,6 +82,14 @@ pub enum ErrorKind {
     /// The verifier holds as many connections or requests as it accepts (in all, or from
     /// this client); retry later.
     Overloaded,
+    /// The node is bound to another TPM (EK) or AK: once an AK is activated, another needs an
+    /// admin re-enrolment (`vouch node reenroll`).
+    TpmBound,
+    /// The EK is bound to another node: one TPM attests for one node.
+    TpmEkInUse,
+    /// The node is bound to a TPM, and its policy does not accept this evidence without a
+    /// quote (reference value `tpm_fallback`).
+    TpmRequired,
 }
 
 impl ErrorKind {
@@ -123,12 +131,15 @@ impl ErrorKind {
             Self::UriTooLong => "uri_too_long",
             Self::HeadersTooLarge => "headers_too_large",
             Self::Overloaded => "overloaded",
+            Self::TpmBound => "tpm_bound",
+            Self::TpmEkInUse => "tpm_ek_in_use",
+            Self::TpmRequired => "tpm_required",
         }
     }
 
     /// Parse the wire form back into a kind (unknown strings give `None`).
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 35] = [
+        const ALL: [ErrorKind; 38] = [
             ErrorKind::MalformedRequest,
             ErrorKind::BodyTooLarge,
             ErrorKind::NonceInvalid,
@@ -164,6 +175,9 @@ impl ErrorKind {
             ErrorKind::UriTooLong,
             ErrorKind::HeadersTooLarge,
             ErrorKind::Overloaded,
+            ErrorKind::TpmBound,
+            ErrorKind::TpmEkInUse,
+            ErrorKind::TpmRequired,
         ];
         ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -217,6 +231,9 @@ mod tests {
             ErrorKind::UriTooLong,
             ErrorKind::HeadersTooLarge,
             ErrorKind::Overloaded,
+            ErrorKind::TpmBound,
+            ErrorKind::TpmEkInUse,
+            ErrorKind::TpmRequired,
         ] {
             assert_eq!(ErrorKind::parse(k.as_str()), Some(k));
         }

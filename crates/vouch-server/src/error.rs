@@ -40,14 +40,16 @@ impl ApiError {
             NonceInvalid | NonceExpired | NonceFromFuture | NonceAudience | EvidenceSignature
             | UnknownKey | TokenInvalid | TokenExpired | TpmQuote | TpmNotEnrolled
             | TeeEvidence | Unauthenticated => StatusCode::UNAUTHORIZED,
-            NonceReused | TokenReused | QuorumDisagrees => StatusCode::CONFLICT,
+            NonceReused | TokenReused | QuorumDisagrees | TpmBound | TpmEkInUse => {
+                StatusCode::CONFLICT
+            }
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             NotFound | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             UriTooLong => StatusCode::URI_TOO_LONG,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            NotAttested | NoIdentity | Revoked => StatusCode::FORBIDDEN,
+            NotAttested | NoIdentity | Revoked | TpmRequired => StatusCode::FORBIDDEN,
             StoreUnavailable | QuorumUnavailable | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -33,6 +33,7 @@ pub use quorum::QuorumSettings;
 pub use revocation::revoke_offline;
 pub use routes::OPENAPI;
 pub use state::unix_now;
+pub use tpm::allow_tpm_reenrollment;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -180,6 +181,7 @@ pub async fn start_with_store(
     let nonce_key = load_or_create_nonce_key(&nonce_path)?;
     let keyring = Keyring::load_or_create(&keys_dir, cfg.signing_alg, unix_now())?;
     ensure_default_policy(store.as_ref()).await?;
+    tpm::record_missing_ek_keys(store.as_ref()).await?;
 
     let (tls, ca_cert) = if cfg.insecure_http {
         (None, None)

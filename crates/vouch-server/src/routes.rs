@@ -139,6 +139,7 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/federation", get(federation))
         .route("/v1/entries", get(list_entries).post(create_entry))
         .route("/v1/entries/{id}", get(show_entry).delete(delete_entry))
+        .route("/v1/nodes/{id}/tpm/reenroll", post(reenroll_tpm))
         .route("/v1/revocations", get(revocations).post(create_revocation))
         .route("/v1/quorum/commit", post(quorum_commit))
         .route("/v1/quorum/sign", post(quorum_sign))
@@ -507,6 +508,40 @@ async fn create_revocation(
         })?;
         let by = n.by.unwrap_or_else(|| "admin-api".into());
         st.revoke(kind, &n.target, &n.reason, &by).await
+    }
+    .await;
+    match r {
+        Ok(rec) => (StatusCode::CREATED, Json(rec)).into_response(),
+        Err(e) => with_kind(e),
+    }
+}
+
+/// `POST /v1/nodes/{id}/tpm/reenroll` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewReenrollment {
+    reason: String,
+    #[serde(default)]
+    by: Option<String>,
+    /// Seconds the re-enrolment stays open (default one hour).
+    #[serde(default)]
+    ttl: Option<u64>,
+}
+
+/// Let a TPM-bound node enroll another EK or AK (issue 12): the admin re-enrolment, recorded.
+async fn reenroll_tpm(
+    AxState(st): AxState<S>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    body: Result<ApiJson<NewReenrollment>, ApiError>,
+) -> Response {
+    let r = async {
+        admin(&st, &headers)?;
+        let ApiJson(n) = body?;
+        let by = n.by.unwrap_or_else(|| "admin-api".into());
+        let ttl = n.ttl.unwrap_or(3600).clamp(1, 7 * 86_400);
+        let now = unix_now();
+        crate::tpm::allow_tpm_reenrollment(st.store.as_ref(), &id, &n.reason, &by, ttl, now).await
     }
     .await;
     match r {

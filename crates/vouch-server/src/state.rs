@@ -362,6 +362,10 @@ impl State {
                 now,
             },
         )?;
+        // A TPM-bound node cannot fall back to evidence without its quote (issue 12).
+        if tpm.is_none() {
+            self.require_tpm(&key.node_id, ev.kind, &refs).await?;
+        }
         let cfg = &self.cfg;
         let nonce = Nonce::check(
             &verified.nonce,

@@ -1,5 +1,7 @@
 //! TPM enrollment: EK certificate, AK attributes, and credential activation binding the AK to
-//! the EK; and the per-node TPM context `tpm` evidence is verified with.
+//! the EK; the node's TPM binding, which is sticky (another EK or AK only through an admin
+//! re-enrolment, one EK for one node, no fallback to evidence without a quote unless the policy
+//! allows it); and the per-node TPM context `tpm` evidence is verified with.
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use base64::Engine as _;
@@ -12,7 +14,7 @@ use vouch_core::wire::{
     tpm_enroll_signing_input,
 };
 use vouch_evidence::{TpmContext, verify_ed25519};
-use vouch_store::{AgentKeyRecord, TpmKeyRecord};
+use vouch_store::{AgentKeyRecord, Store, StoreError, TpmKeyRecord, TpmReenrollment};
 use vouch_tpm::{Ak, HashAlg, QuotePolicy, RH_ENDORSEMENT, TpmtPublic, qualified_name};
 
 use crate::ApiError;
@@ -43,6 +45,85 @@ fn b64(s: &str, what: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
 
 fn parent_qn(ek: &TpmtPublic) -> Vec<u8> {
     qualified_name(ek.name_alg, &RH_ENDORSEMENT.to_be_bytes(), &ek.name())
+}
+
+/// What binds an EK to one node: the SHA-256 of its key material (hex), the same however its
+/// public area is written.
+fn ek_key(ek: &TpmtPublic) -> String {
+    hex::encode(ek.key_fingerprint())
+}
+
+/// The AK's TPM name (hex), for messages and the record; empty when the stored area is bad.
+fn ak_name_hex(ak_public: &[u8]) -> String {
+    TpmtPublic::from_tpm2b(ak_public)
+        .map(|ak| hex::encode(ak.name()))
+        .unwrap_or_default()
+}
+
+/// Let the TPM-bound node `node_id` enroll another EK or AK until `now + ttl` (or until an AK is
+/// activated under it), and record who decided it and why: `vouch node reenroll` and
+/// `POST /v1/nodes/{id}/tpm/reenroll`. A node with no TPM binding needs none.
+pub async fn allow_tpm_reenrollment(
+    store: &dyn Store,
+    node_id: &str,
+    reason: &str,
+    by: &str,
+    ttl: u64,
+    now: u64,
+) -> Result<TpmReenrollment, ApiError> {
+    if reason.trim().is_empty() || reason.len() > 1024 || by.len() > 256 {
+        return Err(ApiError::new(
+            ErrorKind::MalformedRequest,
+            "a re-enrolment needs a reason (at most 1024 bytes) and a decider (at most 256)",
+        ));
+    }
+    let rec = store
+        .tpm_key(node_id)
+        .await?
+        .filter(|r| r.bound_at.is_some())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "node {:?} is not bound to a TPM; its agent enrolls one without a re-enrolment",
+                    vouch_core::clip(node_id, 64)
+                ),
+            )
+        })?;
+    let grant = TpmReenrollment {
+        id: uuid::Uuid::new_v4().to_string(),
+        node_id: node_id.to_string(),
+        reason: reason.to_string(),
+        requested_by: by.to_string(),
+        created_at: now,
+        expires_at: now.saturating_add(ttl),
+        previous_ek: rec.ek_key.clone(),
+        previous_ak: Some(ak_name_hex(&rec.ak_public)).filter(|n| !n.is_empty()),
+        used_at: None,
+        ek_key: None,
+    };
+    store.add_tpm_reenrollment(&grant).await?;
+    tracing::warn!(
+        node = %node_id, by = %by, reason = %reason, until = grant.expires_at,
+        "TPM re-enrolment allowed: the node may enroll another EK or AK"
+    );
+    Ok(grant)
+}
+
+/// Record the EK key of enrollments made before it was recorded, so that they count for "one
+/// EK, one node". One that cannot be recorded (its EK is bound to another node too) is
+/// logged and left out.
+pub(crate) async fn record_missing_ek_keys(store: &dyn Store) -> Result<(), StoreError> {
+    for rec in store.tpm_keys_without_ek_key().await? {
+        let Ok(ek) = TpmtPublic::from_tpm2b(&rec.ek_public) else {
+            tracing::error!(node = %rec.node_id, "stored EK public area does not parse");
+            continue;
+        };
+        if let Err(e) = store.set_tpm_ek_key(&rec.node_id, &ek_key(&ek)).await {
+            tracing::error!(node = %rec.node_id, "recording the EK of an earlier enrollment: {e}");
+        }
+    }
+    Ok(())
 }
 
 impl State {
@@ -84,9 +165,11 @@ impl State {
             ],
         );
         let key = self.tpm_caller(&req.key_id, &msg, &req.signature).await?;
-        let ek = TpmtPublic::from_tpm2b(&b64(&req.ek_public, "ek_public", 1024)?)
+        let ek_public = b64(&req.ek_public, "ek_public", 1024)?;
+        let ak_public = b64(&req.ak_public, "ak_public", 1024)?;
+        let ek = TpmtPublic::from_tpm2b(&ek_public)
             .map_err(|e| enroll_err(format!("EK public area: {e}")))?;
-        let ak = TpmtPublic::from_tpm2b(&b64(&req.ak_public, "ak_public", 1024)?)
+        let ak = TpmtPublic::from_tpm2b(&ak_public)
             .map_err(|e| enroll_err(format!("AK public area: {e}")))?;
         ak.check_ak_attributes()
             .map_err(|e| enroll_err(e.to_string()))?;
@@ -114,6 +197,9 @@ impl State {
                 ));
             }
         };
+        let ek_key = ek_key(&ek);
+        self.check_tpm_binding(&key.node_id, &ek_key, &ek_public, &ak_public, now)
+            .await?;
         let secret = random_bytes::<32>();
         let made = vouch_tpm::make_credential(&ek, &ak.name(), &secret, &random_bytes::<32>())
             .map_err(|e| enroll_err(e.to_string()))?;
@@ -121,10 +207,10 @@ impl State {
         self.store
             .put_tpm_enrollment(&TpmKeyRecord {
                 node_id: key.node_id.clone(),
-                ek_public: b64(&req.ek_public, "ek_public", 1024)?,
+                ek_public,
                 ek_cert: cert,
                 ek_issuer,
-                ak_public: b64(&req.ak_public, "ak_public", 1024)?,
+                ak_public,
                 ak_qualified_name: ak_qn,
                 challenge_hash: Some(hex::encode(Sha256::digest(secret))),
                 challenge_expires: Some(now + CHALLENGE_TTL),
@@ -132,6 +218,8 @@ impl State {
                 last_clock: None,
                 ima_state: None,
                 created_at: now,
+                ek_key: Some(ek_key),
+                bound_at: None,
             })
             .await?;
         tracing::info!(node = %key.node_id, "TPM enrollment: credential challenge issued");
@@ -140,6 +228,89 @@ impl State {
             encrypted_secret: URL_SAFE_NO_PAD.encode(&made.encrypted_secret),
             expires_at: now + CHALLENGE_TTL,
         })
+    }
+
+    /// The binding rules an enrollment of `ek_key` (public area `ek_public`) and `ak_public`
+    /// for `node_id` must keep: a TPM-bound node enrolls its own EK and AK again, anything
+    /// else only under an open admin re-enrolment; an EK bound to another node is refused
+    /// (the store enforces that too, at enrollment and at activation).
+    async fn check_tpm_binding(
+        &self,
+        node_id: &str,
+        ek_key: &str,
+        ek_public: &[u8],
+        ak_public: &[u8],
+        now: u64,
+    ) -> Result<(), ApiError> {
+        if let Some(cur) = self.store.tpm_key(node_id).await?
+            && cur.bound_at.is_some()
+        {
+            let same_ek = match &cur.ek_key {
+                Some(k) => k == ek_key,
+                None => cur.ek_public == ek_public,
+            };
+            let same = same_ek && cur.ak_public == ak_public;
+            let allowed = || self.store.open_tpm_reenrollment(node_id, now);
+            if !same && allowed().await?.is_none() {
+                let what = if same_ek { "AK" } else { "TPM (EK)" };
+                return Err(ApiError::new(
+                    ErrorKind::TpmBound,
+                    format!(
+                        "node {node_id} is bound to its TPM (EK key {}, AK {}); another {what} \
+                         needs an admin re-enrolment first: `vouch node reenroll {node_id} --reason …`",
+                        cur.ek_key.as_deref().unwrap_or("unrecorded"),
+                        ak_name_hex(&cur.ak_public),
+                    ),
+                ));
+            }
+        }
+        if let Some(holder) = self.store.tpm_node_for_ek(ek_key).await?
+            && holder != node_id
+        {
+            return Err(ApiError::new(
+                ErrorKind::TpmEkInUse,
+                format!(
+                    "this TPM's EK is bound to node {holder}; one TPM attests for one node \
+                     (revoking node {holder} frees it)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A TPM-bound node attests with its TPM: evidence of another kind (`software`, `tee`,
+    /// `sample`) is refused unless a `tpm_fallback` reference value, keyed by the node id or
+    /// `*`, names that kind.
+    pub(crate) async fn require_tpm(
+        &self,
+        node_id: &str,
+        kind: vouch_core::EvidenceKind,
+        refs: &vouch_policy::ReferenceValues,
+    ) -> Result<(), ApiError> {
+        let bound = self
+            .store
+            .tpm_key(node_id)
+            .await?
+            .is_some_and(|r| r.bound_at.is_some());
+        let allowed = || {
+            refs.values.iter().any(|v| {
+                v.kind == "tpm_fallback"
+                    && (v.key == node_id || v.key == "*")
+                    && v.value == kind.as_str()
+            })
+        };
+        if !bound || allowed() {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorKind::TpmRequired,
+            format!(
+                "node {node_id} is bound to a TPM: it attests with `tpm` or `composite` \
+                 evidence, not `{kind}` (to accept `{kind}` from it, add the reference value \
+                 `tpm_fallback {node_id} {kind}`)",
+                kind = kind.as_str()
+            ),
+        ))
     }
 
     /// Complete credential activation: the AK is bound to the EK from now on.

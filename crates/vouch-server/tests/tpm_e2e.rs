@@ -700,3 +700,182 @@ async fn issue_12_reenrolling_the_same_tpm_keeps_ima_failures_and_the_clock() {
     );
     s.server.shutdown().await;
 }
+
+/// A directory trusting the EK CAs of these TPMs.
+fn ca_dir(tpms: &[&Swtpm]) -> std::path::PathBuf {
+    let d = tpms[0].path("trusted-cas");
+    std::fs::create_dir_all(&d).unwrap();
+    for (i, t) in tpms.iter().enumerate() {
+        std::fs::copy(t.ca_cert(), d.join(format!("ca{i}.pem"))).unwrap();
+    }
+    d
+}
+
+/// POST `body` to `path` with the verifier's admin token: the status and the JSON answer.
+async fn admin_post(s: &Setup, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let token = std::fs::read_to_string(s.dir.path().join("server/keys/admin.token")).unwrap();
+    let ca = std::fs::read(s.server.ca_cert.as_ref().unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{}{path}", s.server.base_url))
+        .header("authorization", format!("Bearer {token}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Move a file or directory of the agent's state aside (or back).
+fn mv(dir: &std::path::Path, from: &str, to: &str) {
+    std::fs::rename(dir.join(from), dir.join(to)).unwrap();
+}
+
+/// Issue 12 item 8: once a node's AK is activated, the node's agent key alone cannot bind it
+/// to another TPM (a second swtpm, another EK) or to another AK of the same TPM; an admin
+/// re-enrolment (`vouch node reenroll`, here its API route) allows one change, recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_another_tpm_for_a_bound_node_needs_an_admin_reenrolment() {
+    let tpm = Swtpm::start("sha256");
+    let other = Swtpm::start("sha256");
+    let s = server(ca_dir(&[&tpm, &other])).await;
+    let mut a = agent(&s, &tpm, "app").await.unwrap();
+    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("app.bin")).unwrap();
+    refvalue(&s, "executable", "app", &exe_sha).await;
+    assert_eq!(a.attest_once().await.unwrap().status, ArStatus::Affirming);
+    let node = a.enrollment().node_id.clone();
+    let first = s.store.tpm_key(&node).await.unwrap().unwrap();
+    drop(a);
+
+    // The agent key presents another TPM (its TPM state set aside, as if lost).
+    let dir = s.dir.path().join("agent-app");
+    mv(&dir, "tpm", "tpm.first");
+    mv(&dir, "tpm-enrollment.json", "tpm-enrollment.first");
+    let e = agent(&s, &other, "app").await.map(|_| ()).unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmBound), "{e}");
+    assert!(e.to_string().contains("vouch node reenroll"), "{e}");
+    // Another AK in the same TPM.
+    std::fs::remove_dir_all(dir.join("tpm")).unwrap();
+    let e = agent(&s, &tpm, "app").await.map(|_| ()).unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmBound), "{e}");
+    assert!(e.to_string().contains("another AK"), "{e}");
+    // Neither touched the binding: the first TPM and AK still attest.
+    std::fs::remove_dir_all(dir.join("tpm")).unwrap();
+    mv(&dir, "tpm.first", "tpm");
+    mv(&dir, "tpm-enrollment.first", "tpm-enrollment.json");
+    let mut a = agent(&s, &tpm, "app").await.unwrap();
+    assert_eq!(a.attest_once().await.unwrap().status, ArStatus::Affirming);
+    let still = s.store.tpm_key(&node).await.unwrap().unwrap();
+    assert_eq!(
+        (&still.ek_key, &still.ak_public),
+        (&first.ek_key, &first.ak_public)
+    );
+    drop(a);
+
+    // The admin re-enrolment: the next enrollment may bring another TPM.
+    let path = format!("/v1/nodes/{node}/tpm/reenroll");
+    let (code, body) = admin_post(
+        &s,
+        &path,
+        serde_json::json!({"reason": "motherboard replaced", "by": "ops"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["previous_ek"], first.ek_key.clone().unwrap());
+    mv(&dir, "tpm", "tpm.first");
+    std::fs::remove_file(dir.join("tpm-enrollment.json")).unwrap();
+    let mut b = agent(&s, &other, "app").await.unwrap();
+    let r = b.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    let second = s.store.tpm_key(&node).await.unwrap().unwrap();
+    assert_ne!(second.ek_key, first.ek_key);
+    let log = s.store.tpm_reenrollments(&node).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].requested_by, "ops");
+    assert_eq!(log[0].previous_ek, first.ek_key);
+    assert_eq!(log[0].ek_key, second.ek_key);
+    assert!(log[0].used_at.is_some(), "used by the activation");
+    drop(b);
+
+    // Used up: back to the first TPM needs another.
+    mv(&dir, "tpm", "tpm.other");
+    mv(&dir, "tpm.first", "tpm");
+    std::fs::remove_file(dir.join("tpm-enrollment.json")).unwrap();
+    let e = agent(&s, &tpm, "app").await.map(|_| ()).unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmBound), "{e}");
+    s.server.shutdown().await;
+}
+
+/// Issue 12 item 8: an EK bound to one node cannot be enrolled for another (a second agent key
+/// and join token on the same machine, or a copied EK); revoking the first node frees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_one_ek_cannot_be_enrolled_for_two_nodes() {
+    let tpm = Swtpm::start("sha256");
+    let s = server(tpm.path("ca")).await;
+    let a = agent(&s, &tpm, "first").await.unwrap();
+    let first = a.enrollment().node_id.clone();
+    let e = agent(&s, &tpm, "second").await.map(|_| ()).unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEkInUse), "{e}");
+    assert!(e.to_string().contains(&first), "{e}");
+
+    let (code, body) = admin_post(
+        &s,
+        "/v1/revocations",
+        serde_json::json!({"kind": "node", "target": first, "reason": "reinstalled"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let mut b = agent(&s, &tpm, "second").await.unwrap();
+    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("second.bin")).unwrap();
+    refvalue(&s, "executable", "second", &exe_sha).await;
+    let r = b.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    s.server.shutdown().await;
+}
+
+/// Issue 12 item 8: a node bound to a TPM cannot fall back to `software` evidence (signed by
+/// its agent key, no quote: nothing IMA or the PCRs say reaches the verifier) unless its policy
+/// allows it with a `tpm_fallback` reference value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_software_evidence_from_a_tpm_bound_node_is_refused() {
+    let tpm = Swtpm::start("sha256");
+    let s = server(tpm.path("ca")).await;
+    let mut a = agent(&s, &tpm, "app").await.unwrap();
+    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("app.bin")).unwrap();
+    refvalue(&s, "executable", "app", &exe_sha).await;
+    assert_eq!(a.attest_once().await.unwrap().status, ArStatus::Affirming);
+    let node = a.enrollment().node_id.clone();
+
+    let c = a.client().clone();
+    let software = |a: &mut Agent, nonce: &str| AttestRequest {
+        evidence: a.evidence(nonce).unwrap(),
+        result_audience: Some("rp".into()),
+    };
+    let n = c.challenge().await.unwrap().nonce;
+    let e = c.attest(&software(&mut a, &n)).await.map(|r| r.status);
+    let e = e.expect_err("software evidence from a TPM-bound node");
+    assert_eq!(e.kind(), Some(ErrorKind::TpmRequired), "{e}");
+    assert!(e.to_string().contains("tpm_fallback"), "{e}");
+
+    // Another node's fallback does not count; this node's (or `*`) does.
+    refvalue(&s, "tpm_fallback", "some-other-node", "software").await;
+    let n = c.challenge().await.unwrap().nonce;
+    let e = c.attest(&software(&mut a, &n)).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmRequired), "{e}");
+    refvalue(&s, "tpm_fallback", &node, "software").await;
+    let n = c.challenge().await.unwrap().nonce;
+    let r = c.attest(&software(&mut a, &n)).await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    let rec = s
+        .store
+        .attestation(&r.attestation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.evidence_kind, "software");
+    assert_eq!(rec.claims["evidence"]["hardware_backed"], false);
+    s.server.shutdown().await;
+}

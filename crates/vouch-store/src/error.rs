@@ -40,6 +40,14 @@ pub enum StoreError {
     /// Another writer appended a revocation at this epoch first.
     #[error("revocation epoch {0} was taken by another writer; sign again at the next epoch")]
     EpochTaken(u64),
+    /// The EK is bound to another node: one TPM attests for one node.
+    #[error(
+        "this TPM's EK is bound to node {node_id}; one TPM attests for one node (revoking that node frees it)"
+    )]
+    EkEnrolled {
+        /// The node that holds it.
+        node_id: String,
+    },
     /// A stored value could not be decoded.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
@@ -59,6 +67,7 @@ impl StoreError {
             Self::Duplicate(_) => ErrorKind::MalformedRequest,
             Self::NonceReused => ErrorKind::NonceReused,
             Self::Revoked(_) => ErrorKind::Revoked,
+            Self::EkEnrolled { .. } => ErrorKind::TpmEkInUse,
         }
     }
 }

@@ -19,7 +19,7 @@ pub use error::StoreError;
 pub use postgres::PgStore;
 pub use records::{
     AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, RevocationRecord,
-    TpmKeyRecord, WorkloadRecord,
+    TpmKeyRecord, TpmReenrollment, WorkloadRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -129,13 +129,41 @@ pub trait Store: Send + Sync + 'static {
     /// Record (or replace) a node's TPM enrollment; it is not active until
     /// [`Store::activate_tpm`]. Enrolling the same EK again keeps the clock of its last quote
     /// and its IMA replay state (sticky failures included): they are the TPM's, not the AK's.
+    /// A node stays TPM-bound (`bound_at`) whatever it enrolls. An EK that another bound node
+    /// holds is [`StoreError::EkEnrolled`]. Whether the node may change its EK or AK at all is
+    /// the caller's decision (see [`Store::open_tpm_reenrollment`]).
     async fn put_tpm_enrollment(&self, rec: &TpmKeyRecord) -> Result<()>;
 
     /// A node's TPM enrollment.
     async fn tpm_key(&self, node_id: &str) -> Result<Option<TpmKeyRecord>>;
 
-    /// Mark a node's AK activated (credential activation succeeded) and clear the challenge.
+    /// The bound node that holds the EK whose key is `ek_key`, if any.
+    async fn tpm_node_for_ek(&self, ek_key: &str) -> Result<Option<String>>;
+
+    /// Mark a node's AK activated (credential activation succeeded), clear the challenge, bind
+    /// the node to its TPM for good (`bound_at`, once) and use up its open re-enrolment, in one
+    /// transaction. [`StoreError::EkEnrolled`] when another bound node holds the EK.
     async fn activate_tpm(&self, node_id: &str, now: u64) -> Result<()>;
+
+    /// Enrollments of unrevoked nodes whose `ek_key` is not recorded (enrolled before it was):
+    /// for the verifier to fill in at start.
+    async fn tpm_keys_without_ek_key(&self) -> Result<Vec<TpmKeyRecord>>;
+
+    /// Record a node's `ek_key` ([`StoreError::EkEnrolled`] when another bound node holds it).
+    async fn set_tpm_ek_key(&self, node_id: &str, ek_key: &str) -> Result<()>;
+
+    /// Record an admin re-enrolment of a TPM-bound node.
+    async fn add_tpm_reenrollment(&self, rec: &TpmReenrollment) -> Result<()>;
+
+    /// The newest unused, unexpired re-enrolment of a node.
+    async fn open_tpm_reenrollment(
+        &self,
+        node_id: &str,
+        now: u64,
+    ) -> Result<Option<TpmReenrollment>>;
+
+    /// Every re-enrolment of a node, newest first.
+    async fn tpm_reenrollments(&self, node_id: &str) -> Result<Vec<TpmReenrollment>>;
 
     /// Remember the clock of the last accepted quote of a node's AK and, when an IMA log was
     /// replayed, where the replay stands.

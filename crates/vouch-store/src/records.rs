@@ -133,6 +133,38 @@ pub struct TpmKeyRecord {
     pub ima_state: Option<String>,
     /// Enrollment time.
     pub created_at: u64,
+    /// SHA-256 (hex) of the EK's public key: once the node is bound, no other bound node may
+    /// hold the same. `None` once the node is revoked (its TPM is free again).
+    pub ek_key: Option<String>,
+    /// When an AK of this node was first activated; never cleared. From then on the node is
+    /// TPM-bound: its EK and AK change only through an admin re-enrolment.
+    pub bound_at: Option<u64>,
+}
+
+/// An admin re-enrolment of a TPM-bound node: it lets the node's next enrollment present
+/// another EK or AK, until an AK is activated under it or it expires. Kept as the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmReenrollment {
+    /// Id (a UUID).
+    pub id: String,
+    /// The node.
+    pub node_id: String,
+    /// Why.
+    pub reason: String,
+    /// Who decided.
+    pub requested_by: String,
+    /// When.
+    pub created_at: u64,
+    /// Until when it may be used.
+    pub expires_at: u64,
+    /// The EK key (SHA-256, hex) the node was bound to.
+    pub previous_ek: Option<String>,
+    /// The AK name (hex) the node was bound to.
+    pub previous_ak: Option<String>,
+    /// When an AK was activated under it (it is used up).
+    pub used_at: Option<u64>,
+    /// The EK key the node was then bound to.
+    pub ek_key: Option<String>,
 }
 
 /// One entry of the revocation log.

@@ -95,6 +95,23 @@ macro_rules! row_mappers {
                 last_clock: r.get("last_clock"),
                 ima_state: r.get("ima_state"),
                 created_at: u(r.get("created_at")),
+                ek_key: r.get("ek_key"),
+                bound_at: r.get::<Option<i64>, _>("bound_at").map(u),
+            }
+        }
+
+        fn reenrollment_row(r: &$row) -> crate::TpmReenrollment {
+            crate::TpmReenrollment {
+                id: r.get("id"),
+                node_id: r.get("node_id"),
+                reason: r.get("reason"),
+                requested_by: r.get("requested_by"),
+                created_at: u(r.get("created_at")),
+                expires_at: u(r.get("expires_at")),
+                previous_ek: r.get("previous_ek"),
+                previous_ak: r.get("previous_ak"),
+                used_at: r.get::<Option<i64>, _>("used_at").map(u),
+                ek_key: r.get("ek_key"),
             }
         }
 

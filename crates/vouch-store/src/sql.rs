@@ -7,6 +7,33 @@
 macro_rules! store_impl {
     ($store:ty, $conn:ty) => {
         impl $store {
+            /// A write to `tpm_keys` that broke the one-EK-per-bound-node index becomes
+            /// [`StoreError::EkEnrolled`] naming the node that holds `ek_key`.
+            async fn ek_conflict<T>(
+                &self,
+                r: std::result::Result<T, sqlx::Error>,
+                ek_key: Option<&str>,
+            ) -> Result<()> {
+                match r {
+                    Ok(_) => Ok(()),
+                    Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                        let holder: Option<String> = match ek_key {
+                            Some(k) => sqlx::query_scalar(
+                                "SELECT node_id FROM tpm_keys WHERE ek_key = $1 AND bound_at IS NOT NULL",
+                            )
+                            .bind(k)
+                            .fetch_optional(&self.pool)
+                            .await?,
+                            None => None,
+                        };
+                        Err(StoreError::EkEnrolled {
+                            node_id: holder.unwrap_or_else(|| "another node".into()),
+                        })
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+
             async fn bump_revision(conn: &mut $conn, key: &str) -> Result<()> {
                 sqlx::query(
                     "INSERT INTO settings (key, value) VALUES ($1, '1')
@@ -452,21 +479,23 @@ macro_rules! store_impl {
             }
 
             async fn put_tpm_enrollment(&self, rec: &TpmKeyRecord) -> Result<()> {
-                sqlx::query(
+                // The same EK again (by key, or by its exact public area for rows enrolled
+                // before the key was recorded) keeps its TPM's clock and IMA replay.
+                let r = sqlx::query(
                     "INSERT INTO tpm_keys (node_id, ek_public, ek_cert, ek_issuer, ak_public,
                         ak_qualified_name, challenge_hash, challenge_expires, activated_at, last_clock,
-                        created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9)
+                        created_at, ek_key)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10)
                      ON CONFLICT (node_id) DO UPDATE SET ek_public = excluded.ek_public,
                         ek_cert = excluded.ek_cert, ek_issuer = excluded.ek_issuer,
                         ak_public = excluded.ak_public, ak_qualified_name = excluded.ak_qualified_name,
                         challenge_hash = excluded.challenge_hash,
                         challenge_expires = excluded.challenge_expires, activated_at = NULL,
-                        last_clock = CASE WHEN tpm_keys.ek_public = excluded.ek_public
-                            THEN tpm_keys.last_clock END,
-                        ima_state = CASE WHEN tpm_keys.ek_public = excluded.ek_public
-                            THEN tpm_keys.ima_state END,
-                        created_at = excluded.created_at",
+                        last_clock = CASE WHEN tpm_keys.ek_key = excluded.ek_key
+                            OR tpm_keys.ek_public = excluded.ek_public THEN tpm_keys.last_clock END,
+                        ima_state = CASE WHEN tpm_keys.ek_key = excluded.ek_key
+                            OR tpm_keys.ek_public = excluded.ek_public THEN tpm_keys.ima_state END,
+                        ek_key = excluded.ek_key, created_at = excluded.created_at",
                 )
                 .bind(&rec.node_id)
                 .bind(&rec.ek_public)
@@ -477,9 +506,10 @@ macro_rules! store_impl {
                 .bind(&rec.challenge_hash)
                 .bind(rec.challenge_expires.map(i))
                 .bind(i(rec.created_at))
+                .bind(&rec.ek_key)
                 .execute(&self.pool)
-                .await?;
-                Ok(())
+                .await;
+                self.ek_conflict(r, rec.ek_key.as_deref()).await
             }
 
             async fn tpm_key(&self, node_id: &str) -> Result<Option<TpmKeyRecord>> {
@@ -490,22 +520,122 @@ macro_rules! store_impl {
                 Ok(row.as_ref().map(tpm_row))
             }
 
+            async fn tpm_node_for_ek(&self, ek_key: &str) -> Result<Option<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT node_id FROM tpm_keys WHERE ek_key = $1 AND bound_at IS NOT NULL",
+                )
+                .bind(ek_key)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
             async fn activate_tpm(&self, node_id: &str, now: u64) -> Result<()> {
-                let n = sqlx::query(
-                    "UPDATE tpm_keys SET activated_at = $1, challenge_hash = NULL, challenge_expires = NULL
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query(
+                    "UPDATE tpm_keys SET activated_at = $1, bound_at = COALESCE(bound_at, $1),
+                        challenge_hash = NULL, challenge_expires = NULL
                      WHERE node_id = $2",
                 )
                 .bind(i(now))
                 .bind(node_id)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+                .execute(&mut *tx)
+                .await;
+                let n = match r {
+                    Ok(r) => r.rows_affected(),
+                    Err(e) => {
+                        drop(tx);
+                        let ek: Option<String> =
+                            sqlx::query_scalar("SELECT ek_key FROM tpm_keys WHERE node_id = $1")
+                                .bind(node_id)
+                                .fetch_optional(&self.pool)
+                                .await?
+                                .flatten();
+                        return self.ek_conflict(Err::<(), _>(e), ek.as_deref()).await;
+                    }
+                };
                 if n == 0 {
                     return Err(StoreError::NotFound(format!(
                         "TPM enrollment of node {node_id}"
                     )));
                 }
+                sqlx::query(
+                    "UPDATE tpm_reenrollments SET used_at = $1,
+                        ek_key = (SELECT ek_key FROM tpm_keys WHERE node_id = $2)
+                     WHERE node_id = $2 AND used_at IS NULL AND expires_at >= $1",
+                )
+                .bind(i(now))
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
                 Ok(())
+            }
+
+            async fn tpm_keys_without_ek_key(&self) -> Result<Vec<TpmKeyRecord>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM tpm_keys WHERE ek_key IS NULL AND NOT EXISTS
+                        (SELECT 1 FROM revocation_log WHERE kind = 'node' AND target = tpm_keys.node_id)",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(tpm_row).collect())
+            }
+
+            async fn set_tpm_ek_key(&self, node_id: &str, ek_key: &str) -> Result<()> {
+                let r = sqlx::query("UPDATE tpm_keys SET ek_key = $1 WHERE node_id = $2")
+                    .bind(ek_key)
+                    .bind(node_id)
+                    .execute(&self.pool)
+                    .await;
+                self.ek_conflict(r, Some(ek_key)).await
+            }
+
+            async fn add_tpm_reenrollment(&self, rec: &crate::TpmReenrollment) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO tpm_reenrollments (id, node_id, reason, requested_by, created_at,
+                        expires_at, previous_ek, previous_ak, used_at, ek_key)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&rec.id)
+                .bind(&rec.node_id)
+                .bind(&rec.reason)
+                .bind(&rec.requested_by)
+                .bind(i(rec.created_at))
+                .bind(i(rec.expires_at))
+                .bind(&rec.previous_ek)
+                .bind(&rec.previous_ak)
+                .bind(rec.used_at.map(i))
+                .bind(&rec.ek_key)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn open_tpm_reenrollment(
+                &self,
+                node_id: &str,
+                now: u64,
+            ) -> Result<Option<crate::TpmReenrollment>> {
+                let row = sqlx::query(
+                    "SELECT * FROM tpm_reenrollments
+                     WHERE node_id = $1 AND used_at IS NULL AND expires_at >= $2
+                     ORDER BY created_at DESC, id LIMIT 1",
+                )
+                .bind(node_id)
+                .bind(i(now))
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(reenrollment_row))
+            }
+
+            async fn tpm_reenrollments(&self, node_id: &str) -> Result<Vec<crate::TpmReenrollment>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM tpm_reenrollments WHERE node_id = $1 ORDER BY created_at DESC, id",
+                )
+                .bind(node_id)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(reenrollment_row).collect())
             }
 
             async fn set_tpm_state(
@@ -682,6 +812,11 @@ macro_rules! store_impl {
                     "node" => {
                         sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE node_id = $2 AND revoked_at IS NULL")
                             .bind(now)
+                            .bind(&rec.target)
+                            .execute(&mut *tx)
+                            .await?;
+                        // Its TPM is free to be bound to another node.
+                        sqlx::query("UPDATE tpm_keys SET ek_key = NULL WHERE node_id = $1")
                             .bind(&rec.target)
                             .execute(&mut *tx)
                             .await?;

@@ -42,6 +42,7 @@ on_both_backends!(
     registration_entries_round_trip,
     revocations_are_a_gap_free_log_applied_once,
     tpm_enrollment_round_trips,
+    issue_12_one_ek_is_bound_to_one_node,
     issue_12_a_nonce_purged_by_a_replica_ahead_is_refused_by_one_behind,
 );
 
@@ -288,6 +289,8 @@ async fn tpm_enrollment_round_trips(s: &dyn Store) {
         last_clock: None,
         ima_state: None,
         created_at: 2,
+        ek_key: Some("k0".into()),
+        bound_at: None,
     };
     s.put_tpm_enrollment(&rec).await.unwrap();
     assert_eq!(s.tpm_key(&e.node_id).await.unwrap().unwrap(), rec);
@@ -297,6 +300,7 @@ async fn tpm_enrollment_round_trips(s: &dyn Store) {
         .unwrap();
     let got = s.tpm_key(&e.node_id).await.unwrap().unwrap();
     assert_eq!(got.activated_at, Some(7));
+    assert_eq!(got.bound_at, Some(7));
     assert_eq!(got.challenge_hash, None);
     assert_eq!(got.last_clock.as_deref(), Some("{\"reset_count\":1}"));
     assert_eq!(got.ima_state.as_deref(), Some("{\"position\":3}"));
@@ -330,11 +334,137 @@ async fn tpm_enrollment_round_trips(s: &dyn Store) {
     assert_eq!(got.ima_state.as_deref(), Some("{\"position\":3}"));
     let other = TpmKeyRecord {
         ek_public: vec![7, 7, 7],
+        ek_key: Some("k7".into()),
         ..again
     };
     s.put_tpm_enrollment(&other).await.unwrap();
     let got = s.tpm_key(&e.node_id).await.unwrap().unwrap();
     assert_eq!((got.last_clock, got.ima_state), (None, None));
+    assert_eq!(got.bound_at, Some(7), "a node stays TPM-bound");
+}
+
+/// Issue 12 item 8: one EK is bound to one node; admin re-enrolments are recorded and used up
+/// by the next activation; revoking a node frees its EK.
+async fn issue_12_one_ek_is_bound_to_one_node(s: &dyn Store) {
+    use vouch_store::{TpmKeyRecord, TpmReenrollment};
+    s.create_join_token("a", None, 0, 100).await.unwrap();
+    s.create_join_token("b", None, 0, 100).await.unwrap();
+    let a = s.enroll("a", &[4; 32], "a", 1).await.unwrap().node_id;
+    let b = s.enroll("b", &[5; 32], "b", 1).await.unwrap().node_id;
+    let tpm = |node: &str, ek: &str| TpmKeyRecord {
+        node_id: node.into(),
+        ek_public: ek.as_bytes().to_vec(),
+        ek_cert: None,
+        ek_issuer: None,
+        ak_public: vec![1; 8],
+        ak_qualified_name: vec![2; 8],
+        challenge_hash: Some("c".into()),
+        challenge_expires: Some(50),
+        activated_at: None,
+        last_clock: None,
+        ima_state: None,
+        created_at: 2,
+        ek_key: Some(ek.into()),
+        bound_at: None,
+    };
+    s.put_tpm_enrollment(&tpm(&a, "ek1")).await.unwrap();
+    assert_eq!(
+        s.tpm_node_for_ek("ek1").await.unwrap(),
+        None,
+        "not bound yet"
+    );
+    s.activate_tpm(&a, 3).await.unwrap();
+    assert_eq!(s.tpm_node_for_ek("ek1").await.unwrap(), Some(a.clone()));
+
+    // B may start an enrollment with the same EK (unproven, it binds nothing), never bind it.
+    s.put_tpm_enrollment(&tpm(&b, "ek1")).await.unwrap();
+    match s.activate_tpm(&b, 4).await {
+        Err(StoreError::EkEnrolled { node_id }) => assert_eq!(node_id, a),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.tpm_key(&b).await.unwrap().unwrap().bound_at, None);
+    // A bound node moving to an EK another bound node holds is refused at once.
+    s.put_tpm_enrollment(&tpm(&b, "ek2")).await.unwrap();
+    s.activate_tpm(&b, 4).await.unwrap();
+    assert!(matches!(
+        s.put_tpm_enrollment(&tpm(&b, "ek1")).await,
+        Err(StoreError::EkEnrolled { .. })
+    ));
+    assert_eq!(
+        s.tpm_key(&b).await.unwrap().unwrap().ek_key.as_deref(),
+        Some("ek2")
+    );
+
+    // Re-enrolments: recorded, open until used or expired, used by the next activation.
+    let grant = |id: &str, expires_at| TpmReenrollment {
+        id: id.into(),
+        node_id: a.clone(),
+        reason: "motherboard replaced".into(),
+        requested_by: "ops".into(),
+        created_at: 10,
+        expires_at,
+        previous_ek: Some("ek1".into()),
+        previous_ak: Some("0b00".into()),
+        used_at: None,
+        ek_key: None,
+    };
+    s.add_tpm_reenrollment(&grant("r1", 20)).await.unwrap();
+    assert_eq!(
+        s.open_tpm_reenrollment(&a, 21).await.unwrap(),
+        None,
+        "expired"
+    );
+    s.add_tpm_reenrollment(&grant("r2", 100)).await.unwrap();
+    assert_eq!(
+        s.open_tpm_reenrollment(&a, 30).await.unwrap().map(|r| r.id),
+        Some("r2".into())
+    );
+    s.put_tpm_enrollment(&tpm(&a, "ek3")).await.unwrap();
+    s.activate_tpm(&a, 40).await.unwrap();
+    assert_eq!(s.open_tpm_reenrollment(&a, 41).await.unwrap(), None);
+    let log = s.tpm_reenrollments(&a).await.unwrap();
+    assert_eq!(log.len(), 2);
+    let used = log.iter().find(|r| r.id == "r2").unwrap();
+    assert_eq!(
+        (used.used_at, used.ek_key.as_deref()),
+        (Some(40), Some("ek3"))
+    );
+    let expired = log.iter().find(|r| r.id == "r1").unwrap();
+    assert_eq!(expired.used_at, None);
+
+    // Revoking a node frees its EK for another node.
+    s.append_revocation(&revocation(1, "node", &a))
+        .await
+        .unwrap();
+    assert_eq!(s.tpm_node_for_ek("ek3").await.unwrap(), None);
+    assert_eq!(s.tpm_key(&a).await.unwrap().unwrap().ek_key, None);
+
+    // Rows enrolled before the EK key was recorded are listed for the verifier to fill in
+    // (revoked nodes aside), and filling one in obeys the same rule.
+    s.put_tpm_enrollment(&TpmKeyRecord {
+        ek_key: None,
+        ..tpm(&b, "legacy")
+    })
+    .await
+    .unwrap();
+    let missing = s.tpm_keys_without_ek_key().await.unwrap();
+    assert_eq!(
+        missing
+            .iter()
+            .map(|r| r.node_id.as_str())
+            .collect::<Vec<_>>(),
+        [b.as_str()]
+    );
+    s.create_join_token("c", None, 0, 100).await.unwrap();
+    let c = s.enroll("c", &[6; 32], "c", 1).await.unwrap().node_id;
+    s.put_tpm_enrollment(&tpm(&c, "ek4")).await.unwrap();
+    s.activate_tpm(&c, 5).await.unwrap();
+    assert!(matches!(
+        s.set_tpm_ek_key(&b, "ek4").await,
+        Err(StoreError::EkEnrolled { .. })
+    ));
+    s.set_tpm_ek_key(&b, "ek2").await.unwrap();
+    assert!(s.tpm_keys_without_ek_key().await.unwrap().is_empty());
 }
 
 /// PostgreSQL: acknowledged writes survive the server being killed (immediate stop, no

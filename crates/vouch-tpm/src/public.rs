@@ -172,6 +172,22 @@ impl TpmtPublic {
         n
     }
 
+    /// SHA-256 of the key material alone (RSA modulus and exponent, or ECC curve and point):
+    /// what identifies the key whatever else the public area says. Two public areas that hold
+    /// the same key but differ in attributes, policy or scheme (or write the RSA exponent 65537
+    /// as 0) have the same fingerprint; the verifier binds one EK to one node by it.
+    pub fn key_fingerprint(&self) -> Vec<u8> {
+        let len = |b: &[u8]| (b.len() as u32).to_be_bytes();
+        match &self.key {
+            PublicKey::Rsa { n, e } => HashAlg::Sha256.digest(&[b"rsa\0", &len(n), n, &len(e), e]),
+            PublicKey::Ecc { curve, x, y } => {
+                let size = (curve.size() as u32).to_be_bytes();
+                HashAlg::Sha256.digest(&[b"ecc\0", &size, x, y])
+            }
+            PublicKey::Spki(der) => HashAlg::Sha256.digest(&[b"spki\0", der]),
+        }
+    }
+
     /// Check the attributes of an attestation key: a restricted signing key that never left
     /// the TPM (fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, restricted, sign) and
     /// cannot decrypt.
@@ -299,5 +315,45 @@ impl PublicKey {
                     .map_err(bad)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RSA `TPMT_PUBLIC` with these attributes, exponent and modulus (no policy, no
+    /// symmetric algorithm, no scheme).
+    fn rsa(attributes: u32, exponent: u32, n: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(id::RSA.to_be_bytes());
+        b.extend(0x000bu16.to_be_bytes());
+        b.extend(attributes.to_be_bytes());
+        b.extend(0u16.to_be_bytes());
+        b.extend(id::NULL.to_be_bytes());
+        b.extend(id::NULL.to_be_bytes());
+        b.extend(((n.len() * 8) as u16).to_be_bytes());
+        b.extend(exponent.to_be_bytes());
+        b.extend((n.len() as u16).to_be_bytes());
+        b.extend(n);
+        b
+    }
+
+    #[test]
+    fn the_key_fingerprint_is_the_key_whatever_the_rest_of_the_public_area() {
+        let n = [0xa5; 256];
+        let ek = TpmtPublic::parse(&rsa(0x0003_00b2, 0, &n)).unwrap();
+        // Other attributes, the exponent written out: another name, the same key.
+        let relabelled = TpmtPublic::parse(&rsa(0x0005_0072, 65_537, &n)).unwrap();
+        assert_ne!(ek.name(), relabelled.name());
+        assert_eq!(ek.key_fingerprint(), relabelled.key_fingerprint());
+        assert_eq!(ek.key_fingerprint().len(), 32);
+        // Another modulus or exponent is another key.
+        let mut m = n;
+        m[255] ^= 1;
+        let other = TpmtPublic::parse(&rsa(0x0003_00b2, 0, &m)).unwrap();
+        assert_ne!(ek.key_fingerprint(), other.key_fingerprint());
+        let other = TpmtPublic::parse(&rsa(0x0003_00b2, 3, &n)).unwrap();
+        assert_ne!(ek.key_fingerprint(), other.key_fingerprint());
     }
 }

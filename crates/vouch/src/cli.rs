@@ -130,6 +130,9 @@ pub enum Command {
     /// Inspect workloads.
     #[command(subcommand)]
     Workload(WorkloadCmd),
+    /// Manage nodes: let a TPM-bound node enroll another TPM or AK.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Manage registration entries (SPIFFE IDs granted to selectors).
     #[command(subcommand)]
     Entry(EntryCmd),
@@ -470,6 +473,28 @@ pub enum WorkloadCmd {
     Show {
         /// Workload id.
         id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Let a TPM-bound node enroll another TPM (EK) or AK. Once a node's AK is activated, its
+    /// agent can enroll only the same EK and AK again; this opens one re-enrolment, used by the
+    /// next credential activation or closed after --ttl, and recorded with who and why.
+    Reenroll {
+        /// Node id.
+        node_id: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: String,
+        /// Who decides (default: $USER@hostname).
+        #[arg(long)]
+        by: Option<String>,
+        /// How long it stays open: 600, 10m, 1h, 1d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
         #[command(flatten)]
         store: StoreArgs,
     },

@@ -13,8 +13,8 @@ use vouch_server::{ServerConfig, unix_now};
 use vouch_store::Store;
 
 use crate::cli::{
-    AgentArgs, CaCmd, Cli, Command, EntryCmd, KeyCmd, PolicyCmd, RefvalueCmd, RevocationsArgs,
-    RevokeCmd, StoreArgs, TokenCmd, VerifyArgs, WorkloadCmd,
+    AgentArgs, CaCmd, Cli, Command, EntryCmd, KeyCmd, NodeCmd, PolicyCmd, RefvalueCmd,
+    RevocationsArgs, RevokeCmd, StoreArgs, TokenCmd, VerifyArgs, WorkloadCmd,
 };
 use crate::config::{self, FileConfig};
 use crate::output;
@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Refvalue(cmd) => refvalue(file, cmd, json).await,
         Command::Token(cmd) => token(file, cmd, json).await,
         Command::Workload(cmd) => workload(file, cmd, json).await,
+        Command::Node(cmd) => node(file, cmd, json).await,
         Command::Entry(cmd) => entry(file, cmd, json).await,
         Command::Ca(cmd) => ca(file, cmd, json),
         Command::Revoke(cmd) => revoke(file, cmd, json).await,
@@ -561,6 +562,36 @@ async fn token(file: FileConfig, cmd: TokenCmd, json: bool) -> Result<ExitCode> 
         println!("{t}");
         eprintln!(
             "single use, expires in {ttl}s; give it to the agent with --join-token or VOUCH_JOIN_TOKEN"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn node(file: FileConfig, cmd: NodeCmd, json: bool) -> Result<ExitCode> {
+    let NodeCmd::Reenroll {
+        node_id,
+        reason,
+        by,
+        ttl,
+        store,
+    } = cmd;
+    let ttl = config::parse_duration(&ttl)?;
+    let by = by.unwrap_or_else(|| {
+        let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{user}@{}", host.trim())
+    });
+    let s = open_store(&file, &store).await?;
+    let rec =
+        vouch_server::allow_tpm_reenrollment(s.as_ref(), &node_id, &reason, &by, ttl, unix_now())
+            .await
+            .with_context(|| format!("re-enrolling the TPM of node {node_id}"))?;
+    if json {
+        output::json(&rec)?;
+    } else {
+        println!(
+            "node {} may enroll another TPM or AK for {ttl}s (re-enrolment {}, by {}: {})",
+            rec.node_id, rec.id, rec.requested_by, rec.reason
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -564,6 +564,78 @@ fn ca_prepare_and_activate_rotate_the_trust_domain_ca() {
     assert_eq!(v["authorities"][1]["sha256"], first);
 }
 
+/// Issue 12 item 8: `vouch node reenroll` opens one recorded TPM re-enrolment, and only for a
+/// node bound to a TPM.
+#[tokio::test]
+async fn node_reenroll_records_a_reenrolment_for_a_tpm_bound_node_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let store = SqliteStore::open(&dir.path().join("vouch.db"))
+        .await
+        .unwrap();
+    store
+        .create_join_token("t", None, 0, u64::MAX / 2)
+        .await
+        .unwrap();
+    let node = store.enroll("t", &[7; 32], "h", 1).await.unwrap().node_id;
+    let (code, _, err) = vouch(&["node", "reenroll", &node, "--reason", "x", "--data-dir", d]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not bound to a TPM"), "{err}");
+
+    store
+        .put_tpm_enrollment(&vouch_store::TpmKeyRecord {
+            node_id: node.clone(),
+            ek_public: vec![1; 8],
+            ek_cert: None,
+            ek_issuer: None,
+            ak_public: vec![2; 8],
+            ak_qualified_name: vec![3; 8],
+            challenge_hash: Some("c".into()),
+            challenge_expires: Some(u64::MAX / 2),
+            activated_at: None,
+            last_clock: None,
+            ima_state: None,
+            created_at: 1,
+            ek_key: Some("ab".repeat(32)),
+            bound_at: None,
+        })
+        .await
+        .unwrap();
+    store.activate_tpm(&node, 2).await.unwrap();
+    let (code, _, err) = vouch(&["node", "reenroll", &node, "--data-dir", d]);
+    assert_ne!(code, 0, "a reason is required");
+    assert!(err.contains("--reason"), "{err}");
+    let (code, out, err) = vouch(&[
+        "--json",
+        "node",
+        "reenroll",
+        &node,
+        "--reason",
+        "motherboard replaced",
+        "--by",
+        "ops",
+        "--ttl",
+        "10m",
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["requested_by"], "ops");
+    assert_eq!(v["reason"], "motherboard replaced");
+    assert_eq!(v["previous_ek"], "ab".repeat(32));
+    assert_eq!(
+        v["expires_at"].as_u64().unwrap() - v["created_at"].as_u64().unwrap(),
+        600
+    );
+    let open = store
+        .open_tpm_reenrollment(&node, vouch_server::unix_now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(open.id, v["id"].as_str().unwrap());
+}
+
 #[test]
 fn revoke_needs_a_reason_a_known_kind_and_an_existing_target() {
     let dir = tempfile::tempdir().unwrap();
