@@ -53,6 +53,30 @@ pub enum RpError {
         /// The revocation's epoch.
         epoch: u64,
     },
+    /// The revocation set has no signed head, or lacks a record its newest head announces: it
+    /// cannot tell whether what was presented is revoked.
+    #[error(
+        "revocation state incomplete: records held through epoch {complete_through}, {}",
+        announced(.head_epoch)
+    )]
+    RevocationsIncomplete {
+        /// Every record up to this epoch is held.
+        complete_through: u64,
+        /// The epoch the newest head announces, if any head was received.
+        head_epoch: Option<u64>,
+    },
+    /// The newest signed revocation head is older than the relying party allows: revocations
+    /// since then may not have arrived.
+    #[error(
+        "revocation state is stale: the newest signed head is {age} s old, more than the \
+         {max_age} s allowed"
+    )]
+    RevocationsStale {
+        /// Seconds since the head was signed.
+        age: u64,
+        /// Seconds allowed.
+        max_age: u64,
+    },
     /// The result lacks a submodule the relying party requires.
     #[error("the result has no {0:?} submodule, which this relying party requires")]
     Submodule(String),
@@ -71,4 +95,11 @@ pub enum RpError {
         /// The required tier.
         required: String,
     },
+}
+
+fn announced(head_epoch: &Option<u64>) -> String {
+    match head_epoch {
+        Some(e) => format!("the newest signed head announces epoch {e}"),
+        None => "and no signed head was received".into(),
+    }
 }

@@ -6,8 +6,18 @@
 //! was down or cut off catches up when it can talk again. What arrives is only kept after
 //! [`RevocationSet`] checked its signature against the trust bundle, so a gossip peer can delay
 //! a revocation but never forge or withdraw one.
+//!
+//! chitchat itself trusts every datagram: anyone who can reach a member's UDP port could make
+//! it (and through it the verifier) stop taking new state. So members authenticate every
+//! datagram with the cluster's gossip key ([`GossipKey`], HMAC-SHA256) and drop the rest
+//! before chitchat reads them. Members holding the key are trusted not to do that; what bounds
+//! the damage of one that does is the relying parties' staleness limit
+//! ([`RevocationSet::set_max_age`]): a member that hears no fresh head refuses.
+
+mod transport;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -16,11 +26,23 @@ use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig
 use tokio::sync::{mpsc, watch};
 
 use crate::{RevocationSet, RevocationView};
+pub use transport::{GossipKey, GossipKeys};
 
 /// Key prefix of revocation records in a node's state.
 pub const RECORD_PREFIX: &str = "r:";
 /// Key of a verifier's signed head.
 pub const HEAD_KEY: &str = "head";
+
+/// How a member authenticates gossip datagrams.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum GossipAuth {
+    /// Sign every datagram with the current key and drop those no held key verifies.
+    Keys(GossipKeys),
+    /// No authentication at all: anyone who can send this member a UDP datagram can make it
+    /// ignore every later record and head. For development on one machine only.
+    Insecure,
+}
 
 /// How to join the gossip cluster.
 #[derive(Debug, Clone)]
@@ -37,11 +59,21 @@ pub struct GossipConfig {
     pub cluster_id: String,
     /// Time between gossip rounds.
     pub interval: Duration,
+    /// How datagrams are authenticated ([`Gossip::join`]; [`Gossip::join_with`] takes the
+    /// transport as given).
+    pub auth: GossipAuth,
 }
 
 impl GossipConfig {
-    /// A node named `node_id` of cluster `cluster_id` on `listen`, gossiping every 500 ms.
-    pub fn new(node_id: &str, cluster_id: &str, listen: SocketAddr, seeds: Vec<String>) -> Self {
+    /// A node named `node_id` of cluster `cluster_id` on `listen`, gossiping every 500 ms,
+    /// authenticating datagrams as `auth` says.
+    pub fn new(
+        node_id: &str,
+        cluster_id: &str,
+        listen: SocketAddr,
+        seeds: Vec<String>,
+        auth: GossipAuth,
+    ) -> Self {
         Self {
             node_id: node_id.into(),
             listen,
@@ -49,11 +81,12 @@ impl GossipConfig {
             seeds,
             cluster_id: cluster_id.into(),
             interval: Duration::from_millis(500),
+            auth,
         }
     }
 }
 
-/// Errors joining the cluster.
+/// Errors joining the cluster or reading a gossip key.
 #[derive(Debug, thiserror::Error)]
 #[error("gossip: {0}")]
 pub struct GossipError(String);
@@ -65,6 +98,7 @@ pub struct Gossip {
     view: watch::Receiver<RevocationView>,
     _listeners: Vec<chitchat::ListenerHandle>,
     task: tokio::task::JoinHandle<()>,
+    stats: Arc<transport::Stats>,
 }
 
 impl std::fmt::Debug for Gossip {
@@ -83,19 +117,42 @@ fn unix_now() -> u64 {
 }
 
 impl Gossip {
-    /// Join over UDP.
+    /// Join over UDP, datagrams authenticated as `cfg.auth` says.
     pub async fn join(
         cfg: GossipConfig,
         set: Arc<RwLock<RevocationSet>>,
     ) -> Result<Self, GossipError> {
-        Self::join_with(cfg, set, &UdpTransport).await
+        match cfg.auth.clone() {
+            GossipAuth::Keys(keys) => {
+                let stats = Arc::new(transport::Stats::default());
+                let t = transport::AuthenticatedUdp::new(keys, &cfg.cluster_id, stats.clone());
+                Self::start(cfg, set, &t, stats).await
+            }
+            GossipAuth::Insecure => {
+                tracing::warn!(
+                    listen = %cfg.listen,
+                    "gossip without authentication: anyone who reaches this UDP port can stop                      revocations from arriving (development only)"
+                );
+                Self::join_with(cfg, set, &UdpTransport).await
+            }
+        }
     }
 
-    /// Join over any chitchat transport (the in-process channel transport for simulations).
+    /// Join over any chitchat transport as it is (the in-process channel transport for
+    /// simulations); `cfg.auth` is not used.
     pub async fn join_with(
         cfg: GossipConfig,
         set: Arc<RwLock<RevocationSet>>,
         transport: &dyn Transport,
+    ) -> Result<Self, GossipError> {
+        Self::start(cfg, set, transport, Arc::default()).await
+    }
+
+    async fn start(
+        cfg: GossipConfig,
+        set: Arc<RwLock<RevocationSet>>,
+        transport: &dyn Transport,
+        stats: Arc<transport::Stats>,
     ) -> Result<Self, GossipError> {
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -169,6 +226,7 @@ impl Gossip {
             view,
             _listeners: listeners,
             task,
+            stats,
         })
     }
 
@@ -185,6 +243,18 @@ impl Gossip {
         let c = self.handle.chitchat();
         let mut c = c.lock().await;
         c.self_node_state().set(HEAD_KEY, jws);
+    }
+
+    /// This member's chitchat identity: its name, generation and advertised address.
+    pub fn chitchat_id(&self) -> &chitchat::ChitchatId {
+        self.handle.chitchat_id()
+    }
+
+    /// Datagrams dropped unread so far: too short or long, of another format, under a key
+    /// this member does not hold, or with a MAC that does not verify (plus authenticated ones
+    /// that did not decode). Always 0 without authentication.
+    pub fn dropped_datagrams(&self) -> u64 {
+        self.stats.dropped.load(Ordering::Relaxed) + self.stats.undecodable.load(Ordering::Relaxed)
     }
 
     /// The revocation set this member feeds.

@@ -2,6 +2,11 @@
 //! head, each checked against the trust bundle before it is kept, so revocation is checked with
 //! no network and the set says how complete and how stale it is.
 //!
+//! Checks fail closed: [`RevocationSet::check_result`] and [`RevocationSet::check_svid`] refuse
+//! everything while the set lacks a record its newest head announces, has no head, or its head
+//! is older than [`RevocationSet::max_age`] (5 minutes unless set): a relying party cut off
+//! from gossip, or fed a stale set, cannot tell a revoked workload from a good one.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use vouch_rp::{RevocationKind, RevocationSet, SpiffeVerifier};
@@ -9,8 +14,8 @@
 //!     let mut set = RevocationSet::new(bundle);
 //!     set.insert_record(record, now)?; // from gossip, a saved file or GET /v1/revocations
 //!     set.insert_head(head, now)?;
-//!     let view = set.view(); // complete up to which epoch, signed at what time
-//!     println!("complete: {}, stale by {:?} s", view.is_complete(), view.staleness(now));
+//!     let view = set.check_current(now)?; // complete, and its head at most max_age old
+//!     println!("complete through {}, {:?} s old", view.complete_through, view.staleness(now));
 //!     if let Some(r) = set.revoked(RevocationKind::Node, "node-1") {
 //!         println!("node-1 revoked: {}", r.reason);
 //!     }
@@ -21,12 +26,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use vouch_core::revocation::{
     REVOCATION_HEAD_TYP, REVOCATION_TYP, RevocationClaims, RevocationHead, RevocationKind,
 };
 
 use crate::{RpError, SpiffeVerifier, VerifiedResult, x5c};
+
+/// How old the newest signed head may be before checks refuse, by default.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// The records and head a relying party holds.
 #[derive(Debug, Clone)]
@@ -35,6 +44,7 @@ pub struct RevocationSet {
     records: BTreeMap<u64, (RevocationClaims, String)>,
     by_target: HashMap<(RevocationKind, String), u64>,
     head: Option<(RevocationHead, String)>,
+    max_age: Duration,
 }
 
 /// How complete and how fresh a revocation set is.
@@ -72,14 +82,55 @@ fn invalid(m: impl Into<String>) -> RpError {
 }
 
 impl RevocationSet {
-    /// An empty set that accepts records signed by verifier replicas certified by `bundle`.
+    /// An empty set that accepts records signed by verifier replicas certified by `bundle`,
+    /// and whose checks refuse once its head is older than [`DEFAULT_MAX_AGE`].
     pub fn new(bundle: Arc<SpiffeVerifier>) -> Self {
         Self {
             bundle,
             records: BTreeMap::new(),
             by_target: HashMap::new(),
             head: None,
+            max_age: DEFAULT_MAX_AGE,
         }
+    }
+
+    /// How old the newest signed head may be (whole seconds) before checks refuse. Verifiers
+    /// publish a head every gossip round, so this bounds how long a relying party that hears
+    /// nothing (cut off, or silenced) keeps accepting what may have been revoked since.
+    pub fn set_max_age(&mut self, max_age: Duration) {
+        self.max_age = max_age;
+    }
+
+    /// As [`RevocationSet::set_max_age`], by value.
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.set_max_age(max_age);
+        self
+    }
+
+    /// How old the newest signed head may be before checks refuse.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// The view, if the set can answer at `now`: it has a head, holds every record the head
+    /// announces, and the head is at most [`RevocationSet::max_age`] old. Otherwise
+    /// [`RpError::RevocationsIncomplete`] or [`RpError::RevocationsStale`].
+    pub fn check_current(&self, now: u64) -> Result<RevocationView, RpError> {
+        let view = self.view();
+        if !view.is_complete() {
+            return Err(RpError::RevocationsIncomplete {
+                complete_through: view.complete_through,
+                head_epoch: view.head_epoch,
+            });
+        }
+        let age = view.staleness(now).unwrap_or(u64::MAX);
+        if age > self.max_age.as_secs() {
+            return Err(RpError::RevocationsStale {
+                age,
+                max_age: self.max_age.as_secs(),
+            });
+        }
+        Ok(view)
     }
 
     /// Check a signed record and keep it. Returns `false` when this epoch was already held
@@ -181,8 +232,10 @@ impl RevocationSet {
     }
 
     /// Refuse a verified result whose result id (`jti`), workload (`sub`), node (the part of
-    /// `sub` before `/`) or signing replica certificate was revoked.
-    pub fn check_result(&self, result: &VerifiedResult) -> Result<(), RpError> {
+    /// `sub` before `/`) or signing replica certificate was revoked, and every result while
+    /// the set is not current at `now` ([`RevocationSet::check_current`]).
+    pub fn check_result(&self, result: &VerifiedResult, now: u64) -> Result<(), RpError> {
+        self.check_current(now)?;
         if let Some(jti) = &result.ear.jti {
             self.refuse(RevocationKind::Result, jti)?;
         }
@@ -198,8 +251,10 @@ impl RevocationSet {
         Ok(())
     }
 
-    /// Refuse an X.509-SVID (DER) whose serial number was revoked.
-    pub fn check_svid(&self, der: &[u8]) -> Result<(), RpError> {
+    /// Refuse an X.509-SVID (DER) whose serial number was revoked, and every SVID while the
+    /// set is not current at `now` ([`RevocationSet::check_current`]).
+    pub fn check_svid(&self, der: &[u8], now: u64) -> Result<(), RpError> {
+        self.check_current(now)?;
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| invalid(format!("certificate does not parse: {e}")))?;
         self.refuse(

@@ -99,7 +99,9 @@ impl SpiffeVerifier {
     }
 
     /// As [`SpiffeVerifier::new`], and also refuse peers whose SVID serial is revoked in
-    /// `revocations` (kept current by gossip or a saved file; checked with no network).
+    /// `revocations` (kept current by gossip or a saved file; checked with no network), and
+    /// every peer while that set is not current: incomplete, or its newest head older than
+    /// [`crate::RevocationSet::max_age`].
     pub fn with_revocations(
         trust_domain: &TrustDomain,
         x509_authorities: &[Vec<u8>],
@@ -132,7 +134,7 @@ impl SpiffeVerifier {
         if let Some(set) = &self.revocations {
             set.read()
                 .map_err(|_| bad("revocation set lock poisoned"))?
-                .check_svid(end_entity.as_ref())
+                .check_svid(end_entity.as_ref(), now.as_secs())
                 .map_err(|e| bad(format!("peer SVID: {e}")))?;
         }
         if id.trust_domain() != &self.trust_domain {

@@ -110,6 +110,7 @@ pub struct VerifiedResult {
 pub struct ResultVerifier {
     keys: HashMap<Option<String>, (DecodingKey, Algorithm)>,
     bundle: Option<std::sync::Arc<crate::SpiffeVerifier>>,
+    revocations: Option<std::sync::Arc<std::sync::RwLock<crate::RevocationSet>>>,
 }
 
 impl std::fmt::Debug for ResultVerifier {
@@ -144,7 +145,11 @@ impl ResultVerifier {
         if keys.is_empty() {
             return Err(RpError::Keys("no EdDSA or ECDSA key in the set".into()));
         }
-        Ok(Self { keys, bundle: None })
+        Ok(Self {
+            keys,
+            bundle: None,
+            revocations: None,
+        })
     }
 
     /// Build from one PEM public key (SPKI) of the given algorithm, for results signed by
@@ -158,7 +163,11 @@ impl ResultVerifier {
         .map_err(|e| RpError::Keys(e.to_string()))?;
         let mut keys = HashMap::new();
         keys.insert(None, (key, alg));
-        Ok(Self { keys, bundle: None })
+        Ok(Self {
+            keys,
+            bundle: None,
+            revocations: None,
+        })
     }
 
     /// Accept results signed by any verifier replica whose key the trust domain certified:
@@ -169,7 +178,19 @@ impl ResultVerifier {
         Self {
             keys: HashMap::new(),
             bundle: Some(bundle),
+            revocations: None,
         }
+    }
+
+    /// Also refuse results revoked in `revocations` (kept current by gossip or a saved file),
+    /// and every result while that set is not current: incomplete, or its newest head older
+    /// than [`crate::RevocationSet::max_age`] ([`crate::RevocationSet::check_result`]).
+    pub fn with_revocations(
+        mut self,
+        revocations: std::sync::Arc<std::sync::RwLock<crate::RevocationSet>>,
+    ) -> Self {
+        self.revocations = Some(revocations);
+        self
     }
 
     /// Also accept results certified by `bundle` (see [`ResultVerifier::from_trust_bundle`]).
@@ -199,11 +220,7 @@ impl ResultVerifier {
         }
         let certified = match &self.bundle {
             Some(b) if crate::x5c::has_x5c(token) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                Some(crate::x5c::signer(token, "JWT", b, now)?)
+                Some(crate::x5c::signer(token, "JWT", b, unix_now())?)
             }
             _ => None,
         };
@@ -311,15 +328,28 @@ impl ResultVerifier {
                 }
             }
         }
-        Ok(VerifiedResult {
+        let result = VerifiedResult {
             status,
             subject: ear.sub.clone(),
             kid: header.kid,
             signer: certified.as_ref().map(|s| s.signer.to_string()),
             signer_serial: certified.map(|s| s.serial),
             ear,
-        })
+        };
+        if let Some(set) = &self.revocations {
+            set.read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .check_result(&result, unix_now())?;
+        }
+        Ok(result)
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Read the header's `alg` as text, so a refused algorithm (like `none`) is named in the error.

@@ -140,6 +140,19 @@ pub struct GossipSettings {
     /// Milliseconds between gossip rounds, and between publications of the signed head.
     #[serde(default = "default_gossip_interval")]
     pub interval_ms: u64,
+    /// The cluster's gossip key (32+ secret bytes, mode 0600), the same file on every
+    /// verifier and relying party: every datagram is signed with it and those that do not
+    /// verify are dropped. Created with 32 random bytes when the file is missing (copy it to
+    /// the other members). Required unless `insecure_unauthenticated`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Keys still accepted (never used to sign) while the cluster moves to a new `key_file`.
+    #[serde(default)]
+    pub accept_key_files: Vec<PathBuf>,
+    /// Gossip with no authentication: anyone who can send this replica a UDP datagram can stop
+    /// revocations from spreading. Development only; refused together with `key_file`.
+    #[serde(default)]
+    pub insecure_unauthenticated: bool,
 }
 
 impl Default for ServerConfig {

@@ -389,8 +389,13 @@ async fn start_gossip(
         ),
     };
     let interval = Duration::from_millis(g.interval_ms.max(10));
-    let mut gc =
-        vouch_rp::gossip::GossipConfig::new(&node_id, td.as_str(), g.listen, g.seeds.clone());
+    let mut gc = vouch_rp::gossip::GossipConfig::new(
+        &node_id,
+        td.as_str(),
+        g.listen,
+        g.seeds.clone(),
+        gossip_auth(g)?,
+    );
     gc.advertise = g.advertise.unwrap_or(g.listen);
     gc.interval = interval;
     let gossip = vouch_rp::gossip::Gossip::join(gc, set)
@@ -398,6 +403,40 @@ async fn start_gossip(
         .map_err(|e| ServerError::Config(e.to_string()))?;
     tracing::info!(node = %node_id, listen = %g.listen, "joined the gossip cluster");
     Ok((Arc::new(gossip), interval))
+}
+
+/// How gossip datagrams are authenticated: with `key_file` (created when missing), or not at
+/// all when `insecure_unauthenticated` says so; neither is refused.
+fn gossip_auth(g: &GossipSettings) -> Result<vouch_rp::gossip::GossipAuth, ServerError> {
+    use vouch_rp::gossip::{GossipAuth, GossipKey, GossipKeys};
+    let key = |p: &std::path::Path| {
+        GossipKey::from_file(p).map_err(|e| ServerError::Config(e.to_string()))
+    };
+    match (&g.key_file, g.insecure_unauthenticated) {
+        (Some(_), true) => Err(ServerError::Config(
+            "[server.gossip]: key_file and insecure_unauthenticated together: choose one".into(),
+        )),
+        (None, false) => Err(ServerError::Config(
+            "[server.gossip] needs key_file (the cluster's gossip key, 32+ secret bytes shared \
+             by every member), or insecure_unauthenticated = true for development"
+                .into(),
+        )),
+        (None, true) => Ok(GossipAuth::Insecure),
+        (Some(p), false) => {
+            if !p.exists() {
+                keys::write_secret(p, &random_bytes::<32>())?;
+                tracing::warn!(
+                    "created the gossip key {}: copy it to every other verifier and relying party",
+                    p.display()
+                );
+            }
+            let mut keys = GossipKeys::new(key(p)?);
+            for a in &g.accept_key_files {
+                keys = keys.accept(key(a)?);
+            }
+            Ok(GossipAuth::Keys(keys))
+        }
+    }
 }
 
 /// Create a one-time join token valid for `ttl` seconds; only its SHA-256 is stored.

@@ -188,10 +188,10 @@ async fn replicas_share_nonces_and_records_and_agents_fail_over() {
         .unwrap();
     assert!(set.view().is_complete());
     assert!(matches!(
-        set.check_result(&va),
+        set.check_result(&va, unix_now()),
         Err(vouch_rp::RpError::Revoked { .. })
     ));
-    set.check_result(&vb).unwrap();
+    set.check_result(&vb, unix_now()).unwrap();
 
     // A goes away: the agent carries on through B; every acknowledged attestation is stored.
     let mut acknowledged = vec![r.attestation_id.clone(), ra.attestation_id.clone()];

@@ -89,7 +89,7 @@ async fn revocations_are_signed_enforced_and_checked_offline() {
             .unwrap()
     );
     assert!(set.view().is_complete());
-    assert!(set.check_result(&ok).is_ok());
+    assert!(set.check_result(&ok, unix_now()).is_ok());
 
     // Revoke the workload through the admin API.
     let admin = std::fs::read_to_string(h.cfg.data_dir.join("keys/admin.token")).unwrap();
@@ -166,7 +166,7 @@ async fn revocations_are_signed_enforced_and_checked_offline() {
         (c.reason.as_str(), c.by.as_str()),
         ("compromised", "admin-api")
     );
-    match set.check_result(&ok) {
+    match set.check_result(&ok, now) {
         Err(RpError::Revoked { kind, epoch, .. }) => {
             assert_eq!((kind.as_str(), epoch), ("workload", 1))
         }
@@ -178,7 +178,7 @@ async fn revocations_are_signed_enforced_and_checked_offline() {
     set.save(&saved).unwrap();
     let mut again = RevocationSet::new(bundle(&h));
     assert_eq!(again.load(&saved, now).unwrap(), 1);
-    assert!(again.check_result(&ok).is_err());
+    assert!(again.check_result(&ok, now).is_err());
 
     // Another trust domain's verifier cannot revoke anything here: its record does not chain
     // to this bundle.
@@ -241,6 +241,12 @@ async fn an_mtls_peer_with_a_revoked_svid_is_refused_offline() {
         .issue(&id, &leaf.subject_public_key_info(), 600, unix_now())
         .unwrap();
     let set = Arc::new(std::sync::RwLock::new(RevocationSet::new(bundle(&h))));
+    // Current as of now: the empty log's head.
+    let head = feed(&h, 0).await;
+    set.write()
+        .unwrap()
+        .insert_head(head["head"].as_str().unwrap(), unix_now())
+        .unwrap();
     let auth: Vec<Vec<u8>> = ca
         .authorities(unix_now())
         .into_iter()
@@ -281,4 +287,368 @@ async fn an_mtls_peer_with_a_revoked_svid_is_refused_offline() {
     assert!(err.to_string().contains("is revoked"), "{err}");
     // Another SVID of the same workload (another serial) still passes.
     peer.verify_chain(&[other], unix_now()).unwrap();
+}
+
+/// Issue 12: a relying party refuses by default when its revocation state is stale (the
+/// newest signed head older than the bound, 5 minutes unless set) or incomplete (no head, or a
+/// record the head announces missing): it cannot know what was revoked since. The set's checks,
+/// `SpiffeVerifier::with_revocations` and `ResultVerifier::with_revocations` honour the same
+/// bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_stale_or_incomplete_revocation_state_refuses() {
+    use rcgen::PublicKeyData as _;
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("billing").await;
+    h.trust(&mut agent).await;
+    let token = agent.attest_once().await.unwrap().result;
+    let ok = ResultVerifier::from_trust_bundle(bundle(&h))
+        .verify(&token, &rp_requirements())
+        .unwrap();
+    let now = unix_now();
+
+    // No head at all: incomplete.
+    let mut set = RevocationSet::new(bundle(&h));
+    assert_eq!(set.max_age(), std::time::Duration::from_secs(300));
+    assert_eq!(
+        set.check_result(&ok, now),
+        Err(RpError::RevocationsIncomplete {
+            complete_through: 0,
+            head_epoch: None
+        })
+    );
+    // The empty log's head: current now, stale 301 s later, current again with a longer bound.
+    set.insert_head(feed(&h, 0).await["head"].as_str().unwrap(), now)
+        .unwrap();
+    set.check_result(&ok, now).unwrap();
+    let later = unix_now() + 301;
+    match set.check_result(&ok, later) {
+        Err(RpError::RevocationsStale { age, max_age }) => {
+            assert!((301..=310).contains(&age), "{age}");
+            assert_eq!(max_age, 300);
+        }
+        other => panic!("{other:?}"),
+    }
+    set.set_max_age(std::time::Duration::from_secs(600));
+    set.check_result(&ok, later).unwrap();
+
+    // Two revocations, of which only the second arrived, and a head announcing both.
+    for target in ["0a", "0b"] {
+        vouch_server::revoke_offline(
+            &h.cfg,
+            h.store.as_ref(),
+            RevocationKind::Svid,
+            target,
+            "test",
+            "ops",
+        )
+        .await
+        .unwrap();
+    }
+    let v = feed(&h, 0).await;
+    let second = v["records"][1].as_str().unwrap();
+    let mut gap = RevocationSet::new(bundle(&h));
+    gap.insert_record(second, now).unwrap();
+    gap.insert_head(v["head"].as_str().unwrap(), now).unwrap();
+    let e = gap.check_result(&ok, now).unwrap_err();
+    assert_eq!(
+        e,
+        RpError::RevocationsIncomplete {
+            complete_through: 0,
+            head_epoch: Some(2)
+        }
+    );
+    assert!(e.to_string().contains("announces epoch 2"), "{e}");
+    gap.insert_record(v["records"][0].as_str().unwrap(), now)
+        .unwrap();
+    gap.check_result(&ok, now).unwrap();
+
+    // mTLS peers: the same bound, at the handshake's time.
+    let td = vouch_identity::TrustDomain::parse(&h.cfg.trust_domain).unwrap();
+    let ca =
+        vouch_identity::CaSet::load_or_create(&h.cfg.spiffe_dir(), &td, 3600, unix_now()).unwrap();
+    let leaf = rcgen::KeyPair::generate().unwrap();
+    let id = vouch_identity::SpiffeId::new(&td, "/billing").unwrap();
+    let svid = ca
+        .active()
+        .issue(&id, &leaf.subject_public_key_info(), 600, now)
+        .unwrap();
+    let auth: Vec<Vec<u8>> = ca
+        .authorities(now)
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    let shared = Arc::new(std::sync::RwLock::new(gap));
+    let peer = vouch_rp::SpiffeVerifier::with_revocations(
+        &td,
+        &auth,
+        AllowedIds::AnyInTrustDomain,
+        shared.clone(),
+    )
+    .unwrap();
+    peer.verify_chain(std::slice::from_ref(&svid), now).unwrap();
+    let e = peer
+        .verify_chain(std::slice::from_ref(&svid), now + 301)
+        .unwrap_err();
+    assert!(e.to_string().contains("stale"), "{e}");
+
+    // Results: the same bound, at the time of verification.
+    let rp = ResultVerifier::from_trust_bundle(bundle(&h)).with_revocations(shared.clone());
+    rp.verify(&token, &rp_requirements()).unwrap();
+    shared
+        .write()
+        .unwrap()
+        .set_max_age(std::time::Duration::ZERO);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(matches!(
+        rp.verify(&token, &rp_requirements()),
+        Err(RpError::RevocationsStale { max_age: 0, .. })
+    ));
+    // Fresh again with a head signed now; then the workload is revoked and refused.
+    shared
+        .write()
+        .unwrap()
+        .set_max_age(std::time::Duration::from_secs(60));
+    rp.verify(&token, &rp_requirements()).unwrap();
+    let rec = vouch_server::revoke_offline(
+        &h.cfg,
+        h.store.as_ref(),
+        RevocationKind::Workload,
+        ok.subject.as_deref().unwrap(),
+        "test",
+        "ops",
+    )
+    .await
+    .unwrap();
+    shared
+        .write()
+        .unwrap()
+        .insert_record(&rec.record, unix_now())
+        .unwrap();
+    assert!(matches!(
+        rp.verify(&token, &rp_requirements()),
+        Err(RpError::Revoked { epoch: 3, .. })
+    ));
+}
+
+/// Issue 12: a verifier does not gossip without the cluster's key unless its configuration says
+/// so in as many words; a key file that is too short is refused, a missing one is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_gossip_without_a_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |key_file: Option<std::path::PathBuf>, insecure: bool| {
+        let cfg = vouch_server::ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("server"),
+            gossip: Some(vouch_server::GossipSettings {
+                listen: free_udp(),
+                advertise: None,
+                seeds: Vec::new(),
+                node_id: None,
+                interval_ms: 100,
+                key_file,
+                accept_key_files: Vec::new(),
+                insecure_unauthenticated: insecure,
+            }),
+            ..vouch_server::ServerConfig::default()
+        };
+        async move {
+            let store: Arc<dyn vouch_store::Store> = Arc::new(
+                vouch_store::SqliteStore::open(&cfg.database_path())
+                    .await
+                    .unwrap(),
+            );
+            vouch_server::start_with_store(cfg, store).await
+        }
+    };
+    let e = start(None, false).await.unwrap_err().to_string();
+    assert!(e.contains("needs key_file"), "{e}");
+    let key = dir.path().join("gossip.key");
+    let e = start(Some(key.clone()), true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("choose one"), "{e}");
+    std::fs::write(&key, [7u8; 31]).unwrap();
+    let e = start(Some(key.clone()), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("32 to 1024 secret bytes, not 31"), "{e}");
+    std::fs::remove_file(&key).unwrap();
+    start(Some(key.clone()), false)
+        .await
+        .unwrap()
+        .shutdown()
+        .await;
+    assert_eq!(std::fs::read(&key).unwrap().len(), 32);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    start(None, true).await.unwrap().shutdown().await;
+}
+
+/// A free UDP port on 127.0.0.1.
+fn free_udp() -> std::net::SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap()
+}
+
+/// Wait until `f` holds for `member`'s view, or fail after `secs`.
+async fn until(
+    member: &vouch_rp::gossip::Gossip,
+    secs: u64,
+    what: &str,
+    f: impl Fn(&vouch_rp::RevocationView) -> bool,
+) {
+    let mut w = member.watch();
+    let t0 = std::time::Instant::now();
+    while !f(&w.borrow()) {
+        let left = std::time::Duration::from_secs(secs).saturating_sub(t0.elapsed());
+        assert!(
+            !left.is_zero(),
+            "{what}: not within {secs} s; view {:?}",
+            *w.borrow()
+        );
+        let _ = tokio::time::timeout(left, w.changed()).await;
+    }
+}
+
+/// A SynAck as chitchat itself serializes it, claiming that `victim`'s `head` is at version
+/// 2^64 - 1, the highest there is: an impersonator (a real chitchat instance under the victim's identity, on another
+/// port) answers a Syn with an empty digest, sent from a plain UDP socket, and its answer is
+/// kept as bytes.
+async fn forged_syn_ack(victim: &chitchat::ChitchatId, cluster: &str) -> Vec<u8> {
+    use chitchat::transport::UdpTransport;
+    use chitchat::{ChitchatConfig, ChitchatEnvelope, ChitchatMessage, ProtocolVersion};
+    let listen = free_udp();
+    let config = ChitchatConfig {
+        chitchat_id: victim.clone(),
+        cluster_id: cluster.into(),
+        gossip_interval: std::time::Duration::from_secs(3600),
+        listen_addr: listen,
+        seed_nodes: Vec::new(),
+        failure_detector_config: chitchat::FailureDetectorConfig::default(),
+        marked_for_deletion_grace_period: std::time::Duration::from_secs(3600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: ProtocolVersion::V0,
+    };
+    let imp = chitchat::spawn_chitchat(config, Vec::new(), &UdpTransport)
+        .await
+        .unwrap();
+    {
+        let c = imp.chitchat();
+        let mut c = c.lock().await;
+        let own = c.self_node_state();
+        own.set_max_version(u64::MAX - 1);
+        own.set("head", "forged");
+    }
+    let lab = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let syn = ChitchatEnvelope {
+        version: ProtocolVersion::V0,
+        message: ChitchatMessage::Syn {
+            cluster_id: cluster.into(),
+            digest: Default::default(),
+        },
+    };
+    lab.send_to(&syn.serialize_to_vec(), listen).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), lab.recv_from(&mut buf))
+        .await
+        .expect("the impersonator answers")
+        .unwrap();
+    let bytes = buf[..n].to_vec();
+    let answer = ChitchatEnvelope::deserialize(&mut &bytes[..]).unwrap();
+    assert!(
+        matches!(answer.message, ChitchatMessage::SynAck { .. }),
+        "{answer:?}"
+    );
+    assert!(format!("{answer:?}").contains("forged"), "{answer:?}");
+    imp.shutdown().await.unwrap();
+    bytes
+}
+
+/// A gossip key of 32 bytes `b`.
+fn gossip_key(b: u8) -> vouch_rp::gossip::GossipKey {
+    vouch_rp::gossip::GossipKey::new(&[b; 32]).unwrap()
+}
+
+/// Issue 12: chitchat applies any SynAck or Ack that reaches its UDP port. One datagram
+/// claiming that the verifier's `head` is at version 2^64 - 1 reached a member, which passed it
+/// on to the verifier itself: the verifier's next publication overflowed (a panic), and no
+/// later record or head reached anyone. Built with chitchat's own serialization and sent over
+/// real UDP, without the cluster's key (bare, or framed with a wrong MAC under the right key
+/// id), it must be dropped unread and change nothing: a record published afterwards still
+/// reaches the member. A member holding another key neither hears nor is heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_a_forged_gossip_delta_cannot_silence_a_member() {
+    use vouch_rp::gossip::{Gossip, GossipAuth, GossipConfig, GossipKeys};
+    let h = Harness::new(|_| {}).await;
+    let td = h.cfg.trust_domain.clone();
+    let (pa, pb, pc) = (free_udp(), free_udp(), free_udp());
+    let join = |name: &str, listen, seeds, key: u8| {
+        let auth = GossipAuth::Keys(GossipKeys::new(gossip_key(key)));
+        let mut c = GossipConfig::new(name, &td, listen, seeds, auth);
+        c.interval = std::time::Duration::from_millis(100);
+        let set = Arc::new(std::sync::RwLock::new(RevocationSet::new(bundle(&h))));
+        Gossip::join(c, set)
+    };
+    let verifier = join("verifier", pa, Vec::new(), 1).await.unwrap();
+    let member = join("rp", pb, vec![pa.to_string()], 1).await.unwrap();
+    let outsider = join("outsider", pc, vec![pa.to_string(), pb.to_string()], 2)
+        .await
+        .unwrap();
+    verifier
+        .publish_head(feed(&h, 0).await["head"].as_str().unwrap())
+        .await;
+    until(&member, 20, "the first head", |v| v.head_epoch == Some(0)).await;
+    let dropped = member.dropped_datagrams();
+
+    // The attack: the forged SynAck as chitchat sends it, then framed like a datagram under
+    // the cluster's key id (seen on the wire) with a MAC made up.
+    let forged = forged_syn_ack(verifier.chitchat_id(), &td).await;
+    let mut framed = vec![1, gossip_key(1).id()];
+    framed.extend_from_slice(&[0x5a; 32]);
+    framed.extend_from_slice(&forged);
+    let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for d in [&forged, &framed, &forged, &framed] {
+        attacker.send_to(d, pb).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        member.dropped_datagrams() >= dropped + 4,
+        "the forged datagrams were dropped: {} then {}",
+        dropped,
+        member.dropped_datagrams()
+    );
+
+    // A revocation afterwards, and a head that announces it.
+    let rec = vouch_server::revoke_offline(
+        &h.cfg,
+        h.store.as_ref(),
+        RevocationKind::Svid,
+        "0abc",
+        "after the attack",
+        "ops",
+    )
+    .await
+    .unwrap();
+    verifier.publish_record(rec.epoch, &rec.record).await;
+    verifier
+        .publish_head(feed(&h, 0).await["head"].as_str().unwrap())
+        .await;
+    until(&member, 20, "the record published after the attack", |v| {
+        v.complete_through == 1 && v.head_epoch == Some(1)
+    })
+    .await;
+
+    // The member with another key heard nothing, and its datagrams were dropped.
+    assert_eq!(outsider.watch().borrow().head_epoch, None);
+    assert!(outsider.dropped_datagrams() > 0 || verifier.dropped_datagrams() > 0);
+    assert_eq!(outsider.live_members().await, vec!["outsider".to_string()]);
+    verifier.shutdown().await;
+    member.shutdown().await;
+    outsider.shutdown().await;
 }

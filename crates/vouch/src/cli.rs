@@ -318,6 +318,21 @@ pub struct RpWatchArgs {
     /// Milliseconds between gossip rounds.
     #[arg(long, default_value_t = 500)]
     pub interval_ms: u64,
+    /// The cluster's gossip key (the verifiers' `[server.gossip] key_file`, 32+ secret
+    /// bytes): datagrams are signed with it and those it does not verify are dropped.
+    #[arg(
+        long,
+        env = "VOUCH_GOSSIP_KEY_FILE",
+        required_unless_present = "insecure_gossip"
+    )]
+    pub gossip_key: Option<PathBuf>,
+    /// Another key still accepted during a key rotation (never used to sign); repeatable.
+    #[arg(long = "accept-gossip-key", requires = "gossip_key")]
+    pub accept_gossip_keys: Vec<PathBuf>,
+    /// Gossip without authentication: anyone who reaches the UDP port can stop revocations
+    /// from arriving. Development only.
+    #[arg(long, conflicts_with = "gossip_key")]
+    pub insecure_gossip: bool,
 }
 
 #[derive(Debug, Args)]
@@ -338,6 +353,10 @@ pub struct VerifyArgs {
     /// checked with no network; needs --trust-bundle.
     #[arg(long, requires = "trust_bundle")]
     pub revocations: Option<PathBuf>,
+    /// With --revocations: refuse when the set's newest signed head is older than this
+    /// (seconds, or 90s, 10m, 1h), or when the set lacks a record the head announces.
+    #[arg(long, default_value = "5m", requires = "revocations")]
+    pub max_revocation_age: String,
     /// CA certificate for fetching the JWKS over HTTPS.
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,

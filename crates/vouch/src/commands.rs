@@ -277,7 +277,10 @@ async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
     }
     let revoked = match (&args.revocations, &bundle) {
         (Some(p), Some(b)) => {
-            let mut set = vouch_rp::RevocationSet::new(b.clone());
+            let max_age = crate::config::parse_duration(&args.max_revocation_age)
+                .context("--max-revocation-age")?;
+            let mut set = vouch_rp::RevocationSet::new(b.clone())
+                .with_max_age(std::time::Duration::from_secs(max_age));
             set.load(p, unix_now())
                 .with_context(|| format!("loading revocations from {}", p.display()))?;
             Some(set)
@@ -302,21 +305,19 @@ async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
         let (c, t) = parse_requirement(r)?;
         req.tiers.insert(c, t);
     }
+    let now = unix_now();
     let checked = v.verify(&token, &req).and_then(|r| match &revoked {
-        Some(set) => set.check_result(&r).map(|()| r),
+        Some(set) => set.check_result(&r, now).map(|()| r),
         None => Ok(r),
     });
     if let Some(set) = &revoked {
         let view = set.view();
-        match view.staleness(unix_now()) {
-            Some(age) => eprintln!(
-                "revocations: complete through epoch {}, as of {age} s ago",
-                view.complete_through
-            ),
-            None => eprintln!(
-                "revocations: held through epoch {}, head {:?}: incomplete or without a head",
-                view.complete_through, view.head_epoch
-            ),
+        if let Some(age) = view.staleness(now) {
+            eprintln!(
+                "revocations: complete through epoch {}, as of {age} s ago (at most {} s allowed)",
+                view.complete_through,
+                set.max_age().as_secs()
+            );
         }
     }
     match checked {
@@ -902,8 +903,25 @@ async fn rp_watch(args: crate::cli::RpWatchArgs) -> Result<ExitCode> {
         .node_id
         .clone()
         .unwrap_or_else(|| format!("rp-{}", args.listen));
-    let mut cfg =
-        vouch_rp::gossip::GossipConfig::new(&node_id, &args.trust_domain, args.listen, args.seeds);
+    let auth = match &args.gossip_key {
+        Some(p) => {
+            use vouch_rp::gossip::{GossipKey, GossipKeys};
+            let mut keys = GossipKeys::new(GossipKey::from_file(p)?);
+            for a in &args.accept_gossip_keys {
+                keys = keys.accept(GossipKey::from_file(a)?);
+            }
+            vouch_rp::gossip::GossipAuth::Keys(keys)
+        }
+        // clap requires --gossip-key unless --insecure-gossip.
+        None => vouch_rp::gossip::GossipAuth::Insecure,
+    };
+    let mut cfg = vouch_rp::gossip::GossipConfig::new(
+        &node_id,
+        &args.trust_domain,
+        args.listen,
+        args.seeds,
+        auth,
+    );
     cfg.advertise = args.advertise.unwrap_or(args.listen);
     cfg.interval = std::time::Duration::from_millis(args.interval_ms.max(10));
     let gossip = vouch_rp::gossip::Gossip::join(cfg, set.clone()).await?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use chitchat::transport::ChannelTransport;
 use serde::Serialize;
-use vouch_rp::gossip::{Gossip, GossipConfig};
+use vouch_rp::gossip::{Gossip, GossipAuth, GossipConfig};
 use vouch_rp::{AllowedIds, RevocationSet, SpiffeVerifier};
 use vouch_server::{ServerConfig, unix_now};
 
@@ -90,8 +90,14 @@ pub async fn spread(n: usize, down: usize, interval: Duration) -> Result<Spread>
     let seeds: Vec<String> = (0..n.min(3)).map(|i| addr(i).to_string()).collect();
     let mut members = Vec::with_capacity(n);
     for i in 0..n {
-        let mut cfg =
-            GossipConfig::new(&format!("node-{i}"), "vouch.local", addr(i), seeds.clone());
+        // In process: no datagram leaves it, so there is nothing to authenticate.
+        let mut cfg = GossipConfig::new(
+            &format!("node-{i}"),
+            "vouch.local",
+            addr(i),
+            seeds.clone(),
+            GossipAuth::Insecure,
+        );
         cfg.interval = interval;
         let set = Arc::new(RwLock::new(RevocationSet::new(bundle.clone())));
         members.push(Gossip::join_with(cfg, set, &transport).await?);

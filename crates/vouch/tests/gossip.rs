@@ -5,6 +5,8 @@
 //! the record, it does not; when the link comes back it catches up; with its network cut again
 //! it refuses the revoked workload's result from its saved set alone. A relying party that was
 //! stopped during a second revocation catches up from its saved state when it restarts.
+//! Gossip is authenticated with the cluster's key; a relying party with another key hears
+//! nothing. A saved set whose head is older than `--max-revocation-age` is refused.
 //!
 //! Needs root (network namespaces), as the test command runs on CI.
 
@@ -136,10 +138,12 @@ struct Rp {
 }
 
 impl Rp {
-    fn start(ns: &str, host: u8, bundle: &Path, state: &Path) -> Self {
+    fn start(ns: &str, host: u8, bundle: &Path, key: &Path, state: &Path) -> Self {
         let mut child = in_ns(ns)
             .args(["rp", "watch", "--trust-bundle"])
             .arg(bundle)
+            .arg("--gossip-key")
+            .arg(key)
             .args(["--listen", &format!("{SUBNET}.{host}:7946")])
             .args(["--seed", &format!("{SUBNET}.2:7946")])
             .args([
@@ -215,12 +219,25 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 }
 
 fn verify_offline(ns: &str, bundle: &Path, state: &Path, token: &Path) -> (i32, String) {
+    verify_offline_within(ns, bundle, state, token, "5m")
+}
+
+/// `vouch verify` against a saved set whose head may be at most `max_age` old.
+fn verify_offline_within(
+    ns: &str,
+    bundle: &Path,
+    state: &Path,
+    token: &Path,
+    max_age: &str,
+) -> (i32, String) {
     let (code, _, err) = run(in_ns(ns)
         .args([
             "verify",
             "--audience",
             "app-rp",
             "--accept-warning",
+            "--max-revocation-age",
+            max_age,
             "--trust-bundle",
         ])
         .arg(bundle)
@@ -236,10 +253,16 @@ fn a_revocation_reaches_every_process_through_a_partition() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("verifier");
     let cfg = d.path().join("vouch.toml");
+    // The cluster's gossip key, given to every member; and another one.
+    let key = d.path().join("gossip.key");
+    std::fs::write(&key, [0x42u8; 32]).unwrap();
+    let other_key = d.path().join("other.key");
+    std::fs::write(&other_key, [0x24u8; 32]).unwrap();
     std::fs::write(
         &cfg,
         format!(
-            "[server]\n[server.gossip]\nlisten = \"{SUBNET}.2:7946\"\nnode_id = \"verifier\"\ninterval_ms = 200\n"
+            "[server]\n[server.gossip]\nlisten = \"{SUBNET}.2:7946\"\nnode_id = \"verifier\"\ninterval_ms = 200\nkey_file = \"{}\"\n",
+            key.display()
         ),
     )
     .unwrap();
@@ -275,13 +298,18 @@ fn a_revocation_reaches_every_process_through_a_partition() {
     let mut nss = Vec::new();
     for i in 1..=5 {
         let ns = net.member(i, 10 + i as u8);
-        rps.push(Rp::start(&ns, 10 + i as u8, &bundle, &state(i)));
+        rps.push(Rp::start(&ns, 10 + i as u8, &bundle, &key, &state(i)));
         nss.push(ns);
     }
+    // A sixth with another key.
+    let ns6 = net.member(6, 16);
+    let mut outsider = Rp::start(&ns6, 16, &bundle, &other_key, &state(6));
     // Every relying party hears the verifier's signed head (epoch 0): gossip works.
     for rp in &mut rps {
         rp.wait("head", Duration::from_secs(30), |v| v["head_epoch"] == 0);
     }
+    // The one with another key hears nothing: its datagrams and the cluster's are dropped.
+    assert!(outsider.poll()["head_epoch"].is_null(), "{}", outsider.last);
 
     // A workload attests (inside the verifier's namespace) and gets a result.
     let (code, out, err) = run(Command::new(VOUCH)
@@ -335,9 +363,14 @@ fn a_revocation_reaches_every_process_through_a_partition() {
     }
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(epoch(rps[4].poll()), 0, "a cut-off member got the record");
-    // Cut off, it still accepts the result: it cannot know, and says how stale it is.
+    // Cut off, it still accepts the result while its head is recent (it cannot know), and
+    // says how stale it is; past --max-revocation-age it refuses.
     let (code, err) = verify_offline(&nss[4], &bundle, &state(5), &jwt);
     assert_eq!(code, 0, "{err}");
+    assert!(err.contains("s ago (at most 300 s allowed)"), "{err}");
+    let (code, err) = verify_offline_within(&nss[4], &bundle, &state(5), &jwt, "1s");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("revocation state is stale"), "{err}");
 
     // Heal: it catches up.
     net.link(5, true);
@@ -368,7 +401,7 @@ fn a_revocation_reaches_every_process_through_a_partition() {
         rp.wait("second record", Duration::from_secs(30), |v| epoch(v) >= 2);
     }
     let t1 = Instant::now();
-    let mut back = Rp::start(&nss[3], 14, &bundle, &state(4));
+    let mut back = Rp::start(&nss[3], 14, &bundle, &key, &state(4));
     // It starts from its saved set (epoch 1) and gets epoch 2 by gossip.
     back.wait("saved set", Duration::from_secs(10), |v| epoch(v) >= 1);
     let restart = back.wait("restart catch-up", Duration::from_secs(60), |v| {
