@@ -77,6 +77,20 @@ pub enum RpError {
         /// Seconds allowed.
         max_age: u64,
     },
+    /// Two validly signed revocation records for one epoch say different things: a replica
+    /// misbehaved. The second is kept as evidence, and both revoke.
+    #[error(
+        "two signed revocation records for epoch {epoch}: {held}, and {other}; both are kept \
+         and both revoke"
+    )]
+    RevocationConflict {
+        /// The epoch.
+        epoch: u64,
+        /// The record held first.
+        held: String,
+        /// The conflicting one.
+        other: String,
+    },
     /// The result lacks a submodule the relying party requires.
     #[error("the result has no {0:?} submodule, which this relying party requires")]
     Submodule(String),

@@ -190,12 +190,7 @@ impl Gossip {
             });
             vec![records, heads]
         };
-        let initial = set.read().map(|s| s.view()).unwrap_or(RevocationView {
-            complete_through: 0,
-            highest: 0,
-            head_epoch: None,
-            head_iat: None,
-        });
+        let initial = set.read().map(|s| s.view()).unwrap_or_default();
         let (view_tx, view) = watch::channel(initial);
         let task = {
             let set = set.clone();
@@ -208,15 +203,13 @@ impl Gossip {
                     } else {
                         s.insert_head(&value, now)
                     };
-                    match r {
-                        Ok(true) => {
-                            let v = s.view();
-                            drop(s);
-                            view_tx.send_replace(v);
-                        }
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!("gossip: refused a signed statement: {e}"),
+                    // A conflicting record is kept (and reported): the view changes then too.
+                    let v = s.view();
+                    drop(s);
+                    if let Err(e) = r {
+                        tracing::warn!("gossip: {e}");
                     }
+                    view_tx.send_if_modified(|old| std::mem::replace(old, v) != v);
                 }
             })
         };

@@ -2,6 +2,13 @@
 //! head, each checked against the trust bundle before it is kept, so revocation is checked with
 //! no network and the set says how complete and how stale it is.
 //!
+//! A record is kept only if its signer's certificate chains to the trust bundle *now*, when
+//! the record arrives (not as of the record's own `iat`, which its signer chose), names a
+//! verifier replica, and has not itself been revoked by a record already held; heads are
+//! checked the same way. Two validly signed records for one epoch that say different things
+//! are both kept, and both revoke: the second is evidence that a replica misbehaved
+//! ([`RevocationSet::conflicts`]), saved with the set and reported.
+//!
 //! Checks fail closed: [`RevocationSet::check_result`] and [`RevocationSet::check_svid`] refuse
 //! everything while the set lacks a record its newest head announces, has no head, or its head
 //! is older than [`RevocationSet::max_age`] (5 minutes unless set): a relying party cut off
@@ -37,18 +44,44 @@ use crate::{RpError, SpiffeVerifier, VerifiedResult, x5c};
 /// How old the newest signed head may be before checks refuse, by default.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 
+/// Most conflicting records kept (each is validly signed, so only a replica's key makes them).
+const MAX_CONFLICTS: usize = 256;
+
+/// A checked record as held: its claims, the JWS, and when its signer's certificate expires.
+#[derive(Debug, Clone)]
+struct Held {
+    claims: RevocationClaims,
+    jws: String,
+    not_after: u64,
+}
+
 /// The records and head a relying party holds.
 #[derive(Debug, Clone)]
 pub struct RevocationSet {
     bundle: Arc<SpiffeVerifier>,
-    records: BTreeMap<u64, (RevocationClaims, String)>,
-    by_target: HashMap<(RevocationKind, String), u64>,
+    /// The first record accepted for each epoch.
+    records: BTreeMap<u64, Held>,
+    /// Later records for an epoch already held that say something else.
+    conflicts: Vec<Held>,
+    /// The claims that revoked each target (the first to arrive).
+    by_target: HashMap<(RevocationKind, String), RevocationClaims>,
     head: Option<(RevocationHead, String)>,
     max_age: Duration,
 }
 
+/// Whether `a` and `b` are one revocation, perhaps signed by different replicas: every claim
+/// but `iss` equal.
+fn same_revocation(a: &RevocationClaims, b: &RevocationClaims) -> bool {
+    (a.epoch, a.kind, &a.target, &a.reason, &a.by, a.iat)
+        == (b.epoch, b.kind, &b.target, &b.reason, &b.by, b.iat)
+}
+
+fn describe(c: &RevocationClaims) -> String {
+    format!("{} {} by {} (signed by {})", c.kind, c.target, c.by, c.iss)
+}
+
 /// How complete and how fresh a revocation set is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RevocationView {
     /// Every record from 1 to this epoch is held.
     pub complete_through: u64,
@@ -58,6 +91,8 @@ pub struct RevocationView {
     pub head_epoch: Option<u64>,
     /// When the newest head was signed.
     pub head_iat: Option<u64>,
+    /// Records held as evidence because another record for their epoch said something else.
+    pub conflicts: usize,
 }
 
 impl RevocationView {
@@ -88,6 +123,7 @@ impl RevocationSet {
         Self {
             bundle,
             records: BTreeMap::new(),
+            conflicts: Vec::new(),
             by_target: HashMap::new(),
             head: None,
             max_age: DEFAULT_MAX_AGE,
@@ -133,15 +169,20 @@ impl RevocationSet {
         Ok(view)
     }
 
-    /// Check a signed record and keep it. Returns `false` when this epoch was already held
-    /// (the same record again). The signer's certificate is checked as of the record's own
-    /// `iat`, so records stay proofs after the replica certificate that signed them expires;
-    /// a record can only ever revoke more, never less.
+    /// Check a signed record and keep it. Returns `true` when it revokes something new,
+    /// `false` when this revocation was already held (the same record, or the same claims
+    /// signed by another replica: the signature whose certificate lasts longer is kept).
+    ///
+    /// Refused: a record whose signer's certificate does not chain to the trust bundle `now`
+    /// (an expired replica certificate, whatever `iat` the record gives itself), names no
+    /// verifier replica, or whose serial a held record revoked; a bad signature, or claims
+    /// that do not check. A validly signed record for an epoch already held that says
+    /// something else is kept as evidence and revokes too, and is reported as
+    /// [`RpError::RevocationConflict`].
     pub fn insert_record(&mut self, jws: &str, now: u64) -> Result<bool, RpError> {
         let claims: RevocationClaims = peek_claims(jws)?;
-        if let Some((held, _)) = self.records.get(&claims.epoch)
-            && *held == claims
-        {
+        let known = |h: &Held| h.jws == jws;
+        if self.records.get(&claims.epoch).is_some_and(known) || self.conflicts.iter().any(known) {
             return Ok(false);
         }
         if claims.iat > now.saturating_add(300) {
@@ -150,31 +191,75 @@ impl RevocationSet {
                 claims.iat
             )));
         }
-        let signed = x5c::verify(jws, REVOCATION_TYP, &self.bundle, claims.iat)?;
+        let signed = x5c::verify(jws, REVOCATION_TYP, &self.bundle, now)?;
         if signed.signer.to_string() != claims.iss {
             return Err(invalid(format!(
                 "record says it was issued by {} but is signed by {}",
                 claims.iss, signed.signer
             )));
         }
+        self.refuse_revoked_signer(&signed.serial)?;
         claims.check().map_err(invalid)?;
-        if let Some((held, _)) = self.records.get(&claims.epoch) {
-            // Two validly signed records for one epoch: a replica misbehaved. Keep both
-            // revocations (revoking more is the safe side) and report it.
-            let first = held.clone();
-            self.by_target
-                .entry((claims.kind, claims.target.clone()))
-                .or_insert(claims.epoch);
-            return Err(invalid(format!(
-                "two records for epoch {}: {} {} and {} {}",
-                claims.epoch, first.kind, first.target, claims.kind, claims.target
-            )));
+        let held = Held {
+            claims,
+            jws: jws.to_string(),
+            not_after: signed.not_after,
+        };
+        let epoch = held.claims.epoch;
+        let Some(first) = self.records.get_mut(&epoch) else {
+            self.revoke(&held.claims);
+            self.records.insert(epoch, held);
+            return Ok(true);
+        };
+        if same_revocation(&first.claims, &held.claims) {
+            if held.not_after > first.not_after {
+                *first = held;
+            }
+            return Ok(false);
         }
+        let first = first.claims.clone();
+        if let Some(c) = self
+            .conflicts
+            .iter_mut()
+            .find(|c| same_revocation(&c.claims, &held.claims))
+        {
+            if held.not_after > c.not_after {
+                *c = held;
+            }
+            return Ok(false);
+        }
+        let err = RpError::RevocationConflict {
+            epoch,
+            held: describe(&first),
+            other: describe(&held.claims),
+        };
+        if self.conflicts.len() < MAX_CONFLICTS {
+            self.revoke(&held.claims);
+            self.conflicts.push(held);
+        }
+        Err(err)
+    }
+
+    /// Record that `claims` revoke their target (the first record to do so is remembered).
+    fn revoke(&mut self, claims: &RevocationClaims) {
         self.by_target
             .entry((claims.kind, claims.target.clone()))
-            .or_insert(claims.epoch);
-        self.records.insert(claims.epoch, (claims, jws.to_string()));
-        Ok(true)
+            .or_insert_with(|| claims.clone());
+    }
+
+    /// Refuse a statement signed by a replica certificate whose serial a held record revoked.
+    fn refuse_revoked_signer(&self, serial: &str) -> Result<(), RpError> {
+        match self
+            .by_target
+            .get(&(RevocationKind::Svid, serial.to_string()))
+        {
+            Some(c) => Err(RpError::Revoked {
+                kind: "svid".into(),
+                target: serial.into(),
+                epoch: c.epoch,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Check a signed head and keep it when it is newer than the one held. The signer's
@@ -189,16 +274,7 @@ impl RevocationSet {
                 head.iss, signed.signer
             )));
         }
-        if let Some(epoch) = self
-            .by_target
-            .get(&(RevocationKind::Svid, signed.serial.clone()))
-        {
-            return Err(RpError::Revoked {
-                kind: "svid".into(),
-                target: signed.serial,
-                epoch: *epoch,
-            });
-        }
+        self.refuse_revoked_signer(&signed.serial)?;
         if head.iat > now.saturating_add(300) {
             return Err(invalid(format!("head from the future (iat {})", head.iat)));
         }
@@ -212,12 +288,9 @@ impl RevocationSet {
         Ok(newer)
     }
 
-    /// The revocation of `target` of `kind`, if held.
+    /// The revocation of `target` of `kind`, if held (from a conflicting record too).
     pub fn revoked(&self, kind: RevocationKind, target: &str) -> Option<&RevocationClaims> {
-        self.by_target
-            .get(&(kind, target.to_string()))
-            .and_then(|e| self.records.get(e))
-            .map(|(c, _)| c)
+        self.by_target.get(&(kind, target.to_string()))
     }
 
     fn refuse(&self, kind: RevocationKind, target: &str) -> Result<(), RpError> {
@@ -278,12 +351,19 @@ impl RevocationSet {
             highest: self.records.keys().next_back().copied().unwrap_or(0),
             head_epoch: self.head.as_ref().map(|(h, _)| h.epoch),
             head_iat: self.head.as_ref().map(|(h, _)| h.iat),
+            conflicts: self.conflicts.len(),
         }
     }
 
-    /// The claims of the records held, by epoch.
+    /// The claims of the records held, by epoch (the first for each epoch).
     pub fn records(&self) -> impl Iterator<Item = &RevocationClaims> {
-        self.records.values().map(|(c, _)| c)
+        self.records.values().map(|h| &h.claims)
+    }
+
+    /// The claims of records kept as evidence: validly signed, for an epoch whose first record
+    /// says something else. They revoke too; any is a sign that a replica misbehaved.
+    pub fn conflicts(&self) -> impl Iterator<Item = &RevocationClaims> {
+        self.conflicts.iter().map(|h| &h.claims)
     }
 
     /// Number of records held.
@@ -297,29 +377,39 @@ impl RevocationSet {
     }
 
     /// The signed records held, by epoch, and the newest head: what [`RevocationSet::save`]
-    /// writes and what a relying party can pass on.
+    /// writes (with the conflicting records) and what a relying party can pass on.
     pub fn signed(&self) -> (Vec<&str>, Option<&str>) {
         (
-            self.records.values().map(|(_, j)| j.as_str()).collect(),
+            self.records.values().map(|h| h.jws.as_str()).collect(),
             self.head.as_ref().map(|(_, j)| j.as_str()),
         )
     }
 
-    /// Write the signed records and head to `path` (JSON, replaced atomically).
+    /// Write the signed records, the conflicting ones and the head to `path` (JSON, replaced
+    /// atomically).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let (records, head) = self.signed();
-        let json = serde_json::json!({ "records": records, "head": head });
+        let conflicts: Vec<&str> = self.conflicts.iter().map(|h| h.jws.as_str()).collect();
+        let json = serde_json::json!({ "records": records, "conflicts": conflicts, "head": head });
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, json.to_string())?;
         std::fs::rename(&tmp, path)
     }
 
-    /// Read records and a head written by [`RevocationSet::save`], checking each again.
-    /// Returns how many records were added.
+    /// Read records, conflicting records and a head written by [`RevocationSet::save`],
+    /// checking each again as of `now`. Returns how many records were kept that revoke
+    /// something new (conflicting ones included).
+    ///
+    /// A record that no longer passes (its signer's certificate expired, or was revoked,
+    /// since it arrived) is left out, as is a head that no longer passes: the set is then
+    /// incomplete, and its checks refuse, until gossip brings a current copy (verifier
+    /// replicas sign what they publish with their current certificate).
     pub fn load(&mut self, path: &Path, now: u64) -> Result<usize, RpError> {
         #[derive(serde::Deserialize)]
         struct Saved {
             records: Vec<String>,
+            #[serde(default)]
+            conflicts: Vec<String>,
             head: Option<String>,
         }
         let bytes =
@@ -327,14 +417,14 @@ impl RevocationSet {
         let saved: Saved = serde_json::from_slice(&bytes)
             .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
         let mut added = 0;
-        for r in &saved.records {
-            if self.insert_record(r, now)? {
+        for r in saved.records.iter().chain(&saved.conflicts) {
+            let conflicts = self.conflicts.len();
+            // A conflicting record kept again revokes too (its error is the expected report).
+            if matches!(self.insert_record(r, now), Ok(true)) || self.conflicts.len() > conflicts {
                 added += 1;
             }
         }
         if let Some(h) = &saved.head {
-            // A saved head may be signed by a certificate that has since expired: the set is
-            // then simply without a head until a fresh one arrives.
             let _ = self.insert_head(h, now);
         }
         Ok(added)

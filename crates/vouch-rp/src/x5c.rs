@@ -37,6 +37,8 @@ pub(crate) struct Signed {
     pub signer: SpiffeId,
     /// The signer certificate's serial, as a revocation target.
     pub serial: String,
+    /// When the signer certificate expires, Unix seconds.
+    pub not_after: u64,
     /// The decoded payload.
     pub payload: Vec<u8>,
 }
@@ -55,8 +57,9 @@ pub(crate) fn has_x5c(token: &str) -> bool {
         .is_some_and(|h| h.x5c.is_some())
 }
 
-/// The leaf key of `x5c` as a decoding key, and the algorithm its type allows.
-fn leaf_key(der: &[u8]) -> Result<(DecodingKey, Algorithm, String), RpError> {
+/// The leaf key of `x5c` as a decoding key, the algorithm its type allows, its serial (as a
+/// revocation target) and its expiry.
+fn leaf_key(der: &[u8]) -> Result<(DecodingKey, Algorithm, String, u64), RpError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| malformed(format!("x5c leaf does not parse: {e}")))?;
     let spki = cert.public_key();
@@ -83,7 +86,8 @@ fn leaf_key(der: &[u8]) -> Result<(DecodingKey, Algorithm, String), RpError> {
         other => return Err(RpError::Algorithm(format!("x5c leaf key type {other}"))),
     };
     let serial = vouch_core::revocation::serial_target(cert.raw_serial());
-    Ok((key, alg, serial))
+    let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+    Ok((key, alg, serial, not_after))
 }
 
 /// Verify `token` (compact JWS, `typ` equal to `typ`) signed by a verifier replica certified
@@ -155,7 +159,7 @@ pub(crate) fn signer(
             "{signer} is not a verifier replica (expected a path under {VERIFIER_ID_PREFIX})"
         )));
     }
-    let (key, alg, serial) = leaf_key(&chain[0])?;
+    let (key, alg, serial, not_after) = leaf_key(&chain[0])?;
     if header.alg != format!("{alg:?}") {
         return Err(RpError::Algorithm(format!(
             "{} (the certified key is {alg:?})",
@@ -173,6 +177,7 @@ pub(crate) fn signer(
         alg,
         signer,
         serial,
+        not_after,
         payload,
     })
 }

@@ -108,6 +108,34 @@ impl State {
         .await
     }
 
+    /// `rec` signed again with this replica's current certificate. Relying parties check a
+    /// record's signer as of when the record reaches them, not as of its `iat`, so every record
+    /// a replica hands out (gossip, the feed) is signed under a certificate valid now: one that
+    /// has not expired and, unlike the original signer's perhaps, has not been revoked. The
+    /// claims but `iss` are the record's own, `iat` included.
+    pub(crate) fn sign_record_now(&self, rec: &RevocationRecord) -> Result<String, ApiError> {
+        let claims = stored_claims(&rec.record)?;
+        self.sign_certified(REVOCATION_TYP, |id| {
+            let mut c = claims;
+            c.iss = id.to_string();
+            serde_json::to_value(c).unwrap_or_default()
+        })
+    }
+
+    /// The certificate (DER) this replica signs with now.
+    fn signing_certificate(&self) -> Result<Vec<u8>, ApiError> {
+        let keyring = self.keyring();
+        let key = keyring
+            .active()
+            .ok_or_else(|| internal("no active signing key"))?;
+        Ok(self
+            .replica_cert(key)?
+            .chain
+            .first()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// A signed head for `epoch`, as of now.
     pub(crate) fn sign_head(&self, epoch: u64) -> Result<String, ApiError> {
         self.sign_certified(REVOCATION_HEAD_TYP, |id| {
@@ -119,6 +147,22 @@ impl State {
             .unwrap_or_default()
         })
     }
+}
+
+/// The claims of a record from this trust domain's own store (signed when it was appended).
+fn stored_claims(jws: &str) -> Result<RevocationClaims, ApiError> {
+    use base64::Engine as _;
+    let payload = jws
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .ok_or_else(|| internal("a stored revocation record is not a compact JWS"))?;
+    serde_json::from_slice(&payload)
+        .map_err(|e| internal(format!("a stored revocation record's claims: {e}")))
 }
 
 /// Validate, sign (with `sign`, given the claims with `iss` still empty) and append a
@@ -216,23 +260,50 @@ pub async fn revoke_offline(
 }
 
 /// Publish the log and a fresh head to the gossip cluster every `interval`: only records
-/// above the last published epoch are read (an index range scan), never the whole log.
+/// above the last published epoch are read (an index range scan), never the whole log, except
+/// when this replica's certificate changes (reissued at half its life, or after a key
+/// rotation): every record is then signed again under the new one and published again, so
+/// what this replica gossips stays acceptable to relying parties, who check a record's signer
+/// when it arrives.
 pub(crate) async fn publish(
     state: Arc<State>,
     gossip: Arc<vouch_rp::gossip::Gossip>,
     interval: Duration,
 ) {
     let mut published = 0u64;
+    let mut signed_with: Option<Vec<u8>> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        match state.signing_certificate() {
+            Ok(c) if signed_with.as_ref() != Some(&c) => {
+                if signed_with.is_some() && published > 0 {
+                    tracing::info!(
+                        records = published,
+                        "new replica certificate: publishing the revocation log signed again"
+                    );
+                }
+                published = 0;
+                signed_with = Some(c);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("revocation feed: {}", e.message),
+        }
         loop {
             match state.store.revocations_since(published, 256).await {
                 Ok(batch) if batch.is_empty() => break,
                 Ok(batch) => {
                     for r in &batch {
-                        gossip.publish_record(r.epoch, &r.record).await;
+                        let jws = state.sign_record_now(r).unwrap_or_else(|e| {
+                            tracing::warn!(
+                                epoch = r.epoch,
+                                "signing a revocation record: {}",
+                                e.message
+                            );
+                            r.record.clone()
+                        });
+                        gossip.publish_record(r.epoch, &jws).await;
                         published = r.epoch;
                     }
                 }

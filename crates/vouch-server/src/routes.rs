@@ -457,7 +457,9 @@ struct FeedQuery {
 }
 
 /// The signed records above `after` (at most `limit`, 1000 by default) and a fresh signed head.
-/// Public, like a CRL: every record is a proof anyone with the trust bundle can check.
+/// Public, like a CRL: every record is a proof anyone with the trust bundle can check. Each is
+/// signed again with this replica's current certificate (relying parties check a record's
+/// signer when it reaches them), which costs one signature per record served.
 async fn revocations(
     AxState(st): AxState<S>,
     q: Result<axum::extract::Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
@@ -469,10 +471,11 @@ async fn revocations(
             let epoch = st.store.revocation_epoch().await?;
             let rows = st.store.revocations_since(q.after, limit).await?;
             let head = st.sign_head(epoch)?;
-            Ok(serde_json::json!({
-                "records": rows.iter().map(|r| r.record.as_str()).collect::<Vec<_>>(),
-                "head": head,
-            }))
+            let records = rows
+                .iter()
+                .map(|r| st.sign_record_now(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(serde_json::json!({ "records": records, "head": head }))
         }
         .await,
     )

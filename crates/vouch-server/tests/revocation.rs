@@ -652,3 +652,231 @@ async fn issue_12_a_forged_gossip_delta_cannot_silence_a_member() {
     member.shutdown().await;
     outsider.shutdown().await;
 }
+
+/// A verifier replica's certificate from the trust domain's real CA, for path
+/// `/vouch/verifier/<name>`, issued at `issued` for `ttl` seconds, and a signer of revocation
+/// records under it: what someone holding an old (or a since-revoked) replica key has.
+struct Replica {
+    id: String,
+    cert: Vec<u8>,
+    pkcs8: Vec<u8>,
+}
+
+impl Replica {
+    fn new(h: &Harness, name: &str, issued: u64, ttl: u64) -> Self {
+        use rcgen::PublicKeyData as _;
+        let td = vouch_identity::TrustDomain::parse(&h.cfg.trust_domain).unwrap();
+        let ca = vouch_identity::CaSet::load_or_create(&h.cfg.spiffe_dir(), &td, 3600, unix_now())
+            .unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let id = vouch_identity::SpiffeId::new(&td, &format!("/vouch/verifier/{name}")).unwrap();
+        let cert = ca
+            .active()
+            .issue_verifier(&id, &key.subject_public_key_info(), ttl, issued)
+            .unwrap();
+        Self {
+            id: id.to_string(),
+            cert,
+            pkcs8: key.serialize_der(),
+        }
+    }
+
+    /// The certificate's serial, as a revocation target.
+    fn serial(&self) -> String {
+        let (_, c) = x509_parser::parse_x509_certificate(&self.cert).unwrap();
+        vouch_core::revocation::serial_target(c.raw_serial())
+    }
+
+    /// A record with these claims (`iss` set to this replica), signed like a replica signs.
+    fn sign(&self, epoch: u64, kind: RevocationKind, target: &str, iat: u64) -> String {
+        let claims = vouch_rp::RevocationClaims {
+            iss: self.id.clone(),
+            epoch,
+            kind,
+            target: target.into(),
+            reason: "forged".into(),
+            by: "mallory".into(),
+            iat,
+        };
+        self.sign_claims(&claims)
+    }
+
+    fn sign_claims(&self, claims: &vouch_rp::RevocationClaims) -> String {
+        let mut c = claims.clone();
+        c.iss = self.id.clone();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.typ = Some(vouch_core::revocation::REVOCATION_TYP.into());
+        header.x5c = Some(vec![
+            base64::engine::general_purpose::STANDARD.encode(&self.cert),
+        ]);
+        jsonwebtoken::encode(
+            &header,
+            &c,
+            &jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8),
+        )
+        .unwrap()
+    }
+}
+
+/// The claims of a signed record (its payload).
+fn claims_of(jws: &str) -> vouch_rp::RevocationClaims {
+    serde_json::from_slice(&B64.decode(jws.split('.').nth(1).unwrap()).unwrap()).unwrap()
+}
+
+/// Issue 12: a record's signer certificate is checked when the relying party receives the
+/// record, like a head's, not at the record's own `iat`. Someone holding the key of a replica
+/// whose certificate expired ten days ago signs a record and dates it to when that certificate
+/// was valid: refused (it was accepted, and revoked what it named). The same claims signed
+/// under a certificate valid now pass, so the expiry is what refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_a_record_from_an_expired_replica_certificate_is_refused_whatever_its_iat() {
+    let h = Harness::new(|_| {}).await;
+    let now = unix_now();
+    let ten_days_ago = now - 10 * 86_400;
+    let old = Replica::new(&h, "old", ten_days_ago, 3600);
+    let backdated = old.sign(1, RevocationKind::Svid, "abc", ten_days_ago + 60);
+    let mut set = RevocationSet::new(bundle(&h));
+    let e = set.insert_record(&backdated, now).unwrap_err();
+    assert!(e.to_string().contains("signer certificate"), "{e}");
+    assert!(set.is_empty());
+    assert!(set.revoked(RevocationKind::Svid, "abc").is_none());
+
+    let current = Replica::new(&h, "current", now, 3600);
+    assert!(
+        set.insert_record(&current.sign_claims(&claims_of(&backdated)), now)
+            .unwrap()
+    );
+    assert!(set.revoked(RevocationKind::Svid, "abc").is_some());
+}
+
+/// Issue 12: the serial of a record's signer must not itself be revoked. A replica's
+/// certificate is revoked (its key leaked); a record signed with it afterwards is refused (it
+/// was accepted), as its head already was. Before the revocation it is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_a_record_from_a_revoked_replica_certificate_is_refused() {
+    let h = Harness::new(|_| {}).await;
+    let now = unix_now();
+    let leaked = Replica::new(&h, "leaked", now, 3600);
+    let forged = leaked.sign(2, RevocationKind::Svid, "def", now);
+    let mut before = RevocationSet::new(bundle(&h));
+    assert!(before.insert_record(&forged, now).unwrap());
+
+    let rec = vouch_server::revoke_offline(
+        &h.cfg,
+        h.store.as_ref(),
+        RevocationKind::Svid,
+        &leaked.serial(),
+        "key leaked",
+        "ops",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rec.epoch, 1);
+    let mut set = RevocationSet::new(bundle(&h));
+    assert!(set.insert_record(&rec.record, now).unwrap());
+    match set.insert_record(&forged, now) {
+        Err(RpError::Revoked {
+            kind,
+            target,
+            epoch,
+        }) => assert_eq!((kind.as_str(), target, epoch), ("svid", leaked.serial(), 1)),
+        other => panic!("{other:?}"),
+    }
+    assert!(set.revoked(RevocationKind::Svid, "def").is_none());
+    assert_eq!(set.view().highest, 1);
+}
+
+/// Issue 12: two validly signed records for one epoch that say different things are both kept
+/// (both revoke), reported as a conflict, listed by `conflicts()`, counted in the view, and
+/// saved and loaded with the set. The second used to be dropped from the saved set, so after a
+/// restart its target was no longer revoked. The same record signed again by another replica
+/// is no conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_conflicting_records_for_one_epoch_are_kept_as_evidence() {
+    let h = Harness::new(|_| {}).await;
+    let now = unix_now();
+    let first = vouch_server::revoke_offline(
+        &h.cfg,
+        h.store.as_ref(),
+        RevocationKind::Svid,
+        "a",
+        "lost",
+        "ops",
+    )
+    .await
+    .unwrap();
+    let other = Replica::new(&h, "other", now, 3600);
+    let second = other.sign(1, RevocationKind::Svid, "b", now);
+    let mut set = RevocationSet::new(bundle(&h));
+    assert!(set.insert_record(&first.record, now).unwrap());
+    match set.insert_record(&second, now) {
+        Err(e @ RpError::RevocationConflict { epoch: 1, .. }) => {
+            assert!(e.to_string().contains("svid b by mallory"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Both revoke; the conflict is listed and counted; nothing is held twice.
+    assert_eq!(set.revoked(RevocationKind::Svid, "a").unwrap().target, "a");
+    assert_eq!(set.revoked(RevocationKind::Svid, "b").unwrap().target, "b");
+    assert_eq!(
+        set.conflicts()
+            .map(|c| c.target.as_str())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+    assert!(!set.insert_record(&second, now).unwrap());
+    // The first record signed again by another replica: the same revocation.
+    assert!(
+        !set.insert_record(&other.sign_claims(&claims_of(&first.record)), now)
+            .unwrap()
+    );
+    let view = set.view();
+    assert_eq!((view.complete_through, view.conflicts), (1, 1));
+
+    let saved = h.path("conflict.json");
+    set.save(&saved).unwrap();
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(file["conflicts"].as_array().unwrap().len(), 1);
+    let mut again = RevocationSet::new(bundle(&h));
+    assert_eq!(again.load(&saved, now).unwrap(), 2);
+    assert_eq!(again.view().conflicts, 1);
+    assert_eq!(
+        again.revoked(RevocationKind::Svid, "b").unwrap().target,
+        "b"
+    );
+}
+
+/// Issue 12: as relying parties check a record's signer when it arrives, a replica hands out
+/// every record signed with its current certificate: the feed serves a record whose original
+/// signature (a replica certificate since expired) would be refused, signed again now with
+/// the same claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_replicas_hand_out_records_under_a_current_certificate() {
+    let h = Harness::new(|_| {}).await;
+    let now = unix_now();
+    let old = Replica::new(&h, "old", now - 10 * 86_400, 3600);
+    let stored = old.sign(1, RevocationKind::Svid, "abc", now - 10 * 86_400 + 60);
+    h.store
+        .append_revocation(&vouch_store::RevocationRecord {
+            epoch: 1,
+            kind: "svid".into(),
+            target: "abc".into(),
+            reason: "forged".into(),
+            by: "mallory".into(),
+            created_at: now - 10 * 86_400 + 60,
+            record: stored.clone(),
+        })
+        .await
+        .unwrap();
+    let mut set = RevocationSet::new(bundle(&h));
+    assert!(set.insert_record(&stored, now).is_err());
+    let v = feed(&h, 0).await;
+    let served = v["records"][0].as_str().unwrap();
+    let (a, b) = (claims_of(served), claims_of(&stored));
+    assert!(a.iss.starts_with("spiffe://vouch.local/vouch/verifier/"));
+    assert_ne!(a.iss, b.iss);
+    assert_eq!((a.epoch, a.target.as_str(), a.iat), (b.epoch, "abc", b.iat));
+    assert!(set.insert_record(served, now).unwrap());
+    assert!(set.insert_head(v["head"].as_str().unwrap(), now).unwrap());
+    set.check_current(now).unwrap();
+}

@@ -932,6 +932,17 @@ async fn rp_watch(args: crate::cli::RpWatchArgs) -> Result<ExitCode> {
             .records()
             .map(|c| serde_json::json!({"epoch": c.epoch, "kind": c.kind, "target": c.target}))
             .collect();
+        // Validly signed records for an epoch whose first record says something else: kept,
+        // revoking too, as evidence that a replica misbehaved.
+        let conflicts: Vec<serde_json::Value> = set
+            .conflicts()
+            .map(|c| {
+                serde_json::json!({
+                    "epoch": c.epoch, "kind": c.kind, "target": c.target,
+                    "by": c.by, "iss": c.iss,
+                })
+            })
+            .collect();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -945,6 +956,7 @@ async fn rp_watch(args: crate::cli::RpWatchArgs) -> Result<ExitCode> {
                 "head_epoch": v.head_epoch,
                 "head_iat": v.head_iat,
                 "revoked": revoked,
+                "conflicts": conflicts,
             })
         );
         set.save(&args.state)
