@@ -20,7 +20,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// A new error. Messages longer than [`MAX_MESSAGE`] bytes are cut: they may quote what a
+    /// A new error. Messages longer than `MAX_MESSAGE` (512) bytes are cut: they may quote what a
     /// client sent, and neither the answer nor the log should carry a megabyte of it.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         let message = message.into();
