@@ -356,16 +356,24 @@ macro_rules! store_impl {
                 // After the node lock, in the same transaction as the write: a revocation
                 // committed before this point is never overwritten by a result appraised before
                 // it, and one that commits later waits for this transaction and then applies.
+                // The agent key too: it was looked up before this transaction, and a revocation
+                // of it committed since must not let this result through.
                 if let Some(kind) = sqlx::query_scalar::<_, String>(
                     "SELECT kind FROM revocation_log
-                     WHERE (kind = 'workload' AND target = $1) OR (kind = 'node' AND target = $2)",
+                     WHERE (kind = 'workload' AND target = $1) OR (kind = 'node' AND target = $2)
+                        OR (kind = 'agent-key' AND target = $3)",
                 )
                 .bind(&rec.workload_id)
                 .bind(&rec.node_id)
+                .bind(&rec.key_id)
                 .fetch_optional(&mut *tx)
                 .await?
                 {
-                    let what = if kind == "node" { &rec.node_id } else { &rec.workload_id };
+                    let what = match kind.as_str() {
+                        "node" => &rec.node_id,
+                        "agent-key" => &rec.key_id,
+                        _ => &rec.workload_id,
+                    };
                     return Err(StoreError::Revoked(format!("{kind} {what}")));
                 }
                 sqlx::query(

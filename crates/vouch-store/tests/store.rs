@@ -44,6 +44,7 @@ on_both_backends!(
     tpm_enrollment_round_trips,
     issue_12_one_ek_is_bound_to_one_node,
     issue_12_a_nonce_purged_by_a_replica_ahead_is_refused_by_one_behind,
+    issue_12_a_result_from_an_agent_key_revoked_meanwhile_is_not_recorded,
 );
 
 async fn join_tokens_are_single_use_and_expire(s: &dyn Store) {
@@ -637,4 +638,35 @@ async fn revocation_races_attestation(url: &str, kind: &str) {
         w.status
     );
     assert_eq!(w.status, "contraindicated", "{kind}: {}", w.reason);
+}
+
+/// Issue 12: the verifier looks the agent key up before the attestation's transaction; a
+/// revocation of that key committed in between must still keep the result out.
+async fn issue_12_a_result_from_an_agent_key_revoked_meanwhile_is_not_recorded(s: &dyn Store) {
+    s.create_join_token("t", None, 0, 100).await.unwrap();
+    let e = s.enroll("t", &[3; 32], "h", 1).await.unwrap();
+    let mut r = record("a1", "affirming", 10);
+    r.node_id = e.node_id.clone();
+    r.key_id = e.key_id.clone();
+    r.workload_id = format!("{}/app", e.node_id);
+    s.record_attestation(&r, 100, Some(("n1", 200)))
+        .await
+        .unwrap();
+    // Appraised with the key, which is revoked before the result is recorded.
+    s.append_revocation(&revocation(1, "agent-key", &e.key_id))
+        .await
+        .unwrap();
+    let mut late = r.clone();
+    late.id = "a2".into();
+    let e2 = s
+        .record_attestation(&late, 100, Some(("n2", 200)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e2, StoreError::Revoked(ref w) if w.contains("agent-key")),
+        "{e2}"
+    );
+    assert!(s.attestation("a2").await.unwrap().is_none());
+    let w = s.workload(&r.workload_id).await.unwrap().unwrap();
+    assert_eq!(w.last_attestation_id.as_deref(), Some("a1"));
 }
