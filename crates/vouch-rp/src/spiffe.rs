@@ -155,20 +155,7 @@ impl SpiffeVerifier {
     /// Check an X.509-SVID chain (leaf first, then any intermediates) outside TLS, as of `at`
     /// (Unix seconds): the same checks as for a TLS client certificate. Returns the SPIFFE ID.
     pub fn verify_chain(&self, chain: &[Vec<u8>], at: u64) -> Result<SpiffeId, Error> {
-        let (leaf, rest) = chain
-            .split_first()
-            .ok_or_else(|| bad("empty certificate chain"))?;
-        let leaf = CertificateDer::from(leaf.as_slice());
-        let rest: Vec<CertificateDer<'_>> = rest
-            .iter()
-            .map(|c| CertificateDer::from(c.as_slice()))
-            .collect();
-        self.check(
-            &leaf,
-            &rest,
-            UnixTime::since_unix_epoch(std::time::Duration::from_secs(at)),
-            webpki::KeyUsage::client_auth(),
-        )
+        self.check_chain(chain, at, webpki::KeyUsage::client_auth())
     }
 
     /// Check the certificate chain of a verifier replica's signature (a result's, a revocation
@@ -180,6 +167,16 @@ impl SpiffeVerifier {
     pub fn verify_signer_chain(&self, chain: &[Vec<u8>], at: u64) -> Result<SpiffeId, Error> {
         /// 1.3.6.1.5.5.7.3.36, DER content octets.
         const DOCUMENT_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x24];
+        self.check_chain(chain, at, webpki::KeyUsage::required(DOCUMENT_SIGNING))
+    }
+
+    /// [`Self::check`] on a chain of DER certificates, leaf first, as of `at`.
+    fn check_chain(
+        &self,
+        chain: &[Vec<u8>],
+        at: u64,
+        usage: webpki::KeyUsage,
+    ) -> Result<SpiffeId, Error> {
         let (leaf, rest) = chain
             .split_first()
             .ok_or_else(|| bad("empty certificate chain"))?;
@@ -192,7 +189,7 @@ impl SpiffeVerifier {
             &leaf,
             &rest,
             UnixTime::since_unix_epoch(std::time::Duration::from_secs(at)),
-            webpki::KeyUsage::required(DOCUMENT_SIGNING),
+            usage,
         )
     }
 

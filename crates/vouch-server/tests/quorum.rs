@@ -18,13 +18,7 @@ use vouch_policy::ReferenceValue;
 use vouch_server::{QuorumSettings, ServerConfig, unix_now};
 use vouch_store::{PgStore, Store};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use vouch_testkit::free_port;
 
 /// Three participants run the DKG ceremony in one directory.
 fn dkg(dir: &Path) {

@@ -16,15 +16,7 @@ use vouch_rp::{AllowedIds, ResultVerifier, RevocationKind, RevocationSet, RpErro
 use vouch_server::unix_now;
 
 fn bundle(h: &Harness) -> Arc<vouch_rp::SpiffeVerifier> {
-    let td = vouch_identity::TrustDomain::parse(&h.cfg.trust_domain).unwrap();
-    let ca =
-        vouch_identity::CaSet::load_or_create(&h.cfg.spiffe_dir(), &td, 3600, unix_now()).unwrap();
-    let auth: Vec<Vec<u8>> = ca
-        .authorities(unix_now())
-        .into_iter()
-        .map(<[u8]>::to_vec)
-        .collect();
-    vouch_rp::SpiffeVerifier::new(&td, &auth, AllowedIds::AnyInTrustDomain).unwrap()
+    h.trust_bundle()
 }
 
 fn http(h: &Harness) -> reqwest::Client {

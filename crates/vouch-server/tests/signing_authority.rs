@@ -12,19 +12,11 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::{Harness, rp_requirements};
 use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
 use std::sync::Arc;
-use vouch_rp::{AllowedIds, ResultVerifier};
+use vouch_rp::ResultVerifier;
 use vouch_server::unix_now;
 
 fn bundle(h: &Harness) -> Arc<vouch_rp::SpiffeVerifier> {
-    let td = vouch_identity::TrustDomain::parse(&h.cfg.trust_domain).unwrap();
-    let ca =
-        vouch_identity::CaSet::load_or_create(&h.cfg.spiffe_dir(), &td, 3600, unix_now()).unwrap();
-    let auth: Vec<Vec<u8>> = ca
-        .authorities(unix_now())
-        .into_iter()
-        .map(<[u8]>::to_vec)
-        .collect();
-    vouch_rp::SpiffeVerifier::new(&td, &auth, AllowedIds::AnyInTrustDomain).unwrap()
+    h.trust_bundle()
 }
 
 /// A leaf certificate for `path` with `ekus`, signed with the trust domain CA's own key (what

@@ -92,13 +92,7 @@ fn policy_test_explains_which_rules_decided() {
     assert!(seen >= 4, "example policies missing");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use vouch_testkit::free_port;
 
 struct Server(std::process::Child);
 

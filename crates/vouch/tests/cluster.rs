@@ -23,13 +23,7 @@ impl Drop for Replica {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use vouch_testkit::free_port;
 
 /// `vouch server` on `port`, configured through the environment as an operator would.
 fn replica(dir: &Path, port: u16, url: &str, nonce_key: &Path, tls: Option<&Path>) -> Replica {

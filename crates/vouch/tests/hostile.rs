@@ -28,13 +28,7 @@ const IDLE: u64 = 4;
 const HANDSHAKE: u64 = 2;
 const PER_CLIENT: usize = 32;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use vouch_testkit::free_port;
 
 /// A `vouch` process, killed when dropped, with its stdout lines collected.
 struct Proc {

@@ -56,6 +56,20 @@ impl Harness {
             .with_read_token(self.read_token())
     }
 
+    /// A relying party's view of the trust domain: its CA bundle, any ID in the domain.
+    pub fn trust_bundle(&self) -> Arc<vouch_rp::SpiffeVerifier> {
+        let td = vouch_identity::TrustDomain::parse(&self.cfg.trust_domain).unwrap();
+        let ca =
+            vouch_identity::CaSet::load_or_create(&self.cfg.spiffe_dir(), &td, 3600, unix_now())
+                .unwrap();
+        let auth: Vec<Vec<u8>> = ca
+            .authorities(unix_now())
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        vouch_rp::SpiffeVerifier::new(&td, &auth, vouch_rp::AllowedIds::AnyInTrustDomain).unwrap()
+    }
+
     /// The verifier's read token (`keys/read.token`).
     pub fn read_token(&self) -> String {
         std::fs::read_to_string(self.cfg.data_dir.join("keys/read.token"))
