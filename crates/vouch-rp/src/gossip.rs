@@ -26,7 +26,7 @@ use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig
 use tokio::sync::{mpsc, watch};
 
 use crate::{RevocationSet, RevocationView};
-pub use transport::{GossipKey, GossipKeys};
+pub use transport::{Dropped, GossipKey, GossipKeys, open as open_datagram};
 
 /// Key prefix of revocation records in a node's state.
 pub const RECORD_PREFIX: &str = "r:";

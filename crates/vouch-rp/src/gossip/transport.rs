@@ -150,7 +150,8 @@ impl GossipKeys {
 
 /// Why a datagram was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dropped {
+#[non_exhaustive]
+pub enum Dropped {
     /// Shorter than the header and an envelope header.
     Short,
     /// Longer than [`MAX_DATAGRAM`].
@@ -177,8 +178,9 @@ pub(crate) fn seal(keys: &GossipKeys, cluster: &[u8], body: &[u8], out: &mut Vec
     out.extend_from_slice(body);
 }
 
-/// The envelope bytes of `datagram`, once its MAC verified under a held key.
-pub(crate) fn open<'a>(
+/// The envelope bytes of `datagram`, once its MAC verified under a held key (what every
+/// datagram from the network goes through before chitchat reads a byte of it).
+pub fn open<'a>(
     keys: &GossipKeys,
     cluster: &[u8],
     datagram: &'a [u8],
