@@ -408,10 +408,7 @@ async fn start_gossip(
 /// How gossip datagrams are authenticated: with `key_file` (created when missing), or not at
 /// all when `insecure_unauthenticated` says so; neither is refused.
 fn gossip_auth(g: &GossipSettings) -> Result<vouch_rp::gossip::GossipAuth, ServerError> {
-    use vouch_rp::gossip::{GossipAuth, GossipKey, GossipKeys};
-    let key = |p: &std::path::Path| {
-        GossipKey::from_file(p).map_err(|e| ServerError::Config(e.to_string()))
-    };
+    use vouch_rp::gossip::{GossipAuth, GossipKeys};
     match (&g.key_file, g.insecure_unauthenticated) {
         (Some(_), true) => Err(ServerError::Config(
             "[server.gossip]: key_file and insecure_unauthenticated together: choose one".into(),
@@ -430,11 +427,9 @@ fn gossip_auth(g: &GossipSettings) -> Result<vouch_rp::gossip::GossipAuth, Serve
                     p.display()
                 );
             }
-            let mut keys = GossipKeys::new(key(p)?);
-            for a in &g.accept_key_files {
-                keys = keys.accept(key(a)?);
-            }
-            Ok(GossipAuth::Keys(keys))
+            GossipKeys::from_files(p, &g.accept_key_files)
+                .map(GossipAuth::Keys)
+                .map_err(|e| ServerError::Config(e.to_string()))
         }
     }
 }

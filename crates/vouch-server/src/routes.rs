@@ -249,13 +249,7 @@ async fn bundle(AxState(st): AxState<S>) -> Response {
 /// The management API's credential: `Authorization: Bearer <admin token>`, compared in
 /// constant time.
 fn admin(st: &State, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    use subtle::ConstantTimeEq as _;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(st.admin_token.as_bytes())) {
+    if bearer(headers).is_some_and(|t| same_token(t, &st.admin_token)) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -268,13 +262,23 @@ fn admin(st: &State, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
 /// The dashboard's cookie: the read token, set once from `/?token=…`.
 const READ_COOKIE: &str = "vouch_read";
 
+/// The `Authorization: Bearer` credential of a request.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Whether `given` is `token`, compared in constant time (an empty token matches nothing).
+fn same_token(given: &str, token: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    !token.is_empty() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
 /// Whether `given` is the read token or the admin token.
 fn can_read(st: &State, given: &str) -> bool {
-    use subtle::ConstantTimeEq as _;
-    let g = given.as_bytes();
-    !given.is_empty()
-        && (bool::from(g.ct_eq(st.read_token.as_bytes()))
-            | bool::from(g.ct_eq(st.admin_token.as_bytes())))
+    same_token(given, &st.read_token) | same_token(given, &st.admin_token)
 }
 
 /// The read-only views need the read token: as a Bearer credential, or (for the dashboard in
@@ -285,10 +289,7 @@ async fn require_reader(
     next: axum::middleware::Next,
 ) -> Response {
     let headers = req.headers();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let bearer = bearer(headers);
     let cookie = headers
         .get_all(header::COOKIE)
         .iter()

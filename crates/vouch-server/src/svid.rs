@@ -259,22 +259,23 @@ impl State {
         // store every replica shares, kept until the date could no longer pass.
         let now = unix_now();
         let skew = self.cfg.clock_skew;
-        if req.iat + skew < now {
+        // Saturating: `iat` is the client's number (signed by its own key, but any u64).
+        if req.iat.saturating_add(skew) < now {
             return Err(ApiError::new(
                 ErrorKind::NonceExpired,
                 format!(
                     "the JWT-SVID request was made at {}, {} s ago (tolerance {skew} s); sign a new one",
                     req.iat,
-                    now - req.iat
+                    now.saturating_sub(req.iat)
                 ),
             ));
         }
-        if req.iat > now + skew {
+        if req.iat > now.saturating_add(skew) {
             return Err(ApiError::new(
                 ErrorKind::NonceFromFuture,
                 format!(
                     "the JWT-SVID request is dated {} s ahead of this verifier's clock (tolerance {skew} s)",
-                    req.iat - now
+                    req.iat.saturating_sub(now)
                 ),
             ));
         }
@@ -298,7 +299,7 @@ impl State {
             .store
             .use_nonce(
                 &format!("jwt-svid:{}:{}", req.key_id, req.jti),
-                req.iat + skew + 1,
+                req.iat.saturating_add(skew).saturating_add(1),
             )
             .await
         {

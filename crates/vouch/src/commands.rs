@@ -904,14 +904,10 @@ async fn rp_watch(args: crate::cli::RpWatchArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("rp-{}", args.listen));
     let auth = match &args.gossip_key {
-        Some(p) => {
-            use vouch_rp::gossip::{GossipKey, GossipKeys};
-            let mut keys = GossipKeys::new(GossipKey::from_file(p)?);
-            for a in &args.accept_gossip_keys {
-                keys = keys.accept(GossipKey::from_file(a)?);
-            }
-            vouch_rp::gossip::GossipAuth::Keys(keys)
-        }
+        Some(p) => vouch_rp::gossip::GossipAuth::Keys(vouch_rp::gossip::GossipKeys::from_files(
+            p,
+            &args.accept_gossip_keys,
+        )?),
         // clap requires --gossip-key unless --insecure-gossip.
         None => vouch_rp::gossip::GossipAuth::Insecure,
     };

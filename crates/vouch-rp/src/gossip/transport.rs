@@ -135,6 +135,19 @@ impl GossipKeys {
         }
     }
 
+    /// The keys in `current` (signs and verifies) and `accepted` (verify only, during a
+    /// rotation), read from their files.
+    pub fn from_files(
+        current: &Path,
+        accepted: &[std::path::PathBuf],
+    ) -> Result<Self, GossipError> {
+        accepted
+            .iter()
+            .try_fold(Self::new(GossipKey::from_file(current)?), |keys, p| {
+                Ok(keys.accept(GossipKey::from_file(p)?))
+            })
+    }
+
     /// Also accept datagrams signed with `key` (never used to sign).
     pub fn accept(mut self, key: GossipKey) -> Self {
         self.accepted.push(key);
