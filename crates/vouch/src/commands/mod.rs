@@ -1,0 +1,152 @@
+//! Each subcommand: validate flags into typed configuration and call the libraries.
+//!
+//! `run` dispatches to one module per topic: [`run`](mod@run) for the running roles (verifier,
+//! agent, one-shot attestation), [`admin`] for the management commands on the verifier's store
+//! (policies, reference values, join tokens, workloads, nodes, entries, revocation), [`keys`] for
+//! the verifier's signing keys and CAs, and [`rp`] for the relying-party commands. The TPM and
+//! TEE tools live in `crate::tpm` and `crate::tee`, the dev stack in `crate::dev`. The helpers
+//! shared between them stay here.
+
+mod admin;
+mod keys;
+mod rp;
+mod run;
+
+use anyhow::{Context, Result};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use vouch_core::ArStatus;
+use vouch_policy::{CompiledPolicy, DEFAULT_POLICY, PolicySource, ReferenceValue, ReferenceValues};
+use vouch_server::ServerConfig;
+use vouch_store::Store;
+
+use crate::cli::{Cli, Command, StoreArgs};
+use crate::config::{self, FileConfig};
+
+/// Run the parsed command line; the exit code says how it went (an `Err` exits with 2).
+pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
+    let file = config::load(cli.config.as_deref())?;
+    let json = cli.json;
+    match cli.command {
+        Command::Server {
+            listen,
+            insecure_http,
+            store,
+        } => run::server(file, listen, insecure_http, store).await,
+        Command::Agent { agent, interval } => run::run_agent(file, agent, interval).await,
+        Command::Attest { agent } => run::attest(file, agent, json).await,
+        Command::Verify(args) => rp::verify(args, json).await,
+        Command::Policy(cmd) => admin::policy(file, cmd, json).await,
+        Command::Refvalue(cmd) => admin::refvalue(file, cmd, json).await,
+        Command::Token(cmd) => admin::token(file, cmd, json).await,
+        Command::Workload(cmd) => admin::workload(file, cmd, json).await,
+        Command::Node(cmd) => admin::node(file, cmd, json).await,
+        Command::Entry(cmd) => admin::entry(file, cmd, json).await,
+        Command::Ca(cmd) => keys::ca(file, cmd, json),
+        Command::Revoke(cmd) => admin::revoke(file, cmd, json).await,
+        Command::Revocations(args) => admin::revocations(file, args, json).await,
+        Command::Rp(crate::cli::RpCmd::Watch(args)) => rp::rp_watch(args).await,
+        Command::Quorum(cmd) => keys::quorum(cmd, json),
+        Command::Tee(cmd) => crate::tee::run(cmd, json),
+        Command::Key(cmd) => keys::key(file, cmd, json).await,
+        Command::Tpm(cmd) => crate::tpm::run(cmd, json),
+        Command::Dev(args) => crate::dev::run(args, &file, json).await,
+        Command::Bench(args) => crate::bench::run(args, json).await,
+    }
+}
+
+fn server_config(file: &FileConfig, store: &StoreArgs) -> ServerConfig {
+    let mut cfg = file.server.clone();
+    if let Some(d) = &store.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    cfg
+}
+
+/// Open the verifier's store for an admin command.
+pub(crate) async fn open_store(file: &FileConfig, store: &StoreArgs) -> Result<Arc<dyn Store>> {
+    let cfg = server_config(file, store);
+    let what = match &cfg.database_url {
+        Some(_) => "the verifier's PostgreSQL store".to_string(),
+        None => format!("the verifier store {}", cfg.database_path().display()),
+    };
+    vouch_server::open_store(&cfg)
+        .await
+        .with_context(|| format!("opening {what}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// One line describing a result.
+pub(crate) fn describe(r: &vouch_core::wire::AttestationResult) -> String {
+    let mut s = format!("{} {} ({})", r.workload_id, r.status, r.policy);
+    for reason in &r.reasons {
+        s.push_str(&format!("\n    {reason}"));
+    }
+    s
+}
+
+/// 0 for an affirming result, 1 for any other.
+fn exit_code(status: ArStatus) -> ExitCode {
+    if status == ArStatus::Affirming {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Appraise `input` with the policy `policy` (`default`, or a Rego file) and `values`.
+pub(crate) fn appraise_with(
+    policy: &str,
+    values: Vec<ReferenceValue>,
+    input: &serde_json::Value,
+) -> Result<vouch_policy::Appraisal> {
+    let rego = if policy == "default" {
+        DEFAULT_POLICY.to_string()
+    } else {
+        std::fs::read_to_string(policy).with_context(|| format!("reading {policy}"))?
+    };
+    let compiled = CompiledPolicy::compile(
+        &PolicySource {
+            id: policy.to_string(),
+            version: 0,
+            rego,
+        },
+        &ReferenceValues {
+            revision: 0,
+            values,
+        },
+    )?;
+    Ok(compiled.appraise(input)?)
+}
+
+/// Reference values from a JSON file: an array of `{"kind", "key", "value"}`.
+pub(crate) fn read_refvalues(p: &std::path::Path) -> Result<Vec<ReferenceValue>> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} must be a JSON array of {{\"kind\", \"key\", \"value\"}}",
+            p.display()
+        )
+    })
+}

@@ -1,0 +1,133 @@
+//! The running roles: the verifier (`vouch server`), the agent (`vouch agent`) and one
+//! attestation from the command line (`vouch attest`). The dev stack is `crate::dev`.
+
+use anyhow::Result;
+use std::process::ExitCode;
+
+use vouch_agent::{Agent, AgentConfig};
+
+use super::{describe, exit_code, server_config, shutdown_signal};
+use crate::cli::{AgentArgs, StoreArgs};
+use crate::config::FileConfig;
+use crate::output;
+
+/// `vouch server`: run the verifier until SIGINT or SIGTERM.
+pub(crate) async fn server(
+    file: FileConfig,
+    listen: Option<std::net::SocketAddr>,
+    insecure_http: bool,
+    store: StoreArgs,
+) -> Result<ExitCode> {
+    let mut cfg = server_config(&file, &store);
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    cfg.insecure_http |= insecure_http;
+    let running = vouch_server::start(cfg).await?;
+    println!("verifier listening on {}", running.base_url);
+    if let Some(ca) = &running.ca_cert {
+        println!("agents and relying parties trust {}", ca.display());
+    }
+    let addr = running.addr;
+    shutdown_signal().await;
+    tracing::info!("shutting down {addr}");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's configuration: the file's `[agent]` section, overridden by the flags given.
+fn agent_config(file: &FileConfig, a: &AgentArgs) -> AgentConfig {
+    let mut cfg = file.agent.clone();
+    if !a.servers.is_empty() {
+        cfg.servers = a.servers.clone();
+    }
+    if let Some(v) = &a.ca_cert {
+        cfg.ca_cert = Some(v.clone());
+    }
+    if let Some(v) = &a.agent_dir {
+        cfg.data_dir = v.clone();
+    }
+    if let Some(v) = &a.join_token {
+        cfg.join_token = Some(v.clone());
+    }
+    if let Some(v) = &a.workload {
+        cfg.workload_name = v.clone();
+    }
+    if let Some(v) = &a.exe {
+        cfg.exe = Some(v.clone());
+    }
+    if !a.files.is_empty() {
+        cfg.files = a.files.clone();
+    }
+    if let Some(v) = &a.image_digest {
+        cfg.image_digest = Some(v.clone());
+    }
+    if let Some(v) = &a.result_audience {
+        cfg.result_audience = Some(v.clone());
+    }
+    if let Some(v) = &a.workload_api_socket {
+        cfg.workload_api_socket = Some(v.clone());
+    }
+    if let Some(v) = &a.trust_domain {
+        cfg.trust_domain = v.clone();
+    }
+    if a.tpm_tcti.is_some()
+        || a.tpm_key_alg.is_some()
+        || !a.tpm_pcrs.is_empty()
+        || a.tpm_eventlog.is_some()
+    {
+        let mut t = cfg.tpm.clone().unwrap_or_default();
+        if let Some(v) = &a.tpm_tcti {
+            t.tcti = v.clone();
+        }
+        if let Some(v) = &a.tpm_key_alg {
+            t.key_alg = v.clone();
+        }
+        if !a.tpm_pcrs.is_empty() {
+            t.pcrs = a.tpm_pcrs.clone();
+        }
+        if let Some(v) = &a.tpm_eventlog {
+            t.eventlog = Some(v.clone());
+        }
+        cfg.tpm = Some(t);
+    }
+    cfg
+}
+
+/// `vouch agent`: attest at every interval until SIGINT or SIGTERM.
+pub(crate) async fn run_agent(
+    file: FileConfig,
+    a: AgentArgs,
+    interval: Option<u64>,
+) -> Result<ExitCode> {
+    let mut cfg = agent_config(&file, &a);
+    if let Some(i) = interval {
+        cfg.interval = i;
+    }
+    let agent = Agent::new(cfg).await?;
+    println!(
+        "agent {} attesting every {}s",
+        agent.enrollment().node_id,
+        agent.config().interval
+    );
+    agent
+        .run(shutdown_signal(), |r| match r {
+            Ok(r) => println!("{}", describe(r)),
+            Err(e) => eprintln!("attestation failed: {e}"),
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vouch attest`: attest once; exits 0 only when the result is affirming.
+pub(crate) async fn attest(file: FileConfig, a: AgentArgs, json: bool) -> Result<ExitCode> {
+    let mut agent = Agent::new(agent_config(&file, &a)).await?;
+    let r = agent.attest_once().await?;
+    if json {
+        output::json(&r)?;
+    } else {
+        println!("{}", describe(&r));
+        println!("result: {}", r.result);
+    }
+    Ok(exit_code(r.status))
+}
