@@ -607,7 +607,6 @@ fn claims_of(
             "key_id": evidence.key_id,
             "signature_verified": signature_verified,
             "hardware_backed": false,
-            "collected_at": m.collected_at,
         },
         "hostname": m.hostname,
         "workload": {

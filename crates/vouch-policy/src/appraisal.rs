@@ -99,6 +99,28 @@ pub struct PolicySource {
     pub rego: String,
 }
 
+/// Builtins whose answer is not a function of their arguments and the input: the clock, random
+/// numbers, random UUIDs, HTTP and the runtime's environment.
+const NONDETERMINISTIC_BUILTINS: &[&str] = &[
+    "time.now_ns",
+    "rand.intn",
+    "uuid.rfc4122",
+    "http.send",
+    "opa.runtime",
+];
+
+impl PolicySource {
+    /// Whether an appraisal by this policy is a function of its input and reference values
+    /// alone, so that one already made over the same claims can be reused. False when the text
+    /// names any builtin that reads the clock, randomness, the network or the environment,
+    /// anywhere (a comment included: a false "no" only costs a fresh appraisal).
+    pub fn is_deterministic(&self) -> bool {
+        !NONDETERMINISTIC_BUILTINS
+            .iter()
+            .any(|b| self.rego.contains(b))
+    }
+}
+
 /// Whether a finding refuses or only warns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -16,7 +16,7 @@ const CONF: &str = "222222222222222222222222222222222222222222222222222222222222
 fn claims() -> Value {
     json!({
         "evidence": {"kind": "software", "key_id": "k", "signature_verified": true,
-                     "hardware_backed": false, "collected_at": 1},
+                     "hardware_backed": false},
         "hostname": "h",
         "workload": {"name": "app", "exe_path": "/usr/bin/app", "exe_sha256": EXE,
                      "image_digest": null, "signers": ["vendor"]},

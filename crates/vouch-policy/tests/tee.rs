@@ -52,7 +52,7 @@ fn tdx(collateral: bool) -> Value {
 fn tee_evidence(tee: &Value) -> Value {
     json!({
         "evidence": {"kind": "tee", "key_id": "k", "signature_verified": true,
-                     "hardware_backed": true, "collected_at": 1},
+                     "hardware_backed": true},
         "workload": {"name": "cvm", "exe_path": "/usr/bin/cvm", "exe_sha256": EXE,
                      "image_digest": null, "signers": []},
         "files": {}, "processes": [], "listening": [], "packages": {},

@@ -64,6 +64,10 @@ pub struct ServerConfig {
     /// knows an enrolled key id could submit it). Even then its results are recorded under
     /// `<node>/sample:<name>`, never as the enrolled workload's status. `vouch dev` sets it.
     pub allow_sample_evidence: bool,
+    /// Appraisals kept for reuse (0: every attestation is appraised afresh). An appraisal is
+    /// reused only for claims, policy version and reference values byte-identical to one made
+    /// before; signature, nonce and freshness are checked every time.
+    pub appraisal_cache_entries: usize,
     /// Most connections held open at once (0: no limit). Past it, new connections are closed
     /// at once until one ends.
     pub max_connections: usize,
@@ -174,6 +178,7 @@ impl Default for ServerConfig {
             deadline_intervals: 3,
             body_limit: 6 * 1024 * 1024,
             allow_sample_evidence: false,
+            appraisal_cache_entries: vouch_verifier::cache::DEFAULT_ENTRIES,
             max_connections: 1024,
             max_connections_per_client: 128,
             handshake_timeout: 10,
@@ -232,6 +237,20 @@ impl ServerConfig {
     pub fn deadline_secs(&self) -> u64 {
         self.attest_interval
             .saturating_mul(self.deadline_intervals.max(1))
+    }
+
+    /// What the appraisal pipeline takes from this configuration.
+    pub fn verifier_config(&self) -> vouch_verifier::VerifierConfig {
+        vouch_verifier::VerifierConfig {
+            audience: self.audience.clone(),
+            nonce_ttl: self.nonce_ttl,
+            clock_skew: self.clock_skew,
+            result_ttl: self.result_ttl,
+            deadline_secs: self.deadline_secs(),
+            allow_sample_evidence: self.allow_sample_evidence,
+            tpm_allow_sha1: self.tpm_allow_sha1,
+            appraisal_cache_entries: self.appraisal_cache_entries,
+        }
     }
 }
 

@@ -97,3 +97,9 @@ impl From<vouch_policy::PolicyError> for ApiError {
         Self::new(e.kind(), e.to_string())
     }
 }
+
+impl From<vouch_verifier::VerifyError> for ApiError {
+    fn from(e: vouch_verifier::VerifyError) -> Self {
+        Self::new(e.kind, e.message)
+    }
+}

@@ -211,10 +211,25 @@ pub async fn start_with_store(
         what: "reading bound address".into(),
         source,
     })?;
+    let tee_roots = match &cfg.tee_roots_dir {
+        Some(dir) => {
+            let mut roots = vouch_tee::TeeRoots::from_dir(dir)
+                .map_err(|e| ServerError::Config(format!("tee_roots_dir: {e}")))?;
+            if let Some(c) = &cfg.tee_collateral_dir {
+                let fmspcs = roots
+                    .add_store_dir(c)
+                    .map_err(|e| ServerError::Config(format!("tee_collateral_dir: {e}")))?;
+                tracing::info!(?fmspcs, "DCAP collateral loaded");
+            }
+            Some(roots)
+        }
+        None => None,
+    };
     let mut state = state::State::new(
         cfg.clone(),
         store.clone(),
         vec![nonce_key],
+        tee_roots,
         keyring,
         keys_dir.clone(),
     );
@@ -240,17 +255,6 @@ pub async fn start_with_store(
         vouch_identity::JwtSvidSigner::load_or_create(&cfg.spiffe_dir().join("jwt.key"))
             .map_err(|e| ServerError::Config(format!("JWT-SVID key: {e}")))?,
     );
-    if let Some(dir) = &cfg.tee_roots_dir {
-        let mut roots = vouch_tee::TeeRoots::from_dir(dir)
-            .map_err(|e| ServerError::Config(format!("tee_roots_dir: {e}")))?;
-        if let Some(c) = &cfg.tee_collateral_dir {
-            let fmspcs = roots
-                .add_store_dir(c)
-                .map_err(|e| ServerError::Config(format!("tee_collateral_dir: {e}")))?;
-            tracing::info!(?fmspcs, "DCAP collateral loaded");
-        }
-        state.tee_roots = Some(roots);
-    }
     if let Some(q) = &cfg.quorum {
         state.quorum = Some(
             quorum::Quorum::new(q.clone())

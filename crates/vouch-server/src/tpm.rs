@@ -13,9 +13,9 @@ use vouch_core::wire::{
     TpmActivateRequest, TpmActivateResponse, TpmEnrollRequest, TpmEnrollResponse,
     tpm_enroll_signing_input,
 };
-use vouch_evidence::{TpmContext, verify_ed25519};
+use vouch_evidence::verify_ed25519;
 use vouch_store::{AgentKeyRecord, Store, StoreError, TpmKeyRecord, TpmReenrollment};
-use vouch_tpm::{Ak, HashAlg, QuotePolicy, RH_ENDORSEMENT, TpmtPublic, qualified_name};
+use vouch_tpm::{RH_ENDORSEMENT, TpmtPublic, qualified_name};
 
 use crate::ApiError;
 use crate::keys::random_bytes;
@@ -278,41 +278,6 @@ impl State {
         Ok(())
     }
 
-    /// A TPM-bound node attests with its TPM: evidence of another kind (`software`, `tee`,
-    /// `sample`) is refused unless a `tpm_fallback` reference value, keyed by the node id or
-    /// `*`, names that kind.
-    pub(crate) async fn require_tpm(
-        &self,
-        node_id: &str,
-        kind: vouch_core::EvidenceKind,
-        refs: &vouch_policy::ReferenceValues,
-    ) -> Result<(), ApiError> {
-        let bound = self
-            .store
-            .tpm_key(node_id)
-            .await?
-            .is_some_and(|r| r.bound_at.is_some());
-        let allowed = || {
-            refs.values.iter().any(|v| {
-                v.kind == "tpm_fallback"
-                    && (v.key == node_id || v.key == "*")
-                    && v.value == kind.as_str()
-            })
-        };
-        if !bound || allowed() {
-            return Ok(());
-        }
-        Err(ApiError::new(
-            ErrorKind::TpmRequired,
-            format!(
-                "node {node_id} is bound to a TPM: it attests with `tpm` or `composite` \
-                 evidence, not `{kind}` (to accept `{kind}` from it, add the reference value \
-                 `tpm_fallback {node_id} {kind}`)",
-                kind = kind.as_str()
-            ),
-        ))
-    }
-
     /// Complete credential activation: the AK is bound to the EK from now on.
     pub(crate) async fn activate_tpm(
         &self,
@@ -349,57 +314,5 @@ impl State {
         Ok(TpmActivateResponse {
             ak_name: hex::encode(ak.name()),
         })
-    }
-
-    /// The TPM context for `tpm` evidence from `node_id`: only an activated AK counts.
-    pub(crate) async fn tpm_context(
-        &self,
-        node_id: &str,
-        refs: &vouch_policy::ReferenceValues,
-    ) -> Result<Option<TpmContext>, ApiError> {
-        let rec = match self.store.tpm_key(node_id).await? {
-            Some(r) if r.activated_at.is_some() => r,
-            _ => return Ok(None),
-        };
-        let bad = |e: vouch_tpm::TpmError| {
-            ApiError::new(ErrorKind::Internal, format!("stored TPM key: {e}"))
-        };
-        let ek = TpmtPublic::from_tpm2b(&rec.ek_public).map_err(bad)?;
-        let ak_public = TpmtPublic::from_tpm2b(&rec.ak_public).map_err(bad)?;
-        let ak = Ak::from_public(&ak_public, &parent_qn(&ek)).map_err(bad)?;
-        let mut policy = QuotePolicy::default();
-        if self.cfg.tpm_allow_sha1 {
-            policy.allowed_hashes.push(HashAlg::Sha1);
-        }
-        let mut ima_allow = std::collections::BTreeMap::<String, Vec<String>>::new();
-        let mut ima_deny = std::collections::BTreeMap::new();
-        for v in &refs.values {
-            match v.kind.as_str() {
-                "ima_allow" => ima_allow
-                    .entry(v.key.clone())
-                    .or_default()
-                    .push(v.value.to_ascii_lowercase()),
-                "ima_deny" => {
-                    ima_deny.insert(v.key.to_ascii_lowercase(), v.value.clone());
-                }
-                _ => {}
-            }
-        }
-        Ok(Some(TpmContext {
-            ak,
-            ak_name: ak_public.name(),
-            last_clock: rec
-                .last_clock
-                .as_deref()
-                .and_then(|c| serde_json::from_str(c).ok()),
-            policy,
-            ek_issuer: rec.ek_issuer,
-            ima_state: rec
-                .ima_state
-                .as_deref()
-                .and_then(|c| serde_json::from_str(c).ok()),
-            ima_allow,
-            ima_deny,
-        }))
     }
 }
