@@ -598,9 +598,15 @@ pub struct DevArgs {
     pub interval: u64,
 }
 
+/// `vouch bench`: with no mode flag, every row of the performance table (each figure against
+/// its ceiling measured in the same run, the ratio, the target, whether it is met).
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
-    /// Attestations to run.
+    /// A benchmark with its own flags.
+    #[command(subcommand)]
+    pub command: Option<BenchCmd>,
+    /// Attestations to run (per attestation row; the micro-benchmarks run more).
     #[arg(long, default_value_t = 500)]
     pub n: usize,
     /// Concurrent clients.
@@ -630,6 +636,55 @@ pub struct BenchArgs {
     /// With --gossip: milliseconds between gossip rounds.
     #[arg(long, default_value_t = 200)]
     pub gossip_interval_ms: u64,
+    /// Leave out the TPM row even when swtpm is installed.
+    #[arg(long)]
+    pub no_tpm: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Simulate a fleet of agents, each on its own keep-alive HTTPS connection, attesting at
+    /// an interval with jitter (some with changed claims), against verifiers started in this
+    /// process or running elsewhere (--target); print an HDR latency histogram at the end.
+    Load(LoadArgs),
+}
+
+/// `vouch bench load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Simulated agents (each enrolls its own key and holds its own connection).
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// Time between one agent's attestations, e.g. 10s or 500ms.
+    #[arg(long, default_value = "10s")]
+    pub interval: String,
+    /// Jitter on each interval, percent either way.
+    #[arg(long, default_value_t = 20)]
+    pub jitter_percent: u8,
+    /// How long to attest after enrollment, e.g. 60s or 5m.
+    #[arg(long, default_value = "60s")]
+    pub duration: String,
+    /// Percent of attestations whose claims change (a process appears or goes); the rest
+    /// repeat the agent's previous claims with a new nonce.
+    #[arg(long, default_value_t = 10)]
+    pub changed_percent: u8,
+    /// Verifier replicas started in this process (several need --database-url).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// The verifiers' PostgreSQL (in-process replicas), or the store join tokens are made in
+    /// for --target.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// A running verifier to load instead of in-process replicas; repeat for several (agents
+    /// are spread over them).
+    #[arg(long = "target")]
+    pub targets: Vec<String>,
+    /// With --target: the CA certificate (PEM) the verifiers' TLS chains to.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// With --target on SQLite: the verifier's data directory, to make join tokens in its store.
+    #[arg(long)]
+    pub server_data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -795,3 +795,62 @@ fn quorum_keys_from_the_dealer_sign_a_plain_ed25519_signature() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// Issue 13 item 6: `vouch bench` prints one table, every row named, whether or not it could
+/// be measured here (the TPM row says "skipped (no swtpm)" where swtpm is missing). Figures
+/// are not asserted: they depend on the machine.
+#[test]
+fn bench_prints_one_table_with_every_row() {
+    let (code, out, err) = vouch(&["bench", "--n", "5", "--concurrency", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let header = out.lines().next().unwrap_or_default();
+    for col in ["row", "measured", "ceiling", "ratio", "target", "met"] {
+        assert!(header.contains(col), "{out}");
+    }
+    for row in [
+        "software evidence, repeat attestation",
+        "software evidence, changed claims",
+        "TPM quote attestation, repeat",
+        "latency, one attestation, server side, unloaded: p50",
+        "latency, one attestation, server side, unloaded: p99",
+        "policy evaluation, repeat attestation",
+        "SQLite durable records",
+        "PostgreSQL durable records",
+        "X.509-SVID issuance",
+        "quorum result signing",
+    ] {
+        assert!(
+            out.lines().skip(2).any(|l| l.starts_with(row)),
+            "no row {row:?} in\n{out}"
+        );
+    }
+}
+
+/// Issue 13 item 4: `vouch bench load` enrolls its agents, attests on a schedule, and reports
+/// the latency histogram and the errors by kind.
+#[test]
+fn bench_load_reports_a_latency_histogram() {
+    let (code, out, err) = vouch(&[
+        "bench",
+        "load",
+        "--agents",
+        "8",
+        "--interval",
+        "300ms",
+        "--duration",
+        "2s",
+        "--changed-percent",
+        "50",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["agents"], 8, "{v}");
+    assert!(v["attestations"].as_u64().unwrap() > 8, "{v}");
+    assert_eq!(v["errors"], serde_json::json!({}), "{v}");
+    let l = &v["latency_ms"];
+    for q in ["p50", "p90", "p99", "p99_9", "max"] {
+        assert!(l[q].as_f64().unwrap() > 0.0, "{v}");
+    }
+    assert!(l["p50"].as_f64() <= l["max"].as_f64(), "{v}");
+}

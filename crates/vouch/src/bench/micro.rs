@@ -1,0 +1,237 @@
+//! Measurements that need no verifier running: X.509-SVID issuance, quorum signing, policy
+//! evaluation, durable attestation records, and the raw operations they are held against.
+
+use anyhow::{Context, Result};
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vouch_core::SoftwareMeasurements;
+use vouch_evidence::{AgentKey, EvidenceVerifier, SoftwareVerifier, VerifyContext};
+use vouch_server::unix_now;
+use vouch_store::{AttestationRecord, Store};
+
+fn per(d: Duration, n: usize) -> Duration {
+    d / u32::try_from(n.max(1)).unwrap_or(u32::MAX)
+}
+
+/// X.509-SVID issuance against raw ECDSA P-256 signing, one run.
+pub struct Svid {
+    /// Iterations.
+    pub n: usize,
+    /// DER size of one SVID.
+    pub der_bytes: usize,
+    /// Time to issue one SVID (build, sign, encode).
+    pub issue: Duration,
+    /// Time of one raw ECDSA P-256 signature over a message of the SVID's size.
+    pub sign: Duration,
+}
+
+/// Measure [`Svid`] over `n` issuances.
+pub fn svid(n: usize) -> Result<Svid> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+    use rcgen::PublicKeyData as _;
+    let n = n.max(10);
+    let now = unix_now();
+    let td = vouch_identity::TrustDomain::parse("bench.local")?;
+    let ca = vouch_identity::SvidCa::generate(&td, 86_400, now)?;
+    let leaf = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let spki = leaf.subject_public_key_info();
+    let id = vouch_identity::SpiffeId::new(&td, "/bench/workload")?;
+    let sample = ca.issue(&id, &spki, 3600, now)?;
+    // Warm up both paths, then measure them back to back.
+    for _ in 0..n / 10 {
+        std::hint::black_box(ca.issue(&id, &spki, 3600, now)?);
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(ca.issue(&id, &spki, 3600, now)?);
+    }
+    let issue = per(start.elapsed(), n);
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+        .map_err(|_| anyhow::anyhow!("ECDSA key generation failed"))?;
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref())
+        .map_err(|_| anyhow::anyhow!("ECDSA key parse failed"))?;
+    let tbs = vec![0x5a; sample.len()];
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(
+            key.sign(&rng, &tbs)
+                .map_err(|_| anyhow::anyhow!("ECDSA sign failed"))?,
+        );
+    }
+    Ok(Svid {
+        n,
+        der_bytes: sample.len(),
+        issue,
+        sign: per(start.elapsed(), n),
+    })
+}
+
+/// The signing work of a 2-of-3 FROST quorum result against one Ed25519 signature over the same
+/// 900-byte message; the aggregate is checked as a plain Ed25519 signature first.
+pub fn quorum(n: usize, dir: &Path) -> Result<(Duration, Duration)> {
+    use vouch_server::quorum;
+    let n = n.max(10);
+    let dir = dir.join("quorum");
+    std::fs::create_dir_all(&dir)?;
+    quorum::dealer(2, 3, &dir)?;
+    let shares = [
+        quorum::read_key_package(&dir.join("signer-1.json"))?,
+        quorum::read_key_package(&dir.join("signer-2.json"))?,
+    ];
+    let group = quorum::read_group(&dir.join("group.json"))?;
+    let pk = UnparsedPublicKey::new(&ED25519, quorum::group_public_key(&group)?);
+    let _ = std::fs::remove_dir_all(&dir);
+    let msg = vec![b'e'; 900];
+    let sig = quorum::sign_locally(&shares, &group, &msg)?;
+    pk.verify(&msg, &sig)
+        .map_err(|_| anyhow::anyhow!("the aggregate is not a valid Ed25519 signature"))?;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(quorum::sign_locally(&shares, &group, &msg)?);
+    }
+    let frost = per(t.elapsed(), n);
+    let single = Ed25519KeyPair::generate()?;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(single.sign(&msg));
+    }
+    Ok((frost, per(t.elapsed(), n)))
+}
+
+/// The verified claims of software evidence carrying `m` (as the verifier derives them).
+pub fn claims_of(m: &SoftwareMeasurements) -> Result<serde_json::Value> {
+    let key = AgentKey::generate()?;
+    let ev = vouch_evidence::sign_software_evidence(&key, "k", m)?;
+    Ok(SoftwareVerifier
+        .verify(
+            &ev,
+            &VerifyContext {
+                public_key: key.public_key(),
+                signers: &[],
+                tpm: None,
+                tee: None,
+                now: 0,
+            },
+        )?
+        .claims)
+}
+
+/// One evaluation of the default policy over the claims of `m`, with the reference value that
+/// makes its workload (`name`) affirming: the policy work of one repeat attestation.
+pub fn policy(m: &SoftwareMeasurements, name: &str, n: usize) -> Result<Duration> {
+    let claims = claims_of(m)?;
+    let refs = vouch_policy::ReferenceValues {
+        values: vec![vouch_policy::ReferenceValue {
+            kind: "executable".into(),
+            key: name.into(),
+            value: m.workload.exe_sha256.clone(),
+        }],
+        revision: 1,
+    };
+    let policy = vouch_policy::CompiledPolicy::compile(
+        &vouch_policy::PolicySource {
+            id: vouch_policy::DEFAULT_POLICY_ID.into(),
+            version: 1,
+            rego: vouch_policy::DEFAULT_POLICY.into(),
+        },
+        &refs,
+    )?;
+    let first = policy.appraise(&claims)?;
+    anyhow::ensure!(
+        first.status == vouch_core::ArStatus::Affirming,
+        "the bench claims are not affirming under the default policy: {:?}",
+        first.reasons()
+    );
+    let n = n.max(5);
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(policy.appraise(&claims)?);
+    }
+    Ok(per(t.elapsed(), n))
+}
+
+/// Durable attestation records per second: `n` calls of [`Store::record_attestation`], up to
+/// `in_flight` at once over `nodes` enrolled nodes, each with its own nonce and real claims.
+pub async fn records(
+    store: Arc<dyn Store>,
+    claims: &serde_json::Value,
+    n: usize,
+    in_flight: usize,
+) -> Result<f64> {
+    let nodes = in_flight.clamp(1, 64);
+    let now = unix_now();
+    let mut enrolled = Vec::new();
+    for i in 0..nodes {
+        let hash = hex::encode(vouch_server::random_bytes::<32>());
+        store.create_join_token(&hash, None, now, now + 600).await?;
+        let key = AgentKey::generate()?;
+        let e = store
+            .enroll(&hash, key.public_key(), &format!("records-{i}"), now)
+            .await?;
+        enrolled.push(e);
+    }
+    let rec = |i: usize| -> AttestationRecord {
+        let e = &enrolled[i % enrolled.len()];
+        AttestationRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            workload_id: format!("{}/records", e.node_id),
+            node_id: e.node_id.clone(),
+            key_id: e.key_id.clone(),
+            evidence_kind: "software".into(),
+            evidence_sha256: hex::encode([0u8; 32]),
+            claims: claims.clone(),
+            status: "affirming".into(),
+            trust_vector: serde_json::json!({}),
+            reasons: Vec::new(),
+            policy_id: "default".into(),
+            policy_version: 1,
+            result: "e".repeat(600),
+            created_at: now,
+            expires_at: now + 3600,
+        }
+    };
+    let records: Vec<AttestationRecord> = (0..n.max(1)).map(rec).collect();
+    let sem = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(records.len());
+    for r in records {
+        let permit = sem.clone().acquire_owned().await?;
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let nonce = format!("bench-{}", r.id);
+            let out = store
+                .record_attestation(&r, now + 3600, Some((&nonce, now + 600)))
+                .await;
+            drop(permit);
+            out
+        }));
+    }
+    let count = tasks.len();
+    for t in tasks {
+        t.await.context("record task")??;
+    }
+    Ok(count as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `fdatasync`s per second of a file in `dir` (one 4 KiB write before each): the rate one
+/// durable commit at a time could reach on this disk.
+pub fn fsync_rate(dir: &Path, n: usize) -> Result<f64> {
+    use std::io::{Seek, Write};
+    let path = dir.join("fsync.bench");
+    let mut f = std::fs::File::create(&path)?;
+    let block = vec![0x5au8; 4096];
+    let n = n.max(10);
+    let start = Instant::now();
+    for _ in 0..n {
+        f.seek(std::io::SeekFrom::Start(0))?;
+        f.write_all(&block)?;
+        f.sync_data()?;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    Ok(rate)
+}

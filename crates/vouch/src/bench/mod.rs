@@ -1,0 +1,369 @@
+//! `vouch bench`: one table of the verifier's performance. Each row is a figure measured through
+//! the real code (the full HTTPS path, the store, the CA, the policy engine) held against its
+//! ceiling, the raw work it cannot avoid (signatures, `fsync`), measured in the same run, so the
+//! ratio survives a noisy machine. Absolute figures are reported; the targets are ratios.
+//!
+//! `vouch bench load` is the fleet simulation ([`load`]); `--svid`, `--quorum` and `--gossip`
+//! keep their single-measurement reports.
+
+mod cluster;
+mod load;
+mod micro;
+mod table;
+mod tpm;
+
+use anyhow::Result;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::cli::{BenchArgs, BenchCmd};
+use crate::output;
+use cluster::{Cluster, Template};
+use table::{Figure, Row, Table, Target};
+
+/// Run `vouch bench` as `args` says.
+pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
+    if let Some(BenchCmd::Load(l)) = args.command {
+        return load::run(l, json).await;
+    }
+    if args.svid {
+        return svid_report(args.n, json);
+    }
+    if args.quorum {
+        return quorum_report(args.n, json);
+    }
+    if !args.gossip.is_empty() {
+        return crate::spread::run(
+            &args.gossip,
+            args.down_percent,
+            args.gossip_interval_ms,
+            json,
+        )
+        .await;
+    }
+    let dir = tempfile_dir()?.join("table");
+    std::fs::create_dir_all(&dir)?;
+    let out = table(&args, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let t = out?;
+    if json {
+        output::json(&t)?;
+    } else {
+        print!("{}", t.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+const REPEAT: &str = "software evidence, repeat attestation (full HTTPS path, durable write)";
+const CHANGED: &str = "software evidence, changed claims (full appraisal)";
+const TPM: &str = "TPM quote attestation, repeat";
+const P50: &str = "latency, one attestation, server side, unloaded: p50";
+const P99: &str = "latency, one attestation, server side, unloaded: p99";
+const POLICY: &str = "policy evaluation, repeat attestation";
+const SQLITE: &str = "SQLite durable records";
+const POSTGRES: &str = "PostgreSQL durable records";
+const SVID: &str = "X.509-SVID issuance";
+const QUORUM: &str = "quorum result signing (2-of-3 FROST)";
+
+/// Every row, measured in one run.
+async fn table(args: &BenchArgs, dir: &std::path::Path) -> Result<Table> {
+    let n = args.n.max(5);
+    let concurrency = args.concurrency.max(1);
+    let cluster = Cluster::start(dir, args.replicas, args.database_url.as_deref(), |c| {
+        // The TPM row's swtpm has no EK certificate.
+        c.tpm_allow_uncertified_ek = true;
+    })
+    .await?;
+    let result = attestation_rows(args, dir, &cluster, n, concurrency).await;
+    cluster.shutdown().await;
+    let (mut t, template) = result?;
+
+    // Policy: one evaluation of the default policy over the same claims, against the server
+    // side time of one attestation (the unloaded p50 above).
+    let eval = micro::policy(&template, "bench", n.min(500))?;
+    match t
+        .rows
+        .iter()
+        .find(|r| r.name == P50)
+        .and_then(|r| r.measured)
+    {
+        Some(att) => t.rows.push(Row::measured(
+            POLICY,
+            Figure::micros(eval),
+            att,
+            Target::ShareAtMost { share: 0.10 },
+            "the default policy over the bench's claims, evaluated directly (compiled once, as \
+             the verifier does), against the unloaded server-side p50 above",
+        )),
+        None => t.rows.push(Row::skipped(
+            POLICY,
+            Target::ShareAtMost { share: 0.10 },
+            "no attestation time measured",
+        )),
+    }
+
+    // Durable records: concurrent record_attestation calls against the disk's fsync rate.
+    let claims = micro::claims_of(&template)?;
+    let records = (n * 4).clamp(100, 20_000);
+    let in_flight = 64;
+    let fsyncs = micro::fsync_rate(dir, (n / 2).clamp(20, 500))?;
+    let sqlite: std::sync::Arc<dyn vouch_store::Store> =
+        std::sync::Arc::new(vouch_store::SqliteStore::open(&dir.join("records/vouch.db")).await?);
+    let rate = micro::records(sqlite, &claims, records, in_flight).await?;
+    t.rows.push(Row::measured(
+        SQLITE,
+        Figure::rate(rate),
+        Figure::rate(fsyncs),
+        Target::RateAtLeast {
+            per_second: 10_000.0,
+        },
+        format!(
+            "{records} Store::record_attestation calls, {in_flight} in flight over 64 nodes, \
+             each with the bench's real claims and its own nonce; ceiling: fdatasync/s of a \
+             file on the same disk (ratio > 1: commits share an fsync)"
+        ),
+    ));
+    match &args.database_url {
+        Some(url) => {
+            let pg: std::sync::Arc<dyn vouch_store::Store> =
+                std::sync::Arc::new(vouch_store::PgStore::connect(url).await?);
+            let rate = micro::records(pg, &claims, records, in_flight).await?;
+            t.rows.push(Row::measured(
+                POSTGRES,
+                Figure::rate(rate),
+                Figure::rate(fsyncs),
+                Target::None,
+                "as the SQLite row, on --database-url; ceiling: this machine's fsync rate \
+                 (the server's disk may differ)",
+            ));
+        }
+        None => t.rows.push(Row::skipped(
+            POSTGRES,
+            Target::None,
+            "skipped (no --database-url)",
+        )),
+    }
+
+    let s = micro::svid((n * 10).clamp(50, 5000))?;
+    t.rows.push(Row::measured(
+        SVID,
+        Figure::rate(1.0 / s.issue.as_secs_f64()),
+        Figure::rate(1.0 / s.sign.as_secs_f64()),
+        Target::RatioAtLeast { ratio: 0.5 },
+        format!(
+            "{} SVIDs of {} bytes built, signed (ECDSA P-256) and encoded by the trust-domain \
+             CA; ceiling: raw ECDSA P-256 signatures over as many bytes",
+            s.n, s.der_bytes
+        ),
+    ));
+    let (frost, ed) = micro::quorum(n.clamp(10, 2000), dir)?;
+    t.rows.push(Row::measured(
+        QUORUM,
+        Figure::micros(frost),
+        Figure::micros(ed),
+        Target::None,
+        "commitments, two shares and the aggregate over a 900-byte result; ceiling: one \
+         Ed25519 signature",
+    ));
+    t.context.insert(
+        "cores".into(),
+        std::thread::available_parallelism()
+            .map_or(0, |c| c.get())
+            .into(),
+    );
+    Ok(t)
+}
+
+/// The rows that need the verifiers running: repeat, changed, TPM, latency.
+async fn attestation_rows(
+    args: &BenchArgs,
+    dir: &std::path::Path,
+    cluster: &Cluster,
+    n: usize,
+    concurrency: usize,
+) -> Result<(Table, vouch_core::SoftwareMeasurements)> {
+    let template = Template::enroll(cluster, dir).await?;
+    let clients = cluster.clients()?;
+    let raw = cluster::raw_signature_cost(template.payload_len, template.result_len, 2000)?;
+    let mut t = Table::default();
+    let backend = if args.database_url.is_some() {
+        "postgresql"
+    } else {
+        "sqlite"
+    };
+    for (k, v) in [
+        ("store", serde_json::json!(backend)),
+        ("replicas", cluster.running.len().into()),
+        ("attestations", n.into()),
+        ("concurrency", concurrency.into()),
+        ("evidence_payload_bytes", template.payload_len.into()),
+        ("processes", template.measurements.processes.len().into()),
+    ] {
+        t.context.insert(k.into(), v);
+    }
+
+    let repeat = cluster::full_path(&clients, &template, n, concurrency, false).await?;
+    t.rows.push(Row::measured(
+        REPEAT,
+        Figure::micros(repeat.per_attestation()),
+        Figure::micros(raw),
+        Target::RatioAtMost { ratio: 2.0 },
+        format!(
+            "wall time per attestation: {} attestations by {concurrency} clients ({:.0}/s, \
+             client latency p50 {:.2} ms, p99 {:.2} ms), each challenge + sign + attest over \
+             TLS, appraisal and the result committed to the {backend} store; ceiling: one \
+             Ed25519 verify of a {}-byte payload + one Ed25519 signature of the result, \
+             single-threaded",
+            repeat.n,
+            repeat.n as f64 / repeat.wall.as_secs_f64(),
+            ms(repeat.quantile(0.5)),
+            ms(repeat.quantile(0.99)),
+            template.payload_len,
+        ),
+    ));
+    let changed = cluster::full_path(&clients, &template, n, concurrency, true).await?;
+    t.rows.push(Row::measured(
+        CHANGED,
+        Figure::micros(changed.per_attestation()),
+        Figure::micros(raw),
+        Target::RatioAtMost { ratio: 4.0 },
+        "as the row above, with a process added to the claims of every attestation",
+    ));
+
+    if args.no_tpm {
+        t.rows.push(Row::skipped(
+            TPM,
+            Target::RatioAtMost { ratio: 2.0 },
+            "skipped (--no-tpm)",
+        ));
+    } else {
+        match tpm::run(cluster, dir, n.min(300)).await {
+            Ok(Some(r)) => t.rows.push(Row::measured(
+                TPM,
+                Figure::micros(r.per_attestation),
+                Figure::micros(r.raw),
+                Target::RatioAtMost { ratio: 2.0 },
+                format!(
+                    "median of {} sequential challenge + attest round trips of an RSA-2048 AK \
+                     quote over 8 PCRs (swtpm; the quote itself is the agent's time, not \
+                     counted), results {}; ceiling: RSA-2048 verify + Ed25519 verify of the \
+                     evidence + Ed25519 signature of the result",
+                    r.n, r.status
+                ),
+            )),
+            Ok(None) => t.rows.push(Row::skipped(
+                TPM,
+                Target::RatioAtMost { ratio: 2.0 },
+                "skipped (no swtpm)",
+            )),
+            Err(e) => t.rows.push(Row::skipped(
+                TPM,
+                Target::RatioAtMost { ratio: 2.0 },
+                format!("skipped: {e:#}"),
+            )),
+        }
+    }
+
+    let first = cluster.running.first().map(|r| r.base_url.clone());
+    let un = cluster::unloaded(
+        first.as_deref().unwrap_or_default(),
+        cluster.ca_cert.as_deref(),
+        &template,
+        n,
+    )
+    .await?;
+    let how = format!(
+        "{} sequential attestations by one client on one keep-alive connection: each POST \
+         /v1/attest round trip (body serialised before the clock starts) minus the median GET \
+         /healthz round trip on the same connection ({:.0} µs); includes sending the body, so \
+         an upper bound; ceiling: the raw signature work above",
+        un.server.len(),
+        un.noop.as_secs_f64() * 1e6
+    );
+    t.rows.push(Row::measured(
+        P50,
+        Figure::micros(cluster::quantile(&un.server, 0.5)),
+        Figure::micros(raw),
+        Target::MicrosBelow { micros: 1000.0 },
+        how,
+    ));
+    t.rows.push(Row::measured(
+        P99,
+        Figure::micros(cluster::quantile(&un.server, 0.99)),
+        Figure::micros(raw),
+        Target::MicrosBelow { micros: 3000.0 },
+        "",
+    ));
+    let m = (*template.measurements).clone();
+    Ok((t, m))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `vouch bench --svid`: X.509-SVIDs issued per second by the trust-domain CA against raw
+/// ECDSA P-256 signatures over a message of the same size, in one run.
+fn svid_report(n: usize, json: bool) -> Result<ExitCode> {
+    let s = micro::svid(n)?;
+    let per = |d: Duration| d.as_secs_f64();
+    let (issue_per_s, sign_per_s) = (1.0 / per(s.issue), 1.0 / per(s.sign));
+    let ratio = per(s.issue) / per(s.sign);
+    if json {
+        output::json(&serde_json::json!({
+            "n": s.n,
+            "svid_der_bytes": s.der_bytes,
+            "svids_per_second": issue_per_s,
+            "ecdsa_p256_signs_per_second": sign_per_s,
+            "issue_over_sign": ratio,
+        }))?;
+    } else {
+        println!(
+            "X.509-SVID issuance, {} SVIDs of {} bytes",
+            s.n, s.der_bytes
+        );
+        println!(
+            "  issue          {issue_per_s:>10.0}/s  {:>8.1} µs each",
+            per(s.issue) * 1e6
+        );
+        println!(
+            "  ECDSA P-256    {sign_per_s:>10.0}/s  {:>8.1} µs each (raw sign)",
+            per(s.sign) * 1e6
+        );
+        println!("  ratio          {ratio:.2}x the raw signature");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vouch bench --quorum`: the signing work of a 2-of-3 FROST quorum result against one Ed25519
+/// signature over the same message, in one run.
+fn quorum_report(n: usize, json: bool) -> Result<ExitCode> {
+    let (frost, ed) = micro::quorum(n, &tempfile_dir()?)?;
+    let n = n.max(10);
+    let ratio = frost.as_secs_f64() / ed.as_secs_f64();
+    if json {
+        output::json(&serde_json::json!({
+            "n": n, "frost_2_of_3_us": frost.as_secs_f64() * 1e6,
+            "ed25519_us": ed.as_secs_f64() * 1e6, "ratio": ratio,
+        }))?;
+    } else {
+        println!("quorum result signing, {n} rounds, 900-byte message");
+        println!(
+            "  FROST 2-of-3 (commit, sign, aggregate)  {:>8.1} µs",
+            frost.as_secs_f64() * 1e6
+        );
+        println!(
+            "  Ed25519 (one signer)                    {:>8.1} µs",
+            ed.as_secs_f64() * 1e6
+        );
+        println!("  ratio                                   {ratio:.1}x");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A scratch directory for this process's benchmarks.
+pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("vouch-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
