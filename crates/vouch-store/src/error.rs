@@ -48,6 +48,11 @@ pub enum StoreError {
         /// The node that holds it.
         node_id: String,
     },
+    /// The group commit that held this write (with others) did not commit, so this write was
+    /// not acknowledged: the database's error, or none when the store's committer stopped
+    /// (its runtime shut down) before it answered.
+    #[error("the transaction holding this write did not commit{}", .0.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    CommitFailed(#[source] Option<std::sync::Arc<sqlx::Error>>),
     /// A stored value could not be decoded.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
@@ -57,9 +62,11 @@ impl StoreError {
     /// The stable error kind.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Database(_) | Self::Migrate(_) | Self::Corrupt(_) | Self::EpochTaken(_) => {
-                ErrorKind::StoreUnavailable
-            }
+            Self::Database(_)
+            | Self::Migrate(_)
+            | Self::CommitFailed(_)
+            | Self::Corrupt(_)
+            | Self::EpochTaken(_) => ErrorKind::StoreUnavailable,
             Self::TokenInvalid => ErrorKind::TokenInvalid,
             Self::TokenExpired => ErrorKind::TokenExpired,
             Self::TokenReused | Self::KeyAlreadyEnrolled { .. } => ErrorKind::TokenReused,

@@ -6,16 +6,27 @@
 //! status, versioned policies (never overwritten), reference values, attestations (evidence
 //! digest, claims, result, reasons; append-only) and the nonce replay cache. Every write that
 //! the verifier acknowledges to an agent is committed before the acknowledgement.
+//!
+//! Attestation records are group-committed: concurrent [`Store::record_attestation`] calls
+//! share one transaction and one `fsync`, each with its own savepoint, so each keeps its own
+//! checks and its own answer, and none is answered before the commit ([`WriteOptions`],
+//! [`SqliteStore::commit_stats`]).
 #![deny(missing_docs)]
 
+#[cfg(test)]
+mod batch_test;
+mod bench;
 mod error;
+mod group;
 mod postgres;
 mod records;
 mod rows;
 mod sql;
 mod sqlite;
 
+pub use bench::{RecordsBench, RecordsBenchConfig, bench_records};
 pub use error::StoreError;
+pub use group::{CommitStats, WriteOptions};
 pub use postgres::PgStore;
 pub use records::{
     AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, RevocationRecord,

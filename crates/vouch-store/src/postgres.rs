@@ -10,32 +10,73 @@ use vouch_policy::{ReferenceValue, ReferenceValues};
 
 use crate::{
     AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, Result, Store,
-    StoreError, TpmKeyRecord, WorkloadRecord,
+    StoreError, TpmKeyRecord, WorkloadRecord, WriteOptions,
 };
 
-/// A PostgreSQL store. Every acknowledged write is a committed transaction.
+/// A PostgreSQL store. Every acknowledged write is a committed transaction; concurrent
+/// attestation records share one (group commit). Clones share the pool and the committer, which
+/// ends when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The group-commit task's queue (`None`: every record is its own transaction).
+    writer: Option<crate::group::Writer>,
+    stats: std::sync::Arc<crate::group::Stats>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations_pg");
 
 crate::rows::row_mappers!(PgRow);
-use crate::rows::{hex_sha256, key_id, workload_name, workload_reason};
+use crate::rows::{hex_sha256, key_id};
 
 impl PgStore {
     /// Connect to `url` (`postgres://user@host:port/db`) and run migrations. Connections are
-    /// re-established by the pool after the server restarts.
+    /// re-established by the pool after the server restarts. Attestation records are
+    /// group-committed ([`WriteOptions::default`]); this spawns the committer task on the
+    /// current tokio runtime.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, WriteOptions::default()).await
+    }
+
+    /// [`PgStore::connect`] with explicit write options.
+    pub async fn connect_with(url: &str, opts: WriteOptions) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let (writer, stats) = Self::start_writer(&pool, opts);
+        Ok(Self {
+            pool,
+            writer,
+            stats,
+        })
     }
 }
 
-crate::sql::store_impl!(PgStore, sqlx::PgConnection);
+// Row locks are taken as rows are returned, so in `id` order; the lock mode is the one the
+// single-record `UPDATE nodes SET hostname = hostname` takes.
+crate::sql::store_impl!(
+    PgStore,
+    sqlx::PgConnection,
+    sqlx::Postgres,
+    (
+        "SELECT id FROM nodes WHERE id IN (",
+        ") ORDER BY id FOR NO KEY UPDATE"
+    )
+);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    #[tokio::test]
+    async fn one_batch_gives_each_record_its_own_answer() {
+        let pg = vouch_testkit::Postgres::start();
+        crate::batch_test::one_batch_mixed_answers!(
+            super::PgStore,
+            super::PgStore::connect(&pg.fresh_database()).await.unwrap()
+        );
+    }
+}

@@ -2,10 +2,12 @@
 //! SQL is written once, in the dialect both accept (`$N` parameters, `ON CONFLICT`, `RETURNING`,
 //! `BIGINT` casts), so the two backends cannot drift apart; each backend only opens its pool.
 
-/// Implement `Store` for `$store` (a struct with a `pool` field) whose connections are `$conn`.
+/// Implement `Store` for `$store` (a struct with `pool`, `writer` and `stats` fields) whose
+/// connections are `$conn` to a `$db` database. `$lock_nodes` is the statement that locks
+/// node rows for a batch, in node order, as the text before and after the list of ids.
 /// The row mappers of [`crate::rows::row_mappers`] must be in scope.
 macro_rules! store_impl {
-    ($store:ty, $conn:ty) => {
+    ($store:ty, $conn:ty, $db:ty, $lock_nodes:expr) => {
         impl $store {
             /// A write to `tpm_keys` that broke the one-EK-per-bound-node index becomes
             /// [`StoreError::EkEnrolled`] naming the node that holds `ek_key`.
@@ -32,6 +34,367 @@ macro_rules! store_impl {
                     }
                     Err(e) => Err(e.into()),
                 }
+            }
+
+            /// One attestation's checks and writes, on `conn`, inside a transaction (or a
+            /// savepoint of one) that the caller commits.
+            async fn record_in(conn: &mut $conn, rec: &crate::group::Prepared) -> Result<()> {
+                // The node's row is the serialisation point this shares with every revocation
+                // that can change this workload (`append_revocation` takes the same lock before
+                // it writes a workload): whichever commits second sees the other. Without it,
+                // under PostgreSQL's READ COMMITTED a revocation committed between the check
+                // below and the upsert was overwritten. On SQLite this write also takes the
+                // database's write lock at once.
+                sqlx::query("UPDATE nodes SET hostname = hostname WHERE id = $1")
+                    .bind(&rec.node_id)
+                    .execute(&mut *conn)
+                    .await?;
+                if let Some((id, expires_at)) = &rec.nonce {
+                    let fresh = sqlx::query(
+                        "INSERT INTO used_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(i(*expires_at))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    if fresh != 1 {
+                        return Err(StoreError::NonceReused);
+                    }
+                }
+                // After the node lock, in the same transaction as the write: a revocation
+                // committed before this point is never overwritten by a result appraised before
+                // it, and one that commits later waits for this transaction and then applies.
+                // The agent key too: it was looked up before this transaction, and a revocation
+                // of it committed since must not let this result through.
+                if let Some(kind) = sqlx::query_scalar::<_, String>(
+                    "SELECT kind FROM revocation_log
+                     WHERE (kind = 'workload' AND target = $1) OR (kind = 'node' AND target = $2)
+                        OR (kind = 'agent-key' AND target = $3)",
+                )
+                .bind(&rec.workload_id)
+                .bind(&rec.node_id)
+                .bind(&rec.key_id)
+                .fetch_optional(&mut *conn)
+                .await?
+                {
+                    let what = match kind.as_str() {
+                        "node" => &rec.node_id,
+                        "agent-key" => &rec.key_id,
+                        _ => &rec.workload_id,
+                    };
+                    return Err(StoreError::Revoked(format!("{kind} {what}")));
+                }
+                sqlx::query(
+                    "INSERT INTO attestations (id, workload_id, node_id, key_id, evidence_kind,
+                        evidence_sha256, claims, status, trust_vector, reasons, policy_id, policy_version,
+                        result, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                )
+                .bind(&rec.id)
+                .bind(&rec.workload_id)
+                .bind(&rec.node_id)
+                .bind(&rec.key_id)
+                .bind(&rec.evidence_kind)
+                .bind(&rec.evidence_sha256)
+                .bind(&rec.claims)
+                .bind(&rec.status)
+                .bind(&rec.trust_vector)
+                .bind(&rec.reasons)
+                .bind(&rec.policy_id)
+                .bind(i64::from(rec.policy_version))
+                .bind(&rec.result)
+                .bind(i(rec.created_at))
+                .bind(i(rec.expires_at))
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO workloads (id, node_id, name, status, reason, last_attested_at,
+                        last_attestation_id, deadline, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+                        last_attested_at = excluded.last_attested_at,
+                        last_attestation_id = excluded.last_attestation_id,
+                        deadline = excluded.deadline, updated_at = excluded.updated_at",
+                )
+                .bind(&rec.workload_id)
+                .bind(&rec.node_id)
+                .bind(&rec.name)
+                .bind(&rec.status)
+                .bind(&rec.reason)
+                .bind(i(rec.created_at))
+                .bind(&rec.id)
+                .bind(i(rec.deadline))
+                .bind(i(rec.created_at))
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
+            /// One record in its own transaction (group commit off, or a record retried
+            /// after its batch).
+            async fn record_alone(
+                pool: &sqlx::Pool<$db>,
+                rec: &crate::group::Prepared,
+                stats: &crate::group::Stats,
+            ) -> Result<()> {
+                let mut tx = pool.begin().await?;
+                Self::record_in(&mut tx, rec).await?;
+                tx.commit().await?;
+                stats.committed(1);
+                Ok(())
+            }
+
+            /// The fast path of a batch: every record's checks and writes as one statement per
+            /// kind (node locks, revocation check, nonces, attestations, workloads) instead of
+            /// five per record. Taken only when it gives exactly what record-by-record would:
+            /// `Ok(false)` (and the transaction must be rolled back) as soon as any record
+            /// could be refused (two records with one nonce, a nonce already used, anything
+            /// revoked) or a statement fails; the caller then takes the record-by-record path.
+            async fn record_bulk(
+                conn: &mut $conn,
+                jobs: &[crate::group::Job],
+            ) -> std::result::Result<bool, sqlx::Error> {
+                let recs: Vec<&crate::group::Prepared> = jobs.iter().map(|j| &j.rec).collect();
+                let nonces: Vec<(&str, u64)> = recs
+                    .iter()
+                    .filter_map(|r| r.nonce.as_ref().map(|(id, exp)| (id.as_str(), *exp)))
+                    .collect();
+                {
+                    let mut seen = std::collections::HashSet::new();
+                    if !nonces.iter().all(|(id, _)| seen.insert(*id)) {
+                        return Ok(false);
+                    }
+                }
+                let mut nodes: Vec<&str> = recs.iter().map(|r| r.node_id.as_str()).collect();
+                nodes.sort_unstable();
+                nodes.dedup();
+                // The node locks first, in node order (see `record_in`; on SQLite this write
+                // takes the database's write lock at once).
+                let mut q = sqlx::QueryBuilder::<$db>::new($lock_nodes.0);
+                let mut list = q.separated(", ");
+                for n in &nodes {
+                    list.push_bind(*n);
+                }
+                q.push($lock_nodes.1);
+                q.build().persistent(false).execute(&mut *conn).await?;
+                // Revocations, after the locks (see `record_in`).
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT COUNT(*) FROM revocation_log WHERE (kind = 'workload' AND target IN (",
+                );
+                let mut list = q.separated(", ");
+                for r in &recs {
+                    list.push_bind(r.workload_id.as_str());
+                }
+                q.push(")) OR (kind = 'node' AND target IN (");
+                let mut list = q.separated(", ");
+                for n in &nodes {
+                    list.push_bind(*n);
+                }
+                q.push(")) OR (kind = 'agent-key' AND target IN (");
+                let mut list = q.separated(", ");
+                for r in &recs {
+                    list.push_bind(r.key_id.as_str());
+                }
+                q.push("))");
+                let revoked: i64 = q
+                    .build_query_scalar()
+                    .persistent(false)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if revoked != 0 {
+                    return Ok(false);
+                }
+                if !nonces.is_empty() {
+                    let mut q =
+                        sqlx::QueryBuilder::<$db>::new("INSERT INTO used_nonces (id, expires_at) ");
+                    q.push_values(&nonces, |mut b, (id, exp)| {
+                        b.push_bind(*id).push_bind(i(*exp));
+                    });
+                    q.push(" ON CONFLICT DO NOTHING");
+                    let fresh = q.build().persistent(false).execute(&mut *conn).await?;
+                    if usize::try_from(fresh.rows_affected()).ok() != Some(nonces.len()) {
+                        return Ok(false);
+                    }
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO attestations (id, workload_id, node_id, key_id, evidence_kind,
+                        evidence_sha256, claims, status, trust_vector, reasons, policy_id,
+                        policy_version, result, created_at, expires_at) ",
+                );
+                q.push_values(&recs, |mut b, r| {
+                    b.push_bind(r.id.as_str())
+                        .push_bind(r.workload_id.as_str())
+                        .push_bind(r.node_id.as_str())
+                        .push_bind(r.key_id.as_str())
+                        .push_bind(r.evidence_kind.as_str())
+                        .push_bind(r.evidence_sha256.as_str())
+                        .push_bind(r.claims.as_str())
+                        .push_bind(r.status.as_str())
+                        .push_bind(r.trust_vector.as_str())
+                        .push_bind(r.reasons.as_str())
+                        .push_bind(r.policy_id.as_str())
+                        .push_bind(i64::from(r.policy_version))
+                        .push_bind(r.result.as_str())
+                        .push_bind(i(r.created_at))
+                        .push_bind(i(r.expires_at));
+                });
+                q.build().persistent(false).execute(&mut *conn).await?;
+                // One upsert per workload, its last record's: record by record, each upsert
+                // overwrites every column the previous one of the same workload set (and one
+                // statement may not touch a row twice).
+                let mut last: Vec<&crate::group::Prepared> = Vec::with_capacity(recs.len());
+                {
+                    let mut seen = std::collections::HashSet::new();
+                    for r in recs.iter().rev() {
+                        if seen.insert(r.workload_id.as_str()) {
+                            last.push(r);
+                        }
+                    }
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO workloads (id, node_id, name, status, reason, last_attested_at,
+                        last_attestation_id, deadline, updated_at) ",
+                );
+                q.push_values(&last, |mut b, r| {
+                    b.push_bind(r.workload_id.as_str())
+                        .push_bind(r.node_id.as_str())
+                        .push_bind(r.name.as_str())
+                        .push_bind(r.status.as_str())
+                        .push_bind(r.reason.as_str())
+                        .push_bind(i(r.created_at))
+                        .push_bind(r.id.as_str())
+                        .push_bind(i(r.deadline))
+                        .push_bind(i(r.created_at));
+                });
+                q.push(
+                    " ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+                        last_attested_at = excluded.last_attested_at,
+                        last_attestation_id = excluded.last_attestation_id,
+                        deadline = excluded.deadline, updated_at = excluded.updated_at",
+                );
+                q.build().persistent(false).execute(&mut *conn).await?;
+                Ok(true)
+            }
+
+            /// Write a batch in one transaction and answer each caller after the commit (see
+            /// [`crate::group`]): all at once when no record can be refused
+            /// ([`Self::record_bulk`]), else record by record, a savepoint each.
+            async fn record_batch(
+                pool: &sqlx::Pool<$db>,
+                mut jobs: Vec<crate::group::Job>,
+                stats: &crate::group::Stats,
+            ) {
+                // Node rows are locked in node order (a stable sort keeps each node's records in
+                // arrival order), so two batches (two replicas on one PostgreSQL) never wait
+                // for each other's node locks in a cycle.
+                jobs.sort_by(|a, b| a.rec.node_id.cmp(&b.rec.node_id));
+                if jobs.len() == 1 {
+                    // Alone in the queue: written as it was before group commit.
+                    for job in jobs {
+                        let r = Self::record_alone(pool, &job.rec, stats).await;
+                        job.answer(r);
+                    }
+                    return;
+                }
+                let mut tx = match pool.begin().await {
+                    Ok(tx) => tx,
+                    Err(e) => return crate::group::fail_all(jobs, e),
+                };
+                {
+                    match Self::record_bulk(&mut tx, &jobs).await {
+                        Ok(true) => {
+                            if let Err(e) = tx.commit().await {
+                                return crate::group::fail_all(jobs, e);
+                            }
+                            stats.committed(jobs.len());
+                            for job in jobs {
+                                job.answer(Ok(()));
+                            }
+                            return;
+                        }
+                        Ok(false) | Err(_) => {
+                            // Nothing of it stays: start again, record by record.
+                            stats.record_by_record();
+                            if let Err(e) = tx.rollback().await {
+                                return crate::group::fail_all(jobs, e);
+                            }
+                            tx = match pool.begin().await {
+                                Ok(tx) => tx,
+                                Err(e) => return crate::group::fail_all(jobs, e),
+                            };
+                        }
+                    }
+                }
+                let mut outcomes = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    if let Err(e) = sqlx::query("SAVEPOINT vouch_record").execute(&mut *tx).await {
+                        return crate::group::fail_all(jobs, e);
+                    }
+                    let r = Self::record_in(&mut tx, &job.rec).await;
+                    let end: &[&str] = if r.is_ok() {
+                        &["RELEASE SAVEPOINT vouch_record"]
+                    } else {
+                        // This record's writes go; the batch's earlier records stay.
+                        &["ROLLBACK TO SAVEPOINT vouch_record", "RELEASE SAVEPOINT vouch_record"]
+                    };
+                    for sql in end {
+                        if let Err(e) = sqlx::query(sql).execute(&mut *tx).await {
+                            return crate::group::fail_all(jobs, e);
+                        }
+                    }
+                    outcomes.push(r);
+                }
+                if let Err(e) = tx.commit().await {
+                    return crate::group::fail_all(jobs, e);
+                }
+                stats.committed(outcomes.iter().filter(|r| r.is_ok()).count());
+                let mut again = Vec::new();
+                for (job, r) in jobs.into_iter().zip(outcomes) {
+                    if crate::group::retry_alone(&r) {
+                        again.push(job);
+                    } else {
+                        job.answer(r);
+                    }
+                }
+                // Committed first, so this batch's locks are gone: alone, a record takes one
+                // node's and one workload's locks, as it did before group commit.
+                for job in again {
+                    let r = Self::record_alone(pool, &job.rec, stats).await;
+                    job.answer(r);
+                }
+            }
+
+            /// The committer task of a store: batches until the store is dropped.
+            async fn committer(
+                pool: sqlx::Pool<$db>,
+                mut rx: tokio::sync::mpsc::Receiver<crate::group::Job>,
+                max_batch: usize,
+                stats: std::sync::Arc<crate::group::Stats>,
+            ) {
+                while let Some(jobs) = crate::group::next_batch(&mut rx, max_batch.max(1)).await {
+                    Self::record_batch(&pool, jobs, &stats).await;
+                }
+            }
+
+            /// Start the committer (when `opts` ask for group commit) and give the store's
+            /// handles on it.
+            fn start_writer(
+                pool: &sqlx::Pool<$db>,
+                opts: crate::WriteOptions,
+            ) -> (Option<crate::group::Writer>, std::sync::Arc<crate::group::Stats>) {
+                let stats = std::sync::Arc::new(crate::group::Stats::default());
+                if !opts.group_commit {
+                    return (None, stats);
+                }
+                let (writer, rx) = crate::group::Writer::channel(opts.max_batch);
+                tokio::spawn(Self::committer(pool.clone(), rx, opts.max_batch, stats.clone()));
+                (Some(writer), stats)
+            }
+
+            /// What this store's attestation writes have cost so far (shared by its clones).
+            pub fn commit_stats(&self) -> crate::CommitStats {
+                self.stats.snapshot()
             }
 
             async fn bump_revision(conn: &mut $conn, key: &str) -> Result<()> {
@@ -327,100 +690,16 @@ macro_rules! store_impl {
                 deadline: u64,
                 nonce: Option<(&str, u64)>,
             ) -> Result<()> {
-                let name = workload_name(&rec.workload_id);
-                let reason = workload_reason(rec);
-                let mut tx = self.pool.begin().await?;
-                // The node's row is the serialisation point this shares with every revocation
-                // that can change this workload (`append_revocation` takes the same lock before
-                // it writes a workload): whichever commits second sees the other. Without it,
-                // under PostgreSQL's READ COMMITTED a revocation committed between the check
-                // below and the upsert was overwritten. On SQLite this write also takes the
-                // database's write lock at once.
-                sqlx::query("UPDATE nodes SET hostname = hostname WHERE id = $1")
-                    .bind(&rec.node_id)
-                    .execute(&mut *tx)
-                    .await?;
-                if let Some((id, expires_at)) = nonce {
-                    let fresh = sqlx::query(
-                        "INSERT INTO used_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(id)
-                    .bind(i(expires_at))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if fresh != 1 {
-                        return Err(StoreError::NonceReused);
-                    }
-                }
-                // After the node lock, in the same transaction as the write: a revocation
-                // committed before this point is never overwritten by a result appraised before
-                // it, and one that commits later waits for this transaction and then applies.
-                // The agent key too: it was looked up before this transaction, and a revocation
-                // of it committed since must not let this result through.
-                if let Some(kind) = sqlx::query_scalar::<_, String>(
-                    "SELECT kind FROM revocation_log
-                     WHERE (kind = 'workload' AND target = $1) OR (kind = 'node' AND target = $2)
-                        OR (kind = 'agent-key' AND target = $3)",
-                )
-                .bind(&rec.workload_id)
-                .bind(&rec.node_id)
-                .bind(&rec.key_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                {
-                    let what = match kind.as_str() {
-                        "node" => &rec.node_id,
-                        "agent-key" => &rec.key_id,
-                        _ => &rec.workload_id,
-                    };
-                    return Err(StoreError::Revoked(format!("{kind} {what}")));
-                }
-                sqlx::query(
-                    "INSERT INTO attestations (id, workload_id, node_id, key_id, evidence_kind,
-                        evidence_sha256, claims, status, trust_vector, reasons, policy_id, policy_version,
-                        result, created_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-                )
-                .bind(&rec.id)
-                .bind(&rec.workload_id)
-                .bind(&rec.node_id)
-                .bind(&rec.key_id)
-                .bind(&rec.evidence_kind)
-                .bind(&rec.evidence_sha256)
-                .bind(rec.claims.to_string())
-                .bind(&rec.status)
-                .bind(rec.trust_vector.to_string())
-                .bind(serde_json::to_string(&rec.reasons).unwrap_or_else(|_| "[]".into()))
-                .bind(&rec.policy_id)
-                .bind(i64::from(rec.policy_version))
-                .bind(&rec.result)
-                .bind(i(rec.created_at))
-                .bind(i(rec.expires_at))
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO workloads (id, node_id, name, status, reason, last_attested_at,
-                        last_attestation_id, deadline, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
-                        last_attested_at = excluded.last_attested_at,
-                        last_attestation_id = excluded.last_attestation_id,
-                        deadline = excluded.deadline, updated_at = excluded.updated_at",
-                )
-                .bind(&rec.workload_id)
-                .bind(&rec.node_id)
-                .bind(name)
-                .bind(&rec.status)
-                .bind(reason)
-                .bind(i(rec.created_at))
-                .bind(&rec.id)
-                .bind(i(deadline))
-                .bind(i(rec.created_at))
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(())
+                let rec = crate::group::Prepared::new(rec, deadline, nonce);
+                let rec = match &self.writer {
+                    Some(w) => match w.submit(rec).await {
+                        Ok(answer) => return answer,
+                        // No committer any more (its runtime shut down): write it alone.
+                        Err(rec) => rec,
+                    },
+                    None => rec,
+                };
+                Self::record_alone(&self.pool, &rec, &self.stats).await
             }
 
             async fn attestation(&self, id: &str) -> Result<Option<AttestationRecord>> {
