@@ -384,11 +384,14 @@ macro_rules! store_impl {
                 opts: crate::WriteOptions,
             ) -> (Option<crate::group::Writer>, std::sync::Arc<crate::group::Stats>) {
                 let stats = std::sync::Arc::new(crate::group::Stats::default());
-                if !opts.group_commit {
-                    return (None, stats);
-                }
+                // Outside a tokio runtime there is nowhere to run the committer: every record
+                // is then its own transaction.
+                let runtime = match tokio::runtime::Handle::try_current() {
+                    Ok(h) if opts.group_commit => h,
+                    _ => return (None, stats),
+                };
                 let (writer, rx) = crate::group::Writer::channel(opts.max_batch);
-                tokio::spawn(Self::committer(pool.clone(), rx, opts.max_batch, stats.clone()));
+                runtime.spawn(Self::committer(pool.clone(), rx, opts.max_batch, stats.clone()));
                 (Some(writer), stats)
             }
 
