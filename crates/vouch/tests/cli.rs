@@ -814,6 +814,7 @@ fn bench_prints_one_table_with_every_row() {
         "latency, one attestation, server side, unloaded: p50",
         "latency, one attestation, server side, unloaded: p99",
         "policy evaluation, repeat attestation",
+        "policy evaluation, changed claims",
         "SQLite durable records",
         "PostgreSQL durable records",
         "X.509-SVID issuance",

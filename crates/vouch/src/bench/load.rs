@@ -345,7 +345,7 @@ async fn drive(
             let mut rng = Rng::new();
             let mut next = start + interval.mul_f64(rng.unit());
             loop {
-                tokio::time::sleep_until(next).await;
+                tokio::time::sleep_until(next.min(deadline)).await;
                 if tokio::time::Instant::now() >= deadline {
                     break;
                 }

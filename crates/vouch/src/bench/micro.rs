@@ -1,7 +1,7 @@
 //! Measurements that need no verifier running: X.509-SVID issuance, quorum signing, policy
-//! evaluation, durable attestation records, and the raw operations they are held against.
+//! evaluation, and the raw operations they are held against.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use vouch_core::SoftwareMeasurements;
 use vouch_evidence::{AgentKey, EvidenceVerifier, SoftwareVerifier, VerifyContext};
 use vouch_server::unix_now;
-use vouch_store::{AttestationRecord, Store};
 
 fn per(d: Duration, n: usize) -> Duration {
     d / u32::try_from(n.max(1)).unwrap_or(u32::MAX)
@@ -102,28 +101,38 @@ pub fn quorum(n: usize, dir: &Path) -> Result<(Duration, Duration)> {
     Ok((frost, per(t.elapsed(), n)))
 }
 
-/// The verified claims of software evidence carrying `m` (as the verifier derives them).
-pub fn claims_of(m: &SoftwareMeasurements) -> Result<serde_json::Value> {
+/// Software evidence carrying `m`, verified as the verifier does.
+pub fn verified(m: &SoftwareMeasurements) -> Result<vouch_evidence::VerifiedEvidence> {
     let key = AgentKey::generate()?;
     let ev = vouch_evidence::sign_software_evidence(&key, "k", m)?;
-    Ok(SoftwareVerifier
-        .verify(
-            &ev,
-            &VerifyContext {
-                public_key: key.public_key(),
-                signers: &[],
-                tpm: None,
-                tee: None,
-                now: 0,
-            },
-        )?
-        .claims)
+    Ok(SoftwareVerifier.verify(
+        &ev,
+        &VerifyContext {
+            public_key: key.public_key(),
+            signers: &[],
+            tpm: None,
+            tee: None,
+            now: 0,
+            parts: None,
+        },
+    )?)
 }
 
-/// One evaluation of the default policy over the claims of `m`, with the reference value that
-/// makes its workload (`name`) affirming: the policy work of one repeat attestation.
-pub fn policy(m: &SoftwareMeasurements, name: &str, n: usize) -> Result<Duration> {
-    let claims = claims_of(m)?;
+/// The policy work of one attestation over the claims of `m`, under the default policy with
+/// the reference value that makes its workload (`name`) affirming.
+pub struct PolicyWork {
+    /// A repeat attestation: the verifier finds the appraisal it made for the same claims,
+    /// policy version and reference values (`vouch_verifier::cache`: the key's SHA-256 over
+    /// the claims JSON, then the lookup).
+    pub repeat: Duration,
+    /// Changed claims: one evaluation of the compiled policy.
+    pub evaluate: Duration,
+}
+
+/// Measure [`PolicyWork`], `n` times each.
+pub fn policy(m: &SoftwareMeasurements, name: &str, n: usize) -> Result<PolicyWork> {
+    let verified = verified(m)?;
+    let claims = &verified.claims;
     let refs = vouch_policy::ReferenceValues {
         values: vec![vouch_policy::ReferenceValue {
             kind: "executable".into(),
@@ -132,15 +141,13 @@ pub fn policy(m: &SoftwareMeasurements, name: &str, n: usize) -> Result<Duration
         }],
         revision: 1,
     };
-    let policy = vouch_policy::CompiledPolicy::compile(
-        &vouch_policy::PolicySource {
-            id: vouch_policy::DEFAULT_POLICY_ID.into(),
-            version: 1,
-            rego: vouch_policy::DEFAULT_POLICY.into(),
-        },
-        &refs,
-    )?;
-    let first = policy.appraise(&claims)?;
+    let source = vouch_policy::PolicySource {
+        id: vouch_policy::DEFAULT_POLICY_ID.into(),
+        version: 1,
+        rego: vouch_policy::DEFAULT_POLICY.into(),
+    };
+    let policy = vouch_policy::CompiledPolicy::compile(&source, &refs)?;
+    let first = policy.appraise(claims)?;
     anyhow::ensure!(
         first.status == vouch_core::ArStatus::Affirming,
         "the bench claims are not affirming under the default policy: {:?}",
@@ -149,72 +156,27 @@ pub fn policy(m: &SoftwareMeasurements, name: &str, n: usize) -> Result<Duration
     let n = n.max(5);
     let t = Instant::now();
     for _ in 0..n {
-        std::hint::black_box(policy.appraise(&claims)?);
+        std::hint::black_box(policy.appraise(claims)?);
     }
-    Ok(per(t.elapsed(), n))
-}
-
-/// Durable attestation records per second: `n` calls of [`Store::record_attestation`], up to
-/// `in_flight` at once over `nodes` enrolled nodes, each with its own nonce and real claims.
-pub async fn records(
-    store: Arc<dyn Store>,
-    claims: &serde_json::Value,
-    n: usize,
-    in_flight: usize,
-) -> Result<f64> {
-    let nodes = in_flight.clamp(1, 64);
-    let now = unix_now();
-    let mut enrolled = Vec::new();
-    for i in 0..nodes {
-        let hash = hex::encode(vouch_server::random_bytes::<32>());
-        store.create_join_token(&hash, None, now, now + 600).await?;
-        let key = AgentKey::generate()?;
-        let e = store
-            .enroll(&hash, key.public_key(), &format!("records-{i}"), now)
-            .await?;
-        enrolled.push(e);
+    let evaluate = per(t.elapsed(), n);
+    let cache = vouch_verifier::AppraisalCache::new(16);
+    let key = vouch_verifier::cache::key(&source, refs.revision, &verified);
+    cache.put(
+        key,
+        Arc::new(vouch_verifier::cache::CachedAppraisal {
+            whole: first,
+            components: Vec::new(),
+        }),
+    );
+    let t = Instant::now();
+    for _ in 0..n {
+        let k = vouch_verifier::cache::key(&source, refs.revision, &verified);
+        anyhow::ensure!(cache.get(&k).is_some(), "the appraisal is not reused");
     }
-    let rec = |i: usize| -> AttestationRecord {
-        let e = &enrolled[i % enrolled.len()];
-        AttestationRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            workload_id: format!("{}/records", e.node_id),
-            node_id: e.node_id.clone(),
-            key_id: e.key_id.clone(),
-            evidence_kind: "software".into(),
-            evidence_sha256: hex::encode([0u8; 32]),
-            claims: claims.clone(),
-            status: "affirming".into(),
-            trust_vector: serde_json::json!({}),
-            reasons: Vec::new(),
-            policy_id: "default".into(),
-            policy_version: 1,
-            result: "e".repeat(600),
-            created_at: now,
-            expires_at: now + 3600,
-        }
-    };
-    let records: Vec<AttestationRecord> = (0..n.max(1)).map(rec).collect();
-    let sem = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
-    let start = Instant::now();
-    let mut tasks = Vec::with_capacity(records.len());
-    for r in records {
-        let permit = sem.clone().acquire_owned().await?;
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let nonce = format!("bench-{}", r.id);
-            let out = store
-                .record_attestation(&r, now + 3600, Some((&nonce, now + 600)))
-                .await;
-            drop(permit);
-            out
-        }));
-    }
-    let count = tasks.len();
-    for t in tasks {
-        t.await.context("record task")??;
-    }
-    Ok(count as f64 / start.elapsed().as_secs_f64())
+    Ok(PolicyWork {
+        repeat: per(t.elapsed(), n),
+        evaluate,
+    })
 }
 
 /// `fdatasync`s per second of a file in `dir` (one 4 KiB write before each): the rate one

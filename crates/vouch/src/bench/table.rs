@@ -87,6 +87,8 @@ pub enum Target {
         /// The bound.
         per_second: f64,
     },
+    /// measured ÷ reference reported as a share, with no bound.
+    ShareReported,
     /// Reported only.
     None,
 }
@@ -98,7 +100,7 @@ impl Target {
             Self::RatioAtLeast { ratio: r } => ratio >= r,
             Self::MicrosBelow { micros } => measured < micros,
             Self::RateAtLeast { per_second } => measured >= per_second,
-            Self::None => return None,
+            Self::ShareReported | Self::None => return None,
         })
     }
 }
@@ -114,7 +116,7 @@ impl std::fmt::Display for Target {
             }
             Self::MicrosBelow { micros } => write!(f, "< {micros} µs"),
             Self::RateAtLeast { per_second } => write!(f, "≥ {} /s", thousands(per_second)),
-            Self::None => f.write_str("reported"),
+            Self::ShareReported | Self::None => f.write_str("reported"),
         }
     }
 }
@@ -195,7 +197,9 @@ impl Table {
             .map(|r| {
                 let dash = || "—".to_string();
                 let ratio = match (r.ratio, r.target) {
-                    (Some(x), Target::ShareAtMost { .. }) => format!("{:.1} %", x * 100.0),
+                    (Some(x), Target::ShareAtMost { .. } | Target::ShareReported) => {
+                        format!("{:.1} %", x * 100.0)
+                    }
                     (Some(x), _) if x < 10.0 => format!("{x:.2}×"),
                     (Some(x), _) => format!("{x:.1}×"),
                     (None, _) => dash(),
