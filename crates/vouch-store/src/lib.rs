@@ -29,8 +29,8 @@ pub use error::StoreError;
 pub use group::{CommitStats, WriteOptions};
 pub use postgres::PgStore;
 pub use records::{
-    AgentKeyRecord, AttestationRecord, Enrollment, NodeRecord, PolicyRecord, RevocationRecord,
-    TpmKeyRecord, TpmReenrollment, WorkloadRecord,
+    AgentKeyRecord, AttestationRecord, Enrollment, EntriesSince, NodeRecord, PolicyRecord,
+    RevocationRecord, TpmKeyRecord, TpmReenrollment, WorkloadRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -40,6 +40,10 @@ use async_trait::async_trait;
 pub const REFVALUES_REVISION: &str = "refvalues_revision";
 /// The revision counter of registration entries.
 pub const ENTRIES_REVISION: &str = "entries_revision";
+/// The highest entries revision whose change-log row may be pruned (setting).
+pub const ENTRIES_LOG_FLOOR: &str = "entries_log_floor";
+/// Revisions of registration-entry changes kept in the change log.
+pub const ENTRIES_LOG_KEEP: u64 = 100_000;
 use vouch_policy::{ReferenceValue, ReferenceValues};
 
 /// Result alias for store operations.
@@ -201,6 +205,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// All registration entries and the [`ENTRIES_REVISION`] they are at, read together.
     async fn entries_at_revision(&self) -> Result<(u64, Vec<vouch_identity::Entry>)>;
+
+    /// Add many registration entries in one transaction (all or none), each its own change
+    /// (its own revision and change-log row); returns the entries revision after them.
+    async fn add_entries(&self, entries: &[vouch_identity::Entry]) -> Result<u64>;
+
+    /// What changed in the registration entries after revision `since`, from the change log,
+    /// read together with the revision it brings the reader to: at most `limit` changes
+    /// ([`EntriesSince::Resync`] when there are more, or when the log does not reach back to
+    /// `since`). An index range scan: the cost follows the changes, not the entries.
+    async fn entries_since(&self, since: u64, limit: u32) -> Result<EntriesSince>;
+
+    /// Forget change-log rows at or below revision `upto` (readers older than that resync).
+    /// Every change also prunes what is more than [`ENTRIES_LOG_KEEP`] revisions old.
+    async fn prune_entries_log(&self, upto: u64) -> Result<()>;
 
     /// The highest epoch in the revocation log (0 when it is empty).
     async fn revocation_epoch(&self) -> Result<u64>;

@@ -185,3 +185,25 @@ pub struct RevocationRecord {
     /// The signed record (compact JWS) whose claims these are.
     pub record: String,
 }
+
+/// What changed in the registration entries after a revision ([`crate::Store::entries_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntriesSince {
+    /// Every change after the revision asked for, up to `revision`; for each entry only its
+    /// latest state.
+    Changes {
+        /// The entries revision these changes bring the reader to.
+        revision: u64,
+        /// Entries added after the revision asked for (and not deleted since).
+        upserted: Vec<vouch_identity::Entry>,
+        /// Ids of entries deleted after the revision asked for (tombstones).
+        deleted: Vec<String>,
+    },
+    /// The log no longer reaches back to the revision asked for (pruned, or older than the
+    /// log), the revision is ahead of the store's, or more changed than the limit: the reader
+    /// must read every entry again ([`crate::Store::entries_at_revision`]).
+    Resync {
+        /// The store's current entries revision.
+        revision: u64,
+    },
+}

@@ -411,6 +411,79 @@ macro_rules! store_impl {
                 .await?;
                 Ok(())
             }
+
+            /// Move the entries revision on by `n` changes and return the new revision.
+            async fn bump_entries_revision(conn: &mut $conn, n: u64) -> Result<u64> {
+                let r: i64 = sqlx::query_scalar(
+                    "INSERT INTO settings (key, value) VALUES ($1, $3)
+                     ON CONFLICT (key) DO UPDATE
+                     SET value = CAST(CAST(settings.value AS BIGINT) + $2 AS TEXT)
+                     RETURNING CAST(value AS BIGINT)",
+                )
+                .bind(crate::ENTRIES_REVISION)
+                .bind(i(n))
+                .bind(n.to_string())
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(u(r))
+            }
+
+            /// Append one change to the entries change log at `revision` (`entry` the added
+            /// entry's JSON, `None` for a deletion).
+            async fn log_entry_change(
+                conn: &mut $conn,
+                revision: u64,
+                entry_id: &str,
+                entry: Option<&str>,
+            ) -> Result<()> {
+                sqlx::query("INSERT INTO entries_log (revision, entry_id, entry) VALUES ($1, $2, $3)")
+                    .bind(i(revision))
+                    .bind(entry_id)
+                    .bind(entry)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            }
+
+            /// Forget change-log rows at or below `upto` and raise the floor to it.
+            async fn prune_log_in(conn: &mut $conn, upto: u64) -> Result<()> {
+                sqlx::query("DELETE FROM entries_log WHERE revision <= $1")
+                    .bind(i(upto))
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE
+                     SET value = CASE WHEN CAST(settings.value AS BIGINT) < CAST(excluded.value AS BIGINT)
+                                 THEN excluded.value ELSE settings.value END",
+                )
+                .bind(crate::ENTRIES_LOG_FLOOR)
+                .bind(upto.to_string())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
+            /// Insert one entry on `conn` (a duplicate is [`StoreError::Duplicate`]).
+            async fn insert_entry(conn: &mut $conn, e: &vouch_identity::Entry, selectors: &str) -> Result<()> {
+                let r = sqlx::query(
+                    "INSERT INTO entries (id, spiffe_id, selectors, ttl, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&e.id)
+                .bind(&e.spiffe_id)
+                .bind(selectors)
+                .bind(i(e.ttl))
+                .bind(i(e.created_at))
+                .execute(&mut *conn)
+                .await;
+                match r {
+                    Ok(_) => Ok(()),
+                    Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(StoreError::Duplicate(
+                        format!("an entry for {} with these selectors (or its id)", e.spiffe_id),
+                    )),
+                    Err(err) => Err(err.into()),
+                }
+            }
         }
 
         #[async_trait]
@@ -947,30 +1020,27 @@ macro_rules! store_impl {
             }
 
             async fn add_entry(&self, e: &vouch_identity::Entry) -> Result<()> {
-                let selectors = serde_json::to_string(&e.selectors)
-                    .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                self.add_entries(std::slice::from_ref(e)).await.map(|_| ())
+            }
+
+            async fn add_entries(&self, entries: &[vouch_identity::Entry]) -> Result<u64> {
                 let mut tx = self.pool.begin().await?;
-                let r = sqlx::query(
-                    "INSERT INTO entries (id, spiffe_id, selectors, ttl, created_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&e.id)
-                .bind(&e.spiffe_id)
-                .bind(selectors)
-                .bind(i(e.ttl))
-                .bind(i(e.created_at))
-                .execute(&mut *tx)
-                .await;
-                match r {
-                    Ok(_) => {
-                        Self::bump_revision(&mut tx, crate::ENTRIES_REVISION).await?;
-                        tx.commit().await?;
-                        Ok(())
-                    }
-                    Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(StoreError::Duplicate(
-                        format!("an entry for {} with these selectors", e.spiffe_id),
-                    )),
-                    Err(err) => Err(err.into()),
+                // The revision first: the transaction takes the write lock at once.
+                let top = Self::bump_entries_revision(&mut tx, entries.len() as u64).await?;
+                let base = top.saturating_sub(entries.len() as u64);
+                for (k, e) in entries.iter().enumerate() {
+                    let selectors = serde_json::to_string(&e.selectors)
+                        .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                    let json = serde_json::to_string(e)
+                        .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                    Self::insert_entry(&mut tx, e, &selectors).await?;
+                    Self::log_entry_change(&mut tx, base + 1 + k as u64, &e.id, Some(&json)).await?;
                 }
+                if top > crate::ENTRIES_LOG_KEEP {
+                    Self::prune_log_in(&mut tx, top - crate::ENTRIES_LOG_KEEP).await?;
+                }
+                tx.commit().await?;
+                Ok(top)
             }
 
             async fn entries(&self) -> Result<Vec<vouch_identity::Entry>> {
@@ -988,10 +1058,72 @@ macro_rules! store_impl {
                     .await?
                     .rows_affected();
                 if n == 1 {
-                    Self::bump_revision(&mut tx, crate::ENTRIES_REVISION).await?;
+                    let top = Self::bump_entries_revision(&mut tx, 1).await?;
+                    Self::log_entry_change(&mut tx, top, id, None).await?;
+                    if top > crate::ENTRIES_LOG_KEEP {
+                        Self::prune_log_in(&mut tx, top - crate::ENTRIES_LOG_KEEP).await?;
+                    }
                 }
                 tx.commit().await?;
                 Ok(n == 1)
+            }
+
+            async fn entries_since(&self, since: u64, limit: u32) -> Result<crate::EntriesSince> {
+                let mut tx = self.pool.begin().await?;
+                let setting = |v: Option<String>| v.and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
+                let revision = setting(
+                    sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                        .bind(crate::ENTRIES_REVISION)
+                        .fetch_optional(&mut *tx)
+                        .await?,
+                );
+                let floor = setting(
+                    sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                        .bind(crate::ENTRIES_LOG_FLOOR)
+                        .fetch_optional(&mut *tx)
+                        .await?,
+                );
+                if since > revision || since < floor {
+                    tx.commit().await?;
+                    return Ok(crate::EntriesSince::Resync { revision });
+                }
+                let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+                    "SELECT revision, entry_id, entry FROM entries_log WHERE revision > $1
+                     ORDER BY revision LIMIT $2",
+                )
+                .bind(i(since))
+                .bind(i64::from(limit) + 1)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                if rows.len() > limit as usize {
+                    return Ok(crate::EntriesSince::Resync { revision });
+                }
+                // Each entry's latest state, in the order of its latest change.
+                let mut latest: std::collections::HashMap<String, (i64, Option<String>)> =
+                    std::collections::HashMap::with_capacity(rows.len());
+                for (rev, id, entry) in rows {
+                    latest.insert(id, (rev, entry));
+                }
+                let mut ordered: Vec<_> = latest.into_iter().collect();
+                ordered.sort_by_key(|(_, (rev, _))| *rev);
+                let (mut upserted, mut deleted) = (Vec::new(), Vec::new());
+                for (id, (_, entry)) in ordered {
+                    match entry {
+                        Some(json) => upserted.push(serde_json::from_str(&json).map_err(|e| {
+                            StoreError::Corrupt(format!("entries log row for {id}: {e}"))
+                        })?),
+                        None => deleted.push(id),
+                    }
+                }
+                Ok(crate::EntriesSince::Changes { revision, upserted, deleted })
+            }
+
+            async fn prune_entries_log(&self, upto: u64) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                Self::prune_log_in(&mut tx, upto).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn revision(&self, key: &str) -> Result<u64> {

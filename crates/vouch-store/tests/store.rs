@@ -41,6 +41,7 @@ on_both_backends!(
     reference_value_revision_tracks_changes,
     attestations_update_workloads_and_deadlines_expire_them,
     registration_entries_round_trip,
+    issue_13_entries_sync_incrementally_with_tombstones,
     revocations_are_a_gap_free_log_applied_once,
     tpm_enrollment_round_trips,
     issue_12_one_ek_is_bound_to_one_node,
@@ -202,6 +203,84 @@ async fn registration_entries_round_trip(s: &dyn Store) {
     assert_eq!(s.revision(vouch_store::ENTRIES_REVISION).await.unwrap(), 2);
     assert!(!s.delete_entry("e1").await.unwrap());
     assert_eq!(s.revision(vouch_store::ENTRIES_REVISION).await.unwrap(), 2);
+}
+
+/// Issue 13 item 5: a reader at revision R gets only what changed after R (additions, and
+/// deletions as tombstones, each entry once at its latest state); one behind the pruned log,
+/// or ahead of the store, or with more changes than its limit, is told to read everything.
+async fn issue_13_entries_sync_incrementally_with_tombstones(s: &dyn Store) {
+    use vouch_store::EntriesSince;
+    let id = vouch_identity::SpiffeId::parse("spiffe://example.org/w").unwrap();
+    let entry = |n: u32| {
+        let sel = vec![vouch_identity::Selector::parse(&format!("unix:uid:{n}")).unwrap()];
+        vouch_identity::Entry::new(format!("e{n}"), &id, sel, 60, 1).unwrap()
+    };
+    let all: Vec<_> = (0..100).map(entry).collect();
+    assert_eq!(s.add_entries(&all).await.unwrap(), 100);
+    assert_eq!(s.entries_at_revision().await.unwrap().1.len(), 100);
+    // A refused batch (a duplicate inside) adds nothing and moves nothing.
+    assert!(matches!(
+        s.add_entries(&[entry(100), entry(5)]).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(
+        s.revision(vouch_store::ENTRIES_REVISION).await.unwrap(),
+        100
+    );
+    assert_eq!(
+        s.entries_since(100, 10).await.unwrap(),
+        EntriesSince::Changes {
+            revision: 100,
+            upserted: vec![],
+            deleted: vec![]
+        }
+    );
+    s.add_entry(&entry(100)).await.unwrap();
+    assert!(s.delete_entry("e3").await.unwrap());
+    s.add_entry(&entry(101)).await.unwrap();
+    assert!(s.delete_entry("e101").await.unwrap());
+    assert_eq!(
+        s.entries_since(100, 10).await.unwrap(),
+        EntriesSince::Changes {
+            revision: 104,
+            upserted: vec![entry(100)],
+            deleted: vec!["e3".into(), "e101".into()]
+        },
+        "only the changes, each entry at its latest state"
+    );
+    assert_eq!(
+        s.entries_since(102, 10).await.unwrap(),
+        EntriesSince::Changes {
+            revision: 104,
+            upserted: vec![],
+            deleted: vec!["e101".into()]
+        }
+    );
+    // More changes than the reader takes, or a revision from the future: read everything.
+    assert_eq!(
+        s.entries_since(0, 10).await.unwrap(),
+        EntriesSince::Resync { revision: 104 }
+    );
+    assert_eq!(
+        s.entries_since(105, 10).await.unwrap(),
+        EntriesSince::Resync { revision: 104 }
+    );
+    // Pruned: a reader behind the floor resyncs, one at the floor still gets changes.
+    s.prune_entries_log(102).await.unwrap();
+    assert_eq!(
+        s.entries_since(101, 10).await.unwrap(),
+        EntriesSince::Resync { revision: 104 }
+    );
+    assert!(matches!(
+        s.entries_since(102, 10).await.unwrap(),
+        EntriesSince::Changes { revision: 104, .. }
+    ));
+    // The floor never moves back.
+    s.prune_entries_log(50).await.unwrap();
+    assert_eq!(
+        s.entries_since(101, 10).await.unwrap(),
+        EntriesSince::Resync { revision: 104 }
+    );
 }
 
 fn revocation(epoch: u64, kind: &str, target: &str) -> vouch_store::RevocationRecord {
