@@ -97,7 +97,7 @@ pub struct Agent {
     key: Arc<AgentKey>,
     status: tokio::sync::watch::Sender<NodeStatus>,
     /// The verifier's registration-entry revision, as of the latest result.
-    entries: tokio::sync::watch::Sender<u64>,
+    entries: Arc<tokio::sync::watch::Sender<u64>>,
     enrollment: Enrollment,
     collector: SoftwareCollector,
     clients: Vec<VerifierClient>,
@@ -230,7 +230,7 @@ impl Agent {
             cfg,
             key,
             status: tokio::sync::watch::Sender::new(NodeStatus::Unattested),
-            entries: tokio::sync::watch::Sender::new(0),
+            entries: Arc::new(tokio::sync::watch::Sender::new(0)),
             enrollment,
             collector,
             // Agents spread over the verifiers: each starts at one picked by its key id.
@@ -650,6 +650,15 @@ impl Agent {
             None => None,
         };
         let interval = Duration::from_secs(self.cfg.interval.max(1));
+        // Entry changes pushed by the verifier (a long poll), not only at the next round.
+        let follower = tokio::spawn(crate::entries::follow(
+            self.client().clone(),
+            self.key.clone(),
+            self.enrollment.key_id.clone(),
+            self.entries.clone(),
+            interval,
+        ));
+        let _follower = AbortOnDrop(follower);
         tokio::pin!(shutdown);
         loop {
             let r = self.attest_once().await;
@@ -709,6 +718,15 @@ impl Agent {
 
 /// Run a blocking TPM operation off the async runtime.
 #[cfg(feature = "tpm")]
+/// Ends a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
 ) -> Result<T, AgentError> {

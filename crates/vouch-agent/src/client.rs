@@ -161,6 +161,37 @@ impl VerifierClient {
         Self::decode(self.get("/v1/bundle").await?).await
     }
 
+    /// `POST /v1/entries/watch`: wait (up to the verifier's watch timeout, `wait` at most
+    /// here) until the registration entries move past `req.since`.
+    pub async fn entries_watch(
+        &self,
+        req: &vouch_core::wire::EntriesRequest,
+        wait: Duration,
+    ) -> Result<vouch_core::wire::EntriesWatchResponse, AgentError> {
+        let url = format!("{}/v1/entries/watch", self.base);
+        let res = self
+            .http
+            .post(&url)
+            .json(req)
+            .timeout(wait)
+            .send()
+            .await
+            .map_err(|source| AgentError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        Self::decode(res).await
+    }
+
+    /// `POST /v1/entries/sync`: the registration entries of this node changed after
+    /// `req.since` (or all of them).
+    pub async fn entries_sync(
+        &self,
+        req: &vouch_core::wire::EntriesRequest,
+    ) -> Result<vouch_core::wire::EntriesSyncResponse, AgentError> {
+        self.post("/v1/entries/sync", req).await
+    }
+
     /// `POST /v1/attest`
     pub async fn attest(&self, req: &AttestRequest) -> Result<AttestationResult, AgentError> {
         self.post("/v1/attest", req).await

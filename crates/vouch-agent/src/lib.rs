@@ -12,6 +12,7 @@
 mod agent;
 mod caller;
 mod client;
+mod entries;
 mod error;
 mod tee;
 #[cfg(feature = "tpm")]
@@ -21,6 +22,7 @@ mod workload_api;
 pub use agent::{Agent, AgentConfig, Enrollment, NodeStatus};
 pub use caller::{Caller, CallerChanged};
 pub use client::VerifierClient;
+pub use entries::{EntryMirror, signed as signed_entries_request};
 pub use error::AgentError;
 pub use tee::{TeeConfig, TeeReportBlob, report as tee_report};
 #[cfg(feature = "tpm")]

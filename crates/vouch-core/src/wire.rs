@@ -313,3 +313,69 @@ pub struct SvidResponse {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub federated_bundles: std::collections::BTreeMap<String, Vec<String>>,
 }
+
+/// A registration entry as it travels to agents (`POST /v1/entries/sync`): the same JSON as
+/// the management API's entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    /// Entry id.
+    pub id: String,
+    /// The SPIFFE ID granted.
+    pub spiffe_id: String,
+    /// Selectors (`type:value`), all required.
+    pub selectors: Vec<String>,
+    /// SVID lifetime, seconds.
+    pub ttl: u64,
+    /// Creation time.
+    pub created_at: UnixSeconds,
+}
+
+/// `POST /v1/entries/watch` and `POST /v1/entries/sync`: an agent asking about registration
+/// entries after `since`, signed by its enrolled key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntriesRequest {
+    /// The enrolled agent key making the request.
+    pub key_id: String,
+    /// The entries revision the agent holds (0: none).
+    pub since: u64,
+    /// When the request was signed (Unix seconds); accepted within the verifier's clock skew.
+    pub iat: UnixSeconds,
+    /// base64url Ed25519 signature by the agent key over [`entries_signing_input`].
+    pub signature: String,
+}
+
+/// The bytes an agent signs for an entries request; `op` is `watch` or `sync`, so a signed
+/// watch cannot be replayed as a sync or the reverse.
+pub fn entries_signing_input(op: &str, key_id: &str, since: u64, iat: UnixSeconds) -> Vec<u8> {
+    let mut v = b"vouch-entries-v1\0".to_vec();
+    for p in [op, key_id, &since.to_string(), &iat.to_string()] {
+        v.extend_from_slice(p.as_bytes());
+        v.push(0);
+    }
+    v
+}
+
+/// `POST /v1/entries/watch` response: sent as soon as the entries revision moves past the
+/// request's `since`, or when the verifier's watch timeout passes first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntriesWatchResponse {
+    /// The verifier's entries revision now.
+    pub revision: u64,
+    /// Whether it moved past `since` (`false`: the watch timed out; watch again).
+    pub changed: bool,
+}
+
+/// `POST /v1/entries/sync` response: the entries that concern the agent's node (those with no
+/// `vouch:node:` selector, or with its own), as changes after `since` or in full.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntriesSyncResponse {
+    /// The entries revision the agent holds after applying this.
+    pub revision: u64,
+    /// `true`: `entries` is every entry (drop what you hold); `false`: apply the changes.
+    pub full: bool,
+    /// Entries added (or, in full, all of them).
+    pub entries: Vec<EntryRecord>,
+    /// Ids of entries deleted after `since` (tombstones; empty in full).
+    pub deleted: Vec<String>,
+}

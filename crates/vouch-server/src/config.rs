@@ -85,6 +85,15 @@ pub struct ServerConfig {
     /// Seconds a connection may make no progress at all (a client that stops reading its
     /// answer) before it is closed.
     pub idle_timeout: u64,
+    /// Most agents holding `POST /v1/entries/watch` open at once on this verifier (each holds a
+    /// connection, so keep it under `max_connections`); past it a watch is refused
+    /// `overloaded` and the agent falls back to its attestation interval.
+    pub max_entry_watchers: usize,
+    /// Most entry watches one agent key holds open at once.
+    pub max_entry_watchers_per_key: usize,
+    /// Seconds an entry watch waits for a change before it answers `changed: false` (the agent
+    /// then watches again). Kept under `idle_timeout`; it is not bound by `request_timeout`.
+    pub entries_watch_timeout: u64,
     /// Largest request header section (request line and headers), bytes; larger ones are
     /// answered `431 headers_too_large`.
     pub max_header_bytes: usize,
@@ -185,6 +194,9 @@ impl Default for ServerConfig {
             header_read_timeout: 15,
             request_timeout: 30,
             idle_timeout: 60,
+            max_entry_watchers: 768,
+            max_entry_watchers_per_key: 2,
+            entries_watch_timeout: 50,
             max_header_bytes: 64 * 1024,
             signing_alg: SigningAlg::EdDSA,
             retired_key_grace: 86_400,

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod entries;
 mod error;
 mod federation;
 mod keys;
@@ -24,6 +25,7 @@ mod svid;
 mod tpm;
 
 pub use config::{GossipSettings, ServerConfig, SigningAlg};
+pub use entries::sign_entries_request;
 pub use error::ApiError;
 pub use federation::{FederatedBundle, FederatedDomain, parse_bundle};
 pub use keys::{
@@ -266,6 +268,11 @@ pub async fn start_with_store(
         *m = federation::load_saved(&federation_dir, &cfg.federation);
     }
     let state = Arc::new(state);
+    // The registration-entry index is read once here, so the first SVID request does not
+    // pay for it; a store that cannot answer is retried by the poller.
+    if let Err(e) = state.refresh_entries().await {
+        tracing::warn!("registration entries not loaded at start: {}", e.message);
+    }
     let app = routes::router(state.clone());
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = listener
@@ -337,7 +344,11 @@ pub async fn start_with_store(
         stop,
         task,
         background: {
-            let mut b = vec![sweeper, key_watch];
+            let mut b = vec![
+                sweeper,
+                key_watch,
+                tokio::spawn(entries::poll(state.clone(), Duration::from_secs(1))),
+            ];
             if let Some((g, interval)) = &gossip {
                 b.push(tokio::spawn(revocation::publish(
                     state.clone(),

@@ -157,6 +157,18 @@ pub(crate) async fn metrics(st: &State) -> String {
         "vouch_overdue_total {}",
         m.overdue.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        s,
+        "# HELP vouch_entries Registration entries in this verifier's index."
+    );
+    let _ = writeln!(s, "# TYPE vouch_entries gauge");
+    let _ = writeln!(s, "vouch_entries {}", st.entries_held());
+    let _ = writeln!(
+        s,
+        "# HELP vouch_entry_watchers Agents waiting on POST /v1/entries/watch."
+    );
+    let _ = writeln!(s, "# TYPE vouch_entry_watchers gauge");
+    let _ = writeln!(s, "vouch_entry_watchers {}", st.entry_watchers());
     if let Ok(ws) = st.store.workloads().await {
         let _ = writeln!(s, "# HELP vouch_workloads Workloads by current status.");
         let _ = writeln!(s, "# TYPE vouch_workloads gauge");

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use vouch_core::ErrorKind;
 use vouch_core::wire::{
-    AttestRequest, EnrollRequest, SvidRequest, TpmActivateRequest, TpmEnrollRequest,
-    WorkloadSummary,
+    AttestRequest, EnrollRequest, EntriesRequest, SvidRequest, TpmActivateRequest,
+    TpmEnrollRequest, WorkloadSummary,
 };
 
 use crate::state::{State, unix_now};
@@ -139,6 +139,10 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/federation", get(federation))
         .route("/v1/entries", get(list_entries).post(create_entry))
         .route("/v1/entries/{id}", get(show_entry).delete(delete_entry))
+        .route(
+            "/v1/entries/sync",
+            post(sync_entries).layer(axum::extract::DefaultBodyLimit::max(ENTRIES_BODY_LIMIT)),
+        )
         .route("/v1/nodes/{id}/tpm/reenroll", post(reenroll_tpm))
         .route("/v1/revocations", get(revocations).post(create_revocation))
         .route("/v1/quorum/commit", post(quorum_commit))
@@ -173,7 +177,43 @@ pub(crate) fn router(state: S) -> Router {
             std::time::Duration::from_secs(state.cfg.request_timeout.max(1)),
             crate::listener::request_timeout,
         ))
+        // The entry watch is a long poll: added after the layers above so that it has its own
+        // request timeout (the watch's wait and the usual timeout for the rest) and a small
+        // body limit, with the same error bodies and refusal counts.
+        .route(
+            "/v1/entries/watch",
+            post(watch_entries)
+                .layer(axum::extract::DefaultBodyLimit::max(ENTRIES_BODY_LIMIT))
+                .layer(axum::middleware::from_fn(json_errors))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    count_refusals,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    std::time::Duration::from_secs(
+                        state.cfg.request_timeout.max(1) + state.cfg.entries_watch_timeout,
+                    ),
+                    crate::listener::request_timeout,
+                )),
+        )
         .with_state(state)
+}
+
+/// Largest body of an entries request (a key id, two numbers and a signature).
+const ENTRIES_BODY_LIMIT: usize = 4096;
+
+async fn watch_entries(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<EntriesRequest>, ApiError>,
+) -> Response {
+    handle(body, |r| async move { st.watch_entries(r).await }).await
+}
+
+async fn sync_entries(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<EntriesRequest>, ApiError>,
+) -> Response {
+    handle(body, |r| async move { st.sync_entries(r).await }).await
 }
 
 async fn challenge(AxState(st): AxState<S>) -> Response {
@@ -384,6 +424,10 @@ async fn create_entry(
         .map_err(bad)?;
         st.store.add_entry(&e).await?;
         tracing::info!(entry = %e.id, spiffe_id = %e.spiffe_id, "registration entry created");
+        // Watchers hear of it now, not at the next poll.
+        if let Err(err) = st.refresh_entries().await {
+            tracing::warn!("entries refresh failed: {}", err.message);
+        }
         Ok(e)
     }
     .await;
@@ -582,6 +626,9 @@ async fn delete_entry(
         admin(&st, &headers)?;
         if st.store.delete_entry(&id).await? {
             tracing::info!(entry = %id, "registration entry deleted");
+            if let Err(err) = st.refresh_entries().await {
+                tracing::warn!("entries refresh failed: {}", err.message);
+            }
             Ok(())
         } else {
             Err(ApiError::new(ErrorKind::NotFound, format!("no entry {id}")))

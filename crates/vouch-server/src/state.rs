@@ -16,7 +16,7 @@ use vouch_core::wire::{
 use vouch_core::{ArStatus, Ear, ErrorKind, NonceKey};
 use vouch_evidence::verify_ed25519;
 use vouch_store::Store;
-use vouch_verifier::{RevisionCache, Verifier};
+use vouch_verifier::Verifier;
 
 use crate::keys::{Keyring, random_bytes};
 use crate::{ApiError, ServerConfig};
@@ -77,8 +77,8 @@ pub struct State {
     pub(crate) jwt_signer: Option<vouch_identity::JwtSvidSigner>,
     /// This verifier's share of the trust domain's quorum key, when results need a quorum.
     pub(crate) quorum: Option<crate::quorum::Quorum>,
-    /// Registration entries as last read, with their revision.
-    entries_cache: RevisionCache<Vec<vouch_identity::Entry>>,
+    /// Registration entries, indexed, kept current from the store's change log.
+    pub(crate) entries: crate::entries::Entries,
 }
 
 impl std::fmt::Debug for State {
@@ -114,18 +114,8 @@ impl State {
             replica_cert: Mutex::new(None),
             jwt_signer: None,
             quorum: None,
-            entries_cache: RevisionCache::default(),
+            entries: crate::entries::Entries::default(),
         }
-    }
-
-    /// The registration entries, read again only when their revision moved.
-    pub(crate) async fn entries(&self) -> Result<Arc<Vec<vouch_identity::Entry>>, ApiError> {
-        let rev = self.store.revision(vouch_store::ENTRIES_REVISION).await?;
-        if let Some(e) = self.entries_cache.at(rev) {
-            return Ok(e);
-        }
-        let (r, entries) = self.store.entries_at_revision().await?;
-        Ok(self.entries_cache.put(r, entries))
     }
 
     pub(crate) fn keyring(&self) -> Arc<Keyring> {

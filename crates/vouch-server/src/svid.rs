@@ -138,11 +138,7 @@ impl State {
                 available.push(sel);
             }
         }
-        let entries = self.entries().await?;
-        let matched: Vec<Entry> = vouch_identity::matching(&entries, &available)
-            .into_iter()
-            .cloned()
-            .collect();
+        let matched = self.matching_entries(&available).await?;
         if matched.is_empty() {
             return Err(ApiError::new(
                 ErrorKind::NoIdentity,
