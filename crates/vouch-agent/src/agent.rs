@@ -104,6 +104,9 @@ pub struct Agent {
     current: usize,
     /// Per verifier: consecutive failures and the time before which it is not tried again.
     backoff: Vec<(u32, Option<std::time::Instant>)>,
+    /// Per verifier: the measurement parts it said it holds (name to digest), which are sent
+    /// by digest while they do not change.
+    held: Vec<std::collections::BTreeMap<String, String>>,
     #[cfg(feature = "tpm")]
     tpm: Option<crate::Tpm>,
     /// IMA entries the verifier has replayed; the next slice starts here.
@@ -236,6 +239,7 @@ impl Agent {
             // Agents spread over the verifiers: each starts at one picked by its key id.
             current: start,
             backoff: vec![(0, None); clients.len()],
+            held: vec![Default::default(); clients.len()],
             clients,
             #[cfg(feature = "tpm")]
             tpm,
@@ -372,7 +376,7 @@ impl Agent {
         let Some(tpm) = self.tpm.clone() else {
             return Err(AgentError::Config("no TPM configured".into()));
         };
-        let m = self.collector.collect(nonce, now())?;
+        let m = self.measure(nonce)?;
         let bytes = serde_json::to_vec(&m).map_err(|e| AgentError::Protocol(e.to_string()))?;
         let extra = vouch_core::tpm_extra_data(nonce, self.key.public_key(), &bytes);
         let start = self.ima_sent;
@@ -399,7 +403,7 @@ impl Agent {
         let Some(tee) = self.cfg.tee.clone() else {
             return Err(AgentError::Config("no TEE configured".into()));
         };
-        let m = self.collector.collect(nonce, now())?;
+        let m = self.measure(nonce)?;
         let bytes = serde_json::to_vec(&m).map_err(|e| AgentError::Protocol(e.to_string()))?;
         let data = vouch_core::tee_report_data(nonce, self.key.public_key(), &bytes);
         let r = blocking(move || crate::tee::report(&tee, &data)).await?;
@@ -481,9 +485,41 @@ impl Agent {
         &self.clients[self.current % self.clients.len()]
     }
 
-    /// Collect and sign evidence for `nonce` without sending it.
+    /// Collect the measurements for `nonce`, sending each part the current verifier holds
+    /// unchanged by its digest instead of in full.
+    fn measure(&mut self, nonce: &str) -> Result<vouch_core::SoftwareMeasurements, AgentError> {
+        let mut m = self.collector.collect(nonce, now())?;
+        let Some(held) = self.held.get(self.current).filter(|h| !h.is_empty()) else {
+            return Ok(m);
+        };
+        for (name, digest) in vouch_core::part_digests(&m) {
+            if held.get(name) == Some(&digest) {
+                match name {
+                    "files" => m.files.clear(),
+                    "processes" => m.processes.clear(),
+                    "listening" => m.listening.clear(),
+                    _ => m.packages.clear(),
+                }
+                m.held.insert(name.to_string(), digest);
+            }
+        }
+        Ok(m)
+    }
+
+    /// Collect and sign evidence for `nonce` without sending it, every part in full.
     pub fn evidence(&mut self, nonce: &str) -> Result<vouch_core::Evidence, AgentError> {
         let m = self.collector.collect(nonce, now())?;
+        Ok(sign_software_evidence(
+            &self.key,
+            &self.enrollment.key_id,
+            &m,
+        )?)
+    }
+
+    /// Software evidence for `nonce` as a round sends it: unchanged parts the current
+    /// verifier holds go by digest.
+    fn round_evidence(&mut self, nonce: &str) -> Result<vouch_core::Evidence, AgentError> {
+        let m = self.measure(nonce)?;
         Ok(sign_software_evidence(
             &self.key,
             &self.enrollment.key_id,
@@ -514,6 +550,12 @@ impl Agent {
             });
         }
         r
+    }
+
+    /// The measurement parts the current verifier said it holds (name to SHA-256), which the
+    /// next round sends by digest while they do not change.
+    pub fn held_parts(&self) -> std::collections::BTreeMap<String, String> {
+        self.held.get(self.current).cloned().unwrap_or_default()
     }
 
     /// The node's status as of the latest attestation, and its changes.
@@ -594,6 +636,32 @@ impl Agent {
     }
 
     async fn round(&mut self) -> Result<AttestationResult, AgentError> {
+        let r = self.round_once().await;
+        let i = self.current;
+        match &r {
+            Ok(res) => {
+                if let Some(h) = self.held.get_mut(i) {
+                    *h = res.held_parts.clone();
+                }
+            }
+            // The verifier no longer holds a part sent by digest (restarted, evicted it, or
+            // another replica answered): send everything in full, at once.
+            Err(e) if e.kind() == Some(ErrorKind::PartsUnknown) => {
+                if let Some(h) = self.held.get_mut(i) {
+                    h.clear();
+                }
+                let r = self.round_once().await;
+                if let (Ok(res), Some(h)) = (&r, self.held.get_mut(i)) {
+                    *h = res.held_parts.clone();
+                }
+                return r;
+            }
+            Err(_) => {}
+        }
+        r
+    }
+
+    async fn round_once(&mut self) -> Result<AttestationResult, AgentError> {
         let client = self.client().clone();
         let ch = client.challenge().await?;
         #[cfg(feature = "tpm")]
@@ -601,13 +669,13 @@ impl Agent {
             (true, true) => self.composite_evidence(&ch.nonce).await?,
             (true, false) => self.tpm_evidence(&ch.nonce).await?,
             (false, true) => self.tee_evidence(&ch.nonce).await?,
-            (false, false) => self.evidence(&ch.nonce)?,
+            (false, false) => self.round_evidence(&ch.nonce)?,
         };
         #[cfg(not(feature = "tpm"))]
         let evidence = if self.cfg.tee.is_some() {
             self.tee_evidence(&ch.nonce).await?
         } else {
-            self.evidence(&ch.nonce)?
+            self.round_evidence(&ch.nonce)?
         };
         let r = client
             .attest(&AttestRequest {

@@ -90,6 +90,9 @@ pub enum ErrorKind {
     /// The node is bound to a TPM, and its policy does not accept this evidence without a
     /// quote (reference value `tpm_fallback`).
     TpmRequired,
+    /// The evidence sends a part of its measurements by digest (`held`), and this verifier
+    /// does not hold that part: send the measurements in full.
+    PartsUnknown,
 }
 
 impl ErrorKind {
@@ -134,12 +137,13 @@ impl ErrorKind {
             Self::TpmBound => "tpm_bound",
             Self::TpmEkInUse => "tpm_ek_in_use",
             Self::TpmRequired => "tpm_required",
+            Self::PartsUnknown => "parts_unknown",
         }
     }
 
     /// Parse the wire form back into a kind (unknown strings give `None`).
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 38] = [
+        const ALL: [ErrorKind; 39] = [
             ErrorKind::MalformedRequest,
             ErrorKind::BodyTooLarge,
             ErrorKind::NonceInvalid,
@@ -178,6 +182,7 @@ impl ErrorKind {
             ErrorKind::TpmBound,
             ErrorKind::TpmEkInUse,
             ErrorKind::TpmRequired,
+            ErrorKind::PartsUnknown,
         ];
         ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -234,6 +239,7 @@ mod tests {
             ErrorKind::TpmBound,
             ErrorKind::TpmEkInUse,
             ErrorKind::TpmRequired,
+            ErrorKind::PartsUnknown,
         ] {
             assert_eq!(ErrorKind::parse(k.as_str()), Some(k));
         }

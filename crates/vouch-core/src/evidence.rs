@@ -1,6 +1,7 @@
 //! Evidence as it crosses the wire, and the software measurements an agent signs.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 use crate::UnixSeconds;
@@ -97,6 +98,36 @@ pub struct SoftwareMeasurements {
     /// Installed packages, name to version (dpkg status when present).
     #[serde(default)]
     pub packages: BTreeMap<String, String>,
+    /// Parts sent by digest instead of in full, because the verifier said it holds them
+    /// (`held_parts` of its last result): part name (one of [`MEASUREMENT_PARTS`]) to the
+    /// lowercase hex SHA-256 of the part's JSON ([`part_digests`]). A part named here is
+    /// empty above; the verifier puts back what it holds under that digest, or refuses the
+    /// evidence with `parts_unknown`. The signature covers the digests, and so the content.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<String, String>,
+}
+
+/// The parts of [`SoftwareMeasurements`] an agent may send by digest: the large ones that
+/// rarely change between two attestations of a node.
+pub const MEASUREMENT_PARTS: [&str; 4] = ["files", "processes", "listening", "packages"];
+
+/// Each part of `m` named in [`MEASUREMENT_PARTS`] with the lowercase hex SHA-256 of its JSON
+/// (as `serde_json` writes it), in that order.
+pub fn part_digests(m: &SoftwareMeasurements) -> [(&'static str, String); 4] {
+    [
+        ("files", part_digest(&m.files)),
+        ("processes", part_digest(&m.processes)),
+        ("listening", part_digest(&m.listening)),
+        ("packages", part_digest(&m.packages)),
+    ]
+}
+
+/// The lowercase hex SHA-256 of one part's JSON (as `serde_json` writes it).
+pub fn part_digest<T: Serialize + ?Sized>(part: &T) -> String {
+    let mut h = Sha256::new();
+    // Writing JSON into a hash cannot fail for these types.
+    let _ = serde_json::to_writer(&mut h, part);
+    hex::encode(h.finalize())
 }
 
 /// The attested workload: its name, executable and (optionally) container image.

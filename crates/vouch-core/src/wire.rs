@@ -94,6 +94,11 @@ pub struct AttestationResult {
     /// agent fetches its workloads' identities again instead of waiting for their half-life.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries_revision: Option<u64>,
+    /// The parts of this evidence's measurements the verifier now holds, by name, with the
+    /// SHA-256 (hex) it holds them under: the agent may send a part that has not changed by
+    /// this digest next time (`SoftwareMeasurements::held`) instead of in full.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub held_parts: std::collections::BTreeMap<String, String>,
 }
 
 /// A workload as listed by `GET /v1/workloads`.

@@ -150,6 +150,7 @@ impl SoftwareCollector {
             processes,
             listening,
             packages,
+            held: Default::default(),
         })
     }
 

@@ -27,6 +27,12 @@ pub enum EvidenceError {
     /// The TEE report, quote or document was refused (chain, signature, binding).
     #[error("TEE evidence refused: {0}")]
     Tee(String),
+    /// Parts of the measurements were sent by digest and this verifier does not hold them.
+    #[error(
+        "the evidence sends measurement parts {0} by digest, and this verifier does not hold \
+         them: send the measurements in full"
+    )]
+    PartsUnknown(String),
     /// A key could not be generated, read or parsed.
     #[error("agent key error: {0}")]
     Key(String),
@@ -51,6 +57,7 @@ impl EvidenceError {
             Self::TpmNotEnrolled => ErrorKind::TpmNotEnrolled,
             Self::Tpm(_) => ErrorKind::TpmQuote,
             Self::Tee(_) => ErrorKind::TeeEvidence,
+            Self::PartsUnknown(_) => ErrorKind::PartsUnknown,
             Self::Key(_) | Self::Collect { .. } => ErrorKind::Internal,
         }
     }

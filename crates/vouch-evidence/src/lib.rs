@@ -17,6 +17,7 @@
 mod collect;
 mod error;
 mod key;
+mod parts;
 mod verify;
 
 pub use collect::{CollectConfig, SoftwareCollector, sha256_file};
@@ -27,6 +28,7 @@ pub mod parsers {
 }
 pub use error::EvidenceError;
 pub use key::{AgentKey, verify_ed25519};
+pub use parts::{HeldPart, PartSource, resolve_parts};
 pub use verify::{
     CompositeVerifier, EvidenceVerifier, SampleVerifier, Signer, SoftwareVerifier, TeeVerifier,
     TpmContext, TpmVerifier, VerifiedEvidence, VerifyContext, composite_claims, decode_payload,

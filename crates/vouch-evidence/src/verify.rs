@@ -10,6 +10,7 @@ use vouch_core::{
     evidence_signing_input,
 };
 
+use crate::parts::{HeldPart, PartSource, resolve_parts, take_parts};
 use crate::{AgentKey, EvidenceError, verify_ed25519};
 
 /// A trusted signer of critical components (reference value kind `signer`).
@@ -57,6 +58,8 @@ pub struct VerifyContext<'a> {
     pub tee: Option<&'a vouch_tee::TeeRoots>,
     /// The verification time, Unix seconds (certificates of TEE evidence are checked at it).
     pub now: u64,
+    /// The measurement parts this verifier holds, for evidence that sends parts by digest.
+    pub parts: Option<&'a dyn PartSource>,
 }
 
 /// Evidence whose signature verified, with its claims.
@@ -77,6 +80,9 @@ pub struct VerifiedEvidence {
     /// For evidence with more than one root of trust (`composite`): each component, appraised
     /// as if it had been sent alone (submodules `tpm`, `sev-snp`, …); empty otherwise.
     pub components: Vec<ComponentView>,
+    /// Every part of the measurements ([`vouch_core::MEASUREMENT_PARTS`]) with the SHA-256
+    /// of its JSON, for the verifier to hold so the agent may send it by digest next time.
+    pub parts: Vec<(String, HeldPart)>,
 }
 
 /// One evidence kind's verifier.
@@ -202,6 +208,7 @@ fn verified(
     ctx: &VerifyContext<'_>,
 ) -> Result<VerifiedEvidence, EvidenceError> {
     let (bytes, m) = decode_payload(&evidence.payload)?;
+    let m = resolve_parts(m, ctx.parts)?;
     let claims = claims_of(&m, evidence, signature_verified, ctx.signers);
     Ok(VerifiedEvidence::new(m, &bytes, claims))
 }
@@ -209,8 +216,10 @@ fn verified(
 impl VerifiedEvidence {
     /// Evidence about measurements `m` (whose exact bytes are `bytes`) with `claims`; no TPM
     /// state and no components until set.
-    fn new(m: SoftwareMeasurements, bytes: &[u8], claims: Value) -> Self {
+    fn new(mut m: SoftwareMeasurements, bytes: &[u8], claims: Value) -> Self {
+        let parts = take_parts(&mut m);
         Self {
+            parts,
             claims,
             nonce: m.nonce,
             workload_name: m.workload.name,
@@ -254,6 +263,7 @@ impl EvidenceVerifier for TpmVerifier {
         check_agent_signature(evidence, EvidenceKind::Tpm, ctx)?;
         let p: vouch_core::TpmPayload = payload(evidence, "TPM evidence")?;
         let (bytes, m) = measurements(&p.measurements)?;
+        let m = resolve_parts(m, ctx.parts)?;
         let mut q = check_quote(&p, &m, &bytes, ctx)?;
         let mut claims = claims_of(&m, evidence, true, ctx.signers);
         claims["evidence"]["hardware_backed"] = json!(true);
@@ -281,6 +291,7 @@ impl EvidenceVerifier for TeeVerifier {
         check_agent_signature(evidence, EvidenceKind::Tee, ctx)?;
         let p: vouch_core::TeePayload = payload(evidence, "TEE evidence")?;
         let (bytes, m) = measurements(&p.measurements)?;
+        let m = resolve_parts(m, ctx.parts)?;
         let report = vouch_core::TeeReport {
             tee: p.tee,
             report: p.report,
@@ -318,6 +329,7 @@ impl EvidenceVerifier for CompositeVerifier {
         check_agent_signature(evidence, EvidenceKind::Composite, ctx)?;
         let p: vouch_core::CompositePayload = payload(evidence, "composite evidence")?;
         let (bytes, m) = measurements(&p.tpm.measurements)?;
+        let m = resolve_parts(m, ctx.parts)?;
         let mut q = check_quote(&p.tpm, &m, &bytes, ctx)?;
         let ak_name = &ctx.tpm.ok_or(EvidenceError::TpmNotEnrolled)?.ak_name;
         let expected = vouch_core::composite_report_data(&m.nonce, ctx.public_key, &bytes, ak_name);
@@ -654,6 +666,7 @@ mod tests {
             tpm: None,
             tee: None,
             now: 0,
+            parts: None,
         };
         let v = SoftwareVerifier.verify(&ev, &ctx).unwrap();
         assert_eq!(v.nonce, "N");
@@ -683,6 +696,7 @@ mod tests {
             tpm: None,
             tee: None,
             now: 0,
+            parts: None,
         };
         assert!(SoftwareVerifier.verify(&ev, &ctx).is_err());
         // A software signature does not verify when relabelled as another kind.
@@ -694,6 +708,7 @@ mod tests {
             tpm: None,
             tee: None,
             now: 0,
+            parts: None,
         };
         assert!(SoftwareVerifier.verify(&relabelled, &ctx).is_err());
         let v = SampleVerifier.verify(&relabelled, &ctx).unwrap();
@@ -718,6 +733,7 @@ mod tests {
             tpm: None,
             tee: None,
             now: 0,
+            parts: None,
         };
         let v = SoftwareVerifier.verify(&ev, &ctx).unwrap();
         assert_eq!(v.claims["workload"]["signers"], json!(["vendor"]));

@@ -82,6 +82,7 @@ fn software_claims() -> Value {
         tpm: None,
         tee: None,
         now: 0,
+        parts: None,
     };
     SoftwareVerifier.verify(&ev, &ctx).unwrap().claims
 }

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     /// reused only for claims, policy version and reference values byte-identical to one made
     /// before; signature, nonce and freshness are checked every time.
     pub appraisal_cache_entries: usize,
+    /// Bytes of measurement parts (package lists, process tables, …) kept so agents may send
+    /// unchanged ones by digest (0: agents always send everything). Content-addressed and
+    /// shared by all nodes; past it the oldest go first.
+    pub parts_cache_bytes: usize,
     /// Most connections held open at once (0: no limit). Past it, new connections are closed
     /// at once until one ends.
     pub max_connections: usize,
@@ -188,6 +192,7 @@ impl Default for ServerConfig {
             body_limit: 6 * 1024 * 1024,
             allow_sample_evidence: false,
             appraisal_cache_entries: vouch_verifier::cache::DEFAULT_ENTRIES,
+            parts_cache_bytes: vouch_verifier::parts::DEFAULT_BYTES,
             max_connections: 1024,
             max_connections_per_client: 128,
             handshake_timeout: 10,
@@ -262,6 +267,7 @@ impl ServerConfig {
             allow_sample_evidence: self.allow_sample_evidence,
             tpm_allow_sha1: self.tpm_allow_sha1,
             appraisal_cache_entries: self.appraisal_cache_entries,
+            parts_cache_bytes: self.parts_cache_bytes,
         }
     }
 }

@@ -40,7 +40,7 @@ impl ApiError {
             NonceInvalid | NonceExpired | NonceFromFuture | NonceAudience | EvidenceSignature
             | UnknownKey | TokenInvalid | TokenExpired | TpmQuote | TpmNotEnrolled
             | TeeEvidence | Unauthenticated => StatusCode::UNAUTHORIZED,
-            NonceReused | TokenReused | QuorumDisagrees | TpmBound | TpmEkInUse => {
+            NonceReused | TokenReused | QuorumDisagrees | TpmBound | TpmEkInUse | PartsUnknown => {
                 StatusCode::CONFLICT
             }
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -316,6 +316,7 @@ impl State {
             ima_position: None,
             quorum_result: None,
             entries_revision: None,
+            held_parts: Default::default(),
         })
     }
 

@@ -1084,3 +1084,64 @@ async fn sample_evidence_never_changes_an_enrolled_workloads_status() {
     assert_eq!(w.last_attestation_id, Some(first.attestation_id.clone()));
     h.server.shutdown().await;
 }
+
+/// Issue 13: an agent sends the parts of its measurements the verifier holds by digest, and
+/// when the verifier no longer holds them (here: restarted, its memory gone) it is told
+/// `parts_unknown` and sends them in full within the same round.
+#[tokio::test]
+async fn unchanged_parts_go_by_digest_and_a_verifier_that_lost_them_gets_them_in_full() {
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("parts").await;
+    h.trust(&mut agent).await;
+    assert!(agent.held_parts().is_empty());
+    let first = agent.attest_once().await.unwrap();
+    assert_eq!(first.held_parts.len(), 4, "{:?}", first.held_parts);
+    assert_eq!(agent.held_parts(), first.held_parts);
+    let again = agent.attest_once().await.unwrap();
+    assert_eq!(again.status, ArStatus::Affirming, "{:?}", again.reasons);
+
+    // Restart the verifier on the same address and store: it holds no part now.
+    let Harness {
+        dir,
+        server,
+        store,
+        mut cfg,
+    } = h;
+    cfg.listen = server.addr;
+    server.shutdown().await;
+    let h = Harness {
+        server: vouch_server::start_with_store(cfg.clone(), store.clone())
+            .await
+            .unwrap(),
+        dir,
+        store,
+        cfg,
+    };
+    let after = agent.attest_once().await.unwrap();
+    assert_eq!(after.status, ArStatus::Affirming, "{:?}", after.reasons);
+    assert_eq!(after.held_parts.len(), 4);
+    // The round's first evidence went by digest and was refused as parts_unknown.
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap())
+            .unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", h.server.base_url))
+        .bearer_auth(h.read_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("parts_unknown") && l.trim_end().ends_with(" 1")),
+        "{metrics}"
+    );
+    h.server.shutdown().await;
+}

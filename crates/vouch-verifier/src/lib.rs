@@ -15,8 +15,10 @@
 //! freshness check run on every request.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cache;
 mod error;
+pub mod parts;
 mod tpm;
 
 pub use cache::{AppraisalCache, CacheStats};
@@ -32,7 +34,7 @@ use vouch_core::{
     ArStatus, EAR_PROFILE, Ear, ErrorKind, EvidenceKind, Nonce, NonceKey, SUBMOD_NAME, Submod,
     VerifierId,
 };
-use vouch_evidence::{Signer, VerifyContext, verifier_for};
+use vouch_evidence::{PartSource as _, Signer, VerifyContext, verifier_for};
 use vouch_policy::{DEFAULT_POLICY_ID, PolicyCache, PolicySource, ReferenceValues};
 use vouch_store::{AgentKeyRecord, AttestationRecord, Store};
 
@@ -55,6 +57,8 @@ pub struct VerifierConfig {
     pub tpm_allow_sha1: bool,
     /// Appraisals kept for reuse (0: none).
     pub appraisal_cache_entries: usize,
+    /// Bytes of measurement parts kept so agents may send unchanged ones by digest (0: none).
+    pub parts_cache_bytes: usize,
 }
 
 impl Default for VerifierConfig {
@@ -68,6 +72,7 @@ impl Default for VerifierConfig {
             allow_sample_evidence: false,
             tpm_allow_sha1: false,
             appraisal_cache_entries: cache::DEFAULT_ENTRIES,
+            parts_cache_bytes: parts::DEFAULT_BYTES,
         }
     }
 }
@@ -127,6 +132,7 @@ pub struct Verifier {
     refs: RevisionCache<ReferenceValues>,
     tee_roots: Option<vouch_tee::TeeRoots>,
     appraisals: AppraisalCache,
+    parts: parts::PartStore,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -193,7 +199,9 @@ impl Verifier {
         tee_roots: Option<vouch_tee::TeeRoots>,
     ) -> Self {
         let appraisals = AppraisalCache::new(cfg.appraisal_cache_entries);
+        let parts = parts::PartStore::new(cfg.parts_cache_bytes);
         Self {
+            parts,
             cfg,
             store,
             nonce_keys,
@@ -313,6 +321,7 @@ impl Verifier {
                 tpm: tpm.as_ref(),
                 tee: self.tee_roots.as_ref(),
                 now,
+                parts: Some(&self.parts),
             },
         )?;
         // A TPM-bound node cannot fall back to evidence without its quote.
@@ -342,6 +351,12 @@ impl Verifier {
                 ErrorKind::NonceReused,
                 "this nonce was already used; ask for a new challenge for every attestation",
             ));
+        }
+
+        // Signed, bound to a nonce of ours: hold its parts, so that the agent may send the
+        // unchanged ones by digest next time.
+        for (digest, part) in &verified.parts {
+            self.parts.put(digest, part);
         }
 
         let policy_id = self
@@ -448,6 +463,12 @@ impl Verifier {
         } = a;
         let whole = &appraisal.whole;
         let reasons = whole.reasons();
+        let held_parts = verified
+            .parts
+            .iter()
+            .filter(|(d, p)| self.parts.part(p.name(), d).is_some())
+            .map(|(d, p)| (p.name().to_string(), d.clone()))
+            .collect();
         let id = ear.jti.clone().unwrap_or_default();
         let workload_id = ear.sub.clone().unwrap_or_default();
         let expires_at = ear.exp.unwrap_or(now);
@@ -510,6 +531,7 @@ impl Verifier {
             ima_position,
             quorum_result: None,
             entries_revision: None,
+            held_parts,
         })
     }
 }

@@ -2,6 +2,8 @@
 //! reuse their appraisal, and no change of a claim, the policy or a reference value is ever
 //! answered from the cache; the signature and the nonce are checked on every request.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 
 use vouch_core::wire::AttestRequest;
@@ -92,6 +94,12 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
+    /// The error appraising `m` gives.
+    async fn refused(&self, m: SoftwareMeasurements) -> vouch_verifier::VerifyError {
+        let req = self.request(&m);
+        self.verifier.appraise(&req, unix_now()).await.unwrap_err()
+    }
+
     /// Evidence of `m` answering a fresh nonce, collected now.
     fn request(&self, m: &SoftwareMeasurements) -> AttestRequest {
         let mut m = m.clone();
@@ -144,23 +152,36 @@ async fn a_repeat_attestation_reuses_its_appraisal() {
 async fn no_changed_claim_is_answered_from_the_cache() {
     let f = fixture().await;
     assert_eq!(f.attest(&f.m).await, (false, ArStatus::Affirming));
-    let changes: Vec<(&str, Box<dyn Fn(&mut SoftwareMeasurements)>)> = vec![
-        ("executable digest", Box::new(|m| m.workload.exe_sha256 = "cd".repeat(32))),
+    type Change = Box<dyn Fn(&mut SoftwareMeasurements)>;
+    let changes: Vec<(&str, Change)> = vec![
+        (
+            "executable digest",
+            Box::new(|m| m.workload.exe_sha256 = "cd".repeat(32)),
+        ),
         ("hostname", Box::new(|m| m.hostname = "host-2".into())),
         ("kernel", Box::new(|m| m.kernel = "6.1.1".into())),
-        ("process added", Box::new(|m| {
-            m.processes.push(ProcessInfo {
-                pid: 11,
-                name: "telnetd".into(),
-                exe: Some("/usr/sbin/telnetd".into()),
-                ..Default::default()
-            })
-        })),
+        (
+            "process added",
+            Box::new(|m| {
+                m.processes.push(ProcessInfo {
+                    pid: 11,
+                    name: "telnetd".into(),
+                    exe: Some("/usr/sbin/telnetd".into()),
+                    ..Default::default()
+                })
+            }),
+        ),
         ("process pid", Box::new(|m| m.processes[0].pid = 12)),
-        ("package", Box::new(|m| {
-            m.packages.insert("openssl".into(), "3.0.11".into());
-        })),
-        ("one byte of the exe path", Box::new(|m| m.workload.exe_path = "/usr/bin/apq".into())),
+        (
+            "package",
+            Box::new(|m| {
+                m.packages.insert("openssl".into(), "3.0.11".into());
+            }),
+        ),
+        (
+            "one byte of the exe path",
+            Box::new(|m| m.workload.exe_path = "/usr/bin/apq".into()),
+        ),
     ];
     let fresh = Verifier::new(
         VerifierConfig {
@@ -176,11 +197,17 @@ async fn no_changed_claim_is_answered_from_the_cache() {
         let mut m = f.m.clone();
         change(&mut m);
         let (cached, status) = f.attest(&m).await;
-        assert!(!cached, "{what}: a changed claim was answered from the cache");
+        assert!(
+            !cached,
+            "{what}: a changed claim was answered from the cache"
+        );
         let a = fresh.appraise(&f.request(&m), unix_now()).await.unwrap();
         assert_eq!(status, a.status(), "{what}: cached verifier disagrees");
         // And the unchanged claims still hit.
-        assert!(f.attest(&f.m).await.0, "{what}: the unchanged claims missed");
+        assert!(
+            f.attest(&f.m).await.0,
+            "{what}: the unchanged claims missed"
+        );
     }
     // The executable digest change is refused by the policy, not reused as affirming.
     let mut bad = f.m.clone();
@@ -276,4 +303,109 @@ async fn signature_and_nonce_are_checked_on_every_repeat() {
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NonceInvalid);
+}
+
+/// The same measurements with every part the verifier holds sent by its digest.
+fn elide(
+    m: &SoftwareMeasurements,
+    held: &std::collections::BTreeMap<String, String>,
+) -> SoftwareMeasurements {
+    let mut e = m.clone();
+    for (name, digest) in vouch_core::part_digests(m) {
+        if held.get(name) == Some(&digest) {
+            match name {
+                "files" => e.files.clear(),
+                "processes" => e.processes.clear(),
+                "listening" => e.listening.clear(),
+                _ => e.packages.clear(),
+            }
+            e.held.insert(name.to_string(), digest);
+        }
+    }
+    e
+}
+
+#[tokio::test]
+async fn parts_sent_by_digest_give_the_claims_of_the_full_measurements() {
+    let mut f = fixture().await;
+    f.m.packages.insert("openssl".into(), "3.0.11".into());
+    f.m.packages.insert("bash".into(), "5.2".into());
+    let a = f
+        .verifier
+        .appraise(&f.request(&f.m), unix_now())
+        .await
+        .unwrap();
+    let full = f.verifier.record(a, "jws".into()).await.unwrap();
+    assert_eq!(full.held_parts.len(), 4, "{:?}", full.held_parts);
+    let small = elide(&f.m, &full.held_parts);
+    assert_eq!(small.held.len(), 4);
+    assert!(small.processes.is_empty() && small.packages.is_empty());
+    let req = f.request(&small);
+    let a = f.verifier.appraise(&req, unix_now()).await.unwrap();
+    assert!(a.cached, "the same claims: the appraisal is reused");
+    let r = f.verifier.record(a, "jws".into()).await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming);
+    assert_eq!(r.held_parts, full.held_parts);
+    let stored = |id: String| {
+        let s = f.store.clone();
+        async move { s.attestation(&id).await.unwrap().unwrap().claims }
+    };
+    assert_eq!(
+        stored(full.attestation_id).await,
+        stored(r.attestation_id).await,
+        "claims from digests must be those of the full measurements"
+    );
+    // A changed part goes in full beside the held ones, and is a fresh appraisal.
+    let mut changed = f.m.clone();
+    changed.packages.insert("telnetd".into(), "0.17".into());
+    let req = f.request(&elide(&changed, &full.held_parts));
+    let a = f.verifier.appraise(&req, unix_now()).await.unwrap();
+    assert!(!a.cached);
+    assert_eq!(a.node_id(), full.workload_id.split('/').next().unwrap());
+}
+
+#[tokio::test]
+async fn parts_by_digest_are_refused_when_unknown_or_malformed() {
+    let f = fixture().await;
+    let a = f
+        .verifier
+        .appraise(&f.request(&f.m), unix_now())
+        .await
+        .unwrap();
+    let held = f.verifier.record(a, "jws".into()).await.unwrap().held_parts;
+    let small = elide(&f.m, &held);
+    // One flipped hex digit of a held digest: not held, so the agent must send it in full.
+    let mut flipped = small.clone();
+    let d = flipped.held.get_mut("processes").unwrap();
+    let c = if d.starts_with('0') { "1" } else { "0" };
+    d.replace_range(0..1, c);
+    let e = f.refused(flipped).await;
+    assert_eq!(e.kind, ErrorKind::PartsUnknown, "{}", e.message);
+    assert!(e.message.contains("processes"));
+    // Another verifier (nothing held): every part is unknown.
+    let other = Verifier::new(
+        VerifierConfig {
+            audience: "test".into(),
+            ..VerifierConfig::default()
+        },
+        f.store.clone(),
+        vec![NonceKey::new([7; 32])],
+        None,
+    );
+    let e = other
+        .appraise(&f.request(&small), unix_now())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PartsUnknown);
+    // Malformed: an unknown part, a digest that is not 64 lowercase hex digits, a part sent
+    // both in full and by digest.
+    let mut unknown = small.clone();
+    unknown.held.insert("hostname".into(), "0".repeat(64));
+    assert_eq!(f.refused(unknown).await.kind, ErrorKind::EvidenceMalformed);
+    let mut upper = small.clone();
+    upper.held.insert("packages".into(), "A".repeat(64));
+    assert_eq!(f.refused(upper).await.kind, ErrorKind::EvidenceMalformed);
+    let mut both = small.clone();
+    both.processes = f.m.processes.clone();
+    assert_eq!(f.refused(both).await.kind, ErrorKind::EvidenceMalformed);
 }

@@ -170,6 +170,7 @@ fn composite_bench(l: &Loaded, n: u32, json: bool) -> Result<ExitCode> {
                 tpm: None,
                 tee: None,
                 now: 0,
+                parts: None,
             },
         )?
         .claims;
