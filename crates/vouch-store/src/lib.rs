@@ -21,6 +21,7 @@ mod group;
 mod postgres;
 mod records;
 mod rows;
+mod scale;
 mod sql;
 mod sqlite;
 

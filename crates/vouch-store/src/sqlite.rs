@@ -20,7 +20,7 @@ use crate::{
 /// the pool and the committer, which ends when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     /// The group-commit task's queue (`None`: every record is its own transaction).
     writer: Option<crate::group::Writer>,
     stats: std::sync::Arc<crate::group::Stats>,

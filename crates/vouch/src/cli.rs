@@ -647,6 +647,31 @@ pub enum BenchCmd {
     /// an interval with jitter (some with changed claims), against verifiers started in this
     /// process or running elsewhere (--target); print an HDR latency histogram at the end.
     Load(LoadArgs),
+    /// Fill a temporary store with N workloads and N registration entries and measure the
+    /// verifier at that scale against a small store (issue 13 item 5): memory per workload,
+    /// start-up, attestation and SVID cost, an entry change reaching watching agents, and an
+    /// agent's incremental entry sync.
+    Scale(ScaleArgs),
+}
+
+/// `vouch bench scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// Workloads (and filler registration entries) in the large store.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub workloads: usize,
+    /// Workloads (and entries) in the store it is compared with.
+    #[arg(long, default_value_t = 1_000)]
+    pub baseline: usize,
+    /// Agents holding an entry watch open when an entry changes.
+    #[arg(long, default_value_t = 1_000)]
+    pub watchers: usize,
+    /// Registration entries of the measured agent's node (synced in full, then incrementally).
+    #[arg(long, default_value_t = 10_000)]
+    pub agent_entries: usize,
+    /// Attestations and SVID requests timed at each size.
+    #[arg(long, default_value_t = 200)]
+    pub n: usize,
 }
 
 /// `vouch bench load`.

@@ -9,6 +9,7 @@
 mod cluster;
 mod load;
 mod micro;
+mod scale;
 mod table;
 mod tpm;
 
@@ -25,6 +26,9 @@ use table::{Figure, Row, Table, Target};
 pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
     if let Some(BenchCmd::Load(l)) = args.command {
         return load::run(l, json).await;
+    }
+    if let Some(BenchCmd::Scale(s)) = args.command {
+        return scale::run(s, json).await;
     }
     if args.svid {
         return svid_report(args.n, json);
