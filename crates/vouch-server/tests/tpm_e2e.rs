@@ -215,7 +215,7 @@ async fn tpm_backed_attestation_end_to_end() {
         serde_json::from_slice(&B64.decode(&ev.payload).unwrap()).unwrap();
     let mut m: vouch_core::SoftwareMeasurements =
         serde_json::from_slice(&B64.decode(&p.measurements).unwrap()).unwrap();
-    m.processes.clear();
+    m.kernel.push_str("-altered");
     p.measurements = B64.encode(serde_json::to_vec(&m).unwrap());
     let payload = B64.encode(serde_json::to_vec(&p).unwrap());
     let forged = vouch_core::Evidence {

@@ -30,8 +30,8 @@ pub use error::StoreError;
 pub use group::{CommitStats, WriteOptions};
 pub use postgres::PgStore;
 pub use records::{
-    AgentKeyRecord, AttestationRecord, Enrollment, EntriesSince, NodeRecord, PolicyRecord,
-    RevocationRecord, TpmKeyRecord, TpmReenrollment, WorkloadRecord,
+    AgentKeyRecord, AppraisalContext, AttestationRecord, Enrollment, EntriesSince, NodeRecord,
+    PolicyRecord, RevocationRecord, TpmKeyRecord, TpmReenrollment, WorkloadRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -73,6 +73,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Look up an enrolled, unrevoked agent key.
     async fn agent_key(&self, key_id: &str) -> Result<Option<AgentKeyRecord>>;
+
+    /// Everything appraising evidence signed by `key_id` reads, in one statement: the key
+    /// (`None` when unknown or revoked), the reference-value revision, the active policy
+    /// (`default_policy` when none is set) with its latest version, and the TPM binding and
+    /// activation of the key's node.
+    async fn appraisal_context(
+        &self,
+        key_id: &str,
+        default_policy: &str,
+    ) -> Result<Option<crate::AppraisalContext>>;
 
     /// Whether a nonce was already used (a read-only early check; the authoritative check is
     /// the insert in [`Store::record_attestation`]).

@@ -9,6 +9,24 @@ pub struct Enrollment {
     pub key_id: String,
 }
 
+/// What appraising one piece of evidence needs from the store, read in one round trip
+/// ([`crate::Store::appraisal_context`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppraisalContext {
+    /// The enrolled, unrevoked key that signed the evidence.
+    pub key: AgentKeyRecord,
+    /// The reference values' revision.
+    pub refvalues_revision: u64,
+    /// The active policy's id.
+    pub policy_id: String,
+    /// Its latest version (`None`: the policy has no version).
+    pub policy_version: Option<u32>,
+    /// Whether the key's node is bound to a TPM.
+    pub tpm_bound: bool,
+    /// Whether the key's node has an activated AK.
+    pub tpm_activated: bool,
+}
+
 /// An enrolled agent key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentKeyRecord {

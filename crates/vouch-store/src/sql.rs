@@ -587,6 +587,47 @@ macro_rules! store_impl {
                 Ok(row.as_ref().map(agent_key_row))
             }
 
+            async fn appraisal_context(
+                &self,
+                key_id: &str,
+                default_policy: &str,
+            ) -> Result<Option<crate::AppraisalContext>> {
+                // One statement, so one round trip to the database (or its worker thread).
+                let row = sqlx::query(
+                    "SELECT k.id, k.node_id, k.public_key, k.enrolled_at,
+                        (SELECT value FROM settings WHERE key = $2) AS refs_revision,
+                        COALESCE((SELECT value FROM settings WHERE key = 'active_policy'), $3)
+                            AS policy_id,
+                        (SELECT CAST(MAX(version) AS BIGINT) FROM policies WHERE id =
+                            COALESCE((SELECT value FROM settings WHERE key = 'active_policy'), $3))
+                            AS policy_version,
+                        (SELECT COUNT(*) FROM tpm_keys t
+                            WHERE t.node_id = k.node_id AND t.bound_at IS NOT NULL) AS tpm_bound,
+                        (SELECT COUNT(*) FROM tpm_keys t
+                            WHERE t.node_id = k.node_id AND t.activated_at IS NOT NULL)
+                            AS tpm_activated
+                     FROM agent_keys k WHERE k.id = $1 AND k.revoked_at IS NULL",
+                )
+                .bind(key_id)
+                .bind(crate::REFVALUES_REVISION)
+                .bind(default_policy)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(r) = row else {
+                    return Ok(None);
+                };
+                let refs: Option<String> = r.try_get("refs_revision")?;
+                let version: Option<i64> = r.try_get("policy_version")?;
+                Ok(Some(crate::AppraisalContext {
+                    key: agent_key_row(&r),
+                    refvalues_revision: refs.and_then(|v| v.parse().ok()).unwrap_or(0),
+                    policy_id: r.try_get("policy_id")?,
+                    policy_version: version.and_then(|v| u32::try_from(v).ok()),
+                    tpm_bound: r.try_get::<i64, _>("tpm_bound")? > 0,
+                    tpm_activated: r.try_get::<i64, _>("tpm_activated")? > 0,
+                }))
+            }
+
             async fn nonce_used(&self, nonce_id: &str) -> Result<bool> {
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM used_nonces WHERE id = $1")
                     .bind(nonce_id)

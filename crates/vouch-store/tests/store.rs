@@ -44,6 +44,7 @@ on_both_backends!(
     issue_13_entries_sync_incrementally_with_tombstones,
     revocations_are_a_gap_free_log_applied_once,
     tpm_enrollment_round_trips,
+    issue_13_the_appraisal_context_is_one_read_of_what_the_pieces_say,
     issue_12_one_ek_is_bound_to_one_node,
     issue_12_a_nonce_purged_by_a_replica_ahead_is_refused_by_one_behind,
     issue_12_a_result_from_an_agent_key_revoked_meanwhile_is_not_recorded,
@@ -868,4 +869,84 @@ async fn bench_records_writes_what_it_counts() {
     assert_eq!(r.records, 300);
     assert!(r.per_sec > 0.0 && r.claims_bytes >= 2_000);
     assert_eq!(s.attestation_count().await.unwrap(), 300);
+}
+
+/// `appraisal_context` reads in one statement what `agent_key`, `revision`, `active_policy_id`,
+/// `policy` and `tpm_key` say one by one, and follows their changes.
+async fn issue_13_the_appraisal_context_is_one_read_of_what_the_pieces_say(s: &dyn Store) {
+    use vouch_store::TpmKeyRecord;
+    s.create_join_token("t", None, 0, 100).await.unwrap();
+    let e = s.enroll("t", &[4; 32], "h", 1).await.unwrap();
+    assert_eq!(
+        s.appraisal_context("ak-unknown", "default").await.unwrap(),
+        None
+    );
+    // No policy yet: the default id, no version.
+    let c = s
+        .appraisal_context(&e.key_id, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(Some(c.key.clone()), s.agent_key(&e.key_id).await.unwrap());
+    assert_eq!((c.policy_id.as_str(), c.policy_version), ("default", None));
+    assert_eq!((c.tpm_bound, c.tpm_activated), (false, false));
+    assert_eq!(
+        c.refvalues_revision,
+        s.revision(vouch_store::REFVALUES_REVISION).await.unwrap()
+    );
+    s.add_policy("default", "v1", false, 1).await.unwrap();
+    s.add_policy("mine", "a", true, 1).await.unwrap();
+    s.add_policy("mine", "b", false, 2).await.unwrap();
+    s.add_reference_value(
+        &vouch_policy::ReferenceValue {
+            kind: "k".into(),
+            key: "a".into(),
+            value: "1".into(),
+        },
+        3,
+    )
+    .await
+    .unwrap();
+    let c = s
+        .appraisal_context(&e.key_id, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.policy_id.as_str(), c.policy_version), ("mine", Some(2)));
+    assert_eq!(
+        c.refvalues_revision,
+        s.reference_values().await.unwrap().revision
+    );
+    assert!(c.refvalues_revision > 0);
+    // A TPM enrolled, then activated (which binds the node).
+    let rec = TpmKeyRecord {
+        node_id: e.node_id.clone(),
+        ek_public: vec![0, 1],
+        ek_cert: None,
+        ek_issuer: None,
+        ak_public: vec![9; 70],
+        ak_qualified_name: vec![0, 11, 7],
+        challenge_hash: Some("abc".into()),
+        challenge_expires: Some(50),
+        activated_at: None,
+        last_clock: None,
+        ima_state: None,
+        created_at: 2,
+        ek_key: Some("k1".into()),
+        bound_at: None,
+    };
+    s.put_tpm_enrollment(&rec).await.unwrap();
+    let c = s
+        .appraisal_context(&e.key_id, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.tpm_bound, c.tpm_activated), (false, false));
+    s.activate_tpm(&e.node_id, 7).await.unwrap();
+    let c = s
+        .appraisal_context(&e.key_id, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.tpm_bound, c.tpm_activated), (true, true));
 }

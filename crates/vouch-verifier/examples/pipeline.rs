@@ -36,6 +36,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     row("raw signature work", b.raw_signature);
     row("appraise, repeated claims", b.appraise_repeat);
+    row(
+        &format!("  parts by digest ({} bytes)", b.held_payload_bytes),
+        b.appraise_held,
+    );
     row("appraise, changed claims", b.appraise_changed);
     row(
         "appraise + durable record, one at a time",

@@ -24,6 +24,11 @@ pub struct PipelineBench {
     pub payload_bytes: usize,
     /// Appraisal of repeated claims (the cache answers the policy), nothing recorded.
     pub appraise_repeat: Duration,
+    /// The same with every unchanged part sent by digest, as an agent does once the verifier
+    /// holds its parts.
+    pub appraise_held: Duration,
+    /// Bytes of that evidence's payload.
+    pub held_payload_bytes: usize,
     /// Appraisal of claims that change every time (the policy runs), nothing recorded.
     pub appraise_changed: Duration,
     /// Appraisal of repeated claims and its durable record, one at a time.
@@ -100,13 +105,32 @@ pub async fn pipeline(
 
     // Warm the caches (policy compiled, reference values read, one appraisal held).
     let warm = verifier.appraise(&request(&m)?, unix_now()).await?;
-    verifier.record(warm, "bench".into()).await?;
+    let held = verifier.record(warm, "bench".into()).await?.held_parts;
+    let mut small = m.clone();
+    for (name, digest) in vouch_core::part_digests(&m) {
+        if held.get(name) == Some(&digest) {
+            match name {
+                "files" => small.files.clear(),
+                "processes" => small.processes.clear(),
+                "listening" => small.listening.clear(),
+                _ => small.packages.clear(),
+            }
+            small.held.insert(name.to_string(), digest);
+        }
+    }
+    let by_digest: Vec<_> = (0..n).map(|_| request(&small)).collect::<Result<_, _>>()?;
+    let held_payload_bytes = by_digest[0].evidence.payload.len();
 
     let t = Instant::now();
     for r in &repeat {
         std::hint::black_box(verifier.appraise(r, unix_now()).await?);
     }
     let appraise_repeat = t.elapsed() / n as u32;
+    let t = Instant::now();
+    for r in &by_digest {
+        std::hint::black_box(verifier.appraise(r, unix_now()).await?);
+    }
+    let appraise_held = t.elapsed() / n as u32;
     let t = Instant::now();
     for r in &changed {
         std::hint::black_box(verifier.appraise(r, unix_now()).await?);
@@ -147,6 +171,8 @@ pub async fn pipeline(
         n,
         payload_bytes,
         appraise_repeat,
+        appraise_held,
+        held_payload_bytes,
         appraise_changed,
         appraise_and_record,
         policy,

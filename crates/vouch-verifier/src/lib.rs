@@ -26,7 +26,7 @@ pub use error::{MAX_MESSAGE, VerifyError};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use vouch_core::wire::{AttestRequest, AttestationResult, ChallengeResponse};
@@ -133,6 +133,8 @@ pub struct Verifier {
     tee_roots: Option<vouch_tee::TeeRoots>,
     appraisals: AppraisalCache,
     parts: parts::PartStore,
+    /// Policy versions as read (a version's text never changes), by id and version.
+    policy_sources: Mutex<HashMap<(String, u32), Arc<PolicySource>>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -202,6 +204,7 @@ impl Verifier {
         let parts = parts::PartStore::new(cfg.parts_cache_bytes);
         Self {
             parts,
+            policy_sources: Mutex::default(),
             cfg,
             store,
             nonce_keys,
@@ -249,11 +252,53 @@ impl Verifier {
     /// the revision moved (another replica or the CLI changed it).
     pub async fn reference_values(&self) -> Result<Arc<ReferenceValues>, VerifyError> {
         let rev = self.store.revision(vouch_store::REFVALUES_REVISION).await?;
+        self.reference_values_at(rev).await
+    }
+
+    /// The reference values at revision `rev` (as the store said a moment ago), read again
+    /// only when the cached ones are of another revision.
+    async fn reference_values_at(&self, rev: u64) -> Result<Arc<ReferenceValues>, VerifyError> {
         if let Some(r) = self.refs.at(rev) {
             return Ok(r);
         }
         let fresh = self.store.reference_values().await?;
         Ok(self.refs.put(fresh.revision, fresh))
+    }
+
+    /// Version `version` of policy `id`, read once.
+    async fn policy_source(
+        &self,
+        id: &str,
+        version: u32,
+    ) -> Result<Arc<PolicySource>, VerifyError> {
+        let key = (id.to_string(), version);
+        if let Some(p) = self
+            .policy_sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(p.clone());
+        }
+        let p = self.store.policy(id, Some(version)).await?.ok_or_else(|| {
+            VerifyError::new(
+                ErrorKind::PolicyError,
+                format!("policy {id} v{version} is gone from the store"),
+            )
+        })?;
+        let source = Arc::new(PolicySource {
+            id: p.id,
+            version: p.version,
+            rego: p.rego,
+        });
+        let mut map = self
+            .policy_sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Older versions are dead weight once a newer one is in use.
+        map.retain(|(i, v), _| i != id || *v > version);
+        map.insert(key, source.clone());
+        Ok(source)
     }
 
     fn signers(&self, refs: &ReferenceValues) -> Arc<Vec<Signer>> {
@@ -296,7 +341,12 @@ impl Verifier {
                  (allow_sample_evidence, for development only)",
             ));
         }
-        let key = self.store.agent_key(&ev.key_id).await?.ok_or_else(|| {
+        // One round trip to the store for everything a repeat attestation reads.
+        let context = self
+            .store
+            .appraisal_context(&ev.key_id, DEFAULT_POLICY_ID)
+            .await?;
+        let context = context.ok_or_else(|| {
             VerifyError::new(
                 ErrorKind::UnknownKey,
                 format!(
@@ -306,9 +356,12 @@ impl Verifier {
                 ),
             )
         })?;
-        let refs = self.reference_values().await?;
+        let key = context.key;
+        let refs = self.reference_values_at(context.refvalues_revision).await?;
         let signers = self.signers(&refs);
-        let tpm = if matches!(ev.kind, EvidenceKind::Tpm | EvidenceKind::Composite) {
+        let tpm = if context.tpm_activated
+            && matches!(ev.kind, EvidenceKind::Tpm | EvidenceKind::Composite)
+        {
             self.tpm_context(&key.node_id, &refs).await?
         } else {
             None
@@ -326,7 +379,7 @@ impl Verifier {
         )?;
         // A TPM-bound node cannot fall back to evidence without its quote.
         if tpm.is_none() {
-            self.require_tpm(&key.node_id, ev.kind, &refs).await?;
+            Self::require_tpm(context.tpm_bound, &key.node_id, ev.kind, &refs)?;
         }
         let cfg = &self.cfg;
         let nonce = Nonce::check(
@@ -343,28 +396,15 @@ impl Verifier {
                 "workload name must be 1-128 characters of A-Z a-z 0-9 - _ .",
             ));
         }
-        // Early, read-only replay check: a replay is refused before it costs an appraisal.
-        // The authoritative single-use check is the insert in the recording transaction.
         let nonce_id = nonce.id();
-        if self.store.nonce_used(&nonce_id).await? {
-            return Err(VerifyError::new(
-                ErrorKind::NonceReused,
-                "this nonce was already used; ask for a new challenge for every attestation",
-            ));
-        }
-
         // Signed, bound to a nonce of ours: hold its parts, so that the agent may send the
         // unchanged ones by digest next time.
         for (digest, part) in &verified.parts {
             self.parts.put(digest, part);
         }
 
-        let policy_id = self
-            .store
-            .active_policy_id()
-            .await?
-            .unwrap_or_else(|| DEFAULT_POLICY_ID.to_string());
-        let policy = self.store.policy(&policy_id, None).await?.ok_or_else(|| {
+        let policy_id = &context.policy_id;
+        let version = context.policy_version.ok_or_else(|| {
             VerifyError::new(
                 ErrorKind::PolicyError,
                 format!(
@@ -372,12 +412,7 @@ impl Verifier {
                 ),
             )
         })?;
-        let source = PolicySource {
-            id: policy.id,
-            version: policy.version,
-            rego: policy.rego,
-        };
-        let compiled = self.policies.get(&source, &refs)?;
+        let source = self.policy_source(policy_id, version).await?;
         // Composite evidence: each component appraised as if it had come alone, one submodule
         // each; the attester as a whole is as bad as its worst component.
         let key_digest = source
@@ -393,6 +428,17 @@ impl Verifier {
         let (appraisal, cached) = match hit {
             Some(a) => (a, true),
             None => {
+                // Early, read-only replay check: a replay is refused before it costs an
+                // appraisal (a cached one costs nothing). The authoritative single-use check
+                // is the insert in the recording transaction.
+                if self.store.nonce_used(&nonce_id).await? {
+                    return Err(VerifyError::new(
+                        ErrorKind::NonceReused,
+                        "this nonce was already used; ask for a new challenge for every \
+                         attestation",
+                    ));
+                }
+                let compiled = self.policies.get(&source, &refs)?;
                 let (whole, components) =
                     compiled.appraise_components(&verified.claims, &verified.components)?;
                 let a = Arc::new(cache::CachedAppraisal { whole, components });

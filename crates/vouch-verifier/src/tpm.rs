@@ -10,20 +10,15 @@ use vouch_tpm::{Ak, HashAlg, QuotePolicy, RH_ENDORSEMENT, TpmtPublic, qualified_
 use crate::{Verifier, VerifyError};
 
 impl Verifier {
-    /// A TPM-bound node attests with its TPM: evidence of another kind (`software`, `tee`,
+    /// A TPM-bound node (`bound`) attests with its TPM: evidence of another kind (`software`, `tee`,
     /// `sample`) is refused unless a `tpm_fallback` reference value, keyed by the node id or
     /// `*`, names that kind.
-    pub async fn require_tpm(
-        &self,
+    pub fn require_tpm(
+        bound: bool,
         node_id: &str,
         kind: EvidenceKind,
         refs: &ReferenceValues,
     ) -> Result<(), VerifyError> {
-        let bound = self
-            .store
-            .tpm_key(node_id)
-            .await?
-            .is_some_and(|r| r.bound_at.is_some());
         let allowed = || {
             refs.values.iter().any(|v| {
                 v.kind == "tpm_fallback"

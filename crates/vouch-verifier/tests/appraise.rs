@@ -278,7 +278,25 @@ async fn signature_and_nonce_are_checked_on_every_repeat() {
     let a = f.verifier.appraise(&req, unix_now()).await.unwrap();
     assert!(a.cached);
     f.verifier.record(a, "jws".into()).await.unwrap();
-    let e = f.verifier.appraise(&req, unix_now()).await.unwrap_err();
+    // Its claims are cached, so the appraisal answers from the cache and the record, which
+    // spends the nonce in its transaction, refuses it; nothing is recorded.
+    let before = f.store.attestation_count().await.unwrap();
+    let a = f.verifier.appraise(&req, unix_now()).await.unwrap();
+    let e = f.verifier.record(a, "jws".into()).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NonceReused);
+    assert_eq!(f.store.attestation_count().await.unwrap(), before);
+    // Where the claims would cost an appraisal, the replay is refused before it.
+    let uncached = Verifier::new(
+        VerifierConfig {
+            audience: "test".into(),
+            appraisal_cache_entries: 0,
+            ..VerifierConfig::default()
+        },
+        f.store.clone(),
+        vec![NonceKey::new([7; 32])],
+        None,
+    );
+    let e = uncached.appraise(&req, unix_now()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::NonceReused);
     // A nonce past its lifetime.
     let late = unix_now() + 3600;
