@@ -3,8 +3,9 @@
 //! (`POST /v1/entries/watch`, a bounded long poll) and the incremental sync that sends them only
 //! what changed (`POST /v1/entries/sync`).
 //!
-//! The index holds every entry once, keyed by id, and lists each entry under its most specific
-//! selector ([`rank`]: a node before a binary digest before a uid …). Every selector of an
+//! The index holds every entry once, keyed by id, and lists each entry under one of its
+//! selectors: the one whose list is shortest when the entry arrives, the most specific one
+//! ([`rank`]: a node before a binary digest before a uid …) among equals. Every selector of an
 //! entry must be among a workload's for the entry to match, so the entry is found by looking up
 //! the workload's own selectors (at most ~80) and checking the few candidates each lists: the
 //! cost of matching follows the candidates, not the number of entries. A change moves the
@@ -29,6 +30,8 @@ use crate::state::{State, unix_now};
 
 /// Changes read from the log in one step before the index (or an agent) reads everything again.
 const MAX_DELTA: u32 = 10_000;
+/// Entries read from the store in one page when the index is read in full.
+const LOAD_PAGE: u32 = 10_000;
 /// Most entries one sync answer carries; a node that more entries concern is refused
 /// (`overloaded`): split the entries over node selectors.
 const MAX_SYNC_ENTRIES: usize = 200_000;
@@ -52,64 +55,147 @@ fn rank(s: &Selector) -> u8 {
     }
 }
 
-/// The selector an entry is listed under.
-fn key_of(e: &Entry) -> Option<&Selector> {
-    // `max_by_key` keeps the last of equals; the first is wanted, so compare reversed indexes.
-    e.selectors
-        .iter()
-        .enumerate()
-        .max_by_key(|(i, s)| (rank(s), std::cmp::Reverse(*i)))
-        .map(|(_, s)| s)
+/// The node an entry is bound to (`vouch:node:<id>`), if any.
+fn node_of<'a>(selectors: impl IntoIterator<Item = &'a Selector>) -> Option<&'a str> {
+    selectors
+        .into_iter()
+        .find(|s| s.kind == "vouch" && s.value.starts_with("node:"))
+        .and_then(|s| s.value.strip_prefix("node:"))
 }
 
-/// The node an entry is bound to (`vouch:node:<id>`), if any.
-fn node_of(e: &Entry) -> Option<&str> {
-    e.selectors
-        .iter()
-        .find(|s| s.kind == "vouch")
-        .and_then(|s| s.value.strip_prefix("node:"))
+/// An entry as the index holds it: ids as shared strings, selectors shared with every other
+/// entry that has them (a fleet's entries repeat the same node, uid and digest selectors), so
+/// a million entries cost a few hundred bytes each.
+#[derive(Debug)]
+struct Held {
+    id: Arc<str>,
+    spiffe_id: Box<str>,
+    selectors: Box<[Arc<Selector>]>,
+    ttl: u64,
+    created_at: u64,
+    /// The position of the selector the entry is listed under.
+    key: usize,
+}
+
+impl Held {
+    fn matches(&self, available: &[Selector]) -> bool {
+        self.selectors.iter().all(|s| available.contains(s))
+    }
+
+    fn entry(&self) -> Entry {
+        Entry {
+            id: self.id.to_string(),
+            spiffe_id: self.spiffe_id.to_string(),
+            selectors: self.selectors.iter().map(|s| (**s).clone()).collect(),
+            ttl: self.ttl,
+            created_at: self.created_at,
+        }
+    }
+
+    fn record(&self) -> EntryRecord {
+        EntryRecord {
+            id: self.id.to_string(),
+            spiffe_id: self.spiffe_id.to_string(),
+            selectors: self.selectors.iter().map(ToString::to_string).collect(),
+            ttl: self.ttl,
+            created_at: self.created_at,
+        }
+    }
+
+    fn node(&self) -> Option<&str> {
+        node_of(self.selectors.iter().map(|s| &**s))
+    }
 }
 
 /// Every registration entry, indexed for matching, at one revision.
 #[derive(Debug, Default)]
 pub(crate) struct EntryIndex {
     revision: u64,
-    by_id: HashMap<String, Arc<Entry>>,
-    by_key: HashMap<Selector, Vec<Arc<Entry>>>,
+    by_id: HashMap<Arc<str>, Arc<Held>>,
+    by_key: HashMap<Arc<Selector>, Vec<Arc<Held>>>,
+    /// Entries by the node they are bound to ("" for none), for a node's full sync.
+    by_node: HashMap<Box<str>, Vec<Arc<Held>>>,
+    /// Every selector some entry holds, once.
+    selectors: std::collections::HashSet<Arc<Selector>>,
 }
 
 impl EntryIndex {
-    fn full(revision: u64, entries: Vec<Entry>) -> Self {
-        let mut ix = Self {
-            revision,
-            by_id: HashMap::with_capacity(entries.len()),
-            by_key: HashMap::new(),
-        };
-        for e in entries {
-            ix.put(e);
+    fn intern(&mut self, s: Selector) -> Arc<Selector> {
+        if let Some(a) = self.selectors.get(&s) {
+            return a.clone();
         }
-        ix
+        let a = Arc::new(s);
+        self.selectors.insert(a.clone());
+        a
+    }
+
+    /// Where to list `selectors`: the one with the shortest list, the highest-ranked among
+    /// equals.
+    fn key_for(&self, selectors: &[Arc<Selector>]) -> usize {
+        selectors
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, s)| {
+                let len = self.by_key.get(*s).map_or(0, Vec::len);
+                (len, std::cmp::Reverse(rank(s)), *i)
+            })
+            .map_or(0, |(i, _)| i)
     }
 
     fn put(&mut self, e: Entry) {
-        self.remove(&e.id.clone());
-        let e = Arc::new(e);
-        if let Some(k) = key_of(&e) {
-            self.by_key.entry(k.clone()).or_default().push(e.clone());
+        self.remove(&e.id);
+        let selectors: Box<[Arc<Selector>]> =
+            e.selectors.into_iter().map(|s| self.intern(s)).collect();
+        let key = self.key_for(&selectors);
+        let held = Arc::new(Held {
+            id: Arc::from(e.id),
+            spiffe_id: e.spiffe_id.into_boxed_str(),
+            selectors,
+            ttl: e.ttl,
+            created_at: e.created_at,
+            key,
+        });
+        if let Some(sel) = held.selectors.get(key) {
+            self.by_key
+                .entry(sel.clone())
+                .or_default()
+                .push(held.clone());
         }
-        self.by_id.insert(e.id.clone(), e);
+        self.by_node
+            .entry(held.node().unwrap_or_default().into())
+            .or_default()
+            .push(held.clone());
+        self.by_id.insert(held.id.clone(), held);
     }
 
     fn remove(&mut self, id: &str) {
         let Some(old) = self.by_id.remove(id) else {
             return;
         };
-        if let Some(k) = key_of(&old)
-            && let Some(list) = self.by_key.get_mut(k)
-        {
-            list.retain(|e| e.id != id);
-            if list.is_empty() {
-                self.by_key.remove(k);
+        fn drop_from<
+            K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+            Q: std::hash::Hash + Eq + ?Sized,
+        >(
+            map: &mut HashMap<K, Vec<Arc<Held>>>,
+            key: &Q,
+            id: &str,
+        ) {
+            if let Some(list) = map.get_mut(key) {
+                list.retain(|e| &*e.id != id);
+                if list.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+        if let Some(k) = old.selectors.get(old.key) {
+            drop_from(&mut self.by_key, &**k, id);
+        }
+        drop_from(&mut self.by_node, old.node().unwrap_or_default(), id);
+        // Selectors no other entry holds any more (the interner's own reference, this
+        // entry's, and none else).
+        for s in old.selectors.iter() {
+            if Arc::strong_count(s) <= 2 {
+                self.selectors.remove(&**s);
             }
         }
     }
@@ -122,7 +208,7 @@ impl EntryIndex {
                 out.extend(
                     list.iter()
                         .filter(|e| e.matches(available))
-                        .map(|e| (**e).clone()),
+                        .map(|e| e.entry()),
                 );
             }
         }
@@ -132,9 +218,31 @@ impl EntryIndex {
         out
     }
 
+    /// The entries that concern `node`: bound to it, or to no node.
+    fn for_node(&self, node: &str) -> impl Iterator<Item = &Arc<Held>> {
+        let own = self.by_node.get(node).into_iter().flatten();
+        let unbound = if node.is_empty() {
+            None
+        } else {
+            self.by_node.get("")
+        };
+        own.chain(unbound.into_iter().flatten())
+    }
+
     /// Whether `e` concerns `node`: bound to it, or to no node.
     fn concerns(e: &Entry, node: &str) -> bool {
-        node_of(e).is_none_or(|n| n == node)
+        node_of(&e.selectors).is_none_or(|n| n == node)
+    }
+
+    /// Apply changes up to `revision`.
+    fn apply(&mut self, revision: u64, upserted: Vec<Entry>, deleted: &[String]) {
+        for id in deleted {
+            self.remove(id);
+        }
+        for entry in upserted {
+            self.put(entry);
+        }
+        self.revision = self.revision.max(revision);
     }
 
     /// Number of entries.
@@ -235,18 +343,36 @@ impl State {
                 deleted,
             } => {
                 let mut ix = e.index.write().unwrap_or_else(|p| p.into_inner());
-                for id in &deleted {
-                    ix.remove(id);
-                }
-                for entry in upserted {
-                    ix.put(entry);
-                }
-                ix.revision = revision;
+                ix.apply(revision, upserted, &deleted);
                 revision
             }
             EntriesSince::Resync { .. } => {
-                let (revision, all) = self.store.entries_at_revision().await?;
-                let fresh = EntryIndex::full(revision, all);
+                // Read in pages (never every row at once), at the revision read first; what
+                // changed meanwhile comes from the log after it (applying it twice is
+                // harmless: an added entry replaces itself, a deleted one stays deleted).
+                let at = self.store.revision(vouch_store::ENTRIES_REVISION).await?;
+                let mut fresh = EntryIndex {
+                    revision: at,
+                    ..EntryIndex::default()
+                };
+                let mut after = String::new();
+                loop {
+                    let page = self.store.entries_page(&after, LOAD_PAGE).await?;
+                    let Some(last) = page.last() else { break };
+                    after = last.id.clone();
+                    for entry in page {
+                        fresh.put(entry);
+                    }
+                }
+                if let EntriesSince::Changes {
+                    revision,
+                    upserted,
+                    deleted,
+                } = self.store.entries_since(at, MAX_DELTA).await?
+                {
+                    fresh.apply(revision, upserted, &deleted);
+                }
+                let revision = fresh.revision;
                 *e.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
                 e.loaded.store(true, Ordering::Release);
                 revision
@@ -420,11 +546,9 @@ impl State {
         self.refresh_entries().await?;
         let ix = read(&self.entries.index);
         let entries: Vec<EntryRecord> = ix
-            .by_id
-            .values()
-            .filter(|e| EntryIndex::concerns(e, node))
+            .for_node(node)
             .take(MAX_SYNC_ENTRIES + 1)
-            .map(|e| record(e))
+            .map(|e| e.record())
             .collect();
         if entries.len() > MAX_SYNC_ENTRIES {
             return Err(ApiError::new(
@@ -504,7 +628,8 @@ mod tests {
             entry("d", &["unix:uid:1000", "unix:sha256:ab", "vouch:node:n2"]),
             entry("e", &["os:id:debian", "unix:gid:5"]),
         ];
-        let mut ix = EntryIndex::full(7, all.clone());
+        let mut ix = EntryIndex::default();
+        ix.apply(7, all.clone(), &[]);
         for avail in [
             sels(&["unix:uid:1000", "vouch:node:n1", "vouch:status:affirming"]),
             sels(&["unix:uid:1000", "unix:sha256:ab", "vouch:node:n2"]),
@@ -528,5 +653,23 @@ mod tests {
         assert!(EntryIndex::concerns(&all[0], "n1"));
         assert!(!EntryIndex::concerns(&all[0], "n2"));
         assert!(EntryIndex::concerns(&all[1], "n2"));
+    }
+
+    /// Ten thousand entries of one node, each with its own uid: listed under the uid once the
+    /// node's list is the longer, so a lookup checks a handful of candidates, not 10,000.
+    #[test]
+    fn lists_stay_short_when_many_entries_share_a_selector() {
+        let mut ix = EntryIndex::default();
+        for i in 0..10_000 {
+            ix.put(entry(
+                &format!("e{i}"),
+                &["vouch:node:n1", &format!("unix:uid:{i}")],
+            ));
+        }
+        assert!(ix.by_key.values().map(Vec::len).max().unwrap() <= 2);
+        let avail = sels(&["vouch:node:n1", "unix:uid:77", "vouch:status:affirming"]);
+        let got = ix.matching(&avail);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, "e77");
     }
 }

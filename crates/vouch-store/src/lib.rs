@@ -221,6 +221,10 @@ pub trait Store: Send + Sync + 'static {
     /// (its own revision and change-log row); returns the entries revision after them.
     async fn add_entries(&self, entries: &[vouch_identity::Entry]) -> Result<u64>;
 
+    /// Registration entries with ids after `after` in id order, at most `limit` of them: pages
+    /// for reading every entry without holding every row at once.
+    async fn entries_page(&self, after: &str, limit: u32) -> Result<Vec<vouch_identity::Entry>>;
+
     /// What changed in the registration entries after revision `since`, from the change log,
     /// read together with the revision it brings the reader to: at most `limit` changes
     /// ([`EntriesSince::Resync`] when there are more, or when the log does not reach back to

@@ -1160,6 +1160,15 @@ macro_rules! store_impl {
                 Ok(crate::EntriesSince::Changes { revision, upserted, deleted })
             }
 
+            async fn entries_page(&self, after: &str, limit: u32) -> Result<Vec<vouch_identity::Entry>> {
+                let rows = sqlx::query("SELECT * FROM entries WHERE id > $1 ORDER BY id LIMIT $2")
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(entry_row).collect()
+            }
+
             async fn prune_entries_log(&self, upto: u64) -> Result<()> {
                 let mut tx = self.pool.begin().await?;
                 Self::prune_log_in(&mut tx, upto).await?;

@@ -282,6 +282,19 @@ async fn issue_13_entries_sync_incrementally_with_tombstones(s: &dyn Store) {
         s.entries_since(101, 10).await.unwrap(),
         EntriesSince::Resync { revision: 104 }
     );
+    // Every entry, page by page in id order.
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = s.entries_page(&after, 7).await.unwrap();
+        assert!(page.len() <= 7);
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        seen.extend(page.into_iter().map(|e| e.id));
+    }
+    let mut want: Vec<String> = s.entries().await.unwrap().into_iter().map(|e| e.id).collect();
+    want.sort();
+    assert_eq!(seen, want);
 }
 
 fn revocation(epoch: u64, kind: &str, target: &str) -> vouch_store::RevocationRecord {
