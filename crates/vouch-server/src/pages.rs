@@ -169,11 +169,14 @@ pub(crate) async fn metrics(st: &State) -> String {
     );
     let _ = writeln!(s, "# TYPE vouch_entry_watchers gauge");
     let _ = writeln!(s, "vouch_entry_watchers {}", st.entry_watchers());
-    if let Ok(ws) = st.store.workloads().await {
+    if let Ok(counts) = st.store.workload_status_counts().await {
         let _ = writeln!(s, "# HELP vouch_workloads Workloads by current status.");
         let _ = writeln!(s, "# TYPE vouch_workloads gauge");
         for name in ["none", "affirming", "warning", "contraindicated"] {
-            let n = ws.iter().filter(|w| w.status == name).count();
+            let n = counts
+                .iter()
+                .find(|(status, _)| status == name)
+                .map_or(0, |(_, n)| *n);
             let _ = writeln!(s, "vouch_workloads{{status=\"{name}\"}} {n}");
         }
     }

@@ -142,6 +142,10 @@ pub trait Store: Send + Sync + 'static {
     /// One workload.
     async fn workload(&self, id: &str) -> Result<Option<WorkloadRecord>>;
 
+    /// How many workloads have each status, counted in the database (for `/metrics`, which
+    /// must not read a million rows on every scrape).
+    async fn workload_status_counts(&self) -> Result<Vec<(String, u64)>>;
+
     /// Mark every workload whose deadline passed as contraindicated; returns their ids. Also
     /// forget used nonces, but only those whose `expires_at` (the nonce's own issue time + ttl +
     /// skew) is more than `clock_skew` before `now`: a replica whose clock runs ahead by up to

@@ -1160,6 +1160,14 @@ macro_rules! store_impl {
                 Ok(crate::EntriesSince::Changes { revision, upserted, deleted })
             }
 
+            async fn workload_status_counts(&self) -> Result<Vec<(String, u64)>> {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT status, COUNT(*) FROM workloads GROUP BY status")
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(|(s, n)| (s, u(n))).collect())
+            }
+
             async fn entries_page(&self, after: &str, limit: u32) -> Result<Vec<vouch_identity::Entry>> {
                 let rows = sqlx::query("SELECT * FROM entries WHERE id > $1 ORDER BY id LIMIT $2")
                     .bind(after)

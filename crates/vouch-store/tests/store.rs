@@ -963,3 +963,21 @@ async fn issue_13_the_appraisal_context_is_one_read_of_what_the_pieces_say(s: &d
         .unwrap();
     assert_eq!((c.tpm_bound, c.tpm_activated), (true, true));
 }
+
+/// Issue 13 item 5: a bulk-filled fleet, and its workloads counted by status in the database.
+#[tokio::test]
+async fn issue_13_a_filled_fleet_is_counted_without_reading_it() {
+    let d = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&d.path().join("vouch.db")).await.unwrap();
+    assert!(s.workload_status_counts().await.unwrap().is_empty());
+    s.fill_for_scale(3, 10, 100, 200).await.unwrap();
+    assert_eq!(
+        s.workload_status_counts().await.unwrap(),
+        vec![("affirming".to_string(), 10)]
+    );
+    let w = s.workload("scale-n1/w2").await.unwrap().unwrap();
+    assert_eq!((w.node_id.as_str(), w.deadline), ("scale-n1", Some(200)));
+    assert_eq!(s.mark_overdue(300, 0).await.unwrap().len(), 10);
+    let counts = s.workload_status_counts().await.unwrap();
+    assert_eq!(counts, vec![("contraindicated".to_string(), 10)]);
+}

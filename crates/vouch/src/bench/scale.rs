@@ -364,7 +364,7 @@ async fn watch_spread(
             "only {waiting} of {} watchers waiting",
             out.watchers
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let start = Instant::now();
     let res = http
