@@ -489,19 +489,8 @@ impl Agent {
     /// unchanged by its digest instead of in full.
     fn measure(&mut self, nonce: &str) -> Result<vouch_core::SoftwareMeasurements, AgentError> {
         let mut m = self.collector.collect(nonce, now())?;
-        let Some(held) = self.held.get(self.current).filter(|h| !h.is_empty()) else {
-            return Ok(m);
-        };
-        for (name, digest) in vouch_core::part_digests(&m) {
-            if held.get(name) == Some(&digest) {
-                match name {
-                    "files" => m.files.clear(),
-                    "processes" => m.processes.clear(),
-                    "listening" => m.listening.clear(),
-                    _ => m.packages.clear(),
-                }
-                m.held.insert(name.to_string(), digest);
-            }
+        if let Some(held) = self.held.get(self.current) {
+            vouch_core::send_held_parts_by_digest(&mut m, held);
         }
         Ok(m)
     }

@@ -122,6 +122,25 @@ pub fn part_digests(m: &SoftwareMeasurements) -> [(&'static str, String); 4] {
     ]
 }
 
+/// Send each part of `m` whose digest is the one `held` names for it (what the verifier said
+/// it holds) by that digest instead of in full: the part is emptied and listed in `m.held`.
+pub fn send_held_parts_by_digest(m: &mut SoftwareMeasurements, held: &BTreeMap<String, String>) {
+    if held.is_empty() {
+        return;
+    }
+    for (name, digest) in part_digests(m) {
+        if held.get(name) == Some(&digest) {
+            match name {
+                "files" => m.files.clear(),
+                "processes" => m.processes.clear(),
+                "listening" => m.listening.clear(),
+                _ => m.packages.clear(),
+            }
+            m.held.insert(name.to_string(), digest);
+        }
+    }
+}
+
 /// The lowercase hex SHA-256 of one part's JSON (as `serde_json` writes it).
 pub fn part_digest<T: Serialize + ?Sized>(part: &T) -> String {
     let mut h = Sha256::new();

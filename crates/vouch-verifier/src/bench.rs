@@ -107,17 +107,7 @@ pub async fn pipeline(
     let warm = verifier.appraise(&request(&m)?, unix_now()).await?;
     let held = verifier.record(warm, "bench".into()).await?.held_parts;
     let mut small = m.clone();
-    for (name, digest) in vouch_core::part_digests(&m) {
-        if held.get(name) == Some(&digest) {
-            match name {
-                "files" => small.files.clear(),
-                "processes" => small.processes.clear(),
-                "listening" => small.listening.clear(),
-                _ => small.packages.clear(),
-            }
-            small.held.insert(name.to_string(), digest);
-        }
-    }
+    vouch_core::send_held_parts_by_digest(&mut small, &held);
     let by_digest: Vec<_> = (0..n).map(|_| request(&small)).collect::<Result<_, _>>()?;
     let held_payload_bytes = by_digest[0].evidence.payload.len();
 

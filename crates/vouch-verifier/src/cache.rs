@@ -3,9 +3,9 @@
 //! An appraisal is a pure function of the claims it was made over (and, for `composite`
 //! evidence, the component views), the policy (id and version: a version's text never
 //! changes) and the reference values (their revision, which moves with every change). The key
-//! is the SHA-256 of all of them, the claims as the exact JSON bytes the policy was given, so a
-//! change of any claim, the policy or a reference value is a different key and a fresh
-//! appraisal. A policy that calls a builtin whose answer is not a function of its input (the
+//! is the SHA-256 of all of them, the claims as the exact JSON bytes the policy was given (the
+//! large measurement parts by the SHA-256 of their JSON), so a change of any claim, the policy
+//! or a reference value is a different key and a fresh appraisal. A policy that calls a builtin whose answer is not a function of its input (the
 //! time, random numbers, HTTP) is never cached ([`vouch_policy::PolicySource::is_deterministic`]).
 //!
 //! The cache is bounded: past its capacity the oldest entry goes first.
@@ -69,8 +69,35 @@ pub fn key(policy: &PolicySource, refs_revision: u64, verified: &VerifiedEvidenc
     h.update(policy.id.as_bytes());
     h.update(policy.version.to_be_bytes());
     h.update(refs_revision.to_be_bytes());
-    // Serialising into the hash cannot fail: the value is already JSON.
-    let _ = serde_json::to_writer(&mut h, &verified.claims);
+    // The claims, but each measurement part by the SHA-256 of its JSON instead of its bytes:
+    // the same commitment (a part's claims are a function of the part and, for `files`, of the
+    // signers in the reference values, whose revision is in the key), without serialising
+    // ~30 KB of package lists and process tables per attestation. Serialising into the hash
+    // cannot fail: the values are already JSON.
+    match verified.claims.as_object() {
+        Some(claims) if verified.parts.len() == vouch_core::MEASUREMENT_PARTS.len() => {
+            for (k, v) in claims {
+                if vouch_core::MEASUREMENT_PARTS.contains(&k.as_str()) {
+                    continue;
+                }
+                h.update((k.len() as u64).to_be_bytes());
+                h.update(k.as_bytes());
+                let _ = serde_json::to_writer(&mut h, v);
+                h.update(b"\0");
+            }
+            h.update(b"\0parts");
+            for (digest, part) in &verified.parts {
+                h.update(part.name().as_bytes());
+                h.update(b"=");
+                h.update(digest.as_bytes());
+                h.update(b"\0");
+            }
+        }
+        _ => {
+            h.update(b"\0whole");
+            let _ = serde_json::to_writer(&mut h, &verified.claims);
+        }
+    }
     h.update(b"\0components");
     h.update((verified.components.len() as u64).to_be_bytes());
     for c in &verified.components {

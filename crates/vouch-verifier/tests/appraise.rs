@@ -179,6 +179,26 @@ async fn no_changed_claim_is_answered_from_the_cache() {
             }),
         ),
         (
+            "a measured file",
+            Box::new(|m| {
+                m.files.push(vouch_core::FileMeasurement {
+                    path: "/etc/app.conf".into(),
+                    sha256: Some("ef".repeat(32)),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "a listening socket",
+            Box::new(|m| {
+                m.listening.push(vouch_core::ListeningSocket {
+                    proto: "tcp".into(),
+                    address: "0.0.0.0".into(),
+                    port: 23,
+                })
+            }),
+        ),
+        (
             "one byte of the exe path",
             Box::new(|m| m.workload.exe_path = "/usr/bin/apq".into()),
         ),
@@ -329,17 +349,7 @@ fn elide(
     held: &std::collections::BTreeMap<String, String>,
 ) -> SoftwareMeasurements {
     let mut e = m.clone();
-    for (name, digest) in vouch_core::part_digests(m) {
-        if held.get(name) == Some(&digest) {
-            match name {
-                "files" => e.files.clear(),
-                "processes" => e.processes.clear(),
-                "listening" => e.listening.clear(),
-                _ => e.packages.clear(),
-            }
-            e.held.insert(name.to_string(), digest);
-        }
-    }
+    vouch_core::send_held_parts_by_digest(&mut e, held);
     e
 }
 

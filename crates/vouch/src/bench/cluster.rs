@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
 use base64::Engine as _;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,6 +96,9 @@ pub struct Template {
     pub payload_len: usize,
     /// A signed result's size, bytes.
     pub result_len: usize,
+    /// The parts of these measurements the verifier holds, which go by digest (as the agent
+    /// sends them).
+    pub held: Arc<BTreeMap<String, String>>,
 }
 
 impl Template {
@@ -126,11 +130,22 @@ impl Template {
             "bench workload is not affirming: {:?}",
             warm.reasons
         );
+        // Once with the template itself, so that the verifier holds its parts.
+        let client = agent.client().clone();
+        let ch = client.challenge().await?;
+        let m = measurements_for(&measurements, ch.nonce, None, &BTreeMap::new());
+        let r = client
+            .attest(&AttestRequest {
+                evidence: sign_software_evidence(agent.key(), &agent.enrollment().key_id, &m)?,
+                result_audience: None,
+            })
+            .await?;
         Ok(Self {
             agent,
             measurements: Arc::new(measurements),
             payload_len: ev.payload.len(),
             result_len: warm.result.len(),
+            held: Arc::new(r.held_parts),
         })
     }
 }
@@ -155,11 +170,13 @@ pub async fn allow_executable(
 }
 
 /// The measurements for one attestation: the template with `nonce`, and when `change` is set a
-/// claim that differs from the previous attestation's (one extra process, numbered `change`).
+/// claim that differs from the previous attestation's (one extra process, numbered `change`);
+/// the parts the verifier holds (`held`) unchanged go by digest, as an agent sends them.
 pub fn measurements_for(
     template: &SoftwareMeasurements,
     nonce: String,
     change: Option<u64>,
+    held: &BTreeMap<String, String>,
 ) -> SoftwareMeasurements {
     let mut m = template.clone();
     m.nonce = nonce;
@@ -172,6 +189,7 @@ pub fn measurements_for(
             exe_sha256: None,
         });
     }
+    vouch_core::send_held_parts_by_digest(&mut m, held);
     m
 }
 
@@ -253,6 +271,7 @@ pub async fn full_path(
             .context("no client")?
             .clone();
         let template = t.measurements.clone();
+        let held = t.held.clone();
         let key = AgentKey::from_pkcs8(&key_pk8)?;
         let key_id = key_id.clone();
         tasks.push(tokio::spawn(async move {
@@ -261,7 +280,7 @@ pub async fn full_path(
                 let t = Instant::now();
                 let ch = client.challenge().await?;
                 let change = changed.then_some((i * per_task + j) as u64);
-                let m = measurements_for(&template, ch.nonce, change);
+                let m = measurements_for(&template, ch.nonce, change, &held);
                 let evidence = sign_software_evidence(&key, &key_id, &m)?;
                 let r = client
                     .attest(&AttestRequest {
@@ -333,7 +352,7 @@ pub async fn unloaded(
             .error_for_status()?
             .json()
             .await?;
-        let m = measurements_for(&t.measurements, ch.nonce, None);
+        let m = measurements_for(&t.measurements, ch.nonce, None, &t.held);
         let body = serde_json::to_vec(&AttestRequest {
             evidence: sign_software_evidence(key, &key_id, &m)?,
             result_audience: None,

@@ -78,6 +78,8 @@ struct SimAgent {
     key_id: String,
     /// 0: the template's claims; n > 0: the template plus one process numbered n.
     variant: u64,
+    /// The parts the verifier said it holds, sent by digest while unchanged (as an agent does).
+    held: std::collections::BTreeMap<String, String>,
 }
 
 /// What the agents measured, shared by all of them.
@@ -219,6 +221,7 @@ async fn enroll(store: &dyn Store, client: VerifierClient) -> Result<SimAgent> {
         key,
         key_id: r.key_id,
         variant: 0,
+        held: Default::default(),
     })
 }
 
@@ -235,7 +238,12 @@ async fn attest(
         // A process appears (or, for an agent that had one extra, it goes).
         a.variant = if a.variant == 0 { next_variant } else { 0 };
     }
-    let m = measurements_for(template, ch.nonce, (a.variant > 0).then_some(a.variant));
+    let m = measurements_for(
+        template,
+        ch.nonce,
+        (a.variant > 0).then_some(a.variant),
+        &a.held,
+    );
     let evidence = sign_software_evidence(&a.key, &a.key_id, &m)?;
     let r = a
         .client
@@ -243,7 +251,16 @@ async fn attest(
             evidence,
             result_audience: None,
         })
-        .await?;
+        .await;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => {
+            // Parts the verifier no longer holds: the next round sends everything in full.
+            a.held.clear();
+            return Err(e.into());
+        }
+    };
+    a.held = r.held_parts;
     Stats::bump(&stats.statuses, r.status.to_string());
     Ok(())
 }
