@@ -219,3 +219,69 @@ async fn issue_13_watch_refuses_unauthenticated_stale_and_oversized_requests_and
         .unwrap();
     assert!(!again.changed, "the places were given back");
 }
+
+/// The push path end to end: a running agent (attesting once an hour) holds the entry watch;
+/// an entry added through the store (as another replica would) reaches its Workload API's open
+/// X.509 stream within seconds, with no attestation in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_a_new_entry_reaches_an_open_stream_without_waiting_for_an_attestation() {
+    use std::os::unix::fs::MetadataExt as _;
+    use tokio_stream::StreamExt as _;
+    use vouch_agent::{proto, request};
+    let h = Harness::new(|_| {}).await;
+    let sock = h.path("agent/api.sock");
+    let mut agent = h
+        .agent_with("svc", |c| {
+            c.workload_api_socket = Some(sock.clone());
+            c.interval = 3600;
+        })
+        .await;
+    h.trust(&mut agent).await;
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let mine = |id: &str| entry(id, &["vouch:workload:svc", &format!("unix:uid:{uid}")]);
+    h.store.add_entry(&mine("svc-a")).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (results, mut first) = tokio::sync::mpsc::unbounded_channel();
+    let running = tokio::spawn(agent.run(
+        async {
+            let _ = stopped.await;
+        },
+        move |r| {
+            let _ = results.send(r.as_ref().map(|r| r.status).map_err(|e| e.to_string()));
+        },
+    ));
+    assert_eq!(
+        first.recv().await.unwrap().unwrap(),
+        vouch_core::ArStatus::Affirming
+    );
+    let mut c = {
+        let mut tries = 0;
+        loop {
+            match vouch_agent::connect(&sock).await {
+                Ok(c) => break c,
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let mut stream = c
+        .fetch_x509svid(request(proto::X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.next().await.unwrap().unwrap().svids.len(), 1);
+
+    h.store.add_entry(&mine("svc-b")).await.unwrap();
+    let update = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the open stream was updated by the watch")
+        .unwrap()
+        .unwrap();
+    assert_eq!(update.svids.len(), 2);
+    assert!(first.try_recv().is_err(), "no attestation happened meanwhile");
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}

@@ -292,7 +292,13 @@ async fn issue_13_entries_sync_incrementally_with_tombstones(s: &dyn Store) {
         after = last.id.clone();
         seen.extend(page.into_iter().map(|e| e.id));
     }
-    let mut want: Vec<String> = s.entries().await.unwrap().into_iter().map(|e| e.id).collect();
+    let mut want: Vec<String> = s
+        .entries()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
     want.sort();
     assert_eq!(seen, want);
 }
