@@ -270,8 +270,15 @@ pub async fn start_with_store(
     let state = Arc::new(state);
     // The registration-entry index is read once here, so the first SVID request does not
     // pay for it; a store that cannot answer is retried by the poller.
-    if let Err(e) = state.refresh_entries().await {
-        tracing::warn!("registration entries not loaded at start: {}", e.message);
+    let loading = std::time::Instant::now();
+    match state.refresh_entries().await {
+        Ok(revision) => tracing::info!(
+            entries = state.entries_held(),
+            revision,
+            ms = loading.elapsed().as_millis() as u64,
+            "registration entries loaded"
+        ),
+        Err(e) => tracing::warn!("registration entries not loaded at start: {}", e.message),
     }
     let app = routes::router(state.clone());
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -55,6 +55,22 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// One page of entries as one JSON array built by PostgreSQL (`Store::entries_page`).
+    async fn entries_page_json(&self, after: &str, limit: u32) -> Result<String> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(json_agg(json_build_object('id', id, 'spiffe_id', spiffe_id,
+                     'selectors', selectors::json, 'ttl', ttl, 'created_at', created_at)
+                     ORDER BY id)::text, '[]')
+             FROM (SELECT * FROM entries WHERE id > $1 ORDER BY id LIMIT $2) AS page",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
 // Row locks are taken as rows are returned, so in `id` order; the lock mode is the one the
 // single-record `UPDATE nodes SET hostname = hostname` takes.
 crate::sql::store_impl!(

@@ -1169,12 +1169,11 @@ macro_rules! store_impl {
             }
 
             async fn entries_page(&self, after: &str, limit: u32) -> Result<Vec<vouch_identity::Entry>> {
-                let rows = sqlx::query("SELECT * FROM entries WHERE id > $1 ORDER BY id LIMIT $2")
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter().map(entry_row).collect()
+                let json = self.entries_page_json(after, limit).await?;
+                let mut page: Vec<vouch_identity::Entry> = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("entries page: {e}")))?;
+                page.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(page)
             }
 
             async fn prune_entries_log(&self, upto: u64) -> Result<()> {

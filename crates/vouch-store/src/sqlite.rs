@@ -68,6 +68,22 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// One page of entries as one JSON array built by SQLite (`Store::entries_page`): one row
+    /// to hand over instead of one per entry, which is what reading a million entries costs.
+    async fn entries_page_json(&self, after: &str, limit: u32) -> Result<String> {
+        Ok(sqlx::query_scalar(
+            "SELECT json_group_array(json_object('id', id, 'spiffe_id', spiffe_id,
+                     'selectors', json(selectors), 'ttl', ttl, 'created_at', created_at))
+             FROM (SELECT * FROM entries WHERE id > $1 ORDER BY id LIMIT $2)",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
 // One writer at a time: the first write of a transaction takes the database's lock.
 crate::sql::store_impl!(
     SqliteStore,
