@@ -107,6 +107,8 @@ pub struct Agent {
     /// Per verifier: the measurement parts it said it holds (name to digest), which are sent
     /// by digest while they do not change.
     held: Vec<std::collections::BTreeMap<String, String>>,
+    /// Per verifier: the nonce its last result gave for the next round, if any.
+    next_nonce: Vec<Option<vouch_core::wire::ChallengeResponse>>,
     #[cfg(feature = "tpm")]
     tpm: Option<crate::Tpm>,
     /// IMA entries the verifier has replayed; the next slice starts here.
@@ -240,6 +242,7 @@ impl Agent {
             current: start,
             backoff: vec![(0, None); clients.len()],
             held: vec![Default::default(); clients.len()],
+            next_nonce: vec![None; clients.len()],
             clients,
             #[cfg(feature = "tpm")]
             tpm,
@@ -632,6 +635,9 @@ impl Agent {
                 if let Some(h) = self.held.get_mut(i) {
                     *h = res.held_parts.clone();
                 }
+                if let Some(n) = self.next_nonce.get_mut(i) {
+                    n.clone_from(&res.next_nonce);
+                }
             }
             // The verifier no longer holds a part sent by digest (restarted, evicted it, or
             // another replica answered): send everything in full, at once.
@@ -652,7 +658,16 @@ impl Agent {
 
     async fn round_once(&mut self) -> Result<AttestationResult, AgentError> {
         let client = self.client().clone();
-        let ch = client.challenge().await?;
+        // The nonce the last result gave, while it has a few seconds left; else ask.
+        let given = self
+            .next_nonce
+            .get_mut(self.current)
+            .and_then(Option::take)
+            .filter(|n| n.expires_at > now().saturating_add(5));
+        let ch = match given {
+            Some(n) => n,
+            None => client.challenge().await?,
+        };
         #[cfg(feature = "tpm")]
         let evidence = match (self.tpm.is_some(), self.cfg.tee.is_some()) {
             (true, true) => self.composite_evidence(&ch.nonce).await?,

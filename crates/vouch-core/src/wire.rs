@@ -99,6 +99,12 @@ pub struct AttestationResult {
     /// this digest next time (`SoftwareMeasurements::held`) instead of in full.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub held_parts: std::collections::BTreeMap<String, String>,
+    /// A fresh nonce for the agent's next attestation, so that it need not ask for one (one
+    /// round trip per attestation instead of two). The same nonce as `POST /v1/challenge`
+    /// gives: single-use, for this audience, valid until its `expires_at`; an agent whose next
+    /// round comes later asks for a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_nonce: Option<ChallengeResponse>,
 }
 
 /// A workload as listed by `GET /v1/workloads`.

@@ -243,10 +243,12 @@ impl State {
                 let signing_input = format!(
                     "{}.{}",
                     q.keys.header(),
-                    URL_SAFE_NO_PAD
-                        .encode(serde_json::to_vec(appraised.ear()).unwrap_or_default())
+                    URL_SAFE_NO_PAD.encode(serde_json::to_vec(appraised.ear()).unwrap_or_default())
                 );
-                match q.coordinate(&req, appraised.nonce_id(), &signing_input).await {
+                match q
+                    .coordinate(&req, appraised.nonce_id(), &signing_input)
+                    .await
+                {
                     Ok(jws) => Some(jws),
                     Err(e) if q.settings.required => return Err(e),
                     Err(e) => {
@@ -263,6 +265,7 @@ impl State {
         self.metrics.result(status);
         Ok(AttestationResult {
             quorum_result,
+            next_nonce: Some(self.challenge()),
             entries_revision: self
                 .store
                 .revision(vouch_store::ENTRIES_REVISION)
@@ -317,6 +320,7 @@ impl State {
             quorum_result: None,
             entries_revision: None,
             held_parts: Default::default(),
+            next_nonce: None,
         })
     }
 

@@ -1145,3 +1145,60 @@ async fn unchanged_parts_go_by_digest_and_a_verifier_that_lost_them_gets_them_in
     );
     h.server.shutdown().await;
 }
+
+/// Issue 13: each result carries a nonce for the agent's next round (one round trip per
+/// attestation); it is a nonce like any other: used by the next round, single-use, and for
+/// this verifier's audience only.
+#[tokio::test]
+async fn a_result_gives_the_nonce_of_the_next_round_and_it_is_single_use() {
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("next").await;
+    h.trust(&mut agent).await;
+    let first = agent.attest_once().await.unwrap();
+    let given = first.next_nonce.clone().expect("a next nonce");
+    assert_eq!(given.audience, h.cfg.audience);
+    assert!(given.expires_at > unix_now());
+    let second = agent.attest_once().await.unwrap();
+    assert_eq!(second.status, ArStatus::Affirming, "{:?}", second.reasons);
+    let payload = second.result.split('.').nth(1).unwrap();
+    let ear: serde_json::Value = serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap();
+    assert_eq!(
+        ear["eat_nonce"], given.nonce,
+        "the second round used the nonce the first result gave"
+    );
+    // Used: evidence bound to it again is a replay.
+    let ev = agent.evidence(&given.nonce).unwrap();
+    let e = h
+        .client()
+        .attest(&AttestRequest {
+            evidence: ev,
+            result_audience: None,
+        })
+        .await;
+    assert_eq!(kind(e), ErrorKind::NonceReused);
+    // An unused one from a result is accepted once, by evidence signed for it.
+    let third_nonce = second.next_nonce.unwrap().nonce;
+    let ok = h
+        .client()
+        .attest(&AttestRequest {
+            evidence: agent.evidence(&third_nonce).unwrap(),
+            result_audience: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ok.status, ArStatus::Affirming);
+    // Another verifier (its own nonce key) refuses it.
+    let other = Harness::new(|_| {}).await;
+    let mut stranger = other.agent("next").await;
+    other.trust(&mut stranger).await;
+    let e = other
+        .client()
+        .attest(&AttestRequest {
+            evidence: stranger.evidence(&ok.next_nonce.unwrap().nonce).unwrap(),
+            result_audience: None,
+        })
+        .await;
+    assert_eq!(kind(e), ErrorKind::NonceInvalid);
+    h.server.shutdown().await;
+    other.server.shutdown().await;
+}

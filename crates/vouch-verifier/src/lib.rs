@@ -578,6 +578,7 @@ impl Verifier {
             quorum_result: None,
             entries_revision: None,
             held_parts,
+            next_nonce: None,
         })
     }
 }
