@@ -60,7 +60,8 @@ async fn main() {
     let st = stats();
     println!(
         "{backend} group_commit={} records={} concurrency={} claims={} B: {:.0} records/s, \
-         p50 {} µs, p99 {} µs; {} transactions ({:.1} records each, largest {})",
+         p50 {} µs, p99 {} µs; {} transactions ({:.1} records each, largest {}); claim parts \
+         sent {}, known stored {}",
         write.group_commit,
         r.records,
         cfg.concurrency,
@@ -71,5 +72,7 @@ async fn main() {
         st.transactions,
         st.records as f64 / st.transactions.max(1) as f64,
         st.largest_batch,
+        st.parts_sent,
+        st.parts_known,
     );
 }

@@ -51,8 +51,11 @@ pub struct RecordsBench {
 }
 
 /// Write `cfg.records` attestation records into `store` from `cfg.concurrency` concurrent
-/// tasks, each record with its own fresh nonce and realistic claims (see
-/// [`RecordsBenchConfig`]), and time them. It enrolls a few nodes of its own first (join
+/// tasks, each record with its own fresh nonce, and time them. Each task is one machine of a
+/// fleet attesting again and again, with claims that repeat as a real fleet's do: the machines
+/// run one of four images (the same `packages` and `files` on a quarter of them each), each
+/// has its own process table and listening sockets, and one attestation in ten sees its
+/// process table change; `collected_at` is new every time. It enrolls a few nodes of its own first (join
 /// tokens and keys unique to this run, so it can run twice on one store). The figure is for
 /// durable writes: a record counts once its call returned, i.e. once it committed.
 ///
@@ -75,8 +78,14 @@ pub async fn bench_records(
         let e = store.enroll(&token, key.as_bytes(), "bench", 1).await?;
         nodes.push(e);
     }
-    let claims = Arc::new(claims_of_size(cfg.claims_bytes));
-    let claims_bytes = claims.to_string().len();
+    let images: Arc<Vec<Value>> = Arc::new(
+        (0..IMAGES)
+            .map(|img| image_claims(cfg.claims_bytes, img))
+            .collect(),
+    );
+    let claims_bytes = machine_claims(&images, cfg.claims_bytes, 0)
+        .to_string()
+        .len();
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(cfg.records)));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -84,12 +93,13 @@ pub async fn bench_records(
         // Worker w writes records w, w + concurrency, …
         let count = cfg.records / concurrency + usize::from(w < cfg.records % concurrency);
         let node = nodes[w % node_count].clone();
-        let (store, claims, latencies, run) = (
+        let (store, images, latencies, run) = (
             store.clone(),
-            claims.clone(),
+            images.clone(),
             latencies.clone(),
             run.clone(),
         );
+        let bytes = cfg.claims_bytes;
         tasks.spawn(async move {
             let mut mine = Vec::with_capacity(count);
             let mut rec = AttestationRecord {
@@ -99,7 +109,7 @@ pub async fn bench_records(
                 key_id: node.key_id.clone(),
                 evidence_kind: "software".into(),
                 evidence_sha256: String::new(),
-                claims: (*claims).clone(),
+                claims: machine_claims(&images, bytes, w),
                 status: "affirming".into(),
                 trust_vector: json!({"instance_identity": 2, "executables": 2}),
                 reasons: vec![],
@@ -114,6 +124,20 @@ pub async fn bench_records(
                 rec.id = format!("bench-{run}-{w}-{k}");
                 rec.evidence_sha256 = crate::rows::hex_sha256(rec.id.as_bytes());
                 rec.claims["evidence"]["collected_at"] = json!(at);
+                // Every CHANGE_EVERY-th attestation of a machine sees its process table
+                // change: a process appears, and at the next change it goes.
+                if k > 0
+                    && k.is_multiple_of(CHANGE_EVERY)
+                    && let Some(ps) = rec.claims["processes"].as_array_mut()
+                {
+                    if k.is_multiple_of(2 * CHANGE_EVERY) {
+                        ps.pop();
+                    } else {
+                        ps.push(
+                            json!({"pid": 90_000 + k, "name": "sshd", "exe": "/usr/sbin/sshd"}),
+                        );
+                    }
+                }
                 rec.created_at = at;
                 rec.expires_at = at + 300;
                 let nonce = format!("bench-{run}-{w}-{k}");
@@ -154,40 +178,74 @@ pub async fn bench_records(
     })
 }
 
-/// Claims shaped like software evidence's (files, processes, packages), about `bytes` long.
-fn claims_of_size(bytes: usize) -> Value {
+/// Images (package lists and configuration files) in the simulated fleet: the machines of a
+/// fleet run a few images, so many of them send the same `packages` and `files`.
+const IMAGES: usize = 4;
+
+/// Every this many attestations a machine's process table changes (10 %, `vouch bench load`'s
+/// default `--changed-percent`); between changes it repeats.
+const CHANGE_EVERY: usize = 10;
+
+/// The part of an image's claims every machine running it shares, at about `bytes` of claims
+/// per machine: `files` ~20 % of them and `packages` ~45 % (a few entries differ from image to
+/// image: different versions, different configuration).
+fn image_claims(bytes: usize, image: usize) -> Value {
     let mut files = serde_json::Map::new();
-    let mut processes = Vec::new();
-    let mut packages = Vec::new();
+    let mut len = 0;
     let mut i = 0usize;
-    let mut doc = json!({});
-    loop {
-        files.insert(
-            format!("/etc/app/conf.d/{i:04}.conf"),
-            json!({"sha256": crate::rows::hex_sha256(&i.to_le_bytes()), "signers": [], "error": null}),
-        );
-        processes.push(
-            json!({"pid": 1000 + i, "name": format!("worker-{i}"), "exe": "/usr/bin/worker"}),
-        );
-        packages.push(json!({"name": format!("lib{i}"), "version": format!("1.{i}.0-1")}));
-        doc = json!({
-            "evidence": {"kind": "software", "key_id": "ak-bench", "signature_verified": true,
-                         "hardware_backed": false, "collected_at": 0},
-            "hostname": "bench",
-            "workload": {"name": "bench", "exe_path": "/usr/bin/bench", "exe_sha256": "00".repeat(32)},
-            "files": files,
-            "os": {"id": "debian", "version_id": "12"},
-            "kernel": "6.1.0",
-            "processes": processes,
-            "listening": [],
-            "packages": packages,
-        });
+    while len < bytes / 5 {
+        let path = format!("/etc/app/conf.d/{i:04}.conf");
+        let seed = if i.is_multiple_of(8) {
+            i + 1_000_000 * image
+        } else {
+            i
+        };
+        let v = json!({"sha256": crate::rows::hex_sha256(&seed.to_le_bytes()), "signers": [], "error": null});
+        len += path.len() + v.to_string().len() + 4;
+        files.insert(path, v);
         i += 1;
-        if i.is_multiple_of(8) && doc.to_string().len() >= bytes {
-            return doc;
-        }
-        if i > 100_000 {
-            return doc;
-        }
     }
+    let mut packages = serde_json::Map::new();
+    let (mut len, mut i) = (0, 0usize);
+    while len < bytes * 45 / 100 {
+        let name = format!("lib{i}-common");
+        let version = format!("1.{i}.{}-1", if i.is_multiple_of(16) { image } else { 0 });
+        len += name.len() + version.len() + 6;
+        packages.insert(name, json!(version));
+        i += 1;
+    }
+    json!({
+        "evidence": {"kind": "software", "key_id": "ak-bench", "signature_verified": true,
+                     "hardware_backed": false, "collected_at": 0},
+        "workload": {"name": "bench", "exe_path": "/usr/bin/bench", "exe_sha256": "00".repeat(32)},
+        "files": files,
+        "os": {"id": "debian", "version_id": "12"},
+        "kernel": "6.1.0",
+        "packages": packages,
+    })
+}
+
+/// The claims of machine `m`, shaped like software evidence's: its image's (`m % IMAGES`)
+/// with its own host name, process table (~30 % of `bytes`, its own pids) and listening
+/// sockets.
+fn machine_claims(images: &[Value], bytes: usize, m: usize) -> Value {
+    let mut c = images
+        .get(m % IMAGES.max(1))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let mut processes = Vec::new();
+    let (mut len, mut i) = (0, 0usize);
+    while len < bytes * 3 / 10 {
+        let p = json!({"pid": 1000 + 37 * m + i, "name": format!("worker-{i}"), "exe": "/usr/bin/worker"});
+        len += p.to_string().len() + 1;
+        processes.push(p);
+        i += 1;
+    }
+    let listening: Vec<Value> = (0..8)
+        .map(|i| json!({"proto": "tcp", "address": "0.0.0.0", "port": 8000 + i + m % 3}))
+        .collect();
+    c["hostname"] = json!(format!("node-{m}"));
+    c["processes"] = json!(processes);
+    c["listening"] = json!(listening);
+    c
 }

@@ -56,6 +56,19 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// An attestation's claims name a part (stored once for many records, in `claim_parts`)
+    /// whose row is not there.
+    #[error(
+        "claim part {part} of attestation {attestation} (SHA-256 {digest}) is missing from the store"
+    )]
+    ClaimPartMissing {
+        /// The attestation whose claims reference it.
+        attestation: String,
+        /// The part's name (`files`, `processes`, `listening` or `packages`).
+        part: String,
+        /// Its lowercase hex SHA-256.
+        digest: String,
+    },
 }
 
 impl StoreError {
@@ -66,6 +79,7 @@ impl StoreError {
             | Self::Migrate(_)
             | Self::CommitFailed(_)
             | Self::Corrupt(_)
+            | Self::ClaimPartMissing { .. }
             | Self::EpochTaken(_) => ErrorKind::StoreUnavailable,
             Self::TokenInvalid => ErrorKind::TokenInvalid,
             Self::TokenExpired => ErrorKind::TokenExpired,

@@ -51,15 +51,24 @@ pub struct CommitStats {
     /// be refused (a used nonce, a revocation, a constraint); the others went in one
     /// statement per table.
     pub record_by_record: u64,
+    /// Claim parts sent to `claim_parts` (not yet known to be there; each stored once).
+    pub parts_sent: u64,
+    /// Claim parts of records not sent because they were known to be stored.
+    pub parts_known: u64,
 }
 
-/// The counters behind [`CommitStats`], shared by a store's clones and its committer.
+/// The counters behind [`CommitStats`], and the claim parts known to be stored, shared by a
+/// store's clones and its committer.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
+    /// Claim parts a committed transaction of this store wrote or found ([`crate::parts`]).
+    pub(crate) known: crate::parts::KnownParts,
     transactions: AtomicU64,
     records: AtomicU64,
     largest_batch: AtomicU64,
     record_by_record: AtomicU64,
+    parts_sent: AtomicU64,
+    parts_known: AtomicU64,
 }
 
 impl Stats {
@@ -79,6 +88,13 @@ impl Stats {
         self.record_by_record.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `sent` claim parts went to the table, `known` were left out as stored already.
+    pub(crate) fn parts(&self, sent: usize, known: usize) {
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        self.parts_sent.fetch_add(n(sent), Ordering::Relaxed);
+        self.parts_known.fetch_add(n(known), Ordering::Relaxed);
+    }
+
     /// A snapshot.
     pub(crate) fn snapshot(&self) -> CommitStats {
         CommitStats {
@@ -86,6 +102,8 @@ impl Stats {
             records: self.records.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
             record_by_record: self.record_by_record.load(Ordering::Relaxed),
+            parts_sent: self.parts_sent.load(Ordering::Relaxed),
+            parts_known: self.parts_known.load(Ordering::Relaxed),
         }
     }
 }
@@ -100,7 +118,9 @@ pub(crate) struct Prepared {
     pub(crate) key_id: String,
     pub(crate) evidence_kind: String,
     pub(crate) evidence_sha256: String,
-    pub(crate) claims: String,
+    /// The claims as stored: the rest, the references and the parts taken out
+    /// ([`crate::parts`]).
+    pub(crate) claims: crate::parts::Split,
     pub(crate) status: String,
     pub(crate) trust_vector: String,
     pub(crate) reasons: String,
@@ -128,7 +148,7 @@ impl Prepared {
             key_id: rec.key_id.clone(),
             evidence_kind: rec.evidence_kind.clone(),
             evidence_sha256: rec.evidence_sha256.clone(),
-            claims: rec.claims.to_string(),
+            claims: crate::parts::split(&rec.claims),
             status: rec.status.clone(),
             trust_vector: rec.trust_vector.to_string(),
             reasons: serde_json::to_string(&rec.reasons).unwrap_or_else(|_| "[]".into()),

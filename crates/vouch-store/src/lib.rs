@@ -18,6 +18,7 @@ mod batch_test;
 mod bench;
 mod error;
 mod group;
+mod parts;
 mod postgres;
 mod records;
 mod rows;

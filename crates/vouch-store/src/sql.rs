@@ -38,7 +38,11 @@ macro_rules! store_impl {
 
             /// One attestation's checks and writes, on `conn`, inside a transaction (or a
             /// savepoint of one) that the caller commits.
-            async fn record_in(conn: &mut $conn, rec: &crate::group::Prepared) -> Result<()> {
+            async fn record_in(
+                conn: &mut $conn,
+                rec: &crate::group::Prepared,
+                stats: &crate::group::Stats,
+            ) -> Result<()> {
                 // The node's row is the serialisation point this shares with every revocation
                 // that can change this workload (`append_revocation` takes the same lock before
                 // it writes a workload): whichever commits second sees the other. Without it,
@@ -85,11 +89,15 @@ macro_rules! store_impl {
                     };
                     return Err(StoreError::Revoked(format!("{kind} {what}")));
                 }
+                // Its claim parts not known to be stored (marked as stored only after the commit).
+                let parts = stats.known.unknown(rec.claims.parts.iter());
+                stats.parts(parts.len(), rec.claims.parts.len() - parts.len());
+                Self::insert_parts(&mut *conn, &parts).await?;
                 sqlx::query(
                     "INSERT INTO attestations (id, workload_id, node_id, key_id, evidence_kind,
                         evidence_sha256, claims, status, trust_vector, reasons, policy_id, policy_version,
-                        result, created_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                        result, created_at, expires_at, claims_parts)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                 )
                 .bind(&rec.id)
                 .bind(&rec.workload_id)
@@ -97,7 +105,7 @@ macro_rules! store_impl {
                 .bind(&rec.key_id)
                 .bind(&rec.evidence_kind)
                 .bind(&rec.evidence_sha256)
-                .bind(&rec.claims)
+                .bind(&rec.claims.claims)
                 .bind(&rec.status)
                 .bind(&rec.trust_vector)
                 .bind(&rec.reasons)
@@ -106,6 +114,7 @@ macro_rules! store_impl {
                 .bind(&rec.result)
                 .bind(i(rec.created_at))
                 .bind(i(rec.expires_at))
+                .bind(rec.claims.refs.as_deref())
                 .execute(&mut *conn)
                 .await?;
                 sqlx::query(
@@ -131,6 +140,25 @@ macro_rules! store_impl {
                 Ok(())
             }
 
+            /// Store claim parts (each once, in digest order: see
+            /// [`crate::parts::KnownParts::unknown`]); one already there (written by another
+            /// transaction or replica) is left as it is.
+            async fn insert_parts(
+                conn: &mut $conn,
+                parts: &[&crate::parts::Part],
+            ) -> std::result::Result<(), sqlx::Error> {
+                if parts.is_empty() {
+                    return Ok(());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO claim_parts (sha256, body) ");
+                q.push_values(parts, |mut b, p| {
+                    b.push_bind(p.hex.as_str()).push_bind(p.body.as_str());
+                });
+                q.push(" ON CONFLICT DO NOTHING");
+                q.build().persistent(false).execute(&mut *conn).await?;
+                Ok(())
+            }
+
             /// One record in its own transaction (group commit off, or a record retried
             /// after its batch).
             async fn record_alone(
@@ -139,8 +167,9 @@ macro_rules! store_impl {
                 stats: &crate::group::Stats,
             ) -> Result<()> {
                 let mut tx = pool.begin().await?;
-                Self::record_in(&mut tx, rec).await?;
+                Self::record_in(&mut tx, rec, stats).await?;
                 tx.commit().await?;
+                stats.known.committed(rec.claims.parts.iter());
                 stats.committed(1);
                 Ok(())
             }
@@ -154,6 +183,7 @@ macro_rules! store_impl {
             async fn record_bulk(
                 conn: &mut $conn,
                 jobs: &[crate::group::Job],
+                stats: &crate::group::Stats,
             ) -> std::result::Result<bool, sqlx::Error> {
                 let recs: Vec<&crate::group::Prepared> = jobs.iter().map(|j| &j.rec).collect();
                 let nonces: Vec<(&str, u64)> = recs
@@ -217,10 +247,16 @@ macro_rules! store_impl {
                         return Ok(false);
                     }
                 }
+                // The batch's claim parts not known to be stored, each once however many
+                // records share it.
+                let parts = stats.known.unknown(recs.iter().flat_map(|r| r.claims.parts.iter()));
+                let all: usize = recs.iter().map(|r| r.claims.parts.len()).sum();
+                stats.parts(parts.len(), all - parts.len());
+                Self::insert_parts(&mut *conn, &parts).await?;
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO attestations (id, workload_id, node_id, key_id, evidence_kind,
                         evidence_sha256, claims, status, trust_vector, reasons, policy_id,
-                        policy_version, result, created_at, expires_at) ",
+                        policy_version, result, created_at, expires_at, claims_parts) ",
                 );
                 q.push_values(&recs, |mut b, r| {
                     b.push_bind(r.id.as_str())
@@ -229,7 +265,7 @@ macro_rules! store_impl {
                         .push_bind(r.key_id.as_str())
                         .push_bind(r.evidence_kind.as_str())
                         .push_bind(r.evidence_sha256.as_str())
-                        .push_bind(r.claims.as_str())
+                        .push_bind(r.claims.claims.as_str())
                         .push_bind(r.status.as_str())
                         .push_bind(r.trust_vector.as_str())
                         .push_bind(r.reasons.as_str())
@@ -237,7 +273,8 @@ macro_rules! store_impl {
                         .push_bind(i64::from(r.policy_version))
                         .push_bind(r.result.as_str())
                         .push_bind(i(r.created_at))
-                        .push_bind(i(r.expires_at));
+                        .push_bind(i(r.expires_at))
+                        .push_bind(r.claims.refs.as_deref());
                 });
                 q.build().persistent(false).execute(&mut *conn).await?;
                 // One upsert per workload, its last record's: record by record, each upsert
@@ -302,11 +339,12 @@ macro_rules! store_impl {
                     Err(e) => return crate::group::fail_all(jobs, e),
                 };
                 {
-                    match Self::record_bulk(&mut tx, &jobs).await {
+                    match Self::record_bulk(&mut tx, &jobs, stats).await {
                         Ok(true) => {
                             if let Err(e) = tx.commit().await {
                                 return crate::group::fail_all(jobs, e);
                             }
+                            stats.known.committed(jobs.iter().flat_map(|j| j.rec.claims.parts.iter()));
                             stats.committed(jobs.len());
                             for job in jobs {
                                 job.answer(Ok(()));
@@ -331,7 +369,7 @@ macro_rules! store_impl {
                     if let Err(e) = sqlx::query("SAVEPOINT vouch_record").execute(&mut *tx).await {
                         return crate::group::fail_all(jobs, e);
                     }
-                    let r = Self::record_in(&mut tx, &job.rec).await;
+                    let r = Self::record_in(&mut tx, &job.rec, stats).await;
                     let end: &[&str] = if r.is_ok() {
                         &["RELEASE SAVEPOINT vouch_record"]
                     } else {
@@ -348,6 +386,12 @@ macro_rules! store_impl {
                 if let Err(e) = tx.commit().await {
                     return crate::group::fail_all(jobs, e);
                 }
+                stats.known.committed(
+                    jobs.iter()
+                        .zip(&outcomes)
+                        .filter(|(_, r)| r.is_ok())
+                        .flat_map(|(j, _)| j.rec.claims.parts.iter()),
+                );
                 stats.committed(outcomes.iter().filter(|r| r.is_ok()).count());
                 let mut again = Vec::new();
                 for (job, r) in jobs.into_iter().zip(outcomes) {
@@ -827,7 +871,23 @@ macro_rules! store_impl {
                 else {
                     return Ok(None);
                 };
-                Ok(Some(attestation_row(&r)?))
+                let mut rec = attestation_row(&r)?;
+                // Claims stored deduplicated: put their parts back ([`crate::parts`]).
+                if let Some(refs) = r.get::<Option<String>, _>("claims_parts") {
+                    let refs = crate::parts::parse_refs(&rec.id, &refs)?;
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT sha256, body FROM claim_parts WHERE sha256 IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for (_, d) in &refs {
+                        list.push_bind(d.as_str());
+                    }
+                    q.push(")");
+                    let bodies: Vec<(String, String)> =
+                        q.build_query_as().persistent(false).fetch_all(&self.pool).await?;
+                    rec.claims = crate::parts::join(&rec.id, rec.claims, &refs, &bodies)?;
+                }
+                Ok(Some(rec))
             }
 
             async fn attestation_count(&self) -> Result<u64> {
