@@ -445,7 +445,9 @@ fn check_quote(
         claims: json!({
             "pcrs": pcrs.to_hex(),
             "firmware_version": format!("{:016x}", q.firmware_version),
-            "clock": q.clock,
+            // Not the millisecond counter, which moves with every quote (the verifier checks
+            // that it moves forward): claims that repeat let the appraisal be reused.
+            "clock": clock_claims(&q.clock),
             "signature": q.signature,
             "qualified_signer": q.qualified_signer,
             "ek_issuer": tpm.ek_issuer,
@@ -455,6 +457,11 @@ fn check_quote(
         clock: q.clock,
         ima: ima_state,
     })
+}
+
+/// The TPM clock as claims: resets, restarts and whether it is safe.
+pub fn clock_claims(c: &vouch_tpm::ClockInfo) -> Value {
+    json!({"reset_count": c.reset_count, "restart_count": c.restart_count, "safe": c.safe})
 }
 
 /// Verify a TEE report against the verifier's vendor roots at `ctx.now` and require its report

@@ -42,7 +42,7 @@ fn tpm_claims() -> Value {
         &vouch_tpm::QuotePolicy::default(),
     )
     .unwrap();
-    json!({"pcrs": pcrs.to_hex(), "clock": c.clock, "signature": c.signature,
+    json!({"pcrs": pcrs.to_hex(), "clock": vouch_evidence::clock_claims(&c.clock), "signature": c.signature,
            "ima": null, "eventlog": null})
 }
 

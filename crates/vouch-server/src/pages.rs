@@ -95,6 +95,44 @@ pub(crate) async fn metrics(st: &State) -> String {
         "vouch_challenges_total {}",
         m.challenges.load(Ordering::Relaxed)
     );
+    let c = st.verifier.cache_stats();
+    let (parts, part_bytes) = st.verifier.parts_held();
+    for (name, kind, help, v) in [
+        (
+            "vouch_appraisal_cache_hits_total",
+            "counter",
+            "Appraisals reused: claims, policy version and reference values as before.",
+            c.hits,
+        ),
+        (
+            "vouch_appraisal_cache_misses_total",
+            "counter",
+            "Appraisals made (the policy evaluated).",
+            c.misses,
+        ),
+        (
+            "vouch_appraisal_cache_entries",
+            "gauge",
+            "Appraisals held for reuse.",
+            c.entries as u64,
+        ),
+        (
+            "vouch_measurement_parts_held",
+            "gauge",
+            "Measurement parts held so agents send unchanged ones by digest.",
+            parts as u64,
+        ),
+        (
+            "vouch_measurement_parts_held_bytes",
+            "gauge",
+            "Their estimated size.",
+            part_bytes as u64,
+        ),
+    ] {
+        let _ = writeln!(s, "# HELP {name} {help}");
+        let _ = writeln!(s, "# TYPE {name} {kind}");
+        let _ = writeln!(s, "{name} {v}");
+    }
     let _ = writeln!(s, "# HELP vouch_enrollments_total Agent keys enrolled.");
     let _ = writeln!(s, "# TYPE vouch_enrollments_total counter");
     let _ = writeln!(

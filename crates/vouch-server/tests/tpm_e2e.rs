@@ -196,7 +196,22 @@ async fn tpm_backed_attestation_end_to_end() {
         .unwrap()
         .to_string();
     refvalue(&s, "pcr", "sha256:16", &pcr16).await;
-    assert_eq!(a.attest_once().await.unwrap().status, ArStatus::Affirming);
+    let one = a.attest_once().await.unwrap();
+    assert_eq!(one.status, ArStatus::Affirming);
+    // Issue 13: a quote's claims repeat while nothing measured changed (the TPM clock counter
+    // is checked, not claimed), so a repeat TPM attestation can reuse its appraisal.
+    let two = a.attest_once().await.unwrap();
+    let tpm_claims = |id: String| {
+        let store = s.store.clone();
+        async move { store.attestation(&id).await.unwrap().unwrap().claims["tpm"].clone() }
+    };
+    let (c1, c2) = (
+        tpm_claims(one.attestation_id).await,
+        tpm_claims(two.attestation_id).await,
+    );
+    assert_eq!(c1, c2);
+    assert!(c1["clock"].get("clock").is_none(), "{}", c1["clock"]);
+    assert!(c1["clock"]["reset_count"].is_u64());
     tpm.extend(16, "sha256", "02");
     let bad = a.attest_once().await.unwrap();
     assert_eq!(bad.status, ArStatus::Contraindicated);

@@ -231,6 +231,11 @@ impl Verifier {
         self.appraisals.stats()
     }
 
+    /// Measurement parts held for agents to send by digest, and their estimated bytes.
+    pub fn parts_held(&self) -> (usize, usize) {
+        self.parts.usage()
+    }
+
     /// A new nonce, bound to this verifier's audience; `random` must be 32 fresh random bytes.
     pub fn challenge(&self, now: u64, random: [u8; 32]) -> ChallengeResponse {
         let Some(key) = self.nonce_keys.first() else {
