@@ -161,10 +161,13 @@ impl EntryIndex {
                 .or_default()
                 .push(held.clone());
         }
-        self.by_node
-            .entry(held.node().unwrap_or_default().into())
-            .or_default()
-            .push(held.clone());
+        let node = held.node().unwrap_or_default();
+        match self.by_node.get_mut(node) {
+            Some(list) => list.push(held.clone()),
+            None => {
+                self.by_node.insert(node.into(), vec![held.clone()]);
+            }
+        }
         self.by_id.insert(held.id.clone(), held);
     }
 
