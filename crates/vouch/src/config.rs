@@ -186,6 +186,18 @@ mod example_file {
         assert_eq!(c.server.nonce_ttl, d.nonce_ttl);
         assert_eq!(c.server.body_limit, d.body_limit);
         assert_eq!(
+            (
+                c.server.max_entry_watchers,
+                c.server.max_entry_watchers_per_key,
+                c.server.entries_watch_timeout
+            ),
+            (
+                d.max_entry_watchers,
+                d.max_entry_watchers_per_key,
+                d.entries_watch_timeout
+            )
+        );
+        assert_eq!(
             c.agent.interval,
             vouch_agent::AgentConfig::default().interval
         );
