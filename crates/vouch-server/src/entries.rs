@@ -493,7 +493,16 @@ impl State {
         let mut rx = e.revision.subscribe();
         if !e.loaded.load(Ordering::Acquire) || *rx.borrow() <= req.since {
             // Whatever another replica changed since the poller last looked.
-            self.refresh_entries().await?;
+            let current = self.refresh_entries().await?;
+            if req.since > current {
+                // Ahead of the store itself (a store restored from a backup, another
+                // cluster's revision): no change would ever pass it. Answer now, so the agent
+                // syncs, and is given everything again.
+                return Ok(EntriesWatchResponse {
+                    revision: current,
+                    changed: true,
+                });
+            }
         }
         // Under the connection's idle timeout, so the listener does not close a waiting watch.
         let wait = Duration::from_secs(

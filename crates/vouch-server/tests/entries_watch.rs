@@ -100,6 +100,22 @@ async fn issue_13_an_entry_change_wakes_a_waiting_watch_and_sync_sends_only_the_
         .unwrap();
     assert!(w.changed);
 
+    // A revision ahead of the store's (restored from a backup): answered at once, and the
+    // sync gives everything.
+    let ahead = c
+        .entries_watch(
+            &signed_entries_request(key, "watch", &key_id, 1_000_000),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(ahead.changed && ahead.revision < 1_000_000, "{ahead:?}");
+    let r = c
+        .entries_sync(&signed_entries_request(key, "sync", &key_id, 1_000_000))
+        .await
+        .unwrap();
+    assert!(r.full && r.entries.len() == 2);
+
     // A revision the log no longer reaches: everything again.
     let now = h
         .store
@@ -281,7 +297,10 @@ async fn issue_13_a_new_entry_reaches_an_open_stream_without_waiting_for_an_atte
         .unwrap()
         .unwrap();
     assert_eq!(update.svids.len(), 2);
-    assert!(first.try_recv().is_err(), "no attestation happened meanwhile");
+    assert!(
+        first.try_recv().is_err(),
+        "no attestation happened meanwhile"
+    );
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
