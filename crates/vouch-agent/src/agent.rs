@@ -724,7 +724,8 @@ impl Agent {
         let interval = Duration::from_secs(self.cfg.interval.max(1));
         // Entry changes pushed by the verifier (a long poll), not only at the next round.
         let follower = tokio::spawn(crate::entries::follow(
-            self.client().clone(),
+            self.clients.clone(),
+            self.current,
             self.key.clone(),
             self.enrollment.key_id.clone(),
             self.entries.clone(),

@@ -92,17 +92,22 @@ pub fn signed(key: &AgentKey, op: &str, key_id: &str, since: u64) -> EntriesRequ
 
 /// Follow the verifier's registration entries until the task is dropped: watch, sync what
 /// changed, publish the new revision on `revision` (which refreshes the Workload API), watch
-/// again. A refused or failed watch is retried after `retry` (the attestation result still
-/// carries the revision meanwhile).
+/// again. A refused or failed watch or sync moves to the next verifier of `clients` (from
+/// `first`) after `retry` (the attestation result still carries the revision meanwhile).
 pub(crate) async fn follow(
-    client: VerifierClient,
+    clients: Vec<VerifierClient>,
+    first: usize,
     key: Arc<AgentKey>,
     key_id: String,
     revision: Arc<tokio::sync::watch::Sender<u64>>,
     retry: Duration,
 ) {
     let mut mirror = EntryMirror::default();
+    let mut at = first;
     loop {
+        let Some(client) = clients.get(at % clients.len().max(1)) else {
+            return;
+        };
         let since = mirror.revision();
         let watched = client
             .entries_watch(
@@ -114,6 +119,7 @@ pub(crate) async fn follow(
             Ok(w) => w.changed || since == 0,
             Err(e) => {
                 tracing::debug!("entries watch: {e}");
+                at = at.wrapping_add(1);
                 tokio::time::sleep(retry).await;
                 continue;
             }
@@ -121,7 +127,7 @@ pub(crate) async fn follow(
         if !moved {
             continue;
         }
-        match mirror.sync(&client, &key, &key_id).await {
+        match mirror.sync(client, &key, &key_id).await {
             Ok(r) => {
                 tracing::debug!(
                     revision = r.revision,
@@ -137,6 +143,7 @@ pub(crate) async fn follow(
             }
             Err(e) => {
                 tracing::debug!("entries sync: {e}");
+                at = at.wrapping_add(1);
                 tokio::time::sleep(retry).await;
             }
         }
