@@ -38,6 +38,8 @@ pub struct PipelineBench {
     /// Raw signature work: one Ed25519 verification of the evidence and one Ed25519
     /// signature over a result-sized message.
     pub raw_signature: Duration,
+    /// The same for the payload with its parts by digest ([`Self::appraise_held`]'s).
+    pub raw_signature_held: Duration,
 }
 
 /// Measure the pipeline over `store` (empty, freshly opened) with `m`, real measurements of a
@@ -167,6 +169,7 @@ pub async fn pipeline(
         appraise_and_record,
         policy,
         raw_signature: raw_signature_work(payload_bytes, 1_000, n * 4)?,
+        raw_signature_held: raw_signature_work(held_payload_bytes, 1_000, n * 4)?,
     })
 }
 
