@@ -612,6 +612,11 @@ pub struct BenchArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Registered workloads and entries for the table's scale rows (memory per workload, cost
+    /// against 1,000, an entry change reaching up to 1,000 watching agents); 0 leaves them out.
+    /// `vouch bench scale` has every scale measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub scale_workloads: usize,
     /// Measure X.509-SVID issuance (certificates built and signed by the trust-domain CA)
     /// against raw ECDSA P-256 signing, instead of attestations.
     #[arg(long)]

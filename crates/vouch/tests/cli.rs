@@ -810,7 +810,15 @@ fn quorum_keys_from_the_dealer_sign_a_plain_ed25519_signature() {
 /// are not asserted: they depend on the machine.
 #[test]
 fn bench_prints_one_table_with_every_row() {
-    let (code, out, err) = vouch(&["bench", "--n", "5", "--concurrency", "2"]);
+    let (code, out, err) = vouch(&[
+        "bench",
+        "--n",
+        "5",
+        "--concurrency",
+        "2",
+        "--scale-workloads",
+        "100",
+    ]);
     assert_eq!(code, 0, "{err}");
     let header = out.lines().next().unwrap_or_default();
     for col in ["row", "measured", "ceiling", "ratio", "target", "met"] {
@@ -828,6 +836,13 @@ fn bench_prints_one_table_with_every_row() {
         "PostgreSQL durable records",
         "X.509-SVID issuance",
         "quorum result signing",
+        "appraisal pipeline alone, repeat",
+        "appraisal pipeline alone, changed claims",
+        "scale: verifier memory per registered workload",
+        "scale: attestation cost at N workloads against 1,000",
+        "scale: X.509-SVID request at N entries against 1,000",
+        "scale: entry change to the last watching agent",
+        "scale: verifier start-up at N workloads",
     ] {
         assert!(
             out.lines().skip(2).any(|l| l.starts_with(row)),

@@ -71,6 +71,93 @@ const SQLITE: &str = "SQLite durable records";
 const POSTGRES: &str = "PostgreSQL durable records";
 const SVID: &str = "X.509-SVID issuance";
 const QUORUM: &str = "quorum result signing (2-of-3 FROST)";
+const SCALE_MEMORY: &str = "scale: verifier memory per registered workload";
+const SCALE_ATTEST: &str = "scale: attestation cost at N workloads against 1,000";
+const SCALE_SVID: &str = "scale: X.509-SVID request at N entries against 1,000";
+const SCALE_WATCH: &str = "scale: entry change to the last watching agent";
+const SCALE_STARTUP: &str = "scale: verifier start-up at N workloads";
+
+/// The scale rows: a store of `--scale-workloads` workloads and entries against one of 1,000.
+async fn scale_rows(args: &BenchArgs, n: usize, t: &mut Table) {
+    let names = [
+        (SCALE_MEMORY, Target::RatioAtMost { ratio: 1.0 }),
+        (SCALE_ATTEST, Target::RatioAtMost { ratio: 1.5 }),
+        (SCALE_SVID, Target::RatioAtMost { ratio: 1.5 }),
+        (SCALE_WATCH, Target::MicrosBelow { micros: 1e6 }),
+        (SCALE_STARTUP, Target::None),
+    ];
+    if args.scale_workloads == 0 {
+        for (name, target) in names {
+            t.rows
+                .push(Row::skipped(name, target, "skipped (--scale-workloads 0)"));
+        }
+        return;
+    }
+    let a = crate::cli::ScaleArgs {
+        workloads: args.scale_workloads,
+        baseline: 1_000,
+        watchers: args.scale_workloads.min(1_000),
+        agent_entries: 10_000,
+        n: n.min(200),
+    };
+    let sizes = match scale::both_sizes(&a).await {
+        Ok(s) if s.len() == 2 => s,
+        Ok(_) => return,
+        Err(e) => {
+            for (name, target) in names {
+                t.rows
+                    .push(Row::skipped(name, target, format!("failed: {e:#}")));
+            }
+            return;
+        }
+    };
+    let (big, small) = (&sizes[0], &sizes[1]);
+    let at = format!("{} workloads and entries", big.workloads);
+    t.rows.push(Row::measured(
+        SCALE_MEMORY,
+        Figure::bytes(big.bytes_per_workload_verifier),
+        Figure::bytes(1024.0),
+        Target::RatioAtMost { ratio: 1.0 },
+        format!(
+            "the verifier's resident memory grown from before start-up to warm, ÷ {at}; \
+             ceiling: the 1 KiB a workload may take"
+        ),
+    ));
+    let micros = |us: f64| Figure::micros(std::time::Duration::from_secs_f64(us / 1e6));
+    t.rows.push(Row::measured(
+        SCALE_ATTEST,
+        micros(big.attest_p50_us),
+        micros(small.attest_p50_us),
+        Target::RatioAtMost { ratio: 1.5 },
+        format!("full HTTPS attestation p50 at {at} against the same at 1,000 (bench scale)"),
+    ));
+    t.rows.push(Row::measured(
+        SCALE_SVID,
+        micros(big.svid_p50_us),
+        micros(small.svid_p50_us),
+        Target::RatioAtMost { ratio: 1.5 },
+        format!("X.509-SVID request p50 (entry index lookup + issue) at {at} against 1,000"),
+    ));
+    t.rows.push(Row::measured(
+        SCALE_WATCH,
+        micros(big.watch_last_ms * 1e3),
+        micros(10e6),
+        Target::MicrosBelow { micros: 1e6 },
+        format!(
+            "an entry added through the management API until the last of {} agents holding \
+             POST /v1/entries/watch is answered, at {at}; ceiling: SPIRE's sync interval of \
+             up to 10 s, for scale",
+            big.watchers
+        ),
+    ));
+    t.rows.push(Row::measured(
+        SCALE_STARTUP,
+        micros(big.startup_ms * 1e3),
+        micros(small.startup_ms * 1e3),
+        Target::None,
+        format!("verifier start-up (open, TLS, entry index read in pages) at {at} against 1,000"),
+    ));
+}
 
 /// Every row, measured in one run.
 async fn table(args: &BenchArgs, dir: &std::path::Path) -> Result<Table> {
@@ -147,6 +234,9 @@ async fn table(args: &BenchArgs, dir: &std::path::Path) -> Result<Table> {
             "no attestation time measured",
         )),
     }
+
+    // Scale: N registered workloads and entries against 1,000 (bench/scale.rs).
+    scale_rows(args, n, &mut t).await;
 
     // Durable records: concurrent record_attestation calls (vouch_store::bench_records, with
     // claims the size of this machine's) against the disk's fsync rate.

@@ -32,19 +32,19 @@ const ENTRY_CHUNK: usize = 50_000;
 
 /// What one store size measured.
 #[derive(Debug, Default, serde::Serialize)]
-struct Size {
-    workloads: usize,
+pub(super) struct Size {
+    pub(super) workloads: usize,
     entries: usize,
     fill_s: f64,
-    startup_ms: f64,
+    pub(super) startup_ms: f64,
     rss_verifier_bytes: u64,
     rss_process_bytes: u64,
-    bytes_per_workload_verifier: f64,
+    pub(super) bytes_per_workload_verifier: f64,
     bytes_per_workload_process: f64,
-    attest_p50_us: f64,
-    svid_p50_us: f64,
-    watchers: usize,
-    watch_last_ms: f64,
+    pub(super) attest_p50_us: f64,
+    pub(super) svid_p50_us: f64,
+    pub(super) watchers: usize,
+    pub(super) watch_last_ms: f64,
     watch_p50_ms: f64,
     agent_entries: usize,
     full_sync_ms: f64,
@@ -53,8 +53,8 @@ struct Size {
     incremental_sync_entries: usize,
 }
 
-/// Run `vouch bench scale`.
-pub async fn run(a: ScaleArgs, json: bool) -> Result<ExitCode> {
+/// Both sizes of `a` (the large one first), each on a temporary store of its own.
+pub(super) async fn both_sizes(a: &ScaleArgs) -> Result<Vec<Size>> {
     raise_fd_limit();
     let base = std::env::temp_dir().join(format!("vouch-scale-{}", std::process::id()));
     let mut sizes = Vec::new();
@@ -63,11 +63,17 @@ pub async fn run(a: ScaleArgs, json: bool) -> Result<ExitCode> {
     for (n, watchers) in [(a.workloads, a.watchers), (a.baseline, a.watchers)] {
         let dir = base.join(n.to_string());
         std::fs::create_dir_all(&dir)?;
-        let r = one_size(&a, n, watchers, &dir).await;
+        let r = one_size(a, n, watchers, &dir).await;
         let _ = std::fs::remove_dir_all(&dir);
         sizes.push(r.with_context(|| format!("at {n} workloads"))?);
     }
     let _ = std::fs::remove_dir_all(&base);
+    Ok(sizes)
+}
+
+/// Run `vouch bench scale`.
+pub async fn run(a: ScaleArgs, json: bool) -> Result<ExitCode> {
+    let sizes = both_sizes(&a).await?;
     if json {
         crate::output::json(&sizes)?;
         return Ok(ExitCode::SUCCESS);

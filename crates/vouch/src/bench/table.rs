@@ -24,6 +24,14 @@ impl Figure {
     }
 
     /// Operations per second.
+    /// Bytes.
+    pub fn bytes(bytes: f64) -> Self {
+        Self {
+            value: bytes,
+            unit: "B",
+        }
+    }
+
     pub fn rate(per_second: f64) -> Self {
         Self {
             value: per_second,
@@ -40,6 +48,7 @@ impl std::fmt::Display for Figure {
             "µs" if v >= 100.0 => write!(f, "{v:.0} µs"),
             "µs" => write!(f, "{v:.1} µs"),
             "/s" => write!(f, "{} /s", thousands(v)),
+            "B" => write!(f, "{v:.0} B"),
             u => write!(f, "{v:.2} {u}"),
         }
     }
