@@ -85,10 +85,19 @@ pub(crate) fn split(claims: &Value) -> Split {
     if parts.is_empty() {
         return whole();
     }
+    // A part taken out leaves `null` where it stood, so that joining puts it back in its place:
+    // with serde_json's `preserve_order` (which the workspace's regorus turns on) an object's
+    // keys keep their order, and claims must read back byte for byte as they were written.
     let rest: Map<String, Value> = obj
         .iter()
-        .filter(|(k, _)| !refs.contains_key(k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| {
+            let v = if refs.contains_key(k.as_str()) {
+                Value::Null
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
         .collect();
     Split {
         claims: to_json(&Value::Object(rest)),
@@ -162,10 +171,17 @@ pub(crate) fn join(
         }
         let v: Value = serde_json::from_str(body)
             .map_err(|e| corrupt(format!("claim part {digest} ({name}): {e}")))?;
-        if obj.insert((*name).to_string(), v).is_some() {
-            return Err(corrupt(format!(
-                "{name} is both stored inline and referenced"
-            )));
+        match obj.get_mut(*name) {
+            // Its place, kept by `split`.
+            Some(slot) if slot.is_null() => *slot = v,
+            Some(_) => {
+                return Err(corrupt(format!(
+                    "{name} is both stored inline and referenced"
+                )));
+            }
+            None => {
+                obj.insert((*name).to_string(), v);
+            }
         }
     }
     Ok(Value::Object(obj))
@@ -256,8 +272,9 @@ mod tests {
             .map(|p| (p.hex.clone(), p.body.clone()))
             .collect();
         let rest: Value = serde_json::from_str(&s.claims).unwrap();
-        assert!(rest.get("processes").is_none());
+        assert!(rest["processes"].is_null());
         let back = join("a", rest, &refs, &bodies).unwrap();
+        // Byte for byte, key order included (serde_json may preserve insertion order).
         assert_eq!(back.to_string(), c.to_string());
     }
 
