@@ -74,32 +74,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<vouch_store::StoreError> for ApiError {
-    fn from(e: vouch_store::StoreError) -> Self {
-        Self::new(e.kind(), e.to_string())
-    }
-}
-
-impl From<vouch_evidence::EvidenceError> for ApiError {
-    fn from(e: vouch_evidence::EvidenceError) -> Self {
-        Self::new(e.kind(), e.to_string())
-    }
-}
-
-impl From<vouch_core::NonceError> for ApiError {
-    fn from(e: vouch_core::NonceError) -> Self {
-        Self::new(e.kind(), e.to_string())
-    }
-}
-
-impl From<vouch_policy::PolicyError> for ApiError {
-    fn from(e: vouch_policy::PolicyError) -> Self {
-        Self::new(e.kind(), e.to_string())
-    }
-}
-
-impl From<vouch_verifier::VerifyError> for ApiError {
-    fn from(e: vouch_verifier::VerifyError) -> Self {
+/// Every error the verifier's libraries return becomes an answer the way the appraisal
+/// pipeline maps it (`vouch_verifier::VerifyError`'s conversions: the kind and the message).
+impl<E> From<E> for ApiError
+where
+    vouch_verifier::VerifyError: From<E>,
+{
+    fn from(e: E) -> Self {
+        let e = vouch_verifier::VerifyError::from(e);
         Self::new(e.kind, e.message)
     }
 }
