@@ -1,0 +1,123 @@
+//! Zero-touch node attestation: a node proves what it is with a document its platform signed
+//! (a Kubernetes projected service-account token, a cloud's instance identity document), so it
+//! joins without a join token.
+//!
+//! Each method is one [`NodeAttestor`]; the verifier's configuration picks which are accepted
+//! (`node_attestors`). An attestor checks the document offline — against keys and certificates
+//! it was configured with, never fetched while verifying — and answers with a
+//! [`NodeIdentity`]: a stable key the node id derives from, and selectors from the document's
+//! fields that registration entries can name.
+//!
+//! The TPM method (an EK certificate chaining to a manufacturer CA, then credential
+//! activation) needs a round trip with the TPM and lives with the verifier's TPM enrollment.
+
+use std::fmt::Debug;
+
+/// The most bytes of attestation data any method accepts.
+pub const MAX_DATA: usize = 64 * 1024;
+
+/// What a node sent to be attested, after the verifier checked that the agent holds the key it
+/// enrolls (its signature over method, data, key and nonce).
+#[derive(Debug, Clone, Copy)]
+pub struct NodeAttestation<'a> {
+    /// The method's document, as the platform produced it (untrusted, at most [`MAX_DATA`]).
+    pub data: &'a [u8],
+    /// The verifier's nonce the agent signed over; methods whose document can carry a nonce
+    /// (an audience, a nonce parameter) require it to be there.
+    pub nonce: &'a str,
+    /// The verifier's audience (`audience` in its configuration).
+    pub audience: &'a str,
+}
+
+/// Who the platform says the node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// The method's stable name for the machine (`aws_iid:<account>:<region>:<instance>`,
+    /// `k8s_psat:<cluster>:<node uid>`): the node id is derived from it, so the same machine
+    /// is the same node every time it attests.
+    pub key: String,
+    /// Selectors from the document's fields, `<method>:<field>:<value>`.
+    pub selectors: Vec<String>,
+    /// The node's host name, when the document names one.
+    pub hostname: Option<String>,
+    /// Whether the node may attest again with another agent key while it is enrolled (a
+    /// short-lived token: yes; a long-lived document anyone who read it once could replay:
+    /// no, until an admin opens a re-enrolment).
+    pub reattestable: bool,
+}
+
+/// Why a document was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeAttestError {
+    /// The document is not in the method's format.
+    #[error("{method}: malformed attestation data: {why}")]
+    Malformed {
+        /// The method.
+        method: &'static str,
+        /// What was wrong.
+        why: String,
+    },
+    /// The signature does not verify, or the signer is not trusted.
+    #[error("{method}: signature: {why}")]
+    Signature {
+        /// The method.
+        method: &'static str,
+        /// What was wrong.
+        why: String,
+    },
+    /// The document is signed but says the wrong thing (expired, another audience, nonce,
+    /// cluster, account...).
+    #[error("{method}: {why}")]
+    Refused {
+        /// The method.
+        method: &'static str,
+        /// What was wrong.
+        why: String,
+    },
+    /// The attestor's own configuration is unusable.
+    #[error("{method}: configuration: {why}")]
+    Config {
+        /// The method.
+        method: &'static str,
+        /// What was wrong.
+        why: String,
+    },
+}
+
+/// One node-attestation method.
+pub trait NodeAttestor: Send + Sync + Debug {
+    /// The method's name, as configured and as agents send it (`k8s_psat`, `aws_iid`, ...).
+    fn method(&self) -> &'static str;
+
+    /// Verify `att` at `now` (Unix seconds) and say who the node is.
+    fn attest(&self, att: &NodeAttestation<'_>, now: u64) -> Result<NodeIdentity, NodeAttestError>;
+}
+
+/// The node id a method's stable key derives to: a UUID-shaped string from its SHA-256, so
+/// the same machine always gets the same id and no two methods' keys collide.
+pub fn node_id_for(key: &str) -> String {
+    use sha2::Digest as _;
+    let h = hex::encode(sha2::Sha256::digest(format!("vouch node {key}").as_bytes()));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_stable_and_distinct() {
+        let a = node_id_for("aws_iid:1:us-east-1:i-1");
+        assert_eq!(a, node_id_for("aws_iid:1:us-east-1:i-1"));
+        assert_ne!(a, node_id_for("aws_iid:1:us-east-1:i-2"));
+        assert_eq!(a.len(), 36);
+    }
+}
