@@ -15,6 +15,12 @@ use vouch_identity::{Entry, Selector, SpiffeId};
 use crate::ApiError;
 use crate::state::{State, unix_now};
 
+/// The selector types an attested node's agent reports about its callers: the process
+/// (`unix`), its container (`container`, from the runtime's own state) and its Kubernetes pod
+/// (`k8s`, from the kubelet). Every other type (`vouch`, `os`, `tpm`, the node attestors')
+/// is the verifier's own word and never taken from an agent.
+pub(crate) const AGENT_SELECTOR_KINDS: [&str; 3] = ["unix", "container", "k8s"];
+
 /// JWT-SVIDs are bearer tokens: keep them short-lived whatever the entry says.
 const MAX_JWT_TTL: u64 = 300;
 
@@ -106,10 +112,13 @@ impl State {
         for s in selectors {
             let sel = Selector::parse(s)
                 .map_err(|e| ApiError::new(ErrorKind::MalformedRequest, e.to_string()))?;
-            if sel.kind != "unix" {
+            if !AGENT_SELECTOR_KINDS.contains(&sel.kind.as_str()) {
                 return Err(ApiError::new(
                     ErrorKind::MalformedRequest,
-                    format!("an agent may report unix selectors only, not {sel}"),
+                    format!(
+                        "an agent may report {} selectors only, not {sel}",
+                        AGENT_SELECTOR_KINDS.join(", ")
+                    ),
                 ));
             }
             available.push(sel);
