@@ -13,6 +13,8 @@
 
 use std::fmt::Debug;
 
+pub mod k8s_psat;
+
 /// The most bytes of attestation data any method accepts.
 pub const MAX_DATA: usize = 64 * 1024;
 
