@@ -93,6 +93,14 @@ pub enum ErrorKind {
     /// The evidence sends a part of its measurements by digest (`held`), and this verifier
     /// does not hold that part: send the measurements in full.
     PartsUnknown,
+    /// A zero-touch node attestation (`POST /v1/node/attest`) was refused: a method this
+    /// verifier does not accept, or a document whose signature, signer, audience, nonce or
+    /// validity does not hold.
+    NodeAttestation,
+    /// The node was already attested with a long-lived document (a cloud instance identity)
+    /// under another agent key: attesting it again needs an admin re-enrolment
+    /// (`vouch node reenroll`), or anyone who once read the document could take the node over.
+    NodeAttested,
 }
 
 impl ErrorKind {
@@ -138,12 +146,14 @@ impl ErrorKind {
             Self::TpmEkInUse => "tpm_ek_in_use",
             Self::TpmRequired => "tpm_required",
             Self::PartsUnknown => "parts_unknown",
+            Self::NodeAttestation => "node_attestation",
+            Self::NodeAttested => "node_attested",
         }
     }
 
     /// Parse the wire form back into a kind (unknown strings give `None`).
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 39] = [
+        const ALL: [ErrorKind; 41] = [
             ErrorKind::MalformedRequest,
             ErrorKind::BodyTooLarge,
             ErrorKind::NonceInvalid,
@@ -183,6 +193,8 @@ impl ErrorKind {
             ErrorKind::TpmEkInUse,
             ErrorKind::TpmRequired,
             ErrorKind::PartsUnknown,
+            ErrorKind::NodeAttestation,
+            ErrorKind::NodeAttested,
         ];
         ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -240,6 +252,8 @@ mod tests {
             ErrorKind::TpmEkInUse,
             ErrorKind::TpmRequired,
             ErrorKind::PartsUnknown,
+            ErrorKind::NodeAttestation,
+            ErrorKind::NodeAttested,
         ] {
             assert_eq!(ErrorKind::parse(k.as_str()), Some(k));
         }

@@ -39,8 +39,9 @@ impl ApiError {
             | TpmEnrollment => StatusCode::BAD_REQUEST,
             NonceInvalid | NonceExpired | NonceFromFuture | NonceAudience | EvidenceSignature
             | UnknownKey | TokenInvalid | TokenExpired | TpmQuote | TpmNotEnrolled
-            | TeeEvidence | Unauthenticated => StatusCode::UNAUTHORIZED,
-            NonceReused | TokenReused | QuorumDisagrees | TpmBound | TpmEkInUse | PartsUnknown => {
+            | TeeEvidence | Unauthenticated | NodeAttestation => StatusCode::UNAUTHORIZED,
+            NonceReused | TokenReused | QuorumDisagrees | TpmBound | TpmEkInUse | PartsUnknown
+            | NodeAttested => {
                 StatusCode::CONFLICT
             }
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -53,6 +53,19 @@ pub enum StoreError {
     /// (its runtime shut down) before it answered.
     #[error("the transaction holding this write did not commit{}", .0.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
     CommitFailed(#[source] Option<std::sync::Arc<sqlx::Error>>),
+    /// The node was attested with a long-lived document under another agent key, and no
+    /// admin re-enrolment is open for it.
+    #[error(
+        "node {node_id} was already attested ({method}) with another agent key; a long-lived \
+         document could be replayed by anyone who read it, so attesting it again needs an admin \
+         re-enrolment: `vouch node reenroll {node_id} --reason …`"
+    )]
+    NodeAttested {
+        /// The node.
+        node_id: String,
+        /// The method it was attested with.
+        method: String,
+    },
     /// A stored value could not be decoded.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
@@ -89,6 +102,7 @@ impl StoreError {
             Self::NonceReused => ErrorKind::NonceReused,
             Self::Revoked(_) => ErrorKind::Revoked,
             Self::EkEnrolled { .. } => ErrorKind::TpmEkInUse,
+            Self::NodeAttested { .. } => ErrorKind::NodeAttested,
         }
     }
 }

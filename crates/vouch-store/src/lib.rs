@@ -31,8 +31,9 @@ pub use error::StoreError;
 pub use group::{CommitStats, WriteOptions};
 pub use postgres::PgStore;
 pub use records::{
-    AgentKeyRecord, AppraisalContext, AttestationRecord, Enrollment, EntriesSince, NodeRecord,
-    PolicyRecord, RevocationRecord, TpmKeyRecord, TpmReenrollment, WorkloadRecord,
+    AgentKeyRecord, AppraisalContext, AttestationRecord, AttestedNode, Enrollment, EntriesSince,
+    NodeAttestationRecord, NodeRecord, PolicyRecord, RevocationRecord, TpmKeyRecord,
+    TpmReenrollment, WorkloadRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -71,6 +72,22 @@ pub trait Store: Send + Sync + 'static {
         hostname: &str,
         now: u64,
     ) -> Result<Enrollment>;
+
+    /// Enroll `public_key` for a node a zero-touch node attestor vouched for, atomically:
+    /// creates the node on its first attestation (recording method, key and selectors).
+    /// Attested again: with the same key, the enrollment it has; with another key, when
+    /// `node.reattestable`, the node's other keys are revoked and this one enrolled; when not,
+    /// only under an open admin re-enrolment ([`Store::add_tpm_reenrollment`]), which it uses
+    /// up, and otherwise [`StoreError::NodeAttested`].
+    async fn enroll_attested(
+        &self,
+        node: &AttestedNode,
+        public_key: &[u8],
+        now: u64,
+    ) -> Result<Enrollment>;
+
+    /// How `node_id` was attested without a join token, if it was.
+    async fn node_attestation(&self, node_id: &str) -> Result<Option<NodeAttestationRecord>>;
 
     /// Look up an enrolled, unrevoked agent key.
     async fn agent_key(&self, key_id: &str) -> Result<Option<AgentKeyRecord>>;

@@ -225,3 +225,41 @@ pub enum EntriesSince {
         revision: u64,
     },
 }
+
+/// A node a zero-touch node attestor vouched for, to be enrolled with an agent key
+/// ([`crate::Store::enroll_attested`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestedNode {
+    /// The node id, derived from `node_key`.
+    pub node_id: String,
+    /// The method (`k8s_psat`, `aws_iid`, ...).
+    pub method: String,
+    /// The method's stable name for the machine.
+    pub node_key: String,
+    /// Selectors from the verified document.
+    pub selectors: Vec<String>,
+    /// The host name to record.
+    pub hostname: String,
+    /// Whether another agent key may take the node over without an admin re-enrolment (the
+    /// node's earlier keys are then revoked: one agent per node).
+    pub reattestable: bool,
+}
+
+/// How a node was attested without a join token, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAttestationRecord {
+    /// The node.
+    pub node_id: String,
+    /// The method.
+    pub method: String,
+    /// The method's stable name for the machine.
+    pub node_key: String,
+    /// Selectors from the verified document (the latest attestation's).
+    pub selectors: Vec<String>,
+    /// The first attestation.
+    pub first_at: u64,
+    /// The latest attestation.
+    pub attested_at: u64,
+    /// How many times the node was attested.
+    pub attestations: u64,
+}

@@ -620,6 +620,171 @@ macro_rules! store_impl {
                 Ok(Enrollment { node_id, key_id })
             }
 
+            async fn enroll_attested(
+                &self,
+                node: &crate::AttestedNode,
+                public_key: &[u8],
+                now: u64,
+            ) -> Result<Enrollment> {
+                let key_id = key_id(public_key);
+                let selectors = serde_json::to_string(&node.selectors)
+                    .map_err(|e| StoreError::Corrupt(format!("node selectors: {e}")))?;
+                let mut tx = self.pool.begin().await?;
+                // Write first, so the transaction takes the write lock at once: two agents
+                // attesting the same node race on this row.
+                let seen = sqlx::query(
+                    "UPDATE node_attestations SET attestations = attestations + 1
+                     WHERE node_id = $1 RETURNING method",
+                )
+                .bind(&node.node_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let existing = sqlx::query("SELECT id, node_id FROM agent_keys WHERE public_key = $1")
+                    .bind(public_key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(r) = &existing {
+                    let holder: String = r.get("node_id");
+                    if holder != node.node_id || seen.is_none() {
+                        return Err(StoreError::KeyAlreadyEnrolled { key_id: r.get("id") });
+                    }
+                }
+                match seen {
+                    None => {
+                        let clash: Option<String> =
+                            sqlx::query_scalar("SELECT id FROM nodes WHERE id = $1")
+                                .bind(&node.node_id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        if clash.is_some() {
+                            return Err(StoreError::Duplicate(format!(
+                                "node {} (enrolled another way)",
+                                node.node_id
+                            )));
+                        }
+                        sqlx::query("INSERT INTO nodes (id, hostname, created_at) VALUES ($1, $2, $3)")
+                            .bind(&node.node_id)
+                            .bind(&node.hostname)
+                            .bind(i(now))
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query(
+                            "INSERT INTO node_attestations
+                               (node_id, method, node_key, selectors, first_at, attested_at, attestations)
+                             VALUES ($1, $2, $3, $4, $5, $5, 1)",
+                        )
+                        .bind(&node.node_id)
+                        .bind(&node.method)
+                        .bind(&node.node_key)
+                        .bind(&selectors)
+                        .bind(i(now))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Some(r) => {
+                        let method: String = r.get("method");
+                        if method != node.method {
+                            return Err(StoreError::Duplicate(format!(
+                                "node {} (attested with {method})",
+                                node.node_id
+                            )));
+                        }
+                        if existing.is_some() {
+                            // The same agent key attesting again: the enrollment it has.
+                            sqlx::query(
+                                "UPDATE node_attestations SET selectors = $1, attested_at = $2
+                                 WHERE node_id = $3",
+                            )
+                            .bind(&selectors)
+                            .bind(i(now))
+                            .bind(&node.node_id)
+                            .execute(&mut *tx)
+                            .await?;
+                            tx.commit().await?;
+                            return Ok(Enrollment {
+                                node_id: node.node_id.clone(),
+                                key_id,
+                            });
+                        }
+                        if !node.reattestable {
+                            let opened = sqlx::query(
+                                "UPDATE tpm_reenrollments SET used_at = $1
+                                 WHERE id = (SELECT id FROM tpm_reenrollments
+                                   WHERE node_id = $2 AND used_at IS NULL AND expires_at >= $1
+                                   ORDER BY created_at DESC, id LIMIT 1)",
+                            )
+                            .bind(i(now))
+                            .bind(&node.node_id)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                            if opened != 1 {
+                                return Err(StoreError::NodeAttested {
+                                    node_id: node.node_id.clone(),
+                                    method,
+                                });
+                            }
+                        }
+                        // One agent per node: the key it had stops working.
+                        sqlx::query(
+                            "UPDATE agent_keys SET revoked_at = $1
+                             WHERE node_id = $2 AND revoked_at IS NULL",
+                        )
+                        .bind(i(now))
+                        .bind(&node.node_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "UPDATE node_attestations SET selectors = $1, attested_at = $2
+                             WHERE node_id = $3",
+                        )
+                        .bind(&selectors)
+                        .bind(i(now))
+                        .bind(&node.node_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO agent_keys (id, node_id, public_key, enrolled_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&key_id)
+                .bind(&node.node_id)
+                .bind(public_key)
+                .bind(i(now))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Enrollment {
+                    node_id: node.node_id.clone(),
+                    key_id,
+                })
+            }
+
+            async fn node_attestation(
+                &self,
+                node_id: &str,
+            ) -> Result<Option<crate::NodeAttestationRecord>> {
+                let row = sqlx::query("SELECT * FROM node_attestations WHERE node_id = $1")
+                    .bind(node_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(r) = row else {
+                    return Ok(None);
+                };
+                let selectors: String = r.try_get("selectors")?;
+                Ok(Some(crate::NodeAttestationRecord {
+                    node_id: r.try_get("node_id")?,
+                    method: r.try_get("method")?,
+                    node_key: r.try_get("node_key")?,
+                    selectors: serde_json::from_str(&selectors)
+                        .map_err(|e| StoreError::Corrupt(format!("node selectors: {e}")))?,
+                    first_at: u(r.try_get("first_at")?),
+                    attested_at: u(r.try_get("attested_at")?),
+                    attestations: u(r.try_get("attestations")?),
+                }))
+            }
+
             async fn agent_key(&self, key_id: &str) -> Result<Option<AgentKeyRecord>> {
                 let row = sqlx::query(
                     "SELECT id, node_id, public_key, enrolled_at FROM agent_keys

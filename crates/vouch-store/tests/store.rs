@@ -48,6 +48,7 @@ on_both_backends!(
     issue_12_one_ek_is_bound_to_one_node,
     issue_12_a_nonce_purged_by_a_replica_ahead_is_refused_by_one_behind,
     issue_12_a_result_from_an_agent_key_revoked_meanwhile_is_not_recorded,
+    issue_14_attested_nodes_keep_their_id_and_long_lived_documents_need_a_reenrolment,
 );
 
 async fn join_tokens_are_single_use_and_expire(s: &dyn Store) {
@@ -986,4 +987,97 @@ async fn issue_13_a_filled_fleet_is_counted_without_reading_it() {
     assert_eq!(s.mark_overdue(300, 0).await.unwrap().len(), 10);
     let counts = s.workload_status_counts().await.unwrap();
     assert_eq!(counts, vec![("contraindicated".to_string(), 10)]);
+}
+
+async fn issue_14_attested_nodes_keep_their_id_and_long_lived_documents_need_a_reenrolment(
+    s: &dyn Store,
+) {
+    use vouch_store::AttestedNode;
+    let node = |id: &str, reattestable: bool, sel: &str| AttestedNode {
+        node_id: id.into(),
+        method: "aws_iid".into(),
+        node_key: format!("aws_iid:{id}"),
+        selectors: vec![sel.into()],
+        hostname: "h".into(),
+        reattestable,
+    };
+    // First attestation creates the node; the same key again is the same enrollment.
+    let a = node("n-aws", false, "aws_iid:region:r1");
+    let e1 = s.enroll_attested(&a, &[1; 32], 10).await.unwrap();
+    assert_eq!(e1.node_id, "n-aws");
+    let again = s
+        .enroll_attested(&node("n-aws", false, "aws_iid:region:r2"), &[1; 32], 11)
+        .await
+        .unwrap();
+    assert_eq!(again, e1);
+    let rec = s.node_attestation("n-aws").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            rec.method.as_str(),
+            rec.selectors.clone(),
+            rec.first_at,
+            rec.attested_at,
+            rec.attestations
+        ),
+        ("aws_iid", vec!["aws_iid:region:r2".to_string()], 10, 11, 2)
+    );
+    // Another key with the same long-lived document: refused, the first key still works.
+    assert!(matches!(
+        s.enroll_attested(&a, &[2; 32], 12).await,
+        Err(StoreError::NodeAttested { .. })
+    ));
+    assert!(s.agent_key(&e1.key_id).await.unwrap().is_some());
+    // Under an admin re-enrolment: the new key takes over, the old one is revoked, the
+    // re-enrolment is used up.
+    s.add_tpm_reenrollment(&vouch_store::TpmReenrollment {
+        id: "re1".into(),
+        node_id: "n-aws".into(),
+        reason: "rebuilt".into(),
+        requested_by: "admin".into(),
+        created_at: 12,
+        expires_at: 100,
+        previous_ek: None,
+        previous_ak: None,
+        used_at: None,
+        ek_key: None,
+    })
+    .await
+    .unwrap();
+    let e2 = s.enroll_attested(&a, &[2; 32], 13).await.unwrap();
+    assert_eq!(e2.node_id, "n-aws");
+    assert!(s.agent_key(&e1.key_id).await.unwrap().is_none());
+    assert!(s.agent_key(&e2.key_id).await.unwrap().is_some());
+    assert!(matches!(
+        s.enroll_attested(&a, &[3; 32], 14).await,
+        Err(StoreError::NodeAttested { .. })
+    ));
+    // A short-lived token: another key takes over at once.
+    let p = AttestedNode {
+        method: "k8s_psat".into(),
+        ..node("n-k8s", true, "k8s_psat:cluster:c")
+    };
+    let k1 = s.enroll_attested(&p, &[4; 32], 20).await.unwrap();
+    let k2 = s.enroll_attested(&p, &[5; 32], 21).await.unwrap();
+    assert_eq!(k1.node_id, k2.node_id);
+    assert!(s.agent_key(&k1.key_id).await.unwrap().is_none());
+    // A key enrolled for one node cannot be enrolled for another; nor a method switched.
+    assert!(matches!(
+        s.enroll_attested(&node("n-other", true, "x:y:z"), &[5; 32], 22)
+            .await,
+        Err(StoreError::KeyAlreadyEnrolled { .. })
+    ));
+    assert!(matches!(
+        s.enroll_attested(&node("n-k8s", true, "x:y:z"), &[6; 32], 23)
+            .await,
+        Err(StoreError::Duplicate(_))
+    ));
+    // A join-token node's id cannot be taken by an attested one.
+    s.create_join_token("tok", None, 0, 100).await.unwrap();
+    let j = s.enroll("tok", &[7; 32], "h", 30).await.unwrap();
+    assert!(matches!(
+        s.enroll_attested(&node(&j.node_id, true, "x:y:z"), &[8; 32], 31)
+            .await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(s.node_attestation(&j.node_id).await.unwrap(), None);
 }
