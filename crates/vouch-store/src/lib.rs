@@ -86,6 +86,20 @@ pub trait Store: Send + Sync + 'static {
         now: u64,
     ) -> Result<Enrollment>;
 
+    /// [`Store::enroll_attested`] for a node whose TPM vouched for it, and its TPM binding
+    /// `tpm` (EK, certificate, AK; the AK already proven by credential activation), recorded
+    /// activated and bound, in one transaction: either the node, its key and its binding all
+    /// exist afterwards or none of them changed. `tpm` must name `node.node_id` and carry its
+    /// `ek_key`; an EK that another bound node holds is [`StoreError::EkEnrolled`]. The same EK
+    /// again keeps its TPM's clock and IMA replay state.
+    async fn enroll_attested_tpm(
+        &self,
+        node: &AttestedNode,
+        public_key: &[u8],
+        tpm: &TpmKeyRecord,
+        now: u64,
+    ) -> Result<Enrollment>;
+
     /// How `node_id` was attested without a join token, if it was.
     async fn node_attestation(&self, node_id: &str) -> Result<Option<NodeAttestationRecord>>;
 

@@ -528,6 +528,146 @@ macro_rules! store_impl {
                     Err(err) => Err(err.into()),
                 }
             }
+
+            /// [`Store::enroll_attested`]'s checks and writes, on `conn`, inside a transaction
+            /// that the caller commits (or drops: then nothing of it stays).
+            async fn enroll_attested_in(
+                conn: &mut $conn,
+                node: &crate::AttestedNode,
+                public_key: &[u8],
+                now: u64,
+            ) -> Result<Enrollment> {
+                let key_id = key_id(public_key);
+                let selectors = serde_json::to_string(&node.selectors)
+                    .map_err(|e| StoreError::Corrupt(format!("node selectors: {e}")))?;
+                // Write first, so the transaction takes the write lock at once: two agents
+                // attesting the same node race on this row.
+                let seen = sqlx::query(
+                    "UPDATE node_attestations SET attestations = attestations + 1
+                     WHERE node_id = $1 RETURNING method",
+                )
+                .bind(&node.node_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let existing = sqlx::query("SELECT id, node_id FROM agent_keys WHERE public_key = $1")
+                    .bind(public_key)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if let Some(r) = &existing {
+                    let holder: String = r.get("node_id");
+                    if holder != node.node_id || seen.is_none() {
+                        return Err(StoreError::KeyAlreadyEnrolled { key_id: r.get("id") });
+                    }
+                }
+                match seen {
+                    None => {
+                        let clash: Option<String> =
+                            sqlx::query_scalar("SELECT id FROM nodes WHERE id = $1")
+                                .bind(&node.node_id)
+                                .fetch_optional(&mut *conn)
+                                .await?;
+                        if clash.is_some() {
+                            return Err(StoreError::Duplicate(format!(
+                                "node {} (enrolled another way)",
+                                node.node_id
+                            )));
+                        }
+                        sqlx::query("INSERT INTO nodes (id, hostname, created_at) VALUES ($1, $2, $3)")
+                            .bind(&node.node_id)
+                            .bind(&node.hostname)
+                            .bind(i(now))
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query(
+                            "INSERT INTO node_attestations
+                               (node_id, method, node_key, selectors, first_at, attested_at, attestations)
+                             VALUES ($1, $2, $3, $4, $5, $5, 1)",
+                        )
+                        .bind(&node.node_id)
+                        .bind(&node.method)
+                        .bind(&node.node_key)
+                        .bind(&selectors)
+                        .bind(i(now))
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Some(r) => {
+                        let method: String = r.get("method");
+                        if method != node.method {
+                            return Err(StoreError::Duplicate(format!(
+                                "node {} (attested with {method})",
+                                node.node_id
+                            )));
+                        }
+                        if existing.is_some() {
+                            // The same agent key attesting again: the enrollment it has.
+                            sqlx::query(
+                                "UPDATE node_attestations SET selectors = $1, attested_at = $2
+                                 WHERE node_id = $3",
+                            )
+                            .bind(&selectors)
+                            .bind(i(now))
+                            .bind(&node.node_id)
+                            .execute(&mut *conn)
+                            .await?;
+                            return Ok(Enrollment {
+                                node_id: node.node_id.clone(),
+                                key_id,
+                            });
+                        }
+                        if !node.reattestable {
+                            let opened = sqlx::query(
+                                "UPDATE tpm_reenrollments SET used_at = $1
+                                 WHERE id = (SELECT id FROM tpm_reenrollments
+                                   WHERE node_id = $2 AND used_at IS NULL AND expires_at >= $1
+                                   ORDER BY created_at DESC, id LIMIT 1)",
+                            )
+                            .bind(i(now))
+                            .bind(&node.node_id)
+                            .execute(&mut *conn)
+                            .await?
+                            .rows_affected();
+                            if opened != 1 {
+                                return Err(StoreError::NodeAttested {
+                                    node_id: node.node_id.clone(),
+                                    method,
+                                });
+                            }
+                        }
+                        // One agent per node: the key it had stops working.
+                        sqlx::query(
+                            "UPDATE agent_keys SET revoked_at = $1
+                             WHERE node_id = $2 AND revoked_at IS NULL",
+                        )
+                        .bind(i(now))
+                        .bind(&node.node_id)
+                        .execute(&mut *conn)
+                        .await?;
+                        sqlx::query(
+                            "UPDATE node_attestations SET selectors = $1, attested_at = $2
+                             WHERE node_id = $3",
+                        )
+                        .bind(&selectors)
+                        .bind(i(now))
+                        .bind(&node.node_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO agent_keys (id, node_id, public_key, enrolled_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&key_id)
+                .bind(&node.node_id)
+                .bind(public_key)
+                .bind(i(now))
+                .execute(&mut *conn)
+                .await?;
+                Ok(Enrollment {
+                    node_id: node.node_id.clone(),
+                    key_id,
+                })
+            }
         }
 
         #[async_trait]
@@ -626,139 +766,77 @@ macro_rules! store_impl {
                 public_key: &[u8],
                 now: u64,
             ) -> Result<Enrollment> {
-                let key_id = key_id(public_key);
-                let selectors = serde_json::to_string(&node.selectors)
-                    .map_err(|e| StoreError::Corrupt(format!("node selectors: {e}")))?;
                 let mut tx = self.pool.begin().await?;
-                // Write first, so the transaction takes the write lock at once: two agents
-                // attesting the same node race on this row.
-                let seen = sqlx::query(
-                    "UPDATE node_attestations SET attestations = attestations + 1
-                     WHERE node_id = $1 RETURNING method",
+                let e = Self::enroll_attested_in(&mut tx, node, public_key, now).await?;
+                tx.commit().await?;
+                Ok(e)
+            }
+
+            async fn enroll_attested_tpm(
+                &self,
+                node: &crate::AttestedNode,
+                public_key: &[u8],
+                tpm: &TpmKeyRecord,
+                now: u64,
+            ) -> Result<Enrollment> {
+                if tpm.node_id != node.node_id || tpm.ek_key.is_none() {
+                    return Err(StoreError::Corrupt(
+                        "a TPM join's binding must name the attested node and its EK key".into(),
+                    ));
+                }
+                let mut tx = self.pool.begin().await?;
+                let e = Self::enroll_attested_in(&mut tx, node, public_key, now).await?;
+                // One EK, one node: checked here, in the transaction, before the write (a
+                // unique violation would abort a PostgreSQL transaction); the index still
+                // stops a race, as EkEnrolled.
+                let holder: Option<String> = sqlx::query_scalar(
+                    "SELECT node_id FROM tpm_keys
+                     WHERE ek_key = $1 AND bound_at IS NOT NULL AND node_id <> $2",
                 )
+                .bind(&tpm.ek_key)
                 .bind(&node.node_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let existing = sqlx::query("SELECT id, node_id FROM agent_keys WHERE public_key = $1")
-                    .bind(public_key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(r) = &existing {
-                    let holder: String = r.get("node_id");
-                    if holder != node.node_id || seen.is_none() {
-                        return Err(StoreError::KeyAlreadyEnrolled { key_id: r.get("id") });
-                    }
+                if let Some(node_id) = holder {
+                    return Err(StoreError::EkEnrolled { node_id });
                 }
-                match seen {
-                    None => {
-                        let clash: Option<String> =
-                            sqlx::query_scalar("SELECT id FROM nodes WHERE id = $1")
-                                .bind(&node.node_id)
-                                .fetch_optional(&mut *tx)
-                                .await?;
-                        if clash.is_some() {
-                            return Err(StoreError::Duplicate(format!(
-                                "node {} (enrolled another way)",
-                                node.node_id
-                            )));
-                        }
-                        sqlx::query("INSERT INTO nodes (id, hostname, created_at) VALUES ($1, $2, $3)")
-                            .bind(&node.node_id)
-                            .bind(&node.hostname)
-                            .bind(i(now))
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query(
-                            "INSERT INTO node_attestations
-                               (node_id, method, node_key, selectors, first_at, attested_at, attestations)
-                             VALUES ($1, $2, $3, $4, $5, $5, 1)",
-                        )
-                        .bind(&node.node_id)
-                        .bind(&node.method)
-                        .bind(&node.node_key)
-                        .bind(&selectors)
-                        .bind(i(now))
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    Some(r) => {
-                        let method: String = r.get("method");
-                        if method != node.method {
-                            return Err(StoreError::Duplicate(format!(
-                                "node {} (attested with {method})",
-                                node.node_id
-                            )));
-                        }
-                        if existing.is_some() {
-                            // The same agent key attesting again: the enrollment it has.
-                            sqlx::query(
-                                "UPDATE node_attestations SET selectors = $1, attested_at = $2
-                                 WHERE node_id = $3",
-                            )
-                            .bind(&selectors)
-                            .bind(i(now))
-                            .bind(&node.node_id)
-                            .execute(&mut *tx)
-                            .await?;
-                            tx.commit().await?;
-                            return Ok(Enrollment {
-                                node_id: node.node_id.clone(),
-                                key_id,
-                            });
-                        }
-                        if !node.reattestable {
-                            let opened = sqlx::query(
-                                "UPDATE tpm_reenrollments SET used_at = $1
-                                 WHERE id = (SELECT id FROM tpm_reenrollments
-                                   WHERE node_id = $2 AND used_at IS NULL AND expires_at >= $1
-                                   ORDER BY created_at DESC, id LIMIT 1)",
-                            )
-                            .bind(i(now))
-                            .bind(&node.node_id)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                            if opened != 1 {
-                                return Err(StoreError::NodeAttested {
-                                    node_id: node.node_id.clone(),
-                                    method,
-                                });
-                            }
-                        }
-                        // One agent per node: the key it had stops working.
-                        sqlx::query(
-                            "UPDATE agent_keys SET revoked_at = $1
-                             WHERE node_id = $2 AND revoked_at IS NULL",
-                        )
-                        .bind(i(now))
-                        .bind(&node.node_id)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query(
-                            "UPDATE node_attestations SET selectors = $1, attested_at = $2
-                             WHERE node_id = $3",
-                        )
-                        .bind(&selectors)
-                        .bind(i(now))
-                        .bind(&node.node_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                sqlx::query(
-                    "INSERT INTO agent_keys (id, node_id, public_key, enrolled_at) VALUES ($1, $2, $3, $4)",
+                // Activated and bound at once: the caller proved the AK by credential
+                // activation before calling. The same EK again keeps its TPM's clock and IMA
+                // replay (they are the TPM's, not the AK's).
+                let r = sqlx::query(
+                    "INSERT INTO tpm_keys (node_id, ek_public, ek_cert, ek_issuer, ak_public,
+                        ak_qualified_name, challenge_hash, challenge_expires, activated_at, last_clock,
+                        created_at, ek_key, bound_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, NULL, $7, $8, $7)
+                     ON CONFLICT (node_id) DO UPDATE SET ek_public = excluded.ek_public,
+                        ek_cert = excluded.ek_cert, ek_issuer = excluded.ek_issuer,
+                        ak_public = excluded.ak_public, ak_qualified_name = excluded.ak_qualified_name,
+                        challenge_hash = NULL, challenge_expires = NULL,
+                        activated_at = excluded.activated_at,
+                        last_clock = CASE WHEN tpm_keys.ek_key = excluded.ek_key
+                            OR tpm_keys.ek_public = excluded.ek_public THEN tpm_keys.last_clock END,
+                        ima_state = CASE WHEN tpm_keys.ek_key = excluded.ek_key
+                            OR tpm_keys.ek_public = excluded.ek_public THEN tpm_keys.ima_state END,
+                        ek_key = excluded.ek_key, created_at = excluded.created_at,
+                        bound_at = COALESCE(tpm_keys.bound_at, excluded.bound_at)",
                 )
-                .bind(&key_id)
-                .bind(&node.node_id)
-                .bind(public_key)
+                .bind(&tpm.node_id)
+                .bind(&tpm.ek_public)
+                .bind(&tpm.ek_cert)
+                .bind(&tpm.ek_issuer)
+                .bind(&tpm.ak_public)
+                .bind(&tpm.ak_qualified_name)
                 .bind(i(now))
+                .bind(&tpm.ek_key)
                 .execute(&mut *tx)
-                .await?;
+                .await;
+                if let Err(err) = r {
+                    drop(tx);
+                    self.ek_conflict(Err::<(), _>(err), tpm.ek_key.as_deref()).await?;
+                    return Err(StoreError::Corrupt("TPM join write failed".into()));
+                }
                 tx.commit().await?;
-                Ok(Enrollment {
-                    node_id: node.node_id.clone(),
-                    key_id,
-                })
+                Ok(e)
             }
 
             async fn node_attestation(
