@@ -54,6 +54,9 @@ pub struct AgentConfig {
     /// Attest with the TEE this machine runs in (configfs-tsm): `tee` evidence alone, or
     /// `composite` evidence (the TEE report binding the vTPM's AK) together with `tpm`.
     pub tee: Option<crate::TeeConfig>,
+    /// Give Workload API callers `container:` selectors from this container runtime's own
+    /// state (off when unset).
+    pub container: Option<crate::ContainerConfig>,
 }
 
 impl Default for AgentConfig {
@@ -77,6 +80,7 @@ impl Default for AgentConfig {
             #[cfg(feature = "tpm")]
             tpm: None,
             tee: None,
+            container: None,
         }
     }
 }
@@ -566,6 +570,7 @@ impl Agent {
             self.status(),
             self.entries.subscribe(),
         )
+        .map(|s| s.with_containers(self.cfg.container.as_ref()))
     }
 
     /// Try the current verifier, and on an unreachable verifier or a retryable refusal

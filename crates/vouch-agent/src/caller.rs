@@ -10,6 +10,11 @@
 //! connection gets nothing more. The executable is hashed once, while pinned: a running
 //! executable cannot be written (`ETXTBSY`), and a replaced one is another inode.
 //!
+//! The container the process runs in (the container ids its `/proc/<pid>/cgroup` names, see
+//! [`crate::container`]) is read while pinned too, between the two start-time reads, and
+//! must be the same before every issuance: what the container runtime is asked about is the
+//! container the caller was in when it connected.
+//!
 //! Left open (as in SPIRE's unix attestor): a process that execs between its `connect()` and
 //! the agent's accept is measured as the binary it exec'd. The window is the accept latency;
 //! pin entries to node and path as well as uid where that matters.
@@ -17,6 +22,8 @@
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::sync::OnceLock;
+
+use crate::container::{ContainerError, ContainerId, container_ids_of};
 
 /// What a caller was when its connection was accepted.
 #[derive(Debug)]
@@ -32,6 +39,7 @@ struct Process {
     pid: i32,
     start_time: u64,
     exe: Exe,
+    containers: Result<Vec<ContainerId>, ContainerError>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +69,9 @@ pub enum CallerChanged {
         /// The executable now.
         now: String,
     },
+    /// The process is in other cgroups (another container) than when it connected.
+    #[error("the calling process {0} has moved to another cgroup since it connected")]
+    Moved(i32),
 }
 
 fn start_time(pid: i32) -> Option<u64> {
@@ -86,10 +97,12 @@ fn process(pid: i32) -> Option<Process> {
     // Start time before and after the executable: a pid reused in between shows.
     let before = start_time(pid)?;
     let exe = exe(pid)?;
+    let containers = container_ids_of(pid);
     (start_time(pid)? == before).then_some(Process {
         pid,
         start_time: before,
         exe,
+        containers,
     })
 }
 
@@ -107,6 +120,12 @@ impl Caller {
     /// The pid, when the kernel gave one and the process could be inspected.
     pub fn pid(&self) -> Option<i32> {
         self.process.as_ref().map(|p| p.pid)
+    }
+
+    /// The container ids the caller's cgroups named when it connected, outermost first (empty:
+    /// in no container); `None` without a pid.
+    pub fn containers(&self) -> Option<&Result<Vec<ContainerId>, ContainerError>> {
+        self.process.as_ref().map(|p| &p.containers)
     }
 
     /// Check that the pid still is the process that connected, running the same executable.
@@ -130,9 +149,11 @@ impl Caller {
                 now: now.path.display().to_string(),
             });
         }
+        let moved = container_ids_of(then.pid) != then.containers;
         // The process may have exited and its pid been reused between the reads above: read
         // the start time once more.
         match start_time(then.pid) {
+            Some(again) if again == then.start_time && moved => Err(CallerChanged::Moved(then.pid)),
             Some(again) if again == then.start_time => Ok(()),
             Some(_) => Err(CallerChanged::PidReused(then.pid)),
             None => Err(CallerChanged::Exited(then.pid)),

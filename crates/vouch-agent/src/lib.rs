@@ -12,6 +12,7 @@
 mod agent;
 mod caller;
 mod client;
+mod container;
 mod entries;
 mod error;
 mod tee;
@@ -22,6 +23,10 @@ mod workload_api;
 pub use agent::{Agent, AgentConfig, Enrollment, NodeStatus};
 pub use caller::{Caller, CallerChanged};
 pub use client::VerifierClient;
+pub use container::{
+    ContainerAttestor, ContainerConfig, ContainerError, ContainerId, ContainerInfo,
+    container_ids_from_cgroup, container_ids_of, parse_container_json, parse_image_json,
+};
 pub use entries::{EntryMirror, signed as signed_entries_request};
 pub use error::AgentError;
 pub use tee::{TeeConfig, TeeReportBlob, report as tee_report};

@@ -127,6 +127,7 @@ pub struct IdentitySource {
     status: watch::Receiver<NodeStatus>,
     entries: watch::Receiver<u64>,
     cache: Arc<Mutex<HashMap<Vec<String>, X509Set>>>,
+    containers: Option<Arc<crate::ContainerAttestor>>,
 }
 
 fn refusal(e: AgentError) -> Status {
@@ -169,7 +170,14 @@ impl IdentitySource {
             status,
             entries,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            containers: None,
         })
+    }
+
+    /// Give callers `container:` selectors from the runtime `cfg` names (none when `None`).
+    pub fn with_containers(mut self, cfg: Option<&crate::ContainerConfig>) -> Self {
+        self.containers = cfg.map(|c| Arc::new(crate::ContainerAttestor::new(c.clone())));
+        self
     }
 
     /// `Unavailable` before the first attestation, `PermissionDenied` while the node is not
@@ -456,11 +464,15 @@ fn caller_of<T>(req: &Request<T>) -> Result<Arc<Caller>, Status> {
 }
 
 /// The caller's selectors, after checking it is still the process that connected.
-fn selectors(caller: &Caller) -> Result<Vec<String>, Status> {
-    caller.selectors().map_err(|e| {
+async fn selectors(src: &IdentitySource, caller: &Caller) -> Result<Vec<String>, Status> {
+    let mut out = caller.selectors().map_err(|e| {
         tracing::warn!("Workload API: {e}; nothing issued");
         Status::permission_denied(format!("{e}: reconnect"))
-    })
+    })?;
+    if let Some(c) = &src.containers {
+        out.extend(crate::container::caller_selectors(c, caller).await?);
+    }
+    Ok(out)
 }
 
 fn json_to_struct(v: &serde_json::Value) -> prost_types::Struct {
@@ -558,10 +570,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_header(&req)?;
         let caller = caller_of(&req)?;
-        let sel = selectors(&caller)?;
+        let sel = selectors(&self.src, &caller).await?;
         let first = self.src.x509(&sel).await?;
         // Issued for the process that connected: it must still be that process to get them.
-        selectors(&caller)?;
+        selectors(&self.src, &caller).await?;
         tracing::info!(selectors = ?sel, svids = first.svids.len(), "X.509-SVIDs served");
         let src = self.src.clone();
         let refresh = |s: &X509Set| Duration::from_secs(s.refresh_at.saturating_sub(unix_now()));
@@ -573,8 +585,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 let src = src.clone();
                 let caller = caller.clone();
                 async move {
-                    let set = src.x509(&selectors(&caller)?).await?;
-                    selectors(&caller)?;
+                    let set = src.x509(&selectors(&src, &caller).await?).await?;
+                    selectors(&src, &caller).await?;
                     Ok((set.response(), refresh(&set)))
                 }
             },
@@ -605,7 +617,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<proto::JwtsvidResponse>, Status> {
         check_header(&req)?;
         let caller = caller_of(&req)?;
-        let sel = selectors(&caller)?;
+        let sel = selectors(&self.src, &caller).await?;
         let r = req.into_inner();
         if r.audience.is_empty() || r.audience.iter().any(String::is_empty) {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -615,7 +627,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 .map_err(|e| Status::invalid_argument(format!("spiffe_id: {e}")))?;
         }
         let issued = self.src.jwt(&sel, r.audience).await?;
-        selectors(&caller)?;
+        selectors(&self.src, &caller).await?;
         let svids: Vec<proto::Jwtsvid> = issued
             .into_iter()
             .filter(|s| r.spiffe_id.is_empty() || s.spiffe_id == r.spiffe_id)
