@@ -97,6 +97,16 @@ pub enum QuoteBody {
         debug: bool,
         /// ATTRIBUTES, hex.
         attributes: String,
+        /// MISCSELECT.
+        misc_select: u32,
+        /// ISVEXTPRODID, hex.
+        isv_ext_prod_id: String,
+        /// CONFIGID, hex.
+        config_id: String,
+        /// CONFIGSVN.
+        config_svn: u16,
+        /// ISVFAMILYID, hex.
+        isv_family_id: String,
         /// REPORT_DATA, hex.
         report_data: String,
     },
@@ -131,6 +141,12 @@ pub enum QuoteBody {
         xfam: String,
         /// REPORT_DATA, hex.
         report_data: String,
+        /// TEE_TCB_SVN_2 (TD 1.5 bodies, type 3 of a v5 quote), hex.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tee_tcb_svn2: Option<String>,
+        /// MRSERVICETD (TD 1.5 bodies), hex.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mr_service_td: Option<String>,
     },
 }
 
@@ -139,10 +155,28 @@ pub enum QuoteBody {
 pub struct QuoteClaims {
     /// Quote format version (3, 4 or 5).
     pub version: u16,
-    /// QE SVN from the header (v3), or the QE report's ISV SVN.
+    /// The body's type: 1 SGX enclave report, 2 TD report of TDX 1.0, 3 TD report of TDX
+    /// 1.5 (v5 quotes say so in their body descriptor; v3 and v4 by their TEE type).
+    pub body_type: u16,
+    /// QE SVN: the header's (v3); from v4 the header leaves it reserved, and it is the QE
+    /// report's ISVSVN (the quoting enclave that signed).
     pub qe_svn: u16,
-    /// PCE SVN from the header.
+    /// PCE SVN: the header's (v3); from v4 the PCESVN of the PCK certificate's TCB (the
+    /// certification data's), the value Intel certified the platform at.
     pub pce_svn: u16,
+    /// CPUSVN the PCK certificate was issued for, hex (from its SGX extension's TCB).
+    pub pck_cpu_svn: String,
+    /// PCE id of the PCK certificate, hex.
+    pub pce_id: String,
+    /// QE vendor id from the header, hex (Intel's is 939a7233f79c4ca9940a0db3957f0607).
+    pub qe_vendor_id: String,
+    /// The header's user data, hex (Intel's QE puts a platform identifier in its first 16
+    /// bytes).
+    pub user_data: String,
+    /// The QE report's CPUSVN, hex.
+    pub qe_cpu_svn: String,
+    /// The QE report's ISVPRODID.
+    pub qe_isv_prod_id: u16,
     /// The enclave or trust domain.
     pub body: QuoteBody,
     /// MRSIGNER of the quoting enclave, hex (checked against Intel's QE identity).
@@ -179,14 +213,20 @@ fn hx(b: &[u8]) -> String {
     hex::encode(b)
 }
 
+/// An SGX enclave report (384 bytes, SGX REPORT_BODY): offsets from Intel's quote format.
 fn sgx_body(b: &[u8]) -> QuoteBody {
     let flags = u64::from_le_bytes(b[48..56].try_into().unwrap_or_default());
     QuoteBody::Sgx {
         cpu_svn: hx(&b[0..16]),
+        misc_select: u32::from_le_bytes(b[16..20].try_into().unwrap_or_default()),
+        isv_ext_prod_id: hx(&b[32..48]),
         mr_enclave: hx(&b[64..96]),
         mr_signer: hx(&b[128..160]),
+        config_id: hx(&b[192..256]),
         isv_prod_id: u16::from_le_bytes([b[256], b[257]]),
         isv_svn: u16::from_le_bytes([b[258], b[259]]),
+        config_svn: u16::from_le_bytes([b[260], b[261]]),
+        isv_family_id: hx(&b[304..320]),
         debug: flags & 2 != 0,
         attributes: hx(&b[48..64]),
         report_data: hx(&b[320..384]),
@@ -215,6 +255,8 @@ fn td_body(b: &[u8]) -> QuoteBody {
         migratable: attrs & (1 << 29) != 0,
         xfam: hx(&b[128..136]),
         report_data: hx(&b[520..584]),
+        tee_tcb_svn2: b.get(584..600).map(hx),
+        mr_service_td: b.get(600..648).map(hx),
     }
 }
 
@@ -436,6 +478,7 @@ impl DcapVerifier {
             (_, TEE_SGX | TEE_TDX) => tee_type,
             (_, t) => return Err(malformed(format!("TEE type 0x{t:x}"))),
         };
+        let mut body_type = if tee == TEE_SGX { 1 } else { 2 };
         let body = match version {
             5 => {
                 let kind = r.u16("body descriptor")?;
@@ -451,6 +494,7 @@ impl DcapVerifier {
                         "body type {kind} of {size} bytes does not fit TEE type 0x{tee:x}"
                     )));
                 }
+                body_type = kind;
                 r.take(size, "body")?
             }
             _ if tee == TEE_SGX => r.take(SGX_REPORT_LEN, "enclave report")?,
@@ -570,6 +614,15 @@ impl DcapVerifier {
                 TeeError::Signature("the quote is not signed by its attestation key".into())
             })?;
         let fmspc = fmspc(pck);
+        // The PCK certificate's TCB (CPUSVN, PCESVN) and PCE id, from its SGX extension.
+        let ext = dcap_qvl::intel::parse_pck_extension(&certs[0])
+            .map_err(|e| TeeError::Chain(format!("the PCK certificate's SGX extension: {e:#}")))?;
+        let qe_isv_svn = u16::from_le_bytes([qe_report[258], qe_report[259]]);
+        let (qe_svn, pce_svn) = if version == 3 {
+            (qe_svn, pce_svn)
+        } else {
+            (qe_isv_svn, ext.pce_svn)
+        };
         // 6. TDX: the TD report is Intel's TDX module's (the collateral's identity, or Intel's).
         let tdx_module_identity = if tee == TEE_TDX {
             let modules = fmspc.as_ref().and_then(|f| self.tdx_modules.get(f));
@@ -636,8 +689,15 @@ impl DcapVerifier {
         };
         Ok(QuoteClaims {
             version,
+            body_type,
             qe_svn,
             pce_svn,
+            pck_cpu_svn: hx(&ext.cpu_svn),
+            pce_id: hx(&ext.pce_id),
+            qe_vendor_id: hx(&quote[12..28]),
+            user_data: hx(&quote[28..48]),
+            qe_cpu_svn: hx(&qe_report[0..16]),
+            qe_isv_prod_id: u16::from_le_bytes([qe_report[256], qe_report[257]]),
             body: if tee == TEE_SGX {
                 sgx_body(body)
             } else {

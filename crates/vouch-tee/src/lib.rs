@@ -340,6 +340,7 @@ impl TeeRoots {
                         debug,
                         report_data,
                         isv_svn,
+                        cpu_svn,
                         ..
                     } if kind == TeeKind::Sgx => (
                         mr_enclave.clone(),
@@ -347,7 +348,8 @@ impl TeeRoots {
                         *debug,
                         false,
                         report_data.clone(),
-                        json!({"isv_svn": isv_svn, "qe_svn": c.qe_svn, "pce_svn": c.pce_svn, "status": c.tcb_status}),
+                        json!({"isv_svn": isv_svn, "cpu_svn": cpu_svn, "qe_svn": c.qe_svn,
+                               "pce_svn": c.pce_svn, "status": c.tcb_status}),
                     ),
                     dcap::QuoteBody::Tdx {
                         mr_td,
@@ -356,6 +358,7 @@ impl TeeRoots {
                         migratable,
                         report_data,
                         tee_tcb_svn,
+                        tee_tcb_svn2,
                         ..
                     } if kind == TeeKind::Tdx => (
                         mr_td.clone(),
@@ -363,7 +366,8 @@ impl TeeRoots {
                         *debug,
                         *migratable,
                         report_data.clone(),
-                        json!({"tee_tcb_svn": tee_tcb_svn, "qe_svn": c.qe_svn, "pce_svn": c.pce_svn, "status": c.tcb_status}),
+                        json!({"tee_tcb_svn": tee_tcb_svn, "tee_tcb_svn2": tee_tcb_svn2,
+                               "qe_svn": c.qe_svn, "pce_svn": c.pce_svn, "status": c.tcb_status}),
                     ),
                     _ => {
                         return Err(TeeError::Mismatch(format!(

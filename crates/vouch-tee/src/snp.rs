@@ -4,7 +4,10 @@
 //! on it.
 //!
 //! What is checked, in order: the report is exactly 1184 bytes of version 2 to 5, signed with
-//! ECDSA P-384/SHA-384, reserved bytes zero; the VEK certificate (VCEK, or VLEK for cloud
+//! ECDSA P-384/SHA-384, reserved bytes zero (by version: CPUID family, model and stepping
+//! at 0x188 from version 3, the launch and current mitigation vectors at 0x1F8 and 0x200 from
+//! version 5; version 4 has version 3's layout); a version 3+ report's CPU is of the VEK's
+//! product line; the VEK certificate (VCEK, or VLEK for cloud
 //! providers) is issued by the product line's ASK (or ASVK), which the trusted ARK signed, the
 //! ARK being byte-for-byte one the operator trusts, and all three are valid at the
 //! verification time; the VEK's type is the one the report says signed it; the VEK's TCB
@@ -88,7 +91,7 @@ impl Tcb {
 }
 
 /// The guest policy the report was launched with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GuestPolicy {
     /// Minimum ABI major version.
     pub abi_major: u8,
@@ -102,10 +105,22 @@ pub struct GuestPolicy {
     pub debug: bool,
     /// Guest may run on one socket only.
     pub single_socket: bool,
+    /// CXL may be populated with devices or memory (bit 21).
+    pub cxl_allowed: bool,
+    /// AES-256-XTS required for memory encryption (bit 22).
+    pub mem_aes_256_xts: bool,
+    /// RAPL must be disabled (bit 23).
+    pub rapl_dis: bool,
+    /// Ciphertext hiding must be enabled (bit 24).
+    pub ciphertext_hiding: bool,
+    /// The guest may not use the page move and swap commands (bit 25).
+    pub page_swap_disable: bool,
+    /// The whole policy as the report carries it, hex (64 bits, little-endian value).
+    pub raw: String,
 }
 
 /// The platform's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlatformInfo {
     /// SMT enabled.
     pub smt_enabled: bool,
@@ -117,6 +132,38 @@ pub struct PlatformInfo {
     pub rapl_disabled: bool,
     /// Ciphertext hiding enabled.
     pub ciphertext_hiding: bool,
+    /// Alias detection completed since the last reset, no aliasing addresses (bit 5).
+    pub alias_check_complete: bool,
+    /// SEV-TIO enabled (bit 7).
+    pub tio_enabled: bool,
+    /// The whole field, hex (64 bits, little-endian value).
+    pub raw: String,
+}
+
+/// The CPU the report was made on (report version 3 and later): CPUID Fn0000_0001_EAX's
+/// extended family, extended model and stepping, as the firmware fills them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cpuid {
+    /// Family (0x19 Milan and Genoa, 0x1A Turin).
+    pub family: u8,
+    /// Model.
+    pub model: u8,
+    /// Stepping.
+    pub stepping: u8,
+}
+
+impl Cpuid {
+    /// The product line this CPU belongs to (the AMD SEV-SNP families and models, as
+    /// virtee/sev's `Generation::identify_cpu` lists them), if known.
+    pub fn product_line(&self) -> Option<&'static str> {
+        match (self.family, self.model) {
+            (0x19, 0x00..=0x0F) => Some("Milan"),
+            (0x19, 0x10..=0x1F | 0xA0..=0xAF) => Some("Genoa"),
+            (0x1A, 0x00..=0x11) => Some("Turin"),
+            (0x1A, 0x50..=0x57 | 0x90..=0x9F | 0xA0..=0xAF | 0xC0..=0xC7) => Some("Venice"),
+            _ => None,
+        }
+    }
 }
 
 /// Which key signed the report.
@@ -150,7 +197,12 @@ pub struct SnpReport {
     pub platform_info: PlatformInfo,
     /// Which key signed.
     pub signing_key: SigningKey,
-    /// Whether the chip id is masked.
+    /// AUTHOR_KEY_EN: the author key digest is present.
+    pub author_key_en: bool,
+    /// MASK_CHIP_KEY: the firmware was told not to sign with the chip key (the signature is
+    /// then zero, so such a report never verifies).
+    pub mask_chip_key: bool,
+    /// Whether the chip id is masked (MaskChipId at launch: CHIP_ID is all zero).
     pub chip_id_masked: bool,
     /// The 64 bytes the guest asked to be bound, hex.
     pub report_data: String,
@@ -168,6 +220,8 @@ pub struct SnpReport {
     pub report_id_ma: String,
     /// TCB the report (and the VEK) is for.
     pub reported_tcb: Tcb,
+    /// The CPU's family, model and stepping (version 3 and later; absent in version 2).
+    pub cpuid: Option<Cpuid>,
     /// Chip id, hex (64 bytes).
     pub chip_id: String,
     /// Committed TCB.
@@ -178,6 +232,10 @@ pub struct SnpReport {
     pub committed_version: String,
     /// TCB at launch.
     pub launch_tcb: Tcb,
+    /// The mitigations the guest required at launch, hex (version 5 and later).
+    pub launch_mit_vector: Option<String>,
+    /// The mitigations the platform now applies, hex (version 5 and later).
+    pub current_mit_vector: Option<String>,
     #[serde(skip)]
     reported_tcb_raw: u64,
     #[serde(skip)]
@@ -243,6 +301,11 @@ impl SnpReport {
         }
         let plat = u64_at(b, 0x40);
         let key_info = u32_at(b, 0x48);
+        if key_info >> 5 != 0 {
+            return Err(malformed(format!(
+                "reserved bits of the key information 0x{key_info:08x} are not zero"
+            )));
+        }
         let signing_key = match (key_info >> 2) & 0b111 {
             0 => SigningKey::Vcek,
             1 => SigningKey::Vlek,
@@ -264,6 +327,12 @@ impl SnpReport {
                 migrate_ma: policy & (1 << 18) != 0,
                 debug: policy & (1 << 19) != 0,
                 single_socket: policy & (1 << 20) != 0,
+                cxl_allowed: policy & (1 << 21) != 0,
+                mem_aes_256_xts: policy & (1 << 22) != 0,
+                rapl_dis: policy & (1 << 23) != 0,
+                ciphertext_hiding: policy & (1 << 24) != 0,
+                page_swap_disable: policy & (1 << 25) != 0,
+                raw: format!("{policy:016x}"),
             },
             family_id: hexr(0x10, 16),
             image_id: hexr(0x20, 16),
@@ -275,9 +344,14 @@ impl SnpReport {
                 ecc_enabled: plat & 4 != 0,
                 rapl_disabled: plat & 8 != 0,
                 ciphertext_hiding: plat & 16 != 0,
+                alias_check_complete: plat & 32 != 0,
+                tio_enabled: plat & 128 != 0,
+                raw: format!("{plat:016x}"),
             },
             signing_key,
-            chip_id_masked: key_info & 2 != 0,
+            author_key_en: key_info & 1 != 0,
+            mask_chip_key: key_info & 2 != 0,
+            chip_id_masked: b[0x1A0..0x1E0].iter().all(|x| *x == 0),
             report_data: hexr(0x50, 64),
             measurement: hexr(0x90, 48),
             host_data: hexr(0xC0, 32),
@@ -286,11 +360,18 @@ impl SnpReport {
             report_id: hexr(0x140, 32),
             report_id_ma: hexr(0x160, 32),
             reported_tcb: Tcb::parse(u64_at(b, 0x180), turin),
+            cpuid: (version >= 3).then(|| Cpuid {
+                family: b[0x188],
+                model: b[0x189],
+                stepping: b[0x18A],
+            }),
             chip_id: hexr(0x1A0, 64),
             committed_tcb: Tcb::parse(u64_at(b, 0x1E0), turin),
             current_version: version_of(0x1E8),
             committed_version: version_of(0x1EC),
             launch_tcb: Tcb::parse(u64_at(b, 0x1F0), turin),
+            launch_mit_vector: (version >= 5).then(|| format!("{:016x}", u64_at(b, 0x1F8))),
+            current_mit_vector: (version >= 5).then(|| format!("{:016x}", u64_at(b, 0x200))),
             reported_tcb_raw: u64_at(b, 0x180),
             chip_id_raw: b[0x1A0..0x1E0].to_vec(),
         })
@@ -646,6 +727,13 @@ impl SnpVerifier {
         let vek = vouch_x509::parse(vek_der, "VEK").map_err(TeeError::Chain)?;
         let product = product(&vek)?;
         let rep = SnpReport::parse(report, turin_layout(&product))?;
+        if let Some(line) = rep.cpuid.as_ref().and_then(Cpuid::product_line)
+            && line != product
+        {
+            return Err(TeeError::Mismatch(format!(
+                "the report was made on a {line} CPU, the VEK is for {product}"
+            )));
+        }
         let is_vlek = cn(&vek).contains("SEV-VLEK");
         match (rep.signing_key, is_vlek) {
             (SigningKey::Vcek, false) | (SigningKey::Vlek, true) => {}

@@ -15,10 +15,13 @@ fn verifier() -> DcapVerifier {
 
 /// 2025-06-25: inside every sample's PCK certificate (the latest from 2025-02-06).
 const NOW: u64 = 1_750_809_600;
-const SAMPLES: [&str; 3] = [
+const SAMPLES: [&str; 5] = [
     "sgx/occlum_quote_v3.dat",
     "tdx/quote_v4.dat",
     "tdx/dcapqvl_tdx_quote.bin",
+    "tdx/trustee_quote_6.dat",
+    // A v5 quote with a TD 1.5 body (type 3).
+    "tdx/trustee_quote_v5.dat",
 ];
 
 #[test]

@@ -49,6 +49,18 @@ fn ca(name: &str) -> rcgen::CertificateParams {
     p
 }
 
+/// The SGX extension (1.2.840.113741.1.13.1) of the PCK certificate in tdx/quote_v4.dat.
+fn real_sgx_extension() -> Vec<u8> {
+    let q = read_testdata("tdx/quote_v4.dat");
+    let text = String::from_utf8_lossy(&q);
+    let at = text.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let pck = vouch_x509::pem_certificates(&text[at..]).remove(0);
+    let c = vouch_x509::parse(&pck, "PCK").unwrap();
+    vouch_x509::extension(&c, "1.2.840.113741.1.13.1")
+        .unwrap()
+        .to_vec()
+}
+
 impl TestPlatform {
     fn new() -> Self {
         let root = rcgen::CertifiedIssuer::self_signed(
@@ -66,6 +78,13 @@ impl TestPlatform {
         let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         leaf.distinguished_name
             .push(rcgen::DnType::CommonName, "Test SGX PCK Certificate");
+        // A PCK certificate carries Intel's SGX extension (FMSPC, the TCB it certifies: its
+        // PCESVN is a v4/v5 quote's pce_svn claim): a real PCK certificate's, copied.
+        leaf.custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 2, 840, 113_741, 1, 13, 1],
+                real_sgx_extension(),
+            ));
         let leaf = leaf.signed_by(&pck_key, &platform).unwrap();
         let pck =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pck_key.serialize_der())
