@@ -88,6 +88,10 @@ pub struct AgentArgs {
     /// (default /sys/kernel/security/tpm0/binary_bios_measurements, when present).
     #[arg(long)]
     pub tpm_eventlog: Option<std::path::PathBuf>,
+    /// Give Workload API callers `container:` selectors, asking the container runtime's
+    /// Docker-compatible API on this socket (podman system service, dockerd).
+    #[arg(long, env = "VOUCH_CONTAINER_RUNTIME_SOCKET")]
+    pub container_runtime_socket: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -71,6 +71,11 @@ fn agent_config(file: &FileConfig, a: &AgentArgs) -> AgentConfig {
     if let Some(v) = &a.trust_domain {
         cfg.trust_domain = v.clone();
     }
+    if let Some(v) = &a.container_runtime_socket {
+        let mut c = cfg.container.clone().unwrap_or_default();
+        c.socket = v.clone();
+        cfg.container = Some(c);
+    }
     if a.tpm_tcti.is_some()
         || a.tpm_key_alg.is_some()
         || !a.tpm_pcrs.is_empty()
