@@ -13,6 +13,16 @@
 
 use std::fmt::Debug;
 
+pub mod aws_iid;
+pub mod azure_imds;
+mod cloud;
+pub mod gcp_iit;
+mod pkcs7;
+
+pub use aws_iid::{AwsIidAttestor, AwsIidConfig, AwsIidData};
+pub use azure_imds::{AzureImdsAttestor, AzureImdsConfig, imds_nonce};
+pub use gcp_iit::{GcpIitAttestor, GcpIitConfig, gcp_audience};
+
 pub mod k8s_psat;
 
 /// The most bytes of attestation data any method accepts.
