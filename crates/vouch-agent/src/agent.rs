@@ -57,6 +57,9 @@ pub struct AgentConfig {
     /// Give Workload API callers `container:` selectors from this container runtime's own
     /// state (off when unset).
     pub container: Option<crate::ContainerConfig>,
+    /// Give Workload API callers `k8s:` selectors from the kubelet's pod list (off when
+    /// unset).
+    pub k8s: Option<crate::K8sConfig>,
 }
 
 impl Default for AgentConfig {
@@ -81,6 +84,7 @@ impl Default for AgentConfig {
             tpm: None,
             tee: None,
             container: None,
+            k8s: None,
         }
     }
 }
@@ -571,6 +575,7 @@ impl Agent {
             self.entries.subscribe(),
         )
         .map(|s| s.with_containers(self.cfg.container.as_ref()))
+        .and_then(|s| s.with_k8s(self.cfg.k8s.as_ref()))
     }
 
     /// Try the current verifier, and on an unreachable verifier or a retryable refusal

@@ -44,8 +44,9 @@ use crate::container::{ContainerId, container_ids_from_cgroup};
 pub const MAX_POD_LIST_BYTES: usize = 32 * 1024 * 1024;
 /// Largest service-account token file read.
 pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
-/// Most pod labels turned into selectors (the verifier takes at most 64 selectors a request).
-pub const MAX_POD_LABELS: usize = 24;
+/// Most pod labels turned into selectors. The verifier takes at most 64 selectors a request:
+/// 4 `unix:`, up to 34 `container:` and 7 other `k8s:` ones leave room for 16.
+pub const MAX_POD_LABELS: usize = 16;
 /// Longest selector value the verifier accepts.
 const MAX_SELECTOR_VALUE: usize = 256;
 /// Largest `/proc/<pid>/cgroup` read.
@@ -383,9 +384,12 @@ fn value_ok(value: &str) -> bool {
         && !value.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
+/// Add `k8s:<kind>:<value>` when the verifier would take it (everything after `k8s:` is the
+/// selector's value).
 fn push(out: &mut Vec<String>, kind: &str, value: &str) {
-    if value_ok(value) {
-        out.push(format!("k8s:{kind}:{value}"));
+    let v = format!("{kind}:{value}");
+    if !value.is_empty() && value_ok(&v) {
+        out.push(format!("k8s:{v}"));
     }
 }
 
@@ -445,10 +449,11 @@ impl PodList {
                     tracing::debug!(pod = %pod.uid, "more than {MAX_POD_LABELS} labels; the rest give no selectors");
                     break;
                 }
-                if !k.is_empty() && !k.contains(':') && value_ok(&format!("{k}:{v}")) {
-                    out.push(format!("k8s:pod-label:{k}:{v}"));
-                    labels += 1;
+                let before = out.len();
+                if !k.is_empty() && !k.contains(':') {
+                    push(&mut out, "pod-label", &format!("{k}:{v}"));
                 }
+                labels += out.len() - before;
             }
             push(&mut out, "container-name", &c.name);
             if let Some(d) = &c.image_digest {
@@ -639,4 +644,129 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+/// The `k8s:` selectors of a Workload API caller, or the refusal it gets: its cgroup read now
+/// must name the containers it was pinned in when it connected.
+pub(crate) async fn caller_selectors(
+    attestor: &K8sAttestor,
+    caller: &crate::Caller,
+) -> Result<Vec<String>, tonic::Status> {
+    let refuse = |e: K8sError| {
+        tracing::warn!("Workload API: {e}; nothing issued");
+        if e.is_transient() {
+            tonic::Status::unavailable(e.to_string())
+        } else {
+            tonic::Status::permission_denied(e.to_string())
+        }
+    };
+    let pid = caller.pid().ok_or_else(|| refuse(K8sError::NoPid))?;
+    let cg = pod_of(pid).map_err(refuse)?;
+    match caller.containers() {
+        Some(Ok(pinned)) if *pinned == cg.containers => {}
+        Some(Err(e)) => return Err(refuse(K8sError::Cgroup(e.to_string()))),
+        _ => {
+            return Err(refuse(K8sError::Cgroup(format!(
+                "process {pid} is in other containers than when it connected"
+            ))));
+        }
+    }
+    attestor.selectors(&cg).await.map_err(refuse)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn pod_uids_are_read_from_both_drivers_paths_only() {
+        let u = "2c48913c-b29f-11e7-9350-020968147796";
+        assert_eq!(pod_component(&format!("pod{u}")).as_deref(), Some(u));
+        assert_eq!(
+            pod_component("kubepods-burstable-pod2c48913c_b29f_11e7_9350_020968147796.slice")
+                .as_deref(),
+            Some(u)
+        );
+        assert_eq!(
+            pod_component("kubepods-pod2c48913c_b29f_11e7_9350_020968147796.slice").as_deref(),
+            Some(u)
+        );
+        for not in [
+            "pod2c48913c",
+            "podXc48913c-b29f-11e7-9350-020968147796",
+            "pod2C48913C-B29F-11E7-9350-020968147796",
+            "user-pod2c48913c_b29f_11e7_9350_020968147796.slice",
+            "kubepods-burstable.slice",
+        ] {
+            assert_eq!(pod_component(not), None, "{not}");
+        }
+        // A pod-shaped component outside kubepods is not a pod.
+        let cg = pod_of_cgroup(&format!(
+            "0::/user.slice/pod{u}/docker-9bca8d63d5fa610783847915bcff0ecac1273e5b4bed3f6fa1b07350e0135961.scope"
+        ))
+        .unwrap();
+        assert_eq!(cg.pod_uid, None);
+        assert!(!cg.kubepods);
+    }
+
+    #[test]
+    fn the_configuration_is_off_by_default_and_strict() {
+        assert_eq!(crate::AgentConfig::default().k8s, None);
+        let c: K8sConfig = serde_json::from_value(serde_json::json!({
+            "kubelet_url": "https://node-1:10250",
+            "skip_kubelet_verification": true,
+        }))
+        .unwrap();
+        assert_eq!(c.timeout_ms, K8sConfig::default().timeout_ms);
+        assert!(c.skip_kubelet_verification);
+        assert!(
+            serde_json::from_value::<K8sConfig>(serde_json::json!({"skip_verification": true}))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn image_digests_are_repo_digests_only() {
+        let h = "1e4c481d76e9ecbd3d8684891e0e46aa021a30920ca04936e1fdcc552747d941";
+        assert_eq!(
+            repo_digest(&format!("docker-pullable://quay.io/x@sha256:{h}")),
+            Some(format!("sha256:{h}"))
+        );
+        // An image id (the config's digest, no repository) names no pushed manifest.
+        assert_eq!(repo_digest(&format!("sha256:{h}")), None);
+        assert_eq!(repo_digest("x@sha256:1234"), None);
+    }
+
+    #[tokio::test]
+    async fn a_caller_on_this_host_in_no_container_gets_no_k8s_selectors() {
+        let me = std::process::id() as i32;
+        if !pod_of(me).unwrap().containers.is_empty() {
+            // Running inside a container: the kubelet would be asked; tests/k8s.rs covers it.
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t").unwrap();
+        // No kubelet listens here: a process in no container never asks it.
+        let k = K8sAttestor::new(K8sConfig {
+            kubelet_url: "https://127.0.0.1:9".into(),
+            token_path: token,
+            kubelet_ca: None,
+            skip_kubelet_verification: true,
+            ..K8sConfig::default()
+        })
+        .unwrap();
+        let caller = crate::Caller::pin(0, 0, Some(me));
+        assert_eq!(
+            caller_selectors(&k, &caller).await.unwrap(),
+            Vec::<String>::new()
+        );
+        let nopid = crate::Caller::pin(0, 0, None);
+        assert_eq!(
+            caller_selectors(&k, &nopid).await.unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+    }
 }

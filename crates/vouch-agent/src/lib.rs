@@ -31,8 +31,9 @@ pub use container::{
 pub use entries::{EntryMirror, signed as signed_entries_request};
 pub use error::AgentError;
 pub use k8s::{
-    K8sAttestor, K8sConfig, K8sError, MAX_POD_LIST_BYTES as K8S_MAX_POD_LIST_BYTES, PodCgroup,
-    PodList, parse_pod_list, pod_of, pod_of_cgroup,
+    K8sAttestor, K8sConfig, K8sError, MAX_POD_LABELS as K8S_MAX_POD_LABELS,
+    MAX_POD_LIST_BYTES as K8S_MAX_POD_LIST_BYTES, PodCgroup, PodList, parse_pod_list, pod_of,
+    pod_of_cgroup,
 };
 pub use tee::{TeeConfig, TeeReportBlob, report as tee_report};
 #[cfg(feature = "tpm")]

@@ -128,6 +128,7 @@ pub struct IdentitySource {
     entries: watch::Receiver<u64>,
     cache: Arc<Mutex<HashMap<Vec<String>, X509Set>>>,
     containers: Option<Arc<crate::ContainerAttestor>>,
+    k8s: Option<Arc<crate::K8sAttestor>>,
 }
 
 fn refusal(e: AgentError) -> Status {
@@ -171,6 +172,7 @@ impl IdentitySource {
             entries,
             cache: Arc::new(Mutex::new(HashMap::new())),
             containers: None,
+            k8s: None,
         })
     }
 
@@ -178,6 +180,18 @@ impl IdentitySource {
     pub fn with_containers(mut self, cfg: Option<&crate::ContainerConfig>) -> Self {
         self.containers = cfg.map(|c| Arc::new(crate::ContainerAttestor::new(c.clone())));
         self
+    }
+
+    /// Give callers `k8s:` selectors from the kubelet `cfg` names (none when `None`).
+    pub fn with_k8s(mut self, cfg: Option<&crate::K8sConfig>) -> Result<Self, AgentError> {
+        self.k8s = match cfg {
+            Some(c) => Some(Arc::new(
+                crate::K8sAttestor::new(c.clone())
+                    .map_err(|e| AgentError::Config(e.to_string()))?,
+            )),
+            None => None,
+        };
+        Ok(self)
     }
 
     /// `Unavailable` before the first attestation, `PermissionDenied` while the node is not
@@ -471,6 +485,9 @@ async fn selectors(src: &IdentitySource, caller: &Caller) -> Result<Vec<String>,
     })?;
     if let Some(c) = &src.containers {
         out.extend(crate::container::caller_selectors(c, caller).await?);
+    }
+    if let Some(k) = &src.k8s {
+        out.extend(crate::k8s::caller_selectors(k, caller).await?);
     }
     Ok(out)
 }

@@ -541,3 +541,40 @@ async fn a_real_process_on_this_host_is_read_from_proc() {
         Err(K8sError::Cgroup(_))
     ));
 }
+
+#[test]
+fn labels_are_bounded_and_unusable_values_left_out() {
+    // The real list with the blog pod's labels replaced: 40 labels, one with a space, one
+    // too long for a selector.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&read_testdata("k8s/spire_pod_list.json")).unwrap();
+    let blog = v["items"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|p| p["metadata"]["uid"] == BLOG_UID)
+        .unwrap();
+    let mut labels = serde_json::Map::new();
+    labels.insert("a-space".into(), "two words".into());
+    labels.insert("a-long".into(), "x".repeat(300).into());
+    for i in 0..40 {
+        labels.insert(format!("l{i:02}"), format!("v{i}").into());
+    }
+    blog["metadata"]["labels"] = labels.into();
+    let list = parse_pod_list(&serde_json::to_vec(&v).unwrap()).unwrap();
+    let s = list
+        .selectors(&cgroup("spire_cgroups_pid_in_pod.txt"))
+        .unwrap()
+        .unwrap();
+    let l: Vec<&String> = s
+        .iter()
+        .filter(|s| s.starts_with("k8s:pod-label:"))
+        .collect();
+    assert_eq!(l.len(), vouch_agent::K8S_MAX_POD_LABELS);
+    assert!(
+        !s.iter()
+            .any(|s| s.contains("a-space") || s.contains("a-long"))
+    );
+    assert!(s.iter().all(|s| s.len() <= 4 + 256));
+    assert!(s.contains(&"k8s:container-name:blog".to_string()));
+}
