@@ -166,6 +166,17 @@ pub enum Command {
     Dev(DevArgs),
     /// Measure attestations per second through the full HTTP path against the raw signature cost.
     Bench(BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the vouch(1) man page, or write it and one page per subcommand into --dir.
+    Man {
+        /// Write vouch.1, vouch-server.1, vouch-entry-create.1, … into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 impl Command {

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod config;
 mod dev;
+mod docgen;
 mod output;
 mod spread;
 mod tee;

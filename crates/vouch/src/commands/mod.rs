@@ -53,6 +53,8 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tpm(cmd) => crate::tpm::run(cmd, json),
         Command::Dev(args) => crate::dev::run(args, &file, json).await,
         Command::Bench(args) => crate::bench::run(args, json).await,
+        Command::Completions { shell } => crate::docgen::completions(shell),
+        Command::Man { dir } => crate::docgen::man(dir.as_deref()),
     }
 }
 
