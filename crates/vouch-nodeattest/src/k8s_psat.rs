@@ -89,6 +89,21 @@ pub struct PsatClusterConfig {
     pub service_account_allow_list: Vec<String>,
 }
 
+fn default_skew() -> u64 {
+    DEFAULT_SKEW
+}
+
+/// The `k8s_psat` method's settings (the verifier's `[node_attestor.k8s_psat]` table).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sPsatConfig {
+    /// The clusters whose agents' tokens are accepted (`[[node_attestor.k8s_psat.clusters]]`).
+    pub clusters: Vec<PsatClusterConfig>,
+    /// Seconds of clock skew allowed on `exp`, `nbf` and `iat` (default 60, at most 600).
+    #[serde(default = "default_skew")]
+    pub max_clock_skew_secs: u64,
+}
+
 /// One signing key of a cluster's issuer.
 #[derive(Clone)]
 struct Key {
@@ -323,14 +338,22 @@ impl K8sPsat {
         })
     }
 
-    /// The clusters as configured, each JWKS read from its file.
-    pub fn from_config(clusters: &[PsatClusterConfig]) -> Result<Self, NodeAttestError> {
+    /// The attestor as configured, each cluster's JWKS read from its file.
+    pub fn from_config(cfg: &K8sPsatConfig) -> Result<Self, NodeAttestError> {
         Self::new(
-            clusters
+            cfg.clusters
                 .iter()
                 .map(PsatCluster::from_config)
                 .collect::<Result<_, _>>()?,
-        )
+        )?
+        .with_skew(cfg.max_clock_skew_secs)
+    }
+
+    /// The attestor from the method's settings as the verifier's configuration holds them
+    /// (a JSON value of [`K8sPsatConfig`]'s shape).
+    pub fn from_settings(settings: &serde_json::Value) -> Result<Self, NodeAttestError> {
+        let cfg = K8sPsatConfig::deserialize(settings).map_err(|e| config(e.to_string()))?;
+        Self::from_config(&cfg)
     }
 
     /// Allow `secs` of clock skew on `exp`, `nbf` and `iat` (at most 600).

@@ -446,3 +446,51 @@ async fn https_on(l: std::net::TcpListener, routes: HashMap<String, Vec<u8>>) ->
     });
     ck.cert.pem().into_bytes()
 }
+
+#[test]
+fn the_attestor_is_built_from_the_verifiers_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_path = dir.path().join("eks.jwks.json");
+    std::fs::write(&jwks_path, jwks()).unwrap();
+    let settings = serde_json::json!({
+        "clusters": [{
+            "name": "eks-dev",
+            "issuer": ISSUER,
+            "audience": AUD,
+            "jwks": jwks_path,
+            "service_account_allow_list": [SA],
+        }],
+        "max_clock_skew_secs": 0,
+    });
+    let a = K8sPsat::from_settings(&settings).unwrap();
+    assert!(attest(&a, &token(), EXP - 1).is_ok());
+    // The skew configured (0), not the default.
+    assert!(attest(&a, &token(), EXP).is_err());
+    // The audience defaults to `vouch`: the real token (for sts.amazonaws.com) is refused.
+    let mut s = settings.clone();
+    s["clusters"][0].as_object_mut().unwrap().remove("audience");
+    let a = K8sPsat::from_settings(&s).unwrap();
+    assert!(matches!(
+        attest(&a, &token(), IAT),
+        Err(NodeAttestError::Refused { .. })
+    ));
+    // Unknown keys, a missing JWKS file, a skew over 600: configuration errors.
+    for bad in [
+        serde_json::json!({"clusters": [], "skew": 5}),
+        serde_json::json!({"clusters": []}),
+        serde_json::json!({"clusters": [{"name": "c", "issuer": ISSUER, "jwks": "/nonexistent", "service_account_allow_list": []}]}),
+        {
+            let mut s = settings.clone();
+            s["max_clock_skew_secs"] = 601.into();
+            s
+        },
+    ] {
+        assert!(
+            matches!(
+                K8sPsat::from_settings(&bad),
+                Err(NodeAttestError::Config { .. })
+            ),
+            "{bad}"
+        );
+    }
+}
