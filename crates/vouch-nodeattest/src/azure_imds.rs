@@ -165,6 +165,19 @@ fn self_signed(c: &Certificate, der: &[u8]) -> bool {
         && vouch_x509::verify_signed_by(der, c, c).is_ok()
 }
 
+/// RFC 5280 §4.1.1.2: a certificate's signatureAlgorithm (outside the signed part) must be
+/// the signature field of its TBSCertificate, parameters included; otherwise the unsigned
+/// copy could be changed without the signature noticing.
+fn outer_algorithm_matches(c: &Certificate) -> Result<(), NodeAttestError> {
+    if c.signature_algorithm != c.tbs_certificate.signature {
+        return Err(sig_err(format!(
+            "{}: signatureAlgorithm differs from the signed one",
+            c.tbs_certificate.subject
+        )));
+    }
+    Ok(())
+}
+
 impl AzureImdsAttestor {
     /// Build from configuration, reading the certificate directory.
     pub fn from_config(config: AzureImdsConfig) -> Result<Self, NodeAttestError> {
@@ -221,6 +234,7 @@ impl AzureImdsAttestor {
         now: u64,
     ) -> Result<(), NodeAttestError> {
         vouch_x509::check_validity(leaf, now, "signing certificate").map_err(sig_err)?;
+        outer_algorithm_matches(leaf)?;
         let (mut cur, mut cur_der) = (leaf.clone(), leaf_der.to_vec());
         for _ in 0..MAX_CHAIN {
             if self.anchors.iter().any(|(_, d)| *d == cur_der) {
@@ -246,6 +260,7 @@ impl AzureImdsAttestor {
                     ))
                 })?;
             vouch_x509::check_validity(&next.0, now, "intermediate").map_err(sig_err)?;
+            outer_algorithm_matches(&next.0)?;
             (cur, cur_der) = (next.0.clone(), next.1.clone());
         }
         Err(sig_err("certificate chain too long"))

@@ -256,3 +256,50 @@ fn the_config_denies_unknown_fields() {
     assert_eq!(c.max_clock_skew_secs, 300);
     assert!(serde_json::from_str::<AwsIidConfig>(r#"{"certificates_dir":"/x","x":1}"#).is_err());
 }
+
+/// Every single-bit change anywhere in the real PKCS#7 (content, signed attributes, signer
+/// identifiers, algorithms, lengths, the signature) and in the real document or signature
+/// of the `/signature` form is refused: none is accepted, none panics.
+#[test]
+fn no_single_bit_flip_anywhere_is_accepted() {
+    let e = base64::engine::general_purpose::STANDARD;
+    let a = attestor();
+    let der = e
+        .decode(text("cloud/aws/iid_ap-southeast-2.rsa2048").trim())
+        .unwrap();
+    for i in 0..der.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut d = der.clone();
+            d[i] ^= bit;
+            let data = AwsIidData {
+                rsa2048: Some(e.encode(&d)),
+                ..Default::default()
+            };
+            assert!(
+                attest(&a, &data, NOW).is_err(),
+                "byte {i} bit {bit:#x} accepted"
+            );
+        }
+    }
+    let doc = document().into_bytes();
+    let sig = e
+        .decode(text("cloud/aws/iid_ap-southeast-2.signature").trim())
+        .unwrap();
+    for i in 0..doc.len() + sig.len() {
+        let (mut dd, mut ss) = (doc.clone(), sig.clone());
+        if i < doc.len() {
+            dd[i] ^= 0x01;
+        } else {
+            ss[i - doc.len()] ^= 0x01;
+        }
+        let Ok(dtext) = String::from_utf8(dd) else {
+            continue;
+        };
+        let data = AwsIidData {
+            document: Some(dtext),
+            signature: Some(e.encode(&ss)),
+            ..Default::default()
+        };
+        assert!(attest(&a, &data, NOW).is_err(), "byte {i} accepted");
+    }
+}

@@ -232,3 +232,25 @@ fn malformed_responses_are_refused_with_a_reason() {
     let c: AzureImdsConfig = serde_json::from_str(r#"{"certificates_dir":"/x"}"#).unwrap();
     assert!(c.require_nonce && c.signer_domains.len() == 4);
 }
+
+/// Every single-bit change anywhere in either real PKCS#7 (content, the carried signing
+/// certificate, signer identifiers, algorithms, lengths, the signature) is refused: none is
+/// accepted, none panics.
+#[test]
+fn no_single_bit_flip_anywhere_is_accepted() {
+    let e = base64::engine::general_purpose::STANDARD;
+    let a = attestor();
+    for (p, now) in [(PUBLIC, NOW_PUBLIC), (GOV, NOW_GOV)] {
+        let der = e.decode(b64(p)).unwrap();
+        for i in 0..der.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut d = der.clone();
+                d[i] ^= bit;
+                assert!(
+                    attest(&a, &response(&e.encode(&d)), "n", now).is_err(),
+                    "{p}: byte {i} bit {bit:#x} accepted"
+                );
+            }
+        }
+    }
+}

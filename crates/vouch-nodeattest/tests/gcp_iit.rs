@@ -198,3 +198,26 @@ fn malformed_tokens_are_refused_with_a_reason() {
     let c: GcpIitConfig = serde_json::from_str(r#"{"keys_dir":"/x"}"#).unwrap();
     assert!(c.bind_nonce, "nonce binding is the default");
 }
+
+/// Every single-bit change of any decoded byte of the real token's three parts is refused:
+/// none is accepted, none panics.
+#[test]
+fn no_single_bit_flip_anywhere_is_accepted() {
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let a = attestor();
+    let t = token();
+    let parts: Vec<Vec<u8>> = t.trim().split('.').map(|p| e.decode(p).unwrap()).collect();
+    for (k, part) in parts.iter().enumerate() {
+        for i in 0..part.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut ps = parts.clone();
+                ps[k][i] ^= bit;
+                let tok = ps.iter().map(|p| e.encode(p)).collect::<Vec<_>>().join(".");
+                assert!(
+                    attest(&a, &tok, AUDIENCE, NOW).is_err(),
+                    "part {k} byte {i} bit {bit:#x} accepted"
+                );
+            }
+        }
+    }
+}
