@@ -17,6 +17,11 @@ if [ "${1:-}" = "--test" ]; then
     packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus openssl python3
         python3-venv softhsm2 postgresql iproute2 chromium)
 fi
+if [ "${1:-}" = "--test" ]; then
+    # crates/vouch-server/tests/containers.rs: images built from scratch with buildah, run by
+    # podman with runc (crun does not drive hybrid v1/v2 cgroups); binutils strips the client
+    packages+=(podman buildah runc conmon binutils)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

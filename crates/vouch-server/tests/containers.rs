@@ -1,0 +1,535 @@
+//! Container selectors with real containers (issue 14): podman + runc run two images built
+//! from scratch with buildah; processes inside them call the agent's Workload API through a
+//! bind-mounted socket and get exactly the SVIDs their image digest and labels entitle them
+//! to, from the agent asking `podman system service`'s Engine API; when the node turns
+//! contraindicated they get nothing more and the open stream ends.
+//!
+//! The in-container client is this test binary itself (`container_client_role`), copied into
+//! the images with the shared libraries `ldd` lists. Podman runs with its own storage (vfs) and
+//! configuration in the test's temporary directory: `runtime = "runc"` (this kernel's cgroups
+//! are hybrid v1/v2, which crun does not drive), `default_ulimits = []`, the cgroupfs manager,
+//! no network. The test is skipped, loudly, only when podman, buildah or runc is missing or
+//! podman cannot run a container here; `scripts/deps.sh --test` installs them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_stream::StreamExt as _;
+use vouch_agent::{proto, request};
+use vouch_identity::{Entry, Selector, SpiffeId};
+use vouch_server::unix_now;
+
+const PREFIX: &str = "VOUCH-CT:";
+
+/// Run in a container: fetch X.509-SVIDs from the Workload API at `VOUCH_CT_SOCK` and print
+/// what came. `VOUCH_CT_ROLE=fetch` asks once; `stream` keeps a stream open and prints each
+/// update, and the error that ends it, until killed. Without `VOUCH_CT_ROLE` this does nothing.
+#[test]
+fn container_client_role() {
+    let Ok(role) = std::env::var("VOUCH_CT_ROLE") else {
+        return;
+    };
+    let sock = PathBuf::from(std::env::var("VOUCH_CT_SOCK").unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let show = |r: Result<proto::X509svidResponse, tonic::Status>| match r {
+        Ok(m) => {
+            let mut ids: Vec<String> = m.svids.iter().map(|s| s.spiffe_id.clone()).collect();
+            ids.sort();
+            println!("{PREFIX} OK {}", ids.join(","));
+        }
+        Err(s) => println!(
+            "{PREFIX} ERR {:?} {}",
+            s.code(),
+            s.message().replace('\n', " ")
+        ),
+    };
+    rt.block_on(async {
+        let mut c = vouch_agent::connect(&sock).await.unwrap();
+        match role.as_str() {
+            "fetch" => {
+                let r = c.fetch_x509svid(request(proto::X509svidRequest {})).await;
+                match r {
+                    Ok(s) => show(s.into_inner().next().await.unwrap()),
+                    Err(e) => show(Err(e)),
+                }
+            }
+            "stream" => loop {
+                match c.fetch_x509svid(request(proto::X509svidRequest {})).await {
+                    Ok(s) => {
+                        let mut s = s.into_inner();
+                        while let Some(m) = s.next().await {
+                            show(m);
+                        }
+                    }
+                    Err(e) => show(Err(e)),
+                }
+                use std::io::Write as _;
+                std::io::stdout().flush().unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            },
+            other => panic!("unknown role {other}"),
+        }
+    });
+    std::process::exit(0);
+}
+
+/// podman and buildah with this test's own configuration and storage.
+struct Podman {
+    env: Vec<(String, PathBuf)>,
+}
+
+impl Podman {
+    fn new(dir: &Path) -> Self {
+        let conf = dir.join("containers.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\n\
+                 cgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\ntmp_dir = \"{}\"\n",
+                dir.join("tmp").display()
+            ),
+        )
+        .unwrap();
+        let storage = dir.join("storage.conf");
+        std::fs::write(
+            &storage,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                dir.join("graph").display(),
+                dir.join("run").display()
+            ),
+        )
+        .unwrap();
+        Self {
+            env: vec![
+                ("CONTAINERS_CONF".into(), conf),
+                ("CONTAINERS_STORAGE_CONF".into(), storage),
+            ],
+        }
+    }
+
+    fn cmd(&self, prog: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(prog);
+        c.args(args).envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
+    fn try_run(&self, prog: &str, args: &[&str]) -> Output {
+        self.cmd(prog, args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{prog}: {e}"))
+    }
+
+    /// Run, and return stdout; panics with stderr on failure.
+    fn run(&self, prog: &str, args: &[&str]) -> String {
+        let o = self.try_run(prog, args);
+        assert!(
+            o.status.success(),
+            "{prog} {args:?}: {}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    }
+}
+
+/// Why containers cannot run here, if they cannot.
+fn unavailable(p: &Podman) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root (this test runs podman rootful)".into());
+    }
+    for tool in ["podman", "buildah", "runc", "conmon", "ldd"] {
+        let found = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|d| d.join(tool).is_file())
+                || Path::new("/usr/libexec/podman").join(tool).is_file()
+        });
+        if !found {
+            return Some(format!("{tool} is not installed (scripts/deps.sh --test)"));
+        }
+    }
+    let o = p.try_run("podman", &["info", "--format", "{{.Host.OCIRuntime.Name}}"]);
+    if !o.status.success() {
+        return Some(format!(
+            "podman info failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    None
+}
+
+/// The shared libraries `exe` loads (and the loader), from `ldd`.
+fn libraries(exe: &Path) -> Vec<PathBuf> {
+    let out = Command::new("ldd").arg(exe).output().unwrap();
+    assert!(out.status.success(), "ldd {}", exe.display());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=> ") {
+                Some((_, rest)) => rest.split(" (").next()?,
+                None => l.split(" (").next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// Build `localhost/vouch-ct-alpha:1` from scratch (this test binary, its libraries, labels
+/// app=alpha and team=pay) and `localhost/vouch-ct-beta:1` from it (label app=beta); return
+/// their manifest digests as podman reports them.
+fn build_images(p: &Podman, dir: &Path) -> (String, String) {
+    let exe = std::env::current_exe().unwrap();
+    let bin = dir.join("vouch-ct-client");
+    let stripped = Command::new("strip")
+        .args(["--strip-debug", "-o"])
+        .arg(&bin)
+        .arg(&exe)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(&exe, &bin).unwrap();
+    }
+    let ctr = p.run("buildah", &["from", "scratch"]);
+    for lib in libraries(&exe) {
+        let real = std::fs::canonicalize(&lib).unwrap();
+        p.run(
+            "buildah",
+            &[
+                "copy",
+                "--quiet",
+                &ctr,
+                real.to_str().unwrap(),
+                lib.to_str().unwrap(),
+            ],
+        );
+    }
+    p.run(
+        "buildah",
+        &[
+            "copy",
+            "--quiet",
+            &ctr,
+            bin.to_str().unwrap(),
+            "/vouch-ct-client",
+        ],
+    );
+    p.run(
+        "buildah",
+        &[
+            "config",
+            "--label",
+            "app=alpha",
+            "--label",
+            "team=pay",
+            "--entrypoint",
+            r#"["/vouch-ct-client", "--exact", "container_client_role", "--nocapture", "--test-threads=1"]"#,
+            &ctr,
+        ],
+    );
+    p.run(
+        "buildah",
+        &["commit", "--quiet", &ctr, "localhost/vouch-ct-alpha:1"],
+    );
+    p.run("buildah", &["rm", &ctr]);
+    let ctr = p.run("buildah", &["from", "localhost/vouch-ct-alpha:1"]);
+    p.run("buildah", &["config", "--label", "app=beta", &ctr]);
+    p.run(
+        "buildah",
+        &["commit", "--quiet", &ctr, "localhost/vouch-ct-beta:1"],
+    );
+    p.run("buildah", &["rm", &ctr]);
+    let digest = |image: &str| {
+        let d = p.run(
+            "podman",
+            &["image", "inspect", "--format", "{{.Digest}}", image],
+        );
+        assert!(d.starts_with("sha256:") && d.len() == 71, "{image}: {d}");
+        d
+    };
+    (
+        digest("localhost/vouch-ct-alpha:1"),
+        digest("localhost/vouch-ct-beta:1"),
+    )
+}
+
+async fn add_entry(h: &common::Harness, id: &str, selectors: &[String]) {
+    let e = Entry::new(
+        format!("e-{}", id.rsplit('/').next().unwrap()),
+        &SpiffeId::parse(id).unwrap(),
+        selectors
+            .iter()
+            .map(|s| Selector::parse(s).unwrap())
+            .collect(),
+        600,
+        unix_now(),
+    )
+    .unwrap();
+    h.store.add_entry(&e).await.unwrap();
+}
+
+/// Ask once from inside container `name` (a `podman exec`'d process); the line it printed.
+fn fetch_in(p: &Podman, name: &str) -> String {
+    let out = p.run(
+        "podman",
+        &[
+            "exec",
+            "-e",
+            "VOUCH_CT_ROLE=fetch",
+            "-e",
+            "VOUCH_CT_SOCK=/run/vouch/api.sock",
+            name,
+            "/vouch-ct-client",
+            "--exact",
+            "container_client_role",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+    );
+    out.lines()
+        .find_map(|l| l.split_once(PREFIX).map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("no answer from {name}: {out}"))
+        .trim()
+        .to_string()
+}
+
+/// The lines container `name`'s main process (the streaming client) has printed.
+fn stream_lines(p: &Podman, name: &str) -> Vec<String> {
+    p.run("podman", &["logs", name])
+        .lines()
+        .filter_map(|l| l.split_once(PREFIX).map(|(_, r)| r.trim().to_string()))
+        .collect()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(30), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Removes the containers and stops the runtime service when the test ends, however it ends.
+struct Cleanup<'a> {
+    p: &'a Podman,
+    service: std::process::Child,
+    names: Vec<&'static str>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.p.try_run("podman", &["rm", "-f", "-t", "0", n]);
+        }
+        let _ = self.service.kill();
+        let _ = self.service.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_get_exactly_the_svids_their_image_digest_and_labels_entitle_them_to() {
+    let h = common::Harness::new(|_| {}).await;
+    let root = h.path("containers");
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    let p = Podman::new(&root);
+    if let Some(why) = unavailable(&p) {
+        eprintln!(
+            "\n\n********************************************************************\n\
+             SKIPPED containers_get_exactly_the_svids…: {why}\n\
+             ********************************************************************\n"
+        );
+        return;
+    }
+
+    // The runtime's Engine API, as the agent asks it.
+    let runtime_sock = root.join("podman.sock");
+    let service = p
+        .cmd(
+            "podman",
+            &[
+                "system",
+                "service",
+                "--time=0",
+                &format!("unix://{}", runtime_sock.display()),
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut cleanup = Cleanup {
+        p: &p,
+        service,
+        names: Vec::new(),
+    };
+    let (alpha_digest, beta_digest) = build_images(&p, &root);
+    assert_ne!(alpha_digest, beta_digest);
+
+    // The agent: its node attested affirming, the Workload API in a directory the containers
+    // mount, container selectors from podman.
+    let api_dir = root.join("api");
+    std::fs::create_dir_all(&api_dir).unwrap();
+    let sock = api_dir.join("api.sock");
+    let container_cfg = vouch_agent::ContainerConfig {
+        socket: runtime_sock.clone(),
+        ..Default::default()
+    };
+    let mut agent = h
+        .agent_with("svc", |c| {
+            c.workload_api_socket = Some(sock.clone());
+            c.container = Some(container_cfg);
+        })
+        .await;
+    h.trust(&mut agent).await;
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        vouch_core::ArStatus::Affirming
+    );
+    let api = vouch_agent::spawn_workload_api(agent.identity_source().unwrap(), &sock).unwrap();
+    wait_for("podman system service", || runtime_sock.exists());
+
+    let w = "vouch:workload:svc".to_string();
+    let td = "spiffe://vouch.local";
+    // By image digest and label together, per image; by a label every container carries; and
+    // alpha's digest with beta's label, which only gamma (below) has.
+    add_entry(
+        &h,
+        &format!("{td}/alpha"),
+        &[
+            w.clone(),
+            format!("container:image-digest:{alpha_digest}"),
+            "container:label:app:alpha".into(),
+        ],
+    )
+    .await;
+    add_entry(
+        &h,
+        &format!("{td}/beta"),
+        &[
+            w.clone(),
+            format!("container:image-digest:{beta_digest}"),
+            "container:label:app:beta".into(),
+        ],
+    )
+    .await;
+    add_entry(
+        &h,
+        &format!("{td}/team"),
+        &[w.clone(), "container:label:team:pay".into()],
+    )
+    .await;
+    add_entry(
+        &h,
+        &format!("{td}/mixed"),
+        &[
+            w.clone(),
+            format!("container:image-digest:{alpha_digest}"),
+            "container:label:app:beta".into(),
+        ],
+    )
+    .await;
+    // A new entry revision for the agent.
+    agent.attest_once().await.unwrap();
+
+    // alpha and beta run the streaming client; gamma is alpha's image with app=beta set at
+    // run time (container labels override the image's).
+    let mount = format!("{}:/run/vouch", api_dir.display());
+    for (name, image, extra) in [
+        ("vouch-ct-alpha", "localhost/vouch-ct-alpha:1", None),
+        ("vouch-ct-beta", "localhost/vouch-ct-beta:1", None),
+        (
+            "vouch-ct-gamma",
+            "localhost/vouch-ct-alpha:1",
+            Some("app=beta"),
+        ),
+    ] {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            name,
+            "-v",
+            &mount,
+            "-e",
+            "VOUCH_CT_ROLE=stream",
+            "-e",
+            "VOUCH_CT_SOCK=/run/vouch/api.sock",
+        ];
+        if let Some(l) = extra {
+            args.extend(["--label", l]);
+        }
+        args.push(image);
+        cleanup.names.push(name);
+        let id = p.run("podman", &args);
+        assert_eq!(id.len(), 64, "{id}");
+    }
+
+    // Each gets exactly what its digest and labels entitle it to, asked once (exec) and on
+    // the open stream of its main process.
+    let want = [
+        ("vouch-ct-alpha", format!("OK {td}/alpha,{td}/team")),
+        ("vouch-ct-beta", format!("OK {td}/beta,{td}/team")),
+        ("vouch-ct-gamma", format!("OK {td}/mixed,{td}/team")),
+    ];
+    for (name, answer) in &want {
+        assert_eq!(&fetch_in(&p, name), answer, "{name}");
+        wait_for(&format!("{name}'s stream"), || {
+            stream_lines(&p, name).first() == Some(answer)
+        });
+    }
+    // A process on the host (this test) is in no container: none of these entries is its.
+    let mut host = vouch_agent::connect(&sock).await.unwrap();
+    let r = host
+        .fetch_x509svid(request(proto::X509svidRequest {}))
+        .await;
+    assert_eq!(r.unwrap_err().code(), tonic::Code::PermissionDenied);
+
+    // The node turns contraindicated (its workload's executable changes): every container's
+    // stream ends with PermissionDenied and a new request gets nothing.
+    std::fs::write(h.path("svc.bin"), "a different binary").unwrap();
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        vouch_core::ArStatus::Contraindicated
+    );
+    for (name, answer) in &want {
+        wait_for(&format!("{name}'s stream to end"), || {
+            let lines = stream_lines(&p, name);
+            lines.first() == Some(answer)
+                && lines
+                    .iter()
+                    .skip(1)
+                    .any(|l| l.starts_with("ERR PermissionDenied"))
+        });
+        let again = fetch_in(&p, name);
+        assert!(again.starts_with("ERR PermissionDenied"), "{name}: {again}");
+        // Before: only its own SVIDs; after the first refusal: never any again.
+        let lines = stream_lines(&p, name);
+        let cut = lines
+            .iter()
+            .position(|l| l.starts_with("ERR PermissionDenied"))
+            .unwrap();
+        assert!(
+            lines[..cut].iter().all(|l| l == answer),
+            "{name}: {lines:?}"
+        );
+        assert!(
+            !lines[cut..].iter().any(|l| l.starts_with("OK")),
+            "{name} got SVIDs after the node turned contraindicated: {lines:?}"
+        );
+    }
+    api.stop().await.unwrap();
+    drop(cleanup);
+}
