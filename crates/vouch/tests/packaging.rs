@@ -1,0 +1,889 @@
+//! The packages that deploy Vouch, each checked against the code it packages: the container
+//! image is built (podman) from `packaging/Containerfile` and attests itself affirming; the
+//! Kubernetes manifests are parsed and their ports, socket paths, audiences, image names and
+//! configuration keys compared with the code's defaults (the real `Default` impls and config
+//! types, so a changed default or a renamed key fails here); the systemd units pass
+//! `systemd-analyze verify` and a bound on `systemd-analyze security`; the shell completions
+//! and man pages generated from clap load in bash and render with `man`; and every command in
+//! docs/KUBERNETES.md and docs/PRODUCTION.md names real subcommands, flags and files.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use vouch_agent::AgentConfig;
+use vouch_server::ServerConfig;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn vouch() -> &'static str {
+    env!("CARGO_BIN_EXE_vouch")
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (scripts/deps.sh --test installs it)"))
+}
+
+/// Run `cmd`, require success, return its stdout.
+fn ok(cmd: &mut Command) -> String {
+    let o = output(cmd);
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+}
+
+/// The top-level subcommands, from `vouch --help`.
+fn subcommands() -> Vec<String> {
+    let help = ok(Command::new(vouch()).arg("--help"));
+    let mut names = Vec::new();
+    let mut inside = false;
+    for line in help.lines() {
+        if line.starts_with("Commands:") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if !line.starts_with("  ") {
+                break;
+            }
+            if let Some(name) = line.split_whitespace().next()
+                && name != "help"
+            {
+                names.push(name.to_string());
+            }
+        }
+    }
+    assert!(names.len() > 10, "too few subcommands in:\n{help}");
+    names
+}
+
+// ---------------------------------------------------------------------------------------------
+// Container image
+
+/// Removes the images (by their own tags) a test built, whatever happens.
+struct Images {
+    conf: PathBuf,
+    tags: Vec<String>,
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for t in &self.tags {
+            let _ = Command::new("podman")
+                .env("CONTAINERS_CONF", &self.conf)
+                .args(["rmi", "--force", t])
+                .output();
+        }
+    }
+}
+
+/// podman with the settings this machine needs (runc, no default ulimits), and nothing else
+/// of the host's podman configuration changed: the default storage, our own image names.
+fn podman(conf: &Path) -> Command {
+    let mut c = Command::new("podman");
+    c.env("CONTAINERS_CONF", conf);
+    c
+}
+
+/// Stands in for the distroless `static-debian12:nonroot` base, which cannot be pulled here:
+/// the same passwd and group entries (root, nonroot 65532), an os-release and a /tmp, from
+/// scratch. The image's libraries all come from packaging/rootfs.sh, as they do on it.
+fn build_local_base(conf: &Path, dir: &Path, tag: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for d in ["etc", "tmp", "home/nonroot"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nnonroot:x:65532:\n").unwrap();
+    std::fs::write(
+        dir.join("etc/os-release"),
+        std::fs::read("/etc/os-release").unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("Containerfile"), "FROM scratch\nCOPY . /\n").unwrap();
+    ok(podman(conf)
+        .args([
+            "build",
+            "--quiet",
+            "--network",
+            "none",
+            "--pull=never",
+            "-t",
+            tag,
+        ])
+        .arg(dir));
+}
+
+#[test]
+fn container_image_builds_and_attests_itself_affirming_as_a_non_root_user() {
+    let started = std::time::Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\n",
+    )
+    .unwrap();
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let base = format!("localhost/vouch-packaging-base:{unique}");
+    let image = format!("localhost/vouch-packaging-test:{unique}");
+    let _cleanup = Images {
+        conf: conf.clone(),
+        tags: vec![image.clone(), base.clone()],
+    };
+
+    build_local_base(&conf, &tmp.path().join("base"), &base);
+    // The build stage's output, made by the same script from the binary cargo built.
+    let ctx = tmp.path().join("build");
+    ok(Command::new("sh")
+        .arg(repo().join("packaging/rootfs.sh"))
+        .arg(vouch())
+        .arg(&ctx));
+    assert!(
+        ctx.join("rootfs/usr/share/vouch/policies/default.rego")
+            .is_file()
+    );
+    assert!(
+        ctx.join("rootfs/usr/share/man/man1/vouch-server.1")
+            .is_file()
+    );
+    let empty = tmp.path().join("context");
+    std::fs::create_dir(&empty).unwrap();
+    ok(podman(&conf)
+        .args(["build", "--quiet", "--network", "none", "--pull=never"])
+        .arg(format!("--build-arg=RUNTIME_IMAGE={base}"))
+        .arg(format!("--build-context=build={}", ctx.display()))
+        .arg("-f")
+        .arg(repo().join("packaging/Containerfile"))
+        .args(["-t", &image])
+        .arg(&empty));
+    let built = started.elapsed();
+
+    // What the image declares matches the code's defaults.
+    let inspect: Value =
+        serde_json::from_str(&ok(podman(&conf).args(["image", "inspect", &image]))).unwrap();
+    let cfg = &inspect[0]["Config"];
+    assert_eq!(cfg["User"], "65532:65532", "{cfg}");
+    assert_eq!(
+        cfg["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/vouch"])
+    );
+    assert_eq!(cfg["Cmd"], serde_json::json!(["server"]));
+    assert_eq!(cfg["WorkingDir"], "/var/lib/vouch");
+    assert!(cfg["Volumes"].get("/var/lib/vouch").is_some(), "{cfg}");
+    let port = ServerConfig::default().listen.port();
+    assert!(
+        cfg["ExposedPorts"].get(format!("{port}/tcp")).is_some(),
+        "the image must expose the verifier's default port {port}: {cfg}"
+    );
+    let env: Vec<&str> = cfg["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        env.contains(&format!("VOUCH_SERVER_LISTEN=0.0.0.0:{port}").as_str()),
+        "{env:?}"
+    );
+
+    let version = ok(podman(&conf).args(["run", "--rm", "--network", "none", &image, "--version"]));
+    assert_eq!(
+        version.trim(),
+        format!("vouch {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    // The whole flow inside: a verifier on SQLite, an agent enrolled with a join token,
+    // attesting the container as it is, on a read-only root with state in a volume.
+    let volume = format!("vouch-packaging-{unique}");
+    ok(podman(&conf).args(["volume", "create", &volume]));
+    let _volume = Volume {
+        conf: conf.clone(),
+        name: volume.clone(),
+    };
+    let mount = format!("{volume}:/var/lib/vouch");
+    let dev_once = |json: bool| {
+        let mut c = podman(&conf);
+        c.args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--read-only",
+            "-v",
+            &mount,
+            &image,
+        ]);
+        c.args(["dev", "--once"]);
+        if json {
+            c.arg("--json");
+        }
+        let o = output(&mut c);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
+        assert!(
+            o.status.success(),
+            "{}\nstdout: {out}\nstderr: {err}",
+            o.status
+        );
+        out
+    };
+    let t = std::time::Instant::now();
+    let ear: Value = serde_json::from_str(&dev_once(true)).unwrap();
+    assert_eq!(
+        ear["submods"]["workload"]["ear.status"], "affirming",
+        "{ear}"
+    );
+    assert_eq!(ear["eat_profile"], "tag:github.com,2023:veraison/ear");
+    eprintln!(
+        "image built in {:.1}s, `vouch dev --once` in it took {:.1}s",
+        built.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+    // The state is in the volume, written by the image's user (65532, not root), and a second
+    // container on it reuses the enrollment.
+    let mountpoint =
+        ok(podman(&conf).args(["volume", "inspect", "--format", "{{.Mountpoint}}", &volume]));
+    let agent_state = Path::new(mountpoint.trim()).join(".vouch/dev/agent/enrollment.json");
+    let db = Path::new(mountpoint.trim()).join(".vouch/dev/server/vouch.db");
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        for f in [&agent_state, &db] {
+            let m = std::fs::metadata(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert_eq!((m.uid(), m.gid()), (65532, 65532), "{}", f.display());
+        }
+    }
+    let enrolled = std::fs::read(&agent_state).unwrap();
+    assert!(dev_once(false).contains("affirming"));
+    assert_eq!(std::fs::read(&agent_state).unwrap(), enrolled);
+}
+
+/// Removes the volume a test made.
+struct Volume {
+    conf: PathBuf,
+    name: String,
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .env("CONTAINERS_CONF", &self.conf)
+            .args(["volume", "rm", "--force", &self.name])
+            .output();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shell completions and man pages
+
+/// Ask bash to complete `line` with the generated script loaded (as bash-completion would),
+/// in a shell that reads no startup file.
+fn bash_complete(script: &Path, line: &str) -> Vec<String> {
+    let prog = r#"set -e
+source "$1"
+complete -p vouch >/dev/null
+read -ra COMP_WORDS <<<"$2"
+[[ "$2" == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+COMP_LINE="$2"
+COMP_POINT=${#COMP_LINE}
+prev=""
+((COMP_CWORD > 0)) && prev="${COMP_WORDS[COMP_CWORD-1]}"
+_vouch vouch "${COMP_WORDS[COMP_CWORD]}" "$prev"
+printf '%s\n' "${COMPREPLY[@]}"
+"#;
+    ok(Command::new("bash")
+        .args(["--noprofile", "--norc", "-c", prog, "bash"])
+        .arg(script)
+        .arg(line))
+    .lines()
+    .map(|l| l.trim().to_string())
+    .filter(|l| !l.is_empty())
+    .collect()
+}
+
+#[test]
+fn bash_completion_loads_and_completes_subcommands_and_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = ok(Command::new(vouch()).args(["completions", "bash"]));
+    let path = tmp.path().join("vouch.bash");
+    std::fs::write(&path, &script).unwrap();
+    let all = bash_complete(&path, "vouch ");
+    for s in subcommands() {
+        assert!(
+            all.contains(&s),
+            "`vouch <TAB>` does not offer {s}: {all:?}"
+        );
+    }
+    assert_eq!(bash_complete(&path, "vouch ent"), ["entry"]);
+    let entry = bash_complete(&path, "vouch entry ");
+    for s in ["create", "list", "show", "delete"] {
+        assert!(entry.contains(&s.to_string()), "{entry:?}");
+    }
+    let flags = bash_complete(&path, "vouch entry create --");
+    for f in ["--spiffe-id", "--selector", "--ttl", "--data-dir"] {
+        assert!(flags.contains(&f.to_string()), "{flags:?}");
+    }
+    // The other shells' scripts are generated from the same definition.
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let s = ok(Command::new(vouch()).args(["completions", shell]));
+        assert!(s.contains("entry") && s.contains("spiffe-id"), "{shell}");
+    }
+    let o = output(Command::new(vouch()).args(["completions", "tcsh"]));
+    assert!(!o.status.success(), "an unknown shell must be refused");
+}
+
+/// Render a man page with man-db (`man -l`, groff underneath) and return the text; any
+/// warning from the formatter fails.
+fn render_man(page: &Path) -> String {
+    let o = output(
+        Command::new("man")
+            .env("MANWIDTH", "120")
+            .env("MAN_KEEP_FORMATTING", "0")
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .env("LC_ALL", "C.UTF-8")
+            .arg("-l")
+            .arg(page),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.trim().is_empty(),
+        "{}: {err}",
+        page.display()
+    );
+    // groff's own check of the source, every warning on.
+    let g = output(
+        Command::new("groff")
+            .args(["-man", "-ww", "-z", "-Tutf8"])
+            .arg(page),
+    );
+    let gerr = String::from_utf8_lossy(&g.stderr);
+    assert!(
+        g.status.success() && gerr.trim().is_empty(),
+        "{}: {gerr}",
+        page.display()
+    );
+    // Strip backspace overstriking, should a pager setting leave it in.
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut clean = String::new();
+    for c in text.chars() {
+        if c == '\u{8}' {
+            clean.pop();
+        } else {
+            clean.push(c);
+        }
+    }
+    clean
+}
+
+#[test]
+fn man_pages_render_and_list_every_subcommand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let page = tmp.path().join("vouch.1");
+    std::fs::write(&page, ok(Command::new(vouch()).arg("man"))).unwrap();
+    let text = render_man(&page);
+    assert!(text.contains("NAME") && text.contains("SYNOPSIS"), "{text}");
+    assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+    let subs = subcommands();
+    for s in &subs {
+        assert!(
+            text.contains(&format!("vouch-{s}(1)")),
+            "{s} missing from:\n{text}"
+        );
+    }
+
+    // One page per command, nested ones included, each rendering cleanly.
+    let dir = tmp.path().join("man1");
+    let listed = ok(Command::new(vouch()).arg("man").arg("--dir").arg(&dir));
+    let mut want: Vec<String> = subs.iter().map(|s| format!("vouch-{s}.1")).collect();
+    want.extend(["vouch.1", "vouch-entry-create.1", "vouch-policy-add.1"].map(String::from));
+    for w in &want {
+        assert!(dir.join(w).is_file(), "{w} not written: {listed}");
+        assert!(listed.contains(w.as_str()), "{w} not listed: {listed}");
+    }
+    let create = render_man(&dir.join("vouch-entry-create.1"));
+    assert!(
+        create.contains("--spiffe-id") && create.contains("--selector"),
+        "{create}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd units
+
+/// `Key=value` lines of a unit file (every value of a repeated key, in order).
+fn unit_settings(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not key=value: {line}"));
+        m.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    m
+}
+
+fn one<'a>(m: &'a BTreeMap<String, Vec<String>>, k: &str) -> &'a str {
+    match m.get(k).map(Vec::as_slice) {
+        Some([v]) => v,
+        other => panic!("{k}: expected one value, got {other:?}"),
+    }
+}
+
+/// `systemd-analyze verify` the unit (with its ExecStart pointed at the binary cargo built,
+/// since verify requires the executable to exist, and the man pages generated from clap on
+/// MANPATH, since verify checks `Documentation=man:` links), then its exposure score.
+fn verify_unit(name: &str, max_exposure: f64) -> BTreeMap<String, Vec<String>> {
+    let text = read(&format!("packaging/systemd/{name}"));
+    let settings = unit_settings(&text);
+    let exec = one(&settings, "ExecStart");
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(
+        args[0], "/usr/local/bin/vouch",
+        "the path the docs install to"
+    );
+    // The command line parses: clap answers --help after the same subcommand and flags.
+    let mut help = Command::new(vouch());
+    help.args(&args[1..]).arg("--help");
+    ok(&mut help);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let man = tmp.path().join("man");
+    ok(Command::new(vouch())
+        .arg("man")
+        .arg("--dir")
+        .arg(man.join("man1")));
+    let unit = tmp.path().join(name);
+    std::fs::write(&unit, text.replace("/usr/local/bin/vouch", vouch())).unwrap();
+    let o = output(
+        Command::new("systemd-analyze")
+            .env("MANPATH", &man)
+            .arg("verify")
+            .arg(&unit),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains(name)).collect();
+    assert!(
+        o.status.success() && ours.is_empty(),
+        "systemd-analyze verify {name}: {}\n{err}",
+        o.status
+    );
+    let o = output(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&unit),
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split_once("Overall exposure level for ")?
+                .1
+                .split_once(": ")
+        })
+        .and_then(|(_, s)| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(
+        score <= max_exposure,
+        "{name}: exposure {score} > {max_exposure}:\n{text}"
+    );
+    eprintln!("{name}: systemd-analyze security exposure {score}");
+    settings
+}
+
+#[test]
+fn systemd_units_verify_and_stay_hardened() {
+    let s = verify_unit("vouch-server.service", 2.0);
+    assert_eq!(one(&s, "DynamicUser"), "yes");
+    assert_eq!(one(&s, "StateDirectory"), "vouch");
+    assert_eq!(one(&s, "ProtectSystem"), "strict");
+    assert_eq!(one(&s, "NoNewPrivileges"), "yes");
+    assert_eq!(
+        one(&s, "CapabilityBoundingSet"),
+        "",
+        "the verifier needs no capability"
+    );
+    assert!(one(&s, "ExecStart").ends_with(" server"));
+    // Its data directory is the state directory.
+    assert!(s["Environment"].contains(&"VOUCH_SERVER_DATA_DIR=/var/lib/vouch".to_string()));
+    // It needs no privileged port: the default one is above 1023.
+    assert!(ServerConfig::default().listen.port() > 1023);
+
+    let a = verify_unit("vouch-agent.service", 3.5);
+    assert_eq!(one(&a, "StateDirectory"), "vouch-agent");
+    assert!(a["Environment"].contains(&"VOUCH_AGENT_DATA_DIR=/var/lib/vouch-agent".to_string()));
+    assert_eq!(one(&a, "ProtectSystem"), "strict");
+    assert_eq!(one(&a, "NoNewPrivileges"), "yes");
+    assert_eq!(
+        one(&a, "CapabilityBoundingSet"),
+        "CAP_SYS_PTRACE CAP_DAC_READ_SEARCH"
+    );
+    // The Workload API socket lives in the runtime directory, the same path as on Kubernetes.
+    let exec: Vec<&str> = one(&a, "ExecStart").split_whitespace().collect();
+    let socket = exec
+        .windows(2)
+        .find(|w| w[0] == "--workload-api-socket")
+        .map(|w| w[1])
+        .expect("the agent unit serves the Workload API");
+    assert_eq!(
+        Path::new(socket).parent().unwrap(),
+        Path::new("/run").join(one(&a, "RuntimeDirectory"))
+    );
+    assert_eq!(socket, AGENT_SOCKET);
+    // The TPM resource manager stays reachable: an allowed device, not hidden by PrivateDevices.
+    assert_eq!(one(&a, "DeviceAllow"), "/dev/tpmrm0 rw");
+    assert!(!a.contains_key("PrivateDevices"));
+}
+
+/// Where every package puts the agent's Workload API socket.
+const AGENT_SOCKET: &str = "/run/vouch-agent/api.sock";
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes manifests
+
+/// Every document of every file kustomization.yaml lists, by (kind, name).
+fn manifests() -> BTreeMap<(String, String), Value> {
+    let dir = repo().join("packaging/kubernetes");
+    let kust: Value =
+        serde_norway::from_str(&read("packaging/kubernetes/kustomization.yaml")).unwrap();
+    assert_eq!(kust["kind"], "Kustomization");
+    let listed: BTreeSet<String> = kust["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    // No manifest left out of the kustomization by mistake.
+    let present: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    assert_eq!(listed, present);
+    let mut docs = BTreeMap::new();
+    for f in &listed {
+        for d in parse_yaml_docs(&dir.join(f)) {
+            let key = (
+                d["kind"].as_str().unwrap().to_string(),
+                d["metadata"]["name"].as_str().unwrap().to_string(),
+            );
+            if d["kind"] != "Namespace" && !d["kind"].as_str().unwrap().starts_with("Cluster") {
+                assert_eq!(d["metadata"]["namespace"], kust["namespace"], "{key:?}");
+            }
+            assert!(docs.insert(key.clone(), d).is_none(), "{key:?} twice");
+        }
+    }
+    docs
+}
+
+fn parse_yaml_docs(path: &Path) -> Vec<Value> {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn get<'a>(docs: &'a BTreeMap<(String, String), Value>, kind: &str, name: &str) -> &'a Value {
+    docs.get(&(kind.to_string(), name.to_string()))
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// A ConfigMap's TOML file, one section, into the code's own config type: its
+/// `deny_unknown_fields` makes a misspelt or removed key fail here.
+fn config_section<T: serde::de::DeserializeOwned>(cm: &Value, section: &str) -> (T, toml::Table) {
+    let text = cm["data"]["vouch.toml"].as_str().unwrap();
+    let table: toml::Table = toml::from_str(text).unwrap();
+    assert_eq!(
+        table.keys().collect::<Vec<_>>(),
+        [section],
+        "one [{section}] section"
+    );
+    let s = table[section].as_table().unwrap().clone();
+    (toml::Value::Table(s.clone()).try_into().unwrap(), s)
+}
+
+/// The one container of a workload's pod template.
+fn container(w: &Value) -> &Value {
+    let c = w["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(c.len(), 1);
+    &c[0]
+}
+
+static NULL: Value = Value::Null;
+
+/// The volume mounted at the mount point holding `path`, with the mount, e.g. the Secret a
+/// file configured in TOML comes from (null for a StatefulSet's volume claim).
+fn volume_for<'a>(pod: &'a Value, c: &'a Value, path: &str) -> (&'a Value, &'a Value) {
+    let m = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            let mp = m["mountPath"].as_str().unwrap();
+            Path::new(path).starts_with(mp)
+        })
+        .max_by_key(|m| m["mountPath"].as_str().unwrap().len())
+        .unwrap_or_else(|| panic!("{path} is on no volume of {}", c["name"]));
+    let v = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == m["name"])
+        .unwrap_or(&NULL);
+    (v, m)
+}
+
+fn env_value<'a>(c: &'a Value, name: &str) -> &'a Value {
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{} has no env {name}", c["name"]))
+}
+
+/// The image the manifests run, as docs/KUBERNETES.md builds it.
+fn image_name() -> String {
+    format!("localhost/vouch:{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[test]
+fn kubernetes_manifests_match_the_code_defaults() {
+    let docs = manifests();
+    let sd = ServerConfig::default();
+    let ad = AgentConfig::default();
+
+    // The verifier.
+    let (server, server_toml): (ServerConfig, _) =
+        config_section(get(&docs, "ConfigMap", "vouch-server-config"), "server");
+    assert_eq!(server.listen.port(), sd.listen.port());
+    assert!(
+        server.listen.ip().is_unspecified(),
+        "reachable from other pods"
+    );
+    assert_eq!(server.audience, sd.audience);
+    assert_eq!(server.trust_domain, sd.trust_domain);
+    assert!(!server.insecure_http && !server.allow_sample_evidence);
+    assert!(
+        !server_toml.contains_key("database_url"),
+        "the DSN is a secret, not in a ConfigMap"
+    );
+    let svc = get(&docs, "Service", "vouch-server");
+    let sts = get(&docs, "StatefulSet", "vouch-server");
+    let pod = &sts["spec"]["template"]["spec"];
+    let c = container(sts);
+    assert_eq!(c["image"], image_name());
+    assert_eq!(c["args"], serde_json::json!(["server"]));
+    let port = &svc["spec"]["ports"][0];
+    assert_eq!(port["port"], sd.listen.port());
+    let cport = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port["targetPort"])
+        .expect("the Service's targetPort names a container port");
+    assert_eq!(cport["containerPort"], sd.listen.port());
+    assert_eq!(
+        svc["spec"]["selector"],
+        sts["spec"]["template"]["metadata"]["labels"]
+    );
+    assert_eq!(pod["serviceAccountName"], "vouch-server");
+    assert_eq!(
+        pod["securityContext"]["runAsUser"], 65532,
+        "the image's user"
+    );
+    // The configuration file is where VOUCH_CONFIG says, and each file it names is on the
+    // right kind of volume: TLS material and the nonce key from Secrets, state on the claim.
+    let cfg_path = env_value(c, "VOUCH_CONFIG")["value"].as_str().unwrap();
+    let (v, m) = volume_for(pod, c, cfg_path);
+    assert_eq!(v["configMap"]["name"], "vouch-server-config");
+    assert_eq!(m["subPath"], "vouch.toml");
+    for (p, secret) in [
+        (server.tls_cert.as_ref().unwrap(), "vouch-server-tls"),
+        (server.tls_key.as_ref().unwrap(), "vouch-server-tls"),
+        (server.nonce_key.as_ref().unwrap(), "vouch-server-keys"),
+    ] {
+        let (v, _) = volume_for(pod, c, p.to_str().unwrap());
+        assert_eq!(v["secret"]["secretName"], secret, "{}", p.display());
+    }
+    let (v, m) = volume_for(pod, c, server.data_dir.to_str().unwrap());
+    assert!(v.is_null(), "data_dir on no pod volume but a claim: {v}");
+    let claims: Vec<&Value> = sts["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["metadata"]["name"])
+        .collect();
+    assert!(
+        claims.contains(&&m["name"]),
+        "data_dir on a persistent volume"
+    );
+    let dsn = &env_value(c, "VOUCH_SERVER_DATABASE_URL")["valueFrom"]["secretKeyRef"];
+    assert_eq!(dsn["name"], "vouch-db");
+    // The probes ask for paths the verifier serves.
+    let routes = read("crates/vouch-server/src/routes.rs");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let p = &c[probe]["httpGet"];
+        assert_eq!(p["scheme"], "HTTPS");
+        assert_eq!(p["port"], port["targetPort"]);
+        let path = p["path"].as_str().unwrap();
+        assert!(
+            routes.contains(&format!(".route(\"{path}\"")),
+            "{probe} {path}"
+        );
+    }
+
+    // The agent.
+    let (agent, _): (AgentConfig, _) =
+        config_section(get(&docs, "ConfigMap", "vouch-agent-config"), "agent");
+    assert_eq!(agent.trust_domain, ad.trust_domain);
+    assert_eq!(agent.trust_domain, server.trust_domain);
+    let url = &agent.servers[0];
+    assert_eq!(
+        url,
+        &format!(
+            "https://{}.{}.svc:{}",
+            svc["metadata"]["name"].as_str().unwrap(),
+            svc["metadata"]["namespace"].as_str().unwrap(),
+            port["port"]
+        )
+    );
+    let ds = get(&docs, "DaemonSet", "vouch-agent");
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = container(ds);
+    assert_eq!(c["image"], image_name());
+    assert_eq!(c["args"], serde_json::json!(["agent"]));
+    assert_eq!(pod["serviceAccountName"], "vouch-agent");
+    assert_eq!(
+        pod["hostPID"], true,
+        "callers are identified by their host /proc entries"
+    );
+    let cfg_path = env_value(c, "VOUCH_CONFIG")["value"].as_str().unwrap();
+    assert_eq!(
+        volume_for(pod, c, cfg_path).0["configMap"]["name"],
+        "vouch-agent-config"
+    );
+    let (v, _) = volume_for(pod, c, agent.ca_cert.as_ref().unwrap().to_str().unwrap());
+    assert_eq!(v["configMap"]["name"], "vouch-ca");
+    let (v, _) = volume_for(pod, c, agent.data_dir.to_str().unwrap());
+    assert_eq!(
+        v["hostPath"]["path"],
+        agent.data_dir.to_str().unwrap(),
+        "survives restarts"
+    );
+    // The socket is on a hostPath directory at the same path on the node and in the pod, the
+    // path the systemd unit and the example client use.
+    let socket = agent.workload_api_socket.as_ref().unwrap();
+    assert_eq!(socket, Path::new(AGENT_SOCKET));
+    let dir = socket.parent().unwrap().to_str().unwrap();
+    let (v, m) = volume_for(pod, c, socket.to_str().unwrap());
+    assert_eq!(m["mountPath"], dir);
+    assert_eq!(v["hostPath"]["path"], dir);
+    // Only the capabilities the systemd unit bounds the agent to.
+    let caps: Vec<String> = c["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("CAP_{}", c.as_str().unwrap()))
+        .collect();
+    let unit = unit_settings(&read("packaging/systemd/vouch-agent.service"));
+    assert_eq!(caps.join(" "), one(&unit, "CapabilityBoundingSet"));
+    assert_eq!(
+        c["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    // The projected token for k8s_psat: audience the verifier's, mounted read-only.
+    let token = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["projected"]["sources"].as_array().into_iter().flatten())
+        .find_map(|s| s.get("serviceAccountToken"))
+        .expect("a projected service-account token");
+    assert_eq!(token["audience"], sd.audience);
+    assert_eq!(token["audience"], server.audience);
+    assert!(token["expirationSeconds"].as_u64().unwrap() >= 600);
+
+    // The example workload reaches the same socket.
+    let client =
+        &parse_yaml_docs(&repo().join("packaging/kubernetes/examples/svid-client.yaml"))[0];
+    let cc = &client["spec"]["containers"][0];
+    let cmd: Vec<&str> = cc["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cmd.windows(2).find(|w| w[0] == "-socketPath").unwrap()[1],
+        AGENT_SOCKET
+    );
+    assert_eq!(
+        env_value(cc, "SPIFFE_ENDPOINT_SOCKET")["value"],
+        format!("unix://{AGENT_SOCKET}")
+    );
+    let (v, _) = volume_for(&client["spec"], cc, AGENT_SOCKET);
+    assert_eq!(v["hostPath"]["path"], dir);
+
+    // RBAC: each service account is bound to its role, and the verifier may review tokens.
+    for name in ["vouch-server", "vouch-agent"] {
+        get(&docs, "ServiceAccount", name);
+        let b = get(&docs, "ClusterRoleBinding", name);
+        assert_eq!(b["roleRef"]["name"], name);
+        assert_eq!(b["subjects"][0]["name"], name);
+        get(&docs, "ClusterRole", name);
+    }
+    let rules = get(&docs, "ClusterRole", "vouch-server")["rules"]
+        .as_array()
+        .unwrap();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["resources"] == serde_json::json!(["tokenreviews"])
+                && r["verbs"] == serde_json::json!(["create"]))
+    );
+
+    // Both commands parse as the binary's own command line.
+    for args in [["server", "--help"], ["agent", "--help"]] {
+        ok(Command::new(vouch()).args(args));
+    }
+}
