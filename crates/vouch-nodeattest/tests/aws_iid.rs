@@ -281,6 +281,17 @@ fn no_single_bit_flip_anywhere_is_accepted() {
             );
         }
     }
+    // Every truncation, too (the BER reader's bounds on the real structure).
+    for n in 0..der.len() {
+        let data = AwsIidData {
+            rsa2048: Some(e.encode(&der[..n])),
+            ..Default::default()
+        };
+        assert!(
+            attest(&a, &data, NOW).is_err(),
+            "truncation to {n} accepted"
+        );
+    }
     let doc = document().into_bytes();
     let sig = e
         .decode(text("cloud/aws/iid_ap-southeast-2.signature").trim())

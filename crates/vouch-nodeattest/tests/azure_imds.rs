@@ -242,6 +242,12 @@ fn no_single_bit_flip_anywhere_is_accepted() {
     let a = attestor();
     for (p, now) in [(PUBLIC, NOW_PUBLIC), (GOV, NOW_GOV)] {
         let der = e.decode(b64(p)).unwrap();
+        for n in 0..der.len() {
+            assert!(
+                attest(&a, &response(&e.encode(&der[..n])), "n", now).is_err(),
+                "{p}: truncation to {n} accepted"
+            );
+        }
         for i in 0..der.len() {
             for bit in [0x01u8, 0x80] {
                 let mut d = der.clone();
