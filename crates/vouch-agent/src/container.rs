@@ -812,6 +812,152 @@ mod tests {
         );
     }
 
+    /// A scripted runtime on a Unix socket: `answer` maps each request path to the raw HTTP
+    /// response written back.
+    fn hostile_runtime(
+        path: &std::path::Path,
+        answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let l = tokio::net::UnixListener::bind(path).unwrap();
+        let answer = Arc::new(answer);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&req).to_string();
+                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    let _ = s.write_all(&answer(&path)).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        })
+    }
+
+    fn http(status: &str, body: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[tokio::test]
+    async fn hostile_runtime_answers_are_refused_and_unknown_outer_containers_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = "9f53d31ab4ba7b0124b0340ca1b1dd7dc089435e1b78d4ec2ab82cfc121c4f93";
+        let outer = "93529524695bb00d91c1f6dba692ea8d3550c3b94fb2463af7bc9ec82f992d26";
+        let huge = "a1".repeat(32);
+        let liar = "b2".repeat(32);
+        let broken = "c3".repeat(32);
+        let container = recorded("podman_4.3.1_container_inspect.json");
+        let (h2, l2, b2) = (huge.clone(), liar.clone(), broken.clone());
+        let sock = dir.path().join("runtime.sock");
+        let _rt = hostile_runtime(&sock, move |path| {
+            if path == format!("/containers/{inner}/json") {
+                http("200 OK", &container)
+            } else if path == format!("/containers/{h2}/json") {
+                // Chunked, more than 1 MiB in all.
+                let mut r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                let chunk = vec![b' '; 64 * 1024];
+                for _ in 0..20 {
+                    r.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                    r.extend_from_slice(&chunk);
+                    r.extend_from_slice(b"\r\n");
+                }
+                r.extend_from_slice(b"0\r\n\r\n");
+                r
+            } else if path == format!("/containers/{l2}/json") {
+                // The answer about another container.
+                http("200 OK", &container)
+            } else if path == format!("/containers/{b2}/json") {
+                http("500 Internal Server Error", b"{\"message\":\"boom\"}")
+            } else {
+                http("404 Not Found", b"{\"message\":\"no such container\"}")
+            }
+        });
+        let a = ContainerAttestor::new(ContainerConfig {
+            socket: sock,
+            ..Default::default()
+        });
+        let id = |s: &str| ContainerId::parse(s).unwrap();
+        // The outer id (a kind node) is unknown to this runtime: the inner container's
+        // selectors; its image is unknown (404): no digest selector.
+        let s = a.selectors(&[id(outer), id(inner)]).await.unwrap();
+        assert_eq!(s[0], format!("container:id:{inner}"));
+        assert!(!s.iter().any(|x| x.contains("image-digest")), "{s:?}");
+        assert!(s.contains(&"container:label:app:alpha".to_string()));
+        // Known to nobody: refused, not a host process.
+        assert_eq!(
+            a.selectors(&[id(outer)]).await.unwrap_err(),
+            ContainerError::Unknown(outer.into())
+        );
+        let e = a.selectors(&[id(&huge)]).await.unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+        let e = a.selectors(&[id(&liar)]).await.unwrap_err();
+        assert!(matches!(e, ContainerError::Answer { .. }), "{e}");
+        let e = a.selectors(&[id(&broken)]).await.unwrap_err();
+        assert!(e.to_string().contains("HTTP 500"), "{e}");
+    }
+
+    /// A caller pinned on the host that is then moved into a cgroup named after a container
+    /// gets nothing more (needs a writable cgroup hierarchy: root).
+    #[test]
+    fn a_caller_moved_into_a_containers_cgroup_is_no_longer_the_caller() {
+        let id = "cd".repeat(32);
+        let Some(hier) = [
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup",
+        ]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|h| h.join("cgroup.procs").exists()) else {
+            eprintln!("\n*** SKIPPED: no cgroup hierarchy mounted ***\n");
+            return;
+        };
+        let parent = hier.join(format!("vouch-test-{}", std::process::id()));
+        let cg = parent.join(format!("docker-{id}.scope"));
+        if let Err(e) = std::fs::create_dir_all(&cg) {
+            eprintln!(
+                "\n*** SKIPPED: cannot create {} ({e}): not root? ***\n",
+                cg.display()
+            );
+            return;
+        }
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        std::thread::sleep(Duration::from_millis(50));
+        let c = crate::Caller::pin(0, 0, Some(pid));
+        let before = c.containers().unwrap().clone().unwrap();
+        c.check().unwrap();
+        std::fs::write(cg.join("cgroup.procs"), pid.to_string()).unwrap();
+        let moved = c.check();
+        let again = crate::Caller::pin(0, 0, Some(pid));
+        let after = again.containers().unwrap().clone().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = std::fs::remove_dir(&cg);
+        let _ = std::fs::remove_dir(&parent);
+        assert_eq!(moved, Err(crate::CallerChanged::Moved(pid)));
+        assert!(!before.iter().any(|i| i.as_str() == id));
+        assert_eq!(after.last().map(ContainerId::as_str), Some(id.as_str()));
+    }
+
     #[tokio::test]
     async fn an_absent_or_silent_runtime_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
