@@ -134,7 +134,9 @@ pub fn report(cfg: &TeeConfig, report_data: &[u8]) -> Result<TeeReportBlob, Agen
             TeeReportBlob {
                 tee: "sev-snp",
                 report,
-                certs: vouch_tee::snp::vek_chain(&table),
+                // DER whether the host wrote DER or PEM entries.
+                certs: vouch_tee::snp::vek_chain_der(&table)
+                    .map_err(|e| AgentError::Tee(e.to_string()))?,
             }
         }
         "tdx_guest" => TeeReportBlob {

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod dcap;
+pub mod input;
 pub mod nitro;
 pub mod snp;
 

@@ -656,6 +656,41 @@ pub fn vek_chain(table: &[(SnpCert, Vec<u8>)]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The known certificate kind a GUID (16 bytes, as the table holds it) names.
+pub fn cert_guid(g: &[u8]) -> Option<SnpCert> {
+    CERT_GUIDS
+        .iter()
+        .find(|(_, b)| b.as_slice() == g)
+        .map(|(k, _)| *k)
+}
+
+/// [`vek_chain`] with every certificate as DER: hosts put DER in the table, but some
+/// (the configfs-tsm `auxblob` Veraison exchanges, for one) put PEM text, which is decoded
+/// here. An entry that is neither is an error.
+pub fn vek_chain_der(table: &[(SnpCert, Vec<u8>)]) -> Result<Vec<Vec<u8>>, TeeError> {
+    vek_chain(table)
+        .into_iter()
+        .map(|entry| {
+            let text = std::str::from_utf8(&entry).ok();
+            match text {
+                Some(t) if t.trim_start().starts_with("-----BEGIN CERTIFICATE") => {
+                    let mut blocks = vouch_x509::pem_blocks(t, "CERTIFICATE");
+                    match (blocks.len(), blocks.pop()) {
+                        (1, Some(Ok(der))) => Ok(der),
+                        _ => Err(malformed(
+                            "a certificate table entry is not exactly one PEM certificate",
+                        )),
+                    }
+                }
+                _ if entry.first() == Some(&0x30) => Ok(entry),
+                _ => Err(malformed(
+                    "a certificate table entry is neither a DER nor a PEM certificate",
+                )),
+            }
+        })
+        .collect()
+}
+
 /// R and S, 72 bytes little-endian each, as the 96-byte big-endian `r ‖ s` of a P-384
 /// signature; the high 24 bytes of each must be zero.
 fn signature_rs(b: &[u8]) -> Result<Vec<u8>, TeeError> {

@@ -436,7 +436,9 @@ fn a_one_byte_change_in_a_v3_or_v5_report_is_refused() {
             let mut bad = s.report.clone();
             bad[at] ^= 0x01;
             assert!(
-                roots.verify(TeeKind::SevSnp, &bad, &s.certs, s.now).is_err(),
+                roots
+                    .verify(TeeKind::SevSnp, &bad, &s.certs, s.now)
+                    .is_err(),
                 "{name}: byte {at} changed, still accepted"
             );
         }

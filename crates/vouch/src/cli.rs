@@ -243,9 +243,12 @@ pub struct TeeInput {
     /// sev-snp, tdx, sgx or nitro.
     #[arg(long, value_parser = ["sev-snp", "tdx", "sgx", "nitro"])]
     pub kind: String,
-    /// The report, quote or document (raw bytes, or base64 text).
+    /// The report, quote or document: raw bytes, base64 (standard or URL-safe), hex text,
+    /// the configfs-tsm report as JSON (outblob/auxblob), or an SEV-SNP extended report
+    /// (the report, then the certificate table).
     pub report: PathBuf,
-    /// Certificates (PEM or DER): for sev-snp the VEK first, then the ASK/ASVK chain.
+    /// Certificates (PEM, DER, or an SEV-SNP certificate table): for sev-snp the VEK first,
+    /// then the ASK/ASVK chain.
     #[arg(long = "cert")]
     pub certs: Vec<PathBuf>,
     /// Trusted vendor roots: a directory of .pem/.der files, or one file.

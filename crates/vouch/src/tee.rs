@@ -5,37 +5,38 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use base64::Engine as _;
 use vouch_core::ArStatus;
 use vouch_tee::{TeeKind, TeeRoots};
 
 use crate::cli::TeeCmd;
 use crate::output;
 
-/// Raw bytes, or base64 text decoded.
-fn read_blob(p: &Path) -> Result<Vec<u8>> {
-    let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-    let text = std::str::from_utf8(&b).ok().map(str::trim);
-    match text {
-        Some(t) if !t.is_empty() && !t.starts_with("-----BEGIN") => {
-            match base64::engine::general_purpose::STANDARD.decode(t) {
-                Ok(d) => Ok(d),
-                Err(_) => Ok(b),
-            }
-        }
-        _ => Ok(b),
-    }
+/// Evidence of `kind` from a file, in whatever format a tool wrote it (raw, base64, hex,
+/// configfs-tsm JSON, an SEV-SNP extended report: see [`vouch_tee::input`]): the report and
+/// the certificates that came with it.
+fn read_evidence(kind: TeeKind, p: &Path) -> Result<vouch_tee::input::Decoded> {
+    let b = read_bounded(p)?;
+    vouch_tee::input::decode(kind, &b).with_context(|| format!("{}", p.display()))
 }
 
-/// Certificates from PEM (several) or DER files, in order.
+/// A file of at most [`vouch_tee::input::MAX_INPUT`] bytes (one over is read, so the decoder
+/// says it is too large).
+fn read_bounded(p: &Path) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
+    let mut b = Vec::new();
+    f.take(vouch_tee::input::MAX_INPUT as u64 + 1)
+        .read_to_end(&mut b)
+        .with_context(|| format!("reading {}", p.display()))?;
+    Ok(b)
+}
+
+/// Certificates from PEM (several), DER, or SEV-SNP certificate table files, in order.
 fn read_certs(paths: &[std::path::PathBuf]) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     for p in paths {
-        let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-        match std::str::from_utf8(&b) {
-            Ok(t) if t.contains("-----BEGIN") => out.extend(vouch_x509::pem_certificates(t)),
-            _ => out.push(b),
-        }
+        let b = read_bounded(p)?;
+        out.extend(vouch_tee::input::decode_certs(&b).with_context(|| format!("{}", p.display()))?);
     }
     Ok(out)
 }
@@ -67,11 +68,16 @@ fn load(i: &crate::cli::TeeInput) -> Result<Loaded> {
     if let Some(dir) = &i.collateral {
         roots.add_store_dir(dir)?;
     }
+    let evidence = read_evidence(kind, &i.report)?;
+    // Certificates given with --cert come first; those that came with the evidence (a
+    // configfs-tsm auxblob, an extended report's table) follow.
+    let mut certs = read_certs(&i.certs)?;
+    certs.extend(evidence.certs);
     Ok(Loaded {
         kind,
         roots,
-        report: read_blob(&i.report)?,
-        certs: read_certs(&i.certs)?,
+        report: evidence.report,
+        certs,
         now: i.at.unwrap_or_else(vouch_server::unix_now),
     })
 }

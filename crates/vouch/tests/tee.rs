@@ -22,6 +22,7 @@ fn roots() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     for (from, to) in [
         ("snp/milan_ask_ark_asvk.pem", "amd-milan.pem"),
+        ("snp/genoa_ask_ark.pem", "amd-genoa.pem"),
         ("tdx/intel_sgx_root_ca.der", "intel.der"),
         ("nitro/aws_nitro_root.pem", "aws-nitro.pem"),
     ] {
@@ -398,4 +399,52 @@ fn tee_bench_times_verification_and_the_composite_appraisal() {
     // Three evaluations against one: never less than one.
     assert!(v["ratio"].as_f64().unwrap() > 1.0, "{v}");
     assert!(v["processes"].as_u64().unwrap() > 0, "{v}");
+}
+
+#[test]
+fn evidence_in_the_formats_tools_write_verifies_and_the_rest_is_named() {
+    let r = roots();
+    let roots = r.path().to_str().unwrap();
+    // Veraison's configfs-tsm JSON (a Genoa SEV-SNP report, its certificate table in the
+    // auxblob: no --cert needed), the Azure TDX quote as base64, a Milan report as hex.
+    for (kind, file, certs) in [
+        ("sev-snp", "snp/veraison_tsm_report.json", vec![]),
+        ("tdx", "tdx/azure_quote_v4.b64", vec![]),
+        ("tdx", "tdx/gcp_quote_v4.json", vec![]),
+        (
+            "sev-snp",
+            "snp/virtee_report_milan.hex",
+            vec!["snp/virtee_vcek_milan.der", "snp/milan_ask_ark_asvk.pem"],
+        ),
+    ] {
+        let mut a = vec![
+            "--kind".to_string(),
+            kind.into(),
+            testdata(file),
+            "--roots".into(),
+            roots.into(),
+            "--at".into(),
+            "1750809600".into(),
+        ];
+        for c in certs {
+            a.extend(["--cert".to_string(), testdata(c)]);
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, v, err) = tee(&a);
+        assert_eq!(code, 0, "{file}: {err}");
+        assert_eq!(v["tee"]["kind"], kind, "{file}");
+    }
+    // An Azure HCL report given as a bare SEV-SNP report: named, with the kind to use.
+    let (code, _, err) = tee(&[
+        "--kind",
+        "sev-snp",
+        &testdata("azure/snp/hcl-report.bin"),
+        "--roots",
+        roots,
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("an Azure HCL report") && err.contains("--kind az-snp-vtpm"),
+        "{err}"
+    );
 }
