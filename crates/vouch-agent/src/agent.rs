@@ -208,8 +208,14 @@ impl Agent {
                 AgentError::Config(format!("{} is corrupt: {e}", state_path.display()))
             })?,
             Err(_) => {
-                let token = cfg.join_token.clone().ok_or(AgentError::NotEnrolled)?;
-                let e = Self::enroll(&clients, &key, &token).await?;
+                let e = match &cfg.join_token {
+                    Some(token) => Self::enroll(&clients, &key, token).await?,
+                    #[cfg(feature = "tpm")]
+                    None if cfg.tpm.is_some() => {
+                        crate::tpm_join::join_configured(&cfg, &clients, &key).await?
+                    }
+                    None => return Err(AgentError::NotEnrolled),
+                };
                 write_atomic(
                     &state_path,
                     &serde_json::to_vec_pretty(&e)

@@ -135,6 +135,22 @@ impl VerifierClient {
         self.post("/v1/tpm/activate", req).await
     }
 
+    /// `POST /v1/tpm/join`: a TPM join without a join token (its credential challenge).
+    pub async fn tpm_join(
+        &self,
+        req: &vouch_core::wire::TpmJoinRequest,
+    ) -> Result<vouch_core::wire::TpmJoinResponse, AgentError> {
+        self.post("/v1/tpm/join", req).await
+    }
+
+    /// `POST /v1/tpm/join/activate`: complete a TPM join with the activated secret.
+    pub async fn tpm_join_activate(
+        &self,
+        req: &vouch_core::wire::TpmJoinActivateRequest,
+    ) -> Result<vouch_core::wire::TpmJoinActivateResponse, AgentError> {
+        self.post("/v1/tpm/join/activate", req).await
+    }
+
     /// `POST /v1/svid`
     pub async fn svid(
         &self,

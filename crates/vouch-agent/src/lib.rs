@@ -19,6 +19,8 @@ mod k8s;
 mod tee;
 #[cfg(feature = "tpm")]
 mod tpm;
+#[cfg(feature = "tpm")]
+mod tpm_join;
 mod workload_api;
 
 pub use agent::{Agent, AgentConfig, Enrollment, NodeStatus};

@@ -204,6 +204,82 @@ pub struct TpmActivateResponse {
     pub ak_name: String,
 }
 
+/// `POST /v1/tpm/join`: a node joining through its TPM alone, without a join token (the
+/// zero-touch `tpm` node attestation method). The EK certificate is required: it is what ties
+/// the TPM to a manufacturer the verifier trusts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmJoinRequest {
+    /// The agent's new Ed25519 public key (base64url raw 32 bytes), enrolled for the node once
+    /// the credential is activated.
+    pub public_key: String,
+    /// The agent's host name.
+    pub hostname: String,
+    /// base64url `TPM2B_PUBLIC` of the EK.
+    pub ek_public: String,
+    /// base64url DER EK certificate, as the manufacturer provisioned it in the TPM's NV.
+    pub ek_cert: String,
+    /// base64url `TPM2B_PUBLIC` of the AK.
+    pub ak_public: String,
+    /// base64url Ed25519 signature by `public_key` over
+    /// `tpm_join_signing_input("join", public_key, [hostname, ek_public, ek_cert, ak_public])`.
+    pub signature: String,
+}
+
+/// The bytes an agent signs in a TPM join: `step` (`join` or `activate`) and `parts`, bound to
+/// the key it enrolls.
+pub fn tpm_join_signing_input(step: &str, public_key: &str, parts: &[&str]) -> Vec<u8> {
+    let mut v = b"vouch-tpm-join-v1\0".to_vec();
+    v.extend_from_slice(step.as_bytes());
+    v.push(0);
+    v.extend_from_slice(public_key.as_bytes());
+    for p in parts {
+        v.push(0);
+        v.extend_from_slice(p.as_bytes());
+    }
+    v
+}
+
+/// `POST /v1/tpm/join` response: a credential only the TPM holding the EK can activate, and
+/// only for the AK named. Nothing is recorded until it is activated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmJoinResponse {
+    /// The open challenge, to name in the activation.
+    pub challenge_id: String,
+    /// The node id the join will give (derived from the EK).
+    pub node_id: String,
+    /// base64url `TPM2B_ID_OBJECT`.
+    pub credential_blob: String,
+    /// base64url `TPM2B_ENCRYPTED_SECRET`.
+    pub encrypted_secret: String,
+    /// Unix time after which the challenge expires.
+    pub expires_at: UnixSeconds,
+}
+
+/// `POST /v1/tpm/join/activate`: the secret `TPM2_ActivateCredential` recovered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmJoinActivateRequest {
+    /// The challenge of the join.
+    pub challenge_id: String,
+    /// base64url of the recovered secret.
+    pub secret: String,
+    /// base64url Ed25519 signature by the joining key over
+    /// `tpm_join_signing_input("activate", public_key, [challenge_id, secret])`.
+    pub signature: String,
+}
+
+/// `POST /v1/tpm/join/activate` response: the node joined and the agent key is enrolled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmJoinActivateResponse {
+    /// The node (derived from the EK: the same machine is the same node every time).
+    pub node_id: String,
+    /// The enrolled agent key's id.
+    pub key_id: String,
+    /// The AK's name, hex: the key every quote from this node must come from.
+    pub ak_name: String,
+}
+
 /// `POST /v1/svid`: X.509-SVIDs for a workload of this node, for the key in `public_key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -137,6 +137,13 @@ pub struct ServerConfig {
     /// status, SEV-SNP VCEKs and ASK/ASVKs (.der/.pem) so agents need not send them, and AMD
     /// CRLs (.crl) that SEV-SNP chains are checked against.
     pub tee_collateral_dir: Option<PathBuf>,
+    /// How nodes may join (see `vouch_nodeattest::METHODS`): `join_token` (a one-time token
+    /// from `vouch token create`), `tpm` (an EK certificate chaining to `tpm_ca_dir`, then
+    /// credential activation, no token), and the document methods `k8s_psat`, `aws_iid`,
+    /// `gcp_iit`, `azure_imds`, each configured by its `[node_attestor.<method>]` table.
+    pub node_attestors: Vec<String>,
+    /// Settings of each document method listed in `node_attestors`, by method name.
+    pub node_attestor: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// Gossip membership of a verifier replica.
@@ -218,11 +225,18 @@ impl Default for ServerConfig {
             quorum: None,
             tee_roots_dir: None,
             tee_collateral_dir: None,
+            node_attestors: vec!["join_token".into()],
+            node_attestor: std::collections::BTreeMap::new(),
         }
     }
 }
 
 impl ServerConfig {
+    /// Whether nodes may join with `method` (`join_token`, `tpm`, `k8s_psat`, ...).
+    pub fn accepts_node_attestor(&self, method: &str) -> bool {
+        self.node_attestors.iter().any(|m| m == method)
+    }
+
     /// The trust domain's CA directory.
     pub fn spiffe_dir(&self) -> PathBuf {
         self.spiffe_dir

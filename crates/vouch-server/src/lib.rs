@@ -23,6 +23,7 @@ mod routes;
 mod state;
 mod svid;
 mod tpm;
+mod tpm_join;
 
 pub use config::{GossipSettings, ServerConfig, SigningAlg};
 pub use entries::sign_entries_request;

@@ -133,6 +133,8 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/attest", post(attest))
         .route("/v1/tpm/enroll", post(tpm_enroll))
         .route("/v1/tpm/activate", post(tpm_activate))
+        .route("/v1/tpm/join", post(tpm_join))
+        .route("/v1/tpm/join/activate", post(tpm_join_activate))
         .route("/v1/svid", post(svid))
         .route("/v1/jwt-svid", post(jwt_svid))
         .route("/v1/bundle", get(bundle))
@@ -258,6 +260,20 @@ async fn tpm_enroll(
     body: Result<ApiJson<TpmEnrollRequest>, ApiError>,
 ) -> Response {
     handle(body, |r| async move { st.enroll_tpm(r).await }).await
+}
+
+async fn tpm_join(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<vouch_core::wire::TpmJoinRequest>, ApiError>,
+) -> Response {
+    handle(body, |r| async move { st.tpm_join(r).await }).await
+}
+
+async fn tpm_join_activate(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<vouch_core::wire::TpmJoinActivateRequest>, ApiError>,
+) -> Response {
+    handle(body, |r| async move { st.tpm_join_activate(r).await }).await
 }
 
 async fn tpm_activate(

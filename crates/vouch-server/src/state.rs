@@ -79,6 +79,8 @@ pub struct State {
     pub(crate) quorum: Option<crate::quorum::Quorum>,
     /// Registration entries, indexed, kept current from the store's change log.
     pub(crate) entries: crate::entries::Entries,
+    /// TPM joins (`POST /v1/tpm/join`) waiting for their credential activation.
+    pub(crate) tpm_joins: crate::tpm_join::PendingJoins,
 }
 
 impl std::fmt::Debug for State {
@@ -115,6 +117,7 @@ impl State {
             jwt_signer: None,
             quorum: None,
             entries: crate::entries::Entries::default(),
+            tpm_joins: crate::tpm_join::PendingJoins::default(),
         }
     }
 

@@ -1,0 +1,391 @@
+//! Zero-touch TPM node attestation (issue 14, node attestation method `tpm`): a node whose TPM
+//! holds an EK certificate chaining to a trusted manufacturer CA (`tpm_ca_dir`) joins without a
+//! join token.
+//!
+//! `POST /v1/tpm/join` carries the agent's new key, the EK public area, the EK certificate
+//! (required: an uncertified EK never joins without a token, whatever
+//! `tpm_allow_uncertified_ek` says) and the AK public area, signed by the new key. The verifier
+//! checks the certificate chain and that it certifies this EK, derives the node id from the EK
+//! (`node_id_for("tpm:ek:<ek_key>")`) and answers with `TPM2_MakeCredential` for the AK's name.
+//! Nothing is written then: the challenge is held in memory (at most [`MAX_OPEN`], one per EK,
+//! each until it expires after the verifier's `nonce_ttl`). `POST /v1/tpm/join/activate`
+//! brings the secret back; a correct secret proves the AK lives in the TPM that holds the EK,
+//! and only then are the node, its agent key and its TPM binding written, in one transaction
+//! ([`vouch_store::Store::enroll_attested_tpm`]). A challenge is used by its first activation,
+//! right or wrong. The same machine joining again (re-installed) is the same node: its new key
+//! takes over and the old one is revoked, since possession of the TPM is proven live each
+//! time.
+//!
+//! Both requests of one join must reach the same verifier replica (the challenge lives in its
+//! memory); the agent sends both to the same verifier address.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use aws_lc_rs::constant_time::verify_slices_are_equal;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use vouch_core::ErrorKind;
+use vouch_core::wire::{
+    TpmJoinActivateRequest, TpmJoinActivateResponse, TpmJoinRequest, TpmJoinResponse,
+    tpm_join_signing_input,
+};
+use vouch_evidence::verify_ed25519;
+use vouch_store::{AttestedNode, TpmKeyRecord};
+use vouch_tpm::{RH_ENDORSEMENT, TpmtPublic, qualified_name};
+
+use crate::ApiError;
+use crate::keys::random_bytes;
+use crate::state::{State, unix_now};
+
+/// The most TPM joins a verifier holds open at once; more are refused as overloaded until some
+/// are activated or expire.
+pub(crate) const MAX_OPEN: usize = 1024;
+
+/// The node attestation method's name in `node_attestors`.
+pub(crate) const METHOD: &str = "tpm";
+
+/// One join waiting for its credential activation.
+#[derive(Debug)]
+struct Pending {
+    public_key: Vec<u8>,
+    public_key_b64: String,
+    hostname: String,
+    node_id: String,
+    ek_key: String,
+    ek_public: Vec<u8>,
+    ek_cert: Vec<u8>,
+    ek_issuer: String,
+    ak_public: Vec<u8>,
+    ak_name: Vec<u8>,
+    ak_qualified_name: Vec<u8>,
+    secret_hash: [u8; 32],
+    expires: u64,
+}
+
+/// The open TPM joins of this verifier, by challenge id: bounded in number ([`MAX_OPEN`]) and
+/// in time (each expires), one per EK (a newer join of the same EK replaces the older).
+#[derive(Debug, Default)]
+pub(crate) struct PendingJoins {
+    open: Mutex<HashMap<String, Pending>>,
+}
+
+/// Why a challenge could not be taken.
+#[derive(Debug, PartialEq, Eq)]
+enum Taken {
+    Unknown,
+    Expired,
+}
+
+impl PendingJoins {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        // A panic while holding this lock cannot leave the map half-changed (every change
+        // is one insert or remove), so a poisoned lock is still usable.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hold `p` under a new challenge id, dropping expired joins and an older join of the same
+    /// EK first; `None` when [`MAX_OPEN`] joins are open.
+    fn insert(&self, p: Pending, now: u64) -> Option<String> {
+        let mut open = self.open();
+        open.retain(|_, o| o.expires >= now && o.ek_key != p.ek_key);
+        if open.len() >= MAX_OPEN {
+            return None;
+        }
+        let id = URL_SAFE_NO_PAD.encode(random_bytes::<16>());
+        open.insert(id.clone(), p);
+        Some(id)
+    }
+
+    /// Take (remove) the join `id`: a challenge is used by its first activation attempt.
+    fn take(&self, id: &str, now: u64) -> Result<Pending, Taken> {
+        let p = self.open().remove(id).ok_or(Taken::Unknown)?;
+        if now > p.expires {
+            return Err(Taken::Expired);
+        }
+        Ok(p)
+    }
+
+    /// How many joins are open (expired ones included until the next insert drops them).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.open().len()
+    }
+}
+
+fn join_err(m: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::TpmEnrollment, m)
+}
+
+fn b64(s: &str, what: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
+    if s.len() > limit.div_ceil(3) * 4 {
+        return Err(ApiError::new(
+            ErrorKind::MalformedRequest,
+            format!("{what} larger than {limit} bytes"),
+        ));
+    }
+    URL_SAFE_NO_PAD.decode(s).map_err(|_| {
+        ApiError::new(
+            ErrorKind::MalformedRequest,
+            format!("{what} is not base64url"),
+        )
+    })
+}
+
+/// The stable key a TPM node's id derives from: its EK's key fingerprint.
+pub(crate) fn node_key(ek_key: &str) -> String {
+    format!("tpm:ek:{ek_key}")
+}
+
+impl State {
+    fn check_tpm_join_accepted(&self) -> Result<(), ApiError> {
+        if self.cfg.accepts_node_attestor(METHOD) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorKind::NodeAttestation,
+            format!(
+                "this verifier does not accept TPM joins without a join token (node_attestors: {}; \
+                 add \"tpm\" to accept them)",
+                self.cfg.node_attestors.join(", ")
+            ),
+        ))
+    }
+
+    /// `POST /v1/tpm/join`: validate the EK certificate and answer with a credential only the
+    /// TPM holding that EK can activate, for that AK. Writes nothing.
+    pub(crate) async fn tpm_join(&self, req: TpmJoinRequest) -> Result<TpmJoinResponse, ApiError> {
+        self.check_tpm_join_accepted()?;
+        if req.hostname.len() > 255 {
+            return Err(ApiError::new(
+                ErrorKind::MalformedRequest,
+                "hostname over 255 bytes",
+            ));
+        }
+        let pk = b64(&req.public_key, "public_key", 32)?;
+        if pk.len() != 32 {
+            return Err(ApiError::new(
+                ErrorKind::MalformedRequest,
+                "public_key must be a base64url raw 32-byte Ed25519 key",
+            ));
+        }
+        let msg = tpm_join_signing_input(
+            "join",
+            &req.public_key,
+            &[&req.hostname, &req.ek_public, &req.ek_cert, &req.ak_public],
+        );
+        if !verify_ed25519(&pk, &msg, &req.signature) {
+            return Err(ApiError::new(
+                ErrorKind::EvidenceSignature,
+                "TPM join request is not signed by the key it enrolls",
+            ));
+        }
+        let ek_public = b64(&req.ek_public, "ek_public", 1024)?;
+        let ak_public = b64(&req.ak_public, "ak_public", 1024)?;
+        let cert = b64(&req.ek_cert, "ek_cert", 16 * 1024)?;
+        if cert.is_empty() {
+            return Err(join_err(
+                "the TPM presented no EK certificate: an EK that no manufacturer certified never \
+                 joins without a join token",
+            ));
+        }
+        let ek = TpmtPublic::from_tpm2b(&ek_public)
+            .map_err(|e| join_err(format!("EK public area: {e}")))?;
+        let ak = TpmtPublic::from_tpm2b(&ak_public)
+            .map_err(|e| join_err(format!("AK public area: {e}")))?;
+        ak.check_ak_attributes()
+            .map_err(|e| join_err(e.to_string()))?;
+        let trust = self.ek_trust.as_ref().ok_or_else(|| {
+            join_err(
+                "no trusted TPM manufacturer CA is configured (tpm_ca_dir), so no EK can be validated",
+            )
+        })?;
+        let now = unix_now();
+        let info = trust
+            .verify(&cert, &ek, now)
+            .map_err(|e| join_err(e.to_string()))?;
+        let ek_key = hex::encode(ek.key_fingerprint());
+        let node_id = vouch_nodeattest::node_id_for(&node_key(&ek_key));
+        // Refusals the activation would meet anyway, answered before the TPM does any work.
+        if self.store.revocation("node", &node_id).await?.is_some() {
+            return Err(ApiError::new(
+                ErrorKind::Revoked,
+                format!("node {node_id} (this TPM's EK) was revoked; it cannot join again"),
+            ));
+        }
+        if let Some(holder) = self.store.tpm_node_for_ek(&ek_key).await?
+            && holder != node_id
+        {
+            return Err(ApiError::new(
+                ErrorKind::TpmEkInUse,
+                format!(
+                    "this TPM's EK is bound to node {holder} (enrolled with a join token); one \
+                     TPM attests for one node (revoking node {holder} frees it)"
+                ),
+            ));
+        }
+        let secret = random_bytes::<32>();
+        let made = vouch_tpm::make_credential(&ek, &ak.name(), &secret, &random_bytes::<32>())
+            .map_err(|e| join_err(e.to_string()))?;
+        let parent = qualified_name(ek.name_alg, &RH_ENDORSEMENT.to_be_bytes(), &ek.name());
+        let expires = now.saturating_add(self.cfg.nonce_ttl);
+        let pending = Pending {
+            public_key: pk,
+            public_key_b64: req.public_key,
+            hostname: req.hostname,
+            node_id: node_id.clone(),
+            ek_key,
+            ek_public,
+            ek_cert: cert,
+            ek_issuer: info.issuer,
+            ak_public,
+            ak_name: ak.name(),
+            ak_qualified_name: qualified_name(ak.name_alg, &parent, &ak.name()),
+            secret_hash: Sha256::digest(secret).into(),
+            expires,
+        };
+        let challenge_id = self.tpm_joins.insert(pending, now).ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Overloaded,
+                format!("{MAX_OPEN} TPM joins are waiting for activation; retry later"),
+            )
+        })?;
+        tracing::info!(node = %node_id, "TPM join: credential challenge issued");
+        Ok(TpmJoinResponse {
+            challenge_id,
+            node_id,
+            credential_blob: URL_SAFE_NO_PAD.encode(&made.id_object),
+            encrypted_secret: URL_SAFE_NO_PAD.encode(&made.encrypted_secret),
+            expires_at: expires,
+        })
+    }
+
+    /// `POST /v1/tpm/join/activate`: check the recovered secret; on success create (or take
+    /// over) the node, enroll the agent key and bind the TPM, together.
+    pub(crate) async fn tpm_join_activate(
+        &self,
+        req: TpmJoinActivateRequest,
+    ) -> Result<TpmJoinActivateResponse, ApiError> {
+        self.check_tpm_join_accepted()?;
+        let now = unix_now();
+        let p = self
+            .tpm_joins
+            .take(&req.challenge_id, now)
+            .map_err(|t| match t {
+                Taken::Unknown => join_err(
+                    "no such TPM join challenge: unknown, already used (each is used by its first \
+                     activation), replaced by a newer join of the same TPM, or issued by another \
+                     verifier replica; join again",
+                ),
+                Taken::Expired => join_err("the TPM join challenge expired; join again"),
+            })?;
+        let msg = tpm_join_signing_input(
+            "activate",
+            &p.public_key_b64,
+            &[&req.challenge_id, &req.secret],
+        );
+        if !verify_ed25519(&p.public_key, &msg, &req.signature) {
+            return Err(ApiError::new(
+                ErrorKind::EvidenceSignature,
+                "TPM join activation is not signed by the key that joined",
+            ));
+        }
+        let secret = b64(&req.secret, "secret", 64)?;
+        let got: [u8; 32] = Sha256::digest(&secret).into();
+        if verify_slices_are_equal(&got, &p.secret_hash).is_err() {
+            tracing::warn!(node = %p.node_id, "TPM join: credential activation failed");
+            return Err(join_err(
+                "credential activation failed: the secret is wrong (not the TPM holding this EK, \
+                 or not this AK); join again",
+            ));
+        }
+        let node = AttestedNode {
+            node_id: p.node_id.clone(),
+            method: METHOD.into(),
+            node_key: node_key(&p.ek_key),
+            selectors: vec![
+                format!("tpm:ek:{}", p.ek_key),
+                format!("tpm:ek_issuer:{}", p.ek_issuer),
+            ],
+            hostname: p.hostname,
+            reattestable: true,
+        };
+        let binding = TpmKeyRecord {
+            node_id: p.node_id,
+            ek_public: p.ek_public,
+            ek_cert: Some(p.ek_cert),
+            ek_issuer: Some(p.ek_issuer),
+            ak_public: p.ak_public,
+            ak_qualified_name: p.ak_qualified_name,
+            challenge_hash: None,
+            challenge_expires: None,
+            activated_at: Some(now),
+            last_clock: None,
+            ima_state: None,
+            created_at: now,
+            ek_key: Some(p.ek_key),
+            bound_at: Some(now),
+        };
+        let e = self
+            .store
+            .enroll_attested_tpm(&node, &p.public_key, &binding, now)
+            .await?;
+        self.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(node = %e.node_id, key = %e.key_id, "node joined through its TPM");
+        Ok(TpmJoinActivateResponse {
+            node_id: e.node_id,
+            key_id: e.key_id,
+            ak_name: hex::encode(&p.ak_name),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(ek: &str, expires: u64) -> Pending {
+        Pending {
+            public_key: vec![],
+            public_key_b64: String::new(),
+            hostname: String::new(),
+            node_id: String::new(),
+            ek_key: ek.into(),
+            ek_public: vec![],
+            ek_cert: vec![],
+            ek_issuer: String::new(),
+            ak_public: vec![],
+            ak_name: vec![],
+            ak_qualified_name: vec![],
+            secret_hash: [0; 32],
+            expires,
+        }
+    }
+
+    #[test]
+    fn open_joins_are_bounded_one_per_ek_used_once_and_expire() {
+        let j = PendingJoins::default();
+        let first = j.insert(pending("ek0", 100), 10).unwrap_or_default();
+        // A newer join of the same EK replaces the older one.
+        let second = j.insert(pending("ek0", 100), 11).unwrap_or_default();
+        assert_eq!(j.len(), 1);
+        assert_eq!(j.take(&first, 12).err(), Some(Taken::Unknown));
+        // Used by its first activation.
+        assert!(j.take(&second, 12).is_ok());
+        assert_eq!(j.take(&second, 12).err(), Some(Taken::Unknown));
+        // Expired: refused, and gone.
+        let late = j.insert(pending("ek1", 20), 12).unwrap_or_default();
+        assert_eq!(j.take(&late, 21).err(), Some(Taken::Expired));
+        assert_eq!(j.len(), 0);
+        // At most MAX_OPEN open; expired ones make room again.
+        for i in 0..MAX_OPEN {
+            assert!(j.insert(pending(&format!("k{i}"), 50), 30).is_some());
+        }
+        assert!(j.insert(pending("one-more", 50), 30).is_none());
+        assert!(j.insert(pending("one-more", 80), 51).is_some());
+        assert_eq!(j.len(), 1);
+    }
+}

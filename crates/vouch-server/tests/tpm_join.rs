@@ -1,0 +1,483 @@
+//! Zero-touch TPM node attestation on real software TPMs (issue 14 item 2, method `tpm`): a
+//! node whose swtpm holds an EK certificate from the swtpm-localca the verifier trusts joins
+//! with no join token at all, gets the node id its EK derives (the same after its agent's state
+//! is wiped), and attests affirming; and the refusals: an untrusted CA, a certificate swapped
+//! between two TPMs, a stolen certificate without its TPM, no certificate, a wrong (one byte
+//! flipped) or replayed activation, an expired challenge, and zero-touch turned off.
+//!
+//! tpm2-tools (`tpm2_nvread`) and openssl read the EK certificate and its modulus
+//! independently of the agent, and the expected node id is computed from those.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use sha2::Digest as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vouch_agent::{Agent, AgentConfig, AgentError, Tpm, TpmConfig, VerifierClient};
+use vouch_core::wire::{
+    TpmJoinActivateRequest, TpmJoinRequest, TpmJoinResponse, tpm_join_signing_input,
+};
+use vouch_core::{ArStatus, ErrorKind};
+use vouch_evidence::AgentKey;
+use vouch_policy::ReferenceValue;
+use vouch_server::{RunningServer, ServerConfig, start_with_store, unix_now};
+use vouch_store::{SqliteStore, Store};
+use vouch_testkit::Swtpm;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    server: RunningServer,
+    store: Arc<dyn Store>,
+}
+
+async fn server_with(ca_dir: PathBuf, f: impl FnOnce(&mut ServerConfig)) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("server"),
+        tpm_ca_dir: Some(ca_dir),
+        node_attestors: vec!["join_token".into(), "tpm".into()],
+        ..ServerConfig::default()
+    };
+    f(&mut cfg);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.database_path()).await.unwrap());
+    let server = start_with_store(cfg, store.clone()).await.unwrap();
+    Setup { dir, server, store }
+}
+
+async fn server(ca_dir: PathBuf) -> Setup {
+    server_with(ca_dir, |_| {}).await
+}
+
+fn tpm_config(tpm: &Swtpm) -> TpmConfig {
+    TpmConfig {
+        tcti: tpm.tcti(),
+        key_alg: "rsa".into(),
+        pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 16],
+        ima_log: None,
+        eventlog: None,
+        ek_handle: None,
+    }
+}
+
+/// An agent with a TPM and no join token: it can only join through its TPM.
+async fn tokenless_agent(s: &Setup, tpm: &Swtpm, name: &str) -> Result<Agent, AgentError> {
+    let exe = s.dir.path().join(format!("{name}.bin"));
+    std::fs::write(&exe, name).unwrap();
+    Agent::new(AgentConfig {
+        servers: vec![s.server.base_url.clone()],
+        ca_cert: s.server.ca_cert.clone(),
+        data_dir: s.dir.path().join(format!("agent-{name}")),
+        join_token: None,
+        workload_name: name.into(),
+        exe: Some(exe),
+        tpm: Some(tpm_config(tpm)),
+        ..AgentConfig::default()
+    })
+    .await
+}
+
+/// Directory trusting the EK CAs of these TPMs.
+fn ca_dir(tpms: &[&Swtpm]) -> PathBuf {
+    let d = tpms[0].path("trusted-cas");
+    std::fs::create_dir_all(&d).unwrap();
+    for (i, t) in tpms.iter().enumerate() {
+        std::fs::copy(t.ca_cert(), d.join(format!("ca{i}.pem"))).unwrap();
+    }
+    d
+}
+
+/// The node id a TPM must get, from tools independent of the agent and the verifier: the EK
+/// certificate read from NV by tpm2-tools, its RSA modulus read by openssl, hashed as the
+/// verifier's EK key (`"rsa\0" ‖ len ‖ n ‖ len ‖ e`) and derived as `tpm:ek:<key>`.
+fn expected_node(tpm: &Swtpm) -> (String, String, Vec<u8>) {
+    tpm.tool(&[
+        "tpm2_nvread",
+        "0x01c00002",
+        "-C",
+        "o",
+        "-o",
+        "ekcert-tools.der",
+    ]);
+    let cert = tpm.read("ekcert-tools.der");
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-inform", "der", "-noout", "-modulus", "-in"])
+        .arg(tpm.path("ekcert-tools.der"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl x509 -modulus");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let n = hex::decode(text.trim().trim_start_matches("Modulus=")).unwrap();
+    assert_eq!(n.len(), 256, "RSA-2048 EK");
+    let e = [1u8, 0, 1];
+    let mut h = sha2::Sha256::new();
+    h.update(b"rsa\0");
+    h.update((n.len() as u32).to_be_bytes());
+    h.update(&n);
+    h.update((e.len() as u32).to_be_bytes());
+    h.update(e);
+    let ek_key = hex::encode(h.finalize());
+    let node = vouch_nodeattest::node_id_for(&format!("tpm:ek:{ek_key}"));
+    (node, ek_key, cert)
+}
+
+async fn refvalue(s: &Setup, kind: &str, key: &str, value: &str) {
+    s.store
+        .add_reference_value(
+            &ReferenceValue {
+                kind: kind.into(),
+                key: key.into(),
+                value: value.into(),
+            },
+            unix_now(),
+        )
+        .await
+        .unwrap();
+}
+
+fn client(s: &Setup) -> VerifierClient {
+    VerifierClient::new(&s.server.base_url, s.server.ca_cert.as_deref()).unwrap()
+}
+
+/// A TPM driven by hand (the agent's own TPM code, its AK kept in `dir`), with a fresh key.
+struct Hand {
+    key: AgentKey,
+    tpm: Tpm,
+}
+
+impl Hand {
+    fn new(tpm: &Swtpm, dir: &Path) -> Self {
+        Self {
+            key: AgentKey::generate().unwrap(),
+            tpm: Tpm::new(tpm_config(tpm), dir),
+        }
+    }
+
+    /// A join request for these EK, certificate and AK, signed by this key.
+    fn request(&self, ek_public: &[u8], ek_cert: &[u8], ak_public: &[u8]) -> TpmJoinRequest {
+        let pk = self.key.public_key_b64();
+        let (ek, cert, ak) = (
+            B64.encode(ek_public),
+            B64.encode(ek_cert),
+            B64.encode(ak_public),
+        );
+        TpmJoinRequest {
+            signature: self.key.sign_b64(&tpm_join_signing_input(
+                "join",
+                &pk,
+                &["host", &ek, &cert, &ak],
+            )),
+            public_key: pk,
+            hostname: "host".into(),
+            ek_public: ek,
+            ek_cert: cert,
+            ak_public: ak,
+        }
+    }
+
+    /// The request for this TPM's own EK, certificate and AK.
+    fn own_request(&self) -> TpmJoinRequest {
+        let id = self.tpm.identity().unwrap();
+        self.request(&id.ek_public, &id.ek_cert.unwrap(), &id.ak_public)
+    }
+
+    /// `TPM2_ActivateCredential` on this TPM.
+    fn activate(&self, c: &TpmJoinResponse) -> Result<Vec<u8>, AgentError> {
+        self.tpm.activate_credential(
+            &B64.decode(&c.credential_blob).unwrap(),
+            &B64.decode(&c.encrypted_secret).unwrap(),
+        )
+    }
+
+    fn activation(&self, c: &TpmJoinResponse, secret: &[u8]) -> TpmJoinActivateRequest {
+        let secret = B64.encode(secret);
+        TpmJoinActivateRequest {
+            signature: self.key.sign_b64(&tpm_join_signing_input(
+                "activate",
+                &self.key.public_key_b64(),
+                &[&c.challenge_id, &secret],
+            )),
+            challenge_id: c.challenge_id.clone(),
+            secret,
+        }
+    }
+}
+
+async fn no_nodes(s: &Setup) {
+    assert_eq!(
+        s.store.nodes().await.unwrap(),
+        vec![],
+        "nothing was enrolled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tpm_node_joins_without_a_token_as_the_node_its_ek_names() {
+    let tpm = Swtpm::start("sha256");
+    let s = server(tpm.path("ca")).await;
+    let (expected, ek_key, nv_cert) = expected_node(&tpm);
+
+    let mut a = tokenless_agent(&s, &tpm, "app").await.unwrap();
+    let first = a.enrollment().clone();
+    assert_eq!(first.node_id, expected, "node id derived from the EK");
+
+    // The verifier recorded how the node joined, and bound it to its TPM at activation.
+    let att = s.store.node_attestation(&expected).await.unwrap().unwrap();
+    assert_eq!(
+        (att.method.as_str(), att.node_key.as_str()),
+        ("tpm", format!("tpm:ek:{ek_key}").as_str())
+    );
+    assert!(att.selectors.contains(&format!("tpm:ek:{ek_key}")));
+    assert!(
+        att.selectors
+            .iter()
+            .any(|x| x.starts_with("tpm:ek_issuer:") && x.contains("swtpm-localca")),
+        "{:?}",
+        att.selectors
+    );
+    let bound = s.store.tpm_key(&expected).await.unwrap().unwrap();
+    assert_eq!(bound.ek_cert.as_deref(), Some(nv_cert.as_slice()));
+    assert_eq!(bound.ek_key.as_deref(), Some(ek_key.as_str()));
+    assert!(bound.activated_at.is_some() && bound.bound_at.is_some());
+
+    // The node attests affirming with TPM evidence.
+    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("app.bin")).unwrap();
+    refvalue(&s, "executable", "app", &exe_sha).await;
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    let rec = s
+        .store
+        .attestation(&r.attestation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.evidence_kind, "tpm");
+    assert_eq!(rec.node_id, expected);
+
+    // Re-installed: the agent's state is wiped (key, AK blobs, enrollment). It joins again as
+    // the same node with a new key and a new AK; the old key is revoked.
+    std::fs::remove_dir_all(s.dir.path().join("agent-app")).unwrap();
+    let mut b = tokenless_agent(&s, &tpm, "app").await.unwrap();
+    assert_eq!(b.enrollment().node_id, expected);
+    assert_ne!(b.enrollment().key_id, first.key_id);
+    assert!(s.store.agent_key(&first.key_id).await.unwrap().is_none());
+    assert!(
+        s.store
+            .agent_key(&b.enrollment().key_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let rebound = s.store.tpm_key(&expected).await.unwrap().unwrap();
+    assert_ne!(rebound.ak_public, bound.ak_public, "a new AK was activated");
+    assert_eq!(rebound.bound_at, bound.bound_at);
+    assert_eq!(s.store.nodes().await.unwrap().len(), 1);
+    let att = s.store.node_attestation(&expected).await.unwrap().unwrap();
+    assert_eq!(att.attestations, 2);
+    let r = b.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    // The old agent, still running with its old key, is refused.
+    let e = a.attest_once().await.unwrap_err();
+    assert!(
+        matches!(e.kind(), Some(ErrorKind::UnknownKey | ErrorKind::Revoked)),
+        "{e}"
+    );
+
+    // Revoked (the machine was stolen): its TPM cannot bring the node back.
+    let token = std::fs::read_to_string(s.dir.path().join("server/keys/admin.token")).unwrap();
+    let ca = std::fs::read(s.server.ca_cert.as_ref().unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{}/v1/revocations", s.server.base_url))
+        .header("authorization", format!("Bearer {token}"))
+        .json(&serde_json::json!({"kind": "node", "target": expected, "reason": "stolen"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    std::fs::remove_dir_all(s.dir.path().join("agent-app")).unwrap();
+    let e = tokenless_agent(&s, &tpm, "app").await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Revoked), "{e}");
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_touch_turned_off_refuses_a_tokenless_tpm_agent() {
+    let tpm = Swtpm::start("sha256");
+    let s = server_with(tpm.path("ca"), |c| {
+        c.node_attestors = vec!["join_token".into()];
+    })
+    .await;
+    let e = tokenless_agent(&s, &tpm, "app").await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::NodeAttestation), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("node_attestors") && msg.contains("join token"),
+        "{msg}"
+    );
+    // Nor does a join made by hand get a challenge.
+    let h = Hand::new(&tpm, &s.dir.path().join("hand"));
+    let e = client(&s).tpm_join(&h.own_request()).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::NodeAttestation), "{e}");
+    no_nodes(&s).await;
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ek_certificate_from_an_untrusted_ca_never_joins() {
+    let tpm = Swtpm::start("sha256");
+    let other = Swtpm::start("sha256");
+    // The verifier trusts only the other TPM's manufacturer.
+    let s = server(other.path("ca")).await;
+    let e = tokenless_agent(&s, &tpm, "app").await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    assert!(e.to_string().contains("no trusted manufacturer CA"), "{e}");
+    no_nodes(&s).await;
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_or_stolen_ek_certificate_never_joins() {
+    let a = Swtpm::start("sha256");
+    let b = Swtpm::start("sha256");
+    let s = server(ca_dir(&[&a, &b])).await;
+    let c = client(&s);
+    let ha = Hand::new(&a, &s.dir.path().join("hand-a"));
+    let hb = Hand::new(&b, &s.dir.path().join("hand-b"));
+    let (ia, ib) = (ha.tpm.identity().unwrap(), hb.tpm.identity().unwrap());
+    let (cert_a, cert_b) = (ia.ek_cert.clone().unwrap(), ib.ek_cert.clone().unwrap());
+
+    // TPM a's EK with TPM b's certificate (a valid certificate from a trusted CA, for
+    // another EK): refused before any challenge.
+    let e = c
+        .tpm_join(&ha.request(&ia.ek_public, &cert_b, &ia.ak_public))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    // And the other way round.
+    let e = c
+        .tpm_join(&hb.request(&ib.ek_public, &cert_a, &ib.ak_public))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+
+    // TPM b's EK and certificate, copied by someone who holds only TPM a: the verifier
+    // challenges b's EK, which a cannot answer, and a guessed secret is refused.
+    let stolen = c
+        .tpm_join(&ha.request(&ib.ek_public, &cert_b, &ia.ak_public))
+        .await
+        .unwrap();
+    assert!(ha.activate(&stolen).is_err(), "only TPM b can activate");
+    let guess = [7u8; 32];
+    let e = c
+        .tpm_join_activate(&ha.activation(&stolen, &guess))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    // A request signed by another key than the one it enrolls.
+    let mut forged = ha.own_request();
+    forged.public_key = hb.key.public_key_b64();
+    let e = c.tpm_join(&forged).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::EvidenceSignature), "{e}");
+    no_nodes(&s).await;
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_must_be_right_used_once_and_in_time() {
+    let tpm = Swtpm::start("sha256");
+    let s = server(tpm.path("ca")).await;
+    let c = client(&s);
+    let h = Hand::new(&tpm, &s.dir.path().join("hand"));
+
+    // The right secret with one byte flipped: refused, and the challenge is used up (the
+    // right secret afterwards is refused too). Nothing was enrolled.
+    let ch = c.tpm_join(&h.own_request()).await.unwrap();
+    let secret = h.activate(&ch).unwrap();
+    let mut flipped = secret.clone();
+    flipped[5] ^= 0x01;
+    let e = c
+        .tpm_join_activate(&h.activation(&ch, &flipped))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    assert!(e.to_string().contains("secret is wrong"), "{e}");
+    let e = c
+        .tpm_join_activate(&h.activation(&ch, &secret))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no such TPM join challenge"), "{e}");
+    no_nodes(&s).await;
+
+    // A right activation joins; the same activation replayed is refused, and the node keeps
+    // the one key.
+    let ch = c.tpm_join(&h.own_request()).await.unwrap();
+    let ok = h.activation(&ch, &h.activate(&ch).unwrap());
+    let joined = c.tpm_join_activate(&ok).await.unwrap();
+    assert_eq!(joined.node_id, ch.node_id);
+    let e = c.tpm_join_activate(&ok).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    assert!(e.to_string().contains("no such TPM join challenge"), "{e}");
+    assert!(s.store.agent_key(&joined.key_id).await.unwrap().is_some());
+    assert_eq!(s.store.nodes().await.unwrap().len(), 1);
+
+    // An activation signed by another key than the one that joined.
+    let ch = c.tpm_join(&h.own_request()).await.unwrap();
+    let other = Hand::new(&tpm, &s.dir.path().join("hand"));
+    let e = c
+        .tpm_join_activate(&other.activation(&ch, &h.activate(&ch).unwrap()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::EvidenceSignature), "{e}");
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_challenge_is_refused() {
+    let tpm = Swtpm::start("sha256");
+    let s = server_with(tpm.path("ca"), |c| c.nonce_ttl = 1).await;
+    let c = client(&s);
+    let h = Hand::new(&tpm, &s.dir.path().join("hand"));
+    let ch = c.tpm_join(&h.own_request()).await.unwrap();
+    assert!(ch.expires_at <= unix_now() + 1);
+    let secret = h.activate(&ch).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let e = c
+        .tpm_join_activate(&h.activation(&ch, &secret))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    assert!(e.to_string().contains("expired"), "{e}");
+    no_nodes(&s).await;
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncertified_ek_never_joins_without_a_token() {
+    let tpm = Swtpm::start("sha256");
+    // Even where the token path accepts uncertified EKs.
+    let s = server_with(tpm.path("ca"), |c| c.tpm_allow_uncertified_ek = true).await;
+    let h = Hand::new(&tpm, &s.dir.path().join("hand"));
+    let id = h.tpm.identity().unwrap();
+    let e = client(&s)
+        .tpm_join(&h.request(&id.ek_public, &[], &id.ak_public))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    assert!(e.to_string().contains("no EK certificate"), "{e}");
+    // A TPM whose NV holds no EK certificate: the agent says so before asking the verifier.
+    tpm.tool(&["tpm2_nvundefine", "-C", "p", "0x01c00002"]);
+    let e = tokenless_agent(&s, &tpm, "app").await.unwrap_err();
+    assert!(
+        matches!(&e, AgentError::Config(m) if m.contains("no EK certificate")),
+        "{e}"
+    );
+    no_nodes(&s).await;
+    s.server.shutdown().await;
+}
