@@ -481,3 +481,54 @@ async fn an_uncertified_ek_never_joins_without_a_token() {
     no_nodes(&s).await;
     s.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecc_p384_ek_joins_with_its_own_certificate() {
+    let tpm = Swtpm::start("sha256");
+    let s = server(tpm.path("ca")).await;
+    let exe = s.dir.path().join("ecc.bin");
+    std::fs::write(&exe, "ecc").unwrap();
+    let mut cfg = tpm_config(&tpm);
+    cfg.key_alg = "ecc".into();
+    let mut a = Agent::new(AgentConfig {
+        servers: vec![s.server.base_url.clone()],
+        ca_cert: s.server.ca_cert.clone(),
+        data_dir: s.dir.path().join("agent-ecc"),
+        workload_name: "ecc".into(),
+        exe: Some(exe.clone()),
+        tpm: Some(cfg),
+        ..AgentConfig::default()
+    })
+    .await
+    .unwrap();
+    // The certificate bound is the one tpm2-tools reads from the ECC EK certificate index.
+    tpm.tool(&[
+        "tpm2_nvread",
+        "0x01c00016",
+        "-C",
+        "o",
+        "-o",
+        "ekcert-ecc.der",
+    ]);
+    let node = a.enrollment().node_id.clone();
+    let bound = s.store.tpm_key(&node).await.unwrap().unwrap();
+    assert_eq!(bound.ek_cert.unwrap(), tpm.read("ekcert-ecc.der"));
+    let ek_key = bound.ek_key.unwrap();
+    assert_eq!(
+        node,
+        vouch_nodeattest::node_id_for(&format!("tpm:ek:{ek_key}"))
+    );
+    // Another EK of the same TPM is another key: not the RSA EK's node.
+    let (rsa_node, _, _) = expected_node(&tpm);
+    assert_ne!(node, rsa_node);
+    refvalue(
+        &s,
+        "executable",
+        "ecc",
+        &vouch_evidence::sha256_file(&exe).unwrap(),
+    )
+    .await;
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    s.server.shutdown().await;
+}
