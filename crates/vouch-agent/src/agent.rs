@@ -25,6 +25,9 @@ pub struct AgentConfig {
     /// One-time join token for the first enrollment.
     #[serde(skip_serializing)]
     pub join_token: Option<String>,
+    /// Join without a join token, on a document this node's platform signed about it (a
+    /// zero-touch node attestation method the verifier accepts).
+    pub node_attestation: Option<NodeAttestationConfig>,
     /// Name of the attested workload (unique on this node).
     pub workload_name: String,
     /// The workload's executable (default: this program).
@@ -69,6 +72,7 @@ impl Default for AgentConfig {
             ca_cert: None,
             data_dir: PathBuf::from(".vouch/agent"),
             join_token: None,
+            node_attestation: None,
             workload_name: "host".into(),
             exe: None,
             files: Vec::new(),
@@ -85,6 +89,112 @@ impl Default for AgentConfig {
             tee: None,
             container: None,
             k8s: None,
+        }
+    }
+}
+
+/// Where the agent gets the document its node attestation method sends.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAttestationConfig {
+    /// The method (`k8s_psat`, `aws_iid`, `gcp_iit`, `azure_imds`).
+    pub method: String,
+    /// Read the document from this file (for `k8s_psat`, the projected service-account
+    /// token, e.g. `/var/run/secrets/tokens/vouch-agent`).
+    #[serde(default)]
+    pub data_file: Option<PathBuf>,
+    /// Or fetch it from this URL (a cloud metadata service), with `{nonce}` and
+    /// `{audience}` replaced by the verifier's challenge and audience (URL-encoded).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Headers for `url` (GCP: `Metadata-Flavor = "Google"`; Azure: `Metadata = "true"`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// The most bytes of a node attestation document the agent reads.
+const MAX_NODE_DOCUMENT: u64 = 64 * 1024;
+
+impl NodeAttestationConfig {
+    /// The document, read from its file or fetched from its URL for `challenge`.
+    pub async fn document(
+        &self,
+        challenge: &vouch_core::wire::ChallengeResponse,
+    ) -> Result<Vec<u8>, AgentError> {
+        match (&self.data_file, &self.url) {
+            (Some(path), None) => {
+                use std::io::Read as _;
+                let f = std::fs::File::open(path).map_err(|source| AgentError::Io {
+                    what: format!("reading the node attestation document {}", path.display()),
+                    source,
+                })?;
+                let mut out = Vec::new();
+                f.take(MAX_NODE_DOCUMENT + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|source| AgentError::Io {
+                        what: format!("reading {}", path.display()),
+                        source,
+                    })?;
+                if out.len() as u64 > MAX_NODE_DOCUMENT {
+                    return Err(AgentError::Config(format!(
+                        "{} is over {MAX_NODE_DOCUMENT} bytes: not a node attestation document",
+                        path.display()
+                    )));
+                }
+                // A token file ends with a newline when written by hand.
+                while out.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                    out.pop();
+                }
+                Ok(out)
+            }
+            (None, Some(url)) => {
+                let enc = |s: &str| {
+                    s.bytes()
+                        .map(|b| match b {
+                            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                                (b as char).to_string()
+                            }
+                            _ => format!("%{b:02X}"),
+                        })
+                        .collect::<String>()
+                };
+                let url = url
+                    .replace("{nonce}", &enc(&challenge.nonce))
+                    .replace("{audience}", &enc(&challenge.audience));
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| AgentError::Config(format!("HTTP client: {e}")))?;
+                let mut req = client.get(&url);
+                for (k, v) in &self.headers {
+                    req = req.header(k, v);
+                }
+                let unreachable = |e: reqwest::Error| AgentError::Unreachable {
+                    url: url.clone(),
+                    source: e,
+                };
+                let mut res = req.send().await.map_err(unreachable)?;
+                if !res.status().is_success() {
+                    return Err(AgentError::Protocol(format!(
+                        "the metadata service at {url} answered {}",
+                        res.status()
+                    )));
+                }
+                let mut out = Vec::new();
+                while let Some(chunk) = res.chunk().await.map_err(unreachable)? {
+                    out.extend_from_slice(&chunk);
+                    if out.len() as u64 > MAX_NODE_DOCUMENT {
+                        return Err(AgentError::Protocol(format!(
+                            "the document from {url} is over {MAX_NODE_DOCUMENT} bytes"
+                        )));
+                    }
+                }
+                Ok(out)
+            }
+            _ => Err(AgentError::Config(format!(
+                "node_attestation ({}) needs exactly one of data_file and url",
+                self.method
+            ))),
         }
     }
 }
@@ -208,13 +318,14 @@ impl Agent {
                 AgentError::Config(format!("{} is corrupt: {e}", state_path.display()))
             })?,
             Err(_) => {
-                let e = match &cfg.join_token {
-                    Some(token) => Self::enroll(&clients, &key, token).await?,
+                let e = match (&cfg.join_token, &cfg.node_attestation) {
+                    (Some(token), _) => Self::enroll(&clients, &key, token).await?,
+                    (None, Some(n)) => Self::attest_node(&clients, &key, n).await?,
                     #[cfg(feature = "tpm")]
-                    None if cfg.tpm.is_some() => {
+                    (None, None) if cfg.tpm.is_some() => {
                         crate::tpm_join::join_configured(&cfg, &clients, &key).await?
                     }
-                    None => return Err(AgentError::NotEnrolled),
+                    (None, None) => return Err(AgentError::NotEnrolled),
                 };
                 write_atomic(
                     &state_path,
@@ -470,6 +581,57 @@ impl Agent {
         for c in clients {
             match c.enroll(&req).await {
                 Ok(r) => {
+                    return Ok(Enrollment {
+                        node_id: r.node_id,
+                        key_id: r.key_id,
+                    });
+                }
+                Err(e @ AgentError::Unreachable { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(AgentError::Config("no verifier".into())))
+    }
+
+    /// Join by node attestation: a fresh nonce, the platform's document, signed with the key
+    /// to enroll; the first verifier that answers decides.
+    async fn attest_node(
+        clients: &[VerifierClient],
+        key: &AgentKey,
+        n: &NodeAttestationConfig,
+    ) -> Result<Enrollment, AgentError> {
+        let pk = key.public_key_b64();
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let mut last = None;
+        for c in clients {
+            let challenge = match c.challenge().await {
+                Ok(ch) => ch,
+                Err(e @ AgentError::Unreachable { .. }) => {
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let data = B64.encode(n.document(&challenge).await?);
+            let req = vouch_core::wire::NodeAttestRequest {
+                signature: key.sign_b64(&vouch_core::wire::node_attest_signing_input(
+                    &n.method,
+                    &data,
+                    &pk,
+                    &hostname,
+                    &challenge.nonce,
+                )),
+                method: n.method.clone(),
+                data,
+                public_key: pk.clone(),
+                hostname: hostname.clone(),
+                nonce: challenge.nonce,
+            };
+            match c.node_attest(&req).await {
+                Ok(r) => {
+                    tracing::info!(method = %n.method, node = %r.node_id, "node attested");
                     return Ok(Enrollment {
                         node_id: r.node_id,
                         key_id: r.key_id,

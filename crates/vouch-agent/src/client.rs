@@ -119,6 +119,14 @@ impl VerifierClient {
         self.post("/v1/enroll", req).await
     }
 
+    /// `POST /v1/node/attest`
+    pub async fn node_attest(
+        &self,
+        req: &vouch_core::wire::NodeAttestRequest,
+    ) -> Result<EnrollResponse, AgentError> {
+        self.post("/v1/node/attest", req).await
+    }
+
     /// `POST /v1/tpm/enroll`
     pub async fn tpm_enroll(
         &self,

@@ -34,7 +34,7 @@ pub enum AgentError {
     Evidence(#[from] vouch_evidence::EvidenceError),
     /// The agent is not enrolled and has no join token.
     #[error(
-        "this agent is not enrolled: pass a join token from `vouch token create` (--join-token or VOUCH_JOIN_TOKEN)"
+        "this agent is not enrolled: pass a join token from `vouch token create` (--join-token or VOUCH_JOIN_TOKEN), or configure node_attestation"
     )]
     NotEnrolled,
     /// Local state could not be read or written.

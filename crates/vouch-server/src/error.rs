@@ -41,9 +41,7 @@ impl ApiError {
             | UnknownKey | TokenInvalid | TokenExpired | TpmQuote | TpmNotEnrolled
             | TeeEvidence | Unauthenticated | NodeAttestation => StatusCode::UNAUTHORIZED,
             NonceReused | TokenReused | QuorumDisagrees | TpmBound | TpmEkInUse | PartsUnknown
-            | NodeAttested => {
-                StatusCode::CONFLICT
-            }
+            | NodeAttested => StatusCode::CONFLICT,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             NotFound | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

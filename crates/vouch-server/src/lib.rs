@@ -16,6 +16,7 @@ mod error;
 mod federation;
 mod keys;
 mod listener;
+mod node;
 mod pages;
 pub mod quorum;
 mod revocation;
@@ -238,6 +239,7 @@ pub async fn start_with_store(
     );
     state.admin_token = keys::load_or_create_admin_token(&keys_dir.join("admin.token"))?;
     state.read_token = keys::load_or_create_read_token(&keys_dir.join("read.token"))?;
+    state.node_attestors = node::build(&cfg).map_err(ServerError::Config)?;
     if let Some(dir) = &cfg.tpm_ca_dir {
         let trust = vouch_tpm::EkTrustStore::from_dir(dir)
             .map_err(|e| ServerError::Config(format!("tpm_ca_dir: {e}")))?;

@@ -131,6 +131,7 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/challenge", post(challenge))
         .route("/v1/enroll", post(enroll))
         .route("/v1/attest", post(attest))
+        .route("/v1/node/attest", post(node_attest))
         .route("/v1/tpm/enroll", post(tpm_enroll))
         .route("/v1/tpm/activate", post(tpm_activate))
         .route("/v1/tpm/join", post(tpm_join))
@@ -246,6 +247,13 @@ async fn enroll(
     body: Result<ApiJson<EnrollRequest>, ApiError>,
 ) -> Response {
     handle(body, |r| async move { st.enroll(r).await }).await
+}
+
+async fn node_attest(
+    AxState(st): AxState<S>,
+    body: Result<ApiJson<vouch_core::wire::NodeAttestRequest>, ApiError>,
+) -> Response {
+    handle(body, |r| async move { st.attest_node(r).await }).await
 }
 
 async fn attest(

@@ -81,6 +81,8 @@ pub struct State {
     pub(crate) entries: crate::entries::Entries,
     /// TPM joins (`POST /v1/tpm/join`) waiting for their credential activation.
     pub(crate) tpm_joins: crate::tpm_join::PendingJoins,
+    /// The zero-touch node attestors `node_attestors` accepts, by method.
+    pub(crate) node_attestors: crate::node::NodeAttestors,
 }
 
 impl std::fmt::Debug for State {
@@ -118,6 +120,7 @@ impl State {
             quorum: None,
             entries: crate::entries::Entries::default(),
             tpm_joins: crate::tpm_join::PendingJoins::default(),
+            node_attestors: crate::node::NodeAttestors::new(),
         }
     }
 
@@ -149,6 +152,15 @@ impl State {
 
     /// Enroll an agent key with a join token.
     pub(crate) async fn enroll(&self, req: EnrollRequest) -> Result<EnrollResponse, ApiError> {
+        if !self.cfg.accepts_node_attestor("join_token") {
+            return Err(ApiError::new(
+                ErrorKind::NodeAttestation,
+                format!(
+                    "this verifier does not accept join tokens (node_attestors: {})",
+                    self.cfg.node_attestors.join(", ")
+                ),
+            ));
+        }
         let pk = URL_SAFE_NO_PAD
             .decode(&req.public_key)
             .ok()

@@ -163,7 +163,9 @@ impl State {
     /// `vouch:node:<id>`, `vouch:workload:<name>`, `vouch:status:affirming`,
     /// `vouch:evidence:<kind>`, `os:id:<id>`, `os:version_id:<v>`, `tpm:secure_boot:<bool>`
     /// and the TEE's selectors (from the latest appraised evidence: [`claim_selectors`]), and
-    /// `tpm:ek_sha256:<hex>` (the EK public area of an activated TPM).
+    /// `tpm:ek_sha256:<hex>` (the EK public area of an activated TPM), and for a node that
+    /// joined by node attestation `vouch:node_attestor:<method>` and the selectors its
+    /// platform's document gave (`aws_iid:account:<id>`, `k8s_psat:cluster:<name>`, ...).
     async fn node_selectors(
         &self,
         node_id: &str,
@@ -179,6 +181,12 @@ impl State {
             && let Some(a) = self.store.attestation(id).await?
         {
             out.extend(claim_selectors(&a.evidence_kind, &a.claims));
+        }
+        // What the node's platform signed about it, when it joined by node attestation
+        // (`aws_iid:account:…`, `k8s_psat:cluster:…`).
+        if let Some(n) = self.store.node_attestation(node_id).await? {
+            out.push(format!("vouch:node_attestor:{}", n.method));
+            out.extend(n.selectors);
         }
         if let Some(t) = self.store.tpm_key(node_id).await?
             && t.activated_at.is_some()

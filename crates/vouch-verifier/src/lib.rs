@@ -253,6 +253,25 @@ impl Verifier {
         }
     }
 
+    /// Check that `nonce` is one of this verifier's, for its audience and still fresh, and use
+    /// it up (in the store's replay table, shared by every replica): for requests other than
+    /// attestations that must be fresh and used once (a node attestation).
+    pub async fn spend_nonce(&self, nonce: &str, now: u64) -> Result<(), VerifyError> {
+        let cfg = &self.cfg;
+        let n = Nonce::check(
+            nonce,
+            &self.nonce_keys,
+            &cfg.audience,
+            now,
+            cfg.nonce_ttl,
+            cfg.clock_skew,
+        )?;
+        self.store
+            .use_nonce(&n.id(), n.expires_at(cfg.nonce_ttl) + cfg.clock_skew)
+            .await?;
+        Ok(())
+    }
+
     /// The reference values: a one-row revision read per call, the table itself only when
     /// the revision moved (another replica or the CLI changed it).
     pub async fn reference_values(&self) -> Result<Arc<ReferenceValues>, VerifyError> {
