@@ -494,3 +494,65 @@ fn the_attestor_is_built_from_the_verifiers_settings() {
         );
     }
 }
+
+/// ES256 (the algorithm API servers sign with when given a P-256 service-account key). No
+/// real ES256 projected token with its key was found in public test data, so this one is
+/// **minted here**: a fresh P-256 key, and the real EKS token's claims re-signed with it,
+/// audience `vouch`. It shows the ES256 path only; the real-token tests above are RS256.
+#[test]
+fn an_es256_token_minted_here_verifies_and_is_refused_when_changed() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let raw = key.public_key_raw();
+    assert_eq!(raw.len(), 65);
+    let set = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "minted-p256",
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..]),
+    }]});
+    let (_, p, _) = parts(&token());
+    let mut claims: serde_json::Value = serde_json::from_slice(&unb64(&p)).unwrap();
+    claims["aud"] = serde_json::json!(["vouch"]);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("minted-p256".into());
+    let t = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_der(&key.serialize_der()),
+    )
+    .unwrap();
+    let a = K8sPsat::new(vec![cluster(
+        ISSUER,
+        "vouch",
+        &[SA],
+        &serde_json::to_vec(&set).unwrap(),
+    )])
+    .unwrap();
+    let id = attest(&a, t.as_bytes(), IAT).unwrap();
+    assert_eq!(
+        id.key,
+        "k8s_psat:eks-dev:ceb6b98b-f46f-448d-8a2d-4e036c36a243"
+    );
+    // One byte of the signature; the same signature labelled RS256; another kid.
+    let (h, p, s) = parts(t.as_bytes());
+    let mut sig = unb64(&s);
+    sig[10] ^= 1;
+    assert!(matches!(
+        attest(&a, format!("{h}.{p}.{}", b64(&sig)).as_bytes(), IAT),
+        Err(NodeAttestError::Signature { .. })
+    ));
+    let hdr = String::from_utf8(unb64(&h)).unwrap();
+    for forged in [
+        hdr.replace("ES256", "RS256"),
+        hdr.replace("minted-p256", "other"),
+    ] {
+        assert!(matches!(
+            attest(
+                &a,
+                format!("{}.{p}.{s}", b64(forged.as_bytes())).as_bytes(),
+                IAT
+            ),
+            Err(NodeAttestError::Signature { .. })
+        ));
+    }
+    // The real RS256 token does not verify with the P-256 key set.
+    assert!(attest(&a, &token(), IAT).is_err());
+}
