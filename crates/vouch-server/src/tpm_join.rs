@@ -135,6 +135,25 @@ fn b64(s: &str, what: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
     })
 }
 
+/// The EK issuer's name as a selector value: the DN as the certificate writes it (RFC 4514),
+/// with whitespace, control characters and `%` percent-encoded, since selector values hold no
+/// spaces (`CN=Infineon OPTIGA(TM) RSA Manufacturing CA 003,...` becomes
+/// `CN=Infineon%20OPTIGA(TM)%20RSA...`); `None` when longer than a selector value may be.
+pub(crate) fn issuer_selector_value(dn: &str) -> Option<String> {
+    let mut out = String::with_capacity(dn.len());
+    for c in dn.chars() {
+        if c.is_whitespace() || c.is_control() || c == '%' {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    (!out.is_empty() && out.len() <= 256).then_some(out)
+}
+
 /// The stable key a TPM node's id derives from: its EK's key fingerprint.
 pub(crate) fn node_key(ek_key: &str) -> String {
     format!("tpm:ek:{ek_key}")
@@ -306,10 +325,9 @@ impl State {
             node_id: p.node_id.clone(),
             method: METHOD.into(),
             node_key: node_key(&p.ek_key),
-            selectors: vec![
-                format!("tpm:ek:{}", p.ek_key),
-                format!("tpm:ek_issuer:{}", p.ek_issuer),
-            ],
+            selectors: std::iter::once(format!("tpm:ek:{}", p.ek_key))
+                .chain(issuer_selector_value(&p.ek_issuer).map(|v| format!("tpm:ek_issuer:{v}")))
+                .collect(),
             hostname: p.hostname,
             reattestable: true,
         };
@@ -363,6 +381,25 @@ mod tests {
             secret_hash: [0; 32],
             expires,
         }
+    }
+
+    #[test]
+    fn issuer_names_become_selector_values_without_spaces() {
+        assert_eq!(
+            issuer_selector_value(
+                "CN=Infineon OPTIGA(TM) RSA Manufacturing CA 003,O=Infineon Technologies AG"
+            )
+            .as_deref(),
+            Some(
+                "CN=Infineon%20OPTIGA(TM)%20RSA%20Manufacturing%20CA%20003,O=Infineon%20Technologies%20AG"
+            )
+        );
+        assert_eq!(
+            issuer_selector_value("CN=a%b\tc\u{a0}").as_deref(),
+            Some("CN=a%25b%09c%C2%A0")
+        );
+        assert_eq!(issuer_selector_value(&"x".repeat(257)), None);
+        assert_eq!(issuer_selector_value(""), None);
     }
 
     #[test]
