@@ -166,6 +166,36 @@ mod tests {
     }
 
     #[test]
+    fn the_container_section_of_the_agent_and_its_example() {
+        let mut t = serde_json::json!({"agent": {"container": {"timeout_ms": 500}}});
+        let a: AgentConfig = section(&mut t, "agent", std::iter::empty()).unwrap();
+        let c = a.container.unwrap();
+        assert_eq!(c.timeout_ms, 500);
+        assert_eq!(c.socket, std::path::Path::new("/run/podman/podman.sock"));
+        let mut t = serde_json::json!({"agent": {"container": {"sock": "/x"}}});
+        let e = section::<AgentConfig>(&mut t, "agent", std::iter::empty()).unwrap_err();
+        assert!(format!("{e:#}").contains("sock"), "{e:#}");
+        assert!(AgentConfig::default().container.is_none());
+        // vouch.example.toml's commented [agent.container], uncommented, is the defaults.
+        let example = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../vouch.example.toml"),
+        )
+        .unwrap();
+        let block: String = example
+            .lines()
+            .skip_while(|l| !l.starts_with("# [agent.container]"))
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with(' '))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let t: toml::Table = toml::from_str(&block).unwrap();
+        let mut t = serde_json::to_value(t).unwrap();
+        let a: AgentConfig = section(&mut t, "agent", std::iter::empty()).unwrap();
+        assert_eq!(a.container, Some(vouch_agent::ContainerConfig::default()));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("600").unwrap(), 600);
         assert_eq!(parse_duration("10m").unwrap(), 600);
