@@ -8,10 +8,21 @@ use vouch_tee::input::{MAX_INPUT, decode, decode_certs, identify};
 
 fuzz_target!(|data: &[u8]| {
     let _ = identify(data);
-    for kind in [TeeKind::SevSnp, TeeKind::Tdx, TeeKind::Sgx, TeeKind::Nitro] {
+    for kind in [
+        TeeKind::SevSnp,
+        TeeKind::Tdx,
+        TeeKind::Sgx,
+        TeeKind::Nitro,
+        TeeKind::AzSnpVtpm,
+        TeeKind::AzTdxVtpm,
+    ] {
         if let Ok(d) = decode(kind, data) {
             assert!(d.report.len() <= MAX_INPUT);
         }
     }
     let _ = decode_certs(data);
+    // Azure: the evidence JSON and the HCL report inside it, and the runtime data.
+    let _ = vouch_tee::azure::Evidence::parse(data);
+    let _ = vouch_tee::azure::HclReport::parse(data);
+    let _ = vouch_tee::azure::runtime_data(data);
 });

@@ -11,11 +11,17 @@
 //! Anything else is refused with what it looks like: an Azure HCL report, a TDX quote given
 //! as an SEV-SNP report, a PEM certificate, a report of the wrong size. All parsing here is
 //! bounded ([`MAX_INPUT`]) and never panics (`fuzz/fuzz_targets/tee_input.rs`).
+//!
+//! Azure confidential VM evidence (`az-snp-vtpm`, `az-tdx-vtpm`) is Trustee's JSON, passed on
+//! whole to [`crate::azure::Evidence::parse`].
 
 use base64::Engine as _;
 use serde_json::Value;
 
 use crate::{TeeError, TeeKind, snp};
+
+/// The encoding name of Azure vTPM evidence (Trustee's JSON, kept whole).
+const AZURE_JSON: &str = "azure vtpm json";
 
 /// Largest evidence input accepted, in any encoding.
 pub const MAX_INPUT: usize = 256 * 1024;
@@ -29,7 +35,7 @@ pub struct Decoded {
     /// table, DER), in the order [`crate::TeeRoots::verify`] takes them.
     pub certs: Vec<Vec<u8>>,
     /// How it was encoded (`raw`, `base64`, `base64url`, `hex`, `configfs-tsm json`, `json`,
-    /// `extended report`).
+    /// `extended report`, `azure vtpm json`).
     pub encoding: &'static str,
 }
 
@@ -236,7 +242,23 @@ fn json(kind: TeeKind, text: &str) -> Result<Decoded, TeeError> {
             encoding: "configfs-tsm json",
         });
     }
-    if v.get("hcl_report").is_some() || v.get("tpm_quote").is_some() {
+    let azure = v.get("hcl_report").is_some() || v.get("tpm_quote").is_some();
+    let azure_v0 = v.get("report").is_some_and(Value::is_array) && v.get("quote").is_some();
+    if matches!(kind, TeeKind::AzSnpVtpm | TeeKind::AzTdxVtpm) {
+        if azure || azure_v0 {
+            // Parsed and checked by azure::Evidence, as the whole JSON.
+            return Ok(Decoded {
+                report: text.as_bytes().to_vec(),
+                certs: Vec::new(),
+                encoding: AZURE_JSON,
+            });
+        }
+        return Err(malformed(
+            "JSON that is not Azure vTPM evidence (hcl_report and tpm_quote, as Trustee's \
+             az-snp-vtpm and az-tdx-vtpm attesters write it)",
+        ));
+    }
+    if azure || azure_v0 {
         let tdx = v.get("td_quote").is_some();
         return Err(malformed(format!(
             "Trustee's Azure vTPM evidence (HCL report and vTPM quote): use --kind {}",
@@ -359,6 +381,14 @@ pub fn decode(kind: TeeKind, input: &[u8]) -> Result<Decoded, TeeError> {
         (TeeKind::Tdx, Looks::DcapQuote { tdx: true, .. })
         | (TeeKind::Sgx, Looks::DcapQuote { tdx: false, .. })
         | (TeeKind::Nitro, Looks::Cose) => Ok(d),
+        (TeeKind::AzSnpVtpm | TeeKind::AzTdxVtpm, Looks::Unknown) if d.encoding == AZURE_JSON => {
+            Ok(d)
+        }
+        (TeeKind::AzSnpVtpm, Looks::AzureHcl { tdx: false })
+        | (TeeKind::AzTdxVtpm, Looks::AzureHcl { tdx: true }) => Err(malformed(
+            "an Azure HCL report alone: its vTPM quote is needed too (Trustee's Azure vTPM \
+             evidence JSON: hcl_report, tpm_quote, and vcek or td_quote)",
+        )),
         (TeeKind::SevSnp, Looks::Unknown) => Err(malformed(format!(
             "an SEV-SNP report is {} bytes of version 2 to 5 with signature algorithm 1; \
              these {} bytes ({}) are not one",

@@ -9,6 +9,7 @@
 //! in the past) are verified at a time inside their windows.
 #![deny(missing_docs)]
 
+pub mod azure;
 pub mod dcap;
 pub mod input;
 pub mod nitro;
@@ -52,6 +53,10 @@ pub enum TeeKind {
     Sgx,
     /// AWS Nitro Enclaves attestation document.
     Nitro,
+    /// Azure confidential VM on SEV-SNP: HCL report, runtime data and vTPM quote.
+    AzSnpVtpm,
+    /// Azure confidential VM on TDX: HCL report, TD quote, runtime data and vTPM quote.
+    AzTdxVtpm,
 }
 
 impl TeeKind {
@@ -62,14 +67,23 @@ impl TeeKind {
             Self::Tdx => "tdx",
             Self::Sgx => "sgx",
             Self::Nitro => "nitro",
+            Self::AzSnpVtpm => "az-snp-vtpm",
+            Self::AzTdxVtpm => "az-tdx-vtpm",
         }
     }
 
     /// Parse [`TeeKind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::SevSnp, Self::Tdx, Self::Sgx, Self::Nitro]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::SevSnp,
+            Self::Tdx,
+            Self::Sgx,
+            Self::Nitro,
+            Self::AzSnpVtpm,
+            Self::AzTdxVtpm,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -312,80 +326,13 @@ impl TeeRoots {
                         v.verify(report, vek, &self.snp_intermediates, now)?
                     }
                 };
-                let r = &c.report;
-                Ok(TeeVerified {
-                    report_data: hex::decode(&r.report_data).unwrap_or_default(),
-                    claims: json!({
-                        "kind": kind.as_str(),
-                        "measurement": r.measurement,
-                        "signer": r.id_key_digest,
-                        "debug": r.policy.debug,
-                        "migratable": r.policy.migrate_ma,
-                        "tcb": {
-                            "bootloader": r.reported_tcb.bootloader, "tee": r.reported_tcb.tee,
-                            "snp": r.reported_tcb.snp, "microcode": r.reported_tcb.microcode,
-                        },
-                        "report_data": r.report_data,
-                        "revocation_checked": c.revocation_checked,
-                        "details": c,
-                    }),
-                })
+                Ok(snp_verified(kind, &c))
             }
+            TeeKind::AzSnpVtpm | TeeKind::AzTdxVtpm => self.verify_azure(kind, report, certs, now),
             TeeKind::Tdx | TeeKind::Sgx => {
                 let v = self.dcap.as_ref().ok_or_else(|| missing("Intel SGX"))?;
                 let c = v.verify(report, now)?;
-                let (measurement, signer, debug, migratable, report_data, tcb) = match &c.body {
-                    dcap::QuoteBody::Sgx {
-                        mr_enclave,
-                        mr_signer,
-                        debug,
-                        report_data,
-                        isv_svn,
-                        cpu_svn,
-                        ..
-                    } if kind == TeeKind::Sgx => (
-                        mr_enclave.clone(),
-                        mr_signer.clone(),
-                        *debug,
-                        false,
-                        report_data.clone(),
-                        json!({"isv_svn": isv_svn, "cpu_svn": cpu_svn, "qe_svn": c.qe_svn,
-                               "pce_svn": c.pce_svn, "status": c.tcb_status}),
-                    ),
-                    dcap::QuoteBody::Tdx {
-                        mr_td,
-                        mr_seam,
-                        debug,
-                        migratable,
-                        report_data,
-                        tee_tcb_svn,
-                        tee_tcb_svn2,
-                        ..
-                    } if kind == TeeKind::Tdx => (
-                        mr_td.clone(),
-                        mr_seam.clone(),
-                        *debug,
-                        *migratable,
-                        report_data.clone(),
-                        json!({"tee_tcb_svn": tee_tcb_svn, "tee_tcb_svn2": tee_tcb_svn2,
-                               "qe_svn": c.qe_svn, "pce_svn": c.pce_svn, "status": c.tcb_status}),
-                    ),
-                    _ => {
-                        return Err(TeeError::Mismatch(format!(
-                            "the quote is not a {} quote",
-                            kind.as_str()
-                        )));
-                    }
-                };
-                Ok(TeeVerified {
-                    report_data: hex::decode(&report_data).unwrap_or_default(),
-                    claims: json!({
-                        "kind": kind.as_str(), "measurement": measurement, "signer": signer,
-                        "debug": debug, "migratable": migratable, "tcb": tcb,
-                        "report_data": report_data,
-                        "revocation_checked": c.revocation_checked, "details": c,
-                    }),
-                })
+                dcap_verified(kind, c)
             }
             TeeKind::Nitro => {
                 let v = self.nitro.as_ref().ok_or_else(|| missing("AWS Nitro"))?;
@@ -408,4 +355,168 @@ impl TeeRoots {
             }
         }
     }
+}
+
+impl TeeRoots {
+    /// Azure confidential VM evidence ([`azure`]): the hardware report against the vendor
+    /// chain, the runtime data it binds, the vTPM quote signed by the runtime data's AK. The
+    /// result's report data is the vTPM quote's nonce; the claims are the hardware report's
+    /// (`measurement`, `tcb`, … as for `sev-snp` or `tdx`), with `details.hcl`,
+    /// `details.runtime_data` and `details.vtpm`.
+    fn verify_azure(
+        &self,
+        kind: TeeKind,
+        evidence: &[u8],
+        certs: &[Vec<u8>],
+        now: u64,
+    ) -> Result<TeeVerified, TeeError> {
+        let ev = azure::Evidence::parse(evidence)?;
+        let hcl = azure::HclReport::parse(&ev.hcl_report)?;
+        let tdx = kind == TeeKind::AzTdxVtpm;
+        if hcl.tdx != tdx {
+            return Err(TeeError::Mismatch(format!(
+                "the HCL report holds {} report, given as {}",
+                if hcl.tdx { "a TDX" } else { "an SEV-SNP" },
+                kind.as_str()
+            )));
+        }
+        // 1. The hardware report.
+        let mut v = if tdx {
+            let quote = ev.td_quote.as_deref().ok_or_else(|| {
+                TeeError::Malformed("az-tdx-vtpm evidence without a td_quote".into())
+            })?;
+            let d = self
+                .dcap
+                .as_ref()
+                .ok_or_else(|| TeeError::Chain("no trusted Intel SGX root configured".into()))?;
+            let c = d.verify(quote, now)?;
+            azure::check_td_report(hcl.hw_report, &c.body)?;
+            dcap_verified(TeeKind::Tdx, c)?
+        } else {
+            let v = self
+                .snp
+                .as_ref()
+                .ok_or_else(|| TeeError::Chain("no trusted AMD ARK root configured".into()))?;
+            let mut chain = certs.to_vec();
+            chain.extend(self.snp_intermediates.iter().cloned());
+            let vek = match (&ev.vcek, certs.first()) {
+                (Some(vcek), _) => vcek.clone(),
+                (None, Some(first)) => first.clone(),
+                (None, None) => {
+                    let key = snp::report_vcek_key(hcl.hw_report)?;
+                    self.vceks.get(&key).cloned().ok_or_else(|| {
+                        TeeError::Chain(
+                            "no VCEK in the evidence, none sent, none in the store".into(),
+                        )
+                    })?
+                }
+            };
+            let c = v.verify(hcl.hw_report, &vek, &chain, now)?;
+            // The HCL runs at VMPL 0: a report from a less privileged VMPL was not its own.
+            if c.report.vmpl != 0 {
+                return Err(TeeError::Mismatch(format!(
+                    "the HCL's SEV-SNP report comes from VMPL {}, not 0",
+                    c.report.vmpl
+                )));
+            }
+            snp_verified(TeeKind::SevSnp, &c)
+        };
+        // 2. The runtime data, bound by the hardware report, and its AK.
+        azure::check_runtime_binding(&v.report_data, hcl.runtime_data)?;
+        let runtime = azure::runtime_data(hcl.runtime_data)?;
+        // 3. The vTPM quote, signed by that AK.
+        let (nonce, vtpm) =
+            azure::verify_vtpm_quote(&runtime.ak, &ev.tpm_message, &ev.tpm_signature, &ev.pcrs)?;
+        v.claims["kind"] = kind.as_str().into();
+        v.claims["report_data"] = hex::encode(&nonce).into();
+        // The HCL header's and request data's version fields are not bound by anything (the
+        // hardware report binds the runtime data only), so they are not claimed.
+        v.claims["details"]["hcl"] = json!({
+            "report_type": if tdx { "tdx" } else { "sev-snp" },
+            "hardware_report_data": hex::encode(&v.report_data),
+            "evidence_version": ev.version,
+        });
+        v.claims["details"]["runtime_data"] = runtime.claims;
+        v.claims["details"]["vtpm"] = vtpm;
+        v.report_data = nonce;
+        Ok(v)
+    }
+}
+
+/// The claims of a verified SEV-SNP report (`input.tee`).
+fn snp_verified(kind: TeeKind, c: &snp::SnpClaims) -> TeeVerified {
+    let r = &c.report;
+    TeeVerified {
+        report_data: hex::decode(&r.report_data).unwrap_or_default(),
+        claims: json!({
+            "kind": kind.as_str(),
+            "measurement": r.measurement,
+            "signer": r.id_key_digest,
+            "debug": r.policy.debug,
+            "migratable": r.policy.migrate_ma,
+            "tcb": {
+                "bootloader": r.reported_tcb.bootloader, "tee": r.reported_tcb.tee,
+                "snp": r.reported_tcb.snp, "microcode": r.reported_tcb.microcode,
+            },
+            "report_data": r.report_data,
+            "revocation_checked": c.revocation_checked,
+            "details": c,
+        }),
+    }
+}
+
+/// The claims of a verified DCAP quote of `kind` (SGX or TDX; the body must be of that kind).
+fn dcap_verified(kind: TeeKind, c: dcap::QuoteClaims) -> Result<TeeVerified, TeeError> {
+    let (measurement, signer, debug, migratable, report_data, tcb) = match &c.body {
+        dcap::QuoteBody::Sgx {
+            mr_enclave,
+            mr_signer,
+            debug,
+            report_data,
+            isv_svn,
+            cpu_svn,
+            ..
+        } if kind == TeeKind::Sgx => (
+            mr_enclave.clone(),
+            mr_signer.clone(),
+            *debug,
+            false,
+            report_data.clone(),
+            json!({"isv_svn": isv_svn, "cpu_svn": cpu_svn, "qe_svn": c.qe_svn,
+               "pce_svn": c.pce_svn, "status": c.tcb_status}),
+        ),
+        dcap::QuoteBody::Tdx {
+            mr_td,
+            mr_seam,
+            debug,
+            migratable,
+            report_data,
+            tee_tcb_svn,
+            tee_tcb_svn2,
+            ..
+        } if kind == TeeKind::Tdx => (
+            mr_td.clone(),
+            mr_seam.clone(),
+            *debug,
+            *migratable,
+            report_data.clone(),
+            json!({"tee_tcb_svn": tee_tcb_svn, "tee_tcb_svn2": tee_tcb_svn2,
+               "qe_svn": c.qe_svn, "pce_svn": c.pce_svn, "status": c.tcb_status}),
+        ),
+        _ => {
+            return Err(TeeError::Mismatch(format!(
+                "the quote is not a {} quote",
+                kind.as_str()
+            )));
+        }
+    };
+    Ok(TeeVerified {
+        report_data: hex::decode(&report_data).unwrap_or_default(),
+        claims: json!({
+            "kind": kind.as_str(), "measurement": measurement, "signer": signer,
+            "debug": debug, "migratable": migratable, "tcb": tcb,
+            "report_data": report_data,
+            "revocation_checked": c.revocation_checked, "details": c,
+        }),
+    })
 }

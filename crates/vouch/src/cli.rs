@@ -240,8 +240,9 @@ pub enum TeeCmd {
 /// The evidence to check and what to check it against.
 #[derive(Debug, Args)]
 pub struct TeeInput {
-    /// sev-snp, tdx, sgx or nitro.
-    #[arg(long, value_parser = ["sev-snp", "tdx", "sgx", "nitro"])]
+    /// sev-snp, tdx, sgx, nitro, or an Azure confidential VM's evidence: az-snp-vtpm,
+    /// az-tdx-vtpm (Trustee's JSON: HCL report, vTPM quote, and the VCEK or TD quote).
+    #[arg(long, value_parser = ["sev-snp", "tdx", "sgx", "nitro", "az-snp-vtpm", "az-tdx-vtpm"])]
     pub kind: String,
     /// The report, quote or document: raw bytes, base64 (standard or URL-safe), hex text,
     /// the configfs-tsm report as JSON (outblob/auxblob), or an SEV-SNP extended report

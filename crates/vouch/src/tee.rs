@@ -244,13 +244,13 @@ fn bench(l: &Loaded, n: u32, json: bool) -> Result<ExitCode> {
     }
     let full = t.elapsed() / n;
     let (alg_sign, alg_verify, count, what) = match l.kind {
-        TeeKind::SevSnp | TeeKind::Nitro => (
+        TeeKind::SevSnp | TeeKind::Nitro | TeeKind::AzSnpVtpm => (
             &ECDSA_P384_SHA384_FIXED_SIGNING,
             &ECDSA_P384_SHA384_FIXED,
             1u32,
             "1 ECDSA P-384 verify",
         ),
-        TeeKind::Tdx | TeeKind::Sgx => (
+        TeeKind::Tdx | TeeKind::Sgx | TeeKind::AzTdxVtpm => (
             &ECDSA_P256_SHA256_FIXED_SIGNING,
             &ECDSA_P256_SHA256_FIXED,
             2,

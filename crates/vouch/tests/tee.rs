@@ -448,3 +448,65 @@ fn evidence_in_the_formats_tools_write_verifies_and_the_rest_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn azure_confidential_vm_evidence_verifies_with_its_kind() {
+    let r = roots();
+    let roots = r.path().to_str().unwrap();
+    for (kind, file, cert) in [
+        (
+            "az-snp-vtpm",
+            "azure/snp/evidence-v1.json",
+            Some("snp/milan_ask_ark_asvk.pem"),
+        ),
+        (
+            "az-snp-vtpm",
+            "azure/snp/evidence-genoa.json",
+            Some("snp/genoa_ask_ark.pem"),
+        ),
+        ("az-tdx-vtpm", "azure/tdx/evidence-v1.json", None),
+    ] {
+        let mut a = vec![
+            "--kind".to_string(),
+            kind.into(),
+            testdata(file),
+            "--roots".into(),
+            roots.into(),
+            "--at".into(),
+            "1750809600".into(),
+        ];
+        if let Some(c) = cert {
+            a.extend(["--cert".to_string(), testdata(c)]);
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, v, err) = tee(&a);
+        assert_eq!(code, 0, "{file}: {err}");
+        assert_eq!(v["tee"]["kind"], kind, "{file}");
+        assert!(
+            v["tee"]["details"]["vtpm"]["pcrs"]["sha256"].is_object(),
+            "{file}"
+        );
+    }
+    // The vTPM quote's nonce is the report data --report-data checks.
+    let base = [
+        "--kind",
+        "az-snp-vtpm",
+        &testdata("azure/snp/evidence-v1.json"),
+        "--roots",
+        roots,
+        "--at",
+        "1750809600",
+        "--cert",
+        &testdata("snp/milan_ask_ark_asvk.pem"),
+    ]
+    .map(String::from);
+    let with = |rd: &str| {
+        let mut a: Vec<&str> = base.iter().map(String::as_str).collect();
+        a.extend(["--report-data", rd]);
+        tee(&a)
+    };
+    assert_eq!(with(&hex::encode("challenge")).0, 0);
+    let (code, _, err) = with(&hex::encode("challengf"));
+    assert_ne!(code, 0);
+    assert!(err.contains("report data"), "{err}");
+}
