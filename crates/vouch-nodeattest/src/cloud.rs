@@ -36,9 +36,10 @@ pub(crate) fn read_dir_files(
         for entry in rd {
             let entry = entry.map_err(|e| cfg(format!("{}: {e}", d.display())))?;
             let p = entry.path();
-            let ft = entry
-                .file_type()
-                .map_err(|e| cfg(format!("{}: {e}", p.display())))?;
+            // Follow symbolic links (certificate stores are often links to a bundle).
+            let ft = std::fs::metadata(&p)
+                .map_err(|e| cfg(format!("{}: {e}", p.display())))?
+                .file_type();
             if ft.is_dir() && level == 0 {
                 dirs.push((p, 1));
             } else if ft.is_file()

@@ -153,6 +153,15 @@ fn a_certificate_set_without_the_documents_root_is_refused() {
     let e = attest(&a, &response(&b64(PUBLIC)), "n", NOW_PUBLIC).unwrap_err();
     assert!(matches!(e, NodeAttestError::Signature { .. }), "{e}");
     assert!(attest(&a, &response(&b64(GOV)), "n", NOW_GOV).is_ok());
+    // Certificates reached through symbolic links count (as in /etc/ssl/certs).
+    let linked = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        testdata("cloud/azure/certs"),
+        linked.path().join("microsoft"),
+    )
+    .unwrap();
+    let a = AzureImdsAttestor::from_config(config(linked.path().to_path_buf())).unwrap();
+    assert!(attest(&a, &response(&b64(PUBLIC)), "n", NOW_PUBLIC).is_ok());
     // The root without the intermediate: no chain either.
     std::fs::remove_file(
         dir.path()
