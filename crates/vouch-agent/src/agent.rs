@@ -104,7 +104,11 @@ pub struct NodeAttestationConfig {
     #[serde(default)]
     pub data_file: Option<PathBuf>,
     /// Or fetch it from this URL (a cloud metadata service), with `{nonce}` and
-    /// `{audience}` replaced by the verifier's challenge and audience (URL-encoded).
+    /// `{audience}` replaced by the verifier's challenge and audience as the method carries
+    /// them (`vouch_core::wire::node_attest_nonce`, `node_attest_audience`), URL-encoded. For
+    /// `aws_iid`, EC2's `/latest/dynamic/instance-identity/rsa2048` (sent as `{"rsa2048": …}`);
+    /// for `gcp_iit`, the `identity?audience={audience}&format=full` token; for `azure_imds`,
+    /// `/metadata/attested/document?api-version=2020-09-01&nonce={nonce}`.
     #[serde(default)]
     pub url: Option<String>,
     /// Headers for `url` (GCP: `Metadata-Flavor = "Google"`; Azure: `Metadata = "true"`).
@@ -158,9 +162,20 @@ impl NodeAttestationConfig {
                         })
                         .collect::<String>()
                 };
+                use vouch_core::wire::{node_attest_audience, node_attest_nonce};
                 let url = url
-                    .replace("{nonce}", &enc(&challenge.nonce))
-                    .replace("{audience}", &enc(&challenge.audience));
+                    .replace(
+                        "{nonce}",
+                        &enc(&node_attest_nonce(&self.method, &challenge.nonce)),
+                    )
+                    .replace(
+                        "{audience}",
+                        &enc(&node_attest_audience(
+                            &self.method,
+                            &challenge.audience,
+                            &challenge.nonce,
+                        )),
+                    );
                 let client = reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .build()
@@ -188,6 +203,12 @@ impl NodeAttestationConfig {
                             "the document from {url} is over {MAX_NODE_DOCUMENT} bytes"
                         )));
                     }
+                }
+                if self.method == "aws_iid" && !out.starts_with(b"{") {
+                    // EC2's `/rsa2048` answer is the PKCS#7 that holds the document.
+                    let pkcs7 = String::from_utf8_lossy(&out).trim().to_string();
+                    out = serde_json::to_vec(&serde_json::json!({ "rsa2048": pkcs7 }))
+                        .map_err(|e| AgentError::Config(e.to_string()))?;
                 }
                 Ok(out)
             }

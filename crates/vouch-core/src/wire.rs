@@ -503,3 +503,29 @@ pub fn node_attest_signing_input(
     }
     out
 }
+
+/// The nonce an agent passes to a node attestation method's document service for the
+/// verifier's nonce `nonce`, where the service takes one. Azure IMDS (`azure_imds`) takes ten
+/// decimal digits: the first eight bytes of SHA-256(`"vouch azure_imds nonce " || nonce`) as a
+/// big-endian integer modulo 10¹⁰, zero-padded. Other methods carry the nonce as it is.
+pub fn node_attest_nonce(method: &str, nonce: &str) -> String {
+    use sha2::Digest as _;
+    if method != "azure_imds" {
+        return nonce.to_string();
+    }
+    let h = sha2::Sha256::digest(format!("vouch azure_imds nonce {nonce}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    format!("{:010}", u64::from_be_bytes(b) % 10_000_000_000)
+}
+
+/// The audience an agent asks a node attestation method's token for: for GCP instance
+/// identity tokens (`gcp_iit`), `<audience>#<nonce>`, which binds the verifier's nonce into the
+/// signed token; otherwise the verifier's audience.
+pub fn node_attest_audience(method: &str, audience: &str, nonce: &str) -> String {
+    if method == "gcp_iit" {
+        format!("{audience}#{nonce}")
+    } else {
+        audience.to_string()
+    }
+}

@@ -124,13 +124,32 @@ pub fn from_config(
     method: &str,
     settings: &serde_json::Value,
 ) -> Result<Box<dyn NodeAttestor>, NodeAttestError> {
-    let _ = settings;
-    Err(NodeAttestError::Config {
-        method: "node_attestors",
-        why: format!(
-            "method {method:?} is not one of this build's document attestors ({})",
-            METHODS[2..].join(", ")
-        ),
+    fn parse<T: serde::de::DeserializeOwned>(
+        method: &'static str,
+        settings: &serde_json::Value,
+    ) -> Result<T, NodeAttestError> {
+        serde_json::from_value(settings.clone()).map_err(|e| NodeAttestError::Config {
+            method,
+            why: format!("[node_attestor.{method}]: {e}"),
+        })
+    }
+    Ok(match method {
+        "k8s_psat" => Box::new(k8s_psat::K8sPsat::from_settings(settings)?),
+        "aws_iid" => Box::new(AwsIidAttestor::from_config(parse("aws_iid", settings)?)?),
+        "gcp_iit" => Box::new(GcpIitAttestor::from_config(parse("gcp_iit", settings)?)?),
+        "azure_imds" => Box::new(AzureImdsAttestor::from_config(parse(
+            "azure_imds",
+            settings,
+        )?)?),
+        _ => {
+            return Err(NodeAttestError::Config {
+                method: "node_attestors",
+                why: format!(
+                    "method {method:?} is not one of the document attestors ({})",
+                    METHODS[2..].join(", ")
+                ),
+            });
+        }
     })
 }
 
