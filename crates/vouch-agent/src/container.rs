@@ -789,6 +789,43 @@ mod tests {
     }
 
     #[test]
+    fn no_one_byte_change_to_the_real_samples_makes_another_container_or_a_panic() {
+        let id = "9f53d31ab4ba7b0124b0340ca1b1dd7dc089435e1b78d4ec2ab82cfc121c4f93";
+        let cgroup = sample("podman_cgroupfs_hybrid.txt").into_bytes();
+        let json = recorded("podman_4.3.1_container_inspect.json");
+        let cid = ContainerId::parse(id).unwrap();
+        let (mut refused, mut same) = (0, 0);
+        for i in 0..cgroup.len() {
+            for mask in [0x01u8, 0x20, 0x80] {
+                let mut b = cgroup.clone();
+                b[i] ^= mask;
+                // One line can change, never all ten: the container stays the same one, or
+                // the file is refused (ambiguous, malformed).
+                match container_ids_from_cgroup(&String::from_utf8_lossy(&b)) {
+                    Ok(ids) => {
+                        assert_eq!(ids, [cid.clone()], "byte {i} ^ {mask:#x}");
+                        same += 1;
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        assert!(refused > 0 && same > 0);
+        for i in 0..json.len() {
+            for mask in [0x01u8, 0x20, 0x80] {
+                let mut b = json.clone();
+                b[i] ^= mask;
+                if let Ok(info) = parse_container_json(&cid, &b) {
+                    assert_eq!(info.id, id);
+                    for sel in info.selectors() {
+                        vouch_identity::Selector::parse(&sel).unwrap();
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn hostile_labels_are_bounded() {
         let mut info = ContainerInfo {
             id: "ab".repeat(32),
