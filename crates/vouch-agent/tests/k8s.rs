@@ -578,3 +578,109 @@ fn labels_are_bounded_and_unusable_values_left_out() {
     assert!(s.iter().all(|s| s.len() <= 4 + 256));
     assert!(s.contains(&"k8s:container-name:blog".to_string()));
 }
+
+/// A cgroup this test makes in the host's cgroup v1 `pids` hierarchy, removed when dropped.
+struct PodCgroupDir {
+    root: std::path::PathBuf,
+    leaf: std::path::PathBuf,
+}
+
+impl PodCgroupDir {
+    /// `/sys/fs/cgroup/pids/vouch-test-<pid>/kubepods/burstable/pod<uid>/<container>`: the
+    /// cgroupfs driver's layout, under a parent of this test's own (as a kind node's is under
+    /// its container). `None` where there is no such hierarchy (cgroup v2 only) or it cannot
+    /// be written (not root).
+    fn make(pod_uid: &str, container: &str) -> Option<Self> {
+        let base = std::path::Path::new("/sys/fs/cgroup/pids");
+        if !base.join("cgroup.procs").exists() {
+            return None;
+        }
+        let root = base.join(format!("vouch-test-{}", std::process::id()));
+        let leaf = root.join(format!("kubepods/burstable/pod{pod_uid}/{container}"));
+        if let Err(e) = std::fs::create_dir_all(&leaf) {
+            use std::os::unix::fs::MetadataExt as _;
+            // Root with a v1 pids hierarchy (as where this was written): it must work.
+            let root_user = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+            assert!(!root_user, "{}: {e}", leaf.display());
+            return None;
+        }
+        Some(Self { root, leaf })
+    }
+
+    fn enter(&self, pid: u32) {
+        std::fs::write(self.leaf.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for PodCgroupDir {
+    fn drop(&mut self) {
+        // Leaves first; a cgroup with a live process in it stays (its process is killed first).
+        let mut dirs: Vec<std::path::PathBuf> =
+            self.leaf.ancestors().map(|p| p.to_path_buf()).collect();
+        dirs.retain(|d| d.starts_with(&self.root));
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_real_process_in_a_kubepods_cgroup_gets_its_pods_selectors() {
+    // A real process put in a cgroup laid out as the kubelet lays out the blog pod's
+    // container (pod uid and container id from the recorded pod list), then attested through
+    // its real /proc/<pid>/cgroup and the recorded list served by the loopback kubelet.
+    let Some(dir) = PodCgroupDir::make(BLOG_UID, BLOG_CONTAINER) else {
+        eprintln!(
+            "no writable cgroup v1 pids hierarchy here: the recorded-cgroup tests cover the mapping"
+        );
+        return;
+    };
+    let (url, ca, seen) = kubelet(
+        read_testdata("k8s/spire_pod_list.json"),
+        TOKEN,
+        Duration::ZERO,
+    )
+    .await;
+    let f = files(TOKEN, &ca);
+    let k = K8sAttestor::new(config(&url, &f)).unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    dir.enter(child.id());
+    let pid = child.id() as i32;
+    let cg = vouch_agent::pod_of(pid).unwrap();
+    assert_eq!(cg.pod_uid.as_deref(), Some(BLOG_UID));
+    assert_eq!(ids(&cg), [BLOG_CONTAINER]);
+    // The Workload API pins the same containers when the caller connects.
+    let caller = vouch_agent::Caller::pin(0, 0, Some(pid));
+    assert_eq!(
+        caller.containers().unwrap().as_ref().unwrap(),
+        &cg.containers
+    );
+    assert_eq!(k.selectors_of(Some(pid)).await.unwrap(), blog_selectors());
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A process in a pod cgroup whose container the kubelet does not list: refused, after
+    // one refetch.
+    let Some(other) = PodCgroupDir::make(
+        "0b5d7e4c-59ef-4a4e-8cbc-31d04d1de0a1",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ) else {
+        panic!("the second cgroup could not be made");
+    };
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    other.enter(child.id());
+    let e = k.selectors_of(Some(child.id() as i32)).await.unwrap_err();
+    assert!(matches!(e, K8sError::NotListed(_)), "{e}");
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(other);
+    drop(dir);
+}
