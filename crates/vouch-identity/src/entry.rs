@@ -29,9 +29,14 @@ impl Selector {
                 && t.len() <= 256
                 && !t.chars().any(|c| c.is_control() || c.is_whitespace())
         };
-        if !ok(kind) || !ok(value) || !kind.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        // The type: lowercase letters, digits and `_`, starting with a letter (`k8s`).
+        let kind_ok = kind.starts_with(|c: char| c.is_ascii_lowercase())
+            && kind
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok(kind) || !ok(value) || !kind_ok {
             return Err(IdentityError::SpiffeId(format!(
-                "selector {s:?}: the type is lowercase letters, the value has no spaces"
+                "selector {s:?}: the type is lowercase letters and digits, the value has no spaces"
             )));
         }
         Ok(Self {
@@ -135,7 +140,10 @@ mod tests {
     fn selectors_parse_and_print() {
         assert_eq!(sel("unix:uid:1000").to_string(), "unix:uid:1000");
         assert_eq!(sel("unix:uid:1000").kind, "unix");
+        assert_eq!(sel("k8s:ns:default").kind, "k8s");
         for bad in [
+            "8s:ns:default",
+            "k-8s:ns:x",
             "",
             "unix",
             ":x",
