@@ -803,7 +803,7 @@ mod tests {
                 // the file is refused (ambiguous, malformed).
                 match container_ids_from_cgroup(&String::from_utf8_lossy(&b)) {
                     Ok(ids) => {
-                        assert_eq!(ids, [cid.clone()], "byte {i} ^ {mask:#x}");
+                        assert_eq!(ids, std::slice::from_ref(&cid), "byte {i} ^ {mask:#x}");
                         same += 1;
                     }
                     Err(_) => refused += 1,
