@@ -536,3 +536,54 @@ async fn an_ecc_p384_ek_joins_with_its_own_certificate() {
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
     s.server.shutdown().await;
 }
+
+/// A machine enrolled with a join token keeps its TPM: the same TPM cannot also join without
+/// one as a second node, until the token-enrolled node is revoked (which frees the EK).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tpm_bound_to_a_token_enrolled_node_joins_only_once_that_node_is_revoked() {
+    let tpm = Swtpm::start("sha256");
+    let s = server(tpm.path("ca")).await;
+    let exe = s.dir.path().join("tok.bin");
+    std::fs::write(&exe, "tok").unwrap();
+    let token = vouch_server::create_join_token(s.store.as_ref(), 600, None)
+        .await
+        .unwrap();
+    let old = Agent::new(AgentConfig {
+        servers: vec![s.server.base_url.clone()],
+        ca_cert: s.server.ca_cert.clone(),
+        data_dir: s.dir.path().join("agent-tok"),
+        join_token: Some(token),
+        workload_name: "tok".into(),
+        exe: Some(exe),
+        tpm: Some(tpm_config(&tpm)),
+        ..AgentConfig::default()
+    })
+    .await
+    .unwrap();
+    let held = old.enrollment().node_id.clone();
+    assert!(s.store.node_attestation(&held).await.unwrap().is_none());
+
+    let e = tokenless_agent(&s, &tpm, "app").await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEkInUse), "{e}");
+    assert!(e.to_string().contains(&held), "{e}");
+    assert_eq!(s.store.nodes().await.unwrap().len(), 1);
+
+    let token = std::fs::read_to_string(s.dir.path().join("server/keys/admin.token")).unwrap();
+    let ca = std::fs::read(s.server.ca_cert.as_ref().unwrap()).unwrap();
+    let r = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap()
+        .post(format!("{}/v1/revocations", s.server.base_url))
+        .header("authorization", format!("Bearer {token}"))
+        .json(&serde_json::json!({"kind": "node", "target": held, "reason": "moved to zero-touch"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    std::fs::remove_dir_all(s.dir.path().join("agent-app")).ok();
+    let a = tokenless_agent(&s, &tpm, "app").await.unwrap();
+    assert_eq!(a.enrollment().node_id, expected_node(&tpm).0);
+    assert_ne!(a.enrollment().node_id, held);
+    s.server.shutdown().await;
+}
