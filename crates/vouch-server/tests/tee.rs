@@ -118,6 +118,35 @@ async fn tee_evidence_is_checked_against_vendor_roots_and_bound_to_the_nonce() {
             "{tee}: {e}"
         );
     }
+    // Azure confidential VMs (issue 18): Trustee's evidence JSON (HCL report, vTPM quote,
+    // VCEK or TD quote) as the report. The hardware report, the runtime data it binds and the
+    // vTPM quote by the runtime data's AK all verify; the vTPM quote's nonce is someone else's.
+    for (tee, file) in [
+        ("az-snp-vtpm", "azure/snp/evidence-v1.json"),
+        ("az-tdx-vtpm", "azure/tdx/evidence-v1.json"),
+    ] {
+        let e = refused!(tee, &read_testdata(file), std::slice::from_ref(&ask));
+        assert_eq!(e.kind(), Some(ErrorKind::TeeEvidence), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("the {tee} report data does not bind this nonce")),
+            "{tee}: {e}"
+        );
+    }
+    // One byte of its runtime data changed: the hardware report no longer binds it.
+    let mut az: serde_json::Value =
+        serde_json::from_slice(&read_testdata("azure/snp/evidence-v1.json")).unwrap();
+    let mut hcl = B64
+        .decode(az["hcl_report"].as_str().unwrap().trim_end_matches('='))
+        .unwrap();
+    hcl[1300] ^= 1;
+    az["hcl_report"] = B64.encode(&hcl).into();
+    let e = refused!(
+        "az-snp-vtpm",
+        &serde_json::to_vec(&az).unwrap(),
+        std::slice::from_ref(&ask)
+    );
+    assert!(e.to_string().contains("runtime data"), "{e}");
     // A quote of one kind sent as the other.
     let e = refused!("sgx", &read_testdata("tdx/quote_v4.dat"), &[]);
     assert!(e.to_string().contains("not a sgx quote"), "{e}");
