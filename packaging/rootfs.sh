@@ -4,8 +4,8 @@
 # loader included, so the runtime image needs no C library of its own), the policies under
 # /usr/share/vouch/policies (the verifier installs the default one, compiled in, at first start;
 # the examples are there for `vouch policy add`), shell completions and man pages; and under
-# OUT/data the initial content of the data directory /var/lib/vouch (empty), which the
-# Containerfile copies in owned by the image's user.
+# OUT/data/vouch the data directory /var/lib/vouch (empty, mode 0700), which the Containerfile
+# copies in owned by the image's user.
 #
 #   packaging/rootfs.sh BINARY OUT
 #
@@ -21,6 +21,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 [ -x "$bin" ] || { echo "rootfs.sh: $bin is not an executable" >&2; exit 1; }
 mkdir -p "$out/data" "$dest/usr/local/bin" "$dest/usr/share/vouch" "$dest/var/lib" \
     "$dest/usr/share/man/man1" "$dest/usr/share/bash-completion/completions"
+mkdir -p "$out/data/vouch"
+chmod 0700 "$out/data/vouch"
 cp "$bin" "$dest/usr/local/bin/vouch"
 chmod 0755 "$dest/usr/local/bin/vouch"
 

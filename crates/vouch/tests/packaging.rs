@@ -216,6 +216,27 @@ fn container_image_builds_and_attests_itself_affirming_as_a_non_root_user() {
         "{env:?}"
     );
 
+    // Only the data directory belongs to that user; the rest of the tree to root.
+    let root = ok(podman(&conf).args(["image", "mount", &image]));
+    {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let root = Path::new(root.trim());
+        for (p, owner, mode) in [
+            ("var/lib/vouch", 65532, 0o700),
+            ("var/lib", 0, 0o755),
+            ("usr/local/bin/vouch", 0, 0o755),
+            ("usr/share/vouch/policies/default.rego", 0, 0o644),
+        ] {
+            let m = std::fs::metadata(root.join(p)).unwrap();
+            assert_eq!(
+                (m.uid(), m.gid(), m.permissions().mode() & 0o777),
+                (owner, owner, mode),
+                "{p}"
+            );
+        }
+    }
+    ok(podman(&conf).args(["image", "unmount", &image]));
+
     let version = ok(podman(&conf).args(["run", "--rm", "--network", "none", &image, "--version"]));
     assert_eq!(
         version.trim(),
@@ -283,6 +304,15 @@ fn container_image_builds_and_attests_itself_affirming_as_a_non_root_user() {
             let m = std::fs::metadata(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             assert_eq!((m.uid(), m.gid()), (65532, 65532), "{}", f.display());
         }
+    }
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let m = std::fs::metadata(mountpoint.trim()).unwrap();
+        assert_eq!(
+            m.permissions().mode() & 0o777,
+            0o700,
+            "the data directory is private"
+        );
     }
     let enrolled = std::fs::read(&agent_state).unwrap();
     assert!(dev_once(false).contains("affirming"));
@@ -818,6 +848,21 @@ fn kubernetes_manifests_match_the_code_defaults() {
     let (v, m) = volume_for(pod, c, socket.to_str().unwrap());
     assert_eq!(m["mountPath"], dir);
     assert_eq!(v["hostPath"]["path"], dir);
+    // The kubelet, for k8s: selectors, on the host's loopback: only with the host's network.
+    let k8s = agent.k8s.as_ref().expect("[agent.k8s]: k8s selectors on");
+    let kubelet = k8s.kubelet_url.strip_prefix("https://").unwrap();
+    assert!(kubelet.starts_with("127.0.0.1:") || kubelet.starts_with("localhost:"));
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(
+        pod["dnsPolicy"], "ClusterFirstWithHostNet",
+        "to resolve the Service"
+    );
+    assert_ne!(
+        pod["automountServiceAccountToken"],
+        false,
+        "{}",
+        k8s.token_path.display()
+    );
     // Only the capabilities the systemd unit bounds the agent to.
     let caps: Vec<String> = c["securityContext"]["capabilities"]["add"]
         .as_array()
@@ -886,4 +931,448 @@ fn kubernetes_manifests_match_the_code_defaults() {
     for args in [["server", "--help"], ["agent", "--help"]] {
         ok(Command::new(vouch()).args(args));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Docs: every command in them is real
+
+/// The shell commands of a Markdown file's ```sh blocks: continuation lines joined, comments
+/// dropped.
+fn doc_commands(rel: &str) -> Vec<String> {
+    let text = read(rel);
+    let mut cmds = Vec::new();
+    let mut inside = false;
+    let mut cur = String::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            inside = line == "```sh" && !inside;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let line = match line.find(" #") {
+            Some(i) => &line[..i],
+            None => line,
+        };
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(l) = line.strip_suffix('\\') {
+            cur.push_str(l.trim());
+            cur.push(' ');
+            continue;
+        }
+        cur.push_str(line);
+        cmds.push(std::mem::take(&mut cur));
+    }
+    assert!(cur.is_empty(), "{rel}: a command ends in a continuation");
+    cmds
+}
+
+/// The subcommand paths of the binary (`entry create` as `["entry", "create"]`), from the man
+/// pages clap generates for each.
+fn command_paths() -> BTreeSet<Vec<String>> {
+    let tmp = tempfile::tempdir().unwrap();
+    ok(Command::new(vouch())
+        .arg("man")
+        .arg("--dir")
+        .arg(tmp.path()));
+    std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| {
+            let p = n.strip_suffix(".1")?.strip_prefix("vouch-")?.to_string();
+            Some(p.split('-').map(String::from).collect::<Vec<_>>())
+        })
+        .collect()
+}
+
+/// Check one `vouch …` command line: its subcommand exists, every flag it passes is one that
+/// subcommand takes, and each `--selector` parses as the verifier parses selectors.
+fn check_vouch_command(
+    words: &[&str],
+    paths: &BTreeSet<Vec<String>>,
+    helps: &mut BTreeMap<Vec<String>, String>,
+) {
+    // Longest run of leading non-flag words that is a subcommand (words after it are values,
+    // such as `refvalue add executable NAME HASH`). Subcommand names with a hyphen do not
+    // occur at the top of any path used here.
+    let plain: Vec<String> = words
+        .iter()
+        .take_while(|w| !w.starts_with('-'))
+        .map(|w| w.to_string())
+        .collect();
+    let path = (1..=plain.len())
+        .rev()
+        .map(|n| plain[..n].to_vec())
+        .find(|p| paths.contains(p))
+        .unwrap_or_else(|| panic!("`vouch {}`: no such subcommand", words.join(" ")));
+    let help = helps
+        .entry(path.clone())
+        .or_insert_with(|| ok(Command::new(vouch()).args(&path).arg("--help")));
+    for w in words {
+        if let Some(flag) = w.strip_prefix("--") {
+            let flag = flag.split('=').next().unwrap();
+            assert!(
+                help.contains(&format!("--{flag}")),
+                "`vouch {}`: `vouch {}` takes no --{flag}",
+                words.join(" "),
+                path.join(" ")
+            );
+        }
+    }
+    for s in words.windows(2).filter(|w| w[0] == "--selector") {
+        vouch_identity::Selector::parse(s[1]).unwrap_or_else(|e| panic!("selector {}: {e}", s[1]));
+    }
+}
+
+/// What a doc's commands create and use, for the cross-checks.
+#[derive(Default, Debug)]
+struct DocFacts {
+    /// `kubectl create secret|configmap <kind> NAME`, by name.
+    created: BTreeSet<String>,
+    /// Tags given to `podman build -t`.
+    tags: BTreeSet<String>,
+}
+
+/// Check every command of a doc: `vouch` lines against the binary, repository paths exist,
+/// and only tools from a known list appear (each with what is checked of it).
+fn check_doc(rel: &str) -> DocFacts {
+    let paths = command_paths();
+    let mut helps = BTreeMap::new();
+    let mut facts = DocFacts::default();
+    let cmds = doc_commands(rel);
+    assert!(cmds.len() >= 5, "{rel}: {cmds:?}");
+    let repo_path = |p: &str| {
+        let p = p.trim_end_matches('/');
+        if p.starts_with("packaging/") || p == "vouch.example.toml" {
+            assert!(repo().join(p).exists(), "{rel}: {p} does not exist");
+        }
+    };
+    for cmd in &cmds {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        for w in &words {
+            repo_path(w.split('=').next_back().unwrap());
+        }
+        match words[0] {
+            "vouch" => check_vouch_command(&words[1..], &paths, &mut helps),
+            "kubectl" => {
+                let verb = words
+                    .iter()
+                    .skip(1)
+                    .find(|w| !w.starts_with('-') && **w != "vouch")
+                    .copied();
+                // `kubectl -n NS exec POD -- vouch …`: the part after `--` is a vouch command.
+                if let Some(i) = words.iter().position(|w| *w == "--") {
+                    assert_eq!(words[i + 1], "vouch", "{cmd}");
+                    check_vouch_command(&words[i + 2..], &paths, &mut helps);
+                }
+                if let Some(i) = words.iter().position(|w| *w == "create") {
+                    match words.get(i + 1).copied() {
+                        Some("secret") => {
+                            facts.created.insert(words[i + 3].to_string());
+                        }
+                        Some("configmap") => {
+                            facts.created.insert(words[i + 2].to_string());
+                        }
+                        _ => {}
+                    }
+                }
+                let known = [
+                    "-n", "create", "apply", "exec", "rollout", "logs", "get", "delete",
+                ];
+                assert!(
+                    words[1..].iter().any(|w| known.contains(w)) && verb.is_some(),
+                    "{rel}: unchecked kubectl command: {cmd}"
+                );
+            }
+            "podman" => {
+                assert!(["build", "save"].contains(&words[1]), "{rel}: {cmd}");
+                if let Some(i) = words.iter().position(|w| *w == "-t") {
+                    facts.tags.insert(words[i + 1].to_string());
+                }
+            }
+            // Run by the TLS test (openssl, head) or only moving files; their arguments'
+            // repository paths are checked above.
+            "openssl" | "head" | "kind" | "minikube" | "install" | "systemctl" | "cargo"
+            | "sqlite3" | "tar" | "pg_dump" => {}
+            other => panic!("{rel}: `{other}` is not a tool this test knows how to check: {cmd}"),
+        }
+    }
+    facts
+}
+
+#[test]
+fn kubernetes_quickstart_commands_are_real_and_match_the_manifests() {
+    let facts = check_doc("docs/KUBERNETES.md");
+    assert_eq!(
+        facts.tags,
+        BTreeSet::from([image_name()]),
+        "the image the manifests run"
+    );
+    // Every Secret and ConfigMap the manifests need, and do not make themselves, is created.
+    let docs = manifests();
+    let mut needed = BTreeSet::new();
+    for ((kind, _), d) in &docs {
+        if !["StatefulSet", "DaemonSet"].contains(&kind.as_str()) {
+            continue;
+        }
+        let pod = &d["spec"]["template"]["spec"];
+        for v in pod["volumes"].as_array().unwrap() {
+            if let Some(n) = v["secret"]["secretName"].as_str() {
+                needed.insert(n.to_string());
+            }
+            if let Some(n) = v["configMap"]["name"].as_str()
+                && !docs.contains_key(&("ConfigMap".to_string(), n.to_string()))
+            {
+                needed.insert(n.to_string());
+            }
+        }
+        for e in container(d)["env"].as_array().unwrap() {
+            let r = &e["valueFrom"]["secretKeyRef"];
+            if let Some(n) = r["name"].as_str() {
+                // Optional ones are created in the doc too (the join token), but need not be.
+                if r["optional"] != true {
+                    needed.insert(n.to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        needed.contains("vouch-db") && needed.contains("vouch-ca"),
+        "{needed:?}"
+    );
+    let missing: Vec<_> = needed.difference(&facts.created).collect();
+    assert!(
+        missing.is_empty(),
+        "KUBERNETES.md never creates {missing:?}"
+    );
+    // The example database is the one the DSN in the doc names.
+    let text = read("docs/KUBERNETES.md");
+    let pg = &parse_yaml_docs(&repo().join("packaging/kubernetes/examples/postgres.yaml"));
+    let svc = pg.iter().find(|d| d["kind"] == "Service").unwrap();
+    let host = format!(
+        "@{}.{}.svc:{}/",
+        svc["metadata"]["name"].as_str().unwrap(),
+        svc["metadata"]["namespace"].as_str().unwrap(),
+        svc["spec"]["ports"][0]["port"]
+    );
+    assert!(text.contains(&host), "the DSN must name {host}");
+}
+
+#[test]
+fn production_guide_commands_are_real() {
+    check_doc("docs/PRODUCTION.md");
+    let text = read("docs/PRODUCTION.md");
+    // The paths it gives are the units' own.
+    let server = unit_settings(&read("packaging/systemd/vouch-server.service"));
+    let state = format!("/var/lib/{}", one(&server, "StateDirectory"));
+    assert!(
+        text.contains(&format!("sqlite3 {state}/vouch.db")),
+        "{state}"
+    );
+    let agent = unit_settings(&read("packaging/systemd/vouch-agent.service"));
+    assert!(text.contains(&format!("/var/lib/{}", one(&agent, "StateDirectory"))));
+    assert!(text.contains(AGENT_SOCKET));
+}
+
+/// The "Which files are secrets" table of PRODUCTION.md against what a real verifier and agent
+/// write (`vouch dev --once`): every file created private (mode 0600) is listed as a secret,
+/// every file listed is one they write (or a configured one), and none listed as not secret is
+/// private.
+#[test]
+fn production_guide_lists_every_secret_file_vouch_writes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let text = read("docs/PRODUCTION.md");
+    let start = text.find("## Which files are secrets").unwrap();
+    let table = &text[start..];
+    let mut listed: Vec<(String, bool)> = Vec::new();
+    for row in table
+        .lines()
+        .skip_while(|l| !l.starts_with("| File"))
+        .skip(2)
+    {
+        if !row.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let secret = match cells[2] {
+            "yes" => true,
+            "no" => false,
+            other => panic!("secret column must say yes or no: {other}"),
+        };
+        // Every backticked file name in the first cell (`keys/<kid>.p8`, agent `agent.key`),
+        // not the configuration keys beside them (`nonce_key`, `[server.gossip] key_file`).
+        for (i, part) in cells[1].split('`').enumerate() {
+            if i % 2 == 1 && !part.starts_with('[') && (part.contains('.') || part.contains('/')) {
+                listed.push((part.to_string(), secret));
+            }
+        }
+    }
+    assert!(listed.len() > 10, "{listed:?}");
+    let matches = |pattern: &str, rel: &str| {
+        let re = pattern.replace("<kid>", "*");
+        match re.split_once('*') {
+            Some((a, b)) => rel.starts_with(a) && rel.ends_with(b) && rel.len() > a.len() + b.len(),
+            None => rel == re,
+        }
+    };
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    ok(Command::new(vouch())
+        .args(["dev", "--once"])
+        .arg("--dir")
+        .arg(&dir));
+    let mut files = Vec::new();
+    for (root, base) in [(dir.join("server"), "server"), (dir.join("agent"), "agent")] {
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let rel = p
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if rel.ends_with("-wal") || rel.ends_with("-shm") {
+                    continue; // SQLite's own companions of vouch.db
+                }
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                files.push((base, rel, mode));
+            }
+        }
+    }
+    for (base, rel, mode) in &files {
+        let row = listed
+            .iter()
+            .find(|(pat, _)| matches(pat, rel))
+            .unwrap_or_else(|| panic!("{base} writes {rel} (mode {mode:o}), not in the table"));
+        if mode & 0o077 == 0 {
+            assert!(
+                row.1,
+                "{base} {rel} is private (mode {mode:o}) but listed as not secret"
+            );
+        }
+        if row.1 {
+            assert_eq!(mode & 0o077, 0, "{rel} is a secret but mode {mode:o}");
+        }
+    }
+    // Every file the table names is one Vouch writes.
+    for (pat, _) in &listed {
+        assert!(
+            files.iter().any(|(_, rel, _)| matches(pat, rel)),
+            "the table lists {pat}, which vouch dev did not write"
+        );
+    }
+}
+
+/// Kills the child process it holds when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Step 2 of the Kubernetes quickstart, run: the openssl and head commands make the CA, the
+/// verifier's certificate and the nonce key; a verifier started with the manifests' own
+/// configuration file (paths moved to a temporary directory, SQLite instead of PostgreSQL)
+/// serves that certificate, and a client trusting only the CA reaches it under the name the
+/// agents' configuration dials.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_tls_recipe_is_served_by_a_verifier_under_the_service_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe: Vec<String> = doc_commands("docs/KUBERNETES.md")
+        .into_iter()
+        .filter(|c| c.starts_with("openssl ") || c.starts_with("head "))
+        .collect();
+    assert_eq!(recipe.len(), 4, "{recipe:?}");
+    ok(Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &recipe.join("\n")])
+        .current_dir(tmp.path()));
+    let d = tmp.path();
+    ok(Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(d.join("ca.crt"))
+        .arg(d.join("tls.crt")));
+
+    let docs = manifests();
+    let cm = get(&docs, "ConfigMap", "vouch-server-config");
+    let (server, _): (ServerConfig, _) = config_section(cm, "server");
+    let (agent, _): (AgentConfig, _) =
+        config_section(get(&docs, "ConfigMap", "vouch-agent-config"), "agent");
+    let url = reqwest::Url::parse(&agent.servers[0]).unwrap();
+    let host = url.host_str().unwrap().to_string();
+    let conf = d.join("vouch.toml");
+    std::fs::write(&conf, cm["data"]["vouch.toml"].as_str().unwrap()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let _server = Child(
+        Command::new(vouch())
+            .arg("--config")
+            .arg(&conf)
+            .arg("server")
+            .env("VOUCH_SERVER_LISTEN", addr.to_string())
+            .env("VOUCH_SERVER_DATA_DIR", d.join("data"))
+            .env("VOUCH_SERVER_TLS_CERT", d.join("tls.crt"))
+            .env("VOUCH_SERVER_TLS_KEY", d.join("tls.key"))
+            .env("VOUCH_SERVER_NONCE_KEY", d.join("nonce.key"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(d.join("ca.crt")).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .resolve(&host, addr)
+        .build()
+        .unwrap();
+    let healthz = format!("https://{host}:{port}/healthz");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match client.get(&healthz).send().await {
+            Ok(r) => {
+                assert!(r.status().is_success(), "{}", r.status());
+                break;
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{healthz}: {e:?}"),
+        }
+    }
+    // The nonce key in use is the one the recipe made (the verifier did not make its own).
+    assert!(!d.join("data/keys/nonce.key").exists());
+    assert_eq!(server.audience, ServerConfig::default().audience);
+    // A name the certificate does not carry is refused: the check above meant something.
+    let other = reqwest::Client::builder()
+        .tls_certs_only([
+            reqwest::Certificate::from_pem(&std::fs::read(d.join("ca.crt")).unwrap()).unwrap(),
+        ])
+        .resolve("vouch-server.other.svc", addr)
+        .build()
+        .unwrap();
+    let e = other
+        .get(format!("https://vouch-server.other.svc:{port}/healthz"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:?}").to_lowercase().contains("certificate"),
+        "{e:?}"
+    );
 }
