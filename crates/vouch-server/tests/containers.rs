@@ -477,6 +477,56 @@ async fn containers_get_exactly_the_svids_their_image_digest_and_labels_entitle_
         assert_eq!(id.len(), 64, "{id}");
     }
 
+    // What the agent's attestor reads from the Engine API is what `podman inspect` says (an
+    // independent client of the same state), and how long asking takes.
+    let attestor = vouch_agent::ContainerAttestor::new(vouch_agent::ContainerConfig {
+        socket: runtime_sock.clone(),
+        ..Default::default()
+    });
+    let gamma = p.run(
+        "podman",
+        &["inspect", "--format", "{{.Id}}", "vouch-ct-gamma"],
+    );
+    let gid = vouch_agent::ContainerId::parse(&gamma).unwrap();
+    let t = Instant::now();
+    let sel = attestor
+        .selectors(std::slice::from_ref(&gid))
+        .await
+        .unwrap();
+    let first = t.elapsed();
+    let t = Instant::now();
+    assert_eq!(
+        attestor
+            .selectors(std::slice::from_ref(&gid))
+            .await
+            .unwrap(),
+        sel
+    );
+    let cached = t.elapsed();
+    eprintln!("container selectors from podman's Engine API: {first:?} asked, {cached:?} cached");
+    let labels: std::collections::BTreeMap<String, String> = serde_json::from_str(&p.run(
+        "podman",
+        &[
+            "inspect",
+            "--format",
+            "{{json .Config.Labels}}",
+            "vouch-ct-gamma",
+        ],
+    ))
+    .unwrap();
+    let mut want_sel = vec![
+        format!("container:id:{gamma}"),
+        format!("container:image-digest:{alpha_digest}"),
+        "container:image-name:localhost/vouch-ct-alpha:1".to_string(),
+    ];
+    want_sel.extend(
+        labels
+            .iter()
+            .map(|(k, v)| format!("container:label:{k}:{v}")),
+    );
+    assert_eq!(sel, want_sel);
+    assert!(sel.contains(&"container:label:app:beta".to_string()));
+
     // Each gets exactly what its digest and labels entitle it to, asked once (exec) and on
     // the open stream of its main process.
     let want = [
