@@ -31,6 +31,6 @@ pub use key::{AgentKey, verify_ed25519};
 pub use parts::{HeldPart, PartSource, resolve_parts};
 pub use verify::{
     CompositeVerifier, EvidenceVerifier, SampleVerifier, Signer, SoftwareVerifier, TeeVerifier,
-    TpmContext, TpmVerifier, VerifiedEvidence, VerifyContext, clock_claims, composite_claims,
-    decode_payload, sign_software_evidence, verifier_for,
+    TpmContext, TpmVerifier, VerifiedEvidence, VerifyContext, check_azure_ak, clock_claims,
+    composite_claims, decode_payload, sign_software_evidence, verifier_for,
 };

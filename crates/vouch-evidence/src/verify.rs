@@ -339,6 +339,13 @@ impl EvidenceVerifier for CompositeVerifier {
             &expected,
             "nonce, agent key, measurements and the quoting AK",
         )?;
+        if matches!(
+            kind,
+            vouch_tee::TeeKind::AzSnpVtpm | vouch_tee::TeeKind::AzTdxVtpm
+        ) {
+            let tpm = ctx.tpm.ok_or(EvidenceError::TpmNotEnrolled)?;
+            check_azure_ak(&tee, &tpm.ak)?;
+        }
         let (claims, components) = composite_claims(
             claims_of(&m, evidence, true, ctx.signers),
             std::mem::take(&mut q.claims),
@@ -462,6 +469,34 @@ fn check_quote(
 /// The TPM clock as claims: resets, restarts and whether it is safe.
 pub fn clock_claims(c: &vouch_tpm::ClockInfo) -> Value {
     json!({"reset_count": c.reset_count, "restart_count": c.restart_count, "safe": c.safe})
+}
+
+/// Azure confidential VMs in `composite` evidence: the node's enrolled AK must be the vTPM AK
+/// the hardware report vouches for (the runtime data's `HCLAkPub`, whose SHA-256 of the RSA
+/// modulus the verified claims carry as `details.runtime_data.ak_sha256`), so the TPM part
+/// comes from the vTPM of that confidential VM and not from another TPM whose AK name the
+/// guest put in the report data.
+pub fn check_azure_ak(tee_claims: &Value, ak: &vouch_tpm::Ak) -> Result<(), EvidenceError> {
+    let want = tee_claims["details"]["runtime_data"]["ak_sha256"]
+        .as_str()
+        .ok_or_else(|| {
+            EvidenceError::Tee("Azure TEE claims without the runtime data's AK".into())
+        })?;
+    let vouch_tpm::PublicKey::Rsa { n, .. } = &ak.key else {
+        return Err(EvidenceError::Tee(
+            "the node's AK is not an RSA key with a TPM public area, so it cannot be the \
+             Azure vTPM's HCLAkPub"
+                .into(),
+        ));
+    };
+    let got = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, n));
+    if got != want {
+        return Err(EvidenceError::Tee(
+            "the node's AK is not the Azure vTPM AK (HCLAkPub) the hardware report vouches for"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Verify a TEE report against the verifier's vendor roots at `ctx.now` and require its report

@@ -256,3 +256,61 @@ fn issue_12_a_composite_snp_report_from_vmpl_above_0_or_allowing_migration() {
     assert_eq!(p[1].1.status, ArStatus::Warning);
     assert_eq!(p[0].1.status, ArStatus::Affirming);
 }
+
+/// Azure composite evidence: the node's AK must be the vTPM AK (`HCLAkPub`) that Trustee's
+/// real Azure evidence vouches for (verified through its three layers here): that AK passes;
+/// another RSA key is refused, and so is an AK known only by SPKI (the real TPM sample's).
+#[test]
+fn issue_18_an_azure_composite_needs_the_nodes_ak_to_be_the_hcl_ak() {
+    let mut certs = vouch_x509::pem_certificates(
+        &String::from_utf8(read_testdata("snp/milan_ask_ark_asvk.pem")).unwrap(),
+    );
+    let roots = TeeRoots::from_certs(&certs[1..2]).unwrap();
+    certs.remove(1);
+    let ev = read_testdata("azure/snp/evidence-v1.json");
+    let d = vouch_tee::input::decode(TeeKind::AzSnpVtpm, &ev).unwrap();
+    let tee = roots
+        .verify(TeeKind::AzSnpVtpm, &d.report, &certs, 1_750_809_600)
+        .unwrap()
+        .claims;
+    // The HCL AK, read here from the runtime data of the HCL report.
+    let j: Value = serde_json::from_slice(&ev).unwrap();
+    let hcl = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(j["hcl_report"].as_str().unwrap().trim_end_matches('='))
+        .unwrap();
+    let size = u32::from_le_bytes(hcl[1232..1236].try_into().unwrap()) as usize;
+    let rt: Value = serde_json::from_slice(&hcl[1236..1236 + size]).unwrap();
+    let b64u = |s: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.as_str().unwrap())
+            .unwrap()
+    };
+    let hcl_ak = vouch_tpm::Ak {
+        key: vouch_tpm::PublicKey::Rsa {
+            n: b64u(&rt["keys"][0]["n"]),
+            e: b64u(&rt["keys"][0]["e"]),
+        },
+        scheme: None,
+        qualified_name: None,
+    };
+    vouch_evidence::check_azure_ak(&tee, &hcl_ak).unwrap();
+    // Another RSA key of the runtime data (the vTPM's encryption key, HCLEkPub): not the AK.
+    let other = vouch_tpm::Ak {
+        key: vouch_tpm::PublicKey::Rsa {
+            n: b64u(&rt["keys"][1]["n"]),
+            e: b64u(&rt["keys"][1]["e"]),
+        },
+        scheme: None,
+        qualified_name: None,
+    };
+    let e = vouch_evidence::check_azure_ak(&tee, &other).unwrap_err();
+    assert!(e.to_string().contains("not the Azure vTPM AK"), "{e}");
+    let t: Value = serde_json::from_slice(&read_testdata("tpm/trustee_tpm_evidence.json")).unwrap();
+    let spki =
+        vouch_tpm::Ak::from_spki(&STANDARD.decode(t["ak_public"].as_str().unwrap()).unwrap());
+    let e = vouch_evidence::check_azure_ak(&tee, &spki).unwrap_err();
+    assert!(e.to_string().contains("not an RSA key"), "{e}");
+    // Claims of a bare SEV-SNP report carry no runtime data: refused, not passed.
+    let e = vouch_evidence::check_azure_ak(&snp_claims(), &hcl_ak).unwrap_err();
+    assert!(e.to_string().contains("without the runtime data"), "{e}");
+}
