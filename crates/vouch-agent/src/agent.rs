@@ -36,6 +36,9 @@ pub struct AgentConfig {
     pub files: Vec<PathBuf>,
     /// Container image digest of the workload, when it runs from one.
     pub image_digest: Option<String>,
+    /// More workloads on this node, each measured and attested on its own (its own result,
+    /// its own status at the verifier) beside the node's workload above.
+    pub workloads: Vec<WorkloadConfig>,
     /// Seconds between attestations.
     pub interval: u64,
     /// Audience to ask the verifier to put in results.
@@ -77,6 +80,7 @@ impl Default for AgentConfig {
             exe: None,
             files: Vec::new(),
             image_digest: None,
+            workloads: Vec::new(),
             interval: 30,
             result_audience: None,
             trust_domain: "vouch.local".into(),
@@ -91,6 +95,29 @@ impl Default for AgentConfig {
             k8s: None,
         }
     }
+}
+
+/// A workload declared in the agent's configuration (`[[workloads]]`): measured
+/// continuously and attested on its own, so its result (an EAR naming it) and its status at
+/// the verifier are its own. Workload API callers carrying all of `selectors` are this
+/// workload: their SVIDs need its attestation affirming, not only the node's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadConfig {
+    /// Name (unique on this node; 1-128 of A-Z a-z 0-9 - _ .).
+    pub name: String,
+    /// The executable to measure.
+    pub exe: PathBuf,
+    /// Configuration files to measure.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// Container image digest, when it runs from one.
+    #[serde(default)]
+    pub image_digest: Option<String>,
+    /// Workload API callers with all of these selectors (`unix:path:…`, `container:label:…`)
+    /// are this workload; empty: none are (it is attested, but issues no SVIDs itself).
+    #[serde(default)]
+    pub selectors: Vec<String>,
 }
 
 /// Where the agent gets the document its node attestation method sends.
@@ -238,13 +265,18 @@ pub struct Agent {
     /// The verifier's registration-entry revision, as of the latest result.
     entries: Arc<tokio::sync::watch::Sender<u64>>,
     enrollment: Enrollment,
-    collector: SoftwareCollector,
+    /// The node's workload first, then the declared ones.
+    collectors: Vec<SoftwareCollector>,
+    /// Which collector the round in progress measures.
+    active: usize,
+    /// The latest status of each declared workload, by name.
+    workload_status: tokio::sync::watch::Sender<std::collections::BTreeMap<String, NodeStatus>>,
     clients: Vec<VerifierClient>,
     current: usize,
     /// Per verifier: consecutive failures and the time before which it is not tried again.
     backoff: Vec<(u32, Option<std::time::Instant>)>,
-    /// Per verifier: the measurement parts it said it holds (name to digest), which are sent
-    /// by digest while they do not change.
+    /// Per verifier and workload (`verifier * workloads + workload`): the measurement parts
+    /// it said it holds (name to digest), which are sent by digest while they do not change.
     held: Vec<std::collections::BTreeMap<String, String>>,
     /// Per verifier: the nonce its last result gave for the next round, if any.
     next_nonce: Vec<Option<vouch_core::wire::ChallengeResponse>>,
@@ -364,13 +396,41 @@ impl Agent {
                 source,
             })?,
         };
-        let collector = SoftwareCollector::new(CollectConfig {
+        let mut collectors = vec![SoftwareCollector::new(CollectConfig {
             workload_name: cfg.workload_name.clone(),
             exe,
             files: cfg.files.clone(),
             image_digest: cfg.image_digest.clone(),
             root: PathBuf::from("/"),
-        });
+        })];
+        for w in &cfg.workloads {
+            if w.name == cfg.workload_name
+                || cfg.workloads.iter().filter(|o| o.name == w.name).count() > 1
+            {
+                return Err(AgentError::Config(format!(
+                    "workload {:?} is declared twice (names are unique on a node)",
+                    w.name
+                )));
+            }
+            for sel in &w.selectors {
+                if !sel
+                    .split_once(':')
+                    .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty())
+                {
+                    return Err(AgentError::Config(format!(
+                        "workload {}: selector {sel:?} is not type:value",
+                        w.name
+                    )));
+                }
+            }
+            collectors.push(SoftwareCollector::new(CollectConfig {
+                workload_name: w.name.clone(),
+                exe: w.exe.clone(),
+                files: w.files.clone(),
+                image_digest: w.image_digest.clone(),
+                root: PathBuf::from("/"),
+            }));
+        }
         #[cfg(feature = "tpm")]
         let tpm = cfg
             .tpm
@@ -383,11 +443,13 @@ impl Agent {
             status: tokio::sync::watch::Sender::new(NodeStatus::Unattested),
             entries: Arc::new(tokio::sync::watch::Sender::new(0)),
             enrollment,
-            collector,
+            active: 0,
+            workload_status: tokio::sync::watch::Sender::new(Default::default()),
             // Agents spread over the verifiers: each starts at one picked by its key id.
             current: start,
             backoff: vec![(0, None); clients.len()],
-            held: vec![Default::default(); clients.len()],
+            held: vec![Default::default(); clients.len() * collectors.len()],
+            collectors,
             next_nonce: vec![None; clients.len()],
             clients,
             #[cfg(feature = "tpm")]
@@ -688,8 +750,8 @@ impl Agent {
     /// Collect the measurements for `nonce`, sending each part the current verifier holds
     /// unchanged by its digest instead of in full.
     fn measure(&mut self, nonce: &str) -> Result<vouch_core::SoftwareMeasurements, AgentError> {
-        let mut m = self.collector.collect(nonce, now())?;
-        if let Some(held) = self.held.get(self.current) {
+        let mut m = self.collectors[self.active].collect(nonce, now())?;
+        if let Some(held) = self.held.get(self.held_slot(self.current)) {
             vouch_core::send_held_parts_by_digest(&mut m, held);
         }
         Ok(m)
@@ -697,7 +759,7 @@ impl Agent {
 
     /// Collect and sign evidence for `nonce` without sending it, every part in full.
     pub fn evidence(&mut self, nonce: &str) -> Result<vouch_core::Evidence, AgentError> {
-        let m = self.collector.collect(nonce, now())?;
+        let m = self.collectors[self.active].collect(nonce, now())?;
         Ok(sign_software_evidence(
             &self.key,
             &self.enrollment.key_id,
@@ -717,7 +779,9 @@ impl Agent {
     }
 
     /// One round: challenge, collect, sign, attest. Fails over to the next verifier when one
-    /// cannot be reached. The latest result is written to `<data_dir>/result.jwt`.
+    /// cannot be reached. The latest result is written to `<data_dir>/result.jwt`. Then each
+    /// declared workload (`workloads`) is attested the same way, on its own; the node's result
+    /// is returned.
     pub async fn attest_once(&mut self) -> Result<AttestationResult, AgentError> {
         let r = self.attest_failover().await;
         if let Ok(AttestationResult {
@@ -738,13 +802,71 @@ impl Agent {
                 changed
             });
         }
+        if self.collectors.len() > 1 {
+            self.attest_declared().await;
+        }
         r
+    }
+
+    /// Where the parts verifier `i` holds for the active workload are kept.
+    fn held_slot(&self, i: usize) -> usize {
+        i * self.collectors.len() + self.active
+    }
+
+    /// Attest each declared workload once (after the node's own round): each gets its own
+    /// result, written to `<data_dir>/results/<name>.jwt`, and its status is published.
+    async fn attest_declared(&mut self) {
+        for k in 1..self.collectors.len() {
+            self.active = k;
+            let name = self.collectors[k].config().workload_name.clone();
+            let r = self.attest_failover().await;
+            self.active = 0;
+            if let Ok(res) = &r {
+                let dir = self.cfg.data_dir.join("results");
+                let written = std::fs::create_dir_all(&dir)
+                    .map_err(|source| AgentError::Io {
+                        what: format!("creating {}", dir.display()),
+                        source,
+                    })
+                    .and_then(|()| {
+                        write_atomic(&dir.join(format!("{name}.jwt")), res.result.as_bytes())
+                    });
+                if let Err(e) = written {
+                    tracing::warn!(workload = %name, "{e}");
+                }
+                tracing::info!(workload = %name, status = %res.status, "workload attested");
+            } else if let Err(e) = &r {
+                tracing::warn!(workload = %name, "workload not attested: {e}");
+            }
+            if let Some(st) = NodeStatus::of(&r) {
+                let changed = self.workload_status.send_if_modified(|m| {
+                    let changed = m.get(&name) != Some(&st);
+                    m.insert(name.clone(), st);
+                    changed
+                });
+                if changed {
+                    // Open Workload API streams look again (they wake on entry changes),
+                    // so a workload that stopped affirming loses its SVIDs now.
+                    self.entries.send_modify(|_| {});
+                }
+            }
+        }
+    }
+
+    /// The latest status of each declared workload, by name, and its changes.
+    pub fn workload_status(
+        &self,
+    ) -> tokio::sync::watch::Receiver<std::collections::BTreeMap<String, NodeStatus>> {
+        self.workload_status.subscribe()
     }
 
     /// The measurement parts the current verifier said it holds (name to SHA-256), which the
     /// next round sends by digest while they do not change.
     pub fn held_parts(&self) -> std::collections::BTreeMap<String, String> {
-        self.held.get(self.current).cloned().unwrap_or_default()
+        self.held
+            .get(self.current * self.collectors.len())
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The node's status as of the latest attestation, and its changes.
@@ -763,7 +885,17 @@ impl Agent {
             self.status(),
             self.entries.subscribe(),
         )
-        .map(|s| s.with_containers(self.cfg.container.as_ref()))
+        .map(|s| {
+            s.with_containers(self.cfg.container.as_ref())
+                .with_workloads(
+                    self.cfg
+                        .workloads
+                        .iter()
+                        .map(|w| (w.name.clone(), w.selectors.clone()))
+                        .collect(),
+                    self.workload_status.subscribe(),
+                )
+        })
         .and_then(|s| s.with_k8s(self.cfg.k8s.as_ref()))
     }
 
@@ -781,7 +913,9 @@ impl Agent {
             match self.round().await {
                 Ok(r) => {
                     self.backoff[i] = (0, None);
-                    write_atomic(&self.cfg.data_dir.join("result.jwt"), r.result.as_bytes())?;
+                    if self.active == 0 {
+                        write_atomic(&self.cfg.data_dir.join("result.jwt"), r.result.as_bytes())?;
+                    }
                     return Ok(r);
                 }
                 Err(e) if failover_worthy(&e) => {
@@ -828,7 +962,7 @@ impl Agent {
 
     async fn round(&mut self) -> Result<AttestationResult, AgentError> {
         let r = self.round_once().await;
-        let i = self.current;
+        let i = self.held_slot(self.current);
         match &r {
             Ok(res) => {
                 if let Some(h) = self.held.get_mut(i) {
@@ -954,7 +1088,12 @@ impl Agent {
     ) -> Result<Option<notify::RecommendedWatcher>, AgentError> {
         use notify::Watcher;
         let mut watched: Vec<PathBuf> = self.cfg.files.clone();
-        watched.push(self.collector.config().exe.clone());
+        for (k, c) in self.collectors.iter().enumerate() {
+            watched.push(c.config().exe.clone());
+            if k > 0 {
+                watched.extend(c.config().files.iter().cloned());
+            }
+        }
         let targets = watched.clone();
         let handler = move |ev: notify::Result<notify::Event>| {
             if let Ok(ev) = ev

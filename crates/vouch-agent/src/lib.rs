@@ -23,7 +23,9 @@ mod tpm;
 mod tpm_join;
 mod workload_api;
 
-pub use agent::{Agent, AgentConfig, Enrollment, NodeAttestationConfig, NodeStatus};
+pub use agent::{
+    Agent, AgentConfig, Enrollment, NodeAttestationConfig, NodeStatus, WorkloadConfig,
+};
 pub use caller::{Caller, CallerChanged};
 pub use client::VerifierClient;
 pub use container::{

@@ -122,6 +122,11 @@ pub struct IdentitySource {
     key: Arc<AgentKey>,
     key_id: String,
     workload: String,
+    /// Declared workloads a caller may belong to: (name, the selectors a caller must all
+    /// carry), in order; a caller matching none is the node's workload.
+    workloads: Arc<Vec<(String, Vec<String>)>>,
+    /// The latest status of each declared workload.
+    workload_status: Option<watch::Receiver<std::collections::BTreeMap<String, NodeStatus>>>,
     clients: Arc<Vec<VerifierClient>>,
     trust_domain: TrustDomain,
     status: watch::Receiver<NodeStatus>,
@@ -166,6 +171,8 @@ impl IdentitySource {
             key,
             key_id,
             workload,
+            workloads: Arc::new(Vec::new()),
+            workload_status: None,
             clients: Arc::new(clients),
             trust_domain,
             status,
@@ -180,6 +187,54 @@ impl IdentitySource {
     pub fn with_containers(mut self, cfg: Option<&crate::ContainerConfig>) -> Self {
         self.containers = cfg.map(|c| Arc::new(crate::ContainerAttestor::new(c.clone())));
         self
+    }
+
+    /// Declared workloads, each with the selectors a caller must all carry to be that
+    /// workload (its SVIDs then need that workload's own attestation affirming at the
+    /// verifier); the first that matches wins, a caller matching none is the node's workload.
+    /// `status` carries each declared workload's latest status (see
+    /// `Agent::workload_status`): while a caller's workload is not affirming, it gets nothing.
+    pub fn with_workloads(
+        mut self,
+        workloads: Vec<(String, Vec<String>)>,
+        status: watch::Receiver<std::collections::BTreeMap<String, NodeStatus>>,
+    ) -> Self {
+        self.workloads = Arc::new(workloads);
+        self.workload_status = Some(status);
+        self
+    }
+
+    /// For a caller that is a declared workload: `Unavailable` before that workload's first
+    /// attestation, `PermissionDenied` while it is not affirming (checked before any cached
+    /// SVID is served, as the node's status is).
+    fn workload_ok(&self, selectors: &[String]) -> Result<(), Status> {
+        let name = self.workload_for(selectors);
+        if name == self.workload {
+            return Ok(());
+        }
+        let Some(st) = &self.workload_status else {
+            return Ok(());
+        };
+        match st.borrow().get(name) {
+            Some(NodeStatus::Affirming) => Ok(()),
+            None | Some(NodeStatus::Unattested) => Err(Status::unavailable(format!(
+                "workload {name} has not been attested yet; retry shortly"
+            ))),
+            Some(NodeStatus::Refused(why)) => Err(Status::permission_denied(format!(
+                "workload {name} gets no identities: {}",
+                why.replace("the node's attestation", "its attestation")
+            ))),
+        }
+    }
+
+    /// The workload a caller with `selectors` is: the first declared workload whose
+    /// selectors it all carries (and that declares any), else the node's.
+    pub fn workload_for(&self, selectors: &[String]) -> &str {
+        self.workloads
+            .iter()
+            .find(|(_, want)| !want.is_empty() && want.iter().all(|w| selectors.contains(w)))
+            .map(|(name, _)| name.as_str())
+            .unwrap_or(&self.workload)
     }
 
     /// Give callers `k8s:` selectors from the kubelet `cfg` names (none when `None`).
@@ -227,6 +282,12 @@ impl IdentitySource {
     /// (with a new key). While no verifier answers, still-valid SVIDs keep being served.
     async fn x509(&self, selectors: &[String]) -> Result<X509Set, Status> {
         self.node_ok()?;
+        if let Err(e) = self.workload_ok(selectors) {
+            if let Ok(mut c) = self.cache.lock() {
+                c.remove(selectors);
+            }
+            return Err(e);
+        }
         let now = unix_now();
         let cached = self
             .cache
@@ -270,15 +331,16 @@ impl IdentitySource {
             .map_err(|e| AgentError::Config(format!("generating an SVID key: {e}")))?;
         let public_key =
             URL_SAFE_NO_PAD.encode(rcgen::PublicKeyData::subject_public_key_info(&key));
+        let workload = self.workload_for(selectors);
         let signature = self.key.sign_b64(&svid_signing_input(
             &self.key_id,
-            &self.workload,
+            workload,
             &public_key,
             selectors,
         ));
         let req = SvidRequest {
             key_id: self.key_id.clone(),
-            workload: self.workload.clone(),
+            workload: workload.to_string(),
             public_key,
             selectors: selectors.to_vec(),
             signature,
@@ -387,6 +449,7 @@ impl IdentitySource {
         audience: Vec<String>,
     ) -> Result<Vec<vouch_core::wire::IssuedJwtSvid>, Status> {
         self.node_ok()?;
+        self.workload_ok(selectors)?;
         // Signed afresh for every verifier tried: each request carries its own time and
         // random jti, which the verifier uses up (no extra round trip for a challenge).
         self.each_client(|c| {
@@ -408,9 +471,10 @@ impl IdentitySource {
             .map_err(|_| AgentError::Config("no randomness for a JWT-SVID request id".into()))?;
         let jti = URL_SAFE_NO_PAD.encode(random);
         let iat = unix_now();
+        let workload = self.workload_for(selectors);
         let signature = self.key.sign_b64(&jwt_svid_signing_input(
             &self.key_id,
-            &self.workload,
+            workload,
             audience,
             selectors,
             iat,
@@ -418,7 +482,7 @@ impl IdentitySource {
         ));
         Ok(JwtSvidRequest {
             key_id: self.key_id.clone(),
-            workload: self.workload.clone(),
+            workload: workload.to_string(),
             audience: audience.to_vec(),
             selectors: selectors.to_vec(),
             iat,
