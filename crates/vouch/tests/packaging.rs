@@ -888,6 +888,41 @@ fn kubernetes_manifests_match_the_code_defaults() {
     assert_eq!(token["audience"], server.audience);
     assert!(token["expirationSeconds"].as_u64().unwrap() >= 600);
 
+    // k8s_psat: the verifier accepts it for this token's audience, from the agents' service
+    // account only, with the issuer's keys on a mounted ConfigMap; the agent sends that token.
+    assert!(
+        server.accepts_node_attestor("k8s_psat"),
+        "{:?}",
+        server.node_attestors
+    );
+    let psat: vouch_nodeattest::k8s_psat::K8sPsatConfig =
+        serde_json::from_value(server.node_attestor["k8s_psat"].clone()).unwrap();
+    let cluster = &psat.clusters[0];
+    assert_eq!(cluster.audience, token["audience"].as_str().unwrap());
+    assert_eq!(
+        cluster.service_account_allow_list,
+        [format!(
+            "{}:{}",
+            ds["metadata"]["namespace"].as_str().unwrap(),
+            pod["serviceAccountName"].as_str().unwrap()
+        )]
+    );
+    let spod = &sts["spec"]["template"]["spec"];
+    let (v, _) = volume_for(spod, container(sts), cluster.jwks.to_str().unwrap());
+    assert_eq!(v["configMap"]["name"], "vouch-k8s-jwks");
+    let join = agent
+        .node_attestation
+        .as_ref()
+        .expect("[agent.node_attestation]");
+    assert_eq!(join.method, "k8s_psat");
+    let data_file = join.data_file.as_ref().unwrap();
+    let (v, m) = volume_for(pod, c, data_file.to_str().unwrap());
+    assert!(v["projected"]["sources"].is_array());
+    assert_eq!(
+        Path::new(m["mountPath"].as_str().unwrap()).join(token["path"].as_str().unwrap()),
+        *data_file
+    );
+
     // The example workload reaches the same socket.
     let client =
         &parse_yaml_docs(&repo().join("packaging/kubernetes/examples/svid-client.yaml"))[0];
@@ -1284,9 +1319,9 @@ impl Drop for Child {
 }
 
 /// Step 2 of the Kubernetes quickstart, run: the openssl and head commands make the CA, the
-/// verifier's certificate and the nonce key; a verifier started with the manifests' own
-/// configuration file (paths moved to a temporary directory, SQLite instead of PostgreSQL)
-/// serves that certificate, and a client trusting only the CA reaches it under the name the
+/// verifier's certificate and the nonce key; a verifier starts with the manifests' own
+/// configuration file (its node attestors included; paths moved to a temporary directory,
+/// SQLite instead of PostgreSQL) and serves that certificate, and a client trusting only the CA reaches it under the name the
 /// agents' configuration dials.
 #[tokio::test(flavor = "multi_thread")]
 async fn kubernetes_tls_recipe_is_served_by_a_verifier_under_the_service_name() {
@@ -1312,15 +1347,29 @@ async fn kubernetes_tls_recipe_is_served_by_a_verifier_under_the_service_name() 
         config_section(get(&docs, "ConfigMap", "vouch-agent-config"), "agent");
     let url = reqwest::Url::parse(&agent.servers[0]).unwrap();
     let host = url.host_str().unwrap().to_string();
+    // The issuer keys' ConfigMap holds a real cluster's JWKS here (testdata/SOURCES.md).
+    let jwks_path = server.node_attestor["k8s_psat"]["clusters"][0]["jwks"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = cm["data"]["vouch.toml"].as_str().unwrap();
+    assert!(text.contains(&format!("\"{jwks_path}\"")));
     let conf = d.join("vouch.toml");
-    std::fs::write(&conf, cm["data"]["vouch.toml"].as_str().unwrap()).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace(
+            &jwks_path,
+            repo().join("testdata/k8s/eks_jwks.json").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let _server = Child(
+    let child = Child(
         Command::new(vouch())
             .arg("--config")
             .arg(&conf)
@@ -1331,9 +1380,11 @@ async fn kubernetes_tls_recipe_is_served_by_a_verifier_under_the_service_name() 
             .env("VOUCH_SERVER_TLS_KEY", d.join("tls.key"))
             .env("VOUCH_SERVER_NONCE_KEY", d.join("nonce.key"))
             .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(d.join("server.log")).unwrap())
             .spawn()
             .unwrap(),
     );
+    let mut child = child;
     let ca = reqwest::Certificate::from_pem(&std::fs::read(d.join("ca.crt")).unwrap()).unwrap();
     let client = reqwest::Client::builder()
         .tls_certs_only([ca])
@@ -1348,8 +1399,13 @@ async fn kubernetes_tls_recipe_is_served_by_a_verifier_under_the_service_name() 
                 assert!(r.status().is_success(), "{}", r.status());
                 break;
             }
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if std::time::Instant::now() < deadline => {
+                if let Some(status) = child.0.try_wait().unwrap() {
+                    panic!(
+                        "the verifier exited ({status}) on the manifests' configuration:\n{}",
+                        std::fs::read_to_string(d.join("server.log")).unwrap()
+                    );
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
             Err(e) => panic!("{healthz}: {e:?}"),
