@@ -79,8 +79,6 @@ pub struct State {
     pub(crate) quorum: Option<crate::quorum::Quorum>,
     /// Registration entries, indexed, kept current from the store's change log.
     pub(crate) entries: crate::entries::Entries,
-    /// TPM joins (`POST /v1/tpm/join`) waiting for their credential activation.
-    pub(crate) tpm_joins: crate::tpm_join::PendingJoins,
     /// The zero-touch node attestors `node_attestors` accepts, by method.
     pub(crate) node_attestors: crate::node::NodeAttestors,
 }
@@ -119,7 +117,6 @@ impl State {
             jwt_signer: None,
             quorum: None,
             entries: crate::entries::Entries::default(),
-            tpm_joins: crate::tpm_join::PendingJoins::default(),
             node_attestors: crate::node::NodeAttestors::new(),
         }
     }

@@ -7,20 +7,16 @@
 //! `tpm_allow_uncertified_ek` says) and the AK public area, signed by the new key. The verifier
 //! checks the certificate chain and that it certifies this EK, derives the node id from the EK
 //! (`node_id_for("tpm:ek:<ek_key>")`) and answers with `TPM2_MakeCredential` for the AK's name.
-//! Nothing is written then: the challenge is held in memory (at most [`MAX_OPEN`], one per EK,
-//! each until it expires after the verifier's `nonce_ttl`). `POST /v1/tpm/join/activate`
-//! brings the secret back; a correct secret proves the AK lives in the TPM that holds the EK,
-//! and only then are the node, its agent key and its TPM binding written, in one transaction
-//! ([`vouch_store::Store::enroll_attested_tpm`]). A challenge is used by its first activation,
+//! Nothing of the node is written then: the challenge is held in the store's `tpm_joins` (at
+//! most [`MAX_OPEN`], one per EK, each until it expires after the verifier's `nonce_ttl`), so
+//! any replica sharing the store can complete it. `POST /v1/tpm/join/activate` brings the
+//! secret back; a correct secret proves the AK lives in the TPM that holds the EK, and only then
+//! are the node, its agent key and its TPM binding written, in one transaction
+//! ([`vouch_store::Store::enroll_attested_tpm`]). A challenge is taken by its first activation,
 //! right or wrong. The same machine joining again (re-installed) is the same node: its new key
 //! takes over and the old one is revoked, since possession of the TPM is proven live each
 //! time.
-//!
-//! Both requests of one join must reach the same verifier replica (the challenge lives in its
-//! memory); the agent sends both to the same verifier address.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
@@ -34,87 +30,19 @@ use vouch_core::wire::{
     tpm_join_signing_input,
 };
 use vouch_evidence::verify_ed25519;
-use vouch_store::{AttestedNode, TpmKeyRecord};
+use vouch_store::{AttestedNode, TpmJoinRecord, TpmKeyRecord};
 use vouch_tpm::{RH_ENDORSEMENT, TpmtPublic, qualified_name};
 
 use crate::ApiError;
 use crate::keys::random_bytes;
 use crate::state::{State, unix_now};
 
-/// The most TPM joins a verifier holds open at once; more are refused as overloaded until some
-/// are activated or expire.
-pub(crate) const MAX_OPEN: usize = 1024;
+/// The most TPM joins the verifiers of one store hold open at once; more are refused as
+/// overloaded until some are activated or expire.
+pub(crate) const MAX_OPEN: u64 = 1024;
 
 /// The node attestation method's name in `node_attestors`.
 pub(crate) const METHOD: &str = "tpm";
-
-/// One join waiting for its credential activation.
-#[derive(Debug)]
-struct Pending {
-    public_key: Vec<u8>,
-    public_key_b64: String,
-    hostname: String,
-    node_id: String,
-    ek_key: String,
-    ek_public: Vec<u8>,
-    ek_cert: Vec<u8>,
-    ek_issuer: String,
-    ak_public: Vec<u8>,
-    ak_name: Vec<u8>,
-    ak_qualified_name: Vec<u8>,
-    secret_hash: [u8; 32],
-    expires: u64,
-}
-
-/// The open TPM joins of this verifier, by challenge id: bounded in number ([`MAX_OPEN`]) and
-/// in time (each expires), one per EK (a newer join of the same EK replaces the older).
-#[derive(Debug, Default)]
-pub(crate) struct PendingJoins {
-    open: Mutex<HashMap<String, Pending>>,
-}
-
-/// Why a challenge could not be taken.
-#[derive(Debug, PartialEq, Eq)]
-enum Taken {
-    Unknown,
-    Expired,
-}
-
-impl PendingJoins {
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
-        // A panic while holding this lock cannot leave the map half-changed (every change
-        // is one insert or remove), so a poisoned lock is still usable.
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Hold `p` under a new challenge id, dropping expired joins and an older join of the same
-    /// EK first; `None` when [`MAX_OPEN`] joins are open.
-    fn insert(&self, p: Pending, now: u64) -> Option<String> {
-        let mut open = self.open();
-        open.retain(|_, o| o.expires >= now && o.ek_key != p.ek_key);
-        if open.len() >= MAX_OPEN {
-            return None;
-        }
-        let id = URL_SAFE_NO_PAD.encode(random_bytes::<16>());
-        open.insert(id.clone(), p);
-        Some(id)
-    }
-
-    /// Take (remove) the join `id`: a challenge is used by its first activation attempt.
-    fn take(&self, id: &str, now: u64) -> Result<Pending, Taken> {
-        let p = self.open().remove(id).ok_or(Taken::Unknown)?;
-        if now > p.expires {
-            return Err(Taken::Expired);
-        }
-        Ok(p)
-    }
-
-    /// How many joins are open (expired ones included until the next insert drops them).
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.open().len()
-    }
-}
 
 fn join_err(m: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::TpmEnrollment, m)
@@ -251,27 +179,27 @@ impl State {
             .map_err(|e| join_err(e.to_string()))?;
         let parent = qualified_name(ek.name_alg, &RH_ENDORSEMENT.to_be_bytes(), &ek.name());
         let expires = now.saturating_add(self.cfg.nonce_ttl);
-        let pending = Pending {
-            public_key: pk,
-            public_key_b64: req.public_key,
-            hostname: req.hostname,
-            node_id: node_id.clone(),
+        let challenge_id = URL_SAFE_NO_PAD.encode(random_bytes::<16>());
+        let join = TpmJoinRecord {
+            id: challenge_id.clone(),
             ek_key,
+            node_id: node_id.clone(),
+            public_key: pk,
+            hostname: req.hostname,
             ek_public,
             ek_cert: cert,
             ek_issuer: info.issuer,
             ak_public,
-            ak_name: ak.name(),
             ak_qualified_name: qualified_name(ak.name_alg, &parent, &ak.name()),
-            secret_hash: Sha256::digest(secret).into(),
-            expires,
+            secret_hash: hex::encode(Sha256::digest(secret)),
+            expires_at: expires,
         };
-        let challenge_id = self.tpm_joins.insert(pending, now).ok_or_else(|| {
-            ApiError::new(
+        if !self.store.open_tpm_join(&join, MAX_OPEN, now).await? {
+            return Err(ApiError::new(
                 ErrorKind::Overloaded,
                 format!("{MAX_OPEN} TPM joins are waiting for activation; retry later"),
-            )
-        })?;
+            ));
+        }
         tracing::info!(node = %node_id, "TPM join: credential challenge issued");
         Ok(TpmJoinResponse {
             challenge_id,
@@ -290,20 +218,28 @@ impl State {
     ) -> Result<TpmJoinActivateResponse, ApiError> {
         self.check_tpm_join_accepted()?;
         let now = unix_now();
+        if req.challenge_id.len() > 64 {
+            return Err(ApiError::new(
+                ErrorKind::MalformedRequest,
+                "challenge_id over 64 bytes",
+            ));
+        }
         let p = self
-            .tpm_joins
-            .take(&req.challenge_id, now)
-            .map_err(|t| match t {
-                Taken::Unknown => join_err(
-                    "no such TPM join challenge: unknown, already used (each is used by its first \
-                     activation), replaced by a newer join of the same TPM, or issued by another \
-                     verifier replica; join again",
-                ),
-                Taken::Expired => join_err("the TPM join challenge expired; join again"),
+            .store
+            .take_tpm_join(&req.challenge_id)
+            .await?
+            .ok_or_else(|| {
+                join_err(
+                    "no such TPM join challenge: unknown, already used (each is taken by its first \
+                     activation), or replaced by a newer join of the same TPM; join again",
+                )
             })?;
+        if now > p.expires_at {
+            return Err(join_err("the TPM join challenge expired; join again"));
+        }
         let msg = tpm_join_signing_input(
             "activate",
-            &p.public_key_b64,
+            &URL_SAFE_NO_PAD.encode(&p.public_key),
             &[&req.challenge_id, &req.secret],
         );
         if !verify_ed25519(&p.public_key, &msg, &req.signature) {
@@ -313,8 +249,8 @@ impl State {
             ));
         }
         let secret = b64(&req.secret, "secret", 64)?;
-        let got: [u8; 32] = Sha256::digest(&secret).into();
-        if verify_slices_are_equal(&got, &p.secret_hash).is_err() {
+        let got = hex::encode(Sha256::digest(&secret));
+        if verify_slices_are_equal(got.as_bytes(), p.secret_hash.as_bytes()).is_err() {
             tracing::warn!(node = %p.node_id, "TPM join: credential activation failed");
             return Err(join_err(
                 "credential activation failed: the secret is wrong (not the TPM holding this EK, \
@@ -347,6 +283,20 @@ impl State {
             ek_key: Some(p.ek_key),
             bound_at: Some(now),
         };
+        if self
+            .store
+            .revocation("node", &binding.node_id)
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::new(
+                ErrorKind::Revoked,
+                format!("node {} was revoked while it joined", binding.node_id),
+            ));
+        }
+        let ak_name = TpmtPublic::from_tpm2b(&binding.ak_public)
+            .map(|ak| hex::encode(ak.name()))
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("stored AK: {e}")))?;
         let e = self
             .store
             .enroll_attested_tpm(&node, &p.public_key, &binding, now)
@@ -356,7 +306,7 @@ impl State {
         Ok(TpmJoinActivateResponse {
             node_id: e.node_id,
             key_id: e.key_id,
-            ak_name: hex::encode(&p.ak_name),
+            ak_name,
         })
     }
 }
@@ -364,24 +314,6 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pending(ek: &str, expires: u64) -> Pending {
-        Pending {
-            public_key: vec![],
-            public_key_b64: String::new(),
-            hostname: String::new(),
-            node_id: String::new(),
-            ek_key: ek.into(),
-            ek_public: vec![],
-            ek_cert: vec![],
-            ek_issuer: String::new(),
-            ak_public: vec![],
-            ak_name: vec![],
-            ak_qualified_name: vec![],
-            secret_hash: [0; 32],
-            expires,
-        }
-    }
 
     #[test]
     fn issuer_names_become_selector_values_without_spaces() {
@@ -400,29 +332,5 @@ mod tests {
         );
         assert_eq!(issuer_selector_value(&"x".repeat(257)), None);
         assert_eq!(issuer_selector_value(""), None);
-    }
-
-    #[test]
-    fn open_joins_are_bounded_one_per_ek_used_once_and_expire() {
-        let j = PendingJoins::default();
-        let first = j.insert(pending("ek0", 100), 10).unwrap_or_default();
-        // A newer join of the same EK replaces the older one.
-        let second = j.insert(pending("ek0", 100), 11).unwrap_or_default();
-        assert_eq!(j.len(), 1);
-        assert_eq!(j.take(&first, 12).err(), Some(Taken::Unknown));
-        // Used by its first activation.
-        assert!(j.take(&second, 12).is_ok());
-        assert_eq!(j.take(&second, 12).err(), Some(Taken::Unknown));
-        // Expired: refused, and gone.
-        let late = j.insert(pending("ek1", 20), 12).unwrap_or_default();
-        assert_eq!(j.take(&late, 21).err(), Some(Taken::Expired));
-        assert_eq!(j.len(), 0);
-        // At most MAX_OPEN open; expired ones make room again.
-        for i in 0..MAX_OPEN {
-            assert!(j.insert(pending(&format!("k{i}"), 50), 30).is_some());
-        }
-        assert!(j.insert(pending("one-more", 50), 30).is_none());
-        assert!(j.insert(pending("one-more", 80), 51).is_some());
-        assert_eq!(j.len(), 1);
     }
 }

@@ -587,3 +587,41 @@ async fn a_tpm_bound_to_a_token_enrolled_node_joins_only_once_that_node_is_revok
     assert_ne!(a.enrollment().node_id, held);
     s.server.shutdown().await;
 }
+
+/// Replicas sharing a store share the open joins: a join answered by one verifier is
+/// completed at another (behind a load balancer the two requests may reach different
+/// replicas), and taken there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_opened_at_one_replica_is_activated_at_another() {
+    let tpm = Swtpm::start("sha256");
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("shared.db"))
+            .await
+            .unwrap(),
+    );
+    let replica = |name: &str| ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join(name),
+        tpm_ca_dir: Some(tpm.path("ca")),
+        node_attestors: vec!["tpm".into()],
+        ..ServerConfig::default()
+    };
+    let a = start_with_store(replica("a"), store.clone()).await.unwrap();
+    let b = start_with_store(replica("b"), store.clone()).await.unwrap();
+    let ca = VerifierClient::new(&a.base_url, a.ca_cert.as_deref()).unwrap();
+    let cb = VerifierClient::new(&b.base_url, b.ca_cert.as_deref()).unwrap();
+    let h = Hand::new(&tpm, &dir.path().join("hand"));
+    let ch = ca.tpm_join(&h.own_request()).await.unwrap();
+    let ok = h.activation(&ch, &h.activate(&ch).unwrap());
+    let joined = cb.tpm_join_activate(&ok).await.unwrap();
+    assert_eq!(joined.node_id, ch.node_id);
+    assert!(store.agent_key(&joined.key_id).await.unwrap().is_some());
+    // Taken: neither replica completes it again.
+    for c in [&ca, &cb] {
+        let e = c.tpm_join_activate(&ok).await.unwrap_err();
+        assert!(e.to_string().contains("no such TPM join challenge"), "{e}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

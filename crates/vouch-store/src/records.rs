@@ -245,6 +245,36 @@ pub struct AttestedNode {
     pub reattestable: bool,
 }
 
+/// A TPM join (zero-touch `tpm` node attestation) waiting for its credential activation
+/// ([`crate::Store::open_tpm_join`]): what the verifier checked and the challenge it issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmJoinRecord {
+    /// The challenge id (random).
+    pub id: String,
+    /// SHA-256 (hex) of the EK's key material: at most one open join per EK.
+    pub ek_key: String,
+    /// The node id the EK derives.
+    pub node_id: String,
+    /// The agent key to enroll (raw Ed25519).
+    pub public_key: Vec<u8>,
+    /// The host name the agent gave.
+    pub hostname: String,
+    /// EK `TPM2B_PUBLIC`.
+    pub ek_public: Vec<u8>,
+    /// The validated EK certificate (DER).
+    pub ek_cert: Vec<u8>,
+    /// The trusted CA that issued it.
+    pub ek_issuer: String,
+    /// AK `TPM2B_PUBLIC`.
+    pub ak_public: Vec<u8>,
+    /// The AK's qualified name under the EK.
+    pub ak_qualified_name: Vec<u8>,
+    /// SHA-256 (hex) of the credential's secret.
+    pub secret_hash: String,
+    /// When the challenge expires (Unix seconds).
+    pub expires_at: u64,
+}
+
 /// How a node was attested without a join token, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAttestationRecord {

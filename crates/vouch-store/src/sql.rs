@@ -839,6 +839,71 @@ macro_rules! store_impl {
                 Ok(e)
             }
 
+            async fn open_tpm_join(
+                &self,
+                join: &crate::TpmJoinRecord,
+                max_open: u64,
+                now: u64,
+            ) -> Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("DELETE FROM tpm_joins WHERE expires_at < $1 OR ek_key = $2")
+                    .bind(i(now))
+                    .bind(&join.ek_key)
+                    .execute(&mut *tx)
+                    .await?;
+                let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tpm_joins")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if u(open) >= max_open {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO tpm_joins (id, ek_key, node_id, public_key, hostname, ek_public,
+                        ek_cert, ek_issuer, ak_public, ak_qualified_name, secret_hash, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(&join.id)
+                .bind(&join.ek_key)
+                .bind(&join.node_id)
+                .bind(&join.public_key)
+                .bind(&join.hostname)
+                .bind(&join.ek_public)
+                .bind(&join.ek_cert)
+                .bind(&join.ek_issuer)
+                .bind(&join.ak_public)
+                .bind(&join.ak_qualified_name)
+                .bind(&join.secret_hash)
+                .bind(i(join.expires_at))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn take_tpm_join(&self, id: &str) -> Result<Option<crate::TpmJoinRecord>> {
+                let row = sqlx::query("DELETE FROM tpm_joins WHERE id = $1 RETURNING *")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(r) = row else {
+                    return Ok(None);
+                };
+                Ok(Some(crate::TpmJoinRecord {
+                    id: r.try_get("id")?,
+                    ek_key: r.try_get("ek_key")?,
+                    node_id: r.try_get("node_id")?,
+                    public_key: r.try_get("public_key")?,
+                    hostname: r.try_get("hostname")?,
+                    ek_public: r.try_get("ek_public")?,
+                    ek_cert: r.try_get("ek_cert")?,
+                    ek_issuer: r.try_get("ek_issuer")?,
+                    ak_public: r.try_get("ak_public")?,
+                    ak_qualified_name: r.try_get("ak_qualified_name")?,
+                    secret_hash: r.try_get("secret_hash")?,
+                    expires_at: u(r.try_get("expires_at")?),
+                }))
+            }
+
             async fn node_attestation(
                 &self,
                 node_id: &str,

@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use vouch_store::{AttestedNode, PgStore, SqliteStore, Store, StoreError, TpmKeyRecord};
+use vouch_store::{
+    AttestedNode, PgStore, SqliteStore, Store, StoreError, TpmJoinRecord, TpmKeyRecord,
+};
 
 macro_rules! on_both_backends {
     ($($t:ident),* $(,)?) => {
@@ -31,7 +33,10 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(a_tpm_join_writes_node_key_and_binding_together_or_nothing);
+on_both_backends!(
+    a_tpm_join_writes_node_key_and_binding_together_or_nothing,
+    open_tpm_joins_are_bounded_one_per_ek_taken_once_and_expire,
+);
 
 fn node(id: &str, ek: &str) -> AttestedNode {
     AttestedNode {
@@ -130,4 +135,74 @@ async fn a_tpm_join_writes_node_key_and_binding_together_or_nothing(s: &dyn Stor
             .is_err()
     );
     assert_eq!(s.node_attestation("n3").await.unwrap(), None);
+}
+
+fn join(id: &str, ek: &str, expires_at: u64) -> TpmJoinRecord {
+    TpmJoinRecord {
+        id: id.into(),
+        ek_key: ek.into(),
+        node_id: format!("node-{ek}"),
+        public_key: vec![1; 32],
+        hostname: "h".into(),
+        ek_public: vec![2; 10],
+        ek_cert: vec![0x30, 3],
+        ek_issuer: "CN=ca".into(),
+        ak_public: vec![4; 10],
+        ak_qualified_name: vec![5; 34],
+        secret_hash: "ab".repeat(32),
+        expires_at,
+    }
+}
+
+async fn open_tpm_joins_are_bounded_one_per_ek_taken_once_and_expire(s: &dyn Store) {
+    // Held and read back whole, once.
+    assert!(
+        s.open_tpm_join(&join("j1", "ek1", 100), 3, 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.take_tpm_join("j1").await.unwrap(),
+        Some(join("j1", "ek1", 100))
+    );
+    assert_eq!(s.take_tpm_join("j1").await.unwrap(), None);
+    // A newer join of the same EK replaces the older.
+    assert!(
+        s.open_tpm_join(&join("j2", "ek1", 100), 3, 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.open_tpm_join(&join("j3", "ek1", 100), 3, 11)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.take_tpm_join("j2").await.unwrap(), None);
+    // At most max_open: the fourth waits until one is taken or expires.
+    assert!(
+        s.open_tpm_join(&join("j4", "ek2", 20), 3, 12)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.open_tpm_join(&join("j5", "ek3", 100), 3, 12)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.open_tpm_join(&join("j6", "ek4", 100), 3, 13)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.take_tpm_join("j6").await.unwrap(), None);
+    // j4 expired at 20: at 21 it is dropped and j6 fits.
+    assert!(
+        s.open_tpm_join(&join("j6", "ek4", 100), 3, 21)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.take_tpm_join("j4").await.unwrap(), None);
+    assert!(s.take_tpm_join("j3").await.unwrap().is_some());
+    assert!(s.take_tpm_join("j5").await.unwrap().is_some());
+    assert!(s.take_tpm_join("j6").await.unwrap().is_some());
 }
