@@ -5,7 +5,7 @@
 //! claim the library adds without this test knowing it, or leaves at a default, fails.
 //!
 //! Samples (real, see testdata/SOURCES.md): SNP v2 (Trustee, Milan VCEK), v2 in hex (virtee/sev,
-//! Milan), v3 (Trustee, Milan VLEK), v5 (teekit, a Google Cloud confidential VM); SGX quote v3
+//! Milan), v2 of a debug guest (go-sev-guest), v3 of a Genoa (Veraison's configfs-tsm JSON), v3 (Trustee, Milan VLEK), v5 (teekit, a Google Cloud confidential VM); SGX quote v3
 //! (Occlum), TDX quote v4 (Trustee, dcap-qvl, Trustee's second), TDX quote v5 with a TD 1.5
 //! body (Trustee).
 
@@ -145,6 +145,16 @@ fn snp_samples() -> Vec<(&'static str, Snp)> {
             },
         ),
         (
+            "snp/gosevguest_report_v2.bin",
+            Snp {
+                report: read_testdata("snp/gosevguest_report_v2.bin"),
+                certs: with(read_testdata("snp/gosevguest_vcek.der")),
+                now: 1_717_200_000,
+                version: 2,
+                product: "Milan",
+            },
+        ),
+        (
             "snp/vlek_report_v3.bin",
             Snp {
                 report: read_testdata("snp/vlek_report_v3.bin"),
@@ -153,6 +163,24 @@ fn snp_samples() -> Vec<(&'static str, Snp)> {
                 now: 1_748_736_000,
                 version: 3,
                 product: "Milan",
+            },
+        ),
+        (
+            // A Genoa (CPUID 0x19/0x11) report v3, from Veraison's configfs-tsm JSON.
+            "snp/veraison_tsm_report.json",
+            {
+                let d = vouch_tee::input::decode(
+                    TeeKind::SevSnp,
+                    &read_testdata("snp/veraison_tsm_report.json"),
+                )
+                .unwrap();
+                Snp {
+                    report: d.report,
+                    certs: d.certs,
+                    now: 1_750_809_600,
+                    version: 3,
+                    product: "Genoa",
+                }
             },
         ),
         (
@@ -220,7 +248,7 @@ fn every_snp_claim_is_the_specs_field_for_its_report_version() {
 fn a_version_3_report_is_refused_with_a_vek_of_another_product_line() {
     // The VLEK report says (CPUID 0x19/0x01) it ran on a Milan; a Genoa VCEK for it is refused
     // before any signature is checked, by the report's own CPUID.
-    let s = snp_samples().remove(2).1;
+    let s = snp_samples().remove(3).1;
     let mut certs = pem("snp/genoa_ask_ark.pem");
     certs.insert(0, pem("azure/snp/vcek-genoa.pem").remove(0));
     let e = roots()
@@ -374,8 +402,13 @@ fn every_dcap_claim_is_the_specs_field_for_its_quote_version_and_body_type() {
         ("tdx/dcapqvl_tdx_quote.bin", TeeKind::Tdx),
         ("tdx/trustee_quote_6.dat", TeeKind::Tdx),
         ("tdx/trustee_quote_v5.dat", TeeKind::Tdx),
+        // Cloud TDX VMs' quotes: Azure's (base64 text) and Google Cloud's (in JSON).
+        ("tdx/azure_quote_v4.b64", TeeKind::Tdx),
+        ("tdx/gcp_quote_v4.json", TeeKind::Tdx),
     ] {
-        let raw = read_testdata(name);
+        let raw = vouch_tee::input::decode(kind, &read_testdata(name))
+            .unwrap()
+            .report;
         let q = quote(&raw);
         seen.push((q.version, q.body_type));
         let v = roots
@@ -428,7 +461,7 @@ fn v4_and_v5_quotes_do_not_take_the_svns_from_the_reserved_header_bytes() {
 #[test]
 fn a_one_byte_change_in_a_v3_or_v5_report_is_refused() {
     let roots = roots();
-    for (name, s) in snp_samples().into_iter().skip(2) {
+    for (name, s) in snp_samples().into_iter().skip(3) {
         roots
             .verify(TeeKind::SevSnp, &s.report, &s.certs, s.now)
             .unwrap();
