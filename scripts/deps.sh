@@ -22,8 +22,9 @@ if [ "${1:-}" = "--test" ]; then
 fi
 if [ "${1:-}" = "--test" ]; then
     # crates/vouch-server/tests/containers.rs: images built from scratch with buildah, run by
-    # podman with runc (crun does not drive hybrid v1/v2 cgroups); binutils strips the client
-    packages+=(podman buildah runc conmon binutils)
+    # podman with runc (crun does not drive hybrid v1/v2 cgroups), and dockerd (docker.io);
+    # binutils strips the client
+    packages+=(podman buildah runc conmon binutils docker.io)
 fi
 
 missing=()

@@ -671,6 +671,11 @@ mod tests {
                 "spire_cgroups_pid_in_crio_pod.txt",
                 &["09bc3d7ade839efec32b6bec4ec79d099027a668ddba043083ec21d3c3b8f1e6"],
             ),
+            // docker 20.10 (Debian's docker.io), cgroupfs, hybrid (recorded here)
+            (
+                "docker_cgroupfs_hybrid.txt",
+                &["bd2f9fbf7e8c38f95da977e71b971ed508c3c95b94ac87fd4c2d179a0275696f"],
+            ),
             // a host process: none
             ("host_process.txt", &[]),
         ] {
@@ -823,6 +828,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_real_dockerd_answer_gives_the_selectors_without_a_digest_it_does_not_have() {
+        let id =
+            ContainerId::parse("bd2f9fbf7e8c38f95da977e71b971ed508c3c95b94ac87fd4c2d179a0275696f")
+                .unwrap();
+        let mut info =
+            parse_container_json(&id, &recorded("dockerd_20.10.24_container_inspect.json"))
+                .unwrap();
+        assert_eq!(
+            info.image_id.as_deref(),
+            Some("sha256:0e18df9b41fb806a96eda0dc238acb2b96ed4716633b95ce0cf62bbdc0fcc452")
+        );
+        // An imported image: dockerd has no repo digest for it.
+        info.image_digests =
+            parse_image_json(&recorded("dockerd_20.10.24_image_inspect.json")).unwrap();
+        assert_eq!(
+            info.selectors(),
+            [
+                format!("container:id:{id}"),
+                "container:image-name:localhost/dk-alpha:1".into(),
+                "container:label:app:alpha".into(),
+            ]
+        );
     }
 
     #[test]

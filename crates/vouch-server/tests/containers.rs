@@ -1,8 +1,9 @@
-//! Container selectors with real containers (issue 14): podman + runc run two images built
-//! from scratch with buildah; processes inside them call the agent's Workload API through a
-//! bind-mounted socket and get exactly the SVIDs their image digest and labels entitle them
-//! to, from the agent asking `podman system service`'s Engine API; when the node turns
-//! contraindicated they get nothing more and the open stream ends.
+//! Container selectors with real containers (issue 14): podman + runc, and dockerd, run two
+//! images built from scratch with buildah; processes inside them call the agent's Workload API
+//! through a bind-mounted socket and get exactly the SVIDs their image (digest or name) and
+//! labels entitle them to, from the agent asking the runtime's Engine API (`podman system
+//! service`, dockerd); when the node turns contraindicated they get nothing more and the open
+//! stream ends.
 //!
 //! The in-container client is this test binary itself (`container_client_role`), copied into
 //! the images with the shared libraries `ldd` lists. Podman runs with its own storage (vfs) and
@@ -278,24 +279,61 @@ async fn add_entry(h: &common::Harness, id: &str, selectors: &[String]) {
     h.store.add_entry(&e).await.unwrap();
 }
 
-/// Ask once from inside container `name` (a `podman exec`'d process); the line it printed.
-fn fetch_in(p: &Podman, name: &str) -> String {
-    let out = p.run(
-        "podman",
-        &[
-            "exec",
-            "-e",
-            "VOUCH_CT_ROLE=fetch",
-            "-e",
-            "VOUCH_CT_SOCK=/run/vouch/api.sock",
-            name,
-            "/vouch-ct-client",
-            "--exact",
-            "container_client_role",
-            "--nocapture",
-            "--test-threads=1",
-        ],
-    );
+/// The runtime under test: podman's own CLI and `podman system service`, or dockerd and
+/// its CLI; both serve the Engine API the agent asks.
+enum Engine<'a> {
+    Podman(&'a Podman),
+    Docker(PathBuf),
+}
+
+impl Engine<'_> {
+    fn try_cli(&self, args: &[&str]) -> Output {
+        match self {
+            Engine::Podman(p) => p.try_run("podman", args),
+            Engine::Docker(sock) => Command::new("docker")
+                .arg("-H")
+                .arg(format!("unix://{}", sock.display()))
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let o = self.try_cli(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Engine::Podman(_) => "podman",
+            Engine::Docker(_) => "docker",
+        }
+    }
+}
+
+/// Ask once from inside container `name` (an exec'd process); the line it printed.
+fn fetch_in(e: &Engine, name: &str) -> String {
+    let out = e.cli(&[
+        "exec",
+        "-e",
+        "VOUCH_CT_ROLE=fetch",
+        "-e",
+        "VOUCH_CT_SOCK=/run/vouch/api.sock",
+        name,
+        "/vouch-ct-client",
+        "--exact",
+        "container_client_role",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
     out.lines()
         .find_map(|l| l.split_once(PREFIX).map(|(_, r)| r))
         .unwrap_or_else(|| panic!("no answer from {name}: {out}"))
@@ -304,8 +342,8 @@ fn fetch_in(p: &Podman, name: &str) -> String {
 }
 
 /// The lines container `name`'s main process (the streaming client) has printed.
-fn stream_lines(p: &Podman, name: &str) -> Vec<String> {
-    p.run("podman", &["logs", name])
+fn stream_lines(e: &Engine, name: &str) -> Vec<String> {
+    e.cli(&["logs", name])
         .lines()
         .filter_map(|l| l.split_once(PREFIX).map(|(_, r)| r.trim().to_string()))
         .collect()
@@ -321,7 +359,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 /// Removes the containers and stops the runtime service when the test ends, however it ends.
 struct Cleanup<'a> {
-    p: &'a Podman,
+    e: &'a Engine<'a>,
     service: std::process::Child,
     names: Vec<&'static str>,
 }
@@ -329,28 +367,40 @@ struct Cleanup<'a> {
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         for n in &self.names {
-            let _ = self.p.try_run("podman", &["rm", "-f", "-t", "0", n]);
+            let _ = self.e.try_cli(&["rm", "-f", n]);
+        }
+        // SIGTERM: dockerd stops the containerd it started.
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.service.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.service.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.service.kill();
         let _ = self.service.wait();
     }
 }
 
+fn skipped(test: &str, why: &str) {
+    eprintln!(
+        "\n\n********************************************************************\n\
+         SKIPPED {test}: {why}\n\
+         ********************************************************************\n"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn containers_get_exactly_the_svids_their_image_digest_and_labels_entitle_them_to() {
+async fn podman_containers_get_exactly_the_svids_their_image_digest_and_labels_entitle_them_to() {
     let h = common::Harness::new(|_| {}).await;
     let root = h.path("containers");
     std::fs::create_dir_all(root.join("tmp")).unwrap();
     let p = Podman::new(&root);
     if let Some(why) = unavailable(&p) {
-        eprintln!(
-            "\n\n********************************************************************\n\
-             SKIPPED containers_get_exactly_the_svids…: {why}\n\
-             ********************************************************************\n"
-        );
-        return;
+        return skipped("podman_containers_…", &why);
     }
-
     // The runtime's Engine API, as the agent asks it.
     let runtime_sock = root.join("podman.sock");
     let service = p
@@ -368,21 +418,141 @@ async fn containers_get_exactly_the_svids_their_image_digest_and_labels_entitle_
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut cleanup = Cleanup {
-        p: &p,
+    let e = Engine::Podman(&p);
+    let cleanup = Cleanup {
+        e: &e,
         service,
         names: Vec::new(),
     };
     let (alpha_digest, beta_digest) = build_images(&p, &root);
     assert_ne!(alpha_digest, beta_digest);
+    wait_for("podman system service", || runtime_sock.exists());
+    // Entries by image digest (podman gives locally built images a repo digest).
+    scenario(
+        &h,
+        cleanup,
+        &root,
+        &runtime_sock,
+        [
+            format!("container:image-digest:{alpha_digest}"),
+            format!("container:image-digest:{beta_digest}"),
+        ],
+        Some(alpha_digest.clone()),
+    )
+    .await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_containers_get_exactly_the_svids_their_image_and_labels_entitle_them_to() {
+    let h = common::Harness::new(|_| {}).await;
+    let root = h.path("containers");
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    let p = Podman::new(&root);
+    if let Some(why) = unavailable(&p) {
+        return skipped("docker_containers_…", &why);
+    }
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
+    };
+    if !on_path("dockerd") || !on_path("docker") {
+        return skipped(
+            "docker_containers_…",
+            "dockerd or docker is not installed (scripts/deps.sh --test: docker.io)",
+        );
+    }
+    // A dockerd of this test's own (its own containerd namespace, state and socket; no
+    // network), which builds nothing: the buildah images are loaded into it.
+    let dk = root.join("dk");
+    let runtime_sock = dk.join("docker.sock");
+    let ns = format!("vouch-test-{}", std::process::id());
+    let service = Command::new("dockerd")
+        .arg("--data-root")
+        .arg(dk.join("data"))
+        .arg("--exec-root")
+        .arg(dk.join("exec"))
+        .arg("--pidfile")
+        .arg(dk.join("docker.pid"))
+        .arg("-H")
+        .arg(format!("unix://{}", runtime_sock.display()))
+        .args([
+            "--iptables=false",
+            "--ip-masq=false",
+            "--bridge=none",
+            "--storage-driver",
+            "vfs",
+            "--containerd-namespace",
+            &ns,
+            "--containerd-plugins-namespace",
+            &format!("{ns}-plugins"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(root.join("dockerd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let e = Engine::Docker(runtime_sock.clone());
+    let cleanup = Cleanup {
+        e: &e,
+        service,
+        names: Vec::new(),
+    };
+    build_images(&p, &root);
+    wait_for("dockerd", || {
+        runtime_sock.exists() && e.try_cli(&["version"]).status.success()
+    });
+    for image in ["localhost/vouch-ct-alpha:1", "localhost/vouch-ct-beta:1"] {
+        let tar = root.join("image.tar");
+        let _ = std::fs::remove_file(&tar);
+        p.run(
+            "podman",
+            &[
+                "save",
+                "--format",
+                "docker-archive",
+                "-o",
+                tar.to_str().unwrap(),
+                image,
+            ],
+        );
+        e.cli(&["load", "-i", tar.to_str().unwrap()]);
+    }
+    // dockerd gives an image it did not pull or push no repo digest: entries by image name.
+    scenario(
+        &h,
+        cleanup,
+        &root,
+        &runtime_sock,
+        [
+            "container:image-name:localhost/vouch-ct-alpha:1".to_string(),
+            "container:image-name:localhost/vouch-ct-beta:1".to_string(),
+        ],
+        None,
+    )
+    .await;
+}
+
+/// Three containers — alpha and beta from their images, gamma from alpha's image with the
+/// label app=beta set at run time — against entries naming `image` (alpha's, beta's) with the
+/// app label, a label all carry, and alpha's image with beta's label. Each must get exactly
+/// its SVIDs (asked once by exec, and on the open stream of its main process), a host process
+/// none; when the node turns contraindicated every stream ends and nothing more is issued.
+async fn scenario(
+    h: &common::Harness,
+    mut cleanup: Cleanup<'_>,
+    root: &Path,
+    runtime_sock: &Path,
+    image: [String; 2],
+    alpha_digest: Option<String>,
+) {
+    let e = cleanup.e;
     // The agent: its node attested affirming, the Workload API in a directory the containers
-    // mount, container selectors from podman.
+    // mount, container selectors from the runtime.
     let api_dir = root.join("api");
     std::fs::create_dir_all(&api_dir).unwrap();
     let sock = api_dir.join("api.sock");
     let container_cfg = vouch_agent::ContainerConfig {
-        socket: runtime_sock.clone(),
+        socket: runtime_sock.to_path_buf(),
         ..Default::default()
     };
     let mut agent = h
@@ -397,53 +567,41 @@ async fn containers_get_exactly_the_svids_their_image_digest_and_labels_entitle_
         vouch_core::ArStatus::Affirming
     );
     let api = vouch_agent::spawn_workload_api(agent.identity_source().unwrap(), &sock).unwrap();
-    wait_for("podman system service", || runtime_sock.exists());
 
     let w = "vouch:workload:svc".to_string();
     let td = "spiffe://vouch.local";
-    // By image digest and label together, per image; by a label every container carries; and
-    // alpha's digest with beta's label, which only gamma (below) has.
+    let [alpha_image, beta_image] = image;
     add_entry(
-        &h,
+        h,
         &format!("{td}/alpha"),
         &[
             w.clone(),
-            format!("container:image-digest:{alpha_digest}"),
+            alpha_image.clone(),
             "container:label:app:alpha".into(),
         ],
     )
     .await;
     add_entry(
-        &h,
+        h,
         &format!("{td}/beta"),
-        &[
-            w.clone(),
-            format!("container:image-digest:{beta_digest}"),
-            "container:label:app:beta".into(),
-        ],
+        &[w.clone(), beta_image, "container:label:app:beta".into()],
     )
     .await;
     add_entry(
-        &h,
+        h,
         &format!("{td}/team"),
         &[w.clone(), "container:label:team:pay".into()],
     )
     .await;
     add_entry(
-        &h,
+        h,
         &format!("{td}/mixed"),
-        &[
-            w.clone(),
-            format!("container:image-digest:{alpha_digest}"),
-            "container:label:app:beta".into(),
-        ],
+        &[w.clone(), alpha_image, "container:label:app:beta".into()],
     )
     .await;
     // A new entry revision for the agent.
     agent.attest_once().await.unwrap();
 
-    // alpha and beta run the streaming client; gamma is alpha's image with app=beta set at
-    // run time (container labels override the image's).
     let mount = format!("{}:/run/vouch", api_dir.display());
     for (name, image, extra) in [
         ("vouch-ct-alpha", "localhost/vouch-ct-alpha:1", None),
@@ -473,20 +631,17 @@ async fn containers_get_exactly_the_svids_their_image_digest_and_labels_entitle_
         }
         args.push(image);
         cleanup.names.push(name);
-        let id = p.run("podman", &args);
+        let id = e.cli(&args);
         assert_eq!(id.len(), 64, "{id}");
     }
 
-    // What the agent's attestor reads from the Engine API is what `podman inspect` says (an
-    // independent client of the same state), and how long asking takes.
+    // What the agent's attestor reads from the Engine API is what the runtime's own CLI says
+    // (another client of the same state), and how long asking takes.
     let attestor = vouch_agent::ContainerAttestor::new(vouch_agent::ContainerConfig {
-        socket: runtime_sock.clone(),
+        socket: runtime_sock.to_path_buf(),
         ..Default::default()
     });
-    let gamma = p.run(
-        "podman",
-        &["inspect", "--format", "{{.Id}}", "vouch-ct-gamma"],
-    );
+    let gamma = e.cli(&["inspect", "--format", "{{.Id}}", "vouch-ct-gamma"]);
     let gid = vouch_agent::ContainerId::parse(&gamma).unwrap();
     let t = Instant::now();
     let sel = attestor
@@ -503,22 +658,24 @@ async fn containers_get_exactly_the_svids_their_image_digest_and_labels_entitle_
         sel
     );
     let cached = t.elapsed();
-    eprintln!("container selectors from podman's Engine API: {first:?} asked, {cached:?} cached");
-    let labels: std::collections::BTreeMap<String, String> = serde_json::from_str(&p.run(
-        "podman",
-        &[
-            "inspect",
-            "--format",
-            "{{json .Config.Labels}}",
-            "vouch-ct-gamma",
-        ],
-    ))
+    eprintln!(
+        "container selectors from {}'s Engine API: {first:?} asked, {cached:?} cached",
+        e.name()
+    );
+    let labels: std::collections::BTreeMap<String, String> = serde_json::from_str(&e.cli(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        "vouch-ct-gamma",
+    ]))
     .unwrap();
-    let mut want_sel = vec![
-        format!("container:id:{gamma}"),
-        format!("container:image-digest:{alpha_digest}"),
-        "container:image-name:localhost/vouch-ct-alpha:1".to_string(),
-    ];
+    let mut want_sel = vec![format!("container:id:{gamma}")];
+    want_sel.extend(
+        alpha_digest
+            .iter()
+            .map(|d| format!("container:image-digest:{d}")),
+    );
+    want_sel.push("container:image-name:localhost/vouch-ct-alpha:1".to_string());
     want_sel.extend(
         labels
             .iter()
@@ -527,17 +684,17 @@ async fn containers_get_exactly_the_svids_their_image_digest_and_labels_entitle_
     assert_eq!(sel, want_sel);
     assert!(sel.contains(&"container:label:app:beta".to_string()));
 
-    // Each gets exactly what its digest and labels entitle it to, asked once (exec) and on
-    // the open stream of its main process.
+    // Each gets exactly what its image and labels entitle it to, asked once (exec) and on the
+    // open stream of its main process.
     let want = [
         ("vouch-ct-alpha", format!("OK {td}/alpha,{td}/team")),
         ("vouch-ct-beta", format!("OK {td}/beta,{td}/team")),
         ("vouch-ct-gamma", format!("OK {td}/mixed,{td}/team")),
     ];
     for (name, answer) in &want {
-        assert_eq!(&fetch_in(&p, name), answer, "{name}");
+        assert_eq!(&fetch_in(e, name), answer, "{name}");
         wait_for(&format!("{name}'s stream"), || {
-            stream_lines(&p, name).first() == Some(answer)
+            stream_lines(e, name).first() == Some(answer)
         });
     }
     // A process on the host (this test) is in no container: none of these entries is its.
@@ -556,17 +713,17 @@ async fn containers_get_exactly_the_svids_their_image_digest_and_labels_entitle_
     );
     for (name, answer) in &want {
         wait_for(&format!("{name}'s stream to end"), || {
-            let lines = stream_lines(&p, name);
+            let lines = stream_lines(e, name);
             lines.first() == Some(answer)
                 && lines
                     .iter()
                     .skip(1)
                     .any(|l| l.starts_with("ERR PermissionDenied"))
         });
-        let again = fetch_in(&p, name);
+        let again = fetch_in(e, name);
         assert!(again.starts_with("ERR PermissionDenied"), "{name}: {again}");
         // Before: only its own SVIDs; after the first refusal: never any again.
-        let lines = stream_lines(&p, name);
+        let lines = stream_lines(e, name);
         let cut = lines
             .iter()
             .position(|l| l.starts_with("ERR PermissionDenied"))
