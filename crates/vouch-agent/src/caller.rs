@@ -74,6 +74,37 @@ pub enum CallerChanged {
     Moved(i32),
 }
 
+/// The name of `id` in a `name:password:id:...` database (`/etc/passwd`, `/etc/group`): the
+/// first line whose third field is `id`, read from at most 4 MiB of the file. A name with
+/// characters a selector cannot hold gives none.
+fn name_of(db: &std::path::Path, id: u32) -> Option<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(db)
+        .ok()?
+        .take(4 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    name_in(&text, id)
+}
+
+fn name_in(text: &str, id: u32) -> Option<String> {
+    let id = id.to_string();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            f.next()?;
+            (f.next()? == id).then(|| name.to_string())
+        })
+        .filter(|n| {
+            !n.is_empty()
+                && n.len() <= 256
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace())
+        })
+}
+
 fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid …`: comm may hold spaces and parentheses; fields resume after the
@@ -168,6 +199,14 @@ impl Caller {
             format!("unix:uid:{}", self.uid),
             format!("unix:gid:{}", self.gid),
         ];
+        // The names of the uid and gid in this host's databases, when they have one (as
+        // SPIRE's unix attestor: a name is only as good as /etc/passwd, which root owns).
+        if let Some(user) = name_of(std::path::Path::new("/etc/passwd"), self.uid) {
+            out.push(format!("unix:user:{user}"));
+        }
+        if let Some(group) = name_of(std::path::Path::new("/etc/group"), self.gid) {
+            out.push(format!("unix:group:{group}"));
+        }
         if let Some(p) = &self.process {
             out.push(format!("unix:path:{}", p.exe.path.display()));
             let digest = self.sha256.get_or_init(|| {
@@ -197,18 +236,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn user_and_group_names_come_from_the_third_field() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# comment:x:1000\nalice:x:1000:1000::/home/alice:/bin/sh\nbad name:x:7:7::/:/bin/sh\n";
+        assert_eq!(name_in(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(name_in(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(name_in(passwd, 7), None, "a name a selector cannot hold");
+        assert_eq!(name_in(passwd, 42), None);
+        assert_eq!(name_in("x:y:100", 10), None);
+        // This host: uid 0 is root.
+        assert_eq!(
+            name_of(std::path::Path::new("/etc/passwd"), 0).as_deref(),
+            Some("root")
+        );
+    }
+
+    #[test]
     fn this_process_is_pinned_and_stays_itself() {
         let me = std::process::id() as i32;
         let c = Caller::pin(1, 2, Some(me));
         assert_eq!(c.pid(), Some(me));
         let s = c.selectors().unwrap();
+        let of = |kind: &str| {
+            s.iter()
+                .find(|x| x.starts_with(&format!("unix:{kind}:")))
+                .cloned()
+        };
         assert_eq!(s[0], "unix:uid:1");
         assert_eq!(s[1], "unix:gid:2");
         let exe = std::env::current_exe().unwrap();
-        assert_eq!(s[2], format!("unix:path:{}", exe.display()));
-        assert!(s[3].starts_with("unix:sha256:") && s[3].len() == 12 + 64);
-        // No pid: uid and gid only.
-        assert_eq!(Caller::pin(1, 2, None).selectors().unwrap().len(), 2);
+        assert_eq!(of("path"), Some(format!("unix:path:{}", exe.display())));
+        let sha = of("sha256").unwrap();
+        assert_eq!(sha.len(), 12 + 64);
+        // Names as this host's databases give them (Debian: daemon, bin).
+        assert_eq!(
+            of("user"),
+            name_of(std::path::Path::new("/etc/passwd"), 1).map(|n| format!("unix:user:{n}"))
+        );
+        assert_eq!(
+            of("group"),
+            name_of(std::path::Path::new("/etc/group"), 2).map(|n| format!("unix:group:{n}"))
+        );
+        // No pid: uid and gid (and their names) only.
+        assert!(
+            Caller::pin(1, 2, None)
+                .selectors()
+                .unwrap()
+                .iter()
+                .all(|x| !x.starts_with("unix:path:") && !x.starts_with("unix:sha256:"))
+        );
     }
 
     #[test]

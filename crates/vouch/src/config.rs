@@ -196,6 +196,48 @@ mod tests {
     }
 
     #[test]
+    fn the_node_attestation_and_workloads_blocks_of_the_example_load() {
+        let example = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../vouch.example.toml"),
+        )
+        .unwrap();
+        let block = |start: &str| -> String {
+            example
+                .lines()
+                .skip_while(|l| !l.starts_with(start))
+                .take_while(|l| l.starts_with('#') && !l.starts_with("# tee_roots_dir"))
+                .filter_map(|l| l.strip_prefix("# "))
+                .filter(|l| !l.starts_with(' '))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        // The agent's: both blocks, uncommented, are one valid [agent] section.
+        let t: toml::Table = toml::from_str(&block("# [agent.node_attestation]")).unwrap();
+        let mut t = serde_json::to_value(t).unwrap();
+        let a: AgentConfig = section(&mut t, "agent", std::iter::empty()).unwrap();
+        let n = a.node_attestation.unwrap();
+        assert_eq!(n.method, "k8s_psat");
+        assert!(n.data_file.is_some() && n.url.is_none());
+        assert_eq!(a.workloads.len(), 1);
+        assert_eq!(a.workloads[0].selectors, ["unix:path:/usr/sbin/nginx"]);
+        // The server's: each document method's table names only its settings' fields.
+        let t: toml::Table = toml::from_str(&block("# [server.node_attestor.k8s_psat]")).unwrap();
+        let t = serde_json::to_value(t).unwrap();
+        for m in ["k8s_psat", "aws_iid", "gcp_iit", "azure_imds"] {
+            let settings = &t["server"]["node_attestor"][m];
+            assert!(settings.is_object(), "{m} in the example");
+            // Built: only the files it names are missing (no unknown or mistyped field).
+            let e = vouch_nodeattest::from_config(m, settings)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !e.contains("unknown field") && !e.contains("invalid type"),
+                "{m}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("600").unwrap(), 600);
         assert_eq!(parse_duration("10m").unwrap(), 600);
@@ -214,6 +256,7 @@ mod example_file {
         let d = vouch_server::ServerConfig::default();
         assert_eq!(c.server.listen, d.listen);
         assert_eq!(c.server.nonce_ttl, d.nonce_ttl);
+        assert_eq!(c.server.node_attestors, d.node_attestors);
         assert_eq!(c.server.body_limit, d.body_limit);
         assert_eq!(
             (
