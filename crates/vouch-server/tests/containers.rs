@@ -498,9 +498,15 @@ async fn docker_containers_get_exactly_the_svids_their_image_and_labels_entitle_
         names: Vec::new(),
     };
     build_images(&p, &root);
-    wait_for("dockerd", || {
-        runtime_sock.exists() && e.try_cli(&["version"]).status.success()
-    });
+    let t = Instant::now();
+    while !(runtime_sock.exists() && e.try_cli(&["version"]).status.success()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "dockerd did not start:\n{}",
+            std::fs::read_to_string(root.join("dockerd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for image in ["localhost/vouch-ct-alpha:1", "localhost/vouch-ct-beta:1"] {
         let tar = root.join("image.tar");
         let _ = std::fs::remove_file(&tar);
