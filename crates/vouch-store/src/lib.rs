@@ -192,7 +192,7 @@ pub trait Store: Send + Sync + 'static {
     /// forget used nonces, but only those whose `expires_at` (the nonce's own issue time + ttl +
     /// skew) is more than `clock_skew` before `now`: a replica whose clock runs ahead by up to
     /// the skew never forgets a nonce that one whose clock runs behind by up to the skew would
-    /// still accept.
+    /// still accept. TPM joins whose challenge expired before `now` are dropped too.
     async fn mark_overdue(&self, now: u64, clock_skew: u64) -> Result<Vec<String>>;
 
     /// All nodes.

@@ -1239,6 +1239,11 @@ macro_rules! store_impl {
                     .bind(i(now.saturating_sub(clock_skew)))
                     .execute(&mut *tx)
                     .await?;
+                // TPM joins nobody activated (their challenge expired).
+                sqlx::query("DELETE FROM tpm_joins WHERE expires_at < $1")
+                    .bind(i(now))
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(ids)
             }
