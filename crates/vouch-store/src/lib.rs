@@ -32,8 +32,8 @@ pub use group::{CommitStats, WriteOptions};
 pub use postgres::PgStore;
 pub use records::{
     AgentKeyRecord, AppraisalContext, AttestationRecord, AttestedNode, Enrollment, EntriesSince,
-    NodeAttestationRecord, NodeRecord, PolicyRecord, RevocationRecord, TpmJoinRecord,
-    TpmKeyRecord, TpmReenrollment, WorkloadRecord,
+    NodeAttestationRecord, NodeRecord, PolicyRecord, RevocationRecord, TpmJoinRecord, TpmKeyRecord,
+    TpmReenrollment, WorkloadRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -103,8 +103,7 @@ pub trait Store: Send + Sync + 'static {
     /// Hold a TPM join waiting for its credential activation, shared by every replica: first
     /// drops expired joins (`expires_at` before `now`) and an open join of the same EK (the
     /// newer replaces it); `false`, holding nothing, when `max_open` joins are still open.
-    async fn open_tpm_join(&self, join: &TpmJoinRecord, max_open: u64, now: u64)
-    -> Result<bool>;
+    async fn open_tpm_join(&self, join: &TpmJoinRecord, max_open: u64, now: u64) -> Result<bool>;
 
     /// Take the open TPM join `id`: it is deleted, whatever its expiry, so exactly one
     /// activation attempt on any replica gets it.

@@ -206,10 +206,18 @@ async fn open_tpm_joins_are_bounded_one_per_ek_taken_once_and_expire(s: &dyn Sto
     assert!(s.take_tpm_join("j5").await.unwrap().is_some());
     assert!(s.take_tpm_join("j6").await.unwrap().is_some());
     // Joins nobody activates are dropped by the periodic sweep once expired, not before.
-    assert!(s.open_tpm_join(&join("j7", "ek7", 50), 3, 30).await.unwrap());
+    assert!(
+        s.open_tpm_join(&join("j7", "ek7", 50), 3, 30)
+            .await
+            .unwrap()
+    );
     s.mark_overdue(50, 0).await.unwrap();
     assert!(s.take_tpm_join("j7").await.unwrap().is_some());
-    assert!(s.open_tpm_join(&join("j8", "ek8", 50), 3, 30).await.unwrap());
+    assert!(
+        s.open_tpm_join(&join("j8", "ek8", 50), 3, 30)
+            .await
+            .unwrap()
+    );
     s.mark_overdue(51, 0).await.unwrap();
     assert_eq!(s.take_tpm_join("j8").await.unwrap(), None);
 }
