@@ -598,6 +598,10 @@ fn systemd_units_verify_and_stay_hardened() {
     // The TPM resource manager stays reachable: an allowed device, not hidden by PrivateDevices.
     assert_eq!(one(&a, "DeviceAllow"), "/dev/tpmrm0 rw");
     assert!(!a.contains_key("PrivateDevices"));
+    // A missing supplementary group would stop the unit from starting at all: the group is
+    // made by Debian's tpm-udev, which the TPM libraries vouch links against depend on.
+    let group = one(&a, "SupplementaryGroups");
+    ok(Command::new("getent").args(["group", group]));
 }
 
 /// Where every package puts the agent's Workload API socket.
@@ -1431,4 +1435,64 @@ async fn kubernetes_tls_recipe_is_served_by_a_verifier_under_the_service_name() 
         format!("{e:?}").to_lowercase().contains("certificate"),
         "{e:?}"
     );
+}
+
+/// What the test cannot run of the Containerfile (its build stage needs the Rust image from a
+/// registry) is checked against the repository: the base images are build arguments with
+/// public defaults, the build stage installs what `scripts/deps.sh` says building needs, builds
+/// the `vouch` binary and lays the tree out with the same script the image test used, and the
+/// build context leaves out the target directory.
+#[test]
+fn containerfile_build_stage_matches_the_repository() {
+    let cf = read("packaging/Containerfile");
+    let lines: Vec<&str> = cf.lines().filter(|l| !l.starts_with('#')).collect();
+    let froms: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("FROM "))
+        .copied()
+        .collect();
+    assert_eq!(
+        froms,
+        ["FROM ${RUST_IMAGE} AS build", "FROM ${RUNTIME_IMAGE}"]
+    );
+    for arg in [
+        "RUST_IMAGE=docker.io/library/rust:",
+        "RUNTIME_IMAGE=gcr.io/distroless/",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("ARG {arg}"))),
+            "{arg}"
+        );
+    }
+    // The Rust image is Debian 12, like the runtime base and the library closure it copies.
+    assert!(cf.contains("rust:1-bookworm") && cf.contains("debian12"));
+    let deps = read("scripts/deps.sh");
+    let build_pkgs = deps
+        .lines()
+        .find_map(|l| l.strip_prefix("packages=("))
+        .unwrap()
+        .trim_end_matches(')')
+        .split_whitespace()
+        .filter(|p| *p != "ca-certificates")
+        .collect::<Vec<_>>();
+    let install = cf
+        .split("apt-get install")
+        .nth(1)
+        .unwrap()
+        .split("&&")
+        .next()
+        .unwrap();
+    for p in &build_pkgs {
+        assert!(install.contains(p), "the build stage does not install {p}");
+    }
+    let joined = cf.replace("\\\n", " ");
+    assert!(joined.contains("cargo build --release --locked -p vouch --bin vouch"));
+    assert!(joined.contains("sh packaging/rootfs.sh target/release/vouch /"));
+    assert!(cf.contains("COPY --from=build /rootfs/ /"));
+    let ignore = read(".containerignore");
+    assert!(
+        ignore.lines().any(|l| l.trim() == "target"),
+        "a 1+ GB context otherwise"
+    );
+    assert!(repo().join("Cargo.lock").is_file(), "--locked needs it");
 }
