@@ -57,6 +57,8 @@ pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 pub const MAX_LABELS: usize = 24;
 /// Most image digests turned into selectors.
 pub const MAX_DIGESTS: usize = 8;
+/// Most questions to the runtime at once.
+const MAX_ASKING: usize = 4;
 /// Most containers whose runtime answers are cached.
 const MAX_CACHED: usize = 4096;
 /// Longest selector value the verifier accepts.
@@ -410,6 +412,7 @@ impl ContainerInfo {
 pub struct ContainerAttestor {
     cfg: ContainerConfig,
     cache: Mutex<HashMap<ContainerId, Cached>>,
+    asking: tokio::sync::Semaphore,
 }
 
 /// A runtime answer and when it came (`None`: the runtime does not know the container).
@@ -430,6 +433,7 @@ impl ContainerAttestor {
         Self {
             cfg,
             cache: Mutex::new(HashMap::new()),
+            asking: tokio::sync::Semaphore::new(MAX_ASKING),
         }
     }
 
@@ -514,13 +518,29 @@ impl ContainerAttestor {
         Ok(Some(info))
     }
 
+    fn from_cache(&self, id: &ContainerId) -> Option<Option<Arc<ContainerInfo>>> {
+        let ttl = Duration::from_secs(self.cfg.cache_seconds);
+        let cache = self.cache.lock().ok()?;
+        let (at, info) = cache.get(id)?;
+        (at.elapsed() < ttl).then(|| info.clone())
+    }
+
     async fn cached(&self, id: &ContainerId) -> Result<Option<Arc<ContainerInfo>>, ContainerError> {
         let ttl = Duration::from_secs(self.cfg.cache_seconds);
-        if let Ok(cache) = self.cache.lock()
-            && let Some((at, info)) = cache.get(id)
-            && at.elapsed() < ttl
-        {
-            return Ok(info.clone());
+        if let Some(info) = self.from_cache(id) {
+            return Ok(info);
+        }
+        // At most MAX_ASKING questions at once, however many callers arrive; whoever waited
+        // finds the answer the one before it cached.
+        let _turn = tokio::time::timeout(
+            Duration::from_millis(self.cfg.timeout_ms.max(1)),
+            self.asking.acquire(),
+        )
+        .await
+        .map_err(|_| self.runtime_error("too many questions waiting for the runtime"))?
+        .map_err(|e| self.runtime_error(e))?;
+        if let Some(info) = self.from_cache(id) {
+            return Ok(info);
         }
         let info = self.inspect(id).await?.map(Arc::new);
         if let Ok(mut cache) = self.cache.lock() {
@@ -975,6 +995,47 @@ mod tests {
         assert!(matches!(e, ContainerError::Answer { .. }), "{e}");
         let e = a.selectors(&[id(&broken)]).await.unwrap_err();
         assert!(e.to_string().contains("HTTP 500"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_callers_asks_the_runtime_a_bounded_number_of_times() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let inner = "9f53d31ab4ba7b0124b0340ca1b1dd7dc089435e1b78d4ec2ab82cfc121c4f93";
+        let container = recorded("podman_4.3.1_container_inspect.json");
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let sock = dir.path().join("runtime.sock");
+        let _rt = hostile_runtime(&sock, move |path| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            if path == format!("/containers/{inner}/json") {
+                http("200 OK", &container)
+            } else {
+                http("404 Not Found", b"{}")
+            }
+        });
+        let a = Arc::new(ContainerAttestor::new(ContainerConfig {
+            socket: sock,
+            ..Default::default()
+        }));
+        let id = ContainerId::parse(inner).unwrap();
+        let calls: Vec<_> = (0..64)
+            .map(|_| {
+                let (a, id) = (a.clone(), id.clone());
+                tokio::spawn(async move { a.selectors(&[id]).await })
+            })
+            .collect();
+        for c in calls {
+            assert_eq!(
+                c.await.unwrap().unwrap()[0],
+                format!("container:id:{inner}")
+            );
+        }
+        // Two requests (container, image) per question; at most MAX_ASKING questions were
+        // under way when the first answer was cached.
+        let n = asked.load(Ordering::SeqCst);
+        assert!(n <= 2 * MAX_ASKING, "{n} requests for 64 callers");
     }
 
     /// A caller pinned on the host that is then moved into a cgroup named after a container
