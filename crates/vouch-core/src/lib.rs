@@ -9,6 +9,7 @@
 //! verifier or relying party implementation.
 #![deny(missing_docs)]
 
+pub mod audit;
 mod ear;
 mod error;
 mod evidence;
