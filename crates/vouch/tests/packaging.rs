@@ -259,7 +259,9 @@ fn container_image_builds_and_attests_itself_affirming_as_a_non_root_user() {
             "--rm",
             "--network",
             "none",
+            // Read-only with no tmpfs on /tmp either, as readOnlyRootFilesystem on Kubernetes.
             "--read-only",
+            "--read-only-tmpfs=false",
             "-v",
             &mount,
             &image,
@@ -280,6 +282,24 @@ fn container_image_builds_and_attests_itself_affirming_as_a_non_root_user() {
         );
         out
     };
+    // That root is really read-only, /tmp included: state put there is refused.
+    let o = output(podman(&conf).args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "--read-only-tmpfs=false",
+        &image,
+        "dev",
+        "--once",
+        "--dir",
+        "/tmp/vouch",
+    ]));
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("Read-only"),
+        "{o:?}"
+    );
     let t = std::time::Instant::now();
     let ear: Value = serde_json::from_str(&dev_once(true)).unwrap();
     assert_eq!(
