@@ -625,3 +625,79 @@ async fn a_join_opened_at_one_replica_is_activated_at_another() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Tampered and hostile join requests, built from a real swtpm's EK, certificate and AK: each
+/// refused with a clear kind before any challenge, and nothing enrolled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_or_hostile_join_requests_are_refused() {
+    let tpm = Swtpm::start("sha256");
+    let s = server(tpm.path("ca")).await;
+    let c = client(&s);
+    let h = Hand::new(&tpm, &s.dir.path().join("hand"));
+    let id = h.tpm.identity().unwrap();
+    let cert = id.ek_cert.clone().unwrap();
+    let refused = |r: Result<TpmJoinResponse, AgentError>| r.unwrap_err();
+
+    // One flipped byte in the signed part of the real EK certificate (its validity dates,
+    // inside the TBSCertificate) breaks the manufacturer's signature.
+    let mut bad = cert.clone();
+    let at = bad.len() / 3;
+    bad[at] ^= 0x01;
+    let e = refused(
+        c.tpm_join(&h.request(&id.ek_public, &bad, &id.ak_public))
+            .await,
+    );
+    assert!(
+        matches!(
+            e.kind(),
+            Some(ErrorKind::TpmEnrollment | ErrorKind::MalformedRequest)
+        ),
+        "{e}"
+    );
+    // One flipped byte of the EK's modulus: the certificate no longer certifies it.
+    let mut ek = id.ek_public.clone();
+    let last = ek.len() - 10;
+    ek[last] ^= 0x01;
+    let e = refused(c.tpm_join(&h.request(&ek, &cert, &id.ak_public)).await);
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    // The EK offered as the AK (a decryption key, not a restricted signing key): refused, or
+    // a credential for it would let a key that can sign anything pass as the AK.
+    let e = refused(
+        c.tpm_join(&h.request(&id.ek_public, &cert, &id.ek_public))
+            .await,
+    );
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    assert!(e.to_string().contains("AK"), "{e}");
+    // A truncated AK public area.
+    let e = refused(
+        c.tpm_join(&h.request(
+            &id.ek_public,
+            &cert,
+            &id.ak_public[..id.ak_public.len() / 2],
+        ))
+        .await,
+    );
+    assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    // A certificate over the 16 KiB bound, and fields that are not base64url.
+    let e = refused(
+        c.tpm_join(&h.request(&id.ek_public, &vec![0x30; 17 * 1024], &id.ak_public))
+            .await,
+    );
+    assert_eq!(e.kind(), Some(ErrorKind::MalformedRequest), "{e}");
+    let mut req = h.own_request();
+    req.ek_public = "not base64url!".into();
+    req.signature = h.key.sign_b64(&tpm_join_signing_input(
+        "join",
+        &req.public_key,
+        &[&req.hostname, &req.ek_public, &req.ek_cert, &req.ak_public],
+    ));
+    let e = refused(c.tpm_join(&req).await);
+    assert_eq!(e.kind(), Some(ErrorKind::MalformedRequest), "{e}");
+    // A field changed after signing.
+    let mut req = h.own_request();
+    req.hostname = "another-host".into();
+    let e = refused(c.tpm_join(&req).await);
+    assert_eq!(e.kind(), Some(ErrorKind::EvidenceSignature), "{e}");
+    no_nodes(&s).await;
+    s.server.shutdown().await;
+}
