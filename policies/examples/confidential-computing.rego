@@ -1,6 +1,7 @@
 # Example: a trust domain of confidential VMs and enclaves only.
 #
-# Accepts only TEE evidence (SEV-SNP, TDX, SGX, Nitro) that is not in debug mode, whose launch
+# Accepts only TEE evidence (SEV-SNP, TDX, SGX, Nitro, Azure confidential VMs on SEV-SNP or
+# TDX) that is not in debug mode, whose launch
 # measurement is registered (`vouch refvalue add tee_measurement <kind> <hex>`), and whose TCB
 # is at least the minimums below; an SGX or TDX platform's TCB status must have been judged
 # against Intel's collateral (`tee_collateral_dir`) and be up to date; it must not be
@@ -13,12 +14,21 @@ package vouch.appraisal
 
 import rego.v1
 
-# Minimum security patch levels, per TEE kind and TCB component.
+# Minimum security patch levels, per TEE kind and TCB component. An Azure confidential VM's
+# (az-snp-vtpm, az-tdx-vtpm) are its hardware report's, so the same as SEV-SNP's and TDX's.
 minimum_tcb := {
 	"sev-snp": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115},
+	"az-snp-vtpm": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115},
 	"sgx": {"qe_svn": 8, "pce_svn": 13},
 	"tdx": {"qe_svn": 0, "pce_svn": 0},
+	"az-tdx-vtpm": {"qe_svn": 0, "pce_svn": 0},
 }
+
+# The kinds whose TCB status comes from Intel's DCAP collateral, and those with an SEV-SNP
+# report (whose VMPL counts).
+dcap_kinds := {"sgx", "tdx", "az-tdx-vtpm"}
+
+snp_kinds := {"sev-snp", "az-snp-vtpm"}
 
 deny contains {
 	"rule": "tee_required",
@@ -66,7 +76,7 @@ deny contains {
 	"claim": "hardware",
 	"msg": sprintf("the %s platform's TCB status is %v, not one of %v", [input.tee.kind, object.get(input.tee.tcb, "status", "absent"), accepted_tcb_status]),
 } if {
-	input.tee.kind in {"sgx", "tdx"}
+	input.tee.kind in dcap_kinds
 	not input.tee.tcb.status in accepted_tcb_status
 }
 
@@ -75,7 +85,7 @@ warn contains {
 	"claim": "hardware",
 	"msg": sprintf("the %s platform needs software hardening (SWHardeningNeeded): check the advisories %v", [input.tee.kind, object.get(input.tee.details, "advisory_ids", [])]),
 } if {
-	input.tee.kind in {"sgx", "tdx"}
+	input.tee.kind in dcap_kinds
 	input.tee.tcb.status == "SWHardeningNeeded"
 }
 
@@ -92,7 +102,7 @@ deny contains {
 	"claim": "hardware",
 	"msg": sprintf("the SEV-SNP report comes from VMPL %v, not VMPL 0", [input.tee.details.vmpl]),
 } if {
-	input.tee.kind == "sev-snp"
+	input.tee.kind in snp_kinds
 	input.tee.details.vmpl != 0
 }
 

@@ -510,3 +510,69 @@ fn azure_confidential_vm_evidence_verifies_with_its_kind() {
     assert_ne!(code, 0);
     assert!(err.contains("report data"), "{err}");
 }
+
+#[test]
+fn issue_18_the_example_policy_judges_azure_vms_like_their_hardware() {
+    // The Azure TDX VM's TD quote has no collateral in the store: its TCB status is "not
+    // judged", which the example refuses for tdx, and now for az-tdx-vtpm too; with its MRTD
+    // registered that is the only finding. The Azure SEV-SNP VM with its measurement
+    // registered is affirming (VMPL 0, TCB above the minimums).
+    let r = roots();
+    let root = r.path().to_str().unwrap();
+    let refs = r.path().join("refs.json");
+    let cc = policy("examples/confidential-computing.rego");
+    for (kind, file, cert, measurement, affirming) in [
+        ("az-tdx-vtpm", "azure/tdx/evidence-v1.json", None, "", false),
+        (
+            "az-snp-vtpm",
+            "azure/snp/evidence-v1.json",
+            Some("snp/milan_ask_ark_asvk.pem"),
+            "",
+            true,
+        ),
+    ] {
+        // First without a registered measurement, to read it from the claims.
+        let mut a = vec![
+            "--kind".to_string(),
+            kind.into(),
+            testdata(file),
+            "--roots".into(),
+            root.into(),
+            "--at".into(),
+            "1750809600".into(),
+        ];
+        if let Some(c) = cert {
+            a.extend(["--cert".to_string(), testdata(c)]);
+        }
+        let base = a.clone();
+        let b: Vec<&str> = base.iter().map(String::as_str).collect();
+        let (_, v, err) = tee(&b);
+        let m = v["tee"]["measurement"]
+            .as_str()
+            .unwrap_or(measurement)
+            .to_string();
+        assert!(!m.is_empty(), "{err}");
+        std::fs::write(
+            &refs,
+            serde_json::json!([{"kind": "tee_measurement", "key": kind, "value": m}]).to_string(),
+        )
+        .unwrap();
+        a.extend([
+            "--policy".into(),
+            cc.clone(),
+            "--refvalues".into(),
+            refs.to_str().unwrap().into(),
+        ]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, v, err) = tee(&a);
+        let findings = v["appraisal"]["findings"].to_string();
+        if affirming {
+            assert_eq!(code, 0, "{kind}: {err} {findings}");
+            assert_eq!(v["appraisal"]["status"], "affirming", "{kind}: {findings}");
+        } else {
+            assert_eq!(code, 1, "{kind}: {err}");
+            assert!(findings.contains("tee_tcb_status"), "{kind}: {findings}");
+            assert!(findings.contains("not judged"), "{kind}: {findings}");
+        }
+    }
+}
