@@ -518,7 +518,7 @@ impl ContainerAttestor {
         Ok(Some(info))
     }
 
-    fn from_cache(&self, id: &ContainerId) -> Option<Option<Arc<ContainerInfo>>> {
+    fn cache_hit(&self, id: &ContainerId) -> Option<Option<Arc<ContainerInfo>>> {
         let ttl = Duration::from_secs(self.cfg.cache_seconds);
         let cache = self.cache.lock().ok()?;
         let (at, info) = cache.get(id)?;
@@ -527,7 +527,7 @@ impl ContainerAttestor {
 
     async fn cached(&self, id: &ContainerId) -> Result<Option<Arc<ContainerInfo>>, ContainerError> {
         let ttl = Duration::from_secs(self.cfg.cache_seconds);
-        if let Some(info) = self.from_cache(id) {
+        if let Some(info) = self.cache_hit(id) {
             return Ok(info);
         }
         // At most MAX_ASKING questions at once, however many callers arrive; whoever waited
@@ -539,7 +539,7 @@ impl ContainerAttestor {
         .await
         .map_err(|_| self.runtime_error("too many questions waiting for the runtime"))?
         .map_err(|e| self.runtime_error(e))?;
-        if let Some(info) = self.from_cache(id) {
+        if let Some(info) = self.cache_hit(id) {
             return Ok(info);
         }
         let info = self.inspect(id).await?.map(Arc::new);
