@@ -13,6 +13,7 @@
 //! [`SqliteStore::commit_stats`]).
 #![deny(missing_docs)]
 
+mod audit;
 #[cfg(test)]
 mod batch_test;
 mod bench;
@@ -26,6 +27,7 @@ mod scale;
 mod sql;
 mod sqlite;
 
+pub use audit::{AUDIT_PAGE_MAX, AuditEvent, AuditLog, AuditRecord};
 pub use bench::{RecordsBench, RecordsBenchConfig, bench_records};
 pub use error::StoreError;
 pub use group::{CommitStats, WriteOptions};
@@ -52,9 +54,9 @@ use vouch_policy::{ReferenceValue, ReferenceValues};
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Everything the verifier persists.
+/// Everything the verifier persists (and its audit log, [`AuditLog`]).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AuditLog + Send + Sync + 'static {
     /// Record a join token (only its SHA-256 is stored).
     async fn create_join_token(
         &self,

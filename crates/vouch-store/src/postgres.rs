@@ -82,6 +82,7 @@ crate::sql::store_impl!(
         ") ORDER BY id FOR NO KEY UPDATE"
     )
 );
+crate::audit::audit_impl!(PgStore);
 
 #[cfg(test)]
 mod tests {

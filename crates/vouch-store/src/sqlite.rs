@@ -91,6 +91,7 @@ crate::sql::store_impl!(
     sqlx::Sqlite,
     ("UPDATE nodes SET hostname = hostname WHERE id IN (", ")")
 );
+crate::audit::audit_impl!(SqliteStore);
 
 #[cfg(test)]
 mod tests {
