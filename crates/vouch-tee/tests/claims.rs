@@ -405,6 +405,14 @@ fn every_dcap_claim_is_the_specs_field_for_its_quote_version_and_body_type() {
         // Cloud TDX VMs' quotes: Azure's (base64 text) and Google Cloud's (in JSON).
         ("tdx/azure_quote_v4.b64", TeeKind::Tdx),
         ("tdx/gcp_quote_v4.json", TeeKind::Tdx),
+        // More platforms (teekit's collection): SGX v3 quotes of two other enclaves, TDX v4
+        // quotes from Edgeless, tdx-quote-parser, zkdcap, and dstack's tappd as hex text.
+        ("sgx/teekit_sgx_chinenyeokafor_v3.dat", TeeKind::Sgx),
+        ("sgx/teekit_sgx_tlsn_v3.dat", TeeKind::Sgx),
+        ("tdx/teekit_edgeless_v4.dat", TeeKind::Tdx),
+        ("tdx/teekit_moemahhouk_v4.dat", TeeKind::Tdx),
+        ("tdx/teekit_zkdcap_v4.dat", TeeKind::Tdx),
+        ("tdx/teekit_tappd_v4.hex", TeeKind::Tdx),
     ] {
         let raw = vouch_tee::input::decode(kind, &read_testdata(name))
             .unwrap()
