@@ -280,7 +280,7 @@ pub struct ContainerInfo {
     pub image_name: Option<String>,
     /// The image's config digest (`sha256:…`), the runtime's image id.
     pub image_id: Option<String>,
-    /// The image's repo digests (`sha256:…`), deduplicated, at most [`MAX_DIGESTS`].
+    /// The image's repo digests (`sha256:…`), deduplicated, at most 8.
     pub image_digests: Vec<String>,
     /// The container's labels.
     pub labels: BTreeMap<String, String>,
@@ -344,7 +344,7 @@ pub fn parse_container_json(
 }
 
 /// Parse the Engine API's answer to `GET /images/<id>/json`: the repo digests
-/// (`name@sha256:…`) as `sha256:…`, deduplicated, at most [`MAX_DIGESTS`].
+/// (`name@sha256:…`) as `sha256:…`, deduplicated, at most 8.
 pub fn parse_image_json(body: &[u8]) -> Result<Vec<String>, ContainerError> {
     let bad = |why: String| ContainerError::Answer {
         id: "image".into(),

@@ -3,7 +3,8 @@
 //! A caller is identified by the kernel, not by anything it sends: the socket's peer
 //! credentials (`SO_PEERCRED`) give its pid, uid and gid, and `/proc/<pid>/exe` its executable,
 //! whose path and SHA-256 become the `unix:` selectors the verifier matches against
-//! registration entries. SVIDs are issued by the verifier, only while it holds the node's
+//! registration entries (with a container runtime configured, also the `container:` selectors
+//! of the container the caller runs in: [`crate::ContainerAttestor`]). SVIDs are issued by the verifier, only while it holds the node's
 //! workload affirming; the agent keeps each caller's SVIDs until half their lifetime, keeps
 //! serving them while no verifier answers and they are still valid, and ends every stream with
 //! `PermissionDenied` the moment the node's attestation stops being affirming.

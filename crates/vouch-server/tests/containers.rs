@@ -193,7 +193,7 @@ fn build_images(p: &Podman, dir: &Path) -> (String, String) {
     let exe = std::env::current_exe().unwrap();
     let bin = dir.join("vouch-ct-client");
     let stripped = Command::new("strip")
-        .args(["--strip-debug", "-o"])
+        .args(["--strip-all", "-o"])
         .arg(&bin)
         .arg(&exe)
         .status()
