@@ -779,7 +779,8 @@ impl Agent {
     }
 
     /// One round: challenge, collect, sign, attest. Fails over to the next verifier when one
-    /// cannot be reached. The latest result is written to `<data_dir>/result.jwt`. Then each
+    /// cannot be reached. The latest result is written to `<data_dir>/result.jwt` (and, signed with
+    /// ML-DSA-65 too, `result.pq.json`). Then each
     /// declared workload (`workloads`) is attested the same way, on its own; the node's result
     /// is returned.
     pub async fn attest_once(&mut self) -> Result<AttestationResult, AgentError> {
@@ -914,6 +915,11 @@ impl Agent {
                 Ok(r) => {
                     self.backoff[i] = (0, None);
                     if self.active == 0 {
+                        // With the verifier's pq_signatures, also the result with its
+                        // ML-DSA-65 signature (JWS JSON), for relying parties that require it.
+                        if let Some(pq) = &r.result_pq {
+                            write_atomic(&self.cfg.data_dir.join("result.pq.json"), pq.as_bytes())?;
+                        }
                         write_atomic(&self.cfg.data_dir.join("result.jwt"), r.result.as_bytes())?;
                     }
                     return Ok(r);

@@ -13,6 +13,7 @@ pub mod audit;
 mod ear;
 mod error;
 mod evidence;
+pub mod jws;
 mod nonce;
 pub mod revocation;
 mod version;

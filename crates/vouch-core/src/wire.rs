@@ -90,6 +90,16 @@ pub struct AttestationResult {
     /// together (one Ed25519 signature under the group key; verify it as a plain EdDSA JWT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum_result: Option<String>,
+    /// With `pq_signatures` (the default): `result` with the verifier's ML-DSA-65 signature
+    /// beside the classical one, as JWS JSON general serialization ([`crate::jws`]); its
+    /// first signature with the payload is exactly `result`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_pq: Option<String>,
+    /// `quorum_result` with the ML-DSA-65 signature of the verifier that coordinated it added
+    /// (JWS JSON, as `result_pq`): the threshold holds for the FROST Ed25519 signature only;
+    /// the post-quantum signature is that one verifier's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_result_pq: Option<String>,
     /// The revision of the registration entries when this result was made: when it moves, the
     /// agent fetches its workloads' identities again instead of waiting for their half-life.
     #[serde(default, skip_serializing_if = "Option::is_none")]

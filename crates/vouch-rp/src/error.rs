@@ -97,6 +97,16 @@ pub enum RpError {
     /// The result comes from evidence of a kind the relying party does not accept.
     #[error("the result comes from {0} evidence, which this relying party does not accept")]
     EvidenceKind(String),
+    /// The relying party requires an ML-DSA-65 signature ([`crate::SignatureMode`]) and the
+    /// result carries none: a compact JWT, or JWS JSON whose post-quantum signature was
+    /// stripped (a downgrade).
+    #[error(
+        "the result carries no ML-DSA-65 signature, which this relying party requires (use the verifier's result_pq)"
+    )]
+    PostQuantumMissing,
+    /// The ML-DSA-65 signature does not verify.
+    #[error("ML-DSA-65 signature does not verify")]
+    PostQuantumSignature,
     /// A trust-vector claim is below the required tier.
     #[error("trust vector claim {claim} is {value} ({tier}); required {required}")]
     Tier {

@@ -31,6 +31,6 @@ mod x5c;
 pub use error::RpError;
 pub use revocation::{RevocationSet, RevocationView};
 pub use spiffe::{AllowedIds, SpiffeVerifier, svid_spiffe_id};
-pub use verify::{Audience, Requirements, ResultVerifier, VerifiedResult};
+pub use verify::{Audience, Requirements, ResultVerifier, SignatureMode, VerifiedResult};
 pub use vouch_core::revocation::{RevocationClaims, RevocationHead, RevocationKind};
 pub use vouch_core::{ArStatus, Ear, TrustClaim, TrustTier};

@@ -56,6 +56,32 @@ pub struct Requirements {
     /// Evidence kinds accepted (`vouch.evidence-kind` of the `workload` submodule: `tpm`,
     /// `tee`, `composite`, …); empty accepts any, including results without the claim.
     pub evidence_kinds: Vec<String>,
+    /// Which signatures a result must carry and pass: the classical one (the default), the
+    /// ML-DSA-65 one, or both ([`SignatureMode`]).
+    pub signatures: SignatureMode,
+}
+
+/// Which of a result's signatures a relying party requires.
+///
+/// A verifier with `pq_signatures` issues each result twice: `result`, a compact JWT with the
+/// classical signature (EdDSA/ES256, or the quorum's FROST Ed25519), and `result_pq`, the same
+/// claims as JWS JSON with that signature and an ML-DSA-65 (FIPS 204) one
+/// ([`vouch_core::jws`]). [`ResultVerifier::verify`] takes either form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignatureMode {
+    /// The classical signature must verify; an ML-DSA-65 signature, if present, is not
+    /// checked. Compact JWTs and JWS JSON are accepted.
+    #[default]
+    Classical,
+    /// The ML-DSA-65 signature must verify against an `AKP` key of the JWKS; the classical
+    /// one is not checked (for a world where it can be forged). A result without it (a
+    /// compact JWT, or JWS JSON with the ML-DSA signature stripped) is refused
+    /// ([`RpError::PostQuantumMissing`]).
+    PostQuantum,
+    /// Both must verify: a forgery then needs to break both Ed25519/ECDSA and ML-DSA. A
+    /// classical-only result is refused ([`RpError::PostQuantumMissing`]).
+    Both,
 }
 
 impl Requirements {
@@ -83,6 +109,7 @@ impl Default for Requirements {
             accept_any_status: false,
             submods: Vec::new(),
             evidence_kinds: Vec::new(),
+            signatures: SignatureMode::Classical,
         }
     }
 }
@@ -109,6 +136,8 @@ pub struct VerifiedResult {
 #[derive(Clone)]
 pub struct ResultVerifier {
     keys: HashMap<Option<String>, (DecodingKey, Algorithm)>,
+    /// ML-DSA-65 public keys (raw FIPS 204 encoding) by `kid`, from `AKP` JWKs.
+    pq_keys: HashMap<String, Vec<u8>>,
     bundle: Option<std::sync::Arc<crate::SpiffeVerifier>>,
     revocations: Option<std::sync::Arc<std::sync::RwLock<crate::RevocationSet>>>,
 }
@@ -117,6 +146,7 @@ impl std::fmt::Debug for ResultVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResultVerifier")
             .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .field("pq_kids", &self.pq_keys.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -125,9 +155,32 @@ const ACCEPTED: [Algorithm; 3] = [Algorithm::EdDSA, Algorithm::ES256, Algorithm:
 
 impl ResultVerifier {
     /// Build from a JWKS document (`{"keys": [...]}`).
+    ///
+    /// `AKP` keys with `alg` `ML-DSA-65` (RFC 9964) are the verifier's post-quantum keys
+    /// ([`SignatureMode`]); other keys of types this SDK does not read are skipped, as
+    /// RFC 7517 §5 asks.
     pub fn from_jwks_json(json: &str) -> Result<Self, RpError> {
-        let set: JwkSet =
+        let raw: serde_json::Value =
             serde_json::from_str(json).map_err(|e| RpError::Keys(format!("not a JWKS: {e}")))?;
+        let entries = raw
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .ok_or_else(|| RpError::Keys("not a JWKS: no \"keys\" array".into()))?;
+        let mut pq_keys = HashMap::new();
+        let mut classical = Vec::new();
+        for entry in entries {
+            match entry.get("kty").and_then(|k| k.as_str()) {
+                Some(vouch_core::jws::AKP) => {
+                    if let Some((kid, pk)) = akp_key(entry)? {
+                        pq_keys.insert(kid, pk);
+                    }
+                }
+                Some("OKP" | "EC" | "RSA" | "oct") => classical.push(entry.clone()),
+                _ => {}
+            }
+        }
+        let set: JwkSet = serde_json::from_value(serde_json::json!({ "keys": classical }))
+            .map_err(|e| RpError::Keys(format!("not a JWKS: {e}")))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
@@ -142,11 +195,14 @@ impl ResultVerifier {
             let key = DecodingKey::from_jwk(jwk).map_err(|e| RpError::Keys(e.to_string()))?;
             keys.insert(jwk.common.key_id.clone(), (key, alg));
         }
-        if keys.is_empty() {
-            return Err(RpError::Keys("no EdDSA or ECDSA key in the set".into()));
+        if keys.is_empty() && pq_keys.is_empty() {
+            return Err(RpError::Keys(
+                "no EdDSA, ECDSA or ML-DSA-65 key in the set".into(),
+            ));
         }
         Ok(Self {
             keys,
+            pq_keys,
             bundle: None,
             revocations: None,
         })
@@ -165,6 +221,7 @@ impl ResultVerifier {
         keys.insert(None, (key, alg));
         Ok(Self {
             keys,
+            pq_keys: HashMap::new(),
             bundle: None,
             revocations: None,
         })
@@ -177,6 +234,7 @@ impl ResultVerifier {
     pub fn from_trust_bundle(bundle: std::sync::Arc<crate::SpiffeVerifier>) -> Self {
         Self {
             keys: HashMap::new(),
+            pq_keys: HashMap::new(),
             bundle: Some(bundle),
             revocations: None,
         }
@@ -201,7 +259,92 @@ impl ResultVerifier {
 
     /// Verify `token` (a compact JWS) against `req`. Refused at once, whatever the token, when
     /// `req` names no audience ([`RpError::NoAudience`]).
+    ///
+    /// `token` is a compact JWS or the JWS JSON serialization of `result_pq`; which signatures
+    /// must verify is `req.signatures` ([`SignatureMode`]).
     pub fn verify(&self, token: &str, req: &Requirements) -> Result<VerifiedResult, RpError> {
+        if token.len() > vouch_core::jws::MAX_GENERAL_JWS {
+            return Err(RpError::Malformed(format!(
+                "token longer than {} bytes",
+                vouch_core::jws::MAX_GENERAL_JWS
+            )));
+        }
+        if matches!(req.audience, Audience::Unset) {
+            return Err(RpError::NoAudience);
+        }
+        let trimmed = token.trim_start();
+        let (compact, jws) = if trimmed.starts_with('{') {
+            let jws = vouch_core::jws::GeneralJws::parse(trimmed)
+                .map_err(|e| RpError::Malformed(e.to_string()))?;
+            let compact = jws
+                .compact(0)
+                .ok_or_else(|| RpError::Malformed("no signature".into()))?;
+            (compact, Some(jws))
+        } else {
+            (token.to_string(), None)
+        };
+        match req.signatures {
+            SignatureMode::Classical => self.verify_compact(&compact, req, true),
+            SignatureMode::Both => {
+                self.verify_pq(jws.as_ref())?;
+                self.verify_compact(&compact, req, true)
+            }
+            SignatureMode::PostQuantum => {
+                self.verify_pq(jws.as_ref())?;
+                self.verify_compact(&compact, req, false)
+            }
+        }
+    }
+
+    /// Check the ML-DSA-65 signature of `jws` (refused when there is none).
+    fn verify_pq(&self, jws: Option<&vouch_core::jws::GeneralJws>) -> Result<(), RpError> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let jws = jws.ok_or(RpError::PostQuantumMissing)?;
+        // The first signature is the classical one; an ML-DSA one follows.
+        let mut found = None;
+        for (i, sig) in jws.signatures.iter().enumerate().skip(1) {
+            let header = B64
+                .decode(&sig.protected)
+                .ok()
+                .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+                .ok_or_else(|| RpError::Malformed("a protected header is not JSON".into()))?;
+            if header.get("alg").and_then(|a| a.as_str()) == Some(vouch_core::jws::ML_DSA_65) {
+                let kid = header
+                    .get("kid")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                found = Some((i, kid));
+                break;
+            }
+        }
+        let (i, kid) = found.ok_or(RpError::PostQuantumMissing)?;
+        let pk = self
+            .pq_keys
+            .get(&kid)
+            .ok_or_else(|| RpError::UnknownKey(kid.clone()))?;
+        let input = jws
+            .signing_input(i)
+            .ok_or_else(|| RpError::Malformed("no signature".into()))?;
+        let sig = jws
+            .signatures
+            .get(i)
+            .and_then(|s| B64.decode(&s.signature).ok())
+            .ok_or_else(|| RpError::Malformed("signature is not base64url".into()))?;
+        aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ML_DSA_65, pk)
+            .verify(input.as_bytes(), &sig)
+            .map_err(|_| RpError::PostQuantumSignature)
+    }
+
+    /// Verify the compact JWS `token`, its classical signature only when `classical` (when
+    /// not, the caller has verified the ML-DSA-65 signature over the same payload).
+    fn verify_compact(
+        &self,
+        token: &str,
+        req: &Requirements,
+        classical: bool,
+    ) -> Result<VerifiedResult, RpError> {
         let audience = match &req.audience {
             Audience::Required(a) if !a.is_empty() => Some(a),
             Audience::Unchecked => None,
@@ -218,70 +361,74 @@ impl ResultVerifier {
         if !ACCEPTED.contains(&header.alg) {
             return Err(RpError::Algorithm(header_alg));
         }
-        let certified = match &self.bundle {
-            Some(b) if crate::x5c::has_x5c(token) => {
-                Some(crate::x5c::signer(token, "JWT", b, unix_now())?)
-            }
-            _ => None,
-        };
-        let (key, alg) = match (&certified, self.keys.get(&header.kid)) {
-            (Some(s), _) => (&s.key, &s.alg),
-            (None, Some(k)) => (&k.0, &k.1),
-            (None, None) if self.keys.is_empty() => {
-                return Err(RpError::Keys(
-                    "the result carries no x5c certified by the trust bundle".into(),
-                ));
-            }
-            (None, None) => match self.keys.get(&header.kid) {
-                Some(k) => (&k.0, &k.1),
-                None if self.keys.len() == 1 && header.kid.is_none() => self
-                    .keys
-                    .values()
-                    .next()
-                    .map(|k| (&k.0, &k.1))
-                    .ok_or(RpError::UnknownKey(String::new()))?,
-                None => {
-                    // A bare key (no kid) accepts any kid only when it is the only key.
-                    match (self.keys.get(&None), self.keys.len()) {
-                        (Some(k), 1) => (&k.0, &k.1),
-                        _ => {
-                            return Err(RpError::UnknownKey(
-                                header.kid.clone().unwrap_or_default(),
-                            ));
+        let (certified, ear) = if classical {
+            let certified = match &self.bundle {
+                Some(b) if crate::x5c::has_x5c(token) => {
+                    Some(crate::x5c::signer(token, "JWT", b, unix_now())?)
+                }
+                _ => None,
+            };
+            let (key, alg) = match (&certified, self.keys.get(&header.kid)) {
+                (Some(s), _) => (&s.key, &s.alg),
+                (None, Some(k)) => (&k.0, &k.1),
+                (None, None) if self.keys.is_empty() => {
+                    return Err(RpError::Keys(
+                        "the result carries no x5c certified by the trust bundle".into(),
+                    ));
+                }
+                (None, None) => match self.keys.get(&header.kid) {
+                    Some(k) => (&k.0, &k.1),
+                    None if self.keys.len() == 1 && header.kid.is_none() => self
+                        .keys
+                        .values()
+                        .next()
+                        .map(|k| (&k.0, &k.1))
+                        .ok_or(RpError::UnknownKey(String::new()))?,
+                    None => {
+                        // A bare key (no kid) accepts any kid only when it is the only key.
+                        match (self.keys.get(&None), self.keys.len()) {
+                            (Some(k), 1) => (&k.0, &k.1),
+                            _ => {
+                                return Err(RpError::UnknownKey(
+                                    header.kid.clone().unwrap_or_default(),
+                                ));
+                            }
                         }
                     }
+                },
+            };
+            if *alg != header.alg {
+                return Err(RpError::Algorithm(format!(
+                    "{:?} (the key is published for {alg:?})",
+                    header.alg
+                )));
+            }
+            let mut v = Validation::new(*alg);
+            v.leeway = req.leeway;
+            v.validate_nbf = true;
+            v.validate_exp = true;
+            v.required_spec_claims.clear();
+            if req.require_exp {
+                v.required_spec_claims.insert("exp".into());
+            }
+            match audience {
+                Some(a) => {
+                    // `aud` must be present (jsonwebtoken checks it only when it is) and name us.
+                    v.set_audience(&[a]);
+                    v.required_spec_claims.insert("aud".into());
                 }
-            },
+                None => v.validate_aud = false,
+            }
+            let data = jsonwebtoken::decode::<Ear>(token, key, &v).map_err(|e| {
+                match (map_jwt_error(e), audience) {
+                    (RpError::Audience(_), Some(a)) => RpError::Audience(a.clone()),
+                    (other, _) => other,
+                }
+            })?;
+            (certified, data.claims)
+        } else {
+            (None, claims_checked(token, req, audience)?)
         };
-        if *alg != header.alg {
-            return Err(RpError::Algorithm(format!(
-                "{:?} (the key is published for {alg:?})",
-                header.alg
-            )));
-        }
-        let mut v = Validation::new(*alg);
-        v.leeway = req.leeway;
-        v.validate_nbf = true;
-        v.validate_exp = true;
-        v.required_spec_claims.clear();
-        if req.require_exp {
-            v.required_spec_claims.insert("exp".into());
-        }
-        match audience {
-            Some(a) => {
-                // `aud` must be present (jsonwebtoken checks it only when it is) and name us.
-                v.set_audience(&[a]);
-                v.required_spec_claims.insert("aud".into());
-            }
-            None => v.validate_aud = false,
-        }
-        let data = jsonwebtoken::decode::<Ear>(token, key, &v).map_err(|e| {
-            match (map_jwt_error(e), audience) {
-                (RpError::Audience(_), Some(a)) => RpError::Audience(a.clone()),
-                (other, _) => other,
-            }
-        })?;
-        let ear = data.claims;
         if ear.eat_profile != EAR_PROFILE {
             return Err(RpError::Profile(ear.eat_profile));
         }
@@ -345,11 +492,70 @@ impl ResultVerifier {
     }
 }
 
+/// The claims of `token` with the checks `jsonwebtoken` makes after a signature (`exp`,
+/// `nbf` with the leeway, `aud`), for [`SignatureMode::PostQuantum`], where the signature
+/// checked is the ML-DSA-65 one over the same payload.
+fn claims_checked(
+    token: &str,
+    req: &Requirements,
+    audience: Option<&String>,
+) -> Result<Ear, RpError> {
+    let ear: Ear = jsonwebtoken::dangerous::insecure_decode::<Ear>(token)
+        .map_err(map_jwt_error)?
+        .claims;
+    let now = unix_now();
+    match ear.exp {
+        Some(exp) if now > exp.saturating_add(req.leeway) => return Err(RpError::Expired),
+        None if req.require_exp => return Err(RpError::Malformed("missing claim exp".into())),
+        _ => {}
+    }
+    if let Some(nbf) = ear.nbf
+        && nbf > now.saturating_add(req.leeway)
+    {
+        return Err(RpError::NotYetValid);
+    }
+    if let Some(a) = audience
+        && ear.aud.as_deref() != Some(a.as_str())
+    {
+        return Err(RpError::Audience(a.clone()));
+    }
+    Ok(ear)
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// The `kid` and raw public key of an `AKP` JWK for ML-DSA-65 (`None` for another `alg`).
+fn akp_key(jwk: &serde_json::Value) -> Result<Option<(String, Vec<u8>)>, RpError> {
+    use base64::Engine as _;
+    if jwk.get("alg").and_then(|a| a.as_str()) != Some(vouch_core::jws::ML_DSA_65) {
+        return Ok(None);
+    }
+    let kid = jwk
+        .get("kid")
+        .and_then(|k| k.as_str())
+        .ok_or_else(|| RpError::Keys("an ML-DSA-65 key without kid".into()))?;
+    let pk = jwk
+        .get("pub")
+        .and_then(|p| p.as_str())
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .ok_or_else(|| RpError::Keys(format!("ML-DSA-65 key {kid}: pub is not base64url")))?;
+    // FIPS 204: an ML-DSA-65 public key is 1,952 bytes.
+    if pk.len() != 1952 {
+        return Err(RpError::Keys(format!(
+            "ML-DSA-65 key {kid}: {} bytes, not 1952",
+            pk.len()
+        )));
+    }
+    Ok(Some((kid.to_string(), pk)))
 }
 
 /// Read the header's `alg` as text, so a refused algorithm (like `none`) is named in the error.

@@ -105,6 +105,10 @@ pub struct ServerConfig {
     pub signing_alg: SigningAlg,
     /// Seconds a retired signing key stays in the JWKS, so results it signed still verify.
     pub retired_key_grace: u64,
+    /// Add an ML-DSA-65 (FIPS 204) signature to every result beside the classical one
+    /// (`result_pq`: JWS JSON with both signatures; the key is `keys/mldsa65.p8`, published
+    /// in the JWKS as an `AKP` key). On by default; costs one ML-DSA-65 signature per result.
+    pub pq_signatures: bool,
     /// Directory of trusted TPM manufacturer CA certificates (PEM or DER) for EK certificates.
     pub tpm_ca_dir: Option<PathBuf>,
     /// Accept TPMs without a valid EK certificate (development only: the EK is then trusted
@@ -212,6 +216,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             signing_alg: SigningAlg::EdDSA,
             retired_key_grace: 86_400,
+            pq_signatures: true,
             tpm_ca_dir: None,
             tpm_allow_uncertified_ek: false,
             tpm_allow_sha1: false,

@@ -384,6 +384,106 @@ impl Keyring {
     }
 }
 
+/// The verifier's ML-DSA-65 (FIPS 204) result-signing key, beside the classical keyring
+/// (`keys/mldsa65.p8`, PKCS#8, mode 0600, created on first start). It adds a post-quantum
+/// signature to results ([`PqKey::cosign`]); its public key is published in the JWKS as an
+/// `AKP` key with `alg` `ML-DSA-65` (RFC 9964).
+pub struct PqKey {
+    kid: String,
+    pair: aws_lc_rs::signature::PqdsaKeyPair,
+}
+
+impl std::fmt::Debug for PqKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PqKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PqKey {
+    /// The file name of the key under the keys directory.
+    pub const FILE: &'static str = "mldsa65.p8";
+
+    /// Load the key at `dir/mldsa65.p8`, creating it when missing.
+    pub fn load_or_create(dir: &Path) -> Result<Self, KeyError> {
+        use aws_lc_rs::signature::{ML_DSA_65_SIGNING, PqdsaKeyPair};
+        let path = dir.join(Self::FILE);
+        let der = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let der = PqdsaKeyPair::generate(&ML_DSA_65_SIGNING)
+                    .and_then(|k| k.to_pkcs8v1())
+                    .map_err(|e| KeyError::Invalid(format!("ML-DSA-65 key generation: {e}")))?
+                    .as_ref()
+                    .to_vec();
+                write_secret(&path, &der)?;
+                der
+            }
+            Err(e) => return Err(io("reading ML-DSA key", &path)(e)),
+        };
+        let pair = PqdsaKeyPair::from_pkcs8(&ML_DSA_65_SIGNING, &der)
+            .map_err(|e| KeyError::Invalid(format!("ML-DSA-65 key {}: {e}", path.display())))?;
+        let kid = format!(
+            "mldsa65-{}",
+            hex::encode(&Sha256::digest(pair.public_key().as_ref())[..8])
+        );
+        Ok(Self { kid, pair })
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The JWK of the public key: `{"kty": "AKP", "alg": "ML-DSA-65", "pub": …}`.
+    pub fn jwk(&self) -> Value {
+        json!({
+            "kty": vouch_core::jws::AKP, "alg": vouch_core::jws::ML_DSA_65,
+            "pub": URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref()),
+            "kid": self.kid, "use": "sig",
+        })
+    }
+
+    /// ML-DSA-65 signature of `msg` (3,309 bytes).
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let mut sig = vec![0u8; aws_lc_rs::signature::ML_DSA_65_SIGNING.signature_len()];
+        let n = self
+            .pair
+            .sign(msg, &mut sig)
+            .map_err(|e| KeyError::Invalid(format!("ML-DSA-65 signing failed: {e}")))?;
+        sig.truncate(n);
+        Ok(sig)
+    }
+
+    /// Add this key's ML-DSA-65 signature to the compact JWS `compact` (a result signed by the
+    /// classical key or by the quorum): the JWS JSON general serialization of
+    /// [`vouch_core::jws`], the classical signature first and unchanged, then
+    /// `{"alg": "ML-DSA-65", "kid", "typ"}` (the `typ` of the classical header) and its
+    /// signature over that header and the same payload.
+    pub fn cosign(&self, compact: &str) -> Result<String, KeyError> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let mut jws = vouch_core::jws::GeneralJws::from_compact(compact)
+            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let typ = jws
+            .signatures
+            .first()
+            .and_then(|s| B64.decode(&s.protected).ok())
+            .and_then(|h: Vec<u8>| serde_json::from_slice::<Value>(&h).ok())
+            .and_then(|h| h.get("typ").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| "JWT".into());
+        let header = json!({"alg": vouch_core::jws::ML_DSA_65, "kid": self.kid, "typ": typ});
+        let protected = B64.encode(header.to_string());
+        let input = format!("{protected}.{}", jws.payload);
+        let signature = B64.encode(self.sign(input.as_bytes())?);
+        jws.signatures.push(vouch_core::jws::JwsSignature {
+            protected,
+            signature,
+        });
+        Ok(jws.to_json())
+    }
+}
+
 /// Paths of generated TLS material.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {

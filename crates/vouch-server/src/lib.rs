@@ -10,6 +10,7 @@
 //! as `{"error": {"kind": "<stable kind>", "message": "..."}}`.
 #![deny(missing_docs)]
 
+mod audit;
 mod config;
 mod entries;
 mod error;
@@ -237,6 +238,11 @@ pub async fn start_with_store(
         keyring,
         keys_dir.clone(),
     );
+    if cfg.pq_signatures {
+        let pq = keys::PqKey::load_or_create(&keys_dir)?;
+        tracing::info!(kid = pq.kid(), "results co-signed with ML-DSA-65");
+        state.pq_key = Some(Arc::new(pq));
+    }
     state.admin_token = keys::load_or_create_admin_token(&keys_dir.join("admin.token"))?;
     state.read_token = keys::load_or_create_read_token(&keys_dir.join("read.token"))?;
     state.node_attestors = node::build(&cfg).map_err(ServerError::Config)?;

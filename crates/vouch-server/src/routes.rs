@@ -161,6 +161,10 @@ pub(crate) fn router(state: S) -> Router {
                 .route("/v1/results/{id}", get(result))
                 .route("/v1/workloads", get(workloads))
                 .route("/v1/workloads/{node}/{name}", get(workload))
+                .route("/v1/audit/head", get(crate::audit::head))
+                .route("/v1/audit/entries", get(crate::audit::entries))
+                .route("/v1/audit/proof/inclusion", get(crate::audit::inclusion))
+                .route("/v1/audit/proof/consistency", get(crate::audit::consistency))
                 .route("/metrics", get(metrics))
                 .route("/", get(dashboard))
                 .route_layer(axum::middleware::from_fn_with_state(
@@ -447,6 +451,8 @@ async fn create_entry(
         )
         .map_err(bad)?;
         st.store.add_entry(&e).await?;
+        st.audit("entry.add", "admin-api", &e.id, serde_json::to_value(&e).unwrap_or_default())
+            .await;
         tracing::info!(entry = %e.id, spiffe_id = %e.spiffe_id, "registration entry created");
         // Watchers hear of it now, not at the next poll.
         if let Err(err) = st.refresh_entries().await {
@@ -649,6 +655,7 @@ async fn delete_entry(
     let r = async {
         admin(&st, &headers)?;
         if st.store.delete_entry(&id).await? {
+            st.audit("entry.delete", "admin-api", &id, serde_json::json!({})).await;
             tracing::info!(entry = %id, "registration entry deleted");
             if let Err(err) = st.refresh_entries().await {
                 tracing::warn!("entries refresh failed: {}", err.message);
@@ -706,6 +713,11 @@ async fn jwks(AxState(st): AxState<S>) -> Response {
     // Quorum results verify against the group's key, published with the replica's own.
     if let (Some(q), Some(keys)) = (&st.quorum, body["keys"].as_array_mut()) {
         keys.push(q.keys.jwk());
+    }
+    // The ML-DSA-65 key of `result_pq` (an AKP JWK, RFC 9964): JWT libraries that do not know
+    // the key type skip it and still find the classical keys.
+    if let (Some(k), Some(keys)) = (&st.pq_key, body["keys"].as_array_mut()) {
+        keys.push(k.jwk());
     }
     (
         [

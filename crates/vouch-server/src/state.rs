@@ -62,6 +62,8 @@ pub struct State {
     pub(crate) verifier: Verifier,
     pub(crate) keyring: RwLock<Arc<Keyring>>,
     pub(crate) keys_dir: PathBuf,
+    /// The ML-DSA-65 key that co-signs results (`pq_signatures`), when on.
+    pub(crate) pq_key: Option<Arc<crate::keys::PqKey>>,
     /// Bundles of federated trust domains, by trust domain SPIFFE ID.
     pub(crate) federated:
         RwLock<std::collections::BTreeMap<String, crate::federation::FederatedBundle>>,
@@ -107,6 +109,7 @@ impl State {
             verifier,
             keyring: RwLock::new(Arc::new(keyring)),
             keys_dir,
+            pq_key: None,
             admin_token: String::new(),
             read_token: String::new(),
             federated: RwLock::new(std::collections::BTreeMap::new()),
@@ -190,6 +193,8 @@ impl State {
             .enroll(&token_hash, &pk, &req.hostname, unix_now())
             .await?;
         self.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::json!({ "key_id": e.key_id, "method": "join_token", "hostname": req.hostname });
+        self.audit("enroll.join-token", &e.node_id, &e.node_id, body).await;
         tracing::info!(node = %e.node_id, key = %e.key_id, host = %req.hostname, "agent enrolled");
         Ok(EnrollResponse {
             node_id: e.node_id,
@@ -275,8 +280,15 @@ impl State {
         let status = appraised.status();
         let result = self.verifier.record(appraised, jwt).await?;
         self.metrics.result(status);
+        let result_pq = self.cosign_pq(&result.result)?;
+        let quorum_result_pq = match &quorum_result {
+            Some(q) => self.cosign_pq(q)?,
+            None => None,
+        };
         Ok(AttestationResult {
             quorum_result,
+            quorum_result_pq,
+            result_pq,
             next_nonce: Some(self.challenge()),
             entries_revision: self
                 .store
@@ -285,6 +297,18 @@ impl State {
                 .ok(),
             ..result
         })
+    }
+
+    /// With `pq_signatures`: the result `compact` with this verifier's ML-DSA-65 signature
+    /// added (JWS JSON, [`vouch_core::jws`]).
+    pub(crate) fn cosign_pq(&self, compact: &str) -> Result<Option<String>, ApiError> {
+        match &self.pq_key {
+            Some(k) => k
+                .cosign(compact)
+                .map(Some)
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string())),
+            None => Ok(None),
+        }
     }
 
     /// Sign result claims with the active key, its replica certificate in `x5c`.
@@ -315,7 +339,9 @@ impl State {
             .as_ref()
             .is_some_and(|w| w.status != ArStatus::Contraindicated.as_str())
             && self.store.revocation("result", id).await?.is_none();
+        let result_pq = self.cosign_pq(&rec.result)?;
         Ok(AttestationResult {
+            result_pq,
             attestation_id: rec.id,
             workload_id: rec.workload_id,
             status,
@@ -330,6 +356,7 @@ impl State {
                 && now < rec.expires_at,
             ima_position: None,
             quorum_result: None,
+            quorum_result_pq: None,
             entries_revision: None,
             held_parts: Default::default(),
             next_nonce: None,

@@ -178,6 +178,29 @@ async fn two_of_three_verifiers_sign_one_eddsa_result_and_one_alone_cannot() {
     let rp = vouch_rp::ResultVerifier::from_jwks_json(&jwks.to_string()).unwrap();
     rp.verify(&quorum, &vouch_rp::Requirements::for_audience("rp"))
         .unwrap();
+    // With pq_signatures (the default) the coordinator adds its ML-DSA-65 signature beside the
+    // group's FROST one (issue 17 item 3); a relying party requiring both accepts it.
+    let quorum_pq = r.quorum_result_pq.clone().expect("quorum_result_pq");
+    let parsed = vouch_core::jws::GeneralJws::parse(&quorum_pq).unwrap();
+    assert_eq!(parsed.compact(0).unwrap(), quorum);
+    rp.verify(
+        &quorum_pq,
+        &vouch_rp::Requirements {
+            signatures: vouch_rp::SignatureMode::Both,
+            ..vouch_rp::Requirements::for_audience("rp")
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        rp.verify(
+            &quorum,
+            &vouch_rp::Requirements {
+                signatures: vouch_rp::SignatureMode::Both,
+                ..vouch_rp::Requirements::for_audience("rp")
+            },
+        ),
+        Err(vouch_rp::RpError::PostQuantumMissing)
+    );
     // One flipped signature byte: refused.
     let mut parts: Vec<String> = quorum.split('.').map(str::to_string).collect();
     let mut sig = B64.decode(&parts[2]).unwrap();

@@ -354,10 +354,26 @@ pub struct RpWatchArgs {
     pub insecure_gossip: bool,
 }
 
+/// Which signatures of a result `vouch verify` requires.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SignaturesArg {
+    /// The classical signature (EdDSA/ES256).
+    Classical,
+    /// The ML-DSA-65 signature of `result_pq` / `result.pq.json`.
+    PostQuantum,
+    /// Both.
+    Both,
+}
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The token, a file holding it, or - for standard input.
+    /// The token, a file holding it, or - for standard input: a compact JWT (`result.jwt`)
+    /// or the JWS JSON with the ML-DSA-65 signature too (`result.pq.json`).
     pub token: String,
+    /// Which signatures must verify: the post-quantum modes refuse a result without a valid
+    /// ML-DSA-65 signature (from the JWKS's AKP key).
+    #[arg(long, value_enum, default_value = "classical")]
+    pub signatures: SignaturesArg,
     /// JWKS: a file, or an https:// URL (fetched once).
     #[arg(long, required_unless_present = "trust_bundle")]
     pub jwks: Option<String>,
@@ -654,6 +670,10 @@ pub struct BenchArgs {
     /// against one Ed25519 signature, instead of attestations.
     #[arg(long)]
     pub quorum: bool,
+    /// Measure the post-quantum signature of a result (ML-DSA-65 sign + verify) against
+    /// Ed25519 sign + verify, instead of attestations.
+    #[arg(long)]
+    pub pq: bool,
     /// With --gossip: percent of the members cut off during the spread (they catch up after).
     #[arg(long, default_value_t = 0)]
     pub down_percent: usize,

@@ -836,6 +836,7 @@ fn bench_prints_one_table_with_every_row() {
         "PostgreSQL durable records",
         "X.509-SVID issuance",
         "quorum result signing",
+        "post-quantum result signature (ML-DSA-65 sign + verify)",
         "appraisal pipeline alone, repeat",
         "appraisal pipeline alone, changed claims",
         "scale: verifier memory per registered workload",
@@ -848,6 +849,25 @@ fn bench_prints_one_table_with_every_row() {
             out.lines().skip(2).any(|l| l.starts_with(row)),
             "no row {row:?} in\n{out}"
         );
+    }
+}
+
+/// Issue 17 item 3: `vouch bench --pq` measures ML-DSA-65 against Ed25519 per result, each
+/// signature verified before timing (a failing one makes the command fail).
+#[test]
+fn bench_pq_measures_ml_dsa_65_against_ed25519() {
+    let (code, out, err) = vouch(&["bench", "--pq", "--n", "20", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["mldsa65_signature_bytes"], 3309, "{v}");
+    for k in [
+        "mldsa65_sign_us",
+        "mldsa65_verify_us",
+        "ed25519_sign_us",
+        "ed25519_verify_us",
+        "sign_plus_verify_ratio",
+    ] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
 }
 

@@ -2,7 +2,7 @@
 //! evaluation, and the raw operations they are held against.
 
 use anyhow::Result;
-use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,6 +99,82 @@ pub fn quorum(n: usize, dir: &Path) -> Result<(Duration, Duration)> {
         std::hint::black_box(single.sign(&msg));
     }
     Ok((frost, per(t.elapsed(), n)))
+}
+
+/// The post-quantum signature of one result against the classical one: ML-DSA-65 (FIPS 204,
+/// aws-lc) and Ed25519, each one signature and one verification of the same message.
+pub struct PqCost {
+    /// Iterations.
+    pub n: usize,
+    /// Bytes signed (a result's signing input: header and claims, base64url).
+    pub message_bytes: usize,
+    /// One ML-DSA-65 signature.
+    pub mldsa_sign: Duration,
+    /// One ML-DSA-65 verification.
+    pub mldsa_verify: Duration,
+    /// One Ed25519 signature.
+    pub ed_sign: Duration,
+    /// One Ed25519 verification.
+    pub ed_verify: Duration,
+    /// Bytes of an ML-DSA-65 signature (an Ed25519 one is 64).
+    pub mldsa_sig_bytes: usize,
+}
+
+/// Measure [`PqCost`] over `n` results of `message_bytes` each; every signature is verified
+/// once before timing.
+pub fn pq_signature(n: usize, message_bytes: usize) -> Result<PqCost> {
+    use aws_lc_rs::signature::{ML_DSA_65, ML_DSA_65_SIGNING, PqdsaKeyPair};
+    let n = n.max(10);
+    let msg = vec![b'e'; message_bytes];
+    let pq = PqdsaKeyPair::generate(&ML_DSA_65_SIGNING)
+        .map_err(|_| anyhow::anyhow!("ML-DSA-65 key generation failed"))?;
+    let pq_pub = UnparsedPublicKey::new(&ML_DSA_65, pq.public_key().as_ref().to_vec());
+    let mut sig = vec![0u8; ML_DSA_65_SIGNING.signature_len()];
+    let len = pq
+        .sign(&msg, &mut sig)
+        .map_err(|_| anyhow::anyhow!("ML-DSA-65 signing failed"))?;
+    sig.truncate(len);
+    pq_pub
+        .verify(&msg, &sig)
+        .map_err(|_| anyhow::anyhow!("the ML-DSA-65 signature does not verify"))?;
+    let mut buf = vec![0u8; ML_DSA_65_SIGNING.signature_len()];
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(
+            pq.sign(&msg, &mut buf)
+                .map_err(|_| anyhow::anyhow!("ML-DSA-65 signing failed"))?,
+        );
+    }
+    let mldsa_sign = per(t.elapsed(), n);
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(pq_pub.verify(&msg, &sig).is_ok());
+    }
+    let mldsa_verify = per(t.elapsed(), n);
+    let ed = Ed25519KeyPair::generate()?;
+    let ed_pub = UnparsedPublicKey::new(&ED25519, ed.public_key().as_ref().to_vec());
+    let ed_sig = ed.sign(&msg);
+    ed_pub
+        .verify(&msg, ed_sig.as_ref())
+        .map_err(|_| anyhow::anyhow!("the Ed25519 signature does not verify"))?;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(ed.sign(&msg));
+    }
+    let ed_sign = per(t.elapsed(), n);
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(ed_pub.verify(&msg, ed_sig.as_ref()).is_ok());
+    }
+    Ok(PqCost {
+        n,
+        message_bytes,
+        mldsa_sign,
+        mldsa_verify,
+        ed_sign,
+        ed_verify: per(t.elapsed(), n),
+        mldsa_sig_bytes: sig.len(),
+    })
 }
 
 /// Software evidence carrying `m`, verified as the verifier does.

@@ -36,6 +36,9 @@ pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
     if args.quorum {
         return quorum_report(args.n, json);
     }
+    if args.pq {
+        return pq_report(args.n, json);
+    }
     if !args.gossip.is_empty() {
         return crate::spread::run(
             &args.gossip,
@@ -71,6 +74,10 @@ const SQLITE: &str = "SQLite durable records";
 const POSTGRES: &str = "PostgreSQL durable records";
 const SVID: &str = "X.509-SVID issuance";
 const QUORUM: &str = "quorum result signing (2-of-3 FROST)";
+const PQ: &str = "post-quantum result signature (ML-DSA-65 sign + verify)";
+/// Bytes of a result's signing input the PQ row signs: the size of a software result with its
+/// replica certificate in `x5c` (header and claims, base64url), as the verifier signs it.
+const RESULT_BYTES: usize = 1800;
 const SCALE_MEMORY: &str = "scale: verifier memory per registered workload";
 const SCALE_ATTEST: &str = "scale: attestation cost at N workloads against 1,000";
 const SCALE_SVID: &str = "scale: X.509-SVID request at N entries against 1,000";
@@ -313,6 +320,19 @@ async fn table(args: &BenchArgs, dir: &std::path::Path) -> Result<Table> {
         "commitments, two shares and the aggregate over a 900-byte result; ceiling: one \
          Ed25519 signature",
     ));
+    let pq = micro::pq_signature(n.clamp(10, 2000), RESULT_BYTES)?;
+    t.rows.push(Row::measured(
+        PQ,
+        Figure::micros(pq.mldsa_sign + pq.mldsa_verify),
+        Figure::micros(pq.ed_sign + pq.ed_verify),
+        Target::None,
+        format!(
+            "one ML-DSA-65 signature ({} bytes) and its verification over a {}-byte result, \
+             the verifier's and a relying party's added work per result with pq_signatures; \
+             ceiling: Ed25519 sign + verify of the same bytes",
+            pq.mldsa_sig_bytes, pq.message_bytes
+        ),
+    ));
     t.context.insert(
         "cores".into(),
         std::thread::available_parallelism()
@@ -523,6 +543,51 @@ fn quorum_report(n: usize, json: bool) -> Result<ExitCode> {
             ed.as_secs_f64() * 1e6
         );
         println!("  ratio                                   {ratio:.1}x");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vouch bench --pq`: ML-DSA-65 against Ed25519, one signature and one verification of a
+/// result each, in one run.
+fn pq_report(n: usize, json: bool) -> Result<ExitCode> {
+    let c = micro::pq_signature(n, RESULT_BYTES)?;
+    let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+    let ratio = |a: std::time::Duration, b: std::time::Duration| {
+        a.as_secs_f64() / b.as_secs_f64().max(1e-12)
+    };
+    let total = ratio(c.mldsa_sign + c.mldsa_verify, c.ed_sign + c.ed_verify);
+    if json {
+        output::json(&serde_json::json!({
+            "n": c.n, "message_bytes": c.message_bytes,
+            "mldsa65_sign_us": us(c.mldsa_sign), "mldsa65_verify_us": us(c.mldsa_verify),
+            "ed25519_sign_us": us(c.ed_sign), "ed25519_verify_us": us(c.ed_verify),
+            "mldsa65_signature_bytes": c.mldsa_sig_bytes,
+            "sign_ratio": ratio(c.mldsa_sign, c.ed_sign),
+            "verify_ratio": ratio(c.mldsa_verify, c.ed_verify),
+            "sign_plus_verify_ratio": total,
+        }))?;
+    } else {
+        println!(
+            "post-quantum result signature, {} rounds, {}-byte result",
+            c.n, c.message_bytes
+        );
+        println!("                 sign        verify");
+        println!(
+            "  ML-DSA-65  {:>8.1} µs  {:>8.1} µs  ({} bytes)",
+            us(c.mldsa_sign),
+            us(c.mldsa_verify),
+            c.mldsa_sig_bytes
+        );
+        println!(
+            "  Ed25519    {:>8.1} µs  {:>8.1} µs  (64 bytes)",
+            us(c.ed_sign),
+            us(c.ed_verify)
+        );
+        println!(
+            "  ratio      {:>8.1}x    {:>8.1}x    sign + verify {total:.1}x",
+            ratio(c.mldsa_sign, c.ed_sign),
+            ratio(c.mldsa_verify, c.ed_verify)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

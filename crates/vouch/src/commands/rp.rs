@@ -97,6 +97,11 @@ pub(crate) async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
         accept_warning: args.accept_warning,
         submods: args.require_submods,
         evidence_kinds: args.evidence_kinds,
+        signatures: match args.signatures {
+            crate::cli::SignaturesArg::Classical => vouch_rp::SignatureMode::Classical,
+            crate::cli::SignaturesArg::PostQuantum => vouch_rp::SignatureMode::PostQuantum,
+            crate::cli::SignaturesArg::Both => vouch_rp::SignatureMode::Both,
+        },
         ..Requirements::default()
     };
     for r in &args.require {
