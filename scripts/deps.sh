@@ -11,14 +11,17 @@
 #                            iproute2 (network namespaces for the gossip partition test),
 #                            chromium (the dashboard rendered by a real headless browser),
 #                            systemd (systemd-analyze checks the packaged units), man-db
-#                            (the generated man pages rendered); podman and runc below also
+#                            (the generated man pages rendered), PyJWT and cryptography
+#                            (docs/VERIFY.md's Python verifies results, an independent JWT
+#                            implementation); podman and runc below also
 #                            build and run the packaged image (crates/vouch/tests/packaging.rs)
 set -euo pipefail
 
 packages=(build-essential ca-certificates pkg-config libtss2-dev)
 if [ "${1:-}" = "--test" ]; then
     packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus openssl python3
-        python3-venv softhsm2 postgresql iproute2 chromium systemd man-db)
+        python3-venv softhsm2 postgresql iproute2 chromium systemd man-db
+        python3-jwt python3-cryptography)
 fi
 if [ "${1:-}" = "--test" ]; then
     # crates/vouch-server/tests/containers.rs: images built from scratch with buildah, run by
