@@ -436,7 +436,16 @@ impl TeeRoots {
             "hardware_report_data": hex::encode(&v.report_data),
             "evidence_version": ev.version,
         });
-        v.claims["details"]["runtime_data"] = runtime.claims;
+        // Whether the runtime data's user-data (bound by the hardware report) starts with the
+        // vTPM quote's nonce: Trustee's evidence v2 puts it there, so the hardware report is as
+        // fresh as the quote; a policy can require it.
+        let mut runtime_claims = runtime.claims;
+        let binds = runtime_claims["user_data"]
+            .as_str()
+            .and_then(|u| hex::decode(u).ok())
+            .is_some_and(|u| !nonce.is_empty() && u.starts_with(&nonce));
+        runtime_claims["user_data_binds_nonce"] = binds.into();
+        v.claims["details"]["runtime_data"] = runtime_claims;
         v.claims["details"]["vtpm"] = vtpm;
         v.report_data = nonce;
         Ok(v)

@@ -143,6 +143,20 @@ fn azure_snp_evidence_verifies_through_all_three_layers() {
         .unwrap()
         .to_ascii_lowercase();
     assert!(user.starts_with(&hex::encode(&v.report_data)), "{user}");
+    assert_eq!(
+        v.claims["details"]["runtime_data"]["user_data_binds_nonce"],
+        true
+    );
+    // v1's user-data is zero: the hardware report does not bind its nonce.
+    let v = verify(
+        TeeKind::AzSnpVtpm,
+        &read_testdata("azure/snp/evidence-v1.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        v.claims["details"]["runtime_data"]["user_data_binds_nonce"],
+        false
+    );
 }
 
 #[test]
