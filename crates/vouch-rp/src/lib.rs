@@ -20,6 +20,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod audit;
 mod error;
 #[cfg(feature = "gossip")]
 pub mod gossip;

@@ -164,7 +164,10 @@ pub(crate) fn router(state: S) -> Router {
                 .route("/v1/audit/head", get(crate::audit::head))
                 .route("/v1/audit/entries", get(crate::audit::entries))
                 .route("/v1/audit/proof/inclusion", get(crate::audit::inclusion))
-                .route("/v1/audit/proof/consistency", get(crate::audit::consistency))
+                .route(
+                    "/v1/audit/proof/consistency",
+                    get(crate::audit::consistency),
+                )
                 .route("/metrics", get(metrics))
                 .route("/", get(dashboard))
                 .route_layer(axum::middleware::from_fn_with_state(
@@ -451,8 +454,13 @@ async fn create_entry(
         )
         .map_err(bad)?;
         st.store.add_entry(&e).await?;
-        st.audit("entry.add", "admin-api", &e.id, serde_json::to_value(&e).unwrap_or_default())
-            .await;
+        st.audit(
+            "entry.add",
+            "admin-api",
+            &e.id,
+            serde_json::to_value(&e).unwrap_or_default(),
+        )
+        .await;
         tracing::info!(entry = %e.id, spiffe_id = %e.spiffe_id, "registration entry created");
         // Watchers hear of it now, not at the next poll.
         if let Err(err) = st.refresh_entries().await {
@@ -655,7 +663,8 @@ async fn delete_entry(
     let r = async {
         admin(&st, &headers)?;
         if st.store.delete_entry(&id).await? {
-            st.audit("entry.delete", "admin-api", &id, serde_json::json!({})).await;
+            st.audit("entry.delete", "admin-api", &id, serde_json::json!({}))
+                .await;
             tracing::info!(entry = %id, "registration entry deleted");
             if let Err(err) = st.refresh_entries().await {
                 tracing::warn!("entries refresh failed: {}", err.message);

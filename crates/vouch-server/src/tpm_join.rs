@@ -302,6 +302,10 @@ impl State {
             .enroll_attested_tpm(&node, &p.public_key, &binding, now)
             .await?;
         self.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::json!({
+            "key_id": e.key_id, "method": "tpm", "ek_key": node.node_key, "ak_name": ak_name,
+        });
+        self.audit("enroll.tpm", &e.node_id, &e.node_id, body).await;
         tracing::info!(node = %e.node_id, key = %e.key_id, "node joined through its TPM");
         Ok(TpmJoinActivateResponse {
             node_id: e.node_id,
