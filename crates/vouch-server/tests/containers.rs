@@ -61,6 +61,25 @@ fn container_client_role() {
                     Ok(s) => show(s.into_inner().next().await.unwrap()),
                     Err(e) => show(Err(e)),
                 }
+                let j = c
+                    .fetch_jwtsvid(request(proto::JwtsvidRequest {
+                        audience: vec!["db".into()],
+                        spiffe_id: String::new(),
+                    }))
+                    .await;
+                match j {
+                    Ok(r) => {
+                        let mut ids: Vec<String> = r
+                            .into_inner()
+                            .svids
+                            .into_iter()
+                            .map(|s| s.spiffe_id)
+                            .collect();
+                        ids.sort();
+                        println!("{PREFIX} JWT {}", ids.join(","));
+                    }
+                    Err(s) => println!("{PREFIX} JWTERR {:?}", s.code()),
+                }
             }
             "stream" => loop {
                 match c.fetch_x509svid(request(proto::X509svidRequest {})).await {
@@ -319,8 +338,9 @@ impl Engine<'_> {
     }
 }
 
-/// Ask once from inside container `name` (an exec'd process); the line it printed.
-fn fetch_in(e: &Engine, name: &str) -> String {
+/// Ask once from inside container `name` (an exec'd process): the X.509-SVIDs' line and the
+/// JWT-SVIDs' line it printed.
+fn fetch_in(e: &Engine, name: &str) -> (String, String) {
     let out = e.cli(&[
         "exec",
         "-e",
@@ -334,11 +354,14 @@ fn fetch_in(e: &Engine, name: &str) -> String {
         "--nocapture",
         "--test-threads=1",
     ]);
-    out.lines()
-        .find_map(|l| l.split_once(PREFIX).map(|(_, r)| r))
-        .unwrap_or_else(|| panic!("no answer from {name}: {out}"))
-        .trim()
-        .to_string()
+    let lines: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_once(PREFIX).map(|(_, r)| r.trim().to_string()))
+        .collect();
+    match &lines[..] {
+        [x509, jwt] => (x509.clone(), jwt.clone()),
+        _ => panic!("no answer from {name}: {out}"),
+    }
 }
 
 /// The lines container `name`'s main process (the streaming client) has printed.
@@ -698,7 +721,9 @@ async fn scenario(
         ("vouch-ct-gamma", format!("OK {td}/mixed,{td}/team")),
     ];
     for (name, answer) in &want {
-        assert_eq!(&fetch_in(e, name), answer, "{name}");
+        let (x509, jwt) = fetch_in(e, name);
+        assert_eq!(&x509, answer, "{name}");
+        assert_eq!(jwt, answer.replacen("OK", "JWT", 1), "{name}");
         wait_for(&format!("{name}'s stream"), || {
             stream_lines(e, name).first() == Some(answer)
         });
@@ -726,8 +751,9 @@ async fn scenario(
                     .skip(1)
                     .any(|l| l.starts_with("ERR PermissionDenied"))
         });
-        let again = fetch_in(e, name);
-        assert!(again.starts_with("ERR PermissionDenied"), "{name}: {again}");
+        let (x509, jwt) = fetch_in(e, name);
+        assert!(x509.starts_with("ERR PermissionDenied"), "{name}: {x509}");
+        assert_eq!(jwt, "JWTERR PermissionDenied", "{name}");
         // Before: only its own SVIDs; after the first refusal: never any again.
         let lines = stream_lines(e, name);
         let cut = lines
