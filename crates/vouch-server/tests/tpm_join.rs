@@ -261,6 +261,42 @@ async fn a_tpm_node_joins_without_a_token_as_the_node_its_ek_names() {
     assert_eq!(rec.evidence_kind, "tpm");
     assert_eq!(rec.node_id, expected);
 
+    // An entry naming the TPM (the verifier's word about the node) grants an SVID.
+    let spiffe = vouch_identity::SpiffeId::parse("spiffe://vouch.local/tpm-node/app").unwrap();
+    let entry = vouch_identity::Entry::new(
+        "e-tpm".into(),
+        &spiffe,
+        vec![
+            vouch_identity::Selector::parse(&format!("tpm:ek:{ek_key}")).unwrap(),
+            vouch_identity::Selector::parse("vouch:node_attestor:tpm").unwrap(),
+            vouch_identity::Selector::parse("unix:uid:1000").unwrap(),
+        ],
+        600,
+        unix_now(),
+    )
+    .unwrap();
+    s.store.add_entry(&entry).await.unwrap();
+    let leaf = rcgen::KeyPair::generate().unwrap();
+    let leaf_pk = B64.encode(rcgen::PublicKeyData::subject_public_key_info(&leaf));
+    let ask = |sel: &[&str]| {
+        let sel: Vec<String> = sel.iter().map(|x| x.to_string()).collect();
+        let key_id = a.enrollment().key_id.clone();
+        vouch_core::wire::SvidRequest {
+            signature: a.key().sign_b64(&vouch_core::wire::svid_signing_input(
+                &key_id, "app", &leaf_pk, &sel,
+            )),
+            key_id,
+            workload: "app".into(),
+            public_key: leaf_pk.clone(),
+            selectors: sel,
+        }
+    };
+    let issued = client(&s).svid(&ask(&["unix:uid:1000"])).await.unwrap();
+    assert_eq!(issued.svids.len(), 1);
+    assert_eq!(issued.svids[0].spiffe_id, spiffe.to_string());
+    let e = client(&s).svid(&ask(&["unix:uid:1001"])).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::NoIdentity), "{e}");
+
     // Re-installed: the agent's state is wiped (key, AK blobs, enrollment). It joins again as
     // the same node with a new key and a new AK; the old key is revoked.
     std::fs::remove_dir_all(s.dir.path().join("agent-app")).unwrap();
