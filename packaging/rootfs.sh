@@ -3,7 +3,8 @@
 # every shared library it loads (as ldd resolves them on the machine that built it, the dynamic
 # loader included, so the runtime image needs no C library of its own), the policies under
 # /usr/share/vouch/policies (the verifier installs the default one, compiled in, at first start;
-# the examples are there for `vouch policy add`), shell completions and man pages; and under
+# the examples are there for `vouch policy add`), shell completions and man pages, the image's
+# configuration file /etc/vouch/vouch.toml; and under
 # OUT/data/vouch the data directory /var/lib/vouch (empty, mode 0700), which the Containerfile
 # copies in owned by the image's user.
 #
@@ -48,6 +49,21 @@ done
     echo "rootfs.sh: ldd named no library for $bin" >&2
     exit 1
 }
+
+# The image's configuration file (VOUCH_CONFIG): replaced as a whole by a mounted one (on
+# Kubernetes, a ConfigMap), so it sets nothing environment variables would have to override.
+mkdir -p "$dest/etc/vouch"
+cat >"$dest/etc/vouch/vouch.toml" <<'TOML'
+# The Vouch image's configuration: the verifier on every address of the container at the
+# default port, both roles' state in the /var/lib/vouch volume. Mount your own file here (see
+# /usr/share/vouch/vouch.example.toml for every setting).
+[server]
+listen = "0.0.0.0:8443"
+data_dir = "/var/lib/vouch/server"
+
+[agent]
+data_dir = "/var/lib/vouch/agent"
+TOML
 
 cp -R "$repo/policies" "$dest/usr/share/vouch/policies"
 cp "$repo/vouch.example.toml" "$dest/usr/share/vouch/vouch.example.toml"

@@ -136,34 +136,20 @@ fn build_local_base(conf: &Path, dir: &Path, tag: &str) {
         .arg(dir));
 }
 
-#[test]
-fn container_image_builds_and_attests_itself_affirming_as_a_non_root_user() {
-    let started = std::time::Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
-    let conf = tmp.path().join("containers.conf");
-    std::fs::write(
-        &conf,
-        "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\n",
-    )
-    .unwrap();
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
+/// Build the image from packaging/Containerfile as the test suite can: the build stage
+/// replaced by packaging/rootfs.sh's tree made from the binary cargo built, the runtime base
+/// by a local stand-in. The guard removes both images.
+fn build_image(conf: &Path, tmp: &Path, unique: &str) -> (String, Images) {
     let base = format!("localhost/vouch-packaging-base:{unique}");
     let image = format!("localhost/vouch-packaging-test:{unique}");
-    let _cleanup = Images {
-        conf: conf.clone(),
+    let cleanup = Images {
+        conf: conf.to_path_buf(),
         tags: vec![image.clone(), base.clone()],
     };
 
-    build_local_base(&conf, &tmp.path().join("base"), &base);
+    build_local_base(conf, &tmp.join("base"), &base);
     // The build stage's output, made by the same script from the binary cargo built.
-    let ctx = tmp.path().join("build");
+    let ctx = tmp.join("build");
     ok(Command::new("sh")
         .arg(repo().join("packaging/rootfs.sh"))
         .arg(vouch())
@@ -176,9 +162,9 @@ fn container_image_builds_and_attests_itself_affirming_as_a_non_root_user() {
         ctx.join("rootfs/usr/share/man/man1/vouch-server.1")
             .is_file()
     );
-    let empty = tmp.path().join("context");
+    let empty = tmp.join("context");
     std::fs::create_dir(&empty).unwrap();
-    ok(podman(&conf)
+    ok(podman(conf)
         .args(["build", "--quiet", "--network", "none", "--pull=never"])
         .arg(format!("--build-arg=RUNTIME_IMAGE={base}"))
         .arg(format!("--build-context=build={}", ctx.display()))
@@ -186,6 +172,39 @@ fn container_image_builds_and_attests_itself_affirming_as_a_non_root_user() {
         .arg(repo().join("packaging/Containerfile"))
         .args(["-t", &image])
         .arg(&empty));
+    (image, cleanup)
+}
+
+/// A name no other test run uses.
+fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+/// The containers.conf this machine's podman needs (runc, no default ulimits).
+fn containers_conf(dir: &Path) -> PathBuf {
+    let conf = dir.join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\n",
+    )
+    .unwrap();
+    conf
+}
+
+#[test]
+fn container_image_builds_and_attests_itself_affirming_as_a_non_root_user() {
+    let started = std::time::Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = containers_conf(tmp.path());
+    let unique = unique();
+    let (image, _cleanup) = build_image(&conf, tmp.path(), &unique);
     let built = started.elapsed();
 
     // What the image declares matches the code's defaults.
@@ -211,8 +230,15 @@ fn container_image_builds_and_attests_itself_affirming_as_a_non_root_user() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
+    // Configured by a file, which a mounted one replaces whole; no VOUCH_SERVER_*/VOUCH_AGENT_*
+    // variable that would silently override a mounted file.
     assert!(
-        env.contains(&format!("VOUCH_SERVER_LISTEN=0.0.0.0:{port}").as_str()),
+        env.contains(&"VOUCH_CONFIG=/etc/vouch/vouch.toml"),
+        "{env:?}"
+    );
+    assert!(
+        !env.iter()
+            .any(|e| e.starts_with("VOUCH_SERVER_") || e.starts_with("VOUCH_AGENT_")),
         "{env:?}"
     );
 
@@ -235,6 +261,17 @@ fn container_image_builds_and_attests_itself_affirming_as_a_non_root_user() {
             );
         }
     }
+    // Its configuration file is valid for both roles, and listens on the default port.
+    let text =
+        std::fs::read_to_string(Path::new(root.trim()).join("etc/vouch/vouch.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let server: ServerConfig = table["server"].clone().try_into().unwrap();
+    let agent: AgentConfig = table["agent"].clone().try_into().unwrap();
+    assert_eq!(server.listen, ([0, 0, 0, 0], port).into());
+    assert!(
+        server.data_dir.starts_with("/var/lib/vouch")
+            && agent.data_dir.starts_with("/var/lib/vouch")
+    );
     ok(podman(&conf).args(["image", "unmount", &image]));
 
     let version = ok(podman(&conf).args(["run", "--rm", "--network", "none", &image, "--version"]));
@@ -1515,4 +1552,339 @@ fn containerfile_build_stage_matches_the_repository() {
         "a 1+ GB context otherwise"
     );
     assert!(repo().join("Cargo.lock").is_file(), "--locked needs it");
+}
+
+/// Removes the containers and volume a test started.
+struct Containers {
+    conf: PathBuf,
+    names: Vec<String>,
+    volume: Option<String>,
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("podman")
+                .env("CONTAINERS_CONF", &self.conf)
+                .args(["rm", "--force", "--time", "1", n])
+                .output();
+        }
+        if let Some(v) = &self.volume {
+            let _ = Command::new("podman")
+                .env("CONTAINERS_CONF", &self.conf)
+                .args(["volume", "rm", "--force", v])
+                .output();
+        }
+    }
+}
+
+/// `podman run` arguments for a workload of the manifests, taken from the manifest itself:
+/// its command line, plain env values (and `env` for references), user, capabilities,
+/// read-only root, host PID namespace, and every volume mount at its own mountPath/subPath,
+/// from `sources` (volume name to a host path or podman volume).
+fn run_args(w: &Value, sources: &BTreeMap<&str, String>, env: &[(&str, &str)]) -> Vec<String> {
+    let pod = &w["spec"]["template"]["spec"];
+    let c = container(w);
+    let mut a = Vec::new();
+    let user = c["securityContext"]["runAsUser"]
+        .as_u64()
+        .or_else(|| pod["securityContext"]["runAsUser"].as_u64())
+        .unwrap();
+    let group = c["securityContext"]["runAsGroup"]
+        .as_u64()
+        .or_else(|| pod["securityContext"]["runAsGroup"].as_u64())
+        .unwrap();
+    a.push(format!("--user={user}:{group}"));
+    let sc = &c["securityContext"];
+    if sc["capabilities"]["drop"] == serde_json::json!(["ALL"]) {
+        a.push("--cap-drop=all".into());
+    }
+    for cap in sc["capabilities"]["add"].as_array().into_iter().flatten() {
+        a.push(format!("--cap-add={}", cap.as_str().unwrap()));
+    }
+    if sc["allowPrivilegeEscalation"] == false {
+        a.push("--security-opt=no-new-privileges".into());
+    }
+    if sc["readOnlyRootFilesystem"] == true {
+        a.push("--read-only".into());
+        a.push("--read-only-tmpfs=false".into());
+    }
+    if pod["hostPID"] == true {
+        a.push("--pid=host".into());
+    }
+    for e in c["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap();
+        if let Some(v) = e["value"].as_str() {
+            a.push(format!("--env={name}={v}"));
+        } else if let Some((_, v)) = env.iter().find(|(n, _)| *n == name) {
+            a.push(format!("--env={name}={v}"));
+        }
+    }
+    for m in c["volumeMounts"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let src = sources
+            .get(name)
+            .unwrap_or_else(|| panic!("no source for volume {name}"));
+        let src = match m["subPath"].as_str() {
+            Some(sub) => format!("{src}/{sub}"),
+            None => src.clone(),
+        };
+        let ro = if m["readOnly"] == true { ":ro" } else { "" };
+        a.push(format!(
+            "--volume={src}:{}{ro}",
+            m["mountPath"].as_str().unwrap()
+        ));
+    }
+    a
+}
+
+/// The manifests' verifier and agent, run as containers of the image with the manifests' own
+/// configuration files, mounts, users and capabilities (no cluster: the agent shares the
+/// verifier's network namespace and resolves the Service's name to it; SQLite, as no
+/// database URL is given; the quickstart's TLS recipe and nonce key; a real cluster's JWKS for
+/// the k8s_psat attestor; a join token). The agent enrolls, attests affirming, and serves the
+/// Workload API socket in the directory the DaemonSet shares with pods: a process on the node
+/// gets its SVID through it.
+#[test]
+fn kubernetes_verifier_and_agent_run_from_the_manifests_in_the_image() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let conf = containers_conf(d);
+    let unique = unique();
+    let (image, _images) = build_image(&conf, d, &unique);
+    let docs = manifests();
+    let sts = get(&docs, "StatefulSet", "vouch-server");
+    let ds = get(&docs, "DaemonSet", "vouch-agent");
+    let dir = |name: &str| {
+        let p = d.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    };
+    // Secret and ConfigMap volumes as the kubelet makes them: files of the group fsGroup,
+    // mode defaultMode (0440), for the server's user.
+    let fs_group = sts["spec"]["template"]["spec"]["securityContext"]["fsGroup"]
+        .as_u64()
+        .unwrap() as u32;
+    let secret_dir = |name: &str, files: &[(&str, &Path)]| {
+        let p = dir(name);
+        for (f, from) in files {
+            std::fs::copy(from, p.join(f)).unwrap();
+            std::os::unix::fs::chown(p.join(f), Some(0), Some(fs_group)).unwrap();
+            std::fs::set_permissions(p.join(f), std::fs::Permissions::from_mode(0o440)).unwrap();
+        }
+        p.to_str().unwrap().to_string()
+    };
+    let recipe: Vec<String> = doc_commands("docs/KUBERNETES.md")
+        .into_iter()
+        .filter(|c| c.starts_with("openssl ") || c.starts_with("head "))
+        .collect();
+    let made = dir("made");
+    ok(Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &recipe.join("\n")])
+        .current_dir(&made));
+    let configmap = |name: &str| {
+        let text = get(&docs, "ConfigMap", name)["data"]["vouch.toml"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let p = dir(name);
+        std::fs::write(p.join("vouch.toml"), text).unwrap();
+        std::fs::set_permissions(p.join("vouch.toml"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let volume = format!("vouch-packaging-server-{unique}");
+    ok(podman(&conf).args(["volume", "create", &volume]));
+    let server_name = format!("vouch-packaging-server-{unique}");
+    let agent_name = format!("vouch-packaging-agent-{unique}");
+    let _containers = Containers {
+        conf: conf.clone(),
+        names: vec![agent_name.clone(), server_name.clone()],
+        volume: Some(volume.clone()),
+    };
+    let jwks = repo().join("testdata/k8s/eks_jwks.json");
+    let server_sources = BTreeMap::from([
+        ("config", configmap("vouch-server-config")),
+        (
+            "tls",
+            secret_dir(
+                "tls",
+                &[
+                    ("tls.crt", &made.join("tls.crt")),
+                    ("tls.key", &made.join("tls.key")),
+                ],
+            ),
+        ),
+        (
+            "keys",
+            secret_dir("keys", &[("nonce.key", &made.join("nonce.key"))]),
+        ),
+        ("k8s-jwks", secret_dir("k8s-jwks", &[("jwks.json", &jwks)])),
+        ("data", volume.clone()),
+    ]);
+    let mut run = podman(&conf);
+    run.args([
+        "run",
+        "--detach",
+        "--network",
+        "none",
+        "--name",
+        &server_name,
+    ]);
+    run.args(run_args(sts, &server_sources, &[]));
+    run.arg(&image).args(
+        container(sts)["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap()),
+    );
+    ok(&mut run);
+
+    // A join token from the verifier's pod, as the quickstart's fallback makes one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let token = loop {
+        let o = output(podman(&conf).args([
+            "exec",
+            &server_name,
+            "vouch",
+            "token",
+            "create",
+            "--ttl",
+            "10m",
+            "--node-name",
+            "packaging-node",
+        ]));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        if let Some(t) = out.split_whitespace().find(|w| w.starts_with("vjt_")) {
+            break t.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no join token: {out}{}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            ok(podman(&conf).args(["logs", &server_name]))
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+
+    // The agent: the Service's name resolves to the verifier (no cluster DNS here).
+    let (agent, _): (AgentConfig, _) =
+        config_section(get(&docs, "ConfigMap", "vouch-agent-config"), "agent");
+    // What it runs is the image's binary, this one: a reference value for it, and an identity
+    // for root's processes on the node, so an affirming node hands one out.
+    let exe = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(vouch()).unwrap()))
+    };
+    let admin = |args: &[&str]| {
+        let mut c = podman(&conf);
+        c.args(["exec", &server_name, "vouch"]).args(args);
+        ok(&mut c)
+    };
+    admin(&["refvalue", "add", "executable", &agent.workload_name, &exe]);
+    let spiffe_id = "spiffe://vouch.local/packaging/node-root";
+    admin(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        spiffe_id,
+        "--selector",
+        "unix:uid:0",
+    ]);
+    let host = reqwest::Url::parse(&agent.servers[0])
+        .unwrap()
+        .host_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(d.join("hosts"), format!("127.0.0.1 localhost {host}\n")).unwrap();
+    let socket_dir = dir("run-vouch-agent");
+    let agent_data = dir("agent-data");
+    let agent_sources = BTreeMap::from([
+        ("config", configmap("vouch-agent-config")),
+        ("ca", secret_dir("ca", &[("ca.crt", &made.join("ca.crt"))])),
+        ("workload-api", socket_dir.to_str().unwrap().to_string()),
+        ("data", agent_data.to_str().unwrap().to_string()),
+        ("vouch-token", dir("tokens").to_str().unwrap().to_string()),
+    ]);
+    let mut run = podman(&conf);
+    run.args(["run", "--detach", "--name", &agent_name]);
+    run.arg(format!("--network=container:{server_name}"));
+    run.arg(format!(
+        "--volume={}:/etc/hosts:ro",
+        d.join("hosts").display()
+    ));
+    run.args(run_args(
+        ds,
+        &agent_sources,
+        &[("VOUCH_JOIN_TOKEN", &token)],
+    ));
+    run.arg(&image).args(
+        container(ds)["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap()),
+    );
+    ok(&mut run);
+
+    let socket = agent.workload_api_socket.as_ref().unwrap();
+    let on_host = socket_dir.join(socket.file_name().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let logs = || {
+        format!(
+            "server:\n{}\nagent:\n{}",
+            String::from_utf8_lossy(&output(podman(&conf).args(["logs", &server_name])).stderr),
+            String::from_utf8_lossy(&output(podman(&conf).args(["logs", &agent_name])).stderr)
+        )
+    };
+    while !(agent_data.join("result.jwt").exists() && on_host.exists()) {
+        let running =
+            ok(podman(&conf).args(["inspect", "--format", "{{.State.Running}}", &agent_name]));
+        assert!(running.trim() == "true", "the agent stopped:\n{}", logs());
+        assert!(std::time::Instant::now() < deadline, "{}", logs());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    use std::os::unix::fs::FileTypeExt as _;
+    assert!(std::fs::metadata(&on_host).unwrap().file_type().is_socket());
+    // The verifier lists the node's workload, attested.
+    let list =
+        ok(podman(&conf).args(["exec", &server_name, "vouch", "--json", "workload", "list"]));
+    let workloads: Value = serde_json::from_str(&list).unwrap();
+    let w = workloads
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| {
+            w.to_string()
+                .contains(&format!("/{}\"", agent.workload_name))
+        })
+        .unwrap_or_else(|| panic!("{list}\n{}", logs()));
+    assert_eq!(w["status"], "affirming", "{w}\n{}", logs());
+
+    // A process on the node (this test, as root) gets its SVID through the socket in the
+    // shared directory, with an independent SPIFFE client (PyPI `spiffe`, scripts/deps.sh).
+    let python = repo().join("target/pyenv/bin/python3");
+    let fetch = "from spiffe import WorkloadApiClient\n\
+                 with WorkloadApiClient() as c:\n    print(c.fetch_x509_svid().spiffe_id)\n";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let o = output(Command::new(&python).args(["-c", fetch]).env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", on_host.display()),
+        ));
+        let out = String::from_utf8_lossy(&o.stdout);
+        if o.status.success() {
+            assert_eq!(out.trim(), spiffe_id);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{out}{}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
