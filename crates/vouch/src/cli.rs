@@ -150,6 +150,9 @@ pub enum Command {
     Revoke(RevokeCmd),
     /// The signed revocation log, from an epoch on.
     Revocations(RevocationsArgs),
+    /// The audit log: export it as JSON lines, check it (or one entry) offline.
+    #[command(subcommand)]
+    Audit(crate::commands::audit::AuditCmd),
     /// Confidential-computing evidence tools.
     #[command(subcommand)]
     Tee(TeeCmd),

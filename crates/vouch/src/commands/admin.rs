@@ -14,6 +14,33 @@ use crate::cli::{
 use crate::config::{self, FileConfig};
 use crate::output;
 
+/// Append a change made by this command to the audit log (issue 16 item 3), naming the local
+/// user as its actor. The change is already made: an error here says it is not in the log.
+async fn audit(
+    s: &dyn vouch_store::Store,
+    kind: &str,
+    subject: &str,
+    body: serde_json::Value,
+) -> Result<()> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let event = vouch_store::AuditEvent {
+        time: unix_now(),
+        kind: kind.into(),
+        actor: format!("cli:{user}"),
+        subject: subject.into(),
+        body,
+    };
+    s.append_audit(&event)
+        .await
+        .context("the change is made but could not be appended to the audit log")?;
+    Ok(())
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
 /// `vouch policy`: add, list, show, activate or test policies.
 pub(crate) async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Result<ExitCode> {
     match cmd {
@@ -36,6 +63,10 @@ pub(crate) async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Resu
             )?;
             let s = open_store(&file, &store).await?;
             let v = s.add_policy(&id, &rego, !no_activate, unix_now()).await?;
+            let body = serde_json::json!({
+                "version": v, "sha256": sha256_hex(rego.as_bytes()), "active": !no_activate,
+            });
+            audit(s.as_ref(), "policy.add", &id, body).await?;
             if json {
                 output::json(&serde_json::json!({"id": id, "version": v, "active": !no_activate}))?;
             } else {
@@ -88,6 +119,7 @@ pub(crate) async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Resu
         PolicyCmd::Activate { id, store } => {
             let s = open_store(&file, &store).await?;
             s.activate_policy(&id).await?;
+            audit(s.as_ref(), "policy.activate", &id, serde_json::json!({})).await?;
             println!("policy {id} is active");
         }
         PolicyCmd::Test {
@@ -140,9 +172,11 @@ pub(crate) async fn refvalue(file: FileConfig, cmd: RefvalueCmd, json: bool) -> 
                 bail!("kind and key must not be empty");
             }
             let s = open_store(&file, &store).await?;
+            let body = serde_json::json!({ "kind": kind, "key": key, "value": value });
             let id = s
                 .add_reference_value(&ReferenceValue { kind, key, value }, unix_now())
                 .await?;
+            audit(s.as_ref(), "refvalue.add", &id.to_string(), body).await?;
             if json {
                 output::json(&serde_json::json!({"id": id}))?;
             } else {
@@ -168,9 +202,21 @@ pub(crate) async fn refvalue(file: FileConfig, cmd: RefvalueCmd, json: bool) -> 
         }
         RefvalueCmd::Remove { id, store } => {
             let s = open_store(&file, &store).await?;
+            let old = s
+                .reference_value_rows()
+                .await?
+                .into_iter()
+                .find(|r| r.0 == id);
             if !s.remove_reference_value(id).await? {
                 bail!("no reference value {id} (see `vouch refvalue list`)");
             }
+            let body = match old {
+                Some((_, r)) => {
+                    serde_json::json!({ "kind": r.kind, "key": r.key, "value": r.value })
+                }
+                None => serde_json::json!({}),
+            };
+            audit(s.as_ref(), "refvalue.remove", &id.to_string(), body).await?;
             println!("reference value {id} removed");
         }
     }
@@ -187,6 +233,9 @@ pub(crate) async fn token(file: FileConfig, cmd: TokenCmd, json: bool) -> Result
     let ttl = config::parse_duration(&ttl)?;
     let s = open_store(&file, &store).await?;
     let t = vouch_server::create_join_token(s.as_ref(), ttl, node_name.as_deref()).await?;
+    let body = serde_json::json!({ "ttl": ttl, "token_sha256": sha256_hex(t.as_bytes()) });
+    let subject = node_name.as_deref().unwrap_or("");
+    audit(s.as_ref(), "token.create", subject, body).await?;
     if json {
         output::json(&serde_json::json!({"token": t, "expires_at": unix_now() + ttl}))?;
     } else {
@@ -320,7 +369,9 @@ pub(crate) async fn entry(file: FileConfig, cmd: EntryCmd, json: bool) -> Result
                 config::parse_duration(&ttl)?,
                 unix_now(),
             )?;
-            open_store(&file, &store).await?.add_entry(&e).await?;
+            let s = open_store(&file, &store).await?;
+            s.add_entry(&e).await?;
+            audit(s.as_ref(), "entry.add", &e.id, serde_json::to_value(&e)?).await?;
             if json {
                 output::json(&e)?;
             } else {
@@ -349,9 +400,11 @@ pub(crate) async fn entry(file: FileConfig, cmd: EntryCmd, json: bool) -> Result
             }
         }
         EntryCmd::Delete { id, store } => {
-            if !open_store(&file, &store).await?.delete_entry(&id).await? {
+            let s = open_store(&file, &store).await?;
+            if !s.delete_entry(&id).await? {
                 bail!("no entry {id} (see `vouch entry list`)");
             }
+            audit(s.as_ref(), "entry.delete", &id, serde_json::json!({})).await?;
             println!("entry {id} deleted");
         }
     }

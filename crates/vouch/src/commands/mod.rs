@@ -8,6 +8,7 @@
 //! shared between them stay here.
 
 mod admin;
+pub(crate) mod audit;
 mod keys;
 mod rp;
 mod run;
@@ -46,6 +47,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ca(cmd) => keys::ca(file, cmd, json),
         Command::Revoke(cmd) => admin::revoke(file, cmd, json).await,
         Command::Revocations(args) => admin::revocations(file, args, json).await,
+        Command::Audit(cmd) => audit::run(cmd, json).await,
         Command::Rp(crate::cli::RpCmd::Watch(args)) => rp::rp_watch(args).await,
         Command::Quorum(cmd) => keys::quorum(cmd, json),
         Command::Tee(cmd) => crate::tee::run(cmd, json),
