@@ -652,6 +652,19 @@ fn systemd_units_verify_and_stay_hardened() {
         Path::new("/run").join(one(&a, "RuntimeDirectory"))
     );
     assert_eq!(socket, AGENT_SOCKET);
+    // The configuration file it reads, as shipped, is a valid [agent] section that leaves the
+    // state directory and the socket to the unit (the environment and the flag override it).
+    let exec: Vec<&str> = one(&a, "ExecStart").split_whitespace().collect();
+    let config = exec.windows(2).find(|w| w[0] == "--config").unwrap()[1];
+    assert_eq!(config, "/etc/vouch/agent.toml");
+    let text = read("packaging/systemd/agent.toml");
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(table.keys().collect::<Vec<_>>(), ["agent"]);
+    let shipped: AgentConfig = table["agent"].clone().try_into().unwrap();
+    assert!(shipped.workload_api_socket.is_none() && shipped.ca_cert.is_some());
+    assert_eq!(shipped.trust_domain, AgentConfig::default().trust_domain);
+    let t = table["agent"].as_table().unwrap();
+    assert!(!t.contains_key("data_dir") && !t.contains_key("join_token"));
     // The TPM resource manager stays reachable: an allowed device, not hidden by PrivateDevices.
     assert_eq!(one(&a, "DeviceAllow"), "/dev/tpmrm0 rw");
     assert!(!a.contains_key("PrivateDevices"));
