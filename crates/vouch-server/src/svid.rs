@@ -211,6 +211,7 @@ impl State {
             ApiError::new(ErrorKind::MalformedRequest, "public_key is not base64url")
         })?;
         let now = unix_now();
+        let mut issued = Vec::new();
         let (svids, bundle) = self.with_ca(|set| {
             let ca = set.active();
             let mut svids = Vec::new();
@@ -221,6 +222,10 @@ impl State {
                 let der = ca
                     .issue(&id, &spki, ttl, now)
                     .map_err(|err| ApiError::new(ErrorKind::MalformedRequest, err.to_string()))?;
+                issued.push(serde_json::json!({
+                    "spiffe_id": id.to_string(),
+                    "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der)),
+                }));
                 svids.push(IssuedSvid {
                     spiffe_id: id.to_string(),
                     x509_svid: URL_SAFE_NO_PAD.encode(der),
@@ -235,6 +240,11 @@ impl State {
             Ok((svids, bundle))
         })?;
         tracing::info!(workload = %req.workload, count = svids.len(), "X.509-SVIDs issued");
+        if !issued.is_empty() {
+            let body = serde_json::json!({ "svids": issued });
+            self.audit("svid.issue", &req.key_id, &req.workload, body)
+                .await;
+        }
         Ok(SvidResponse {
             svids,
             bundle,

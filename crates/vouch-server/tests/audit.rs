@@ -65,6 +65,35 @@ async fn changes_and_decisions_are_logged_with_signed_heads_and_proofs() {
     let mut agent = h.agent("billing").await;
     h.trust(&mut agent).await;
     let result = agent.attest_once().await.unwrap();
+    // An SVID issued to it.
+    let svid_sha256 = {
+        use rcgen::PublicKeyData;
+        use vouch_core::wire::{SvidRequest, svid_signing_input};
+        use vouch_identity::{Entry, Selector, SpiffeId};
+        let id = SpiffeId::parse("spiffe://vouch.local/billing").unwrap();
+        let selectors = vec![
+            Selector::parse("vouch:workload:billing").unwrap(),
+            Selector::parse("vouch:status:affirming").unwrap(),
+        ];
+        let entry = Entry::new("e-billing".into(), &id, selectors, 600, unix_now()).unwrap();
+        h.store.add_entry(&entry).await.unwrap();
+        let leaf = rcgen::KeyPair::generate().unwrap();
+        let pk = B64.encode(leaf.subject_public_key_info());
+        let key_id = agent.enrollment().key_id.clone();
+        let req = SvidRequest {
+            signature: agent
+                .key()
+                .sign_b64(&svid_signing_input(&key_id, "billing", &pk, &[])),
+            key_id,
+            workload: "billing".into(),
+            public_key: pk,
+            selectors: vec![],
+        };
+        let r = h.client().svid(&req).await.unwrap();
+        assert_eq!(r.svids.len(), 1);
+        let der = B64.decode(&r.svids[0].x509_svid).unwrap();
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der))
+    };
     let (status, first) = get(&h, "/v1/audit/head", Some(&read)).await;
     assert_eq!(status, 200, "{first}");
     let first_size = first["size"].as_u64().unwrap();
@@ -134,6 +163,7 @@ async fn changes_and_decisions_are_logged_with_signed_heads_and_proofs() {
         "entry.add",
         "entry.delete",
         "revoke",
+        "svid.issue",
     ] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
@@ -150,6 +180,9 @@ async fn changes_and_decisions_are_logged_with_signed_heads_and_proofs() {
             .iter()
             .any(|e| e.kind == "entry.delete" && e.subject == entry_id)
     );
+    let svid = parsed.iter().find(|e| e.kind == "svid.issue").unwrap();
+    assert_eq!(svid.subject, "billing");
+    assert_eq!(svid.body["svids"][0]["sha256"], svid_sha256.as_str());
 
     // A page is bounded and starts where asked.
     let (_, p) = get(&h, "/v1/audit/entries?start=1&end=3", Some(&read)).await;
