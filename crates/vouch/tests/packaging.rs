@@ -1258,6 +1258,28 @@ fn kubernetes_quickstart_commands_are_real_and_match_the_manifests() {
         missing.is_empty(),
         "KUBERNETES.md never creates {missing:?}"
     );
+    // Each key a workload reads from a Secret (the join token's too) is the key the doc gives.
+    let cmds = doc_commands("docs/KUBERNETES.md");
+    for ((kind, _), d) in &docs {
+        if !["StatefulSet", "DaemonSet"].contains(&kind.as_str()) {
+            continue;
+        }
+        for e in container(d)["env"].as_array().unwrap() {
+            let r = &e["valueFrom"]["secretKeyRef"];
+            let (Some(name), Some(key)) = (r["name"].as_str(), r["key"].as_str()) else {
+                continue;
+            };
+            let create = cmds
+                .iter()
+                .find(|c| c.contains(&format!("create secret generic {name} ")))
+                .unwrap_or_else(|| panic!("KUBERNETES.md never creates the Secret {name}"));
+            assert!(
+                create.contains(&format!("--from-literal={key}="))
+                    || create.contains(&format!("--from-file={key}")),
+                "{create} does not set {key}"
+            );
+        }
+    }
     // The example database is the one the DSN in the doc names.
     let text = read("docs/KUBERNETES.md");
     let pg = &parse_yaml_docs(&repo().join("packaging/kubernetes/examples/postgres.yaml"));
