@@ -334,3 +334,34 @@ fn the_wrong_kind_or_an_hcl_report_alone_is_named() {
     let e = verify(TeeKind::AzSnpVtpm, &read_testdata("snp/report_v2.bin")).unwrap_err();
     assert!(e.to_string().contains("--kind sev-snp"), "{e}");
 }
+
+#[test]
+fn the_vcek_may_come_from_the_offline_store_instead_of_the_evidence() {
+    // Trustee's v1 evidence without its VCEK: refused with no VCEK anywhere, verified when the
+    // operator's store holds it (found by the report's chip id and TCB), and when sent first.
+    let ev = edited("azure/snp/evidence-v1.json", |j| {
+        j.as_object_mut().unwrap().remove("vcek");
+    });
+    let vcek = b64u(json("azure/snp/evidence-v1.json")["vcek"].as_str().unwrap());
+    let d = decode(TeeKind::AzSnpVtpm, &ev).unwrap();
+    let e = roots()
+        .verify(TeeKind::AzSnpVtpm, &d.report, &[], NOW)
+        .unwrap_err();
+    assert!(e.to_string().contains("no VCEK"), "{e}");
+    let store = tempfile::tempdir().unwrap();
+    std::fs::write(store.path().join("vcek.der"), &vcek).unwrap();
+    std::fs::write(
+        store.path().join("milan.pem"),
+        read_testdata("snp/milan_ask_ark_asvk.pem"),
+    )
+    .unwrap();
+    let mut r = roots();
+    assert_eq!(r.add_snp_cert_dir(store.path()).unwrap(), 1);
+    let v = r.verify(TeeKind::AzSnpVtpm, &d.report, &[], NOW).unwrap();
+    assert_eq!(hex::encode(&v.report_data), hex::encode("challenge"));
+    let mut certs = vec![vcek];
+    certs.extend(asks());
+    roots()
+        .verify(TeeKind::AzSnpVtpm, &d.report, &certs, NOW)
+        .unwrap();
+}
