@@ -437,6 +437,7 @@ impl Agent {
             .clone()
             .map(|t| crate::Tpm::new(t, &cfg.data_dir.join("tpm")));
         let start = start_index(&enrollment.key_id, clients.len());
+        #[cfg_attr(not(feature = "tpm"), allow(unused_mut))]
         let mut agent = Self {
             cfg,
             key,
@@ -1133,8 +1134,6 @@ impl Agent {
     }
 }
 
-/// Run a blocking TPM operation off the async runtime.
-#[cfg(feature = "tpm")]
 /// Ends a spawned task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -1144,6 +1143,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Run a blocking TPM or TEE operation off the async runtime.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
 ) -> Result<T, AgentError> {
