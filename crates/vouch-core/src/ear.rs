@@ -8,6 +8,18 @@ use std::fmt;
 /// The EAR profile Vouch emits (the profile defined by the EAR draft).
 pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
 
+/// The `eat_nonce` of a result appraised against the Vouch nonce `nonce`: base64url of
+/// SHA-256 of the nonce's text. EAT (RFC 9711 §4.1) bounds a nonce to 8–64 bytes and a Vouch
+/// nonce is longer (time, 32 random bytes, audience, 32-byte MAC), so the result carries its
+/// 32-byte digest; found when Veraison's `ear` crate refused Vouch results
+/// (vouch-server `tests/veraison_ear.rs`). A relying party that gave the nonce compares with
+/// this (`vouch_rp::Requirements::nonce` does).
+pub fn eat_nonce(nonce: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(nonce.as_bytes()))
+}
+
 /// The submodule name Vouch uses for the attested workload.
 pub const SUBMOD_NAME: &str = "workload";
 
@@ -237,7 +249,7 @@ pub struct Ear {
     /// `ear.verifier-id`
     #[serde(rename = "ear.verifier-id")]
     pub verifier_id: VerifierId,
-    /// `eat_nonce`: the verifier nonce the evidence answered.
+    /// `eat_nonce`: the digest ([`eat_nonce`]) of the verifier nonce the evidence answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eat_nonce: Option<String>,
     /// `ear.raw-evidence`
@@ -285,6 +297,24 @@ impl Ear {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eat_nonce_is_within_eat_bounds() {
+        use base64::Engine as _;
+        // A Vouch nonce is longer than the 64 bytes EAT allows; its digest is 32 bytes.
+        let key = crate::NonceKey::from_slice(&[7u8; 32]).unwrap();
+        let nonce = crate::Nonce::issue(&key, 1_700_000_000, [9u8; 32], "vouch.local");
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&nonce)
+            .unwrap();
+        assert!(raw.len() > 64);
+        let e = eat_nonce(&nonce);
+        let d = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&e)
+            .unwrap();
+        assert_eq!(d.len(), 32);
+        assert_ne!(eat_nonce(&format!("{nonce}x")), e);
+    }
 
     /// Issue 12: the tiers were taken from the absolute value, so -32 (affirming in AR4SI) was
     /// a warning and -96 (a warning) was contraindicated. Every boundary of every range.

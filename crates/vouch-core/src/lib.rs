@@ -21,7 +21,7 @@ pub mod wire;
 
 pub use ear::{
     ArStatus, EAR_PROFILE, Ear, SUBMOD_NAME, Submod, TrustClaim, TrustTier, TrustVector,
-    VerifierId, tier_of,
+    VerifierId, eat_nonce, tier_of,
 };
 pub use error::{ErrorKind, clip};
 pub use evidence::{

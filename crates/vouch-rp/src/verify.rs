@@ -37,7 +37,9 @@ pub enum Audience {
 pub struct Requirements {
     /// The `aud` a result must carry.
     pub audience: Audience,
-    /// Expected `eat_nonce` (background-check model, or a freshness nonce of the RP's own).
+    /// Expected nonce (background-check model, or a freshness nonce of the RP's own): the
+    /// result's `eat_nonce` must be it, or its digest [`vouch_core::eat_nonce`] (what Vouch
+    /// verifiers put there, as EAT bounds nonces to 64 bytes).
     pub nonce: Option<String>,
     /// Accept `warning` as well as `affirming`.
     pub accept_warning: bool,
@@ -434,6 +436,7 @@ impl ResultVerifier {
         }
         if let Some(n) = &req.nonce
             && ear.eat_nonce.as_deref() != Some(n.as_str())
+            && ear.eat_nonce != Some(vouch_core::eat_nonce(n))
         {
             return Err(RpError::Nonce);
         }

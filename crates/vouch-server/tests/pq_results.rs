@@ -64,6 +64,13 @@ async fn results_carry_ml_dsa_65_and_each_mode_accepts_and_refuses() {
         std::fs::read_to_string(h.path("agent-app/result.pq.json")).unwrap(),
         pq
     );
+    // Sizes for docs/PERFORMANCE.md (run with --nocapture).
+    eprintln!(
+        "result: {} bytes (signing input {} bytes); result_pq: {} bytes",
+        good.result.len(),
+        good.result.rsplit_once('.').unwrap().0.len(),
+        pq.len()
+    );
     let jws = GeneralJws::parse(&pq).unwrap();
     assert_eq!(jws.signatures.len(), 2);
     assert_eq!(jws.compact(0).unwrap(), good.result);

@@ -225,7 +225,7 @@ async fn two_of_three_verifiers_sign_one_eddsa_result_and_one_alone_cannot() {
     };
     let fresh = |nonce: &str, iat: u64| {
         let mut c = claims.clone();
-        c["eat_nonce"] = nonce.into();
+        c["eat_nonce"] = vouch_core::eat_nonce(nonce).into();
         c["iat"] = iat.into();
         c["exp"] = (iat + 60).into();
         c

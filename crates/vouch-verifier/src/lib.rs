@@ -574,27 +574,6 @@ impl Verifier {
         self.store
             .record_attestation(&rec, deadline, Some((&nonce_id, nonce_expires_at)))
             .await?;
-        // The decision, in the audit log (issue 16 item 3): after the commit, so a refused
-        // record (a replayed nonce, a revoked workload) is not logged as a decision.
-        let event = vouch_store::AuditEvent {
-            time: now,
-            kind: "attestation".into(),
-            actor: rec.node_id.clone(),
-            subject: rec.workload_id.clone(),
-            body: serde_json::json!({
-                "attestation": rec.id,
-                "key_id": rec.key_id,
-                "evidence_kind": rec.evidence_kind,
-                "evidence_sha256": rec.evidence_sha256,
-                "status": rec.status,
-                "policy": format!("{}/v{}", rec.policy_id, rec.policy_version),
-                "reasons": rec.reasons,
-                "result_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(rec.result.as_bytes())),
-            }),
-        };
-        if let Err(e) = vouch_store::AuditLog::append_audit(self.store.as_ref(), &event).await {
-            tracing::error!(attestation = %id, "appending to the audit log failed: {e}");
-        }
         if let Some(clock) = &verified.tpm_clock {
             let json = serde_json::to_string(clock).unwrap_or_default();
             let ima = verified
@@ -693,7 +672,7 @@ fn result_claims(
             build: format!("vouch {}", env!("CARGO_PKG_VERSION")),
             developer: "https://vouch.invalid".to_string(),
         },
-        eat_nonce: Some(nonce),
+        eat_nonce: Some(vouch_core::eat_nonce(&nonce)),
         raw_evidence: None,
         submods,
         policy_version: Some(whole.policy_version),
