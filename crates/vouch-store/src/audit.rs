@@ -75,6 +75,61 @@ pub(crate) fn encode(seq: u64, event: &AuditEvent) -> (String, Hash) {
     (String::from_utf8_lossy(&entry).into_owned(), hash)
 }
 
+/// The audit entry of an attestation result: the decision and what it was made on (the
+/// evidence's and the signed result's digests, not their bytes).
+pub(crate) fn attestation_event(rec: &crate::AttestationRecord) -> AuditEvent {
+    use sha2::Digest as _;
+    AuditEvent {
+        time: rec.created_at,
+        kind: "attestation".into(),
+        actor: rec.node_id.clone(),
+        subject: rec.workload_id.clone(),
+        body: serde_json::json!({
+            "attestation": rec.id,
+            "key_id": rec.key_id,
+            "evidence_kind": rec.evidence_kind,
+            "evidence_sha256": rec.evidence_sha256,
+            "status": rec.status,
+            "policy": format!("{}/v{}", rec.policy_id, rec.policy_version),
+            "reasons": rec.reasons,
+            "result_sha256": hex::encode(sha2::Sha256::digest(rec.result.as_bytes())),
+        }),
+    }
+}
+
+/// Append `$event` on connection `$conn` inside the caller's transaction (SQL shared by both
+/// backends): bump the counter, insert the entry at the position it gave.
+macro_rules! append_in {
+    ($conn:expr, $event:expr) => {{
+        let event: &crate::audit::AuditEvent = $event;
+        let size: i64 =
+            sqlx::query_scalar("UPDATE audit_size SET size = size + 1 WHERE id = 0 RETURNING size")
+                .fetch_one($conn)
+                .await?;
+        let seq = u64::try_from(size - 1).unwrap_or(0);
+        let (entry, hash) = crate::audit::encode(seq, event);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, created_at, kind, actor, subject, entry, leaf_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(size - 1)
+        .bind(i64::try_from(event.time).unwrap_or(i64::MAX))
+        .bind(&event.kind)
+        .bind(&event.actor)
+        .bind(&event.subject)
+        .bind(&entry)
+        .bind(hash.to_vec())
+        .execute($conn)
+        .await?;
+        crate::audit::AuditRecord {
+            seq,
+            entry,
+            leaf_hash: hash,
+        }
+    }};
+}
+pub(crate) use append_in;
+
 /// A stored leaf hash of the wrong length is corruption, not a panic.
 pub(crate) fn hash_of(bytes: &[u8], seq: i64) -> Result<Hash> {
     Hash::try_from(bytes).map_err(|_| {
@@ -95,32 +150,9 @@ macro_rules! audit_impl {
                 event: &crate::audit::AuditEvent,
             ) -> crate::Result<crate::audit::AuditRecord> {
                 let mut tx = self.pool.begin().await?;
-                let size: i64 = sqlx::query_scalar(
-                    "UPDATE audit_size SET size = size + 1 WHERE id = 0 RETURNING size",
-                )
-                .fetch_one(&mut *tx)
-                .await?;
-                let seq = u64::try_from(size - 1).unwrap_or(0);
-                let (entry, hash) = crate::audit::encode(seq, event);
-                sqlx::query(
-                    "INSERT INTO audit_log (seq, created_at, kind, actor, subject, entry, leaf_hash)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(size - 1)
-                .bind(i64::try_from(event.time).unwrap_or(i64::MAX))
-                .bind(&event.kind)
-                .bind(&event.actor)
-                .bind(&event.subject)
-                .bind(&entry)
-                .bind(hash.to_vec())
-                .execute(&mut *tx)
-                .await?;
+                let rec = crate::audit::append_in!(&mut *tx, event);
                 tx.commit().await?;
-                Ok(crate::audit::AuditRecord {
-                    seq,
-                    entry,
-                    leaf_hash: hash,
-                })
+                Ok(rec)
             }
 
             async fn audit_size(&self) -> crate::Result<u64> {
@@ -155,7 +187,10 @@ macro_rules! audit_impl {
                     .collect()
             }
 
-            async fn audit_leaf_hashes(&self, end: u64) -> crate::Result<Vec<vouch_core::audit::Hash>> {
+            async fn audit_leaf_hashes(
+                &self,
+                end: u64,
+            ) -> crate::Result<Vec<vouch_core::audit::Hash>> {
                 let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
                     "SELECT seq, leaf_hash FROM audit_log WHERE seq < $1 ORDER BY seq",
                 )

@@ -136,6 +136,8 @@ pub(crate) struct Prepared {
     pub(crate) deadline: u64,
     /// The nonce to use up (id, expiry).
     pub(crate) nonce: Option<(String, u64)>,
+    /// Its audit log entry (appended in the same transaction).
+    pub(crate) audit: crate::audit::AuditEvent,
 }
 
 impl Prepared {
@@ -161,6 +163,7 @@ impl Prepared {
             reason: crate::rows::workload_reason(rec),
             deadline,
             nonce: nonce.map(|(id, exp)| (id.to_string(), exp)),
+            audit: crate::audit::attestation_event(rec),
         }
     }
 }

@@ -137,6 +137,9 @@ macro_rules! store_impl {
                 .bind(i(rec.created_at))
                 .execute(&mut *conn)
                 .await?;
+                // The decision, in the audit log, in the same transaction (issue 16 item 3):
+                // last, so the audit counter's row lock is held only until the commit.
+                crate::audit::append_in!(&mut *conn, &rec.audit);
                 Ok(())
             }
 

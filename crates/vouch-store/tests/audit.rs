@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 use vouch_core::audit::{AuditEntry, check_entries, leaf_hash, root};
-use vouch_store::{AuditEvent, AuditLog, PgStore, SqliteStore, Store};
+use vouch_store::{
+    AttestationRecord, AuditEvent, AuditLog, PgStore, SqliteStore, Store, StoreError,
+};
 
 macro_rules! on_both_backends {
     ($($t:ident),* $(,)?) => {
@@ -44,6 +46,7 @@ on_both_backends!(
     appends_are_ordered_gap_free_and_read_back_as_hashed,
     concurrent_writers_never_fork_the_sequence,
     stored_entries_cannot_be_changed_or_deleted,
+    recorded_attestations_are_logged_in_their_transaction,
 );
 
 fn event(i: u64) -> AuditEvent {
@@ -132,6 +135,79 @@ async fn stored_entries_cannot_be_changed_or_deleted(
     let e: AuditEntry =
         serde_json::from_str(&s.audit_entries(1, 2).await.unwrap()[0].entry).unwrap();
     assert_eq!(e.subject, "policy-1");
+}
+
+/// Attestation records, group-committed by concurrent callers: each recorded one appends its
+/// decision in its own savepoint of the batch transaction; one refused (a replayed nonce)
+/// appends nothing, and the positions stay gap-free.
+async fn recorded_attestations_are_logged_in_their_transaction(
+    s: Arc<impl Store>,
+    _o: Arc<impl Store>,
+    _raw: Raw,
+) {
+    let s: Arc<dyn Store> = s;
+    s.create_join_token("t", None, 0, 100).await.unwrap();
+    let node = s.enroll("t", &[1; 32], "h", 1).await.unwrap().node_id;
+    s.use_nonce("used", 1_000).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60usize {
+        let s = s.clone();
+        let node = node.clone();
+        tasks.spawn(async move {
+            let r = AttestationRecord {
+                id: format!("a{i}"),
+                workload_id: format!("{node}/w{}", i % 5),
+                node_id: node.clone(),
+                key_id: "k".into(),
+                evidence_kind: "software".into(),
+                evidence_sha256: "00".into(),
+                claims: serde_json::json!({"a": 1}),
+                status: "affirming".into(),
+                trust_vector: serde_json::json!({}),
+                reasons: vec![format!("r{i}")],
+                policy_id: "default".into(),
+                policy_version: 1,
+                result: format!("jwt-{i}"),
+                created_at: 10,
+                expires_at: 70,
+            };
+            let nonce = if i % 6 == 0 {
+                "used".to_string()
+            } else {
+                format!("n{i}")
+            };
+            (
+                i,
+                s.record_attestation(&r, 100, Some((&nonce, 1_000))).await,
+            )
+        });
+    }
+    let mut recorded = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (i, r) = done.unwrap();
+        if i % 6 == 0 {
+            assert!(matches!(r, Err(StoreError::NonceReused)), "{i}: {r:?}");
+        } else {
+            r.unwrap();
+            recorded.push(format!("a{i}"));
+        }
+    }
+    assert_eq!(s.audit_size().await.unwrap(), recorded.len() as u64);
+    let all = s.audit_entries(0, 1000).await.unwrap();
+    check_entries(all.iter().map(|r| r.entry.as_bytes()), |_| {}).unwrap();
+    let mut logged: Vec<String> = all
+        .iter()
+        .map(|r| serde_json::from_str::<AuditEntry>(&r.entry).unwrap())
+        .inspect(|e| {
+            assert_eq!(e.kind, "attestation");
+            assert_eq!(e.actor, node);
+            assert_eq!(e.body["status"], "affirming");
+        })
+        .map(|e| e.body["attestation"].as_str().unwrap().to_string())
+        .collect();
+    logged.sort();
+    recorded.sort();
+    assert_eq!(logged, recorded, "exactly the recorded decisions");
 }
 
 /// The store's database, reached around the store.
