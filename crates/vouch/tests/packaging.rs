@@ -1677,9 +1677,10 @@ fn run_args(w: &Value, sources: &BTreeMap<&str, String>, env: &[(&str, &str)]) -
 /// configuration files, mounts, users and capabilities (no cluster: the agent shares the
 /// verifier's network namespace and resolves the Service's name to it; SQLite, as no
 /// database URL is given; the quickstart's TLS recipe and nonce key; a real cluster's JWKS for
-/// the k8s_psat attestor; a join token). The agent enrolls, attests affirming, and serves the
-/// Workload API socket in the directory the DaemonSet shares with pods: a process on the node
-/// gets its SVID through it.
+/// the k8s_psat attestor; a join token). The agent enrolls and attests; as the quickstart
+/// says, its workload is a warning until the command the reason names registers its
+/// executable, then affirming; and it serves the Workload API socket in the directory the
+/// DaemonSet shares with pods: a process on the node gets its SVID through it.
 #[test]
 fn kubernetes_verifier_and_agent_run_from_the_manifests_in_the_image() {
     use std::os::unix::fs::PermissionsExt as _;
@@ -1807,18 +1808,12 @@ fn kubernetes_verifier_and_agent_run_from_the_manifests_in_the_image() {
     // The agent: the Service's name resolves to the verifier (no cluster DNS here).
     let (agent, _): (AgentConfig, _) =
         config_section(get(&docs, "ConfigMap", "vouch-agent-config"), "agent");
-    // What it runs is the image's binary, this one: a reference value for it, and an identity
-    // for root's processes on the node, so an affirming node hands one out.
-    let exe = {
-        use sha2::Digest as _;
-        hex::encode(sha2::Sha256::digest(std::fs::read(vouch()).unwrap()))
-    };
+    // An identity for root's processes on the node, handed out once the node is affirming.
     let admin = |args: &[&str]| {
         let mut c = podman(&conf);
         c.args(["exec", &server_name, "vouch"]).args(args);
         ok(&mut c)
     };
-    admin(&["refvalue", "add", "executable", &agent.workload_name, &exe]);
     let spiffe_id = "spiffe://vouch.local/packaging/node-root";
     admin(&[
         "entry",
@@ -1883,20 +1878,57 @@ fn kubernetes_verifier_and_agent_run_from_the_manifests_in_the_image() {
     }
     use std::os::unix::fs::FileTypeExt as _;
     assert!(std::fs::metadata(&on_host).unwrap().file_type().is_socket());
-    // The verifier lists the node's workload, attested.
-    let list =
-        ok(podman(&conf).args(["exec", &server_name, "vouch", "--json", "workload", "list"]));
-    let workloads: Value = serde_json::from_str(&list).unwrap();
-    let w = workloads
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| {
-            w.to_string()
-                .contains(&format!("/{}\"", agent.workload_name))
-        })
-        .unwrap_or_else(|| panic!("{list}\n{}", logs()));
-    assert_eq!(w["status"], "affirming", "{w}\n{}", logs());
+    // The verifier lists the node's workload: a warning, as the quickstart says, until the
+    // agent's executable is a reference value, with the command that registers it.
+    let node_workload = || {
+        let list = admin(&["--json", "workload", "list"]);
+        let workloads: Value = serde_json::from_str(&list).unwrap();
+        workloads
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == agent.workload_name.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{list}\n{}", logs()))
+    };
+    let w = node_workload();
+    assert_eq!(w["status"], "warning", "{w}");
+    let reason = w["reason"].as_str().unwrap();
+    let command = reason
+        .split_once("register it with: ")
+        .unwrap_or_else(|| panic!("{reason}"))
+        .1;
+    let words: Vec<&str> = command.split_whitespace().collect();
+    // It names the image's binary, which is this one.
+    let exe = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(vouch()).unwrap()))
+    };
+    assert_eq!(
+        words,
+        [
+            "vouch",
+            "refvalue",
+            "add",
+            "executable",
+            &agent.workload_name,
+            &exe
+        ]
+    );
+    admin(&words[1..]);
+    // The next attestation (at once on a restart, instead of the 30 s interval) is affirming.
+    let before = w["last_attestation_id"].clone();
+    ok(podman(&conf).args(["restart", "--time", "2", &agent_name]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let w = node_workload();
+        if w["last_attestation_id"] != before {
+            assert_eq!(w["status"], "affirming", "{w}\n{}", logs());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{w}\n{}", logs());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
 
     // A process on the node (this test, as root) gets its SVID through the socket in the
     // shared directory, with an independent SPIFFE client (PyPI `spiffe`, scripts/deps.sh).
