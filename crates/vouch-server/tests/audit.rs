@@ -55,6 +55,27 @@ async fn changes_and_decisions_are_logged_with_signed_heads_and_proofs() {
     let admin = admin.trim();
     let bundle = h.trust_bundle();
 
+    // Described in the OpenAPI document.
+    let doc: Value = http(&h)
+        .get(format!("{}/openapi.json", h.server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for p in [
+        "/v1/audit/head",
+        "/v1/audit/entries",
+        "/v1/audit/proof/inclusion",
+        "/v1/audit/proof/consistency",
+    ] {
+        assert!(
+            doc["paths"][p]["get"].is_object(),
+            "{p} not in openapi.json"
+        );
+    }
+
     // Unauthenticated: refused.
     let (status, _) = get(&h, "/v1/audit/head", None).await;
     assert_eq!(status, 401);
