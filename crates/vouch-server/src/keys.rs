@@ -567,6 +567,56 @@ mod tests {
     }
 
     #[test]
+    fn ml_dsa_key_is_kept_and_cosigns_without_touching_the_classical_signature() {
+        use aws_lc_rs::signature::{ML_DSA_65, UnparsedPublicKey};
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let k = PqKey::load_or_create(d.path()).unwrap();
+        let again = PqKey::load_or_create(d.path()).unwrap();
+        assert_eq!(k.kid(), again.kid());
+        let mode = std::fs::metadata(d.path().join(PqKey::FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let jwk = k.jwk();
+        assert_eq!(jwk["kty"], "AKP");
+        assert_eq!(jwk["alg"], "ML-DSA-65");
+        let pk = URL_SAFE_NO_PAD
+            .decode(jwk["pub"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(pk.len(), 1952);
+
+        let r = Keyring::load_or_create(d.path(), SigningAlg::EdDSA, 100).unwrap();
+        let compact = r
+            .active()
+            .unwrap()
+            .sign_jws("vouch-revocation+jwt", &[], &json!({"a": 1}))
+            .unwrap();
+        let jws = vouch_core::jws::GeneralJws::parse(&k.cosign(&compact).unwrap()).unwrap();
+        assert_eq!(jws.compact(0).unwrap(), compact);
+        let header: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(&jws.signatures[1].protected)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            header,
+            json!({"alg": "ML-DSA-65", "kid": k.kid(), "typ": "vouch-revocation+jwt"})
+        );
+        let sig = URL_SAFE_NO_PAD
+            .decode(&jws.signatures[1].signature)
+            .unwrap();
+        let input = jws.signing_input(1).unwrap();
+        UnparsedPublicKey::new(&ML_DSA_65, &pk)
+            .verify(input.as_bytes(), &sig)
+            .unwrap();
+        // Not a compact JWS: refused, not panicking.
+        assert!(k.cosign("not a jws").is_err());
+    }
+
+    #[test]
     fn dev_tls_is_created_once() {
         let d = tempfile::tempdir().unwrap();
         let a = ensure_dev_tls(d.path()).unwrap();
