@@ -314,6 +314,35 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
         assert_eq!(code, 1, "{flag}");
         assert!(err.contains(says), "{flag}: {err}");
     }
+    // Issue 17: the agent wrote the result with its ML-DSA-65 signature beside result.jwt;
+    // `--signatures both` (and `post-quantum`) accepts it and refuses the classical-only one.
+    let pq = adir.join("result.pq.json");
+    for (mode, file, ok) in [
+        ("both", &pq, true),
+        ("post-quantum", &pq, true),
+        ("classical", &pq, true),
+        ("both", &adir.join("result.jwt"), false),
+    ] {
+        let (code, out, err) = vouch(&[
+            "verify",
+            "--jwks",
+            &format!("{base}/.well-known/jwks.json"),
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "--audience",
+            "db",
+            "--accept-warning",
+            "--signatures",
+            mode,
+            file.to_str().unwrap(),
+        ]);
+        if ok {
+            assert_eq!(code, 0, "{mode} {}: {out}{err}", file.display());
+        } else {
+            assert_eq!(code, 1, "{mode}: {out}{err}");
+            assert!(err.contains("no ML-DSA-65 signature"), "{err}");
+        }
+    }
     let (code, out, _) = vouch(&["workload", "list", "--data-dir", sdir.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.contains("/cli") && out.contains("/w0"), "{out}");
