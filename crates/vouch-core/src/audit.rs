@@ -410,9 +410,25 @@ pub fn check_entries<'a>(
     entries: impl IntoIterator<Item = &'a [u8]>,
     mut progress: impl FnMut(u64),
 ) -> Result<Vec<Hash>, ProofError> {
-    let mut leaves = Vec::new();
-    for (pos, bytes) in entries.into_iter().enumerate() {
-        let pos = pos as u64;
+    let mut checker = EntryChecker::default();
+    for bytes in entries {
+        checker.push(bytes)?;
+        progress(checker.len());
+    }
+    Ok(checker.finish())
+}
+
+/// [`check_entries`] one entry at a time, for logs read as a stream: only the leaf hashes
+/// (32 bytes an entry) are kept, not the entries.
+#[derive(Debug, Default)]
+pub struct EntryChecker {
+    leaves: Vec<Hash>,
+}
+
+impl EntryChecker {
+    /// Check the next entry (its exact bytes): it parses and its `seq` is its position.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), ProofError> {
+        let pos = self.leaves.len() as u64;
         let e = AuditEntry::parse(bytes)
             .map_err(|err| ProofError::Malformed(format!("entry {pos}: {err}")))?;
         if e.seq != pos {
@@ -421,10 +437,24 @@ pub fn check_entries<'a>(
                 e.seq
             )));
         }
-        leaves.push(leaf_hash(bytes));
-        progress(pos + 1);
+        self.leaves.push(leaf_hash(bytes));
+        Ok(())
     }
-    Ok(leaves)
+
+    /// Entries checked so far.
+    pub fn len(&self) -> u64 {
+        self.leaves.len() as u64
+    }
+
+    /// Whether no entry was checked yet.
+    pub fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
+    }
+
+    /// The leaf hashes, in order.
+    pub fn finish(self) -> Vec<Hash> {
+        self.leaves
+    }
 }
 
 /// Check that `leaves` (from [`check_entries`]) are exactly the tree of `head`: the first

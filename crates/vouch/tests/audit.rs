@@ -222,6 +222,29 @@ async fn exported_logs_verify_and_tampering_is_named() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("entry 1 says it is entry 2"), "{err}");
 
+    // A line that is not an entry, an empty line, and one far too long: each named.
+    let mut t = lines2.clone();
+    t[1] = "{\"seq\":1,".into();
+    write(&t);
+    let (code, _, err) = verify(&tampered, &head2, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("entry 1: audit entry is not valid JSON"),
+        "{err}"
+    );
+    let mut t = lines2.clone();
+    t[2] = String::new();
+    write(&t);
+    let (code, _, err) = verify(&tampered, &head2, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("line 3 is empty"), "{err}");
+    let mut t = lines2.clone();
+    t[1] = "x".repeat(200_000);
+    write(&t);
+    let (code, _, err) = verify(&tampered, &head2, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("entry 1 is over"), "{err}");
+
     // A head with its signature changed is refused before the log is read.
     let jws = std::fs::read_to_string(&head2).unwrap();
     let bad_head = d.path().join("bad.jws");

@@ -10,13 +10,13 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use vouch_core::audit::{
-    AuditEntry, AuditHead, check_against_head, check_entries, leaf_hash, parse_hash, root,
+    AuditEntry, AuditHead, EntryChecker, check_against_head, leaf_hash, parse_hash, root,
     verify_inclusion,
 };
 use vouch_server::unix_now;
@@ -25,6 +25,10 @@ use vouch_server::unix_now;
 const PAGE: u64 = 1000;
 /// Logs at least this long get a progress bar (when stderr is a terminal).
 const PROGRESS_FROM: u64 = 10_000;
+/// Log files at least this large get a progress bar while they are checked.
+const PROGRESS_FROM_BYTES: u64 = 4 << 20;
+/// Longest line read as one entry (an entry is at most 64 KiB).
+const MAX_LINE: u64 = vouch_core::audit::MAX_ENTRY_BYTES as u64 + 2;
 
 /// `vouch audit …`
 #[derive(Debug, Subcommand)]
@@ -214,25 +218,46 @@ fn verify(a: VerifyArgs, json: bool) -> Result<ExitCode> {
         .map(|p| read_head(p, &bundle))
         .transpose()?;
     let f = std::fs::File::open(log).with_context(|| format!("reading {}", log.display()))?;
-    let mut lines = Vec::new();
-    for (n, line) in std::io::BufReader::new(f).split(b'\n').enumerate() {
-        let line = line.with_context(|| format!("reading {}", log.display()))?;
-        if line.is_empty() {
-            bail!("{}: line {} is empty", log.display(), n + 1);
+    // Streamed: only the leaf hashes are held (32 bytes an entry), not the entries.
+    let total = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = progress(total, a.quiet || total < PROGRESS_FROM_BYTES, "hashing");
+    let mut checker = EntryChecker::default();
+    let mut reader = std::io::BufReader::new(f);
+    let mut line = Vec::new();
+    let mut read = 0u64;
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {}", log.display()))?;
+        if n == 0 {
+            break;
         }
-        lines.push(line);
+        read += n as u64;
+        bar.set_position(read);
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if n as u64 == MAX_LINE {
+            bar.finish_and_clear();
+            let at = checker.len();
+            return rejected(
+                json,
+                &format!("{}: entry {at} is over {MAX_LINE} bytes", log.display()),
+            );
+        }
+        if line.is_empty() {
+            bar.finish_and_clear();
+            let at = checker.len() + 1;
+            return rejected(json, &format!("{}: line {at} is empty", log.display()));
+        }
+        if let Err(e) = checker.push(&line) {
+            bar.finish_and_clear();
+            return rejected(json, &format!("{}: {e}", log.display()));
+        }
     }
-    let bar = progress(
-        lines.len() as u64,
-        a.quiet || (lines.len() as u64) < PROGRESS_FROM,
-        "hashing",
-    );
-    let checked = check_entries(lines.iter().map(Vec::as_slice), |n| bar.set_position(n));
     bar.finish_and_clear();
-    let leaves = match checked {
-        Ok(l) => l,
-        Err(e) => return rejected(json, &format!("{}: {e}", log.display())),
-    };
+    let leaves = checker.finish();
     if let Err(e) = check_against_head(&leaves, &head) {
         return rejected(
             json,
