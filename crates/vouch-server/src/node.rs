@@ -82,16 +82,7 @@ impl State {
                 ),
             ));
         }
-        let pk = URL_SAFE_NO_PAD
-            .decode(&req.public_key)
-            .ok()
-            .filter(|k| k.len() == 32)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorKind::MalformedRequest,
-                    "public_key must be a base64url raw 32-byte Ed25519 key",
-                )
-            })?;
+        let pk = crate::state::agent_public_key(&req.public_key)?;
         let data = URL_SAFE_NO_PAD.decode(&req.data).map_err(|_| {
             ApiError::new(
                 ErrorKind::MalformedRequest,

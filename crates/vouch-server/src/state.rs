@@ -54,6 +54,20 @@ impl Metrics {
     }
 }
 
+/// An agent's Ed25519 public key as enrollment requests carry it: base64url, raw 32 bytes.
+pub(crate) fn agent_public_key(b64: &str) -> Result<Vec<u8>, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(b64)
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::MalformedRequest,
+                "public_key must be a base64url raw 32-byte Ed25519 key",
+            )
+        })
+}
+
 /// Everything a request handler needs.
 pub struct State {
     pub(crate) cfg: ServerConfig,
@@ -161,16 +175,7 @@ impl State {
                 ),
             ));
         }
-        let pk = URL_SAFE_NO_PAD
-            .decode(&req.public_key)
-            .ok()
-            .filter(|k| k.len() == 32)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorKind::MalformedRequest,
-                    "public_key must be a base64url raw 32-byte Ed25519 key",
-                )
-            })?;
+        let pk = agent_public_key(&req.public_key)?;
         if req.hostname.len() > 255 || req.join_token.len() > 256 {
             return Err(ApiError::new(
                 ErrorKind::MalformedRequest,

@@ -112,13 +112,7 @@ impl State {
                 "hostname over 255 bytes",
             ));
         }
-        let pk = b64(&req.public_key, "public_key", 32)?;
-        if pk.len() != 32 {
-            return Err(ApiError::new(
-                ErrorKind::MalformedRequest,
-                "public_key must be a base64url raw 32-byte Ed25519 key",
-            ));
-        }
+        let pk = crate::state::agent_public_key(&req.public_key)?;
         let msg = tpm_join_signing_input(
             "join",
             &req.public_key,

@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 
 use tokio_stream::StreamExt as _;
 use vouch_agent::{proto, request};
-use vouch_identity::{Entry, Selector, SpiffeId};
-use vouch_server::unix_now;
 
 const PREFIX: &str = "VOUCH-CT:";
 
@@ -281,21 +279,6 @@ fn build_images(p: &Podman, dir: &Path) -> (String, String) {
         digest("localhost/vouch-ct-alpha:1"),
         digest("localhost/vouch-ct-beta:1"),
     )
-}
-
-async fn add_entry(h: &common::Harness, id: &str, selectors: &[String]) {
-    let e = Entry::new(
-        format!("e-{}", id.rsplit('/').next().unwrap()),
-        &SpiffeId::parse(id).unwrap(),
-        selectors
-            .iter()
-            .map(|s| Selector::parse(s).unwrap())
-            .collect(),
-        600,
-        unix_now(),
-    )
-    .unwrap();
-    h.store.add_entry(&e).await.unwrap();
 }
 
 /// The runtime under test: podman's own CLI and `podman system service`, or dockerd and
@@ -600,8 +583,7 @@ async fn scenario(
     let w = "vouch:workload:svc".to_string();
     let td = "spiffe://vouch.local";
     let [alpha_image, beta_image] = image;
-    add_entry(
-        h,
+    h.add_entry(
         &format!("{td}/alpha"),
         &[
             w.clone(),
@@ -610,20 +592,17 @@ async fn scenario(
         ],
     )
     .await;
-    add_entry(
-        h,
+    h.add_entry(
         &format!("{td}/beta"),
         &[w.clone(), beta_image, "container:label:app:beta".into()],
     )
     .await;
-    add_entry(
-        h,
+    h.add_entry(
         &format!("{td}/team"),
         &[w.clone(), "container:label:team:pay".into()],
     )
     .await;
-    add_entry(
-        h,
+    h.add_entry(
         &format!("{td}/mixed"),
         &[w.clone(), alpha_image, "container:label:app:beta".into()],
     )

@@ -21,8 +21,6 @@ use std::sync::Arc;
 
 use tokio_stream::StreamExt as _;
 use vouch_agent::{K8sConfig, proto, request};
-use vouch_identity::{Entry, Selector, SpiffeId};
-use vouch_server::unix_now;
 use vouch_testkit::read_testdata;
 
 const PREFIX: &str = "VOUCH-K8S:";
@@ -187,21 +185,6 @@ async fn kubelet(body: Vec<u8>) -> (String, Vec<u8>) {
     )
 }
 
-async fn add_entry(h: &common::Harness, name: &str, selectors: &[&str]) {
-    let e = Entry::new(
-        format!("e-{name}"),
-        &SpiffeId::parse(&format!("spiffe://vouch.local/{name}")).unwrap(),
-        selectors
-            .iter()
-            .map(|s| Selector::parse(s).unwrap())
-            .collect(),
-        600,
-        unix_now(),
-    )
-    .unwrap();
-    h.store.add_entry(&e).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_in_pods_get_exactly_the_svids_their_pods_entitle_them_to() {
     let cgroups = (
@@ -255,9 +238,8 @@ async fn processes_in_pods_get_exactly_the_svids_their_pods_entitle_them_to() {
     // The blog pod's container by namespace, label and name; any container of its image (by
     // the repo digest of the kubelet's imageID); flannel's init container by service account
     // and name; everything in kube-system.
-    add_entry(
-        &h,
-        "blog",
+    h.add_entry(
+        "spiffe://vouch.local/blog",
         &[
             w,
             "k8s:ns:default",
@@ -266,18 +248,15 @@ async fn processes_in_pods_get_exactly_the_svids_their_pods_entitle_them_to() {
         ],
     )
     .await;
-    add_entry(
-        &h,
-        "blog-image",
+    h.add_entry("spiffe://vouch.local/blog-image",
         &[
             w,
             "k8s:container-image-digest:sha256:0cfdaced91cb46dd7af48309799a3c351e4ca2d5e1ee9737ca0cbd932cb79898",
         ],
     )
     .await;
-    add_entry(
-        &h,
-        "flannel-init",
+    h.add_entry(
+        "spiffe://vouch.local/flannel-init",
         &[
             w,
             "k8s:sa:flannel",
@@ -286,11 +265,14 @@ async fn processes_in_pods_get_exactly_the_svids_their_pods_entitle_them_to() {
         ],
     )
     .await;
-    add_entry(&h, "kube-system", &[w, "k8s:ns:kube-system"]).await;
+    h.add_entry(
+        "spiffe://vouch.local/kube-system",
+        &[w, "k8s:ns:kube-system"],
+    )
+    .await;
     // The blog pod's labels with another namespace: no pod has both.
-    add_entry(
-        &h,
-        "nobody",
+    h.add_entry(
+        "spiffe://vouch.local/nobody",
         &[w, "k8s:ns:kube-system", "k8s:pod-label:k8s-app:blog"],
     )
     .await;

@@ -11,8 +11,6 @@ use tokio_stream::StreamExt as _;
 use tonic::Code;
 
 use vouch_agent::{proto, request};
-use vouch_identity::{Entry, Selector, SpiffeId};
-use vouch_server::unix_now;
 
 fn my_uid() -> u32 {
     std::fs::metadata("/proc/self").unwrap().uid()
@@ -20,33 +18,6 @@ fn my_uid() -> u32 {
 
 fn my_exe_sha256() -> String {
     vouch_evidence::sha256_file(std::path::Path::new("/proc/self/exe")).unwrap()
-}
-
-async fn add_entry(h: &common::Harness, id: &str, selectors: &[String]) -> String {
-    let e = Entry::new(
-        uuid(),
-        &SpiffeId::parse(id).unwrap(),
-        selectors
-            .iter()
-            .map(|s| Selector::parse(s).unwrap())
-            .collect(),
-        600,
-        unix_now(),
-    )
-    .unwrap();
-    h.store.add_entry(&e).await.unwrap();
-    e.id
-}
-
-fn uuid() -> String {
-    format!("e-{}", rand_suffix())
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> Code {
@@ -69,8 +40,7 @@ async fn workload_api_serves_svids_by_peer_credentials_and_withdraws_them() {
 
     // Entries: one for this test binary's digest and uid; one for a binary that is not us.
     let uid = format!("unix:uid:{}", my_uid());
-    add_entry(
-        &h,
+    h.add_entry(
         "spiffe://vouch.local/other",
         &[
             "vouch:workload:svc".into(),
@@ -114,8 +84,7 @@ async fn workload_api_serves_svids_by_peer_credentials_and_withdraws_them() {
         Code::PermissionDenied
     );
     let id = "spiffe://vouch.local/svc/tests";
-    add_entry(
-        &h,
+    h.add_entry(
         id,
         &[
             "vouch:workload:svc".into(),
@@ -266,12 +235,8 @@ async fn a_revoked_node_loses_its_workloads_identities() {
         .agent_with("svc", |c| c.workload_api_socket = Some(sock.clone()))
         .await;
     h.trust(&mut agent).await;
-    add_entry(
-        &h,
-        "spiffe://vouch.local/svc",
-        &["vouch:workload:svc".into()],
-    )
-    .await;
+    h.add_entry("spiffe://vouch.local/svc", &["vouch:workload:svc"])
+        .await;
     assert_eq!(
         agent.attest_once().await.unwrap().status,
         vouch_core::ArStatus::Affirming
@@ -330,7 +295,7 @@ async fn a_new_entry_reaches_an_open_stream_at_the_next_attestation() {
         "vouch:workload:svc".to_string(),
         format!("unix:uid:{}", my_uid()),
     ];
-    add_entry(&h, "spiffe://vouch.local/svc/a", &mine).await;
+    h.add_entry("spiffe://vouch.local/svc/a", &mine).await;
     let first = agent.attest_once().await.unwrap();
     assert!(first.entries_revision.is_some());
     let mut c = vouch_agent::connect(&sock).await.unwrap();
@@ -343,7 +308,7 @@ async fn a_new_entry_reaches_an_open_stream_at_the_next_attestation() {
 
     // A second entry for the same caller. The SVIDs live 600 s, so without the revision the
     // stream would not refresh for 300 s; the next attestation carries the new revision.
-    add_entry(&h, "spiffe://vouch.local/svc/b", &mine).await;
+    h.add_entry("spiffe://vouch.local/svc/b", &mine).await;
     let second = agent.attest_once().await.unwrap();
     assert!(second.entries_revision > first.entries_revision);
     let update = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
@@ -524,8 +489,7 @@ async fn issue_12_a_caller_that_execs_after_connecting_gets_no_svid_for_the_new_
     let target = h.path("target-sleep");
     std::fs::copy("/bin/sleep", &target).unwrap();
     let sha = vouch_evidence::sha256_file(&target).unwrap();
-    add_entry(
-        &h,
+    h.add_entry(
         "spiffe://vouch.local/target",
         &[
             "vouch:workload:svc".into(),
@@ -535,8 +499,7 @@ async fn issue_12_a_caller_that_execs_after_connecting_gets_no_svid_for_the_new_
     )
     .await;
     // And this test binary (the connector before its exec) its own identity.
-    add_entry(
-        &h,
+    h.add_entry(
         "spiffe://vouch.local/tests",
         &[
             "vouch:workload:svc".into(),

@@ -15,41 +15,9 @@ use std::os::unix::fs::MetadataExt as _;
 
 use vouch_agent::{NodeStatus, WorkloadConfig, proto, request};
 use vouch_core::ArStatus;
-use vouch_identity::{Entry, Selector, SpiffeId};
-use vouch_policy::ReferenceValue;
-use vouch_server::unix_now;
 
 fn my_uid() -> u32 {
     std::fs::metadata("/proc/self").unwrap().uid()
-}
-
-async fn add_entry(h: &common::Harness, id: &str, selectors: &[&str]) {
-    let e = Entry::new(
-        format!("e-{}", id.rsplit('/').next().unwrap()),
-        &SpiffeId::parse(id).unwrap(),
-        selectors
-            .iter()
-            .map(|s| Selector::parse(s).unwrap())
-            .collect(),
-        600,
-        unix_now(),
-    )
-    .unwrap();
-    h.store.add_entry(&e).await.unwrap();
-}
-
-async fn refvalue(h: &common::Harness, kind: &str, key: &str, value: &str) {
-    h.store
-        .add_reference_value(
-            &ReferenceValue {
-                kind: kind.into(),
-                key: key.into(),
-                value: value.into(),
-            },
-            unix_now(),
-        )
-        .await
-        .unwrap();
 }
 
 /// The claims of a result JWT.
@@ -92,15 +60,13 @@ async fn declared_workloads_are_attested_each_on_its_own_and_callers_get_their_i
         })
         .await;
     h.trust(&mut agent).await;
-    refvalue(
-        &h,
+    h.refvalue(
         "executable",
         "web",
         &vouch_evidence::sha256_file(&web_exe).unwrap(),
     )
     .await;
-    refvalue(
-        &h,
+    h.refvalue(
         "file",
         web_conf.to_str().unwrap(),
         &vouch_evidence::sha256_file(&web_conf).unwrap(),
@@ -151,14 +117,9 @@ async fn declared_workloads_are_attested_each_on_its_own_and_callers_get_their_i
 
     // The caller (uid matches web's selectors) is the web workload: an entry for web's
     // workload grants it; one for the node's workload does not.
-    add_entry(
-        &h,
-        "spiffe://vouch.local/web",
-        &["vouch:workload:web", &uid],
-    )
-    .await;
-    add_entry(
-        &h,
+    h.add_entry("spiffe://vouch.local/web", &["vouch:workload:web", &uid])
+        .await;
+    h.add_entry(
         "spiffe://vouch.local/host-only",
         &["vouch:workload:host", &uid],
     )

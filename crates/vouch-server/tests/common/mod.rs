@@ -111,6 +111,41 @@ impl Harness {
         Agent::new(cfg).await.unwrap()
     }
 
+    /// Register an entry granting `spiffe_id` to workloads carrying all of `selectors`
+    /// (600 s SVIDs); its id (unique: entries may grant one SPIFFE ID more than once).
+    pub async fn add_entry<S: AsRef<str>>(&self, spiffe_id: &str, selectors: &[S]) -> String {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let e = vouch_identity::Entry::new(
+            format!("e-{}-{n}", spiffe_id.rsplit('/').next().unwrap_or("x")),
+            &vouch_identity::SpiffeId::parse(spiffe_id).unwrap(),
+            selectors
+                .iter()
+                .map(|s| vouch_identity::Selector::parse(s.as_ref()).unwrap())
+                .collect(),
+            600,
+            unix_now(),
+        )
+        .unwrap();
+        self.store.add_entry(&e).await.unwrap();
+        e.id
+    }
+
+    /// Add one reference value.
+    pub async fn refvalue(&self, kind: &str, key: &str, value: &str) {
+        self.store
+            .add_reference_value(
+                &ReferenceValue {
+                    kind: kind.into(),
+                    key: key.into(),
+                    value: value.into(),
+                },
+                unix_now(),
+            )
+            .await
+            .unwrap();
+    }
+
     /// Register the agent's current measurements as reference values.
     pub async fn trust(&self, agent: &mut Agent) {
         let ev = agent.evidence("x").unwrap();
