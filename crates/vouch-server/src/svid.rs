@@ -352,6 +352,19 @@ impl State {
                 expires_at: now + ttl,
             });
         }
+        if !out.is_empty() {
+            let svids: Vec<serde_json::Value> = out
+                .iter()
+                .map(|o| {
+                    let sha256 = <sha2::Sha256 as sha2::Digest>::digest(o.token.as_bytes());
+                    serde_json::json!({ "spiffe_id": o.spiffe_id, "sha256": hex::encode(sha256) })
+                })
+                .collect();
+            let body =
+                serde_json::json!({ "audience": req.audience, "jti": req.jti, "svids": svids });
+            self.audit("jwt-svid.issue", &req.key_id, &req.workload, body)
+                .await;
+        }
         Ok(out)
     }
 

@@ -115,6 +115,33 @@ async fn changes_and_decisions_are_logged_with_signed_heads_and_proofs() {
         let der = B64.decode(&r.svids[0].x509_svid).unwrap();
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der))
     };
+    // And a JWT-SVID.
+    let jwt_sha256 = {
+        use vouch_core::wire::{JwtSvidRequest, jwt_svid_signing_input};
+        let key_id = agent.enrollment().key_id.clone();
+        let audience = vec!["database".to_string()];
+        let (iat, jti) = (unix_now(), "jti-audit-0123456789");
+        let req = JwtSvidRequest {
+            signature: agent.key().sign_b64(&jwt_svid_signing_input(
+                &key_id,
+                "billing",
+                &audience,
+                &[],
+                iat,
+                jti,
+            )),
+            key_id,
+            workload: "billing".into(),
+            audience,
+            selectors: vec![],
+            iat,
+            jti: jti.into(),
+        };
+        let issued = h.client().jwt_svid(&req).await.unwrap();
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            issued[0].token.as_bytes(),
+        ))
+    };
     let (status, first) = get(&h, "/v1/audit/head", Some(&read)).await;
     assert_eq!(status, 200, "{first}");
     let first_size = first["size"].as_u64().unwrap();
@@ -204,6 +231,9 @@ async fn changes_and_decisions_are_logged_with_signed_heads_and_proofs() {
     let svid = parsed.iter().find(|e| e.kind == "svid.issue").unwrap();
     assert_eq!(svid.subject, "billing");
     assert_eq!(svid.body["svids"][0]["sha256"], svid_sha256.as_str());
+    let jwt = parsed.iter().find(|e| e.kind == "jwt-svid.issue").unwrap();
+    assert_eq!(jwt.body["svids"][0]["sha256"], jwt_sha256.as_str());
+    assert_eq!(jwt.body["audience"][0], "database");
 
     // A page is bounded and starts where asked.
     let (_, p) = get(&h, "/v1/audit/entries?start=1&end=3", Some(&read)).await;
