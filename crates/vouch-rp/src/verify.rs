@@ -265,14 +265,14 @@ impl ResultVerifier {
     /// `token` is a compact JWS or the JWS JSON serialization of `result_pq`; which signatures
     /// must verify is `req.signatures` ([`SignatureMode`]).
     pub fn verify(&self, token: &str, req: &Requirements) -> Result<VerifiedResult, RpError> {
+        if matches!(req.audience, Audience::Unset) {
+            return Err(RpError::NoAudience);
+        }
         if token.len() > vouch_core::jws::MAX_GENERAL_JWS {
             return Err(RpError::Malformed(format!(
                 "token longer than {} bytes",
                 vouch_core::jws::MAX_GENERAL_JWS
             )));
-        }
-        if matches!(req.audience, Audience::Unset) {
-            return Err(RpError::NoAudience);
         }
         let trimmed = token.trim_start();
         let (compact, jws) = if trimmed.starts_with('{') {
