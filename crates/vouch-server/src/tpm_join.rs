@@ -224,8 +224,9 @@ impl State {
             .await?
             .ok_or_else(|| {
                 join_err(
-                    "no such TPM join challenge: unknown, already used (each is taken by its first \
-                     activation), or replaced by a newer join of the same TPM; join again",
+                    "no such TPM join challenge: unknown, expired (and swept), already used (each \
+                     is taken by its first activation), or replaced by a newer join of the same \
+                     TPM; join again",
                 )
             })?;
         if now > p.expires_at {
@@ -296,10 +297,6 @@ impl State {
             .enroll_attested_tpm(&node, &p.public_key, &binding, now)
             .await?;
         self.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::json!({
-            "key_id": e.key_id, "method": "tpm", "ek_key": node.node_key, "ak_name": ak_name,
-        });
-        self.audit("enroll.tpm", &e.node_id, &e.node_id, body).await;
         tracing::info!(node = %e.node_id, key = %e.key_id, "node joined through its TPM");
         Ok(TpmJoinActivateResponse {
             node_id: e.node_id,

@@ -493,6 +493,8 @@ async fn an_expired_challenge_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::TpmEnrollment), "{e}");
+    // Either refused as expired, or already swept by the verifier's periodic sweep (which
+    // drops expired joins) and so no longer known: both say it expired.
     assert!(e.to_string().contains("expired"), "{e}");
     no_nodes(&s).await;
     s.server.shutdown().await;
