@@ -128,11 +128,6 @@ impl State {
         };
         let e = self.store.enroll_attested(&node, &pk, now).await?;
         self.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::json!({
-            "key_id": e.key_id, "method": req.method, "hostname": node.hostname,
-        });
-        self.audit("enroll.node-attestation", &e.node_id, &e.node_id, body)
-            .await;
         tracing::info!(
             node = %e.node_id,
             key = %e.key_id,

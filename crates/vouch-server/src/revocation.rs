@@ -98,20 +98,14 @@ impl State {
         reason: &str,
         by: &str,
     ) -> Result<RevocationRecord, ApiError> {
-        let rec = append(self.store.as_ref(), kind, target, reason, by, |claims| {
+        append(self.store.as_ref(), kind, target, reason, by, |claims| {
             self.sign_certified(REVOCATION_TYP, |id| {
                 let mut c = claims.clone();
                 c.iss = id.to_string();
                 serde_json::to_value(c).unwrap_or_default()
             })
         })
-        .await?;
-        let body = serde_json::json!({
-            "kind": kind.as_str(), "target": target, "reason": reason, "epoch": rec.epoch,
-        });
-        self.audit("revoke", by, &format!("{kind}:{target}"), body)
-            .await;
-        Ok(rec)
+        .await
     }
 
     /// `rec` signed again with this replica's current certificate. Relying parties check a

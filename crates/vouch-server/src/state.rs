@@ -198,11 +198,6 @@ impl State {
             .enroll(&token_hash, &pk, &req.hostname, unix_now())
             .await?;
         self.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::json!({
-            "key_id": e.key_id, "method": "join_token", "hostname": req.hostname,
-        });
-        self.audit("enroll.join-token", &e.node_id, &e.node_id, body)
-            .await;
         tracing::info!(node = %e.node_id, key = %e.key_id, host = %req.hostname, "agent enrolled");
         Ok(EnrollResponse {
             node_id: e.node_id,

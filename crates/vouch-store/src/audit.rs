@@ -97,6 +97,22 @@ pub(crate) fn attestation_event(rec: &crate::AttestationRecord) -> AuditEvent {
     }
 }
 
+/// The audit entry of an enrollment: the node enrolled itself (actor and subject are the node).
+pub(crate) fn enrollment_event(
+    kind: &str,
+    node_id: &str,
+    body: serde_json::Value,
+    now: u64,
+) -> AuditEvent {
+    AuditEvent {
+        time: now,
+        kind: kind.into(),
+        actor: node_id.into(),
+        subject: node_id.into(),
+        body,
+    }
+}
+
 /// Append `$event` on connection `$conn` inside the caller's transaction (SQL shared by both
 /// backends): bump the counter, insert the entry at the position it gave.
 macro_rules! append_in {

@@ -314,6 +314,36 @@ macro_rules! store_impl {
                         deadline = excluded.deadline, updated_at = excluded.updated_at",
                 );
                 q.build().persistent(false).execute(&mut *conn).await?;
+                // The decisions, in the audit log (issue 16 item 3), in the batch's order: the
+                // counter moved once by the batch's size, the entries in one statement.
+                let n = i64::try_from(recs.len()).unwrap_or(i64::MAX);
+                let end: i64 = sqlx::query_scalar(
+                    "UPDATE audit_size SET size = size + $1 WHERE id = 0 RETURNING size",
+                )
+                .bind(n)
+                .fetch_one(&mut *conn)
+                .await?;
+                let rows: Vec<(i64, String, Vec<u8>)> = recs
+                    .iter()
+                    .zip(end - n..)
+                    .map(|(r, seq)| {
+                        let (entry, hash) = crate::audit::encode(u64::try_from(seq).unwrap_or(0), &r.audit);
+                        (seq, entry, hash.to_vec())
+                    })
+                    .collect();
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO audit_log (seq, created_at, kind, actor, subject, entry, leaf_hash) ",
+                );
+                q.push_values(recs.iter().zip(&rows), |mut b, (r, (seq, entry, hash))| {
+                    b.push_bind(*seq)
+                        .push_bind(i(r.audit.time))
+                        .push_bind(r.audit.kind.as_str())
+                        .push_bind(r.audit.actor.as_str())
+                        .push_bind(r.audit.subject.as_str())
+                        .push_bind(entry.as_str())
+                        .push_bind(hash.as_slice());
+                });
+                q.build().persistent(false).execute(&mut *conn).await?;
                 Ok(true)
             }
 
@@ -759,6 +789,16 @@ macro_rules! store_impl {
                 .bind(i(now))
                 .execute(&mut *tx)
                 .await?;
+                let event = crate::audit::enrollment_event(
+                    "enroll.join-token",
+                    &node_id,
+                    serde_json::json!({
+                        "key_id": key_id, "method": "join_token", "hostname": hostname,
+                        "token_sha256": token_hash,
+                    }),
+                    now,
+                );
+                crate::audit::append_in!(&mut *tx, &event);
                 tx.commit().await?;
                 Ok(Enrollment { node_id, key_id })
             }
@@ -771,6 +811,16 @@ macro_rules! store_impl {
             ) -> Result<Enrollment> {
                 let mut tx = self.pool.begin().await?;
                 let e = Self::enroll_attested_in(&mut tx, node, public_key, now).await?;
+                let event = crate::audit::enrollment_event(
+                    "enroll.node-attestation",
+                    &e.node_id,
+                    serde_json::json!({
+                        "key_id": e.key_id, "method": node.method, "hostname": node.hostname,
+                        "selectors": node.selectors,
+                    }),
+                    now,
+                );
+                crate::audit::append_in!(&mut *tx, &event);
                 tx.commit().await?;
                 Ok(e)
             }
@@ -838,6 +888,16 @@ macro_rules! store_impl {
                     self.ek_conflict(Err::<(), _>(err), tpm.ek_key.as_deref()).await?;
                     return Err(StoreError::Corrupt("TPM join write failed".into()));
                 }
+                let event = crate::audit::enrollment_event(
+                    "enroll.tpm",
+                    &e.node_id,
+                    serde_json::json!({
+                        "key_id": e.key_id, "method": node.method, "hostname": node.hostname,
+                        "ek_key": tpm.ek_key,
+                    }),
+                    now,
+                );
+                crate::audit::append_in!(&mut *tx, &event);
                 tx.commit().await?;
                 Ok(e)
             }
@@ -1710,6 +1770,18 @@ macro_rules! store_impl {
                     }
                     _ => {}
                 }
+                // In the audit log, in the same transaction (issue 16 item 3).
+                let event = crate::audit::AuditEvent {
+                    time: rec.created_at,
+                    kind: "revoke".into(),
+                    actor: rec.by.clone(),
+                    subject: format!("{}:{}", rec.kind, rec.target),
+                    body: serde_json::json!({
+                        "kind": rec.kind, "target": rec.target, "reason": rec.reason,
+                        "epoch": rec.epoch,
+                    }),
+                };
+                crate::audit::append_in!(&mut *tx, &event);
                 tx.commit().await?;
                 Ok(())
             }

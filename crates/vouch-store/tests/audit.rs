@@ -47,6 +47,7 @@ on_both_backends!(
     concurrent_writers_never_fork_the_sequence,
     stored_entries_cannot_be_changed_or_deleted,
     recorded_attestations_are_logged_in_their_transaction,
+    enrollments_and_revocations_are_logged_in_their_transaction,
 );
 
 fn event(i: u64) -> AuditEvent {
@@ -192,10 +193,11 @@ async fn recorded_attestations_are_logged_in_their_transaction(
             recorded.push(format!("a{i}"));
         }
     }
-    assert_eq!(s.audit_size().await.unwrap(), recorded.len() as u64);
+    // The enrollment, then the recorded decisions.
+    assert_eq!(s.audit_size().await.unwrap(), 1 + recorded.len() as u64);
     let all = s.audit_entries(0, 1000).await.unwrap();
     check_entries(all.iter().map(|r| r.entry.as_bytes()), |_| {}).unwrap();
-    let mut logged: Vec<String> = all
+    let mut logged: Vec<String> = all[1..]
         .iter()
         .map(|r| serde_json::from_str::<AuditEntry>(&r.entry).unwrap())
         .inspect(|e| {
@@ -208,6 +210,102 @@ async fn recorded_attestations_are_logged_in_their_transaction(
     logged.sort();
     recorded.sort();
     assert_eq!(logged, recorded, "exactly the recorded decisions");
+
+    // Batches where nothing can be refused take the bulk path (one statement per kind): their
+    // decisions are logged too, gap-free after the others.
+    let before = s.audit_size().await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40usize {
+        let s = s.clone();
+        let node = node.clone();
+        tasks.spawn(async move {
+            let mut r = AttestationRecord {
+                id: format!("b{i}"),
+                workload_id: format!("{node}/w{}", i % 5),
+                node_id: node.clone(),
+                key_id: "k".into(),
+                evidence_kind: "software".into(),
+                evidence_sha256: "00".into(),
+                claims: serde_json::json!({"b": i}),
+                status: "warning".into(),
+                trust_vector: serde_json::json!({}),
+                reasons: vec![],
+                policy_id: "default".into(),
+                policy_version: 1,
+                result: format!("jwt-b{i}"),
+                created_at: 20,
+                expires_at: 80,
+            };
+            r.reasons.push(format!("b{i}"));
+            s.record_attestation(&r, 100, Some((&format!("bn{i}"), 1_000)))
+                .await
+                .unwrap();
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(s.audit_size().await.unwrap(), before + 40);
+    let all = s.audit_entries(0, 1000).await.unwrap();
+    check_entries(all.iter().map(|r| r.entry.as_bytes()), |_| {}).unwrap();
+    let mut bulk: Vec<String> = all[before as usize..]
+        .iter()
+        .map(|r| serde_json::from_str::<AuditEntry>(&r.entry).unwrap())
+        .map(|e| e.body["attestation"].as_str().unwrap().to_string())
+        .collect();
+    bulk.sort();
+    let mut want: Vec<String> = (0..40).map(|i| format!("b{i}")).collect();
+    want.sort();
+    assert_eq!(bulk, want);
+}
+
+/// An enrollment and a revocation append their entry in their own transaction; a refused
+/// enrollment (a used token) and a refused revocation (an epoch taken) append nothing.
+async fn enrollments_and_revocations_are_logged_in_their_transaction(
+    s: Arc<impl Store>,
+    _o: Arc<impl Store>,
+    _raw: Raw,
+) {
+    s.create_join_token("t", None, 0, 100).await.unwrap();
+    let e = s.enroll("t", &[7; 32], "host-a", 1).await.unwrap();
+    assert!(matches!(
+        s.enroll("t", &[8; 32], "host-b", 2).await,
+        Err(StoreError::TokenReused)
+    ));
+    let rec = vouch_store::RevocationRecord {
+        epoch: 1,
+        kind: "node".into(),
+        target: e.node_id.clone(),
+        reason: "stolen".into(),
+        by: "alice".into(),
+        created_at: 5,
+        record: "jws".into(),
+    };
+    s.append_revocation(&rec).await.unwrap();
+    assert!(s.append_revocation(&rec).await.is_err(), "epoch 1 is taken");
+    let all = s.audit_entries(0, 10).await.unwrap();
+    let entries: Vec<AuditEntry> = all
+        .iter()
+        .map(|r| serde_json::from_str(&r.entry).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0].kind, "enroll.join-token");
+    assert_eq!(
+        (entries[0].actor.as_str(), entries[0].seq),
+        (e.node_id.as_str(), 0)
+    );
+    assert_eq!(entries[0].body["key_id"], e.key_id.as_str());
+    assert_eq!(entries[0].body["hostname"], "host-a");
+    assert_eq!(entries[1].kind, "revoke");
+    assert_eq!(entries[1].actor, "alice");
+    assert_eq!(entries[1].subject, format!("node:{}", e.node_id));
+    assert_eq!(
+        (
+            entries[1].body["epoch"].as_u64(),
+            entries[1].body["reason"].as_str()
+        ),
+        (Some(1), Some("stolen"))
+    );
 }
 
 /// The store's database, reached around the store.
