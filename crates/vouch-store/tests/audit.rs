@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use vouch_core::audit::{AuditEntry, check_entries, leaf_hash, root};
+use vouch_core::audit::{
+    AuditEntry, check_entries, consistency_proof, leaf_hash, root, verify_consistency,
+};
 use vouch_store::{
     AttestationRecord, AuditEvent, AuditLog, PgStore, SqliteStore, Store, StoreError,
 };
@@ -136,6 +138,42 @@ async fn stored_entries_cannot_be_changed_or_deleted(
     let e: AuditEntry =
         serde_json::from_str(&s.audit_entries(1, 2).await.unwrap()[0].entry).unwrap();
     assert_eq!(e.subject, "policy-1");
+
+    // The database's owner drops the trigger and rewrites entry 1 with a matching leaf hash:
+    // the store serves it, but the tree an auditor's earlier head signed no longer matches, and
+    // no consistency proof leads from that head to the rewritten log.
+    let earlier = root(&s.audit_leaf_hashes(3).await.unwrap());
+    let mut forged: AuditEntry = e.clone();
+    forged.subject = "policy-x".into();
+    let bytes = forged.to_bytes();
+    let hash = hex::encode(leaf_hash(&bytes));
+    let entry = String::from_utf8(bytes).unwrap().replace('\'', "''");
+    let drop = match raw {
+        Raw::Sqlite(_) => "DROP TRIGGER audit_log_no_update",
+        Raw::Pg(_) => "DROP TRIGGER audit_log_no_change ON audit_log",
+    };
+    assert_eq!(raw_exec(&raw, drop).await, "ok");
+    let blob = match raw {
+        Raw::Sqlite(_) => format!("X'{hash}'"),
+        Raw::Pg(_) => format!("'\\x{hash}'::bytea"),
+    };
+    let update =
+        format!("UPDATE audit_log SET entry = '{entry}', leaf_hash = {blob} WHERE seq = 1");
+    assert_eq!(raw_exec(&raw, &update).await, "ok");
+    s.append_audit(&event(3)).await.unwrap();
+    let leaves = s.audit_leaf_hashes(4).await.unwrap();
+    let served = s.audit_entries(0, 4).await.unwrap();
+    // The rewrite is internally consistent (positions, leaf hashes)…
+    assert_eq!(
+        check_entries(served.iter().map(|r| r.entry.as_bytes()), |_| {}).unwrap(),
+        leaves
+    );
+    assert!(served[1].entry.contains("policy-x"));
+    // …but not with the earlier head.
+    assert_ne!(root(&leaves[..3]), earlier);
+    let proof = consistency_proof(&leaves, 3).unwrap();
+    let e = verify_consistency(3, 4, &earlier, &root(&leaves), &proof).unwrap_err();
+    assert!(e.to_string().contains("root mismatch"), "{e}");
 }
 
 /// Attestation records, group-committed by concurrent callers: each recorded one appends its
