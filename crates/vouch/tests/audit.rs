@@ -187,6 +187,28 @@ async fn exported_logs_verify_and_tampering_is_named() {
         lines1.len()
     )));
 
+    // Fetched and checked in one step.
+    let (code, out, err) = vouch(&[
+        "audit",
+        "verify",
+        "--server",
+        &base,
+        "--ca-cert",
+        s(&ca),
+        "--token-file",
+        s(&token),
+        "--trust-bundle",
+        s(&bundle),
+        "--earlier-head",
+        s(&head1),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("ok: {} entries", lines2.len())),
+        "{out}"
+    );
+    assert!(out.contains("extends the earlier head"), "{out}");
+
     let tampered = d.path().join("tampered.jsonl");
     let write = |lines: &[String]| std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
 

@@ -64,14 +64,24 @@ pub struct ExportArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The log: JSON lines from `vouch audit export`.
-    #[arg(long, required_unless_present = "proof")]
+    #[arg(long, required_unless_present_any = ["proof", "server"])]
     pub log: Option<PathBuf>,
     /// One entry's inclusion proof (the JSON of GET /v1/audit/proof/inclusion) instead of a log.
     #[arg(long, conflicts_with = "log")]
     pub proof: Option<PathBuf>,
     /// The signed tree head (compact JWS) the log must match; with --proof, the proof's own.
-    #[arg(long, required_unless_present = "proof")]
+    #[arg(long, required_unless_present_any = ["proof", "server"])]
     pub head: Option<PathBuf>,
+    /// Fetch the log and its signed head from this verifier instead (as `vouch audit export`
+    /// does), then check them like files: the head's signature against --trust-bundle.
+    #[arg(long, conflicts_with_all = ["log", "head", "proof"], requires = "token_file")]
+    pub server: Option<String>,
+    /// With --server: CA certificate (PEM) to trust for the verifier's TLS.
+    #[arg(long, requires = "server")]
+    pub ca_cert: Option<PathBuf>,
+    /// With --server: file holding the read (or admin) token.
+    #[arg(long, requires = "server")]
+    pub token_file: Option<PathBuf>,
     /// An earlier signed head: the log must still begin with the tree it signed.
     #[arg(long)]
     pub earlier_head: Option<PathBuf>,
@@ -90,8 +100,43 @@ pub struct VerifyArgs {
 pub(crate) async fn run(cmd: AuditCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         AuditCmd::Export(a) => export(a).await,
-        AuditCmd::Verify(a) => verify(a, json),
+        AuditCmd::Verify(a) => match a.server.clone() {
+            Some(server) => verify_from_server(a, server, json).await,
+            None => verify(a, json),
+        },
     }
+}
+
+/// `verify --server`: export into a private temporary directory, check, remove it.
+async fn verify_from_server(mut a: VerifyArgs, server: String, json: bool) -> Result<ExitCode> {
+    let dir =
+        std::env::temp_dir().join(format!("vouch-audit-{}-{}", std::process::id(), unix_now()));
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let (log, head) = (dir.join("audit.jsonl"), dir.join("head.jws"));
+    let exported = export(ExportArgs {
+        server,
+        ca_cert: a.ca_cert.clone(),
+        token_file: a
+            .token_file
+            .clone()
+            .context("--server needs --token-file")?,
+        out: Some(log.clone()),
+        head_out: Some(head.clone()),
+    })
+    .await;
+    let r = exported.and_then(|_| {
+        a.log = Some(log);
+        a.head = Some(head);
+        verify(a, json)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    r
 }
 
 async fn export(a: ExportArgs) -> Result<ExitCode> {
