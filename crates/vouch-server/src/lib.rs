@@ -119,9 +119,20 @@ pub async fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, ServerErro
 /// Install the default policy when the store has no policy at all.
 pub async fn ensure_default_policy(store: &dyn Store) -> Result<(), ServerError> {
     if store.policies().await?.is_empty() {
-        store
+        let version = store
             .add_policy(DEFAULT_POLICY_ID, DEFAULT_POLICY, true, unix_now())
             .await?;
+        let sha256 = <sha2::Sha256 as sha2::Digest>::digest(DEFAULT_POLICY.as_bytes());
+        let event = vouch_store::AuditEvent {
+            time: unix_now(),
+            kind: "policy.add".into(),
+            actor: "verifier".into(),
+            subject: DEFAULT_POLICY_ID.into(),
+            body: serde_json::json!({
+                "version": version, "sha256": hex::encode(sha256), "active": true, "default": true,
+            }),
+        };
+        store.append_audit(&event).await?;
         tracing::info!("installed the default policy as {DEFAULT_POLICY_ID} v1");
     } else if store.active_policy_id().await?.is_none() {
         store.activate_policy(DEFAULT_POLICY_ID).await.ok();

@@ -205,6 +205,15 @@ async fn changes_and_decisions_are_logged_with_signed_heads_and_proofs() {
         .map(|e| serde_json::from_str(e).unwrap())
         .collect();
     let kinds: Vec<&str> = parsed.iter().map(|e| e.kind.as_str()).collect();
+    // The default policy, installed at first start.
+    assert_eq!(
+        (
+            parsed[0].kind.as_str(),
+            parsed[0].actor.as_str(),
+            parsed[0].subject.as_str()
+        ),
+        ("policy.add", "verifier", "default")
+    );
     for k in [
         "enroll.join-token",
         "attestation",

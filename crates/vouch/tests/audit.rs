@@ -141,17 +141,26 @@ async fn exported_logs_verify_and_tampering_is_named() {
         .lines()
         .map(str::to_string)
         .collect();
-    // The default policy at start, then the three changes, each naming the local user.
+    // The default policy at the verifier's first start, then the three changes, each naming
+    // the local user.
     let kinds: Vec<serde_json::Value> = lines1
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    for k in ["policy.add", "refvalue.add", "token.create"] {
+    assert_eq!(
+        (&kinds[0]["kind"], &kinds[0]["actor"]),
+        (&"policy.add".into(), &"verifier".into())
+    );
+    for (k, subject) in [
+        ("policy.add", "strict"),
+        ("refvalue.add", "1"),
+        ("token.create", ""),
+    ] {
         let e = kinds
             .iter()
-            .find(|e| e["kind"] == k)
+            .find(|e| e["kind"] == k && e["actor"] == "cli:alice")
             .unwrap_or_else(|| panic!("{k}: {lines1:?}"));
-        assert_eq!(e["actor"], "cli:alice");
+        assert_eq!(e["subject"], subject);
     }
     let (code, out, err) = verify(&log1, &head1, &[]);
     assert_eq!(code, 0, "{out}{err}");
