@@ -187,6 +187,16 @@ pub fn verify_signed_by(
             issuer.tbs_certificate.subject
         ));
     }
+    // The outer signatureAlgorithm is not covered by the signature: it must say exactly what
+    // the signed TBSCertificate says (RFC 5280 §4.1.1.2), or an edited, unsigned field would
+    // choose how the signature is checked.
+    if cert.signature_algorithm != cert.tbs_certificate.signature {
+        return Err(format!(
+            "{}: the certificate's signatureAlgorithm differs from the signature field of its \
+             signed part (RFC 5280 4.1.1.2)",
+            cert.tbs_certificate.subject
+        ));
+    }
     let sig = cert
         .signature
         .as_bytes()
