@@ -1081,3 +1081,25 @@ async fn issue_14_attested_nodes_keep_their_id_and_long_lived_documents_need_a_r
     ));
     assert_eq!(s.node_attestation(&j.node_id).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_new_sqlite_database_and_its_wal_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("sub/vouch.db");
+    let s = SqliteStore::open(&path).await.unwrap();
+    // A write, so the WAL exists.
+    s.create_join_token("t", None, 0, 10).await.unwrap();
+    for f in ["vouch.db", "vouch.db-wal", "vouch.db-shm"] {
+        let p = d.path().join("sub").join(f);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}: {mode:o}");
+    }
+    // Opened again, it is the same database.
+    drop(s);
+    let again = SqliteStore::open(&path).await.unwrap();
+    assert!(matches!(
+        again.create_join_token("t", None, 0, 10).await,
+        Err(_)
+    ));
+}
