@@ -632,17 +632,18 @@ macro_rules! store_impl {
                                 node.node_id
                             )));
                         }
+                        // The latest document's selectors (a refusal below rolls this back).
+                        sqlx::query(
+                            "UPDATE node_attestations SET selectors = $1, attested_at = $2
+                             WHERE node_id = $3",
+                        )
+                        .bind(&selectors)
+                        .bind(i(now))
+                        .bind(&node.node_id)
+                        .execute(&mut *conn)
+                        .await?;
                         if existing.is_some() {
                             // The same agent key attesting again: the enrollment it has.
-                            sqlx::query(
-                                "UPDATE node_attestations SET selectors = $1, attested_at = $2
-                                 WHERE node_id = $3",
-                            )
-                            .bind(&selectors)
-                            .bind(i(now))
-                            .bind(&node.node_id)
-                            .execute(&mut *conn)
-                            .await?;
                             return Ok(Enrollment {
                                 node_id: node.node_id.clone(),
                                 key_id,
@@ -672,15 +673,6 @@ macro_rules! store_impl {
                             "UPDATE agent_keys SET revoked_at = $1
                              WHERE node_id = $2 AND revoked_at IS NULL",
                         )
-                        .bind(i(now))
-                        .bind(&node.node_id)
-                        .execute(&mut *conn)
-                        .await?;
-                        sqlx::query(
-                            "UPDATE node_attestations SET selectors = $1, attested_at = $2
-                             WHERE node_id = $3",
-                        )
-                        .bind(&selectors)
                         .bind(i(now))
                         .bind(&node.node_id)
                         .execute(&mut *conn)
