@@ -24,6 +24,7 @@ pub mod audit;
 mod error;
 #[cfg(feature = "gossip")]
 pub mod gossip;
+mod pq;
 mod revocation;
 mod spiffe;
 mod verify;

@@ -39,7 +39,8 @@ use vouch_core::revocation::{
     REVOCATION_HEAD_TYP, REVOCATION_TYP, RevocationClaims, RevocationHead, RevocationKind,
 };
 
-use crate::{RpError, SpiffeVerifier, VerifiedResult, x5c};
+use crate::pq::PqKeyMap;
+use crate::{RpError, SignatureMode, SpiffeVerifier, VerifiedResult, x5c};
 
 /// How old the newest signed head may be before checks refuse, by default.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
@@ -67,6 +68,11 @@ pub struct RevocationSet {
     by_target: HashMap<(RevocationKind, String), RevocationClaims>,
     head: Option<(RevocationHead, String)>,
     max_age: Duration,
+    /// Which signatures records and heads must carry ([`RevocationSet::with_signatures`]).
+    signatures: SignatureMode,
+    /// The verifiers' ML-DSA-65 keys, for [`SignatureMode::PostQuantum`] and
+    /// [`SignatureMode::Both`].
+    pq_keys: Arc<PqKeyMap>,
 }
 
 /// Whether `a` and `b` are one revocation, perhaps signed by different replicas: every claim
@@ -127,7 +133,46 @@ impl RevocationSet {
             by_target: HashMap::new(),
             head: None,
             max_age: DEFAULT_MAX_AGE,
+            signatures: SignatureMode::Classical,
+            pq_keys: Arc::default(),
         }
+    }
+
+    /// Require post-quantum signatures on every record and head from now on: `mode`
+    /// [`SignatureMode::PostQuantum`] or [`SignatureMode::Both`] accepts only statements in
+    /// the JWS JSON form (`records_pq`, `head_pq` of `GET /v1/revocations`) whose ML-DSA-65
+    /// signature verifies under a key of `jwks` (the verifiers' JWKS, its `AKP` keys) and
+    /// names the statement's `typ`. The classical signature and its certificate chain are
+    /// checked in every mode: they say which replica signed and let one replica's certificate
+    /// be revoked, so for revocations `PostQuantum` means both. [`SignatureMode::Classical`]
+    /// (the default) accepts either form and checks the classical signature only.
+    ///
+    /// Refused: a `jwks` that is not a JWKS or holds no ML-DSA-65 key while `mode` needs one.
+    pub fn with_signatures(mut self, mode: SignatureMode, jwks: &str) -> Result<Self, RpError> {
+        let keys = crate::pq::keys_from_jwks(jwks)?;
+        if keys.is_empty() && mode != SignatureMode::Classical {
+            return Err(RpError::Keys(
+                "no ML-DSA-65 key in the set, which post-quantum revocation checks need".into(),
+            ));
+        }
+        self.signatures = mode;
+        self.pq_keys = Arc::new(keys);
+        Ok(self)
+    }
+
+    /// Which signatures records and heads must carry.
+    pub fn signatures(&self) -> SignatureMode {
+        self.signatures
+    }
+
+    /// `jws` (compact, or JWS JSON with an ML-DSA-65 signature) as its compact classical
+    /// form, once its post-quantum signature is checked when the set requires one.
+    fn classical_form(&self, jws: &str, typ: &str) -> Result<String, RpError> {
+        let (compact, general) = crate::pq::split(jws)?;
+        if self.signatures != SignatureMode::Classical {
+            crate::pq::verify(&self.pq_keys, general.as_ref(), Some(typ))?;
+        }
+        Ok(compact)
     }
 
     /// How old the newest signed head may be (whole seconds) before checks refuse. Verifiers
@@ -180,10 +225,16 @@ impl RevocationSet {
     /// something else is kept as evidence and revokes too, and is reported as
     /// [`RpError::RevocationConflict`].
     pub fn insert_record(&mut self, jws: &str, now: u64) -> Result<bool, RpError> {
+        let original = jws;
+        let (compact, general) = crate::pq::split(jws)?;
+        let jws = compact.as_str();
         let claims: RevocationClaims = peek_claims(jws)?;
-        let known = |h: &Held| h.jws == jws;
+        let known = |h: &Held| h.jws == original;
         if self.records.get(&claims.epoch).is_some_and(known) || self.conflicts.iter().any(known) {
             return Ok(false);
+        }
+        if self.signatures != SignatureMode::Classical {
+            crate::pq::verify(&self.pq_keys, general.as_ref(), Some(REVOCATION_TYP))?;
         }
         if claims.iat > now.saturating_add(300) {
             return Err(invalid(format!(
@@ -202,7 +253,7 @@ impl RevocationSet {
         claims.check().map_err(invalid)?;
         let held = Held {
             claims,
-            jws: jws.to_string(),
+            jws: original.to_string(),
             not_after: signed.not_after,
         };
         let epoch = held.claims.epoch;
@@ -265,7 +316,8 @@ impl RevocationSet {
     /// Check a signed head and keep it when it is newer than the one held. The signer's
     /// certificate must be valid `now` and not itself revoked.
     pub fn insert_head(&mut self, jws: &str, now: u64) -> Result<bool, RpError> {
-        let signed = x5c::verify(jws, REVOCATION_HEAD_TYP, &self.bundle, now)?;
+        let compact = self.classical_form(jws, REVOCATION_HEAD_TYP)?;
+        let signed = x5c::verify(&compact, REVOCATION_HEAD_TYP, &self.bundle, now)?;
         let head: RevocationHead = serde_json::from_slice(&signed.payload)
             .map_err(|e| invalid(format!("revocation head claims: {e}")))?;
         if signed.signer.to_string() != head.iss {

@@ -173,7 +173,7 @@ impl ResultVerifier {
         for entry in entries {
             match entry.get("kty").and_then(|k| k.as_str()) {
                 Some(vouch_core::jws::AKP) => {
-                    if let Some((kid, pk)) = akp_key(entry)? {
+                    if let Some((kid, pk)) = crate::pq::akp_key(entry)? {
                         pq_keys.insert(kid, pk);
                     }
                 }
@@ -268,23 +268,7 @@ impl ResultVerifier {
         if matches!(req.audience, Audience::Unset) {
             return Err(RpError::NoAudience);
         }
-        if token.len() > vouch_core::jws::MAX_GENERAL_JWS {
-            return Err(RpError::Malformed(format!(
-                "token longer than {} bytes",
-                vouch_core::jws::MAX_GENERAL_JWS
-            )));
-        }
-        let trimmed = token.trim_start();
-        let (compact, jws) = if trimmed.starts_with('{') {
-            let jws = vouch_core::jws::GeneralJws::parse(trimmed)
-                .map_err(|e| RpError::Malformed(e.to_string()))?;
-            let compact = jws
-                .compact(0)
-                .ok_or_else(|| RpError::Malformed("no signature".into()))?;
-            (compact, Some(jws))
-        } else {
-            (token.to_string(), None)
-        };
+        let (compact, jws) = crate::pq::split(token)?;
         match req.signatures {
             SignatureMode::Classical => self.verify_compact(&compact, req, true),
             SignatureMode::Both => {
@@ -300,43 +284,7 @@ impl ResultVerifier {
 
     /// Check the ML-DSA-65 signature of `jws` (refused when there is none).
     fn verify_pq(&self, jws: Option<&vouch_core::jws::GeneralJws>) -> Result<(), RpError> {
-        use base64::Engine as _;
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-        let jws = jws.ok_or(RpError::PostQuantumMissing)?;
-        // The first signature is the classical one; an ML-DSA one follows.
-        let mut found = None;
-        for (i, sig) in jws.signatures.iter().enumerate().skip(1) {
-            let header = B64
-                .decode(&sig.protected)
-                .ok()
-                .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
-                .ok_or_else(|| RpError::Malformed("a protected header is not JSON".into()))?;
-            if header.get("alg").and_then(|a| a.as_str()) == Some(vouch_core::jws::ML_DSA_65) {
-                let kid = header
-                    .get("kid")
-                    .and_then(|k| k.as_str())
-                    .unwrap_or_default()
-                    .to_string();
-                found = Some((i, kid));
-                break;
-            }
-        }
-        let (i, kid) = found.ok_or(RpError::PostQuantumMissing)?;
-        let pk = self
-            .pq_keys
-            .get(&kid)
-            .ok_or_else(|| RpError::UnknownKey(kid.clone()))?;
-        let input = jws
-            .signing_input(i)
-            .ok_or_else(|| RpError::Malformed("no signature".into()))?;
-        let sig = jws
-            .signatures
-            .get(i)
-            .and_then(|s| B64.decode(&s.signature).ok())
-            .ok_or_else(|| RpError::Malformed("signature is not base64url".into()))?;
-        aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ML_DSA_65, pk)
-            .verify(input.as_bytes(), &sig)
-            .map_err(|_| RpError::PostQuantumSignature)
+        crate::pq::verify(&self.pq_keys, jws, None)
     }
 
     /// Verify the compact JWS `token`, its classical signature only when `classical` (when
@@ -530,35 +478,6 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// The `kid` and raw public key of an `AKP` JWK for ML-DSA-65 (`None` for another `alg`).
-fn akp_key(jwk: &serde_json::Value) -> Result<Option<(String, Vec<u8>)>, RpError> {
-    use base64::Engine as _;
-    if jwk.get("alg").and_then(|a| a.as_str()) != Some(vouch_core::jws::ML_DSA_65) {
-        return Ok(None);
-    }
-    let kid = jwk
-        .get("kid")
-        .and_then(|k| k.as_str())
-        .ok_or_else(|| RpError::Keys("an ML-DSA-65 key without kid".into()))?;
-    let pk = jwk
-        .get("pub")
-        .and_then(|p| p.as_str())
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
-        .ok_or_else(|| RpError::Keys(format!("ML-DSA-65 key {kid}: pub is not base64url")))?;
-    // FIPS 204: an ML-DSA-65 public key is 1,952 bytes.
-    if pk.len() != 1952 {
-        return Err(RpError::Keys(format!(
-            "ML-DSA-65 key {kid}: {} bytes, not 1952",
-            pk.len()
-        )));
-    }
-    Ok(Some((kid.to_string(), pk)))
 }
 
 /// Read the header's `alg` as text, so a refused algorithm (like `none`) is named in the error.

@@ -104,14 +104,19 @@ fn query<T>(q: Q<T>) -> Result<T, ApiError> {
     q.map(|Query(q)| q).map_err(|e| bad(e.body_text()))
 }
 
-/// `GET /v1/audit/head`: the current size, root and a signed head.
+/// `GET /v1/audit/head`: the current size, root and a signed head (and `head_pq`, the same
+/// with an ML-DSA-65 signature beside, or `null` without `pq_signatures`).
 pub(crate) async fn head(AxState(st): AxState<S>) -> Response {
     reply(
         async {
             let leaves = st.audit_leaves(None).await?;
             let r = root(&leaves);
             let size = leaves.len() as u64;
-            Ok(json!({ "size": size, "root": hex::encode(r), "head": st.sign_audit_head(size, &r)? }))
+            let head = st.sign_audit_head(size, &r)?;
+            // With `pq_signatures`, the head again with this replica's ML-DSA-65 signature
+            // beside the classical one (JWS JSON).
+            let head_pq = st.cosign_pq(&head)?;
+            Ok(json!({ "size": size, "root": hex::encode(r), "head": head, "head_pq": head_pq }))
         }
         .await,
     )

@@ -558,7 +558,18 @@ async fn revocations(
                 .iter()
                 .map(|r| st.sign_record_now(r))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(serde_json::json!({ "records": records, "head": head }))
+            let mut body = serde_json::json!({ "records": records, "head": head });
+            // With `pq_signatures`: each record and the head again as JWS JSON, the same
+            // classical signature first and this replica's ML-DSA-65 signature beside it.
+            if st.pq_key.is_some() {
+                let records_pq = records
+                    .iter()
+                    .map(|r| st.cosign_pq(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                body["records_pq"] = serde_json::json!(records_pq);
+                body["head_pq"] = serde_json::json!(st.cosign_pq(&head)?);
+            }
+            Ok(body)
         }
         .await,
     )

@@ -204,3 +204,190 @@ async fn pq_signatures_off_publishes_no_ml_dsa_key() {
         Err(RpError::PostQuantumMissing)
     );
 }
+
+/// Revocation records, revocation heads and audit heads carry an ML-DSA-65 signature too
+/// (`records_pq`, `head_pq`): a relying party in `PostQuantum` or `Both` mode takes only those,
+/// and refuses a compact one, a stripped or flipped ML-DSA signature, an unknown key, and a
+/// post-quantum signature moved from one kind of statement to another.
+#[tokio::test]
+async fn revocations_and_heads_carry_ml_dsa_65() {
+    use vouch_rp::RevocationSet;
+    use vouch_server::unix_now;
+
+    let h = Harness::new(|_| {}).await;
+    let mut agent = h.agent("app").await;
+    h.trust(&mut agent).await;
+    let good = agent.attest_once().await.unwrap();
+    let jwks = h.client().jwks().await.unwrap();
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap())
+            .unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let admin = std::fs::read_to_string(h.cfg.data_dir.join("keys/admin.token")).unwrap();
+    let r = http
+        .post(format!("{}/v1/revocations", h.server.base_url))
+        .bearer_auth(admin.trim())
+        .json(&serde_json::json!({
+            "kind": "result", "target": good.attestation_id, "reason": "test"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let feed: serde_json::Value = http
+        .get(format!("{}/v1/revocations?after=0", h.server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let record = feed["records"][0].as_str().unwrap();
+    let record_pq = feed["records_pq"][0].as_str().unwrap();
+    let head = feed["head"].as_str().unwrap();
+    let head_pq = feed["head_pq"].as_str().unwrap();
+    // The classical signature is the first, unchanged.
+    assert_eq!(
+        GeneralJws::parse(record_pq).unwrap().compact(0).unwrap(),
+        record
+    );
+    assert_eq!(
+        GeneralJws::parse(head_pq).unwrap().compact(0).unwrap(),
+        head
+    );
+    let now = unix_now();
+
+    // Classical mode takes either form.
+    for (rec, hd) in [(record, head), (record_pq, head_pq)] {
+        let mut set = RevocationSet::new(h.trust_bundle());
+        assert!(set.insert_record(rec, now).unwrap());
+        assert!(set.insert_head(hd, now).unwrap());
+        assert!(set.check_current(now).is_ok());
+    }
+    for m in [SignatureMode::PostQuantum, SignatureMode::Both] {
+        let set = || {
+            RevocationSet::new(h.trust_bundle())
+                .with_signatures(m, &jwks)
+                .unwrap()
+        };
+        // The post-quantum forms are accepted, and revoke.
+        let mut s = set();
+        assert!(s.insert_record(record_pq, now).unwrap());
+        assert!(s.insert_head(head_pq, now).unwrap());
+        assert!(s.check_current(now).is_ok());
+        assert!(
+            s.revoked(vouch_rp::RevocationKind::Result, &good.attestation_id)
+                .is_some()
+        );
+        // Compact ones are not.
+        assert!(matches!(
+            set().insert_record(record, now),
+            Err(RpError::PostQuantumMissing)
+        ));
+        assert!(matches!(
+            set().insert_head(head, now),
+            Err(RpError::PostQuantumMissing)
+        ));
+        // The ML-DSA signature stripped, or one character of it changed.
+        let mut stripped = GeneralJws::parse(record_pq).unwrap();
+        stripped.signatures.truncate(1);
+        assert!(matches!(
+            set().insert_record(&stripped.to_json(), now),
+            Err(RpError::PostQuantumMissing)
+        ));
+        let mut flipped = GeneralJws::parse(head_pq).unwrap();
+        flipped.signatures[1].signature = flip(&flipped.signatures[1].signature);
+        assert!(matches!(
+            set().insert_head(&flipped.to_json(), now),
+            Err(RpError::PostQuantumSignature)
+        ));
+        // The head's ML-DSA signature moved onto the record: refused.
+        let mut moved = GeneralJws::parse(record_pq).unwrap();
+        moved.signatures[1] = GeneralJws::parse(head_pq).unwrap().signatures[1].clone();
+        assert!(set().insert_record(&moved.to_json(), now).is_err());
+        // A genuine ML-DSA signature by the verifier's own key over the record's payload, but
+        // made for another kind of statement (`typ` JWT, as on results): refused by its typ.
+        let mut retyped = GeneralJws::parse(record_pq).unwrap();
+        retyped.signatures[1] = ml_dsa_sign(&h, &retyped.payload, "JWT");
+        let e = set().insert_record(&retyped.to_json(), now).unwrap_err();
+        assert!(e.to_string().contains("not vouch-revocation+jwt"), "{e}");
+        // The same signature made with the right typ is accepted: the check above refused the
+        // typ, nothing else.
+        retyped.signatures[1] = ml_dsa_sign(&h, &retyped.payload, "vouch-revocation+jwt");
+        assert!(set().insert_record(&retyped.to_json(), now).unwrap());
+    }
+    // A JWKS without ML-DSA keys cannot make a post-quantum set; another verifier's ML-DSA key
+    // does not verify this one's signatures.
+    let classical_only = r#"{"keys":[]}"#;
+    assert!(
+        RevocationSet::new(h.trust_bundle())
+            .with_signatures(SignatureMode::Both, classical_only)
+            .is_err()
+    );
+    let other = Harness::new(|_| {}).await;
+    let other_jwks = other.client().jwks().await.unwrap();
+    let mut s = RevocationSet::new(h.trust_bundle())
+        .with_signatures(SignatureMode::Both, &other_jwks)
+        .unwrap();
+    assert!(matches!(
+        s.insert_record(record_pq, now),
+        Err(RpError::UnknownKey(_))
+    ));
+
+    // Audit heads: `head_pq` verifies in post-quantum mode, the compact one does not.
+    let audit: serde_json::Value = http
+        .get(format!("{}/v1/audit/head", h.server.base_url))
+        .bearer_auth(admin.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bundle = h.trust_bundle();
+    let a_pq = audit["head_pq"].as_str().unwrap();
+    let a = audit["head"].as_str().unwrap();
+    let checked = vouch_rp::audit::verify_audit_head_pq(a_pq, &bundle, &jwks, now).unwrap();
+    assert_eq!(checked.size, audit["size"].as_u64().unwrap());
+    assert!(vouch_rp::audit::verify_audit_head(a_pq, &bundle, now).is_ok());
+    assert!(matches!(
+        vouch_rp::audit::verify_audit_head_pq(a, &bundle, &jwks, now),
+        Err(RpError::PostQuantumMissing)
+    ));
+    let mut flipped = GeneralJws::parse(a_pq).unwrap();
+    flipped.signatures[1].signature = flip(&flipped.signatures[1].signature);
+    assert!(
+        vouch_rp::audit::verify_audit_head_pq(&flipped.to_json(), &bundle, &jwks, now).is_err()
+    );
+    // A revocation head's ML-DSA signature is not an audit head's.
+    let mut moved = GeneralJws::parse(a_pq).unwrap();
+    moved.signatures[1] = GeneralJws::parse(head_pq).unwrap().signatures[1].clone();
+    assert!(vouch_rp::audit::verify_audit_head_pq(&moved.to_json(), &bundle, &jwks, now).is_err());
+}
+
+/// An ML-DSA-65 signature by the verifier's own key (`keys/mldsa65.p8`) over `payload`, with
+/// `typ` in its protected header.
+fn ml_dsa_sign(h: &Harness, payload: &str, typ: &str) -> vouch_core::jws::JwsSignature {
+    use aws_lc_rs::signature::{KeyPair as _, ML_DSA_65_SIGNING, PqdsaKeyPair};
+    use sha2::Digest as _;
+    let der = std::fs::read(h.cfg.data_dir.join("keys/mldsa65.p8")).unwrap();
+    let pair = PqdsaKeyPair::from_pkcs8(&ML_DSA_65_SIGNING, &der).unwrap();
+    let kid = format!(
+        "mldsa65-{}",
+        hex::encode(&sha2::Sha256::digest(pair.public_key().as_ref())[..8])
+    );
+    let protected =
+        B64.encode(serde_json::json!({"alg": "ML-DSA-65", "kid": kid, "typ": typ}).to_string());
+    let mut sig = vec![0u8; ML_DSA_65_SIGNING.signature_len()];
+    let n = pair
+        .sign(format!("{protected}.{payload}").as_bytes(), &mut sig)
+        .unwrap();
+    sig.truncate(n);
+    vouch_core::jws::JwsSignature {
+        protected,
+        signature: B64.encode(sig),
+    }
+}
