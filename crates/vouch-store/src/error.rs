@@ -66,6 +66,29 @@ pub enum StoreError {
         /// The method it was attested with.
         method: String,
     },
+    /// The database's schema is older than this binary's and migrating was not asked for.
+    #[error(
+        "the database schema is out of date ({applied} migrations applied, {pending} pending \
+         from {first:04}); back it up, then apply them with `vouch migrate` or \
+         `vouch server --migrate` (nothing migrates a database implicitly)"
+    )]
+    SchemaOutdated {
+        /// Migrations already applied.
+        applied: usize,
+        /// Migrations this binary would apply.
+        pending: usize,
+        /// The first pending migration's number.
+        first: i64,
+    },
+    /// The database was migrated by a newer binary.
+    #[error(
+        "the database has migration {version:04}, which this binary does not know: it was \
+         migrated by a newer Vouch; run that version"
+    )]
+    SchemaNewer {
+        /// The unknown migration's number.
+        version: i64,
+    },
     /// A stored value could not be decoded.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
@@ -90,6 +113,8 @@ impl StoreError {
         match self {
             Self::Database(_)
             | Self::Migrate(_)
+            | Self::SchemaOutdated { .. }
+            | Self::SchemaNewer { .. }
             | Self::CommitFailed(_)
             | Self::Corrupt(_)
             | Self::ClaimPartMissing { .. }

@@ -24,6 +24,7 @@ mod postgres;
 mod records;
 mod rows;
 mod scale;
+mod schema;
 mod sql;
 mod sqlite;
 
@@ -32,6 +33,7 @@ pub use bench::{RecordsBench, RecordsBenchConfig, bench_records};
 pub use error::StoreError;
 pub use group::{CommitStats, WriteOptions};
 pub use postgres::PgStore;
+pub use schema::Migrations;
 pub use records::{
     AgentKeyRecord, AppraisalContext, AttestationRecord, AttestedNode, Enrollment, EntriesSince,
     NodeAttestationRecord, NodeRecord, PolicyRecord, RevocationRecord, TpmJoinRecord, TpmKeyRecord,
@@ -159,6 +161,16 @@ pub trait Store: AuditLog + Send + Sync + 'static {
 
     /// All reference values with their ids.
     async fn reference_value_rows(&self) -> Result<Vec<(i64, ReferenceValue)>>;
+
+    /// Add many reference values and append `audit` to the audit log, in one transaction: all
+    /// of them and the entry, or nothing. Values already present are kept (not duplicated);
+    /// returns how many were new. The revision moves once, when any was.
+    async fn import_reference_values(
+        &self,
+        values: &[ReferenceValue],
+        audit: &AuditEvent,
+        now: u64,
+    ) -> Result<u64>;
 
     /// All reference values, with the revision that changes whenever they do.
     async fn reference_values(&self) -> Result<ReferenceValues>;

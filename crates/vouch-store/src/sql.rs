@@ -1180,6 +1180,36 @@ macro_rules! store_impl {
                 Ok(n == 1)
             }
 
+            async fn import_reference_values(
+                &self,
+                values: &[ReferenceValue],
+                audit: &crate::AuditEvent,
+                now: u64,
+            ) -> Result<u64> {
+                let mut tx = self.pool.begin().await?;
+                let mut inserted = 0;
+                // 4 parameters a row: well under either database's limit per statement.
+                for chunk in values.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO reference_values (kind, key, value, created_at) ",
+                    );
+                    q.push_values(chunk, |mut b, v| {
+                        b.push_bind(&v.kind)
+                            .push_bind(&v.key)
+                            .push_bind(&v.value)
+                            .push_bind(i(now));
+                    });
+                    q.push(" ON CONFLICT DO NOTHING");
+                    inserted += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                if inserted > 0 {
+                    Self::bump_revision(&mut tx, crate::REFVALUES_REVISION).await?;
+                }
+                crate::audit::append_in!(&mut *tx, audit);
+                tx.commit().await?;
+                Ok(inserted)
+            }
+
             async fn reference_value_rows(&self) -> Result<Vec<(i64, ReferenceValue)>> {
                 let rows = sqlx::query("SELECT id, kind, key, value FROM reference_values ORDER BY id")
                     .fetch_all(&self.pool)

@@ -41,6 +41,16 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] with explicit write options.
     pub async fn open_with(path: &Path, write: WriteOptions) -> Result<Self> {
+        Self::open_with_schema(path, write, crate::Migrations::Apply).await
+    }
+
+    /// Open the database at `path`, doing what `migrations` says about a schema older than
+    /// this binary's (a new, empty database always gets its schema).
+    pub async fn open_with_schema(
+        path: &Path,
+        write: WriteOptions,
+        migrations: crate::Migrations,
+    ) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         }
@@ -74,7 +84,18 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(opts)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        let found = crate::schema::Found {
+            applied: Self::applied_migrations(&pool).await?,
+            has_tables: sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .fetch_one(&pool)
+            .await?
+                > 0,
+        };
+        if crate::schema::decide(&MIGRATOR, found, migrations)? {
+            MIGRATOR.run(&pool).await?;
+        }
         let (writer, stats) = Self::start_writer(&pool, write);
         Ok(Self {
             pool,
@@ -85,6 +106,42 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Create the database at `path` with the schema migrations up to number `last` only: a
+    /// database as an older Vouch left it, for upgrade tests and rehearsals of `--migrate`.
+    pub async fn create_with_schema_upto(path: &Path, last: i64) -> Result<()> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(opts).await?;
+        let old = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(
+                MIGRATOR
+                    .iter()
+                    .filter(|m| m.version <= last)
+                    .cloned()
+                    .collect(),
+            ),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        old.run(&pool).await?;
+        pool.close().await;
+        Ok(())
+    }
+
+    /// The migrations recorded as applied (`None`: no migrations table).
+    async fn applied_migrations(pool: &SqlitePool) -> Result<Option<Vec<i64>>> {
+        let has: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(pool)
+        .await?;
+        if has == 0 {
+            return Ok(None);
+        }
+        let sql = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+        Ok(Some(sqlx::query_scalar(sql).fetch_all(pool).await?))
+    }
+
     /// One page of entries as one JSON array built by SQLite (`Store::entries_page`): one row
     /// to hand over instead of one per entry, which is what reading a million entries costs.
     async fn entries_page_json(&self, after: &str, limit: u32) -> Result<String> {
