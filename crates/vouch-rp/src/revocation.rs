@@ -448,8 +448,9 @@ impl RevocationSet {
         std::fs::rename(&tmp, path)
     }
 
-    /// Read records, conflicting records and a head written by [`RevocationSet::save`],
-    /// checking each again as of `now`. Returns how many records were kept that revoke
+    /// Read records, conflicting records and a head written by [`RevocationSet::save`] (or a
+    /// `GET /v1/revocations` response saved as is, whose `records_pq`/`head_pq` are taken when
+    /// present), checking each again as of `now`. Returns how many records were kept that revoke
     /// something new (conflicting ones included).
     ///
     /// A record that no longer passes (its signer's certificate expired, or was revoked,
@@ -463,11 +464,23 @@ impl RevocationSet {
             #[serde(default)]
             conflicts: Vec<String>,
             head: Option<String>,
+            // A response of `GET /v1/revocations` saved as is: its post-quantum forms are
+            // taken instead when present (every mode accepts them).
+            #[serde(default)]
+            records_pq: Vec<String>,
+            #[serde(default)]
+            head_pq: Option<String>,
         }
         let bytes =
             std::fs::read(path).map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
-        let saved: Saved = serde_json::from_slice(&bytes)
+        let mut saved: Saved = serde_json::from_slice(&bytes)
             .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        if !saved.records_pq.is_empty() {
+            saved.records = std::mem::take(&mut saved.records_pq);
+        }
+        if saved.head_pq.is_some() {
+            saved.head = saved.head_pq.take();
+        }
         let mut added = 0;
         for r in saved.records.iter().chain(&saved.conflicts) {
             let conflicts = self.conflicts.len();

@@ -319,6 +319,15 @@ async fn revocations_and_heads_carry_ml_dsa_65() {
         retyped.signatures[1] = ml_dsa_sign(&h, &retyped.payload, "vouch-revocation+jwt");
         assert!(set().insert_record(&retyped.to_json(), now).unwrap());
     }
+    // The feed saved as is loads in post-quantum mode (its records_pq and head_pq), and
+    // `vouch verify --revocations` takes it.
+    let saved = h.path("feed.json");
+    std::fs::write(&saved, feed.to_string()).unwrap();
+    let mut s = RevocationSet::new(h.trust_bundle())
+        .with_signatures(SignatureMode::Both, &jwks)
+        .unwrap();
+    assert_eq!(s.load(&saved, now).unwrap(), 1);
+    assert!(s.check_current(now).is_ok());
     // A JWKS without ML-DSA keys cannot make a post-quantum set; another verifier's ML-DSA key
     // does not verify this one's signatures.
     let classical_only = r#"{"keys":[]}"#;

@@ -63,10 +63,17 @@ pub(crate) async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
         Some(p) => Some(load_trust_bundle(p, &args.trust_domain)?),
         None => None,
     };
-    let mut v = match (&args.jwks, &bundle) {
-        (Some(j), _) => {
-            ResultVerifier::from_jwks_json(&load_jwks(j, args.ca_cert.as_deref()).await?)?
-        }
+    let signatures = match args.signatures {
+        crate::cli::SignaturesArg::Classical => vouch_rp::SignatureMode::Classical,
+        crate::cli::SignaturesArg::PostQuantum => vouch_rp::SignatureMode::PostQuantum,
+        crate::cli::SignaturesArg::Both => vouch_rp::SignatureMode::Both,
+    };
+    let jwks = match &args.jwks {
+        Some(j) => Some(load_jwks(j, args.ca_cert.as_deref()).await?),
+        None => None,
+    };
+    let mut v = match (&jwks, &bundle) {
+        (Some(j), _) => ResultVerifier::from_jwks_json(j)?,
         (None, Some(b)) => ResultVerifier::from_trust_bundle(b.clone()),
         (None, None) => anyhow::bail!("give --jwks or --trust-bundle"),
     };
@@ -79,6 +86,15 @@ pub(crate) async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
                 .context("--max-revocation-age")?;
             let mut set = vouch_rp::RevocationSet::new(b.clone())
                 .with_max_age(std::time::Duration::from_secs(max_age));
+            // The post-quantum modes hold revocations to the same standard as the result: each
+            // record and head must carry a verifying ML-DSA-65 signature (the feed's
+            // `records_pq`/`head_pq`).
+            if signatures != vouch_rp::SignatureMode::Classical {
+                let j = jwks.as_deref().context(
+                    "--signatures post-quantum|both with --revocations needs --jwks (the ML-DSA-65 keys)",
+                )?;
+                set = set.with_signatures(signatures, j)?;
+            }
             set.load(p, unix_now())
                 .with_context(|| format!("loading revocations from {}", p.display()))?;
             Some(set)
@@ -97,11 +113,7 @@ pub(crate) async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
         accept_warning: args.accept_warning,
         submods: args.require_submods,
         evidence_kinds: args.evidence_kinds,
-        signatures: match args.signatures {
-            crate::cli::SignaturesArg::Classical => vouch_rp::SignatureMode::Classical,
-            crate::cli::SignaturesArg::PostQuantum => vouch_rp::SignatureMode::PostQuantum,
-            crate::cli::SignaturesArg::Both => vouch_rp::SignatureMode::Both,
-        },
+        signatures,
         ..Requirements::default()
     };
     for r in &args.require {
