@@ -13,6 +13,7 @@
 //! [`SqliteStore::commit_stats`]).
 #![deny(missing_docs)]
 
+mod anomaly;
 mod audit;
 #[cfg(test)]
 mod batch_test;
@@ -28,6 +29,7 @@ mod schema;
 mod sql;
 mod sqlite;
 
+pub use anomaly::{ANOMALY_PAGE_MAX, AnomalyLog, AnomalyQuery, AnomalyRecord, SeenRecord};
 pub use audit::{AUDIT_PAGE_MAX, AuditEvent, AuditLog, AuditRecord};
 pub use bench::{RecordsBench, RecordsBenchConfig, bench_records};
 pub use error::StoreError;
@@ -58,7 +60,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything the verifier persists (and its audit log, [`AuditLog`]).
 #[async_trait]
-pub trait Store: AuditLog + Send + Sync + 'static {
+pub trait Store: AuditLog + AnomalyLog + Send + Sync + 'static {
     /// Record a join token (only its SHA-256 is stored).
     async fn create_join_token(
         &self,

@@ -83,6 +83,7 @@ crate::sql::store_impl!(
     )
 );
 crate::audit::audit_impl!(PgStore);
+crate::anomaly::anomaly_impl!(PgStore);
 
 #[cfg(test)]
 mod tests {
