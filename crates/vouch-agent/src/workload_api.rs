@@ -31,11 +31,9 @@ use vouch_identity::{JwtSvidValidator, SpiffeId, TrustDomain};
 use crate::caller::Caller;
 use crate::{AgentError, NodeStatus, VerifierClient};
 
-/// The generated protocol types, client and server (`/SpiffeWorkloadAPI/...`).
-#[allow(missing_docs, clippy::all, clippy::unwrap_used, clippy::expect_used)]
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/_.rs"));
-}
+/// The generated protocol types, client and server (`/SpiffeWorkloadAPI/...`), shared with
+/// relying parties' Workload API clients through `vouch-spiffe`.
+pub use vouch_spiffe::workload_api::proto;
 
 use proto::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
 

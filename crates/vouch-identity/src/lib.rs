@@ -5,17 +5,16 @@
 #![deny(missing_docs)]
 
 mod entry;
-mod error;
 mod hsm;
 mod jwt;
 mod rotation;
-mod spiffe_id;
 mod x509;
 
 pub use entry::{Entry, Selector, matching};
-pub use error::IdentityError;
 pub use hsm::{Pkcs11Config, Pkcs11Key, pkcs11_context};
 pub use jwt::{JwtSvidClaims, JwtSvidSigner, JwtSvidValidator};
 pub use rotation::CaSet;
-pub use spiffe_id::{SpiffeId, TrustDomain};
+/// The SPIFFE ID, trust domain and error types live in `vouch-spiffe` (shared with relying
+/// parties, which need none of the issuing code); re-exported here unchanged.
+pub use vouch_spiffe::{SpiffeError as IdentityError, SpiffeId, TrustBundle, TrustDomain};
 pub use x509::{DOCUMENT_SIGNING_EKU, SvidCa, VERIFIER_PATH_PREFIX, bundle_jwks, cert_to_pem};

@@ -36,3 +36,4 @@ pub use spiffe::{AllowedIds, SpiffeVerifier, svid_spiffe_id};
 pub use verify::{Audience, Requirements, ResultVerifier, SignatureMode, VerifiedResult};
 pub use vouch_core::revocation::{RevocationClaims, RevocationHead, RevocationKind};
 pub use vouch_core::{ArStatus, Ear, TrustClaim, TrustTier};
+pub use vouch_spiffe::{SpiffeId, TrustBundle, TrustDomain};

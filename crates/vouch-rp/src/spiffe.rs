@@ -10,7 +10,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 use std::sync::Arc;
 
-use vouch_identity::{SpiffeId, TrustDomain};
+use vouch_spiffe::{SpiffeId, TrustDomain};
 
 /// Which SPIFFE IDs a verifier accepts.
 #[derive(Debug, Clone)]
@@ -35,30 +35,10 @@ fn bad(m: impl Into<String>) -> Error {
     Error::General(m.into())
 }
 
-/// The SPIFFE ID of an X.509-SVID: its one URI SAN.
+/// The SPIFFE ID of an X.509-SVID: its one URI SAN ([`vouch_spiffe::svid_spiffe_id`], with a
+/// rustls error for use inside certificate verifiers).
 pub fn svid_spiffe_id(der: &[u8]) -> Result<SpiffeId, Error> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| bad(format!("peer certificate does not parse: {e}")))?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| bad(format!("peer certificate SAN: {e}")))?
-        .ok_or_else(|| bad("peer certificate has no SAN, so no SPIFFE ID"))?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|g| match g {
-            x509_parser::extensions::GeneralName::URI(u) => Some(*u),
-            _ => None,
-        })
-        .collect();
-    match uris.as_slice() {
-        [one] => SpiffeId::parse(one).map_err(|e| bad(e.to_string())),
-        [] => Err(bad("peer certificate has no URI SAN")),
-        _ => Err(bad(
-            "an X.509-SVID has exactly one URI SAN; the peer's has several",
-        )),
-    }
+    vouch_spiffe::svid_spiffe_id(der).map_err(|e| bad(e.to_string()))
 }
 
 impl SpiffeVerifier {

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use vouch_core::revocation::VERIFIER_ID_PREFIX;
-use vouch_identity::SpiffeId;
+use vouch_spiffe::SpiffeId;
 
 use crate::{RpError, SpiffeVerifier};
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::IdentityError;
+use crate::SpiffeError;
 
 /// Longest SPIFFE ID, bytes.
 const MAX_ID: usize = 2048;
@@ -20,13 +20,13 @@ pub struct SpiffeId {
     path: String,
 }
 
-fn err(m: impl Into<String>) -> IdentityError {
-    IdentityError::SpiffeId(m.into())
+fn err(m: impl Into<String>) -> SpiffeError {
+    SpiffeError::SpiffeId(m.into())
 }
 
 impl TrustDomain {
     /// Parse a trust domain name (or the trust domain of a `spiffe://` URI).
-    pub fn parse(s: &str) -> Result<Self, IdentityError> {
+    pub fn parse(s: &str) -> Result<Self, SpiffeError> {
         let name = s.strip_prefix("spiffe://").unwrap_or(s);
         if name.is_empty() {
             return Err(err("the trust domain is empty"));
@@ -65,7 +65,7 @@ impl fmt::Display for TrustDomain {
 
 impl SpiffeId {
     /// Parse and validate.
-    pub fn parse(s: &str) -> Result<Self, IdentityError> {
+    pub fn parse(s: &str) -> Result<Self, SpiffeError> {
         if s.len() > MAX_ID {
             return Err(err(format!("longer than {MAX_ID} bytes")));
         }
@@ -109,7 +109,7 @@ impl SpiffeId {
     }
 
     /// Build from a trust domain and a path (`/ns/prod/sa/db`).
-    pub fn new(trust_domain: &TrustDomain, path: &str) -> Result<Self, IdentityError> {
+    pub fn new(trust_domain: &TrustDomain, path: &str) -> Result<Self, SpiffeError> {
         Self::parse(&format!("spiffe://{}{path}", trust_domain.as_str()))
     }
 
