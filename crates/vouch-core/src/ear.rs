@@ -268,6 +268,10 @@ pub struct Ear {
         skip_serializing_if = "Option::is_none"
     )]
     pub policy_version: Option<u32>,
+    /// `vouch.tenant`: the tenant of the verifier cluster whose policy, reference values and
+    /// key made this result (a relying party serving one tenant checks it).
+    #[serde(rename = "vouch.tenant", default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// A JWT NumericDate: a non-negative JSON number, possibly with a fraction.

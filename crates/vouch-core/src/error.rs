@@ -101,6 +101,9 @@ pub enum ErrorKind {
     /// under another agent key: attesting it again needs an admin re-enrolment
     /// (`vouch node reenroll`), or anyone who once read the document could take the node over.
     NodeAttested,
+    /// The credential is valid but does not allow this call: its role is too low (an auditor
+    /// writing, an operator changing policy) or it belongs to another tenant.
+    Forbidden,
 }
 
 impl ErrorKind {
@@ -148,12 +151,13 @@ impl ErrorKind {
             Self::PartsUnknown => "parts_unknown",
             Self::NodeAttestation => "node_attestation",
             Self::NodeAttested => "node_attested",
+            Self::Forbidden => "forbidden",
         }
     }
 
     /// Parse the wire form back into a kind (unknown strings give `None`).
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 41] = [
+        const ALL: [ErrorKind; 42] = [
             ErrorKind::MalformedRequest,
             ErrorKind::BodyTooLarge,
             ErrorKind::NonceInvalid,
@@ -195,6 +199,7 @@ impl ErrorKind {
             ErrorKind::PartsUnknown,
             ErrorKind::NodeAttestation,
             ErrorKind::NodeAttested,
+            ErrorKind::Forbidden,
         ];
         ALL.into_iter().find(|k| k.as_str() == s)
     }

@@ -148,6 +148,31 @@ pub struct ServerConfig {
     pub node_attestors: Vec<String>,
     /// Settings of each document method listed in `node_attestors`, by method name.
     pub node_attestor: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Further tenants this verifier serves beside `default` (`[[tenants]]`): each with its
+    /// own store, keys, trust domain and policy under `data_dir/tenants/<name>`, at
+    /// `/t/<name>/…`.
+    pub tenants: Vec<TenantConfig>,
+    /// The tenant this configuration serves: `None` for `default`. Set by the verifier for
+    /// each `[[tenants]]` entry; never read from the file.
+    #[serde(skip)]
+    pub serving_tenant: Option<String>,
+}
+
+/// One `[[tenants]]` entry of the verifier's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The tenant's name: 1-63 of `a-z`, `0-9`, `-`, starting with a letter; its routes are
+    /// `/t/<name>/…` and its results carry `vouch.tenant = <name>`.
+    pub name: String,
+    /// The SPIFFE trust domain its identities are issued in.
+    pub trust_domain: String,
+    /// Its own PostgreSQL database (when the verifier uses PostgreSQL): a database, or a
+    /// schema through `?options=-c%20search_path%3D<schema>`. Required when `database_url`
+    /// is set, so no two tenants share tables; unset with SQLite
+    /// (`data_dir/tenants/<name>/vouch.db`).
+    #[serde(default)]
+    pub database_url: Option<String>,
 }
 
 /// Gossip membership of a verifier replica.
@@ -232,11 +257,20 @@ impl Default for ServerConfig {
             tee_collateral_dir: None,
             node_attestors: vec!["join_token".into()],
             node_attestor: std::collections::BTreeMap::new(),
+            tenants: Vec::new(),
+            serving_tenant: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The tenant this configuration serves (`default` unless it is a `[[tenants]]` entry's).
+    pub fn tenant_name(&self) -> &str {
+        self.serving_tenant
+            .as_deref()
+            .unwrap_or(crate::auth::DEFAULT_TENANT)
+    }
+
     /// Whether nodes may join with `method` (`join_token`, `tpm`, `k8s_psat`, ...).
     pub fn accepts_node_attestor(&self, method: &str) -> bool {
         self.node_attestors.iter().any(|m| m == method)
@@ -287,6 +321,7 @@ impl ServerConfig {
             tpm_allow_sha1: self.tpm_allow_sha1,
             appraisal_cache_entries: self.appraisal_cache_entries,
             parts_cache_bytes: self.parts_cache_bytes,
+            tenant: Some(self.tenant_name().to_string()),
         }
     }
 }

@@ -48,7 +48,7 @@ impl ApiError {
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             UriTooLong => StatusCode::URI_TOO_LONG,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            NotAttested | NoIdentity | Revoked | TpmRequired => StatusCode::FORBIDDEN,
+            NotAttested | NoIdentity | Revoked | TpmRequired | Forbidden => StatusCode::FORBIDDEN,
             StoreUnavailable | QuorumUnavailable | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }

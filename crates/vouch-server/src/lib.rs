@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod audit;
+mod auth;
 mod config;
 mod entries;
 mod error;
@@ -27,7 +28,11 @@ mod svid;
 mod tpm;
 mod tpm_join;
 
-pub use config::{GossipSettings, ServerConfig, SigningAlg};
+pub use auth::{
+    API_TOKENS_FILE, ApiTokenFile, ApiTokenRecord, DEFAULT_TENANT, Role, add_api_token,
+    mint_api_token, read_token_file, valid_tenant_name,
+};
+pub use config::{GossipSettings, ServerConfig, SigningAlg, TenantConfig};
 pub use entries::sign_entries_request;
 pub use error::ApiError;
 pub use federation::{FederatedBundle, FederatedDomain, parse_bundle};
@@ -256,6 +261,10 @@ pub async fn start_with_store(
     }
     state.admin_token = keys::load_or_create_admin_token(&keys_dir.join("admin.token"))?;
     state.read_token = keys::load_or_create_read_token(&keys_dir.join("read.token"))?;
+    state.api_tokens = Arc::new(
+        auth::ApiTokens::open(keys_dir.join(API_TOKENS_FILE))
+            .map_err(|e| ServerError::Config(e.message))?,
+    );
     state.node_attestors = node::build(&cfg).map_err(ServerError::Config)?;
     if let Some(dir) = &cfg.tpm_ca_dir {
         let trust = vouch_tpm::EkTrustStore::from_dir(dir)
@@ -352,6 +361,12 @@ pub async fn start_with_store(
                 if now != last {
                     last = now;
                     st.reload_keys();
+                }
+                if let Err(e) = st.api_tokens.reload() {
+                    tracing::error!(
+                        "scoped API tokens not reloaded, keeping the old ones: {}",
+                        e.message
+                    );
                 }
             }
         })

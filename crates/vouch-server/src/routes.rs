@@ -15,6 +15,7 @@ use vouch_core::wire::{
     TpmEnrollRequest, WorkloadSummary,
 };
 
+use crate::auth::{Role, bearer, require};
 use crate::state::{State, unix_now};
 use crate::{ApiError, pages};
 
@@ -317,39 +318,12 @@ async fn bundle(AxState(st): AxState<S>) -> Response {
     reply(st.spiffe_bundle())
 }
 
-/// The management API's credential: `Authorization: Bearer <admin token>`, compared in
-/// constant time.
-fn admin(st: &State, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    if bearer(headers).is_some_and(|t| same_token(t, &st.admin_token)) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorKind::Unauthenticated,
-            "this call needs the admin token (data_dir/keys/admin.token) as a Bearer credential",
-        ))
-    }
-}
-
 /// The dashboard's cookie: the read token, set once from `/?token=…`.
 const READ_COOKIE: &str = "vouch_read";
 
-/// The `Authorization: Bearer` credential of a request.
-fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-}
-
-/// Whether `given` is `token`, compared in constant time (an empty token matches nothing).
-fn same_token(given: &str, token: &str) -> bool {
-    use subtle::ConstantTimeEq as _;
-    !token.is_empty() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
-}
-
-/// Whether `given` is the read token or the admin token.
+/// Whether `given` is a token of this tenant (any role reads).
 fn can_read(st: &State, given: &str) -> bool {
-    same_token(given, &st.read_token) | same_token(given, &st.admin_token)
+    matches!(crate::auth::identify(st, given), Ok(Some(_)))
 }
 
 /// The read-only views need the read token: as a Bearer credential, or (for the dashboard in
@@ -368,8 +342,16 @@ async fn require_reader(
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().strip_prefix(READ_COOKIE)?.strip_prefix('='))
         .find(|t| can_read(&st, t));
-    if bearer.is_some_and(|t| can_read(&st, t)) || cookie.is_some() {
+    if cookie.is_some() {
         return next.run(req).await;
+    }
+    if let Some(t) = bearer {
+        match crate::auth::identify(&st, t) {
+            Ok(Some(_)) => return next.run(req).await,
+            // Another tenant's token: say so.
+            Err(e) => return with_kind(e),
+            Ok(None) => {}
+        }
     }
     if req.uri().path() == "/" {
         let offered = req
@@ -414,7 +396,7 @@ struct NewEntry {
 async fn list_entries(AxState(st): AxState<S>, headers: axum::http::HeaderMap) -> Response {
     reply(
         async {
-            admin(&st, &headers)?;
+            require(&st, &headers, Role::Auditor)?;
             Ok(st.store.entries().await?)
         }
         .await,
@@ -427,7 +409,7 @@ async fn create_entry(
     body: Result<ApiJson<NewEntry>, ApiError>,
 ) -> Response {
     let r = async {
-        admin(&st, &headers)?;
+        let caller = require(&st, &headers, Role::Operator)?;
         let ApiJson(n) = body?;
         let bad = |e: vouch_identity::IdentityError| {
             ApiError::new(ErrorKind::MalformedRequest, e.to_string())
@@ -456,7 +438,7 @@ async fn create_entry(
         st.store.add_entry(&e).await?;
         st.audit(
             "entry.add",
-            "admin-api",
+            &caller.name,
             &e.id,
             serde_json::to_value(&e).unwrap_or_default(),
         )
@@ -592,7 +574,7 @@ async fn create_revocation(
     body: Result<ApiJson<NewRevocation>, ApiError>,
 ) -> Response {
     let r = async {
-        admin(&st, &headers)?;
+        let caller = require(&st, &headers, Role::Operator)?;
         let ApiJson(n) = body?;
         let kind = vouch_core::revocation::RevocationKind::parse(&n.kind).ok_or_else(|| {
             ApiError::new(
@@ -603,7 +585,7 @@ async fn create_revocation(
                 ),
             )
         })?;
-        let by = n.by.unwrap_or_else(|| "admin-api".into());
+        let by = n.by.unwrap_or(caller.name);
         st.revoke(kind, &n.target, &n.reason, &by).await
     }
     .await;
@@ -633,9 +615,9 @@ async fn reenroll_tpm(
     body: Result<ApiJson<NewReenrollment>, ApiError>,
 ) -> Response {
     let r = async {
-        admin(&st, &headers)?;
+        let caller = require(&st, &headers, Role::Operator)?;
         let ApiJson(n) = body?;
-        let by = n.by.unwrap_or_else(|| "admin-api".into());
+        let by = n.by.unwrap_or(caller.name);
         let ttl = n.ttl.unwrap_or(3600).clamp(1, 7 * 86_400);
         let now = unix_now();
         crate::tpm::allow_tpm_reenrollment(st.store.as_ref(), &id, &n.reason, &by, ttl, now).await
@@ -654,7 +636,7 @@ async fn show_entry(
 ) -> Response {
     reply(
         async {
-            admin(&st, &headers)?;
+            require(&st, &headers, Role::Auditor)?;
             st.store
                 .entries()
                 .await?
@@ -672,9 +654,9 @@ async fn delete_entry(
     Path(id): Path<String>,
 ) -> Response {
     let r = async {
-        admin(&st, &headers)?;
+        let caller = require(&st, &headers, Role::Operator)?;
         if st.store.delete_entry(&id).await? {
-            st.audit("entry.delete", "admin-api", &id, serde_json::json!({}))
+            st.audit("entry.delete", &caller.name, &id, serde_json::json!({}))
                 .await;
             tracing::info!(entry = %id, "registration entry deleted");
             if let Err(err) = st.refresh_entries().await {

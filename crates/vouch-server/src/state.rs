@@ -85,6 +85,10 @@ pub struct State {
     pub(crate) admin_token: String,
     /// The bearer credential of the read-only views.
     pub(crate) read_token: String,
+    /// The tenant this state serves (`default` for the verifier's own data directory).
+    pub(crate) tenant: String,
+    /// Every tenant's scoped API tokens (one table, shared by the tenants' states).
+    pub(crate) api_tokens: Arc<crate::auth::ApiTokens>,
     pub(crate) metrics: Metrics,
     pub(crate) ek_trust: Option<vouch_tpm::EkTrustStore>,
     pub(crate) svid_ca: Option<std::sync::RwLock<vouch_identity::CaSet>>,
@@ -126,6 +130,8 @@ impl State {
             pq_key: None,
             admin_token: String::new(),
             read_token: String::new(),
+            tenant: crate::auth::DEFAULT_TENANT.to_string(),
+            api_tokens: Arc::default(),
             federated: RwLock::new(std::collections::BTreeMap::new()),
             metrics: Metrics::default(),
             ek_trust: None,

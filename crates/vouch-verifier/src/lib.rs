@@ -59,6 +59,8 @@ pub struct VerifierConfig {
     pub appraisal_cache_entries: usize,
     /// Bytes of measurement parts kept so agents may send unchanged ones by digest (0: none).
     pub parts_cache_bytes: usize,
+    /// The tenant results are made for (their `vouch.tenant` claim), if any.
+    pub tenant: Option<String>,
 }
 
 impl Default for VerifierConfig {
@@ -73,6 +75,7 @@ impl Default for VerifierConfig {
             tpm_allow_sha1: false,
             appraisal_cache_entries: cache::DEFAULT_ENTRIES,
             parts_cache_bytes: parts::DEFAULT_BYTES,
+            tenant: None,
         }
     }
 }
@@ -490,6 +493,7 @@ impl Verifier {
             verified.nonce.clone(),
             now,
             now + cfg.result_ttl,
+            cfg.tenant.clone(),
         );
         let prior_ima_position = tpm
             .as_ref()
@@ -621,6 +625,7 @@ fn result_claims(
     nonce: String,
     now: u64,
     expires_at: u64,
+    tenant: Option<String>,
 ) -> Ear {
     let whole = &appraisal.whole;
     let policy_ref = format!("policy:{}/v{}", whole.policy_id, whole.policy_version);
@@ -676,5 +681,6 @@ fn result_claims(
         raw_evidence: None,
         submods,
         policy_version: Some(whole.policy_version),
+        tenant,
     }
 }
