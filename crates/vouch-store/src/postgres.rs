@@ -22,6 +22,9 @@ pub struct PgStore {
     /// The group-commit task's queue (`None`: every record is its own transaction).
     writer: Option<crate::group::Writer>,
     stats: std::sync::Arc<crate::group::Stats>,
+    /// With several hosts: the watcher that fails the pool over to a new primary (ends with
+    /// the last clone).
+    _failover: Option<std::sync::Arc<crate::pg_hosts::Watcher>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations_pg");
@@ -38,19 +41,78 @@ impl PgStore {
         Self::connect_with(url, WriteOptions::default()).await
     }
 
-    /// [`PgStore::connect`] with explicit write options.
+    /// [`PgStore::connect`] with explicit write options. `url` may list several hosts, libpq
+    /// style (`postgres://user@db1:5432,db2:5432/db?target_session_attrs=read-write`): the
+    /// store writes to whichever is the read-write primary and, when it is lost, finds the
+    /// promoted standby by itself (see `pg_hosts`). Every connection the pool opens is checked
+    /// not to be a standby.
     pub async fn connect_with(url: &str, opts: WriteOptions) -> Result<Self> {
+        use crate::pg_hosts::{Current, Hosts, find_primary_at_start};
+        let hosts = std::sync::Arc::new(Hosts::parse(url)?);
+        let (host, timeline) = find_primary_at_start(&hosts, Duration::from_secs(10)).await?;
+        let current = std::sync::Arc::new(std::sync::Mutex::new(Current {
+            host,
+            timeline,
+            switched_at: None,
+        }));
+        let seen = current.clone();
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    if standby {
+                        return Err(sqlx::Error::Protocol(
+                            "this PostgreSQL server is a standby (in recovery): the store \
+                             writes only to a read-write primary"
+                                .into(),
+                        ));
+                    }
+                    Ok(())
+                })
+            })
+            // After a failover, connections opened before the switch (to the old primary,
+            // should it still answer) are closed instead of reused.
+            .before_acquire(move |_conn, meta| {
+                let switched = seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .switched_at;
+                Box::pin(async move {
+                    Ok(match switched {
+                        Some(at) => std::time::Instant::now()
+                            .checked_sub(meta.age)
+                            .is_none_or(|born| born >= at),
+                        None => true,
+                    })
+                })
+            })
+            .connect_with(hosts.options(host).clone())
             .await?;
         MIGRATOR.run(&pool).await?;
+        let failover = (hosts.len() > 1).then(|| {
+            std::sync::Arc::new(crate::pg_hosts::watch(
+                pool.clone(),
+                hosts.clone(),
+                current.clone(),
+            ))
+        });
+        if hosts.len() > 1 {
+            tracing::info!(
+                "store: PostgreSQL primary {} (timeline {timeline}) of {} hosts",
+                hosts.name(host),
+                hosts.len()
+            );
+        }
         let (writer, stats) = Self::start_writer(&pool, opts);
         Ok(Self {
             pool,
             writer,
             stats,
+            _failover: failover,
         })
     }
 }
@@ -84,6 +146,8 @@ crate::sql::store_impl!(
 );
 crate::audit::audit_impl!(PgStore);
 crate::anomaly::anomaly_impl!(PgStore);
+crate::history::history_impl!(PgStore);
+crate::secrets::secrets_impl!(PgStore);
 
 #[cfg(test)]
 mod tests {

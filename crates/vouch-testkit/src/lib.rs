@@ -7,6 +7,8 @@ pub mod tabrmd;
 pub use tabrmd::Tabrmd;
 pub mod postgres;
 pub use postgres::Postgres;
+pub mod pg_replication;
+pub use pg_replication::ReplicatedPostgres;
 mod testdata;
 pub use testdata::{TESTDATA, read_testdata, testdata};
 

@@ -15,7 +15,7 @@ pub struct Postgres {
     external: Option<String>,
 }
 
-fn bindir() -> PathBuf {
+pub(crate) fn bindir() -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL (Debian postgresql; scripts/deps.sh --test installs it)")
         .flatten()
@@ -26,7 +26,7 @@ fn bindir() -> PathBuf {
     dirs.pop().expect("no /usr/lib/postgresql/*/bin/initdb")
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)

@@ -1,0 +1,356 @@
+//! A throwaway PostgreSQL primary with a streaming-replication standby, for failover tests.
+//!
+//! The primary is set up as an operator would (docs/PRODUCTION.md, "Store failover"): a
+//! physical replication slot for the standby, the standby cloned with `pg_basebackup -R`,
+//! streaming with `application_name=standby1`, and then `synchronous_standby_names =
+//! 'standby1'` with `synchronous_commit = on`: a commit returns only after the standby has
+//! flushed its WAL. The tests can then kill the primary with SIGKILL and promote the standby
+//! (`pg_ctl promote`). Both listen on loopback only with trust authentication and are stopped
+//! and removed on drop. Runs as the `postgres` user when the tests run as root.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The standby's name: its `application_name`, its replication slot, and what
+/// `synchronous_standby_names` lists.
+pub const STANDBY_NAME: &str = "standby1";
+
+/// A primary and its synchronous standby.
+pub struct ReplicatedPostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+    /// The primary's loopback port.
+    pub primary_port: u16,
+    /// The standby's loopback port.
+    pub standby_port: u16,
+}
+
+impl ReplicatedPostgres {
+    /// Start the primary, clone the standby from it, wait until it streams, then make it the
+    /// synchronous standby and wait until the primary reports it `sync`.
+    pub fn start() -> Self {
+        let bin = crate::postgres::bindir();
+        let dir = tempfile::Builder::new()
+            .prefix("vouch-pgrep-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let as_postgres = crate::postgres::is_root();
+        if as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown of the PostgreSQL directory");
+        }
+        let me = Self {
+            dir,
+            bin,
+            as_postgres,
+            primary_port: crate::free_port(),
+            standby_port: crate::free_port(),
+        };
+        let primary = me.data("primary");
+        me.run(
+            "initdb",
+            &[
+                "-D",
+                &primary,
+                "--auth=trust",
+                "--username=vouch",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+        );
+        me.pg_start("primary", me.primary_port);
+        me.run(
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &me.primary_port.to_string(),
+                "-U",
+                "vouch",
+                "vouch",
+            ],
+        );
+        // The standby: a base backup with its replication slot (-C -S) and recovery settings
+        // (-R: standby.signal, primary_conninfo), named so the primary can list it.
+        let standby = me.data("standby");
+        me.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &me.primary_port.to_string(),
+                "-U",
+                "vouch",
+                "-D",
+                &standby,
+                "-R",
+                "-X",
+                "stream",
+                "-C",
+                "-S",
+                STANDBY_NAME,
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+        );
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(format!("{standby}/postgresql.auto.conf"))
+                .unwrap();
+            writeln!(
+                f,
+                "primary_conninfo = 'host=127.0.0.1 port={} user=vouch application_name={STANDBY_NAME}'\nprimary_slot_name = '{STANDBY_NAME}'",
+                me.primary_port
+            )
+            .unwrap();
+        }
+        me.pg_start("standby", me.standby_port);
+        me.wait_for(
+            me.primary_port,
+            &format!(
+                "SELECT count(*) FROM pg_stat_replication WHERE application_name = '{STANDBY_NAME}' AND state = 'streaming'"
+            ),
+            "1",
+        );
+        me.psql(
+            me.primary_port,
+            "vouch",
+            &format!("ALTER SYSTEM SET synchronous_standby_names = '{STANDBY_NAME}'"),
+        );
+        me.psql(me.primary_port, "vouch", "SELECT pg_reload_conf()");
+        me.wait_for(
+            me.primary_port,
+            &format!(
+                "SELECT sync_state FROM pg_stat_replication WHERE application_name = '{STANDBY_NAME}'"
+            ),
+            "sync",
+        );
+        me
+    }
+
+    fn data(&self, which: &str) -> String {
+        format!("{}/{which}", self.dir.path().display())
+    }
+
+    fn pg_start(&self, which: &str, port: u16) {
+        let data = self.data(which);
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c max_connections=200 \
+             -c wal_level=replica -c max_wal_senders=5 -c max_replication_slots=5 \
+             -c synchronous_commit=on -c hot_standby=on",
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-o",
+                &opts,
+                "-l",
+                &format!("{data}.log"),
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let out = if self.as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&exe).args(args).output()
+        }
+        .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Run `sql` with psql on `port`, database `db`; its unaligned, tuples-only output.
+    pub fn psql(&self, port: u16, db: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "vouch",
+                "-d",
+                db,
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn wait_for(&self, port: u16, sql: &str, want: &str) {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.psql(port, "vouch", sql);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "{sql}: {got:?}, waited for {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A fresh, empty database created on the primary (and so on the standby); its name.
+    pub fn fresh_database(&self) -> String {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "r{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        self.psql(
+            self.primary_port,
+            "vouch",
+            &format!("CREATE DATABASE {name}"),
+        );
+        name
+    }
+
+    /// The libpq-style multi-host URL of database `db`: primary first, then the standby.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://vouch@127.0.0.1:{},127.0.0.1:{}/{db}?target_session_attrs=read-write",
+            self.primary_port, self.standby_port
+        )
+    }
+
+    /// A single-host URL of database `db` on `port`.
+    pub fn url_on(&self, port: u16, db: &str) -> String {
+        format!("postgres://vouch@127.0.0.1:{port}/{db}")
+    }
+
+    fn postmaster_pid(&self, which: &str) -> Option<u32> {
+        std::fs::read_to_string(format!("{}/postmaster.pid", self.data(which)))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Kill the primary's postmaster with SIGKILL (no shutdown, no checkpoint: a crash), and
+    /// wait until its port refuses connections.
+    pub fn kill_primary(&self) {
+        let pid = self
+            .postmaster_pid("primary")
+            .expect("primary postmaster.pid");
+        let ok = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -9 {pid}");
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.primary_port)).is_ok() {
+            assert!(Instant::now() < until, "the primary still listens");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Promote the standby (`pg_ctl promote`, waiting until it accepts writes).
+    pub fn promote_standby(&self) {
+        let data = self.data("standby");
+        self.run("pg_ctl", &["-D", &data, "-w", "promote"]);
+    }
+
+    /// Start the killed primary again on its own data, as it was: it recovers from its crash
+    /// and comes up as a second read-write primary on its old timeline (a split brain, as an
+    /// unfenced old primary would). Tried for a few seconds while its orphaned backends exit.
+    pub fn start_old_primary(&self) {
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            let data = self.data("primary");
+            let opts = format!(
+                "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=200",
+                self.primary_port,
+                self.dir.path().display()
+            );
+            let exe = self.bin.join("pg_ctl");
+            let log = format!("{data}.log");
+            let args = ["-D", &data, "-o", &opts, "-l", &log, "-w", "start"];
+            let out = if self.as_postgres {
+                Command::new("runuser")
+                    .args(["-u", "postgres", "--"])
+                    .arg(&exe)
+                    .args(args)
+                    .output()
+            } else {
+                Command::new(&exe).args(args).output()
+            }
+            .unwrap();
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "restarting the old primary: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Whether the server on `port` is in recovery (a standby).
+    pub fn in_recovery(&self, port: u16) -> bool {
+        self.psql(port, "vouch", "SELECT pg_is_in_recovery()") == "t"
+    }
+}
+
+impl Drop for ReplicatedPostgres {
+    fn drop(&mut self) {
+        for which in ["standby", "primary"] {
+            let data = self.data(which);
+            let exe = self.bin.join("pg_ctl");
+            let args = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
+            let _ = if self.as_postgres {
+                Command::new("runuser")
+                    .args(["-u", "postgres", "--"])
+                    .arg(&exe)
+                    .args(args)
+                    .output()
+            } else {
+                Command::new(&exe).args(args).output()
+            };
+        }
+    }
+}
