@@ -20,14 +20,12 @@ mod batch_test;
 mod bench;
 mod error;
 mod group;
-mod history;
 mod parts;
 mod pg_hosts;
 mod postgres;
 mod records;
 mod rows;
 mod scale;
-mod secrets;
 mod schema;
 mod sql;
 mod sqlite;
@@ -37,9 +35,6 @@ pub use audit::{AUDIT_PAGE_MAX, AuditEvent, AuditLog, AuditRecord};
 pub use bench::{RecordsBench, RecordsBenchConfig, bench_records};
 pub use error::StoreError;
 pub use group::{CommitStats, WriteOptions};
-pub use history::{
-    AttestationSummary, HISTORY_PAGE_MAX, History, NodeStatus, PolicyVersion, StatusBucket,
-};
 pub use postgres::PgStore;
 pub use schema::Migrations;
 pub use records::{
@@ -47,19 +42,7 @@ pub use records::{
     NodeAttestationRecord, NodeRecord, PolicyRecord, RevocationRecord, TpmJoinRecord, TpmKeyRecord,
     TpmReenrollment, WorkloadRecord,
 };
-pub use secrets::{SecretRecord, Secrets};
 pub use sqlite::SqliteStore;
-
-/// A store's connection pool at one moment ([`Store::pool_stats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Connections open, in use or idle.
-    pub size: u32,
-    /// Connections open and idle.
-    pub idle: u32,
-    /// The most connections the pool opens.
-    pub max: u32,
-}
 
 use async_trait::async_trait;
 
@@ -76,10 +59,9 @@ use vouch_policy::{ReferenceValue, ReferenceValues};
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Everything the verifier persists (and its audit log, [`AuditLog`], and the dashboard's
-/// reads, [`History`]).
+/// Everything the verifier persists (and its audit log, [`AuditLog`]).
 #[async_trait]
-pub trait Store: AuditLog + AnomalyLog + History + Secrets + Send + Sync + 'static {
+pub trait Store: AuditLog + AnomalyLog + Send + Sync + 'static {
     /// Record a join token (only its SHA-256 is stored).
     async fn create_join_token(
         &self,
@@ -335,9 +317,4 @@ pub trait Store: AuditLog + AnomalyLog + History + Secrets + Send + Sync + 'stat
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
-
-    /// The connection pool's size now (for `/metrics`); all zero for a store without one.
-    fn pool_stats(&self) -> PoolStats {
-        PoolStats::default()
-    }
 }
