@@ -10,6 +10,7 @@
 //! as `{"error": {"kind": "<stable kind>", "message": "..."}}`.
 #![deny(missing_docs)]
 
+mod admin;
 mod audit;
 mod auth;
 mod config;
@@ -113,11 +114,36 @@ impl RunningServer {
     }
 }
 
-/// Open the configured SQLite store.
+/// Open the configured store, creating a new database's schema but never migrating an
+/// existing one: a database with migrations still to apply is refused
+/// ([`vouch_store::StoreError::SchemaOutdated`]) until [`open_store_with`] applies them
+/// (`vouch server --migrate`, `vouch migrate`).
 pub async fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, ServerError> {
+    open_store_with(cfg, vouch_store::Migrations::RefuseOutdated).await
+}
+
+/// Open the configured store, doing what `migrations` says about an older schema.
+pub async fn open_store_with(
+    cfg: &ServerConfig,
+    migrations: vouch_store::Migrations,
+) -> Result<Arc<dyn Store>, ServerError> {
     Ok(match &cfg.database_url {
-        Some(url) => Arc::new(vouch_store::PgStore::connect(url).await?),
-        None => Arc::new(SqliteStore::open(&cfg.database_path()).await?),
+        Some(url) => Arc::new(
+            vouch_store::PgStore::connect_with_schema(
+                url,
+                vouch_store::WriteOptions::default(),
+                migrations,
+            )
+            .await?,
+        ),
+        None => Arc::new(
+            SqliteStore::open_with_schema(
+                &cfg.database_path(),
+                vouch_store::WriteOptions::default(),
+                migrations,
+            )
+            .await?,
+        ),
     })
 }
 

@@ -47,6 +47,16 @@ impl PgStore {
     /// promoted standby by itself (see `pg_hosts`). Every connection the pool opens is checked
     /// not to be a standby.
     pub async fn connect_with(url: &str, opts: WriteOptions) -> Result<Self> {
+        Self::connect_with_schema(url, opts, crate::Migrations::Apply).await
+    }
+
+    /// [`PgStore::connect_with`], doing what `migrations` says about a schema older than this
+    /// binary's (a new, empty database always gets its schema).
+    pub async fn connect_with_schema(
+        url: &str,
+        opts: WriteOptions,
+        migrations: crate::Migrations,
+    ) -> Result<Self> {
         use crate::pg_hosts::{Current, Hosts, find_primary_at_start};
         let hosts = std::sync::Arc::new(Hosts::parse(url)?);
         let (host, timeline) = find_primary_at_start(&hosts, Duration::from_secs(10)).await?;
@@ -92,7 +102,9 @@ impl PgStore {
             })
             .connect_with(hosts.options(host).clone())
             .await?;
-        MIGRATOR.run(&pool).await?;
+        if crate::schema::decide(&MIGRATOR, Self::schema_found(&pool).await?, migrations)? {
+            MIGRATOR.run(&pool).await?;
+        }
         let failover = (hosts.len() > 1).then(|| {
             std::sync::Arc::new(crate::pg_hosts::watch(
                 pool.clone(),
@@ -118,6 +130,28 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// The migrations recorded as applied, and whether the schema has any table.
+    async fn schema_found(pool: &PgPool) -> Result<crate::schema::Found> {
+        let tables = |name: &'static str| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND ($1 = '' OR table_name = $1)",
+            )
+            .bind(name)
+            .fetch_one(pool)
+        };
+        let applied = if tables("_sqlx_migrations").await? > 0 {
+            let sql = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+            Some(sqlx::query_scalar(sql).fetch_all(pool).await?)
+        } else {
+            None
+        };
+        Ok(crate::schema::Found {
+            applied,
+            has_tables: tables("").await? > 0,
+        })
+    }
+
     /// One page of entries as one JSON array built by PostgreSQL (`Store::entries_page`).
     async fn entries_page_json(&self, after: &str, limit: u32) -> Result<String> {
         Ok(sqlx::query_scalar(

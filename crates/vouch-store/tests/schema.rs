@@ -153,3 +153,52 @@ async fn import_thousands(s: &dyn Store) {
     );
     assert_eq!(s.reference_value_rows().await.unwrap().len(), 5001);
 }
+
+#[tokio::test]
+async fn postgres_an_older_schema_is_refused_until_migrating_is_asked_for() {
+    use vouch_store::PgStore;
+    let pg = vouch_testkit::Postgres::start();
+    let url = pg.fresh_database();
+    let open = |m| PgStore::connect_with_schema(&url, WriteOptions::default(), m);
+    // A new database gets its schema without asking.
+    let s = open(Migrations::RefuseOutdated).await.unwrap();
+    s.add_policy("p", "package x", true, 1).await.unwrap();
+    drop(s);
+    // Pretend the last migration is still to come, as after upgrading the binary.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE _sqlx_migrations SET success = FALSE WHERE version = $1")
+        .bind(last)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let e = open(Migrations::RefuseOutdated).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::SchemaOutdated { first, .. } if first == last),
+        "{e:?}"
+    );
+    sqlx::query("UPDATE _sqlx_migrations SET success = TRUE WHERE version = $1")
+        .bind(last)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let s = open(Migrations::RefuseOutdated).await.unwrap();
+    assert_eq!(s.policies().await.unwrap().len(), 1);
+    drop(s);
+    // A version this binary does not know: refused whatever is asked.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'future', TRUE, '\\x00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let e = open(Migrations::Apply).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::SchemaNewer { version: 9999 }),
+        "{e:?}"
+    );
+}
