@@ -105,6 +105,14 @@ pub struct SoftwareMeasurements {
     /// evidence with `parts_unknown`. The signature covers the digests, and so the content.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub held: BTreeMap<String, String>,
+    /// Only in evidence that asks for a secret (`POST /v1/secrets/release`): base64url of the
+    /// raw 32-byte X25519 public key (HPKE, RFC 9180) the secret is to be sealed to, fresh for
+    /// this request. Inside the measurements, so every evidence kind binds it as it binds the
+    /// nonce: the agent's signature over the payload, a quote's `extraData`, a TEE's report
+    /// data. The verifier seals only to the key the evidence bound, never to one the request
+    /// names beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_key: Option<String>,
 }
 
 /// The parts of [`SoftwareMeasurements`] an agent may send by digest: the large ones that

@@ -539,3 +539,114 @@ pub fn node_attest_audience(method: &str, audience: &str, nonce: &str) -> String
         audience.to_string()
     }
 }
+
+/// `PUT /v1/secrets/{name}` (admin): store a secret and the Rego policy that says which
+/// attested workloads may have it. A new version replaces the old one.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretPutRequest {
+    /// base64url of the secret's bytes (at most 64 KiB).
+    pub value: String,
+    /// Rego in `package vouch.secret`: the secret is released when `allow` is true for the
+    /// input `{secret, node_id, workload, selectors, claims}`.
+    pub policy: String,
+}
+
+impl std::fmt::Debug for SecretPutRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretPutRequest")
+            .field("value", &"<redacted>")
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// A stored secret as the admin API lists it: never its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSummary {
+    /// The secret's name.
+    pub name: String,
+    /// Its version, from 1; each `put` adds one.
+    pub version: u32,
+    /// Size of the secret in bytes.
+    pub size: u64,
+    /// SHA-256 (hex) of its release policy's text.
+    pub policy_sha256: String,
+    /// When this version was stored.
+    pub updated_at: UnixSeconds,
+}
+
+/// `POST /v1/secrets/release`: an agent asking for a secret for one of its workloads, with
+/// fresh evidence about it whose measurements bind the HPKE key to seal the secret to
+/// (`SoftwareMeasurements::release_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretReleaseRequest {
+    /// The enrolled agent key making the request (the one that signed `evidence`).
+    pub key_id: String,
+    /// The secret.
+    pub name: String,
+    /// Evidence for a fresh nonce about the workload the secret is for, appraised and recorded
+    /// like any attestation.
+    pub evidence: Evidence,
+    /// The calling workload's selectors as the agent observed them (`unix:`, `container:`,
+    /// `k8s:` only, as for SVIDs).
+    pub selectors: Vec<String>,
+    /// base64url Ed25519 signature by the agent key over [`secret_release_signing_input`].
+    pub signature: String,
+}
+
+/// The bytes an agent signs for a secret release: the secret's name, the caller's selectors,
+/// and the evidence (by the SHA-256 of its payload, which holds the nonce and the release key).
+pub fn secret_release_signing_input(
+    key_id: &str,
+    name: &str,
+    evidence_payload: &str,
+    selectors: &[String],
+) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut v = b"vouch-secret-release-v1\0".to_vec();
+    let digest = hex::encode(sha2::Sha256::digest(evidence_payload.as_bytes()));
+    for p in [key_id, name, &digest] {
+        v.extend_from_slice(p.as_bytes());
+        v.push(0);
+    }
+    v.extend_from_slice(selectors.len().to_string().as_bytes());
+    v.push(0);
+    for s in selectors {
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+    }
+    v
+}
+
+/// The HPKE `info` of a released secret: what it was released for. The agent opens with the
+/// values of its own request, so an answer sealed for another secret, version, node or nonce
+/// does not open.
+pub fn secret_release_info(name: &str, version: u32, node_id: &str, nonce: &str) -> Vec<u8> {
+    let mut v = b"vouch-secret-release-v1\0".to_vec();
+    for p in [name, &version.to_string(), node_id, nonce] {
+        v.extend_from_slice(p.as_bytes());
+        v.push(0);
+    }
+    v
+}
+
+/// `POST /v1/secrets/release` response: the secret sealed with HPKE (RFC 9180: base mode,
+/// DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305) to the key the evidence bound,
+/// `info` = [`secret_release_info`], empty `aad`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretReleaseResponse {
+    /// The secret.
+    pub name: String,
+    /// Its version.
+    pub version: u32,
+    /// The node it was released to.
+    pub node_id: String,
+    /// base64url HPKE encapsulated key.
+    pub enc: String,
+    /// base64url ciphertext (with the AEAD tag).
+    pub ciphertext: String,
+    /// The attestation the release rests on (its record and result).
+    pub attestation_id: String,
+}

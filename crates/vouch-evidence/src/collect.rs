@@ -151,6 +151,7 @@ impl SoftwareCollector {
             listening,
             packages,
             held: Default::default(),
+            release_key: None,
         })
     }
 

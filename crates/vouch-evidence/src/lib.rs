@@ -18,6 +18,7 @@ mod collect;
 mod error;
 mod key;
 mod parts;
+mod release;
 mod verify;
 
 pub use collect::{CollectConfig, SoftwareCollector, sha256_file};
@@ -29,6 +30,7 @@ pub mod parsers {
 pub use error::EvidenceError;
 pub use key::{AgentKey, verify_ed25519};
 pub use parts::{HeldPart, PartSource, resolve_parts};
+pub use release::{MAX_SECRET_BYTES, ReleaseKey, Sealed, seal as seal_secret, valid_release_key};
 pub use verify::{
     CompositeVerifier, EvidenceVerifier, SampleVerifier, Signer, SoftwareVerifier, TeeVerifier,
     TpmContext, TpmVerifier, VerifiedEvidence, VerifyContext, check_azure_ak, clock_claims,

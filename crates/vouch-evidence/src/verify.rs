@@ -83,6 +83,9 @@ pub struct VerifiedEvidence {
     /// Every part of the measurements ([`vouch_core::MEASUREMENT_PARTS`]) with the SHA-256
     /// of its JSON, for the verifier to hold so the agent may send it by digest next time.
     pub parts: Vec<(String, HeldPart)>,
+    /// The HPKE public key the measurements bound (`release_key`: evidence asking for a
+    /// secret), base64url as sent; `None` in ordinary evidence.
+    pub release_key: Option<String>,
 }
 
 /// One evidence kind's verifier.
@@ -223,6 +226,7 @@ impl VerifiedEvidence {
             claims,
             nonce: m.nonce,
             workload_name: m.workload.name,
+            release_key: m.release_key,
             evidence_sha256: hex::encode(Sha256::digest(bytes)),
             tpm_clock: None,
             tpm_ima: None,

@@ -25,10 +25,12 @@
 mod appraisal;
 mod error;
 mod refvalues;
+mod secret;
 
 pub use appraisal::{Appraisal, CompiledPolicy, Effect, Finding, PolicyCache, PolicySource};
 pub use error::PolicyError;
 pub use refvalues::{ReferenceValue, ReferenceValues};
+pub use secret::{SECRET_POLICY_PACKAGE, SecretPolicy};
 
 /// The default policy shipped with Vouch (`policies/default.rego`).
 pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.rego");

@@ -26,6 +26,7 @@ mod postgres;
 mod records;
 mod rows;
 mod scale;
+mod secrets;
 mod schema;
 mod sql;
 mod sqlite;
@@ -42,6 +43,7 @@ pub use records::{
     NodeAttestationRecord, NodeRecord, PolicyRecord, RevocationRecord, TpmJoinRecord, TpmKeyRecord,
     TpmReenrollment, WorkloadRecord,
 };
+pub use secrets::{SecretRecord, Secrets};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -61,7 +63,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything the verifier persists (and its audit log, [`AuditLog`]).
 #[async_trait]
-pub trait Store: AuditLog + AnomalyLog + Send + Sync + 'static {
+pub trait Store: AuditLog + AnomalyLog + Secrets + Send + Sync + 'static {
     /// Record a join token (only its SHA-256 is stored).
     async fn create_join_token(
         &self,

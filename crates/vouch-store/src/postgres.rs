@@ -180,7 +180,6 @@ crate::sql::store_impl!(
 );
 crate::audit::audit_impl!(PgStore);
 crate::anomaly::anomaly_impl!(PgStore);
-crate::history::history_impl!(PgStore);
 crate::secrets::secrets_impl!(PgStore);
 
 #[cfg(test)]

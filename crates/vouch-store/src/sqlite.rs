@@ -166,6 +166,7 @@ crate::sql::store_impl!(
 );
 crate::audit::audit_impl!(SqliteStore);
 crate::anomaly::anomaly_impl!(SqliteStore);
+crate::secrets::secrets_impl!(SqliteStore);
 
 #[cfg(test)]
 mod tests {
