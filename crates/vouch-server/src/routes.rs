@@ -162,6 +162,7 @@ pub(crate) fn router(state: S) -> Router {
                 .route("/v1/results/{id}", get(result))
                 .route("/v1/workloads", get(workloads))
                 .route("/v1/workloads/{node}/{name}", get(workload))
+                .route("/v1/anomalies", get(crate::anomaly::list))
                 .route("/v1/audit/head", get(crate::audit::head))
                 .route("/v1/audit/entries", get(crate::audit::entries))
                 .route("/v1/audit/proof/inclusion", get(crate::audit::inclusion))

@@ -101,6 +101,8 @@ pub struct State {
     pub(crate) entries: crate::entries::Entries,
     /// The zero-touch node attestors `node_attestors` accepts, by method.
     pub(crate) node_attestors: crate::node::NodeAttestors,
+    /// The fleet anomaly detector (issue 16 item 5).
+    pub(crate) anomalies: Arc<crate::anomaly::Anomalies>,
 }
 
 impl std::fmt::Debug for State {
@@ -141,6 +143,7 @@ impl State {
             quorum: None,
             entries: crate::entries::Entries::default(),
             node_attestors: crate::node::NodeAttestors::new(),
+            anomalies: Arc::new(crate::anomaly::Anomalies::new(Default::default())),
         }
     }
 
@@ -263,7 +266,7 @@ impl State {
     /// Appraise one attestation, sign its result (and gather the quorum's signature when
     /// this trust domain has one), record it.
     pub(crate) async fn attest(&self, req: AttestRequest) -> Result<AttestationResult, ApiError> {
-        let appraised = self.verifier.appraise(&req, unix_now()).await?;
+        let appraised = self.appraise_observed(&req).await?;
         let quorum_result = match &self.quorum {
             Some(q) => {
                 let signing_input = format!(

@@ -138,6 +138,23 @@ pub struct Verifier {
     parts: parts::PartStore,
     /// Policy versions as read (a version's text never changes), by id and version.
     policy_sources: Mutex<HashMap<(String, u32), Arc<PolicySource>>>,
+    /// Sees every verified attestation before its policy runs (fleet anomaly flags).
+    anomaly_hook: std::sync::OnceLock<Arc<dyn AnomalyHook>>,
+}
+
+/// Sees every attestation whose evidence verified, before the policy runs, and answers the
+/// anomaly flags active on its node: the policy's `input.anomalies` (left out when there are
+/// none). The verifier's fleet anomaly detector (`vouch-server`) is one.
+pub trait AnomalyHook: Send + Sync {
+    /// Observe `verified` (from `evidence`, by `node_id`, about `workload_id`) at `now`.
+    fn assess(
+        &self,
+        node_id: &str,
+        workload_id: &str,
+        verified: &vouch_evidence::VerifiedEvidence,
+        evidence: &vouch_core::Evidence,
+        now: u64,
+    ) -> Vec<serde_json::Value>;
 }
 
 impl std::fmt::Debug for Verifier {
@@ -208,6 +225,7 @@ impl Verifier {
         Self {
             parts,
             policy_sources: Mutex::default(),
+            anomaly_hook: std::sync::OnceLock::new(),
             cfg,
             store,
             nonce_keys,
@@ -217,6 +235,12 @@ impl Verifier {
             tee_roots,
             appraisals,
         }
+    }
+
+    /// Have `hook` see every verified attestation before its policy (once; `false` when one
+    /// was set already).
+    pub fn set_anomaly_hook(&self, hook: Arc<dyn AnomalyHook>) -> bool {
+        self.anomaly_hook.set(hook).is_ok()
     }
 
     /// The configuration.
@@ -393,7 +417,7 @@ impl Verifier {
         } else {
             None
         };
-        let verified = verifier.verify(
+        let mut verified = verifier.verify(
             ev,
             &VerifyContext {
                 public_key: &key.public_key,
@@ -424,6 +448,15 @@ impl Verifier {
             ));
         }
         let nonce_id = nonce.id();
+        if let Some(hook) = self.anomaly_hook.get() {
+            let workload_id = format!("{}/{}", key.node_id, verified.workload_name);
+            let active = hook.assess(&key.node_id, &workload_id, &verified, ev, now);
+            if !active.is_empty()
+                && let Some(claims) = verified.claims.as_object_mut()
+            {
+                claims.insert("anomalies".into(), serde_json::Value::Array(active));
+            }
+        }
         // Signed, bound to a nonce of ours: hold its parts, so that the agent may send the
         // unchanged ones by digest next time.
         for (digest, part) in &verified.parts {
