@@ -18,6 +18,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 pub struct AgentConfig {
     /// Verifier base URLs (`https://host:port`); the first that answers is used.
     pub servers: Vec<String>,
+    /// The tenant this node belongs to at the verifier: its requests go to
+    /// `<server>/t/<tenant>/…` and its results name it. Unset: the verifier's default tenant.
+    pub tenant: Option<String>,
     /// CA certificate (PEM) to trust for the verifier; system roots when unset.
     pub ca_cert: Option<PathBuf>,
     /// Directory for the agent key, enrollment state and the latest result.
@@ -72,6 +75,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             servers: vec!["https://127.0.0.1:8443".into()],
+            tenant: None,
             ca_cert: None,
             data_dir: PathBuf::from(".vouch/agent"),
             join_token: None,
@@ -344,6 +348,25 @@ fn start_index(key_id: &str, n: usize) -> usize {
     usize::try_from(h % n.max(1) as u64).unwrap_or(0)
 }
 
+/// The base URL of `tenant`'s routes at the verifier `server` (`server` itself for none).
+pub fn tenant_base(server: &str, tenant: Option<&str>) -> Result<String, AgentError> {
+    let server = server.trim_end_matches('/');
+    match tenant {
+        None => Ok(server.to_string()),
+        Some(t)
+            if (1..=63).contains(&t.len())
+                && t.starts_with(|c: char| c.is_ascii_lowercase())
+                && t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') =>
+        {
+            Ok(format!("{server}/t/{t}"))
+        }
+        Some(t) => Err(AgentError::Config(format!(
+            "tenant {t:?}: 1-63 of a-z, 0-9 and -, starting with a letter"
+        ))),
+    }
+}
+
 /// Errors after which another verifier may do better.
 fn failover_worthy(e: &AgentError) -> bool {
     matches!(e, AgentError::Unreachable { .. }) || e.kind().is_some_and(ErrorKind::is_retryable)
@@ -363,7 +386,12 @@ impl Agent {
         let clients = cfg
             .servers
             .iter()
-            .map(|s| VerifierClient::new(s, cfg.ca_cert.as_deref()))
+            .map(|s| {
+                VerifierClient::new(
+                    &tenant_base(s, cfg.tenant.as_deref())?,
+                    cfg.ca_cert.as_deref(),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let state_path = cfg.data_dir.join("enrollment.json");
         let enrollment = match std::fs::read(&state_path) {

@@ -97,6 +97,15 @@ pub enum RpError {
     /// The result comes from evidence of a kind the relying party does not accept.
     #[error("the result comes from {0} evidence, which this relying party does not accept")]
     EvidenceKind(String),
+    /// The result names another tenant (`vouch.tenant`) than the one the relying party
+    /// serves, or none.
+    #[error("the result is tenant {got:?}'s, not tenant {expected:?}'s")]
+    Tenant {
+        /// The tenant required.
+        expected: String,
+        /// The result's `vouch.tenant` (empty when it has none).
+        got: String,
+    },
     /// The relying party requires an ML-DSA-65 signature ([`crate::SignatureMode`]) and the
     /// result carries none: a compact JWT, or JWS JSON whose post-quantum signature was
     /// stripped (a downgrade).

@@ -58,6 +58,9 @@ pub struct Requirements {
     /// Evidence kinds accepted (`vouch.evidence-kind` of the `workload` submodule: `tpm`,
     /// `tee`, `composite`, …); empty accepts any, including results without the claim.
     pub evidence_kinds: Vec<String>,
+    /// The tenant a result must name (`vouch.tenant`: the verifier tenant whose policy and key
+    /// made it); unset accepts any.
+    pub tenant: Option<String>,
     /// Which signatures a result must carry and pass: the classical one (the default), the
     /// ML-DSA-65 one, or both ([`SignatureMode`]).
     pub signatures: SignatureMode,
@@ -111,6 +114,7 @@ impl Default for Requirements {
             accept_any_status: false,
             submods: Vec::new(),
             evidence_kinds: Vec::new(),
+            tenant: None,
             signatures: SignatureMode::Classical,
         }
     }
@@ -410,6 +414,14 @@ impl ResultVerifier {
             if !req.evidence_kinds.iter().any(|k| k == kind) {
                 return Err(RpError::EvidenceKind(kind.to_string()));
             }
+        }
+        if let Some(expected) = &req.tenant
+            && ear.tenant.as_ref() != Some(expected)
+        {
+            return Err(RpError::Tenant {
+                expected: expected.clone(),
+                got: ear.tenant.clone().unwrap_or_default(),
+            });
         }
         for (claim, worst) in &req.tiers {
             for sub in ear.submods.values() {

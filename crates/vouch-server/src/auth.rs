@@ -126,6 +126,9 @@ type Held = (Option<SystemTime>, Vec<([u8; 32], ApiTokenRecord)>);
 pub(crate) struct ApiTokens {
     path: Option<PathBuf>,
     held: RwLock<Held>,
+    /// Each tenant's admin and read tokens (from its keys directory), so that one used on
+    /// another tenant's routes is refused naming its tenant.
+    builtin: RwLock<Vec<([u8; 32], ApiTokenRecord)>>,
 }
 
 impl ApiTokens {
@@ -133,7 +136,7 @@ impl ApiTokens {
     pub(crate) fn open(path: PathBuf) -> Result<Self, ApiError> {
         let t = Self {
             path: Some(path),
-            held: RwLock::default(),
+            ..Self::default()
         };
         t.reload()?;
         Ok(t)
@@ -176,12 +179,30 @@ impl ApiTokens {
         Ok(())
     }
 
+    /// Know `tenant`'s own admin or read `token` (named `name`), so that it is refused on
+    /// other tenants' routes naming its tenant.
+    pub(crate) fn register(&self, tenant: &str, role: Role, name: &str, token: &str) {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let record = ApiTokenRecord {
+            name: name.to_string(),
+            tenant: tenant.to_string(),
+            role,
+            sha256: hex::encode(digest),
+            created_at: 0,
+        };
+        self.builtin
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((digest, record));
+    }
+
     /// The record of `token`: every held hash is compared, in constant time.
     fn find(&self, token: &str) -> Option<ApiTokenRecord> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let held = self.held.read().unwrap_or_else(|p| p.into_inner());
+        let builtin = self.builtin.read().unwrap_or_else(|p| p.into_inner());
         let mut found = None;
-        for (h, r) in held.1.iter() {
+        for (h, r) in held.1.iter().chain(builtin.iter()) {
             if bool::from(h.ct_eq(&digest)) {
                 found = Some(r.clone());
             }

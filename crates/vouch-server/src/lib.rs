@@ -11,7 +11,6 @@
 #![deny(missing_docs)]
 
 mod admin;
-mod anomaly;
 mod audit;
 mod auth;
 mod config;
@@ -221,16 +220,6 @@ pub async fn start_with_store(
         what: format!("creating data directory {}", cfg.data_dir.display()),
         source,
     })?;
-    let keys_dir = cfg.data_dir.join("keys");
-    let nonce_path = cfg
-        .nonce_key
-        .clone()
-        .unwrap_or_else(|| keys_dir.join("nonce.key"));
-    let nonce_key = load_or_create_nonce_key(&nonce_path)?;
-    let keyring = Keyring::load_or_create(&keys_dir, cfg.signing_alg, unix_now())?;
-    ensure_default_policy(store.as_ref()).await?;
-    tpm::record_missing_ek_keys(store.as_ref()).await?;
-
     let (tls, ca_cert) = if cfg.insecure_http {
         (None, None)
     } else {
@@ -273,72 +262,27 @@ pub async fn start_with_store(
         }
         None => None,
     };
-    let mut state = state::State::new(
-        cfg.clone(),
-        store.clone(),
-        vec![nonce_key],
-        tee_roots,
-        keyring,
-        keys_dir.clone(),
-    );
-    if cfg.pq_signatures {
-        let pq = keys::PqKey::load_or_create(&keys_dir)?;
-        tracing::info!(kid = pq.kid(), "results co-signed with ML-DSA-65");
-        state.pq_key = Some(Arc::new(pq));
-    }
-    state.admin_token = keys::load_or_create_admin_token(&keys_dir.join("admin.token"))?;
-    state.read_token = keys::load_or_create_read_token(&keys_dir.join("read.token"))?;
-    state.api_tokens = Arc::new(
-        auth::ApiTokens::open(keys_dir.join(API_TOKENS_FILE))
-            .map_err(|e| ServerError::Config(e.message))?,
-    );
-    state.node_attestors = node::build(&cfg).map_err(ServerError::Config)?;
-    if let Some(dir) = &cfg.tpm_ca_dir {
-        let trust = vouch_tpm::EkTrustStore::from_dir(dir)
-            .map_err(|e| ServerError::Config(format!("tpm_ca_dir: {e}")))?;
-        if trust.is_empty() {
-            return Err(ServerError::Config(format!(
-                "tpm_ca_dir {} holds no certificate",
-                dir.display()
-            )));
-        }
-        state.ek_trust = Some(trust);
-    }
-    let td = vouch_identity::TrustDomain::parse(&cfg.trust_domain)
-        .map_err(|e| ServerError::Config(format!("trust_domain: {e}")))?;
-    let ca = state::open_ca_set(&cfg, &td, unix_now())
-        .map_err(|e| ServerError::Config(format!("SPIFFE CA: {e}")))?;
-    state.svid_ca = Some(std::sync::RwLock::new(ca));
-    state.jwt_signer = Some(
-        vouch_identity::JwtSvidSigner::load_or_create(&cfg.spiffe_dir().join("jwt.key"))
-            .map_err(|e| ServerError::Config(format!("JWT-SVID key: {e}")))?,
-    );
-    if let Some(q) = &cfg.quorum {
-        state.quorum = Some(
-            quorum::Quorum::new(q.clone())
-                .map_err(|e| ServerError::Config(format!("quorum: {e}")))?,
+    let main = start_tenant(&cfg, store, tee_roots.clone(), None).await?;
+    let state = main.state.clone();
+    let (td, federation_dir) = (main.td.clone(), main.federation_dir.clone());
+    let mut background = main.background;
+    let mut app = routes::router(state.clone());
+    for tcfg in tenant_configs(&cfg)? {
+        let tstore = open_store(&tcfg).await?;
+        let t = start_tenant(
+            &tcfg,
+            tstore,
+            tee_roots.clone(),
+            Some(state.api_tokens.clone()),
+        )
+        .await?;
+        tracing::info!(tenant = %t.state.tenant, trust_domain = %tcfg.trust_domain, "tenant served");
+        app = app.nest(
+            &format!("/t/{}", t.state.tenant),
+            routes::router(t.state.clone()),
         );
+        background.extend(t.background);
     }
-    let federation_dir = cfg.data_dir.join("spiffe/federated");
-    if let Ok(mut m) = state.federated.write() {
-        *m = federation::load_saved(&federation_dir, &cfg.federation);
-    }
-    let state = Arc::new(state);
-    let anomaly_writer = state.anomalies.start(store.clone(), unix_now()).await?;
-    state.verifier.set_anomaly_hook(state.anomalies.clone());
-    // The registration-entry index is read once here, so the first SVID request does not
-    // pay for it; a store that cannot answer is retried by the poller.
-    let loading = std::time::Instant::now();
-    match state.refresh_entries().await {
-        Ok(revision) => tracing::info!(
-            entries = state.entries_held(),
-            revision,
-            ms = loading.elapsed().as_millis() as u64,
-            "registration entries loaded"
-        ),
-        Err(e) => tracing::warn!("registration entries not loaded at start: {}", e.message),
-    }
-    let app = routes::router(state.clone());
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = listener
         .set_nonblocking(true)
@@ -357,6 +301,145 @@ pub async fn start_with_store(
         stopped,
     ));
 
+    let gossip = match &cfg.gossip {
+        Some(g) => Some(start_gossip(&state, g, &td).await?),
+        None => None,
+    };
+    tracing::info!(
+        "verifier listening on {scheme}://{addr} (audience {})",
+        cfg.audience
+    );
+    Ok(RunningServer {
+        addr,
+        base_url: format!("{scheme}://{addr}"),
+        ca_cert,
+        stop,
+        task,
+        background: {
+            let mut b = background;
+            if let Some((g, interval)) = &gossip {
+                b.push(tokio::spawn(revocation::publish(
+                    state.clone(),
+                    g.clone(),
+                    *interval,
+                )));
+            }
+            for d in cfg.federation.clone() {
+                b.push(tokio::spawn(federation::maintain(
+                    state.clone(),
+                    d,
+                    federation_dir.clone(),
+                )));
+            }
+            b
+        },
+    })
+}
+
+/// What one tenant's state needs running: its state and its background tasks.
+struct TenantParts {
+    state: Arc<state::State>,
+    td: vouch_identity::TrustDomain,
+    federation_dir: PathBuf,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Build the state of the tenant `cfg` serves on `store` (the default tenant's, or a
+/// `[[tenants]]` entry's from [`tenant_configs`]) and start its background tasks: deadline
+/// sweeper, key reload, entries poll. `api_tokens`: the table every tenant shares (`None`: the
+/// default tenant reads it).
+async fn start_tenant(
+    cfg: &ServerConfig,
+    store: Arc<dyn Store>,
+    tee_roots: Option<vouch_tee::TeeRoots>,
+    api_tokens: Option<Arc<auth::ApiTokens>>,
+) -> Result<TenantParts, ServerError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServerError::Io {
+        what: format!("creating data directory {}", cfg.data_dir.display()),
+        source,
+    })?;
+    let keys_dir = cfg.data_dir.join("keys");
+    let nonce_path = cfg
+        .nonce_key
+        .clone()
+        .unwrap_or_else(|| keys_dir.join("nonce.key"));
+    let nonce_key = load_or_create_nonce_key(&nonce_path)?;
+    let keyring = Keyring::load_or_create(&keys_dir, cfg.signing_alg, unix_now())?;
+    ensure_default_policy(store.as_ref()).await?;
+    tpm::record_missing_ek_keys(store.as_ref()).await?;
+    let mut state = state::State::new(
+        cfg.clone(),
+        store.clone(),
+        vec![nonce_key],
+        tee_roots,
+        keyring,
+        keys_dir.clone(),
+    );
+    if cfg.pq_signatures {
+        let pq = keys::PqKey::load_or_create(&keys_dir)?;
+        tracing::info!(kid = pq.kid(), "results co-signed with ML-DSA-65");
+        state.pq_key = Some(Arc::new(pq));
+    }
+    state.admin_token = keys::load_or_create_admin_token(&keys_dir.join("admin.token"))?;
+    state.read_token = keys::load_or_create_read_token(&keys_dir.join("read.token"))?;
+    state.tenant = cfg.tenant_name().to_string();
+    state.api_tokens = match api_tokens {
+        Some(t) => t,
+        None => Arc::new(
+            auth::ApiTokens::open(keys_dir.join(API_TOKENS_FILE))
+                .map_err(|e| ServerError::Config(e.message))?,
+        ),
+    };
+    for (role, name, token) in [
+        (Role::Admin, "admin-api", &state.admin_token),
+        (Role::Auditor, "read-token", &state.read_token),
+    ] {
+        state.api_tokens.register(&state.tenant, role, name, token);
+    }
+    state.node_attestors = node::build(cfg).map_err(ServerError::Config)?;
+    if let Some(dir) = &cfg.tpm_ca_dir {
+        let trust = vouch_tpm::EkTrustStore::from_dir(dir)
+            .map_err(|e| ServerError::Config(format!("tpm_ca_dir: {e}")))?;
+        if trust.is_empty() {
+            return Err(ServerError::Config(format!(
+                "tpm_ca_dir {} holds no certificate",
+                dir.display()
+            )));
+        }
+        state.ek_trust = Some(trust);
+    }
+    let td = vouch_identity::TrustDomain::parse(&cfg.trust_domain)
+        .map_err(|e| ServerError::Config(format!("trust_domain: {e}")))?;
+    let ca = state::open_ca_set(cfg, &td, unix_now())
+        .map_err(|e| ServerError::Config(format!("SPIFFE CA: {e}")))?;
+    state.svid_ca = Some(std::sync::RwLock::new(ca));
+    state.jwt_signer = Some(
+        vouch_identity::JwtSvidSigner::load_or_create(&cfg.spiffe_dir().join("jwt.key"))
+            .map_err(|e| ServerError::Config(format!("JWT-SVID key: {e}")))?,
+    );
+    if let Some(q) = &cfg.quorum {
+        state.quorum = Some(
+            quorum::Quorum::new(q.clone())
+                .map_err(|e| ServerError::Config(format!("quorum: {e}")))?,
+        );
+    }
+    let federation_dir = cfg.data_dir.join("spiffe/federated");
+    if let Ok(mut m) = state.federated.write() {
+        *m = federation::load_saved(&federation_dir, &cfg.federation);
+    }
+    let state = Arc::new(state);
+    // The registration-entry index is read once here, so the first SVID request does not
+    // pay for it; a store that cannot answer is retried by the poller.
+    let loading = std::time::Instant::now();
+    match state.refresh_entries().await {
+        Ok(revision) => tracing::info!(
+            entries = state.entries_held(),
+            revision,
+            ms = loading.elapsed().as_millis() as u64,
+            "registration entries loaded"
+        ),
+        Err(e) => tracing::warn!("registration entries not loaded at start: {}", e.message),
+    }
     let sweeper = {
         let st = state.clone();
         tokio::spawn(async move {
@@ -391,6 +474,10 @@ pub async fn start_with_store(
                     last = now;
                     st.reload_keys();
                 }
+                // One table for every tenant: the default tenant's task re-reads it.
+                if st.cfg.serving_tenant.is_some() {
+                    continue;
+                }
                 if let Err(e) = st.api_tokens.reload() {
                     tracing::error!(
                         "scoped API tokens not reloaded, keeping the old ones: {}",
@@ -400,44 +487,83 @@ pub async fn start_with_store(
             }
         })
     };
-    let gossip = match &cfg.gossip {
-        Some(g) => Some(start_gossip(&state, g, &td).await?),
-        None => None,
-    };
-    tracing::info!(
-        "verifier listening on {scheme}://{addr} (audience {})",
-        cfg.audience
-    );
-    Ok(RunningServer {
-        addr,
-        base_url: format!("{scheme}://{addr}"),
-        ca_cert,
-        stop,
-        task,
-        background: {
-            let mut b = vec![
-                sweeper,
-                key_watch,
-                anomaly_writer,
-                tokio::spawn(entries::poll(state.clone(), Duration::from_secs(1))),
-            ];
-            if let Some((g, interval)) = &gossip {
-                b.push(tokio::spawn(revocation::publish(
-                    state.clone(),
-                    g.clone(),
-                    *interval,
-                )));
-            }
-            for d in cfg.federation.clone() {
-                b.push(tokio::spawn(federation::maintain(
-                    state.clone(),
-                    d,
-                    federation_dir.clone(),
-                )));
-            }
-            b
-        },
+    let background = vec![
+        sweeper,
+        key_watch,
+        tokio::spawn(entries::poll(state.clone(), Duration::from_secs(1))),
+    ];
+    Ok(TenantParts {
+        state,
+        td,
+        federation_dir,
+        background,
     })
+}
+
+/// The configuration of each `[[tenants]]` entry of `cfg`: its own data directory
+/// (`data_dir/tenants/<name>`: store, keys, SPIFFE CA), trust domain and database; no gossip,
+/// quorum or federation (those serve the default tenant only). Refused: a bad or repeated
+/// name, `default`, a trust domain another tenant has, a shared PostgreSQL database.
+pub fn tenant_configs(cfg: &ServerConfig) -> Result<Vec<ServerConfig>, ServerError> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut domains = std::collections::BTreeSet::from([cfg.trust_domain.clone()]);
+    let mut urls: std::collections::BTreeSet<String> = cfg.database_url.iter().cloned().collect();
+    let mut out = Vec::new();
+    for t in &cfg.tenants {
+        let bad = |why: String| ServerError::Config(format!("[[tenants]] {:?}: {why}", t.name));
+        if !valid_tenant_name(&t.name) || t.name == DEFAULT_TENANT {
+            return Err(bad(
+                "a tenant name is 1-63 of a-z, 0-9 and -, starting with a letter, and not \
+                 \"default\""
+                    .into(),
+            ));
+        }
+        if !names.insert(t.name.clone()) {
+            return Err(bad("named twice".into()));
+        }
+        vouch_identity::TrustDomain::parse(&t.trust_domain)
+            .map_err(|e| bad(format!("trust_domain: {e}")))?;
+        if !domains.insert(t.trust_domain.clone()) {
+            return Err(bad(format!(
+                "trust domain {} is another tenant's: each tenant has its own",
+                t.trust_domain
+            )));
+        }
+        match (&cfg.database_url, &t.database_url) {
+            (Some(_), None) => {
+                return Err(bad(
+                    "the verifier uses PostgreSQL: give each tenant its own database_url".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "database_url with a SQLite verifier: set the verifier's database_url too"
+                        .into(),
+                ));
+            }
+            (_, Some(u)) if !urls.insert(u.clone()) => {
+                return Err(bad("database_url is another tenant's".into()));
+            }
+            _ => {}
+        }
+        let data_dir = cfg.data_dir.join("tenants").join(&t.name);
+        out.push(ServerConfig {
+            data_dir,
+            database: None,
+            database_url: t.database_url.clone(),
+            nonce_key: None,
+            trust_domain: t.trust_domain.clone(),
+            spiffe_dir: None,
+            svid_ca_pkcs11: None,
+            federation: Vec::new(),
+            gossip: None,
+            quorum: None,
+            tenants: Vec::new(),
+            serving_tenant: Some(t.name.clone()),
+            ..cfg.clone()
+        });
+    }
+    Ok(out)
 }
 
 /// Join the gossip cluster with a revocation set that checks what arrives against this
