@@ -11,6 +11,8 @@ use crate::{AgentError, VerifierClient};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
+pub(crate) mod secret;
+
 /// Agent configuration: defaults, then the config file, then `VOUCH_*` environment variables
 /// (applied by the `vouch` binary).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +59,11 @@ pub struct AgentConfig {
     /// Seconds a Workload API connection may make no progress before it is closed (live
     /// streams stay open: keep-alive pings answered count as progress).
     pub workload_api_idle_timeout: u64,
+    /// Where to serve the secret socket (a Unix socket, one JSON line per request: `vouch
+    /// secret get`, or any workload): a local caller asks for a secret by name, the agent
+    /// attests for it with a one-time HPKE key and passes the caller's `unix:` selectors; not
+    /// served when unset.
+    pub secret_socket: Option<PathBuf>,
     /// Attest with the TPM (`tpm` evidence: measurements bound into a quote).
     #[cfg(feature = "tpm")]
     pub tpm: Option<crate::TpmConfig>,
@@ -92,6 +99,7 @@ impl Default for AgentConfig {
             workload_api_max_connections: 512,
             workload_api_max_connections_per_uid: 128,
             workload_api_idle_timeout: 120,
+            secret_socket: None,
             #[cfg(feature = "tpm")]
             tpm: None,
             tee: None,
@@ -292,6 +300,8 @@ pub struct Agent {
     /// The AK's TPM name, read once (composite evidence binds it).
     #[cfg(feature = "tpm")]
     ak_name: Option<Vec<u8>>,
+    /// While a secret release is being measured: the one-time HPKE key the measurements bind.
+    release_key: Option<String>,
 }
 
 /// What the agent last heard from the verifier about its node.
@@ -467,6 +477,7 @@ impl Agent {
         let start = start_index(&enrollment.key_id, clients.len());
         #[cfg_attr(not(feature = "tpm"), allow(unused_mut))]
         let mut agent = Self {
+            release_key: None,
             cfg,
             key,
             status: tokio::sync::watch::Sender::new(NodeStatus::Unattested),
@@ -783,6 +794,7 @@ impl Agent {
         if let Some(held) = self.held.get(self.held_slot(self.current)) {
             vouch_core::send_held_parts_by_digest(&mut m, held);
         }
+        m.release_key = self.release_key.clone();
         Ok(m)
     }
 
@@ -1100,18 +1112,30 @@ impl Agent {
             interval,
         ));
         let _follower = AbortOnDrop(follower);
+        // Secrets asked for by local callers, answered between rounds (each is an attestation
+        // of its own, for a fresh nonce and key).
+        let (secret_tx, mut secret_rx) = tokio::sync::mpsc::channel(16);
+        let _secrets = match &self.cfg.secret_socket {
+            Some(path) => Some(AbortOnDrop(secret::serve_secret_socket(path, secret_tx)?)),
+            None => None,
+        };
         tokio::pin!(shutdown);
         loop {
             let r = self.attest_once().await;
             on_result(&r);
-            tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                _ = tokio::time::sleep(interval) => {}
-                Some(()) = rx.recv() => {
-                    // Let a burst of writes settle, then measure once.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    while rx.try_recv().is_ok() {}
-                    tracing::info!("a measured file changed; attesting now");
+            let next = tokio::time::Instant::now() + interval;
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep_until(next) => break,
+                    Some(ask) = secret_rx.recv() => self.answer(ask).await,
+                    Some(()) = rx.recv() => {
+                        // Let a burst of writes settle, then measure once.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        while rx.try_recv().is_ok() {}
+                        tracing::info!("a measured file changed; attesting now");
+                        break;
+                    }
                 }
             }
         }

@@ -109,6 +109,14 @@ impl VerifierClient {
         }
     }
 
+    /// `POST /v1/secrets/release`
+    pub async fn secret_release(
+        &self,
+        req: &vouch_core::wire::SecretReleaseRequest,
+    ) -> Result<vouch_core::wire::SecretReleaseResponse, AgentError> {
+        self.post("/v1/secrets/release", req).await
+    }
+
     /// `POST /v1/challenge`
     pub async fn challenge(&self) -> Result<ChallengeResponse, AgentError> {
         self.post("/v1/challenge", &serde_json::json!({})).await

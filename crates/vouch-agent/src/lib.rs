@@ -26,6 +26,7 @@ mod workload_api;
 pub use agent::{
     Agent, AgentConfig, Enrollment, NodeAttestationConfig, NodeStatus, WorkloadConfig,
 };
+pub use agent::secret::ask_secret_socket;
 pub use caller::{Caller, CallerChanged};
 pub use client::VerifierClient;
 pub use container::{

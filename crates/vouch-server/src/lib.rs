@@ -24,6 +24,7 @@ mod pages;
 pub mod quorum;
 mod revocation;
 mod routes;
+mod secrets;
 mod state;
 mod svid;
 mod tpm;

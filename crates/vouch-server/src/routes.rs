@@ -177,6 +177,7 @@ pub(crate) fn router(state: S) -> Router {
                     require_reader,
                 )),
         )
+        .merge(crate::secrets::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
@@ -232,7 +233,7 @@ async fn challenge(AxState(st): AxState<S>) -> Response {
     Json(st.challenge()).into_response()
 }
 
-fn reply<T: serde::Serialize>(r: Result<T, ApiError>) -> Response {
+pub(crate) fn reply<T: serde::Serialize>(r: Result<T, ApiError>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
         Err(e) => with_kind(e),

@@ -166,7 +166,7 @@ impl State {
     /// `tpm:ek_sha256:<hex>` (the EK public area of an activated TPM), and for a node that
     /// joined by node attestation `vouch:node_attestor:<method>` and the selectors its
     /// platform's document gave (`aws_iid:account:<id>`, `k8s_psat:cluster:<name>`, ...).
-    async fn node_selectors(
+    pub(crate) async fn node_selectors(
         &self,
         node_id: &str,
         workload: &str,

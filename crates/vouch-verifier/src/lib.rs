@@ -202,6 +202,27 @@ impl Appraised {
     pub fn node_id(&self) -> &str {
         &self.key.node_id
     }
+
+    /// The HPKE public key the evidence's measurements bound (`release_key`, base64url), when
+    /// the evidence asks for a secret.
+    pub fn release_key(&self) -> Option<&str> {
+        self.verified.release_key.as_deref()
+    }
+
+    /// The workload the evidence is about (its name on the node).
+    pub fn workload_name(&self) -> &str {
+        &self.verified.workload_name
+    }
+
+    /// The verified claims (the appraisal policy's input).
+    pub fn claims(&self) -> &serde_json::Value {
+        &self.verified.claims
+    }
+
+    /// The nonce the evidence answers.
+    pub fn nonce(&self) -> &str {
+        &self.verified.nonce
+    }
 }
 
 fn valid_workload_name(n: &str) -> bool {
