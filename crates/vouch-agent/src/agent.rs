@@ -324,8 +324,10 @@ impl NodeStatus {
                 r.status,
                 r.reasons.join("; ")
             ))),
-            // An unreachable verifier says nothing about the node: keep what we knew.
-            Err(AgentError::Unreachable { .. }) => None,
+            // An unreachable verifier, or one that cannot answer for now (its store is
+            // unavailable during a database failover, it is overloaded, …), says nothing about
+            // the node: keep what we knew, so still-valid SVIDs keep being served meanwhile.
+            Err(e) if failover_worthy(e) => None,
             Err(e) => Some(Self::Refused(format!(
                 "the node's evidence was refused: {e}"
             ))),
@@ -377,8 +379,8 @@ pub fn tenant_base(server: &str, tenant: Option<&str>) -> Result<String, AgentEr
     }
 }
 
-/// Errors after which another verifier may do better.
-fn failover_worthy(e: &AgentError) -> bool {
+/// Errors after which another verifier may do better (and which say nothing about the node).
+pub(crate) fn failover_worthy(e: &AgentError) -> bool {
     matches!(e, AgentError::Unreachable { .. }) || e.kind().is_some_and(ErrorKind::is_retryable)
 }
 

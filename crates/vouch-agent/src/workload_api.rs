@@ -145,6 +145,7 @@ fn refusal(e: AgentError) -> Status {
         Some(ErrorKind::NotAttested | ErrorKind::UnknownKey | ErrorKind::EvidenceSignature) => {
             Status::permission_denied(e.to_string())
         }
+        Some(k) if k.is_retryable() => Status::unavailable(e.to_string()),
         Some(_) => Status::internal(e.to_string()),
         None => Status::unavailable(e.to_string()),
     }
@@ -270,7 +271,7 @@ impl IdentitySource {
         let mut last = None;
         for c in self.clients.iter() {
             match f(c.clone()).await {
-                Err(e @ AgentError::Unreachable { .. }) => last = Some(e),
+                Err(e) if crate::agent::failover_worthy(&e) => last = Some(e),
                 other => return other,
             }
         }
@@ -308,7 +309,9 @@ impl IdentitySource {
                     .insert(selectors.to_vec(), set.clone());
                 Ok(set)
             }
-            Err(e @ AgentError::Unreachable { .. }) => match cached {
+            // No verifier reachable, or none able to answer for now (a 503 while its store
+            // fails over): keep serving what is still valid.
+            Err(e) if crate::agent::failover_worthy(&e) => match cached {
                 Some(c) if now < c.expires_at => {
                     tracing::warn!("{e}; serving the cached SVIDs until they expire");
                     Ok(c)

@@ -53,6 +53,8 @@ pub(crate) struct Hosts {
     names: Vec<String>,
     /// Bound on connecting to and querying one host while probing.
     connect_timeout: Duration,
+    /// Whether the URL set `connect_timeout`.
+    connect_timeout_given: bool,
 }
 
 impl Hosts {
@@ -74,6 +76,7 @@ impl Hosts {
             None => (tail, None),
         };
         let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+        let mut connect_timeout_given = false;
         let mut kept = Vec::new();
         for pair in query.into_iter().flat_map(|q| q.split('&')) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -94,6 +97,7 @@ impl Hosts {
                         ))
                     })?;
                     connect_timeout = Duration::from_secs(secs);
+                    connect_timeout_given = true;
                 }
                 _ => kept.push(pair),
             }
@@ -123,7 +127,19 @@ impl Hosts {
             options,
             names,
             connect_timeout,
+            connect_timeout_given,
         })
+    }
+
+    /// How long a request waits for a database connection before the store gives up (and the
+    /// verifier answers 503): `connect_timeout` when the URL sets it, else `default`. While the
+    /// primary is lost, a request waits this long for the new one before failing.
+    pub(crate) fn acquire_timeout(&self, default: Duration) -> Duration {
+        if self.connect_timeout_given {
+            self.connect_timeout
+        } else {
+            default
+        }
     }
 
     /// How many hosts there are.

@@ -68,7 +68,7 @@ impl PgStore {
         let seen = current.clone();
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(hosts.acquire_timeout(Duration::from_secs(10)))
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
@@ -180,6 +180,7 @@ crate::sql::store_impl!(
 );
 crate::audit::audit_impl!(PgStore);
 crate::anomaly::anomaly_impl!(PgStore);
+crate::history::history_impl!(PgStore);
 crate::secrets::secrets_impl!(PgStore);
 
 #[cfg(test)]
