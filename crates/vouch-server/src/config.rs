@@ -34,7 +34,11 @@ pub struct ServerConfig {
     /// SQLite database file (default `<data_dir>/vouch.db`).
     pub database: Option<PathBuf>,
     /// PostgreSQL URL (`postgres://user@host:port/db`): use PostgreSQL instead of SQLite, so
-    /// several replicas share one store. Give every replica the same `nonce_key` file.
+    /// several replicas share one store. Give every replica the same `nonce_key` file. May list
+    /// a primary and its standbys, libpq style (`postgres://user@db1:5432,db2:5432/db?
+    /// target_session_attrs=read-write&connect_timeout=2`): the verifier writes to whichever
+    /// is the read-write primary and follows a promoted standby by itself (docs/PRODUCTION.md,
+    /// "Store failover").
     pub database_url: Option<String>,
     /// TLS certificate chain (PEM). When unset, a CA and a loopback server certificate are
     /// generated under `<data_dir>/tls/`.
