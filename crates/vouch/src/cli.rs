@@ -31,10 +31,38 @@ impl Cli {
     }
 }
 
-/// Where the verifier keeps its state (for admin commands that open the store directly).
+/// Where the verifier keeps its state (`vouch server`, `vouch migrate`).
 #[derive(Debug, Args, Clone, Default)]
 pub struct StoreArgs {
     /// Verifier data directory (default from the config file, else .vouch/server).
+    #[arg(long, env = "VOUCH_SERVER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Which verifier an admin command talks to (issue 16 item 1). Admin commands go through the
+/// verifier's authenticated API, never its store or key files. Flags win over environment
+/// variables, which win over a context (`vouch context`); `--data-dir` of a verifier on this
+/// machine reads the context it published there at start.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AdminArgs {
+    /// The verifier's URL, e.g. https://verifier.example:8443.
+    #[arg(long = "server", env = "VOUCH_SERVER")]
+    pub server: Option<String>,
+    /// File holding the bearer token: the verifier's keys/admin.token or read.token, or a
+    /// scoped API token.
+    #[arg(long, env = "VOUCH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The bearer token itself (prefer --token-file: flags show in the process list).
+    #[arg(long, env = "VOUCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) the verifier's TLS certificate chains to (default: the system's).
+    #[arg(long = "ca-cert", visible_alias = "ca", env = "VOUCH_SERVER_CA")]
+    pub ca_cert: Option<PathBuf>,
+    /// A context of the context file (default: its current context).
+    #[arg(long, env = "VOUCH_CONTEXT")]
+    pub context: Option<String>,
+    /// The data directory of a verifier running on this machine: use the context it
+    /// published there (context.toml). Nothing else in it is read.
     #[arg(long, env = "VOUCH_SERVER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 }
@@ -104,9 +132,22 @@ pub enum Command {
         /// Serve plain HTTP (loopback only, for development).
         #[arg(long)]
         insecure_http: bool,
+        /// Apply pending schema migrations to the store first (back it up before). Without
+        /// it, a store with an older schema is refused; a new, empty one is created.
+        #[arg(long, env = "VOUCH_SERVER_MIGRATE")]
+        migrate: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Apply pending schema migrations to the verifier's store, then exit. Nothing else
+    /// migrates a database (`vouch server` refuses an older schema unless --migrate).
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Contexts: which verifier admin commands talk to, with which credential (like kubectl's).
+    #[command(subcommand)]
+    Context(crate::commands::context::ContextCmd),
     /// Run the agent: enroll once, then attest continuously.
     Agent {
         #[command(flatten)]
@@ -203,7 +244,7 @@ pub struct RevocationsArgs {
     #[arg(long, default_value_t = 0)]
     pub after: u64,
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub api: AdminArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -435,12 +476,12 @@ pub enum PolicyCmd {
         #[arg(long)]
         no_activate: bool,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
     /// List policies (latest version of each).
     List {
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
     /// Print a policy.
     Show {
@@ -450,14 +491,21 @@ pub enum PolicyCmd {
         #[arg(long)]
         version: Option<u32>,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
+    },
+    /// List every version of a policy.
+    Versions {
+        /// Policy id.
+        id: String,
+        #[command(flatten)]
+        api: AdminArgs,
     },
     /// Make a policy the active one.
     Activate {
         /// Policy id.
         id: String,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
     /// Evaluate a policy offline and explain which rule decided and why.
     Test {
@@ -469,11 +517,11 @@ pub enum PolicyCmd {
         /// Reference values JSON file: [{"kind", "key", "value"}, …].
         #[arg(long)]
         refvalues: Option<PathBuf>,
-        /// Use the reference values in the verifier's store.
-        #[arg(long)]
-        from_store: bool,
+        /// Also use the verifier's reference values (fetched through its API).
+        #[arg(long, alias = "from-store")]
+        from_server: bool,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
 }
 
@@ -488,19 +536,42 @@ pub enum RefvalueCmd {
         /// Value.
         value: String,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
     /// List reference values.
     List {
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
     /// Remove a reference value by id.
     Remove {
         /// Id from `vouch refvalue list`.
         id: i64,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
+    },
+    /// Import many reference values in one request and one transaction: a JSON array of
+    /// {"kind", "key", "value"}, or CSV with the columns kind,key,value (an optional header
+    /// row; fields quoted as in RFC 4180). One bad row refuses the whole import, naming it.
+    Import {
+        /// The file (`-` for standard input).
+        file: PathBuf,
+        /// json or csv (default: from the file name, else from its first byte).
+        #[arg(long, value_parser = ["json", "csv"])]
+        format: Option<String>,
+        #[command(flatten)]
+        api: AdminArgs,
+    },
+    /// Print the reference values a node's latest measurements would need (each workload's
+    /// executable and measured files), as JSON for review; --apply imports them.
+    Learn {
+        /// Node id (see `vouch node list`).
+        node: String,
+        /// Import them (one transaction) instead of only printing them.
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        api: AdminArgs,
     },
 }
 
@@ -515,7 +586,7 @@ pub enum TokenCmd {
         #[arg(long)]
         node_name: Option<String>,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
 }
 
@@ -524,19 +595,31 @@ pub enum WorkloadCmd {
     /// List workloads and their status.
     List {
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
     /// Show a workload (NODE/NAME) and its latest appraisal.
     Show {
         /// Workload id.
         id: String,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
+    /// List enrolled nodes.
+    List {
+        #[command(flatten)]
+        api: AdminArgs,
+    },
+    /// Show a node: how it was attested, its TPM binding, re-enrolments, workloads, revocation.
+    Show {
+        /// Node id.
+        node_id: String,
+        #[command(flatten)]
+        api: AdminArgs,
+    },
     /// Let a TPM-bound node enroll another TPM (EK) or AK. Once a node's AK is activated, its
     /// agent can enroll only the same EK and AK again; this opens one re-enrolment, used by the
     /// next credential activation or closed after --ttl, and recorded with who and why.
@@ -553,20 +636,26 @@ pub enum NodeCmd {
         #[arg(long, default_value = "1h")]
         ttl: String,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCmd {
+    /// The active result-signing key and the JWKS (with keys still in their grace period).
+    Show {
+        #[command(flatten)]
+        api: AdminArgs,
+    },
     /// Create a new result-signing key and retire the current one (it stays in the JWKS for
-    /// the grace period, so results it signed still verify). A running verifier picks it up.
+    /// the grace period, so results it signed still verify). The verifier that makes it signs
+    /// with it at once; other replicas sharing its key directory pick it up.
     Rotate {
         /// Algorithm of the new key.
         #[arg(long, value_parser = ["EdDSA", "ES256"], default_value = "EdDSA")]
         alg: String,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
 }
 
@@ -588,7 +677,7 @@ pub struct RevokeCmd {
     #[arg(long)]
     pub by: Option<String>,
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub api: AdminArgs,
 }
 
 fn parse_revocation_kind(s: &str) -> Result<vouch_core::revocation::RevocationKind, String> {
@@ -601,19 +690,19 @@ pub enum CaCmd {
     /// The authorities in the trust bundle and the bundle's sequence number.
     Show {
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
     /// Create the next CA and publish it in the bundle; it signs nothing until activated.
     /// (A running verifier also does this by itself at half the CA's lifetime.)
     Prepare {
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
     /// Make the prepared CA the signing one; the old one stays in the bundle until the SVIDs
     /// it signed expire. A running verifier picks the change up at its next request.
     Activate {
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
 }
 
@@ -830,25 +919,25 @@ pub enum EntryCmd {
         #[arg(long, default_value = "1h")]
         ttl: String,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
     /// List entries.
     List {
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
     /// Show one entry.
     Show {
         /// Entry id.
         id: String,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
     /// Delete an entry.
     Delete {
         /// Entry id.
         id: String,
         #[command(flatten)]
-        store: StoreArgs,
+        api: AdminArgs,
     },
 }

@@ -119,7 +119,8 @@ pub async fn run(args: DevArgs, file: &crate::config::FileConfig, json: bool) ->
         max_header_bytes: limits.max_header_bytes,
         ..ServerConfig::default()
     };
-    let store = vouch_server::open_store(&cfg).await?;
+    // The dev stack owns its database: it migrates it (a verifier on its own never does).
+    let store = vouch_server::open_store_with(&cfg, vouch_store::Migrations::Apply).await?;
     let running = vouch_server::start_with_store(cfg.clone(), store.clone())
         .await
         .with_context(|| {
@@ -133,6 +134,13 @@ pub async fn run(args: DevArgs, file: &crate::config::FileConfig, json: bool) ->
             "# A configuration file measured by `vouch dev`.\n# Change it and the next attestation turns contraindicated.\nlisten = 127.0.0.1:5432\n",
         )?;
     }
+    // `vouch policy list --data-dir .vouch/dev/server` and the like reach this verifier.
+    crate::commands::context::publish(
+        &cfg.data_dir,
+        &running.base_url,
+        running.ca_cert.as_deref(),
+        cfg.tls_cert.as_deref(),
+    )?;
     let mut files = vec![conf.clone()];
     files.extend(args.files.iter().cloned());
     let agent_dir = dir.join("agent");

@@ -54,7 +54,9 @@ fn spawn_server(dir: &Path, port: u16) -> Server {
     let server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && dir.join("context.toml").exists()
+        {
             return server;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -77,7 +79,7 @@ async fn exported_logs_verify_and_tampering_is_named() {
     let bundle = sdir.join("spiffe/ca.crt");
     let token = sdir.join("keys/read.token");
 
-    // Admin changes through the CLI on the verifier's store.
+    // Admin changes through the CLI, by the verifier's API (found by its data directory).
     let rego = d.path().join("p.rego");
     std::fs::write(
         &rego,
@@ -142,7 +144,7 @@ async fn exported_logs_verify_and_tampering_is_named() {
         .map(str::to_string)
         .collect();
     // The default policy at the verifier's first start, then the three changes, each naming
-    // the local user.
+    // the credential that made it (the admin token).
     let kinds: Vec<serde_json::Value> = lines1
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -158,7 +160,7 @@ async fn exported_logs_verify_and_tampering_is_named() {
     ] {
         let e = kinds
             .iter()
-            .find(|e| e["kind"] == k && e["actor"] == "cli:alice")
+            .find(|e| e["kind"] == k && e["actor"] == "admin-api")
             .unwrap_or_else(|| panic!("{k}: {lines1:?}"));
         assert_eq!(e["subject"], subject);
     }
@@ -223,8 +225,8 @@ async fn exported_logs_verify_and_tampering_is_named() {
 
     // One byte flipped inside an entry (still valid JSON: a letter of the actor).
     let mut t = lines2.clone();
-    t[1] = t[1].replacen("cli:alice", "cli:alicf", 1);
-    assert_ne!(t[1], lines2[1], "entry 1 names the CLI user");
+    t[1] = t[1].replacen("admin-api", "admin-apj", 1);
+    assert_ne!(t[1], lines2[1], "entry 1 names its actor");
     write(&t);
     let (code, _, err) = verify(&tampered, &head2, &[]);
     assert_eq!(code, 1, "{err}");

@@ -119,7 +119,10 @@ fn spawn_server(dir: &Path, port: u16) -> Server {
     let server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        // Listening, with the context admin commands find through --data-dir written.
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && dir.join("context.toml").exists()
+        {
             return server;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -351,6 +354,8 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
 #[test]
 fn admin_commands_round_trip() {
     let d = tempfile::tempdir().unwrap();
+    // Through a running verifier's API (issue 16 item 1), found by its data directory.
+    let _server = spawn_server(d.path(), free_port());
     let dir = d.path().to_str().unwrap();
     let (code, _, err) = vouch(&[
         "refvalue",
@@ -562,6 +567,7 @@ fn svid_bench_reports_issuance_against_raw_ecdsa() {
 #[test]
 fn ca_prepare_and_activate_rotate_the_trust_domain_ca() {
     let dir = tempfile::tempdir().unwrap();
+    let _server = spawn_server(dir.path(), free_port());
     let d = dir.path().to_str().unwrap();
     let show = |cmd: &str| {
         let (code, out, err) = vouch(&["ca", cmd, "--data-dir", d, "--json"]);
@@ -601,6 +607,8 @@ fn ca_prepare_and_activate_rotate_the_trust_domain_ca() {
 #[tokio::test]
 async fn node_reenroll_records_a_reenrolment_for_a_tpm_bound_node_only() {
     let dir = tempfile::tempdir().unwrap();
+    // The verifier makes the database; the test writes the node's records beside it.
+    let _server = spawn_server(dir.path(), free_port());
     let d = dir.path().to_str().unwrap();
     let store = SqliteStore::open(&dir.path().join("vouch.db"))
         .await
@@ -671,6 +679,7 @@ async fn node_reenroll_records_a_reenrolment_for_a_tpm_bound_node_only() {
 #[test]
 fn revoke_needs_a_reason_a_known_kind_and_an_existing_target() {
     let dir = tempfile::tempdir().unwrap();
+    let _server = spawn_server(dir.path(), free_port());
     let d = dir.path().to_str().unwrap();
     let (code, _, err) = vouch(&["revoke", "node", "n1", "--reason", " ", "--data-dir", d]);
     assert_ne!(code, 0);

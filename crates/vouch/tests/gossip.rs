@@ -312,7 +312,8 @@ fn a_revocation_reaches_every_process_through_a_partition() {
     assert!(outsider.poll()["head_epoch"].is_null(), "{}", outsider.last);
 
     // A workload attests (inside the verifier's namespace) and gets a result.
-    let (code, out, err) = run(Command::new(VOUCH)
+    // Admin commands reach the verifier's API (its data directory names it) in its namespace.
+    let (code, out, err) = run(in_ns(&v)
         .args(["token", "create", "--json", "--data-dir"])
         .arg(&data));
     assert_eq!(code, 0, "{err}");
@@ -345,7 +346,7 @@ fn a_revocation_reaches_every_process_through_a_partition() {
     // Cut rp5 off, revoke, and watch the other four get it.
     net.link(5, false);
     let t0 = Instant::now();
-    let (code, _, err) = run(Command::new(VOUCH)
+    let (code, _, err) = run(in_ns(&v)
         .args([
             "revoke",
             "workload",
@@ -388,12 +389,12 @@ fn a_revocation_reaches_every_process_through_a_partition() {
 
     // rp4 is stopped during a second revocation and catches up when it comes back.
     drop(rps.remove(3));
-    let (code, _, err) = run(Command::new(VOUCH)
+    let (code, _, err) = run(in_ns(&v)
         .args(["revoke", "svid", "0xabc", "--reason", "lost", "--data-dir"])
         .arg(&data));
     assert_ne!(code, 0, "0x is not hex: refused");
     assert!(err.contains("not hexadecimal"), "{err}");
-    let (code, _, err) = run(Command::new(VOUCH)
+    let (code, _, err) = run(in_ns(&v)
         .args(["revoke", "svid", "0abc", "--reason", "lost", "--data-dir"])
         .arg(&data));
     assert_eq!(code, 0, "{err}");

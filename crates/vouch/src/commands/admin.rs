@@ -1,58 +1,42 @@
-//! Management commands on the verifier's store: policies, reference values, join tokens,
-//! workloads, nodes (TPM re-enrolment), registration entries and revocation.
+//! Management commands: policies, reference values, join tokens, workloads, nodes (TPM
+//! re-enrolment), registration entries and revocation. Each is a call to the verifier's
+//! authenticated admin API ([`Api`]); none opens the verifier's store (issue 16 item 1). The
+//! verifier appends every change to its audit log with the caller's name.
 
 use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 use std::process::ExitCode;
 
 use vouch_policy::{CompiledPolicy, PolicySource, ReferenceValue, ReferenceValues};
-use vouch_server::unix_now;
 
-use super::{appraise_with, exit_code, open_store, read_refvalues, server_config};
+use super::remote::{Api, seg};
+use super::{appraise_with, exit_code, read_refvalues};
 use crate::cli::{
     EntryCmd, NodeCmd, PolicyCmd, RefvalueCmd, RevocationsArgs, RevokeCmd, TokenCmd, WorkloadCmd,
 };
-use crate::config::{self, FileConfig};
+use crate::config;
 use crate::output;
 
-/// Append a change made by this command to the audit log (issue 16 item 3), naming the local
-/// user as its actor. The change is already made: an error here says it is not in the log.
-async fn audit(
-    s: &dyn vouch_store::Store,
-    kind: &str,
-    subject: &str,
-    body: serde_json::Value,
-) -> Result<()> {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let event = vouch_store::AuditEvent {
-        time: unix_now(),
-        kind: kind.into(),
-        actor: format!("cli:{user}"),
-        subject: subject.into(),
-        body,
-    };
-    s.append_audit(&event)
-        .await
-        .context("the change is made but could not be appended to the audit log")?;
-    Ok(())
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(b))
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
 /// `vouch policy`: add, list, show, activate or test policies.
-pub(crate) async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Result<ExitCode> {
+pub(crate) async fn policy(cmd: PolicyCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         PolicyCmd::Add {
             id,
             file: path,
             no_activate,
-            store,
+            api,
         } => {
             let rego = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            // Refuse a policy that does not compile before it can become active.
+            // Refuse a policy that does not compile before sending it (the verifier checks too).
             CompiledPolicy::compile(
                 &PolicySource {
                     id: id.clone(),
@@ -61,75 +45,96 @@ pub(crate) async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Resu
                 },
                 &ReferenceValues::default(),
             )?;
-            let s = open_store(&file, &store).await?;
-            let v = s.add_policy(&id, &rego, !no_activate, unix_now()).await?;
-            let body = serde_json::json!({
-                "version": v, "sha256": sha256_hex(rego.as_bytes()), "active": !no_activate,
-            });
-            audit(s.as_ref(), "policy.add", &id, body).await?;
+            let body = json!({ "id": id, "rego": rego, "activate": !no_activate });
+            let r = Api::new(&api)?.post("/v1/policies", &body).await?;
             if json {
-                output::json(&serde_json::json!({"id": id, "version": v, "active": !no_activate}))?;
+                output::json(&r)?;
             } else {
                 println!(
-                    "policy {id} v{v} added{}",
+                    "policy {id} v{} added{}",
+                    s(&r["version"]),
                     if no_activate { "" } else { " and active" }
                 );
             }
         }
-        PolicyCmd::List { store } => {
-            let s = open_store(&file, &store).await?;
-            let active = s.active_policy_id().await?;
-            let list = s.policies().await?;
+        PolicyCmd::List { api } => {
+            let list = Api::new(&api)?.get("/v1/policies").await?;
             if json {
                 output::json(&list)?;
             } else {
                 let rows: Vec<Vec<String>> = list
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
                     .iter()
                     .map(|p| {
+                        let sha = s(&p["sha256"]);
                         vec![
-                            p.id.clone(),
-                            p.version.to_string(),
-                            if active.as_deref() == Some(&p.id) {
-                                "yes"
-                            } else {
-                                ""
-                            }
-                            .into(),
-                            p.sha256[..16].to_string(),
-                            output::ago(Some(p.created_at)),
+                            s(&p["id"]),
+                            s(&p["version"]),
+                            if p["active"] == true { "yes" } else { "" }.into(),
+                            sha.get(..16).unwrap_or(&sha).to_string(),
+                            output::ago(p["created_at"].as_u64()),
                         ]
                     })
                     .collect();
                 output::table(&["id", "version", "active", "sha256", "created"], &rows);
             }
         }
-        PolicyCmd::Show { id, version, store } => {
-            let s = open_store(&file, &store).await?;
-            let p = s
-                .policy(&id, version)
-                .await?
-                .with_context(|| format!("no policy {id} (see `vouch policy list`)"))?;
+        PolicyCmd::Show { id, version, api } => {
+            let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
+            let p = Api::new(&api)?
+                .get(&format!("/v1/policies/{}{q}", seg(&id)))
+                .await?;
             if json {
                 output::json(&p)?;
             } else {
-                println!("# policy {} v{} sha256 {}", p.id, p.version, p.sha256);
-                print!("{}", p.rego);
+                println!(
+                    "# policy {} v{} sha256 {}",
+                    s(&p["id"]),
+                    s(&p["version"]),
+                    s(&p["sha256"])
+                );
+                print!("{}", s(&p["rego"]));
             }
         }
-        PolicyCmd::Activate { id, store } => {
-            let s = open_store(&file, &store).await?;
-            s.activate_policy(&id).await?;
-            audit(s.as_ref(), "policy.activate", &id, serde_json::json!({})).await?;
+        PolicyCmd::Versions { id, api } => {
+            let list = Api::new(&api)?
+                .get(&format!("/v1/policies/{}/versions", seg(&id)))
+                .await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            s(&p["version"]),
+                            s(&p["sha256"]),
+                            output::ago(p["created_at"].as_u64()),
+                        ]
+                    })
+                    .collect();
+                output::table(&["version", "sha256", "created"], &rows);
+            }
+        }
+        PolicyCmd::Activate { id, api } => {
+            Api::new(&api)?
+                .post(&format!("/v1/policies/{}/activate", seg(&id)), &json!({}))
+                .await?;
             println!("policy {id} is active");
         }
         PolicyCmd::Test {
             policy,
             input,
             refvalues,
-            from_store,
-            store,
+            from_server,
+            api,
         } => {
-            let claims: serde_json::Value = serde_json::from_str(
+            let claims: Value = serde_json::from_str(
                 &std::fs::read_to_string(&input)
                     .with_context(|| format!("reading {}", input.display()))?,
             )
@@ -138,13 +143,11 @@ pub(crate) async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Resu
                 Some(p) => read_refvalues(p)?,
                 None => Vec::new(),
             };
-            if from_store {
+            if from_server {
+                let rows = Api::new(&api)?.get("/v1/refvalues").await?;
                 values.extend(
-                    open_store(&file, &store)
-                        .await?
-                        .reference_values()
-                        .await?
-                        .values,
+                    serde_json::from_value::<Vec<ReferenceValue>>(rows)
+                        .context("the verifier's reference values")?,
                 );
             }
             let a = appraise_with(&policy, values, &claims)?;
@@ -159,87 +162,137 @@ pub(crate) async fn policy(file: FileConfig, cmd: PolicyCmd, json: bool) -> Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// `vouch refvalue`: add, list or remove reference values.
-pub(crate) async fn refvalue(file: FileConfig, cmd: RefvalueCmd, json: bool) -> Result<ExitCode> {
+/// `vouch refvalue`: add, list, remove, import or learn reference values.
+pub(crate) async fn refvalue(cmd: RefvalueCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         RefvalueCmd::Add {
             kind,
             key,
             value,
-            store,
+            api,
         } => {
             if kind.is_empty() || key.is_empty() {
                 bail!("kind and key must not be empty");
             }
-            let s = open_store(&file, &store).await?;
-            let body = serde_json::json!({ "kind": kind, "key": key, "value": value });
-            let id = s
-                .add_reference_value(&ReferenceValue { kind, key, value }, unix_now())
-                .await?;
-            audit(s.as_ref(), "refvalue.add", &id.to_string(), body).await?;
+            let body = json!({ "kind": kind, "key": key, "value": value });
+            let r = Api::new(&api)?.post("/v1/refvalues", &body).await?;
             if json {
-                output::json(&serde_json::json!({"id": id}))?;
+                output::json(&r)?;
             } else {
-                println!("reference value {id} added");
+                println!("reference value {} added", s(&r["id"]));
             }
         }
-        RefvalueCmd::List { store } => {
-            let s = open_store(&file, &store).await?;
-            let rows = s.reference_value_rows().await?;
+        RefvalueCmd::List { api } => {
+            let rows = Api::new(&api)?.get("/v1/refvalues").await?;
             if json {
-                let v: Vec<_> = rows
-                    .iter()
-                    .map(|(id, r)| serde_json::json!({"id": id, "kind": r.kind, "key": r.key, "value": r.value}))
-                    .collect();
-                output::json(&v)?;
+                output::json(&rows)?;
             } else {
                 let t: Vec<Vec<String>> = rows
-                    .into_iter()
-                    .map(|(id, r)| vec![id.to_string(), r.kind, r.key, r.value])
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|r| vec![s(&r["id"]), s(&r["kind"]), s(&r["key"]), s(&r["value"])])
                     .collect();
                 output::table(&["id", "kind", "key", "value"], &t);
             }
         }
-        RefvalueCmd::Remove { id, store } => {
-            let s = open_store(&file, &store).await?;
-            let old = s
-                .reference_value_rows()
-                .await?
-                .into_iter()
-                .find(|r| r.0 == id);
-            if !s.remove_reference_value(id).await? {
-                bail!("no reference value {id} (see `vouch refvalue list`)");
-            }
-            let body = match old {
-                Some((_, r)) => {
-                    serde_json::json!({ "kind": r.kind, "key": r.key, "value": r.value })
-                }
-                None => serde_json::json!({}),
-            };
-            audit(s.as_ref(), "refvalue.remove", &id.to_string(), body).await?;
+        RefvalueCmd::Remove { id, api } => {
+            Api::new(&api)?
+                .delete(&format!("/v1/refvalues/{id}"))
+                .await?;
             println!("reference value {id} removed");
+        }
+        RefvalueCmd::Import { file, format, api } => {
+            let text = if file.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut t)?;
+                t
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let csv = match format.as_deref() {
+                Some(f) => f == "csv",
+                None => {
+                    file.extension().is_some_and(|e| e == "csv")
+                        || !text.trim_start().starts_with('[')
+                }
+            };
+            let (values, rows) = if csv {
+                super::refcsv::parse(&text)?
+            } else {
+                let v: Vec<Value> = serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "{} must be a JSON array of {{\"kind\", \"key\", \"value\"}}",
+                        file.display()
+                    )
+                })?;
+                let n = v.len();
+                (v, (1..=n).map(|i| format!("element {i}")).collect())
+            };
+            let n = values.len();
+            let r = Api::new(&api)?
+                .post("/v1/refvalues/import", &json!({ "values": values }))
+                .await
+                .map_err(|e| super::refcsv::name_row(e, &rows))?;
+            if json {
+                output::json(&r)?;
+            } else {
+                println!(
+                    "imported {n} reference values in one transaction ({} new)",
+                    s(&r["added"])
+                );
+            }
+        }
+        RefvalueCmd::Learn { node, apply, api } => {
+            let c = Api::new(&api)?;
+            let learned = c
+                .get(&format!("/v1/refvalues/learn/{}", seg(&node)))
+                .await?;
+            if apply {
+                let values = learned["values"].clone();
+                let r = c
+                    .post("/v1/refvalues/import", &json!({ "values": values }))
+                    .await?;
+                if json {
+                    output::json(&r)?;
+                } else {
+                    println!(
+                        "imported {} reference values learned from node {node} ({} new)",
+                        s(&r["count"]),
+                        s(&r["added"])
+                    );
+                }
+            } else {
+                // For review: the values alone, ready for `vouch refvalue import`.
+                output::json(&learned["values"])?;
+                eprintln!(
+                    "{} candidates from node {node}'s latest attestations; review them, then \
+                     `vouch refvalue import FILE` or run again with --apply",
+                    learned["values"].as_array().map_or(0, Vec::len)
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `vouch token create`: a single-use join token for one agent.
-pub(crate) async fn token(file: FileConfig, cmd: TokenCmd, json: bool) -> Result<ExitCode> {
+pub(crate) async fn token(cmd: TokenCmd, json: bool) -> Result<ExitCode> {
     let TokenCmd::Create {
         ttl,
         node_name,
-        store,
+        api,
     } = cmd;
     let ttl = config::parse_duration(&ttl)?;
-    let s = open_store(&file, &store).await?;
-    let t = vouch_server::create_join_token(s.as_ref(), ttl, node_name.as_deref()).await?;
-    let body = serde_json::json!({ "ttl": ttl, "token_sha256": sha256_hex(t.as_bytes()) });
-    let subject = node_name.as_deref().unwrap_or("");
-    audit(s.as_ref(), "token.create", subject, body).await?;
+    let r = Api::new(&api)?
+        .post("/v1/tokens", &json!({ "ttl": ttl, "node_name": node_name }))
+        .await?;
     if json {
-        output::json(&serde_json::json!({"token": t, "expires_at": unix_now() + ttl}))?;
+        output::json(&r)?;
     } else {
-        println!("{t}");
+        println!("{}", s(&r["token"]));
         eprintln!(
             "single use, expires in {ttl}s; give it to the agent with --join-token or VOUCH_JOIN_TOKEN"
         );
@@ -248,23 +301,25 @@ pub(crate) async fn token(file: FileConfig, cmd: TokenCmd, json: bool) -> Result
 }
 
 /// `vouch workload`: list workloads or show one with its latest attestation.
-pub(crate) async fn workload(file: FileConfig, cmd: WorkloadCmd, json: bool) -> Result<ExitCode> {
+pub(crate) async fn workload(cmd: WorkloadCmd, json: bool) -> Result<ExitCode> {
     match cmd {
-        WorkloadCmd::List { store } => {
-            let s = open_store(&file, &store).await?;
-            let list = s.workloads().await?;
+        WorkloadCmd::List { api } => {
+            let list = Api::new(&api)?.get("/v1/workloads").await?;
             if json {
                 output::json(&list)?;
             } else {
                 let rows: Vec<Vec<String>> = list
-                    .into_iter()
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
                     .map(|w| {
                         vec![
-                            w.id,
-                            w.status,
-                            output::ago(w.last_attested_at),
-                            output::ago(w.deadline),
-                            w.reason,
+                            s(&w["id"]),
+                            s(&w["status"]),
+                            output::ago(w["last_attested_at"].as_u64()),
+                            output::ago(w["deadline"].as_u64()),
+                            s(&w["reason"]),
                         ]
                     })
                     .collect();
@@ -274,32 +329,37 @@ pub(crate) async fn workload(file: FileConfig, cmd: WorkloadCmd, json: bool) -> 
                 );
             }
         }
-        WorkloadCmd::Show { id, store } => {
-            let s = open_store(&file, &store).await?;
-            let w = s
-                .workload(&id)
-                .await?
-                .with_context(|| format!("no workload {id} (see `vouch workload list`)"))?;
-            let last = match &w.last_attestation_id {
-                Some(a) => s.attestation(a).await?,
-                None => None,
-            };
+        WorkloadCmd::Show { id, api } => {
+            let (node, name) = id
+                .split_once('/')
+                .with_context(|| format!("a workload id is NODE/NAME, not {id}"))?;
+            let v = Api::new(&api)?
+                .get(&format!("/v1/workloads/{}/{}/latest", seg(node), seg(name)))
+                .await?;
             if json {
-                output::json(&serde_json::json!({"workload": w, "latest": last}))?;
+                output::json(&v)?;
             } else {
-                println!("workload   {}", w.id);
-                println!("status     {}", w.status);
-                println!("reason     {}", w.reason);
-                println!("evidence   {}", output::ago(w.last_attested_at));
-                println!("deadline   {}", output::ago(w.deadline));
-                if let Some(a) = last {
+                let w = &v["workload"];
+                println!("workload   {}", s(&w["id"]));
+                println!("status     {}", s(&w["status"]));
+                println!("reason     {}", s(&w["reason"]));
+                println!("evidence   {}", output::ago(w["last_attested_at"].as_u64()));
+                println!("deadline   {}", output::ago(w["deadline"].as_u64()));
+                let a = &v["latest"];
+                if !a.is_null() {
                     println!(
                         "latest     {} (policy {} v{})",
-                        a.id, a.policy_id, a.policy_version
+                        s(&a["id"]),
+                        s(&a["policy_id"]),
+                        s(&a["policy_version"])
                     );
-                    println!("trust      {}", a.trust_vector);
-                    for r in &a.reasons {
-                        println!("  {r}");
+                    println!("trust      {}", a["trust_vector"]);
+                    for r in a["reasons"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or_default()
+                    {
+                        println!("  {}", s(r));
                     }
                 }
             }
@@ -308,46 +368,108 @@ pub(crate) async fn workload(file: FileConfig, cmd: WorkloadCmd, json: bool) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// `vouch node reenroll`: let a TPM-bound node enroll another TPM or AK, once.
-pub(crate) async fn node(file: FileConfig, cmd: NodeCmd, json: bool) -> Result<ExitCode> {
-    let NodeCmd::Reenroll {
-        node_id,
-        reason,
-        by,
-        ttl,
-        store,
-    } = cmd;
-    let ttl = config::parse_duration(&ttl)?;
-    let by = by.unwrap_or_else(operator);
-    let s = open_store(&file, &store).await?;
-    let rec =
-        vouch_server::allow_tpm_reenrollment(s.as_ref(), &node_id, &reason, &by, ttl, unix_now())
-            .await
-            .with_context(|| format!("re-enrolling the TPM of node {node_id}"))?;
-    if json {
-        output::json(&rec)?;
-    } else {
-        println!(
-            "node {} may enroll another TPM or AK for {ttl}s (re-enrolment {}, by {}: {})",
-            rec.node_id, rec.id, rec.requested_by, rec.reason
-        );
+/// `vouch node`: list, show, or let a TPM-bound node enroll another TPM or AK once.
+pub(crate) async fn node(cmd: NodeCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        NodeCmd::List { api } => {
+            let list = Api::new(&api)?.get("/v1/nodes").await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            s(&n["id"]),
+                            s(&n["hostname"]),
+                            output::ago(n["created_at"].as_u64()),
+                        ]
+                    })
+                    .collect();
+                output::table(&["node", "hostname", "enrolled"], &rows);
+            }
+        }
+        NodeCmd::Show { node_id, api } => {
+            let v = Api::new(&api)?
+                .get(&format!("/v1/nodes/{}", seg(&node_id)))
+                .await?;
+            if json {
+                output::json(&v)?;
+            } else {
+                println!("node       {}", s(&v["node"]["id"]));
+                println!("hostname   {}", s(&v["node"]["hostname"]));
+                if let Some(m) = v["attestation"]["method"].as_str() {
+                    println!("attested   {m}");
+                }
+                if !v["tpm"].is_null() {
+                    let bound = if v["tpm"]["bound_at"].is_null() {
+                        "not bound"
+                    } else {
+                        "bound"
+                    };
+                    println!("tpm        EK {} ({bound})", s(&v["tpm"]["ek_key"]));
+                }
+                if !v["revoked"].is_null() {
+                    println!("revoked    {}", s(&v["revoked"]["reason"]));
+                }
+                for w in v["workloads"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    println!("  {} {}", s(&w["id"]), s(&w["status"]));
+                }
+            }
+        }
+        NodeCmd::Reenroll {
+            node_id,
+            reason,
+            by,
+            ttl,
+            api,
+        } => {
+            let ttl = config::parse_duration(&ttl)?;
+            let by = by.unwrap_or_else(operator);
+            let body = json!({ "reason": reason, "by": by, "ttl": ttl });
+            let rec = Api::new(&api)?
+                .post(&format!("/v1/nodes/{}/tpm/reenroll", seg(&node_id)), &body)
+                .await
+                .with_context(|| format!("re-enrolling the TPM of node {node_id}"))?;
+            if json {
+                output::json(&rec)?;
+            } else {
+                println!(
+                    "node {} may enroll another TPM or AK for {ttl}s (re-enrolment {}, by {}: {})",
+                    s(&rec["node_id"]),
+                    s(&rec["id"]),
+                    s(&rec["requested_by"]),
+                    s(&rec["reason"])
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `vouch entry`: create, list, show or delete registration entries.
-pub(crate) async fn entry(file: FileConfig, cmd: EntryCmd, json: bool) -> Result<ExitCode> {
-    use vouch_identity::{Entry, Selector, SpiffeId};
-    let row = |e: &Entry| {
+pub(crate) async fn entry(cmd: EntryCmd, json: bool) -> Result<ExitCode> {
+    use vouch_identity::{Selector, SpiffeId};
+    let row = |e: &Value| {
+        let sel: Vec<String> = e["selectors"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(s)
+            .collect();
         vec![
-            e.id.clone(),
-            e.spiffe_id.clone(),
-            e.selectors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(" "),
-            format!("{}s", e.ttl),
+            s(&e["id"]),
+            s(&e["spiffe_id"]),
+            sel.join(" "),
+            format!("{}s", s(&e["ttl"])),
         ]
     };
     match cmd {
@@ -355,56 +477,51 @@ pub(crate) async fn entry(file: FileConfig, cmd: EntryCmd, json: bool) -> Result
             spiffe_id,
             selectors,
             ttl,
-            store,
+            api,
         } => {
-            let id = SpiffeId::parse(&spiffe_id)?;
-            let selectors = selectors
-                .iter()
-                .map(|s| Selector::parse(s))
-                .collect::<Result<Vec<_>, _>>()?;
-            let e = Entry::new(
-                uuid::Uuid::new_v4().to_string(),
-                &id,
-                selectors,
-                config::parse_duration(&ttl)?,
-                unix_now(),
-            )?;
-            let s = open_store(&file, &store).await?;
-            s.add_entry(&e).await?;
-            audit(s.as_ref(), "entry.add", &e.id, serde_json::to_value(&e)?).await?;
+            // Checked here first, for the same messages the verifier would give.
+            SpiffeId::parse(&spiffe_id)?;
+            for sel in &selectors {
+                Selector::parse(sel)?;
+            }
+            let ttl = config::parse_duration(&ttl)?;
+            let body = json!({ "spiffe_id": spiffe_id, "selectors": selectors, "ttl": ttl });
+            let e = Api::new(&api)?.post("/v1/entries", &body).await?;
             if json {
                 output::json(&e)?;
             } else {
-                println!("entry {} grants {}", e.id, e.spiffe_id);
+                println!("entry {} grants {}", s(&e["id"]), s(&e["spiffe_id"]));
             }
         }
-        EntryCmd::List { store } => {
-            let list = open_store(&file, &store).await?.entries().await?;
+        EntryCmd::List { api } => {
+            let list = Api::new(&api)?.get("/v1/entries").await?;
             if json {
                 output::json(&list)?;
             } else {
-                let rows: Vec<Vec<String>> = list.iter().map(row).collect();
+                let rows: Vec<Vec<String>> = list
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(row)
+                    .collect();
                 output::table(&["id", "spiffe id", "selectors", "ttl"], &rows);
             }
         }
-        EntryCmd::Show { id, store } => {
-            let list = open_store(&file, &store).await?.entries().await?;
-            let e = list
-                .iter()
-                .find(|e| e.id == id)
-                .with_context(|| format!("no entry {id} (see `vouch entry list`)"))?;
+        EntryCmd::Show { id, api } => {
+            let e = Api::new(&api)?
+                .get(&format!("/v1/entries/{}", seg(&id)))
+                .await?;
             if json {
-                output::json(e)?;
+                output::json(&e)?;
             } else {
-                output::table(&["id", "spiffe id", "selectors", "ttl"], &[row(e)]);
+                output::table(&["id", "spiffe id", "selectors", "ttl"], &[row(&e)]);
             }
         }
-        EntryCmd::Delete { id, store } => {
-            let s = open_store(&file, &store).await?;
-            if !s.delete_entry(&id).await? {
-                bail!("no entry {id} (see `vouch entry list`)");
-            }
-            audit(s.as_ref(), "entry.delete", &id, serde_json::json!({})).await?;
+        EntryCmd::Delete { id, api } => {
+            Api::new(&api)?
+                .delete(&format!("/v1/entries/{}", seg(&id)))
+                .await?;
             println!("entry {id} deleted");
         }
     }
@@ -412,14 +529,16 @@ pub(crate) async fn entry(file: FileConfig, cmd: EntryCmd, json: bool) -> Result
 }
 
 /// `vouch revoke`: revoke a workload, node, agent key, SVID or result, with the reason recorded.
-pub(crate) async fn revoke(file: FileConfig, cmd: RevokeCmd, json: bool) -> Result<ExitCode> {
+pub(crate) async fn revoke(cmd: RevokeCmd, json: bool) -> Result<ExitCode> {
     if cmd.reason.trim().is_empty() {
-        anyhow::bail!("--reason must say why");
+        bail!("--reason must say why");
     }
-    let cfg = server_config(&file, &cmd.store);
-    let s = open_store(&file, &cmd.store).await?;
-    let by = cmd.by.clone().unwrap_or_else(operator);
-    let rec = vouch_server::revoke_offline(&cfg, s.as_ref(), cmd.kind, &cmd.id, &cmd.reason, &by)
+    let body = json!({
+        "kind": cmd.kind.to_string(), "target": cmd.id, "reason": cmd.reason,
+        "by": cmd.by.clone().unwrap_or_else(operator),
+    });
+    let rec = Api::new(&cmd.api)?
+        .post("/v1/revocations", &body)
         .await
         .with_context(|| format!("revoking {} {}", cmd.kind, cmd.id))?;
     if json {
@@ -427,25 +546,31 @@ pub(crate) async fn revoke(file: FileConfig, cmd: RevokeCmd, json: bool) -> Resu
     } else {
         println!(
             "{} {} revoked at epoch {} by {}: {}",
-            rec.kind, rec.target, rec.epoch, rec.by, rec.reason
+            s(&rec["kind"]),
+            s(&rec["target"]),
+            s(&rec["epoch"]),
+            s(&rec["by"]),
+            s(&rec["reason"])
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `vouch revocations`: list the revocations above an epoch.
-pub(crate) async fn revocations(
-    file: FileConfig,
-    args: RevocationsArgs,
-    json: bool,
-) -> Result<ExitCode> {
-    let s = open_store(&file, &args.store).await?;
+pub(crate) async fn revocations(args: RevocationsArgs, json: bool) -> Result<ExitCode> {
+    let c = Api::new(&args.api)?;
     let mut after = args.after;
-    let mut all = Vec::new();
+    let mut all: Vec<Value> = Vec::new();
     loop {
-        let batch = s.revocations_since(after, 1000).await?;
-        let Some(last) = batch.last() else { break };
-        after = last.epoch;
+        let batch = c.get(&format!("/v1/revocations/log?after={after}")).await?;
+        let batch = batch.as_array().cloned().unwrap_or_default();
+        let Some(last) = batch.last().and_then(|r| r["epoch"].as_u64()) else {
+            break;
+        };
+        if last <= after {
+            bail!("the verifier's revocation log went backwards at epoch {last}");
+        }
+        after = last;
         all.extend(batch);
     }
     if json {
@@ -456,14 +581,19 @@ pub(crate) async fn revocations(
         for r in &all {
             println!(
                 "{:>6}  {:<9} {:<40} {:<20} {}",
-                r.epoch, r.kind, r.target, r.by, r.reason
+                s(&r["epoch"]),
+                s(&r["kind"]),
+                s(&r["target"]),
+                s(&r["by"]),
+                s(&r["reason"])
             );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Who decides, when `--by` is not given: `$USER@hostname`.
+/// Who decides, when `--by` is not given: `$USER@hostname` (the verifier's audit log records
+/// the credential's name as the actor besides).
 fn operator() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();

@@ -1,100 +1,78 @@
-//! The verifier's keys: result-signing key rotation (`vouch key`), the trust-domain CA set
-//! (`vouch ca`) and threshold key shares for a quorum of replicas (`vouch quorum`).
+//! The verifier's keys: result-signing key rotation (`vouch key`) and the trust-domain CA set
+//! (`vouch ca`), both through the verifier's admin API, and threshold key shares for a quorum
+//! of replicas (`vouch quorum`, files on this machine).
 
-use anyhow::{Context, Result};
-use std::path::PathBuf;
+use anyhow::Result;
+use serde_json::json;
 use std::process::ExitCode;
 
 use vouch_server::unix_now;
 
-use super::server_config;
+use super::remote::Api;
 use crate::cli::{CaCmd, KeyCmd};
-use crate::config::FileConfig;
 use crate::output;
 
-/// `vouch key rotate`: make a new result-signing key active.
-pub(crate) async fn key(file: FileConfig, cmd: KeyCmd, json: bool) -> Result<ExitCode> {
-    let KeyCmd::Rotate { alg, store } = cmd;
-    let cfg = server_config(&file, &store);
-    let alg = match alg.as_str() {
-        "ES256" => vouch_server::SigningAlg::ES256,
-        _ => vouch_server::SigningAlg::EdDSA,
-    };
-    let dir: PathBuf = cfg.data_dir.join("keys");
-    let kid = vouch_server::Keyring::rotate(&dir, alg, unix_now())?;
-    if json {
-        output::json(&serde_json::json!({"kid": kid}))?;
-    } else {
-        println!(
-            "new signing key {kid} is active; the previous key stays in the JWKS for {}s",
-            cfg.retired_key_grace
-        );
+/// `vouch key`: show the signing keys, or make a new one active.
+pub(crate) async fn key(cmd: KeyCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        KeyCmd::Show { api } => {
+            let v = Api::new(&api)?.get("/v1/keys").await?;
+            if json {
+                output::json(&v)?;
+            } else {
+                println!("active {}", v["active"].as_str().unwrap_or("(none)"));
+                for k in v["jwks"]["keys"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    println!(
+                        "  {} {}",
+                        k["kid"].as_str().unwrap_or(""),
+                        k["alg"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        KeyCmd::Rotate { alg, api } => {
+            let v = Api::new(&api)?
+                .post("/v1/keys/rotate", &json!({ "alg": alg }))
+                .await?;
+            let kid = v["kid"].as_str().unwrap_or("");
+            if json {
+                output::json(&json!({ "kid": kid }))?;
+            } else {
+                println!(
+                    "new signing key {kid} is active; the previous key stays in the JWKS for {}s",
+                    v["grace"]
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `vouch ca`: show the trust-domain CA set, prepare the next CA, or activate it.
-pub(crate) fn ca(file: FileConfig, cmd: CaCmd, json: bool) -> Result<ExitCode> {
-    let (CaCmd::Show { store } | CaCmd::Prepare { store } | CaCmd::Activate { store }) = &cmd;
-    let cfg = server_config(&file, store);
-    let td = vouch_identity::TrustDomain::parse(&cfg.trust_domain)?;
-    let dir = cfg.spiffe_dir();
-    let now = unix_now();
-    let mut set = if cfg.svid_ca_pkcs11.is_some() {
-        let p = cfg.svid_ca_pkcs11.as_ref().context("pkcs11")?;
-        let active = vouch_identity::SvidCa::open_pkcs11(p, &dir, &td, cfg.svid_ca_ttl, now)?;
-        vouch_identity::CaSet::around(&dir, &td, active)?
-    } else {
-        vouch_identity::CaSet::load_or_create(&dir, &td, cfg.svid_ca_ttl, now)?
+pub(crate) async fn ca(cmd: CaCmd, json: bool) -> Result<ExitCode> {
+    let v = match &cmd {
+        CaCmd::Show { api } => Api::new(api)?.get("/v1/ca").await?,
+        CaCmd::Prepare { api } => Api::new(api)?.post("/v1/ca/prepare", &json!({})).await?,
+        CaCmd::Activate { api } => Api::new(api)?.post("/v1/ca/activate", &json!({})).await?,
     };
-    match cmd {
-        CaCmd::Show { .. } => {}
-        CaCmd::Prepare { .. } => set.prepare(cfg.svid_ca_ttl, now)?,
-        CaCmd::Activate { .. } => set.activate(cfg.svid_ttl, now)?,
-    }
-    let describe = |der: &[u8]| -> serde_json::Value {
-        use sha2::Digest as _;
-        let (from, until) = x509_parser::parse_x509_certificate(der)
-            .map(|(_, c)| {
-                (
-                    c.validity().not_before.timestamp(),
-                    c.validity().not_after.timestamp(),
-                )
-            })
-            .unwrap_or((0, 0));
-        serde_json::json!({
-            "sha256": hex::encode(sha2::Sha256::digest(der)),
-            "not_before": from,
-            "not_after": until,
-        })
-    };
-    let role = |der: &[u8]| {
-        if der == set.active().cert_der() {
-            "active"
-        } else if set.next().is_some_and(|n| n.cert_der() == der) {
-            "next"
-        } else {
-            "retired"
-        }
-    };
-    let authorities: Vec<serde_json::Value> = set
-        .authorities(now)
-        .into_iter()
-        .map(|d| {
-            let mut v = describe(d);
-            v["role"] = serde_json::json!(role(d));
-            v
-        })
-        .collect();
     if json {
-        output::json(&serde_json::json!({
-            "trust_domain": td.as_str(),
-            "sequence": set.sequence(),
-            "authorities": authorities,
-        }))?;
+        output::json(&v)?;
     } else {
-        println!("trust domain {td}, bundle sequence {}", set.sequence());
-        for a in &authorities {
+        let now = unix_now();
+        println!(
+            "trust domain {}, bundle sequence {}",
+            v["trust_domain"].as_str().unwrap_or(""),
+            v["sequence"]
+        );
+        for a in v["authorities"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             let until = a["not_after"].as_u64().unwrap_or(0);
             println!(
                 "  {:<8} sha256:{}  expires in {} days (unix {until})",

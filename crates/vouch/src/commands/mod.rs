@@ -1,26 +1,27 @@
 //! Each subcommand: validate flags into typed configuration and call the libraries.
 //!
 //! `run` dispatches to one module per topic: [`run`](mod@run) for the running roles (verifier,
-//! agent, one-shot attestation), [`admin`] for the management commands on the verifier's store
-//! (policies, reference values, join tokens, workloads, nodes, entries, revocation), [`keys`] for
-//! the verifier's signing keys and CAs, and [`rp`] for the relying-party commands. The TPM and
-//! TEE tools live in `crate::tpm` and `crate::tee`, the dev stack in `crate::dev`. The helpers
-//! shared between them stay here.
+//! agent, one-shot attestation), [`admin`] for the management commands (policies, reference
+//! values, join tokens, workloads, nodes, entries, revocation) and [`keys`] for the verifier's
+//! signing keys and CAs, all through the verifier's API ([`remote`], [`context`]), and [`rp`]
+//! for the relying-party commands. The TPM and TEE tools live in `crate::tpm` and
+//! `crate::tee`, the dev stack in `crate::dev`. The helpers shared between them stay here.
 
 mod admin;
 pub(crate) mod audit;
+pub(crate) mod context;
 mod keys;
+mod refcsv;
+mod remote;
 mod rp;
 mod run;
 
 use anyhow::{Context, Result};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use vouch_core::ArStatus;
 use vouch_policy::{CompiledPolicy, DEFAULT_POLICY, PolicySource, ReferenceValue, ReferenceValues};
 use vouch_server::ServerConfig;
-use vouch_store::Store;
 
 use crate::cli::{Cli, Command, StoreArgs};
 use crate::config::{self, FileConfig};
@@ -29,29 +30,33 @@ use crate::config::{self, FileConfig};
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     let file = config::load(cli.config.as_deref())?;
     let json = cli.json;
+    let _ = remote::LOCAL_DATA_DIR.set(file.server.data_dir.clone());
     match cli.command {
         Command::Server {
             listen,
             insecure_http,
+            migrate,
             store,
-        } => run::server(file, listen, insecure_http, store).await,
+        } => run::server(file, listen, insecure_http, migrate, store).await,
+        Command::Migrate { store } => run::migrate(file, store).await,
+        Command::Context(cmd) => context::run(cmd, json),
         Command::Agent { agent, interval } => run::run_agent(file, agent, interval).await,
         Command::Attest { agent } => run::attest(file, agent, json).await,
         Command::Verify(args) => rp::verify(args, json).await,
-        Command::Policy(cmd) => admin::policy(file, cmd, json).await,
-        Command::Refvalue(cmd) => admin::refvalue(file, cmd, json).await,
-        Command::Token(cmd) => admin::token(file, cmd, json).await,
-        Command::Workload(cmd) => admin::workload(file, cmd, json).await,
-        Command::Node(cmd) => admin::node(file, cmd, json).await,
-        Command::Entry(cmd) => admin::entry(file, cmd, json).await,
-        Command::Ca(cmd) => keys::ca(file, cmd, json),
-        Command::Revoke(cmd) => admin::revoke(file, cmd, json).await,
-        Command::Revocations(args) => admin::revocations(file, args, json).await,
+        Command::Policy(cmd) => admin::policy(cmd, json).await,
+        Command::Refvalue(cmd) => admin::refvalue(cmd, json).await,
+        Command::Token(cmd) => admin::token(cmd, json).await,
+        Command::Workload(cmd) => admin::workload(cmd, json).await,
+        Command::Node(cmd) => admin::node(cmd, json).await,
+        Command::Entry(cmd) => admin::entry(cmd, json).await,
+        Command::Ca(cmd) => keys::ca(cmd, json).await,
+        Command::Revoke(cmd) => admin::revoke(cmd, json).await,
+        Command::Revocations(args) => admin::revocations(args, json).await,
         Command::Audit(cmd) => audit::run(cmd, json).await,
         Command::Rp(crate::cli::RpCmd::Watch(args)) => rp::rp_watch(args).await,
         Command::Quorum(cmd) => keys::quorum(cmd, json),
         Command::Tee(cmd) => crate::tee::run(cmd, json),
-        Command::Key(cmd) => keys::key(file, cmd, json).await,
+        Command::Key(cmd) => keys::key(cmd, json).await,
         Command::Tpm(cmd) => crate::tpm::run(cmd, json),
         Command::Dev(args) => crate::dev::run(args, &file, json).await,
         Command::Bench(args) => crate::bench::run(args, json).await,
@@ -66,18 +71,6 @@ fn server_config(file: &FileConfig, store: &StoreArgs) -> ServerConfig {
         cfg.data_dir = d.clone();
     }
     cfg
-}
-
-/// Open the verifier's store for an admin command.
-pub(crate) async fn open_store(file: &FileConfig, store: &StoreArgs) -> Result<Arc<dyn Store>> {
-    let cfg = server_config(file, store);
-    let what = match &cfg.database_url {
-        Some(_) => "the verifier's PostgreSQL store".to_string(),
-        None => format!("the verifier store {}", cfg.database_path().display()),
-    };
-    vouch_server::open_store(&cfg)
-        .await
-        .with_context(|| format!("opening {what}"))
 }
 
 async fn shutdown_signal() {

@@ -16,6 +16,7 @@ pub(crate) async fn server(
     file: FileConfig,
     listen: Option<std::net::SocketAddr>,
     insecure_http: bool,
+    migrate: bool,
     store: StoreArgs,
 ) -> Result<ExitCode> {
     let mut cfg = server_config(&file, &store);
@@ -23,7 +24,23 @@ pub(crate) async fn server(
         cfg.listen = l;
     }
     cfg.insecure_http |= insecure_http;
-    let running = vouch_server::start(cfg).await?;
+    let migrations = if migrate {
+        vouch_store::Migrations::Apply
+    } else {
+        vouch_store::Migrations::RefuseOutdated
+    };
+    let db = vouch_server::open_store_with(&cfg, migrations).await?;
+    let (data_dir, tls_cert) = (cfg.data_dir.clone(), cfg.tls_cert.clone());
+    let running = vouch_server::start_with_store(cfg, db).await?;
+    // Admin commands on this machine find it with --data-dir.
+    if let Err(e) = super::context::publish(
+        &data_dir,
+        &running.base_url,
+        running.ca_cert.as_deref(),
+        tls_cert.as_deref(),
+    ) {
+        tracing::warn!("could not publish the admin context in the data directory: {e:#}");
+    }
     println!("verifier listening on {}", running.base_url);
     if let Some(ca) = &running.ca_cert {
         println!("agents and relying parties trust {}", ca.display());
@@ -32,6 +49,21 @@ pub(crate) async fn server(
     shutdown_signal().await;
     tracing::info!("shutting down {addr}");
     running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vouch migrate`: apply pending schema migrations, then exit.
+pub(crate) async fn migrate(file: FileConfig, store: StoreArgs) -> Result<ExitCode> {
+    let cfg = server_config(&file, &store);
+    let what = match &cfg.database_url {
+        Some(_) => "the verifier's PostgreSQL store".to_string(),
+        None => format!("the verifier store {}", cfg.database_path().display()),
+    };
+    vouch_server::open_store_with(&cfg, vouch_store::Migrations::Apply)
+        .await
+        .map_err(anyhow::Error::from)
+        .map_err(|e| e.context(format!("migrating {what}")))?;
+    println!("{what} is at the current schema");
     Ok(ExitCode::SUCCESS)
 }
 
