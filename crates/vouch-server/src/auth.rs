@@ -129,6 +129,8 @@ pub(crate) struct ApiTokens {
     /// Each tenant's admin and read tokens (from its keys directory), so that one used on
     /// another tenant's routes is refused naming its tenant.
     builtin: RwLock<Vec<([u8; 32], ApiTokenRecord)>>,
+    /// Held while the file is rewritten by the API, so two changes do not lose one another.
+    writing: std::sync::Mutex<()>,
 }
 
 impl ApiTokens {
@@ -177,6 +179,31 @@ impl ApiTokens {
             tracing::info!(tokens = n, "scoped API tokens loaded");
         }
         Ok(())
+    }
+
+    /// Change the tokens file with `f` (under a lock), then hold what it now says.
+    fn rewrite<R>(
+        &self,
+        f: impl FnOnce(&mut ApiTokenFile) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
+        let path = self.path.as_ref().ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Internal,
+                "this verifier keeps no API tokens file",
+            )
+        })?;
+        let _guard = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = if path.exists() {
+            read_token_file(path)?
+        } else {
+            ApiTokenFile::default()
+        };
+        let r = f(&mut file)?;
+        write_token_file(path, &file)?;
+        // Forget the stamp: the next reload reads it even within the same second.
+        self.held.write().unwrap_or_else(|p| p.into_inner()).0 = None;
+        self.reload()?;
+        Ok(r)
     }
 
     /// Know `tenant`'s own admin or read `token` (named `name`), so that it is refused on
@@ -250,7 +277,12 @@ pub fn add_api_token(path: &Path, record: ApiTokenRecord) -> Result<(), ApiError
         ));
     }
     file.tokens.push(record);
-    let bytes = serde_json::to_vec_pretty(&file)
+    write_token_file(path, &file)
+}
+
+/// Write a tokens file (mode 0600, replaced atomically).
+fn write_token_file(path: &Path, file: &ApiTokenFile) -> Result<(), ApiError> {
+    let bytes = serde_json::to_vec_pretty(file)
         .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
     crate::keys::write_secret(path, &bytes)
         .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
@@ -365,6 +397,133 @@ pub(crate) fn allow(caller: Caller, role: Role) -> Result<Caller, ApiError> {
                 caller.name, caller.role, caller.tenant
             ),
         ))
+    }
+}
+
+/// The management of a tenant's scoped API tokens, for its admins:
+/// `GET /v1/api-tokens` (names, roles, creation times), `POST /v1/api-tokens`
+/// `{name, role}` (the token, shown once), `DELETE /v1/api-tokens/{name}`.
+pub(crate) fn routes() -> axum::Router<std::sync::Arc<State>> {
+    use axum::routing::{delete, get};
+    axum::Router::new()
+        .route("/v1/api-tokens", get(list_tokens).post(create_token))
+        .route("/v1/api-tokens/{name}", delete(delete_token))
+}
+
+type S = axum::extract::State<std::sync::Arc<State>>;
+
+async fn list_tokens(st: S, headers: HeaderMap) -> axum::response::Response {
+    crate::routes::reply((|| {
+        require(&st, &headers, Role::Admin)?;
+        let held = st.api_tokens.held.read().unwrap_or_else(|p| p.into_inner());
+        Ok(held
+            .1
+            .iter()
+            .filter(|(_, r)| r.tenant == st.tenant)
+            .map(|(_, r)| serde_json::json!({"name": r.name, "role": r.role, "created_at": r.created_at}))
+            .collect::<Vec<_>>())
+    })())
+}
+
+/// `POST /v1/api-tokens` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApiToken {
+    name: String,
+    role: Role,
+}
+
+/// A token holder's name: 1-64 of `A-Z a-z 0-9 . _ @ -` (it is the audit log's actor).
+pub fn valid_token_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
+}
+
+async fn create_token(
+    st: S,
+    headers: HeaderMap,
+    body: Result<crate::routes::ApiJson<NewApiToken>, ApiError>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let r = async {
+        let caller = require(&st, &headers, Role::Admin)?;
+        let crate::routes::ApiJson(n) = body?;
+        if !valid_token_name(&n.name) {
+            return Err(ApiError::new(
+                ErrorKind::MalformedRequest,
+                "a token name is 1-64 of A-Z a-z 0-9 . _ @ -",
+            ));
+        }
+        let (token, record) = mint_api_token(&n.name, &st.tenant, n.role, crate::unix_now());
+        let sha256 = record.sha256.clone();
+        st.api_tokens.rewrite(|file| {
+            if file
+                .tokens
+                .iter()
+                .any(|t| t.name == n.name && t.tenant == st.tenant)
+            {
+                return Err(ApiError::new(
+                    ErrorKind::MalformedRequest,
+                    format!(
+                        "tenant {:?} already has a token named {:?}",
+                        st.tenant, n.name
+                    ),
+                ));
+            }
+            file.tokens.push(record);
+            Ok(())
+        })?;
+        let body = serde_json::json!({"role": n.role, "sha256": sha256});
+        st.audit("api-token.create", &caller.name, &n.name, body)
+            .await;
+        Ok(serde_json::json!({"name": n.name, "tenant": st.tenant, "role": n.role, "token": token}))
+    }
+    .await;
+    match r {
+        Ok(v) => (axum::http::StatusCode::CREATED, axum::Json(v)).into_response(),
+        Err(e) => crate::routes::with_kind(e),
+    }
+}
+
+async fn delete_token(
+    st: S,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let r = async {
+        let caller = require(&st, &headers, Role::Admin)?;
+        let removed = st.api_tokens.rewrite(|file| {
+            let before = file.tokens.len();
+            file.tokens
+                .retain(|t| !(t.name == name && t.tenant == st.tenant));
+            Ok(file.tokens.len() < before)
+        })?;
+        if !removed {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "tenant {:?} has no token named {:?}",
+                    st.tenant,
+                    vouch_core::clip(&name, 64)
+                ),
+            ));
+        }
+        st.audit(
+            "api-token.delete",
+            &caller.name,
+            &name,
+            serde_json::json!({}),
+        )
+        .await;
+        Ok(())
+    }
+    .await;
+    match r {
+        Ok(()) => axum::http::StatusCode::NO_CONTENT.into_response(),
+        Err(e) => crate::routes::with_kind(e),
     }
 }
 

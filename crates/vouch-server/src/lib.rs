@@ -501,6 +501,32 @@ async fn start_tenant(
     })
 }
 
+/// Open every `[[tenants]]` store of `cfg` as `migrations` says (`vouch server --migrate`,
+/// `vouch migrate` apply pending migrations to each, as to the default tenant's); the stores'
+/// descriptions.
+pub async fn migrate_tenants(
+    cfg: &ServerConfig,
+    migrations: vouch_store::Migrations,
+) -> Result<Vec<String>, ServerError> {
+    let mut done = Vec::new();
+    for tcfg in tenant_configs(cfg)? {
+        std::fs::create_dir_all(&tcfg.data_dir).map_err(|source| ServerError::Io {
+            what: format!("creating data directory {}", tcfg.data_dir.display()),
+            source,
+        })?;
+        open_store_with(&tcfg, migrations).await?;
+        done.push(match &tcfg.database_url {
+            Some(_) => format!("tenant {}'s PostgreSQL store", tcfg.tenant_name()),
+            None => format!(
+                "tenant {}'s store {}",
+                tcfg.tenant_name(),
+                tcfg.database_path().display()
+            ),
+        });
+    }
+    Ok(done)
+}
+
 /// The configuration of each `[[tenants]]` entry of `cfg`: its own data directory
 /// (`data_dir/tenants/<name>`: store, keys, SPIFFE CA), trust domain and database; no gossip,
 /// quorum or federation (those serve the default tenant only). Refused: a bad or repeated

@@ -177,6 +177,7 @@ pub(crate) fn router(state: S) -> Router {
                     require_reader,
                 )),
         )
+        .merge(crate::auth::routes())
         .merge(crate::secrets::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

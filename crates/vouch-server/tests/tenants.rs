@@ -521,6 +521,135 @@ async fn a_token_minted_while_the_verifier_runs_is_accepted_within_seconds() {
     drop(t);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_mints_and_revokes_its_own_scoped_tokens_only() {
+    let (h, t) = setup().await;
+    // Acme's admin mints an auditor token for bob; the token is shown once.
+    let (s, v) = call(
+        &h,
+        "POST",
+        "/t/acme/v1/api-tokens",
+        Some(&t.acme_admin),
+        Some(json!({"name": "bob", "role": "auditor"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["tenant"].as_str(), v["role"].as_str()),
+        (Some("acme"), Some("auditor"))
+    );
+    let bob = v["token"].as_str().unwrap().to_string();
+    // At once: bob reads acme, writes nothing, and reads nothing of globex.
+    let (s, _) = call(&h, "GET", "/t/acme/v1/workloads", Some(&bob), None).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(&h, "POST", "/t/acme/v1/tokens", Some(&bob), Some(json!({}))).await;
+    assert_eq!(s, 403);
+    let (s, _) = call(&h, "GET", "/t/globex/v1/workloads", Some(&bob), None).await;
+    assert_eq!(s, 403);
+    // Only the file's hash is kept, never the token.
+    let file = std::fs::read_to_string(h.cfg.data_dir.join("keys").join(API_TOKENS_FILE)).unwrap();
+    assert!(!file.contains(&bob) && file.contains("\"bob\""));
+    // The same name twice in one tenant is refused; a bad name or role too.
+    for body in [
+        json!({"name": "bob", "role": "auditor"}),
+        json!({"name": "bad name", "role": "auditor"}),
+        json!({"name": "carol", "role": "root"}),
+    ] {
+        let (s, v) = call(
+            &h,
+            "POST",
+            "/t/acme/v1/api-tokens",
+            Some(&t.acme_admin),
+            Some(body),
+        )
+        .await;
+        assert_eq!(s, 400, "{v}");
+    }
+    // Listing shows acme's tokens (names and roles), none of globex's.
+    let (s, list) = call(
+        &h,
+        "GET",
+        "/t/acme/v1/api-tokens",
+        Some(&t.acme_admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "audrey", "bob"], "{list}");
+    assert!(!list.to_string().contains("sha256"), "{list}");
+    // Operators and auditors manage no tokens; acme's admin none of globex's.
+    for token in [&t.acme_operator, &t.acme_auditor] {
+        let (s, _) = call(
+            &h,
+            "POST",
+            "/t/acme/v1/api-tokens",
+            Some(token),
+            Some(json!({"name": "x", "role": "admin"})),
+        )
+        .await;
+        assert_eq!(s, 403);
+    }
+    let (s, _) = call(
+        &h,
+        "DELETE",
+        "/t/acme/v1/api-tokens/gordon",
+        Some(&t.acme_admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = call(
+        &h,
+        "DELETE",
+        "/t/globex/v1/api-tokens/gordon",
+        Some(&t.acme_admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, _) = call(
+        &h,
+        "GET",
+        "/t/globex/v1/workloads",
+        Some(&t.globex_operator),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "gordon's token still works");
+    // Revoked: bob's token is nobody's at once.
+    let (s, _) = call(
+        &h,
+        "DELETE",
+        "/t/acme/v1/api-tokens/bob",
+        Some(&t.acme_admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, _) = call(&h, "GET", "/t/acme/v1/workloads", Some(&bob), None).await;
+    assert_eq!(s, 401);
+    // Both changes are in acme's audit log, by acme's admin.
+    let (_, log) = call(
+        &h,
+        "GET",
+        "/t/acme/v1/audit/entries",
+        Some(&t.acme_auditor),
+        None,
+    )
+    .await;
+    let log = log.to_string();
+    assert!(
+        log.contains("api-token.create") && log.contains("api-token.delete"),
+        "{log}"
+    );
+}
+
 #[test]
 fn tenant_configurations_are_checked() {
     let base = ServerConfig {
