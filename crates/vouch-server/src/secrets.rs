@@ -103,20 +103,25 @@ fn at_rest_key(st: &State) -> Result<Arc<LessSafeKey>, ApiError> {
     Ok(key)
 }
 
-fn at_rest_aad(name: &str) -> Vec<u8> {
+/// The associated data of a stored secret: its name and its policy's SHA-256, so that a row
+/// moved to another name, or given another policy by someone who can write the database but
+/// not read `keys/secrets.key`, no longer opens (and so is never released).
+fn at_rest_aad(name: &str, policy: &str) -> Vec<u8> {
     let mut v = b"vouch-secret-at-rest-v1\0".to_vec();
     v.extend_from_slice(name.as_bytes());
+    v.push(0);
+    v.extend_from_slice(&Sha256::digest(policy.as_bytes()));
     v
 }
 
-/// `nonce ‖ AES-256-GCM(secret)` under the at-rest key, `name` as associated data.
-fn seal_at_rest(st: &State, name: &str, secret: &[u8]) -> Result<Vec<u8>, ApiError> {
+/// `nonce ‖ AES-256-GCM(secret)` under the at-rest key, bound to `name` and `policy`.
+fn seal_at_rest(st: &State, name: &str, policy: &str, secret: &[u8]) -> Result<Vec<u8>, ApiError> {
     let key = at_rest_key(st)?;
     let nonce = random_bytes::<NONCE_LEN>();
     let mut buf = secret.to_vec();
     key.seal_in_place_append_tag(
         Nonce::assume_unique_for_key(nonce),
-        Aad::from(at_rest_aad(name)),
+        Aad::from(at_rest_aad(name, policy)),
         &mut buf,
     )
     .map_err(|_| internal("sealing the secret at rest failed"))?;
@@ -125,19 +130,21 @@ fn seal_at_rest(st: &State, name: &str, secret: &[u8]) -> Result<Vec<u8>, ApiErr
     Ok(out)
 }
 
-fn open_at_rest(st: &State, name: &str, sealed: &[u8]) -> Result<Vec<u8>, ApiError> {
+fn open_at_rest(st: &State, rec: &vouch_store::SecretRecord) -> Result<Vec<u8>, ApiError> {
+    let name = &rec.name;
     let key = at_rest_key(st)?;
-    let (nonce, ct) = sealed
+    let (nonce, ct) = rec
+        .sealed
         .split_at_checked(NONCE_LEN)
         .ok_or_else(|| internal(format!("stored secret {name} is truncated")))?;
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| internal("nonce"))?;
     let mut buf = ct.to_vec();
     let plain = key
-        .open_in_place(nonce, Aad::from(at_rest_aad(name)), &mut buf)
+        .open_in_place(nonce, Aad::from(at_rest_aad(name, &rec.policy)), &mut buf)
         .map_err(|_| {
             internal(format!(
                 "stored secret {name} does not open with this verifier's keys/secrets.key \
-                 (another key, or the row was changed)"
+                 (another key, or its row was changed: bytes, name or policy)"
             ))
         })?;
     Ok(plain.to_vec())
@@ -220,7 +227,7 @@ async fn put_secret(
             // Refused before it is stored: a policy that does not compile would refuse every
             // release.
             SecretPolicy::compile(&name, &req.policy).map_err(|e| bad(e.to_string()))?;
-            let sealed = seal_at_rest(&st, &name, &value)?;
+            let sealed = seal_at_rest(&st, &name, &req.policy, &value)?;
             let now = unix_now();
             let version = st
                 .store
@@ -470,7 +477,7 @@ impl State {
                 ),
             ));
         }
-        let plain = open_at_rest(self, &secret.name, &secret.sealed)?;
+        let plain = open_at_rest(self, &secret)?;
         let info = secret_release_info(&secret.name, secret.version, &node_id, &nonce);
         let sealed = seal_secret(&release_key, &info, &plain).map_err(|e| bad(e.to_string()))?;
         Ok(SecretReleaseResponse {

@@ -199,6 +199,25 @@ async fn secrets_reach_only_attested_workloads_the_policy_names() {
         b"v2"
     );
 
+    // Someone who can write the database but not read keys/secrets.key gives the row a policy
+    // that allows everyone, or copies it under another name: it no longer opens, and is
+    // released to no one (the name and the policy's digest are the at-rest associated data).
+    let rec = h.store.secret("db-password").await.unwrap().unwrap();
+    let everyone = "package vouch.secret\nallow := true\n";
+    h.store
+        .put_secret("db-password", &rec.sealed, everyone, rec.size, 0)
+        .await
+        .unwrap();
+    let (kind, msg) = refused(other.get_secret("db-password", None, &[]).await);
+    assert_eq!(kind, ErrorKind::Internal, "{msg}");
+    assert!(msg.contains("does not open"), "{msg}");
+    h.store
+        .put_secret("copied", &rec.sealed, &rec.policy, rec.size, 0)
+        .await
+        .unwrap();
+    let (kind, msg) = refused(db.get_secret("copied", None, &[]).await);
+    assert_eq!(kind, ErrorKind::Internal, "{msg}");
+
     // After the node's revocation: nothing more.
     let r = http(&h)
         .post(format!("{}/v1/revocations", h.server.base_url))
