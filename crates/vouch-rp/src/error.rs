@@ -11,6 +11,18 @@ pub enum RpError {
     /// The token asks for an algorithm that is not accepted (including `none`).
     #[error("algorithm {0} is not accepted for attestation results")]
     Algorithm(String),
+    /// The key set's last good fetch ([`crate::JwksSource`]) is older than the relying party
+    /// allows: keys the verifier removed since may still be held.
+    #[error("the key set was last fetched {age} s ago, more than the {max_age} s allowed")]
+    KeysStale {
+        /// Seconds since the last good fetch.
+        age: u64,
+        /// Seconds allowed.
+        max_age: u64,
+    },
+    /// The SPIFFE Workload API gave no usable identity: unreachable, refused, or malformed.
+    #[error("Workload API: {0}")]
+    WorkloadApi(String),
     /// No key in the set has the token's `kid`.
     #[error("no key with kid {0:?} in the key set (refresh the JWKS if the verifier rotated keys)")]
     UnknownKey(String),

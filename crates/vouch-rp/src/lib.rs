@@ -24,16 +24,31 @@ pub mod audit;
 mod error;
 #[cfg(feature = "gossip")]
 pub mod gossip;
+#[cfg(feature = "axum")]
+mod middleware;
 mod pq;
 mod revocation;
+#[cfg(feature = "jwks")]
+mod source;
 mod spiffe;
 mod verify;
+#[cfg(feature = "workload-api")]
+mod workload;
 mod x5c;
 
 pub use error::RpError;
+#[cfg(feature = "axum")]
+pub use middleware::{
+    Attested, PeerSpiffeId, RequireResult, RequireResultLayer, RequireSpiffeId,
+    RequireSpiffeIdLayer, ResponseFuture, SpiffeTlsListener, TlsPeer,
+};
 pub use revocation::{RevocationSet, RevocationView};
+#[cfg(feature = "jwks")]
+pub use source::{JwksConfig, JwksSource, JwksSourceBuilder};
 pub use spiffe::{AllowedIds, SpiffeVerifier, svid_spiffe_id};
 pub use verify::{Audience, Requirements, ResultVerifier, SignatureMode, VerifiedResult};
 pub use vouch_core::revocation::{RevocationClaims, RevocationHead, RevocationKind};
 pub use vouch_core::{ArStatus, Ear, TrustClaim, TrustTier};
 pub use vouch_spiffe::{SpiffeId, TrustBundle, TrustDomain};
+#[cfg(feature = "workload-api")]
+pub use workload::{SourceVerifier, X509Source, X509Svid};

@@ -66,3 +66,21 @@ fn default_features_pull_no_issuing_store_or_server_crate() {
         assert!(!n.contains(c), "{c} in vouch-rp's default tree\n{t}");
     }
 }
+
+#[test]
+fn every_feature_pulls_no_issuing_store_or_server_crate_nor_a_grpc_server() {
+    let t = tree(&["--all-features"]);
+    let n = names(&t);
+    // The features are really on (the test would pass vacuously otherwise).
+    for c in ["tokio", "reqwest", "tonic", "axum", "chitchat"] {
+        assert!(n.contains(c), "{c} missing with --all-features\n{t}");
+    }
+    let found: Vec<_> = FORBIDDEN.iter().filter(|f| n.contains(**f)).collect();
+    assert!(
+        found.is_empty(),
+        "forbidden crates in vouch-rp: {found:?}\n{t}"
+    );
+    // The Workload API client only: tonic without its server side.
+    let tonic = t.lines().find(|l| l.starts_with("tonic v")).unwrap();
+    assert!(!tonic.contains("server"), "{tonic}");
+}

@@ -1,0 +1,384 @@
+//! The relying-party SDK's self-refreshing sources and middleware against the real thing: the
+//! agent's Workload API on a Unix socket (short-lived SVIDs that rotate), the verifier's JWKS
+//! over HTTPS on loopback (a key rotated and retired), and axum services over mTLS and HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::MetadataExt as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use vouch_rp::{
+    AllowedIds, Attested, JwksConfig, JwksSource, PeerSpiffeId, RequireResultLayer,
+    RequireSpiffeIdLayer, RpError, SpiffeId, SpiffeTlsListener, TlsPeer, X509Source,
+};
+use vouch_server::unix_now;
+
+/// One HTTP/1.1 GET over TLS with `cfg` to `addr`: the response text and the DER of the
+/// server's leaf certificate, or the handshake/IO error.
+async fn get_over(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    headers: &str,
+) -> std::io::Result<(String, Vec<u8>)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("db.vouch.local").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await?;
+    let cert = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    tls.write_all(
+        format!("GET / HTTP/1.1\r\nHost: db\r\nConnection: close\r\n{headers}\r\n").as_bytes(),
+    )
+    .await?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await?;
+    Ok((String::from_utf8_lossy(&out).into_owned(), cert))
+}
+
+fn serial(der: &[u8]) -> Vec<u8> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+    c.raw_serial().to_vec()
+}
+
+/// An entry granting `id` to this test process (its uid and executable) for `ttl` seconds.
+async fn entry_for_me(h: &common::Harness, workload: &str, id: &str, ttl: u64) {
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let exe = vouch_evidence::sha256_file(std::path::Path::new("/proc/self/exe")).unwrap();
+    let sel = [
+        format!("vouch:workload:{workload}"),
+        format!("unix:uid:{uid}"),
+        format!("unix:sha256:{exe}"),
+    ];
+    let e = vouch_identity::Entry::new(
+        format!("e-{}", id.rsplit('/').next().unwrap()),
+        &vouch_identity::SpiffeId::parse(id).unwrap(),
+        sel.iter()
+            .map(|s| vouch_identity::Selector::parse(s).unwrap())
+            .collect(),
+        ttl,
+        unix_now(),
+    )
+    .unwrap();
+    h.store.add_entry(&e).await.unwrap();
+}
+
+/// X509Source: a server and a client on one source serve and check mTLS in a few lines; the
+/// SVIDs live 4 s and rotate, and new connections keep working after the first SVID expired;
+/// peers with a SPIFFE ID not on the allow list are refused (by the TLS verifier and by the
+/// middleware); when the node fails attestation the source drops its SVID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x509_source_rotates_svids_under_live_mtls_and_refuses_wrong_ids() {
+    let h = common::Harness::new(|_| {}).await;
+    let sock = h.path("agent/api.sock");
+    let mut agent = h
+        .agent_with("svc", |c| c.workload_api_socket = Some(sock.clone()))
+        .await;
+    h.trust(&mut agent).await;
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        vouch_core::ArStatus::Affirming
+    );
+    entry_for_me(&h, "svc", "spiffe://vouch.local/db", 4).await;
+    let _api = vouch_agent::spawn_workload_api(agent.identity_source().unwrap(), &sock).unwrap();
+
+    // --- what a relying party writes ---
+    let source = X509Source::connect(&sock).await.unwrap();
+    let me = SpiffeId::parse("spiffe://vouch.local/db").unwrap();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|PeerSpiffeId(id): PeerSpiffeId| async move { format!("hello {id}") }),
+        )
+        .layer(RequireSpiffeIdLayer::new(AllowedIds::Only(vec![
+            me.clone(),
+        ])));
+    let mut tls = source.server_config(AllowedIds::AnyInTrustDomain).unwrap();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = SpiffeTlsListener::new(tcp, Arc::new(tls)).unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<TlsPeer>(),
+        )
+        .await
+    });
+    let client = Arc::new(
+        source
+            .client_config(AllowedIds::Only(vec![me.clone()]))
+            .unwrap(),
+    );
+    // ---
+
+    let first = source.svid().unwrap();
+    assert_eq!(first.spiffe_id(), &me);
+    let (body, cert) = get_over(addr, client.clone(), "").await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("hello spiffe://vouch.local/db"), "{body}");
+    assert_eq!(serial(&cert), serial(&first.chain()[0]));
+
+    // Wait past the first SVID's expiry: the source must have rotated, and new connections
+    // must still complete with the new SVID on both sides.
+    let mut updates = source.updates();
+    while unix_now() <= first.not_after() + 1 {
+        let _ = tokio::time::timeout(Duration::from_secs(1), updates.changed()).await;
+    }
+    let now_svid = source.svid().unwrap();
+    assert_ne!(serial(&now_svid.chain()[0]), serial(&first.chain()[0]));
+    assert!(now_svid.not_after() > first.not_after());
+    let (body, cert) = get_over(addr, client.clone(), "").await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert_ne!(
+        serial(&cert),
+        serial(&first.chain()[0]),
+        "served the expired SVID"
+    );
+
+    // A client that accepts only another SPIFFE ID refuses this server.
+    let other = SpiffeId::parse("spiffe://vouch.local/other").unwrap();
+    let picky = Arc::new(
+        source
+            .client_config(AllowedIds::Only(vec![other.clone()]))
+            .unwrap(),
+    );
+    let e = get_over(addr, picky, "").await.unwrap_err();
+    assert!(e.to_string().contains("not an accepted peer"), "{e}");
+
+    // A server that accepts only another client refuses this one in the handshake...
+    let mut strict = source
+        .server_config(AllowedIds::Only(vec![other.clone()]))
+        .unwrap();
+    strict.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let strict_addr = tcp.local_addr().unwrap();
+    let listener = SpiffeTlsListener::new(tcp, Arc::new(strict)).unwrap();
+    let ok = Router::new().route("/", get(|| async { "in" }));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            ok.into_make_service_with_connect_info::<TlsPeer>(),
+        )
+        .await
+    });
+    let refused = get_over(strict_addr, client.clone(), "").await;
+    assert!(
+        refused
+            .as_ref()
+            .map_or(true, |(b, _)| !b.contains("HTTP/1.1")),
+        "{refused:?}"
+    );
+    // ...and the middleware refuses it after the handshake with 403.
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mw_addr = tcp.local_addr().unwrap();
+    let mut any = source.server_config(AllowedIds::AnyInTrustDomain).unwrap();
+    any.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let listener = SpiffeTlsListener::new(tcp, Arc::new(any)).unwrap();
+    let guarded = Router::new()
+        .route("/", get(|| async { "in" }))
+        .layer(RequireSpiffeIdLayer::new(AllowedIds::Only(vec![other])));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            guarded.into_make_service_with_connect_info::<TlsPeer>(),
+        )
+        .await
+    });
+    let (body, _) = get_over(mw_addr, client.clone(), "").await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 403"), "{body}");
+    assert!(body.contains("not an accepted peer"), "{body}");
+
+    // The node fails attestation: the agent ends the stream with PermissionDenied and the
+    // source stops presenting the SVID.
+    std::fs::write(h.path("svc.bin"), "binary of svc, tampered").unwrap();
+    assert_eq!(
+        agent.attest_once().await.unwrap().status,
+        vouch_core::ArStatus::Contraindicated
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while source.svid().is_ok() && tokio::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_secs(1), updates.changed()).await;
+    }
+    let e = source.svid().unwrap_err();
+    assert!(matches!(e, RpError::WorkloadApi(_)), "{e}");
+    assert!(get_over(addr, client, "").await.is_err());
+}
+
+/// A token like `token` whose header names `kid` instead (its signature no longer matters:
+/// the key lookup comes first).
+fn with_kid(token: &str, kid: &str) -> String {
+    let (h, rest) = token.split_once('.').unwrap();
+    let mut header: serde_json::Value = serde_json::from_slice(&B64.decode(h).unwrap()).unwrap();
+    header["kid"] = kid.into();
+    format!("{}.{rest}", B64.encode(header.to_string()))
+}
+
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// JwksSource: fetched over HTTPS from the verifier; a result under a rotated key is accepted
+/// by refreshing on its unknown kid; made-up kids cause at most one fetch per min_refresh;
+/// once the retired key leaves the JWKS (after its grace), results it signed are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_source_follows_a_key_rotation_and_drops_a_retired_key() {
+    let h = common::Harness::new(|c| {
+        c.signing_alg = vouch_server::SigningAlg::ES256;
+        c.retired_key_grace = 3;
+    })
+    .await;
+    let mut agent = h.agent("svc").await;
+    h.trust(&mut agent).await;
+    let before = agent.attest_once().await.unwrap().result;
+
+    let ca = std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap();
+    let mut cfg = JwksConfig::default();
+    cfg.min_refresh = Duration::from_secs(1);
+    let keys = JwksSource::builder(format!("{}/.well-known/jwks.json", h.server.base_url))
+        .ca_pem(&ca)
+        .config(cfg)
+        .build()
+        .await
+        .unwrap();
+    let req = common::rp_requirements();
+    keys.verify(&before, &req).await.unwrap();
+    assert_eq!(keys.generation(), 1);
+
+    vouch_server::Keyring::rotate(
+        &h.cfg.data_dir.join("keys"),
+        vouch_server::SigningAlg::ES256,
+        unix_now(),
+    )
+    .unwrap();
+    let mut after = before.clone();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = agent.attest_once().await.unwrap().result;
+        if kid(&after) != kid(&before) {
+            break;
+        }
+    }
+    assert_ne!(kid(&after), kid(&before));
+    // The source holds only the old key: the unknown kid makes it fetch once, then accept.
+    let r = keys.verify(&after, &req).await.unwrap();
+    assert_eq!(r.kid.as_deref(), Some(kid(&after).as_str()));
+    assert_eq!(keys.generation(), 2);
+    // The old key is still published (grace): its results still verify.
+    keys.verify(&before, &req).await.unwrap();
+
+    // Made-up kids: one fetch at most per min_refresh, whatever their number.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for i in 0..20 {
+        let e = keys
+            .verify(&with_kid(&after, &format!("made-up-{i}")), &req)
+            .await;
+        assert!(matches!(e, Err(RpError::UnknownKey(_))), "{e:?}");
+    }
+    assert_eq!(
+        keys.generation(),
+        3,
+        "more than one fetch for 20 unknown kids"
+    );
+
+    // After the grace the retired key leaves the JWKS; once the source has fetched again,
+    // the old key's results are refused, the new key's still accepted.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    keys.refresh().await.unwrap();
+    let e = keys.verify(&before, &req).await.unwrap_err();
+    assert_eq!(e, RpError::UnknownKey(kid(&before)));
+    keys.verify(&after, &req).await.unwrap();
+}
+
+/// RequireResultLayer: no result → 401, a forged one (one flipped byte) → 403, a
+/// contraindicated one → 403 naming the status, a good one → 200 with the attested subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_result_layer_admits_only_affirming_results() {
+    let h = common::Harness::new(|_| {}).await;
+    let mut agent = h.agent("svc").await;
+    h.trust(&mut agent).await;
+    let good = agent.attest_once().await.unwrap().result;
+    let ca = std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap();
+    let keys = JwksSource::builder(format!("{}/.well-known/jwks.json", h.server.base_url))
+        .ca_pem(&ca)
+        .build()
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|Attested(r): Attested| async move {
+                format!("hello {}", r.subject.clone().unwrap_or_default())
+            }),
+        )
+        .layer(RequireResultLayer::new(
+            keys.clone(),
+            common::rp_requirements(),
+        ));
+    let alt = Router::new().route("/", get(|| async { "in" })).layer(
+        RequireResultLayer::new(keys, common::rp_requirements())
+            .header(axum::http::HeaderName::from_static("x-vouch-result")),
+    );
+    let serve = |app: Router| async move {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        a
+    };
+    let (addr, alt_addr) = (serve(app).await, serve(alt).await);
+    let http = reqwest::Client::new();
+    let ask = |a: std::net::SocketAddr, header: Option<(&'static str, String)>| {
+        let http = http.clone();
+        async move {
+            let mut r = http.get(format!("http://{a}/"));
+            if let Some((k, v)) = header {
+                r = r.header(k, v);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let bearer = |t: &str| Some(("authorization", format!("Bearer {t}")));
+
+    assert_eq!(ask(addr, None).await.0, 401);
+    assert_eq!(
+        ask(addr, Some(("authorization", "Basic eA==".into())))
+            .await
+            .0,
+        401
+    );
+    let (s, body) = ask(addr, bearer(&good)).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.starts_with("hello "), "{body}");
+
+    let mut forged = good.clone().into_bytes();
+    let n = forged.len();
+    forged[n - 3] = if forged[n - 3] == b'A' { b'B' } else { b'A' };
+    let (s, body) = ask(addr, bearer(&String::from_utf8(forged).unwrap())).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("signature"), "{body}");
+
+    // The result in a header of the service's choosing.
+    assert_eq!(ask(alt_addr, bearer(&good)).await.0, 401);
+    assert_eq!(
+        ask(alt_addr, Some(("x-vouch-result", good.clone())))
+            .await
+            .0,
+        200
+    );
+
+    std::fs::write(h.path("svc.bin"), "binary of svc, tampered").unwrap();
+    let bad = agent.attest_once().await.unwrap();
+    assert_eq!(bad.status, vouch_core::ArStatus::Contraindicated);
+    let (s, body) = ask(addr, bearer(&bad.result)).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("contraindicated"), "{body}");
+}
