@@ -22,6 +22,9 @@ if [ "${1:-}" = "--test" ]; then
     packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus openssl python3
         python3-venv softhsm2 postgresql iproute2 chromium systemd man-db
         python3-jwt python3-cryptography)
+    # a real Prometheus scrapes the verifier and the agent, and promtool checks their
+    # /metrics text (crates/vouch-server/tests/prometheus.rs)
+    packages+=(prometheus)
 fi
 if [ "${1:-}" = "--test" ]; then
     # crates/vouch-server/tests/containers.rs: images built from scratch with buildah, run by

@@ -76,6 +76,9 @@ pub struct AgentConfig {
     /// Give Workload API callers `k8s:` selectors from the kubelet's pod list (off when
     /// unset).
     pub k8s: Option<crate::K8sConfig>,
+    /// Serve the agent's `/metrics` and `/healthz` over plain HTTP on this address (off when
+    /// unset; a loopback address such as `127.0.0.1:9464` unless a scraper must reach it).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for AgentConfig {
@@ -105,6 +108,7 @@ impl Default for AgentConfig {
             tee: None,
             container: None,
             k8s: None,
+            metrics_listen: None,
         }
     }
 }
@@ -300,6 +304,8 @@ pub struct Agent {
     /// The AK's TPM name, read once (composite evidence binds it).
     #[cfg(feature = "tpm")]
     ak_name: Option<Vec<u8>>,
+    /// What `/metrics` and `/healthz` report.
+    metrics: Arc<crate::AgentMetrics>,
     /// While a secret release is being measured: the one-time HPKE key the measurements bind.
     release_key: Option<String>,
 }
@@ -479,6 +485,7 @@ impl Agent {
         let start = start_index(&enrollment.key_id, clients.len());
         #[cfg_attr(not(feature = "tpm"), allow(unused_mut))]
         let mut agent = Self {
+            metrics: Arc::new(crate::AgentMetrics::new(cfg.interval)),
             release_key: None,
             cfg,
             key,
@@ -828,6 +835,7 @@ impl Agent {
     /// is returned.
     pub async fn attest_once(&mut self) -> Result<AttestationResult, AgentError> {
         let r = self.attest_failover().await;
+        self.metrics.round(&r);
         if let Ok(AttestationResult {
             entries_revision: Some(rev),
             ..
@@ -913,6 +921,11 @@ impl Agent {
             .unwrap_or_default()
     }
 
+    /// The agent's metrics (what `metrics_listen` serves).
+    pub fn metrics(&self) -> Arc<crate::AgentMetrics> {
+        self.metrics.clone()
+    }
+
     /// The node's status as of the latest attestation, and its changes.
     pub fn status(&self) -> tokio::sync::watch::Receiver<NodeStatus> {
         self.status.subscribe()
@@ -941,6 +954,7 @@ impl Agent {
                 )
         })
         .and_then(|s| s.with_k8s(self.cfg.k8s.as_ref()))
+        .map(|s| s.with_metrics(self.metrics.clone()))
     }
 
     /// Try the current verifier, and on an unreachable verifier or a retryable refusal
@@ -1101,6 +1115,14 @@ impl Agent {
                     idle_timeout: Duration::from_secs(self.cfg.workload_api_idle_timeout),
                 },
             )?),
+            None => None,
+        };
+        let _metrics = match self.cfg.metrics_listen {
+            Some(addr) => {
+                let (addr, task) = crate::serve_metrics(addr, self.metrics.clone()).await?;
+                tracing::info!(%addr, "serving /metrics and /healthz");
+                Some(AbortOnDrop(task))
+            }
             None => None,
         };
         let interval = Duration::from_secs(self.cfg.interval.max(1));

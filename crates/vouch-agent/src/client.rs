@@ -73,17 +73,38 @@ impl VerifierClient {
         body: &B,
     ) -> Result<R, AgentError> {
         let url = format!("{}{path}", self.base);
-        let res = self
-            .http
-            .post(&url)
-            .json(body)
-            .send()
+        let res = Self::send(self.http.post(&url).json(body), "POST", path)
             .await
             .map_err(|source| AgentError::Unreachable {
                 url: url.clone(),
                 source,
             })?;
         Self::decode(res).await
+    }
+
+    /// Send `req` with a new request id (`x-request-id`), which the verifier logs with the
+    /// request and echoes; the call is logged (debug, or warn on a server error) with it.
+    async fn send(
+        req: reqwest::RequestBuilder,
+        method: &'static str,
+        path: &str,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let id = new_request_id();
+        let started = std::time::Instant::now();
+        let r = req.header(vouch_core::request_id::HEADER, &id).send().await;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match &r {
+            Ok(res) if res.status().is_server_error() => tracing::warn!(
+                request_id = %id, method, path, status = res.status().as_u16(), ms,
+                "verifier call failed"
+            ),
+            Ok(res) => tracing::debug!(
+                request_id = %id, method, path, status = res.status().as_u16(), ms,
+                "verifier call"
+            ),
+            Err(e) => tracing::debug!(request_id = %id, method, path, ms, "verifier call: {e}"),
+        }
+        r
     }
 
     async fn decode<R: DeserializeOwned>(res: reqwest::Response) -> Result<R, AgentError> {
@@ -201,17 +222,16 @@ impl VerifierClient {
         wait: Duration,
     ) -> Result<vouch_core::wire::EntriesWatchResponse, AgentError> {
         let url = format!("{}/v1/entries/watch", self.base);
-        let res = self
-            .http
-            .post(&url)
-            .json(req)
-            .timeout(wait)
-            .send()
-            .await
-            .map_err(|source| AgentError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+        let res = Self::send(
+            self.http.post(&url).json(req).timeout(wait),
+            "POST",
+            "/v1/entries/watch",
+        )
+        .await
+        .map_err(|source| AgentError::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
         Self::decode(res).await
     }
 
@@ -232,12 +252,12 @@ impl VerifierClient {
     /// `POST /v1/attest` with an arbitrary body (for tests of the verifier's input handling).
     pub async fn attest_raw(&self, body: Vec<u8>) -> Result<AttestationResult, AgentError> {
         let url = format!("{}/v1/attest", self.base);
-        let res = self
+        let req = self
             .http
             .post(&url)
             .header("content-type", "application/json")
-            .body(body)
-            .send()
+            .body(body);
+        let res = Self::send(req, "POST", "/v1/attest")
             .await
             .map_err(|source| AgentError::Unreachable { url, source })?;
         Self::decode(res).await
@@ -249,7 +269,7 @@ impl VerifierClient {
         if let Some(t) = &self.read_token {
             req = req.bearer_auth(t);
         }
-        req.send()
+        Self::send(req, "GET", path)
             .await
             .map_err(|source| AgentError::Unreachable { url, source })
     }
@@ -283,4 +303,12 @@ impl VerifierClient {
             .await
             .map_err(|e| AgentError::Protocol(format!("reading JWKS: {e}")))
     }
+}
+
+/// A new request id: 16 random bytes as hex.
+fn new_request_id() -> String {
+    let mut b = [0u8; 16];
+    // An id only correlates log lines: a failed RNG gives a fixed one, not an error.
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    vouch_core::request_id::from_random(b)
 }

@@ -16,6 +16,7 @@ mod container;
 mod entries;
 mod error;
 mod k8s;
+mod metrics;
 mod tee;
 #[cfg(feature = "tpm")]
 mod tpm;
@@ -23,10 +24,10 @@ mod tpm;
 mod tpm_join;
 mod workload_api;
 
+pub use agent::secret::ask_secret_socket;
 pub use agent::{
     Agent, AgentConfig, Enrollment, NodeAttestationConfig, NodeStatus, WorkloadConfig,
 };
-pub use agent::secret::ask_secret_socket;
 pub use caller::{Caller, CallerChanged};
 pub use client::VerifierClient;
 pub use container::{
@@ -40,6 +41,7 @@ pub use k8s::{
     MAX_POD_LIST_BYTES as K8S_MAX_POD_LIST_BYTES, PodCgroup, PodList, parse_pod_list, pod_of,
     pod_of_cgroup,
 };
+pub use metrics::{AgentMetrics, serve_metrics};
 pub use tee::{TeeConfig, TeeReportBlob, report as tee_report};
 #[cfg(feature = "tpm")]
 pub use tpm::{Tpm, TpmConfig, TpmIdentity, TpmQuote};

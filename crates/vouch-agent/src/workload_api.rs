@@ -133,6 +133,8 @@ pub struct IdentitySource {
     cache: Arc<Mutex<HashMap<Vec<String>, X509Set>>>,
     containers: Option<Arc<crate::ContainerAttestor>>,
     k8s: Option<Arc<crate::K8sAttestor>>,
+    /// Where requests, connections and the SVIDs held are counted.
+    metrics: Arc<crate::AgentMetrics>,
 }
 
 fn refusal(e: AgentError) -> Status {
@@ -180,7 +182,22 @@ impl IdentitySource {
             cache: Arc::new(Mutex::new(HashMap::new())),
             containers: None,
             k8s: None,
+            metrics: Arc::default(),
         })
+    }
+
+    /// Count requests and connections into `metrics`, which also reads the SVIDs held (their
+    /// number and the soonest expiry) from this source's cache when scraped.
+    pub fn with_metrics(mut self, metrics: Arc<crate::AgentMetrics>) -> Self {
+        let cache = Arc::downgrade(&self.cache);
+        metrics.watch_svids(Box::new(move || {
+            let cache = cache.upgrade()?;
+            let held = cache.lock().ok()?;
+            let n = held.values().map(|s| s.svids.len()).sum();
+            held.values().map(|s| s.expires_at).min().map(|e| (e, n))
+        }));
+        self.metrics = metrics;
+        self
     }
 
     /// Give callers `container:` selectors from the runtime `cfg` names (none when `None`).
@@ -651,6 +668,63 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<proto::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let r = self.fetch_x509svid_inner(req).await;
+        self.src
+            .metrics
+            .rpc("FetchX509SVID", r.as_ref().err().map(Status::code));
+        r
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        req: Request<proto::X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let r = self.fetch_x509_bundles_inner(req).await;
+        self.src
+            .metrics
+            .rpc("FetchX509Bundles", r.as_ref().err().map(Status::code));
+        r
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        req: Request<proto::JwtsvidRequest>,
+    ) -> Result<Response<proto::JwtsvidResponse>, Status> {
+        let r = self.fetch_jwtsvid_inner(req).await;
+        self.src
+            .metrics
+            .rpc("FetchJWTSVID", r.as_ref().err().map(Status::code));
+        r
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<proto::JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        let r = self.fetch_jwt_bundles_inner(req).await;
+        self.src
+            .metrics
+            .rpc("FetchJWTBundles", r.as_ref().err().map(Status::code));
+        r
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<proto::ValidateJwtsvidRequest>,
+    ) -> Result<Response<proto::ValidateJwtsvidResponse>, Status> {
+        let r = self.validate_jwtsvid_inner(req).await;
+        self.src
+            .metrics
+            .rpc("ValidateJWTSVID", r.as_ref().err().map(Status::code));
+        r
+    }
+}
+
+impl WorkloadApi {
+    async fn fetch_x509svid_inner(
+        &self,
+        req: Request<proto::X509svidRequest>,
+    ) -> Result<Response<Stream2<proto::X509svidResponse>>, Status> {
         check_header(&req)?;
         let caller = caller_of(&req)?;
         let sel = selectors(&self.src, &caller).await?;
@@ -679,10 +753,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         Ok(Response::new(stream))
     }
 
-    async fn fetch_x509_bundles(
+    async fn fetch_x509_bundles_inner(
         &self,
         req: Request<proto::X509BundlesRequest>,
-    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+    ) -> Result<Response<Stream2<proto::X509BundlesResponse>>, Status> {
         check_header(&req)?;
         let td = self.src.trust_domain.id_string();
         let msg = move |b: Bundle| proto::X509BundlesResponse {
@@ -694,7 +768,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         Ok(Response::new(self.bundle_stream(msg).await?))
     }
 
-    async fn fetch_jwtsvid(
+    async fn fetch_jwtsvid_inner(
         &self,
         req: Request<proto::JwtsvidRequest>,
     ) -> Result<Response<proto::JwtsvidResponse>, Status> {
@@ -729,10 +803,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         Ok(Response::new(proto::JwtsvidResponse { svids }))
     }
 
-    async fn fetch_jwt_bundles(
+    async fn fetch_jwt_bundles_inner(
         &self,
         req: Request<proto::JwtBundlesRequest>,
-    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+    ) -> Result<Response<Stream2<proto::JwtBundlesResponse>>, Status> {
         check_header(&req)?;
         let td = self.src.trust_domain.id_string();
         let msg = move |b: Bundle| proto::JwtBundlesResponse {
@@ -747,7 +821,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         Ok(Response::new(self.bundle_stream(msg).await?))
     }
 
-    async fn validate_jwtsvid(
+    async fn validate_jwtsvid_inner(
         &self,
         req: Request<proto::ValidateJwtsvidRequest>,
     ) -> Result<Response<proto::ValidateJwtsvidResponse>, Status> {
@@ -901,6 +975,7 @@ struct Callers {
     idle: Duration,
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
     refused_logged: Option<std::time::Instant>,
+    metrics: Arc<crate::AgentMetrics>,
 }
 
 impl Stream for Callers {
@@ -938,6 +1013,7 @@ impl Stream for Callers {
             };
             match this.limiter.try_acquire(cred.uid()) {
                 Ok(permit) => {
+                    this.metrics.connection(true);
                     // Pinned now, at accept: what the caller is from here on is checked
                     // against this before every issuance.
                     let caller = Caller::pin(cred.uid(), cred.gid(), cred.pid());
@@ -945,6 +1021,7 @@ impl Stream for Callers {
                     return Poll::Ready(Some(Ok(CallerConn(io, Arc::new(caller)))));
                 }
                 Err(why) => {
+                    this.metrics.connection(false);
                     if this
                         .refused_logged
                         .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
@@ -974,6 +1051,7 @@ async fn serve(
         idle,
         pause: None,
         refused_logged: None,
+        metrics: src.metrics.clone(),
     };
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(idle / 4))

@@ -15,6 +15,7 @@ mod error;
 mod evidence;
 pub mod jws;
 mod nonce;
+pub mod request_id;
 pub mod revocation;
 mod version;
 pub mod wire;

@@ -27,6 +27,7 @@ mod routes;
 mod secrets;
 mod state;
 mod svid;
+mod telemetry;
 mod tpm;
 mod tpm_join;
 
@@ -456,7 +457,10 @@ async fn start_tenant(
                             tracing::warn!(workload = %id, "missed its attestation deadline: contraindicated");
                         }
                     }
-                    Err(e) => tracing::error!("deadline sweep failed: {e}"),
+                    Err(e) => {
+                        st.metrics.store_error();
+                        tracing::error!("deadline sweep failed: {e}");
+                    }
                 }
             }
         })

@@ -4,6 +4,7 @@
 //! feed that publishes both to the gossip cluster.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use vouch_core::ErrorKind;
@@ -276,6 +277,11 @@ pub(crate) async fn publish(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let peers = gossip.live_members().await.len();
+        let m = &state.metrics;
+        m.gossip_peers.store(peers as u64, Ordering::Relaxed);
+        m.gossip_dropped
+            .store(gossip.dropped_datagrams(), Ordering::Relaxed);
         match state.signing_certificate() {
             Ok(c) if signed_with.as_ref() != Some(&c) => {
                 if signed_with.is_some() && published > 0 {
@@ -304,10 +310,14 @@ pub(crate) async fn publish(
                             r.record.clone()
                         });
                         gossip.publish_record(r.epoch, &jws).await;
+                        state
+                            .metrics
+                            .revocation_published(r.epoch, r.created_at, unix_time());
                         published = r.epoch;
                     }
                 }
                 Err(e) => {
+                    state.metrics.store_error();
                     tracing::warn!("revocation feed: {e}");
                     break;
                 }
@@ -320,4 +330,11 @@ pub(crate) async fn publish(
             Err(e) => tracing::warn!("signing the revocation head: {}", e.message),
         }
     }
+}
+
+/// The time now since the Unix epoch, to the microsecond (revocation lag).
+fn unix_time() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }

@@ -210,6 +210,8 @@ pub(crate) fn router(state: S) -> Router {
                     crate::listener::request_timeout,
                 )),
         )
+        // Outermost: every answer, the watch's too, has a request id and an access-log line.
+        .layer(axum::middleware::from_fn(crate::telemetry::access))
         .with_state(state)
 }
 
@@ -758,8 +760,15 @@ async fn openapi() -> Response {
 }
 
 async fn metrics(AxState(st): AxState<S>) -> Response {
-    let text = pages::metrics(&st).await;
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let text = crate::telemetry::render(&st).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn dashboard(AxState(st): AxState<S>) -> Html<String> {

@@ -4,9 +4,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 use vouch_core::wire::{
@@ -23,36 +22,7 @@ use crate::{ApiError, ServerConfig};
 
 pub use vouch_verifier::unix_now;
 
-/// Counters exported at `/metrics`.
-#[derive(Debug, Default)]
-pub(crate) struct Metrics {
-    pub challenges: AtomicU64,
-    pub enrollments: AtomicU64,
-    pub results: [AtomicU64; 4],
-    pub refusals: Mutex<BTreeMap<&'static str, u64>>,
-    pub overdue: AtomicU64,
-    /// Connections accepted (and given a slot).
-    pub connections: AtomicU64,
-    /// Connections closed at once because the server, or their client, held its maximum.
-    pub connections_refused: AtomicU64,
-}
-
-impl Metrics {
-    pub fn refused(&self, kind: ErrorKind) {
-        let mut m = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(kind.as_str()).or_default() += 1;
-    }
-
-    pub fn result(&self, s: ArStatus) {
-        let i = match s {
-            ArStatus::None => 0,
-            ArStatus::Affirming => 1,
-            ArStatus::Warning => 2,
-            ArStatus::Contraindicated => 3,
-        };
-        self.results[i].fetch_add(1, Ordering::Relaxed);
-    }
-}
+pub(crate) use crate::telemetry::Metrics;
 
 /// An agent's Ed25519 public key as enrollment requests carry it: base64url, raw 32 bytes.
 pub(crate) fn agent_public_key(b64: &str) -> Result<Vec<u8>, ApiError> {
@@ -266,7 +236,21 @@ impl State {
     /// Appraise one attestation, sign its result (and gather the quorum's signature when
     /// this trust domain has one), record it.
     pub(crate) async fn attest(&self, req: AttestRequest) -> Result<AttestationResult, ApiError> {
+        let kind = req.evidence.kind;
+        let r = self.attest_timed(req).await;
+        self.metrics
+            .attestation(kind, &self.tenant, r.as_ref().ok().map(|r| r.status));
+        r
+    }
+
+    /// [`State::attest`], each stage timed into the metrics.
+    async fn attest_timed(&self, req: AttestRequest) -> Result<AttestationResult, ApiError> {
+        use crate::telemetry::Stage;
         let appraised = self.appraise_observed(&req).await?;
+        self.metrics.stage(Stage::Verify, appraised.verify_time);
+        if let Some(t) = appraised.policy_time {
+            self.metrics.stage(Stage::Policy, t);
+        }
         let quorum_result = match &self.quorum {
             Some(q) => {
                 let signing_input = format!(
@@ -288,10 +272,12 @@ impl State {
             }
             None => None,
         };
+        let started = std::time::Instant::now();
         let jwt = self.sign_result(appraised.ear())?;
-        let status = appraised.status();
+        self.metrics.stage(Stage::Sign, started.elapsed());
+        let started = std::time::Instant::now();
         let result = self.verifier.record(appraised, jwt).await?;
-        self.metrics.result(status);
+        self.metrics.stage(Stage::Store, started.elapsed());
         let result_pq = self.cosign_pq(&result.result)?;
         let quorum_result_pq = match &quorum_result {
             Some(q) => self.cosign_pq(q)?,
@@ -373,17 +359,6 @@ impl State {
             held_parts: Default::default(),
             next_nonce: None,
         })
-    }
-
-    /// Snapshot of refusal counters.
-    pub(crate) fn refusals(&self) -> HashMap<&'static str, u64> {
-        self.metrics
-            .refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect()
     }
 }
 

@@ -240,6 +240,7 @@ impl State {
             Ok((svids, bundle))
         })?;
         tracing::info!(workload = %req.workload, count = svids.len(), "X.509-SVIDs issued");
+        self.metrics.svids_issued("x509", svids.len());
         if !issued.is_empty() {
             let body = serde_json::json!({ "svids": issued });
             self.audit("svid.issue", &req.key_id, &req.workload, body)
@@ -365,6 +366,7 @@ impl State {
             self.audit("jwt-svid.issue", &req.key_id, &req.workload, body)
                 .await;
         }
+        self.metrics.svids_issued("jwt", out.len());
         Ok(out)
     }
 

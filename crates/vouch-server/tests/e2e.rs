@@ -445,7 +445,9 @@ async fn health_jwks_openapi_dashboard_and_metrics_answer() {
     assert!(page.contains("web") && page.contains("warning"), "{page}");
     let (_, metrics) = get("/metrics", &read).await;
     assert!(
-        metrics.contains("vouch_attestations_total{status=\"warning\"} 1"),
+        metrics.contains(
+            "vouch_attestations_total{kind=\"software\",tenant=\"default\",outcome=\"warning\"} 1"
+        ),
         "{metrics}"
     );
     assert_eq!(get("/v1/results/nope", &read).await.0, 404);

@@ -46,6 +46,17 @@ pub use records::{
 pub use secrets::{SecretRecord, Secrets};
 pub use sqlite::SqliteStore;
 
+/// A store's connection pool at one moment ([`Store::pool_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open, in use or idle.
+    pub size: u32,
+    /// Connections open and idle.
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
 use async_trait::async_trait;
 
 /// The revision counter of reference values.
@@ -319,4 +330,9 @@ pub trait Store: AuditLog + AnomalyLog + Secrets + Send + Sync + 'static {
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
+
+    /// The connection pool's size now (for `/metrics`); all zero for a store without one.
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats::default()
+    }
 }

@@ -1830,6 +1830,14 @@ macro_rules! store_impl {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
             }
+
+            fn pool_stats(&self) -> crate::PoolStats {
+                crate::PoolStats {
+                    size: self.pool.size(),
+                    idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+                    max: self.pool.options().get_max_connections(),
+                }
+            }
         }
     };
 }

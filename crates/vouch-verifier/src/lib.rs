@@ -180,6 +180,10 @@ pub struct Appraised {
     now: u64,
     /// Whether the appraisal was reused from one already made.
     pub cached: bool,
+    /// How long checking the evidence took: its signatures (quote, report) and the nonce.
+    pub verify_time: std::time::Duration,
+    /// How long the policy took, when it was evaluated (`None`: the appraisal was reused).
+    pub policy_time: Option<std::time::Duration>,
 }
 
 impl Appraised {
@@ -201,6 +205,11 @@ impl Appraised {
     /// The node the evidence came from.
     pub fn node_id(&self) -> &str {
         &self.key.node_id
+    }
+
+    /// The kind of the evidence appraised.
+    pub fn kind(&self) -> EvidenceKind {
+        self.kind
     }
 
     /// The HPKE public key the evidence's measurements bound (`release_key`, base64url), when
@@ -438,6 +447,7 @@ impl Verifier {
         } else {
             None
         };
+        let verify_started = std::time::Instant::now();
         let mut verified = verifier.verify(
             ev,
             &VerifyContext {
@@ -469,6 +479,7 @@ impl Verifier {
             ));
         }
         let nonce_id = nonce.id();
+        let verify_time = verify_started.elapsed();
         if let Some(hook) = self.anomaly_hook.get() {
             let workload_id = format!("{}/{}", key.node_id, verified.workload_name);
             let active = hook.assess(&key.node_id, &workload_id, &verified, ev, now);
@@ -506,6 +517,7 @@ impl Verifier {
                 None
             }
         };
+        let mut policy_time = None;
         let (appraisal, cached) = match hit {
             Some(a) => (a, true),
             None => {
@@ -519,9 +531,11 @@ impl Verifier {
                          attestation",
                     ));
                 }
+                let policy_started = std::time::Instant::now();
                 let compiled = self.policies.get(&source, &refs)?;
                 let (whole, components) =
                     compiled.appraise_components(&verified.claims, &verified.components)?;
+                policy_time = Some(policy_started.elapsed());
                 let a = Arc::new(cache::CachedAppraisal { whole, components });
                 if let Some(k) = key_digest {
                     self.appraisals.put(k, a.clone());
@@ -564,6 +578,8 @@ impl Verifier {
             ear,
             now,
             cached,
+            verify_time,
+            policy_time,
         })
     }
 
@@ -588,6 +604,8 @@ impl Verifier {
             ear,
             now,
             cached: _,
+            verify_time: _,
+            policy_time: _,
         } = a;
         let whole = &appraisal.whole;
         let reasons = whole.reasons();
