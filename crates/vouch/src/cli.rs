@@ -61,6 +61,10 @@ pub struct AdminArgs {
     /// A context of the context file (default: its current context).
     #[arg(long, env = "VOUCH_CONTEXT")]
     pub context: Option<String>,
+    /// The verifier tenant to manage (its routes /t/<tenant>/…; the token must be one of
+    /// that tenant's). Default: the verifier's default tenant.
+    #[arg(long, env = "VOUCH_TENANT")]
+    pub tenant: Option<String>,
     /// The data directory of a verifier running on this machine: use the context it
     /// published there (context.toml). Nothing else in it is read.
     #[arg(long, env = "VOUCH_SERVER_DATA_DIR")]
@@ -172,6 +176,9 @@ pub enum Command {
     /// Manage join tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Manage a tenant's scoped API tokens (admin, operator, auditor), through the API.
+    #[command(subcommand)]
+    ApiToken(ApiTokenCmd),
     /// Inspect workloads.
     #[command(subcommand)]
     Workload(WorkloadCmd),
@@ -570,6 +577,36 @@ pub enum RefvalueCmd {
         /// Import them (one transaction) instead of only printing them.
         #[arg(long)]
         apply: bool,
+        #[command(flatten)]
+        api: AdminArgs,
+    },
+}
+
+/// `vouch api-token`: a tenant's scoped API tokens (its admin's business).
+#[derive(Debug, Subcommand)]
+pub enum ApiTokenCmd {
+    /// Mint a token for the tenant (--tenant) with a role; it is printed once, and only its
+    /// SHA-256 is kept by the verifier.
+    Create {
+        /// Who holds it (the audit log's actor): 1-64 of A-Z a-z 0-9 . _ @ -.
+        #[arg(long)]
+        name: String,
+        /// auditor (read-only), operator (entries, join tokens, revocations, re-enrolment)
+        /// or admin (everything in the tenant).
+        #[arg(long, value_parser = ["auditor", "operator", "admin"])]
+        role: String,
+        #[command(flatten)]
+        api: AdminArgs,
+    },
+    /// List the tenant's tokens: names, roles, when minted.
+    List {
+        #[command(flatten)]
+        api: AdminArgs,
+    },
+    /// Revoke a token by name (refused at once).
+    Revoke {
+        /// The token's name.
+        name: String,
         #[command(flatten)]
         api: AdminArgs,
     },

@@ -8,6 +8,7 @@
 //! `crate::tee`, the dev stack in `crate::dev`. The helpers shared between them stay here.
 
 mod admin;
+mod apitoken;
 pub(crate) mod audit;
 pub(crate) mod context;
 mod keys;
@@ -46,6 +47,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy(cmd) => admin::policy(cmd, json).await,
         Command::Refvalue(cmd) => admin::refvalue(cmd, json).await,
         Command::Token(cmd) => admin::token(cmd, json).await,
+        Command::ApiToken(cmd) => apitoken::run(cmd, json).await,
         Command::Workload(cmd) => admin::workload(cmd, json).await,
         Command::Node(cmd) => admin::node(cmd, json).await,
         Command::Entry(cmd) => admin::entry(cmd, json).await,

@@ -101,6 +101,11 @@ impl Api {
             bail!("the token is empty");
         }
         let base = c.server.trim_end_matches('/').to_string();
+        let base = match &a.tenant {
+            Some(t) if vouch_server::valid_tenant_name(t) => format!("{base}/t/{t}"),
+            Some(t) => bail!("tenant {t:?}: 1-63 of a-z, 0-9 and -, starting with a letter"),
+            None => base,
+        };
         if !base.starts_with("https://") {
             let loopback = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
                 .iter()

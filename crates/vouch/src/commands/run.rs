@@ -30,6 +30,7 @@ pub(crate) async fn server(
         vouch_store::Migrations::RefuseOutdated
     };
     let db = vouch_server::open_store_with(&cfg, migrations).await?;
+    vouch_server::migrate_tenants(&cfg, migrations).await?;
     let (data_dir, tls_cert) = (cfg.data_dir.clone(), cfg.tls_cert.clone());
     let running = vouch_server::start_with_store(cfg, db).await?;
     // Admin commands on this machine find it with --data-dir.
@@ -64,6 +65,9 @@ pub(crate) async fn migrate(file: FileConfig, store: StoreArgs) -> Result<ExitCo
         .map_err(anyhow::Error::from)
         .map_err(|e| e.context(format!("migrating {what}")))?;
     println!("{what} is at the current schema");
+    for tenant in vouch_server::migrate_tenants(&cfg, vouch_store::Migrations::Apply).await? {
+        println!("{tenant} is at the current schema");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
