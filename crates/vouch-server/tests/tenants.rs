@@ -88,8 +88,24 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let url = format!("{}{path}", h.server.base_url);
-    let mut req = http(h).request(method.parse().unwrap(), url);
+    call_at(&h.server, method, path, token, body).await
+}
+
+/// [`call`] on any running verifier.
+async fn call_at(
+    server: &vouch_server::RunningServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let ca = std::fs::read(server.ca_cert.as_ref().unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    let url = format!("{}{path}", server.base_url);
+    let mut req = client.request(method.parse().unwrap(), url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -648,6 +664,124 @@ async fn a_tenant_admin_mints_and_revokes_its_own_scoped_tokens_only() {
         log.contains("api-token.create") && log.contains("api-token.delete"),
         "{log}"
     );
+}
+
+/// The same isolation on PostgreSQL: the default tenant and each tenant in a database of its
+/// own on one real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_each_tenant_has_its_own_database() {
+    let pg = tokio::task::spawn_blocking(vouch_testkit::Postgres::start)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("server"),
+        database_url: Some(pg.fresh_database()),
+        tenants: TENANTS
+            .iter()
+            .map(|(name, td)| TenantConfig {
+                name: (*name).into(),
+                trust_domain: (*td).into(),
+                database_url: Some(pg.fresh_database()),
+            })
+            .collect(),
+        ..ServerConfig::default()
+    };
+    let server = vouch_server::start(cfg.clone()).await.unwrap();
+    let admin = |t: &str| {
+        std::fs::read_to_string(cfg.data_dir.join(format!("tenants/{t}/keys/admin.token")))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (acme_admin, globex_admin) = (admin("acme"), admin("globex"));
+
+    // An acme agent enrols with an acme join token and attests; its result is acme's.
+    let (s, v) = call_at(
+        &server,
+        "POST",
+        "/t/acme/v1/tokens",
+        Some(&acme_admin),
+        Some(json!({"ttl": 600})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let exe = dir.path().join("w.bin");
+    std::fs::write(&exe, "binary").unwrap();
+    let mut agent = Agent::new(AgentConfig {
+        servers: vec![server.base_url.clone()],
+        tenant: Some("acme".into()),
+        ca_cert: server.ca_cert.clone(),
+        data_dir: dir.path().join("agent"),
+        join_token: Some(v["token"].as_str().unwrap().to_string()),
+        workload_name: "web".into(),
+        exe: Some(exe),
+        result_audience: Some(RP_AUDIENCE.into()),
+        ..AgentConfig::default()
+    })
+    .await
+    .unwrap();
+    let r = agent.attest_once().await.unwrap();
+    let jwks = |prefix: &'static str| {
+        let server = &server;
+        async move {
+            let (_, v) = call_at(
+                server,
+                "GET",
+                &format!("{prefix}/.well-known/jwks.json"),
+                None,
+                None,
+            )
+            .await;
+            ResultVerifier::from_jwks_json(&v.to_string()).unwrap()
+        }
+    };
+    let v = jwks("/t/acme")
+        .await
+        .verify(&r.result, &inspect(Some("acme")))
+        .unwrap();
+    assert_eq!(v.ear.tenant.as_deref(), Some("acme"));
+    assert!(
+        jwks("/t/globex")
+            .await
+            .verify(&r.result, &inspect(None))
+            .is_err()
+    );
+
+    // Globex sees no acme workload and acme's admin reaches nothing of globex.
+    let (s, list) = call_at(
+        &server,
+        "GET",
+        "/t/globex/v1/workloads",
+        Some(&globex_admin),
+        None,
+    )
+    .await;
+    assert_eq!((s, list), (200, json!([])));
+    let (s, list) = call_at(
+        &server,
+        "GET",
+        "/t/acme/v1/workloads",
+        Some(&acme_admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    for (method, path) in [
+        ("GET", "/t/globex/v1/workloads"),
+        ("GET", "/t/globex/v1/entries"),
+        ("POST", "/t/globex/v1/tokens"),
+    ] {
+        let (s, v) = call_at(&server, method, path, Some(&acme_admin), Some(json!({}))).await;
+        assert_eq!(
+            (s, v["error"]["kind"].as_str()),
+            (403, Some("forbidden")),
+            "{path}: {v}"
+        );
+    }
+    server.shutdown().await;
 }
 
 #[test]
