@@ -16,9 +16,22 @@ pub struct Cli {
     /// More logging (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log lines as text, or as JSON objects (one a line, with the request id of the call
+    /// they belong to), on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VOUCH_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 impl Cli {
@@ -156,6 +169,10 @@ pub enum Command {
     Agent {
         #[command(flatten)]
         agent: AgentArgs,
+        /// Serve the agent's /metrics and /healthz on this address (plain HTTP; loopback
+        /// unless a scraper must reach it).
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
         /// Seconds between attestations.
         #[arg(long)]
         interval: Option<u64>,
@@ -217,6 +234,9 @@ pub enum Command {
     Dev(DevArgs),
     /// Measure attestations per second through the full HTTP path against the raw signature cost.
     Bench(BenchArgs),
+    /// Check that a verifier (its /readyz) or an agent (its /healthz) is up: exit 0, or 1
+    /// with the reason (for container HEALTHCHECKs and exec probes).
+    Healthcheck(crate::commands::health::HealthcheckArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.

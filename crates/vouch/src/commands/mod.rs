@@ -11,6 +11,7 @@ mod admin;
 mod apitoken;
 pub(crate) mod audit;
 pub(crate) mod context;
+pub(crate) mod health;
 mod keys;
 mod refcsv;
 mod remote;
@@ -41,7 +42,11 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         } => run::server(file, listen, insecure_http, migrate, store).await,
         Command::Migrate { store } => run::migrate(file, store).await,
         Command::Context(cmd) => context::run(cmd, json),
-        Command::Agent { agent, interval } => run::run_agent(file, agent, interval).await,
+        Command::Agent {
+            agent,
+            interval,
+            metrics_listen,
+        } => run::run_agent(file, agent, interval, metrics_listen).await,
         Command::Attest { agent } => run::attest(file, agent, json).await,
         Command::Verify(args) => rp::verify(args, json).await,
         Command::Policy(cmd) => admin::policy(cmd, json).await,
@@ -62,6 +67,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tpm(cmd) => crate::tpm::run(cmd, json),
         Command::Dev(args) => crate::dev::run(args, &file, json).await,
         Command::Bench(args) => crate::bench::run(args, json).await,
+        Command::Healthcheck(args) => health::run(args).await,
         Command::Completions { shell } => crate::docgen::completions(shell),
         Command::Man { dir } => crate::docgen::man(dir.as_deref()),
     }

@@ -140,10 +140,14 @@ pub(crate) async fn run_agent(
     file: FileConfig,
     a: AgentArgs,
     interval: Option<u64>,
+    metrics_listen: Option<std::net::SocketAddr>,
 ) -> Result<ExitCode> {
     let mut cfg = agent_config(&file, &a);
     if let Some(i) = interval {
         cfg.interval = i;
+    }
+    if metrics_listen.is_some() {
+        cfg.metrics_listen = metrics_listen;
     }
     let agent = Agent::new(cfg).await?;
     println!(
