@@ -6,7 +6,8 @@
 #                            tpm2-abrmd on a private D-Bus for the tabrmd TCTI)
 #                            openssl (an independent X.509 verifier), SoftHSM2 (a PKCS#11
 #                            token for the CA key), PostgreSQL (tests start throwaway servers
-#                            from its binaries), and the PyPI `spiffe`
+#                            from its binaries, and a primary with a streaming standby:
+#                            initdb, pg_basebackup, pg_ctl promote, psql), and the PyPI `spiffe`
 #                            package (an independent Workload API client) in target/pyenv,
 #                            iproute2 (network namespaces for the gossip partition test),
 #                            chromium (the dashboard rendered by a real headless browser),
