@@ -1,68 +1,22 @@
 //! An example relying party: a tiny "database" service that answers a query only for callers
-//! that present an affirming Vouch attestation result (`Authorization: Bearer <EAR>`).
+//! that present an affirming Vouch attestation result (`Authorization: Bearer <EAR>`), over
+//! mTLS with the service's own X.509-SVID, only to peers with an accepted SPIFFE ID.
 //!
-//! It checks results offline with `vouch-rp` against the verifier's JWKS, fetched at start and
-//! refreshed when a result names a key it has not seen (the verifier rotated keys).
+//! Everything a relying party needs comes from `vouch-rp`: the verifier's keys from a
+//! [`JwksSource`] (fetched over HTTPS, refreshed on rotation), the result checked by
+//! [`RequireResultLayer`], the service's SVID and trust bundle from the agent's Workload API
+//! through an [`X509Source`] (rotating: the certificate never expires under the service).
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::sync::{Arc, RwLock};
 
-use vouch_rp::{Requirements, ResultVerifier, RpError};
-
-/// A boxed future returning the JWKS text.
-pub type JwksFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<String>> + Send>>;
-
-/// Fetches the verifier's JWKS.
-pub type JwksSource = Arc<dyn Fn() -> JwksFuture + Send + Sync>;
-
-/// The service's state.
-pub struct Db {
-    verifier: RwLock<ResultVerifier>,
-    fetch: JwksSource,
-    requirements: Requirements,
-}
-
-impl Db {
-    /// Build the service, fetching the key set once.
-    pub async fn new(fetch: JwksSource, requirements: Requirements) -> anyhow::Result<Arc<Self>> {
-        let jwks = fetch().await?;
-        Ok(Arc::new(Self {
-            verifier: RwLock::new(ResultVerifier::from_jwks_json(&jwks)?),
-            fetch,
-            requirements,
-        }))
-    }
-
-    fn check(&self, token: &str) -> Result<vouch_rp::VerifiedResult, RpError> {
-        let v = self
-            .verifier
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        v.verify(token, &self.requirements)
-    }
-
-    async fn verify(&self, token: &str) -> Result<vouch_rp::VerifiedResult, RpError> {
-        match self.check(token) {
-            Err(RpError::UnknownKey(_)) => {
-                // Key rotation: refresh the set once, then decide.
-                if let Ok(jwks) = (self.fetch)().await
-                    && let Ok(v) = ResultVerifier::from_jwks_json(&jwks)
-                {
-                    *self.verifier.write().unwrap_or_else(|p| p.into_inner()) = v;
-                }
-                self.check(token)
-            }
-            other => other,
-        }
-    }
-}
+use vouch_rp::{
+    AllowedIds, Attested, JwksSource, RequireResultLayer, Requirements, SpiffeId,
+    SpiffeTlsListener, TlsPeer, X509Source,
+};
 
 /// A query.
 #[derive(Debug, Deserialize)]
@@ -72,81 +26,41 @@ pub struct Query {
 }
 
 async fn query(
-    State(db): State<Arc<Db>>,
-    headers: HeaderMap,
+    Attested(r): Attested,
     Json(q): Json<Query>,
-) -> (StatusCode, Json<Value>) {
-    let Some(token) = headers
-        .get("authorization")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-    else {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "present your attestation result: Authorization: Bearer <EAR>"})),
-        );
-    };
-    match db.verify(token.trim()).await {
-        Ok(r) => {
-            let rows = match q.table.as_str() {
-                "customers" => json!([{"id": 1, "name": "Ada"}, {"id": 2, "name": "Grace"}]),
-                _ => {
-                    return (
-                        StatusCode::NOT_FOUND,
-                        Json(json!({"error": format!("no table {}", q.table)})),
-                    );
-                }
-            };
-            tracing::info!(caller = ?r.subject, "query allowed");
-            (
-                StatusCode::OK,
-                Json(json!({"caller": r.subject, "rows": rows})),
-            )
-        }
-        Err(e) => {
-            tracing::warn!("query refused: {e}");
-            (
-                StatusCode::FORBIDDEN,
-                Json(json!({"error": format!("attestation result refused: {e}")})),
-            )
-        }
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    if q.table != "customers" {
+        let e = json!({"error": format!("no table {}", q.table)});
+        return Err((StatusCode::NOT_FOUND, Json(e)));
     }
+    tracing::info!(caller = ?r.subject, "query allowed");
+    let rows = json!([{"id": 1, "name": "Ada"}, {"id": 2, "name": "Grace"}]);
+    Ok(Json(json!({"caller": r.subject, "rows": rows})))
 }
 
-/// The service's routes.
-pub fn router(db: Arc<Db>) -> Router {
-    Router::new().route("/query", post(query)).with_state(db)
+/// The service's routes: `POST /query`, for callers whose result `keys` and `requirements`
+/// accept (401 without one, 403 when it is refused).
+pub fn router(keys: JwksSource, requirements: Requirements) -> Router {
+    Router::new()
+        .route("/query", post(query))
+        .layer(RequireResultLayer::new(keys, requirements))
 }
 
-/// Serve the database over mTLS: only peers presenting an X.509-SVID of `trust_domain` that
-/// chains to `bundle` and names one of `allowed` complete the handshake, so every request that
-/// reaches a handler comes from an accepted workload. (Requests still present their attestation
-/// result as before: identity at the transport, current state in the EAR.)
+/// Serve `app` over mTLS on `listener`, presenting the current SVID of `source` and
+/// accepting only peers whose SVID chains to its current bundle and names one of `allowed`.
 pub async fn serve_mtls(
-    listener: std::net::TcpListener,
-    db: Arc<Db>,
-    trust_domain: &vouch_identity::TrustDomain,
-    bundle: &[Vec<u8>],
-    allowed: Vec<vouch_identity::SpiffeId>,
-    server_svid: Vec<u8>,
-    server_key_pkcs8: Vec<u8>,
+    listener: tokio::net::TcpListener,
+    app: Router,
+    source: &X509Source,
+    allowed: Vec<SpiffeId>,
 ) -> anyhow::Result<()> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let verifier =
-        vouch_rp::SpiffeVerifier::new(trust_domain, bundle, vouch_rp::AllowedIds::Only(allowed))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_client_cert_verifier(verifier)
-    .with_single_cert(
-        vec![CertificateDer::from(server_svid)],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key_pkcs8)),
-    )?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cfg));
-    axum_server::tls_rustls::from_tcp_rustls(listener, tls)?
-        .serve(router(db).into_make_service())
-        .await?;
+    let mut tls = source.server_config(AllowedIds::Only(allowed))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let listener = SpiffeTlsListener::new(listener, tls.into())?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<TlsPeer>(),
+    )
+    .await?;
     Ok(())
 }

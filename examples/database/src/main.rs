@@ -1,13 +1,13 @@
-//! `vouch-example-database --verifier https://127.0.0.1:8443 --ca-cert CA --listen 127.0.0.1:5433`
+//! `vouch-example-database --verifier https://127.0.0.1:8443 --ca-cert CA --listen 127.0.0.1:5433
+//!  [--workload-api /run/vouch/agent.sock --allow spiffe://vouch.local/app]`
 
 use clap::Parser;
-use std::sync::Arc;
-use vouch_example_database::{Db, router};
-use vouch_rp::Requirements;
+use vouch_example_database::{router, serve_mtls};
+use vouch_rp::{JwksSource, Requirements, SpiffeId, X509Source};
 
 #[derive(Parser)]
 struct Args {
-    /// Verifier base URL (its JWKS is fetched from /.well-known/jwks.json).
+    /// Verifier base URL (its JWKS is fetched from /.well-known/jwks.json and kept current).
     #[arg(long, default_value = "https://127.0.0.1:8443")]
     verifier: String,
     /// CA certificate of the verifier.
@@ -20,33 +20,52 @@ struct Args {
     /// caller's agent sets `result_audience` to it).
     #[arg(long, default_value = "database")]
     audience: String,
+    /// Serve mTLS with the SVID from the agent's Workload API socket (or
+    /// SPIFFE_ENDPOINT_SOCKET when set); plain HTTP otherwise.
+    #[arg(long)]
+    workload_api: Option<std::path::PathBuf>,
+    /// SPIFFE IDs accepted as clients over mTLS (repeat the flag).
+    #[arg(long)]
+    allow: Vec<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let a = Args::parse();
-    let mut http = reqwest::Client::builder();
+    let mut keys = JwksSource::builder(format!(
+        "{}/.well-known/jwks.json",
+        a.verifier.trim_end_matches('/')
+    ));
     if let Some(ca) = &a.ca_cert {
-        http = http.tls_certs_only(reqwest::Certificate::from_pem_bundle(&std::fs::read(ca)?)?);
+        keys = keys.ca_pem(&std::fs::read(ca)?);
     }
-    let http = http.build()?;
-    let url = format!("{}/.well-known/jwks.json", a.verifier.trim_end_matches('/'));
-    let fetch: vouch_example_database::JwksSource = Arc::new(move || {
-        let (http, url) = (http.clone(), url.clone());
-        Box::pin(async move {
-            Ok(http
-                .get(&url)
-                .send()
-                .await?
-                .error_for_status()?
-                .text()
-                .await?)
-        })
-    });
-    let db = Db::new(fetch, Requirements::for_audience(&a.audience)).await?;
+    let app = router(keys.build().await?, Requirements::for_audience(&a.audience));
     let listener = tokio::net::TcpListener::bind(a.listen).await?;
-    tracing::info!("database example on http://{}", a.listen);
-    axum::serve(listener, router(db)).await?;
-    Ok(())
+    let source = match &a.workload_api {
+        Some(p) => Some(X509Source::connect(p).await?),
+        None if std::env::var_os("SPIFFE_ENDPOINT_SOCKET").is_some() => {
+            Some(X509Source::from_env().await?)
+        }
+        None => None,
+    };
+    match source {
+        Some(s) => {
+            let allowed = a
+                .allow
+                .iter()
+                .map(|id| SpiffeId::parse(id))
+                .collect::<Result<Vec<_>, _>>()?;
+            tracing::info!(
+                "database example on https://{} as {}",
+                a.listen,
+                s.svid()?.spiffe_id()
+            );
+            serve_mtls(listener, app, &s, allowed).await
+        }
+        None => {
+            tracing::info!("database example on http://{}", a.listen);
+            Ok(axum::serve(listener, app).await?)
+        }
+    }
 }

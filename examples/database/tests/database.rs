@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 use vouch_agent::{Agent, AgentConfig};
-use vouch_example_database::{Db, JwksSource, router};
-use vouch_rp::Requirements;
+use vouch_example_database::router;
+use vouch_rp::{JwksSource, Requirements, X509Source};
 use vouch_server::{ServerConfig, create_join_token, start_with_store};
 use vouch_store::{SqliteStore, Store};
 
@@ -48,17 +48,15 @@ async fn only_an_affirming_caller_reaches_the_database() {
         .await
         .unwrap();
 
-    let client = agent.client().clone();
-    let fetch: JwksSource = Arc::new(move || {
-        let c = client.clone();
-        Box::pin(async move { Ok(c.jwks().await?) })
-    });
-    let db = Db::new(fetch, Requirements::for_audience("database"))
+    let keys = JwksSource::builder(format!("{}/.well-known/jwks.json", server.base_url))
+        .ca_pem(&std::fs::read(server.ca_cert.as_ref().unwrap()).unwrap())
+        .build()
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(db)).await });
+    let app = router(keys, Requirements::for_audience("database"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
     let http = reqwest::Client::new();
     let ask = |token: Option<String>| {
         let http = http.clone();
@@ -95,123 +93,6 @@ async fn only_an_affirming_caller_reaches_the_database() {
     server.shutdown().await;
 }
 
-/// The database over mTLS with X.509-SVIDs; OpenSSL's s_client (a client no one here wrote)
-/// completes the handshake with an accepted workload's SVID, and is refused without one or with
-/// another workload's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_over_mtls_with_svids_and_openssl_s_client() {
-    use rcgen::PublicKeyData;
-    use vouch_identity::{SpiffeId, SvidCa, TrustDomain};
-    let dir = tempfile::tempdir().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let td = TrustDomain::parse("vouch.local").unwrap();
-    let ca = SvidCa::generate(&td, 86_400, now).unwrap();
-    let svid = |path: &str| {
-        let k = rcgen::KeyPair::generate().unwrap();
-        let id = SpiffeId::new(&td, path).unwrap();
-        let der = ca
-            .issue(&id, &k.subject_public_key_info(), 3600, now)
-            .unwrap();
-        (der, k)
-    };
-    let (server_der, server_key) = svid("/database");
-    let app_id = SpiffeId::new(&td, "/app").unwrap();
-
-    let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
-    let fetch: JwksSource = Arc::new(move || Box::pin(async move { Ok(jwks.to_string()) }));
-    let db = Db::new(fetch, Requirements::for_audience("database"))
-        .await
-        .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let bundle = vec![ca.cert_der().to_vec()];
-    let td2 = td.clone();
-    tokio::spawn(async move {
-        vouch_example_database::serve_mtls(
-            listener,
-            db,
-            &td2,
-            &bundle,
-            vec![app_id],
-            server_der,
-            server_key.serialize_der(),
-        )
-        .await
-    });
-
-    std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
-    for (name, path) in [("app", "/app"), ("intruder", "/intruder")] {
-        let (der, key) = svid(path);
-        std::fs::write(
-            dir.path().join(format!("{name}.pem")),
-            vouch_identity::cert_to_pem(&der),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-    let request = "POST /query HTTP/1.1\r\nHost: database\r\nContent-Type: application/json\r\nContent-Length: 21\r\nConnection: close\r\n\r\n{\"table\":\"customers\"}";
-    let s_client = |who: Option<&str>| {
-        let d = dir.path().to_path_buf();
-        let who = who.map(str::to_string);
-        let request = request.to_string();
-        tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut cmd = std::process::Command::new("timeout");
-            cmd.args([
-                "20",
-                "openssl",
-                "s_client",
-                "-quiet",
-                "-verify_return_error",
-                "-connect",
-            ])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("-CAfile")
-            .arg(d.join("ca.pem"));
-            if let Some(w) = &who {
-                cmd.arg("-cert").arg(d.join(format!("{w}.pem")));
-                cmd.arg("-key").arg(d.join(format!("{w}.key")));
-            }
-            let mut child = cmd
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(request.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    };
-    // Wait for the listener to serve.
-    for _ in 0..50 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let ok = s_client(Some("app")).await.unwrap();
-    // The handshake completed and the request reached the service, which then asks for the
-    // attestation result (none was sent).
-    assert!(ok.contains("HTTP/1.1 401"), "{ok}");
-    let intruder = s_client(Some("intruder")).await.unwrap();
-    assert!(!intruder.contains("HTTP/1.1"), "{intruder}");
-    let anonymous = s_client(None).await.unwrap();
-    assert!(!anonymous.contains("HTTP/1.1"), "{anonymous}");
-}
-
 /// The seed use case end to end with identities from the Workload API: a Python workload using
 /// the PyPI `spiffe` client fetches its X.509- and JWT-SVIDs from the agent's socket, validates
 /// them, and reaches the database over mTLS (the database gets its own SVID from the same API);
@@ -219,7 +100,7 @@ async fn database_over_mtls_with_svids_and_openssl_s_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_spiffe_workload_reaches_the_database_over_mtls_until_its_node_fails() {
     use std::os::unix::fs::MetadataExt as _;
-    use vouch_identity::{Entry, Selector, SpiffeId, TrustDomain};
+    use vouch_identity::{Entry, Selector, SpiffeId};
     let python = std::env::var_os("VOUCH_TEST_PYTHON")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
@@ -278,9 +159,14 @@ async fn a_python_spiffe_workload_reaches_the_database_over_mtls_until_its_node_
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
     let real_python = std::fs::canonicalize(&python).unwrap();
     let now = vouch_server::unix_now();
-    for (path, exe_digest) in [
-        ("/app", digest(&real_python)),
-        ("/database", digest(std::path::Path::new("/proc/self/exe"))),
+    // The database's SVIDs live 4 s: it must keep serving on rotated ones.
+    for (path, exe_digest, ttl) in [
+        ("/app", digest(&real_python), 600),
+        (
+            "/database",
+            digest(std::path::Path::new("/proc/self/exe")),
+            4,
+        ),
     ] {
         let sel = [
             "vouch:workload:node".to_string(),
@@ -292,7 +178,7 @@ async fn a_python_spiffe_workload_reaches_the_database_over_mtls_until_its_node_
             format!("e{path}").replace('/', "-"),
             &SpiffeId::parse(&format!("spiffe://vouch.local{path}")).unwrap(),
             sel.iter().map(|s| Selector::parse(s).unwrap()).collect(),
-            600,
+            ttl,
             now,
         )
         .unwrap();
@@ -300,32 +186,29 @@ async fn a_python_spiffe_workload_reaches_the_database_over_mtls_until_its_node_
     }
     let api = vouch_agent::spawn_workload_api(agent.identity_source().unwrap(), &sock).unwrap();
 
-    // The database takes its SVID and bundle from the Workload API too.
-    let mut c = vouch_agent::connect(&sock).await.unwrap();
-    let mut s = c
-        .fetch_x509svid(vouch_agent::request(vouch_agent::proto::X509svidRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
-    let mine = s.message().await.unwrap().unwrap().svids.remove(0);
-    assert_eq!(mine.spiffe_id, "spiffe://vouch.local/database");
-    let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
-    let fetch: JwksSource = Arc::new(move || Box::pin(async move { Ok(jwks.to_string()) }));
-    let db = Db::new(fetch, Requirements::for_audience("database"))
+    // The database takes its SVID and bundle from the Workload API too, and keeps them
+    // current; its keys come from the verifier over HTTPS.
+    let source = X509Source::connect(&sock).await.unwrap();
+    assert_eq!(
+        source.svid().unwrap().spiffe_id().to_string(),
+        "spiffe://vouch.local/database"
+    );
+    let first_not_after = source.svid().unwrap().not_after();
+    let keys = JwksSource::builder(format!("{}/.well-known/jwks.json", server.base_url))
+        .ca_pem(&std::fs::read(server.ca_cert.as_ref().unwrap()).unwrap())
+        .build()
         .await
         .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let td = TrustDomain::parse("vouch.local").unwrap();
+    let app = router(keys, Requirements::for_audience("database"));
+    let db_source = source.clone();
     tokio::spawn(async move {
         vouch_example_database::serve_mtls(
             listener,
-            db,
-            &td,
-            std::slice::from_ref(&mine.bundle),
-            vec![SpiffeId::parse("spiffe://vouch.local/app").unwrap()],
-            mine.x509_svid.clone(),
-            mine.x509_svid_key.clone(),
+            app,
+            &db_source,
+            vec![vouch_rp::SpiffeId::parse("spiffe://vouch.local/app").unwrap()],
         )
         .await
     });
@@ -370,6 +253,50 @@ async fn a_python_spiffe_workload_reaches_the_database_over_mtls_until_its_node_
     // attestation result, which this request did not carry.
     assert!(out.contains("MTLS HTTP/1.1 401"), "{out}");
 
+    // OpenSSL's s_client (a client no one here wrote): with the Python workload's SVID the
+    // handshake completes; with the database's own SVID (same CA, another SPIFFE ID) or with
+    // no certificate it is refused.
+    // By now the database's first SVID has expired: it serves a rotated one, which OpenSSL
+    // checks for validity too.
+    while vouch_server::unix_now() <= first_not_after + 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(source.svid().unwrap().not_after() > first_not_after);
+    let d = dir.path().to_path_buf();
+    let mut c = vouch_agent::connect(&sock).await.unwrap();
+    let mine = c
+        .fetch_x509svid(vouch_agent::request(vouch_agent::proto::X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .svids
+        .remove(0);
+    assert_eq!(mine.spiffe_id, "spiffe://vouch.local/database");
+    std::fs::write(
+        d.join("db.pem"),
+        vouch_identity::cert_to_pem(&mine.x509_svid),
+    )
+    .unwrap();
+    std::fs::write(d.join("db.key.der"), &mine.x509_svid_key).unwrap();
+    let st = std::process::Command::new("openssl")
+        .args(["pkey", "-inform", "DER", "-in"])
+        .arg(d.join("db.key.der"))
+        .arg("-out")
+        .arg(d.join("db.key"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ok = s_client(&d, port, Some(("py.pem", "py.key"))).await;
+    assert!(ok.contains("HTTP/1.1 401"), "{ok}");
+    let other = s_client(&d, port, Some(("db.pem", "db.key"))).await;
+    assert!(!other.contains("HTTP/1.1"), "{other}");
+    let anonymous = s_client(&d, port, None).await;
+    assert!(!anonymous.contains("HTTP/1.1"), "{anonymous}");
+
     // The node fails attestation: the Python workload gets no identity any more.
     std::fs::write(&exe, "node agent, tampered").unwrap();
     assert_eq!(
@@ -381,4 +308,50 @@ async fn a_python_spiffe_workload_reaches_the_database_over_mtls_until_its_node_
     assert!(out.contains("X509 REFUSED"), "{out}");
 
     api.stop().await.unwrap();
+}
+
+/// One POST /query with OpenSSL's s_client to 127.0.0.1:`port`, trusting `dir`/py-bundle.pem,
+/// presenting `cert` (file names in `dir`); its output.
+async fn s_client(dir: &std::path::Path, port: u16, cert: Option<(&str, &str)>) -> String {
+    let request = "POST /query HTTP/1.1\r\nHost: database\r\nContent-Type: application/json\r\nContent-Length: 21\r\nConnection: close\r\n\r\n{\"table\":\"customers\"}";
+    let d = dir.to_path_buf();
+    let cert = cert.map(|(c, k)| (d.join(c), d.join(k)));
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.args([
+            "20",
+            "openssl",
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+        ])
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-CAfile")
+        .arg(d.join("py-bundle.pem"));
+        if let Some((c, k)) = &cert {
+            cmd.arg("-cert").arg(c).arg("-key").arg(k);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(request.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+    .await
+    .unwrap()
 }
