@@ -43,7 +43,7 @@ pub(crate) fn routes() -> Router<S> {
         .route("/v1/refvalues/import", post(import_refvalues))
         .route("/v1/refvalues/learn/{node}", get(learn_refvalues))
         .route("/v1/refvalues/{id}", axum::routing::delete(remove_refvalue))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{id}", get(show_node))
         .route("/v1/workloads/{node}/{name}/latest", get(workload_latest))
@@ -483,6 +483,31 @@ async fn create_token(
             let subject = n.node_name.as_deref().unwrap_or("");
             st.audit("token.create", &who.name, subject, body).await;
             Ok(json!({ "token": t, "expires_at": unix_now() + ttl }))
+        }
+        .await,
+    )
+}
+
+/// The newest 1000 join tokens: their SHA-256 (never the token), node name, times and use.
+async fn list_tokens(AxState(st): AxState<S>, headers: HeaderMap) -> Response {
+    reply(
+        async {
+            require(&st, &headers, Role::Auditor)?;
+            let now = unix_now();
+            let list = st.store.join_tokens(1000).await?;
+            Ok(list
+                .into_iter()
+                .map(|t| {
+                    let state = match (t.used_at, now >= t.expires_at) {
+                        (Some(_), _) => "used",
+                        (None, true) => "expired",
+                        (None, false) => "unused",
+                    };
+                    let mut v = serde_json::to_value(&t).unwrap_or_default();
+                    v["state"] = json!(state);
+                    v
+                })
+                .collect::<Vec<_>>())
         }
         .await,
     )

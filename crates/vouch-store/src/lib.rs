@@ -40,6 +40,7 @@ pub use postgres::PgStore;
 pub use schema::Migrations;
 pub use records::{
     AgentKeyRecord, AppraisalContext, AttestationRecord, AttestedNode, Enrollment, EntriesSince,
+    JoinTokenRecord,
     NodeAttestationRecord, NodeRecord, PolicyRecord, RevocationRecord, TpmJoinRecord, TpmKeyRecord,
     TpmReenrollment, WorkloadRecord,
 };
@@ -83,6 +84,9 @@ pub trait Store: AuditLog + AnomalyLog + Secrets + Send + Sync + 'static {
         now: u64,
         expires_at: u64,
     ) -> Result<()>;
+
+    /// The newest `limit` join tokens (used, unused and expired), newest first.
+    async fn join_tokens(&self, limit: u32) -> Result<Vec<JoinTokenRecord>>;
 
     /// Consume a join token and enroll `public_key` as a new node's key, atomically.
     async fn enroll(

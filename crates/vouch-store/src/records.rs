@@ -101,6 +101,23 @@ pub struct AttestationRecord {
     pub expires_at: u64,
 }
 
+/// A join token as the store keeps it: its SHA-256, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    /// SHA-256 of the token, hex.
+    pub token_sha256: String,
+    /// The name given to the node that uses it.
+    pub node_name: Option<String>,
+    /// When it was made.
+    pub created_at: u64,
+    /// When it stops being accepted.
+    pub expires_at: u64,
+    /// When it was used (single use).
+    pub used_at: Option<u64>,
+    /// The node that used it.
+    pub used_by: Option<String>,
+}
+
 /// A workload and its current standing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadRecord {

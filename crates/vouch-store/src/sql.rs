@@ -1333,6 +1333,27 @@ macro_rules! store_impl {
                 Ok(ids)
             }
 
+            async fn join_tokens(&self, limit: u32) -> Result<Vec<crate::JoinTokenRecord>> {
+                let rows = sqlx::query(
+                    "SELECT token_hash, node_name, created_at, expires_at, used_at, used_by
+                     FROM join_tokens ORDER BY created_at DESC, token_hash LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| crate::JoinTokenRecord {
+                        token_sha256: r.get("token_hash"),
+                        node_name: r.get("node_name"),
+                        created_at: u(r.get("created_at")),
+                        expires_at: u(r.get("expires_at")),
+                        used_at: r.get::<Option<i64>, _>("used_at").map(u),
+                        used_by: r.get("used_by"),
+                    })
+                    .collect())
+            }
+
             async fn nodes(&self) -> Result<Vec<NodeRecord>> {
                 let rows = sqlx::query("SELECT id, hostname, created_at FROM nodes ORDER BY created_at")
                     .fetch_all(&self.pool)

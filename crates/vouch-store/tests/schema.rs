@@ -116,6 +116,17 @@ async fn thousands_of_reference_values_import_in_one_transaction_postgres() {
 }
 
 async fn import_thousands(s: &dyn Store) {
+    // Join tokens are listed by hash, newest first, with their use.
+    s.create_join_token("aa", Some("n1"), 10, 100).await.unwrap();
+    s.create_join_token("bb", None, 20, 200).await.unwrap();
+    s.enroll("bb", &[7; 32], "h", 30).await.unwrap();
+    let t = s.join_tokens(10).await.unwrap();
+    assert_eq!(t.len(), 2);
+    assert_eq!((t[0].token_sha256.as_str(), t[0].used_at), ("bb", Some(30)));
+    assert!(t[0].used_by.is_some());
+    assert_eq!((t[1].node_name.as_deref(), t[1].expires_at), (Some("n1"), 100));
+    assert_eq!(s.join_tokens(1).await.unwrap().len(), 1);
+
     let values: Vec<ReferenceValue> = (0..5000)
         .map(|i| ReferenceValue {
             kind: "file".into(),

@@ -634,6 +634,12 @@ pub enum ApiTokenCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
+    /// List the newest join tokens: unused, used (by which node) or expired. Only their
+    /// SHA-256 is kept, so the tokens themselves cannot be shown.
+    List {
+        #[command(flatten)]
+        api: AdminArgs,
+    },
     /// Create a one-time join token.
     Create {
         /// Lifetime, e.g. 600, 10m, 1h, 1d.

@@ -230,7 +230,20 @@ async fn every_admin_verb_works_remotely_and_is_logged_with_its_caller() {
 
     // Join tokens, entries, nodes, workloads.
     let t = v.ok_json(&["token", "create", "--ttl", "10m", "--node-name", "n1"]);
-    assert!(t["token"].as_str().unwrap().starts_with("vjt_"));
+    let token = t["token"].as_str().unwrap();
+    assert!(token.starts_with("vjt_"));
+    // Listed by its SHA-256 only, never the token.
+    let (code, out, err) = v.admin(&["--json", "token", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(token), "{out}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["node_name"], "n1");
+    assert_eq!(listed[0]["state"], "unused");
+    use sha2::Digest as _;
+    assert_eq!(
+        listed[0]["token_sha256"],
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    );
     let e = v.ok_json(&[
         "entry",
         "create",

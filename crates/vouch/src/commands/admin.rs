@@ -278,13 +278,51 @@ pub(crate) async fn refvalue(cmd: RefvalueCmd, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `vouch token create`: a single-use join token for one agent.
+/// `vouch token`: make a single-use join token for one agent, or list them.
 pub(crate) async fn token(cmd: TokenCmd, json: bool) -> Result<ExitCode> {
-    let TokenCmd::Create {
-        ttl,
-        node_name,
-        api,
-    } = cmd;
+    let (ttl, node_name, api) = match cmd {
+        TokenCmd::Create {
+            ttl,
+            node_name,
+            api,
+        } => (ttl, node_name, api),
+        TokenCmd::List { api } => {
+            let list = Api::new(&api)?.get("/v1/tokens").await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|t| {
+                        let sha = s(&t["token_sha256"]);
+                        vec![
+                            sha.get(..16).unwrap_or(&sha).to_string(),
+                            s(&t["node_name"]),
+                            s(&t["state"]),
+                            s(&t["used_by"]),
+                            output::ago(t["created_at"].as_u64()),
+                            output::ago(t["expires_at"].as_u64()),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "sha256",
+                        "node name",
+                        "state",
+                        "used by",
+                        "created",
+                        "expires",
+                    ],
+                    &rows,
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let ttl = config::parse_duration(&ttl)?;
     let r = Api::new(&api)?
         .post("/v1/tokens", &json!({ "ttl": ttl, "node_name": node_name }))

@@ -29,6 +29,12 @@ pub(crate) async fn server(
     } else {
         vouch_store::Migrations::RefuseOutdated
     };
+    if migrate {
+        // Each tenant's own store too, before the verifier opens them (refusing old ones).
+        for t in vouch_server::tenant_configs(&cfg)? {
+            vouch_server::open_store_with(&t, migrations).await?;
+        }
+    }
     let db = vouch_server::open_store_with(&cfg, migrations).await?;
     vouch_server::migrate_tenants(&cfg, migrations).await?;
     let (data_dir, tls_cert) = (cfg.data_dir.clone(), cfg.tls_cert.clone());
@@ -65,6 +71,24 @@ pub(crate) async fn migrate(file: FileConfig, store: StoreArgs) -> Result<ExitCo
         .map_err(anyhow::Error::from)
         .map_err(|e| e.context(format!("migrating {what}")))?;
     println!("{what} is at the current schema");
+    for tenant in vouch_server::migrate_tenants(&cfg, vouch_store::Migrations::Apply).await? {
+        println!("{tenant} is at the current schema");
+    }
+    for t in vouch_server::tenant_configs(&cfg)? {
+        vouch_server::open_store_with(&t, vouch_store::Migrations::Apply)
+            .await
+            .map_err(anyhow::Error::from)
+            .map_err(|e| {
+                e.context(format!(
+                    "migrating the store of tenant {}",
+                    t.data_dir.display()
+                ))
+            })?;
+        println!(
+            "the store in {} is at the current schema",
+            t.data_dir.display()
+        );
+    }
     for tenant in vouch_server::migrate_tenants(&cfg, vouch_store::Migrations::Apply).await? {
         println!("{tenant} is at the current schema");
     }
