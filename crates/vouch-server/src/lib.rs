@@ -46,6 +46,7 @@ pub use quorum::QuorumSettings;
 pub use revocation::revoke_offline;
 pub use routes::OPENAPI;
 pub use state::unix_now;
+pub use telemetry::{TelemetryBench, bench_telemetry};
 pub use tpm::allow_tpm_reenrollment;
 
 use std::net::SocketAddr;
