@@ -142,22 +142,26 @@ impl Verifier {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
     }
 
-    /// The audit log's entries, fetched with the read token.
-    async fn audit(&self) -> Vec<Value> {
+    /// GET `path` with the read token.
+    async fn get(&self, path: &str) -> Value {
         let pem = std::fs::read(&self.ca).unwrap();
         let client = reqwest::Client::builder()
             .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
             .build()
             .unwrap();
         let read = std::fs::read_to_string(self.dir.join("keys/read.token")).unwrap();
-        let get = |p: String| {
-            let req = client
-                .get(format!("{}{p}", self.base))
-                .bearer_auth(read.trim());
-            async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
-        };
-        let size = get("/v1/audit/head".into()).await["size"].as_u64().unwrap();
-        let page = get(format!("/v1/audit/entries?start=0&end={size}")).await;
+        let req = client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(read.trim());
+        req.send().await.unwrap().json::<Value>().await.unwrap()
+    }
+
+    /// The audit log's entries, fetched with the read token.
+    async fn audit(&self) -> Vec<Value> {
+        let size = self.get("/v1/audit/head").await["size"].as_u64().unwrap();
+        let page = self
+            .get(&format!("/v1/audit/entries?start=0&end={size}"))
+            .await;
         page["entries"]
             .as_array()
             .unwrap()
@@ -306,6 +310,35 @@ async fn every_admin_verb_works_remotely_and_is_logged_with_its_caller() {
     assert_eq!(code, 2);
     assert!(err.contains("node n1 not found"), "{err}");
     assert_eq!(v.ok_json(&["revocations"])[0]["epoch"], 1);
+
+    // Every admin route is described in the OpenAPI document the verifier serves.
+    let doc = v.get("/openapi.json").await;
+    for (path, method) in [
+        ("/v1/policies", "post"),
+        ("/v1/policies/{id}", "get"),
+        ("/v1/policies/{id}/versions", "get"),
+        ("/v1/policies/{id}/activate", "post"),
+        ("/v1/refvalues", "get"),
+        ("/v1/refvalues/{id}", "delete"),
+        ("/v1/refvalues/import", "post"),
+        ("/v1/refvalues/learn/{node}", "get"),
+        ("/v1/tokens", "get"),
+        ("/v1/tokens", "post"),
+        ("/v1/nodes", "get"),
+        ("/v1/nodes/{id}", "get"),
+        ("/v1/workloads/{node}/{name}/latest", "get"),
+        ("/v1/revocations/log", "get"),
+        ("/v1/ca", "get"),
+        ("/v1/ca/prepare", "post"),
+        ("/v1/ca/activate", "post"),
+        ("/v1/keys", "get"),
+        ("/v1/keys/rotate", "post"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} not in openapi.json"
+        );
+    }
 
     // Each change is in the audit log, with the credential's name as its actor.
     let log = v.audit().await;
@@ -656,6 +689,13 @@ fn a_verifier_with_its_own_certificate_is_reached_by_pinning_it() {
         "{ctx}"
     );
     let (code, out, err) = vouch_env(&["token", "create", "--data-dir", s(&dir)], &[], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("vjt_"), "{out}");
+    // In the verifier's container, with no flag: its configuration file names the data
+    // directory (`kubectl exec vouch-server-0 -- vouch token create`).
+    let conf = d.path().join("vouch.toml");
+    std::fs::write(&conf, format!("[server]\ndata_dir = {:?}\n", s(&dir))).unwrap();
+    let (code, out, err) = vouch_env(&["token", "create"], &[("VOUCH_CONFIG", s(&conf))], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("vjt_"), "{out}");
     // Another certificate (same names, another key) in its place: refused.
