@@ -330,6 +330,17 @@ impl ReplicatedPostgres {
         }
     }
 
+    /// Stop the standby at once (`pg_ctl stop -m immediate`, as a crash would).
+    pub fn stop_standby(&self) {
+        let data = self.data("standby");
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Start the stopped standby again: it reconnects to the primary and catches up.
+    pub fn start_standby(&self) {
+        self.pg_start("standby", self.standby_port);
+    }
+
     /// Whether the server on `port` is in recovery (a standby).
     pub fn in_recovery(&self, port: u16) -> bool {
         self.psql(port, "vouch", "SELECT pg_is_in_recovery()") == "t"
