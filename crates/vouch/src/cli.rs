@@ -126,6 +126,9 @@ pub struct AgentArgs {
     /// Serve the SPIFFE Workload API on this Unix socket.
     #[arg(long)]
     pub workload_api_socket: Option<std::path::PathBuf>,
+    /// Serve the secret socket here: local callers ask for secrets by name (`vouch secret get`).
+    #[arg(long)]
+    pub secret_socket: Option<std::path::PathBuf>,
     /// SPIFFE trust domain of the verifier (default vouch.local).
     #[arg(long)]
     pub trust_domain: Option<String>,
@@ -237,6 +240,10 @@ pub enum Command {
     /// Check that a verifier (its /readyz) or an agent (its /healthz) is up: exit 0, or 1
     /// with the reason (for container HEALTHCHECKs and exec probes).
     Healthcheck(crate::commands::health::HealthcheckArgs),
+    /// Secrets released only to attested workloads: store them with a policy (admin), or ask
+    /// this machine's agent for one.
+    #[command(subcommand)]
+    Secret(crate::commands::secret::SecretCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.

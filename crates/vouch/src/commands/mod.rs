@@ -17,6 +17,7 @@ mod refcsv;
 mod remote;
 mod rp;
 mod run;
+pub(crate) mod secret;
 
 use anyhow::{Context, Result};
 use std::process::ExitCode;
@@ -68,6 +69,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dev(args) => crate::dev::run(args, &file, json).await,
         Command::Bench(args) => crate::bench::run(args, json).await,
         Command::Healthcheck(args) => health::run(args).await,
+        Command::Secret(cmd) => secret::run(cmd, json).await,
         Command::Completions { shell } => crate::docgen::completions(shell),
         Command::Man { dir } => crate::docgen::man(dir.as_deref()),
     }

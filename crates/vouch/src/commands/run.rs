@@ -128,6 +128,9 @@ fn agent_config(file: &FileConfig, a: &AgentArgs) -> AgentConfig {
     if let Some(v) = &a.workload_api_socket {
         cfg.workload_api_socket = Some(v.clone());
     }
+    if let Some(v) = &a.secret_socket {
+        cfg.secret_socket = Some(v.clone());
+    }
     if let Some(v) = &a.trust_domain {
         cfg.trust_domain = v.clone();
     }
