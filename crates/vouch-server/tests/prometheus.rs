@@ -482,3 +482,112 @@ async fn request_ids_are_echoed_when_valid_and_replaced_otherwise() {
     assert_eq!(r.headers()["x-request-id"], "refused-1");
     h.server.shutdown().await;
 }
+
+/// The gossip gauges and the revocation lag: two verifiers in one gossip cluster each see two
+/// live members, and a revocation made through the API is published once, its lag observed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_peers_and_revocation_lag_are_measured() {
+    let udp = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (a, b) = (udp(), udp());
+    let gossip = |listen: std::net::SocketAddr, seeds: Vec<String>, name: &str| {
+        Some(vouch_server::GossipSettings {
+            listen,
+            advertise: None,
+            seeds,
+            node_id: Some(name.into()),
+            interval_ms: 100,
+            key_file: None,
+            accept_key_files: Vec::new(),
+            insecure_unauthenticated: true,
+        })
+    };
+    let h1 = common::Harness::new(|c| c.gossip = gossip(a, Vec::new(), "v1")).await;
+    let h2 = common::Harness::new(|c| c.gossip = gossip(b, vec![a.to_string()], "v2")).await;
+    let mut agent = h1.agent("web").await;
+    let r = agent.attest_once().await.unwrap();
+
+    let http = |h: &common::Harness| {
+        let ca = reqwest::Certificate::from_pem(
+            &std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap(),
+        )
+        .unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .unwrap()
+    };
+    let metric = |h: &common::Harness, name: &'static str| {
+        let (http, url, token) = (
+            http(h),
+            format!("{}/metrics", h.server.base_url),
+            h.read_token(),
+        );
+        async move {
+            let text = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (p1, p2) = (
+            metric(&h1, "vouch_gossip_peers").await,
+            metric(&h2, "vouch_gossip_peers").await,
+        );
+        if p1 == Some(2.0) && p2 == Some(2.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "peers {p1:?} {p2:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        metric(&h1, "vouch_revocation_lag_seconds_count").await,
+        Some(0.0)
+    );
+
+    let admin = std::fs::read_to_string(h1.cfg.data_dir.join("keys/admin.token")).unwrap();
+    let res = http(&h1)
+        .post(format!("{}/v1/revocations", h1.server.base_url))
+        .bearer_auth(admin.trim())
+        .json(&serde_json::json!({
+            "kind": "workload", "target": r.workload_id, "reason": "metrics test",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if metric(&h1, "vouch_revocation_lag_seconds_count").await == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no revocation lag observed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Published within the feed's interval of its creation (whole seconds of `created_at`).
+    let lag = metric(&h1, "vouch_revocation_lag_seconds_sum")
+        .await
+        .unwrap();
+    assert!((0.0..5.0).contains(&lag), "{lag}");
+    // Each epoch once, however often the feed runs.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        metric(&h1, "vouch_revocation_lag_seconds_count").await,
+        Some(1.0)
+    );
+    h2.server.shutdown().await;
+    h1.server.shutdown().await;
+}
