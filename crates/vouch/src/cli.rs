@@ -90,6 +90,10 @@ pub struct AgentArgs {
     /// Verifier URL; repeat for fail-over (default from config, else https://127.0.0.1:8443).
     #[arg(long = "server")]
     pub servers: Vec<String>,
+    /// The verifier tenant this node belongs to (its routes /t/<tenant>/…; default: the
+    /// verifier's default tenant).
+    #[arg(long)]
+    pub tenant: Option<String>,
     /// CA certificate (PEM) to trust for the verifier.
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
@@ -496,6 +500,9 @@ pub struct VerifyArgs {
     /// An accepted evidence kind (tpm, tee, composite, software); repeatable; default any.
     #[arg(long = "evidence-kind")]
     pub evidence_kinds: Vec<String>,
+    /// The verifier tenant the result must name (its `vouch.tenant`); default any.
+    #[arg(long)]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

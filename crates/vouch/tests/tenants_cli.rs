@@ -185,6 +185,59 @@ fn tenant_admins_mint_scoped_tokens_and_every_verb_is_held_to_tenant_and_role() 
     assert_ne!(code, 0);
     assert!(err.contains("forbidden"), "{err}");
 
+    // An acme node attests with `--tenant acme` and a join token alice made; the result names
+    // acme: `vouch verify --tenant acme` with acme's key set takes it, `--tenant globex` or
+    // globex's key set do not.
+    let (code, join, err) = run("acme", alice_file, &["token", "create"]);
+    assert_eq!(code, 0, "{err}");
+    let adir = root.path().join("agent");
+    let (code, out, err) = vouch(&[
+        "attest",
+        "--server",
+        &base,
+        "--tenant",
+        "acme",
+        "--ca-cert",
+        ca,
+        "--agent-dir",
+        adir.to_str().unwrap(),
+        "--join-token",
+        join.trim(),
+        "--workload",
+        "web",
+        "--exe",
+        "/bin/sh",
+        "--result-audience",
+        "db",
+    ]);
+    assert!(code == 0 || code == 1, "{out}{err}");
+    let result = adir.join("result.jwt");
+    let verify = |tenant_jwks: &str, tenant: &str| {
+        vouch(&[
+            "verify",
+            "--jwks",
+            &format!("{base}/t/{tenant_jwks}/.well-known/jwks.json"),
+            "--ca-cert",
+            ca,
+            "--audience",
+            "db",
+            "--accept-warning",
+            "--tenant",
+            tenant,
+            result.to_str().unwrap(),
+        ])
+    };
+    let (code, out, err) = verify("acme", "acme");
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = verify("acme", "globex");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("tenant \"acme\"'s, not tenant \"globex\"'s"),
+        "{err}"
+    );
+    let (code, _, _) = verify("globex", "acme");
+    assert_eq!(code, 1);
+
     // Revoked: refused at once.
     let (code, _, err) = run("acme", acme_admin, &["api-token", "revoke", "alice"]);
     assert_eq!(code, 0, "{err}");

@@ -113,6 +113,7 @@ pub(crate) async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
         accept_warning: args.accept_warning,
         submods: args.require_submods,
         evidence_kinds: args.evidence_kinds,
+        tenant: args.tenant,
         signatures,
         ..Requirements::default()
     };

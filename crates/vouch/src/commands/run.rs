@@ -101,6 +101,9 @@ fn agent_config(file: &FileConfig, a: &AgentArgs) -> AgentConfig {
     if !a.servers.is_empty() {
         cfg.servers = a.servers.clone();
     }
+    if let Some(v) = &a.tenant {
+        cfg.tenant = Some(v.clone());
+    }
     if let Some(v) = &a.ca_cert {
         cfg.ca_cert = Some(v.clone());
     }
