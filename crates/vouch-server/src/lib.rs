@@ -35,6 +35,7 @@ pub use auth::{
     API_TOKENS_FILE, ApiTokenFile, ApiTokenRecord, DEFAULT_TENANT, Role, add_api_token,
     mint_api_token, read_token_file, valid_tenant_name,
 };
+pub use anomaly::{AnomalyBench, bench_anomalies};
 pub use config::{GossipSettings, ServerConfig, SigningAlg, TenantConfig};
 pub use entries::sign_entries_request;
 pub use error::ApiError;

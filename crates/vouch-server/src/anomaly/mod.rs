@@ -16,10 +16,12 @@
 //! `GET /v1/anomalies` (read role) and `vouch anomalies` export the flags;
 //! [`State::anomaly_flags`] is what a page of the dashboard calls.
 
+mod bench;
 mod detector;
 #[cfg(test)]
 mod tests;
 
+pub use bench::{AnomalyBench, bench_anomalies};
 pub use detector::{
     Counters, Detector, DetectorConfig, Flag, Kind, Observation, ima_measurements, measurements,
     processes,
