@@ -222,6 +222,9 @@ pub enum Command {
     Revoke(RevokeCmd),
     /// The signed revocation log, from an epoch on.
     Revocations(RevocationsArgs),
+    /// Fleet anomaly flags: measurements new to a workload group, fleet-wide changes, TPM
+    /// counters, rate and latency outliers, nodes reporting another node's measurements.
+    Anomalies(crate::commands::anomalies::AnomaliesArgs),
     /// The audit log: export it as JSON lines, check it (or one entry) offline.
     #[command(subcommand)]
     Audit(crate::commands::audit::AuditCmd),
@@ -843,6 +846,10 @@ pub struct BenchArgs {
     /// Ed25519 sign + verify, instead of attestations.
     #[arg(long)]
     pub pq: bool,
+    /// Measure the fleet anomaly detector's work per attestation against the appraisal
+    /// pipeline's, over this machine's measurements, instead of attestations.
+    #[arg(long)]
+    pub anomalies: bool,
     /// With --gossip: percent of the members cut off during the spread (they catch up after).
     #[arg(long, default_value_t = 0)]
     pub down_percent: usize,

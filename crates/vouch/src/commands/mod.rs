@@ -8,6 +8,7 @@
 //! `crate::tee`, the dev stack in `crate::dev`. The helpers shared between them stay here.
 
 mod admin;
+pub(crate) mod anomalies;
 mod apitoken;
 pub(crate) mod audit;
 pub(crate) mod context;
@@ -60,6 +61,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ca(cmd) => keys::ca(cmd, json).await,
         Command::Revoke(cmd) => admin::revoke(cmd, json).await,
         Command::Revocations(args) => admin::revocations(args, json).await,
+        Command::Anomalies(args) => anomalies::run(args, json).await,
         Command::Audit(cmd) => audit::run(cmd, json).await,
         Command::Rp(crate::cli::RpCmd::Watch(args)) => rp::rp_watch(args).await,
         Command::Quorum(cmd) => keys::quorum(cmd, json),
