@@ -591,3 +591,74 @@ async fn gossip_peers_and_revocation_lag_are_measured() {
     h2.server.shutdown().await;
     h1.server.shutdown().await;
 }
+
+/// A tenant's attestations are counted on its own metrics page (`/t/<tenant>/metrics`, its read
+/// token), labelled with its name, and not on the default tenant's, which its token cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_attestations_are_on_its_own_metrics_page() {
+    let h = common::Harness::new(|cfg| {
+        cfg.tenants = vec![vouch_server::TenantConfig {
+            name: "acme".into(),
+            trust_domain: "acme.test".into(),
+            database_url: None,
+        }];
+    })
+    .await;
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap())
+            .unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let token = |dir: &str, name: &str| {
+        std::fs::read_to_string(h.cfg.data_dir.join(dir).join("keys").join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let join: serde_json::Value = http
+        .post(format!("{}/t/acme/v1/tokens", h.server.base_url))
+        .bearer_auth(token("tenants/acme", "admin.token"))
+        .json(&serde_json::json!({"ttl": 600}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut agent = h
+        .agent_with("web", |c| {
+            c.tenant = Some("acme".into());
+            c.join_token = Some(join["token"].as_str().unwrap().to_string());
+            c.trust_domain = "acme.test".into();
+        })
+        .await;
+    agent.attest_once().await.unwrap();
+    let page = |path: &'static str, t: String| {
+        let req = http
+            .get(format!("{}{path}", h.server.base_url))
+            .bearer_auth(t);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (s, acme) = page("/t/acme/metrics", token("tenants/acme", "read.token")).await;
+    assert_eq!(s, 200, "{acme}");
+    assert!(
+        acme.lines()
+            .any(|l| l.starts_with("vouch_attestations_total{")
+                && l.contains("tenant=\"acme\"")
+                && l.ends_with(" 1")),
+        "{acme}"
+    );
+    assert!(!acme.contains("tenant=\"default\""), "{acme}");
+    let (s, default) = page("/metrics", token("", "read.token")).await;
+    assert_eq!(s, 200);
+    assert!(!default.contains("tenant=\"acme\""), "{default}");
+    // The tenant's token does not read the default tenant's page.
+    let (s, body) = page("/metrics", token("tenants/acme", "read.token")).await;
+    assert!(s == 401 || s == 403, "{s}: {body}");
+    h.server.shutdown().await;
+}
