@@ -18,7 +18,28 @@
 //! println!("{} is {}", result.subject.unwrap_or_default(), result.status);
 //! # Ok(()) }
 //! ```
+//!
+//! Features add what a long-running service needs, each with its own dependencies (with none,
+//! the crate has no async runtime and no HTTP stack):
+//!
+//! - `jwks`: [`JwksSource`], the verifier's JWKS or SPIFFE trust bundle over HTTPS, refreshed
+//!   on the server's hint and on an unknown `kid`;
+//! - `workload-api`: [`X509Source`], the X.509-SVID and bundle from the SPIFFE Workload API
+//!   (the agent's Unix socket), rotating, as rustls server and client configurations that
+//!   check peers' SPIFFE IDs;
+//! - `axum`: [`RequireResultLayer`] and [`RequireSpiffeIdLayer`] (tower layers),
+//!   [`SpiffeTlsListener`] (mTLS for `axum::serve`), the [`Attested`] and [`PeerSpiffeId`]
+//!   extractors;
+//! - `gossip`: revocations as they happen ([`gossip`]).
+//!
+//! The public API is listed in `public-api.txt` and checked against rustdoc's output by
+//! `tests/public_api.rs`.
 #![deny(missing_docs)]
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub mod audit;
 mod error;

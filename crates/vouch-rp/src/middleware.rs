@@ -13,7 +13,7 @@
 //!     .layer(RequireSpiffeIdLayer::new(AllowedIds::Only(vec![SpiffeId::parse("spiffe://example.org/app")?])));
 //! let mut tls = source.server_config(AllowedIds::AnyInTrustDomain)?;
 //! tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-//! let listener = SpiffeTlsListener::new(tokio::net::TcpListener::bind("0.0.0.0:8443").await?, tls.into());
+//! let listener = SpiffeTlsListener::new(tokio::net::TcpListener::bind("0.0.0.0:8443").await?, tls.into())?;
 //! axum::serve(listener, app.into_make_service_with_connect_info::<TlsPeer>()).await?;
 //! # Ok(()) }
 //! ```

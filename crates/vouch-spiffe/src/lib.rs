@@ -19,6 +19,11 @@
 //! ```
 #![deny(missing_docs)]
 
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod bundle;
 mod error;
 mod id;
