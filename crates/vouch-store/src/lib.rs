@@ -20,6 +20,7 @@ mod batch_test;
 mod bench;
 mod error;
 mod group;
+mod history;
 mod parts;
 mod pg_hosts;
 mod postgres;
@@ -36,6 +37,9 @@ pub use audit::{AUDIT_PAGE_MAX, AuditEvent, AuditLog, AuditRecord};
 pub use bench::{RecordsBench, RecordsBenchConfig, bench_records};
 pub use error::StoreError;
 pub use group::{CommitStats, WriteOptions};
+pub use history::{
+    AttestationSummary, HISTORY_PAGE_MAX, History, NodeStatus, PolicyVersion, StatusBucket,
+};
 pub use postgres::PgStore;
 pub use schema::Migrations;
 pub use records::{
@@ -74,8 +78,9 @@ use vouch_policy::{ReferenceValue, ReferenceValues};
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything the verifier persists (and its audit log, [`AuditLog`]).
+/// The dashboard's reads are [`History`].
 #[async_trait]
-pub trait Store: AuditLog + AnomalyLog + Secrets + Send + Sync + 'static {
+pub trait Store: AuditLog + History + AnomalyLog + Secrets + Send + Sync + 'static {
     /// Record a join token (only its SHA-256 is stored).
     async fn create_join_token(
         &self,

@@ -165,6 +165,7 @@ crate::sql::store_impl!(
     ("UPDATE nodes SET hostname = hostname WHERE id IN (", ")")
 );
 crate::audit::audit_impl!(SqliteStore);
+crate::history::history_impl!(SqliteStore);
 crate::anomaly::anomaly_impl!(SqliteStore);
 crate::secrets::secrets_impl!(SqliteStore);
 
