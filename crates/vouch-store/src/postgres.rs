@@ -102,9 +102,7 @@ impl PgStore {
             })
             .connect_with(hosts.options(host).clone())
             .await?;
-        if crate::schema::decide(&MIGRATOR, Self::schema_found(&pool).await?, migrations)? {
-            MIGRATOR.run(&pool).await?;
-        }
+        Self::migrate_locked(&pool, migrations).await?;
         let failover = (hosts.len() > 1).then(|| {
             std::sync::Arc::new(crate::pg_hosts::watch(
                 pool.clone(),
@@ -130,25 +128,48 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// Look at the schema and migrate it when `migrations` says so, all under the migrator's
+    /// advisory lock: replicas starting together on a new database wait for the one creating
+    /// its schema, instead of finding it half made and refusing it as out of date.
+    async fn migrate_locked(pool: &PgPool, migrations: crate::Migrations) -> Result<()> {
+        use sqlx::migrate::Migrate as _;
+        let mut conn = pool.acquire().await?;
+        conn.lock().await?;
+        let r = async {
+            let found = Self::schema_found(&mut conn).await?;
+            if crate::schema::decide(&MIGRATOR, found, migrations)? {
+                // Takes the same (session, re-entrant) lock once more, and gives it back.
+                MIGRATOR.run_direct(&mut *conn).await?;
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        let unlocked = conn.unlock().await;
+        r?;
+        unlocked?;
+        Ok(())
+    }
+
     /// The migrations recorded as applied, and whether the schema has any table.
-    async fn schema_found(pool: &PgPool) -> Result<crate::schema::Found> {
-        let tables = |name: &'static str| {
-            sqlx::query_scalar::<_, i64>(
+    async fn schema_found(conn: &mut sqlx::PgConnection) -> Result<crate::schema::Found> {
+        async fn tables(conn: &mut sqlx::PgConnection, name: &str) -> Result<i64> {
+            Ok(sqlx::query_scalar(
                 "SELECT count(*) FROM information_schema.tables
                  WHERE table_schema = current_schema() AND ($1 = '' OR table_name = $1)",
             )
             .bind(name)
-            .fetch_one(pool)
-        };
-        let applied = if tables("_sqlx_migrations").await? > 0 {
+            .fetch_one(&mut *conn)
+            .await?)
+        }
+        let applied = if tables(conn, "_sqlx_migrations").await? > 0 {
             let sql = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-            Some(sqlx::query_scalar(sql).fetch_all(pool).await?)
+            Some(sqlx::query_scalar(sql).fetch_all(&mut *conn).await?)
         } else {
             None
         };
         Ok(crate::schema::Found {
             applied,
-            has_tables: tables("").await? > 0,
+            has_tables: tables(conn, "").await? > 0,
         })
     }
 

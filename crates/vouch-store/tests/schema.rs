@@ -117,14 +117,19 @@ async fn thousands_of_reference_values_import_in_one_transaction_postgres() {
 
 async fn import_thousands(s: &dyn Store) {
     // Join tokens are listed by hash, newest first, with their use.
-    s.create_join_token("aa", Some("n1"), 10, 100).await.unwrap();
+    s.create_join_token("aa", Some("n1"), 10, 100)
+        .await
+        .unwrap();
     s.create_join_token("bb", None, 20, 200).await.unwrap();
     s.enroll("bb", &[7; 32], "h", 30).await.unwrap();
     let t = s.join_tokens(10).await.unwrap();
     assert_eq!(t.len(), 2);
     assert_eq!((t[0].token_sha256.as_str(), t[0].used_at), ("bb", Some(30)));
     assert!(t[0].used_by.is_some());
-    assert_eq!((t[1].node_name.as_deref(), t[1].expires_at), (Some("n1"), 100));
+    assert_eq!(
+        (t[1].node_name.as_deref(), t[1].expires_at),
+        (Some("n1"), 100)
+    );
     assert_eq!(s.join_tokens(1).await.unwrap().len(), 1);
 
     let values: Vec<ReferenceValue> = (0..5000)
@@ -212,4 +217,34 @@ async fn postgres_an_older_schema_is_refused_until_migrating_is_asked_for() {
         matches!(e, StoreError::SchemaNewer { version: 9999 }),
         "{e:?}"
     );
+}
+
+/// Replicas starting together on a new PostgreSQL database: one creates the schema, the others
+/// wait for it (the migrator's advisory lock) instead of refusing a half-made schema.
+#[tokio::test]
+async fn postgres_replicas_starting_together_on_a_new_database_all_open() {
+    use vouch_store::PgStore;
+    let pg = vouch_testkit::Postgres::start();
+    let url = pg.fresh_database();
+    let opens = (0..8).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            PgStore::connect_with_schema(&url, WriteOptions::default(), Migrations::RefuseOutdated)
+                .await
+        })
+    });
+    for r in futures_join(opens.collect()).await {
+        let s = r.unwrap().unwrap();
+        assert!(s.policies().await.unwrap().is_empty());
+    }
+}
+
+async fn futures_join<T>(
+    hs: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::new();
+    for h in hs {
+        out.push(h.await);
+    }
+    out
 }
