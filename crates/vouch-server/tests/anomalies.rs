@@ -205,3 +205,104 @@ async fn a_changed_executable_is_flagged_stored_exported_and_blocks_only_when_as
     assert_eq!(flags.len(), 1, "nothing new after the restart: {flags:#?}");
     h.server.shutdown().await;
 }
+
+/// Shut down and power-cycle a real swtpm (its control channel's CMD_INIT), start it again: a TPM Reset,
+/// resetCount + 1 and every PCR back to zero, while this machine keeps running.
+fn reset_tpm(tpm: &vouch_testkit::Swtpm) {
+    // An orderly TPM2_Shutdown(CLEAR) first, as a reboot does: the clock stays `safe` (the
+    // verifier refuses a quote whose clock may have been rolled back).
+    tpm.tool(&["tpm2_shutdown", "-c"]);
+    let ok = std::process::Command::new("swtpm_ioctl")
+        .args(["--tcp", &format!("127.0.0.1:{}", tpm.port + 1), "-i"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "swtpm_ioctl -i");
+    // swtpm may start the TPM itself (startup-clear); a second TPM2_Startup is refused then.
+    let _ = std::process::Command::new("tpm2_startup")
+        .arg("-c")
+        .env("TPM2TOOLS_TCTI", tpm.tcti())
+        .output();
+}
+
+/// The TPM reset attack on a real swtpm: the TPM is reset under a running machine (to extend
+/// its PCRs again with values of the attacker's choosing); the quote's real resetCount rises
+/// by one, which the verifier accepts (the clock moved forward), but the node's processes are
+/// the same ones with the same PIDs: flagged `tpm_counter`. Attestations without the reset
+/// raise no such flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tpm_reset_without_a_reboot_is_flagged_on_a_real_swtpm() {
+    let tpm = vouch_testkit::Swtpm::start("sha256");
+    let h = Harness::new(|c| c.tpm_ca_dir = Some(tpm.path("ca"))).await;
+    let mut a = h
+        .agent_with("db", |c| {
+            c.tpm = Some(vouch_agent::TpmConfig {
+                tcti: tpm.tcti(),
+                key_alg: "rsa".into(),
+                pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 16],
+                ima_log: None,
+                eventlog: None,
+                ek_handle: None,
+            })
+        })
+        .await;
+    let tpm_flags = |flags: &[vouch_store::AnomalyRecord]| {
+        flags
+            .iter()
+            .filter(|f| f.kind == "tpm_counter")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let all = async || {
+        h.store
+            .anomalies(&vouch_store::AnomalyQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    };
+    let first = a.attest_once().await.unwrap();
+    let rec = h
+        .store
+        .attestation(&first.attestation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let reset_before = rec.claims["tpm"]["clock"]["reset_count"].as_u64().unwrap();
+    a.attest_once().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(tpm_flags(&all().await).is_empty(), "no reset, no flag");
+
+    reset_tpm(&tpm);
+    let r = a.attest_once().await.unwrap();
+    let rec = h
+        .store
+        .attestation(&r.attestation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rec.claims["tpm"]["clock"]["reset_count"].as_u64().unwrap(),
+        reset_before + 1,
+        "a real TPM Reset"
+    );
+    let mut flags = Vec::new();
+    for _ in 0..100 {
+        flags = tpm_flags(&all().await);
+        if !flags.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(flags.len(), 1, "{flags:#?}");
+    assert!(
+        flags[0].reason.starts_with(&format!(
+            "resetCount rose from {reset_before} to {} on node",
+            reset_before + 1
+        )) && flags[0].reason.contains("same PIDs as before"),
+        "{}",
+        flags[0].reason
+    );
+    h.server.shutdown().await;
+}
