@@ -532,3 +532,63 @@ impl ClientCertVerifier for SourceVerifier {
         ServerCertVerifier::supported_verify_schemes(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// A self-signed certificate naming `id`, and its key (PKCS#8).
+    fn cert(id: &str) -> (Vec<u8>, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![rcgen::SanType::URI(id.try_into().unwrap())];
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let c = p.self_signed(&key).unwrap();
+        (c.der().to_vec(), key.serialize_der())
+    }
+
+    fn msg(spiffe_id: &str, chain: &[u8], key: &[u8], bundle: &[u8]) -> proto::X509svidResponse {
+        proto::X509svidResponse {
+            svids: vec![proto::X509svid {
+                spiffe_id: spiffe_id.into(),
+                x509_svid: chain.to_vec(),
+                x509_svid_key: key.to_vec(),
+                bundle: bundle.to_vec(),
+                hint: String::new(),
+            }],
+            crl: Vec::new(),
+            federated_bundles: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_update_is_used_only_when_its_parts_agree() {
+        let p = rustls::crypto::aws_lc_rs::default_provider();
+        let (der, key) = cert("spiffe://td/a");
+        let (_, other_key) = cert("spiffe://td/b");
+        let ok = parse(&msg("spiffe://td/a", &der, &key, &der), &p).unwrap();
+        assert_eq!(ok.svid.spiffe_id().to_string(), "spiffe://td/a");
+        assert_eq!(ok.bundle.x509_authorities(), std::slice::from_ref(&der));
+
+        let refused = |m: proto::X509svidResponse| match parse(&m, &p) {
+            Err(RpError::WorkloadApi(e)) => e,
+            other => panic!("accepted: {other:?}"),
+        };
+        // The response says one ID, the certificate names another.
+        let e = refused(msg("spiffe://td/b", &der, &key, &der));
+        assert!(e.contains("names spiffe://td/a"), "{e}");
+        // The key is not the certificate's.
+        let e = refused(msg("spiffe://td/a", &der, &other_key, &der));
+        assert!(e.contains("key"), "{e}");
+        // No authority in the bundle; a chain with a flipped byte; no SVID at all.
+        refused(msg("spiffe://td/a", &der, &key, &[]));
+        let mut bad = der.clone();
+        bad[3] ^= 0x01;
+        refused(msg("spiffe://td/a", &bad, &key, &der));
+        refused(proto::X509svidResponse {
+            svids: Vec::new(),
+            ..msg("spiffe://td/a", &der, &key, &der)
+        });
+    }
+}

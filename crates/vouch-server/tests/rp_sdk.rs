@@ -382,3 +382,57 @@ async fn require_result_layer_admits_only_affirming_results() {
     assert_eq!(s, 403, "{body}");
     assert!(body.contains("contraindicated"), "{body}");
 }
+
+/// JwksSource when the verifier goes away: the last good keys keep verifying (a failed
+/// refresh changes nothing) until they are older than max_stale; then every result is refused
+/// (KeysStale), and RequireResultLayer answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_source_keeps_last_good_keys_until_max_stale() {
+    let h = common::Harness::new(|_| {}).await;
+    let mut agent = h.agent("svc").await;
+    h.trust(&mut agent).await;
+    let good = agent.attest_once().await.unwrap().result;
+    let ca = std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap();
+    let mut cfg = JwksConfig::default();
+    cfg.max_stale = Duration::from_secs(3);
+    let keys = JwksSource::builder(format!("{}/.well-known/jwks.json", h.server.base_url))
+        .ca_pem(&ca)
+        .config(cfg)
+        .build()
+        .await
+        .unwrap();
+    let req = common::rp_requirements();
+    let app = Router::new()
+        .route("/", get(|| async { "in" }))
+        .layer(RequireResultLayer::new(keys.clone(), req.clone()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let ask = || {
+        let good = good.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("http://{addr}/"))
+                .bearer_auth(good)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(ask().await, 200);
+
+    let common::Harness { server, dir, .. } = h;
+    server.shutdown().await;
+    let e = keys.refresh().await.unwrap_err();
+    assert!(matches!(e, RpError::Keys(_)), "{e}");
+    // Still within max_stale: the last good keys verify.
+    keys.verify(&good, &req).await.unwrap();
+    assert_eq!(keys.generation(), 1);
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let e = keys.verify(&good, &req).await.unwrap_err();
+    assert!(matches!(e, RpError::KeysStale { .. }), "{e}");
+    assert_eq!(ask().await, 503);
+    drop(dir);
+}
