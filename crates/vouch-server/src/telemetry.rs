@@ -432,15 +432,23 @@ pub(crate) async fn access(req: Request, next: axum::middleware::Next) -> Respon
     let mut res = next.run(req).instrument(span).await;
     let status = res.status().as_u16();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    tracing::info!(
-        target: "vouch_server::access",
-        request_id = %id,
-        method = %method,
-        route = %route,
-        status,
-        micros,
-        "access"
-    );
+    // Probes and scrapes come every few seconds: at debug, so that they do not drown the
+    // API's lines at the default level.
+    if ["/healthz", "/readyz", "/metrics"]
+        .iter()
+        .any(|p| route.ends_with(p))
+    {
+        tracing::debug!(
+            target: "vouch_server::access",
+            request_id = %id, method = %method, route = %route, status, micros, "access"
+        );
+    } else {
+        tracing::info!(
+            target: "vouch_server::access",
+            request_id = %id, method = %method, route = %route, status, micros, "access"
+        );
+    }
+
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(request_id::HEADER, v);
     }
