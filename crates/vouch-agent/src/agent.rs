@@ -1140,7 +1140,11 @@ impl Agent {
         // of its own, for a fresh nonce and key).
         let (secret_tx, mut secret_rx) = tokio::sync::mpsc::channel(16);
         let _secrets = match &self.cfg.secret_socket {
-            Some(path) => Some(AbortOnDrop(secret::serve_secret_socket(path, secret_tx)?)),
+            Some(path) => Some(AbortOnDrop(secret::serve_secret_socket(
+                path,
+                secret_tx,
+                self.identity_source()?,
+            )?)),
             None => None,
         };
         tokio::pin!(shutdown);

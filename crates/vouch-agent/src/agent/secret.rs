@@ -145,13 +145,15 @@ impl Agent {
 }
 
 /// Serve the secret socket at `path`: one JSON line in, one out, per connection. The
-/// caller's selectors are the `unix:` ones of its peer credentials
-/// ([`crate::caller_selectors`]), sent to the verifier with the request, so a secret's policy
-/// can name the binary (or uid) that may have it. Requests go to the agent's loop over `tx`,
-/// one at a time between rounds.
+/// caller's selectors are what the Workload API would give it (`src`): the `unix:` ones of its
+/// peer credentials, pinned at accept, and with a container runtime or the kubelet configured
+/// its `container:` and `k8s:` ones. They go to the verifier with the request, so a secret's
+/// policy can name the binary (or uid, image, pod) that may have it. Requests go to the agent's
+/// loop over `tx`, one at a time between rounds.
 pub(crate) fn serve_secret_socket(
     path: &std::path::Path,
     tx: tokio::sync::mpsc::Sender<SecretAsk>,
+    src: crate::IdentitySource,
 ) -> Result<tokio::task::JoinHandle<()>, AgentError> {
     use std::os::unix::fs::PermissionsExt as _;
     let io = |what: &'static str| {
@@ -181,8 +183,9 @@ pub(crate) fn serve_secret_socket(
                 continue;
             };
             let tx = tx.clone();
+            let src = src.clone();
             tokio::spawn(async move {
-                if let Err(e) = tokio::time::timeout(ASK_TIMEOUT, one(stream, tx)).await {
+                if let Err(e) = tokio::time::timeout(ASK_TIMEOUT, one(stream, tx, src)).await {
                     tracing::debug!("secret socket: a caller timed out: {e}");
                 }
             });
@@ -190,17 +193,29 @@ pub(crate) fn serve_secret_socket(
     }))
 }
 
-async fn one(mut stream: tokio::net::UnixStream, tx: tokio::sync::mpsc::Sender<SecretAsk>) {
+async fn one(
+    mut stream: tokio::net::UnixStream,
+    tx: tokio::sync::mpsc::Sender<SecretAsk>,
+    src: crate::IdentitySource,
+) {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
     let Ok(cred) = stream.peer_cred() else {
         return;
     };
-    // Pinned at accept, as the Workload API does: the executable hashed now.
-    let selectors = match tokio::task::spawn_blocking(move || crate::caller_selectors(&cred)).await
-    {
-        Ok(s) => s,
-        Err(_) => return,
+    // Pinned at accept, as the Workload API does, and the executable hashed now (off the
+    // runtime: it may be large).
+    let pinned = tokio::task::spawn_blocking(move || {
+        let c = crate::Caller::pin(cred.uid(), cred.gid(), cred.pid());
+        let _ = c.selectors();
+        c
+    })
+    .await;
+    let Ok(caller) = pinned else {
+        return;
     };
+    let selectors = crate::workload_api::selectors(&src, &caller)
+        .await
+        .map_err(|s| AgentError::Config(format!("the caller: {}", s.message())));
     let (r, mut w) = stream.split();
     let mut line = Vec::new();
     let mut reader = tokio::io::BufReader::new(r.take(MAX_ASK as u64 + 1));
@@ -208,8 +223,9 @@ async fn one(mut stream: tokio::net::UnixStream, tx: tokio::sync::mpsc::Sender<S
         Ok(_) if line.len() > MAX_ASK => Err(AgentError::Config(format!(
             "a request is one JSON line of at most {MAX_ASK} bytes"
         ))),
-        Ok(_) => match serde_json::from_slice::<AskLine>(&line) {
-            Ok(ask) => {
+        Ok(_) => match (serde_json::from_slice::<AskLine>(&line), selectors) {
+            (_, Err(e)) => Err(e),
+            (Ok(ask), Ok(selectors)) => {
                 let (reply, rx) = tokio::sync::oneshot::channel();
                 let sent = tx
                     .send(SecretAsk {
@@ -226,7 +242,7 @@ async fn one(mut stream: tokio::net::UnixStream, tx: tokio::sync::mpsc::Sender<S
                     Err(_) => Err(AgentError::Config("the agent is stopping".into())),
                 }
             }
-            Err(e) => Err(AgentError::Config(format!(
+            (Err(e), Ok(_)) => Err(AgentError::Config(format!(
                 "a request is {{\"name\": \"...\", \"workload\": \"...\"}}: {e}"
             ))),
         },
