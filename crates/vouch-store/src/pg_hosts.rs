@@ -354,6 +354,20 @@ async fn watch_loop(pool: PgPool, hosts: Arc<Hosts>, current: Arc<Mutex<Current>
         loop {
             let min = lock(&current).timeline;
             match find_primary(&hosts, min).await {
+                Ok((i, tl)) if i == host => {
+                    // The same host answers again as the primary (a dropped connection, a
+                    // restart): the pool's connections to it stay usable.
+                    {
+                        let mut c = lock(&current);
+                        c.timeline = c.timeline.max(tl);
+                    }
+                    tracing::info!(
+                        "PostgreSQL {} is the primary again (timeline {tl}), {} ms after losing it",
+                        hosts.name(i),
+                        lost.elapsed().as_millis()
+                    );
+                    break;
+                }
                 Ok((i, tl)) => {
                     pool.set_connect_options(hosts.options(i).clone());
                     {

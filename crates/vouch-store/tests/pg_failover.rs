@@ -255,3 +255,68 @@ async fn writes_wait_while_the_synchronous_standby_is_down() {
         "1"
     );
 }
+
+/// The primary crashes and comes back on the same host before anyone promotes the standby: the
+/// store stays with it; when it is then lost for good, the store still follows the promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_restarts_is_kept_and_a_later_promotion_still_followed() {
+    let rp = Arc::new(
+        tokio::task::spawn_blocking(vouch_testkit::ReplicatedPostgres::start)
+            .await
+            .unwrap(),
+    );
+    let db = rp.fresh_database();
+    let store = PgStore::connect(&rp.url(&db)).await.unwrap();
+    store
+        .create_join_token("t", None, 0, u64::MAX)
+        .await
+        .unwrap();
+    let node = store.enroll("t", &[1; 32], "h", 1).await.unwrap().node_id;
+    let write = |id: &'static str| {
+        let (store, node) = (store.clone(), node.clone());
+        async move {
+            let until = Instant::now() + Duration::from_secs(30);
+            loop {
+                match store
+                    .record_attestation(&record(id, &node, 1), u64::MAX, Some((id, u64::MAX)))
+                    .await
+                {
+                    Ok(()) => return,
+                    Err(e) => assert!(Instant::now() < until, "{id}: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    write("before").await;
+    {
+        let rp = rp.clone();
+        tokio::task::spawn_blocking(move || {
+            rp.kill_primary();
+            rp.start_old_primary();
+        })
+        .await
+        .unwrap();
+    }
+    write("after-restart").await;
+    // Let the watcher notice the restart, then lose the primary for good.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    {
+        let rp = rp.clone();
+        tokio::task::spawn_blocking(move || {
+            rp.kill_primary();
+            rp.promote_standby();
+        })
+        .await
+        .unwrap();
+    }
+    write("after-promotion").await;
+    assert_eq!(
+        rp.psql(
+            rp.standby_port,
+            &db,
+            "SELECT string_agg(id, ',' ORDER BY id) FROM attestations"
+        ),
+        "after-promotion,after-restart,before"
+    );
+}

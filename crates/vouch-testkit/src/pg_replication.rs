@@ -143,14 +143,20 @@ impl ReplicatedPostgres {
         format!("{}/{which}", self.dir.path().display())
     }
 
-    fn pg_start(&self, which: &str, port: u16) {
-        let data = self.data(which);
-        let opts = format!(
+    /// The server options of both (a standby refuses to replay WAL of a primary whose
+    /// `max_wal_senders`, `max_connections`, … are higher than its own, so they are the same).
+    fn opts(&self, port: u16) -> String {
+        format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c max_connections=200 \
              -c wal_level=replica -c max_wal_senders=5 -c max_replication_slots=5 \
              -c synchronous_commit=on -c hot_standby=on",
             self.dir.path().display()
-        );
+        )
+    }
+
+    fn pg_start(&self, which: &str, port: u16) {
+        let data = self.data(which);
+        let opts = self.opts(port);
         self.run(
             "pg_ctl",
             &[
@@ -290,7 +296,19 @@ impl ReplicatedPostgres {
     /// Promote the standby (`pg_ctl promote`, waiting until it accepts writes).
     pub fn promote_standby(&self) {
         let data = self.data("standby");
-        self.run("pg_ctl", &["-D", &data, "-w", "promote"]);
+        let log = format!("{data}.log");
+        let r = std::panic::catch_unwind(|| self.run("pg_ctl", &["-D", &data, "-w", "promote"]));
+        if let Err(e) = r {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "{}\nthe standby's log ends:\n{}",
+                e.downcast_ref::<String>()
+                    .map(String::as_str)
+                    .unwrap_or("promote failed"),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
 
     /// Start the killed primary again on its own data, as it was: it recovers from its crash
@@ -300,11 +318,7 @@ impl ReplicatedPostgres {
         let until = Instant::now() + Duration::from_secs(15);
         loop {
             let data = self.data("primary");
-            let opts = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=200",
-                self.primary_port,
-                self.dir.path().display()
-            );
+            let opts = self.opts(self.primary_port);
             let exe = self.bin.join("pg_ctl");
             let log = format!("{data}.log");
             let args = ["-D", &data, "-o", &opts, "-l", &log, "-w", "start"];
