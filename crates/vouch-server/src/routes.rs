@@ -3,7 +3,7 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State as AxState};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
@@ -17,7 +17,7 @@ use vouch_core::wire::{
 
 use crate::auth::{Role, bearer, require};
 use crate::state::{State, unix_now};
-use crate::{ApiError, pages};
+use crate::ApiError;
 
 type S = Arc<State>;
 
@@ -156,8 +156,8 @@ pub(crate) fn router(state: S) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .merge(
-            // The read-only views: the read token (or the admin token), or the dashboard's
-            // cookie.
+            // The read-only views: a Bearer token (the dashboard's pages have their own
+            // sign-in and sessions, crate::dashboard).
             Router::new()
                 .route("/v1/results/{id}", get(result))
                 .route("/v1/workloads", get(workloads))
@@ -171,7 +171,6 @@ pub(crate) fn router(state: S) -> Router {
                     get(crate::audit::consistency),
                 )
                 .route("/metrics", get(metrics))
-                .route("/", get(dashboard))
                 .route_layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     require_reader,
@@ -212,6 +211,8 @@ pub(crate) fn router(state: S) -> Router {
         )
         // Outermost: every answer, the watch's too, has a request id and an access-log line.
         .layer(axum::middleware::from_fn(crate::telemetry::access))
+        // The dashboard: HTML pages with their own sign-in, after the JSON error layer.
+        .merge(crate::dashboard::router(state.clone()))
         .with_state(state)
 }
 
@@ -323,16 +324,10 @@ async fn bundle(AxState(st): AxState<S>) -> Response {
     reply(st.spiffe_bundle())
 }
 
-/// The dashboard's cookie: the read token, set once from `/?token=…`.
-const READ_COOKIE: &str = "vouch_read";
 
-/// Whether `given` is a token of this tenant (any role reads).
-fn can_read(st: &State, given: &str) -> bool {
-    matches!(crate::auth::identify(st, given), Ok(Some(_)))
-}
 
-/// The read-only views need the read token: as a Bearer credential, or (for the dashboard in
-/// a browser) the cookie that `GET /?token=<read token>` sets before redirecting to `/`.
+/// The read-only views need the read token as a Bearer credential (the dashboard's pages sign
+/// in with a form and keep a session instead: [`crate::dashboard`]).
 async fn require_reader(
     AxState(st): AxState<S>,
     req: Request,
@@ -340,16 +335,6 @@ async fn require_reader(
 ) -> Response {
     let headers = req.headers();
     let bearer = bearer(headers);
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(READ_COOKIE)?.strip_prefix('='))
-        .find(|t| can_read(&st, t));
-    if cookie.is_some() {
-        return next.run(req).await;
-    }
     if let Some(t) = bearer {
         match crate::auth::identify(&st, t) {
             Ok(Some(_)) => return next.run(req).await,
@@ -358,33 +343,10 @@ async fn require_reader(
             Ok(None) => {}
         }
     }
-    if req.uri().path() == "/" {
-        let offered = req
-            .uri()
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("token="));
-        if let Some(t) = offered.filter(|t| can_read(&st, t)) {
-            // Into a cookie the page's scripts cannot read, sent back only to this origin,
-            // and out of the address bar.
-            return (
-                StatusCode::SEE_OTHER,
-                [
-                    (header::LOCATION, "/".to_string()),
-                    (
-                        header::SET_COOKIE,
-                        format!("{READ_COOKIE}={t}; Path=/; Secure; HttpOnly; SameSite=Strict"),
-                    ),
-                ],
-            )
-                .into_response();
-        }
-    }
     with_kind(ApiError::new(
         ErrorKind::Unauthenticated,
-        "this view needs the read token (data_dir/keys/read.token) as a Bearer credential; \
-         the dashboard takes it once as /?token=<read token>",
+        "this view needs the read token (data_dir/keys/read.token) as a Bearer credential \
+         (the dashboard signs in at /dashboard/login)",
     ))
 }
 
@@ -769,8 +731,4 @@ async fn metrics(AxState(st): AxState<S>) -> Response {
         text,
     )
         .into_response()
-}
-
-async fn dashboard(AxState(st): AxState<S>) -> Html<String> {
-    Html(pages::dashboard(&st).await)
 }

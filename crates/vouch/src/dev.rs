@@ -213,7 +213,10 @@ pub async fn run(args: DevArgs, file: &crate::config::FileConfig, json: bool) ->
     let read_token = std::fs::read_to_string(cfg.data_dir.join("keys/read.token"))
         .map(|t| t.trim().to_string())
         .unwrap_or_default();
-    println!("  dashboard  {}/?token={read_token}", running.base_url);
+    println!(
+        "  dashboard  {}/dashboard/login (sign in with the read token {read_token})",
+        running.base_url
+    );
     println!(
         "  read token {} (Bearer credential of /v1/workloads, /v1/results, /metrics)",
         cfg.data_dir.join("keys/read.token").display()
