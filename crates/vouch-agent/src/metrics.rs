@@ -176,7 +176,11 @@ impl AgentMetrics {
 
     /// Whether rounds keep finishing: `Err` says why not.
     pub fn health(&self) -> Result<&'static str, String> {
-        let window = self.interval.load(Ordering::Relaxed) * 3 + 60;
+        let window = self
+            .interval
+            .load(Ordering::Relaxed)
+            .saturating_mul(3)
+            .saturating_add(60);
         match self.last_round.load(Ordering::Relaxed) {
             0 if self.started.elapsed() < Duration::from_secs(window) => Ok("starting"),
             0 => Err(format!(
@@ -349,5 +353,36 @@ fn answer<B>(metrics: &AgentMetrics, req: &hyper::Request<B>) -> hyper::Response
             "text/plain",
             "no such page: /metrics or /healthz\n".into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn health_follows_finished_rounds_and_the_text_counts_them() {
+        let m = AgentMetrics::new(10);
+        assert_eq!(m.health(), Ok("starting"));
+        m.round(&Err(AgentError::Config("refused for the test".into())));
+        assert_eq!(m.health(), Ok("ok"));
+        let text = m.render();
+        assert!(
+            text.contains("vouch_agent_attestations_total{outcome=\"refused\"} 1"),
+            "{text}"
+        );
+        // No result yet: no age, no status.
+        assert!(
+            !text.contains("vouch_agent_last_attestation_age_seconds"),
+            "{text}"
+        );
+        // The latest round finished more than three intervals and a minute ago.
+        m.last_round.store(unix_now() - 91, Ordering::Relaxed);
+        let why = m.health().unwrap_err();
+        assert!(why.contains("91 s ago") && why.contains("90 s"), "{why}");
+        // None finished since a start that long ago.
+        let m = AgentMetrics::new(u64::MAX);
+        assert_eq!(m.health(), Ok("starting"));
     }
 }
