@@ -74,7 +74,7 @@ pub struct AdminArgs {
     /// A context of the context file (default: its current context).
     #[arg(long, env = "VOUCH_CONTEXT")]
     pub context: Option<String>,
-    /// The verifier tenant to manage (its routes /t/<tenant>/…; the token must be one of
+    /// The verifier tenant to manage (its routes /t/<tenant>/...; the token must be one of
     /// that tenant's). Default: the verifier's default tenant.
     #[arg(long, env = "VOUCH_TENANT")]
     pub tenant: Option<String>,
@@ -90,7 +90,7 @@ pub struct AgentArgs {
     /// Verifier URL; repeat for fail-over (default from config, else https://127.0.0.1:8443).
     #[arg(long = "server")]
     pub servers: Vec<String>,
-    /// The verifier tenant this node belongs to (its routes /t/<tenant>/…; default: the
+    /// The verifier tenant this node belongs to (its routes /t/<tenant>/...; default: the
     /// verifier's default tenant).
     #[arg(long)]
     pub tenant: Option<String>,
