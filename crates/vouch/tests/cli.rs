@@ -875,6 +875,7 @@ fn bench_prints_one_table_with_every_row() {
         "X.509-SVID issuance",
         "quorum result signing",
         "post-quantum result signature (ML-DSA-65 sign + verify)",
+        "metrics and request id, per attestation",
         "appraisal pipeline alone, repeat",
         "appraisal pipeline alone, changed claims",
         "scale: verifier memory per registered workload",
