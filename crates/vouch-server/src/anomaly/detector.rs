@@ -279,6 +279,9 @@ struct NodeState {
     procs: HashSet<u64>,
     /// The fingerprint of the last host name and process table.
     print: Option<[u8; 32]>,
+    /// Process executables new to the group that this node ran at its last attestation: one
+    /// still running at the next is a measurement, one gone by then was transient.
+    pending: HashSet<Key>,
     flags: Vec<Flag>,
 }
 
@@ -358,6 +361,15 @@ impl Detector {
     /// The configuration.
     pub fn config(&self) -> &DetectorConfig {
         &self.cfg
+    }
+
+    /// Whether `node` of `group` ran process executables new to the group at its last
+    /// attestation (its process list must be looked at again, even unchanged).
+    pub fn has_pending(&self, group: &str, node: &str) -> bool {
+        self.groups
+            .get(group)
+            .and_then(|g| g.nodes.get(node))
+            .is_some_and(|n| !n.pending.is_empty())
     }
 
     /// Measurement keys `group` holds.
@@ -448,10 +460,21 @@ impl Detector {
         let mut raised = Vec::new();
 
         // new_measurement and fleet_change.
+        let pending = g
+            .nodes
+            .get_mut(&o.node_id)
+            .map(|n| std::mem::take(&mut n.pending))
+            .unwrap_or_default();
+        let mut still_pending = HashSet::new();
         let mut new: Vec<&Measurement> = Vec::new();
         for m in &o.measurements {
             let key = m.key();
             match g.seen.get_mut(&key) {
+                // A process executable new to the group counts once it is still running at
+                // the node's next attestation (a compiler, a cron job, a shell come and go).
+                None if !baseline && m.kind == "process" && !pending.contains(&key) => {
+                    still_pending.insert(key);
+                }
                 None => {
                     g.seen.insert(
                         key,
@@ -505,6 +528,13 @@ impl Detector {
                 }
                 Some(_) => {}
             }
+        }
+        if let Some(n) = g.nodes.get_mut(&o.node_id) {
+            n.pending = if o.processes.is_some() {
+                still_pending
+            } else {
+                pending
+            };
         }
         let group_nodes = g.nodes.len();
         for m in new.iter().take(cfg.max_new_per_attestation) {

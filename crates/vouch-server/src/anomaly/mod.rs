@@ -273,6 +273,14 @@ impl Anomalies {
                 })
                 .collect()
         };
+        // A process executable new to the group is judged at the node's next attestation,
+        // whose process list is looked at even when unchanged.
+        let group = group_of(&verified.workload_name);
+        let skip: Vec<&str> = if self.detector().has_pending(group, node_id) {
+            skip.into_iter().filter(|p| *p != "processes").collect()
+        } else {
+            skip
+        };
         let claims = &verified.claims;
         let mut ms = measurements(claims, &skip);
         if matches!(evidence.kind, EvidenceKind::Tpm)
@@ -282,7 +290,7 @@ impl Anomalies {
             ms.extend(ima_measurements(&entries));
         }
         Observation {
-            group: group_of(&verified.workload_name).to_string(),
+            group: group.to_string(),
             node_id: node_id.to_string(),
             workload_id: workload_id.to_string(),
             now,

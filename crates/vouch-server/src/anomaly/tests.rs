@@ -561,3 +561,47 @@ fn parts_unchanged_since_the_last_attestation_are_skipped() {
     assert!(first.measurements.len() > again.measurements.len() + 100);
     assert!(again.processes.is_none());
 }
+
+/// A process that runs with an executable the group never saw: still running at the node's
+/// next attestation, it is flagged; gone by then (a compiler, a cron job), it is not.
+#[test]
+fn new_measurement_a_process_executable_that_stays_not_one_that_comes_and_goes() {
+    let mut f = baseline();
+    let miner: vouch_core::ProcessInfo = serde_json::from_value(serde_json::json!({
+        "pid": 4242, "name": "xmrig", "exe": "/tmp/.x/xmrig",
+        "exe_sha256": vouch_tpm::HashAlg::Sha256.digest(&[b"xmrig".as_slice()])
+            .iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    }))
+    .unwrap();
+    let with = |p: vouch_core::ProcessInfo| {
+        move |m: &mut SoftwareMeasurements, _: &mut Value, _: &mut Counters| m.processes.push(p)
+    };
+    assert!(
+        f.observe(1, with(miner.clone())).is_empty(),
+        "first sighting: pending"
+    );
+    assert!(
+        f.observe(2, with(miner.clone())).is_empty(),
+        "node 2's first sighting too"
+    );
+    f.now += 30;
+    let flags = f.observe(1, with(miner.clone()));
+    assert_eq!(flags.len(), 1, "{flags:#?}");
+    assert!(
+        flags[0]
+            .reason
+            .contains("of process /tmp/.x/xmrig never seen before in group web"),
+        "{}",
+        flags[0].reason
+    );
+    // A transient one on node 3: seen once, gone at the next attestation.
+    let mut cc = miner.clone();
+    cc.exe = Some("/usr/bin/cc1".into());
+    cc.exe_sha256 = Some("ab".repeat(32));
+    assert!(f.observe(3, with(cc)).is_empty());
+    f.now += 30;
+    assert!(
+        f.observe(3, |_, _, _| {}).is_empty(),
+        "gone: nothing to say"
+    );
+}
