@@ -12,9 +12,12 @@ mod x509;
 
 pub use entry::{Entry, Selector, matching};
 pub use hsm::{Pkcs11Config, Pkcs11Key, pkcs11_context};
-pub use jwt::{JwtSvidClaims, JwtSvidSigner, JwtSvidValidator};
+pub use jwt::JwtSvidSigner;
 pub use rotation::CaSet;
 /// The SPIFFE ID, trust domain and error types live in `vouch-spiffe` (shared with relying
 /// parties, which need none of the issuing code); re-exported here unchanged.
-pub use vouch_spiffe::{SpiffeError as IdentityError, SpiffeId, TrustBundle, TrustDomain};
+pub use vouch_spiffe::{
+    JwtSvidClaims, JwtSvidValidator, SpiffeError as IdentityError, SpiffeId, TrustBundle,
+    TrustDomain,
+};
 pub use x509::{DOCUMENT_SIGNING_EKU, SvidCa, VERIFIER_PATH_PREFIX, bundle_jwks, cert_to_pem};

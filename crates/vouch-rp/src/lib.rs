@@ -45,6 +45,8 @@ pub mod audit;
 mod error;
 #[cfg(feature = "gossip")]
 pub mod gossip;
+#[cfg(feature = "workload-api")]
+mod jwt_source;
 #[cfg(feature = "axum")]
 mod middleware;
 mod pq;
@@ -58,6 +60,8 @@ mod workload;
 mod x5c;
 
 pub use error::RpError;
+#[cfg(feature = "workload-api")]
+pub use jwt_source::JwtSource;
 #[cfg(feature = "axum")]
 pub use middleware::{
     Attested, PeerSpiffeId, RequireResult, RequireResultLayer, RequireSpiffeId,
@@ -70,6 +74,6 @@ pub use spiffe::{AllowedIds, SpiffeVerifier, svid_spiffe_id};
 pub use verify::{Audience, Requirements, ResultVerifier, SignatureMode, VerifiedResult};
 pub use vouch_core::revocation::{RevocationClaims, RevocationHead, RevocationKind};
 pub use vouch_core::{ArStatus, Ear, TrustClaim, TrustTier};
-pub use vouch_spiffe::{SpiffeId, TrustBundle, TrustDomain};
+pub use vouch_spiffe::{JwtSvidClaims, SpiffeId, TrustBundle, TrustDomain};
 #[cfg(feature = "workload-api")]
 pub use workload::{SourceVerifier, X509Source, X509Svid};

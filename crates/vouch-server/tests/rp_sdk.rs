@@ -436,3 +436,43 @@ async fn jwks_source_keeps_last_good_keys_until_max_stale() {
     assert_eq!(ask().await, 503);
     drop(dir);
 }
+
+/// JwtSource: this workload's JWT-SVID fetched from the agent, validated offline against the
+/// JWT bundle the source keeps; another audience, a flipped byte and an unknown trust domain
+/// are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_source_fetches_and_validates_jwt_svids() {
+    let h = common::Harness::new(|_| {}).await;
+    let sock = h.path("agent/api.sock");
+    let mut agent = h
+        .agent_with("svc", |c| c.workload_api_socket = Some(sock.clone()))
+        .await;
+    h.trust(&mut agent).await;
+    agent.attest_once().await.unwrap();
+    entry_for_me(&h, "svc", "spiffe://vouch.local/db", 600).await;
+    let _api = vouch_agent::spawn_workload_api(agent.identity_source().unwrap(), &sock).unwrap();
+
+    let jwt = vouch_rp::JwtSource::connect(&sock).await.unwrap();
+    let token = jwt.fetch_svid(&["database"]).await.unwrap();
+    let (id, claims) = jwt.validate(&token, "database").unwrap();
+    assert_eq!(id.to_string(), "spiffe://vouch.local/db");
+    assert!(claims.exp > unix_now());
+
+    let e = jwt.validate(&token, "payments").unwrap_err();
+    assert!(e.to_string().contains("audience"), "{e}");
+    let mut forged = token.clone().into_bytes();
+    let n = forged.len();
+    forged[n - 3] = if forged[n - 3] == b'A' { b'B' } else { b'A' };
+    let e = jwt
+        .validate(&String::from_utf8(forged).unwrap(), "database")
+        .unwrap_err();
+    assert!(e.to_string().contains("signature"), "{e}");
+    // The same token claiming another trust domain: no bundle for it.
+    let (h64, rest) = token.split_once('.').unwrap();
+    let (p64, sig) = rest.split_once('.').unwrap();
+    let mut payload: serde_json::Value = serde_json::from_slice(&B64.decode(p64).unwrap()).unwrap();
+    payload["sub"] = "spiffe://elsewhere.example/db".into();
+    let moved = format!("{h64}.{}.{sig}", B64.encode(payload.to_string()));
+    let e = jwt.validate(&moved, "database").unwrap_err();
+    assert!(e.to_string().contains("no JWT bundle"), "{e}");
+}

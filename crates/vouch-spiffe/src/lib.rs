@@ -5,6 +5,7 @@
 //! - [`TrustBundle`]: a trust domain's X.509 and JWT authorities, from a SPIFFE bundle
 //!   document (JWKS) or the Workload API's concatenated DER;
 //! - [`svid_spiffe_id`]: the SPIFFE ID an X.509-SVID names (its one URI SAN);
+//! - [`JwtSvidValidator`]: JWT-SVIDs checked against a bundle's `jwt-svid` keys;
 //! - with the `workload-api` feature, [`workload_api`]: the SPIFFE Workload API protocol
 //!   (tonic client; the server too with `workload-api-server`), generated from the one
 //!   `proto/workload.proto` the Vouch agent serves.
@@ -27,6 +28,7 @@ struct ReadmeDoctests;
 mod bundle;
 mod error;
 mod id;
+mod jwt;
 mod svid;
 #[cfg(feature = "workload-api")]
 pub mod workload_api;
@@ -34,4 +36,5 @@ pub mod workload_api;
 pub use bundle::{MAX_BUNDLE, TrustBundle};
 pub use error::SpiffeError;
 pub use id::{SpiffeId, TrustDomain};
+pub use jwt::{JwtSvidClaims, JwtSvidValidator};
 pub use svid::{not_after, split_der_certificates, svid_spiffe_id};
