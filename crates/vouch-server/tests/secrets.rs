@@ -448,6 +448,45 @@ async fn a_local_caller_gets_a_secret_through_the_agent_socket() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("no workload"), "{e}");
+    // A caller that execs another binary while its request is answered: the agent pinned the
+    // process at accept, and passes nothing on to what it became.
+    let uid_only =
+        format!("package vouch.secret\n\nallow if \"unix:uid:{uid}\" in input.selectors\n");
+    assert_eq!(
+        put(&h, &token, "uid-only", b"u1d", &uid_only)
+            .await
+            .status(),
+        200
+    );
+    let script = format!(
+        "import os, socket, time\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.connect({path:?})\n\
+         time.sleep(0.3)\n\
+         s.sendall(b'{{\"name\": \"uid-only\"}}\\n')\n\
+         os.dup2(s.fileno(), 0)\n\
+         os.execv('/bin/cat', ['cat'])\n",
+        path = sock.to_str().unwrap()
+    );
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains("reconnect"),
+        "{answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!answer.contains(&B64.encode(b"u1d")), "{answer}");
+    // The same caller not changing gets it.
+    assert_eq!(
+        vouch_agent::ask_secret_socket(&sock, "uid-only", None)
+            .await
+            .unwrap(),
+        b"u1d"
+    );
     let _ = stop_tx.send(());
     task.await.unwrap().unwrap();
     h.server.shutdown().await;

@@ -248,6 +248,15 @@ async fn one(
         },
         Err(e) => Err(AgentError::Config(format!("reading the request: {e}"))),
     };
+    // The secret goes only to the process that asked: not to one that exec'd another binary
+    // or took over the pid meanwhile (the same check as before every SVID issuance).
+    let answer = match (answer, caller.selectors()) {
+        (Ok(_), Err(changed)) => {
+            tracing::warn!("secret socket: {changed}; the released secret is not passed on");
+            Err(AgentError::Config(format!("{changed}: reconnect")))
+        }
+        (answer, _) => answer,
+    };
     let _ = w.write_all(&answer_line(answer)).await;
     let _ = w.shutdown().await;
 }
