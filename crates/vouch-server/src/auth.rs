@@ -111,6 +111,9 @@ pub struct ApiTokenFile {
     pub tokens: Vec<ApiTokenRecord>,
 }
 
+/// The audit actor of a tenant's own admin token.
+pub(crate) const ADMIN_TOKEN_NAME: &str = "admin-api";
+
 /// The scoped tokens' file name under `data_dir/keys`.
 pub const API_TOKENS_FILE: &str = "api-tokens.json";
 
@@ -339,7 +342,7 @@ pub(crate) fn identify(st: &State, token: &str) -> Result<Option<Caller>, ApiErr
         return Ok(Some(Caller {
             tenant,
             role: Role::Admin,
-            name: "admin-api".into(),
+            name: ADMIN_TOKEN_NAME.into(),
         }));
     }
     if is_reader {
@@ -383,6 +386,18 @@ pub(crate) fn require(st: &State, headers: &HeaderMap, role: Role) -> Result<Cal
     let token = bearer(headers).ok_or_else(unknown)?;
     let caller = identify(st, token)?.ok_or_else(unknown)?;
     allow(caller, role)
+}
+
+/// Who a change is recorded as made by, when the request names someone (`by` of a revocation
+/// or re-enrolment): the tenant's admin token is shared, so the person it names is taken as
+/// given; a scoped token names its holder, who stays on the record (`alice (bob)` when alice's
+/// token says bob), so no token can put a change on someone else.
+pub(crate) fn attributed(caller: &Caller, claimed: Option<String>) -> String {
+    match claimed {
+        None => caller.name.clone(),
+        Some(b) if caller.name == ADMIN_TOKEN_NAME || b == caller.name => b,
+        Some(b) => format!("{} ({b})", caller.name),
+    }
 }
 
 /// `caller` if its role is at least `role`.

@@ -552,7 +552,7 @@ async fn create_revocation(
                 ),
             )
         })?;
-        let by = n.by.unwrap_or(caller.name);
+        let by = crate::auth::attributed(&caller, n.by);
         st.revoke(kind, &n.target, &n.reason, &by).await
     }
     .await;
@@ -584,7 +584,7 @@ async fn reenroll_tpm(
     let r = async {
         let caller = require(&st, &headers, Role::Operator)?;
         let ApiJson(n) = body?;
-        let by = n.by.unwrap_or(caller.name);
+        let by = crate::auth::attributed(&caller, n.by);
         let ttl = n.ttl.unwrap_or(3600).clamp(1, 7 * 86_400);
         let now = unix_now();
         crate::tpm::allow_tpm_reenrollment(st.store.as_ref(), &id, &n.reason, &by, ttl, now).await

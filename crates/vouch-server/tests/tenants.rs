@@ -468,6 +468,19 @@ async fn tokens_are_held_to_their_tenant_and_role() {
         let (s, v) = call(&h, "POST", path, Some(&t.acme_admin), Some(body.clone())).await;
         assert_eq!(s, 201, "{path}: {v}");
     }
+    // A scoped token cannot put its change on someone else: alice revoking "as mallory" is
+    // recorded as alice (mallory).
+    let (s, rec) = call(
+        &h,
+        "POST",
+        "/t/acme/v1/revocations",
+        Some(&t.acme_operator),
+        Some(json!({"kind": "svid", "target": "0A:0B", "reason": "test", "by": "mallory"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{rec}");
+    assert_eq!(rec["by"], "alice (mallory)", "{rec}");
+
     // The audit log names the scoped token's holder as the actor of its change.
     let (_, log) = call(
         &h,
