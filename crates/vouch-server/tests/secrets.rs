@@ -285,6 +285,24 @@ async fn an_intercepted_or_altered_release_opens_nowhere_else() {
         200
     );
 
+    // The routes are in the OpenAPI document.
+    let doc: serde_json::Value = http(&h)
+        .get(format!("{}/openapi.json", h.server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, method) in [
+        ("/v1/secrets", "get"),
+        ("/v1/secrets/{name}", "put"),
+        ("/v1/secrets/{name}", "delete"),
+        ("/v1/secrets/release", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+
     let k1 = ReleaseKey::generate();
     let (req1, nonce1) = request(&h, &mut db, "k", &k1).await;
     let r1 = send(&h, &req1).await.unwrap();
