@@ -133,3 +133,86 @@ impl TrustBundle {
         self.refresh_hint
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// A self-signed CA certificate (DER).
+    fn ca() -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn td() -> TrustDomain {
+        TrustDomain::parse("example.org").unwrap()
+    }
+
+    fn doc(keys: serde_json::Value) -> Vec<u8> {
+        serde_json::json!({"keys": keys, "spiffe_sequence": 7, "spiffe_refresh_hint": 30})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_bundle_document_reads_both_kinds_of_authority() {
+        let (a, b) = (ca(), ca());
+        let jwk = serde_json::json!({"use": "jwt-svid", "kty": "EC", "crv": "P-256", "kid": "k1",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"});
+        let bundle = TrustBundle::from_jwks(
+            td(),
+            &doc(serde_json::json!([
+                {"use": "x509-svid", "kty": "EC", "x5c": [STANDARD.encode(&a)]},
+                {"use": "x509-svid", "kty": "EC", "x5c": [STANDARD.encode(&b)]},
+                jwk,
+                {"use": "something-else", "kty": "EC"},
+            ])),
+        )
+        .unwrap();
+        assert_eq!(bundle.x509_authorities(), &[a.clone(), b.clone()]);
+        assert_eq!(bundle.jwt_authorities().keys().collect::<Vec<_>>(), ["k1"]);
+        assert_eq!(bundle.sequence(), Some(7));
+        assert_eq!(bundle.refresh_hint(), Some(Duration::from_secs(30)));
+        // The Workload API's form: the same authorities, concatenated.
+        let der = [a.clone(), b.clone()].concat();
+        assert_eq!(
+            TrustBundle::from_der(td(), &der)
+                .unwrap()
+                .x509_authorities(),
+            &[a, b]
+        );
+    }
+
+    #[test]
+    fn malformed_bundles_are_refused() {
+        let a = ca();
+        let refused = |keys: serde_json::Value| {
+            TrustBundle::from_jwks(td(), &doc(keys)).expect_err("accepted")
+        };
+        // Two certificates in one x5c, none, a non-base64 one, a flipped byte in the DER.
+        refused(
+            serde_json::json!([{"use": "x509-svid", "x5c": [STANDARD.encode(&a), STANDARD.encode(&a)]}]),
+        );
+        refused(serde_json::json!([{"use": "x509-svid", "x5c": []}]));
+        refused(serde_json::json!([{"use": "x509-svid", "x5c": ["%%%"]}]));
+        let mut bad = a.clone();
+        bad[1] ^= 0x01;
+        refused(serde_json::json!([{"use": "x509-svid", "x5c": [STANDARD.encode(&bad)]}]));
+        // Two certificates concatenated inside one x5c entry.
+        refused(
+            serde_json::json!([{"use": "x509-svid", "x5c": [STANDARD.encode([a.clone(), a.clone()].concat())]}]),
+        );
+        // A jwt-svid key without kid.
+        refused(serde_json::json!([{"use": "jwt-svid", "kty": "EC"}]));
+        // Not a JWKS at all; too big.
+        assert!(TrustBundle::from_jwks(td(), b"[]").is_err());
+        assert!(TrustBundle::from_jwks(td(), &vec![b' '; MAX_BUNDLE + 1]).is_err());
+        // Concatenated DER with trailing garbage.
+        let mut der = a.clone();
+        der.push(0x30);
+        assert!(TrustBundle::from_der(td(), &der).is_err());
+    }
+}
