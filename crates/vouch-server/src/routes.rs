@@ -15,9 +15,9 @@ use vouch_core::wire::{
     TpmEnrollRequest, WorkloadSummary,
 };
 
+use crate::ApiError;
 use crate::auth::{Role, bearer, require};
 use crate::state::{State, unix_now};
-use crate::ApiError;
 
 type S = Arc<State>;
 
@@ -119,7 +119,7 @@ async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
     r
 }
 
-fn with_kind(e: ApiError) -> Response {
+pub(crate) fn with_kind(e: ApiError) -> Response {
     let kind = e.kind;
     let mut r = e.into_response();
     r.extensions_mut().insert(kind);
@@ -176,6 +176,7 @@ pub(crate) fn router(state: S) -> Router {
                     require_reader,
                 )),
         )
+        .merge(crate::admin::routes())
         .merge(crate::auth::routes())
         .merge(crate::secrets::routes())
         .fallback(no_route)
@@ -323,8 +324,6 @@ async fn federation(AxState(st): AxState<S>) -> Response {
 async fn bundle(AxState(st): AxState<S>) -> Response {
     reply(st.spiffe_bundle())
 }
-
-
 
 /// The read-only views need the read token as a Bearer credential (the dashboard's pages sign
 /// in with a form and keep a session instead: [`crate::dashboard`]).
