@@ -18,14 +18,13 @@
 
 mod bench;
 mod detector;
+mod extract;
 #[cfg(test)]
 mod tests;
 
 pub use bench::{AnomalyBench, bench_anomalies};
-pub use detector::{
-    Counters, Detector, DetectorConfig, Flag, Kind, Observation, ima_measurements, measurements,
-    processes,
-};
+pub use detector::{Counters, Detector, DetectorConfig, Flag, Kind, Observation};
+pub use extract::{ima_measurements, measurements, processes};
 
 use axum::Json;
 use axum::extract::{Query, State as AxState};
