@@ -26,7 +26,7 @@
 //!   on the server's hint and on an unknown `kid`;
 //! - `workload-api`: [`X509Source`], the X.509-SVID and bundle from the SPIFFE Workload API
 //!   (the agent's Unix socket), rotating, as rustls server and client configurations that
-//!   check peers' SPIFFE IDs;
+//!   check peers' SPIFFE IDs; [`JwtSource`] for JWT-SVIDs;
 //! - `axum`: [`RequireResultLayer`] and [`RequireSpiffeIdLayer`] (tower layers),
 //!   [`SpiffeTlsListener`] (mTLS for `axum::serve`), the [`Attested`] and [`PeerSpiffeId`]
 //!   extractors;
