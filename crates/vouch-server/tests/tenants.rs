@@ -686,17 +686,56 @@ async fn on_postgresql_each_tenant_has_its_own_database() {
     let pg = tokio::task::spawn_blocking(vouch_testkit::Postgres::start)
         .await
         .unwrap();
+    let urls = [
+        pg.fresh_database(),
+        pg.fresh_database(),
+        pg.fresh_database(),
+    ];
+    pg_isolation(urls).await;
+}
+
+/// ... or a schema of its own in one database (`options=-c search_path=<schema>`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_each_tenant_may_have_its_own_schema_in_one_database() {
+    let pg = tokio::task::spawn_blocking(vouch_testkit::Postgres::start)
+        .await
+        .unwrap();
+    let db = pg.fresh_database();
+    for schema in ["acme", "globex"] {
+        let out = std::process::Command::new("psql")
+            .arg(&db)
+            .args(["-c", &format!("CREATE SCHEMA {schema}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let in_schema = |schema: &str| format!("{db}?options=-c%20search_path%3D{schema}");
+    pg_isolation([db.clone(), in_schema("acme"), in_schema("globex")]).await;
+    // The tenants' tables are in their schemas.
+    let out = std::process::Command::new("psql")
+        .arg(&db)
+        .args(["-At", "-c", "SELECT count(*) FROM acme.workloads"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
+}
+
+/// A verifier whose default tenant, acme and globex use `urls`: an acme agent's result is
+/// acme's alone, and acme's admin reaches nothing of globex.
+async fn pg_isolation(urls: [String; 3]) {
+    let [default_url, acme_url, globex_url] = urls;
     let dir = tempfile::tempdir().unwrap();
     let cfg = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("server"),
-        database_url: Some(pg.fresh_database()),
+        database_url: Some(default_url),
         tenants: TENANTS
             .iter()
-            .map(|(name, td)| TenantConfig {
+            .zip([acme_url, globex_url])
+            .map(|((name, td), url)| TenantConfig {
                 name: (*name).into(),
                 trust_domain: (*td).into(),
-                database_url: Some(pg.fresh_database()),
+                database_url: Some(url),
             })
             .collect(),
         ..ServerConfig::default()
