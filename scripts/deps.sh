@@ -14,7 +14,8 @@
 #                            systemd (systemd-analyze checks the packaged units), man-db
 #                            (the generated man pages rendered), PyJWT and cryptography
 #                            (docs/VERIFY.md's Python verifies results, an independent JWT
-#                            implementation); podman and runc below also
+#                            implementation), the PyPI tuf package (python-tuf makes the
+#                            TUF repositories `vouch update` checks); podman and runc below also
 #                            build and run the packaged image (crates/vouch/tests/packaging.rs)
 set -euo pipefail
 
@@ -52,5 +53,11 @@ if [ "${1:-}" = "--test" ]; then
         echo "installing the PyPI spiffe client into $venv" >&2
         python3 -m venv "$venv"
         "$venv/bin/pip" install -q --disable-pip-version-check "spiffe==0.3.2"
+    fi
+    # python-tuf makes the TUF repositories of `vouch update` (crates/vouch/tests/update_tuf.rs)
+    if ! "$venv/bin/python3" -c "import tuf.api.metadata, securesystemslib.signer" 2>/dev/null; then
+        echo "installing the PyPI tuf package into $venv" >&2
+        [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "tuf==7.0.1" "securesystemslib[crypto]==1.6.0"
     fi
 fi

@@ -251,6 +251,10 @@ pub enum Command {
     /// this machine's agent for one.
     #[command(subcommand)]
     Secret(crate::commands::secret::SecretCmd),
+    /// Over-the-air updates checked against a TUF repository before they are applied, then
+    /// re-attested; their digests published as reference values.
+    #[command(subcommand)]
+    Update(crate::commands::update::UpdateCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.

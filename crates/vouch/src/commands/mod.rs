@@ -19,6 +19,7 @@ mod remote;
 mod rp;
 mod run;
 pub(crate) mod secret;
+pub(crate) mod update;
 
 use anyhow::{Context, Result};
 use std::process::ExitCode;
@@ -72,6 +73,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => crate::bench::run(args, json).await,
         Command::Healthcheck(args) => health::run(args).await,
         Command::Secret(cmd) => secret::run(cmd, json).await,
+        Command::Update(cmd) => update::run(cmd, file, json).await,
         Command::Completions { shell } => crate::docgen::completions(shell),
         Command::Man { dir } => crate::docgen::man(dir.as_deref()),
     }

@@ -1,0 +1,402 @@
+//! `vouch update`: over-the-air updates for devices, checked against a TUF repository before
+//! they are applied (issue 15 item 5).
+//!
+//! The TUF client is the `tough` crate: it walks the root chain from the root pinned on the
+//! device, checks every role's signatures against its threshold, expiry, rollback against the
+//! versions kept in the cache directory (a datastore that persists across runs, with the
+//! latest time seen, so a clock stepped back is refused too), snapshot and targets versions
+//! and hashes (mix-and-match), metadata size bounds, and streams the target with its length as
+//! the limit and its hashes checked before anything is kept. `check` prints what the target
+//! must be; `apply` writes it atomically (a temporary file beside the destination, synced,
+//! renamed) and, with `--attest`, re-measures and re-attests at once like `vouch attest`;
+//! `publish` makes the target's sha256 the only `file` reference value for the path it is
+//! installed to, through the verifier's admin API, so a node is affirming only while the file
+//! it measures is the TUF-verified target.
+//!
+//! Exit codes: 0 verified (applied, attested affirming, published), 1 refused (the reason on
+//! standard error), 2 a usage or local error.
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::remote::Api;
+use crate::cli::{AdminArgs, AgentArgs};
+use crate::config::FileConfig;
+use crate::output;
+
+/// Bounds on metadata read from a repository (endless-data attacks): a timestamp is a few
+/// hundred bytes, a snapshot grows with delegations, targets with the number of targets.
+const LIMITS: tough::Limits = tough::Limits {
+    max_root_size: 512 * 1024,
+    max_targets_size: 8 << 20,
+    max_timestamp_size: 16 * 1024,
+    max_snapshot_size: 1 << 20,
+    max_root_updates: 64,
+};
+
+/// `vouch update`: check, apply and publish updates from a TUF repository.
+#[derive(Debug, Subcommand)]
+pub(crate) enum UpdateCmd {
+    /// Verify the repository's metadata and a target in it; print the target's length and
+    /// digests. Exits 0 when it verifies, 1 when refused.
+    Check {
+        #[command(flatten)]
+        tuf: TufArgs,
+    },
+    /// Verify, download and write a target atomically to a path (its length and hashes checked
+    /// before the file is replaced); with --attest, attest once afterwards. Exits 0 when
+    /// applied (and, with --attest, affirming), 1 when refused or not affirming.
+    Apply {
+        #[command(flatten)]
+        tuf: TufArgs,
+        /// Where the target is installed (replaced atomically).
+        #[arg(long)]
+        to: PathBuf,
+        /// Re-measure and re-attest once after applying (the agent flags below; the installed
+        /// file is measured too).
+        #[arg(long)]
+        attest: bool,
+        #[command(flatten)]
+        agent: Box<AgentArgs>,
+    },
+    /// Verify a target and make its sha256 the only `file` reference value of the path it is
+    /// installed to on the verifier (admin API): nodes measuring anything else there are
+    /// contraindicated.
+    Publish {
+        #[command(flatten)]
+        tuf: TufArgs,
+        /// The path the target is installed to on devices (the key of the `file` value).
+        #[arg(long)]
+        path: String,
+        #[command(flatten)]
+        api: AdminArgs,
+    },
+}
+
+/// Which repository, which pinned root, which target, and where verified metadata is kept.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct TufArgs {
+    /// The TUF repository: a directory or file:// URL holding metadata/ and targets/.
+    #[arg(long, env = "VOUCH_UPDATE_REPO")]
+    repo: String,
+    /// The trusted root metadata pinned on this device (a root.json shipped out of band).
+    #[arg(long, env = "VOUCH_UPDATE_ROOT")]
+    root: PathBuf,
+    /// The target's name in the repository's targets metadata.
+    #[arg(long)]
+    target: String,
+    /// Where the latest verified metadata and time are kept between runs, for rollback and
+    /// freeze protection (default .vouch/update).
+    #[arg(long, env = "VOUCH_UPDATE_CACHE")]
+    cache: Option<PathBuf>,
+}
+
+/// A repository whose metadata verified, and the target in it.
+struct Verified {
+    repo: tough::Repository,
+    name: tough::TargetName,
+    length: u64,
+    sha256: String,
+    hashes: Value,
+}
+
+impl Verified {
+    fn summary(&self) -> Value {
+        json!({
+            "target": self.name.raw(),
+            "length": self.length,
+            "sha256": self.sha256,
+            "hashes": self.hashes,
+            "versions": {
+                "root": self.repo.root().signed.version.get(),
+                "timestamp": self.repo.timestamp().signed.version.get(),
+                "snapshot": self.repo.snapshot().signed.version.get(),
+                "targets": self.repo.targets().signed.version.get(),
+            },
+            "expires": self.repo.timestamp().signed.expires.to_string(),
+        })
+    }
+}
+
+/// Why an update was refused: printed, and exit code 1.
+struct Refused(String);
+
+fn refused(e: impl std::fmt::Display) -> Refused {
+    Refused(e.to_string())
+}
+
+/// The error and its causes on one line (tough's errors nest the reason).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The repository's base URL (ending in `/`): a file:// URL or a local directory.
+fn base_url(repo: &str) -> Result<url::Url> {
+    if repo.starts_with("file://") {
+        let mut u = url::Url::parse(repo).with_context(|| format!("--repo {repo}"))?;
+        if !u.path().ends_with('/') {
+            u.set_path(&format!("{}/", u.path()));
+        }
+        return Ok(u);
+    }
+    if repo.contains("://") {
+        bail!("--repo {repo}: only a directory or a file:// URL is supported");
+    }
+    let dir = std::fs::canonicalize(repo).with_context(|| format!("--repo {repo}"))?;
+    url::Url::from_directory_path(&dir)
+        .map_err(|()| anyhow::anyhow!("--repo {}: not an absolute path", dir.display()))
+}
+
+/// Load and verify the repository's metadata from the pinned root; find the target.
+async fn verify(t: &TufArgs) -> Result<std::result::Result<Verified, Refused>> {
+    let root = std::fs::read(&t.root).with_context(|| format!("reading {}", t.root.display()))?;
+    let base = base_url(&t.repo)?;
+    let cache = t
+        .cache
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".vouch/update"));
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let name = match tough::TargetName::new(t.target.clone()) {
+        Ok(n) => n,
+        Err(e) => bail!("--target {}: {e}", t.target),
+    };
+    let loader =
+        tough::RepositoryLoader::new(&root, base.join("metadata/")?, base.join("targets/")?)
+            .transport(tough::FilesystemTransport)
+            .limits(LIMITS)
+            .datastore(cache)
+            .expiration_enforcement(tough::ExpirationEnforcement::Safe);
+    let repo = match loader.load().await {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(refused(chain(&e)))),
+    };
+    let Ok(target) = repo.targets().signed.find_target(&name, false) else {
+        return Ok(Err(refused(format!(
+            "target {} is not in the repository's targets metadata",
+            t.target
+        ))));
+    };
+    let mut hashes = serde_json::Map::new();
+    hashes.insert("sha256".into(), json!(hex::encode(&*target.hashes.sha256)));
+    for (k, v) in &target.hashes._extra {
+        hashes.insert(k.clone(), v.clone());
+    }
+    Ok(Ok(Verified {
+        length: target.length,
+        sha256: hex::encode(&*target.hashes.sha256),
+        hashes: Value::Object(hashes),
+        name,
+        repo,
+    }))
+}
+
+/// Run `vouch update`.
+pub(crate) async fn run(cmd: UpdateCmd, file: FileConfig, json: bool) -> Result<ExitCode> {
+    let tuf = match &cmd {
+        UpdateCmd::Check { tuf }
+        | UpdateCmd::Apply { tuf, .. }
+        | UpdateCmd::Publish { tuf, .. } => tuf.clone(),
+    };
+    let v = match verify(&tuf).await? {
+        Ok(v) => v,
+        Err(Refused(why)) => return Ok(refuse(&why, json)),
+    };
+    match cmd {
+        UpdateCmd::Check { .. } => {
+            if json {
+                output::json(&v.summary())?;
+            } else {
+                println!(
+                    "{}: verified, {} bytes, sha256 {} (targets version {}, timestamp expires {})",
+                    tuf.target,
+                    v.length,
+                    v.sha256,
+                    v.repo.targets().signed.version,
+                    v.repo.timestamp().signed.expires
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        UpdateCmd::Apply {
+            to,
+            attest,
+            mut agent,
+            ..
+        } => {
+            if let Err(Refused(why)) = apply(&v, &to).await? {
+                return Ok(refuse(&why, json));
+            }
+            if !json || !attest {
+                let mut s = v.summary();
+                s["applied_to"] = json!(to.display().to_string());
+                if json {
+                    output::json(&s)?;
+                } else {
+                    println!(
+                        "{}: verified and written to {} ({} bytes, sha256 {})",
+                        tuf.target,
+                        to.display(),
+                        v.length,
+                        v.sha256
+                    );
+                }
+            }
+            if !attest {
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Measure the installed file along with the others.
+            if agent.files.is_empty() {
+                agent.files = file.agent.files.clone();
+            }
+            if !agent.files.iter().any(|f| f == &to) {
+                agent.files.push(to);
+            }
+            super::run::attest(file, *agent, json).await
+        }
+        UpdateCmd::Publish { path, api, .. } => publish(&v, &path, &api, json).await,
+    }
+}
+
+fn refuse(why: &str, json: bool) -> ExitCode {
+    if json {
+        let _ = output::json(&json!({ "refused": why }));
+    }
+    eprintln!("update refused: {why}");
+    ExitCode::from(1)
+}
+
+/// Stream the target (tough checks its length and hashes) into a temporary file beside `to`,
+/// then sync and rename it over `to`. Nothing is renamed unless every byte verified.
+async fn apply(v: &Verified, to: &Path) -> Result<std::result::Result<(), Refused>> {
+    let dir = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let fname = to
+        .file_name()
+        .with_context(|| format!("--to {}: not a file path", to.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.vouch-update-{}",
+        fname.to_string_lossy(),
+        std::process::id()
+    ));
+    let stream = match v.repo.read_target(&v.name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(Err(refused("target vanished from the metadata"))),
+        Err(e) => return Ok(Err(refused(chain(&e)))),
+    };
+    let r = write_verified(stream, &tmp, to, v).await;
+    if !matches!(r, Ok(Ok(()))) {
+        let _ = std::fs::remove_file(&tmp);
+        return r;
+    }
+    std::fs::rename(&tmp, to)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), to.display()))?;
+    // The rename itself is durable once the directory is synced.
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(Ok(()))
+}
+
+async fn write_verified(
+    stream: impl futures_util::Stream<Item = tough::error::Result<tough::Bytes>>,
+    tmp: &Path,
+    to: &Path,
+    v: &Verified,
+) -> Result<std::result::Result<(), Refused>> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    // Keep the permissions of the file being replaced.
+    if let Ok(m) = std::fs::metadata(to) {
+        let _ = f.set_permissions(m.permissions());
+    }
+    let mut h = sha2::Sha256::new();
+    let mut n: u64 = 0;
+    let mut stream = std::pin::pin!(stream);
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(refused(chain(&e)))),
+        };
+        n = n.saturating_add(chunk.len() as u64);
+        h.update(&chunk);
+        f.write_all(&chunk)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
+    // tough has checked both already; checked again here before the rename, independently.
+    let got = hex::encode(h.finalize());
+    if n != v.length || got != v.sha256 {
+        return Ok(Err(refused(format!(
+            "target {} is {n} bytes with sha256 {got}, the metadata says {} bytes with sha256 {}",
+            v.name.raw(),
+            v.length,
+            v.sha256
+        ))));
+    }
+    f.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    Ok(Ok(()))
+}
+
+/// Add the target's sha256 as a `file` reference value for `path`, then remove the path's
+/// other `file` values (added first, so the path is never without a value: with none, the
+/// default policy would not check the file at all).
+async fn publish(v: &Verified, path: &str, api: &AdminArgs, json: bool) -> Result<ExitCode> {
+    if path.is_empty() {
+        bail!("--path must not be empty");
+    }
+    let c = Api::new(api)?;
+    let added = c
+        .post(
+            "/v1/refvalues",
+            &json!({ "kind": "file", "key": path, "value": v.sha256 }),
+        )
+        .await?;
+    let rows = c.get("/v1/refvalues").await?;
+    let mut removed = Vec::new();
+    for r in rows.as_array().map(Vec::as_slice).unwrap_or_default() {
+        if r["kind"] == "file" && r["key"] == path && r["value"] != v.sha256.as_str() {
+            let id = match &r["id"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            c.delete(&format!("/v1/refvalues/{id}")).await?;
+            removed.push(r["value"].clone());
+        }
+    }
+    if json {
+        let mut s = v.summary();
+        s["published"] =
+            json!({ "kind": "file", "key": path, "id": added["id"], "removed": removed });
+        output::json(&s)?;
+    } else {
+        println!(
+            "reference value file {path} = {} (target {}, targets version {}); {} older value(s) removed",
+            v.sha256,
+            v.name.raw(),
+            v.repo.targets().signed.version,
+            removed.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
