@@ -279,6 +279,8 @@ struct NodeState {
     procs: HashSet<u64>,
     /// The fingerprint of the last host name and process table.
     print: Option<[u8; 32]>,
+    /// The fingerprint of the last quote's clock.
+    quote_print: Option<[u8; 32]>,
     /// Process executables new to the group that this node ran at its last attestation: one
     /// still running at the next is a measurement, one gone by then was transient.
     pending: HashSet<Key>,
@@ -372,6 +374,12 @@ impl Detector {
             .is_some_and(|n| !n.pending.is_empty())
     }
 
+    /// Machine fingerprints held.
+    #[cfg(test)]
+    pub fn prints_len(&self) -> usize {
+        self.prints.len()
+    }
+
     /// Measurement keys `group` holds.
     #[cfg(test)]
     pub fn seen_len(&self, group: &str) -> usize {
@@ -425,12 +433,13 @@ impl Detector {
             now: o.now,
         };
         let mut out = Outcome::default();
-        let last_print = self
+        let last = self
             .groups
             .get(&o.group)
             .and_then(|g| g.nodes.get(&o.node_id))
-            .and_then(|n| n.print);
-        let (print, cloned) = self.fingerprints(o, &s, last_print);
+            .map(|n| (n.print, n.quote_print))
+            .unwrap_or_default();
+        let ((print, quote_print), cloned) = self.fingerprints(o, &s, last);
         let Some(g) = self.group(&o.group) else {
             return out;
         };
@@ -696,6 +705,9 @@ impl Detector {
         if print.is_some() {
             node.print = print;
         }
+        if quote_print.is_some() {
+            node.quote_print = quote_print;
+        }
 
         // cloned_measurements (the fingerprints were compared before taking the group).
         for (what, other, other_group, at) in cloned {
@@ -774,12 +786,16 @@ impl Detector {
         &mut self,
         o: &Observation,
         s: &Subject<'_>,
-        last: Option<[u8; 32]>,
-    ) -> (Option<[u8; 32]>, Vec<(&'static str, String, String, u64)>) {
+        last: (Option<[u8; 32]>, Option<[u8; 32]>),
+    ) -> (
+        (Option<[u8; 32]>, Option<[u8; 32]>),
+        Vec<(&'static str, String, String, u64)>,
+    ) {
         let mut prints: Vec<(&'static str, [u8; 32])> = Vec::new();
         let mut print = None;
+        let mut quote_print = None;
         if o.processes.is_none()
-            && let Some(fp) = last
+            && let Some(fp) = last.0
         {
             prints.push(("processes", fp));
         } else if let Some(procs) = &o.processes
@@ -812,7 +828,19 @@ impl Detector {
             ] {
                 h.update(v.to_be_bytes());
             }
-            prints.push(("quote", h.finalize().into()));
+            let fp: [u8; 32] = h.finalize().into();
+            quote_print = Some(fp);
+            prints.push(("quote", fp));
+        }
+        // A node's previous fingerprint of a kind is replaced by its new one: the map holds
+        // at most two a node.
+        for (old, new) in [(last.0, print), (last.1, quote_print)] {
+            if let (Some(old), Some(new)) = (old, new)
+                && old != new
+                && self.prints.get(&old).is_some_and(|p| p.node == o.node_id)
+            {
+                self.prints.remove(&old);
+            }
         }
         let window = self.cfg.window;
         let mut found = Vec::new();
@@ -834,11 +862,15 @@ impl Detector {
                 }
             }
         }
-        // Bounded: forget what is past the window once the map grows.
+        // Bounded: forget what is past the window once the map grows, everything if that is
+        // not enough (only detection is lost).
         if self.prints.len() > 4 * self.cfg.max_nodes {
             self.prints.retain(|_, p| p.last_seen + window >= s.now);
+            if self.prints.len() > 4 * self.cfg.max_nodes {
+                self.prints.clear();
+            }
         }
-        (print, found)
+        ((print, quote_print), found)
     }
 
     /// Record how long the verification of `node`'s attestation in `group` took; a

@@ -516,6 +516,15 @@ fn latency_outlier_evidence_slow_to_verify() {
 }
 
 #[test]
+fn fingerprints_are_two_a_node_however_often_it_attests() {
+    let mut f = baseline();
+    for _ in 0..20 {
+        assert!(f.round().is_empty());
+    }
+    assert_eq!(f.d.prints_len(), 2 * f.nodes());
+}
+
+#[test]
 fn memory_is_bounded_per_group() {
     let mut d = Detector::new(DetectorConfig {
         max_measurements: 1000,
