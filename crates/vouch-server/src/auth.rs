@@ -114,6 +114,9 @@ pub struct ApiTokenFile {
 /// The audit actor of a tenant's own admin token.
 pub(crate) const ADMIN_TOKEN_NAME: &str = "admin-api";
 
+/// The audit actor of a tenant's own read token.
+pub(crate) const READ_TOKEN_NAME: &str = "read-token";
+
 /// The scoped tokens' file name under `data_dir/keys`.
 pub const API_TOKENS_FILE: &str = "api-tokens.json";
 
@@ -261,6 +264,16 @@ pub fn read_token_file(path: &Path) -> Result<ApiTokenFile, ApiError> {
 /// Add `record` to the tokens file at `path` (created mode 0600 when missing), refusing a
 /// second token of the same name in the same tenant. The verifier picks it up within seconds.
 pub fn add_api_token(path: &Path, record: ApiTokenRecord) -> Result<(), ApiError> {
+    if !valid_token_name(&record.name) || !valid_tenant_name(&record.tenant) {
+        return Err(ApiError::new(
+            ErrorKind::MalformedRequest,
+            format!(
+                "token name {:?} or tenant {:?} refused: a name is 1-64 of A-Z a-z 0-9 . _ @ - \
+                 (not admin-api or read-token), a tenant 1-63 of a-z 0-9 -",
+                record.name, record.tenant
+            ),
+        ));
+    }
     let mut file = if path.exists() {
         read_token_file(path)?
     } else {
@@ -349,7 +362,7 @@ pub(crate) fn identify(st: &State, token: &str) -> Result<Option<Caller>, ApiErr
         return Ok(Some(Caller {
             tenant,
             role: Role::Auditor,
-            name: "read-token".into(),
+            name: READ_TOKEN_NAME.into(),
         }));
     }
     match scoped {
@@ -448,9 +461,13 @@ struct NewApiToken {
     role: Role,
 }
 
-/// A token holder's name: 1-64 of `A-Z a-z 0-9 . _ @ -` (it is the audit log's actor).
+/// A token holder's name: 1-64 of `A-Z a-z 0-9 . _ @ -` (it is the audit log's actor), and
+/// not the names of the tenant's own tokens (`admin-api`, `read-token`), which a scoped token
+/// must not pass for.
 pub fn valid_token_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
+    name != ADMIN_TOKEN_NAME
+        && name != READ_TOKEN_NAME
+        && (1..=64).contains(&name.len())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
@@ -468,7 +485,7 @@ async fn create_token(
         if !valid_token_name(&n.name) {
             return Err(ApiError::new(
                 ErrorKind::MalformedRequest,
-                "a token name is 1-64 of A-Z a-z 0-9 . _ @ -",
+                "a token name is 1-64 of A-Z a-z 0-9 . _ @ -, and not admin-api or read-token",
             ));
         }
         let (token, record) = mint_api_token(&n.name, &st.tenant, n.role, crate::unix_now());

@@ -582,6 +582,8 @@ async fn a_tenant_admin_mints_and_revokes_its_own_scoped_tokens_only() {
     for body in [
         json!({"name": "bob", "role": "auditor"}),
         json!({"name": "bad name", "role": "auditor"}),
+        json!({"name": "admin-api", "role": "operator"}),
+        json!({"name": "read-token", "role": "auditor"}),
         json!({"name": "carol", "role": "root"}),
     ] {
         let (s, v) = call(
