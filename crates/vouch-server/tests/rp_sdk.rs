@@ -44,6 +44,49 @@ async fn get_over(
     Ok((String::from_utf8_lossy(&out).into_owned(), cert))
 }
 
+/// One TLS connection kept open for several HTTP/1.1 requests.
+struct KeepAlive(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl KeepAlive {
+    async fn open(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Self {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("db.vouch.local").unwrap();
+        Self(
+            tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// GET / on the open connection: the status line and headers, then the body by its
+    /// Content-Length.
+    async fn get(&mut self) -> String {
+        self.0
+            .write_all(b"GET / HTTP/1.1\r\nHost: db\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            self.0.read_exact(&mut byte).await.unwrap();
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8(buf).unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap();
+        let mut body = vec![0u8; len];
+        self.0.read_exact(&mut body).await.unwrap();
+        head + &String::from_utf8(body).unwrap()
+    }
+}
+
 fn serial(der: &[u8]) -> Vec<u8> {
     let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
     c.raw_serial().to_vec()
@@ -126,6 +169,9 @@ async fn x509_source_rotates_svids_under_live_mtls_and_refuses_wrong_ids() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains("hello spiffe://vouch.local/db"), "{body}");
     assert_eq!(serial(&cert), serial(&first.chain()[0]));
+    // A connection kept open across the rotation (HTTP/1.1 keep-alive).
+    let mut kept = KeepAlive::open(addr, client.clone()).await;
+    assert!(kept.get().await.starts_with("HTTP/1.1 200"));
 
     // Wait past the first SVID's expiry: the source must have rotated, and new connections
     // must still complete with the new SVID on both sides.
@@ -133,6 +179,8 @@ async fn x509_source_rotates_svids_under_live_mtls_and_refuses_wrong_ids() {
     while unix_now() <= first.not_after() + 1 {
         let _ = tokio::time::timeout(Duration::from_secs(1), updates.changed()).await;
     }
+    // The connection opened under the first SVID still serves.
+    assert!(kept.get().await.starts_with("HTTP/1.1 200"));
     let now_svid = source.svid().unwrap();
     assert_ne!(serial(&now_svid.chain()[0]), serial(&first.chain()[0]));
     assert!(now_svid.not_after() > first.not_after());
