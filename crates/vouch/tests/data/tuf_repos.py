@@ -1,0 +1,220 @@
+"""TUF repositories for crates/vouch/tests/update_tuf.rs, made with python-tuf (the PyPI `tuf`
+package, an independent producer): a good repository at two versions, and one repository per
+attack of the TUF specification, each with metadata tampered here (re-signed with real keys
+where the attack needs valid signatures).
+
+    python3 tuf_repos.py OUT
+
+writes OUT/root.json (the trusted root a device pins: version 1, root and targets roles
+2 of 3 keys) and OUT/<scenario>/{metadata,targets}/ for each scenario below, plus
+OUT/expected.json with the targets' lengths and sha256 of the good versions.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from datetime import datetime, timedelta, timezone
+
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import (
+    MetaFile,
+    Metadata,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization.json import JSONSerializer
+
+NAME = "app.conf"
+V1 = b"mode = stable\nworkers = 4\n"
+V2 = b"mode = stable\nworkers = 8\n# update 2\n"
+EVIL = b"mode = debug\nbackdoor = on\n"
+
+OUT = sys.argv[1]
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+LATER = NOW + timedelta(days=7)
+
+root_signers = [CryptoSigner.generate_ed25519() for _ in range(3)]
+targets_signers = [CryptoSigner.generate_ed25519() for _ in range(3)]
+snapshot_signer = CryptoSigner.generate_ed25519()
+timestamp_signer = CryptoSigner.generate_ed25519()
+stranger = CryptoSigner.generate_ed25519()
+
+
+def make_root(version):
+    root = Root(version=version, expires=LATER, consistent_snapshot=True)
+    for s in root_signers:
+        root.add_key(s.public_key, "root")
+    for s in targets_signers:
+        root.add_key(s.public_key, "targets")
+    root.add_key(snapshot_signer.public_key, "snapshot")
+    root.add_key(timestamp_signer.public_key, "timestamp")
+    root.roles["root"].threshold = 2
+    root.roles["targets"].threshold = 2
+    return root
+
+
+def signed(obj, signers):
+    md = Metadata(obj)
+    for s in signers:
+        md.sign(s, append=True)
+    return md
+
+
+def write(md, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    md.to_file(path, serializer=JSONSerializer(compact=False))
+
+
+def meta(md):
+    """A MetaFile (version, length, sha256) for a metadata file as serialized."""
+    data = md.to_bytes(JSONSerializer(compact=False))
+    return MetaFile(
+        version=md.signed.version,
+        length=len(data),
+        hashes={"sha256": hashlib.sha256(data).hexdigest()},
+    )
+
+
+class Repo:
+    """One repository directory: metadata/ and targets/ (consistent snapshots)."""
+
+    def __init__(self, name):
+        self.dir = os.path.join(OUT, name)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(os.path.join(self.dir, "metadata"))
+        os.makedirs(os.path.join(self.dir, "targets"))
+        write(ROOT1, self.md("1.root.json"))
+
+    def md(self, name):
+        return os.path.join(self.dir, "metadata", name)
+
+    def target(self, data, name=NAME, stored=None):
+        """Store a target under its consistent-snapshot name; `stored` replaces its bytes."""
+        tf = TargetFile.from_data(name, data, ["sha256"])
+        path = os.path.join(self.dir, "targets", f"{tf.hashes['sha256']}.{name}")
+        with open(path, "wb") as f:
+            f.write(data if stored is None else stored)
+        return tf
+
+    def targets(self, version, tfs, signers=None):
+        t = Targets(version=version, expires=LATER)
+        for tf in tfs:
+            t.targets[tf.path] = tf
+        md = signed(t, targets_signers[:2] if signers is None else signers)
+        write(md, self.md(f"{version}.targets.json"))
+        return md
+
+    def snapshot(self, version, targets_md, targets_version=None):
+        s = Snapshot(version=version, expires=LATER)
+        mf = meta(targets_md)
+        if targets_version is not None:
+            mf = MetaFile(version=targets_version)
+        s.meta = {"targets.json": mf}
+        md = signed(s, [snapshot_signer])
+        write(md, self.md(f"{version}.snapshot.json"))
+        return md
+
+    def timestamp(self, version, snapshot_md, expires=LATER, pad=0):
+        t = Timestamp(version=version, expires=expires, snapshot_meta=meta(snapshot_md))
+        md = signed(t, [timestamp_signer])
+        write(md, self.md("timestamp.json"))
+        if pad:
+            # Valid JSON, still validly signed (signatures cover the canonical form), but
+            # larger than a client's bound for timestamp metadata.
+            with open(self.md("timestamp.json"), "ab") as f:
+                f.write(b" " * pad)
+        return md
+
+    def release(self, version, data, **kw):
+        """A complete, valid release at `version` of every role, `data` as the target."""
+        tf = self.target(data)
+        t = self.targets(version, [tf])
+        s = self.snapshot(version, t)
+        return self.timestamp(version, s, **kw)
+
+
+ROOT1 = signed(make_root(1), root_signers[:2])
+os.makedirs(OUT, exist_ok=True)
+write(ROOT1, os.path.join(OUT, "root.json"))
+
+# The good repository, version 1 and version 2.
+Repo("v1").release(1, V1)
+Repo("v2").release(2, V2)
+
+# Rollback: older metadata after version 2 was seen. The timestamp itself is older...
+Repo("rollback_timestamp").release(1, V1)
+# ...or a new, validly signed timestamp names an older snapshot...
+r = Repo("rollback_snapshot")
+tf = r.target(V1)
+s1 = r.snapshot(1, r.targets(1, [tf]))
+r.timestamp(3, s1)
+# ...or a new snapshot names an older targets.
+r = Repo("rollback_targets")
+t1 = r.targets(1, [r.target(V1)])
+r.timestamp(3, r.snapshot(3, t1))
+
+# Freeze: a validly signed timestamp that has expired.
+Repo("freeze").release(2, V2, expires=NOW - timedelta(hours=1))
+
+# Mix-and-match: snapshot says targets version 2, the repository serves version 1's
+# (validly signed) targets under that name.
+r = Repo("mix_and_match")
+t1 = r.targets(1, [r.target(V1)])
+os.replace(r.md("1.targets.json"), r.md("2.targets.json"))
+r.timestamp(2, r.snapshot(2, t1, targets_version=2))
+
+# Arbitrary software: the stored target has one byte flipped (same length).
+r = Repo("arbitrary")
+flipped = bytearray(V2)
+flipped[5] ^= 0x01
+tf = r.target(V2, stored=bytes(flipped))
+r.timestamp(2, r.snapshot(2, r.targets(2, [tf])))
+
+# Endless data: the stored target is longer than its listed length...
+r = Repo("endless_target")
+tf = r.target(V2, stored=V2 + b"A" * 4096)
+r.timestamp(2, r.snapshot(2, r.targets(2, [tf])))
+# ...and a timestamp larger than the client's bound.
+Repo("endless_metadata").release(2, V2, pad=256 * 1024)
+
+# Key compromise below threshold: targets naming the attacker's file, signed by one of the
+# two targets keys needed...
+r = Repo("targets_below_threshold")
+tf = r.target(EVIL)
+r.timestamp(2, r.snapshot(2, r.targets(2, [tf], signers=targets_signers[:1])))
+# ...and a new root (keys of the attacker's choosing) signed by one of the two root keys.
+r = Repo("root_below_threshold")
+root2 = make_root(2)
+root2.roles["targets"].keyids = [stranger.public_key.keyid]
+root2.keys[stranger.public_key.keyid] = stranger.public_key
+root2.roles["targets"].threshold = 1
+write(signed(root2, root_signers[:1] + [stranger]), r.md("2.root.json"))
+tf = r.target(EVIL)
+r.timestamp(2, r.snapshot(2, r.targets(2, [tf], signers=[stranger])))
+
+# Wrong key: targets signed by a key the root does not name (twice over the threshold count).
+r = Repo("wrong_key")
+tf = r.target(EVIL)
+r.timestamp(2, r.snapshot(2, r.targets(2, [tf], signers=[stranger, snapshot_signer])))
+
+# A good root rotation (version 2 signed by 2 of 3 keys of version 1 and of version 2).
+r = Repo("rotated")
+write(signed(make_root(2), root_signers[:2]), r.md("2.root.json"))
+tf = r.target(V2)
+r.timestamp(2, r.snapshot(2, r.targets(2, [tf])))
+
+with open(os.path.join(OUT, "expected.json"), "w") as f:
+    json.dump(
+        {
+            "name": NAME,
+            "v1": {"length": len(V1), "sha256": hashlib.sha256(V1).hexdigest()},
+            "v2": {"length": len(V2), "sha256": hashlib.sha256(V2).hexdigest()},
+            "evil": {"length": len(EVIL), "sha256": hashlib.sha256(EVIL).hexdigest()},
+        },
+        f,
+    )

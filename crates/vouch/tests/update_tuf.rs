@@ -1,0 +1,478 @@
+//! `vouch update` against TUF repositories made by python-tuf (the PyPI `tuf` package, an
+//! independent producer; tests/data/tuf_repos.py): the good repository verifies and applies,
+//! and each attack of the TUF specification is refused with metadata tampered by the script —
+//! rollback (timestamp, snapshot, targets), freeze, mix-and-match, arbitrary software, endless
+//! data (target and metadata), key compromise below threshold (targets and root) and a wrong
+//! key. End to end with a real verifier and agent: the target's digest is published as the
+//! reference value, applied, re-attested affirming; the file replaced outside TUF is
+//! contraindicated.
+//!
+//! Needs target/pyenv with `tuf` (scripts/deps.sh --test installs it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vouch_testkit::free_port;
+
+const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
+
+fn vouch(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(VOUCH)
+        .args(args)
+        .env_remove("VOUCH_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The repositories: OUT/root.json, OUT/<scenario>/, OUT/expected.json.
+fn make_repos(out: &Path) -> serde_json::Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join("target/pyenv/bin/python3");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/deps.sh --test` (it installs the PyPI tuf package)",
+        python.display()
+    );
+    let o = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tuf_repos.py"))
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "tuf_repos.py failed (is tuf installed in target/pyenv? scripts/deps.sh --test): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(out.join("expected.json")).unwrap()).unwrap()
+}
+
+struct Repos {
+    dir: PathBuf,
+}
+
+impl Repos {
+    fn root(&self) -> String {
+        self.dir.join("root.json").display().to_string()
+    }
+    fn repo(&self, s: &str) -> String {
+        self.dir.join(s).display().to_string()
+    }
+    /// `vouch update check` of scenario `s` with the cache `cache`.
+    fn check(&self, s: &str, cache: &Path) -> (i32, String, String) {
+        vouch(&[
+            "--json",
+            "update",
+            "check",
+            "--repo",
+            &self.repo(s),
+            "--root",
+            &self.root(),
+            "--target",
+            "app.conf",
+            "--cache",
+            cache.to_str().unwrap(),
+        ])
+    }
+    fn refused(&self, s: &str, cache: &Path, why: &str) {
+        let (code, out, err) = self.check(s, cache);
+        assert_eq!(code, 1, "{s} must be refused: {out} {err}");
+        assert!(err.contains(why), "{s}: expected {why:?} in {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(v["refused"].as_str().unwrap().contains(why), "{out}");
+    }
+}
+
+#[test]
+fn tuf_attacks_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Repos {
+        dir: d.path().join("repos"),
+    };
+    let expected = make_repos(&r.dir);
+
+    // Good: version 1, then version 2 with the same cache (as two runs on one device).
+    let cache = d.path().join("cache");
+    let (code, out, err) = r.check("v1", &cache);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sha256"], expected["v1"]["sha256"]);
+    assert_eq!(v["length"], expected["v1"]["length"]);
+    assert_eq!(v["versions"]["targets"], 1);
+    let (code, out, err) = r.check("v2", &cache);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sha256"], expected["v2"]["sha256"]);
+    assert_eq!(v["hashes"]["sha256"], expected["v2"]["sha256"]);
+    assert_eq!(v["versions"]["timestamp"], 2);
+
+    // Rollback, after version 2 was seen (kept in the cache between runs): the old
+    // repository itself, a new timestamp naming the old snapshot, a new snapshot naming the
+    // old targets.
+    r.refused(
+        "rollback_timestamp",
+        &cache,
+        "version 1 of timestamp metadata when we had previously fetched version 2",
+    );
+    r.refused(
+        "rollback_snapshot",
+        &cache,
+        "Snapshot version 1 in timestamp 3 is less than 2",
+    );
+    r.refused(
+        "rollback_targets",
+        &cache,
+        "Role targets.json version 2 in snapshot 2 is greater than version 1 in snapshot 3",
+    );
+    // The same rollback is accepted by a device that never saw version 2: the protection is
+    // the cache, not something else in the files.
+    let (code, _, err) = r.check("rollback_timestamp", &d.path().join("fresh"));
+    assert_eq!(code, 0, "{err}");
+
+    let fresh = |n: &str| d.path().join(format!("cache-{n}"));
+    // Freeze: a validly signed but expired timestamp.
+    r.refused("freeze", &fresh("freeze"), "timestamp metadata is expired");
+    // Mix-and-match: the snapshot's targets version is not the one served.
+    r.refused(
+        "mix_and_match",
+        &fresh("mix"),
+        "targets metadata version mismatch: fetched 1, expected 2",
+    );
+    // Endless data: metadata over the bound.
+    r.refused(
+        "endless_metadata",
+        &fresh("endless"),
+        "Maximum size 16384 (specified by max_timestamp_size argument) exceeded",
+    );
+    // Key compromise below threshold: targets signed by 1 of the 2 keys needed; a new root
+    // signed by 1 of the 2 root keys needed (with a key of the attacker's).
+    r.refused(
+        "targets_below_threshold",
+        &fresh("tbt"),
+        "Signature threshold of 2 not met for role targets (1 valid signatures)",
+    );
+    r.refused(
+        "root_below_threshold",
+        &fresh("rbt"),
+        "Signature threshold of 2 not met for role root (1 valid signatures)",
+    );
+    // Wrong keys: two signatures, by keys the root does not name.
+    r.refused(
+        "wrong_key",
+        &fresh("wk"),
+        "Signature threshold of 2 not met for role targets (0 valid signatures)",
+    );
+    // A proper root rotation (2 of 3 old and new keys) is followed.
+    let (code, out, err) = r.check("rotated", &fresh("rot"));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["versions"]["root"], 2);
+
+    // Arbitrary software (one flipped byte) and endless data (a longer target): the metadata
+    // verifies, the download is refused, and the installed file is left as it was.
+    let dev = d.path().join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    let installed = dev.join("app.conf");
+    std::fs::write(&installed, "the old version\n").unwrap();
+    for (s, why) in [
+        ("arbitrary", "Hash mismatch"),
+        (
+            "endless_target",
+            "Maximum size 37 (specified by targets.json) exceeded",
+        ),
+    ] {
+        let (code, _, err) = r.check(s, &fresh(s));
+        assert_eq!(code, 0, "{s}: the metadata itself is valid: {err}");
+        let (code, _, err) = vouch(&[
+            "update",
+            "apply",
+            "--repo",
+            &r.repo(s),
+            "--root",
+            &r.root(),
+            "--target",
+            "app.conf",
+            "--cache",
+            fresh(s).to_str().unwrap(),
+            "--to",
+            installed.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{s} must be refused");
+        assert!(err.contains(why), "{s}: {err}");
+        assert_eq!(std::fs::read(&installed).unwrap(), b"the old version\n");
+        assert_eq!(
+            std::fs::read_dir(&dev).unwrap().count(),
+            1,
+            "{s} left a file"
+        );
+    }
+
+    // A target the repository does not list.
+    let (code, _, err) = vouch(&[
+        "update",
+        "check",
+        "--repo",
+        &r.repo("v2"),
+        "--root",
+        &r.root(),
+        "--target",
+        "other.conf",
+        "--cache",
+        fresh("other").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not in the repository"), "{err}");
+    // A flipped byte in the pinned root is a local error, not an update.
+    let bad_root = d.path().join("bad-root.json");
+    let mut b = std::fs::read(r.dir.join("root.json")).unwrap();
+    let i = b.windows(6).position(|w| w == b"\"sig\":").unwrap() + 10;
+    b[i] = if b[i] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&bad_root, &b).unwrap();
+    let (code, _, err) = vouch(&[
+        "update",
+        "check",
+        "--repo",
+        &r.repo("v2"),
+        "--root",
+        bad_root.to_str().unwrap(),
+        "--target",
+        "app.conf",
+        "--cache",
+        fresh("badroot").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("trusted"), "{err}");
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not come up");
+}
+
+#[test]
+fn update_is_reattested_and_affirming_only_with_the_tuf_target() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Repos {
+        dir: d.path().join("repos"),
+    };
+    let expected = make_repos(&r.dir);
+
+    let dir = d.path().join("server");
+    let port = free_port();
+    let _server = Child(
+        Command::new(VOUCH)
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .env_remove("VOUCH_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("vouch server", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && dir.join("context.toml").exists()
+    });
+    let data_dir = dir.to_str().unwrap();
+
+    // The device: its workload's executable is registered; app.conf comes from TUF.
+    let dev = d.path().join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    let exe = dev.join("app.bin");
+    std::fs::write(&exe, "binary of app").unwrap();
+    let exe_sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&exe).unwrap()))
+    };
+    let (code, _, err) = vouch(&[
+        "refvalue",
+        "add",
+        "executable",
+        "app",
+        &exe_sha,
+        "--data-dir",
+        data_dir,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let installed = dev.join("app.conf");
+    let path = installed.to_str().unwrap();
+    let (code, out, err) = vouch(&[
+        "--json",
+        "token",
+        "create",
+        "--ttl",
+        "10m",
+        "--data-dir",
+        data_dir,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let token: serde_json::Value = serde_json::from_str(&out).unwrap();
+
+    let server = format!("https://127.0.0.1:{port}");
+    let ca = dir.join("tls/ca.crt");
+    let agent_dir = d.path().join("agent");
+    let agent_flags = |join: bool| -> Vec<String> {
+        let mut v = vec![
+            "--server".to_string(),
+            server.clone(),
+            "--ca-cert".into(),
+            ca.display().to_string(),
+            "--agent-dir".into(),
+            agent_dir.display().to_string(),
+            "--workload".into(),
+            "app".into(),
+            "--exe".into(),
+            exe.display().to_string(),
+        ];
+        if join {
+            v.push("--join-token".into());
+            v.push(token["token"].as_str().unwrap().to_string());
+        }
+        v
+    };
+    let publish = |s: &str| {
+        let (code, out, err) = vouch(&[
+            "update",
+            "publish",
+            "--repo",
+            &r.repo(s),
+            "--root",
+            &r.root(),
+            "--target",
+            "app.conf",
+            "--cache",
+            d.path().join("operator-cache").to_str().unwrap(),
+            "--path",
+            path,
+            "--data-dir",
+            data_dir,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let apply = |s: &str, join: bool| {
+        let mut args: Vec<String> = [
+            "--json",
+            "update",
+            "apply",
+            "--repo",
+            &r.repo(s),
+            "--root",
+            &r.root(),
+            "--target",
+            "app.conf",
+            "--cache",
+            d.path().join("device-cache").to_str().unwrap(),
+            "--to",
+            path,
+            "--attest",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(agent_flags(join));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        vouch(&a)
+    };
+    let attest = || {
+        let mut args: Vec<String> = vec!["--json".into(), "attest".into()];
+        args.extend(agent_flags(false));
+        args.extend(["--file".to_string(), path.to_string()]);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        vouch(&a)
+    };
+    let refvalues = || {
+        let (code, out, err) = vouch(&["--json", "refvalue", "list", "--data-dir", data_dir]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == "file" && r["key"] == path)
+            .map(|r| r["value"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+
+    // Version 1: published by the operator, applied on the device, re-attested affirming.
+    let out = publish("v1");
+    assert!(
+        out.contains(expected["v1"]["sha256"].as_str().unwrap()),
+        "{out}"
+    );
+    assert_eq!(
+        refvalues(),
+        vec![expected["v1"]["sha256"].as_str().unwrap()]
+    );
+    let (code, out, err) = apply("v1", true);
+    assert_eq!(code, 0, "{out} {err}");
+    let res: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(res["status"], "affirming", "{out}");
+    assert_eq!(
+        hex_sha256(&installed),
+        expected["v1"]["sha256"].as_str().unwrap()
+    );
+
+    // Version 2 published: the reference value is replaced, so the node still running
+    // version 1 is contraindicated until it applies version 2.
+    publish("v2");
+    assert_eq!(
+        refvalues(),
+        vec![expected["v2"]["sha256"].as_str().unwrap()]
+    );
+    let (code, out, _) = attest();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("contraindicated"), "{out}");
+    let (code, out, err) = apply("v2", false);
+    assert_eq!(code, 0, "{out} {err}");
+    let res: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(res["status"], "affirming", "{out}");
+
+    // A tampered update is refused before anything is written or attested.
+    let (code, _, err) = apply("arbitrary", false);
+    assert_eq!(code, 1);
+    assert!(err.contains("Hash mismatch"), "{err}");
+    assert_eq!(
+        hex_sha256(&installed),
+        expected["v2"]["sha256"].as_str().unwrap()
+    );
+
+    // The file replaced outside TUF: contraindicated, with the path in the reason.
+    std::fs::write(&installed, "mode = debug\nbackdoor = on\n").unwrap();
+    let (code, out, _) = attest();
+    assert_eq!(code, 1, "{out}");
+    let res: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(res["status"], "contraindicated", "{out}");
+    assert!(out.contains(path), "{out}");
+}
+
+fn hex_sha256(p: &Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}
