@@ -33,6 +33,9 @@ if [ "${1:-}" = "--test" ]; then
     # podman with runc (crun does not drive hybrid v1/v2 cgroups), and dockerd (docker.io);
     # binutils strips the client
     packages+=(podman buildah runc conmon binutils docker.io)
+    # crates/vouch-image/tests/registry.rs: a real OCI registry on loopback (docker-registry),
+    # images pushed and inspected by skopeo
+    packages+=(docker-registry skopeo)
 fi
 
 missing=()

@@ -1,0 +1,136 @@
+//! Container image signatures.
+//!
+//! Cosign-format signatures: for an image whose manifest digest is `sha256:<hex>`, the
+//! registry holds, in the same repository, a manifest tagged `sha256-<hex>.sig` whose layers
+//! are simple-signing payloads (`application/vnd.dev.cosign.simplesigning.v1+json`), each with
+//! its ECDSA signature in the annotation `dev.cosignproject.cosign/signature`. [`verify_image`]
+//! resolves a reference to its digest, fetches that signature manifest and its payloads with a
+//! bounded registry client ([`registry::RegistryClient`]), and accepts the image when one
+//! payload is signed by a trusted key ([`cosign::PublicKey`]), is of type `cosign container
+//! image signature`, and names exactly this digest.
+//!
+//! Every byte from the registry is untrusted: manifests and blobs are read up to a fixed
+//! length, blobs are checked against their digest, and parsers return errors, never panic.
+
+pub mod cosign;
+pub mod reference;
+pub mod registry;
+
+pub use cosign::{PublicKey, SignedPayload};
+pub use reference::{Digest, ImageRef};
+pub use registry::{ClientOptions, RegistryClient};
+
+/// Why an image or its signature is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The image reference or a digest is malformed.
+    #[error("image reference: {0}")]
+    Reference(String),
+    /// The registry could not be reached, answered an error, or answered malformed or
+    /// oversized content.
+    #[error("registry: {0}")]
+    Registry(String),
+    /// The registry holds no signature for the digest.
+    #[error("image {0} has no cosign signature (no {1} tag)")]
+    Unsigned(String, String),
+    /// Signatures exist, but none verifies: each one's reason.
+    #[error("image {digest}: no valid signature by a trusted key: {reasons}")]
+    NotVerified {
+        /// The image digest.
+        digest: String,
+        /// Why each signature was refused, joined.
+        reasons: String,
+    },
+    /// A public key could not be read.
+    #[error("public key: {0}")]
+    Key(String),
+}
+
+/// An image whose signature verified.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifiedImage {
+    /// The manifest digest the signatures name.
+    pub digest: Digest,
+    /// The ids ([`PublicKey::id`]) of the trusted keys that signed it, each once.
+    pub signed_by: Vec<String>,
+    /// The verified payloads.
+    pub signatures: Vec<SignedPayload>,
+}
+
+/// Most signature layers looked at in one signature manifest.
+pub const MAX_SIGNATURES: usize = 16;
+/// Longest simple-signing payload fetched.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// The media type of cosign simple-signing payload layers.
+pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// The layer annotation holding the base64 signature.
+pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
+/// The tag cosign stores the signatures of `digest` under: `sha256-<hex>.sig`.
+pub fn signature_tag(digest: &Digest) -> String {
+    format!("{}.sig", digest.as_str().replacen(':', "-", 1))
+}
+
+/// Resolve `image` (by tag or digest) and verify its cosign signatures against `keys`.
+pub async fn verify_image(
+    client: &RegistryClient,
+    image: &ImageRef,
+    keys: &[PublicKey],
+) -> Result<VerifiedImage, ImageError> {
+    let digest = client.resolve(image).await?;
+    verify_digest(client, image, &digest, keys).await
+}
+
+/// Verify the cosign signatures of the manifest `digest` in `image`'s repository.
+pub async fn verify_digest(
+    client: &RegistryClient,
+    image: &ImageRef,
+    digest: &Digest,
+    keys: &[PublicKey],
+) -> Result<VerifiedImage, ImageError> {
+    let tag = signature_tag(digest);
+    let Some(manifest) = client.manifest(image, &tag).await? else {
+        return Err(ImageError::Unsigned(digest.to_string(), tag));
+    };
+    let layers = registry::signature_layers(&manifest.body)?;
+    let mut reasons = Vec::new();
+    let mut out = VerifiedImage {
+        digest: digest.clone(),
+        signed_by: Vec::new(),
+        signatures: Vec::new(),
+    };
+    for layer in layers.iter().take(MAX_SIGNATURES) {
+        let Some(sig) = &layer.signature else {
+            reasons.push(format!("layer {}: no {SIGNATURE_ANNOTATION}", layer.digest));
+            continue;
+        };
+        if layer.size > MAX_PAYLOAD_BYTES as u64 {
+            reasons.push(format!(
+                "layer {}: payload of {} bytes, more than {MAX_PAYLOAD_BYTES}",
+                layer.digest, layer.size
+            ));
+            continue;
+        }
+        let payload = client.blob(image, &layer.digest, MAX_PAYLOAD_BYTES).await?;
+        match cosign::verify_payload(&payload, sig, keys, digest) {
+            Ok(p) => {
+                if !out.signed_by.contains(&p.key_id) {
+                    out.signed_by.push(p.key_id.clone());
+                }
+                out.signatures.push(p);
+            }
+            Err(e) => reasons.push(format!("layer {}: {e}", layer.digest)),
+        }
+    }
+    if out.signatures.is_empty() {
+        if layers.is_empty() {
+            reasons.push("no simple-signing layer".into());
+        }
+        return Err(ImageError::NotVerified {
+            digest: digest.to_string(),
+            reasons: reasons.join("; "),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""An independent cosign-format signer for the registry test.
+
+Debian's skopeo and podman refuse to sign with a sigstore key ("Debian-local change:
+sigstore disabled"), so this plays cosign's part with Python's `cryptography` (OpenSSL):
+it writes the simple-signing payload cosign writes, signs it with ECDSA P-256 / SHA-256,
+and pushes it to the registry the way `cosign sign --key` stores it (OCI distribution API:
+blobs, then the manifest tagged sha256-<hex>.sig, the signature in the layer annotation
+dev.cosignproject.cosign/signature).
+
+  cosign_sign.py genkey DIR NAME
+  cosign_sign.py sign REGISTRY REPO DIGEST KEY CA MODE
+MODE: good | flip-signature | flip-payload | other-digest:<sha256:hex> | no-annotation
+"""
+import base64, hashlib, json, ssl, sys, urllib.request
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+
+def genkey(d, name):
+    k = ec.generate_private_key(ec.SECP256R1())
+    open(f"{d}/{name}.key", "wb").write(k.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    open(f"{d}/{name}.pub", "wb").write(k.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def push(base, ctx, repo, tag, payload, annotations):
+    def req(method, url, data=None, ctype=None):
+        r = urllib.request.Request(url, data=data, method=method)
+        if ctype:
+            r.add_header("Content-Type", ctype)
+        return urllib.request.urlopen(r, context=ctx)
+
+    def blob(data):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        loc = req("POST", f"{base}/v2/{repo}/blobs/uploads/").headers["Location"]
+        if loc.startswith("/"):
+            loc = base + loc
+        sep = "&" if "?" in loc else "?"
+        req("PUT", f"{loc}{sep}digest={digest}", data, "application/octet-stream")
+        return digest, len(data)
+
+    config = b"{}"
+    cdig, clen = blob(config)
+    pdig, plen = blob(payload)
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cdig, "size": clen},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    "digest": pdig, "size": plen, "annotations": annotations}],
+    }).encode()
+    req("PUT", f"{base}/v2/{repo}/manifests/{tag}", manifest,
+        "application/vnd.oci.image.manifest.v1+json")
+
+
+def sign(registry, repo, digest, keyfile, ca, mode):
+    key = serialization.load_pem_private_key(open(keyfile, "rb").read(), None)
+    named = mode.split(":", 1)[1] if mode.startswith("other-digest:") else digest
+    payload = json.dumps({
+        "critical": {"identity": {"docker-reference": f"{registry}/{repo}"},
+                     "image": {"docker-manifest-digest": named},
+                     "type": "cosign container image signature"},
+        "optional": None}, separators=(",", ":")).encode()
+    sig = bytearray(key.sign(payload, ec.ECDSA(hashes.SHA256())))
+    if mode == "flip-signature":
+        sig[len(sig) // 2] ^= 0x01
+    if mode == "flip-payload":
+        payload = bytearray(payload)
+        payload[payload.index(b"cosign")] ^= 0x20  # 'c' -> 'C'
+        payload = bytes(payload)
+    annotations = {} if mode == "no-annotation" else {
+        "dev.cosignproject.cosign/signature": base64.b64encode(bytes(sig)).decode()}
+    ctx = ssl.create_default_context(cafile=ca)
+    tag = digest.replace(":", "-", 1) + ".sig"
+    push(f"https://{registry}", ctx, repo, tag, payload, annotations)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "genkey":
+        genkey(*sys.argv[2:4])
+    else:
+        sign(*sys.argv[2:8])
