@@ -175,6 +175,27 @@ fn tuf_attacks_are_refused() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["versions"]["root"], 2);
 
+    // Root rollback: after a root that retired the old timestamp and snapshot keys (say
+    // compromised), the old repository (root 1 only, signed by the old keys) is refused: the
+    // next run starts from the root kept in the cache, not the older pinned one.
+    let rot = fresh("rotated-online");
+    let (code, _, err) = r.check("v1", &rot);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = r.check("rotated_online_keys", &rot);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["versions"]["root"], 2);
+    r.refused(
+        "v1",
+        &rot,
+        "Signature threshold of 1 not met for role timestamp (0 valid signatures)",
+    );
+    // A cache whose root is not root metadata is a local error (exit 2), not a fallback.
+    std::fs::write(rot.join("root.json"), "{}").unwrap();
+    let (code, _, err) = r.check("v1", &rot);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not root metadata"), "{err}");
+
     // Arbitrary software (one flipped byte) and endless data (a longer target): the metadata
     // verifies, the download is refused, and the installed file is left as it was.
     let dev = d.path().join("dev");

@@ -163,15 +163,42 @@ fn base_url(repo: &str) -> Result<url::Url> {
         .map_err(|()| anyhow::anyhow!("--repo {}: not an absolute path", dir.display()))
 }
 
-/// Load and verify the repository's metadata from the pinned root; find the target.
+/// The root to start from: the newest of the pinned root and the root a previous run verified
+/// and kept in the cache. Starting from the pinned root every time would let a repository that
+/// serves only the old root chain bring back keys a later root retired (and with them, the
+/// versions kept in the cache no longer verify, so rollback goes unnoticed).
+fn trusted_root(pinned: Vec<u8>, cache: &Path) -> Result<Vec<u8>> {
+    fn version(b: &[u8]) -> Option<u64> {
+        serde_json::from_slice::<Value>(b).ok()?["signed"]["version"].as_u64()
+    }
+    let p = cache.join("root.json");
+    let cached = match std::fs::read(&p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pinned),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    let Some(cv) = version(&cached) else {
+        bail!(
+            "{} is not root metadata: remove the cache to start again from the pinned root",
+            p.display()
+        );
+    };
+    Ok(match version(&pinned) {
+        Some(pv) if pv >= cv => pinned,
+        _ => cached,
+    })
+}
+
+/// Load and verify the repository's metadata from the trusted root; find the target.
 async fn verify(t: &TufArgs) -> Result<std::result::Result<Verified, Refused>> {
-    let root = std::fs::read(&t.root).with_context(|| format!("reading {}", t.root.display()))?;
+    let pinned = std::fs::read(&t.root).with_context(|| format!("reading {}", t.root.display()))?;
     let base = base_url(&t.repo)?;
     let cache = t
         .cache
         .clone()
         .unwrap_or_else(|| PathBuf::from(".vouch/update"));
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let root = trusted_root(pinned, &cache)?;
     let name = match tough::TargetName::new(t.target.clone()) {
         Ok(n) => n,
         Err(e) => bail!("--target {}: {e}", t.target),

@@ -109,19 +109,19 @@ class Repo:
         write(md, self.md(f"{version}.targets.json"))
         return md
 
-    def snapshot(self, version, targets_md, targets_version=None):
+    def snapshot(self, version, targets_md, targets_version=None, signer=None):
         s = Snapshot(version=version, expires=LATER)
         mf = meta(targets_md)
         if targets_version is not None:
             mf = MetaFile(version=targets_version)
         s.meta = {"targets.json": mf}
-        md = signed(s, [snapshot_signer])
+        md = signed(s, [signer or snapshot_signer])
         write(md, self.md(f"{version}.snapshot.json"))
         return md
 
-    def timestamp(self, version, snapshot_md, expires=LATER, pad=0):
+    def timestamp(self, version, snapshot_md, expires=LATER, pad=0, signer=None):
         t = Timestamp(version=version, expires=expires, snapshot_meta=meta(snapshot_md))
-        md = signed(t, [timestamp_signer])
+        md = signed(t, [signer or timestamp_signer])
         write(md, self.md("timestamp.json"))
         if pad:
             # Valid JSON, still validly signed (signatures cover the canonical form), but
@@ -207,6 +207,22 @@ r = Repo("rotated")
 write(signed(make_root(2), root_signers[:2]), r.md("2.root.json"))
 tf = r.target(V2)
 r.timestamp(2, r.snapshot(2, r.targets(2, [tf])))
+
+# A root rotation that replaces the timestamp and snapshot keys (the old ones retired, say
+# compromised);
+# served afterwards, the old repository ("v1": root 1 only, timestamp by the old key) must not
+# take the device back to root 1.
+r = Repo("rotated_online_keys")
+new_timestamp = CryptoSigner.generate_ed25519()
+new_snapshot = CryptoSigner.generate_ed25519()
+root2 = make_root(2)
+root2.revoke_key(timestamp_signer.public_key.keyid, "timestamp")
+root2.add_key(new_timestamp.public_key, "timestamp")
+root2.revoke_key(snapshot_signer.public_key.keyid, "snapshot")
+root2.add_key(new_snapshot.public_key, "snapshot")
+write(signed(root2, root_signers[:2]), r.md("2.root.json"))
+tf = r.target(V2)
+r.timestamp(2, r.snapshot(2, r.targets(2, [tf]), signer=new_snapshot), signer=new_timestamp)
 
 with open(os.path.join(OUT, "expected.json"), "w") as f:
     json.dump(
