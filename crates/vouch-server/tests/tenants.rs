@@ -286,6 +286,13 @@ async fn each_tenant_attests_apart_and_its_results_name_it_and_verify_only_with_
         .unwrap_err();
     assert!(err.to_string().contains("token"), "{err}");
 
+    // An agent's tenant is a path segment, never a path.
+    let mut bad = agent_config(&h, Some("../t/acme"), "bad", "vjt_x".into());
+    let err = Agent::new(bad.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("tenant"), "{err}");
+    bad.tenant = Some("Acme".into());
+    assert!(Agent::new(bad).await.is_err());
+
     // A tenant that is not configured has no routes.
     let (s, v) = call(
         &h,
