@@ -15,6 +15,8 @@ const MAX_FIELD: usize = 4096;
 pub(crate) fn parse(text: &str) -> Result<(Vec<Value>, Vec<String>)> {
     let mut values = Vec::new();
     let mut rows = Vec::new();
+    // Spreadsheets write a byte-order mark first.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
@@ -65,15 +67,16 @@ fn fields(line: &str) -> Result<Vec<String>, String> {
             (false, ',') => {
                 out.push(std::mem::take(&mut cur));
                 was_quoted = false;
+                // A third comma: a fourth field follows (read no further).
+                if out.len() == 3 {
+                    return Err("more than 3 fields".into());
+                }
             }
             (false, c) if was_quoted => return Err(format!("{c:?} after a closing quote")),
             (false, c) => cur.push(c),
         }
         if cur.len() > MAX_FIELD {
             return Err(format!("a field longer than {MAX_FIELD} bytes"));
-        }
-        if out.len() > 3 {
-            return Err("more than 3 fields".into());
         }
     }
     if quoted {
@@ -123,6 +126,9 @@ mod tests {
         let e = parse("file,a,b,c\n").unwrap_err().to_string();
         assert!(e.contains("more than 3"), "{e}");
         assert!(parse("kind,key,value\n").is_err());
+        // A spreadsheet's export: byte-order mark, header, CRLF.
+        let (v, rows) = parse("\u{feff}kind,key,value\r\nfile,/a,1\r\n").unwrap();
+        assert_eq!((v.len(), rows[0].as_str()), (1, "line 2"));
     }
 
     #[test]
