@@ -649,4 +649,8 @@ pub struct SecretReleaseResponse {
     pub ciphertext: String,
     /// The attestation the release rests on (its record and result).
     pub attestation_id: String,
+    /// For `tpm` evidence with an IMA log: how many IMA entries the verifier has now replayed
+    /// (the release's evidence moved it, as a round's does); the agent's next slice starts there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ima_position: Option<u64>,
 }

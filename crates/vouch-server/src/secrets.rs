@@ -487,6 +487,7 @@ impl State {
             enc: sealed.enc,
             ciphertext: sealed.ciphertext,
             attestation_id: result.attestation_id,
+            ima_position: result.ima_position,
         })
     }
 }

@@ -53,7 +53,17 @@ impl Agent {
             selectors: selectors.to_vec(),
             signature,
         };
-        let res = client.secret_release(&req).await?;
+        let res = client.secret_release(&req).await;
+        // The release's evidence moved the verifier's IMA replay as a round's does: the next
+        // slice starts where it now is, or from entry 0 when the answer does not say.
+        #[cfg(feature = "tpm")]
+        {
+            self.ima_sent = match &res {
+                Ok(r) => r.ima_position.unwrap_or(self.ima_sent),
+                Err(_) => 0,
+            };
+        }
+        let res = res?;
         if res.name != name || res.node_id != self.enrollment.node_id {
             return Err(AgentError::Protocol(format!(
                 "asked for secret {name:?} for node {}, the answer is {:?} for {}",
