@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod anomaly;
 mod audit;
 mod auth;
 mod config;
@@ -432,6 +433,8 @@ async fn start_tenant(
         *m = federation::load_saved(&federation_dir, &cfg.federation);
     }
     let state = Arc::new(state);
+    let anomaly_writer = state.anomalies.start(store.clone(), unix_now()).await?;
+    state.verifier.set_anomaly_hook(state.anomalies.clone());
     // The registration-entry index is read once here, so the first SVID request does not
     // pay for it; a store that cannot answer is retried by the poller.
     let loading = std::time::Instant::now();
@@ -497,6 +500,7 @@ async fn start_tenant(
     let background = vec![
         sweeper,
         key_watch,
+        anomaly_writer,
         tokio::spawn(entries::poll(state.clone(), Duration::from_secs(1))),
     ];
     Ok(TenantParts {
