@@ -28,8 +28,25 @@ fn text(html: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&#39;", "'")
         .replace("&nbsp;", " ");
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
+    // Line wrapping is rustdoc's layout, not the API.
+    out.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("( ", "(")
+        .replace(", )", ")")
+        .replace(",)", ")")
 }
+
+/// Implementations rustdoc shows or hides depending on its version (compiler-internal marker
+/// traits, and unwind safety, which no one relies on across an SDK boundary); `Send`, `Sync`,
+/// `Unpin` and every real trait stay.
+const UNSTABLE_IMPLS: &[&str] = &[
+    "Freeze",
+    "UnsafeUnpin",
+    "RefUnwindSafe",
+    "UnwindSafe",
+    "StructuralPartialEq",
+];
 
 /// Every `open … close` span of `s`, the part between.
 fn spans<'a>(s: &'a str, open: &str, close: &str) -> Vec<&'a str> {
@@ -45,7 +62,9 @@ fn spans<'a>(s: &'a str, open: &str, close: &str) -> Vec<&'a str> {
 }
 
 /// The API lines of one item page: its declaration, its inherent methods, and the traits it
-/// implements (not blanket implementations, which come from other crates).
+/// implements (not blanket implementations, which come from other crates). Rustdoc's HTML
+/// changes a little between toolchains: after an upgrade, bless the listing if only its
+/// layout moved.
 fn item_lines(name: &str, page: &str, out: &mut BTreeSet<String>) {
     for d in spans(page, "<pre class=\"rust item-decl\">", "</pre>") {
         out.insert(format!("{name}: {}", text(d)));
@@ -61,7 +80,13 @@ fn item_lines(name: &str, page: &str, out: &mut BTreeSet<String>) {
     }
     let impls = &page[inherent_end.min(blanket)..blanket];
     for h in spans(impls, "<h3 class=\"code-header\">", "</h3>") {
-        out.insert(format!("{name}: {}", text(h)));
+        let h = text(h);
+        let skip = UNSTABLE_IMPLS
+            .iter()
+            .any(|t| h.contains(&format!(" {t} for ")) || h.contains(&format!("!{t} for ")));
+        if !skip {
+            out.insert(format!("{name}: {h}"));
+        }
     }
 }
 
