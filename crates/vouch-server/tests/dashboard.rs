@@ -689,3 +689,84 @@ async fn a_tenants_session_sees_only_its_own_tenant() {
     );
     h.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn lists_are_pages_of_fifty() {
+    let h = Harness::new(|_| {}).await;
+    let now = unix_now();
+    h.store
+        .create_join_token("paging", None, now, now + 60)
+        .await
+        .unwrap();
+    let node = h
+        .store
+        .enroll("paging", &[9; 32], "host", now)
+        .await
+        .unwrap()
+        .node_id;
+    // 60 workloads; the first attested 60 times, a second apart.
+    let mut plan: Vec<(String, u64)> = (0..60u64)
+        .map(|i| (format!("w{i:02}"), now - 1000 + i))
+        .collect();
+    plan.extend((1..60u64).map(|k| ("w00".to_string(), now - 900 + k)));
+    for (n, (w, at)) in plan.into_iter().enumerate() {
+        let r = AttestationRecord {
+            id: format!("a-{n}"),
+            workload_id: format!("{node}/{w}"),
+            node_id: node.clone(),
+            key_id: "k".into(),
+            evidence_kind: "software".into(),
+            evidence_sha256: "00".into(),
+            claims: serde_json::json!({}),
+            status: "affirming".into(),
+            trust_vector: serde_json::json!({}),
+            reasons: vec![],
+            policy_id: "default".into(),
+            policy_version: 1,
+            result: "r".into(),
+            created_at: at,
+            expires_at: at + 600,
+        };
+        h.store
+            .record_attestation(&r, now + 3600, None)
+            .await
+            .unwrap();
+    }
+    let (cookie, _) = session(&h, &h.read_token()).await;
+    let rows = |page: &str| page.matches("<tr class=\"affirming\">").count();
+    let (s, _, first) = get(&h, "/dashboard/", Some(&cookie)).await;
+    assert_eq!(s, 200);
+    assert_eq!(rows(&first), 50);
+    assert!(
+        first.contains("href=\"/dashboard/?page=1\">older"),
+        "{first}"
+    );
+    let (_, _, second) = get(&h, "/dashboard/?page=1", Some(&cookie)).await;
+    assert_eq!(rows(&second), 10);
+    assert!(!second.contains("older") && second.contains("?page=0"));
+    let (s, _, far) = get(&h, "/dashboard/?page=99999999999", Some(&cookie)).await;
+    assert_eq!((s, rows(&far)), (200, 0));
+    // A query that does not parse: a 400 page, not a server error.
+    let (s, _, _) = get(&h, "/dashboard/?page=x", Some(&cookie)).await;
+    assert_eq!(s, 400);
+
+    // A workload's history pages by time: 50 newest, then the 10 before the oldest shown.
+    let id = urlenc(&format!("{node}/w00"));
+    let (_, _, latest) = get(&h, &format!("/dashboard/workload?id={id}"), Some(&cookie)).await;
+    let hist = |p: &str| {
+        let t = &p[p.find("class=history").unwrap()..];
+        t.matches("<tr class=\"affirming\">").count()
+    };
+    assert_eq!(hist(&latest), 50);
+    let older = &latest[latest.find("before=").unwrap() + 7..];
+    let before: u64 = older[..older.find('"').unwrap()].parse().unwrap();
+    assert_eq!(before, now - 900 + 10);
+    let (_, _, rest) = get(
+        &h,
+        &format!("/dashboard/workload?id={id}&before={before}"),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(hist(&rest), 10);
+    h.server.shutdown().await;
+}

@@ -84,7 +84,9 @@ impl Sessions {
         let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(crate::keys::random_bytes::<32>());
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.retain(|_, s| s.expires_at > now);
+        if held.len() >= MAX_SESSIONS {
+            held.retain(|_, s| s.expires_at > now);
+        }
         while held.len() >= MAX_SESSIONS {
             let Some(oldest) = held
                 .iter()
@@ -507,6 +509,22 @@ mod tests {
         let id = s.open("tok", "read-token", 100);
         let held = s.held.lock().unwrap();
         assert!(held.contains_key(&<[u8; 32]>::from(Sha256::digest(id.as_bytes()))));
+    }
+
+    #[test]
+    fn sessions_are_bounded_and_the_oldest_give_way() {
+        let s = Sessions::default();
+        let first = s.open("tok", "a", 100);
+        for i in 0..MAX_SESSIONS as u64 {
+            s.open("tok", "b", 200 + i);
+        }
+        assert_eq!(s.held.lock().unwrap().len(), MAX_SESSIONS);
+        assert!(s.find(&first, 150).is_none());
+        // Expired ones are dropped first when full.
+        let late = 200 + MAX_SESSIONS as u64 + SESSION_TTL;
+        let id = s.open("tok", "c", late);
+        assert_eq!(s.held.lock().unwrap().len(), 1);
+        assert!(s.find(&id, late + 1).is_some());
     }
 
     #[test]
