@@ -878,6 +878,8 @@ fn bench_prints_one_table_with_every_row() {
         "metrics and request id, per attestation",
         "appraisal pipeline alone, repeat",
         "appraisal pipeline alone, changed claims",
+        "fleet anomaly detector, repeat attestation",
+        "fleet anomaly detector, every measurement new to the node",
         "scale: verifier memory per registered workload",
         "scale: attestation cost at N workloads against 1,000",
         "scale: X.509-SVID request at N entries against 1,000",
@@ -888,6 +890,24 @@ fn bench_prints_one_table_with_every_row() {
             out.lines().skip(2).any(|l| l.starts_with(row)),
             "no row {row:?} in\n{out}"
         );
+    }
+}
+
+/// Issue 16 item 5: `vouch bench --anomalies` times the fleet anomaly detector's hook over this
+/// machine's measurements against the appraisal pipeline, both per attestation.
+#[test]
+fn bench_anomalies_measures_the_detector_against_the_pipeline() {
+    let (code, out, err) = vouch(&["--json", "bench", "--anomalies", "--n", "20"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["measurements"].as_u64().unwrap() > 10, "{v}");
+    for k in [
+        "detector_steady_us",
+        "detector_full_us",
+        "pipeline_repeat_us",
+        "pipeline_changed_us",
+    ] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
 }
 
