@@ -497,3 +497,119 @@ fn hex_sha256(p: &Path) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
 }
+
+/// A small HTTP/1.1 server on loopback serving `root`: `/<scenario>/...` as the files are, and
+/// `/forever-target/...` and `/forever-meta/...` as scenario v2 with endless bytes after every
+/// target (respectively every metadata file), at most 256 MiB an answer.
+fn serve(root: PathBuf) -> u16 {
+    use std::io::{BufRead as _, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+                if r.read_line(&mut line).is_err() {
+                    return;
+                }
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                        break;
+                    }
+                }
+                let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+                let (file, endless) = if let Some(rest) = path.strip_prefix("/forever-target/") {
+                    (root.join("v2").join(rest), rest.starts_with("targets/"))
+                } else if let Some(rest) = path.strip_prefix("/forever-meta/") {
+                    (root.join("v2").join(rest), rest.starts_with("metadata/"))
+                } else {
+                    (root.join(path.trim_start_matches('/')), false)
+                };
+                let Ok(body) = std::fs::read(&file) else {
+                    let _ = c.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                };
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                let _ = c.write_all(&body);
+                if endless {
+                    let chunk = vec![b' '; 64 * 1024];
+                    for _ in 0..4096 {
+                        if c.write_all(&chunk).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn over_http_the_same_checks_hold_and_endless_answers_are_cut() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Repos {
+        dir: d.path().join("repos"),
+    };
+    let expected = make_repos(&r.dir);
+    let port = serve(r.dir.clone());
+    let url = |s: &str| format!("http://127.0.0.1:{port}/{s}");
+    let root = r.root();
+    let run = |s: &str, cache: &str, extra: &[&str]| {
+        let c = d.path().join(cache);
+        let mut a = vec![
+            "update",
+            if extra.is_empty() { "check" } else { "apply" },
+            "--repo",
+        ];
+        let u = url(s);
+        a.push(&u);
+        a.extend(["--root", &root, "--target", "app.conf", "--cache"]);
+        a.push(c.to_str().unwrap());
+        a.extend(extra);
+        vouch(&a)
+    };
+
+    let (code, out, err) = run("v2", "c", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(expected["v2"]["sha256"].as_str().unwrap()),
+        "{out}"
+    );
+    // Rollback is caught over HTTP as from a directory.
+    let (code, _, err) = run("rollback_timestamp", "c", &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("previously fetched version 2"), "{err}");
+    // A repository that is not there.
+    let (code, _, err) = run("nothing", "c2", &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("file not found"), "{err}");
+
+    // A target that never ends: cut at its signed length, nothing written.
+    let to = d.path().join("app.conf");
+    let to_s = to.to_str().unwrap().to_string();
+    let (code, _, err) = run("forever-target", "c3", &["--to", &to_s]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Maximum size 37 (specified by targets.json) exceeded"),
+        "{err}"
+    );
+    assert!(!to.exists());
+    // Metadata that never ends: cut at the timestamp's bound.
+    let (code, _, err) = run("forever-meta", "c4", &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Maximum size 16384 (specified by max_timestamp_size argument) exceeded"),
+        "{err}"
+    );
+    // The good target over HTTP, applied.
+    let (code, _, err) = run("v2", "c5", &["--to", &to_s]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(hex_sha256(&to), expected["v2"]["sha256"].as_str().unwrap());
+}

@@ -82,9 +82,14 @@ pub(crate) enum UpdateCmd {
 /// Which repository, which pinned root, which target, and where verified metadata is kept.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct TufArgs {
-    /// The TUF repository: a directory or file:// URL holding metadata/ and targets/.
+    /// The TUF repository: a directory, file:// URL or http(s):// URL holding metadata/ and
+    /// targets/ (plain HTTP is allowed: the signed metadata, not the transport, protects the
+    /// update).
     #[arg(long, env = "VOUCH_UPDATE_REPO")]
     repo: String,
+    /// CA certificates (PEM) for an https:// repository (default: the system's).
+    #[arg(long, env = "VOUCH_UPDATE_REPO_CA")]
+    repo_ca: Option<PathBuf>,
     /// The trusted root metadata pinned on this device (a root.json shipped out of band).
     #[arg(long, env = "VOUCH_UPDATE_ROOT")]
     root: PathBuf,
@@ -155,8 +160,15 @@ fn base_url(repo: &str) -> Result<url::Url> {
         }
         return Ok(u);
     }
+    if repo.starts_with("http://") || repo.starts_with("https://") {
+        let mut u = url::Url::parse(repo).with_context(|| format!("--repo {repo}"))?;
+        if !u.path().ends_with('/') {
+            u.set_path(&format!("{}/", u.path()));
+        }
+        return Ok(u);
+    }
     if repo.contains("://") {
-        bail!("--repo {repo}: only a directory or a file:// URL is supported");
+        bail!("--repo {repo}: a directory, a file:// URL or an http(s):// URL");
     }
     let dir = std::fs::canonicalize(repo).with_context(|| format!("--repo {repo}"))?;
     url::Url::from_directory_path(&dir)
@@ -205,7 +217,7 @@ async fn verify(t: &TufArgs) -> Result<std::result::Result<Verified, Refused>> {
     };
     let loader =
         tough::RepositoryLoader::new(&root, base.join("metadata/")?, base.join("targets/")?)
-            .transport(tough::FilesystemTransport)
+            .transport(Transport::new(t.repo_ca.as_deref())?)
             .limits(LIMITS)
             .datastore(cache)
             .expiration_enforcement(tough::ExpirationEnforcement::Safe);
@@ -426,4 +438,93 @@ async fn publish(v: &Verified, path: &str, api: &AdminArgs, json: bool) -> Resul
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// tough's transport: `file://` through tough's own `FilesystemTransport`, `http(s)://` through
+/// reqwest (rustls), streamed chunk by chunk so that tough's length limits stop an endless
+/// answer; a server that stalls is cut off by the read timeout (slow retrieval).
+#[derive(Debug, Clone)]
+struct Transport {
+    http: reqwest::Client,
+}
+
+impl Transport {
+    fn new(ca: Option<&Path>) -> Result<Self> {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} holds no PEM certificate", ca.display()))?;
+            b = b.tls_certs_only(certs);
+        }
+        Ok(Self { http: b.build()? })
+    }
+}
+
+/// The body's chunks, read by a task and handed over a small channel (bounded: the task waits
+/// for tough to take them, and stops when tough drops the stream after a limit).
+struct Chunks(tokio::sync::mpsc::Receiver<Result<tough::Bytes, tough::TransportError>>);
+
+impl futures_util::Stream for Chunks {
+    type Item = Result<tough::Bytes, tough::TransportError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[tough::async_trait]
+impl tough::Transport for Transport {
+    async fn fetch(&self, url: url::Url) -> Result<tough::TransportStream, tough::TransportError> {
+        use tough::{TransportError, TransportErrorKind};
+        if url.scheme() == "file" {
+            return tough::FilesystemTransport.fetch(url).await;
+        }
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(TransportError::new(
+                TransportErrorKind::UnsupportedUrlScheme,
+                url,
+            ));
+        }
+        let res = self.http.get(url.clone()).send().await.map_err(|e| {
+            TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), e)
+        })?;
+        let status = res.status();
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(TransportError::new(TransportErrorKind::FileNotFound, url));
+        }
+        if !status.is_success() {
+            return Err(TransportError::new_with_cause(
+                TransportErrorKind::Other,
+                url,
+                std::io::Error::other(format!("HTTP {status}")),
+            ));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut res = res;
+            loop {
+                let item = match res.chunk().await {
+                    Ok(Some(b)) => Ok(b),
+                    Ok(None) => return,
+                    Err(e) => Err(TransportError::new_with_cause(
+                        TransportErrorKind::Other,
+                        url.clone(),
+                        e,
+                    )),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(Chunks(rx)))
+    }
 }
