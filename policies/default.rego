@@ -213,6 +213,50 @@ deny contains f if {
 	}
 }
 
+# --- container images (input.images, from [image_signatures]) --------------------------------
+
+# `vouch refvalue add require_image_signature '*' true`: a workload that runs from a container
+# image must report a digest with a cosign signature by a key the verifier trusts
+# (`[image_signatures] keys`); `vouch refvalue add require_image_signature signed_by <key id>`
+# accepts only the keys listed (ids as `input.images[].signed_by` shows them).
+image_signature_required if refs("require_image_signature")["*"]
+
+image_signature_required if refs("require_image_signature").signed_by
+
+image_key_trusted(img) if {
+	not refs("require_image_signature").signed_by
+	count(img.signed_by) > 0
+}
+
+image_key_trusted(img) if {
+	some k in img.signed_by
+	k in refs("require_image_signature").signed_by
+}
+
+deny contains f if {
+	image_signature_required
+	some img in object.get(input, "images", [])
+	not image_key_trusted(img)
+	f := {
+		"rule": "require_image_signature",
+		"claim": "executables",
+		"msg": sprintf("container image %s of workload %q is not signed by a trusted key: %s", [img.digest, input.workload.name, object.get(img, "reason", sprintf("signed by %s, none of them a required key", [concat(", ", img.signed_by)]))]),
+	}
+}
+
+# An image digest no one checked: this verifier has no [image_signatures].
+deny contains f if {
+	image_signature_required
+	digest := input.workload.image_digest
+	is_string(digest)
+	not input.images
+	f := {
+		"rule": "require_image_signature",
+		"claim": "executables",
+		"msg": sprintf("container image %s of workload %q: image signatures are required and this verifier checks none ([image_signatures])", [digest, input.workload.name]),
+	}
+}
+
 # --- configuration ----------------------------------------------------------------------------
 
 # Measured configuration files must match a registered digest.

@@ -1,193 +1,15 @@
 //! A real OCI registry on loopback (Debian's docker-registry, over TLS under a CA only this
 //! test holds), images built from scratch by buildah and pushed by skopeo, signatures in
-//! cosign's layout pushed by an independent signer (tests/cosign_sign.py, Python's
+//! cosign's layout pushed by an independent signer (vouch-testkit's cosign_sign.py, Python's
 //! `cryptography`; Debian's skopeo and podman have sigstore signing compiled out). Vouch
 //! resolves the tag, fetches `sha256-<hex>.sig` and its payload, and verifies; each tampered
 //! signature is refused, and a registry answering an oversized manifest is cut off.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use vouch_image::{
     ClientOptions, Digest, ImageError, ImageRef, PublicKey, RegistryClient, verify_image,
 };
-
-const PYTHON: &str = "/usr/bin/python3";
-
-struct Registry {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(env: &[(&str, PathBuf)], prog: &str, args: &[&str]) -> String {
-    let o = Command::new(prog)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{prog}: {e}"));
-    assert!(
-        o.status.success(),
-        "{prog} {args:?}: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
-/// docker-registry with TLS on a free loopback port, storage in `dir`.
-fn start_registry(dir: &Path) -> Registry {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    // Distinct names: OpenSSL (the Python signer's TLS) takes a leaf named like its issuer
-    // for a self-signed certificate.
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "vouch-image test registry CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, "127.0.0.1");
-    let cert = leaf.signed_by(&key, &ca).unwrap();
-    std::fs::create_dir_all(dir.join("certs")).unwrap();
-    std::fs::write(dir.join("certs/ca.crt"), ca.pem()).unwrap();
-    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
-    let port = vouch_testkit::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    std::fs::write(
-        dir.join("registry.yml"),
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n",
-            dir.join("store").display(),
-            dir.join("tls.crt").display(),
-            dir.join("tls.key").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .args(["serve", dir.join("registry.yml").to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let r = Registry { child, addr };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&r.addr).is_ok() {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "docker-registry did not listen: {}",
-        std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
-    );
-}
-
-/// Build an image from scratch holding `content`, push it as `repo:tag`, return the digest
-/// skopeo reports for it.
-fn build_and_push(dir: &Path, reg: &Registry, repo: &str, tag: &str, content: &str) -> String {
-    let conf = dir.join("containers.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = \"cgroupfs\"\n\
-             events_logger = \"file\"\ntmp_dir = \"{}\"\n",
-            dir.join("tmp").display()
-        ),
-    )
-    .unwrap();
-    let storage = dir.join("storage.conf");
-    std::fs::write(
-        &storage,
-        format!(
-            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-            dir.join("graph").display(),
-            dir.join("run").display()
-        ),
-    )
-    .unwrap();
-    let env = [
-        ("CONTAINERS_CONF", conf),
-        ("CONTAINERS_STORAGE_CONF", storage),
-    ];
-    let file = dir.join(format!("{tag}.txt"));
-    std::fs::write(&file, content).unwrap();
-    let ctr = run(&env, "buildah", &["from", "scratch"]);
-    run(
-        &env,
-        "buildah",
-        &[
-            "copy",
-            "--quiet",
-            &ctr,
-            file.to_str().unwrap(),
-            "/content.txt",
-        ],
-    );
-    let layout = format!("oci:{}:{tag}", dir.join("layout").display());
-    run(&env, "buildah", &["commit", "--quiet", &ctr, &layout]);
-    run(&env, "buildah", &["rm", &ctr]);
-    let certs = dir.join("certs");
-    let dest = format!("docker://{}/{repo}:{tag}", reg.addr);
-    run(
-        &env,
-        "skopeo",
-        &[
-            "copy",
-            "--quiet",
-            "--dest-cert-dir",
-            certs.to_str().unwrap(),
-            &layout,
-            &dest,
-        ],
-    );
-    run(
-        &env,
-        "skopeo",
-        &[
-            "inspect",
-            "--cert-dir",
-            certs.to_str().unwrap(),
-            "--format",
-            "{{.Digest}}",
-            &dest,
-        ],
-    )
-}
-
-fn signer(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cosign_sign.py");
-    let mut a = vec![script];
-    a.extend_from_slice(args);
-    run(&[], PYTHON, &a);
-}
-
-fn missing_tools() -> Option<String> {
-    for tool in ["docker-registry", "skopeo", "buildah", PYTHON] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Some(format!("{tool} is not installed (scripts/deps.sh --test)"));
-        }
-    }
-    None
-}
+use vouch_testkit::registry::{Registry, missing_tools};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cosign_signatures_in_a_real_registry() {
@@ -196,37 +18,23 @@ async fn cosign_signatures_in_a_real_registry() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let reg = start_registry(dir);
-    let signed = build_and_push(dir, &reg, "team/app", "v1", "signed image\n");
-    let unsigned = build_and_push(dir, &reg, "team/app", "v2", "unsigned image\n");
+    let reg = Registry::start(tmp.path());
+    let signed = reg.push_image("team/app", "v1", "signed image\n");
+    let unsigned = reg.push_image("team/app", "v2", "unsigned image\n");
     assert_ne!(signed, unsigned);
-
-    let d = dir.to_str().unwrap();
-    signer(&["genkey", d, "trusted"]);
-    signer(&["genkey", d, "other"]);
-    let trusted =
-        PublicKey::from_pem(&std::fs::read_to_string(dir.join("trusted.pub")).unwrap()).unwrap();
+    let read_key =
+        |p: std::path::PathBuf| PublicKey::from_pem(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let trusted = read_key(reg.cosign_key("trusted"));
+    let other = read_key(reg.cosign_key("other"));
     let keys = [trusted.clone()];
-    let ca = dir.join("certs/ca.crt");
     let client = RegistryClient::new(&ClientOptions {
-        ca_pem: Some(std::fs::read(&ca).unwrap()),
+        ca_pem: Some(std::fs::read(reg.ca()).unwrap()),
         ..ClientOptions::default()
     })
     .unwrap();
     let v1 = ImageRef::parse(&format!("{}/team/app:v1", reg.addr)).unwrap();
     let v2 = ImageRef::parse(&format!("{}/team/app:v2", reg.addr)).unwrap();
-    let sign = |key: &str, mode: &str| {
-        signer(&[
-            "sign",
-            &reg.addr,
-            "team/app",
-            &signed,
-            dir.join(format!("{key}.key")).to_str().unwrap(),
-            ca.to_str().unwrap(),
-            mode,
-        ]);
-    };
+    let sign = |key: &str, mode: &str| reg.cosign_sign("team/app", &signed, key, mode);
 
     // No signature tag yet.
     let e = verify_image(&client, &v1, &keys).await.unwrap_err();
@@ -281,8 +89,6 @@ async fn cosign_signatures_in_a_real_registry() {
         );
     }
     // The other key verifies its own signature when trusted.
-    let other =
-        PublicKey::from_pem(&std::fs::read_to_string(dir.join("other.pub")).unwrap()).unwrap();
     sign("other", "good");
     let ok = verify_image(&client, &v1, std::slice::from_ref(&other))
         .await

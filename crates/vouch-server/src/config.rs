@@ -152,6 +152,9 @@ pub struct ServerConfig {
     pub node_attestors: Vec<String>,
     /// Settings of each document method listed in `node_attestors`, by method name.
     pub node_attestor: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Cosign signatures checked for the container image digests workloads report
+    /// (`input.images`; `[image_signatures]`, docs/SECURITY.md "Image signatures").
+    pub image_signatures: Option<crate::ImageSignatureSettings>,
     /// Further tenants this verifier serves beside `default` (`[[tenants]]`): each with its
     /// own store, keys, trust domain and policy under `data_dir/tenants/<name>`, at
     /// `/t/<name>/…`.
@@ -261,6 +264,7 @@ impl Default for ServerConfig {
             tee_collateral_dir: None,
             node_attestors: vec!["join_token".into()],
             node_attestor: std::collections::BTreeMap::new(),
+            image_signatures: None,
             tenants: Vec::new(),
             serving_tenant: None,
         }

@@ -19,6 +19,7 @@ mod dashboard;
 mod entries;
 mod error;
 mod federation;
+mod images;
 mod keys;
 mod listener;
 mod node;
@@ -32,15 +33,16 @@ mod telemetry;
 mod tpm;
 mod tpm_join;
 
+pub use anomaly::{AnomalyBench, bench_anomalies};
 pub use auth::{
     API_TOKENS_FILE, ApiTokenFile, ApiTokenRecord, DEFAULT_TENANT, Role, add_api_token,
     mint_api_token, read_token_file, valid_tenant_name,
 };
-pub use anomaly::{AnomalyBench, bench_anomalies};
 pub use config::{GossipSettings, ServerConfig, SigningAlg, TenantConfig};
 pub use entries::sign_entries_request;
 pub use error::ApiError;
 pub use federation::{FederatedBundle, FederatedDomain, parse_bundle};
+pub use images::{ImageSignatureSettings, ImageSignatures};
 pub use keys::{
     KeyError, Keyring, TlsFiles, ensure_dev_tls, load_or_create_nonce_key, random_bytes,
 };
@@ -435,6 +437,11 @@ async fn start_tenant(
     let state = Arc::new(state);
     let anomaly_writer = state.anomalies.start(store.clone(), unix_now()).await?;
     state.verifier.set_anomaly_hook(state.anomalies.clone());
+    if let Some(s) = &cfg.image_signatures {
+        let images = images::ImageSignatures::new(s).map_err(ServerError::Config)?;
+        tracing::info!(keys = ?images.key_ids(), "image signatures checked");
+        state.verifier.set_image_hook(Arc::new(images));
+    }
     // The registration-entry index is read once here, so the first SVID request does not
     // pay for it; a store that cannot answer is retried by the poller.
     let loading = std::time::Instant::now();

@@ -8,6 +8,7 @@ pub use tabrmd::Tabrmd;
 pub mod postgres;
 pub use postgres::Postgres;
 pub mod pg_replication;
+pub mod registry;
 pub use pg_replication::ReplicatedPostgres;
 mod testdata;
 pub use testdata::{TESTDATA, read_testdata, testdata};

@@ -140,6 +140,22 @@ pub struct Verifier {
     policy_sources: Mutex<HashMap<(String, u32), Arc<PolicySource>>>,
     /// Sees every verified attestation before its policy runs (fleet anomaly flags).
     anomaly_hook: std::sync::OnceLock<Arc<dyn AnomalyHook>>,
+    /// Appraises the container image digests attestations report (`input.images`).
+    image_hook: std::sync::OnceLock<Arc<dyn ImageHook>>,
+}
+
+/// Appraises the container image digests an attestation reports (the workload's
+/// `image_digest`) before the policy runs: its answer is the policy's `input.images`, one
+/// object per digest (`digest`, `signed_by`: the ids of the trusted keys whose signature
+/// verified, `reason` when none did). The verifier's image signature checker
+/// (`vouch-server`, `[image_signatures]`) is one.
+pub trait ImageHook: Send + Sync {
+    /// The `input.images` entries for `digests`.
+    fn images<'a>(
+        &'a self,
+        digests: &'a [String],
+        now: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<serde_json::Value>> + Send + 'a>>;
 }
 
 /// Sees every attestation whose evidence verified, before the policy runs, and answers the
@@ -207,11 +223,6 @@ impl Appraised {
         &self.key.node_id
     }
 
-    /// The kind of the evidence appraised.
-    pub fn kind(&self) -> EvidenceKind {
-        self.kind
-    }
-
     /// The HPKE public key the evidence's measurements bound (`release_key`, base64url), when
     /// the evidence asks for a secret.
     pub fn release_key(&self) -> Option<&str> {
@@ -231,6 +242,11 @@ impl Appraised {
     /// The nonce the evidence answers.
     pub fn nonce(&self) -> &str {
         &self.verified.nonce
+    }
+
+    /// The kind of the evidence appraised.
+    pub fn kind(&self) -> EvidenceKind {
+        self.kind
     }
 }
 
@@ -256,6 +272,7 @@ impl Verifier {
             parts,
             policy_sources: Mutex::default(),
             anomaly_hook: std::sync::OnceLock::new(),
+            image_hook: std::sync::OnceLock::new(),
             cfg,
             store,
             nonce_keys,
@@ -271,6 +288,12 @@ impl Verifier {
     /// was set already).
     pub fn set_anomaly_hook(&self, hook: Arc<dyn AnomalyHook>) -> bool {
         self.anomaly_hook.set(hook).is_ok()
+    }
+
+    /// Have `hook` appraise the image digests attestations report (once; `false` when one
+    /// was set already).
+    pub fn set_image_hook(&self, hook: Arc<dyn ImageHook>) -> bool {
+        self.image_hook.set(hook).is_ok()
     }
 
     /// The configuration.
@@ -479,7 +502,6 @@ impl Verifier {
             ));
         }
         let nonce_id = nonce.id();
-        let verify_time = verify_started.elapsed();
         if let Some(hook) = self.anomaly_hook.get() {
             let workload_id = format!("{}/{}", key.node_id, verified.workload_name);
             let active = hook.assess(&key.node_id, &workload_id, &verified, ev, now);
@@ -489,6 +511,19 @@ impl Verifier {
                 claims.insert("anomalies".into(), serde_json::Value::Array(active));
             }
         }
+        if let Some(hook) = self.image_hook.get() {
+            let digests: Vec<String> = verified.claims["workload"]["image_digest"]
+                .as_str()
+                .map(|d| vec![d.to_string()])
+                .unwrap_or_default();
+            if !digests.is_empty() {
+                let images = hook.images(&digests, now).await;
+                if let Some(claims) = verified.claims.as_object_mut() {
+                    claims.insert("images".into(), serde_json::Value::Array(images));
+                }
+            }
+        }
+        let verify_time = verify_started.elapsed();
         // Signed, bound to a nonce of ours: hold its parts, so that the agent may send the
         // unchanged ones by digest next time.
         for (digest, part) in &verified.parts {

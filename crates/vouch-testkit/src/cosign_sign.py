@@ -8,7 +8,7 @@ and pushes it to the registry the way `cosign sign --key` stores it (OCI distrib
 blobs, then the manifest tagged sha256-<hex>.sig, the signature in the layer annotation
 dev.cosignproject.cosign/signature).
 
-  cosign_sign.py genkey DIR NAME
+  cosign_sign.py genkey DIR NAME    (writes DIR/NAME.key, DIR/NAME.pub)
   cosign_sign.py sign REGISTRY REPO DIGEST KEY CA MODE
 MODE: good | flip-signature | flip-payload | other-digest:<sha256:hex> | no-annotation
 """

@@ -1,0 +1,200 @@
+//! Image signatures of the container images workloads report: the verifier's [`ImageHook`].
+//!
+//! An attestation's `workload.image_digest` names a manifest digest only, so the operator
+//! lists the repositories signatures are looked for in (`[image_signatures] repositories`):
+//! for each, the cosign tag `sha256-<hex>.sig` is fetched and verified against the configured
+//! public keys (`vouch-image`). The answer is the policy's `input.images[]`: `digest`,
+//! `signed_by` (ids of the keys whose signature verified), `repository` (where), `reason`
+//! (why unsigned). Definite answers are cached by digest for `ttl` seconds in a bounded map
+//! (an image's signatures do not change from one attestation to the next); a registry that
+//! cannot be reached is asked again next time.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use vouch_image::{ClientOptions, Digest, ImageError, ImageRef, PublicKey, RegistryClient};
+use vouch_verifier::ImageHook;
+
+/// `[image_signatures]`: where and with which keys image signatures are checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSignatureSettings {
+    /// Repositories (`host[:port]/path`) the signatures of reported digests are looked up in,
+    /// in order.
+    pub repositories: Vec<String>,
+    /// PEM files of the trusted cosign public keys (ECDSA P-256).
+    pub keys: Vec<PathBuf>,
+    /// PEM CA certificates for the registries' TLS certificates (default: the built-in
+    /// roots).
+    #[serde(default)]
+    pub registry_ca: Option<PathBuf>,
+    /// Plain HTTP to the registries (a loopback development registry only).
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Seconds a digest's answer is reused before it is checked again.
+    #[serde(default = "default_ttl")]
+    pub ttl: u64,
+    /// Most digests whose answers are held.
+    #[serde(default = "default_entries")]
+    pub cache_entries: usize,
+}
+
+fn default_ttl() -> u64 {
+    300
+}
+
+fn default_entries() -> usize {
+    4096
+}
+
+/// Checks image digests against cosign signatures; see the module documentation.
+pub struct ImageSignatures {
+    client: RegistryClient,
+    repositories: Vec<ImageRef>,
+    keys: Vec<PublicKey>,
+    ttl: u64,
+    max_entries: usize,
+    cache: Mutex<HashMap<String, (u64, serde_json::Value)>>,
+}
+
+impl std::fmt::Debug for ImageSignatures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageSignatures")
+            .field("repositories", &self.repositories.len())
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageSignatures {
+    /// Read the keys and CA named by `s`.
+    pub fn new(s: &ImageSignatureSettings) -> Result<Self, String> {
+        let mut keys = Vec::new();
+        for p in &s.keys {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("image_signatures key {}: {e}", p.display()))?;
+            keys.push(
+                PublicKey::from_pem(&text)
+                    .map_err(|e| format!("image_signatures key {}: {e}", p.display()))?,
+            );
+        }
+        if keys.is_empty() {
+            return Err("image_signatures: no key".into());
+        }
+        let repositories = s
+            .repositories
+            .iter()
+            .map(|r| {
+                // A repository with a placeholder tag parses as a reference.
+                ImageRef::parse(&format!("{r}:x"))
+                    .map_err(|e| format!("image_signatures repository {r:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if repositories.is_empty() {
+            return Err("image_signatures: no repository".into());
+        }
+        let ca_pem = match &s.registry_ca {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .map_err(|e| format!("image_signatures registry_ca {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let client = RegistryClient::new(&ClientOptions {
+            ca_pem,
+            plain_http: s.plain_http,
+            ..ClientOptions::default()
+        })
+        .map_err(|e| format!("image_signatures: {e}"))?;
+        Ok(Self {
+            client,
+            repositories,
+            keys,
+            ttl: s.ttl,
+            max_entries: s.cache_entries.max(1),
+            cache: Mutex::default(),
+        })
+    }
+
+    /// The ids of the trusted keys.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.id().to_string()).collect()
+    }
+
+    /// The answer for one digest, from the cache while fresh.
+    pub async fn check(&self, digest: &str, now: u64) -> serde_json::Value {
+        if let Ok(c) = self.cache.lock()
+            && let Some((at, v)) = c.get(digest)
+            && now < at.saturating_add(self.ttl)
+        {
+            return v.clone();
+        }
+        let (value, definite) = self.fetch(digest).await;
+        if definite && let Ok(mut c) = self.cache.lock() {
+            if c.len() >= self.max_entries && !c.contains_key(digest) {
+                // Drop the oldest answer.
+                if let Some(oldest) = c
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(k, _)| k.clone())
+                {
+                    c.remove(&oldest);
+                }
+            }
+            c.insert(digest.to_string(), (now, value.clone()));
+        }
+        value
+    }
+
+    /// Ask the registries; `true` with a definite answer (signed, unsigned, refused).
+    async fn fetch(&self, digest: &str) -> (serde_json::Value, bool) {
+        let unsigned = |reason: String| serde_json::json!({ "digest": digest, "signed_by": [], "reason": reason });
+        let d = match Digest::parse(digest) {
+            Ok(d) => d,
+            Err(e) => return (unsigned(e.to_string()), true),
+        };
+        let mut reasons = Vec::new();
+        let mut definite = true;
+        for repo in &self.repositories {
+            let name = format!("{}/{}", repo.registry, repo.repository);
+            match vouch_image::verify_digest(&self.client, repo, &d, &self.keys).await {
+                Ok(v) => {
+                    return (
+                        serde_json::json!({
+                            "digest": digest,
+                            "signed_by": v.signed_by,
+                            "repository": name,
+                        }),
+                        true,
+                    );
+                }
+                Err(ImageError::Unsigned(..)) => reasons.push(format!("{name}: no signature")),
+                Err(e @ ImageError::Registry(_)) => {
+                    definite = false;
+                    reasons.push(format!("{name}: {e}"));
+                }
+                Err(e) => reasons.push(format!("{name}: {e}")),
+            }
+        }
+        (unsigned(reasons.join("; ")), definite)
+    }
+}
+
+impl ImageHook for ImageSignatures {
+    fn images<'a>(
+        &'a self,
+        digests: &'a [String],
+        now: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<serde_json::Value>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(digests.len());
+            for d in digests {
+                out.push(self.check(d, now).await);
+            }
+            out
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! A real OCI registry on loopback for image-signature tests: Debian's `docker-registry` over
+//! TLS under a CA only the test holds; images built from scratch by buildah and pushed by
+//! skopeo; cosign-format signatures pushed by `cosign_sign.py` (Python's `cryptography`: an
+//! independent signer, since Debian's skopeo and podman have sigstore signing compiled out).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The Python with Debian's `python3-cryptography`.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// A running registry; killed on drop.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    dir: PathBuf,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Why the registry tests cannot run here, if they cannot (scripts/deps.sh --test installs
+/// what they need).
+pub fn missing_tools() -> Option<String> {
+    for tool in ["docker-registry", "skopeo", "buildah", PYTHON] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(format!("{tool} is not installed (scripts/deps.sh --test)"));
+        }
+    }
+    None
+}
+
+fn run(env: &[(&str, PathBuf)], prog: &str, args: &[&str]) -> String {
+    let o = Command::new(prog)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{prog}: {e}"));
+    assert!(
+        o.status.success(),
+        "{prog} {args:?}: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+impl Registry {
+    /// docker-registry with TLS on a free loopback port; its storage, certificates and the
+    /// images' build state live in `dir`.
+    pub fn start(dir: &Path) -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        // Distinct names: OpenSSL (the Python signer's TLS) takes a leaf named like its
+        // issuer for a self-signed certificate.
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "vouch test registry CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "127.0.0.1");
+        let cert = leaf.signed_by(&key, &ca).unwrap();
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        std::fs::write(dir.join("certs/ca.crt"), ca.pem()).unwrap();
+        std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+        let addr = format!("127.0.0.1:{}", crate::free_port());
+        std::fs::write(
+            dir.join("registry.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    \
+                 rootdirectory: {}\nhttp:\n  addr: {addr}\n  tls:\n    certificate: {}\n    \
+                 key: {}\n",
+                dir.join("store").display(),
+                dir.join("tls.crt").display(),
+                dir.join("tls.key").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .args(["serve", dir.join("registry.yml").to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let r = Self {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&r.addr).is_ok() {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "docker-registry did not listen: {}",
+            std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+        );
+    }
+
+    /// The PEM CA certificate of the registry's TLS certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("certs/ca.crt")
+    }
+
+    /// Build an image from scratch holding `content`, push it as `repo:tag`, and return the
+    /// digest skopeo reports for it.
+    pub fn push_image(&self, repo: &str, tag: &str, content: &str) -> String {
+        let dir = &self.dir;
+        let conf = dir.join("containers.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = \"cgroupfs\"\n\
+                 events_logger = \"file\"\ntmp_dir = \"{}\"\n",
+                dir.join("tmp").display()
+            ),
+        )
+        .unwrap();
+        let storage = dir.join("storage.conf");
+        std::fs::write(
+            &storage,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                dir.join("graph").display(),
+                dir.join("run").display()
+            ),
+        )
+        .unwrap();
+        let env = [
+            ("CONTAINERS_CONF", conf),
+            ("CONTAINERS_STORAGE_CONF", storage),
+        ];
+        let file = dir.join(format!("{tag}.txt"));
+        std::fs::write(&file, content).unwrap();
+        let ctr = run(&env, "buildah", &["from", "scratch"]);
+        run(
+            &env,
+            "buildah",
+            &[
+                "copy",
+                "--quiet",
+                &ctr,
+                file.to_str().unwrap(),
+                "/content.txt",
+            ],
+        );
+        let layout = format!("oci:{}:{tag}", dir.join("layout").display());
+        run(&env, "buildah", &["commit", "--quiet", &ctr, &layout]);
+        run(&env, "buildah", &["rm", &ctr]);
+        let certs = dir.join("certs");
+        let dest = format!("docker://{}/{repo}:{tag}", self.addr);
+        run(
+            &env,
+            "skopeo",
+            &[
+                "copy",
+                "--quiet",
+                "--dest-cert-dir",
+                certs.to_str().unwrap(),
+                &layout,
+                &dest,
+            ],
+        );
+        run(
+            &env,
+            "skopeo",
+            &[
+                "inspect",
+                "--cert-dir",
+                certs.to_str().unwrap(),
+                "--format",
+                "{{.Digest}}",
+                &dest,
+            ],
+        )
+    }
+
+    /// A new cosign key pair, `<dir>/<name>.key` (PKCS#8) and `<dir>/<name>.pub` (SPKI);
+    /// returns the public key's path.
+    pub fn cosign_key(&self, name: &str) -> PathBuf {
+        run(
+            &[],
+            PYTHON,
+            &[SIGNER, "genkey", self.dir.to_str().unwrap(), name],
+        );
+        self.dir.join(format!("{name}.pub"))
+    }
+
+    /// Sign `digest` in `repo` with key `name` and push the signature as cosign does
+    /// (`sha256-<hex>.sig`, replacing what was there). `mode`: `good`, `flip-signature`,
+    /// `flip-payload`, `other-digest:<digest>`, `no-annotation`.
+    pub fn cosign_sign(&self, repo: &str, digest: &str, name: &str, mode: &str) {
+        run(
+            &[],
+            PYTHON,
+            &[
+                SIGNER,
+                "sign",
+                &self.addr,
+                repo,
+                digest,
+                self.dir.join(format!("{name}.key")).to_str().unwrap(),
+                self.ca().to_str().unwrap(),
+                mode,
+            ],
+        );
+    }
+}
+
+const SIGNER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cosign_sign.py");
