@@ -13,6 +13,7 @@
 //! length, blobs are checked against their digest, and parsers return errors, never panic.
 
 pub mod cosign;
+pub mod provenance;
 pub mod reference;
 pub mod registry;
 
