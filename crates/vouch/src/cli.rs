@@ -255,6 +255,11 @@ pub enum Command {
     /// re-attested; their digests published as reference values.
     #[command(subcommand)]
     Update(crate::commands::update::UpdateCmd),
+    /// Chain of custody: a supply chain's in-toto links checked offline against a signed
+    /// layout (every step signed by its functionaries, each step's materials the previous
+    /// step's products).
+    #[command(subcommand)]
+    Custody(crate::commands::custody::CustodyCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.

@@ -12,6 +12,7 @@ pub(crate) mod anomalies;
 mod apitoken;
 pub(crate) mod audit;
 pub(crate) mod context;
+pub(crate) mod custody;
 pub(crate) mod health;
 mod keys;
 mod refcsv;
@@ -74,6 +75,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Healthcheck(args) => health::run(args).await,
         Command::Secret(cmd) => secret::run(cmd, json).await,
         Command::Update(cmd) => update::run(cmd, file, json).await,
+        Command::Custody(cmd) => custody::run(cmd, json),
         Command::Completions { shell } => crate::docgen::completions(shell),
         Command::Man { dir } => crate::docgen::man(dir.as_deref()),
     }

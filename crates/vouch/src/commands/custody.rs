@@ -1,0 +1,846 @@
+//! `vouch custody verify`: a software supply chain's chain of custody checked offline against
+//! an in-toto layout (issue 15 item 6).
+//!
+//! Reads in-toto v0.9 metablocks (`{"signed": {...}, "signatures": [{"keyid", "sig"}]}`) as
+//! the PyPI `in-toto` tools write them: signatures are over the OLPC canonical JSON of
+//! `signed` exactly as securesystemslib encodes it (keys sorted by code point, no whitespace,
+//! only `"` and `\` escaped in strings, integers only), with `ed25519` (raw 64-byte signature,
+//! hex) and `ecdsa-sha2-nistp256` (DER signature over SHA-256, hex) keys. Checks, in
+//! in-toto-verify's order: the layout is signed by every `--layout-key`; it has not expired;
+//! each step has at least `threshold` links (`<step>.<keyid[:8]>.link` in `--links`) signed
+//! by distinct keys the step authorizes, and those links agree on materials and products;
+//! each step's `expected_materials` and `expected_products` rules hold (MATCH, ALLOW,
+//! DISALLOW, CREATE, DELETE, MODIFY, REQUIRE as the in-toto specification defines them), so a
+//! step whose materials are not the previous step's products (missing, reordered or altered
+//! step) is refused. What it does not implement it refuses with the reason rather than skips:
+//! inspections, sublayouts, DSSE-format links, RSA and GPG keys, `[...]` glob classes.
+//!
+//! Bounded reading: a layout is at most 1 MiB and a link 16 MiB, at most 64 signatures a
+//! metablock, 1,000 steps, 100,000 artifacts a link.
+//!
+//! Exit codes: 0 the chain verifies, 1 refused (the reason on standard error), 2 a usage or
+//! local error.
+
+use anyhow::{Context as _, Result};
+use base64::Engine as _;
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::output;
+
+const MAX_LAYOUT: u64 = 1 << 20;
+const MAX_LINK: u64 = 16 << 20;
+const MAX_SIGNATURES: usize = 64;
+const MAX_STEPS: usize = 1000;
+const MAX_ARTIFACTS: usize = 100_000;
+const MAX_RULES: usize = 1000;
+
+/// `vouch custody`: chain of custody checks.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CustodyCmd {
+    /// Verify a supply chain's in-toto links against a signed layout, offline. Exits 0 when
+    /// the chain verifies, 1 when refused (the reason on standard error).
+    Verify(VerifyArgs),
+}
+
+/// Flags of `vouch custody verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The signed in-toto layout (root.layout).
+    #[arg(long)]
+    layout: PathBuf,
+    /// A public key (PEM SubjectPublicKeyInfo, ed25519 or ECDSA P-256) that must have signed
+    /// the layout; repeat for several (each must have signed).
+    #[arg(long = "layout-key", required = true)]
+    layout_keys: Vec<PathBuf>,
+    /// The directory holding the steps' links (`<step>.<keyid[:8]>.link`).
+    #[arg(long)]
+    links: PathBuf,
+}
+
+/// Why the chain was refused.
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) String);
+
+fn refused<T>(why: impl Into<String>) -> Result<T, Refused> {
+    Err(Refused(why.into()))
+}
+
+/// Run `vouch custody`.
+pub(crate) fn run(cmd: CustodyCmd, json: bool) -> Result<ExitCode> {
+    let CustodyCmd::Verify(a) = cmd;
+    let mut keys = Vec::new();
+    for p in &a.layout_keys {
+        let pem = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+        keys.push(key_from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {}", p.display(), e.0))?);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match verify(&a.layout, &keys, &a.links, now) {
+        Ok(steps) => {
+            if json {
+                output::json(&json!({"verified": true, "steps": steps}))?;
+            } else {
+                println!("chain of custody verified: {}", steps.join(" -> "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Refused(why)) => {
+            if json {
+                output::json(&json!({"verified": false, "reason": why}))?;
+            }
+            eprintln!("refused: {why}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+// ---- keys and signatures ----
+
+/// A public key a signature is checked with.
+#[derive(Debug, Clone)]
+enum PubKey {
+    Ed25519(Vec<u8>),
+    /// The uncompressed point.
+    P256(Vec<u8>),
+}
+
+impl PubKey {
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ED25519, UnparsedPublicKey};
+        match self {
+            PubKey::Ed25519(k) => UnparsedPublicKey::new(&ED25519, k).verify(msg, sig).is_ok(),
+            PubKey::P256(k) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, k)
+                .verify(msg, sig)
+                .is_ok(),
+        }
+    }
+}
+
+/// DER prefixes of the two SubjectPublicKeyInfo shapes accepted (RFC 8410, RFC 5480).
+const ED25519_SPKI: &[u8] = &[
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+const P256_SPKI: &[u8] = &[
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+fn key_from_pem(pem: &str) -> Result<PubKey, Refused> {
+    let body = pem
+        .trim()
+        .strip_prefix("-----BEGIN PUBLIC KEY-----")
+        .and_then(|s| s.strip_suffix("-----END PUBLIC KEY-----"));
+    let Some(body) = body else {
+        return refused("not a PEM public key (-----BEGIN PUBLIC KEY-----)");
+    };
+    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| Refused(format!("PEM public key: {e}")))?;
+    if der.len() == ED25519_SPKI.len() + 32 && der.starts_with(ED25519_SPKI) {
+        Ok(PubKey::Ed25519(der[ED25519_SPKI.len()..].to_vec()))
+    } else if der.len() == P256_SPKI.len() + 65 && der.starts_with(P256_SPKI) {
+        Ok(PubKey::P256(der[P256_SPKI.len()..].to_vec()))
+    } else {
+        refused(
+            "public key is neither ed25519 nor ECDSA P-256 (RSA and other keys are not implemented)",
+        )
+    }
+}
+
+/// A key of the layout's `keys` (securesystemslib's key dictionary).
+fn key_from_layout(keyid: &str, v: &Value) -> Result<PubKey, Refused> {
+    let s = |f: &str| v.get(f).and_then(Value::as_str).unwrap_or("");
+    let public = v
+        .get("keyval")
+        .and_then(|k| k.get("public"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match (s("keytype"), s("scheme")) {
+        ("ed25519", "ed25519") => match hex::decode(public) {
+            Ok(k) if k.len() == 32 => Ok(PubKey::Ed25519(k)),
+            _ => refused(format!(
+                "layout key {keyid}: ed25519 public key is not 32 hex bytes"
+            )),
+        },
+        ("ecdsa" | "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256") => match key_from_pem(public)? {
+            k @ PubKey::P256(_) => Ok(k),
+            PubKey::Ed25519(_) => refused(format!("layout key {keyid}: not a P-256 key")),
+        },
+        (t, sch) => refused(format!(
+            "layout key {keyid}: key type {t:?} scheme {sch:?} not implemented (ed25519, ecdsa-sha2-nistp256)"
+        )),
+    }
+}
+
+/// securesystemslib's canonical JSON (`formats.encode_canonical`).
+fn canonical(v: &Value, out: &mut Vec<u8>) -> Result<(), Refused> {
+    fn string(s: &str, out: &mut Vec<u8>) {
+        out.push(b'"');
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push(b'\\');
+            }
+            let mut b = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+        }
+        out.push(b'"');
+    }
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                out.extend_from_slice(i.to_string().as_bytes());
+            } else if let Some(u) = n.as_u64() {
+                out.extend_from_slice(u.to_string().as_bytes());
+            } else {
+                return refused("canonical JSON has no floats");
+            }
+        }
+        Value::String(s) => string(s, out),
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(x, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(m) => {
+            let mut items: Vec<(&String, &Value)> = m.iter().collect();
+            items.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, x)) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(k, out);
+                out.push(b':');
+                canonical(x, out)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+// ---- metablocks ----
+
+/// A parsed metablock: `signed` and its canonical bytes, and the signatures.
+struct Metablock {
+    signed: Map<String, Value>,
+    canonical: Vec<u8>,
+    /// (keyid, signature bytes).
+    signatures: Vec<(String, Vec<u8>)>,
+}
+
+impl Metablock {
+    /// Whether a signature by `keyid` verifies with `key`.
+    fn signed_by(&self, keyid: &str, key: &PubKey) -> bool {
+        self.signatures
+            .iter()
+            .any(|(k, s)| k == keyid && key.verify(&self.canonical, s))
+    }
+    /// Whether any signature verifies with `key`.
+    fn signed_with(&self, key: &PubKey) -> bool {
+        self.signatures
+            .iter()
+            .any(|(_, s)| key.verify(&self.canonical, s))
+    }
+}
+
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, Refused> {
+    let f = std::fs::File::open(path).map_err(|e| Refused(format!("{}: {e}", path.display())))?;
+    let mut buf = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Refused(format!("{}: {e}", path.display())))?;
+    if buf.len() as u64 > max {
+        return refused(format!("{}: larger than {max} bytes", path.display()));
+    }
+    Ok(buf)
+}
+
+fn parse_metablock(name: &str, bytes: &[u8]) -> Result<Metablock, Refused> {
+    let v: Value =
+        serde_json::from_slice(bytes).map_err(|e| Refused(format!("{name}: not JSON: {e}")))?;
+    if v.get("payloadType").is_some() {
+        return refused(format!("{name}: DSSE-format metadata is not implemented"));
+    }
+    let Some(signed) = v.get("signed").and_then(Value::as_object) else {
+        return refused(format!("{name}: no \"signed\" object"));
+    };
+    let Some(sigs) = v.get("signatures").and_then(Value::as_array) else {
+        return refused(format!("{name}: no \"signatures\" array"));
+    };
+    if sigs.len() > MAX_SIGNATURES {
+        return refused(format!("{name}: more than {MAX_SIGNATURES} signatures"));
+    }
+    let mut signatures = Vec::new();
+    for s in sigs {
+        let keyid = s.get("keyid").and_then(Value::as_str);
+        let sig = s.get("sig").and_then(Value::as_str).map(hex::decode);
+        match (keyid, sig) {
+            (Some(k), Some(Ok(sig))) => signatures.push((k.to_owned(), sig)),
+            _ => return refused(format!("{name}: a signature without keyid or hex sig")),
+        }
+    }
+    let mut canon = Vec::new();
+    canonical(&Value::Object(signed.clone()), &mut canon)
+        .map_err(|e| Refused(format!("{name}: {}", e.0)))?;
+    Ok(Metablock {
+        signed: signed.clone(),
+        canonical: canon,
+        signatures,
+    })
+}
+
+// ---- layout and links ----
+
+/// One artifact rule (in_toto.rulelib's unpacked rule).
+#[derive(Debug, Clone)]
+enum Rule {
+    Match {
+        pattern: String,
+        src_prefix: Option<String>,
+        dest_products: bool,
+        dest_prefix: Option<String>,
+        dest_step: String,
+    },
+    Create(String),
+    Delete(String),
+    Modify(String),
+    Allow(String),
+    Disallow(String),
+    Require(String),
+}
+
+fn parse_rule(v: &Value) -> Result<Rule, String> {
+    let toks: Vec<&str> = v
+        .as_array()
+        .ok_or("a rule is not a list")?
+        .iter()
+        .map(|t| t.as_str().ok_or("a rule token is not a string"))
+        .collect::<Result<_, _>>()?;
+    let show = || toks.join(" ");
+    let Some(kw) = toks.first() else {
+        return Err("an empty rule".into());
+    };
+    let kw = kw.to_ascii_uppercase();
+    let pattern = |t: &str| -> Result<String, String> {
+        if t.contains('[') {
+            return Err(format!(
+                "rule {:?}: [...] glob classes not implemented",
+                show()
+            ));
+        }
+        Ok(t.to_owned())
+    };
+    let simple = |toks: &[&str]| -> Result<String, String> {
+        match toks {
+            [_, p] => pattern(p),
+            _ => Err(format!("rule {:?}: expected KEYWORD PATTERN", show())),
+        }
+    };
+    Ok(match kw.as_str() {
+        "CREATE" => Rule::Create(simple(&toks)?),
+        "DELETE" => Rule::Delete(simple(&toks)?),
+        "MODIFY" => Rule::Modify(simple(&toks)?),
+        "ALLOW" => Rule::Allow(simple(&toks)?),
+        "DISALLOW" => Rule::Disallow(simple(&toks)?),
+        "REQUIRE" => Rule::Require(simple(&toks)?),
+        "MATCH" => {
+            let up: Vec<String> = toks.iter().map(|t| t.to_ascii_uppercase()).collect();
+            let bad = || {
+                format!(
+                    "rule {:?}: expected MATCH PATTERN [IN PREFIX] WITH (MATERIALS|PRODUCTS) [IN PREFIX] FROM STEP",
+                    show()
+                )
+            };
+            let p = toks.get(1).ok_or_else(bad)?;
+            let mut i = 2;
+            let mut src_prefix = None;
+            if up.get(i).map(String::as_str) == Some("IN") {
+                src_prefix = Some((*toks.get(i + 1).ok_or_else(bad)?).to_owned());
+                i += 2;
+            }
+            if up.get(i).map(String::as_str) != Some("WITH") {
+                return Err(bad());
+            }
+            let dest_products = match up.get(i + 1).map(String::as_str) {
+                Some("PRODUCTS") => true,
+                Some("MATERIALS") => false,
+                _ => return Err(bad()),
+            };
+            i += 2;
+            let mut dest_prefix = None;
+            if up.get(i).map(String::as_str) == Some("IN") {
+                dest_prefix = Some((*toks.get(i + 1).ok_or_else(bad)?).to_owned());
+                i += 2;
+            }
+            if up.get(i).map(String::as_str) != Some("FROM") || toks.len() != i + 2 {
+                return Err(bad());
+            }
+            Rule::Match {
+                pattern: pattern(p)?,
+                src_prefix,
+                dest_products,
+                dest_prefix,
+                dest_step: toks[i + 1].to_owned(),
+            }
+        }
+        _ => return Err(format!("rule {:?}: rule type {kw} not implemented", show())),
+    })
+}
+
+struct Step {
+    name: String,
+    threshold: usize,
+    pubkeys: Vec<String>,
+    materials: Vec<Rule>,
+    products: Vec<Rule>,
+}
+
+/// Artifacts: path → hash dictionary (compared whole, as in-toto does).
+type Artifacts = BTreeMap<String, Value>;
+
+struct Link {
+    materials: Artifacts,
+    products: Artifacts,
+}
+
+fn parse_rules(step: &str, what: &str, v: Option<&Value>) -> Result<Vec<Rule>, Refused> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let a = v
+        .as_array()
+        .ok_or_else(|| Refused(format!("step {step}: {what} is not a list")))?;
+    if a.len() > MAX_RULES {
+        return refused(format!("step {step}: more than {MAX_RULES} {what}"));
+    }
+    a.iter()
+        .map(|r| parse_rule(r).map_err(|e| Refused(format!("step {step}: {what}: {e}"))))
+        .collect()
+}
+
+fn artifacts(name: &str, what: &str, v: Option<&Value>) -> Result<Artifacts, Refused> {
+    let Some(m) = v.and_then(Value::as_object) else {
+        return refused(format!("{name}: {what} is not an object"));
+    };
+    if m.len() > MAX_ARTIFACTS {
+        return refused(format!("{name}: more than {MAX_ARTIFACTS} {what}"));
+    }
+    let mut out = BTreeMap::new();
+    for (k, h) in m {
+        if !h
+            .as_object()
+            .is_some_and(|h| !h.is_empty() && h.values().all(Value::is_string))
+        {
+            return refused(format!("{name}: {what} {k:?} has no hash dictionary"));
+        }
+        out.insert(k.clone(), h.clone());
+    }
+    Ok(out)
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (the layout's `expires`) as Unix seconds.
+fn parse_expires(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, mo, d, h, mi, se) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+/// Python's `fnmatch` on POSIX for `*` and `?` (`*` crosses `/`).
+fn fnmatch(name: &str, pat: &str) -> bool {
+    let (n, p): (Vec<char>, Vec<char>) = (name.chars().collect(), pat.chars().collect());
+    let (mut i, mut j) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while i < n.len() {
+        if j < p.len() && (p[j] == '?' || p[j] == n[i]) && p[j] != '*' {
+            i += 1;
+            j += 1;
+        } else if j < p.len() && p[j] == '*' {
+            star = Some(j);
+            mark = i;
+            j += 1;
+        } else if let Some(s) = star {
+            j = s + 1;
+            mark += 1;
+            i = mark;
+        } else {
+            return false;
+        }
+    }
+    while j < p.len() && p[j] == '*' {
+        j += 1;
+    }
+    j == p.len()
+}
+
+/// Python's `os.path.join(prefix, path)` with `/`.
+fn join(prefix: &str, path: &str) -> String {
+    if path.starts_with('/') || prefix.is_empty() {
+        path.to_owned()
+    } else if prefix.ends_with('/') {
+        format!("{prefix}{path}")
+    } else {
+        format!("{prefix}/{path}")
+    }
+}
+
+/// in-toto's `verify_item_rules` for one step's materials or products.
+fn verify_rules(
+    step: &str,
+    what: &str,
+    rules: &[Rule],
+    link: &Link,
+    links: &BTreeMap<String, Link>,
+) -> Result<(), Refused> {
+    let source = if what == "materials" {
+        &link.materials
+    } else {
+        &link.products
+    };
+    let mut queue: BTreeSet<String> = source.keys().cloned().collect();
+    for rule in rules {
+        let consumed: BTreeSet<String> = match rule {
+            Rule::Match {
+                pattern,
+                src_prefix,
+                dest_products,
+                dest_prefix,
+                dest_step,
+            } => {
+                let mut c = BTreeSet::new();
+                if let Some(dest) = links.get(dest_step) {
+                    let dest_arts = if *dest_products { &dest.products } else { &dest.materials };
+                    let src_norm = src_prefix.as_deref().map(|p| join(p, ""));
+                    for a in &queue {
+                        let rel = match &src_norm {
+                            Some(p) => match a.strip_prefix(p.as_str()) {
+                                Some(r) => r,
+                                None => continue,
+                            },
+                            None => a.as_str(),
+                        };
+                        if !fnmatch(rel, pattern) {
+                            continue;
+                        }
+                        let dest_path = match dest_prefix {
+                            Some(p) => join(p, rel),
+                            None => rel.to_owned(),
+                        };
+                        if dest_arts.get(&dest_path).is_some_and(|h| source.get(a) == Some(h)) {
+                            c.insert(a.clone());
+                        }
+                    }
+                }
+                c
+            }
+            Rule::Allow(p) => queue.iter().filter(|a| fnmatch(a, p)).cloned().collect(),
+            Rule::Create(p) => queue
+                .iter()
+                .filter(|a| fnmatch(a, p) && !link.materials.contains_key(*a))
+                .cloned()
+                .collect(),
+            Rule::Delete(p) => queue
+                .iter()
+                .filter(|a| fnmatch(a, p) && !link.products.contains_key(*a))
+                .cloned()
+                .collect(),
+            Rule::Modify(p) => queue
+                .iter()
+                .filter(|a| {
+                    fnmatch(a, p)
+                        && matches!((link.materials.get(*a), link.products.get(*a)), (Some(m), Some(q)) if m != q)
+                })
+                .cloned()
+                .collect(),
+            Rule::Disallow(p) => {
+                if let Some(a) = queue.iter().find(|a| fnmatch(a, p)) {
+                    return refused(format!(
+                        "step {step}: {what} {a:?} is disallowed (DISALLOW {p}): no earlier rule of the layout accounts for it (not the matching step's artifact, or altered)"
+                    ));
+                }
+                BTreeSet::new()
+            }
+            Rule::Require(p) => {
+                if !queue.contains(p) {
+                    return refused(format!("step {step}: {what} lacks required {p:?} (REQUIRE {p})"));
+                }
+                BTreeSet::new()
+            }
+        };
+        queue.retain(|a| !consumed.contains(a));
+    }
+    Ok(())
+}
+
+fn layout_steps(
+    signed: &Map<String, Value>,
+) -> Result<(BTreeMap<String, PubKey>, Vec<Step>), Refused> {
+    let mut keys = BTreeMap::new();
+    let Some(km) = signed.get("keys").and_then(Value::as_object) else {
+        return refused("layout: no \"keys\" object");
+    };
+    for (id, k) in km {
+        keys.insert(id.clone(), key_from_layout(id, k)?);
+    }
+    if signed
+        .get("inspect")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+    {
+        return refused(
+            "layout: inspections are not implemented (vouch custody verify runs no commands)",
+        );
+    }
+    let Some(sv) = signed.get("steps").and_then(Value::as_array) else {
+        return refused("layout: no \"steps\" list");
+    };
+    if sv.len() > MAX_STEPS {
+        return refused(format!("layout: more than {MAX_STEPS} steps"));
+    }
+    let mut steps = Vec::new();
+    let mut names = BTreeSet::new();
+    for s in sv {
+        let Some(name) = s.get("name").and_then(Value::as_str) else {
+            return refused("layout: a step without a name");
+        };
+        if name.is_empty() || name.contains('/') || !names.insert(name.to_owned()) {
+            return refused(format!(
+                "layout: step name {name:?} empty, with '/', or repeated"
+            ));
+        }
+        let threshold = s.get("threshold").and_then(Value::as_u64).unwrap_or(1);
+        let Some(pk) = s.get("pubkeys").and_then(Value::as_array) else {
+            return refused(format!("step {name}: no pubkeys list"));
+        };
+        let pubkeys: Vec<String> = pk
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+        if pubkeys.len() != pk.len() || pubkeys.iter().any(|k| !keys.contains_key(k) || k.len() < 8)
+        {
+            return refused(format!(
+                "step {name}: a pubkey that is not a key of the layout"
+            ));
+        }
+        if threshold == 0 || threshold as usize > pubkeys.len() {
+            return refused(format!(
+                "step {name}: threshold {threshold} with {} keys",
+                pubkeys.len()
+            ));
+        }
+        steps.push(Step {
+            name: name.to_owned(),
+            threshold: threshold as usize,
+            pubkeys,
+            materials: parse_rules(name, "expected_materials", s.get("expected_materials"))?,
+            products: parse_rules(name, "expected_products", s.get("expected_products"))?,
+        });
+    }
+    Ok((keys, steps))
+}
+
+/// Verify the chain; on success the step names in the layout's order.
+fn verify(
+    layout_path: &Path,
+    layout_keys: &[PubKey],
+    links_dir: &Path,
+    now: i64,
+) -> Result<Vec<String>, Refused> {
+    let layout = parse_metablock("layout", &read_bounded(layout_path, MAX_LAYOUT)?)?;
+    for (i, k) in layout_keys.iter().enumerate() {
+        if !layout.signed_with(k) {
+            return refused(format!(
+                "layout: no signature by layout key {} verifies",
+                i + 1
+            ));
+        }
+    }
+    let signed = &layout.signed;
+    if signed.get("_type").and_then(Value::as_str) != Some("layout") {
+        return refused("layout: _type is not \"layout\"");
+    }
+    let expires = signed.get("expires").and_then(Value::as_str).unwrap_or("");
+    let Some(exp) = parse_expires(expires) else {
+        return refused(format!(
+            "layout: expires {expires:?} is not YYYY-MM-DDTHH:MM:SSZ"
+        ));
+    };
+    if exp <= now {
+        return refused(format!("layout expired at {expires}"));
+    }
+    let (keys, steps) = layout_steps(signed)?;
+
+    let mut links = BTreeMap::new();
+    for step in &steps {
+        let mut good: Vec<(String, Link)> = Vec::new();
+        let mut why = Vec::new();
+        for kid in &step.pubkeys {
+            let file = format!("{}.{}.link", step.name, &kid[..8.min(kid.len())]);
+            let path = links_dir.join(&file);
+            if !path.exists() {
+                continue;
+            }
+            let mb = match read_bounded(&path, MAX_LINK).and_then(|b| parse_metablock(&file, &b)) {
+                Ok(m) => m,
+                Err(Refused(e)) => {
+                    why.push(e);
+                    continue;
+                }
+            };
+            let Some(key) = keys.get(kid) else { continue };
+            if !mb.signed_by(kid, key) {
+                why.push(format!(
+                    "{file}: no signature by the step's key {kid} verifies"
+                ));
+                continue;
+            }
+            if mb.signed.get("_type").and_then(Value::as_str) != Some("link") {
+                why.push(format!("{file}: _type is not \"link\""));
+                continue;
+            }
+            if mb.signed.get("name").and_then(Value::as_str) != Some(step.name.as_str()) {
+                why.push(format!("{file}: the link is not for step {}", step.name));
+                continue;
+            }
+            let link = Link {
+                materials: artifacts(&file, "materials", mb.signed.get("materials"))?,
+                products: artifacts(&file, "products", mb.signed.get("products"))?,
+            };
+            if good.iter().any(|(k, _)| k == kid) {
+                continue;
+            }
+            good.push((kid.clone(), link));
+        }
+        if good.len() < step.threshold {
+            return refused(format!(
+                "step {}: {} valid link(s), threshold {}{}",
+                step.name,
+                good.len(),
+                step.threshold,
+                if why.is_empty() {
+                    " (no link found)".to_owned()
+                } else {
+                    format!(" ({})", why.join("; "))
+                }
+            ));
+        }
+        let first = &good[0].1;
+        if good
+            .iter()
+            .any(|(_, l)| l.materials != first.materials || l.products != first.products)
+        {
+            return refused(format!(
+                "step {}: its functionaries' links disagree on materials or products",
+                step.name
+            ));
+        }
+        if let Some((_, l)) = good.into_iter().next() {
+            links.insert(step.name.clone(), l);
+        }
+    }
+    for step in &steps {
+        let Some(link) = links.get(&step.name) else {
+            return refused(format!("step {}: no link", step.name));
+        };
+        verify_rules(&step.name, "materials", &step.materials, link, &links)?;
+        verify_rules(&step.name, "products", &step.products, link, &links)?;
+    }
+    Ok(steps.into_iter().map(|s| s.name).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn canonical_json_matches_securesystemslib() {
+        // securesystemslib.formats.encode_canonical of the same object gives these bytes.
+        let v = json!({"b": [1, -2, true, null], "a": "q\"\\\u{e9}\n", "A": {}});
+        let mut out = Vec::new();
+        canonical(&v, &mut out).unwrap();
+        assert_eq!(
+            out,
+            "{\"A\":{},\"a\":\"q\\\"\\\\\u{e9}\n\",\"b\":[1,-2,true,null]}".as_bytes()
+        );
+        assert!(canonical(&json!({"f": 1.5}), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn fnmatch_like_python() {
+        assert!(fnmatch("dir/a.txt", "*"));
+        assert!(fnmatch("dir/a.txt", "*.txt"));
+        assert!(fnmatch("a.txt", "?.txt"));
+        assert!(!fnmatch("ab.txt", "?.txt"));
+        assert!(!fnmatch("a.tar", "*.txt"));
+        assert!(fnmatch("", "*"));
+    }
+
+    #[test]
+    fn expires_parses() {
+        assert_eq!(parse_expires("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_expires("2000-03-01T00:00:01Z"), Some(951_868_801));
+        assert_eq!(parse_expires("2000-13-01T00:00:01Z"), None);
+        assert_eq!(parse_expires("2000-03-01 00:00:01"), None);
+    }
+
+    #[test]
+    fn unknown_rule_is_refused_not_skipped() {
+        assert!(parse_rule(&json!(["FROBNICATE", "*"])).is_err());
+        assert!(parse_rule(&json!(["ALLOW", "[ab]"])).is_err());
+        assert!(parse_rule(&json!(["MATCH", "*", "WITH", "PRODUCTS", "FROM", "build"])).is_ok());
+        assert!(parse_rule(&json!(["MATCH", "*", "WITH", "PRODUCTS"])).is_err());
+    }
+}
