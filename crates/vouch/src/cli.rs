@@ -260,6 +260,10 @@ pub enum Command {
     /// step's products).
     #[command(subcommand)]
     Custody(crate::commands::custody::CustodyCmd),
+    /// SLSA provenance: an in-toto DSSE envelope checked offline against trusted keys, the
+    /// artifact's digest, and the builder, source and build type required.
+    #[command(subcommand)]
+    Provenance(crate::commands::provenance::ProvenanceCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.

@@ -15,6 +15,7 @@ pub(crate) mod context;
 pub(crate) mod custody;
 pub(crate) mod health;
 mod keys;
+pub(crate) mod provenance;
 mod refcsv;
 mod remote;
 mod rp;
@@ -76,6 +77,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Secret(cmd) => secret::run(cmd, json).await,
         Command::Update(cmd) => update::run(cmd, file, json).await,
         Command::Custody(cmd) => custody::run(cmd, json),
+        Command::Provenance(cmd) => provenance::run(cmd, json),
         Command::Completions { shell } => crate::docgen::completions(shell),
         Command::Man { dir } => crate::docgen::man(dir.as_deref()),
     }

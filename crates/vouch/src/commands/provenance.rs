@@ -1,0 +1,121 @@
+//! `vouch provenance verify`: SLSA v1 provenance in an in-toto DSSE envelope (or a sigstore
+//! bundle holding one) checked offline against trusted keys, an artifact and a policy over
+//! builder id, source repository and ref, and build type (issue 15 item 2). The checks are
+//! `vouch_image::provenance::verify`'s.
+//!
+//! Exit codes, for pipelines: 0 verified, 1 refused (the reason on standard error), 2 a usage
+//! or local error (a file that cannot be read, a key that is not a supported public key).
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use sha2::Digest as _;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use vouch_image::provenance::{self, MAX_ENVELOPE_BYTES, Policy, VerifyingKey};
+
+use crate::output;
+
+/// `vouch provenance`: SLSA provenance.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProvenanceCmd {
+    /// Verify SLSA v1 provenance for an artifact. Exits 0 when it verifies, 1 when refused.
+    Verify(VerifyArgs),
+}
+
+/// What `vouch provenance verify` checks.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The DSSE envelope (JSON), or a sigstore bundle with a `dsseEnvelope`.
+    #[arg(long)]
+    envelope: PathBuf,
+    /// A trusted public key (PEM SubjectPublicKeyInfo: ECDSA P-256, Ed25519 or RSA) or a PEM
+    /// certificate whose key is trusted; repeat for several.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// The artifact the provenance must be about (its SHA-256 is computed).
+    #[arg(long, conflicts_with = "digest", required_unless_present = "digest")]
+    artifact: Option<PathBuf>,
+    /// The artifact's digest, `sha256:<hex>`, instead of --artifact.
+    #[arg(long)]
+    digest: Option<String>,
+    /// Required `runDetails.builder.id`.
+    #[arg(long)]
+    builder_id: Option<String>,
+    /// Required source repository (e.g. https://github.com/owner/repo).
+    #[arg(long)]
+    source_repo: Option<String>,
+    /// Required source ref (e.g. refs/tags/v1.2.0).
+    #[arg(long)]
+    source_ref: Option<String>,
+    /// Required `buildDefinition.buildType`.
+    #[arg(long)]
+    build_type: Option<String>,
+}
+
+/// Read at most `limit + 1` bytes, so an oversized file is refused by the verifier's bound
+/// without being read whole.
+fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut buf = Vec::new();
+    f.take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(buf)
+}
+
+fn artifact_digest(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Run `vouch provenance`.
+pub(crate) fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
+    let ProvenanceCmd::Verify(a) = cmd;
+    let envelope = read_bounded(&a.envelope, MAX_ENVELOPE_BYTES)?;
+    let mut keys = Vec::new();
+    for k in &a.keys {
+        let pem = std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
+        keys.push(VerifyingKey::from_pem(&pem).with_context(|| k.display().to_string())?);
+    }
+    let digest = match (&a.artifact, &a.digest) {
+        (Some(p), _) => artifact_digest(p)?,
+        (None, Some(d)) => d.clone(),
+        (None, None) => bail!("--artifact or --digest is required"),
+    };
+    let policy = Policy {
+        builder_id: a.builder_id,
+        source_repo: a.source_repo,
+        source_ref: a.source_ref,
+        build_type: a.build_type,
+    };
+    match provenance::verify(&envelope, &keys, &digest, &policy) {
+        Ok(v) => {
+            if json {
+                output::json(&v)?;
+            } else {
+                println!(
+                    "verified: {} ({}) built by {} ({}) from {}@{}, signed by {}",
+                    v.subject,
+                    v.digest,
+                    v.builder_id,
+                    v.build_type,
+                    v.source_repo.as_deref().unwrap_or("-"),
+                    v.source_ref.as_deref().unwrap_or("-"),
+                    v.key_id
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                let _ = output::json(&json!({ "refused": e.to_string() }));
+            }
+            eprintln!("provenance refused: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
