@@ -42,7 +42,7 @@ async fn workloads_from_unsigned_images_are_contraindicated() {
         ttl: 300,
         cache_entries: 16,
     };
-    let h = common::Harness::new(|c| c.image_signatures = Some(settings)).await;
+    let h = common::Harness::new(|c| c.image_signatures = Some(settings.clone())).await;
     h.refvalue("require_image_signature", "*", "true").await;
 
     let mut outcomes = Vec::new();
@@ -104,6 +104,25 @@ async fn workloads_from_unsigned_images_are_contraindicated() {
             .any(|x| x.contains("none of them a required key")),
         "{:?}",
         r.reasons
+    );
+
+    // Answers are cached by digest for `ttl`: a signature replaced by a tampered one is seen
+    // only once the answer has expired.
+    let checker = vouch_server::ImageSignatures::new(&ImageSignatureSettings {
+        ttl: 60,
+        ..settings
+    })
+    .unwrap();
+    let key_ids = serde_json::json!(checker.key_ids());
+    let now = 1_000_000;
+    assert_eq!(checker.check(&signed, now).await["signed_by"], key_ids);
+    reg.cosign_sign("shop/web", &signed, "trusted", "flip-signature");
+    assert_eq!(checker.check(&signed, now + 59).await["signed_by"], key_ids);
+    let v = checker.check(&signed, now + 60).await;
+    assert_eq!(v["signed_by"], serde_json::json!([]), "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("by no trusted key"),
+        "{v}"
     );
 }
 
