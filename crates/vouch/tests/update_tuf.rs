@@ -137,6 +137,19 @@ fn tuf_attacks_are_refused() {
     assert_eq!(code, 0, "{err}");
 
     let fresh = |n: &str| d.path().join(format!("cache-{n}"));
+    // Freeze by setting the clock back: the cache keeps the latest time seen. (The clock is
+    // not ours to change; the kept time is moved ahead instead.)
+    let ahead = fresh("clock");
+    let (code, _, err) = r.check("v2", &ahead);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(
+        ahead.join("latest_known_time.json"),
+        "\"2999-01-01T00:00:00Z\"",
+    )
+    .unwrap();
+    let (code, _, err) = r.check("v2", &ahead);
+    assert_eq!(code, 1);
+    assert!(err.contains("stepped backward"), "{err}");
     // Freeze: a validly signed but expired timestamp.
     r.refused("freeze", &fresh("freeze"), "timestamp metadata is expired");
     // Mix-and-match: the snapshot's targets version is not the one served.
@@ -458,6 +471,30 @@ fn update_is_reattested_and_affirming_only_with_the_tuf_target() {
     assert_eq!(
         hex_sha256(&installed),
         expected["v1"]["sha256"].as_str().unwrap()
+    );
+
+    // The operator cannot be made to publish a digest the repository's keys did not sign.
+    let (code, _, err) = vouch(&[
+        "update",
+        "publish",
+        "--repo",
+        &r.repo("targets_below_threshold"),
+        "--root",
+        &r.root(),
+        "--target",
+        "app.conf",
+        "--cache",
+        d.path().join("operator-cache-2").to_str().unwrap(),
+        "--path",
+        path,
+        "--data-dir",
+        data_dir,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Signature threshold of 2 not met"), "{err}");
+    assert_eq!(
+        refvalues(),
+        vec![expected["v1"]["sha256"].as_str().unwrap()]
     );
 
     // Version 2 published: the reference value is replaced, so the node still running
