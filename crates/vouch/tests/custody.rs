@@ -272,3 +272,15 @@ fn expired_or_foreign_layout_is_refused() {
     );
     assert_ne!(in_toto_verify(&chain().join("other.layout"), d.path()), 0);
 }
+
+#[test]
+fn a_layout_needing_what_is_not_implemented_is_refused_not_skipped() {
+    // Validly signed by the owner, with an inspection (a command to run): refused, whereas
+    // skipping it would accept a chain the layout's owner wanted checked further.
+    let d = copy_good();
+    refused(
+        &chain().join("inspect.layout"),
+        d.path(),
+        "inspections are not implemented",
+    );
+}

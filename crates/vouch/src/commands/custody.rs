@@ -836,6 +836,95 @@ mod tests {
         assert_eq!(parse_expires("2000-03-01 00:00:01"), None);
     }
 
+    fn arts(v: &[(&str, &str)]) -> Artifacts {
+        v.iter()
+            .map(|(p, h)| (p.to_string(), json!({"sha256": h})))
+            .collect()
+    }
+
+    fn rules(v: Value) -> Vec<Rule> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| parse_rule(r).unwrap())
+            .collect()
+    }
+
+    /// The rule semantics of in-toto's verify_item_rules: each rule consumes from the queue,
+    /// DISALLOW refuses what is left, REQUIRE looks in the queue. The same seven cases given to
+    /// in-toto 3.0.0's `verifylib.verify_item_rules` had the same outcomes.
+    #[test]
+    fn artifact_rules_consume_like_in_toto() {
+        let mut links = BTreeMap::new();
+        links.insert(
+            "src".to_string(),
+            Link {
+                materials: Artifacts::new(),
+                products: arts(&[("a/x", "1"), ("a/y", "2")]),
+            },
+        );
+        // MATCH with prefixes: b/x here is a/x there.
+        let step = Link {
+            materials: arts(&[("b/x", "1"), ("b/y", "9"), ("keep", "5"), ("gone", "6")]),
+            products: arts(&[("keep", "5"), ("new", "7"), ("b/x", "8")]),
+        };
+        let m = rules(json!([
+            [
+                "MATCH", "*", "IN", "b", "WITH", "PRODUCTS", "IN", "a/", "FROM", "src"
+            ],
+            ["DELETE", "gone"],
+            ["ALLOW", "keep"],
+            ["DISALLOW", "*"]
+        ]));
+        // b/y's hash differs from a/y's: not consumed by MATCH, refused by DISALLOW.
+        let e = verify_rules("s", "materials", &m, &step, &links).unwrap_err();
+        assert!(e.0.contains("\"b/y\""), "{}", e.0);
+        let mut ok = step.materials.clone();
+        ok.insert("b/y".into(), json!({"sha256": "2"}));
+        let step2 = Link {
+            materials: ok,
+            products: step.products.clone(),
+        };
+        verify_rules("s", "materials", &m, &step2, &links).unwrap();
+        // DELETE only consumes what is not a product.
+        let d = rules(json!([["DELETE", "keep"], ["DISALLOW", "keep"]]));
+        assert!(verify_rules("s", "materials", &d, &step, &links).is_err());
+        // CREATE only what was not a material, MODIFY only what changed.
+        let p = rules(json!([
+            ["CREATE", "*"],
+            ["MODIFY", "b/*"],
+            ["ALLOW", "keep"],
+            ["REQUIRE", "new"],
+            ["DISALLOW", "*"]
+        ]));
+        // CREATE consumed `new`, so REQUIRE (which looks in the queue) refuses.
+        assert!(
+            verify_rules("s", "products", &p, &step, &links)
+                .unwrap_err()
+                .0
+                .contains("REQUIRE new")
+        );
+        let p = rules(json!([
+            ["REQUIRE", "new"],
+            ["CREATE", "*"],
+            ["MODIFY", "b/*"],
+            ["ALLOW", "keep"],
+            ["DISALLOW", "*"]
+        ]));
+        verify_rules("s", "products", &p, &step, &links).unwrap();
+        let p = rules(json!([["CREATE", "*"], ["DISALLOW", "*"]]));
+        assert!(
+            verify_rules("s", "products", &p, &step, &links).is_err(),
+            "keep and b/x are not created"
+        );
+        // MATCH against a step with no link consumes nothing.
+        let m = rules(json!([
+            ["MATCH", "*", "WITH", "PRODUCTS", "FROM", "nope"],
+            ["DISALLOW", "*"]
+        ]));
+        assert!(verify_rules("s", "materials", &m, &step, &links).is_err());
+    }
+
     #[test]
     fn unknown_rule_is_refused_not_skipped() {
         assert!(parse_rule(&json!(["FROBNICATE", "*"])).is_err());

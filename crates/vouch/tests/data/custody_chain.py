@@ -9,6 +9,7 @@ writes the inputs of the refusal tests:
   good/                root.layout (owner) and the three links
   expired.layout       the same layout, expires in the past, signed by the owner
   other.layout         the good layout signed by another key
+  inspect.layout       the good layout with an inspection, signed by the owner
   altered/build.*.link the build step run on a source altered after the source step
   mallory/build.*.link the build step recorded and signed by mallory (not authorized)
   expected.json        keyids
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_pem_private_key,
 )
-from in_toto.models.layout import Layout, Step
+from in_toto.models.layout import Inspection, Layout, Step
 from in_toto.models.metadata import Metablock
 from securesystemslib.signer import CryptoSigner
 
@@ -121,6 +122,14 @@ lay, ka, kb = layout()
 signed(lay, owner, os.path.join(good, "root.layout"))
 signed(lay, other, os.path.join(out, "other.layout"))
 signed(layout("2020-01-01T00:00:00Z")[0], owner, os.path.join(out, "expired.layout"))
+# A layout with an inspection (a command in-toto-verify would run): not implemented here, so
+# refused rather than skipped.
+insp_layout = layout()[0]
+insp = Inspection(name="untar")
+insp.set_run_from_string("tar xzf hello.tar.gz")
+insp.expected_materials = [["MATCH", "hello.tar.gz", "WITH", "PRODUCTS", "FROM", "package"]]
+insp_layout.inspect = [insp]
+signed(insp_layout, owner, os.path.join(out, "inspect.layout"))
 
 work = os.path.join(out, "work")
 os.makedirs(work)
