@@ -264,6 +264,9 @@ pub enum Command {
     /// artifact's digest, and the builder, source and build type required.
     #[command(subcommand)]
     Provenance(crate::commands::provenance::ProvenanceCmd),
+    /// Container image signatures: cosign signatures in a registry verified with public keys.
+    #[command(subcommand)]
+    Image(crate::commands::image::ImageCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.

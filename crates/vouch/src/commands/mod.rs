@@ -14,6 +14,7 @@ pub(crate) mod audit;
 pub(crate) mod context;
 pub(crate) mod custody;
 pub(crate) mod health;
+pub(crate) mod image;
 mod keys;
 pub(crate) mod provenance;
 mod refcsv;
@@ -78,6 +79,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Update(cmd) => update::run(cmd, file, json).await,
         Command::Custody(cmd) => custody::run(cmd, json),
         Command::Provenance(cmd) => provenance::run(cmd, json),
+        Command::Image(cmd) => image::run(cmd, json).await,
         Command::Completions { shell } => crate::docgen::completions(shell),
         Command::Man { dir } => crate::docgen::man(dir.as_deref()),
     }

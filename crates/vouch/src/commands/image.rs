@@ -1,0 +1,78 @@
+//! `vouch image verify`: a container image's cosign signatures checked in its registry with
+//! public keys (vouch-image): the tag resolved to its manifest digest, the `sha256-<hex>.sig`
+//! manifest and its simple-signing payloads fetched with bounded reads, a payload accepted when
+//! its ECDSA P-256 signature verifies under one of the keys, its type is a cosign container
+//! image signature and it names this digest.
+//!
+//! Exit codes: 0 verified, 1 refused (unsigned, no valid signature; the reason on standard
+//! error), 2 a usage or local error (a key that cannot be read, a registry that cannot be
+//! reached).
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vouch_image::{ClientOptions, ImageError, ImageRef, PublicKey, RegistryClient};
+
+use crate::output;
+
+/// `vouch image`: container image signatures.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCmd {
+    /// Verify an image's cosign signatures in its registry with public keys. Exits 0 when a
+    /// signature by one of the keys verifies, 1 when refused.
+    Verify(ImageVerifyArgs),
+}
+
+/// Arguments of `vouch image verify`.
+#[derive(Debug, Args)]
+pub(crate) struct ImageVerifyArgs {
+    /// The image: `host[:port]/repository:tag` or `host[:port]/repository@sha256:<hex>`.
+    image: String,
+    /// A trusted cosign public key (PEM, ECDSA P-256); repeat for several.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// PEM CA certificates for the registry's TLS certificate (default: the built-in roots).
+    #[arg(long)]
+    registry_ca: Option<PathBuf>,
+    /// Speak plain HTTP to the registry (a loopback development registry only).
+    #[arg(long)]
+    plain_http: bool,
+}
+
+pub(crate) async fn run(cmd: ImageCmd, json: bool) -> Result<ExitCode> {
+    let ImageCmd::Verify(a) = cmd;
+    let image = ImageRef::parse(&a.image)?;
+    let mut keys = Vec::new();
+    for p in &a.keys {
+        let text = std::fs::read_to_string(p).with_context(|| format!("key {}", p.display()))?;
+        keys.push(PublicKey::from_pem(&text).with_context(|| format!("key {}", p.display()))?);
+    }
+    let ca_pem = match &a.registry_ca {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("registry CA {}", p.display()))?),
+        None => None,
+    };
+    let client = RegistryClient::new(&ClientOptions {
+        ca_pem,
+        plain_http: a.plain_http,
+        ..ClientOptions::default()
+    })?;
+    match vouch_image::verify_image(&client, &image, &keys).await {
+        Ok(v) => {
+            if json {
+                output::json(&v)?;
+            } else {
+                println!("{image}: {} verified", v.digest);
+                for s in &v.signatures {
+                    println!("  signed by {} as {}", s.key_id, s.docker_reference);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (ImageError::Unsigned(..) | ImageError::NotVerified { .. })) => {
+            eprintln!("image refused: {e}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

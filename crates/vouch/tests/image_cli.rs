@@ -1,0 +1,57 @@
+//! `vouch image verify` against a real registry on loopback (vouch-testkit's registry:
+//! docker-registry over TLS, buildah + skopeo, cosign-format signatures by an independent
+//! Python signer): exit 0 and the digest for a signed image, 1 with the reason for an unsigned
+//! or tampered one, 2 for a local error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+use vouch_testkit::registry::{Registry, missing_tools};
+
+const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
+
+#[test]
+fn image_verify_exit_codes() {
+    if let Some(why) = missing_tools() {
+        eprintln!("SKIPPED image_verify_exit_codes: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start(tmp.path());
+    let signed = reg.push_image("cli/app", "v1", "signed\n");
+    reg.push_image("cli/app", "v2", "unsigned\n");
+    let key = reg.cosign_key("k");
+    reg.cosign_sign("cli/app", &signed, "k", "good");
+    let verify = |image: &str, key: &std::path::Path| {
+        Command::new(VOUCH)
+            .args(["image", "verify", image, "--key"])
+            .arg(key)
+            .arg("--registry-ca")
+            .arg(reg.ca())
+            .output()
+            .unwrap()
+    };
+    let o = verify(&format!("{}/cli/app:v1", reg.addr), &key);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&signed));
+
+    let o = verify(&format!("{}/cli/app:v2", reg.addr), &key);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no cosign signature"));
+
+    reg.cosign_sign("cli/app", &signed, "k", "flip-signature");
+    let o = verify(&format!("{}/cli/app:v1", reg.addr), &key);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("by no trusted key"));
+
+    let o = verify(
+        &format!("{}/cli/app:v1", reg.addr),
+        &tmp.path().join("absent.pub"),
+    );
+    assert_eq!(o.status.code(), Some(2));
+}
