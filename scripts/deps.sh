@@ -69,12 +69,6 @@ if [ "${1:-}" = "--test" ]; then
         [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
         "$venv/bin/pip" install -q --disable-pip-version-check "in-toto==3.0.0" "securesystemslib[crypto]==1.6.0"
     fi
-    # in-toto records and checks the supply chain of `vouch custody verify` (crates/vouch/tests/custody.rs)
-    if ! "$venv/bin/python3" -c "import in_toto.models.layout" 2>/dev/null; then
-        echo "installing the PyPI in-toto package into $venv" >&2
-        [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-        "$venv/bin/pip" install -q --disable-pip-version-check "in-toto==3.0.0" "securesystemslib[crypto]==1.6.0"
-    fi
     # in-toto-attestation signs the SLSA provenance of crates/vouch-image/tests/provenance.rs
     if ! "$venv/bin/python3" -c "import in_toto_attestation.v1.statement, securesystemslib.dsse" 2>/dev/null; then
         echo "installing the PyPI in-toto-attestation package into $venv" >&2
