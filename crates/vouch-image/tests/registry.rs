@@ -161,3 +161,60 @@ async fn oversized_manifest_is_cut_off() {
     let n = sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!(n < 32 * 1024 * 1024, "{n} bytes sent");
 }
+
+/// A registry substituting content: a signature manifest whose payload blob is served with
+/// other bytes than its digest, and a manifest asked for by digest answered with another one.
+#[tokio::test]
+async fn substituted_blobs_and_manifests_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let payload = br#"{"critical":{"identity":{"docker-reference":"x"},"image":{"docker-manifest-digest":"sha256:0"},"type":"cosign container image signature"},"optional":null}"#;
+    let image = Digest::of(b"the image manifest");
+    let sig_manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": Digest::of(payload).as_str(),
+            "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="},
+        }],
+    })
+    .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let sig_manifest = sig_manifest.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let body: Vec<u8> = if req.contains("/manifests/sha256-") {
+                    sig_manifest.into_bytes()
+                } else if req.contains("/blobs/") {
+                    // The payload with one byte changed.
+                    let mut p = payload.to_vec();
+                    p[2] ^= 0x01;
+                    p
+                } else {
+                    b"{\"schemaVersion\":2,\"layers\":[]}".to_vec()
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            });
+        }
+    });
+    let client = RegistryClient::new(&ClientOptions {
+        plain_http: true,
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let r = ImageRef::parse(&format!("{addr}/app@{image}")).unwrap();
+    let e = verify_image(&client, &r, &[]).await.unwrap_err();
+    assert!(e.to_string().contains("does not match its digest"), "{e}");
+    let m = client.manifest(&r, image.as_str()).await.unwrap_err();
+    assert!(m.to_string().contains("manifest has digest"), "{m}");
+}
