@@ -476,6 +476,133 @@ pub fn verify(
     Ok(got)
 }
 
+/// Longest sigstore `trusted_root.json` read.
+pub const MAX_TRUSTED_ROOT_BYTES: usize = 1 << 20;
+
+/// The key of a key-less (Fulcio) signer, from a sigstore bundle's certificate checked
+/// against a sigstore `trusted_root.json`, with the identity the certificate names.
+#[derive(Debug, Clone)]
+pub struct FulcioSigner {
+    /// The certificate's public key, to verify the envelope with.
+    pub key: VerifyingKey,
+    /// The certificate's URI subject alternative name (for GitHub Actions, the workflow that
+    /// signed: `https://github.com/<owner>/<repo>/<path>@<ref>`).
+    pub identity: String,
+    /// The OIDC issuer (extension 1.3.6.1.4.1.57264.1.8, else the older .1.1).
+    pub issuer: String,
+}
+
+const SIGSTORE_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
+const SIGSTORE_ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
+const SUBJECT_ALT_NAME: &str = "2.5.29.17";
+
+/// Check the leaf certificate of a sigstore `bundle` (v0.3 `certificate`, or the first of an
+/// older `x509CertificateChain`) against the certificate authorities of `trusted_root`: the
+/// leaf signed by a chain's first certificate, each signed by the next, the last self-signed,
+/// all valid at the bundle's first transparency-log `integratedTime`. That time is taken from
+/// the bundle as given (the Rekor entry, its inclusion proof and signed timestamp are not
+/// checked here), so this proves the certificate was issued by Fulcio for `identity`, not
+/// when the signature was made.
+pub fn fulcio_signer(bundle: &[u8], trusted_root: &[u8]) -> Result<FulcioSigner, ProvenanceError> {
+    let bad = |m: String| ProvenanceError::Key(m);
+    if bundle.len() > MAX_ENVELOPE_BYTES || trusted_root.len() > MAX_TRUSTED_ROOT_BYTES {
+        return Err(bad("bundle or trusted root larger than allowed".into()));
+    }
+    let b: serde_json::Value =
+        serde_json::from_slice(bundle).map_err(|e| bad(format!("bundle is not JSON: {e}")))?;
+    let vm = &b["verificationMaterial"];
+    let leaf_b64 = vm["certificate"]["rawBytes"]
+        .as_str()
+        .or_else(|| vm["x509CertificateChain"]["certificates"][0]["rawBytes"].as_str())
+        .ok_or_else(|| bad("bundle has no certificate".into()))?;
+    let leaf_der = b64(leaf_b64).map_err(|e| bad(format!("certificate is not base64: {e}")))?;
+    let time = match &vm["tlogEntries"][0]["integratedTime"] {
+        serde_json::Value::String(t) => t.parse::<u64>().ok(),
+        v => v.as_u64(),
+    }
+    .ok_or_else(|| bad("bundle has no transparency-log integratedTime".into()))?;
+    let leaf = vouch_x509::parse(&leaf_der, "signing").map_err(bad)?;
+    vouch_x509::check_validity(&leaf, time, "signing certificate").map_err(bad)?;
+    let root: serde_json::Value = serde_json::from_slice(trusted_root)
+        .map_err(|e| bad(format!("trusted root is not JSON: {e}")))?;
+    let cas = root["certificateAuthorities"]
+        .as_array()
+        .ok_or_else(|| bad("trusted root has no certificateAuthorities".into()))?;
+    let mut reasons = Vec::new();
+    for (i, ca) in cas.iter().enumerate().take(64) {
+        match check_chain(&leaf_der, &leaf, ca, time) {
+            Ok(()) => {
+                let identity = san_uri(&leaf).ok_or_else(|| {
+                    bad("signing certificate has no URI subject alternative name".into())
+                })?;
+                let issuer = oidc_issuer(&leaf)
+                    .ok_or_else(|| bad("signing certificate names no OIDC issuer".into()))?;
+                return Ok(FulcioSigner {
+                    key: VerifyingKey::from_certificate_der(&leaf_der)?,
+                    identity,
+                    issuer,
+                });
+            }
+            Err(e) => reasons.push(format!("authority {i}: {e}")),
+        }
+    }
+    Err(bad(format!(
+        "signing certificate not issued by the trusted root: {}",
+        reasons.join("; ")
+    )))
+}
+
+fn check_chain(
+    leaf_der: &[u8],
+    leaf: &x509_cert::Certificate,
+    ca: &serde_json::Value,
+    time: u64,
+) -> Result<(), String> {
+    let certs = ca["certChain"]["certificates"]
+        .as_array()
+        .filter(|c| !c.is_empty() && c.len() <= 8)
+        .ok_or("no certificate chain (or more than 8)")?;
+    let mut ders = Vec::new();
+    for c in certs {
+        let s = c["rawBytes"]
+            .as_str()
+            .ok_or("certificate without rawBytes")?;
+        ders.push(b64(s).map_err(|e| format!("certificate is not base64: {e}"))?);
+    }
+    let parsed = ders
+        .iter()
+        .map(|d| vouch_x509::parse(d, "authority"))
+        .collect::<Result<Vec<_>, _>>()?;
+    vouch_x509::verify_signed_by(leaf_der, leaf, &parsed[0])?;
+    for (i, c) in parsed.iter().enumerate() {
+        vouch_x509::check_validity(c, time, "authority certificate")?;
+        let issuer = parsed.get(i + 1).unwrap_or(c);
+        vouch_x509::verify_signed_by(&ders[i], c, issuer)?;
+    }
+    Ok(())
+}
+
+fn san_uri(c: &x509_cert::Certificate) -> Option<String> {
+    use x509_cert::ext::pkix::{SubjectAltName, name::GeneralName};
+    let raw = vouch_x509::extension(c, SUBJECT_ALT_NAME)?;
+    let san = SubjectAltName::from_der(raw).ok()?;
+    san.0.into_iter().find_map(|n| match n {
+        GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
+        _ => None,
+    })
+}
+
+fn oidc_issuer(c: &x509_cert::Certificate) -> Option<String> {
+    if let Some(raw) = vouch_x509::extension(c, SIGSTORE_ISSUER_V2) {
+        return x509_cert::der::asn1::Utf8StringRef::from_der(raw)
+            .ok()
+            .map(|s| s.as_str().to_string());
+    }
+    vouch_x509::extension(c, SIGSTORE_ISSUER_V1)
+        .and_then(|raw| std::str::from_utf8(raw).ok())
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -285,3 +285,45 @@ fn real_github_actions_provenance_verifies_and_is_refused_tampered() {
     .unwrap_err();
     assert!(e.to_string().contains("source ref"), "{e}");
 }
+
+#[test]
+fn real_provenance_certificate_chains_to_the_sigstore_trusted_root() {
+    let bundle = read_testdata("slsa/MODULE.bazel.intoto.jsonl");
+    let root = read_testdata("slsa/trusted_root.json");
+    let digest = hex::encode(sha2::Sha256::digest(read_testdata("slsa/MODULE.bazel")));
+    let s = provenance::fulcio_signer(&bundle, &root).unwrap();
+    // Fulcio names the reusable workflow that signed: the builder id the provenance claims.
+    assert_eq!(
+        s.identity,
+        "https://github.com/bazel-contrib/publish-to-bcr/.github/workflows/publish.yaml@refs/tags/v0.0.1"
+    );
+    assert_eq!(s.issuer, "https://token.actions.githubusercontent.com");
+    let got = provenance::verify(&bundle, &[s.key], &digest, &Policy::default()).unwrap();
+    assert_eq!(got.builder_id, s.identity);
+
+    // Another trusted root (sigstore's staging instance) did not issue it.
+    let e = provenance::fulcio_signer(&bundle, &read_testdata("slsa/trusted_root_staging.json"))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("not issued by the trusted root"),
+        "{e}"
+    );
+    // The certificate with one flipped bit in its signature (its last byte).
+    let mut v: serde_json::Value = serde_json::from_slice(&bundle).unwrap();
+    let std_b64 = base64::engine::general_purpose::STANDARD;
+    let slot = &mut v["verificationMaterial"]["certificate"]["rawBytes"];
+    let mut der = std_b64.decode(slot.as_str().unwrap()).unwrap();
+    let last = der.len() - 1;
+    der[last] ^= 1;
+    *slot = std_b64.encode(der).into();
+    let e = provenance::fulcio_signer(&serde_json::to_vec(&v).unwrap(), &root).unwrap_err();
+    assert!(
+        e.to_string().contains("not issued by the trusted root"),
+        "{e}"
+    );
+    // Logged an hour later: the ten-minute certificate had expired.
+    let mut v: serde_json::Value = serde_json::from_slice(&bundle).unwrap();
+    v["verificationMaterial"]["tlogEntries"][0]["integratedTime"] = "1743036450".into();
+    let e = provenance::fulcio_signer(&serde_json::to_vec(&v).unwrap(), &root).unwrap_err();
+    assert!(e.to_string().contains("expired"), "{e}");
+}

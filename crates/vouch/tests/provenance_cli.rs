@@ -143,4 +143,43 @@ fn provenance_verify_exit_codes() {
         &artifact,
     ]);
     assert_eq!(code, 2, "{err}");
+
+    // Key-less: the bundle's Fulcio certificate checked against sigstore's trusted root,
+    // and the signing workflow required as its identity.
+    let root = testdata("slsa/trusted_root.json").display().to_string();
+    let keyless = [
+        "--envelope",
+        &env,
+        "--trusted-root",
+        &root,
+        "--artifact",
+        &artifact,
+    ];
+    let (code, out, err) = verify(&[&keyless[..], &["--cert-identity", BUILDER]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = verify(
+        &[
+            &keyless[..],
+            &[
+                "--cert-identity",
+                "https://github.com/evil/x/.github/workflows/a.yml@refs/heads/main",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("certificate identity"), "{err}");
+    let staging = testdata("slsa/trusted_root_staging.json")
+        .display()
+        .to_string();
+    let (code, _, err) = verify(&[
+        "--envelope",
+        &env,
+        "--trusted-root",
+        &staging,
+        "--artifact",
+        &artifact,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not issued by the trusted root"), "{err}");
 }

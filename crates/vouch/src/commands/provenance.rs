@@ -32,8 +32,19 @@ pub(crate) struct VerifyArgs {
     envelope: PathBuf,
     /// A trusted public key (PEM SubjectPublicKeyInfo: ECDSA P-256, Ed25519 or RSA) or a PEM
     /// certificate whose key is trusted; repeat for several.
-    #[arg(long = "key", required = true)]
+    #[arg(long = "key", required_unless_present = "trusted_root")]
     keys: Vec<PathBuf>,
+    /// A sigstore trusted_root.json: the envelope is a sigstore bundle whose Fulcio
+    /// certificate must chain to it (valid at the bundle's log time); its key is then trusted.
+    #[arg(long)]
+    trusted_root: Option<PathBuf>,
+    /// With --trusted-root: the certificate's URI identity required (for GitHub Actions, the
+    /// signing workflow, `https://github.com/<owner>/<repo>/<path>@<ref>`).
+    #[arg(long, requires = "trusted_root")]
+    cert_identity: Option<String>,
+    /// With --trusted-root: the certificate's OIDC issuer required.
+    #[arg(long, requires = "trusted_root")]
+    cert_issuer: Option<String>,
     /// The artifact the provenance must be about (its SHA-256 is computed).
     #[arg(long, conflicts_with = "digest", required_unless_present = "digest")]
     artifact: Option<PathBuf>,
@@ -81,6 +92,25 @@ pub(crate) fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
         let pem = std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
         keys.push(VerifyingKey::from_pem(&pem).with_context(|| k.display().to_string())?);
     }
+    if let Some(tr) = &a.trusted_root {
+        let root = read_bounded(tr, provenance::MAX_TRUSTED_ROOT_BYTES)?;
+        let signer = match provenance::fulcio_signer(&envelope, &root) {
+            Ok(s) => s,
+            Err(e) => return Ok(refuse(&e.to_string(), json)),
+        };
+        for (what, want, got) in [
+            ("identity", &a.cert_identity, &signer.identity),
+            ("issuer", &a.cert_issuer, &signer.issuer),
+        ] {
+            if let Some(w) = want.as_ref().filter(|w| *w != got) {
+                return Ok(refuse(
+                    &format!("certificate {what} is {got:?}, {w:?} is required"),
+                    json,
+                ));
+            }
+        }
+        keys.push(signer.key);
+    }
     let digest = match (&a.artifact, &a.digest) {
         (Some(p), _) => artifact_digest(p)?,
         (None, Some(d)) => d.clone(),
@@ -110,12 +140,14 @@ pub(crate) fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            if json {
-                let _ = output::json(&json!({ "refused": e.to_string() }));
-            }
-            eprintln!("provenance refused: {e}");
-            Ok(ExitCode::from(1))
-        }
+        Err(e) => Ok(refuse(&e.to_string(), json)),
     }
+}
+
+fn refuse(why: &str, json: bool) -> ExitCode {
+    if json {
+        let _ = output::json(&json!({ "refused": why }));
+    }
+    eprintln!("provenance refused: {why}");
+    ExitCode::from(1)
 }
