@@ -152,3 +152,64 @@ async fn required_image_signature_without_a_checker_is_contraindicated() {
     let r = plain.attest_once().await.unwrap();
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
 }
+
+/// A registry that cannot be reached: the image counts as unsigned (fail closed, the reason
+/// naming the registry), and the answer is not cached, so the next attestation asks again.
+#[tokio::test]
+async fn an_unreachable_registry_fails_closed_and_is_asked_again() {
+    // A port nothing listens on.
+    let port = vouch_testkit::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pub");
+    std::fs::write(
+        &key,
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .public_key_pem(),
+    )
+    .unwrap();
+    let checker = vouch_server::ImageSignatures::new(&ImageSignatureSettings {
+        repositories: vec![format!("127.0.0.1:{port}/shop/web")],
+        keys: vec![key],
+        registry_ca: None,
+        plain_http: true,
+        ttl: 300,
+        cache_entries: 16,
+    })
+    .unwrap();
+    let digest = format!("sha256:{}", "cd".repeat(32));
+    let v = checker.check(&digest, 1000).await;
+    assert_eq!(v["signed_by"], serde_json::json!([]), "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{port}")),
+        "{v}"
+    );
+    // A registry now listening on that port is asked at once (nothing was cached): it
+    // answers 404 for the signature tag, a definite "no signature".
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let v = checker.check(&digest, 1001).await;
+    assert!(
+        v["reason"].as_str().unwrap().contains("no signature"),
+        "{v}"
+    );
+    // Malformed digests are refused without asking anyone.
+    let v = checker.check("sha256:XYZ", 1002).await;
+    assert!(v["reason"].as_str().unwrap().contains("digest"), "{v}");
+}
