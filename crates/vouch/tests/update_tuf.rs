@@ -535,57 +535,76 @@ fn hex_sha256(p: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
 }
 
-/// A small HTTP/1.1 server on loopback serving `root`: `/<scenario>/...` as the files are, and
-/// `/forever-target/...` and `/forever-meta/...` as scenario v2 with endless bytes after every
-/// target (respectively every metadata file), at most 256 MiB an answer.
-fn serve(root: PathBuf) -> u16 {
-    use std::io::{BufRead as _, Write as _};
+/// A small HTTP/1.1 server on loopback (HTTPS with `tls`) serving `root`: `/<scenario>/...` as
+/// the files are, and `/forever-target/...` and `/forever-meta/...` as scenario v2 with endless
+/// bytes after every target (respectively every metadata file), at most 256 MiB an answer.
+fn serve(root: PathBuf, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let root = root.clone();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let mut r = std::io::BufReader::new(c.try_clone().unwrap());
-                if r.read_line(&mut line).is_err() {
-                    return;
+            let Ok(c) = c else { continue };
+            let (root, tls) = (root.clone(), tls.clone());
+            std::thread::spawn(move || match tls {
+                None => {
+                    let mut c = c;
+                    respond(&mut c, &root);
                 }
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                        break;
-                    }
-                }
-                let path = line.split(' ').nth(1).unwrap_or("/").to_string();
-                let (file, endless) = if let Some(rest) = path.strip_prefix("/forever-target/") {
-                    (root.join("v2").join(rest), rest.starts_with("targets/"))
-                } else if let Some(rest) = path.strip_prefix("/forever-meta/") {
-                    (root.join("v2").join(rest), rest.starts_with("metadata/"))
-                } else {
-                    (root.join(path.trim_start_matches('/')), false)
-                };
-                let Ok(body) = std::fs::read(&file) else {
-                    let _ = c.write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    );
-                    return;
-                };
-                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
-                let _ = c.write_all(&body);
-                if endless {
-                    let chunk = vec![b' '; 64 * 1024];
-                    for _ in 0..4096 {
-                        if c.write_all(&chunk).is_err() {
-                            return;
-                        }
-                    }
+                Some(cfg) => {
+                    let conn = rustls::ServerConnection::new(cfg).unwrap();
+                    let mut s = rustls::StreamOwned::new(conn, c);
+                    respond(&mut s, &root);
+                    s.conn.send_close_notify();
+                    let _ = std::io::Write::flush(&mut s);
                 }
             });
         }
     });
     port
+}
+
+fn respond(c: &mut (impl std::io::Read + std::io::Write), root: &Path) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match c.read(&mut b) {
+            Ok(1) if head.len() < 16 * 1024 => head.push(b[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+    let (file, endless) = if let Some(rest) = path.strip_prefix("/forever-target/") {
+        (root.join("v2").join(rest), rest.starts_with("targets/"))
+    } else if let Some(rest) = path.strip_prefix("/forever-meta/") {
+        (root.join("v2").join(rest), rest.starts_with("metadata/"))
+    } else {
+        (root.join(path.trim_start_matches('/')), false)
+    };
+    let Ok(body) = std::fs::read(&file) else {
+        let _ = c
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    };
+    if !endless {
+        let _ = c.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let _ = c.write_all(&body);
+        return;
+    }
+    let _ = c.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+    let _ = c.write_all(&body);
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..4096 {
+        if c.write_all(&chunk).is_err() {
+            return;
+        }
+    }
 }
 
 #[test]
@@ -595,7 +614,7 @@ fn over_http_the_same_checks_hold_and_endless_answers_are_cut() {
         dir: d.path().join("repos"),
     };
     let expected = make_repos(&r.dir);
-    let port = serve(r.dir.clone());
+    let port = serve(r.dir.clone(), None);
     let url = |s: &str| format!("http://127.0.0.1:{port}/{s}");
     let root = r.root();
     let run = |s: &str, cache: &str, extra: &[&str]| {
@@ -649,4 +668,69 @@ fn over_http_the_same_checks_hold_and_endless_answers_are_cut() {
     let (code, _, err) = run("v2", "c5", &["--to", &to_s]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(hex_sha256(&to), expected["v2"]["sha256"].as_str().unwrap());
+}
+
+#[test]
+fn over_https_the_repository_ca_is_required() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Repos {
+        dir: d.path().join("repos"),
+    };
+    let expected = make_repos(&r.dir);
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let ca = d.path().join("repo-ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![ck.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    let port = serve(r.dir.clone(), Some(std::sync::Arc::new(cfg)));
+    let repo = format!("https://127.0.0.1:{port}/v2");
+    let root = r.root();
+    let check = |cache: &str, ca: Option<&Path>| {
+        let c = d.path().join(cache);
+        let mut a = vec![
+            "update".to_string(),
+            "check".into(),
+            "--repo".into(),
+            repo.clone(),
+            "--root".into(),
+            root.clone(),
+            "--target".into(),
+            "app.conf".into(),
+            "--cache".into(),
+            c.display().to_string(),
+        ];
+        if let Some(ca) = ca {
+            a.extend(["--repo-ca".to_string(), ca.display().to_string()]);
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        vouch(&a)
+    };
+    let (code, out, err) = check("a", Some(&ca));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(expected["v2"]["sha256"].as_str().unwrap()),
+        "{out}"
+    );
+    // Without the repository's CA (the system's roots): the TLS handshake fails.
+    let (code, _, err) = check("b", None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
+    // Another CA (the same name, another key): refused too.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let other_ca = d.path().join("other-ca.pem");
+    std::fs::write(&other_ca, other.cert.pem()).unwrap();
+    let (code, _, err) = check("c", Some(&other_ca));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid peer certificate: BadSignature"),
+        "{err}"
+    );
 }
