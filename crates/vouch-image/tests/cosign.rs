@@ -95,3 +95,16 @@ fn public_keys_other_than_p256_are_refused() {
     assert!(e.to_string().contains("only P-256"), "{e}");
     assert!(PublicKey::from_pem("no key here").is_err());
 }
+
+#[test]
+fn key_id_is_the_sha256_of_the_der_spki_as_openssl_writes_it() {
+    let path = vouch_testkit::testdata("cosign/cosign.pub");
+    let o = std::process::Command::new("openssl")
+        .args(["pkey", "-pubin", "-outform", "DER", "-in"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let want = vouch_image::Digest::of(&o.stdout).to_string();
+    assert_eq!(key("cosign/cosign.pub").id(), want);
+}
