@@ -9,6 +9,9 @@
 //! payload is signed by a trusted key ([`cosign::PublicKey`]), is of type `cosign container
 //! image signature`, and names exactly this digest.
 //!
+//! [`provenance`] verifies SLSA v1 provenance in in-toto DSSE envelopes (signature, subject
+//! digest, and a policy over builder, source and build type), offline.
+//!
 //! Every byte from the registry is untrusted: manifests and blobs are read up to a fixed
 //! length, blobs are checked against their digest, and parsers return errors, never panic.
 

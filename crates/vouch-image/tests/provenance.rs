@@ -327,3 +327,35 @@ fn real_provenance_certificate_chains_to_the_sigstore_trusted_root() {
     let e = provenance::fulcio_signer(&serde_json::to_vec(&v).unwrap(), &root).unwrap_err();
     assert!(e.to_string().contains("expired"), "{e}");
 }
+
+/// Every single-bit change anywhere in a producer's envelope is refused, except inside the
+/// `keyid` name and value (a hint DSSE does not sign), and none panics.
+#[test]
+fn every_flipped_bit_outside_the_keyid_hint_is_refused() {
+    let m = make();
+    let keys = [m.key("ed25519")];
+    let good = m.read("good-ed25519.json");
+    let policy = full_policy();
+    provenance::verify(&good, &keys, &m.digest, &policy).unwrap();
+    let text = String::from_utf8(good.clone()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let keyid = v["signatures"][0]["keyid"].as_str().unwrap();
+    // The hint's name and value: with its name changed it is an unknown field and the
+    // signature (which never covered it) still verifies.
+    let start = text.find("\"keyid\"").unwrap();
+    let hint = start..text.find(keyid).unwrap() + keyid.len();
+    let mut accepted = Vec::new();
+    for i in 0..good.len() {
+        for bit in [0x01u8, 0x20, 0x80] {
+            let mut t = good.clone();
+            t[i] ^= bit;
+            if provenance::verify(&t, &keys, &m.digest, &policy).is_ok() && !hint.contains(&i) {
+                accepted.push((i, bit));
+            }
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "accepted with a flipped bit at {accepted:?}"
+    );
+}
