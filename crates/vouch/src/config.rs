@@ -238,6 +238,28 @@ mod tests {
     }
 
     #[test]
+    fn the_image_signatures_block_of_the_example_loads() {
+        let example = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../vouch.example.toml"),
+        )
+        .unwrap();
+        let block: String = example
+            .lines()
+            .skip_while(|l| !l.starts_with("# [server.image_signatures]"))
+            .take_while(|l| l.starts_with('#') && !l.starts_with("# [[server.tenants]]"))
+            .filter_map(|l| l.strip_prefix("# "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let t: toml::Table = toml::from_str(&block).unwrap();
+        let mut t = serde_json::to_value(t).unwrap();
+        let s: vouch_server::ServerConfig = section(&mut t, "server", std::iter::empty()).unwrap();
+        let i = s.image_signatures.unwrap();
+        assert_eq!(i.repositories, ["registry.example/shop/web"]);
+        assert_eq!(i.ttl, 300);
+        assert!(!i.plain_http);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("600").unwrap(), 600);
         assert_eq!(parse_duration("10m").unwrap(), 600);
