@@ -148,6 +148,57 @@ impl ImageSignatures {
         value
     }
 
+    /// Admission of one image reference (`crate::admission`): the reference must name one of
+    /// the configured repositories (so that an unauthenticated review makes the verifier
+    /// contact no other host); a tag is resolved to its manifest digest in the registry on
+    /// every call (never cached: a tag can be moved), a digest is taken as is; the digest's
+    /// signatures are then checked as [`Self::check`] does (cached by digest). `Ok`: the
+    /// digest and the ids of the trusted keys that signed it; `Err`: the digest when known and
+    /// why the image is refused.
+    pub async fn admit(
+        &self,
+        reference: &str,
+        now: u64,
+    ) -> Result<(String, Vec<String>), (Option<String>, String)> {
+        let image = ImageRef::parse(reference).map_err(|e| (None, e.to_string()))?;
+        if !self
+            .repositories
+            .iter()
+            .any(|r| r.registry == image.registry && r.repository == image.repository)
+        {
+            return Err((
+                None,
+                format!(
+                    "repository {}/{} is not one whose signatures this verifier checks",
+                    image.registry, image.repository
+                ),
+            ));
+        }
+        let digest = self
+            .client
+            .resolve(&image)
+            .await
+            .map_err(|e| (None, format!("tag not resolved to a digest: {e}")))?
+            .to_string();
+        let v = self.check(&digest, now).await;
+        let signed_by: Vec<String> = v["signed_by"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if signed_by.is_empty() {
+            let why = v["reason"].as_str().unwrap_or("no valid signature");
+            return Err((
+                Some(digest.clone()),
+                format!("{digest} is not signed by a trusted key: {why}"),
+            ));
+        }
+        Ok((digest, signed_by))
+    }
+
     /// Ask the registries; `true` with a definite answer (signed, unsigned, refused).
     async fn fetch(&self, digest: &str) -> (serde_json::Value, bool) {
         let unsigned = |reason: String| serde_json::json!({ "digest": digest, "signed_by": [], "reason": reason });

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod admission;
 mod anomaly;
 mod audit;
 mod auth;
@@ -434,14 +435,15 @@ async fn start_tenant(
     if let Ok(mut m) = state.federated.write() {
         *m = federation::load_saved(&federation_dir, &cfg.federation);
     }
+    if let Some(s) = &cfg.image_signatures {
+        let images = Arc::new(images::ImageSignatures::new(s).map_err(ServerError::Config)?);
+        tracing::info!(keys = ?images.key_ids(), "image signatures checked");
+        state.verifier.set_image_hook(images.clone());
+        state.images = Some(images);
+    }
     let state = Arc::new(state);
     let anomaly_writer = state.anomalies.start(store.clone(), unix_now()).await?;
     state.verifier.set_anomaly_hook(state.anomalies.clone());
-    if let Some(s) = &cfg.image_signatures {
-        let images = images::ImageSignatures::new(s).map_err(ServerError::Config)?;
-        tracing::info!(keys = ?images.key_ids(), "image signatures checked");
-        state.verifier.set_image_hook(Arc::new(images));
-    }
     // The registration-entry index is read once here, so the first SVID request does not
     // pay for it; a store that cannot answer is retried by the poller.
     let loading = std::time::Instant::now();

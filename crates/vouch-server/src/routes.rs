@@ -139,6 +139,7 @@ pub(crate) fn router(state: S) -> Router {
         .route("/v1/tpm/join/activate", post(tpm_join_activate))
         .route("/v1/svid", post(svid))
         .route("/v1/jwt-svid", post(jwt_svid))
+        .route("/v1/admission/validate", post(crate::admission::validate))
         .route("/v1/bundle", get(bundle))
         .route("/v1/federation", get(federation))
         .route("/v1/entries", get(list_entries).post(create_entry))

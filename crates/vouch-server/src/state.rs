@@ -73,6 +73,8 @@ pub struct State {
     pub(crate) node_attestors: crate::node::NodeAttestors,
     /// The fleet anomaly detector (issue 16 item 5).
     pub(crate) anomalies: Arc<crate::anomaly::Anomalies>,
+    /// The image signature checker (`[image_signatures]`), for the admission webhook.
+    pub(crate) images: Option<Arc<crate::images::ImageSignatures>>,
 }
 
 impl std::fmt::Debug for State {
@@ -114,6 +116,7 @@ impl State {
             entries: crate::entries::Entries::default(),
             node_attestors: crate::node::NodeAttestors::new(),
             anomalies: Arc::new(crate::anomaly::Anomalies::new(Default::default())),
+            images: None,
         }
     }
 
