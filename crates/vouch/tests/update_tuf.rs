@@ -405,6 +405,8 @@ fn update_is_reattested_and_affirming_only_with_the_tuf_target() {
             d.path().join("operator-cache").to_str().unwrap(),
             "--path",
             path,
+            "--workload",
+            "app",
             "--data-dir",
             data_dir,
         ]);
@@ -520,6 +522,27 @@ fn update_is_reattested_and_affirming_only_with_the_tuf_target() {
         hex_sha256(&installed),
         expected["v2"]["sha256"].as_str().unwrap()
     );
+
+    // A node that stops measuring the file is not affirming either (required_file).
+    let mut args: Vec<String> = vec!["--json".into(), "attest".into()];
+    args.extend(agent_flags(false));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, _) = vouch(&a);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("workload \\\"app\\\" must measure {path}")),
+        "{out}"
+    );
+    let (code, out, err) = vouch(&["--json", "refvalue", "list", "--data-dir", data_dir]);
+    assert_eq!(code, 0, "{err}");
+    let n = serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "required_file")
+        .count();
+    assert_eq!(n, 1, "published twice, required once: {out}");
 
     // The file replaced outside TUF: contraindicated, with the path in the reason.
     std::fs::write(&installed, "mode = debug\nbackdoor = on\n").unwrap();

@@ -74,6 +74,10 @@ pub(crate) enum UpdateCmd {
         /// The path the target is installed to on devices (the key of the `file` value).
         #[arg(long)]
         path: String,
+        /// Also require this workload to measure the path (a `required_file` value): without
+        /// it, a node whose agent does not measure the file is not held to the digest.
+        #[arg(long)]
+        workload: Option<String>,
         #[command(flatten)]
         api: AdminArgs,
     },
@@ -308,7 +312,12 @@ pub(crate) async fn run(cmd: UpdateCmd, file: FileConfig, json: bool) -> Result<
             }
             super::run::attest(file, *agent, json).await
         }
-        UpdateCmd::Publish { path, api, .. } => publish(&v, &path, &api, json).await,
+        UpdateCmd::Publish {
+            path,
+            workload,
+            api,
+            ..
+        } => publish(&v, &path, workload.as_deref(), &api, json).await,
     }
 }
 
@@ -400,9 +409,15 @@ async fn write_verified(
 /// Add the target's sha256 as a `file` reference value for `path`, then remove the path's
 /// other `file` values (added first, so the path is never without a value: with none, the
 /// default policy would not check the file at all).
-async fn publish(v: &Verified, path: &str, api: &AdminArgs, json: bool) -> Result<ExitCode> {
-    if path.is_empty() {
-        bail!("--path must not be empty");
+async fn publish(
+    v: &Verified,
+    path: &str,
+    workload: Option<&str>,
+    api: &AdminArgs,
+    json: bool,
+) -> Result<ExitCode> {
+    if path.is_empty() || workload.is_some_and(str::is_empty) {
+        bail!("--path and --workload must not be empty");
     }
     let c = Api::new(api)?;
     let added = c
@@ -412,6 +427,19 @@ async fn publish(v: &Verified, path: &str, api: &AdminArgs, json: bool) -> Resul
         )
         .await?;
     let rows = c.get("/v1/refvalues").await?;
+    if let Some(w) = workload {
+        let present = rows.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|r| r["kind"] == "required_file" && r["key"] == w && r["value"] == path)
+        });
+        if !present {
+            c.post(
+                "/v1/refvalues",
+                &json!({ "kind": "required_file", "key": w, "value": path }),
+            )
+            .await?;
+        }
+    }
     let mut removed = Vec::new();
     for r in rows.as_array().map(Vec::as_slice).unwrap_or_default() {
         if r["kind"] == "file" && r["key"] == path && r["value"] != v.sha256.as_str() {
