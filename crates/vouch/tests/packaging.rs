@@ -1960,3 +1960,71 @@ fn kubernetes_verifier_and_agent_run_from_the_manifests_in_the_image() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
+
+/// The admission webhook example (packaging/kubernetes/examples/admission-webhook.yaml) points at
+/// the verifier's Service, port and admission route, fails closed, and leaves the verifier's own
+/// namespace out (the verifier must start without itself).
+#[test]
+fn admission_webhook_example_points_at_the_verifier_and_fails_closed() {
+    let docs = manifests();
+    let svc = get(&docs, "Service", "vouch-server");
+    let docs =
+        parse_yaml_docs(&repo().join("packaging/kubernetes/examples/admission-webhook.yaml"));
+    assert_eq!(docs.len(), 1);
+    let cfg = &docs[0];
+    assert_eq!(cfg["apiVersion"], "admissionregistration.k8s.io/v1");
+    assert_eq!(cfg["kind"], "ValidatingWebhookConfiguration");
+    let hooks = cfg["webhooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 1);
+    let w = &hooks[0];
+    assert_eq!(w["failurePolicy"], "Fail");
+    assert_eq!(w["sideEffects"], "None");
+    assert_eq!(w["admissionReviewVersions"], serde_json::json!(["v1"]));
+    let timeout = w["timeoutSeconds"].as_u64().unwrap();
+    assert!((1..=30).contains(&timeout), "{timeout}");
+    let s = &w["clientConfig"]["service"];
+    assert_eq!(s["name"], svc["metadata"]["name"]);
+    assert_eq!(s["namespace"], svc["metadata"]["namespace"]);
+    assert!(
+        svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"] == s["port"]),
+        "{s}"
+    );
+    let path = s["path"].as_str().unwrap();
+    let openapi: Value =
+        serde_json::from_str(&read("crates/vouch-server/src/openapi.json")).unwrap();
+    assert!(openapi["paths"][path]["post"].is_object(), "{path}");
+    let excluded = &w["namespaceSelector"]["matchExpressions"][0];
+    assert_eq!(excluded["key"], "kubernetes.io/metadata.name");
+    assert_eq!(excluded["operator"], "NotIn");
+    assert!(
+        excluded["values"]
+            .as_array()
+            .unwrap()
+            .contains(&svc["metadata"]["namespace"])
+    );
+    // Every kind the webhook reads a pod spec from is sent to it.
+    let resources: BTreeSet<&str> = w["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap())
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    for r in [
+        "pods",
+        "pods/ephemeralcontainers",
+        "deployments",
+        "replicasets",
+        "statefulsets",
+        "daemonsets",
+        "jobs",
+        "cronjobs",
+        "replicationcontrollers",
+    ] {
+        assert!(resources.contains(r), "{r}");
+    }
+}
