@@ -188,6 +188,15 @@ pub enum Command {
     Attest {
         #[command(flatten)]
         agent: AgentArgs,
+        /// For pipelines: one JSON object on standard output (status, exit_code,
+        /// attestation_id, result_path, reasons); exit 0 affirming, 1 refused or
+        /// contraindicated (or warning without --accept-warning), 2 a local error, 3 no
+        /// verifier reachable (docs/CI.md).
+        #[arg(long)]
+        ci: bool,
+        /// With --ci: a `warning` result passes (exit 0).
+        #[arg(long, requires = "ci")]
+        accept_warning: bool,
     },
     /// Verify an attestation result (EAR JWT) offline against a JWKS.
     Verify(VerifyArgs),

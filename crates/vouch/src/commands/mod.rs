@@ -10,6 +10,7 @@
 mod admin;
 pub(crate) mod anomalies;
 mod apitoken;
+pub(crate) mod ci;
 pub(crate) mod audit;
 pub(crate) mod context;
 pub(crate) mod custody;
@@ -53,7 +54,12 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             interval,
             metrics_listen,
         } => run::run_agent(file, agent, interval, metrics_listen).await,
-        Command::Attest { agent } => run::attest(file, agent, json).await,
+        Command::Attest {
+            agent,
+            ci: true,
+            accept_warning,
+        } => ci::attest(run::agent_config(&file, &agent), accept_warning).await,
+        Command::Attest { agent, .. } => run::attest(file, agent, json).await,
         Command::Verify(args) => rp::verify(args, json).await,
         Command::Policy(cmd) => admin::policy(cmd, json).await,
         Command::Refvalue(cmd) => admin::refvalue(cmd, json).await,
@@ -78,6 +84,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Secret(cmd) => secret::run(cmd, json).await,
         Command::Update(cmd) => update::run(cmd, file, json).await,
         Command::Custody(cmd) => custody::run(cmd, json),
+        Command::Provenance(provenance::ProvenanceCmd::Sign(a)) => ci::sign(a).await,
         Command::Provenance(cmd) => provenance::run(cmd, json),
         Command::Image(cmd) => image::run(cmd, json).await,
         Command::Completions { shell } => crate::docgen::completions(shell),

@@ -22,6 +22,9 @@ use crate::output;
 pub(crate) enum ProvenanceCmd {
     /// Verify SLSA v1 provenance for an artifact. Exits 0 when it verifies, 1 when refused.
     Verify(VerifyArgs),
+    /// Sign SLSA v1 provenance for an artifact with the builder's X.509-SVID (the chain
+    /// travels in the envelope; `verify --trust-bundle --spiffe-id` checks it).
+    Sign(super::ci::SignArgs),
 }
 
 /// What `vouch provenance verify` checks.
@@ -32,7 +35,7 @@ pub(crate) struct VerifyArgs {
     envelope: PathBuf,
     /// A trusted public key (PEM SubjectPublicKeyInfo: ECDSA P-256, Ed25519 or RSA) or a PEM
     /// certificate whose key is trusted; repeat for several.
-    #[arg(long = "key", required_unless_present = "trusted_root")]
+    #[arg(long = "key", required_unless_present_any = ["trusted_root", "trust_bundle"])]
     keys: Vec<PathBuf>,
     /// A sigstore trusted_root.json: the envelope is a sigstore bundle whose Fulcio
     /// certificate must chain to it (valid at the bundle's log time); its key is then trusted.
@@ -45,6 +48,15 @@ pub(crate) struct VerifyArgs {
     /// With --trusted-root: the certificate's OIDC issuer required.
     #[arg(long, requires = "trusted_root")]
     cert_issuer: Option<String>,
+    /// The SPIFFE trust domain's CA certificates (PEM, or the SPIFFE bundle JSON the
+    /// verifier serves at /v1/bundle): the envelope must be signed by an
+    /// X.509-SVID (`vouch provenance sign`) chaining to them at its signing time.
+    #[arg(long, requires = "spiffe_id")]
+    trust_bundle: Option<PathBuf>,
+    /// With --trust-bundle: the builder's SPIFFE ID the SVID must name (also required as
+    /// the provenance's builder id).
+    #[arg(long, requires = "trust_bundle")]
+    spiffe_id: Option<String>,
     /// The artifact the provenance must be about (its SHA-256 is computed).
     #[arg(long, conflicts_with = "digest", required_unless_present = "digest")]
     artifact: Option<PathBuf>,
@@ -85,7 +97,11 @@ fn artifact_digest(path: &Path) -> Result<String> {
 
 /// Run `vouch provenance`.
 pub(crate) fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
-    let ProvenanceCmd::Verify(a) = cmd;
+    let a = match cmd {
+        ProvenanceCmd::Verify(a) => a,
+        // Dispatched to the async `ci::sign` before this.
+        ProvenanceCmd::Sign(_) => bail!("vouch provenance sign runs elsewhere"),
+    };
     let envelope = read_bounded(&a.envelope, MAX_ENVELOPE_BYTES)?;
     let mut keys = Vec::new();
     for k in &a.keys {
@@ -111,17 +127,28 @@ pub(crate) fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
         }
         keys.push(signer.key);
     }
+    if let (Some(tb), Some(id)) = (&a.trust_bundle, &a.spiffe_id) {
+        match super::ci::svid_signer(&envelope, tb, id) {
+            Ok(k) => keys.push(k),
+            Err(e) => return Ok(refuse(&e, json)),
+        }
+    }
     let digest = match (&a.artifact, &a.digest) {
         (Some(p), _) => artifact_digest(p)?,
         (None, Some(d)) => d.clone(),
         (None, None) => bail!("--artifact or --digest is required"),
     };
-    let policy = Policy {
+    let mut policy = Policy {
         builder_id: a.builder_id,
         source_repo: a.source_repo,
         source_ref: a.source_ref,
         build_type: a.build_type,
     };
+    if let Some(id) = &a.spiffe_id
+        && let Err(e) = super::ci::svid_policy(&mut policy, id)
+    {
+        return Ok(refuse(&e, json));
+    }
     match provenance::verify(&envelope, &keys, &digest, &policy) {
         Ok(v) => {
             if json {

@@ -96,7 +96,7 @@ pub(crate) async fn migrate(file: FileConfig, store: StoreArgs) -> Result<ExitCo
 }
 
 /// The agent's configuration: the file's `[agent]` section, overridden by the flags given.
-fn agent_config(file: &FileConfig, a: &AgentArgs) -> AgentConfig {
+pub(super) fn agent_config(file: &FileConfig, a: &AgentArgs) -> AgentConfig {
     let mut cfg = file.agent.clone();
     if !a.servers.is_empty() {
         cfg.servers = a.servers.clone();

@@ -1,0 +1,396 @@
+//! CI/CD (issue 15 part 7): `vouch attest --ci` (one attestation of the builder, a JSON
+//! report and exit codes made for pipelines), `vouch provenance sign` (SLSA v1 provenance
+//! signed with the builder's X.509-SVID, its chain carried in the envelope) and the
+//! SVID-signed branch of `vouch provenance verify` (`--trust-bundle`, `--spiffe-id`).
+//!
+//! Exit codes, the same scheme as `vouch verify` and `vouch provenance verify`:
+//! 0 affirming / verified (a `warning` result only with `--accept-warning`); 1 refused (a
+//! contraindicated or unaccepted warning result, the verifier refusing the evidence, a
+//! signature or chain that does not verify); 2 a usage or local error; 3 no verifier could be
+//! reached (only `attest --ci`, the one that needs the network).
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use clap::Args;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use vouch_agent::{Agent, AgentConfig, AgentError};
+use vouch_core::ArStatus;
+use vouch_image::provenance::{self, Policy, VerifyingKey};
+
+/// Exit code: the pipeline must stop (refused, contraindicated).
+const EXIT_REFUSED: u8 = 1;
+/// Exit code: a usage or local error.
+const EXIT_LOCAL: u8 = 2;
+/// Exit code: no verifier could be reached.
+const EXIT_UNREACHABLE: u8 = 3;
+
+/// `vouch attest --ci`: attest once and print one JSON object on standard output (`status`,
+/// `exit_code`, `attestation_id`, `workload_id`, `result_path`, `reasons`).
+pub(crate) async fn attest(cfg: AgentConfig, accept_warning: bool) -> Result<ExitCode> {
+    let result_path = cfg.data_dir.join("result.jwt");
+    let outcome = async {
+        let mut agent = Agent::new(cfg).await?;
+        agent.attest_once().await
+    }
+    .await;
+    let (code, report) = match outcome {
+        Ok(r) => {
+            let code = match r.status {
+                ArStatus::Affirming => 0,
+                ArStatus::Warning if accept_warning => 0,
+                _ => EXIT_REFUSED,
+            };
+            let report = json!({
+                "status": r.status.as_str(),
+                "exit_code": code,
+                "attestation_id": r.attestation_id,
+                "workload_id": r.workload_id,
+                "policy": r.policy,
+                "result_path": result_path,
+                "expires_at": r.expires_at,
+                "reasons": r.reasons,
+            });
+            (code, report)
+        }
+        Err(e) => {
+            let (status, code) = match &e {
+                AgentError::Unreachable { .. } => ("unreachable", EXIT_UNREACHABLE),
+                AgentError::Refused { .. } => ("refused", EXIT_REFUSED),
+                _ => ("error", EXIT_LOCAL),
+            };
+            let report = json!({
+                "status": status,
+                "exit_code": code,
+                "reasons": [e.to_string()],
+            });
+            (code, report)
+        }
+    };
+    println!("{report}");
+    if code != 0 {
+        eprintln!(
+            "attest --ci: {} (exit {code})",
+            report["status"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// What `vouch provenance sign` signs, and with which SVID.
+#[derive(Debug, Args)]
+pub(crate) struct SignArgs {
+    /// The built artifact (its SHA-256 becomes the statement's subject).
+    #[arg(long)]
+    artifact: PathBuf,
+    /// Write the DSSE envelope here (default: standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Fetch the builder's X.509-SVID from the SPIFFE Workload API on this Unix socket.
+    #[arg(long, conflicts_with_all = ["svid_cert", "svid_key"], required_unless_present = "svid_cert")]
+    svid_socket: Option<PathBuf>,
+    /// The builder's X.509-SVID chain (PEM, leaf first), instead of --svid-socket.
+    #[arg(long, requires = "svid_key")]
+    svid_cert: Option<PathBuf>,
+    /// The SVID's private key (PEM, PKCS#8 or SEC1).
+    #[arg(long, requires = "svid_cert")]
+    svid_key: Option<PathBuf>,
+    /// `buildDefinition.buildType`.
+    #[arg(long, default_value = "https://vouch.dev/ci/pipeline@v1")]
+    build_type: String,
+    /// The source repository built (recorded as a resolved dependency).
+    #[arg(long)]
+    source_repo: Option<String>,
+    /// The source ref or commit built.
+    #[arg(long)]
+    source_ref: Option<String>,
+}
+
+/// A signing key and its certificate chain (DER, leaf first).
+struct SvidSigner {
+    chain: Vec<Vec<u8>>,
+    key: std::sync::Arc<dyn rustls::sign::SigningKey>,
+}
+
+async fn load_svid(a: &SignArgs) -> Result<SvidSigner> {
+    use rustls::pki_types::pem::PemObject as _;
+    if let Some(sock) = &a.svid_socket {
+        let src = vouch_rp::X509Source::connect(sock)
+            .await
+            .with_context(|| format!("Workload API at {}", sock.display()))?;
+        let svid = src.svid().context("no X.509-SVID from the Workload API")?;
+        let ck = svid.certified_key();
+        return Ok(SvidSigner {
+            chain: svid.chain().to_vec(),
+            key: ck.key.clone(),
+        });
+    }
+    let (Some(cert), Some(key)) = (&a.svid_cert, &a.svid_key) else {
+        bail!("give --svid-socket, or --svid-cert and --svid-key");
+    };
+    let certs = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(&certs)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not PEM certificates", cert.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "{} holds no certificate", cert.display());
+    let der = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    let key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    Ok(SvidSigner { chain, key })
+}
+
+/// `vouch provenance sign`: an in-toto v1 statement with an SLSA v1 predicate over the
+/// artifact, `runDetails.builder.id` the SVID's SPIFFE ID and `runDetails.metadata.finishedOn`
+/// the signing time, in a DSSE envelope signed with the SVID's key; the signature carries the
+/// SVID chain as `x5c` (base64 DER, leaf first).
+pub(crate) async fn sign(a: SignArgs) -> Result<ExitCode> {
+    use sha2::Digest as _;
+    let signer = load_svid(&a).await?;
+    let leaf = signer.chain.first().context("empty SVID chain")?;
+    let spiffe_id = vouch_rp::svid_spiffe_id(leaf)
+        .map_err(|e| anyhow::anyhow!("the SVID has no SPIFFE ID: {e}"))?
+        .to_string();
+    let bytes =
+        std::fs::read(&a.artifact).with_context(|| format!("reading {}", a.artifact.display()))?;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    let name = a
+        .artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut deps = Vec::new();
+    if let Some(repo) = &a.source_repo {
+        let uri = match &a.source_ref {
+            Some(r) => format!("git+{repo}@{r}"),
+            None => format!("git+{repo}"),
+        };
+        deps.push(json!({ "uri": uri }));
+    }
+    let now = vouch_server::unix_now();
+    let statement = json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{ "name": name, "digest": { "sha256": digest } }],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {
+            "buildDefinition": {
+                "buildType": a.build_type,
+                "externalParameters": {},
+                "resolvedDependencies": deps,
+            },
+            "runDetails": {
+                "builder": { "id": spiffe_id },
+                "metadata": { "finishedOn": format_rfc3339(now) },
+            },
+        },
+    });
+    let payload = serde_json::to_vec(&statement)?;
+    let message = provenance::pae(provenance::PAYLOAD_TYPE, &payload);
+    let schemes = [
+        rustls::SignatureScheme::ECDSA_NISTP256_SHA256,
+        rustls::SignatureScheme::ED25519,
+        rustls::SignatureScheme::RSA_PSS_SHA256,
+    ];
+    let s = signer
+        .key
+        .choose_scheme(&schemes)
+        .context("the SVID key is not ECDSA P-256, Ed25519 or RSA")?;
+    let sig = s
+        .sign(&message)
+        .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let envelope = json!({
+        "payloadType": provenance::PAYLOAD_TYPE,
+        "payload": b64(&payload),
+        "signatures": [{
+            "keyid": spiffe_id,
+            "sig": b64(&sig),
+            "x5c": signer.chain.iter().map(|c| b64(c)).collect::<Vec<_>>(),
+        }],
+    });
+    let text = serde_json::to_string_pretty(&envelope)? + "\n";
+    match &a.out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    eprintln!("signed provenance for {name} (sha256:{digest}) as {spiffe_id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Most certificates read from one signature's `x5c`.
+const MAX_X5C: usize = 4;
+
+/// The key of an SVID-signed envelope, trusted only when the first signature's `x5c` chain
+/// verifies against `bundle_pem` (the trust domain's X.509 authorities: PEM certificates, or
+/// a SPIFFE bundle JSON such as the verifier's `/v1/bundle`) as of the statement's
+/// `finishedOn`, that time is not in the future, and the leaf names exactly `spiffe_id`.
+/// Returns the key and the policy's builder id (the SPIFFE ID: the statement must claim the
+/// builder that signed it). `Err` is a refusal reason.
+pub(crate) fn svid_signer(
+    envelope: &[u8],
+    bundle_pem: &Path,
+    spiffe_id: &str,
+) -> Result<VerifyingKey, String> {
+    let id = vouch_rp::SpiffeId::parse(spiffe_id)
+        .map_err(|e| format!("--spiffe-id {spiffe_id:?}: {e}"))?;
+    let pem =
+        std::fs::read(bundle_pem).map_err(|e| format!("reading {}: {e}", bundle_pem.display()))?;
+    let mut authorities = Vec::new();
+    if pem.trim_ascii_start().starts_with(b"{") {
+        // A SPIFFE bundle (the verifier's /v1/bundle): its x509-svid authorities.
+        let b = vouch_rp::TrustBundle::from_jwks(id.trust_domain().clone(), &pem)
+            .map_err(|e| format!("{}: {e}", bundle_pem.display()))?;
+        authorities = b.x509_authorities().to_vec();
+    }
+    for p in x509_parser::pem::Pem::iter_from_buffer(&pem) {
+        let Ok(p) = p else { break };
+        if p.label == "CERTIFICATE" {
+            authorities.push(p.contents);
+        }
+    }
+    let verifier = vouch_rp::SpiffeVerifier::new(
+        id.trust_domain(),
+        &authorities,
+        vouch_rp::AllowedIds::Only(vec![id.clone()]),
+    )
+    .map_err(|e| format!("trust bundle {}: {e}", bundle_pem.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(envelope).map_err(|e| format!("envelope is not JSON: {e}"))?;
+    let x5c = value["signatures"][0]["x5c"]
+        .as_array()
+        .ok_or("the envelope's signature carries no x5c certificate chain")?;
+    if x5c.is_empty() || x5c.len() > MAX_X5C {
+        return Err(format!(
+            "x5c holds {} certificates (1 to {MAX_X5C} allowed)",
+            x5c.len()
+        ));
+    }
+    let chain = x5c
+        .iter()
+        .map(|c| {
+            c.as_str()
+                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                .ok_or_else(|| "an x5c entry is not base64".to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // The signing time the statement claims; the signature over it is checked after, with
+    // the key this chain certifies, so a changed time breaks the signature.
+    let env = provenance::Envelope::parse(envelope).map_err(|e| e.to_string())?;
+    let st: serde_json::Value = serde_json::from_slice(&env.payload)
+        .map_err(|e| format!("the payload is not JSON: {e}"))?;
+    let at = st["predicate"]["runDetails"]["metadata"]["finishedOn"]
+        .as_str()
+        .and_then(parse_rfc3339)
+        .ok_or("the statement has no runDetails.metadata.finishedOn (YYYY-MM-DDTHH:MM:SSZ)")?;
+    let now = vouch_server::unix_now();
+    if at > now + 60 {
+        return Err(format!(
+            "finishedOn is {} s in the future",
+            at.saturating_sub(now)
+        ));
+    }
+    let got = verifier
+        .verify_chain(&chain, at)
+        .map_err(|e| format!("SVID at signing time: {e}"))?;
+    if got != id {
+        return Err(format!("signed by {got}, {id} is required"));
+    }
+    let leaf = chain.first().ok_or("empty x5c")?;
+    VerifyingKey::from_certificate_der(leaf).map_err(|e| e.to_string())
+}
+
+/// `vouch provenance verify --trust-bundle … --spiffe-id …`: [`svid_signer`], then the
+/// usual checks with the SPIFFE ID as the required builder id.
+pub(crate) fn svid_policy(policy: &mut Policy, spiffe_id: &str) -> Result<(), String> {
+    match &policy.builder_id {
+        Some(b) if b != spiffe_id => Err(format!(
+            "--builder-id {b:?} and --spiffe-id {spiffe_id:?} differ"
+        )),
+        _ => {
+            policy.builder_id = Some(spiffe_id.to_string());
+            Ok(())
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds.
+fn format_rfc3339(t: u64) -> String {
+    let days = (t / 86_400) as i64;
+    let secs = t % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Unix seconds of exactly `YYYY-MM-DDTHH:MM:SSZ`; anything else is `None`.
+fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' || b[19] != b'Z' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (h, mi, se) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let t = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se;
+    u64::try_from(t).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip_and_refusals() {
+        for t in [0, 951_782_400, 1_700_000_000, 1_796_000_000] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
+        }
+        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        for bad in [
+            "2026-13-01T00:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01 00:00:00Z",
+            "2026-01-01T00:00:00+01:00",
+            "+026-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+}
