@@ -156,3 +156,27 @@ cat leaf.crt other-ca.crt > chain.pem
     );
     assert!(!deployed(w.path()));
 }
+
+#[test]
+fn no_verifier_to_reach_exits_3() {
+    let w = tempfile::tempdir().unwrap();
+    let url = format!("https://127.0.0.1:{}", free_port());
+    let o = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args(["attest", "--ci", "--server", &url, "--join-token", "t"])
+        .arg("--agent-dir")
+        .arg(w.path().join("agent"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["status"], "unreachable", "{r}");
+    assert_eq!(r["exit_code"], 3);
+    let o = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args(["verify", "--audience", "a", "--jwks"])
+        .arg(format!("{url}/.well-known/jwks.json"))
+        .arg("a.b.c")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot fetch the JWKS"));
+}

@@ -37,10 +37,26 @@ async fn load_jwks(src: &str, ca: Option<&std::path::Path>) -> Result<String> {
             .unwrap_or(src)
             .to_string();
         let c = vouch_agent::VerifierClient::new(&base, ca)?;
-        return Ok(c.jwks().await?);
+        return c
+            .jwks()
+            .await
+            .map_err(|e| anyhow::Error::new(Unreachable(e.to_string())));
     }
     std::fs::read_to_string(src).with_context(|| format!("reading JWKS {src}"))
 }
+
+/// The JWKS URL could not be fetched: `vouch verify` exits 3, as `vouch attest --ci` does
+/// when no verifier answers.
+#[derive(Debug)]
+struct Unreachable(String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot fetch the JWKS: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
 
 /// A `--require CLAIM=TIER` flag.
 fn parse_requirement(s: &str) -> Result<(TrustClaim, TrustTier)> {
@@ -56,7 +72,8 @@ fn parse_requirement(s: &str) -> Result<(TrustClaim, TrustTier)> {
     Ok((claim, tier))
 }
 
-/// `vouch verify`: check a result token; exits 0 when it is valid and meets the requirements.
+/// `vouch verify`: check a result token; exits 0 when it is valid and meets the requirements,
+/// 1 when it is rejected, 2 on a local error, 3 when the JWKS URL cannot be fetched.
 pub(crate) async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
     let token = read_token(&args.token)?;
     let bundle = match &args.trust_bundle {
@@ -69,7 +86,14 @@ pub(crate) async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
         crate::cli::SignaturesArg::Both => vouch_rp::SignatureMode::Both,
     };
     let jwks = match &args.jwks {
-        Some(j) => Some(load_jwks(j, args.ca_cert.as_deref()).await?),
+        Some(j) => match load_jwks(j, args.ca_cert.as_deref()).await {
+            Ok(j) => Some(j),
+            Err(e) if e.is::<Unreachable>() => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(3));
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     let mut v = match (&jwks, &bundle) {
