@@ -163,7 +163,15 @@ async fn pods_with_unsigned_images_are_denied() {
         ttl: 300,
         cache_entries: 16,
     };
-    let h = common::Harness::new(|c| c.image_signatures = Some(settings.clone())).await;
+    let h = common::Harness::new(|c| {
+        c.image_signatures = Some(settings.clone());
+        c.tenants = vec![vouch_server::TenantConfig {
+            name: "acme".into(),
+            trust_domain: "acme.test".into(),
+            database_url: None,
+        }];
+    })
+    .await;
     let w = webhook(&h).await;
 
     // Signed, by tag and by digest; in a Deployment's and a CronJob's templates too.
@@ -267,6 +275,19 @@ async fn pods_with_unsigned_images_are_denied() {
     // The signed digest itself is still allowed.
     w.allowed(&review("u-15", "Pod", containers(&[&by_digest])))
         .await;
+
+    // A tenant's webhook, under /t/<tenant>, decides the same way.
+    let tenant = Webhook {
+        http: w.http.clone(),
+        url: format!("{}/t/acme/v1/admission/validate", h.server.base_url),
+    };
+    tenant
+        .allowed(&review("t-1", "Pod", containers(&[&by_digest])))
+        .await;
+    let m = tenant
+        .denied(&review("t-2", "Pod", containers(&[&format!("{repo}:v2")])))
+        .await;
+    assert!(m.contains(&unsigned), "{m}");
 
     // A DELETE carries no object and is allowed.
     let mut r = review("u-16", "Pod", containers(&[&by_tag]));
