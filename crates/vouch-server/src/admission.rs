@@ -36,6 +36,8 @@ use crate::state::{State, unix_now};
 pub const ADMISSION_BODY_LIMIT: usize = 3 * 1024 * 1024;
 /// Most distinct images checked in one review; a pod with more is denied.
 pub const MAX_IMAGES: usize = 64;
+/// Longest denial message (each refused image's reason, joined), clipped beyond.
+const MAX_MESSAGE: usize = 8192;
 /// Longest `request.uid` echoed back.
 const MAX_UID: usize = 128;
 
@@ -104,6 +106,7 @@ pub(crate) async fn validate(AxState(st): AxState<Arc<State>>, req: Request) -> 
     };
     let mut response = serde_json::json!({ "uid": request.uid, "allowed": allowed });
     if !allowed {
+        let message = vouch_core::clip(&message, MAX_MESSAGE);
         response["status"] =
             serde_json::json!({ "code": 403, "reason": "Forbidden", "message": message });
     }

@@ -343,6 +343,13 @@ async fn malformed_reviews_are_refused() {
     let (status, v) = w.post_raw(serde_json::to_vec(&big).unwrap()).await;
     assert_eq!(status, 413, "{v}");
     assert_eq!(v["error"]["kind"], "body_too_large", "{v}");
+    // More distinct images than a review checks: denied before any lookup.
+    let many: Vec<String> = (0..65)
+        .map(|i| format!("127.0.0.1:5000/shop/web:v{i}"))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let m = w.denied(&review("u-many", "Pod", containers(&many))).await;
+    assert!(m.contains("more than 64"), "{m}");
     // Just under the bound is read (and denied for its image, not for its size).
     let mut under = good.clone();
     under["request"]["object"]["metadata"]["annotations"] =
