@@ -4,6 +4,7 @@
 //! deploy on `vouch provenance verify --trust-bundle --spiffe-id` and `vouch verify`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use base64::Engine as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -179,4 +180,148 @@ fn no_verifier_to_reach_exits_3() {
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot fetch the JWKS"));
+}
+
+/// A CA and an SVID-like leaf (URI SAN, clientAuth) made with rcgen, valid from `from` to
+/// `to`; writes `<name>.crt` (leaf), `<name>.key`, and `ca.crt`.
+fn svid_files(dir: &Path, name: &str, id: &str, from: (i32, u8, u8), to: (i32, u8, u8)) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test trust domain CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.subject_alt_names = vec![rcgen::SanType::URI(id.try_into().unwrap())];
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+    leaf.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}-ca.crt")), ca.pem()).unwrap();
+}
+
+fn vouch_in(dir: &Path, args: &[&str]) -> (i32, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// `vouch provenance verify --trust-bundle --spiffe-id`: each check refuses a real input that
+/// fails it (exit 1 with the reason).
+#[test]
+fn svid_signed_provenance_is_refused_for_each_failed_check() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let id = "spiffe://example.org/ci/builder";
+    svid_files(p, "good", id, (2020, 1, 1), (2090, 1, 1));
+    svid_files(p, "expired", id, (2020, 1, 1), (2020, 1, 2));
+    std::fs::write(p.join("app.bin"), b"the build\n").unwrap();
+    let sign = |name: &str, out: &str| {
+        let (code, err) = vouch_in(
+            p,
+            &[
+                "provenance",
+                "sign",
+                "--artifact",
+                "app.bin",
+                "--svid-cert",
+                &format!("{name}.crt"),
+                "--svid-key",
+                &format!("{name}.key"),
+                "--out",
+                out,
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    };
+    let verify = |env: &str, bundle: &str, want: &str| -> (i32, String) {
+        vouch_in(
+            p,
+            &[
+                "provenance",
+                "verify",
+                "--envelope",
+                env,
+                "--artifact",
+                "app.bin",
+                "--trust-bundle",
+                bundle,
+                "--spiffe-id",
+                want,
+            ],
+        )
+    };
+    sign("good", "good.json");
+    let (code, err) = verify("good.json", "good-ca.crt", id);
+    assert_eq!(code, 0, "{err}");
+
+    // Another SPIFFE ID in the same trust domain, and the same path in another trust domain.
+    let (code, err) = verify("good.json", "good-ca.crt", "spiffe://example.org/ci/other");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not an accepted peer"), "{err}");
+    let (code, err) = verify("good.json", "good-ca.crt", "spiffe://other.org/ci/builder");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not in trust domain"), "{err}");
+    // The right ID under another CA's bundle.
+    let (code, err) = verify("good.json", "expired-ca.crt", id);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not chain"), "{err}");
+
+    // Signed with an SVID that had expired at signing time.
+    sign("expired", "expired.json");
+    let (code, err) = verify("expired.json", "expired-ca.crt", id);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("SVID at signing time") && err.contains("Expired"),
+        "{err}"
+    );
+
+    let good: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("good.json")).unwrap()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let write_variant = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = good.clone();
+        f(&mut v);
+        std::fs::write(p.join(name), serde_json::to_vec(&v).unwrap()).unwrap();
+    };
+    // No chain.
+    write_variant("no-x5c.json", &|v| {
+        v["signatures"][0].as_object_mut().unwrap().remove("x5c");
+    });
+    let (code, err) = verify("no-x5c.json", "good-ca.crt", id);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no x5c"), "{err}");
+    // One byte of the leaf certificate's signature flipped.
+    write_variant("bad-leaf.json", &|v| {
+        let mut der = b64
+            .decode(v["signatures"][0]["x5c"][0].as_str().unwrap())
+            .unwrap();
+        let last = der.len() - 1;
+        der[last] ^= 1;
+        v["signatures"][0]["x5c"][0] = b64.encode(der).into();
+    });
+    let (code, err) = verify("bad-leaf.json", "good-ca.crt", id);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("SVID at signing time"), "{err}");
+    // The signing time changed (still inside the SVID's validity): the signature no longer
+    // verifies, since finishedOn is inside the signed statement.
+    write_variant("backdated.json", &|v| {
+        let payload = b64.decode(v["payload"].as_str().unwrap()).unwrap();
+        let mut st: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        st["predicate"]["runDetails"]["metadata"]["finishedOn"] = "2021-06-01T00:00:00Z".into();
+        v["payload"] = b64.encode(serde_json::to_vec(&st).unwrap()).into();
+    });
+    let (code, err) = verify("backdated.json", "good-ca.crt", id);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("signature"), "{err}");
 }
