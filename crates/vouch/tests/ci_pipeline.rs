@@ -265,6 +265,12 @@ fn svid_signed_provenance_is_refused_for_each_failed_check() {
     let (code, err) = verify("good.json", "good-ca.crt", id);
     assert_eq!(code, 0, "{err}");
 
+    // Local errors, not refusals: a bundle that cannot be read, an ID that is not one.
+    let (code, err) = verify("good.json", "missing-ca.crt", id);
+    assert_eq!(code, 2, "{err}");
+    let (code, err) = verify("good.json", "good-ca.crt", "https://example.org/ci/builder");
+    assert_eq!(code, 2, "{err}");
+
     // Another SPIFFE ID in the same trust domain, and the same path in another trust domain.
     let (code, err) = verify("good.json", "good-ca.crt", "spiffe://example.org/ci/other");
     assert_eq!(code, 1, "{err}");

@@ -223,40 +223,49 @@ pub(crate) async fn sign(a: SignArgs) -> Result<ExitCode> {
 /// Most certificates read from one signature's `x5c`.
 const MAX_X5C: usize = 4;
 
-/// The key of an SVID-signed envelope, trusted only when the first signature's `x5c` chain
-/// verifies against `bundle_pem` (the trust domain's X.509 authorities: PEM certificates, or
-/// a SPIFFE bundle JSON such as the verifier's `/v1/bundle`) as of the statement's
-/// `finishedOn`, that time is not in the future, and the leaf names exactly `spiffe_id`.
-/// Returns the key and the policy's builder id (the SPIFFE ID: the statement must claim the
-/// builder that signed it). `Err` is a refusal reason.
-pub(crate) fn svid_signer(
-    envelope: &[u8],
-    bundle_pem: &Path,
-    spiffe_id: &str,
-) -> Result<VerifyingKey, String> {
-    let id = vouch_rp::SpiffeId::parse(spiffe_id)
-        .map_err(|e| format!("--spiffe-id {spiffe_id:?}: {e}"))?;
-    let pem =
-        std::fs::read(bundle_pem).map_err(|e| format!("reading {}: {e}", bundle_pem.display()))?;
-    let mut authorities = Vec::new();
-    if pem.trim_ascii_start().starts_with(b"{") {
-        // A SPIFFE bundle (the verifier's /v1/bundle): its x509-svid authorities.
-        let b = vouch_rp::TrustBundle::from_jwks(id.trust_domain().clone(), &pem)
-            .map_err(|e| format!("{}: {e}", bundle_pem.display()))?;
-        authorities = b.x509_authorities().to_vec();
-    }
-    for p in x509_parser::pem::Pem::iter_from_buffer(&pem) {
-        let Ok(p) = p else { break };
-        if p.label == "CERTIFICATE" {
-            authorities.push(p.contents);
+/// The trust domain's CA and the builder's SPIFFE ID `vouch provenance verify` checks an
+/// SVID-signed envelope against.
+pub(crate) struct SvidTrust {
+    id: vouch_rp::SpiffeId,
+    verifier: std::sync::Arc<vouch_rp::SpiffeVerifier>,
+}
+
+impl SvidTrust {
+    /// Read `bundle` (PEM certificates, or a SPIFFE bundle JSON such as the verifier's
+    /// `/v1/bundle`) for the trust domain of `spiffe_id`. Errors are local (exit 2).
+    pub(crate) fn load(bundle: &Path, spiffe_id: &str) -> Result<Self> {
+        let id = vouch_rp::SpiffeId::parse(spiffe_id)
+            .map_err(|e| anyhow::anyhow!("--spiffe-id {spiffe_id:?}: {e}"))?;
+        let pem = std::fs::read(bundle).with_context(|| format!("reading {}", bundle.display()))?;
+        let mut authorities = Vec::new();
+        if pem.trim_ascii_start().starts_with(b"{") {
+            // A SPIFFE bundle (the verifier's /v1/bundle): its x509-svid authorities.
+            let b = vouch_rp::TrustBundle::from_jwks(id.trust_domain().clone(), &pem)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.display()))?;
+            authorities = b.x509_authorities().to_vec();
         }
+        for p in x509_parser::pem::Pem::iter_from_buffer(&pem) {
+            let Ok(p) = p else { break };
+            if p.label == "CERTIFICATE" {
+                authorities.push(p.contents);
+            }
+        }
+        let verifier = vouch_rp::SpiffeVerifier::new(
+            id.trust_domain(),
+            &authorities,
+            vouch_rp::AllowedIds::Only(vec![id.clone()]),
+        )
+        .map_err(|e| anyhow::anyhow!("trust bundle {}: {e}", bundle.display()))?;
+        Ok(Self { id, verifier })
     }
-    let verifier = vouch_rp::SpiffeVerifier::new(
-        id.trust_domain(),
-        &authorities,
-        vouch_rp::AllowedIds::Only(vec![id.clone()]),
-    )
-    .map_err(|e| format!("trust bundle {}: {e}", bundle_pem.display()))?;
+}
+
+/// The key of an SVID-signed envelope, trusted only when the first signature's `x5c` chain
+/// verifies against `trust`'s bundle as of the statement's
+/// `finishedOn`, that time is not in the future, and the leaf names exactly `trust`'s SPIFFE
+/// ID. Returns the leaf's key. `Err` is a refusal reason.
+pub(crate) fn svid_signer(envelope: &[u8], trust: &SvidTrust) -> Result<VerifyingKey, String> {
+    let (id, verifier) = (&trust.id, &trust.verifier);
     let value: serde_json::Value =
         serde_json::from_slice(envelope).map_err(|e| format!("envelope is not JSON: {e}"))?;
     let x5c = value["signatures"][0]["x5c"]
@@ -295,7 +304,7 @@ pub(crate) fn svid_signer(
     let got = verifier
         .verify_chain(&chain, at)
         .map_err(|e| format!("SVID at signing time: {e}"))?;
-    if got != id {
+    if got != *id {
         return Err(format!("signed by {got}, {id} is required"));
     }
     let leaf = chain.first().ok_or("empty x5c")?;

@@ -128,7 +128,8 @@ pub(crate) fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
         keys.push(signer.key);
     }
     if let (Some(tb), Some(id)) = (&a.trust_bundle, &a.spiffe_id) {
-        match super::ci::svid_signer(&envelope, tb, id) {
+        let trust = super::ci::SvidTrust::load(tb, id)?;
+        match super::ci::svid_signer(&envelope, &trust) {
             Ok(k) => keys.push(k),
             Err(e) => return Ok(refuse(&e, json)),
         }
