@@ -89,9 +89,6 @@ pub(crate) async fn migrate(file: FileConfig, store: StoreArgs) -> Result<ExitCo
             t.data_dir.display()
         );
     }
-    for tenant in vouch_server::migrate_tenants(&cfg, vouch_store::Migrations::Apply).await? {
-        println!("{tenant} is at the current schema");
-    }
     Ok(ExitCode::SUCCESS)
 }
 
