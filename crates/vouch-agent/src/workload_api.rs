@@ -562,7 +562,10 @@ fn caller_of<T>(req: &Request<T>) -> Result<Arc<Caller>, Status> {
 
 /// The caller's selectors, after checking it is still the process that connected (the
 /// secret socket's callers' too).
-pub(crate) async fn selectors(src: &IdentitySource, caller: &Caller) -> Result<Vec<String>, Status> {
+pub(crate) async fn selectors(
+    src: &IdentitySource,
+    caller: &Caller,
+) -> Result<Vec<String>, Status> {
     let mut out = caller.selectors().map_err(|e| {
         tracing::warn!("Workload API: {e}; nothing issued");
         Status::permission_denied(format!("{e}: reconnect"))

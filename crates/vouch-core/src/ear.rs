@@ -270,7 +270,11 @@ pub struct Ear {
     pub policy_version: Option<u32>,
     /// `vouch.tenant`: the tenant of the verifier cluster whose policy, reference values and
     /// key made this result (a relying party serving one tenant checks it).
-    #[serde(rename = "vouch.tenant", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vouch.tenant",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tenant: Option<String>,
 }
 

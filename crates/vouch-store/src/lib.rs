@@ -27,8 +27,8 @@ mod postgres;
 mod records;
 mod rows;
 mod scale;
-mod secrets;
 mod schema;
+mod secrets;
 mod sql;
 mod sqlite;
 
@@ -41,13 +41,12 @@ pub use history::{
     AttestationSummary, HISTORY_PAGE_MAX, History, NodeStatus, PolicyVersion, StatusBucket,
 };
 pub use postgres::PgStore;
-pub use schema::Migrations;
 pub use records::{
     AgentKeyRecord, AppraisalContext, AttestationRecord, AttestedNode, Enrollment, EntriesSince,
-    JoinTokenRecord,
-    NodeAttestationRecord, NodeRecord, PolicyRecord, RevocationRecord, TpmJoinRecord, TpmKeyRecord,
-    TpmReenrollment, WorkloadRecord,
+    JoinTokenRecord, NodeAttestationRecord, NodeRecord, PolicyRecord, RevocationRecord,
+    TpmJoinRecord, TpmKeyRecord, TpmReenrollment, WorkloadRecord,
 };
+pub use schema::Migrations;
 pub use secrets::{SecretRecord, Secrets};
 pub use sqlite::SqliteStore;
 

@@ -63,7 +63,12 @@ async fn flags_are_stored_once_logged_once_and_move_forward(a: Arc<dyn Store>, b
         1
     );
     // A late writer with an older view does not move it back.
-    assert_eq!(a.record_anomalies(std::slice::from_ref(&f), &[]).await.unwrap(), 0);
+    assert_eq!(
+        a.record_anomalies(std::slice::from_ref(&f), &[])
+            .await
+            .unwrap(),
+        0
+    );
     let all = a
         .anomalies(&AnomalyQuery {
             limit: 100,

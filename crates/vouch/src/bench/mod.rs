@@ -239,7 +239,11 @@ async fn table(args: &BenchArgs, dir: &std::path::Path) -> Result<Table> {
                 ),
             ));
         }
-        Err(e) => t.rows.push(Row::skipped(ANOMALY, Target::ShareAtMost { share: 0.10 }, e)),
+        Err(e) => t.rows.push(Row::skipped(
+            ANOMALY,
+            Target::ShareAtMost { share: 0.10 },
+            e,
+        )),
     }
 
     // Policy: what a repeat attestation costs the verifier (finding the appraisal it made for
@@ -621,7 +625,8 @@ async fn anomalies_report(n: usize, json: bool) -> Result<ExitCode> {
     let p = vouch_verifier::bench::pipeline(store, m.clone(), n.clamp(10, 2000)).await;
     let _ = std::fs::remove_dir_all(&dir);
     let p = p?;
-    let a = vouch_server::bench_anomalies(&m, 50, n.clamp(10, 20_000)).map_err(anyhow::Error::msg)?;
+    let a =
+        vouch_server::bench_anomalies(&m, 50, n.clamp(10, 20_000)).map_err(anyhow::Error::msg)?;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let steady = us(a.steady) / us(p.appraise_held).max(1e-9);
     let full = us(a.full) / us(p.appraise_changed).max(1e-9);

@@ -10,8 +10,8 @@
 mod admin;
 pub(crate) mod anomalies;
 mod apitoken;
-pub(crate) mod ci;
 pub(crate) mod audit;
+pub(crate) mod ci;
 pub(crate) mod context;
 pub(crate) mod custody;
 pub(crate) mod health;
