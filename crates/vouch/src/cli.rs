@@ -198,7 +198,8 @@ pub enum Command {
         #[arg(long, requires = "ci")]
         accept_warning: bool,
     },
-    /// Verify an attestation result (EAR JWT) offline against a JWKS.
+    /// Verify an attestation result (EAR JWT) offline against a JWKS. Exits 0 valid, 1
+    /// rejected (the reason on stderr), 2 a local error, 3 the --jwks URL unreachable.
     Verify(VerifyArgs),
     /// Manage appraisal policies.
     #[command(subcommand)]
