@@ -94,14 +94,20 @@ fn an_artifact_swapped_after_signing_is_refused_at_the_gate() {
 #[test]
 fn a_contraindicated_builder_stops_the_pipeline_before_signing() {
     let w = tempfile::tempdir().unwrap();
-    // A measured file of the builder changed after its reference values were recorded.
-    let r = pipeline(
-        w.path(),
-        &[(
-            "VOUCH_CI_BEFORE_ATTEST",
-            r#"echo "listen = 0.0.0.0:5432" >> "$DEV/workload.conf""#,
-        )],
-    );
+    // A measured file of the builder changed after its reference values were recorded. Once
+    // the running agent's next attestation (every 2 s) is contraindicated, its Workload API
+    // gives no SVID: `vouch provenance sign --svid-socket` fails (checked here, since the
+    // pipeline itself stops before signing).
+    let hook = r#"echo "listen = 0.0.0.0:5432" >> "$DEV/workload.conf"
+echo x > "$WORK/probe"
+for _ in $(seq 1 100); do
+    if ! "$VOUCH" provenance sign --artifact "$WORK/probe" --svid-socket "$DEV/agent/api.sock" \
+        --out "$WORK/probe.json" 2>"$WORK/no-svid.err"; then
+        touch "$WORK/no-svid"; break
+    fi
+    sleep 0.1
+done"#;
+    let r = pipeline(w.path(), &[("VOUCH_CI_BEFORE_ATTEST", hook)]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let attest: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
     assert_eq!(attest["status"], "contraindicated", "{attest}");
@@ -117,6 +123,15 @@ fn a_contraindicated_builder_stops_the_pipeline_before_signing() {
     );
     assert!(!w.path().join("provenance.json").exists());
     assert!(!deployed(w.path()));
+    let why = std::fs::read_to_string(w.path().join("no-svid.err")).unwrap();
+    assert!(
+        w.path().join("no-svid").exists(),
+        "the Workload API still gave an SVID 10 s after the builder turned contraindicated: {why}"
+    );
+    assert!(
+        why.contains("no identity") && why.contains("contraindicated"),
+        "{why}"
+    );
 }
 
 #[test]
