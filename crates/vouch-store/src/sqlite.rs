@@ -82,7 +82,7 @@ impl SqliteStore {
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         let found = crate::schema::Found {
             applied: Self::applied_migrations(&pool).await?,
@@ -93,9 +93,20 @@ impl SqliteStore {
             .await?
                 > 0,
         };
-        if crate::schema::decide(&MIGRATOR, found, migrations)? {
+        let pool = if crate::schema::decide(&MIGRATOR, found, migrations)? {
             MIGRATOR.run(&pool).await?;
-        }
+            // The schema changed under connections that had read it before: reading a row
+            // written before a migration through them made sqlx-sqlite 0.8 index past the
+            // row's columns (a panic in its worker, tests/claim_parts.rs issue_13_sqlite_…).
+            // Start again from connections that never saw the old schema.
+            pool.close().await;
+            SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts)
+                .await?
+        } else {
+            pool
+        };
         let (writer, stats) = Self::start_writer(&pool, write);
         Ok(Self {
             pool,
