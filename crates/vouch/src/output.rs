@@ -32,6 +32,28 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Print an API answer that is a JSON array: as pretty JSON with `json`, else as a table of
+/// `headers` with `row` of each element (anything but an array is an empty table).
+pub fn list(
+    list: &serde_json::Value,
+    json: bool,
+    headers: &[&str],
+    row: impl Fn(&serde_json::Value) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        return self::json(list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(row)
+        .collect();
+    table(headers, &rows);
+    Ok(())
+}
+
 /// Print a value as pretty JSON.
 pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);

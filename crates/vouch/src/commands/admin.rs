@@ -59,27 +59,21 @@ pub(crate) async fn policy(cmd: PolicyCmd, json: bool) -> Result<ExitCode> {
         }
         PolicyCmd::List { api } => {
             let list = Api::new(&api)?.get("/v1/policies").await?;
-            if json {
-                output::json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|p| {
-                        let sha = s(&p["sha256"]);
-                        vec![
-                            s(&p["id"]),
-                            s(&p["version"]),
-                            if p["active"] == true { "yes" } else { "" }.into(),
-                            sha.get(..16).unwrap_or(&sha).to_string(),
-                            output::ago(p["created_at"].as_u64()),
-                        ]
-                    })
-                    .collect();
-                output::table(&["id", "version", "active", "sha256", "created"], &rows);
-            }
+            output::list(
+                &list,
+                json,
+                &["id", "version", "active", "sha256", "created"],
+                |p| {
+                    let sha = s(&p["sha256"]);
+                    vec![
+                        s(&p["id"]),
+                        s(&p["version"]),
+                        if p["active"] == true { "yes" } else { "" }.into(),
+                        sha.get(..16).unwrap_or(&sha).to_string(),
+                        output::ago(p["created_at"].as_u64()),
+                    ]
+                },
+            )?;
         }
         PolicyCmd::Show { id, version, api } => {
             let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
@@ -102,24 +96,13 @@ pub(crate) async fn policy(cmd: PolicyCmd, json: bool) -> Result<ExitCode> {
             let list = Api::new(&api)?
                 .get(&format!("/v1/policies/{}/versions", seg(&id)))
                 .await?;
-            if json {
-                output::json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|p| {
-                        vec![
-                            s(&p["version"]),
-                            s(&p["sha256"]),
-                            output::ago(p["created_at"].as_u64()),
-                        ]
-                    })
-                    .collect();
-                output::table(&["version", "sha256", "created"], &rows);
-            }
+            output::list(&list, json, &["version", "sha256", "created"], |p| {
+                vec![
+                    s(&p["version"]),
+                    s(&p["sha256"]),
+                    output::ago(p["created_at"].as_u64()),
+                ]
+            })?;
         }
         PolicyCmd::Activate { id, api } => {
             Api::new(&api)?
@@ -411,24 +394,13 @@ pub(crate) async fn node(cmd: NodeCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         NodeCmd::List { api } => {
             let list = Api::new(&api)?.get("/v1/nodes").await?;
-            if json {
-                output::json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|n| {
-                        vec![
-                            s(&n["id"]),
-                            s(&n["hostname"]),
-                            output::ago(n["created_at"].as_u64()),
-                        ]
-                    })
-                    .collect();
-                output::table(&["node", "hostname", "enrolled"], &rows);
-            }
+            output::list(&list, json, &["node", "hostname", "enrolled"], |n| {
+                vec![
+                    s(&n["id"]),
+                    s(&n["hostname"]),
+                    output::ago(n["created_at"].as_u64()),
+                ]
+            })?;
         }
         NodeCmd::Show { node_id, api } => {
             let v = Api::new(&api)?

@@ -40,24 +40,13 @@ pub(crate) async fn run(cmd: ApiTokenCmd, json: bool) -> Result<ExitCode> {
         }
         ApiTokenCmd::List { api } => {
             let list = Api::new(&api)?.get("/v1/api-tokens").await?;
-            if json {
-                output::json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            s(&t["name"]),
-                            s(&t["role"]),
-                            output::ago(t["created_at"].as_u64()),
-                        ]
-                    })
-                    .collect();
-                output::table(&["name", "role", "created"], &rows);
-            }
+            output::list(&list, json, &["name", "role", "created"], |t| {
+                vec![
+                    s(&t["name"]),
+                    s(&t["role"]),
+                    output::ago(t["created_at"].as_u64()),
+                ]
+            })?;
         }
         ApiTokenCmd::Revoke { name, api } => {
             Api::new(&api)?

@@ -117,25 +117,19 @@ pub(crate) async fn run(cmd: SecretCmd, json: bool) -> Result<ExitCode> {
         }
         SecretCmd::List { api } => {
             let list = Api::new(&api)?.get("/v1/secrets").await?;
-            if json {
-                output::json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|r| {
-                        vec![
-                            s(&r["name"]),
-                            s(&r["version"]),
-                            s(&r["size"]),
-                            s(&r["policy_sha256"]).chars().take(16).collect(),
-                        ]
-                    })
-                    .collect();
-                output::table(&["NAME", "VERSION", "BYTES", "POLICY SHA-256"], &rows);
-            }
+            output::list(
+                &list,
+                json,
+                &["NAME", "VERSION", "BYTES", "POLICY SHA-256"],
+                |r| {
+                    vec![
+                        s(&r["name"]),
+                        s(&r["version"]),
+                        s(&r["size"]),
+                        s(&r["policy_sha256"]).chars().take(16).collect(),
+                    ]
+                },
+            )?;
         }
         SecretCmd::Delete { name, api } => {
             let r = Api::new(&api)?
