@@ -271,38 +271,29 @@ pub(crate) async fn token(cmd: TokenCmd, json: bool) -> Result<ExitCode> {
         } => (ttl, node_name, api),
         TokenCmd::List { api } => {
             let list = Api::new(&api)?.get("/v1/tokens").await?;
-            if json {
-                output::json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|t| {
-                        let sha = s(&t["token_sha256"]);
-                        vec![
-                            sha.get(..16).unwrap_or(&sha).to_string(),
-                            s(&t["node_name"]),
-                            s(&t["state"]),
-                            s(&t["used_by"]),
-                            output::ago(t["created_at"].as_u64()),
-                            output::ago(t["expires_at"].as_u64()),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &[
-                        "sha256",
-                        "node name",
-                        "state",
-                        "used by",
-                        "created",
-                        "expires",
-                    ],
-                    &rows,
-                );
-            }
+            output::list(
+                &list,
+                json,
+                &[
+                    "sha256",
+                    "node name",
+                    "state",
+                    "used by",
+                    "created",
+                    "expires",
+                ],
+                |t| {
+                    let sha = s(&t["token_sha256"]);
+                    vec![
+                        sha.get(..16).unwrap_or(&sha).to_string(),
+                        s(&t["node_name"]),
+                        s(&t["state"]),
+                        s(&t["used_by"]),
+                        output::ago(t["created_at"].as_u64()),
+                        output::ago(t["expires_at"].as_u64()),
+                    ]
+                },
+            )?;
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -326,29 +317,20 @@ pub(crate) async fn workload(cmd: WorkloadCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         WorkloadCmd::List { api } => {
             let list = Api::new(&api)?.get("/v1/workloads").await?;
-            if json {
-                output::json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|w| {
-                        vec![
-                            s(&w["id"]),
-                            s(&w["status"]),
-                            output::ago(w["last_attested_at"].as_u64()),
-                            output::ago(w["deadline"].as_u64()),
-                            s(&w["reason"]),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &["workload", "status", "last evidence", "deadline", "reason"],
-                    &rows,
-                );
-            }
+            output::list(
+                &list,
+                json,
+                &["workload", "status", "last evidence", "deadline", "reason"],
+                |w| {
+                    vec![
+                        s(&w["id"]),
+                        s(&w["status"]),
+                        output::ago(w["last_attested_at"].as_u64()),
+                        output::ago(w["deadline"].as_u64()),
+                        s(&w["reason"]),
+                    ]
+                },
+            )?;
         }
         WorkloadCmd::Show { id, api } => {
             let (node, name) = id
@@ -505,18 +487,7 @@ pub(crate) async fn entry(cmd: EntryCmd, json: bool) -> Result<ExitCode> {
         }
         EntryCmd::List { api } => {
             let list = Api::new(&api)?.get("/v1/entries").await?;
-            if json {
-                output::json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(row)
-                    .collect();
-                output::table(&["id", "spiffe id", "selectors", "ttl"], &rows);
-            }
+            output::list(&list, json, &["id", "spiffe id", "selectors", "ttl"], row)?;
         }
         EntryCmd::Show { id, api } => {
             let e = Api::new(&api)?
