@@ -10,16 +10,20 @@
 //! image signature`, and names exactly this digest.
 //!
 //! [`provenance`] verifies SLSA v1 provenance in in-toto DSSE envelopes (signature, subject
-//! digest, and a policy over builder, source and build type), offline.
+//! digest, and a policy over builder, source and build type), offline;
+//! [`attestation`] fetches the provenance cosign attaches to an image (`sha256-<hex>.att`)
+//! and [`ImageChecker`] checks a digest's signature and provenance with configured keys.
 //!
 //! Every byte from the registry is untrusted: manifests and blobs are read up to a fixed
 //! length, blobs are checked against their digest, and parsers return errors, never panic.
 
+pub mod attestation;
 pub mod cosign;
 pub mod provenance;
 pub mod reference;
 pub mod registry;
 
+pub use attestation::{ImageChecker, attestation_tag};
 pub use cosign::{PublicKey, SignedPayload};
 pub use reference::{Digest, ImageRef};
 pub use registry::{ClientOptions, RegistryClient};
@@ -48,6 +52,17 @@ pub enum ImageError {
     /// A public key could not be read.
     #[error("public key: {0}")]
     Key(String),
+    /// The registry holds no attestation for the digest.
+    #[error("image {0} has no attached provenance (no {1} tag)")]
+    NoProvenance(String, String),
+    /// Attestations exist, but none is SLSA provenance that verifies: each one's reason.
+    #[error("image {digest}: no verified SLSA provenance: {reasons}")]
+    ProvenanceNotVerified {
+        /// The image digest.
+        digest: String,
+        /// Why each attestation was refused, joined.
+        reasons: String,
+    },
 }
 
 /// An image whose signature verified.
