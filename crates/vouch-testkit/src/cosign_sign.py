@@ -11,6 +11,13 @@ dev.cosignproject.cosign/signature).
   cosign_sign.py genkey DIR NAME    (writes DIR/NAME.key, DIR/NAME.pub)
   cosign_sign.py sign REGISTRY REPO DIGEST KEY CA MODE
 MODE: good | flip-signature | flip-payload | other-digest:<sha256:hex> | no-annotation
+
+  cosign_sign.py attest REGISTRY REPO DIGEST KEY CA MODE   (the target/pyenv Python)
+attaches SLSA v1 provenance as `cosign attest --key` stores it: a manifest tagged
+sha256-<hex>.att whose layer (application/vnd.dsse.envelope.v1+json) is a DSSE envelope
+holding an in-toto Statement v1, both made by the PyPI in-toto-attestation and
+securesystemslib packages (as crates/vouch-image/tests/data/slsa_provenance.py does).
+MODE: good | builder:<id> | source:<repo> | other-digest:<sha256:hex> | flip-signature
 """
 import base64, hashlib, json, ssl, sys, urllib.request
 
@@ -27,7 +34,8 @@ def genkey(d, name):
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-def push(base, ctx, repo, tag, payload, annotations):
+def push(base, ctx, repo, tag, payload, annotations,
+         media_type="application/vnd.dev.cosign.simplesigning.v1+json"):
     def req(method, url, data=None, ctype=None):
         r = urllib.request.Request(url, data=data, method=method)
         if ctype:
@@ -51,7 +59,7 @@ def push(base, ctx, repo, tag, payload, annotations):
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": cdig, "size": clen},
-        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+        "layers": [{"mediaType": media_type,
                     "digest": pdig, "size": plen, "annotations": annotations}],
     }).encode()
     req("PUT", f"{base}/v2/{repo}/manifests/{tag}", manifest,
@@ -80,8 +88,55 @@ def sign(registry, repo, digest, keyfile, ca, mode):
     push(f"https://{registry}", ctx, repo, tag, payload, annotations)
 
 
+BUILDER = "https://github.com/vouch-test/builder/.github/workflows/build.yml@refs/tags/v1.0.0"
+BUILD_TYPE = "https://actions.github.io/buildtypes/workflow/v1"
+SOURCE = "https://github.com/vouch-test/app"
+REF = "refs/tags/v1.2.0"
+
+
+def attest(registry, repo, digest, keyfile, ca, mode):
+    from google.protobuf import json_format, struct_pb2
+    from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+    from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
+    from in_toto_attestation.v1.statement import Statement
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import CryptoSigner
+
+    key = serialization.load_pem_private_key(open(keyfile, "rb").read(), None)
+    builder = mode.split(":", 1)[1] if mode.startswith("builder:") else BUILDER
+    source = mode.split(":", 1)[1] if mode.startswith("source:") else SOURCE
+    named = mode.split(":", 1)[1] if mode.startswith("other-digest:") else digest
+    ext = struct_pb2.Struct()
+    ext.update({"workflow": {"ref": REF, "repository": source,
+                             "path": ".github/workflows/release.yml"}})
+    p = provenance_pb2.Provenance()
+    p.build_definition.build_type = BUILD_TYPE
+    p.build_definition.external_parameters.CopyFrom(ext)
+    p.run_details.builder.id = builder
+    subject = ResourceDescriptor(name=f"{registry}/{repo}",
+                                 digest={"sha256": named.split(":", 1)[1]}).pb
+    st = Statement([subject], "https://slsa.dev/provenance/v1", json_format.MessageToDict(p))
+    st.validate()
+    payload = json_format.MessageToJson(st.pb).encode()
+    env = Envelope(payload, "application/vnd.in-toto+json", {})
+    env.sign(CryptoSigner(key))
+    doc = env.to_dict()
+    if mode == "flip-signature":
+        sig = bytearray(base64.b64decode(doc["signatures"][0]["sig"]))
+        sig[len(sig) // 2] ^= 0x01
+        doc["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    ctx = ssl.create_default_context(cafile=ca)
+    tag = digest.replace(":", "-", 1) + ".att"
+    push(f"https://{registry}", ctx, repo, tag, json.dumps(doc).encode(),
+         {"dev.cosignproject.cosign/signature": "",
+          "predicateType": "https://slsa.dev/provenance/v1"},
+         "application/vnd.dsse.envelope.v1+json")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "genkey":
         genkey(*sys.argv[2:4])
+    elif sys.argv[1] == "attest":
+        attest(*sys.argv[2:8])
     else:
         sign(*sys.argv[2:8])

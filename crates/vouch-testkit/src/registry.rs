@@ -225,4 +225,54 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Attach SLSA v1 provenance for `digest` in `repo`, signed with key `name`, as
+    /// `cosign attest` stores it (`sha256-<hex>.att`, replacing what was there); made by the
+    /// PyPI in-toto-attestation and securesystemslib packages. The builder is
+    /// [`TEST_BUILDER`], the source [`TEST_SOURCE`], unless `mode` says otherwise: `good`,
+    /// `builder:<id>`, `source:<repo>`, `other-digest:<digest>` (the subject names it),
+    /// `flip-signature` (one bit of the DSSE signature flipped).
+    pub fn cosign_attest(&self, repo: &str, digest: &str, name: &str, mode: &str) {
+        run(
+            &[],
+            PYENV_PYTHON,
+            &[
+                SIGNER,
+                "attest",
+                &self.addr,
+                repo,
+                digest,
+                self.dir.join(format!("{name}.key")).to_str().unwrap(),
+                self.ca().to_str().unwrap(),
+                mode,
+            ],
+        );
+    }
+}
+
+/// The builder id of [`Registry::cosign_attest`]'s provenance.
+pub const TEST_BUILDER: &str =
+    "https://github.com/vouch-test/builder/.github/workflows/build.yml@refs/tags/v1.0.0";
+/// The source repository of [`Registry::cosign_attest`]'s provenance.
+pub const TEST_SOURCE: &str = "https://github.com/vouch-test/app";
+
 const SIGNER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cosign_sign.py");
+
+/// The Python with the PyPI in-toto-attestation and securesystemslib packages
+/// (`scripts/deps.sh --test` makes it).
+pub const PYENV_PYTHON: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../target/pyenv/bin/python3"
+);
+
+/// Why [`Registry::cosign_attest`] cannot run here, if it cannot.
+pub fn missing_attester() -> Option<String> {
+    let ok = Command::new(PYENV_PYTHON)
+        .args([
+            "-c",
+            "import in_toto_attestation.v1.statement, securesystemslib.dsse",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!ok).then(|| format!("{PYENV_PYTHON} lacks in-toto-attestation (scripts/deps.sh --test)"))
+}
