@@ -140,6 +140,14 @@ pub trait Store: AuditLog + History + AnomalyLog + Secrets + Send + Sync + 'stat
     /// How `node_id` was attested without a join token, if it was.
     async fn node_attestation(&self, node_id: &str) -> Result<Option<NodeAttestationRecord>>;
 
+    /// The nodes attested by `method` whose latest document gave `selector` (such as
+    /// `k8s_psat:agent_node_name:<name>`), most recently attested first, at most 64.
+    async fn nodes_attested_with(
+        &self,
+        method: &str,
+        selector: &str,
+    ) -> Result<Vec<NodeAttestationRecord>>;
+
     /// Look up an enrolled, unrevoked agent key.
     async fn agent_key(&self, key_id: &str) -> Result<Option<AgentKeyRecord>>;
 

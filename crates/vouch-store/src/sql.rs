@@ -983,6 +983,42 @@ macro_rules! store_impl {
                 }))
             }
 
+            async fn nodes_attested_with(
+                &self,
+                method: &str,
+                selector: &str,
+            ) -> Result<Vec<crate::NodeAttestationRecord>> {
+                // `selectors` is a JSON array of strings: a LIKE on the selector's JSON form
+                // narrows the rows in the database, then each row is compared exactly.
+                let quoted = serde_json::to_string(selector)
+                    .map_err(|e| StoreError::Corrupt(format!("selector: {e}")))?;
+                let pattern = format!(
+                    "%{}%",
+                    quoted
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                );
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT node_id FROM node_attestations
+                     WHERE method = $1 AND selectors LIKE $2 ESCAPE '\\'
+                     ORDER BY attested_at DESC, node_id LIMIT 64",
+                )
+                .bind(method)
+                .bind(&pattern)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out = Vec::new();
+                for id in ids {
+                    if let Some(r) = self.node_attestation(&id).await?
+                        && r.selectors.iter().any(|s| s == selector)
+                    {
+                        out.push(r);
+                    }
+                }
+                Ok(out)
+            }
+
             async fn agent_key(&self, key_id: &str) -> Result<Option<AgentKeyRecord>> {
                 let row = sqlx::query(
                     "SELECT id, node_id, public_key, enrolled_at FROM agent_keys

@@ -49,6 +49,7 @@ on_both_backends!(
     issue_12_a_nonce_purged_by_a_replica_ahead_is_refused_by_one_behind,
     issue_12_a_result_from_an_agent_key_revoked_meanwhile_is_not_recorded,
     issue_14_attested_nodes_keep_their_id_and_long_lived_documents_need_a_reenrolment,
+    issue_15_attested_nodes_are_found_by_a_selector_of_their_document,
 );
 
 async fn join_tokens_are_single_use_and_expire(s: &dyn Store) {
@@ -1101,5 +1102,71 @@ async fn a_new_sqlite_database_and_its_wal_are_readable_by_their_owner_only() {
     assert!(
         again.create_join_token("t", None, 0, 10).await.is_err(),
         "the token written before is still there"
+    );
+}
+
+/// The admission webhook finds the node a pod is bound to by what its platform's document said
+/// (`k8s_psat:agent_node_name:<name>`): exact selectors only (no prefix, no LIKE wildcard
+/// matches), of the method asked, newest attestation first.
+async fn issue_15_attested_nodes_are_found_by_a_selector_of_their_document(s: &dyn Store) {
+    use vouch_store::AttestedNode;
+    let node = |id: &str, method: &str, selectors: &[&str]| AttestedNode {
+        node_id: id.into(),
+        method: method.into(),
+        node_key: format!("{method}:{id}"),
+        selectors: selectors.iter().map(|s| s.to_string()).collect(),
+        hostname: "h".into(),
+        reattestable: true,
+    };
+    let name = "k8s_psat:agent_node_name:worker-1";
+    s.enroll_attested(
+        &node("n1", "k8s_psat", &["k8s_psat:cluster:c", name]),
+        &[1; 32],
+        10,
+    )
+    .await
+    .unwrap();
+    s.enroll_attested(
+        &node("n2", "k8s_psat", &["k8s_psat:cluster:d", name]),
+        &[2; 32],
+        20,
+    )
+    .await
+    .unwrap();
+    s.enroll_attested(
+        &node("n3", "k8s_psat", &["k8s_psat:agent_node_name:worker-10"]),
+        &[3; 32],
+        30,
+    )
+    .await
+    .unwrap();
+    s.enroll_attested(&node("n4", "aws_iid", &[name]), &[4; 32], 40)
+        .await
+        .unwrap();
+    let ids = |v: Vec<vouch_store::NodeAttestationRecord>| {
+        v.into_iter().map(|r| r.node_id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(s.nodes_attested_with("k8s_psat", name).await.unwrap()),
+        ["n2", "n1"]
+    );
+    // worker-1 is not worker-10's prefix match, and `_` / `%` are not wildcards.
+    for other in [
+        "k8s_psat:agent_node_name:worker-",
+        "k8s_psat:agent_node_name:worker_1",
+        "k8s_psat:agent_node_name:worker%",
+        "k8s_psat:agent_node_name:WORKER-1",
+    ] {
+        assert!(
+            s.nodes_attested_with("k8s_psat", other)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{other}"
+        );
+    }
+    assert_eq!(
+        ids(s.nodes_attested_with("aws_iid", name).await.unwrap()),
+        ["n4"]
     );
 }
