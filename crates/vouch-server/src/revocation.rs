@@ -55,6 +55,82 @@ pub(crate) fn certify(ca: &CaSet, key: &SigningKey, now: u64) -> Result<ReplicaC
     })
 }
 
+/// A record as the feed serves it: the compact JWS under this replica's certificate and, with
+/// `pq_signatures`, the same as JWS JSON with its ML-DSA-65 signature beside.
+#[derive(Debug, Clone)]
+pub(crate) struct SignedRecord {
+    /// The compact JWS.
+    pub(crate) compact: String,
+    /// The co-signed JWS JSON, when `pq_signatures` is on.
+    pub(crate) pq: Option<String>,
+}
+
+/// Most records whose signed forms are held: about 9 KiB each with an ML-DSA-65 signature and
+/// the certificate in `x5c`, so at most ~18 MiB. Evicted lowest epoch first: relying parties
+/// poll for what follows the newest record they hold, so the newest are asked for most.
+const SIGNED_RECORDS_HELD: usize = 2048;
+
+/// The signed forms of records this replica served, valid while its certificate is the one they
+/// were signed under (any other empties the map), each kept with the SHA-256 of the stored
+/// record it was made from so a record that is not byte for byte the same is signed afresh.
+#[derive(Debug, Default)]
+pub(crate) struct SignedRecords {
+    held: std::sync::Mutex<HeldRecords>,
+}
+
+#[derive(Debug, Default)]
+struct HeldRecords {
+    cert: Vec<u8>,
+    by_epoch: std::collections::BTreeMap<u64, ([u8; 32], SignedRecord)>,
+}
+
+impl SignedRecords {
+    fn get(&self, cert: &[u8], epoch: u64, digest: &[u8; 32]) -> Option<SignedRecord> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.cert != cert {
+            return None;
+        }
+        held.by_epoch
+            .get(&epoch)
+            .filter(|(d, _)| d == digest)
+            .map(|(_, s)| s.clone())
+    }
+
+    fn put(&self, cert: &[u8], epoch: u64, digest: [u8; 32], signed: SignedRecord) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.cert != cert {
+            held.by_epoch.clear();
+            held.cert = cert.to_vec();
+        }
+        held.by_epoch.insert(epoch, (digest, signed));
+        while held.by_epoch.len() > SIGNED_RECORDS_HELD {
+            held.by_epoch.pop_first();
+        }
+    }
+
+    /// How many signed records are held (for tests and metrics).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_epoch
+            .len()
+    }
+}
+
+/// SHA-256 of everything a stored record is, its epoch aside.
+fn record_digest(r: &RevocationRecord) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for part in [&r.kind, &r.target, &r.reason, &r.by, &r.record] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(r.created_at.to_be_bytes());
+    h.finalize().into()
+}
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorKind::Internal, e.to_string())
 }
@@ -121,6 +197,33 @@ impl State {
             c.iss = id.to_string();
             serde_json::to_value(c).unwrap_or_default()
         })
+    }
+
+    /// `rows` as the feed hands them out: each signed again under this replica's current
+    /// certificate ([`State::sign_record_now`]) and, with `pq_signatures`, co-signed with
+    /// ML-DSA-65. A record never changes once appended, so what was signed for it under the
+    /// current certificate is kept ([`SignedRecords`]) and served again: the feed is public,
+    /// and without this every request for a page of 1,000 records cost 1,000 classical and
+    /// 1,000 ML-DSA-65 signatures.
+    pub(crate) fn feed_records(
+        &self,
+        rows: &[RevocationRecord],
+    ) -> Result<Vec<SignedRecord>, ApiError> {
+        let cert = self.signing_certificate()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let digest = record_digest(r);
+            if let Some(s) = self.signed_records.get(&cert, r.epoch, &digest) {
+                out.push(s);
+                continue;
+            }
+            let compact = self.sign_record_now(r)?;
+            let pq = self.cosign_pq(&compact)?;
+            let s = SignedRecord { compact, pq };
+            self.signed_records.put(&cert, r.epoch, digest, s.clone());
+            out.push(s);
+        }
+        Ok(out)
     }
 
     /// The certificate (DER) this replica signs with now.
@@ -337,4 +440,48 @@ fn unix_time() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed(tag: &str) -> SignedRecord {
+        SignedRecord {
+            compact: tag.to_string(),
+            pq: Some(format!("{tag}-pq")),
+        }
+    }
+
+    #[test]
+    fn signed_records_are_served_only_under_their_certificate_and_for_the_same_record() {
+        let held = SignedRecords::default();
+        let (a, b) = (b"certificate a".as_slice(), b"certificate b".as_slice());
+        held.put(a, 1, [1; 32], signed("one"));
+        assert_eq!(
+            held.get(a, 1, &[1; 32]).map(|s| s.compact),
+            Some("one".into())
+        );
+        // Another stored record at the same epoch (a store swapped underneath): signed afresh.
+        assert!(held.get(a, 1, &[2; 32]).is_none());
+        // Another certificate (renewed, or the key rotated): nothing held is served.
+        assert!(held.get(b, 1, &[1; 32]).is_none());
+        held.put(b, 2, [2; 32], signed("two"));
+        assert!(
+            held.get(a, 1, &[1; 32]).is_none(),
+            "a new certificate empties the map"
+        );
+        assert_eq!(held.len(), 1);
+    }
+
+    #[test]
+    fn signed_records_are_bounded_dropping_the_oldest_epochs() {
+        let held = SignedRecords::default();
+        for e in 1..=(SIGNED_RECORDS_HELD as u64 + 10) {
+            held.put(b"c", e, [0; 32], signed("r"));
+        }
+        assert_eq!(held.len(), SIGNED_RECORDS_HELD);
+        assert!(held.get(b"c", 10, &[0; 32]).is_none());
+        assert!(held.get(b"c", 11, &[0; 32]).is_some());
+    }
 }

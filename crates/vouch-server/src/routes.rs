@@ -180,6 +180,7 @@ pub(crate) fn router(state: S) -> Router {
         .merge(crate::admin::routes())
         .merge(crate::auth::routes())
         .merge(crate::secrets::routes())
+        .merge(crate::timestamp::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
@@ -491,7 +492,8 @@ struct FeedQuery {
 /// The signed records above `after` (at most `limit`, 1000 by default) and a fresh signed head.
 /// Public, like a CRL: every record is a proof anyone with the trust bundle can check. Each is
 /// signed again with this replica's current certificate (relying parties check a record's
-/// signer when it reaches them), which costs one signature per record served.
+/// signer when it reaches them), once per certificate: the signed forms are kept
+/// ([`State::feed_records`]).
 async fn revocations(
     AxState(st): AxState<S>,
     q: Result<axum::extract::Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
@@ -503,18 +505,14 @@ async fn revocations(
             let epoch = st.store.revocation_epoch().await?;
             let rows = st.store.revocations_since(q.after, limit).await?;
             let head = st.sign_head(epoch)?;
-            let records = rows
-                .iter()
-                .map(|r| st.sign_record_now(r))
-                .collect::<Result<Vec<_>, _>>()?;
+            let signed = st.feed_records(&rows)?;
+            let records: Vec<&str> = signed.iter().map(|s| s.compact.as_str()).collect();
             let mut body = serde_json::json!({ "records": records, "head": head });
             // With `pq_signatures`: each record and the head again as JWS JSON, the same
             // classical signature first and this replica's ML-DSA-65 signature beside it.
             if st.pq_key.is_some() {
-                let records_pq = records
-                    .iter()
-                    .map(|r| st.cosign_pq(r))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let records_pq: Vec<Option<&str>> =
+                    signed.iter().map(|s| s.pq.as_deref()).collect();
                 body["records_pq"] = serde_json::json!(records_pq);
                 body["head_pq"] = serde_json::json!(st.cosign_pq(&head)?);
             }

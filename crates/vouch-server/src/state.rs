@@ -64,6 +64,8 @@ pub struct State {
     pub(crate) svid_ca: Option<std::sync::RwLock<vouch_identity::CaSet>>,
     /// This replica's certificate for its active signing key (`x5c` of what it signs).
     pub(crate) replica_cert: Mutex<Option<crate::revocation::ReplicaCert>>,
+    /// Revocation records as signed for the feed under `replica_cert`, kept.
+    pub(crate) signed_records: crate::revocation::SignedRecords,
     pub(crate) jwt_signer: Option<vouch_identity::JwtSvidSigner>,
     /// This verifier's share of the trust domain's quorum key, when results need a quorum.
     pub(crate) quorum: Option<crate::quorum::Quorum>,
@@ -111,6 +113,7 @@ impl State {
             ek_trust: None,
             svid_ca: None,
             replica_cert: Mutex::new(None),
+            signed_records: Default::default(),
             jwt_signer: None,
             quorum: None,
             entries: crate::entries::Entries::default(),

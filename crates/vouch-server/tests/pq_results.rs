@@ -247,6 +247,18 @@ async fn revocations_and_heads_carry_ml_dsa_65() {
         .unwrap();
     let record = feed["records"][0].as_str().unwrap();
     let record_pq = feed["records_pq"][0].as_str().unwrap();
+    // Asked again, the same signed record is served: signed once per replica certificate, not
+    // once per request (an ML-DSA-65 signature is randomised, so a new one would differ).
+    let again: serde_json::Value = http
+        .get(format!("{}/v1/revocations?after=0", h.server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["records"][0].as_str(), Some(record));
+    assert_eq!(again["records_pq"][0].as_str(), Some(record_pq));
     let head = feed["head"].as_str().unwrap();
     let head_pq = feed["head_pq"].as_str().unwrap();
     // The classical signature is the first, unchanged.

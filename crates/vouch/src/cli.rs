@@ -876,6 +876,11 @@ pub struct BenchArgs {
     /// pipeline's, over this machine's measurements, instead of attestations.
     #[arg(long)]
     pub anomalies: bool,
+    /// Measure a page of the public revocation feed (`--n` records, at most 1,000, each
+    /// co-signed with ML-DSA-65) asked for the first time and again, against the raw signatures
+    /// a page costs, instead of attestations.
+    #[arg(long)]
+    pub feed: bool,
     /// With --gossip: percent of the members cut off during the spread (they catch up after).
     #[arg(long, default_value_t = 0)]
     pub down_percent: usize,

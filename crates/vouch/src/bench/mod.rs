@@ -13,7 +13,7 @@ mod scale;
 mod table;
 mod tpm;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,6 +41,9 @@ pub async fn run(args: BenchArgs, json: bool) -> Result<ExitCode> {
     }
     if args.anomalies {
         return anomalies_report(args.n, json).await;
+    }
+    if args.feed {
+        return feed_report(args.n, json).await;
     }
     if !args.gossip.is_empty() {
         return crate::spread::run(
@@ -699,6 +702,103 @@ fn pq_report(n: usize, json: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A page of `n` revocation records from a real verifier's feed over HTTPS, asked for the
+/// first time (every record signed under the replica's certificate and co-signed with
+/// ML-DSA-65) and then again (the signed forms kept), against the raw signatures of a page.
+async fn feed_report(n: usize, json: bool) -> Result<ExitCode> {
+    let n = n.clamp(10, 1000);
+    let dir = tempfile_dir()?.join("feed");
+    std::fs::create_dir_all(&dir)?;
+    let out = feed_measure(n, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (cold, warm) = out?;
+    let raw = micro::pq_signature(n.min(200), 600)?;
+    let per_record = raw.ed_sign + raw.mldsa_sign;
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let per = |d: Duration| us(d) / n as f64;
+    if json {
+        output::json(&serde_json::json!({
+            "records": n,
+            "first_page_us": us(cold), "repeat_page_us": us(warm),
+            "first_per_record_us": per(cold), "repeat_per_record_us": per(warm),
+            "raw_signatures_per_record_us": us(per_record),
+            "first_ratio": per(cold) / us(per_record).max(1e-9),
+            "repeat_ratio": per(warm) / us(per_record).max(1e-9),
+        }))?;
+    } else {
+        println!("revocation feed, a page of {n} records over HTTPS (ML-DSA-65 on)");
+        println!(
+            "  first time   {:>10.1} ms  {:>8.1} µs per record",
+            us(cold) / 1e3,
+            per(cold)
+        );
+        println!(
+            "  again        {:>10.1} ms  {:>8.1} µs per record",
+            us(warm) / 1e3,
+            per(warm)
+        );
+        println!(
+            "  raw signatures per record (Ed25519 + ML-DSA-65 sign): {:.1} µs; \
+             first {:.2}x, again {:.3}x of it",
+            us(per_record),
+            per(cold) / us(per_record).max(1e-9),
+            per(warm) / us(per_record).max(1e-9)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Start a verifier, revoke `n` results through its API, and time the feed's first and
+/// (median of five) repeated page.
+async fn feed_measure(n: usize, dir: &std::path::Path) -> Result<(Duration, Duration)> {
+    let cluster = Cluster::start(dir, 1, None, |_| {}).await?;
+    let out = async {
+        let server = cluster.running.first().context("no replica")?;
+        let ca = cluster.ca_cert.as_ref().context("no CA certificate")?;
+        let http = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(ca)?)?])
+            .build()?;
+        let admin = std::fs::read_to_string(dir.join("r0/keys/admin.token"))?;
+        for i in 0..n {
+            let r = http
+                .post(format!("{}/v1/revocations", server.base_url))
+                .bearer_auth(admin.trim())
+                .json(&serde_json::json!({
+                    "kind": "svid", "target": format!("{:x}", 0xb000_0000_u64 + i as u64), "reason": "bench"
+                }))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "revoking: {}", r.status());
+        }
+        let page = || async {
+            let t = std::time::Instant::now();
+            let body: serde_json::Value = http
+                .get(format!(
+                    "{}/v1/revocations?after=0&limit={n}",
+                    server.base_url
+                ))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let got = body["records_pq"].as_array().map_or(0, Vec::len);
+            anyhow::ensure!(got == n, "the page held {got} co-signed records, not {n}");
+            Ok::<_, anyhow::Error>(t.elapsed())
+        };
+        let cold = page().await?;
+        let mut again = Vec::new();
+        for _ in 0..5 {
+            again.push(page().await?);
+        }
+        again.sort();
+        Ok((cold, again[2]))
+    }
+    .await;
+    cluster.shutdown().await;
+    out
 }
 
 /// A scratch directory for this process's benchmarks.
