@@ -22,6 +22,7 @@ pub mod cosign;
 pub mod provenance;
 pub mod reference;
 pub mod registry;
+pub mod rekor;
 
 pub use attestation::{ImageChecker, attestation_tag};
 pub use cosign::{PublicKey, SignedPayload};

@@ -60,6 +60,9 @@ pub enum ProvenanceError {
     /// A public key could not be read.
     #[error("public key: {0}")]
     Key(String),
+    /// A key-less bundle's transparency-log entry is missing or does not verify.
+    #[error(transparent)]
+    Log(#[from] crate::rekor::RekorError),
 }
 
 /// A trusted public key that may sign provenance.
@@ -490,6 +493,9 @@ pub struct FulcioSigner {
     pub identity: String,
     /// The OIDC issuer (extension 1.3.6.1.4.1.57264.1.8, else the older .1.1).
     pub issuer: String,
+    /// The transparency-log entry that verified (its signed time is the one the
+    /// certificate chain was checked at).
+    pub tlog: crate::rekor::VerifiedEntry,
 }
 
 const SIGSTORE_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
@@ -499,10 +505,11 @@ const SUBJECT_ALT_NAME: &str = "2.5.29.17";
 /// Check the leaf certificate of a sigstore `bundle` (v0.3 `certificate`, or the first of an
 /// older `x509CertificateChain`) against the certificate authorities of `trusted_root`: the
 /// leaf signed by a chain's first certificate, each signed by the next, the last self-signed,
-/// all valid at the bundle's first transparency-log `integratedTime`. That time is taken from
-/// the bundle as given (the Rekor entry, its inclusion proof and signed timestamp are not
-/// checked here), so this proves the certificate was issued by Fulcio for `identity`, not
-/// when the signature was made.
+/// all valid at the `integratedTime` of the bundle's transparency-log entry, which must verify
+/// offline against the trusted root's logs ([`crate::rekor::verify_bundle`]: the body names
+/// this bundle's signature, payload and certificate, the signed entry timestamp, the inclusion
+/// proof and its signed checkpoint, the time within the certificate's and the log key's
+/// validity). A bundle without a valid entry is refused.
 pub fn fulcio_signer(bundle: &[u8], trusted_root: &[u8]) -> Result<FulcioSigner, ProvenanceError> {
     let bad = |m: String| ProvenanceError::Key(m);
     if bundle.len() > MAX_ENVELOPE_BYTES || trusted_root.len() > MAX_TRUSTED_ROOT_BYTES {
@@ -516,12 +523,10 @@ pub fn fulcio_signer(bundle: &[u8], trusted_root: &[u8]) -> Result<FulcioSigner,
         .or_else(|| vm["x509CertificateChain"]["certificates"][0]["rawBytes"].as_str())
         .ok_or_else(|| bad("bundle has no certificate".into()))?;
     let leaf_der = b64(leaf_b64).map_err(|e| bad(format!("certificate is not base64: {e}")))?;
-    let time = match &vm["tlogEntries"][0]["integratedTime"] {
-        serde_json::Value::String(t) => t.parse::<u64>().ok(),
-        v => v.as_u64(),
-    }
-    .ok_or_else(|| bad("bundle has no transparency-log integratedTime".into()))?;
     let leaf = vouch_x509::parse(&leaf_der, "signing").map_err(bad)?;
+    let logs = crate::rekor::TransparencyLog::from_trusted_root(trusted_root)?;
+    let tlog = crate::rekor::verify_bundle(&b, &leaf_der, vouch_x509::validity(&leaf), &logs)?;
+    let time = tlog.integrated_time;
     vouch_x509::check_validity(&leaf, time, "signing certificate").map_err(bad)?;
     let root: serde_json::Value = serde_json::from_slice(trusted_root)
         .map_err(|e| bad(format!("trusted root is not JSON: {e}")))?;
@@ -541,6 +546,7 @@ pub fn fulcio_signer(bundle: &[u8], trusted_root: &[u8]) -> Result<FulcioSigner,
                     key: VerifyingKey::from_certificate_der(&leaf_der)?,
                     identity,
                     issuer,
+                    tlog,
                 });
             }
             Err(e) => reasons.push(format!("authority {i}: {e}")),

@@ -181,5 +181,25 @@ fn provenance_verify_exit_codes() {
         &artifact,
     ]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("not issued by the trusted root"), "{err}");
+    assert!(err.contains("is not one of the"), "{err}");
+    // The bundle without its signed entry timestamp: the Rekor entry no longer verifies.
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&env).unwrap()).unwrap();
+    v["verificationMaterial"]["tlogEntries"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("inclusionPromise");
+    let dir = tempfile::tempdir().unwrap();
+    let no_set = dir.path().join("no-set.json");
+    std::fs::write(&no_set, serde_json::to_vec(&v).unwrap()).unwrap();
+    let no_set = no_set.display().to_string();
+    let (code, _, err) = verify(&[
+        "--envelope",
+        &no_set,
+        "--trusted-root",
+        &root,
+        "--artifact",
+        &artifact,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("signed entry timestamp: missing"), "{err}");
 }
