@@ -15,15 +15,25 @@
 //! them): a webhook pointed at it fails closed. A review that is not an `AdmissionReview` v1 is a
 //! 400; a body over [`ADMISSION_BODY_LIMIT`] a 413.
 //!
-//! The route takes no credential: the API server authenticates the verifier by the webhook's
-//! `caBundle`, and what the route answers is harmless — it changes nothing, and it makes the
-//! verifier contact only the configured repositories (an image elsewhere is denied without a
+//! The API server authenticates the verifier by the webhook's `caBundle`; the verifier
+//! authenticates the API server by what `[admission]` ([`AdmissionSettings`]) asks for — a
+//! client certificate from `client_ca` (optionally with one of `client_names`), a bearer token
+//! (`token_file`), or both — before the body is read, so an unauthenticated caller makes the
+//! verifier contact no registry and is answered `401` (`gate`). Without `[admission]` every
+//! review is a `401`: the webhook is off until it is configured. Even so the verifier
+//! contacts only the configured repositories (an image elsewhere is denied without a
 //! request), at most [`MAX_IMAGES`] images per review.
+//!
+//! With `require_attested_node`, a pod may run only on a node attested affirming (`nodes`):
+//! a Pod whose `spec.nodeName` is set (it bypasses the scheduler) is checked at its CREATE or
+//! UPDATE, and a `Binding` (`pods/binding`, the scheduler's placement of a pod; also the
+//! `bindings` resource) is checked for its `target.name`.
 
 use axum::Json;
 use axum::extract::{Request, State as AxState};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use vouch_core::ErrorKind;
@@ -42,6 +52,55 @@ const MAX_MESSAGE: usize = 8192;
 const MAX_UID: usize = 128;
 
 const API_VERSION: &str = "admission.k8s.io/v1";
+
+mod gate;
+mod nodes;
+
+pub(crate) use gate::{Admission, ClientCertificate};
+
+/// `[admission]`: how the API server authenticates to the admission webhook, and what the
+/// webhook requires beyond signed images. Without it the webhook answers every review `401`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionSettings {
+    /// PEM CA certificate(s) the API server's client certificate must chain to (the
+    /// `client-certificate` of its admission kubeconfig). When set, the verifier's TLS listener
+    /// asks every client for a certificate: one that presents none still connects (agents and
+    /// CLIs do not), one that presents a certificate from another CA is refused at the
+    /// handshake.
+    pub client_ca: Option<PathBuf>,
+    /// When not empty, the client certificate's subject common name or one of its
+    /// subjectAltName DNS names must be one of these.
+    pub client_names: Vec<String>,
+    /// A file holding the bearer token the API server sends (the `token` of its admission
+    /// kubeconfig), at least 16 bytes; compared in constant time.
+    pub token_file: Option<PathBuf>,
+    /// Answer reviews from anyone (development only); refused together with `client_ca` or
+    /// `token_file`.
+    pub insecure_unauthenticated: bool,
+    /// Deny pods placed on a node that is not attested affirming (a Pod's `spec.nodeName`, a
+    /// `Binding`'s target).
+    pub require_attested_node: bool,
+    /// The `k8s_psat` cluster name (`[node_attestor.k8s_psat]`) whose nodes the pods run on;
+    /// required with `require_attested_node`.
+    pub cluster: Option<String>,
+    /// The node's own workload whose status is the node's (the agent's `workload_name`).
+    pub node_workload: String,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            client_ca: None,
+            client_names: Vec::new(),
+            token_file: None,
+            insecure_unauthenticated: false,
+            require_attested_node: false,
+            cluster: None,
+            node_workload: "host".into(),
+        }
+    }
+}
 
 #[derive(Deserialize)]
 struct Review {
@@ -73,6 +132,26 @@ fn malformed(msg: impl Into<String>) -> Response {
 
 /// `POST /v1/admission/validate`.
 pub(crate) async fn validate(AxState(st): AxState<Arc<State>>, req: Request) -> Response {
+    // Who is asking, before anything is read or looked up.
+    let adm = req.extensions().get::<Arc<Admission>>().cloned();
+    let cert = req
+        .extensions()
+        .get::<ClientCertificate>()
+        .cloned()
+        .unwrap_or_default();
+    let adm = match adm {
+        Some(a) => a,
+        None => {
+            return with_kind(ApiError::new(
+                ErrorKind::Internal,
+                "the admission webhook is not set up on this listener",
+            ));
+        }
+    };
+    if let Err(why) = adm.authenticate(req.headers(), &cert) {
+        tracing::debug!("admission review refused: {why}");
+        return with_kind(ApiError::new(ErrorKind::Unauthenticated, why));
+    }
     let body = match axum::body::to_bytes(req.into_body(), ADMISSION_BODY_LIMIT).await {
         Ok(b) => b,
         Err(_) => {
@@ -99,7 +178,7 @@ pub(crate) async fn validate(AxState(st): AxState<Arc<State>>, req: Request) -> 
     if request.uid.is_empty() || request.uid.len() > MAX_UID {
         return malformed(format!("request.uid must be 1 to {MAX_UID} bytes"));
     }
-    let decision = decide(&st, &request).await;
+    let decision = decide(&st, &adm, &request).await;
     let (allowed, message) = match decision {
         Ok(d) => d,
         Err(why) => return malformed(why),
@@ -125,7 +204,11 @@ pub(crate) async fn validate(AxState(st): AxState<Arc<State>>, req: Request) -> 
 }
 
 /// `Ok((allowed, message))`, or `Err` for a request that is not a well-formed review.
-async fn decide(st: &State, request: &ReviewRequest) -> Result<(bool, String), String> {
+async fn decide(
+    st: &State,
+    adm: &Admission,
+    request: &ReviewRequest,
+) -> Result<(bool, String), String> {
     // Only a create or an update (an ephemeral container added, a template changed) brings
     // images; a delete carries no object.
     if request.operation != "CREATE" && request.operation != "UPDATE" {
@@ -135,6 +218,28 @@ async fn decide(st: &State, request: &ReviewRequest) -> Result<(bool, String), S
         .object
         .as_ref()
         .ok_or("request.object missing for a CREATE or UPDATE")?;
+    let settings = adm.settings.as_ref();
+    let node_rule = settings
+        .filter(|s| s.require_attested_node)
+        .and_then(|s| Some((s.cluster.as_deref()?, s.node_workload.as_str())));
+    let now = unix_now();
+    if request.kind.kind == "Binding" {
+        // The scheduler binding a pod to a node: the API server places the pod on
+        // `target.name` whatever `target.kind` says, so the name is what is checked.
+        let node = object
+            .pointer("/target/name")
+            .and_then(|v| v.as_str())
+            .ok_or("Binding without target.name")?;
+        return Ok(match node_rule {
+            None => (true, String::new()),
+            Some((cluster, workload)) => {
+                match nodes::check(st, cluster, workload, node, now).await {
+                    Ok(()) => (true, String::new()),
+                    Err(why) => (false, format!("vouch: {why}")),
+                }
+            }
+        });
+    }
     let spec = match request.kind.kind.as_str() {
         "Pod" => object.get("spec"),
         "Deployment"
@@ -149,33 +254,53 @@ async fn decide(st: &State, request: &ReviewRequest) -> Result<(bool, String), S
     };
     let spec = spec.ok_or_else(|| format!("{} without a pod spec", request.kind.kind))?;
     let images = pod_images(spec)?;
+    let mut refused = Vec::new();
+    // A Pod created with its node set bypasses the scheduler (and its Binding).
+    if let Some((cluster, workload)) = node_rule
+        && request.kind.kind == "Pod"
+    {
+        match spec.get("nodeName") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(n)) if n.is_empty() => {}
+            Some(serde_json::Value::String(n)) => {
+                if let Err(why) = nodes::check(st, cluster, workload, n, now).await {
+                    refused.push(why);
+                }
+            }
+            Some(_) => return Err("spec.nodeName is not a string".into()),
+        }
+    }
     if images.is_empty() {
-        return Ok((true, String::new()));
+        return Ok(verdict(refused));
     }
     if images.len() > MAX_IMAGES {
-        return Ok((
-            false,
-            format!("{} distinct images, more than {MAX_IMAGES}", images.len()),
+        refused.push(format!(
+            "{} distinct images, more than {MAX_IMAGES}",
+            images.len()
         ));
+        return Ok(verdict(refused));
     }
     let Some(checker) = &st.images else {
-        return Ok((
-            false,
+        refused.push(
             "this verifier checks no image signatures ([image_signatures] is not configured)"
                 .into(),
-        ));
+        );
+        return Ok(verdict(refused));
     };
-    let now = unix_now();
-    let mut refused = Vec::new();
     for (field, image) in &images {
         if let Err((_, why)) = checker.admit(image, now).await {
             refused.push(format!("{field} image {image}: {why}"));
         }
     }
+    Ok(verdict(refused))
+}
+
+/// Allowed when nothing was refused; else denied with every reason.
+fn verdict(refused: Vec<String>) -> (bool, String) {
     if refused.is_empty() {
-        Ok((true, String::new()))
+        (true, String::new())
     } else {
-        Ok((false, format!("vouch: {}", refused.join("; "))))
+        (false, format!("vouch: {}", refused.join("; ")))
     }
 }
 

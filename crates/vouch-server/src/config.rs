@@ -155,6 +155,9 @@ pub struct ServerConfig {
     /// Cosign signatures checked for the container image digests workloads report
     /// (`input.images`; `[image_signatures]`, docs/SECURITY.md "Image signatures").
     pub image_signatures: Option<crate::ImageSignatureSettings>,
+    /// The admission webhook: how the API server authenticates to it and what it requires
+    /// (`[admission]`; without it every review is refused `401`).
+    pub admission: Option<crate::AdmissionSettings>,
     /// Further tenants this verifier serves beside `default` (`[[tenants]]`): each with its
     /// own store, keys, trust domain and policy under `data_dir/tenants/<name>`, at
     /// `/t/<name>/…`.
@@ -265,6 +268,7 @@ impl Default for ServerConfig {
             node_attestors: vec!["join_token".into()],
             node_attestor: std::collections::BTreeMap::new(),
             image_signatures: None,
+            admission: None,
             tenants: Vec::new(),
             serving_tenant: None,
         }

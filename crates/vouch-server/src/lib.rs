@@ -34,6 +34,7 @@ mod telemetry;
 mod tpm;
 mod tpm_join;
 
+pub use admission::AdmissionSettings;
 pub use anomaly::{AnomalyBench, bench_anomalies};
 pub use auth::{
     API_TOKENS_FILE, ApiTokenFile, ApiTokenRecord, DEFAULT_TENANT, Role, add_api_token,
@@ -179,9 +180,13 @@ pub async fn ensure_default_policy(store: &dyn Store) -> Result<(), ServerError>
     Ok(())
 }
 
+/// The listener's TLS configuration; with `client_ca` (`[admission] client_ca`) it asks each
+/// client for a certificate, lets one that presents none through, and refuses one whose
+/// certificate does not chain to `client_ca`.
 fn tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
 ) -> Result<rustls::ServerConfig, ServerError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -192,14 +197,33 @@ fn tls_config(
         .map_err(|e| bad(&format!("parsing {}", cert.display()), &e))?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| bad(&format!("reading {}", key.display()), &e))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| bad("TLS versions", &e))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| bad("TLS certificate", &e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let what = format!("[admission] client_ca {}", ca.display());
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&what, &e))? {
+                roots
+                    .add(c.map_err(|e| bad(&what, &e))?)
+                    .map_err(|e| bad(&what, &e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| bad(&what, &e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("TLS certificate", &e))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
@@ -228,15 +252,20 @@ pub async fn start_with_store(
         what: format!("creating data directory {}", cfg.data_dir.display()),
         source,
     })?;
+    let admission = Arc::new(
+        admission::Admission::new(cfg.admission.as_ref(), !cfg.insecure_http)
+            .map_err(ServerError::Config)?,
+    );
+    let client_ca = cfg.admission.as_ref().and_then(|a| a.client_ca.as_deref());
     let (tls, ca_cert) = if cfg.insecure_http {
         (None, None)
     } else {
         match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(c), Some(k)) => (Some(tls_config(c, k)?), None),
+            (Some(c), Some(k)) => (Some(tls_config(c, k, client_ca)?), None),
             (None, None) => {
                 let files = ensure_dev_tls(&cfg.data_dir.join("tls"))?;
                 (
-                    Some(tls_config(&files.cert, &files.key)?),
+                    Some(tls_config(&files.cert, &files.key, client_ca)?),
                     Some(files.ca_cert),
                 )
             }
@@ -291,6 +320,8 @@ pub async fn start_with_store(
         );
         background.extend(t.background);
     }
+    // The admission webhook's settings, for every tenant's route.
+    let app = app.layer(axum::Extension(admission));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = listener
         .set_nonblocking(true)

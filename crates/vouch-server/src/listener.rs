@@ -133,10 +133,20 @@ async fn connection(
     stop: watch::Receiver<bool>,
 ) {
     match tls {
-        None => http(io, peer, app, limits, stop).await,
+        None => http(io, peer, None, app, limits, stop).await,
         Some(acceptor) => {
             match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(io)).await {
-                Ok(Ok(tls)) => http(tls, peer, app, limits, stop).await,
+                Ok(Ok(tls)) => {
+                    // The client's certificate, when it presented one: verified against
+                    // `[admission] client_ca` by the handshake (the only client verifier).
+                    let cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| Arc::new(c.as_ref().to_vec()));
+                    http(tls, peer, cert, app, limits, stop).await
+                }
                 Ok(Err(e)) => tracing::debug!(client = %peer, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
             }
@@ -147,13 +157,16 @@ async fn connection(
 async fn http<IO>(
     io: IO,
     peer: SocketAddr,
+    cert: Option<Arc<Vec<u8>>>,
     app: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+    let app = app
+        .layer(axum::Extension(axum::extract::ConnectInfo(peer)))
+        .layer(axum::Extension(crate::admission::ClientCertificate(cert)));
     let svc = hyper_util::service::TowerToHyperService::new(app);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

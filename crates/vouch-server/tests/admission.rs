@@ -10,7 +10,7 @@
 mod common;
 
 use serde_json::{Value, json};
-use vouch_server::ImageSignatureSettings;
+use vouch_server::{AdmissionSettings, ImageSignatureSettings};
 use vouch_testkit::registry::{Registry, missing_tools};
 
 /// An AdmissionReview v1 as the API server sends it for `kind` (a Pod, or a workload with a pod
@@ -84,18 +84,21 @@ fn containers(images: &[&str]) -> Value {
 struct Webhook {
     http: reqwest::Client,
     url: String,
+    /// The bearer token sent, as the API server's admission kubeconfig gives it.
+    token: Option<String>,
 }
 
 impl Webhook {
     async fn post_raw(&self, body: Vec<u8>) -> (u16, Value) {
-        let r = self
+        let mut r = self
             .http
             .post(&self.url)
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .body(body);
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap())
     }
@@ -125,16 +128,36 @@ impl Webhook {
     }
 }
 
-async fn webhook(h: &common::Harness) -> Webhook {
+/// `[admission]` with a bearer token (written to a file in `dir`), and the token.
+fn token_auth(dir: &std::path::Path) -> (AdmissionSettings, String) {
+    let token = "b1e6f0c2a9d84e7f93c5a0d1e2f3a4b5".to_string();
+    let file = dir.join("admission.token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let s = AdmissionSettings {
+        token_file: Some(file),
+        ..AdmissionSettings::default()
+    };
+    (s, token)
+}
+
+/// A client of the verifier's HTTPS listener, with `identity` (PEM certificate and key) as its
+/// client certificate when given.
+fn https_client(h: &common::Harness, identity: Option<&str>) -> reqwest::Client {
     let ca = std::fs::read(h.server.ca_cert.as_ref().unwrap()).unwrap();
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap();
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    if let Some(pem) = identity {
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+async fn webhook(h: &common::Harness, token: Option<&str>) -> Webhook {
     assert!(h.server.base_url.starts_with("https://"));
     Webhook {
-        http,
+        http: https_client(h, None),
         url: format!("{}/v1/admission/validate?timeout=10s", h.server.base_url),
+        token: token.map(str::to_string),
     }
 }
 
@@ -163,8 +186,10 @@ async fn pods_with_unsigned_images_are_denied() {
         ttl: 300,
         cache_entries: 16,
     };
+    let (admission, token) = token_auth(reg_dir.path());
     let h = common::Harness::new(|c| {
         c.image_signatures = Some(settings.clone());
+        c.admission = Some(admission);
         c.tenants = vec![vouch_server::TenantConfig {
             name: "acme".into(),
             trust_domain: "acme.test".into(),
@@ -172,7 +197,7 @@ async fn pods_with_unsigned_images_are_denied() {
         }];
     })
     .await;
-    let w = webhook(&h).await;
+    let w = webhook(&h, Some(&token)).await;
 
     // Signed, by tag and by digest; in a Deployment's and a CronJob's templates too.
     let by_tag = format!("{repo}:v1");
@@ -280,6 +305,7 @@ async fn pods_with_unsigned_images_are_denied() {
     let tenant = Webhook {
         http: w.http.clone(),
         url: format!("{}/t/acme/v1/admission/validate", h.server.base_url),
+        token: Some(token.clone()),
     };
     tenant
         .allowed(&review("t-1", "Pod", containers(&[&by_digest])))
@@ -298,8 +324,15 @@ async fn pods_with_unsigned_images_are_denied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_reviews_are_refused() {
-    let h = common::Harness::new(|_| {}).await;
-    let w = webhook(&h).await;
+    // Development mode: reviews from anyone.
+    let h = common::Harness::new(|c| {
+        c.admission = Some(AdmissionSettings {
+            insecure_unauthenticated: true,
+            ..AdmissionSettings::default()
+        })
+    })
+    .await;
+    let w = webhook(&h, None).await;
     let good = review("u-1", "Pod", containers(&["127.0.0.1:5000/shop/web:v1"]));
     // Without [image_signatures] every pod with an image is denied: fail closed.
     let m = w.denied(&good).await;
@@ -356,4 +389,180 @@ async fn malformed_reviews_are_refused() {
         json!({"padding": "x".repeat(2 * 1024 * 1024)});
     let m = w.denied(&under).await;
     assert!(m.contains("checks no image signatures"), "{m}");
+}
+
+/// A CA made here, and client certificates it issues (with the clientAuth usage, as the API
+/// server's admission kubeconfig certificate has).
+struct ClientCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl ClientCa {
+    fn new(name: &str) -> Self {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
+        Self { issuer }
+    }
+
+    /// PEM certificate then key, for `reqwest::Identity::from_pem`.
+    fn client(&self, cn: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, cn.to_string());
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        format!("{}{}", cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A TCP port standing in for a registry: it counts the connections made to it (and closes
+/// them), so a test can tell whether the verifier contacted the registry at all.
+fn counting_port() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = n.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(c);
+        }
+    });
+    (addr, n)
+}
+
+/// Item 4, "the webhook authenticates the API server": a client certificate from `client_ca`
+/// with a name in `client_names`, and the bearer token, are both required; anything less is a
+/// 401 before the body is read (the registry is not contacted); a certificate from another CA
+/// does not get through the handshake; the verifier's other routes still work for clients with
+/// no certificate; and a verifier without `[admission]` reviews nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_must_authenticate() {
+    let dir = tempfile::tempdir().unwrap();
+    let apiservers = ClientCa::new("apiserver client CA");
+    let ca_file = dir.path().join("apiserver-ca.pem");
+    std::fs::write(&ca_file, apiservers.issuer.pem()).unwrap();
+    let apiserver = apiservers.client("kube-apiserver");
+    let intruder = apiservers.client("system:node:worker-1");
+    let elsewhere = ClientCa::new("apiserver client CA").client("kube-apiserver");
+
+    // A registry port that only counts connections, and a cosign key.
+    let (registry, connections) = counting_port();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let key_file = dir.path().join("cosign.pub");
+    std::fs::write(&key_file, key.public_key_pem()).unwrap();
+    let (mut admission, token) = token_auth(dir.path());
+    admission.client_ca = Some(ca_file);
+    admission.client_names = vec!["kube-apiserver".into()];
+    let images = ImageSignatureSettings {
+        repositories: vec![format!("{registry}/shop/web")],
+        keys: vec![key_file],
+        registry_ca: None,
+        plain_http: false,
+        ttl: 300,
+        cache_entries: 16,
+    };
+    let h = common::Harness::new(|c| {
+        c.admission = Some(admission);
+        c.image_signatures = Some(images);
+        c.tenants = vec![vouch_server::TenantConfig {
+            name: "acme".into(),
+            trust_domain: "acme.test".into(),
+            database_url: None,
+        }];
+    })
+    .await;
+    let hook = |identity: Option<&str>, token: Option<&str>| Webhook {
+        http: https_client(&h, identity),
+        url: format!("{}/v1/admission/validate?timeout=10s", h.server.base_url),
+        token: token.map(str::to_string),
+    };
+    let pod = review(
+        "auth-1",
+        "Pod",
+        containers(&[&format!("{registry}/shop/web:v1")]),
+    );
+    let body = serde_json::to_vec(&pod).unwrap();
+    let mut flipped = token.clone().into_bytes();
+    flipped[7] ^= 1;
+    let flipped = String::from_utf8(flipped).unwrap();
+    for (name, w, why) in [
+        (
+            "no certificate",
+            hook(None, Some(&token)),
+            "no client certificate",
+        ),
+        ("no token", hook(Some(&apiserver), None), "no Authorization"),
+        (
+            "token with a flipped byte",
+            hook(Some(&apiserver), Some(&flipped)),
+            "not the admission token",
+        ),
+        (
+            "a certificate of another name",
+            hook(Some(&intruder), Some(&token)),
+            "none of client_names",
+        ),
+    ] {
+        let (status, v) = w.post_raw(body.clone()).await;
+        assert_eq!(status, 401, "{name}: {v}");
+        assert_eq!(v["error"]["kind"], "unauthenticated", "{name}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(why), "{name}: {m}");
+    }
+    // A certificate from another CA (same names) is refused by the TLS handshake.
+    let other = hook(Some(&elsewhere), Some(&token));
+    let r = other
+        .http
+        .post(&other.url)
+        .bearer_auth(&token)
+        .body(body.clone())
+        .send()
+        .await;
+    assert!(r.is_err(), "another CA's certificate got an answer: {r:?}");
+    // None of those made the verifier contact the registry.
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Clients that present no certificate keep every other route.
+    let r = https_client(&h, None)
+        .get(format!("{}/healthz", h.server.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The API server: reviewed (denied here: the stand-in registry speaks no TLS, so the tag
+    // is not resolved), after the verifier asked the registry.
+    let w = hook(Some(&apiserver), Some(&token));
+    let m = w.denied(&pod).await;
+    assert!(m.contains("tag not resolved"), "{m}");
+    assert!(connections.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    // A tenant's webhook authenticates the same way.
+    let tenant = Webhook {
+        url: format!("{}/t/acme/v1/admission/validate", h.server.base_url),
+        ..hook(Some(&apiserver), Some(&token))
+    };
+    tenant.denied(&pod).await;
+    let tenant = Webhook {
+        url: format!("{}/t/acme/v1/admission/validate", h.server.base_url),
+        ..hook(Some(&apiserver), Some(&flipped))
+    };
+    let (status, _) = tenant.post_raw(body.clone()).await;
+    assert_eq!(status, 401);
+
+    // Without [admission], nothing is reviewed.
+    let bare = common::Harness::new(|_| {}).await;
+    let (status, v) = webhook(&bare, Some(&token)).await.post_raw(body).await;
+    assert_eq!(status, 401, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not configured"),
+        "{v}"
+    );
 }
