@@ -257,6 +257,79 @@ deny contains f if {
 	}
 }
 
+# Image digests the workload's running containers report (the agent's container runtime), as
+# well as its declared image_digest.
+reported_image_digests contains d if {
+	d := input.workload.image_digest
+	is_string(d)
+}
+
+reported_image_digests contains d if {
+	some c in object.get(input.workload, "containers", [])
+	some d in c.image_digests
+}
+
+# Running containers' digests no one checked: this verifier has no [image_signatures].
+deny contains f if {
+	image_signature_required
+	not input.images
+	some d in reported_image_digests
+	not d == input.workload.image_digest
+	f := {
+		"rule": "require_image_signature",
+		"claim": "executables",
+		"msg": sprintf("container image %s of workload %q: image signatures are required and this verifier checks none ([image_signatures])", [d, input.workload.name]),
+	}
+}
+
+# `vouch refvalue add require_provenance_builder '*' <builder id>` (one value per allowed
+# builder): every image the workload runs must carry SLSA provenance (attached as cosign does,
+# signed by a key of [image_signatures], `provenance = true`) whose builder is one of them;
+# `require_provenance_source '*' <repository>` likewise for the source repository.
+provenance_builders := object.get(refs("require_provenance_builder"), "*", [])
+
+provenance_sources := object.get(refs("require_provenance_source"), "*", [])
+
+provenance_why(img) := img.provenance.reason if {
+	img.provenance.reason
+} else := sprintf("built by %s from %v", [img.provenance.builder_id, img.provenance.source_repo]) if {
+	img.provenance.builder_id
+} else := "this verifier checks no provenance ([image_signatures] provenance = true)"
+
+deny contains f if {
+	count(provenance_builders) > 0
+	some img in object.get(input, "images", [])
+	not img.provenance.builder_id in provenance_builders
+	f := {
+		"rule": "require_provenance_builder",
+		"claim": "executables",
+		"msg": sprintf("container image %s of workload %q has no provenance from an allowed builder: %s", [img.digest, input.workload.name, provenance_why(img)]),
+	}
+}
+
+deny contains f if {
+	count(provenance_sources) > 0
+	some img in object.get(input, "images", [])
+	not img.provenance.source_repo in provenance_sources
+	f := {
+		"rule": "require_provenance_source",
+		"claim": "executables",
+		"msg": sprintf("container image %s of workload %q has no provenance from an allowed source repository: %s", [img.digest, input.workload.name, provenance_why(img)]),
+	}
+}
+
+# Provenance required and image digests reported that no one checked.
+deny contains f if {
+	count(provenance_builders) + count(provenance_sources) > 0
+	not input.images
+	some d in reported_image_digests
+	f := {
+		"rule": "require_provenance_builder",
+		"claim": "executables",
+		"msg": sprintf("container image %s of workload %q: provenance is required and this verifier checks none ([image_signatures])", [d, input.workload.name]),
+	}
+}
+
 # --- configuration ----------------------------------------------------------------------------
 
 # Measured configuration files must match a registered digest.

@@ -173,6 +173,61 @@ pub struct WorkloadMeasurement {
     /// Container image digest (`sha256:…`), when the workload runs from an image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    /// The running containers the agent's container runtime reports for this workload, each
+    /// with its image's manifest digests (what the agent observed; absent from older agents'
+    /// evidence). At most [`MAX_WORKLOAD_CONTAINERS`], each with at most
+    /// [`MAX_CONTAINER_DIGESTS`] digests: more is refused when parsed.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "bounded_containers"
+    )]
+    pub containers: Vec<ContainerImage>,
+}
+
+/// Most containers one workload's evidence may list.
+pub const MAX_WORKLOAD_CONTAINERS: usize = 32;
+/// Most image digests one listed container may have.
+pub const MAX_CONTAINER_DIGESTS: usize = 8;
+const MAX_CONTAINER_FIELD: usize = 128;
+
+/// One running container of a workload, as the agent's container runtime reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerImage {
+    /// The container's id (64 hex, as the runtime names it).
+    pub id: String,
+    /// Its image's manifest digests (`sha256:<hex>`, the repo digests the runtime knows).
+    #[serde(default)]
+    pub image_digests: Vec<String>,
+}
+
+fn bounded_containers<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<ContainerImage>, D::Error> {
+    use serde::de::Error as _;
+    let v = Vec::<ContainerImage>::deserialize(d)?;
+    if v.len() > MAX_WORKLOAD_CONTAINERS {
+        return Err(D::Error::custom(format!(
+            "{} containers, more than {MAX_WORKLOAD_CONTAINERS}",
+            v.len()
+        )));
+    }
+    for c in &v {
+        if c.id.len() > MAX_CONTAINER_FIELD
+            || c.image_digests.len() > MAX_CONTAINER_DIGESTS
+            || c.image_digests
+                .iter()
+                .any(|x| x.len() > MAX_CONTAINER_FIELD)
+        {
+            return Err(D::Error::custom(format!(
+                "container {:?}: id or digests longer than {MAX_CONTAINER_FIELD}, or more \
+                 than {MAX_CONTAINER_DIGESTS} digests",
+                crate::clip(&c.id, 64)
+            )));
+        }
+    }
+    Ok(v)
 }
 
 /// One measured file.
@@ -428,5 +483,40 @@ mod tests {
         assert_eq!((tpm.len(), tee.len(), comp.len()), (32, 64, 64));
         assert_ne!(comp, composite_report_data("nonce", b"key", m, b"ak2"));
         assert_ne!(tee, tee_report_data("nonc", b"ekey", m));
+    }
+}
+
+#[cfg(test)]
+mod container_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn workload(containers: serde_json::Value) -> Result<WorkloadMeasurement, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({
+            "name": "w", "exe_path": "/bin/w", "exe_sha256": "00", "containers": containers,
+        }))
+    }
+
+    #[test]
+    fn containers_are_optional_bounded_and_leave_old_evidence_unchanged() {
+        // An older agent's workload (no `containers`) parses, and serializes back the same:
+        // part digests and signatures over it do not change.
+        let old = serde_json::json!({"name": "w", "exe_path": "/bin/w", "exe_sha256": "00"});
+        let w: WorkloadMeasurement = serde_json::from_value(old.clone()).unwrap();
+        assert!(w.containers.is_empty());
+        assert_eq!(serde_json::to_value(&w).unwrap(), old);
+
+        let one = |n: usize| serde_json::json!({"id": "c".repeat(64), "image_digests": vec![format!("sha256:{}", "a".repeat(64)); n]});
+        let ok = workload(serde_json::json!(vec![one(8); 32])).unwrap();
+        assert_eq!(ok.containers.len(), 32);
+        let e = workload(serde_json::json!(vec![one(1); 33])).unwrap_err();
+        assert!(e.to_string().contains("33 containers, more than 32"), "{e}");
+        let e = workload(serde_json::json!([one(9)])).unwrap_err();
+        assert!(e.to_string().contains("more than 8 digests"), "{e}");
+        let e = workload(serde_json::json!([{"id": "c".repeat(129), "image_digests": []}]))
+            .unwrap_err();
+        assert!(e.to_string().contains("longer than 128"), "{e}");
+        // Unknown fields in a container are refused as elsewhere in the evidence.
+        assert!(workload(serde_json::json!([{"id": "c", "image": "x"}])).is_err());
     }
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use vouch_core::{
-    FileMeasurement, ListeningSocket, OsRelease, ProcessInfo, SoftwareMeasurements,
+    ContainerImage, FileMeasurement, ListeningSocket, OsRelease, ProcessInfo, SoftwareMeasurements,
     WorkloadMeasurement,
 };
 
@@ -35,6 +35,7 @@ pub struct CollectConfig {
 pub struct SoftwareCollector {
     config: CollectConfig,
     cache: HashMap<PathBuf, (u64, u64, u64, i64, i64, String)>,
+    containers: Vec<ContainerImage>,
 }
 
 /// SHA-256 of a file's content, lowercase hex, reading in 64 KiB blocks.
@@ -66,7 +67,15 @@ impl SoftwareCollector {
         Self {
             config,
             cache: HashMap::new(),
+            containers: Vec::new(),
         }
+    }
+
+    /// The workload's running containers (from the agent's container runtime), reported in
+    /// every collection from now on; at most [`vouch_core::MAX_WORKLOAD_CONTAINERS`] are kept.
+    pub fn set_containers(&mut self, mut containers: Vec<ContainerImage>) {
+        containers.truncate(vouch_core::MAX_WORKLOAD_CONTAINERS);
+        self.containers = containers;
     }
 
     /// The configuration.
@@ -113,6 +122,7 @@ impl SoftwareCollector {
             exe_sha256,
             exe_signature: read_sig(&exe),
             image_digest: self.config.image_digest.clone(),
+            containers: self.containers.clone(),
         };
         let files = self
             .config

@@ -672,6 +672,7 @@ fn claims_of(
             "exe_path": w.exe_path,
             "exe_sha256": w.exe_sha256,
             "image_digest": w.image_digest,
+            "containers": w.containers,
             "signers": signers_of(Some(&w.exe_sha256), w.exe_signature.as_deref(), signers),
         },
         "files": files,

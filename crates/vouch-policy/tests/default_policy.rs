@@ -362,3 +362,86 @@ fn a_minimal_policy_with_only_deny_works() {
     assert_eq!(a.status, ArStatus::Contraindicated);
     assert_eq!(a.findings[0].message, "always");
 }
+
+#[test]
+fn issue_15_provenance_builder_and_source_of_every_running_image() {
+    const B: &str = "https://builder.example/ci@v1";
+    const SRC: &str = "https://git.example/app";
+    let d1 = format!("sha256:{}", "a1".repeat(32));
+    let d2 = format!("sha256:{}", "b2".repeat(32));
+    let with_images = |images: Value| {
+        let mut c = claims();
+        c["workload"]["containers"] = json!([
+            {"id": "c1".repeat(32), "image_digests": [d1]},
+            {"id": "c2".repeat(32), "image_digests": [d2]},
+        ]);
+        c["images"] = images;
+        c
+    };
+    let good = |d: &str| {
+        json!({"digest": d, "signed_by": ["k"], "repository": "r",
+               "provenance": {"builder_id": B, "build_type": "t", "source_repo": SRC,
+                              "source_ref": "refs/tags/v1", "verified_by": "k"}})
+    };
+    let refs = || {
+        vec![
+            rv("require_provenance_builder", "*", B),
+            rv("require_provenance_source", "*", SRC),
+        ]
+    };
+    let a = appraise_with(refs(), &with_images(json!([good(&d1), good(&d2)])));
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+
+    // The second container's image: provenance by another builder, from another source.
+    let mut other = good(&d2);
+    other["provenance"]["builder_id"] = json!("https://evil.example/builder");
+    other["provenance"]["source_repo"] = json!("https://git.example/fork");
+    let a = appraise_with(refs(), &with_images(json!([good(&d1), other])));
+    assert_denied(&a, "require_provenance_builder", TrustClaim::Executables);
+    assert_denied(&a, "require_provenance_source", TrustClaim::Executables);
+    assert!(a.explain().contains(&d2), "{}", a.explain());
+    assert!(!a.explain().contains(&d1), "{}", a.explain());
+    assert!(
+        a.explain()
+            .contains("built by https://evil.example/builder"),
+        "{}",
+        a.explain()
+    );
+
+    // No provenance: its reason is quoted.
+    let none =
+        json!({"digest": d2, "signed_by": ["k"], "provenance": {"reason": "r: no provenance"}});
+    let a = appraise_with(refs(), &with_images(json!([good(&d1), none])));
+    assert_denied(&a, "require_provenance_builder", TrustClaim::Executables);
+    assert!(a.explain().contains("r: no provenance"), "{}", a.explain());
+
+    // A verifier that checks signatures but not provenance.
+    let unchecked = json!({"digest": d2, "signed_by": ["k"]});
+    let a = appraise_with(refs(), &with_images(json!([good(&d1), unchecked])));
+    assert!(
+        a.explain().contains("checks no provenance"),
+        "{}",
+        a.explain()
+    );
+
+    // A verifier that checks no images at all: the running containers' digests are named.
+    let mut c = with_images(json!(null));
+    c.as_object_mut().unwrap().remove("images");
+    let a = appraise_with(refs(), &c);
+    assert_denied(&a, "require_provenance_builder", TrustClaim::Executables);
+    let a = appraise_with(vec![rv("require_image_signature", "*", "true")], &c);
+    assert_denied(&a, "require_image_signature", TrustClaim::Executables);
+    assert!(
+        a.explain().contains(&d1) && a.explain().contains(&d2),
+        "{}",
+        a.explain()
+    );
+
+    // Without the reference values, nothing is required.
+    let a = appraise_with(vec![], &with_images(json!([other_unsigned(&d2)])));
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+}
+
+fn other_unsigned(d: &str) -> Value {
+    json!({"digest": d, "signed_by": [], "reason": "no signature"})
+}

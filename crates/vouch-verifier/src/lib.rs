@@ -144,11 +144,52 @@ pub struct Verifier {
     image_hook: std::sync::OnceLock<Arc<dyn ImageHook>>,
 }
 
-/// Appraises the container image digests an attestation reports (the workload's
-/// `image_digest`) before the policy runs: its answer is the policy's `input.images`, one
-/// object per digest (`digest`, `signed_by`: the ids of the trusted keys whose signature
-/// verified, `reason` when none did). The verifier's image signature checker
-/// (`vouch-server`, `[image_signatures]`) is one.
+/// Most distinct image digests of one attestation the [`ImageHook`] is asked about; the rest
+/// are listed unsigned, "not checked".
+pub const MAX_IMAGES_APPRAISED: usize = 64;
+
+/// The distinct image digests a workload's claims report, in order (its declared
+/// `image_digest`, then each running container's), each with the ids of the containers that
+/// run it (none for the declared digest alone).
+fn image_digests(workload: &serde_json::Value) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut digests: Vec<String> = Vec::new();
+    let mut containers: Vec<Vec<String>> = Vec::new();
+    let mut add = |d: &str, id: Option<&str>| {
+        let i = match digests.iter().position(|x| x == d) {
+            Some(i) => i,
+            None => {
+                digests.push(d.to_string());
+                containers.push(Vec::new());
+                digests.len() - 1
+            }
+        };
+        if let Some(id) = id
+            && !containers[i].iter().any(|x| x == id)
+        {
+            containers[i].push(id.to_string());
+        }
+    };
+    if let Some(d) = workload["image_digest"].as_str() {
+        add(d, None);
+    }
+    for c in workload["containers"].as_array().into_iter().flatten() {
+        let id = c["id"].as_str();
+        for d in c["image_digests"].as_array().into_iter().flatten() {
+            if let Some(d) = d.as_str() {
+                add(d, id);
+            }
+        }
+    }
+    (digests, containers)
+}
+
+/// Appraises the container image digests an attestation reports (the workload's declared
+/// `image_digest` and the digests of its running containers, as the attested agent observed
+/// them in its container runtime) before the policy runs: its answer is the policy's
+/// `input.images`, one object per distinct digest, in order (`digest`, `signed_by`: the ids of
+/// the trusted keys whose signature verified, `reason` when none did, `provenance` when
+/// checked); the verifier adds `containers`, the ids of the containers running it. The
+/// verifier's image signature checker (`vouch-server`, `[image_signatures]`) is one.
 pub trait ImageHook: Send + Sync {
     /// The `input.images` entries for `digests`.
     fn images<'a>(
@@ -512,12 +553,24 @@ impl Verifier {
             }
         }
         if let Some(hook) = self.image_hook.get() {
-            let digests: Vec<String> = verified.claims["workload"]["image_digest"]
-                .as_str()
-                .map(|d| vec![d.to_string()])
-                .unwrap_or_default();
+            let (digests, containers) = image_digests(&verified.claims["workload"]);
             if !digests.is_empty() {
-                let images = hook.images(&digests, now).await;
+                let checked = digests.len().min(MAX_IMAGES_APPRAISED);
+                let mut images = hook.images(&digests[..checked], now).await;
+                images.extend(digests[checked..].iter().map(|d| {
+                    serde_json::json!({
+                        "digest": d,
+                        "signed_by": [],
+                        "reason": format!(
+                            "not checked: more than {MAX_IMAGES_APPRAISED} image digests in one attestation"
+                        ),
+                    })
+                }));
+                for (img, ids) in images.iter_mut().zip(containers) {
+                    if let Some(o) = img.as_object_mut() {
+                        o.insert("containers".into(), serde_json::json!(ids));
+                    }
+                }
                 if let Some(claims) = verified.claims.as_object_mut() {
                     claims.insert("images".into(), serde_json::Value::Array(images));
                 }
