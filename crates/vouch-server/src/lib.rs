@@ -31,6 +31,7 @@ mod secrets;
 mod state;
 mod svid;
 mod telemetry;
+mod timestamp;
 mod tpm;
 mod tpm_join;
 
@@ -53,6 +54,7 @@ pub use revocation::revoke_offline;
 pub use routes::OPENAPI;
 pub use state::unix_now;
 pub use telemetry::{TelemetryBench, bench_telemetry};
+pub use timestamp::TIMESTAMP_TYP;
 pub use tpm::allow_tpm_reenrollment;
 
 use std::net::SocketAddr;
