@@ -337,6 +337,8 @@ async fn malformed_reviews_are_refused() {
     // Without [image_signatures] every pod with an image is denied: fail closed.
     let m = w.denied(&good).await;
     assert!(m.contains("checks no image signatures"), "{m}");
+    // Without require_attested_node a Binding is not checked.
+    w.allowed(&binding("b-0", "web", "any-node")).await;
 
     let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
     cases.push((
@@ -565,4 +567,237 @@ async fn the_api_server_must_authenticate() {
             .contains("not configured"),
         "{v}"
     );
+}
+
+/// A `Binding` review as the API server sends it when the scheduler binds pod `pod` to `node`
+/// (`POST /api/v1/namespaces/shop/pods/<pod>/binding`; the object is the scheduler's Binding:
+/// the pod's name, namespace and uid, target kind `Node`).
+fn binding(uid: &str, pod: &str, node: &str) -> Value {
+    let gvk = json!({"group": "", "version": "v1", "kind": "Binding"});
+    let gvr = json!({"group": "", "version": "v1", "resource": "pods"});
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": gvk,
+            "resource": gvr,
+            "subResource": "binding",
+            "requestKind": gvk,
+            "requestResource": gvr,
+            "requestSubResource": "binding",
+            "name": pod,
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {
+                "username": "system:kube-scheduler",
+                "groups": ["system:authenticated"]
+            },
+            "object": {
+                "kind": "Binding",
+                "apiVersion": "v1",
+                "metadata": {
+                    "name": pod,
+                    "namespace": "shop",
+                    "uid": "6f0c3a52-3f1e-4d5b-9a57-1f1f3c9d2b7e",
+                    "creationTimestamp": null
+                },
+                "target": {"kind": "Node", "name": node}
+            },
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        }
+    })
+}
+
+const PSAT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// The node of the real EKS token in testdata (k8s/eks_psat_token.jwt).
+const NODE_A: &str = "ip-10-15-179-190.eu-west-1.compute.internal";
+const NODE_B: &str = "ip-10-15-179-191.eu-west-1.compute.internal";
+
+/// The real EKS projected token's claims, re-dated, addressed to `vouch` and moved to node
+/// `node` (uid `node_uid`), signed with `key` (whose JWKS the verifier has): as
+/// node_attest_k8s_psat.rs mints them.
+fn psat(key: &rcgen::KeyPair, node: &str, node_uid: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let real = String::from_utf8(vouch_testkit::read_testdata("k8s/eks_psat_token.jwt")).unwrap();
+    let payload = real.trim().split('.').nth(1).unwrap();
+    let mut c: Value = serde_json::from_slice(&b64.decode(payload).unwrap()).unwrap();
+    let now = vouch_server::unix_now();
+    c["iss"] = PSAT_ISSUER.into();
+    c["aud"] = json!(["vouch"]);
+    c["iat"] = now.into();
+    c["nbf"] = now.into();
+    c["exp"] = (now + 600).into();
+    c["kubernetes.io"]["node"]["name"] = node.into();
+    c["kubernetes.io"]["node"]["uid"] = node_uid.into();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("sa-key-1".into());
+    jsonwebtoken::encode(
+        &header,
+        &c,
+        &jsonwebtoken::EncodingKey::from_ec_der(&key.serialize_der()),
+    )
+    .unwrap()
+    .into_bytes()
+}
+
+/// An agent that joins as Kubernetes node `node` by its projected token, its `host` workload
+/// made trusted (its executable's digest a reference value) and attested once.
+async fn node_agent(
+    h: &common::Harness,
+    key: &rcgen::KeyPair,
+    node: &str,
+    uid: &str,
+) -> (vouch_agent::Agent, vouch_core::ArStatus) {
+    let dir = h.dir.path().join(node);
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, psat(key, node, uid)).unwrap();
+    let exe = dir.join("agent.bin");
+    std::fs::write(&exe, node).unwrap();
+    let mut agent = vouch_agent::Agent::new(vouch_agent::AgentConfig {
+        servers: vec![h.server.base_url.clone()],
+        ca_cert: h.server.ca_cert.clone(),
+        data_dir: dir.join("agent"),
+        workload_name: "host".into(),
+        exe: Some(exe),
+        node_attestation: Some(vouch_agent::NodeAttestationConfig {
+            method: "k8s_psat".into(),
+            data_file: Some(token),
+            url: None,
+            headers: Default::default(),
+        }),
+        ..vouch_agent::AgentConfig::default()
+    })
+    .await
+    .unwrap();
+    use base64::Engine as _;
+    let ev = agent.evidence("x").unwrap();
+    let m: vouch_core::SoftwareMeasurements = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&ev.payload)
+            .unwrap(),
+    )
+    .unwrap();
+    h.store
+        .add_reference_value(
+            &vouch_policy::ReferenceValue {
+                kind: "executable".into(),
+                key: "host".into(),
+                value: m.workload.exe_sha256.clone(),
+            },
+            vouch_server::unix_now(),
+        )
+        .await
+        .unwrap();
+    let status = agent.attest_once().await.unwrap().status;
+    (agent, status)
+}
+
+/// Item 4, "pods may run only on nodes attested affirming": with `require_attested_node`, a
+/// Binding (the scheduler placing a pod) and a Pod created with `spec.nodeName` are allowed
+/// only onto a Kubernetes node whose k8s_psat node attestation (cluster `prod`) names it and
+/// whose `host` workload is affirming; a node never attested, a node name one byte off, a
+/// revoked node and a node whose attestation is overdue are each denied with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_only_on_nodes_attested_affirming() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let dir = tempfile::tempdir().unwrap();
+    // The cluster's service-account key, and its JWKS for the verifier.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let raw = key.public_key_raw();
+    let jwks = json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "sa-key-1",
+        "x": b64.encode(&raw[1..33]), "y": b64.encode(&raw[33..]),
+    }]});
+    let jwks_file = dir.path().join("cluster.jwks.json");
+    std::fs::write(&jwks_file, serde_json::to_vec(&jwks).unwrap()).unwrap();
+    let (mut admission, token) = token_auth(dir.path());
+    admission.require_attested_node = true;
+    admission.cluster = Some("prod".into());
+    let h = common::Harness::new(|c| {
+        c.node_attestors = vec!["k8s_psat".into()];
+        c.node_attestor.insert(
+            "k8s_psat".into(),
+            json!({"clusters": [{
+                "name": "prod",
+                "issuer": PSAT_ISSUER,
+                "jwks": jwks_file,
+                "service_account_allow_list": ["hakawai:hakawai-litellm-proxy"],
+            }]}),
+        );
+        c.admission = Some(admission);
+    })
+    .await;
+    let w = webhook(&h, Some(&token)).await;
+    let (a, status) = node_agent(&h, &key, NODE_A, "ceb6b98b-f46f-448d-8a2d-4e036c36a243").await;
+    assert_eq!(status, vouch_core::ArStatus::Affirming);
+    let (_b, status) = node_agent(&h, &key, NODE_B, "0d1e2f30-4152-4637-8a9b-acbdcedff001").await;
+    assert_eq!(status, vouch_core::ArStatus::Affirming);
+
+    // Bound to an attested, affirming node: allowed.
+    w.allowed(&binding("b-1", "web-1", NODE_A)).await;
+    w.allowed(&binding("b-2", "web-2", NODE_B)).await;
+    // A node no k8s_psat attestation names, and NODE_A one byte off.
+    let m = w
+        .denied(&binding(
+            "b-3",
+            "web-3",
+            "ip-10-15-179-192.eu-west-1.compute.internal",
+        ))
+        .await;
+    assert!(m.contains("was never attested"), "{m}");
+    let off = NODE_A.replace("190", "19l");
+    let m = w.denied(&binding("b-4", "web-4", &off)).await;
+    assert!(m.contains("was never attested") && m.contains(&off), "{m}");
+    // Not a node name at all.
+    let m = w.denied(&binding("b-5", "web-5", "IP-10-15-179-190")).await;
+    assert!(m.contains("not a Kubernetes node name"), "{m}");
+    // A Binding without a target is not a review.
+    let mut r = binding("b-6", "web-6", NODE_A);
+    r["request"]["object"]
+        .as_object_mut()
+        .unwrap()
+        .remove("target");
+    let (status, v) = w.post_raw(serde_json::to_vec(&r).unwrap()).await;
+    assert_eq!(status, 400, "{v}");
+
+    // A Pod created onto a node (no scheduler, no Binding): its node is checked with its
+    // images (this verifier checks no image signatures, so every image is denied too).
+    let mut spec = containers(&["127.0.0.1:5000/shop/web:v1"]);
+    spec["nodeName"] = json!(NODE_A);
+    let m = w.denied(&review("p-1", "Pod", spec.clone())).await;
+    assert!(m.contains("checks no image signatures"), "{m}");
+    assert!(!m.contains("node "), "{m}");
+    spec["nodeName"] = json!("ip-10-15-179-192.eu-west-1.compute.internal");
+    let m = w.denied(&review("p-2", "Pod", spec)).await;
+    assert!(m.contains("was never attested"), "{m}");
+    assert!(m.contains("checks no image signatures"), "{m}");
+
+    // NODE_A revoked: denied from then on; NODE_B unaffected.
+    let admin = std::fs::read_to_string(h.cfg.data_dir.join("keys/admin.token")).unwrap();
+    let r = https_client(&h, None)
+        .post(format!("{}/v1/revocations", h.server.base_url))
+        .bearer_auth(admin.trim())
+        .json(&json!({"kind": "node", "target": a.enrollment().node_id, "reason": "stolen"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let m = w.denied(&binding("b-7", "web-7", NODE_A)).await;
+    assert!(m.contains("is revoked: stolen"), "{m}");
+    w.allowed(&binding("b-8", "web-8", NODE_B)).await;
+
+    // NODE_B's attestation overdue (the verifier's deadline sweep, as time passes):
+    // contraindicated, denied.
+    h.store
+        .mark_overdue(vouch_server::unix_now() + 86_400, 5)
+        .await
+        .unwrap();
+    let m = w.denied(&binding("b-9", "web-9", NODE_B)).await;
+    assert!(m.contains("is contraindicated"), "{m}");
 }
