@@ -54,6 +54,12 @@ fn make_repos(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("expected.json")).unwrap()).unwrap()
 }
 
+/// The cache generation `current` points to (where the verified metadata of the last
+/// successful run is).
+fn state(cache: &Path) -> PathBuf {
+    cache.join(std::fs::read_link(cache.join("current")).unwrap())
+}
+
 struct Repos {
     dir: PathBuf,
 }
@@ -143,7 +149,7 @@ fn tuf_attacks_are_refused() {
     let (code, _, err) = r.check("v2", &ahead);
     assert_eq!(code, 0, "{err}");
     std::fs::write(
-        ahead.join("latest_known_time.json"),
+        state(&ahead).join("latest_known_time.json"),
         "\"2999-01-01T00:00:00Z\"",
     )
     .unwrap();
@@ -204,10 +210,13 @@ fn tuf_attacks_are_refused() {
         "Signature threshold of 1 not met for role timestamp (0 valid signatures)",
     );
     // A cache whose root is not root metadata is a local error (exit 2), not a fallback.
-    std::fs::write(rot.join("root.json"), "{}").unwrap();
+    std::fs::write(state(&rot).join("root.json"), "{}").unwrap();
     let (code, _, err) = r.check("v1", &rot);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("is not root metadata"), "{err}");
+    assert!(
+        err.contains("root.json is not metadata of its role"),
+        "{err}"
+    );
 
     // Arbitrary software (one flipped byte) and endless data (a longer target): the metadata
     // verifies, the download is refused, and the installed file is left as it was.
@@ -756,4 +765,441 @@ fn over_https_the_repository_ca_is_required() {
         err.contains("invalid peer certificate: BadSignature"),
         "{err}"
     );
+}
+
+/// A loopback HTTP/1.1 server for slow retrieval, serving scenario v2 of `root` at a pace set
+/// by the path's first segment: `/fast/...` at once; `/trickle-meta/...` metadata one byte a
+/// second; `/trickle-target/...` targets one byte a second; `/slow-meta/...` metadata 100
+/// bytes a second (above a 64 bytes/s minimum rate, but longer than a 2 s request deadline);
+/// `/late/...` every answer 700 ms late (each in time, the run as a whole too long);
+/// `/stall-target/...` a target's headers, then nothing.
+fn serve_slow(root: PathBuf) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read as _, Write as _};
+                let _ = c.set_nodelay(true);
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(1) if head.len() < 16 * 1024 => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                let mut parts = path.trim_start_matches('/').splitn(2, '/');
+                let mode = parts.next().unwrap_or("").to_string();
+                let rest = parts.next().unwrap_or("").to_string();
+                let meta = rest.starts_with("metadata/");
+                if mode == "late" {
+                    std::thread::sleep(Duration::from_millis(700));
+                }
+                let Ok(body) = std::fs::read(root.join("v2").join(&rest)) else {
+                    let _ = c.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                };
+                let _ = c.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                let pace = match mode.as_str() {
+                    "trickle-meta" if meta => Some((1, Duration::from_secs(1))),
+                    "trickle-target" if !meta => Some((1, Duration::from_secs(1))),
+                    "slow-meta" if meta => Some((10, Duration::from_millis(100))),
+                    "stall-target" if !meta => {
+                        std::thread::sleep(Duration::from_secs(60));
+                        return;
+                    }
+                    _ => None,
+                };
+                let Some((n, every)) = pace else {
+                    let _ = c.write_all(&body);
+                    return;
+                };
+                // At most 60 s a connection; a client that hung up ends it at once.
+                for piece in body.chunks(n).take(600) {
+                    if c.write_all(piece).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(every);
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Every file under `dir` (a symlink as its target) but the latest time seen, which every run
+/// moves on by design.
+fn cache_state(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut m = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            let ft = std::fs::symlink_metadata(&p).unwrap().file_type();
+            if ft.is_symlink() {
+                m.insert(
+                    rel,
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .display()
+                        .to_string()
+                        .into_bytes(),
+                );
+            } else if ft.is_dir() {
+                todo.push(p);
+            } else if !rel.ends_with("latest_known_time.json") {
+                m.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn slow_retrieval_is_cut_within_a_bound_and_nothing_changes() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Repos {
+        dir: d.path().join("repos"),
+    };
+    let expected = make_repos(&r.dir);
+    let port = serve_slow(r.dir.clone());
+    let root = r.root();
+    let dev = d.path().join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    let installed = dev.join("app.conf");
+    std::fs::write(&installed, "the old version\n").unwrap();
+    let cache = d.path().join("cache");
+    let run = |mode: &str, total: &str, apply: bool| {
+        let repo = format!("http://127.0.0.1:{port}/{mode}");
+        let mut a = vec![
+            "update",
+            if apply { "apply" } else { "check" },
+            "--repo",
+            &repo,
+            "--root",
+            &root,
+            "--target",
+            "app.conf",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--request-timeout",
+            "2",
+            "--update-timeout",
+            total,
+            "--min-rate",
+            "64",
+            "--rate-window",
+            "1",
+        ];
+        if apply {
+            a.extend(["--to", installed.to_str().unwrap()]);
+        }
+        let t = Instant::now();
+        let (code, _, err) = vouch(&a);
+        (code, err, t.elapsed())
+    };
+
+    // The device has version 1 (from the repository directory) and its cache.
+    let (code, _, err) = vouch(&[
+        "update",
+        "apply",
+        "--repo",
+        &r.repo("v1"),
+        "--root",
+        &root,
+        "--target",
+        "app.conf",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--to",
+        installed.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let before = cache_state(&cache);
+    assert!(!before.is_empty());
+    let v1 = std::fs::read(&installed).unwrap();
+
+    for (mode, total, apply, why, bound) in [
+        // Metadata trickled a byte a second: under the minimum rate after the first window.
+        (
+            "trickle-meta",
+            "30",
+            false,
+            "below --min-rate 64 bytes/s",
+            4.0,
+        ),
+        // The target trickled: the metadata verifies, the download is cut.
+        (
+            "trickle-target",
+            "30",
+            true,
+            "below --min-rate 64 bytes/s",
+            4.0,
+        ),
+        // Headers, then a stalled target body.
+        ("stall-target", "30", true, "0 bytes in 1 s", 4.0),
+        // Fast enough for the rate, too slow for the request deadline.
+        (
+            "slow-meta",
+            "30",
+            false,
+            "not received within --request-timeout 2 s",
+            5.0,
+        ),
+        // Each answer in time, the run as a whole past its deadline.
+        (
+            "late",
+            "2",
+            true,
+            "the update was not done within --update-timeout 2 s",
+            5.0,
+        ),
+    ] {
+        let (code, err, took) = run(mode, total, apply);
+        assert_eq!(code, 1, "{mode} must be refused: {err}");
+        assert!(
+            err.contains("slow retrieval") && err.contains(why),
+            "{mode}: expected {why:?} in {err}"
+        );
+        assert!(
+            took.as_secs_f64() < bound,
+            "{mode}: cut after {took:?}, bound {bound} s"
+        );
+        eprintln!("{mode}: refused after {took:?}");
+        assert_eq!(
+            cache_state(&cache),
+            before,
+            "{mode}: the cache changed on a failed run"
+        );
+        assert_eq!(std::fs::read(&installed).unwrap(), v1, "{mode}");
+        assert_eq!(
+            std::fs::read_dir(&dev).unwrap().count(),
+            1,
+            "{mode} left a file"
+        );
+    }
+    // The same server at full speed: version 2 applies (the limits cut only slow answers).
+    let (code, err, _) = run("fast", "30", true);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        hex_sha256(&installed),
+        expected["v2"]["sha256"].as_str().unwrap()
+    );
+}
+
+/// One flipped hex digit in the first signature of a metadata file.
+fn flip_sig(p: &Path) {
+    let mut b = std::fs::read(p).unwrap();
+    let i = b.windows(7).position(|w| w == b"\"sig\":\"").unwrap() + 10;
+    b[i] = if b[i] == b'0' { b'1' } else { b'0' };
+    std::fs::write(p, b).unwrap();
+}
+
+#[test]
+fn a_cache_that_does_not_verify_from_the_pinned_root_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Repos {
+        dir: d.path().join("repos"),
+    };
+    let expected = make_repos(&r.dir);
+    let cache = d.path().join("cache");
+    let (code, _, err) = r.check("v1", &cache);
+    assert_eq!(code, 0, "{err}");
+    let v1_targets = std::fs::read(state(&cache).join("targets.json")).unwrap();
+    let (code, _, err) = r.check("v2", &cache);
+    assert_eq!(code, 0, "{err}");
+    // One generation, the one `current` names; nothing else left behind.
+    let gen_dirs: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("gen-"))
+        .collect();
+    assert_eq!(gen_dirs, vec!["gen-2".to_string()], "{gen_dirs:?}");
+    let good = cache_state(&cache);
+    let restore = || {
+        let _ = std::fs::remove_file(cache.join("current"));
+        std::os::unix::fs::symlink("gen-2", cache.join("current")).unwrap();
+        let st = state(&cache);
+        for f in [
+            "root.json",
+            "timestamp.json",
+            "snapshot.json",
+            "targets.json",
+        ] {
+            std::fs::write(st.join(f), &good[&format!("gen-2/{f}")]).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(st.join("roots"));
+        std::fs::create_dir_all(st.join("roots")).unwrap();
+        std::fs::write(
+            st.join("latest_known_time.json"),
+            "\"2001-01-01T00:00:00Z\"",
+        )
+        .unwrap();
+        assert_eq!(cache_state(&cache), good);
+    };
+    let evil_root = std::fs::read(r.dir.join("evil_root.json")).unwrap();
+    type Tamper<'a> = Box<dyn Fn(&Path) + 'a>;
+    let cases: Vec<(&str, Tamper, &str, &str)> = vec![
+        // A flipped byte in the cached timestamp: tough skipped it (and the rollback check it
+        // is kept for), so the older timestamp would pass.
+        (
+            "timestamp flipped",
+            Box::new(|st| flip_sig(&st.join("timestamp.json"))),
+            "rollback_timestamp",
+            "timestamp.json does not verify under root version 1: \
+             Signature threshold of 1 not met for role timestamp (0 valid signatures)",
+        ),
+        (
+            "snapshot flipped",
+            Box::new(|st| flip_sig(&st.join("snapshot.json"))),
+            "rollback_targets",
+            "snapshot.json does not verify under root version 1",
+        ),
+        (
+            "targets flipped",
+            Box::new(|st| flip_sig(&st.join("targets.json"))),
+            "v2",
+            "targets.json does not verify under root version 1: \
+             Signature threshold of 2 not met for role targets (1 valid signatures)",
+        ),
+        // An older targets, validly signed: not the one the cached snapshot names.
+        (
+            "targets older",
+            Box::new(|st| std::fs::write(st.join("targets.json"), &v1_targets).unwrap()),
+            "v2",
+            "targets.json is version 1, the cached snapshot names version 2",
+        ),
+        // A root of the attacker's, signed by its own key only, as tough's root.json (the
+        // root `vouch update` started from before this check: the evil repository passed)...
+        (
+            "root self-signed",
+            Box::new(|st| std::fs::write(st.join("root.json"), &evil_root).unwrap()),
+            "evil",
+            "root.json (version 2) is not the root the chain from the pinned root ends in \
+             (version 1)",
+        ),
+        // ...and as the next link of the chain, root.json with it.
+        (
+            "chain self-signed",
+            Box::new(|st| {
+                std::fs::write(st.join("roots/2.root.json"), &evil_root).unwrap();
+                std::fs::write(st.join("root.json"), &evil_root).unwrap();
+            }),
+            "evil",
+            "roots/2.root.json is not in the chain from the pinned root: not signed by root \
+             version 1: Signature threshold of 2 not met for role root (0 valid signatures)",
+        ),
+        (
+            "time garbled",
+            Box::new(|st| std::fs::write(st.join("latest_known_time.json"), "\"soon\"").unwrap()),
+            "v2",
+            "latest_known_time.json is not a time",
+        ),
+        (
+            "current elsewhere",
+            Box::new(|_| {
+                std::fs::remove_file(cache.join("current")).unwrap();
+                std::os::unix::fs::symlink("../elsewhere", cache.join("current")).unwrap();
+            }),
+            "v2",
+            "points to ../elsewhere, not a generation of this cache",
+        ),
+    ];
+    for (what, tamper, repo, why) in &cases {
+        restore();
+        tamper(&state_or_cache(&cache));
+        let after_tamper = cache_state(&cache);
+        let (code, _, err) = r.check(repo, &cache);
+        assert_eq!(code, 2, "{what}: must be a local error: {err}");
+        assert!(
+            err.contains(why)
+                && (what == &"current elsewhere"
+                    || err.contains("does not verify from the pinned root")),
+            "{what}: expected {why:?} in {err}"
+        );
+        assert!(err.contains("--reset-cache"), "{what}: {err}");
+        // Refused and left as it was (for an operator to look at).
+        assert_eq!(cache_state(&cache), after_tamper, "{what}");
+    }
+    // The cache untouched, the same runs are refused for what they are (or pass).
+    restore();
+    r.refused(
+        "rollback_timestamp",
+        &cache,
+        "version 1 of timestamp metadata when we had previously fetched version 2",
+    );
+    r.refused(
+        "evil",
+        &cache,
+        "Signature threshold of 1 not met for role timestamp (0 valid signatures)",
+    );
+    // --reset-cache discards a cache that does not verify and starts from the pinned root.
+    flip_sig(&state(&cache).join("timestamp.json"));
+    let (code, out, err) = vouch(&[
+        "--json",
+        "update",
+        "check",
+        "--repo",
+        &r.repo("v2"),
+        "--root",
+        &r.root(),
+        "--target",
+        "app.conf",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--reset-cache",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("discarded (--reset-cache)"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sha256"], expected["v2"]["sha256"]);
+    assert_eq!(
+        std::fs::read_link(cache.join("current")).unwrap(),
+        Path::new("gen-1")
+    );
+
+    // A root rotation is kept as a chain from the pinned root, and the next run starts from
+    // its end (the chain re-verified).
+    let rot = d.path().join("rot");
+    for s in ["v1", "rotated_online_keys", "rotated_online_keys"] {
+        let (code, _, err) = r.check(s, &rot);
+        assert_eq!(code, 0, "{s}: {err}");
+    }
+    assert!(state(&rot).join("roots/2.root.json").exists());
+    r.refused(
+        "v1",
+        &rot,
+        "Signature threshold of 1 not met for role timestamp (0 valid signatures)",
+    );
+    // The chain's link removed: root.json (version 2) no longer follows from the pinned root.
+    std::fs::remove_file(state(&rot).join("roots/2.root.json")).unwrap();
+    let (code, _, err) = r.check("rotated_online_keys", &rot);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("root.json (version 2) is not the root the chain from the pinned root ends in (version 1)"),
+        "{err}"
+    );
+}
+
+/// `state(cache)` when `current` points into the cache, else the cache itself.
+fn state_or_cache(cache: &Path) -> PathBuf {
+    let s = state(cache);
+    if s.exists() { s } else { cache.to_path_buf() }
 }

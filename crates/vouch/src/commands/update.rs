@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::remote::Api;
+
+mod cache;
 use crate::cli::{AdminArgs, AgentArgs};
 use crate::config::FileConfig;
 use crate::output;
@@ -104,11 +106,37 @@ pub(crate) struct TufArgs {
     /// freeze protection (default .vouch/update).
     #[arg(long, env = "VOUCH_UPDATE_CACHE")]
     cache: Option<PathBuf>,
+    /// Discard the cache and start again from the pinned root: for a cache that no longer
+    /// verifies (every run re-verifies it, and refuses to go on from one that does not). The
+    /// rollback protection the cache held is given up.
+    #[arg(long)]
+    reset_cache: bool,
+    /// Slow retrieval: each metadata request must be answered whole within this many seconds
+    /// (targets are held to --min-rate and --update-timeout instead; every request must send
+    /// its headers within it).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    request_timeout: u64,
+    /// Slow retrieval: the whole run (every metadata file and the target) must be done within
+    /// this many seconds.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    update_timeout: u64,
+    /// Slow retrieval: while an answer is being received, at least this many bytes a second
+    /// over each --rate-window (a server trickling bytes is cut off).
+    #[arg(long, default_value_t = 1024, value_name = "BYTES")]
+    min_rate: u64,
+    /// The window, in seconds, over which --min-rate is measured.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    rate_window: u64,
 }
 
 /// A repository whose metadata verified, and the target in it.
 struct Verified {
     repo: tough::Repository,
+    /// The cache generation this run wrote, made current by `commit` once the command
+    /// succeeded (dropped without it, the previous generation stays).
+    staged: cache::Staged,
+    /// The root files tough fetched, by version (kept in the cache's chain on commit).
+    roots: Roots,
     name: tough::TargetName,
     length: u64,
     sha256: String,
@@ -116,6 +144,17 @@ struct Verified {
 }
 
 impl Verified {
+    /// Keep the metadata this run verified as the cache's new state.
+    fn commit(self) -> Result<std::result::Result<(), Refused>> {
+        let fetched = self
+            .roots
+            .lock()
+            .map_err(|_| anyhow::anyhow!("root chain lock poisoned"))?
+            .clone();
+        let v = self.repo.root().signed.version.get();
+        Ok(self.staged.commit(v, &fetched)?.map_err(refused))
+    }
+
     fn summary(&self) -> Value {
         json!({
             "target": self.name.raw(),
@@ -179,51 +218,52 @@ fn base_url(repo: &str) -> Result<url::Url> {
         .map_err(|()| anyhow::anyhow!("--repo {}: not an absolute path", dir.display()))
 }
 
-/// The root to start from: the newest of the pinned root and the root a previous run verified
-/// and kept in the cache. Starting from the pinned root every time would let a repository that
-/// serves only the old root chain bring back keys a later root retired (and with them, the
-/// versions kept in the cache no longer verify, so rollback goes unnoticed).
-fn trusted_root(pinned: Vec<u8>, cache: &Path) -> Result<Vec<u8>> {
-    fn version(b: &[u8]) -> Option<u64> {
-        serde_json::from_slice::<Value>(b).ok()?["signed"]["version"].as_u64()
-    }
-    let p = cache.join("root.json");
-    let cached = match std::fs::read(&p) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pinned),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
-    };
-    let Some(cv) = version(&cached) else {
-        bail!(
-            "{} is not root metadata: remove the cache to start again from the pinned root",
-            p.display()
-        );
-    };
-    Ok(match version(&pinned) {
-        Some(pv) if pv >= cv => pinned,
-        _ => cached,
-    })
-}
-
 /// Load and verify the repository's metadata from the trusted root; find the target.
 async fn verify(t: &TufArgs) -> Result<std::result::Result<Verified, Refused>> {
-    let pinned = std::fs::read(&t.root).with_context(|| format!("reading {}", t.root.display()))?;
+    let pinned_bytes =
+        std::fs::read(&t.root).with_context(|| format!("reading {}", t.root.display()))?;
     let base = base_url(&t.repo)?;
-    let cache = t
+    let dir = t
         .cache
         .clone()
         .unwrap_or_else(|| PathBuf::from(".vouch/update"));
-    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let root = trusted_root(pinned, &cache)?;
+    let pinned: tough::schema::Signed<tough::schema::Root> =
+        match serde_json::from_slice(&pinned_bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(Err(refused(format!(
+                    "the trusted root {} is not root metadata: {e}",
+                    t.root.display()
+                ))));
+            }
+        };
+    if let Err(e) = pinned.signed.verify_role(&pinned) {
+        return Ok(Err(refused(format!(
+            "the trusted root {} does not verify: {e}",
+            t.root.display()
+        ))));
+    }
+    let staged = match cache::open(&dir, &pinned, &pinned_bytes, t.reset_cache)? {
+        Ok(s) => s,
+        Err(why) => bail!(
+            "the update cache {} does not verify from the pinned root: {why}; it is left as it \
+             is (--reset-cache discards it and starts again from the pinned root, giving up \
+             the rollback protection it held)",
+            dir.display()
+        ),
+    };
     let name = match tough::TargetName::new(t.target.clone()) {
         Ok(n) => n,
         Err(e) => bail!("--target {}: {e}", t.target),
     };
+    let transport = Transport::new(t, &base)?;
+    let roots = transport.roots.clone();
+    let root = staged.root_bytes().to_vec();
     let loader =
         tough::RepositoryLoader::new(&root, base.join("metadata/")?, base.join("targets/")?)
-            .transport(Transport::new(t.repo_ca.as_deref())?)
+            .transport(transport)
             .limits(LIMITS)
-            .datastore(cache)
+            .datastore(staged.datastore())
             .expiration_enforcement(tough::ExpirationEnforcement::Safe);
     let repo = match loader.load().await {
         Ok(r) => r,
@@ -246,6 +286,8 @@ async fn verify(t: &TufArgs) -> Result<std::result::Result<Verified, Refused>> {
         hashes: Value::Object(hashes),
         name,
         repo,
+        staged,
+        roots,
     }))
 }
 
@@ -262,17 +304,22 @@ pub(crate) async fn run(cmd: UpdateCmd, file: FileConfig, json: bool) -> Result<
     };
     match cmd {
         UpdateCmd::Check { .. } => {
+            let line = format!(
+                "{}: verified, {} bytes, sha256 {} (targets version {}, timestamp expires {})",
+                tuf.target,
+                v.length,
+                v.sha256,
+                v.repo.targets().signed.version,
+                v.repo.timestamp().signed.expires
+            );
+            let summary = v.summary();
+            if let Err(Refused(why)) = v.commit()? {
+                return Ok(refuse(&why, json));
+            }
             if json {
-                output::json(&v.summary())?;
+                output::json(&summary)?;
             } else {
-                println!(
-                    "{}: verified, {} bytes, sha256 {} (targets version {}, timestamp expires {})",
-                    tuf.target,
-                    v.length,
-                    v.sha256,
-                    v.repo.targets().signed.version,
-                    v.repo.timestamp().signed.expires
-                );
+                println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -285,8 +332,12 @@ pub(crate) async fn run(cmd: UpdateCmd, file: FileConfig, json: bool) -> Result<
             if let Err(Refused(why)) = apply(&v, &to).await? {
                 return Ok(refuse(&why, json));
             }
+            let mut s = v.summary();
+            let (length, sha256) = (v.length, v.sha256.clone());
+            if let Err(Refused(why)) = v.commit()? {
+                return Ok(refuse(&why, json));
+            }
             if !json || !attest {
-                let mut s = v.summary();
                 s["applied_to"] = json!(to.display().to_string());
                 if json {
                     output::json(&s)?;
@@ -295,8 +346,8 @@ pub(crate) async fn run(cmd: UpdateCmd, file: FileConfig, json: bool) -> Result<
                         "{}: verified and written to {} ({} bytes, sha256 {})",
                         tuf.target,
                         to.display(),
-                        v.length,
-                        v.sha256
+                        length,
+                        sha256
                     );
                 }
             }
@@ -317,7 +368,15 @@ pub(crate) async fn run(cmd: UpdateCmd, file: FileConfig, json: bool) -> Result<
             workload,
             api,
             ..
-        } => publish(&v, &path, workload.as_deref(), &api, json).await,
+        } => {
+            let code = publish(&v, &path, workload.as_deref(), &api, json).await?;
+            if code == ExitCode::SUCCESS
+                && let Err(Refused(why)) = v.commit()?
+            {
+                return Ok(refuse(&why, json));
+            }
+            Ok(code)
+        }
     }
 }
 
@@ -470,28 +529,65 @@ async fn publish(
 
 /// tough's transport: `file://` through tough's own `FilesystemTransport`, `http(s)://` through
 /// reqwest (rustls), streamed chunk by chunk so that tough's length limits stop an endless
-/// answer; a server that stalls is cut off by the read timeout (slow retrieval).
+/// answer. Slow retrieval is cut three ways: a metadata request must be complete within
+/// `--request-timeout` (any request must have its headers by then), every answer must bring
+/// `--min-rate` bytes a second over each `--rate-window` while it is being received, and the
+/// whole run ends at `--update-timeout`.
 #[derive(Debug, Clone)]
 struct Transport {
     http: reqwest::Client,
+    metadata: url::Url,
+    request: std::time::Duration,
+    deadline: tokio::time::Instant,
+    total: u64,
+    min_rate: u64,
+    window: std::time::Duration,
+    /// Every `N.root.json` fetched whole, by N.
+    roots: Roots,
 }
 
+/// Root metadata files as fetched, by version.
+type Roots = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Vec<u8>>>>;
+
 impl Transport {
-    fn new(ca: Option<&Path>) -> Result<Self> {
+    fn new(t: &TufArgs, base: &url::Url) -> Result<Self> {
+        if t.request_timeout == 0 || t.update_timeout == 0 || t.rate_window == 0 {
+            bail!("--request-timeout, --update-timeout and --rate-window must be at least 1");
+        }
         let mut b = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(std::time::Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = ca {
+        if let Some(ca) = &t.repo_ca {
             let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .with_context(|| format!("{} holds no PEM certificate", ca.display()))?;
             b = b.tls_certs_only(certs);
         }
-        Ok(Self { http: b.build()? })
+        Ok(Self {
+            http: b.build()?,
+            metadata: base.join("metadata/")?,
+            request: std::time::Duration::from_secs(t.request_timeout),
+            deadline: tokio::time::Instant::now()
+                + std::time::Duration::from_secs(t.update_timeout),
+            total: t.update_timeout,
+            min_rate: t.min_rate,
+            window: std::time::Duration::from_secs(t.rate_window),
+            roots: Roots::default(),
+        })
+    }
+
+    /// A slow-retrieval error for `url`.
+    fn slow(url: &url::Url, why: String) -> tough::TransportError {
+        tough::TransportError::new_with_cause(
+            tough::TransportErrorKind::Other,
+            url.clone(),
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("slow retrieval: {why}"),
+            ),
+        )
     }
 }
-
 /// The body's chunks, read by a task and handed over a small channel (bounded: the task waits
 /// for tough to take them, and stops when tough drops the stream after a limit).
 struct Chunks(tokio::sync::mpsc::Receiver<Result<tough::Bytes, tough::TransportError>>);
@@ -510,9 +606,67 @@ impl futures_util::Stream for Chunks {
 #[tough::async_trait]
 impl tough::Transport for Transport {
     async fn fetch(&self, url: url::Url) -> Result<tough::TransportStream, tough::TransportError> {
+        let root = url
+            .as_str()
+            .strip_prefix(self.metadata.as_str())
+            .and_then(|f| f.strip_suffix(".root.json"))
+            .and_then(|v| v.parse::<u64>().ok());
+        let stream = self.fetch_stream(url).await?;
+        Ok(match root {
+            Some(version) => Box::pin(KeepRoot {
+                inner: stream,
+                version,
+                buf: Vec::new(),
+                roots: self.roots.clone(),
+            }),
+            None => stream,
+        })
+    }
+}
+
+/// A root file's stream, its bytes kept (up to the root size limit) once it ended whole.
+struct KeepRoot {
+    inner: tough::TransportStream,
+    version: u64,
+    buf: Vec<u8>,
+    roots: Roots,
+}
+
+impl futures_util::Stream for KeepRoot {
+    type Item = Result<tough::Bytes, tough::TransportError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let next = this.inner.as_mut().poll_next(cx);
+        match &next {
+            std::task::Poll::Ready(Some(Ok(b)))
+                if (this.buf.len() as u64).saturating_add(b.len() as u64)
+                    <= LIMITS.max_root_size =>
+            {
+                this.buf.extend_from_slice(b);
+            }
+            std::task::Poll::Ready(None) => {
+                if let Ok(mut m) = this.roots.lock() {
+                    m.insert(this.version, std::mem::take(&mut this.buf));
+                }
+            }
+            _ => {}
+        }
+        next
+    }
+}
+
+impl Transport {
+    async fn fetch_stream(
+        &self,
+        url: url::Url,
+    ) -> Result<tough::TransportStream, tough::TransportError> {
         use tough::{TransportError, TransportErrorKind};
         if url.scheme() == "file" {
-            return tough::FilesystemTransport.fetch(url).await;
+            return tough::Transport::fetch(&tough::FilesystemTransport, url).await;
         }
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(TransportError::new(
@@ -520,9 +674,44 @@ impl tough::Transport for Transport {
                 url,
             ));
         }
-        let res = self.http.get(url.clone()).send().await.map_err(|e| {
-            TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), e)
-        })?;
+        let start = tokio::time::Instant::now();
+        // Metadata must be complete within the request timeout; a target only needs its
+        // headers by then (its body is held to the minimum rate and the run's deadline).
+        let head = (start + self.request).min(self.deadline);
+        let end = if url.as_str().starts_with(self.metadata.as_str()) {
+            head
+        } else {
+            self.deadline
+        };
+        let why_end = move |t: &Self| {
+            if end == t.deadline {
+                format!(
+                    "the update was not done within --update-timeout {} s",
+                    t.total
+                )
+            } else {
+                format!(
+                    "not received within --request-timeout {} s",
+                    t.request.as_secs()
+                )
+            }
+        };
+        let res = match tokio::time::timeout_at(head, self.http.get(url.clone()).send()).await {
+            Ok(r) => r.map_err(|e| {
+                TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), e)
+            })?,
+            Err(_) => {
+                let why = if head == self.deadline {
+                    why_end(self)
+                } else {
+                    format!(
+                        "no answer within --request-timeout {} s",
+                        self.request.as_secs()
+                    )
+                };
+                return Err(Self::slow(&url, why));
+            }
+        };
         let status = res.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
             return Err(TransportError::new(TransportErrorKind::FileNotFound, url));
@@ -535,17 +724,44 @@ impl tough::Transport for Transport {
             ));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (min_rate, window) = (self.min_rate, self.window);
+        let why = why_end(self);
         tokio::spawn(async move {
             let mut res = res;
+            // Bytes received in the current window, and when it ends.
+            let (mut got, mut check) = (0u64, tokio::time::Instant::now() + window);
             loop {
-                let item = match res.chunk().await {
-                    Ok(Some(b)) => Ok(b),
-                    Ok(None) => return,
-                    Err(e) => Err(TransportError::new_with_cause(
-                        TransportErrorKind::Other,
-                        url.clone(),
-                        e,
-                    )),
+                let next = tokio::time::timeout_at(end.min(check), res.chunk()).await;
+                let now = tokio::time::Instant::now();
+                if let Ok(Ok(Some(b))) = &next {
+                    got = got.saturating_add(b.len() as u64);
+                }
+                let item = if now >= end && !matches!(next, Ok(Ok(None))) {
+                    Err(Self::slow(&url, why.clone()))
+                } else if now >= check && got < min_rate.saturating_mul(window.as_secs()) {
+                    Err(Self::slow(
+                        &url,
+                        format!(
+                            "{got} bytes in {} s, below --min-rate {min_rate} bytes/s",
+                            window.as_secs()
+                        ),
+                    ))
+                } else {
+                    if now >= check {
+                        (got, check) = (0, now + window);
+                    }
+                    match next {
+                        Ok(Ok(Some(b))) => Ok(b),
+                        Ok(Ok(None)) => return,
+                        Ok(Err(e)) => Err(TransportError::new_with_cause(
+                            TransportErrorKind::Other,
+                            url.clone(),
+                            e,
+                        )),
+                        // The window's check; `chunk` is cancel-safe (a frame not yet
+                        // complete stays in the body), so the next turn reads on.
+                        Err(_) => continue,
+                    }
                 };
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {

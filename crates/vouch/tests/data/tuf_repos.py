@@ -224,6 +224,20 @@ write(signed(root2, root_signers[:2]), r.md("2.root.json"))
 tf = r.target(V2)
 r.timestamp(2, r.snapshot(2, r.targets(2, [tf]), signer=new_snapshot), signer=new_timestamp)
 
+# A root the attacker made alone (version 2, their key for every role, signed by it only) and a
+# repository signed with it: a device must never start from it, wherever it is put in the cache.
+evil_root = Root(version=2, expires=LATER, consistent_snapshot=True)
+for role in ["root", "targets", "snapshot", "timestamp"]:
+    evil_root.add_key(stranger.public_key, role)
+write(signed(evil_root, [stranger]), os.path.join(OUT, "evil_root.json"))
+r = Repo("evil")
+tf = r.target(EVIL)
+r.timestamp(
+    2,
+    r.snapshot(2, r.targets(2, [tf], signers=[stranger]), signer=stranger),
+    signer=stranger,
+)
+
 with open(os.path.join(OUT, "expected.json"), "w") as f:
     json.dump(
         {
