@@ -7,12 +7,15 @@
 #               verifier; anything but affirming stops the pipeline (exit 1, or 3 when no
 #               verifier answers).
 #   2. build    $VOUCH_CI_BUILD (default: a tarball of $VOUCH_CI_SOURCE) into $WORK/out/.
-#   3. sign     `vouch provenance sign --svid-socket`: the SVID comes from the agent's SPIFFE
-#               Workload API, which the verifier issues only for an affirming attestation.
-#   4. gate     `vouch provenance verify --trust-bundle --spiffe-id` (signature, SVID chain to
-#               the trust domain at signing time, SPIFFE ID, artifact digest) and
-#               `vouch verify` (the builder's attestation result: signature, audience,
-#               affirming, not expired).
+#   3. sign     `vouch provenance sign --svid-socket --timestamp-url`: the SVID comes from the
+#               agent's SPIFFE Workload API, which the verifier issues only for an affirming
+#               attestation; the verifier countersigns the signature with its own clock
+#               (POST /v1/timestamp, on presentation of the builder's attestation result).
+#   4. gate     `vouch provenance verify --trust-bundle --spiffe-id --jwks --revocations`
+#               (signature, the verifier's timestamp, SVID chain to the trust domain as of
+#               that time, SPIFFE ID, artifact digest, the verifier's signed revocation feed:
+#               the SVID's serial, the builder's workload and node) and `vouch verify` (the
+#               builder's attestation result: signature, audience, affirming, not expired).
 #   5. deploy   copy the artifact to $VOUCH_CI_DEPLOY_DIR: reached only if 4 passed.
 #
 # Environment:
@@ -28,7 +31,8 @@
 #   VOUCH_CI_BEFORE_ATTEST, VOUCH_CI_AFTER_SIGN
 #                      optional commands run before step 1 and between steps 3 and 4, for
 #                      fault injection in tests (crates/vouch/tests/ci_pipeline.rs): a changed
-#                      measured file, an artifact swapped after signing, foreign provenance.
+#                      measured file, an artifact swapped after signing, foreign provenance,
+#                      the builder's node revoked.
 #
 # Exit status: 0 deployed; otherwise the failing step's (1 refused, 2 local error,
 # 3 verifier unreachable), after a line "pipeline stopped at <step>" on stderr.
@@ -84,6 +88,9 @@ rc=$?
 set -e
 cat "$WORK/attest.json"
 [ "$rc" -eq 0 ] || stop attest "$rc"
+# The result this attestation produced (the running agent keeps attesting into the same
+# directory): presented for the timestamp and checked at the gate.
+cp "$(sed -n 's/.*"result_path":"\([^"]*\)".*/\1/p' "$WORK/attest.json")" "$WORK/result.jwt"
 
 # 2. Build.
 ARTIFACT=$WORK/out/app.tar
@@ -97,7 +104,8 @@ fi
 
 # 3. Sign the provenance with the builder's SVID (from the agent's Workload API).
 "$VOUCH" provenance sign --artifact "$ARTIFACT" --svid-socket "$DEV/agent/api.sock" \
-    --source-repo "file://$SOURCE" --out "$WORK/provenance.json" || stop sign $?
+    --source-repo "file://$SOURCE" --out "$WORK/provenance.json" \
+    --timestamp-url "$SERVER" --ca-cert "$CA" --result "$WORK/result.jwt" || stop sign $?
 
 if [ -n "${VOUCH_CI_AFTER_SIGN:-}" ]; then
     bash -c "$VOUCH_CI_AFTER_SIGN"
@@ -105,13 +113,17 @@ fi
 
 # 4. Gate. The deploy side trusts only the trust domain's CA (here the dev verifier's
 #    published spiffe/ca.crt; elsewhere its /v1/bundle, fetched over TLS pinned to its CA),
-#    the verifier's result keys (its JWKS) and the builder's expected SPIFFE ID.
+#    the verifier's result keys (its JWKS: they sign the timestamp too) and the builder's
+#    expected SPIFFE ID. The revocation feed is public and each record is signed: fetched
+#    here, checked against the trust bundle record by record.
 BUNDLE=${VOUCH_CI_TRUST_BUNDLE:-$DEV/server/spiffe/ca.crt}
 BUILDER_ID=spiffe://vouch.local/dev/uid-$(id -u)
 "$VOUCH" provenance verify --envelope "$WORK/provenance.json" --artifact "$ARTIFACT" \
-    --trust-bundle "$BUNDLE" --spiffe-id "$BUILDER_ID" || stop "gate (provenance)" $?
+    --trust-bundle "$BUNDLE" --spiffe-id "$BUILDER_ID" \
+    --jwks "$SERVER/.well-known/jwks.json" --revocations "$SERVER/v1/revocations" \
+    --ca-cert "$CA" || stop "gate (provenance)" $?
 "$VOUCH" verify --jwks "$SERVER/.well-known/jwks.json" --ca-cert "$CA" --audience "$AUDIENCE" \
-    "$DEV/agent/result.jwt" || stop "gate (builder attestation)" $?
+    "$WORK/result.jwt" || stop "gate (builder attestation)" $?
 
 # 5. Deploy.
 mkdir -p "$DEPLOY_DIR"

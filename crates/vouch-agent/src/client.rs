@@ -292,6 +292,34 @@ impl VerifierClient {
         Self::decode(self.get(&format!("/v1/results/{id}")).await?).await
     }
 
+    /// `POST /v1/timestamp`: the verifier's signed timestamp (`{timestamp, time, kid}`) of
+    /// `digest` (`sha256:<hex>` of a signature), on presentation of `result`, an attestation
+    /// result it issued.
+    pub async fn timestamp(
+        &self,
+        digest: &str,
+        result: &str,
+    ) -> Result<serde_json::Value, AgentError> {
+        self.post(
+            "/v1/timestamp",
+            &serde_json::json!({ "digest": digest, "result": result }),
+        )
+        .await
+    }
+
+    /// `GET /v1/revocations`: the public revocation feed (signed records and a fresh signed
+    /// head), as text.
+    pub async fn revocations(&self) -> Result<String, AgentError> {
+        let res = self.get("/v1/revocations").await?;
+        let url = res.url().to_string();
+        if !res.status().is_success() {
+            return Err(AgentError::Protocol(format!("{url}: {}", res.status())));
+        }
+        res.text()
+            .await
+            .map_err(|e| AgentError::Protocol(format!("reading the revocation feed: {e}")))
+    }
+
     /// `GET /.well-known/jwks.json`, as text.
     pub async fn jwks(&self) -> Result<String, AgentError> {
         let res = self.get("/.well-known/jwks.json").await?;

@@ -57,10 +57,25 @@ fn an_attested_builder_s_signed_build_deploys() {
     assert!(attest["attestation_id"].as_str().unwrap().len() > 8);
     assert!(r.stdout.contains("deployed app.tar"), "{}", r.stdout);
     assert!(deployed(w.path()));
+    // The verifier countersigned the signature, and the gate checked it and the feed.
+    assert!(r.stderr.contains("timestamp: "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("revocations complete through epoch 0"),
+        "{}",
+        r.stderr
+    );
     // The envelope carries the SVID chain and names the builder's SPIFFE ID.
     let env: serde_json::Value =
         serde_json::from_slice(&std::fs::read(w.path().join("provenance.json")).unwrap()).unwrap();
     assert!(!env["signatures"][0]["x5c"].as_array().unwrap().is_empty());
+    assert_eq!(
+        env["signatures"][0]["timestamp"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .count(),
+        3
+    );
     assert!(
         env["signatures"][0]["keyid"]
             .as_str()
@@ -139,7 +154,8 @@ fn provenance_signed_outside_the_trust_domain_is_refused() {
     let w = tempfile::tempdir().unwrap();
     // After the real signing, the provenance is replaced by one signed with a certificate
     // naming the same SPIFFE ID but issued by another CA (openssl), through the same
-    // `vouch provenance sign --svid-cert --svid-key`.
+    // `vouch provenance sign --svid-cert --svid-key`, and timestamped by the real verifier
+    // (whoever holds the builder's result can have any signature timestamped).
     let forge = r#"set -e
 cd "$WORK"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other-ca.key \
@@ -152,7 +168,8 @@ openssl x509 -req -in leaf.csr -CA other-ca.crt -CAkey other-ca.key -set_serial 
   -extfile leaf.ext -out leaf.crt 2>/dev/null
 cat leaf.crt other-ca.crt > chain.pem
 "$VOUCH" provenance sign --artifact "$ARTIFACT" --svid-cert chain.pem --svid-key leaf.key \
-  --out "$WORK/provenance.json""#;
+  --out "$WORK/provenance.json" \
+  --timestamp-url "$SERVER" --ca-cert "$CA" --result "$WORK/result.jwt""#;
     let r = pipeline(w.path(), &[("VOUCH_CI_AFTER_SIGN", forge)]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(
@@ -259,6 +276,7 @@ fn svid_signed_provenance_is_refused_for_each_failed_check() {
         );
         assert_eq!(code, 0, "{err}");
     };
+    // No verifier here to timestamp: the chain is checked at the signer's finishedOn.
     let verify = |env: &str, bundle: &str, want: &str| -> (i32, String) {
         vouch_in(
             p,
@@ -273,6 +291,7 @@ fn svid_signed_provenance_is_refused_for_each_failed_check() {
                 bundle,
                 "--spiffe-id",
                 want,
+                "--allow-signer-time",
             ],
         )
     };
@@ -345,4 +364,405 @@ fn svid_signed_provenance_is_refused_for_each_failed_check() {
     let (code, err) = verify("backdated.json", "good-ca.crt", id);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("signature"), "{err}");
+}
+
+/// The builder's node revoked at the verifier after the provenance was signed: the gate reads
+/// the verifier's signed revocation feed and refuses (exit 1, the node named), and the verifier
+/// gives that node's result no further timestamp.
+#[test]
+fn a_revoked_builder_node_is_refused_at_the_gate() {
+    let w = tempfile::tempdir().unwrap();
+    let hook = r#"set -e
+node=$(sed -n 's/.*"workload_id":"\([^"/]*\)\/.*/\1/p' "$WORK/attest.json")
+"$VOUCH" revoke node "$node" --reason "builder key leaked" --data-dir "$DEV/server"
+set +e
+"$VOUCH" provenance timestamp --envelope "$WORK/provenance.json" --out "$WORK/again.json" \
+    --timestamp-url "$SERVER" --ca-cert "$CA" --result "$WORK/result.jwt" 2>"$WORK/again.err"
+echo $? > "$WORK/again.rc""#;
+    let r = pipeline(w.path(), &[("VOUCH_CI_AFTER_SIGN", hook)]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let attest: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
+    let node = attest["workload_id"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert!(
+        r.stderr.contains(&format!(
+            "provenance refused: revocations: the builder's node {node} is revoked (epoch 1: builder key leaked)"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("pipeline stopped at gate (provenance)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!deployed(w.path()));
+    let again = std::fs::read_to_string(w.path().join("again.err")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(w.path().join("again.rc"))
+            .unwrap()
+            .trim(),
+        "1",
+        "{again}"
+    );
+    assert!(
+        again.contains("refused a timestamp") && again.contains("revoked"),
+        "{again}"
+    );
+}
+
+/// A `vouch dev` verifier and agent kept running for the test (killed on drop).
+struct Dev {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    server: String,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_dev(dir: &Path) -> Dev {
+    let dev = dir.join("dev");
+    let child = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args(["dev", "--interval", "2", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--dir")
+        .arg(&dev)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("dev.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let ctx = dev.join("server/context.toml");
+    for _ in 0..300 {
+        if dev.join("agent/api.sock").exists() && ctx.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&ctx).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.strip_prefix("server = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    Dev {
+        child,
+        dir: dev,
+        server,
+    }
+}
+
+/// The verifier's timestamp is what the SVID chain is checked at, and each way of getting it
+/// wrong is refused with a real input: a backdated statement signed with an SVID of the real
+/// trust domain that has expired (accepted only under --allow-signer-time), no timestamp, a
+/// timestamp of another signature, one flipped byte of the timestamp's signature, a timestamp
+/// signed by another key under the verifier's kid, one under a kid the verifier does not
+/// publish; and the endpoint refuses a result it did not issue, and more than 60 a minute.
+#[test]
+fn verifier_timestamps_are_checked_and_backdating_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let dev = start_dev(t.path());
+    let work = t.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let r = pipeline(&work, &[("VOUCH_DEV_DIR", dev.dir.to_str().unwrap())]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("timestamp: "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("revocations complete through epoch 0"),
+        "{}",
+        r.stderr
+    );
+    let p = work.as_path();
+    let ca = dev.dir.join("server/tls/ca.crt");
+    let bundle = dev.dir.join("server/spiffe/ca.crt");
+    let jwks_url = format!("{}/.well-known/jwks.json", dev.server);
+    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    let builder = format!("spiffe://vouch.local/dev/uid-{}", uid.trim());
+    let vouch = |args: &[&str]| -> (i32, String) {
+        let o = Command::new(env!("CARGO_BIN_EXE_vouch"))
+            .current_dir(p)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let verify = |env: &str, extra: &[&str]| -> (i32, String) {
+        let mut args = vec![
+            "provenance",
+            "verify",
+            "--envelope",
+            env,
+            "--artifact",
+            "out/app.tar",
+            "--trust-bundle",
+            bundle.to_str().unwrap(),
+            "--spiffe-id",
+            &builder,
+            "--ca-cert",
+            ca.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        vouch(&args)
+    };
+    let with_jwks = ["--jwks", jwks_url.as_str()];
+    let (code, err) = verify("provenance.json", &with_jwks);
+    assert_eq!(code, 0, "{err}");
+    // Neither --jwks nor --allow-signer-time: a usage error.
+    let (code, err) = verify("provenance.json", &[]);
+    assert_eq!(code, 2, "{err}");
+
+    let good: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("provenance.json")).unwrap()).unwrap();
+    let write = |name: &str, v: &serde_json::Value| {
+        std::fs::write(p.join(name), serde_json::to_vec(v).unwrap()).unwrap();
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let b64u = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    // No timestamp: refused with --jwks; accepted only with --allow-signer-time.
+    let mut v = good.clone();
+    v["signatures"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("timestamp");
+    write("no-ts.json", &v);
+    let (code, err) = verify("no-ts.json", &with_jwks);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no verifier timestamp"), "{err}");
+    let (code, err) = verify("no-ts.json", &["--allow-signer-time"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("no verifier timestamp checked"), "{err}");
+
+    // The timestamp of another signature (the same artifact signed again) moved onto this one.
+    let (code, err) = vouch(&[
+        "provenance",
+        "sign",
+        "--artifact",
+        "out/app.tar",
+        "--svid-socket",
+        dev.dir.join("agent/api.sock").to_str().unwrap(),
+        "--timestamp-url",
+        &dev.server,
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "--result",
+        "result.jwt",
+        "--out",
+        "second.json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let second: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("second.json")).unwrap()).unwrap();
+    assert_ne!(second["signatures"][0]["sig"], good["signatures"][0]["sig"]);
+    let mut v = good.clone();
+    v["signatures"][0]["timestamp"] = second["signatures"][0]["timestamp"].clone();
+    write("other-sig.json", &v);
+    let (code, err) = verify("other-sig.json", &with_jwks);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not this signature"), "{err}");
+
+    // One flipped byte of the timestamp's signature.
+    let ts = good["signatures"][0]["timestamp"].as_str().unwrap();
+    let (signing_input, sig) = ts.rsplit_once('.').unwrap();
+    let mut raw = b64u.decode(sig).unwrap();
+    raw[10] ^= 1;
+    let mut v = good.clone();
+    v["signatures"][0]["timestamp"] = format!("{signing_input}.{}", b64u.encode(&raw)).into();
+    write("flipped.json", &v);
+    let (code, err) = verify("flipped.json", &with_jwks);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not verify under key"), "{err}");
+
+    // Another key's timestamp: the same header and claims signed with a fresh Ed25519 key,
+    // once under the verifier's kid, once under its own kid.
+    let header: serde_json::Value = serde_json::from_slice(
+        &b64u
+            .decode(signing_input.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    let claims = signing_input.split('.').nth(1).unwrap();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let other = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    for (name, kid, want) in [
+        (
+            "forged-kid.json",
+            header["kid"].as_str().unwrap(),
+            "does not verify under key",
+        ),
+        (
+            "other-kid.json",
+            "0123456789abcdef",
+            "is not in the verifier's JWKS",
+        ),
+    ] {
+        let mut h = header.clone();
+        h["kid"] = kid.into();
+        let input = format!("{}.{claims}", b64u.encode(h.to_string()));
+        let s = other.sign(input.as_bytes());
+        let mut v = good.clone();
+        v["signatures"][0]["timestamp"] = format!("{input}.{}", b64u.encode(s.as_ref())).into();
+        write(name, &v);
+        let (code, err) = verify(name, &with_jwks);
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+    }
+
+    // A leaked key of an SVID the real trust domain issued, expired by now: a statement
+    // backdated into its validity verifies under the signer's time, and is refused once the
+    // verifier's timestamp is what the chain is checked at.
+    let td = vouch_identity::TrustDomain::parse("vouch.local").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let svid_ca =
+        vouch_identity::SvidCa::load_or_create(&dev.dir.join("server/spiffe"), &td, 86_400, now)
+            .unwrap();
+    let (ca_from, _) = svid_ca.validity();
+    let key = rcgen::KeyPair::generate().unwrap();
+    use rcgen::PublicKeyData as _;
+    let id = vouch_identity::SpiffeId::parse(&builder).unwrap();
+    // Valid from the CA's start for 2 s (notBefore is 30 s before the issue time given).
+    let leaf = svid_ca
+        .issue(&id, &key.subject_public_key_info(), 2, ca_from)
+        .unwrap();
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        < ca_from + 4
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::fs::write(p.join("leaked.crt"), vouch_identity::cert_to_pem(&leaf)).unwrap();
+    std::fs::write(p.join("leaked.key"), key.serialize_pem()).unwrap();
+    let (code, err) = vouch(&[
+        "provenance",
+        "sign",
+        "--artifact",
+        "out/app.tar",
+        "--svid-cert",
+        "leaked.crt",
+        "--svid-key",
+        "leaked.key",
+        "--out",
+        "leaked.json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // The statement backdated to the SVID's lifetime and signed again with the leaked key.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("leaked.json")).unwrap()).unwrap();
+    let payload = b64.decode(v["payload"].as_str().unwrap()).unwrap();
+    let mut st: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    let old = ca_from + 1;
+    let secs = old % 86_400;
+    let days = (old / 86_400) as i64;
+    // civil_from_days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    st["predicate"]["runDetails"]["metadata"]["finishedOn"] = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+    .into();
+    let payload = serde_json::to_vec(&st).unwrap();
+    let t = "application/vnd.in-toto+json";
+    let mut pae = format!("DSSEv1 {} {t} {} ", t.len(), payload.len()).into_bytes();
+    pae.extend_from_slice(&payload);
+    let sig = rcgen::SigningKey::sign(&key, &pae).unwrap();
+    v["payload"] = b64.encode(&payload).into();
+    v["signatures"][0]["sig"] = b64.encode(sig).into();
+    write("backdated.json", &v);
+    let (code, err) = verify("backdated.json", &["--allow-signer-time"]);
+    assert_eq!(
+        code, 0,
+        "the backdated statement should pass on the signer's word: {err}"
+    );
+    let (code, err) = vouch(&[
+        "provenance",
+        "timestamp",
+        "--envelope",
+        "backdated.json",
+        "--timestamp-url",
+        &dev.server,
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "--result",
+        "result.jwt",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = verify("backdated.json", &with_jwks);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("SVID at timestamp time") && err.contains("Expired"),
+        "{err}"
+    );
+
+    // The endpoint: a result it did not issue (one byte of the real one's signature flipped).
+    let result = std::fs::read_to_string(p.join("result.jwt")).unwrap();
+    let (head, s) = result.trim().rsplit_once('.').unwrap();
+    let mut raw = b64u.decode(s).unwrap();
+    raw[0] ^= 1;
+    std::fs::write(p.join("forged.jwt"), format!("{head}.{}", b64u.encode(raw))).unwrap();
+    let stamp = |result: &str| {
+        vouch(&[
+            "provenance",
+            "timestamp",
+            "--envelope",
+            "second.json",
+            "--out",
+            "restamped.json",
+            "--timestamp-url",
+            &dev.server,
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "--result",
+            result,
+        ])
+    };
+    let (code, err) = stamp("forged.jwt");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not one this verifier issued"), "{err}");
+    // At most 60 a minute for one workload (a minute boundary may reset the count once).
+    let mut refused = None;
+    for i in 0..125 {
+        let (code, err) = stamp("result.jwt");
+        if code != 0 {
+            refused = Some((i, code, err));
+            break;
+        }
+    }
+    let (i, code, err) = refused.expect("125 timestamps in a row were given");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("60 timestamps this minute"),
+        "after {i}: {err}"
+    );
+    // The route is in the OpenAPI document the verifier serves.
+    let doc: serde_json::Value = serde_json::from_str(vouch_server::OPENAPI).unwrap();
+    assert!(doc["paths"]["/v1/timestamp"]["post"].is_object());
 }

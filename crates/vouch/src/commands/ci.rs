@@ -106,17 +106,46 @@ pub(crate) struct SignArgs {
     /// The source ref or commit built.
     #[arg(long)]
     source_ref: Option<String>,
+    /// The verifier (`https://host:port`) to countersign the signature with its own clock
+    /// (`POST /v1/timestamp`); the answer travels next to the signature as `timestamp`, and
+    /// `provenance verify --jwks` checks the SVID as of that time, not the signer's.
+    #[arg(long, requires = "result")]
+    timestamp_url: Option<String>,
+    /// With --timestamp-url: the builder's attestation result the verifier issued (the
+    /// `result_path` of `vouch attest --ci`), presented for the timestamp.
+    #[arg(long, requires = "timestamp_url")]
+    result: Option<PathBuf>,
+    /// CA certificate (PEM) of the verifier's TLS certificate, for --timestamp-url.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
 }
 
 /// A signing key and its certificate chain (DER, leaf first).
-struct SvidSigner {
-    chain: Vec<Vec<u8>>,
-    key: std::sync::Arc<dyn rustls::sign::SigningKey>,
+pub(crate) struct SvidSigner {
+    /// The X.509-SVID chain, DER, leaf first.
+    pub(crate) chain: Vec<Vec<u8>>,
+    /// The SVID's private key.
+    pub(crate) key: std::sync::Arc<dyn rustls::sign::SigningKey>,
 }
 
 async fn load_svid(a: &SignArgs) -> Result<SvidSigner> {
+    load_svid_from(
+        a.svid_socket.as_deref(),
+        a.svid_cert.as_deref(),
+        a.svid_key.as_deref(),
+    )
+    .await
+}
+
+/// The builder's X.509-SVID and key: from the SPIFFE Workload API on `socket`, or from PEM
+/// files `cert` (chain, leaf first) and `key`.
+pub(crate) async fn load_svid_from(
+    socket: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<SvidSigner> {
     use rustls::pki_types::pem::PemObject as _;
-    if let Some(sock) = &a.svid_socket {
+    if let Some(sock) = socket {
         let src = vouch_rp::X509Source::connect(sock)
             .await
             .with_context(|| format!("Workload API at {}", sock.display()))?;
@@ -127,7 +156,7 @@ async fn load_svid(a: &SignArgs) -> Result<SvidSigner> {
             key: ck.key.clone(),
         });
     }
-    let (Some(cert), Some(key)) = (&a.svid_cert, &a.svid_key) else {
+    let (Some(cert), Some(key)) = (cert, key) else {
         bail!("give --svid-socket, or --svid-cert and --svid-key");
     };
     let certs = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
@@ -202,7 +231,7 @@ pub(crate) async fn sign(a: SignArgs) -> Result<ExitCode> {
         .sign(&message)
         .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let envelope = json!({
+    let mut envelope = json!({
         "payloadType": provenance::PAYLOAD_TYPE,
         "payload": b64(&payload),
         "signatures": [{
@@ -211,6 +240,21 @@ pub(crate) async fn sign(a: SignArgs) -> Result<ExitCode> {
             "x5c": signer.chain.iter().map(|c| b64(c)).collect::<Vec<_>>(),
         }],
     });
+    if let (Some(url), Some(result)) = (&a.timestamp_url, &a.result) {
+        match super::timestamp::countersign(&mut envelope, url, a.ca_cert.as_deref(), result).await
+        {
+            Ok(t) => eprintln!("timestamp from {url}: {}", format_rfc3339(t)),
+            Err(e) if e.is::<super::timestamp::Unreachable>() => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_UNREACHABLE));
+            }
+            Err(e) if e.to_string().starts_with(super::timestamp::REFUSED) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_REFUSED));
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let text = serde_json::to_string_pretty(&envelope)? + "\n";
     match &a.out {
         Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
@@ -226,8 +270,12 @@ const MAX_X5C: usize = 4;
 /// The trust domain's CA and the builder's SPIFFE ID `vouch provenance verify` checks an
 /// SVID-signed envelope against.
 pub(crate) struct SvidTrust {
-    id: vouch_rp::SpiffeId,
+    /// The builder's SPIFFE ID.
+    pub(crate) id: vouch_rp::SpiffeId,
     verifier: std::sync::Arc<vouch_rp::SpiffeVerifier>,
+    /// The trust domain's CA certificates (DER), which also certify the verifier replicas
+    /// that sign revocation records.
+    pub(crate) authorities: Vec<Vec<u8>>,
 }
 
 impl SvidTrust {
@@ -237,34 +285,54 @@ impl SvidTrust {
         let id = vouch_rp::SpiffeId::parse(spiffe_id)
             .map_err(|e| anyhow::anyhow!("--spiffe-id {spiffe_id:?}: {e}"))?;
         let pem = std::fs::read(bundle).with_context(|| format!("reading {}", bundle.display()))?;
-        let mut authorities = Vec::new();
-        if pem.trim_ascii_start().starts_with(b"{") {
-            // A SPIFFE bundle (the verifier's /v1/bundle): its x509-svid authorities.
-            let b = vouch_rp::TrustBundle::from_jwks(id.trust_domain().clone(), &pem)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.display()))?;
-            authorities = b.x509_authorities().to_vec();
-        }
-        for p in x509_parser::pem::Pem::iter_from_buffer(&pem) {
-            let Ok(p) = p else { break };
-            if p.label == "CERTIFICATE" {
-                authorities.push(p.contents);
-            }
-        }
+        let authorities = bundle_authorities(&pem, id.trust_domain())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.display()))?;
         let verifier = vouch_rp::SpiffeVerifier::new(
             id.trust_domain(),
             &authorities,
             vouch_rp::AllowedIds::Only(vec![id.clone()]),
         )
         .map_err(|e| anyhow::anyhow!("trust bundle {}: {e}", bundle.display()))?;
-        Ok(Self { id, verifier })
+        Ok(Self {
+            id,
+            verifier,
+            authorities,
+        })
     }
 }
 
+/// The X.509 authorities of a trust bundle: PEM certificates, or a SPIFFE bundle JSON (the
+/// verifier's `/v1/bundle`) for trust domain `td`.
+pub(crate) fn bundle_authorities(
+    bytes: &[u8],
+    td: &vouch_rp::TrustDomain,
+) -> Result<Vec<Vec<u8>>, String> {
+    let mut authorities = Vec::new();
+    if bytes.trim_ascii_start().starts_with(b"{") {
+        // A SPIFFE bundle (the verifier's /v1/bundle): its x509-svid authorities.
+        let b = vouch_rp::TrustBundle::from_jwks(td.clone(), bytes).map_err(|e| e.to_string())?;
+        authorities = b.x509_authorities().to_vec();
+    }
+    for p in x509_parser::pem::Pem::iter_from_buffer(bytes) {
+        let Ok(p) = p else { break };
+        if p.label == "CERTIFICATE" {
+            authorities.push(p.contents);
+        }
+    }
+    Ok(authorities)
+}
+
 /// The key of an SVID-signed envelope, trusted only when the first signature's `x5c` chain
-/// verifies against `trust`'s bundle as of the statement's
-/// `finishedOn`, that time is not in the future, and the leaf names exactly `trust`'s SPIFFE
-/// ID. Returns the leaf's key. `Err` is a refusal reason.
-pub(crate) fn svid_signer(envelope: &[u8], trust: &SvidTrust) -> Result<VerifyingKey, String> {
+/// verifies against `trust`'s bundle as of `at` (the verifier's countersigned time; `None`:
+/// the statement's `finishedOn`, the signer's word), the statement's `finishedOn` is not later
+/// than `at` (give or take [`super::timestamp::SKEW`]) nor in the future, and the leaf names
+/// exactly `trust`'s SPIFFE ID. Returns the leaf's key and the leaf (DER). `Err` is a refusal
+/// reason.
+pub(crate) fn svid_signer(
+    envelope: &[u8],
+    trust: &SvidTrust,
+    at: Option<u64>,
+) -> Result<(VerifyingKey, Vec<u8>), String> {
     let (id, verifier) = (&trust.id, &trust.verifier);
     let value: serde_json::Value =
         serde_json::from_slice(envelope).map_err(|e| format!("envelope is not JSON: {e}"))?;
@@ -290,25 +358,37 @@ pub(crate) fn svid_signer(envelope: &[u8], trust: &SvidTrust) -> Result<Verifyin
     let env = provenance::Envelope::parse(envelope).map_err(|e| e.to_string())?;
     let st: serde_json::Value = serde_json::from_slice(&env.payload)
         .map_err(|e| format!("the payload is not JSON: {e}"))?;
-    let at = st["predicate"]["runDetails"]["metadata"]["finishedOn"]
+    let finished = st["predicate"]["runDetails"]["metadata"]["finishedOn"]
         .as_str()
         .and_then(parse_rfc3339)
         .ok_or("the statement has no runDetails.metadata.finishedOn (YYYY-MM-DDTHH:MM:SSZ)")?;
     let now = vouch_server::unix_now();
-    if at > now + 60 {
+    if finished > now + 60 {
         return Err(format!(
             "finishedOn is {} s in the future",
-            at.saturating_sub(now)
+            finished.saturating_sub(now)
         ));
     }
+    let (at, when) = match at {
+        Some(t) if finished > t + super::timestamp::SKEW => {
+            return Err(format!(
+                "finishedOn ({}) is later than the verifier's timestamp ({})",
+                format_rfc3339(finished),
+                format_rfc3339(t)
+            ));
+        }
+        Some(t) => (t, "timestamp time"),
+        None => (finished, "signing time"),
+    };
     let got = verifier
         .verify_chain(&chain, at)
-        .map_err(|e| format!("SVID at signing time: {e}"))?;
+        .map_err(|e| format!("SVID at {when}: {e}"))?;
     if got != *id {
         return Err(format!("signed by {got}, {id} is required"));
     }
     let leaf = chain.first().ok_or("empty x5c")?;
-    VerifyingKey::from_certificate_der(leaf).map_err(|e| e.to_string())
+    let key = VerifyingKey::from_certificate_der(leaf).map_err(|e| e.to_string())?;
+    Ok((key, leaf.clone()))
 }
 
 /// `vouch provenance verify --trust-bundle … --spiffe-id …`: [`svid_signer`], then the
@@ -337,7 +417,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds.
-fn format_rfc3339(t: u64) -> String {
+pub(crate) fn format_rfc3339(t: u64) -> String {
     let days = (t / 86_400) as i64;
     let secs = t % 86_400;
     let z = days + 719_468;
@@ -358,7 +438,7 @@ fn format_rfc3339(t: u64) -> String {
 }
 
 /// Unix seconds of exactly `YYYY-MM-DDTHH:MM:SSZ`; anything else is `None`.
-fn parse_rfc3339(s: &str) -> Option<u64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
         return None;

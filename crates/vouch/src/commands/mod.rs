@@ -23,6 +23,7 @@ mod remote;
 mod rp;
 mod run;
 pub(crate) mod secret;
+pub(crate) mod timestamp;
 pub(crate) mod update;
 
 use anyhow::{Context, Result};
@@ -85,7 +86,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Update(cmd) => update::run(cmd, file, json).await,
         Command::Custody(cmd) => custody::run(cmd, json),
         Command::Provenance(provenance::ProvenanceCmd::Sign(a)) => ci::sign(a).await,
-        Command::Provenance(cmd) => provenance::run(cmd, json),
+        Command::Provenance(cmd) => provenance::run(cmd, json).await,
         Command::Image(cmd) => image::run(cmd, json).await,
         Command::Completions { shell } => crate::docgen::completions(shell),
         Command::Man { dir } => crate::docgen::man(dir.as_deref()),

@@ -25,6 +25,10 @@ pub(crate) enum ProvenanceCmd {
     /// Sign SLSA v1 provenance for an artifact with the builder's X.509-SVID (the chain
     /// travels in the envelope; `verify --trust-bundle --spiffe-id` checks it).
     Sign(super::ci::SignArgs),
+    /// Have the verifier countersign an envelope's signature with its own clock (what `sign
+    /// --timestamp-url` does), for an envelope signed elsewhere. Exits 0, 1 when the verifier
+    /// refuses, 3 when it cannot be reached.
+    Timestamp(super::timestamp::TimestampArgs),
 }
 
 /// What `vouch provenance verify` checks.
@@ -57,6 +61,29 @@ pub(crate) struct VerifyArgs {
     /// the provenance's builder id).
     #[arg(long, requires = "trust_bundle")]
     spiffe_id: Option<String>,
+    /// With --trust-bundle: the verifier's JWKS (a file, or its https:// URL) whose key must
+    /// have signed the envelope's `timestamp` (`provenance sign --timestamp-url`): the SVID
+    /// chain is then checked as of that countersigned time, and `finishedOn` may not be later.
+    #[arg(long, requires = "trust_bundle")]
+    jwks: Option<String>,
+    /// With --trust-bundle: accept an envelope without a verifier timestamp, checking the SVID
+    /// as of the `finishedOn` its signer chose. WEAKER: whoever holds an expired SVID's key
+    /// can backdate a statement into the SVID's validity.
+    #[arg(long, requires = "trust_bundle")]
+    allow_signer_time: bool,
+    /// With --trust-bundle: the verifier's revocation feed (a `GET /v1/revocations` answer
+    /// saved to a file, a set saved by `vouch rp watch`, or the https:// URL): refuse an SVID
+    /// whose serial is revoked, or whose builder's workload or node (named by the timestamp)
+    /// is; refuse everything while the feed is incomplete or stale.
+    #[arg(long, requires = "trust_bundle")]
+    revocations: Option<String>,
+    /// With --revocations: how old the feed's signed head may be (seconds, or 90s, 10m, 1h).
+    #[arg(long, default_value = "5m", requires = "revocations")]
+    max_revocation_age: String,
+    /// CA certificate (PEM) of the verifier's TLS certificate, for https:// --jwks and
+    /// --revocations.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
     /// The artifact the provenance must be about (its SHA-256 is computed).
     #[arg(long, conflicts_with = "digest", required_unless_present = "digest")]
     artifact: Option<PathBuf>,
@@ -96,9 +123,10 @@ fn artifact_digest(path: &Path) -> Result<String> {
 }
 
 /// Run `vouch provenance`.
-pub(crate) fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
+pub(crate) async fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
     let a = match cmd {
         ProvenanceCmd::Verify(a) => a,
+        ProvenanceCmd::Timestamp(a) => return super::timestamp::run(a).await,
         // Dispatched to the async `ci::sign` before this.
         ProvenanceCmd::Sign(_) => bail!("vouch provenance sign runs elsewhere"),
     };
@@ -128,10 +156,68 @@ pub(crate) fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
         keys.push(signer.key);
     }
     if let (Some(tb), Some(id)) = (&a.trust_bundle, &a.spiffe_id) {
+        use super::timestamp::{self as ts, Source};
         let trust = super::ci::SvidTrust::load(tb, id)?;
-        match super::ci::svid_signer(&envelope, &trust) {
-            Ok(k) => keys.push(k),
+        let ca = a.ca_cert.as_deref();
+        let now = vouch_server::unix_now();
+        let jwks = match &a.jwks {
+            Some(j) => match fetch(j, ca, Source::Jwks).await? {
+                Ok(t) => Some(t),
+                Err(code) => return Ok(code),
+            },
+            None if a.allow_signer_time => None,
+            None => bail!(
+                "--trust-bundle needs --jwks (the verifier's keys, to check its timestamp), \
+                 or --allow-signer-time to trust the signer's finishedOn"
+            ),
+        };
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&envelope) else {
+            return Ok(refuse("the envelope is not JSON", json));
+        };
+        let has_timestamp = value["signatures"][0].get(ts::FIELD).is_some();
+        let stamp = match &jwks {
+            Some(j) if has_timestamp || !a.allow_signer_time => match ts::check(&value, j, now) {
+                Ok(t) => Some(t),
+                Err(e) => return Ok(refuse(&e, json)),
+            },
+            _ => None,
+        };
+        let leaf = match super::ci::svid_signer(&envelope, &trust, stamp.as_ref().map(|t| t.time)) {
+            Ok((k, leaf)) => {
+                keys.push(k);
+                leaf
+            }
             Err(e) => return Ok(refuse(&e, json)),
+        };
+        if let Some(feed) = &a.revocations {
+            let text = match fetch(feed, ca, Source::Revocations).await? {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
+            };
+            let max_age = crate::config::parse_duration(&a.max_revocation_age)
+                .context("--max-revocation-age")?;
+            let revs = ts::Revocations::load(
+                &text,
+                &trust.authorities,
+                trust.id.trust_domain(),
+                max_age,
+                now,
+            )?;
+            match revs.check(&leaf, stamp.as_ref(), now) {
+                Ok(note) => eprintln!("{note}"),
+                Err(e) => return Ok(refuse(&e, json)),
+            }
+        }
+        match &stamp {
+            Some(t) => eprintln!(
+                "timestamp: {} by verifier key {} for {}",
+                super::ci::format_rfc3339(t.time),
+                t.kid,
+                t.workload
+            ),
+            None => eprintln!(
+                "warning: no verifier timestamp checked: the SVID was checked as of the signer's finishedOn"
+            ),
         }
     }
     let digest = match (&a.artifact, &a.digest) {
@@ -169,6 +255,23 @@ pub(crate) fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Ok(refuse(&e.to_string(), json)),
+    }
+}
+
+/// A JWKS or revocation feed from a file or the verifier; `Ok(Err(3))` when the verifier
+/// cannot be reached (the exit code `vouch verify` gives an unreachable JWKS URL).
+async fn fetch(
+    src: &str,
+    ca: Option<&Path>,
+    kind: super::timestamp::Source,
+) -> Result<Result<String, ExitCode>> {
+    match super::timestamp::read_source(src, ca, kind).await {
+        Ok(t) => Ok(Ok(t)),
+        Err(e) if e.is::<super::timestamp::Unreachable>() => {
+            eprintln!("error: {e}");
+            Ok(Err(ExitCode::from(3)))
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -1,0 +1,382 @@
+//! The verifier's countersignature on SVID-signed provenance, and the revocation feed at the
+//! gate (issue 15 part 7).
+//!
+//! `vouch provenance sign --timestamp-url` asks the verifier (`POST /v1/timestamp`) to sign
+//! the SHA-256 of the DSSE signature with its own clock, presenting the builder's attestation
+//! result, and puts the answer (a compact JWS of type `vouch-timestamp+jwt` under the
+//! verifier's result-signing key) next to the signature as `timestamp`: outside the signed
+//! payload, since it is made after the signature. `vouch provenance verify --jwks` then checks
+//! the SVID chain as of that time ([`check`]), not as of the `finishedOn` the signer chose, and
+//! `--revocations` refuses an SVID whose serial, or whose builder's workload or node (named by
+//! the timestamp), the verifier's signed feed revokes ([`Revocations`]).
+
+use anyhow::{Context as _, Result};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use sha2::Digest as _;
+use std::path::Path;
+
+use vouch_rp::{RevocationKind, RevocationSet};
+
+/// Where the timestamp travels: a field of the envelope's first signature.
+pub(crate) const FIELD: &str = "timestamp";
+/// How far the signer's and the verifier's clocks may disagree, seconds: `finishedOn` may be
+/// this much later than the countersigned time, and that time this much in the future.
+pub(crate) const SKEW: u64 = 60;
+/// How a refusal by the verifier begins (exit 1, not 2).
+pub(crate) const REFUSED: &str = "the verifier refused a timestamp";
+/// Longest timestamp JWS read.
+const MAX_TIMESTAMP: usize = 16 * 1024;
+/// Longest JWKS or revocation feed read from a file or a URL.
+const MAX_FEED: usize = 8 << 20;
+
+/// A timestamp whose signature, key and digest checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Countersigned {
+    /// The verifier's time, Unix seconds.
+    pub(crate) time: u64,
+    /// The workload (`node/name`) whose result was presented for it.
+    pub(crate) workload: String,
+    /// The signing key's id.
+    pub(crate) kid: String,
+    /// The serial (revocation target) of the verifier replica certificate in its `x5c`.
+    pub(crate) signer_serial: Option<String>,
+}
+
+/// `sha256:<hex>` of the first signature's bytes in the envelope `v`.
+fn signature_digest(v: &serde_json::Value) -> Result<String, String> {
+    let sig = v["signatures"][0]["sig"]
+        .as_str()
+        .ok_or("the envelope has no signature")?;
+    let t = sig.trim().trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(t)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(t))
+        .map_err(|_| "the signature is not base64")?;
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(bytes))
+    ))
+}
+
+/// Ask the verifier at `url` to timestamp the first signature of `envelope` (presenting the
+/// attestation result in the file `result`), and put its answer in the envelope. Returns the
+/// countersigned time. A verifier that cannot be reached is an [`super::ci::Unreachable`].
+pub(crate) async fn countersign(
+    envelope: &mut serde_json::Value,
+    url: &str,
+    ca: Option<&Path>,
+    result: &Path,
+) -> Result<u64> {
+    let digest = signature_digest(envelope).map_err(anyhow::Error::msg)?;
+    let token = std::fs::read_to_string(result)
+        .with_context(|| format!("reading the attestation result {}", result.display()))?;
+    let client = vouch_agent::VerifierClient::new(url, ca)?;
+    let answer = match client.timestamp(&digest, token.trim()).await {
+        Ok(a) => a,
+        Err(e @ vouch_agent::AgentError::Unreachable { .. }) => {
+            return Err(anyhow::Error::new(Unreachable(e.to_string())));
+        }
+        Err(e) => return Err(anyhow::anyhow!("{REFUSED}: {e}")),
+    };
+    let jws = answer["timestamp"]
+        .as_str()
+        .filter(|t| t.len() <= MAX_TIMESTAMP)
+        .context("the verifier's answer has no timestamp")?;
+    let time = answer["time"].as_u64().unwrap_or_default();
+    envelope["signatures"][0][FIELD] = jws.into();
+    Ok(time)
+}
+
+/// No verifier answered (exit 3).
+#[derive(Debug)]
+pub(crate) struct Unreachable(pub(crate) String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot reach the verifier: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Read a file, or fetch an `https://` URL of the verifier (`kind` names what for errors):
+/// the JWKS (`/.well-known/jwks.json`) or the revocation feed (`/v1/revocations`).
+pub(crate) async fn read_source(src: &str, ca: Option<&Path>, kind: Source) -> Result<String> {
+    if src.starts_with("https://") || src.starts_with("http://") {
+        let suffix = match kind {
+            Source::Jwks => "/.well-known/jwks.json",
+            Source::Revocations => "/v1/revocations",
+        };
+        let base = src.strip_suffix(suffix).unwrap_or(src);
+        let c = vouch_agent::VerifierClient::new(base, ca)?;
+        let got = match kind {
+            Source::Jwks => c.jwks().await,
+            Source::Revocations => c.revocations().await,
+        };
+        return got.map_err(|e| anyhow::Error::new(Unreachable(format!("{src}: {e}"))));
+    }
+    let f = std::fs::File::open(src).with_context(|| format!("reading {src}"))?;
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_FEED as u64), &mut s)
+        .with_context(|| format!("reading {src}"))?;
+    Ok(s)
+}
+
+/// What [`read_source`] reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    /// A JWKS.
+    Jwks,
+    /// A revocation feed.
+    Revocations,
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    digest: String,
+    iat: u64,
+}
+
+/// Check the timestamp of the envelope `v`'s first signature against the verifier's `jwks`:
+/// a compact JWS of type `vouch-timestamp+jwt` whose `kid` is in the JWKS and whose signature
+/// verifies under that key with that key's algorithm, countersigning the SHA-256 of exactly
+/// this signature, at a time not more than [`SKEW`] in the future. `Err` is a refusal reason.
+pub(crate) fn check(v: &serde_json::Value, jwks: &str, now: u64) -> Result<Countersigned, String> {
+    use jsonwebtoken::{Validation, jwk::Jwk};
+    let token = match v["signatures"][0].get(FIELD) {
+        None => {
+            return Err(
+                "the signature has no verifier timestamp (sign with --timestamp-url, or verify \
+                 with --allow-signer-time to trust the signer's finishedOn)"
+                    .into(),
+            );
+        }
+        Some(t) => t.as_str().ok_or("the timestamp is not a string")?,
+    };
+    if token.len() > MAX_TIMESTAMP {
+        return Err("the timestamp is too long".into());
+    }
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| format!("timestamp header: {e}"))?;
+    if header.typ.as_deref() != Some(vouch_server::TIMESTAMP_TYP) {
+        return Err(format!(
+            "the timestamp's typ is {:?}, not {:?}",
+            header.typ,
+            vouch_server::TIMESTAMP_TYP
+        ));
+    }
+    let kid = header.kid.as_deref().ok_or("the timestamp names no kid")?;
+    let set: serde_json::Value =
+        serde_json::from_str(jwks).map_err(|e| format!("the JWKS is not JSON: {e}"))?;
+    let jwk = set["keys"]
+        .as_array()
+        .and_then(|ks| ks.iter().find(|k| k["kid"].as_str() == Some(kid)))
+        .ok_or_else(|| format!("the timestamp's key {kid:?} is not in the verifier's JWKS"))?;
+    let jwk: Jwk =
+        serde_json::from_value(jwk.clone()).map_err(|e| format!("JWKS key {kid}: {e}"))?;
+    let alg = match jwk.common.key_algorithm {
+        Some(jsonwebtoken::jwk::KeyAlgorithm::EdDSA) => jsonwebtoken::Algorithm::EdDSA,
+        Some(jsonwebtoken::jwk::KeyAlgorithm::ES256) => jsonwebtoken::Algorithm::ES256,
+        other => {
+            return Err(format!(
+                "JWKS key {kid}: algorithm {other:?} is not EdDSA or ES256"
+            ));
+        }
+    };
+    if header.alg != alg {
+        return Err(format!(
+            "the timestamp is signed with {:?}, key {kid} is {alg:?}",
+            header.alg
+        ));
+    }
+    let key =
+        jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|e| format!("JWKS key {kid}: {e}"))?;
+    let mut val = Validation::new(alg);
+    val.required_spec_claims.clear();
+    val.validate_exp = false;
+    val.validate_aud = false;
+    let claims = jsonwebtoken::decode::<Claims>(token, &key, &val)
+        .map_err(|e| format!("the timestamp does not verify under key {kid}: {e}"))?
+        .claims;
+    let want = signature_digest(v)?;
+    if claims.digest != want {
+        return Err(format!(
+            "the timestamp countersigns {}, not this signature ({want})",
+            claims.digest
+        ));
+    }
+    if claims.iat > now + SKEW {
+        return Err(format!(
+            "the timestamp is {} s in the future",
+            claims.iat - now
+        ));
+    }
+    let signer_serial = header
+        .x5c
+        .as_ref()
+        .and_then(|c| c.first())
+        .and_then(|c| STANDARD.decode(c).ok())
+        .and_then(|der| {
+            x509_parser::parse_x509_certificate(&der)
+                .ok()
+                .map(|(_, c)| vouch_core::revocation::serial_target(c.raw_serial()))
+        });
+    tracing::debug!(iss = %claims.iss, "timestamp verified");
+    Ok(Countersigned {
+        time: claims.iat,
+        workload: claims.sub,
+        kid: kid.to_string(),
+        signer_serial,
+    })
+}
+
+/// The verifier's revocation feed, checked record by record against the trust bundle.
+pub(crate) struct Revocations {
+    set: RevocationSet,
+}
+
+impl Revocations {
+    /// Load `feed` (a `GET /v1/revocations` answer, or a set saved by `vouch rp watch`)
+    /// with records and heads accepted only from verifier replicas certified by `authorities`
+    /// (the trust domain `td`'s CA), and refusing once its head is older than `max_age`
+    /// seconds. Errors are local (exit 2).
+    pub(crate) fn load(
+        feed: &str,
+        authorities: &[Vec<u8>],
+        td: &vouch_rp::TrustDomain,
+        max_age: u64,
+        now: u64,
+    ) -> Result<Self> {
+        let bundle =
+            vouch_rp::SpiffeVerifier::new(td, authorities, vouch_rp::AllowedIds::AnyInTrustDomain)
+                .map_err(|e| anyhow::anyhow!("trust bundle for revocations: {e}"))?;
+        let mut set =
+            RevocationSet::new(bundle).with_max_age(std::time::Duration::from_secs(max_age));
+        let v: serde_json::Value =
+            serde_json::from_str(feed).context("the revocation feed is not JSON")?;
+        let records = v["records"]
+            .as_array()
+            .context("the revocation feed has no records array")?;
+        for r in records
+            .iter()
+            .chain(v["conflicts"].as_array().into_iter().flatten())
+        {
+            if let Some(r) = r.as_str() {
+                // A record that does not check is left out: the set is then incomplete and
+                // every check refuses, rather than a revocation being missed.
+                if let Err(e) = set.insert_record(r, now) {
+                    tracing::warn!("revocation record left out: {e}");
+                }
+            }
+        }
+        if let Some(h) = v["head"].as_str()
+            && let Err(e) = set.insert_head(h, now)
+        {
+            tracing::warn!("revocation head left out: {e}");
+        }
+        Ok(Self { set })
+    }
+
+    /// Refuse (the reason) the SVID `leaf` (DER) when its serial is revoked, the workload or
+    /// node named by `ts` is, or the verifier replica certificate that signed `ts` is; and
+    /// everything while the feed is incomplete or its head older than allowed.
+    pub(crate) fn check(
+        &self,
+        leaf: &[u8],
+        ts: Option<&Countersigned>,
+        now: u64,
+    ) -> Result<String, String> {
+        self.set
+            .check_svid(leaf, now)
+            .map_err(|e| format!("revocations: the SVID: {e}"))?;
+        if let Some(ts) = ts {
+            let node = ts.workload.split_once('/').map(|(n, _)| n);
+            for (what, kind, target) in [
+                (
+                    "the builder's workload",
+                    RevocationKind::Workload,
+                    Some(ts.workload.as_str()),
+                ),
+                ("the builder's node", RevocationKind::Node, node),
+                (
+                    "the timestamp's verifier certificate",
+                    RevocationKind::Svid,
+                    ts.signer_serial.as_deref(),
+                ),
+            ] {
+                if let Some(t) = target
+                    && let Some(c) = self.set.revoked(kind, t)
+                {
+                    return Err(format!(
+                        "revocations: {what} {t} is revoked (epoch {}: {})",
+                        c.epoch, c.reason
+                    ));
+                }
+            }
+        }
+        let view = self.set.view();
+        Ok(format!(
+            "revocations complete through epoch {}",
+            view.complete_through
+        ))
+    }
+}
+
+/// `vouch provenance timestamp`: what to countersign, and where.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TimestampArgs {
+    /// The DSSE envelope whose first signature is countersigned (rewritten in place unless
+    /// --out).
+    #[arg(long)]
+    envelope: std::path::PathBuf,
+    /// Write the timestamped envelope here.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// The verifier, `https://host:port`.
+    #[arg(long)]
+    timestamp_url: String,
+    /// The attestation result the verifier issued to the builder (`vouch attest --ci`'s
+    /// `result_path`).
+    #[arg(long)]
+    result: std::path::PathBuf,
+    /// CA certificate (PEM) of the verifier's TLS certificate.
+    #[arg(long)]
+    ca_cert: Option<std::path::PathBuf>,
+}
+
+/// Run `vouch provenance timestamp`.
+pub(crate) async fn run(a: TimestampArgs) -> Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    let bytes =
+        std::fs::read(&a.envelope).with_context(|| format!("reading {}", a.envelope.display()))?;
+    anyhow::ensure!(
+        bytes.len() <= vouch_image::provenance::MAX_ENVELOPE_BYTES,
+        "{} is larger than an envelope may be",
+        a.envelope.display()
+    );
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", a.envelope.display()))?;
+    match countersign(&mut v, &a.timestamp_url, a.ca_cert.as_deref(), &a.result).await {
+        Ok(t) => eprintln!(
+            "timestamp from {}: {}",
+            a.timestamp_url,
+            super::ci::format_rfc3339(t)
+        ),
+        Err(e) if e.is::<Unreachable>() => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) if e.to_string().starts_with(REFUSED) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e),
+    }
+    let out = a.out.as_ref().unwrap_or(&a.envelope);
+    let text = serde_json::to_string_pretty(&v)? + "\n";
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
