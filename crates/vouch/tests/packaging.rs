@@ -2024,7 +2024,54 @@ fn admission_webhook_example_points_at_the_verifier_and_fails_closed() {
         "jobs",
         "cronjobs",
         "replicationcontrollers",
+        // The scheduler's placement of a pod, for [admission] require_attested_node.
+        "pods/binding",
+        "bindings",
     ] {
         assert!(resources.contains(r), "{r}");
+    }
+    // The API server's credentials for the webhook: its admission configuration names the
+    // kubeconfig, whose user is named for the webhook's service with its port (not 443), and
+    // presents a client certificate and a token ([admission] client_ca, token_file).
+    let ac = &parse_yaml_docs(
+        &repo().join("packaging/kubernetes/examples/apiserver-admission-config.yaml"),
+    )[0];
+    assert_eq!(ac["apiVersion"], "apiserver.config.k8s.io/v1");
+    assert_eq!(ac["kind"], "AdmissionConfiguration");
+    let plugin = ac["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "ValidatingAdmissionWebhook")
+        .unwrap();
+    assert_eq!(
+        plugin["configuration"]["kind"],
+        "WebhookAdmissionConfiguration"
+    );
+    let kubeconfig_path = plugin["configuration"]["kubeConfigFile"].as_str().unwrap();
+    let kc = &parse_yaml_docs(
+        &repo().join("packaging/kubernetes/examples/apiserver-admission-kubeconfig.yaml"),
+    )[0];
+    assert_eq!(kc["kind"], "Config");
+    let want = format!(
+        "{}.{}.svc:{}",
+        s["name"].as_str().unwrap(),
+        s["namespace"].as_str().unwrap(),
+        s["port"]
+    );
+    let user = kc["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == want.as_str())
+        .unwrap_or_else(|| panic!("no kubeconfig user {want}"));
+    for field in ["client-certificate", "client-key", "tokenFile"] {
+        let path = user["user"][field].as_str().unwrap();
+        // Next to the kubeconfig the admission configuration names.
+        assert_eq!(
+            Path::new(path).parent(),
+            Path::new(kubeconfig_path).parent(),
+            "{field}"
+        );
     }
 }
