@@ -269,6 +269,19 @@ reported_image_digests contains d if {
 	some d in c.image_digests
 }
 
+# A running container whose image has no manifest digest (built locally, never pushed or
+# pulled): no signature can name it.
+deny contains f if {
+	image_signature_required
+	some c in object.get(input.workload, "containers", [])
+	count(c.image_digests) == 0
+	f := {
+		"rule": "require_image_signature",
+		"claim": "executables",
+		"msg": sprintf("container %s of workload %q runs an image with no manifest digest (never pushed to or pulled from a registry): its signature cannot be checked", [c.id, input.workload.name]),
+	}
+}
+
 # Running containers' digests no one checked: this verifier has no [image_signatures].
 deny contains f if {
 	image_signature_required

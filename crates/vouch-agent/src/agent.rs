@@ -283,6 +283,8 @@ pub struct Agent {
     enrollment: Enrollment,
     /// The node's workload first, then the declared ones.
     collectors: Vec<SoftwareCollector>,
+    /// Lists the running containers whose images each round reports (`container`).
+    container_runtime: Option<crate::ContainerAttestor>,
     /// Which collector the round in progress measures.
     active: usize,
     /// The latest status of each declared workload, by name.
@@ -483,6 +485,7 @@ impl Agent {
             .clone()
             .map(|t| crate::Tpm::new(t, &cfg.data_dir.join("tpm")));
         let start = start_index(&enrollment.key_id, clients.len());
+        let container_runtime = cfg.container.clone().map(crate::ContainerAttestor::new);
         #[cfg_attr(not(feature = "tpm"), allow(unused_mut))]
         let mut agent = Self {
             metrics: Arc::new(crate::AgentMetrics::new(cfg.interval)),
@@ -499,6 +502,7 @@ impl Agent {
             backoff: vec![(0, None); clients.len()],
             held: vec![Default::default(); clients.len() * collectors.len()],
             collectors,
+            container_runtime,
             next_nonce: vec![None; clients.len()],
             clients,
             #[cfg(feature = "tpm")]
@@ -834,6 +838,7 @@ impl Agent {
     /// declared workload (`workloads`) is attested the same way, on its own; the node's result
     /// is returned.
     pub async fn attest_once(&mut self) -> Result<AttestationResult, AgentError> {
+        self.observe_containers().await;
         let r = self.attest_failover().await;
         self.metrics.round(&r);
         if let Ok(AttestationResult {
@@ -858,6 +863,42 @@ impl Agent {
             self.attest_declared().await;
         }
         r
+    }
+
+    /// Ask the container runtime (`container`) which containers run now, and have each
+    /// workload report its own with their image digests: a declared workload the running
+    /// containers carrying all its `container:` selectors, the node's workload every running
+    /// container when `node_containers` is set. A runtime that does not answer leaves the
+    /// previous report in place (logged).
+    async fn observe_containers(&mut self) {
+        let Some(rt) = &self.container_runtime else {
+            return;
+        };
+        let running = match rt.running().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("container runtime: {e}; the containers reported last stay");
+                return;
+            }
+        };
+        let all = self
+            .cfg
+            .container
+            .as_ref()
+            .is_some_and(|c| c.node_containers);
+        for (k, c) in self.collectors.iter_mut().enumerate() {
+            let images = match k.checked_sub(1) {
+                None if all => running.iter().map(|i| i.image()).collect(),
+                None => Vec::new(),
+                Some(w) => self
+                    .cfg
+                    .workloads
+                    .get(w)
+                    .map(|w| crate::workload_containers(&running, &w.selectors))
+                    .unwrap_or_default(),
+            };
+            c.set_containers(images);
+        }
     }
 
     /// Where the parts verifier `i` holds for the active workload are kept.

@@ -76,6 +76,11 @@ pub struct ContainerConfig {
     /// Seconds a container's answer is reused (a container's image and labels are fixed when
     /// it is created; its image's repo digests may grow).
     pub cache_seconds: u64,
+    /// Report every running container (its id and image digests) in the node's own
+    /// workload's evidence, so the verifier appraises them all (`input.images`). Declared
+    /// `[[workloads]]` with `container:` selectors report the running containers that carry
+    /// all of them whether or not this is set.
+    pub node_containers: bool,
 }
 
 impl Default for ContainerConfig {
@@ -84,6 +89,7 @@ impl Default for ContainerConfig {
             socket: PathBuf::from("/run/podman/podman.sock"),
             timeout_ms: 2000,
             cache_seconds: 30,
+            node_containers: false,
         }
     }
 }
@@ -366,6 +372,69 @@ pub fn parse_image_json(body: &[u8]) -> Result<Vec<String>, ContainerError> {
     Ok(out)
 }
 
+/// Most running containers read from one listing of the runtime.
+pub const MAX_LISTED: usize = 256;
+
+#[derive(Deserialize)]
+struct ListedJson {
+    #[serde(rename = "Id")]
+    id: String,
+}
+
+/// Parse the Engine API's answer to `GET /containers/json` (the running containers): their
+/// ids, at most [`MAX_LISTED`] (more is refused: the agent would not see them all); an entry
+/// whose id is not 64 hex is refused.
+pub fn parse_container_list(body: &[u8]) -> Result<Vec<ContainerId>, ContainerError> {
+    let bad = |why: String| ContainerError::Answer {
+        id: "list".into(),
+        why,
+    };
+    if body.len() > MAX_RESPONSE_BYTES {
+        return Err(bad(format!("longer than {MAX_RESPONSE_BYTES} bytes")));
+    }
+    let list: Vec<ListedJson> = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    if list.len() > MAX_LISTED {
+        return Err(bad(format!(
+            "{} running containers, more than {MAX_LISTED}",
+            list.len()
+        )));
+    }
+    list.into_iter()
+        .map(|c| {
+            ContainerId::parse(&c.id)
+                .ok_or_else(|| bad(format!("container id {:?} is not 64 hex", clip(&c.id))))
+        })
+        .collect()
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// The running containers that are the workload with `selectors`: those whose selectors
+/// include every one of its `container:` selectors, each as its id and image digests; none
+/// when it has no `container:` selector.
+pub fn workload_containers(
+    running: &[Arc<ContainerInfo>],
+    selectors: &[String],
+) -> Vec<vouch_core::ContainerImage> {
+    let wanted: Vec<&String> = selectors
+        .iter()
+        .filter(|s| s.starts_with("container:"))
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    running
+        .iter()
+        .filter(|c| {
+            let have = c.selectors();
+            wanted.iter().all(|w| have.contains(w))
+        })
+        .map(|c| c.image())
+        .collect()
+}
+
 /// Whether `value` may stand after `container:` in a selector the verifier accepts.
 fn selector_value_ok(value: &str) -> bool {
     !value.is_empty()
@@ -374,6 +443,14 @@ fn selector_value_ok(value: &str) -> bool {
 }
 
 impl ContainerInfo {
+    /// The container's id and image digests, as evidence reports them.
+    pub fn image(&self) -> vouch_core::ContainerImage {
+        vouch_core::ContainerImage {
+            id: self.id.clone(),
+            image_digests: self.image_digests.clone(),
+        }
+    }
+
     /// The `container:` selectors (see the module documentation); values that could not form
     /// a valid selector are left out.
     pub fn selectors(&self) -> Vec<String> {
@@ -553,6 +630,26 @@ impl ContainerAttestor {
             cache.insert(id.clone(), (Instant::now(), info.clone()));
         }
         Ok(info)
+    }
+
+    /// The running containers the runtime lists (`GET /containers/json`), each as the
+    /// runtime says it is (answers cached as for Workload API callers), in the runtime's
+    /// order; a container removed between the listing and its inspection is left out.
+    pub async fn running(&self) -> Result<Vec<Arc<ContainerInfo>>, ContainerError> {
+        let (status, body) = self.get("/containers/json").await?;
+        if status != 200 {
+            return Err(self.runtime_error(format!(
+                "listing containers: HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )));
+        }
+        let mut out = Vec::new();
+        for id in parse_container_list(&body)? {
+            if let Some(info) = self.cached(&id).await? {
+                out.push(info);
+            }
+        }
+        Ok(out)
     }
 
     /// The `container:` selectors of a process the cgroup file places in `ids` (outermost
@@ -1117,5 +1214,62 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(3));
         // No ids: no selectors, no question asked.
         assert!(a.selectors(&[]).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn running_containers_are_listed_bounded_and_matched_to_workloads() {
+        let id = |c: char| c.to_string().repeat(64);
+        let list = |n: usize| {
+            serde_json::to_vec(
+                &(0..n)
+                    .map(|_| serde_json::json!({"Id": id('a'), "Names": ["/x"]}))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        assert_eq!(parse_container_list(&list(256)).unwrap().len(), 256);
+        let e = parse_container_list(&list(257)).unwrap_err();
+        assert!(e.to_string().contains("257 running containers"), "{e}");
+        let e = parse_container_list(br#"[{"Id": "../../etc"}]"#).unwrap_err();
+        assert!(e.to_string().contains("not 64 hex"), "{e}");
+        assert!(parse_container_list(b"{}").is_err());
+        assert!(parse_container_list(&vec![b' '; MAX_RESPONSE_BYTES + 1]).is_err());
+
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let web = Arc::new(ContainerInfo {
+            id: id('a'),
+            image_digests: vec![digest('1')],
+            labels: [("app".to_string(), "web".to_string())].into(),
+            ..Default::default()
+        });
+        let db = Arc::new(ContainerInfo {
+            id: id('b'),
+            image_digests: vec![digest('2'), digest('3')],
+            labels: [("app".to_string(), "db".to_string())].into(),
+            ..Default::default()
+        });
+        let running = [web, db];
+        let got = workload_containers(&running, &["container:label:app:db".into()]);
+        assert_eq!(
+            got,
+            vec![vouch_core::ContainerImage {
+                id: id('b'),
+                image_digests: vec![digest('2'), digest('3')]
+            }]
+        );
+        // Every container: selector must hold; other kinds of selector are not the runtime's.
+        let got = workload_containers(
+            &running,
+            &[
+                "unix:uid:0".into(),
+                "container:label:app:web".into(),
+                format!("container:image-digest:{}", digest('1')),
+            ],
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, id('a'));
+        assert!(workload_containers(&running, &["container:label:app:none".into()]).is_empty());
+        // A workload without container: selectors has no containers.
+        assert!(workload_containers(&running, &["unix:uid:0".into()]).is_empty());
     }
 }

@@ -32,7 +32,8 @@ pub use caller::{Caller, CallerChanged};
 pub use client::VerifierClient;
 pub use container::{
     ContainerAttestor, ContainerConfig, ContainerError, ContainerId, ContainerInfo,
-    container_ids_from_cgroup, container_ids_of, parse_container_json, parse_image_json,
+    container_ids_from_cgroup, container_ids_of, parse_container_json, parse_container_list,
+    parse_image_json, workload_containers,
 };
 pub use entries::{EntryMirror, signed as signed_entries_request};
 pub use error::AgentError;

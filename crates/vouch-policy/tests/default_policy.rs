@@ -437,6 +437,13 @@ fn issue_15_provenance_builder_and_source_of_every_running_image() {
         a.explain()
     );
 
+    // A running container whose image has no manifest digest cannot be checked.
+    let mut c = with_images(json!([good(&d1), good(&d2)]));
+    c["workload"]["containers"][1]["image_digests"] = json!([]);
+    let a = appraise_with(vec![rv("require_image_signature", "*", "true")], &c);
+    assert_denied(&a, "require_image_signature", TrustClaim::Executables);
+    assert!(a.explain().contains("no manifest digest"), "{}", a.explain());
+
     // Without the reference values, nothing is required.
     let a = appraise_with(vec![], &with_images(json!([other_unsigned(&d2)])));
     assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
