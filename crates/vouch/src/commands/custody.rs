@@ -45,6 +45,31 @@ pub(crate) enum CustodyCmd {
     /// Verify a supply chain's in-toto links against a signed layout, offline. Exits 0 when
     /// the chain verifies, 1 when refused (the reason on standard error).
     Verify(VerifyArgs),
+    /// Sign an in-toto link (as `in-toto-run` or `in-toto-record` wrote it) with this
+    /// workload's X.509-SVID, for a layout step that names SPIFFE IDs as functionaries
+    /// (`cert_constraints`). Writes `<step>.<keyid[:8]>.link` into --out-dir.
+    Sign(SignArgs),
+}
+
+/// Flags of `vouch custody sign`.
+#[derive(Debug, Args)]
+pub(crate) struct SignArgs {
+    /// The link to sign (its `signed` part is kept; its signatures are replaced).
+    #[arg(long)]
+    link: PathBuf,
+    /// Where to write the SVID-signed link.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Fetch the X.509-SVID from the SPIFFE Workload API on this Unix socket (the agent
+    /// gives one only to a workload attested affirming).
+    #[arg(long, conflicts_with_all = ["svid_cert", "svid_key"], required_unless_present = "svid_cert")]
+    svid_socket: Option<PathBuf>,
+    /// The X.509-SVID chain (PEM, leaf first), instead of --svid-socket.
+    #[arg(long, requires = "svid_key")]
+    svid_cert: Option<PathBuf>,
+    /// The SVID's private key (PEM), with --svid-cert.
+    #[arg(long, requires = "svid_cert")]
+    svid_key: Option<PathBuf>,
 }
 
 /// Flags of `vouch custody verify`.
@@ -60,6 +85,36 @@ pub(crate) struct VerifyArgs {
     /// The directory holding the steps' links (`<step>.<keyid[:8]>.link`).
     #[arg(long)]
     links: PathBuf,
+    /// The SPIFFE trust domain's CA certificates (PEM, or the SPIFFE bundle JSON the verifier
+    /// serves at /v1/bundle). Required when a step names SPIFFE IDs as functionaries
+    /// (`cert_constraints`): such a step counts a link only if an X.509-SVID chaining to
+    /// this bundle at the link's signing time, naming one of those IDs, signed it.
+    #[arg(long)]
+    trust_bundle: Option<PathBuf>,
+    /// The trust domain of --trust-bundle (default: that of the layout's SPIFFE IDs).
+    #[arg(long, requires = "trust_bundle")]
+    trust_domain: Option<String>,
+    /// The verifier's signed revocations (`GET /v1/revocations` saved, or `vouch rp watch`'s
+    /// file): a link signed by a revoked SVID does not count, and every SVID-signed link is
+    /// refused while the set is incomplete or older than --max-revocation-age.
+    #[arg(long, requires = "trust_bundle")]
+    revocations: Option<PathBuf>,
+    /// How old the revocations' newest signed head may be.
+    #[arg(long, default_value = "5m", requires = "revocations")]
+    max_revocation_age: String,
+}
+
+/// What SVID-signed links are checked against (`--trust-bundle`, `--revocations`).
+struct SvidOptions {
+    bundle: Vec<u8>,
+    trust_domain: Option<String>,
+    revocations: Option<(PathBuf, u64)>,
+}
+
+/// The checks of SVID-signed links, built once the layout names the trust domain.
+struct SvidCtx {
+    verifier: std::sync::Arc<vouch_rp::SpiffeVerifier>,
+    revocations: Option<vouch_rp::RevocationSet>,
 }
 
 /// Why the chain was refused.
@@ -71,8 +126,11 @@ fn refused<T>(why: impl Into<String>) -> Result<T, Refused> {
 }
 
 /// Run `vouch custody`.
-pub(crate) fn run(cmd: CustodyCmd, json: bool) -> Result<ExitCode> {
-    let CustodyCmd::Verify(a) = cmd;
+pub(crate) async fn run(cmd: CustodyCmd, json: bool) -> Result<ExitCode> {
+    let a = match cmd {
+        CustodyCmd::Verify(a) => a,
+        CustodyCmd::Sign(a) => return sign(a).await,
+    };
     let mut keys = Vec::new();
     for p in &a.layout_keys {
         let pem = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
@@ -82,7 +140,22 @@ pub(crate) fn run(cmd: CustodyCmd, json: bool) -> Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    match verify(&a.layout, &keys, &a.links, now) {
+    let svid = match &a.trust_bundle {
+        Some(p) => Some(SvidOptions {
+            bundle: std::fs::read(p).with_context(|| format!("read {}", p.display()))?,
+            trust_domain: a.trust_domain.clone(),
+            revocations: match &a.revocations {
+                Some(r) => Some((
+                    r.clone(),
+                    crate::config::parse_duration(&a.max_revocation_age)
+                        .context("--max-revocation-age")?,
+                )),
+                None => None,
+            },
+        }),
+        None => None,
+    };
+    match verify(&a.layout, &keys, &a.links, now, svid.as_ref()) {
         Ok(steps) => {
             if json {
                 output::json(&json!({"verified": true, "steps": steps}))?;
@@ -99,6 +172,86 @@ pub(crate) fn run(cmd: CustodyCmd, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// `vouch custody sign`: the link's `signed` part with `environment.vouch_signed_at` set to
+/// now, signed over its canonical JSON with the SVID's key; the signature carries the SVID
+/// chain as `cert` (PEM, leaf first) and, as keyid, the SHA-256 of the leaf's public key.
+async fn sign(a: SignArgs) -> Result<ExitCode> {
+    use sha2::Digest as _;
+    let bytes = read_bounded(&a.link, MAX_LINK).map_err(|e| anyhow::anyhow!(e.0))?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", a.link.display()))?;
+    let Some(mut signed) = v.get("signed").and_then(Value::as_object).cloned() else {
+        anyhow::bail!("{}: no \"signed\" object", a.link.display());
+    };
+    if signed.get("_type").and_then(Value::as_str) != Some("link") {
+        anyhow::bail!("{}: _type is not \"link\"", a.link.display());
+    }
+    let name = signed
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .context("the link has no step name (or one with '/')")?
+        .to_owned();
+    let signer = super::ci::load_svid_from(
+        a.svid_socket.as_deref(),
+        a.svid_cert.as_deref(),
+        a.svid_key.as_deref(),
+    )
+    .await?;
+    let leaf = signer.chain.first().context("empty SVID chain")?;
+    let spiffe_id = vouch_rp::svid_spiffe_id(leaf)
+        .map_err(|e| anyhow::anyhow!("the SVID has no SPIFFE ID: {e}"))?
+        .to_string();
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| anyhow::anyhow!("the SVID does not parse: {e}"))?;
+    let keyid = hex::encode(sha2::Sha256::digest(cert.public_key().raw));
+    let mut env = match signed.remove("environment") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    env.insert(
+        SIGNED_AT.into(),
+        super::ci::format_rfc3339(vouch_server::unix_now()).into(),
+    );
+    signed.insert("environment".into(), Value::Object(env));
+    let signed = Value::Object(signed);
+    let mut canon = Vec::new();
+    canonical(&signed, &mut canon).map_err(|e| anyhow::anyhow!(e.0))?;
+    let s = signer
+        .key
+        .choose_scheme(&[
+            rustls::SignatureScheme::ECDSA_NISTP256_SHA256,
+            rustls::SignatureScheme::ED25519,
+        ])
+        .context("the SVID key is neither ECDSA P-256 nor Ed25519")?;
+    let sig = s
+        .sign(&canon)
+        .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
+    let mut pem = String::new();
+    for c in &signer.chain {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(c);
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    let out = json!({
+        "signed": signed,
+        "signatures": [{"keyid": keyid, "sig": hex::encode(sig), "cert": pem}],
+    });
+    std::fs::create_dir_all(&a.out_dir)
+        .with_context(|| format!("create {}", a.out_dir.display()))?;
+    let path = a.out_dir.join(format!("{name}.{}.link", &keyid[..8]));
+    let mut text = serde_json::to_vec_pretty(&out)?;
+    text.push(b'\n');
+    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    eprintln!("signed step {name} as {spiffe_id}: {}", path.display());
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 // ---- keys and signatures ----
@@ -144,6 +297,11 @@ fn key_from_pem(pem: &str) -> Result<PubKey, Refused> {
     let der = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| Refused(format!("PEM public key: {e}")))?;
+    spki_key(&der)
+}
+
+/// An ed25519 or ECDSA P-256 SubjectPublicKeyInfo (DER).
+fn spki_key(der: &[u8]) -> Result<PubKey, Refused> {
     if der.len() == ED25519_SPKI.len() + 32 && der.starts_with(ED25519_SPKI) {
         Ok(PubKey::Ed25519(der[ED25519_SPKI.len()..].to_vec()))
     } else if der.len() == P256_SPKI.len() + 65 && der.starts_with(P256_SPKI) {
@@ -241,8 +399,15 @@ fn canonical(v: &Value, out: &mut Vec<u8>) -> Result<(), Refused> {
 struct Metablock {
     signed: Map<String, Value>,
     canonical: Vec<u8>,
-    /// (keyid, signature bytes).
-    signatures: Vec<(String, Vec<u8>)>,
+    signatures: Vec<Signature>,
+}
+
+/// One signature of a metablock.
+struct Signature {
+    keyid: String,
+    sig: Vec<u8>,
+    /// The signer's certificate chain, PEM, leaf first (in-toto-golang's `cert` field, ITE-7).
+    cert: Option<String>,
 }
 
 impl Metablock {
@@ -250,13 +415,13 @@ impl Metablock {
     fn signed_by(&self, keyid: &str, key: &PubKey) -> bool {
         self.signatures
             .iter()
-            .any(|(k, s)| k == keyid && key.verify(&self.canonical, s))
+            .any(|s| s.keyid == keyid && key.verify(&self.canonical, &s.sig))
     }
     /// Whether any signature verifies with `key`.
     fn signed_with(&self, key: &PubKey) -> bool {
         self.signatures
             .iter()
-            .any(|(_, s)| key.verify(&self.canonical, s))
+            .any(|s| key.verify(&self.canonical, &s.sig))
     }
 }
 
@@ -291,8 +456,17 @@ fn parse_metablock(name: &str, bytes: &[u8]) -> Result<Metablock, Refused> {
     for s in sigs {
         let keyid = s.get("keyid").and_then(Value::as_str);
         let sig = s.get("sig").and_then(Value::as_str).map(hex::decode);
+        let cert = match s.get("cert") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(c)) => Some(c.clone()),
+            Some(_) => return refused(format!("{name}: a signature's cert is not a string")),
+        };
         match (keyid, sig) {
-            (Some(k), Some(Ok(sig))) => signatures.push((k.to_owned(), sig)),
+            (Some(k), Some(Ok(sig))) => signatures.push(Signature {
+                keyid: k.to_owned(),
+                sig,
+                cert,
+            }),
             _ => return refused(format!("{name}: a signature without keyid or hex sig")),
         }
     }
@@ -408,6 +582,8 @@ struct Step {
     name: String,
     threshold: usize,
     pubkeys: Vec<String>,
+    /// SPIFFE IDs whose X.509-SVIDs are this step's functionaries (`cert_constraints`).
+    spiffe_ids: Vec<String>,
     materials: Vec<Rule>,
     products: Vec<Rule>,
 }
@@ -627,6 +803,17 @@ fn layout_steps(
     signed: &Map<String, Value>,
 ) -> Result<(BTreeMap<String, PubKey>, Vec<Step>), Refused> {
     let mut keys = BTreeMap::new();
+    for f in ["rootcas", "intermediatecas"] {
+        if signed
+            .get(f)
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty())
+        {
+            return refused(format!(
+                "layout: {f} is not implemented (the trust domain's CA is given with --trust-bundle)"
+            ));
+        }
+    }
     let Some(km) = signed.get("keys").and_then(Value::as_object) else {
         return refused("layout: no \"keys\" object");
     };
@@ -660,6 +847,7 @@ fn layout_steps(
             ));
         }
         let threshold = s.get("threshold").and_then(Value::as_u64).unwrap_or(1);
+        let spiffe_ids = cert_constraints(name, s.get("cert_constraints"))?;
         let Some(pk) = s.get("pubkeys").and_then(Value::as_array) else {
             return refused(format!("step {name}: no pubkeys list"));
         };
@@ -674,21 +862,241 @@ fn layout_steps(
                 "step {name}: a pubkey that is not a key of the layout"
             ));
         }
-        if threshold == 0 || threshold as usize > pubkeys.len() {
+        if !spiffe_ids.is_empty() && !pubkeys.is_empty() {
             return refused(format!(
-                "step {name}: threshold {threshold} with {} keys",
-                pubkeys.len()
+                "step {name}: both pubkeys and cert_constraints (a step's functionaries are keys or SPIFFE IDs, not both)"
+            ));
+        }
+        let functionaries = pubkeys.len() + spiffe_ids.len();
+        if threshold == 0 || threshold as usize > functionaries {
+            return refused(format!(
+                "step {name}: threshold {threshold} with {functionaries} functionaries"
             ));
         }
         steps.push(Step {
             name: name.to_owned(),
             threshold: threshold as usize,
             pubkeys,
+            spiffe_ids,
             materials: parse_rules(name, "expected_materials", s.get("expected_materials"))?,
             products: parse_rules(name, "expected_products", s.get("expected_products"))?,
         });
     }
     Ok((keys, steps))
+}
+
+/// A step's `cert_constraints` (in-toto-golang's field, in-toto ITE-7) as the SPIFFE IDs
+/// they name. Vouch matches an X.509-SVID by its SPIFFE ID alone: each constraint names
+/// exactly one `spiffe://` URI, and may carry `common_name`, `dns_names`, `emails`,
+/// `organizations`, `roots` only as the wildcard (`"*"`, `["*"]`) or absent; anything else
+/// is refused as not implemented rather than ignored.
+fn cert_constraints(step: &str, v: Option<&Value>) -> Result<Vec<String>, Refused> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let Some(a) = v.as_array() else {
+        return refused(format!("step {step}: cert_constraints is not a list"));
+    };
+    if a.len() > MAX_SIGNATURES {
+        return refused(format!(
+            "step {step}: more than {MAX_SIGNATURES} cert_constraints"
+        ));
+    }
+    let mut ids = Vec::new();
+    for c in a {
+        let Some(c) = c.as_object() else {
+            return refused(format!("step {step}: a cert constraint is not an object"));
+        };
+        for (k, f) in c {
+            let wildcard = f.as_str() == Some("*")
+                || f.as_array()
+                    .is_some_and(|l| l.len() == 1 && l[0].as_str() == Some("*"));
+            match k.as_str() {
+                "uris" => {}
+                "common_name" | "dns_names" | "emails" | "organizations" | "roots" if wildcard => {}
+                _ => {
+                    return refused(format!(
+                        "step {step}: cert constraint {k:?} = {f} not implemented (Vouch matches SVIDs by SPIFFE ID: give uris and leave the rest \"*\")"
+                    ));
+                }
+            }
+        }
+        let uris: Vec<&str> = c
+            .get("uris")
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let [uri] = uris.as_slice() else {
+            return refused(format!(
+                "step {step}: a cert constraint must name exactly one SPIFFE ID in uris"
+            ));
+        };
+        let id = vouch_rp::SpiffeId::parse(uri)
+            .map_err(|e| Refused(format!("step {step}: cert constraint uri {uri:?}: {e}")))?;
+        let id = id.to_string();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The `environment` entry of an SVID-signed link holding its signing time.
+const SIGNED_AT: &str = "vouch_signed_at";
+/// Most certificates read from a signature's `cert`.
+const MAX_CHAIN: usize = 4;
+
+/// A PEM chain's certificates, DER, in order.
+fn pem_chain(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut chain = Vec::new();
+    for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+        let p = p.map_err(|e| format!("cert is not PEM: {e}"))?;
+        if p.label != "CERTIFICATE" {
+            return Err(format!("cert holds a {:?}, not a CERTIFICATE", p.label));
+        }
+        chain.push(p.contents);
+        if chain.len() > MAX_CHAIN {
+            return Err(format!("cert holds more than {MAX_CHAIN} certificates"));
+        }
+    }
+    if chain.is_empty() {
+        return Err("cert holds no certificate".into());
+    }
+    Ok(chain)
+}
+
+/// The public key of a DER certificate (ed25519 or ECDSA P-256).
+fn cert_key(der: &[u8]) -> Result<PubKey, String> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| format!("certificate: {e}"))?;
+    let spki = cert.public_key().raw;
+    spki_key(spki).map_err(|e| e.0)
+}
+
+/// Check an SVID-signed link for `step`: returns the signer's SPIFFE ID, or why it does not
+/// count. The chain is checked as of the link's `environment.vouch_signed_at` (covered by the
+/// signature), which may not be in the future; the signer must be one of the step's SPIFFE
+/// IDs, its SVID not revoked.
+fn svid_link(mb: &Metablock, step: &Step, ctx: &SvidCtx, now: i64) -> Result<String, String> {
+    let at = mb
+        .signed
+        .get("environment")
+        .and_then(|e| e.get(SIGNED_AT))
+        .and_then(Value::as_str)
+        .and_then(super::ci::parse_rfc3339)
+        .ok_or(format!(
+            "no environment.{SIGNED_AT} (YYYY-MM-DDTHH:MM:SSZ): not signed by `vouch custody sign`"
+        ));
+    let now = u64::try_from(now).unwrap_or(0);
+    let mut why = Vec::new();
+    for s in &mb.signatures {
+        let Some(pem) = &s.cert else {
+            why.push(format!(
+                "signature {} is by a plain key, not an X.509-SVID (does not count for a step whose functionaries are SPIFFE IDs)",
+                s.keyid
+            ));
+            continue;
+        };
+        let checked = (|| {
+            let at = at.clone()?;
+            if at > now + 60 {
+                return Err(format!("signed {} s in the future", at - now));
+            }
+            let chain = pem_chain(pem)?;
+            let id = ctx
+                .verifier
+                .verify_chain(&chain, at)
+                .map_err(|e| format!("SVID at signing time: {e}"))?;
+            let id = id.to_string();
+            if !step.spiffe_ids.contains(&id) {
+                return Err(format!(
+                    "signed by {id}, not a functionary of the step ({})",
+                    step.spiffe_ids.join(", ")
+                ));
+            }
+            let key = cert_key(&chain[0])?;
+            if !key.verify(&mb.canonical, &s.sig) {
+                return Err(format!("the signature by {id}'s SVID does not verify"));
+            }
+            if let Some(r) = &ctx.revocations {
+                r.check_svid(&chain[0], now)
+                    .map_err(|e| format!("{id}'s SVID: {e}"))?;
+            }
+            Ok(id)
+        })();
+        match checked {
+            Ok(id) => return Ok(id),
+            Err(e) => why.push(e),
+        }
+    }
+    if why.is_empty() {
+        why.push("no signature".into());
+    }
+    Err(why.join("; "))
+}
+
+/// Most link files considered for a step whose functionaries are SPIFFE IDs.
+const MAX_SVID_LINKS: usize = 64;
+
+/// The links of an SVID step: `<step>.<id>.link` in `dir` (any id without a dot), sorted.
+fn svid_link_files(dir: &Path, step: &str) -> Result<Vec<String>, Refused> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Refused(format!("{}: {e}", dir.display())))?;
+    let prefix = format!("{step}.");
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let mid = n
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".link"));
+        if mid.is_some_and(|m| !m.is_empty() && !m.contains('.')) {
+            out.push(n);
+            if out.len() > MAX_SVID_LINKS {
+                return refused(format!(
+                    "step {step}: more than {MAX_SVID_LINKS} link files"
+                ));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl SvidCtx {
+    fn new(o: &SvidOptions, steps: &[Step], now: i64) -> Result<Self, Refused> {
+        let td = match (
+            &o.trust_domain,
+            steps.iter().find_map(|s| s.spiffe_ids.first()),
+        ) {
+            (Some(t), _) => vouch_rp::TrustDomain::parse(t)
+                .map_err(|e| Refused(format!("--trust-domain {t:?}: {e}")))?,
+            (None, Some(id)) => vouch_rp::SpiffeId::parse(id)
+                .map_err(|e| Refused(e.to_string()))?
+                .trust_domain()
+                .clone(),
+            (None, None) => {
+                return refused(
+                    "--trust-bundle given, but no step names a SPIFFE ID and no --trust-domain",
+                );
+            }
+        };
+        let auth = super::ci::bundle_authorities(&o.bundle, &td)
+            .map_err(|e| Refused(format!("trust bundle: {e}")))?;
+        let verifier =
+            vouch_rp::SpiffeVerifier::new(&td, &auth, vouch_rp::AllowedIds::AnyInTrustDomain)
+                .map_err(|e| Refused(format!("trust bundle: {e}")))?;
+        let revocations = match &o.revocations {
+            Some((p, max_age)) => {
+                let mut set = vouch_rp::RevocationSet::new(verifier.clone())
+                    .with_max_age(std::time::Duration::from_secs(*max_age));
+                set.load(p, u64::try_from(now).unwrap_or(0))
+                    .map_err(|e| Refused(format!("revocations {}: {e}", p.display())))?;
+                Some(set)
+            }
+            None => None,
+        };
+        Ok(Self {
+            verifier,
+            revocations,
+        })
+    }
 }
 
 /// Verify the chain; on success the step names in the layout's order.
@@ -697,6 +1105,7 @@ fn verify(
     layout_keys: &[PubKey],
     links_dir: &Path,
     now: i64,
+    svid: Option<&SvidOptions>,
 ) -> Result<Vec<String>, Refused> {
     let layout = parse_metablock("layout", &read_bounded(layout_path, MAX_LAYOUT)?)?;
     for (i, k) in layout_keys.iter().enumerate() {
@@ -721,11 +1130,56 @@ fn verify(
         return refused(format!("layout expired at {expires}"));
     }
     let (keys, steps) = layout_steps(signed)?;
+    let svid_ctx = match svid {
+        Some(o) => Some(SvidCtx::new(o, &steps, now)?),
+        None => None,
+    };
 
     let mut links = BTreeMap::new();
     for step in &steps {
         let mut good: Vec<(String, Link)> = Vec::new();
         let mut why = Vec::new();
+        if !step.spiffe_ids.is_empty() {
+            let Some(ctx) = &svid_ctx else {
+                return refused(format!(
+                    "step {}: its functionaries are SPIFFE IDs (cert_constraints): give --trust-bundle",
+                    step.name
+                ));
+            };
+            for file in svid_link_files(links_dir, &step.name)? {
+                let mb = match read_bounded(&links_dir.join(&file), MAX_LINK)
+                    .and_then(|b| parse_metablock(&file, &b))
+                {
+                    Ok(m) => m,
+                    Err(Refused(e)) => {
+                        why.push(e);
+                        continue;
+                    }
+                };
+                if mb.signed.get("_type").and_then(Value::as_str) != Some("link") {
+                    why.push(format!("{file}: _type is not \"link\""));
+                    continue;
+                }
+                if mb.signed.get("name").and_then(Value::as_str) != Some(step.name.as_str()) {
+                    why.push(format!("{file}: the link is not for step {}", step.name));
+                    continue;
+                }
+                let id = match svid_link(&mb, step, ctx, now) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        why.push(format!("{file}: {e}"));
+                        continue;
+                    }
+                };
+                let link = Link {
+                    materials: artifacts(&file, "materials", mb.signed.get("materials"))?,
+                    products: artifacts(&file, "products", mb.signed.get("products"))?,
+                };
+                if !good.iter().any(|(k, _)| *k == id) {
+                    good.push((id, link));
+                }
+            }
+        }
         for kid in &step.pubkeys {
             let file = format!("{}.{}.link", step.name, &kid[..8.min(kid.len())]);
             let path = links_dir.join(&file);

@@ -84,7 +84,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Healthcheck(args) => health::run(args).await,
         Command::Secret(cmd) => secret::run(cmd, json).await,
         Command::Update(cmd) => update::run(cmd, file, json).await,
-        Command::Custody(cmd) => custody::run(cmd, json),
+        Command::Custody(cmd) => custody::run(cmd, json).await,
         Command::Provenance(provenance::ProvenanceCmd::Sign(a)) => ci::sign(a).await,
         Command::Provenance(cmd) => provenance::run(cmd, json).await,
         Command::Image(cmd) => image::run(cmd, json).await,

@@ -1,0 +1,576 @@
+//! Chain of custody signed by attested builders (issue 15 part 6): a source -> build -> test
+//! -> package -> deploy chain recorded by the PyPI in-toto tools (`in-toto-run` per step,
+//! tests/data/custody_svid_chain.py), each link re-signed by `vouch custody sign` with the
+//! X.509-SVID a real verifier and agent (`vouch dev`) issued to this machine's attested
+//! workload, and checked by `vouch custody verify --trust-bundle` against a layout whose steps
+//! name that SPIFFE ID as functionary (`cert_constraints`).
+//!
+//! The good chain verifies (with the trust bundle as PEM and as the verifier's /v1/bundle
+//! JSON, and with its signed revocations); each refusal is a real input: links signed by a
+//! plain key, by an SVID of another trust domain, by a self-made certificate naming the right
+//! SPIFFE ID, by an SVID of the trust domain's own CA that had expired, by the right SVID for a
+//! step naming another SPIFFE ID, by an SVID revoked at the verifier; one flipped signature
+//! byte; a missing, reordered, altered and misnamed step. The same five links signed by the
+//! recorder key verify against the keyed layout in both `vouch custody verify` and in-toto's
+//! `in-toto-verify`, which agree on the missing, reordered and altered step.
+//!
+//! Needs target/pyenv with `in-toto` (scripts/deps.sh --test installs it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
+
+fn pyenv() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `vouch dev` verifier and agent, stopped when dropped.
+struct Dev {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dev {
+    fn start(dir: &Path) -> Dev {
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("dev.log")).unwrap();
+        let child = Command::new(VOUCH)
+            .args(["dev", "--dir"])
+            .arg(dir.join("dev"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "2"])
+            .env_remove("VOUCH_CONFIG")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let dev = Dev {
+            child,
+            dir: dir.join("dev"),
+            url: format!("https://127.0.0.1:{port}"),
+        };
+        let t = Instant::now();
+        while !(dev.sock().exists() && dev.dir.join("server/context.toml").exists()) {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "vouch dev did not start: {}",
+                std::fs::read_to_string(dir.join("dev.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        dev
+    }
+    fn sock(&self) -> PathBuf {
+        self.dir.join("agent/api.sock")
+    }
+    fn ca(&self) -> PathBuf {
+        self.dir.join("server/spiffe/ca.crt")
+    }
+    /// GET `path` from the verifier (TLS pinned to its CA) into `out`.
+    fn get(&self, path: &str, out: &Path) {
+        let o = Command::new(pyenv().join("python3"))
+            .args([
+                "-c",
+                "import ssl,sys,urllib.request;c=ssl.create_default_context(cafile=sys.argv[1]);\
+                 open(sys.argv[3],'wb').write(urllib.request.urlopen(sys.argv[2],context=c).read())",
+            ])
+            .arg(self.dir.join("server/tls/ca.crt"))
+            .arg(format!("{}{path}", self.url))
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+fn vouch(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let o = Command::new(VOUCH)
+        .args(args)
+        .env_remove("VOUCH_CONFIG")
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+macro_rules! os {
+    ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new($a)),*] };
+}
+
+/// `vouch custody sign` of `link` into `out` with the agent's SVID (or `files`: cert and key).
+fn sign(link: &Path, out: &Path, sock: &Path, files: Option<(&Path, &Path)>) -> PathBuf {
+    let t = Instant::now();
+    loop {
+        let (code, stdout, err) = match files {
+            None => vouch(os![
+                "custody",
+                "sign",
+                "--link",
+                link,
+                "--out-dir",
+                out,
+                "--svid-socket",
+                sock
+            ]),
+            Some((c, k)) => vouch(os![
+                "custody",
+                "sign",
+                "--link",
+                link,
+                "--out-dir",
+                out,
+                "--svid-cert",
+                c,
+                "--svid-key",
+                k
+            ]),
+        };
+        if code == 0 {
+            return PathBuf::from(stdout.trim());
+        }
+        // The agent's first SVID comes with its first affirming attestation.
+        assert!(
+            files.is_none() && t.elapsed() < Duration::from_secs(30),
+            "custody sign failed: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `vouch custody verify`: (exit code, stdout, stderr).
+fn verify(layout: &Path, owner: &Path, links: &Path, extra: &[&std::ffi::OsStr]) -> (i32, String) {
+    let mut args: Vec<&std::ffi::OsStr> = os![
+        "custody",
+        "verify",
+        "--layout",
+        layout,
+        "--layout-key",
+        owner,
+        "--links",
+        links
+    ]
+    .to_vec();
+    args.extend_from_slice(extra);
+    let (code, out, err) = vouch(&args);
+    (code, format!("{out}{err}"))
+}
+
+fn in_toto_verify(layout: &Path, owner: &Path, links: &Path) -> i32 {
+    Command::new(pyenv().join("in-toto-verify"))
+        .arg("--layout")
+        .arg(layout)
+        .arg("--verification-keys")
+        .arg(owner)
+        .arg("--link-dir")
+        .arg(links)
+        .output()
+        .unwrap()
+        .status
+        .code()
+        .unwrap_or(-1)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The one link of `step` in `dir`.
+fn link_of(dir: &Path, step: &str) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with(&format!("{step}.")) && n.ends_with(".link")
+        })
+        .collect();
+    assert_eq!(v.len(), 1, "{step} in {}", dir.display());
+    v.pop().unwrap()
+}
+
+/// A CA (or the given issuer) and an SVID-like leaf for `id`, valid `from`..`to`; writes
+/// `<name>.crt` (leaf) and `<name>.key`.
+fn svid_files(
+    dir: &Path,
+    name: &str,
+    id: &str,
+    issuer: Option<(&str, &str)>,
+    from: (i32, u8, u8),
+    to: (i32, u8, u8),
+) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.subject_alt_names = vec![rcgen::SanType::URI(id.try_into().unwrap())];
+    leaf.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    leaf.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+    leaf.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+    let cert = match issuer {
+        Some((ca_pem, ca_key)) => {
+            let k = rcgen::KeyPair::from_pem(ca_key).unwrap();
+            let iss = rcgen::Issuer::from_ca_cert_pem(ca_pem, k).unwrap();
+            leaf.signed_by(&key, &iss).unwrap()
+        }
+        None => {
+            let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            ca_params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "a self-made CA");
+            let ca =
+                rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                    .unwrap();
+            leaf.signed_by(&key, &ca).unwrap()
+        }
+    };
+    let (c, k) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+fn edit(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
+    let python = pyenv().join("python3");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/deps.sh --test` (it installs the PyPI in-toto package)",
+        python.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dev = Dev::start(t);
+    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    let id = format!("spiffe://vouch.local/dev/uid-{}", uid.trim());
+
+    let c = t.join("c");
+    let o = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/custody_svid_chain.py"))
+        .arg(&c)
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "custody_svid_chain.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let owner = c.join("owner.pub");
+    let ca = dev.ca();
+    let tb: &[&std::ffi::OsStr] = os!["--trust-bundle", &ca];
+
+    // The recorder-signed chain against the keyed layout: Vouch and in-toto agree.
+    let (code, out) = verify(&c.join("keyed.layout"), &owner, &c.join("good"), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("source -> build -> test -> package -> deploy"),
+        "{out}"
+    );
+    assert_eq!(
+        in_toto_verify(&c.join("keyed.layout"), &owner, &c.join("good")),
+        0
+    );
+
+    // Each link re-signed with the agent's SVID.
+    let svid = t.join("svid");
+    for step in ["source", "build", "test", "package", "deploy"] {
+        sign(&link_of(&c.join("good"), step), &svid, &dev.sock(), None);
+    }
+    let layout = c.join("svid.layout");
+    let (code, out) = verify(&layout, &owner, &svid, tb);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("-> deploy"), "{out}");
+    // The bundle as the verifier serves it (SPIFFE bundle JSON) does as well.
+    let bundle_json = t.join("bundle.json");
+    dev.get("/v1/bundle", &bundle_json);
+    let (code, out) = verify(&layout, &owner, &svid, os!["--trust-bundle", &bundle_json]);
+    assert_eq!(code, 0, "{out}");
+
+    let refused = |links: &Path, layout: &Path, extra: &[&std::ffi::OsStr], why: &str| {
+        let (code, out) = verify(layout, &owner, links, extra);
+        assert_eq!(code, 1, "expected refusal ({why}): {out}");
+        assert!(out.contains(why), "expected {why:?} in {out:?}");
+    };
+    // Variant of the SVID-signed chain with `step`'s link replaced by `with`.
+    let variant = |name: &str, step: &str, with: Option<&Path>| -> PathBuf {
+        let d = t.join(name);
+        copy_dir(&svid, &d);
+        std::fs::remove_file(link_of(&d, step)).unwrap();
+        if let Some(w) = with {
+            std::fs::copy(w, d.join(w.file_name().unwrap())).unwrap();
+        }
+        d
+    };
+
+    // No trust bundle: a step naming SPIFFE IDs cannot be checked.
+    refused(
+        &svid,
+        &layout,
+        &[],
+        "step source: its functionaries are SPIFFE IDs",
+    );
+    // The recorder's plain-key links do not count for SPIFFE functionaries.
+    refused(
+        &c.join("good"),
+        &layout,
+        tb,
+        "by a plain key, not an X.509-SVID",
+    );
+    // The right SVID, but the layout names another SPIFFE ID for deploy.
+    refused(
+        &svid,
+        &c.join("other-id.layout"),
+        tb,
+        "step deploy: 0 valid link(s), threshold 1",
+    );
+    refused(
+        &svid,
+        &c.join("other-id.layout"),
+        tb,
+        "not a functionary of the step",
+    );
+
+    let deploy = link_of(&c.join("good"), "deploy");
+    let foreign = t.join("foreign");
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    let ca_key = std::fs::read_to_string(dev.dir.join("server/spiffe/ca.key")).unwrap();
+    // An SVID of another trust domain (its own CA), the same path.
+    let other_td = id.replace("vouch.local", "other.example");
+    let (crt, key) = svid_files(t, "other-td", &other_td, None, (2020, 1, 1), (2090, 1, 1));
+    let l = sign(
+        &deploy,
+        &foreign.join("td"),
+        &dev.sock(),
+        Some((&crt, &key)),
+    );
+    refused(
+        &variant("v-td", "deploy", Some(&l)),
+        &layout,
+        tb,
+        "does not chain to the trust bundle",
+    );
+    // Even one the trust domain's CA had signed (misissued) names another trust domain.
+    let (crt, key) = svid_files(
+        t,
+        "other-td-ours",
+        &other_td,
+        Some((&ca_pem, &ca_key)),
+        (2020, 1, 1),
+        (2090, 1, 1),
+    );
+    let l = sign(
+        &deploy,
+        &foreign.join("td2"),
+        &dev.sock(),
+        Some((&crt, &key)),
+    );
+    refused(
+        &variant("v-td2", "deploy", Some(&l)),
+        &layout,
+        tb,
+        "not in trust domain",
+    );
+    // A self-made certificate naming exactly the builder's SPIFFE ID.
+    let (crt, key) = svid_files(t, "self-made", &id, None, (2020, 1, 1), (2090, 1, 1));
+    let l = sign(
+        &deploy,
+        &foreign.join("self"),
+        &dev.sock(),
+        Some((&crt, &key)),
+    );
+    refused(
+        &variant("v-self", "deploy", Some(&l)),
+        &layout,
+        tb,
+        "does not chain to the trust bundle",
+    );
+    // An SVID from the trust domain's own CA, expired when it signed.
+    let (crt, key) = svid_files(
+        t,
+        "expired",
+        &id,
+        Some((&ca_pem, &ca_key)),
+        (2020, 1, 1),
+        (2021, 1, 1),
+    );
+    let l = sign(
+        &deploy,
+        &foreign.join("expired"),
+        &dev.sock(),
+        Some((&crt, &key)),
+    );
+    refused(
+        &variant("v-exp", "deploy", Some(&l)),
+        &layout,
+        tb,
+        "SVID at signing time: unexpected error: peer SVID does not chain to the trust bundle: CertExpired",
+    );
+    // The same CA, valid: accepted (so the refusal above is the expiry alone).
+    let (crt, key) = svid_files(
+        t,
+        "valid",
+        &id,
+        Some((&ca_pem, &ca_key)),
+        (2020, 1, 1),
+        (2090, 1, 1),
+    );
+    let l = sign(
+        &deploy,
+        &foreign.join("valid"),
+        &dev.sock(),
+        Some((&crt, &key)),
+    );
+    let (code, out) = verify(&layout, &owner, &variant("v-valid", "deploy", Some(&l)), tb);
+    assert_eq!(code, 0, "{out}");
+
+    // One flipped byte of an SVID signature; a product hash changed after signing.
+    let d = variant("v-flip", "build", None);
+    copy_dir(&svid, &d);
+    edit(&link_of(&d, "build"), |v| {
+        let s = v["signatures"][0]["sig"].as_str().unwrap().to_owned();
+        let mut b = hex::decode(&s).unwrap();
+        b[8] ^= 1;
+        v["signatures"][0]["sig"] = hex::encode(b).into();
+    });
+    refused(&d, &layout, tb, "does not verify");
+    let d = variant("v-prod", "package", None);
+    copy_dir(&svid, &d);
+    edit(&link_of(&d, "package"), |v| {
+        v["signed"]["products"]["app.tar.gz"]["sha256"] = "00".repeat(32).into();
+    });
+    refused(&d, &layout, tb, "step package: 0 valid link(s)");
+
+    // Missing, reordered, altered, misnamed steps (all SVID-signed); in-toto-verify agrees
+    // on the recorder-signed equivalents against the keyed layout.
+    refused(
+        &variant("v-missing", "test", None),
+        &layout,
+        tb,
+        "step test: 0 valid link(s), threshold 1 (no link found)",
+    );
+    let keyed = |name: &str, step: &str, with: Option<&Path>| -> PathBuf {
+        let d = t.join(name);
+        copy_dir(&c.join("good"), &d);
+        std::fs::remove_file(link_of(&d, step)).unwrap();
+        if let Some(w) = with {
+            std::fs::copy(w, d.join(w.file_name().unwrap())).unwrap();
+        }
+        d
+    };
+    let kl = c.join("keyed.layout");
+    let k = keyed("k-missing", "test", None);
+    refused(&k, &kl, &[], "step test: 0 valid link(s)");
+    assert_ne!(in_toto_verify(&kl, &owner, &k), 0);
+
+    let reordered = link_of(&c.join("reordered"), "package");
+    let l = sign(&reordered, &foreign.join("reordered"), &dev.sock(), None);
+    refused(
+        &variant("v-reorder", "package", Some(&l)),
+        &layout,
+        tb,
+        "step package: materials lacks required \"test/report.txt\"",
+    );
+    let k = keyed("k-reorder", "package", Some(&reordered));
+    refused(&k, &kl, &[], "lacks required \"test/report.txt\"");
+    assert_ne!(in_toto_verify(&kl, &owner, &k), 0);
+
+    let altered = link_of(&c.join("altered"), "build");
+    let l = sign(&altered, &foreign.join("altered"), &dev.sock(), None);
+    refused(
+        &variant("v-alter", "build", Some(&l)),
+        &layout,
+        tb,
+        "step build: materials \"src/app.sh\" is disallowed",
+    );
+    let k = keyed("k-alter", "build", Some(&altered));
+    refused(&k, &kl, &[], "materials \"src/app.sh\" is disallowed");
+    assert_ne!(in_toto_verify(&kl, &owner, &k), 0);
+
+    // The test step's link put in place of build's (named as a build link).
+    let d = variant("v-swap", "build", None);
+    std::fs::copy(link_of(&svid, "test"), d.join("build.swapped.link")).unwrap();
+    refused(&d, &layout, tb, "the link is not for step build");
+
+    // Revocation: with the verifier's signed revocations the chain verifies; once the
+    // builder's SVID is revoked at the verifier, its links no longer count.
+    let revs = t.join("revocations.json");
+    dev.get("/v1/revocations", &revs);
+    let with_revs: &[&std::ffi::OsStr] = os!["--trust-bundle", &ca, "--revocations", &revs];
+    let (code, out) = verify(&layout, &owner, &svid, with_revs);
+    assert_eq!(code, 0, "{out}");
+    let pem: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(link_of(&svid, "deploy")).unwrap()).unwrap();
+    let pem = pem["signatures"][0]["cert"].as_str().unwrap().to_owned();
+    let der = x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap()
+        .contents;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let serial = hex::encode(cert.raw_serial());
+    let (code, _, err) = vouch(os![
+        "revoke",
+        "svid",
+        &serial,
+        "--reason",
+        "builder compromised",
+        "--data-dir",
+        &dev.dir.join("server")
+    ]);
+    assert_eq!(code, 0, "{err}");
+    dev.get("/v1/revocations", &revs);
+    refused(
+        &svid,
+        &layout,
+        with_revs,
+        &format!("SVID: svid {} is revoked", serial.trim_start_matches('0')),
+    );
+    // A revocation set older than allowed refuses every SVID-signed link.
+    std::thread::sleep(Duration::from_millis(2100));
+    let stale: &[&std::ffi::OsStr] = os![
+        "--trust-bundle",
+        &ca,
+        "--revocations",
+        &revs,
+        "--max-revocation-age",
+        "1s"
+    ];
+    refused(&svid, &layout, stale, "step source: 0 valid link(s)");
+}

