@@ -5,16 +5,23 @@
 //! for each, the cosign tag `sha256-<hex>.sig` is fetched and verified against the configured
 //! public keys (`vouch-image`). The answer is the policy's `input.images[]`: `digest`,
 //! `signed_by` (ids of the keys whose signature verified), `repository` (where), `reason`
-//! (why unsigned). Definite answers are cached by digest for `ttl` seconds in a bounded map
-//! (an image's signatures do not change from one attestation to the next); a registry that
-//! cannot be reached is asked again next time.
+//! (why unsigned). With `provenance = true`, the SLSA provenance cosign attaches to the
+//! digest (`sha256-<hex>.att`, DSSE envelopes) is checked too, with `provenance_keys` (default:
+//! `keys`): `provenance` is `{builder_id, build_type, source_repo, source_ref, verified_by,
+//! repository}` of the first envelope that verifies, else `{reason}`. Definite answers are
+//! cached by digest for `ttl` seconds in a bounded map (an image's signatures do not change
+//! from one attestation to the next); a registry that cannot be reached is asked again next
+//! time.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use vouch_image::{ClientOptions, Digest, ImageError, ImageRef, PublicKey, RegistryClient};
+use vouch_image::provenance::VerifyingKey;
+use vouch_image::{
+    ClientOptions, Digest, ImageChecker, ImageError, ImageRef, PublicKey, RegistryClient,
+};
 use vouch_verifier::ImageHook;
 
 /// `[image_signatures]`: where and with which keys image signatures are checked.
@@ -39,6 +46,15 @@ pub struct ImageSignatureSettings {
     /// Most digests whose answers are held.
     #[serde(default = "default_entries")]
     pub cache_entries: usize,
+    /// Also check the SLSA provenance attached to each image (cosign's `sha256-<hex>.att`):
+    /// `input.images[].provenance`, for `require_provenance_builder` and
+    /// `require_provenance_source`.
+    #[serde(default)]
+    pub provenance: bool,
+    /// PEM public keys (or certificates) trusted to sign provenance: ECDSA P-256, Ed25519 or
+    /// RSA. Empty: the signature `keys`.
+    #[serde(default)]
+    pub provenance_keys: Vec<PathBuf>,
 }
 
 fn default_ttl() -> u64 {
@@ -52,6 +68,8 @@ fn default_entries() -> usize {
 /// Checks image digests against cosign signatures; see the module documentation.
 pub struct ImageSignatures {
     client: RegistryClient,
+    checker: ImageChecker,
+    provenance: bool,
     repositories: Vec<ImageRef>,
     keys: Vec<PublicKey>,
     ttl: u64,
@@ -83,6 +101,21 @@ impl ImageSignatures {
         if keys.is_empty() {
             return Err("image_signatures: no key".into());
         }
+        let mut provenance_keys = Vec::new();
+        let paths = if s.provenance_keys.is_empty() {
+            &s.keys
+        } else {
+            &s.provenance_keys
+        };
+        if s.provenance {
+            for p in paths {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("image_signatures provenance key {}: {e}", p.display()))?;
+                provenance_keys.push(VerifyingKey::from_pem(&text).map_err(|e| {
+                    format!("image_signatures provenance key {}: {e}", p.display())
+                })?);
+            }
+        }
         let repositories = s
             .repositories
             .iter()
@@ -109,6 +142,8 @@ impl ImageSignatures {
         })
         .map_err(|e| format!("image_signatures: {e}"))?;
         Ok(Self {
+            checker: ImageChecker::new(client.clone(), keys.clone(), provenance_keys),
+            provenance: s.provenance,
             client,
             repositories,
             keys,
@@ -116,6 +151,17 @@ impl ImageSignatures {
             max_entries: s.cache_entries.max(1),
             cache: Mutex::default(),
         })
+    }
+
+    /// The checker of signatures and provenance (`vouch_image::ImageChecker`), with the
+    /// configured keys and registry client.
+    pub fn checker(&self) -> &ImageChecker {
+        &self.checker
+    }
+
+    /// The configured repositories.
+    pub fn repositories(&self) -> &[ImageRef] {
+        &self.repositories
     }
 
     /// The ids of the trusted keys.
@@ -206,11 +252,21 @@ impl ImageSignatures {
             Ok(d) => d,
             Err(e) => return (unsigned(e.to_string()), true),
         };
+        let (mut value, mut definite) = self.fetch_signature(digest, &d).await;
+        if self.provenance {
+            let (p, def) = self.fetch_provenance(&d).await;
+            definite &= def;
+            value["provenance"] = p;
+        }
+        (value, definite)
+    }
+
+    async fn fetch_signature(&self, digest: &str, d: &Digest) -> (serde_json::Value, bool) {
         let mut reasons = Vec::new();
         let mut definite = true;
         for repo in &self.repositories {
             let name = format!("{}/{}", repo.registry, repo.repository);
-            match vouch_image::verify_digest(&self.client, repo, &d, &self.keys).await {
+            match self.checker.signature(repo, d).await {
                 Ok(v) => {
                     return (
                         serde_json::json!({
@@ -229,7 +285,49 @@ impl ImageSignatures {
                 Err(e) => reasons.push(format!("{name}: {e}")),
             }
         }
-        (unsigned(reasons.join("; ")), definite)
+        (
+            serde_json::json!({ "digest": digest, "signed_by": [], "reason": reasons.join("; ") }),
+            definite,
+        )
+    }
+
+    /// `input.images[].provenance`: the first verified provenance in the repositories, in
+    /// order, else `{reason}`; `true` with a definite answer.
+    async fn fetch_provenance(&self, d: &Digest) -> (serde_json::Value, bool) {
+        let mut reasons = Vec::new();
+        let mut definite = true;
+        for repo in &self.repositories {
+            let name = format!("{}/{}", repo.registry, repo.repository);
+            match self.checker.provenance(repo, d).await {
+                Ok(v) => {
+                    if let Some(p) = v.first() {
+                        return (
+                            serde_json::json!({
+                                "builder_id": p.builder_id,
+                                "build_type": p.build_type,
+                                "source_repo": p.source_repo,
+                                "source_ref": p.source_ref,
+                                "verified_by": p.key_id,
+                                "repository": name,
+                            }),
+                            true,
+                        );
+                    }
+                }
+                Err(ImageError::NoProvenance(..)) => {
+                    reasons.push(format!("{name}: no provenance"));
+                }
+                Err(e @ ImageError::Registry(_)) => {
+                    definite = false;
+                    reasons.push(format!("{name}: {e}"));
+                }
+                Err(e) => reasons.push(format!("{name}: {e}")),
+            }
+        }
+        (
+            serde_json::json!({ "reason": reasons.join("; ") }),
+            definite,
+        )
     }
 }
 

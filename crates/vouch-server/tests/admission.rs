@@ -185,6 +185,8 @@ async fn pods_with_unsigned_images_are_denied() {
         plain_http: false,
         ttl: 300,
         cache_entries: 16,
+        provenance: false,
+        provenance_keys: vec![],
     };
     let (admission, token) = token_auth(reg_dir.path());
     let h = common::Harness::new(|c| {
@@ -468,6 +470,8 @@ async fn the_api_server_must_authenticate() {
         plain_http: false,
         ttl: 300,
         cache_entries: 16,
+        provenance: false,
+        provenance_keys: vec![],
     };
     let h = common::Harness::new(|c| {
         c.admission = Some(admission);
@@ -800,4 +804,127 @@ async fn pods_run_only_on_nodes_attested_affirming() {
         .unwrap();
     let m = w.denied(&binding("b-9", "web-9", NODE_B)).await;
     assert!(m.contains("is contraindicated"), "{m}");
+}
+
+/// Item 4 with `require_provenance`: a signed image is admitted only when the SLSA provenance
+/// cosign attached to its digest (`sha256-<hex>.att`, made by the PyPI in-toto-attestation
+/// package via the testkit) verifies with a trusted key and names an allowed builder.
+/// Provenance by another builder, none, one with a flipped signature bit, one signed by another
+/// key, and one whose subject is another digest are each denied with the reason; an unsigned
+/// image with good provenance is still denied for its signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_without_provenance_from_an_allowed_builder_are_denied() {
+    if let Some(why) = missing_tools().or_else(vouch_testkit::registry::missing_attester) {
+        eprintln!("SKIPPED images_without_provenance_from_an_allowed_builder_are_denied: {why}");
+        return;
+    }
+    use vouch_testkit::registry::TEST_BUILDER;
+    let reg_dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(reg_dir.path());
+    let trusted = reg.cosign_key("trusted");
+    reg.cosign_key("other");
+    let repo_name = "shop/api";
+    let repo = format!("{}/{repo_name}", reg.addr);
+    // Each image signed by the trusted key, its provenance made as `mode` says.
+    let mut digests = std::collections::BTreeMap::new();
+    for (tag, signed, provenance) in [
+        ("good", true, Some(("trusted", "good".to_string()))),
+        ("none", true, None),
+        (
+            "other-builder",
+            true,
+            Some((
+                "trusted",
+                "builder:https://github.com/attacker/builder/.github/workflows/x.yml@refs/heads/main".into(),
+            )),
+        ),
+        ("flipped", true, Some(("trusted", "flip-signature".into()))),
+        ("other-key", true, Some(("other", "good".into()))),
+        ("unsigned", false, Some(("trusted", "good".into()))),
+    ] {
+        let d = reg.push_image(repo_name, tag, &format!("the {tag} image\n"));
+        if signed {
+            reg.cosign_sign(repo_name, &d, "trusted", "good");
+        }
+        if let Some((key, mode)) = provenance {
+            reg.cosign_attest(repo_name, &d, key, &mode);
+        }
+        digests.insert(tag, d);
+    }
+    // Provenance whose subject is another image's digest (the good one's), attached here.
+    let moved = reg.push_image(repo_name, "moved", "the moved image\n");
+    reg.cosign_sign(repo_name, &moved, "trusted", "good");
+    reg.cosign_attest(
+        repo_name,
+        &moved,
+        "trusted",
+        &format!("other-digest:{}", digests["good"]),
+    );
+    digests.insert("moved", moved);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut admission, token) = token_auth(dir.path());
+    admission.require_provenance = true;
+    admission.provenance_builders = vec![TEST_BUILDER.to_string()];
+    let h = common::Harness::new(|c| {
+        c.image_signatures = Some(ImageSignatureSettings {
+            repositories: vec![repo.clone()],
+            keys: vec![trusted],
+            registry_ca: Some(reg.ca()),
+            plain_http: false,
+            ttl: 300,
+            cache_entries: 16,
+            provenance: true,
+            provenance_keys: vec![],
+        });
+        c.admission = Some(admission);
+    })
+    .await;
+    let w = webhook(&h, Some(&token)).await;
+    let pod = |uid: &str, tag: &str| review(uid, "Pod", containers(&[&format!("{repo}:{tag}")]));
+
+    // Measured, not asserted: the first review fetches signature and provenance, the next
+    // reuses both answers (the tag is resolved each time).
+    let t = std::time::Instant::now();
+    w.allowed(&pod("p-1", "good")).await;
+    let first = t.elapsed();
+    let t = std::time::Instant::now();
+    w.allowed(&pod("p-2", "good")).await;
+    eprintln!(
+        "admission review with provenance: first {first:?}, cached {:?}",
+        t.elapsed()
+    );
+    w.allowed(&review(
+        "p-3",
+        "Deployment",
+        containers(&[&format!("{repo}@{}", digests["good"])]),
+    ))
+    .await;
+
+    for (uid, tag, why) in [
+        ("p-4", "none", "no attached provenance"),
+        ("p-5", "other-builder", "not one of provenance_builders"),
+        ("p-6", "flipped", "no verified SLSA provenance"),
+        ("p-7", "other-key", "no verified SLSA provenance"),
+        ("p-8", "moved", "no verified SLSA provenance"),
+        ("p-9", "unsigned", "not signed by a trusted key"),
+    ] {
+        let m = w.denied(&pod(uid, tag)).await;
+        assert!(m.contains(why) && m.contains(&digests[tag]), "{tag}: {m}");
+    }
+    // The builder named in the denial is the one the provenance gave.
+    let m = w.denied(&pod("p-10", "other-builder")).await;
+    assert!(m.contains("github.com/attacker/builder"), "{m}");
+    // One image without provenance beside a good one denies the pod.
+    let m = w
+        .denied(&review(
+            "p-11",
+            "Pod",
+            containers(&[&format!("{repo}:good"), &format!("{repo}:none")]),
+        ))
+        .await;
+    assert!(
+        m.contains("containers[1]") && !m.contains("containers[0]"),
+        "{m}"
+    );
 }

@@ -41,6 +41,8 @@ async fn workloads_from_unsigned_images_are_contraindicated() {
         plain_http: false,
         ttl: 300,
         cache_entries: 16,
+        provenance: false,
+        provenance_keys: vec![],
     };
     let h = common::Harness::new(|c| c.image_signatures = Some(settings.clone())).await;
     h.refvalue("require_image_signature", "*", "true").await;
@@ -175,6 +177,8 @@ async fn an_unreachable_registry_fails_closed_and_is_asked_again() {
         plain_http: true,
         ttl: 300,
         cache_entries: 16,
+        provenance: false,
+        provenance_keys: vec![],
     })
     .unwrap();
     let digest = format!("sha256:{}", "cd".repeat(32));
