@@ -162,3 +162,121 @@ pub fn verify_payload(
         optional: p.optional,
     })
 }
+
+/// Longest `dev.sigstore.cosign/certificate` annotation read.
+pub const MAX_CERTIFICATE_PEM_BYTES: usize = 64 * 1024;
+
+/// A key-less signer trusted for image signatures: a Fulcio certificate issued under a
+/// sigstore `trusted_root.json` for exactly this identity and OIDC issuer, its signature
+/// logged in one of the root's transparency logs while the certificate was valid.
+#[derive(Debug, Clone)]
+pub struct KeylessIdentity {
+    trusted_root: std::sync::Arc<Vec<u8>>,
+    logs: Vec<crate::rekor::TransparencyLog>,
+    /// The certificate identity required (URI subject alternative name, else email).
+    pub identity: String,
+    /// The OIDC issuer required.
+    pub issuer: String,
+}
+
+impl KeylessIdentity {
+    /// Trust `identity` from `issuer` under the sigstore `trusted_root` (JSON).
+    pub fn new(trusted_root: &[u8], identity: &str, issuer: &str) -> Result<Self, ImageError> {
+        let logs = crate::rekor::TransparencyLog::from_trusted_root(trusted_root)
+            .map_err(|e| ImageError::Key(e.to_string()))?;
+        Ok(Self {
+            trusted_root: std::sync::Arc::new(trusted_root.to_vec()),
+            logs,
+            identity: identity.to_string(),
+            issuer: issuer.to_string(),
+        })
+    }
+
+    /// The id a signature by this signer is reported under: `fulcio:<issuer>#<identity>`.
+    pub fn id(&self) -> String {
+        format!("fulcio:{}#{}", self.issuer, self.identity)
+    }
+}
+
+/// Verify one key-less cosign signature layer: the certificate annotation (PEM) issued by a
+/// Fulcio authority of a trusted root, the cosign bundle annotation a Rekor entry (signed
+/// entry timestamp under a log of that root) naming this payload's SHA-256, this signature
+/// and this certificate, logged while the certificate was valid; the certificate's identity
+/// and issuer those of one of `trusted`; the signature by the certificate's key over the exact
+/// payload; then the payload as [`verify_payload`] checks it.
+pub fn verify_keyless_payload(
+    payload: &[u8],
+    signature_b64: &str,
+    certificate_pem: &str,
+    rekor_bundle: &str,
+    trusted: &[KeylessIdentity],
+    digest: &Digest,
+) -> Result<SignedPayload, ImageError> {
+    use sha2::Digest as _;
+    let fail = |why: String| ImageError::NotVerified {
+        digest: digest.to_string(),
+        reasons: why,
+    };
+    if certificate_pem.len() > MAX_CERTIFICATE_PEM_BYTES {
+        return Err(fail("certificate annotation too long".into()));
+    }
+    let cert_der = match vouch_x509::pem_blocks(certificate_pem, "CERTIFICATE")
+        .into_iter()
+        .next()
+    {
+        Some(Ok(der)) => der,
+        Some(Err(e)) => return Err(fail(format!("certificate annotation: {e}"))),
+        None => return Err(fail("certificate annotation holds no certificate".into())),
+    };
+    let cert = vouch_x509::parse(&cert_der, "signing").map_err(fail)?;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(signature_b64.trim())
+        .map_err(|e| fail(format!("signature annotation is not base64: {e}")))?;
+    let entry =
+        crate::rekor::entry_from_cosign_bundle(rekor_bundle).map_err(|e| fail(e.to_string()))?;
+    let expected = crate::rekor::Expected::HashedRekord {
+        sha256: sha2::Sha256::digest(payload).into(),
+        signature: sig,
+        certificate: cert_der.clone(),
+    };
+    let mut reasons = Vec::new();
+    for t in trusted {
+        let checked = crate::rekor::verify_entry(
+            &entry,
+            &t.logs,
+            &expected,
+            vouch_x509::validity(&cert),
+            crate::rekor::Require::Promise,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|logged| {
+            crate::provenance::fulcio_identity(
+                &cert_der,
+                &cert,
+                &t.trusted_root,
+                logged.integrated_time,
+            )
+            .map_err(|e| e.to_string())
+        });
+        match checked {
+            Ok((identity, issuer)) if identity == t.identity && issuer == t.issuer => {
+                let spki =
+                    x509_cert::der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)
+                        .map_err(|e| fail(format!("certificate key: {e}")))?;
+                let key = PublicKey::from_spki_der(&spki)?;
+                let mut ok = verify_payload(payload, signature_b64, &[key], digest)?;
+                ok.key_id = t.id();
+                return Ok(ok);
+            }
+            Ok((identity, issuer)) => reasons.push(format!(
+                "certificate for {identity:?} from {issuer:?}, not {:?} from {:?}",
+                t.identity, t.issuer
+            )),
+            Err(e) => reasons.push(e),
+        }
+    }
+    if trusted.is_empty() {
+        reasons.push("no key-less signer is trusted".into());
+    }
+    Err(fail(reasons.join("; ")))
+}

@@ -9,6 +9,11 @@
 //! payload is signed by a trusted key ([`cosign::PublicKey`]), is of type `cosign container
 //! image signature`, and names exactly this digest.
 //!
+//! Key-less signatures (a layer with a Fulcio certificate in `dev.sigstore.cosign/certificate`
+//! and its Rekor entry in `dev.sigstore.cosign/bundle`) are verified offline against a sigstore
+//! `trusted_root.json` and a required identity and issuer ([`cosign::KeylessIdentity`],
+//! [`rekor`]) when [`Trust::keyless`] names any.
+//!
 //! [`provenance`] verifies SLSA v1 provenance in in-toto DSSE envelopes (signature, subject
 //! digest, and a policy over builder, source and build type), offline;
 //! [`attestation`] fetches the provenance cosign attaches to an image (`sha256-<hex>.att`)
@@ -86,6 +91,20 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 /// The layer annotation holding the base64 signature.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// The layer annotation holding a key-less signature's Fulcio certificate (PEM).
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// The layer annotation holding a key-less signature's Rekor entry (cosign's bundle JSON).
+pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+
+/// Who may sign images.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// Trusted cosign public keys.
+    pub keys: Vec<PublicKey>,
+    /// Trusted key-less signers (Fulcio identity and issuer under a sigstore trusted root):
+    /// layers carrying a [`CERTIFICATE_ANNOTATION`] are checked against these.
+    pub keyless: Vec<cosign::KeylessIdentity>,
+}
 
 /// The tag cosign stores the signatures of `digest` under: `sha256-<hex>.sig`.
 pub fn signature_tag(digest: &Digest) -> String {
@@ -102,12 +121,38 @@ pub async fn verify_image(
     verify_digest(client, image, &digest, keys).await
 }
 
+/// Resolve `image` (by tag or digest) and verify its cosign signatures (by key or
+/// key-less) against `trust`.
+pub async fn verify_image_with(
+    client: &RegistryClient,
+    image: &ImageRef,
+    trust: &Trust,
+) -> Result<VerifiedImage, ImageError> {
+    let digest = client.resolve(image).await?;
+    verify_digest_with(client, image, &digest, trust).await
+}
+
 /// Verify the cosign signatures of the manifest `digest` in `image`'s repository.
 pub async fn verify_digest(
     client: &RegistryClient,
     image: &ImageRef,
     digest: &Digest,
     keys: &[PublicKey],
+) -> Result<VerifiedImage, ImageError> {
+    let trust = Trust {
+        keys: keys.to_vec(),
+        ..Trust::default()
+    };
+    verify_digest_with(client, image, digest, &trust).await
+}
+
+/// Verify the cosign signatures (by key or key-less) of the manifest `digest` in `image`'s
+/// repository against `trust`.
+pub async fn verify_digest_with(
+    client: &RegistryClient,
+    image: &ImageRef,
+    digest: &Digest,
+    trust: &Trust,
 ) -> Result<VerifiedImage, ImageError> {
     let tag = signature_tag(digest);
     let Some(manifest) = client.manifest(image, &tag).await? else {
@@ -133,7 +178,17 @@ pub async fn verify_digest(
             continue;
         }
         let payload = client.blob(image, &layer.digest, MAX_PAYLOAD_BYTES).await?;
-        match cosign::verify_payload(&payload, sig, keys, digest) {
+        let verified = match (&layer.certificate, &layer.rekor_bundle) {
+            (Some(cert), Some(bundle)) if !trust.keyless.is_empty() => {
+                cosign::verify_keyless_payload(&payload, sig, cert, bundle, &trust.keyless, digest)
+            }
+            (Some(_), None) if !trust.keyless.is_empty() => Err(ImageError::NotVerified {
+                digest: digest.to_string(),
+                reasons: format!("key-less signature without its {BUNDLE_ANNOTATION}"),
+            }),
+            _ => cosign::verify_payload(&payload, sig, &trust.keys, digest),
+        };
+        match verified {
             Ok(p) => {
                 if !out.signed_by.contains(&p.key_id) {
                     out.signed_by.push(p.key_id.clone());

@@ -489,7 +489,7 @@ pub struct FulcioSigner {
     /// The certificate's public key, to verify the envelope with.
     pub key: VerifyingKey,
     /// The certificate's URI subject alternative name (for GitHub Actions, the workflow that
-    /// signed: `https://github.com/<owner>/<repo>/<path>@<ref>`).
+    /// signed: `https://github.com/<owner>/<repo>/<path>@<ref>`), else its email one.
     pub identity: String,
     /// The OIDC issuer (extension 1.3.6.1.4.1.57264.1.8, else the older .1.1).
     pub issuer: String,
@@ -527,7 +527,30 @@ pub fn fulcio_signer(bundle: &[u8], trusted_root: &[u8]) -> Result<FulcioSigner,
     let logs = crate::rekor::TransparencyLog::from_trusted_root(trusted_root)?;
     let tlog = crate::rekor::verify_bundle(&b, &leaf_der, vouch_x509::validity(&leaf), &logs)?;
     let time = tlog.integrated_time;
-    vouch_x509::check_validity(&leaf, time, "signing certificate").map_err(bad)?;
+    let (identity, issuer) = fulcio_identity(&leaf_der, &leaf, trusted_root, time)?;
+    Ok(FulcioSigner {
+        key: VerifyingKey::from_certificate_der(&leaf_der)?,
+        identity,
+        issuer,
+        tlog,
+    })
+}
+
+/// Check that `leaf` (DER `leaf_der`) was issued by a Fulcio authority of `trusted_root`:
+/// signed by a chain's first certificate, each signed by the next, the last self-signed, all
+/// valid at `time`; its identity (the URI subject alternative name, else the email one) and
+/// OIDC issuer.
+pub fn fulcio_identity(
+    leaf_der: &[u8],
+    leaf: &x509_cert::Certificate,
+    trusted_root: &[u8],
+    time: u64,
+) -> Result<(String, String), ProvenanceError> {
+    let bad = |m: String| ProvenanceError::Key(m);
+    if trusted_root.len() > MAX_TRUSTED_ROOT_BYTES {
+        return Err(bad("trusted root larger than allowed".into()));
+    }
+    vouch_x509::check_validity(leaf, time, "signing certificate").map_err(bad)?;
     let root: serde_json::Value = serde_json::from_slice(trusted_root)
         .map_err(|e| bad(format!("trusted root is not JSON: {e}")))?;
     let cas = root["certificateAuthorities"]
@@ -535,19 +558,14 @@ pub fn fulcio_signer(bundle: &[u8], trusted_root: &[u8]) -> Result<FulcioSigner,
         .ok_or_else(|| bad("trusted root has no certificateAuthorities".into()))?;
     let mut reasons = Vec::new();
     for (i, ca) in cas.iter().enumerate().take(64) {
-        match check_chain(&leaf_der, &leaf, ca, time) {
+        match check_chain(leaf_der, leaf, ca, time) {
             Ok(()) => {
-                let identity = san_uri(&leaf).ok_or_else(|| {
-                    bad("signing certificate has no URI subject alternative name".into())
+                let identity = san_identity(leaf).ok_or_else(|| {
+                    bad("signing certificate has no URI or email subject alternative name".into())
                 })?;
-                let issuer = oidc_issuer(&leaf)
+                let issuer = oidc_issuer(leaf)
                     .ok_or_else(|| bad("signing certificate names no OIDC issuer".into()))?;
-                return Ok(FulcioSigner {
-                    key: VerifyingKey::from_certificate_der(&leaf_der)?,
-                    identity,
-                    issuer,
-                    tlog,
-                });
+                return Ok((identity, issuer));
             }
             Err(e) => reasons.push(format!("authority {i}: {e}")),
         }
@@ -588,13 +606,19 @@ fn check_chain(
     Ok(())
 }
 
-fn san_uri(c: &x509_cert::Certificate) -> Option<String> {
+fn san_identity(c: &x509_cert::Certificate) -> Option<String> {
     use x509_cert::ext::pkix::{SubjectAltName, name::GeneralName};
     let raw = vouch_x509::extension(c, SUBJECT_ALT_NAME)?;
     let san = SubjectAltName::from_der(raw).ok()?;
-    san.0.into_iter().find_map(|n| match n {
+    let uri = san.0.iter().find_map(|n| match n {
         GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
         _ => None,
+    });
+    uri.or_else(|| {
+        san.0.iter().find_map(|n| match n {
+            GeneralName::Rfc822Name(m) => Some(m.to_string()),
+            _ => None,
+        })
     })
 }
 

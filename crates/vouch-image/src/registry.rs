@@ -61,6 +61,10 @@ pub struct SignatureLayer {
     pub size: u64,
     /// The base64 signature annotation, when present.
     pub signature: Option<String>,
+    /// The signing certificate (PEM) of a key-less signature, `dev.sigstore.cosign/certificate`.
+    pub certificate: Option<String>,
+    /// The Rekor entry of a key-less signature, `dev.sigstore.cosign/bundle` (JSON).
+    pub rekor_bundle: Option<String>,
 }
 
 impl RegistryClient {
@@ -233,6 +237,8 @@ pub fn signature_layers(manifest: &[u8]) -> Result<Vec<SignatureLayer>, ImageErr
                 digest: Digest::parse(&l.digest)?,
                 size: l.size,
                 signature: l.annotations.remove(SIGNATURE_ANNOTATION),
+                certificate: l.annotations.remove(crate::CERTIFICATE_ANNOTATION),
+                rekor_bundle: l.annotations.remove(crate::BUNDLE_ANNOTATION),
             })
         })
         .collect()

@@ -746,6 +746,41 @@ pub fn verify_bundle(
     ))
 }
 
+/// Longest `dev.sigstore.cosign/bundle` annotation read.
+pub const MAX_COSIGN_BUNDLE_BYTES: usize = MAX_BODY_BYTES * 2;
+
+/// cosign's `dev.sigstore.cosign/bundle` layer annotation (`{"SignedEntryTimestamp",
+/// "Payload": {"body", "integratedTime", "logIndex", "logID"}}`, the log id in hex), from
+/// untrusted text, as the transparency-log entry of a sigstore bundle (no inclusion proof:
+/// check it with [`Require::Promise`]).
+pub fn entry_from_cosign_bundle(text: &str) -> Result<serde_json::Value, RekorError> {
+    let bad = |m: String| RekorError::Entry(format!("cosign bundle annotation: {m}"));
+    if text.len() > MAX_COSIGN_BUNDLE_BYTES {
+        return Err(bad(format!("longer than {MAX_COSIGN_BUNDLE_BYTES} bytes")));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let p = &v["Payload"];
+    let log_id = p["logID"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .filter(|h| h.len() == 32)
+        .ok_or_else(|| bad("Payload.logID is not 32 bytes of hex".into()))?;
+    let set = v["SignedEntryTimestamp"]
+        .as_str()
+        .ok_or_else(|| bad("no SignedEntryTimestamp".into()))?;
+    let body = p["body"]
+        .as_str()
+        .ok_or_else(|| bad("no Payload.body".into()))?;
+    Ok(serde_json::json!({
+        "logIndex": int_field(&p["logIndex"], "Payload.logIndex")?,
+        "logId": {"keyId": base64::engine::general_purpose::STANDARD.encode(log_id)},
+        "integratedTime": int_field(&p["integratedTime"], "Payload.integratedTime")?,
+        "inclusionPromise": {"signedEntryTimestamp": set},
+        "canonicalizedBody": body,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,12 @@ dev.cosignproject.cosign/signature).
   cosign_sign.py sign REGISTRY REPO DIGEST KEY CA MODE
 MODE: good | flip-signature | flip-payload | other-digest:<sha256:hex> | no-annotation
 
+  cosign_sign.py copy REGISTRY REPO DIGEST CA SIGFILE
+pushes a signature someone else made, as containers/image stores it (`\0sigstore-json\n`,
+then {mimeType, payload, annotations}), as the layer of DIGEST's sha256-<hex>.sig manifest,
+payload and annotations byte for byte (a key-less one carries its certificate and Rekor
+bundle annotations).
+
   cosign_sign.py attest REGISTRY REPO DIGEST KEY CA MODE   (the target/pyenv Python)
 attaches SLSA v1 provenance as `cosign attest --key` stores it: a manifest tagged
 sha256-<hex>.att whose layer (application/vnd.dsse.envelope.v1+json) is a DSSE envelope
@@ -133,8 +139,21 @@ def attest(registry, repo, digest, keyfile, ca, mode):
          "application/vnd.dsse.envelope.v1+json")
 
 
+def copy(registry, repo, digest, ca, sigfile):
+    raw = open(sigfile, "rb").read()
+    head = b"\x00sigstore-json\n"
+    assert raw.startswith(head), "not a containers/image sigstore signature"
+    doc = json.loads(raw[len(head):])
+    ctx = ssl.create_default_context(cafile=ca)
+    tag = digest.replace(":", "-", 1) + ".sig"
+    push(f"https://{registry}", ctx, repo, tag, base64.b64decode(doc["payload"]),
+         doc["annotations"], doc["mimeType"])
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "genkey":
+    if sys.argv[1] == "copy":
+        copy(*sys.argv[2:7])
+    elif sys.argv[1] == "genkey":
         genkey(*sys.argv[2:4])
     elif sys.argv[1] == "attest":
         attest(*sys.argv[2:8])

@@ -226,6 +226,24 @@ impl Registry {
 }
 
 impl Registry {
+    /// Push a signature made elsewhere (a containers/image sigstore signature file: payload
+    /// and layer annotations, byte for byte) as `digest`'s `sha256-<hex>.sig` in `repo`.
+    pub fn cosign_copy(&self, repo: &str, digest: &str, signature_file: &Path) {
+        run(
+            &[],
+            PYTHON,
+            &[
+                SIGNER,
+                "copy",
+                &self.addr,
+                repo,
+                digest,
+                self.ca().to_str().unwrap(),
+                signature_file.to_str().unwrap(),
+            ],
+        );
+    }
+
     /// Attach SLSA v1 provenance for `digest` in `repo`, signed with key `name`, as
     /// `cosign attest` stores it (`sha256-<hex>.att`, replacing what was there); made by the
     /// PyPI in-toto-attestation and securesystemslib packages. The builder is

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use sha2::Digest as _;
 use std::process::Command;
 use vouch_testkit::registry::{Registry, missing_tools};
 
@@ -54,4 +55,50 @@ fn image_verify_exit_codes() {
         &tmp.path().join("absent.pub"),
     );
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// The real key-less signature (testdata/cosign-keyless: cosign, a Fulcio certificate for a
+/// GitHub login, the public-good Rekor) pushed into the registry, verified against the real
+/// trusted root with the required identity and issuer; another identity exits 1.
+#[test]
+fn image_verify_key_less() {
+    if let Some(why) = missing_tools() {
+        eprintln!("SKIPPED image_verify_key_less: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start(tmp.path());
+    let manifest = vouch_testkit::read_testdata("cosign-keyless/fulcio-rekor.manifest.json");
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&manifest)));
+    reg.cosign_copy(
+        "cosign-signed/fulcio-rekor-1",
+        &digest,
+        &vouch_testkit::testdata("cosign-keyless/fulcio-rekor.signature"),
+    );
+    let image = format!("{}/cosign-signed/fulcio-rekor-1@{digest}", reg.addr);
+    let verify = |identity: &str| {
+        Command::new(VOUCH)
+            .args(["image", "verify", &image, "--trusted-root"])
+            .arg(vouch_testkit::testdata("slsa/trusted_root.json"))
+            .args(["--cert-identity", identity])
+            .args(["--cert-issuer", "https://github.com/login/oauth"])
+            .arg("--registry-ca")
+            .arg(reg.ca())
+            .output()
+            .unwrap()
+    };
+    let o = verify("mitr@redhat.com");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("fulcio:https://github.com/login/oauth#mitr@redhat.com")
+    );
+    let o = verify("someone@example.com");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not \"someone@example.com\""));
 }

@@ -1,5 +1,6 @@
 //! `vouch image verify`: a container image's cosign signatures checked in its registry with
-//! public keys (vouch-image): the tag resolved to its manifest digest, the `sha256-<hex>.sig`
+//! public keys, or key-less against a sigstore trusted root with a required certificate
+//! identity and issuer (vouch-image): the tag resolved to its manifest digest, the `sha256-<hex>.sig`
 //! manifest and its simple-signing payloads fetched with bounded reads, a payload accepted when
 //! its ECDSA P-256 signature verifies under one of the keys, its type is a cosign container
 //! image signature and it names this digest.
@@ -30,8 +31,18 @@ pub(crate) struct ImageVerifyArgs {
     /// The image: `host[:port]/repository:tag` or `host[:port]/repository@sha256:<hex>`.
     image: String,
     /// A trusted cosign public key (PEM, ECDSA P-256); repeat for several.
-    #[arg(long = "key", required = true)]
+    #[arg(long = "key", required_unless_present = "trusted_root")]
     keys: Vec<PathBuf>,
+    /// A sigstore trusted_root.json: key-less signatures (a Fulcio certificate and its Rekor
+    /// entry in the layer's annotations) are verified offline against it.
+    #[arg(long, requires_all = ["cert_identity", "cert_issuer"])]
+    trusted_root: Option<PathBuf>,
+    /// With --trusted-root: the certificate identity required (URI or email SAN), exactly.
+    #[arg(long, requires = "trusted_root")]
+    cert_identity: Option<String>,
+    /// With --trusted-root: the OIDC issuer required, exactly.
+    #[arg(long, requires = "trusted_root")]
+    cert_issuer: Option<String>,
     /// PEM CA certificates for the registry's TLS certificate (default: the built-in roots).
     #[arg(long)]
     registry_ca: Option<PathBuf>,
@@ -48,6 +59,17 @@ pub(crate) async fn run(cmd: ImageCmd, json: bool) -> Result<ExitCode> {
         let text = std::fs::read_to_string(p).with_context(|| format!("key {}", p.display()))?;
         keys.push(PublicKey::from_pem(&text).with_context(|| format!("key {}", p.display()))?);
     }
+    let mut trust = vouch_image::Trust {
+        keys,
+        ..Default::default()
+    };
+    if let (Some(p), Some(id), Some(iss)) = (&a.trusted_root, &a.cert_identity, &a.cert_issuer) {
+        let root = std::fs::read(p).with_context(|| format!("trusted root {}", p.display()))?;
+        trust.keyless.push(
+            vouch_image::cosign::KeylessIdentity::new(&root, id, iss)
+                .with_context(|| format!("trusted root {}", p.display()))?,
+        );
+    }
     let ca_pem = match &a.registry_ca {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("registry CA {}", p.display()))?),
         None => None,
@@ -57,7 +79,7 @@ pub(crate) async fn run(cmd: ImageCmd, json: bool) -> Result<ExitCode> {
         plain_http: a.plain_http,
         ..ClientOptions::default()
     })?;
-    match vouch_image::verify_image(&client, &image, &keys).await {
+    match vouch_image::verify_image_with(&client, &image, &trust).await {
         Ok(v) => {
             if json {
                 output::json(&v)?;
