@@ -217,3 +217,156 @@ async fn an_unreachable_registry_fails_closed_and_is_asked_again() {
     let v = checker.check("sha256:XYZ", 1002).await;
     assert!(v["reason"].as_str().unwrap().contains("digest"), "{v}");
 }
+
+/// Provenance at attestation time: `[image_signatures] provenance = true` fetches the SLSA
+/// provenance attached to each reported image as `cosign attest` stores it (`sha256-<hex>.att`,
+/// DSSE envelopes made by the PyPI in-toto-attestation and securesystemslib packages), and
+/// `require_provenance_builder` / `require_provenance_source` accept only images built by an
+/// allowed builder from an allowed source. Each refusal is a real tampered attestation in the
+/// registry: none, another builder, another source, a subject naming another digest, a flipped
+/// DSSE signature bit, an envelope signed by another key; and an unsigned image with good
+/// provenance is still refused by `require_image_signature`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_without_provenance_from_an_allowed_builder_are_contraindicated() {
+    use vouch_testkit::registry::{TEST_BUILDER, TEST_SOURCE, missing_attester};
+    if let Some(why) = missing_tools().or_else(missing_attester) {
+        eprintln!(
+            "SKIPPED images_without_provenance_from_an_allowed_builder_are_contraindicated: {why}"
+        );
+        return;
+    }
+    let reg_dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(reg_dir.path());
+    let trusted = reg.cosign_key("trusted");
+    reg.cosign_key("other");
+    let repo = "shop/api";
+    // One image per case, each signed by the trusted key (but the unsigned one), each with
+    // the provenance the case names.
+    let cases = [
+        ("good", "good", "trusted", true, None),
+        ("none", "", "trusted", true, Some("no provenance")),
+        (
+            "builder",
+            "builder:https://github.com/mallory/builder/.github/workflows/b.yml@refs/heads/main",
+            "trusted",
+            true,
+            Some("built by https://github.com/mallory/builder"),
+        ),
+        (
+            "source",
+            "source:https://github.com/mallory/app",
+            "trusted",
+            true,
+            Some("no provenance from an allowed source repository"),
+        ),
+        (
+            "subject",
+            "other-digest",
+            "trusted",
+            true,
+            Some("subject: no subject"),
+        ),
+        (
+            "flipped",
+            "flip-signature",
+            "trusted",
+            true,
+            Some("none of 1 signature(s) verifies"),
+        ),
+        (
+            "other-key",
+            "good",
+            "other",
+            true,
+            Some("none of 1 signature(s) verifies"),
+        ),
+        (
+            "unsigned",
+            "good",
+            "trusted",
+            false,
+            Some("not signed by a trusted key"),
+        ),
+    ];
+    let other_digest = reg.push_image(repo, "elsewhere", "some other image\n");
+    let mut digests = Vec::new();
+    for (name, mode, key, signed, _) in &cases {
+        let d = reg.push_image(repo, name, &format!("the {name} image\n"));
+        if *signed {
+            reg.cosign_sign(repo, &d, "trusted", "good");
+        }
+        match *mode {
+            "" => {}
+            "other-digest" => {
+                reg.cosign_attest(repo, &d, key, &format!("other-digest:{other_digest}"))
+            }
+            m => reg.cosign_attest(repo, &d, key, m),
+        }
+        digests.push(d);
+    }
+    let settings = ImageSignatureSettings {
+        repositories: vec![format!("{}/{repo}", reg.addr)],
+        keys: vec![trusted],
+        registry_ca: Some(reg.ca()),
+        plain_http: false,
+        ttl: 300,
+        cache_entries: 64,
+        provenance: true,
+        provenance_keys: vec![],
+    };
+    let h = common::Harness::new(|c| c.image_signatures = Some(settings.clone())).await;
+    h.refvalue("require_image_signature", "*", "true").await;
+    h.refvalue("require_provenance_builder", "*", TEST_BUILDER)
+        .await;
+    h.refvalue("require_provenance_source", "*", TEST_SOURCE)
+        .await;
+
+    for ((name, _, _, _, reason), digest) in cases.iter().zip(&digests) {
+        let mut agent = h
+            .agent_with(&format!("p-{name}"), |c| {
+                c.image_digest = Some(digest.clone())
+            })
+            .await;
+        h.trust(&mut agent).await;
+        let r = agent.attest_once().await.unwrap();
+        match reason {
+            None => assert_eq!(r.status, ArStatus::Affirming, "{name}: {:?}", r.reasons),
+            Some(why) => {
+                assert_eq!(
+                    r.status,
+                    ArStatus::Contraindicated,
+                    "{name}: {:?}",
+                    r.reasons
+                );
+                assert!(
+                    r.reasons
+                        .iter()
+                        .any(|x| x.contains(digest.as_str()) && x.contains(why)),
+                    "{name}: {:?}",
+                    r.reasons
+                );
+            }
+        }
+    }
+
+    // What the policy sees for the good image: the provenance's fields and its key.
+    let checker = vouch_server::ImageSignatures::new(&settings).unwrap();
+    let v = checker.check(&digests[0], 1000).await;
+    let p = &v["provenance"];
+    assert_eq!(p["builder_id"], TEST_BUILDER, "{v}");
+    assert_eq!(p["source_repo"], TEST_SOURCE, "{v}");
+    assert_eq!(p["source_ref"], "refs/tags/v1.2.0", "{v}");
+    assert_eq!(
+        p["build_type"], "https://actions.github.io/buildtypes/workflow/v1",
+        "{v}"
+    );
+    assert_eq!(p["verified_by"], checker.key_ids()[0], "{v}");
+    // Without `provenance = true` nothing is fetched, and a required builder cannot be met.
+    let off = vouch_server::ImageSignatures::new(&ImageSignatureSettings {
+        provenance: false,
+        ..settings
+    })
+    .unwrap();
+    let v = off.check(&digests[0], 1000).await;
+    assert!(v.get("provenance").is_none(), "{v}");
+}
