@@ -55,6 +55,7 @@ const API_VERSION: &str = "admission.k8s.io/v1";
 
 mod gate;
 mod nodes;
+mod provenance;
 
 pub(crate) use gate::{Admission, ClientCertificate};
 
@@ -86,6 +87,13 @@ pub struct AdmissionSettings {
     pub cluster: Option<String>,
     /// The node's own workload whose status is the node's (the agent's `workload_name`).
     pub node_workload: String,
+    /// Deny images without SLSA provenance from one of `provenance_builders` (cosign's
+    /// `sha256-<hex>.att` in the image's repository, verified with `[image_signatures]
+    /// provenance_keys`; needs `[image_signatures] provenance = true`).
+    pub require_provenance: bool,
+    /// The builder ids (`runDetails.builder.id`, exact) whose provenance admits an image;
+    /// required with `require_provenance`.
+    pub provenance_builders: Vec<String>,
 }
 
 impl Default for AdmissionSettings {
@@ -98,6 +106,8 @@ impl Default for AdmissionSettings {
             require_attested_node: false,
             cluster: None,
             node_workload: "host".into(),
+            require_provenance: false,
+            provenance_builders: Vec::new(),
         }
     }
 }
@@ -287,9 +297,27 @@ async fn decide(
         );
         return Ok(verdict(refused));
     };
+    let builders = settings
+        .filter(|s| s.require_provenance)
+        .map(|s| s.provenance_builders.as_slice());
     for (field, image) in &images {
-        if let Err((_, why)) = checker.admit(image, now).await {
-            refused.push(format!("{field} image {image}: {why}"));
+        match checker.admit(image, now).await {
+            Err((_, why)) => refused.push(format!("{field} image {image}: {why}")),
+            Ok((digest, _)) => {
+                if let Some(builders) = builders
+                    && let Err(why) = provenance::check(
+                        checker,
+                        &adm.provenance_cache,
+                        image,
+                        &digest,
+                        builders,
+                        now,
+                    )
+                    .await
+                {
+                    refused.push(format!("{field} image {image}: {why}"));
+                }
+            }
         }
     }
     Ok(verdict(refused))

@@ -255,8 +255,12 @@ pub async fn start_with_store(
         source,
     })?;
     let admission = Arc::new(
-        admission::Admission::new(cfg.admission.as_ref(), !cfg.insecure_http)
-            .map_err(ServerError::Config)?,
+        admission::Admission::new(
+            cfg.admission.as_ref(),
+            !cfg.insecure_http,
+            cfg.image_signatures.as_ref().is_some_and(|s| s.provenance),
+        )
+        .map_err(ServerError::Config)?,
     );
     let client_ca = cfg.admission.as_ref().and_then(|a| a.client_ca.as_deref());
     let (tls, ca_cert) = if cfg.insecure_http {

@@ -31,6 +31,8 @@ const MIN_TOKEN: usize = 16;
 pub(crate) struct Admission {
     pub(crate) settings: Option<AdmissionSettings>,
     token_sha256: Option<[u8; 32]>,
+    /// Provenance answers by repository and digest (`require_provenance`).
+    pub(crate) provenance_cache: super::provenance::ProvenanceCache,
 }
 
 impl std::fmt::Debug for Admission {
@@ -44,11 +46,18 @@ impl std::fmt::Debug for Admission {
 
 impl Admission {
     /// Check `s` and read its token file; a setting that cannot work is an error at start.
-    pub(crate) fn new(s: Option<&AdmissionSettings>, tls: bool) -> Result<Self, String> {
+    /// `tls`: the listener serves TLS; `provenance_keys`: `[image_signatures] provenance` is
+    /// on (the provenance keys are loaded).
+    pub(crate) fn new(
+        s: Option<&AdmissionSettings>,
+        tls: bool,
+        provenance_keys: bool,
+    ) -> Result<Self, String> {
         let Some(s) = s else {
             return Ok(Self {
                 settings: None,
                 token_sha256: None,
+                provenance_cache: Default::default(),
             });
         };
         let authenticated = s.client_ca.is_some() || s.token_file.is_some();
@@ -78,6 +87,16 @@ impl Admission {
                     .into(),
             );
         }
+        if s.require_provenance && s.provenance_builders.is_empty() {
+            return Err("[admission] require_provenance needs provenance_builders".into());
+        }
+        if s.require_provenance && !provenance_keys {
+            return Err(
+                "[admission] require_provenance needs [image_signatures] provenance = true \
+                 (the keys provenance is checked with)"
+                    .into(),
+            );
+        }
         let token_sha256 = match &s.token_file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -96,6 +115,7 @@ impl Admission {
         Ok(Self {
             settings: Some(s.clone()),
             token_sha256,
+            provenance_cache: Default::default(),
         })
     }
 
@@ -212,9 +232,26 @@ mod tests {
                 true,
                 "needs cluster",
             ),
+            (
+                with(|s| {
+                    s.insecure_unauthenticated = true;
+                    s.require_provenance = true;
+                }),
+                true,
+                "needs provenance_builders",
+            ),
+            (
+                with(|s| {
+                    s.insecure_unauthenticated = true;
+                    s.require_provenance = true;
+                    s.provenance_builders = vec!["https://builder.example/".into()];
+                }),
+                true,
+                "needs [image_signatures] provenance = true",
+            ),
         ];
         for (s, tls, why) in cases {
-            let e = Admission::new(Some(&s), tls).unwrap_err();
+            let e = Admission::new(Some(&s), tls, false).unwrap_err();
             assert!(e.contains(why), "{why}: {e}");
         }
         let s = AdmissionSettings {
@@ -222,7 +259,7 @@ mod tests {
             ..AdmissionSettings::default()
         };
         assert!(
-            Admission::new(Some(&s), true)
+            Admission::new(Some(&s), true, false)
                 .unwrap_err()
                 .contains("at least 16")
         );
@@ -230,7 +267,7 @@ mod tests {
             token_file: Some(good),
             ..AdmissionSettings::default()
         };
-        let a = Admission::new(Some(&s), true).unwrap();
+        let a = Admission::new(Some(&s), true, false).unwrap();
         // The token is never shown.
         assert!(!format!("{a:?}").contains("0123456789"));
         let mut headers = HeaderMap::new();
