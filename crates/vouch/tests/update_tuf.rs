@@ -1203,3 +1203,190 @@ fn state_or_cache(cache: &Path) -> PathBuf {
     let s = state(cache);
     if s.exists() { s } else { cache.to_path_buf() }
 }
+
+#[test]
+fn delegations_are_followed_as_tuf_specifies_and_as_python_tuf_does() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Repos {
+        dir: d.path().join("repos"),
+    };
+    let expected = make_repos(&r.dir);
+    let good = &expected["deleg"];
+    let oracle = &expected["python_tuf"];
+    let check = |repo: &str, target: &str| {
+        let cache = d
+            .path()
+            .join(format!("c-{repo}-{}", target.replace('/', "_")));
+        vouch(&[
+            "--json",
+            "update",
+            "check",
+            "--repo",
+            &r.repo(repo),
+            "--root",
+            &r.root(),
+            "--target",
+            target,
+            "--cache",
+            cache.to_str().unwrap(),
+        ])
+    };
+    let accepted = |t: &str| Ok::<&str, &str>(good[t].as_str().unwrap());
+    let not_found = Err("is not in the repository's targets metadata");
+    let (below, wrong) = (
+        Err("Signature threshold of 2 not met for role targets (1 valid signatures)"),
+        Err("Signature threshold of 1 not met for role targets (0 valid signatures)"),
+    );
+    let across = Err("is listed by a role that is not delegated its path in TUF's path matching");
+    let targets = [
+        "firmware/fw.bin",
+        "apps/app.conf",
+        "apps/beta-app.conf",
+        "apps/extra.conf",
+        "firmware/evil.bin",
+        "apps/sub/evil.conf",
+    ];
+    // What vouch must do for each target of each repository.
+    let cases: Vec<(&str, [Result<&str, &str>; 6])> = vec![
+        // firmware/fw.bin from "firmware" (2 of 3), not the catch-all's shadowing copy;
+        // apps/beta-app.conf from the nested "apps-beta"; apps/extra.conf from "catchall"
+        // ("apps" does not terminate); firmware/evil.bin never from "catchall" ("firmware"
+        // terminates).
+        (
+            "deleg",
+            [
+                accepted("firmware/fw.bin"),
+                accepted("apps/app.conf"),
+                accepted("apps/beta-app.conf"),
+                accepted("apps/extra.conf"),
+                not_found,
+                not_found,
+            ],
+        ),
+        // A delegated role below its threshold, or signed by a key its delegation does not
+        // name: tough refuses the whole repository (python-tuf only the targets under that
+        // role: stricter, never looser).
+        ("deleg_below_threshold", [below; 6]),
+        ("deleg_wrong_key", [wrong; 6]),
+        // "apps" lists firmware/evil.bin, outside its paths.
+        (
+            "deleg_outside_paths",
+            [
+                accepted("firmware/fw.bin"),
+                accepted("apps/app.conf"),
+                accepted("apps/beta-app.conf"),
+                accepted("apps/extra.conf"),
+                not_found,
+                not_found,
+            ],
+        ),
+        // "apps" (apps/*) lists apps/sub/evil.conf: tough's glob lets `*` match '/', the
+        // guard refuses it as python-tuf does.
+        (
+            "deleg_across_separator",
+            [
+                accepted("firmware/fw.bin"),
+                accepted("apps/app.conf"),
+                accepted("apps/beta-app.conf"),
+                accepted("apps/extra.conf"),
+                not_found,
+                across,
+            ],
+        ),
+    ];
+    assert_ne!(good["firmware/fw.bin"], expected["evil"]["sha256"]);
+    for (repo, want) in &cases {
+        for (t, want) in targets.iter().zip(want) {
+            let (code, out, err) = check(repo, t);
+            let py = &oracle[repo][t];
+            match want {
+                Ok(sha) => {
+                    assert_eq!(code, 0, "{repo} {t}: {err}");
+                    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+                    assert_eq!(v["sha256"], *sha, "{repo} {t}");
+                }
+                Err(why) => {
+                    assert_eq!(code, 1, "{repo} {t} must be refused: {out}");
+                    assert!(err.contains(why), "{repo} {t}: expected {why:?} in {err}");
+                }
+            }
+            // Never looser than python-tuf's own client on the same repository: what vouch
+            // accepts, ngclient finds with the same sha256.
+            if code == 0 {
+                let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(
+                    py["sha256"], v["sha256"],
+                    "{repo} {t}: python-tuf says {py}"
+                );
+            } else {
+                eprintln!("{repo} {t}: vouch refused; python-tuf: {py}");
+            }
+        }
+    }
+    // python-tuf's verdicts on the attacks, as recorded (the reference is not vacuous).
+    assert_eq!(oracle["deleg"]["firmware/evil.bin"]["error"], "not found");
+    assert_eq!(
+        oracle["deleg_across_separator"]["apps/sub/evil.conf"]["error"],
+        "not found"
+    );
+    assert!(
+        oracle["deleg_below_threshold"]["firmware/fw.bin"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("signed by 1/2 keys")
+    );
+
+    // Applied end to end: targets in directories (consistent snapshots: dir/HASH.name), one
+    // from a nested delegation.
+    let dev = d.path().join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    for t in ["firmware/fw.bin", "apps/beta-app.conf"] {
+        let to = dev.join(t.replace('/', "_"));
+        let (code, _, err) = vouch(&[
+            "update",
+            "apply",
+            "--repo",
+            &r.repo("deleg"),
+            "--root",
+            &r.root(),
+            "--target",
+            t,
+            "--cache",
+            d.path().join("apply-cache").to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{t}: {err}");
+        assert_eq!(hex_sha256(&to), good[t].as_str().unwrap(), "{t}");
+    }
+    // The stored firmware with one byte flipped: refused, nothing written.
+    let fw_sha = good["firmware/fw.bin"].as_str().unwrap();
+    let stored = r
+        .dir
+        .join(format!("deleg/targets/firmware/{fw_sha}.fw.bin"));
+    let mut b = std::fs::read(&stored).unwrap();
+    b[0] ^= 1;
+    std::fs::write(&stored, &b).unwrap();
+    let to = dev.join("fw2.bin");
+    let (code, _, err) = vouch(&[
+        "update",
+        "apply",
+        "--repo",
+        &r.repo("deleg"),
+        "--root",
+        &r.root(),
+        "--target",
+        "firmware/fw.bin",
+        "--cache",
+        d.path().join("apply-cache-2").to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("the metadata says 13 bytes with sha256 {fw_sha}")),
+        "{err}"
+    );
+    assert!(!to.exists());
+    assert_eq!(std::fs::read_dir(&dev).unwrap().count(), 2);
+}

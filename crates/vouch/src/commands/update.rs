@@ -28,6 +28,7 @@ use std::process::ExitCode;
 use super::remote::Api;
 
 mod cache;
+mod delegation;
 use crate::cli::{AdminArgs, AgentArgs};
 use crate::config::FileConfig;
 use crate::output;
@@ -137,6 +138,9 @@ struct Verified {
     staged: cache::Staged,
     /// The root files tough fetched, by version (kept in the cache's chain on commit).
     roots: Roots,
+    /// The same transport (its deadlines too), for targets in a directory.
+    transport: Transport,
+    targets_base: url::Url,
     name: tough::TargetName,
     length: u64,
     sha256: String,
@@ -258,6 +262,8 @@ async fn verify(t: &TufArgs) -> Result<std::result::Result<Verified, Refused>> {
     };
     let transport = Transport::new(t, &base)?;
     let roots = transport.roots.clone();
+    let targets_base = base.join("targets/")?;
+    let fetcher = transport.clone();
     let root = staged.root_bytes().to_vec();
     let loader =
         tough::RepositoryLoader::new(&root, base.join("metadata/")?, base.join("targets/")?)
@@ -275,6 +281,25 @@ async fn verify(t: &TufArgs) -> Result<std::result::Result<Verified, Refused>> {
             t.target
         ))));
     };
+    // The specification's search over the same verified metadata must find the same target
+    // (tough's `*` in a delegation's paths also matches `/`).
+    match delegation::find(&repo.targets().signed, &name) {
+        Some(s) if s.length == target.length && s.hashes.sha256 == target.hashes.sha256 => {}
+        Some(_) => {
+            return Ok(Err(refused(format!(
+                "target {}: the TUF delegation search finds another target than tough's",
+                t.target
+            ))));
+        }
+        None => {
+            return Ok(Err(refused(format!(
+                "target {} is listed by a role that is not delegated its path in TUF's path \
+                 matching (a wildcard does not match '/'), or only after a terminating \
+                 delegation",
+                t.target
+            ))));
+        }
+    }
     let mut hashes = serde_json::Map::new();
     hashes.insert("sha256".into(), json!(hex::encode(&*target.hashes.sha256)));
     for (k, v) in &target.hashes._extra {
@@ -288,6 +313,8 @@ async fn verify(t: &TufArgs) -> Result<std::result::Result<Verified, Refused>> {
         repo,
         staged,
         roots,
+        transport: fetcher,
+        targets_base,
     }))
 }
 
@@ -403,12 +430,33 @@ async fn apply(v: &Verified, to: &Path) -> Result<std::result::Result<(), Refuse
         fname.to_string_lossy(),
         std::process::id()
     ));
-    let stream = match v.repo.read_target(&v.name).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Ok(Err(refused("target vanished from the metadata"))),
-        Err(e) => return Ok(Err(refused(chain(&e)))),
+    let raw = v.name.resolved();
+    let r = match raw.rsplit_once('/') {
+        // A target in a directory with consistent snapshots: tough 0.24 asks for
+        // `HASH.dir/name`; the specification (5.7.3) and python-tuf store it as
+        // `dir/HASH.name`. Fetched here through the same transport, its length and sha256
+        // checked by `write_verified` before anything is renamed.
+        Some((d, file)) if v.repo.root().signed.consistent_snapshot => {
+            if raw.contains(['?', '#', '%', '\\']) || d.is_empty() {
+                return Ok(Err(refused(format!(
+                    "target {raw}: not a path this client fetches"
+                ))));
+            }
+            let url = v.targets_base.join(&format!("{d}/{}.{file}", v.sha256))?;
+            match tough::Transport::fetch(&v.transport, url).await {
+                Ok(stream) => write_verified(stream, &tmp, to, v).await,
+                Err(e) => return Ok(Err(refused(chain(&e)))),
+            }
+        }
+        _ => {
+            let stream = match v.repo.read_target(&v.name).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Ok(Err(refused("target vanished from the metadata"))),
+                Err(e) => return Ok(Err(refused(chain(&e)))),
+            };
+            write_verified(stream, &tmp, to, v).await
+        }
     };
-    let r = write_verified(stream, &tmp, to, v).await;
     if !matches!(r, Ok(Ok(()))) {
         let _ = std::fs::remove_file(&tmp);
         return r;
@@ -422,8 +470,8 @@ async fn apply(v: &Verified, to: &Path) -> Result<std::result::Result<(), Refuse
     Ok(Ok(()))
 }
 
-async fn write_verified(
-    stream: impl futures_util::Stream<Item = tough::error::Result<tough::Bytes>>,
+async fn write_verified<E: std::error::Error + 'static>(
+    stream: impl futures_util::Stream<Item = std::result::Result<tough::Bytes, E>>,
     tmp: &Path,
     to: &Path,
     v: &Verified,
@@ -446,6 +494,13 @@ async fn write_verified(
             Err(e) => return Ok(Err(refused(chain(&e)))),
         };
         n = n.saturating_add(chunk.len() as u64);
+        if n > v.length {
+            return Ok(Err(refused(format!(
+                "target {} is longer than the {} bytes the targets metadata says",
+                v.name.raw(),
+                v.length
+            ))));
+        }
         h.update(&chunk);
         f.write_all(&chunk)
             .with_context(|| format!("writing {}", tmp.display()))?;

@@ -18,7 +18,10 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 from securesystemslib.signer import CryptoSigner
+from tuf.api.exceptions import DownloadHTTPError
 from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
     MetaFile,
     Metadata,
     Root,
@@ -28,6 +31,7 @@ from tuf.api.metadata import (
     Timestamp,
 )
 from tuf.api.serialization.json import JSONSerializer
+from tuf.ngclient import FetcherInterface, Updater
 
 NAME = "app.conf"
 V1 = b"mode = stable\nworkers = 4\n"
@@ -96,7 +100,10 @@ class Repo:
     def target(self, data, name=NAME, stored=None):
         """Store a target under its consistent-snapshot name; `stored` replaces its bytes."""
         tf = TargetFile.from_data(name, data, ["sha256"])
-        path = os.path.join(self.dir, "targets", f"{tf.hashes['sha256']}.{name}")
+        # The consistent-snapshot name: the digest before the file's own name, in its directory.
+        d, base = os.path.split(name)
+        path = os.path.join(self.dir, "targets", d, f"{tf.hashes['sha256']}.{base}")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(data if stored is None else stored)
         return tf
@@ -238,6 +245,178 @@ r.timestamp(
     signer=stranger,
 )
 
+# Delegations. The top-level targets delegates, in this order:
+#   "firmware"  firmware/*        2 of 3 keys  terminating
+#   "apps"      apps/*            1 key        not terminating, and it delegates
+#       "apps-beta"  apps/beta-*  1 key        (nested)
+#   "catchall"  *, */*            1 key        not terminating (listed last)
+# The good repository "deleg" has firmware/fw.bin (by "firmware"), apps/app.conf (by "apps"),
+# apps/beta-app.conf (by "apps-beta"), apps/extra.conf (by "catchall": "apps" does not list it and
+# does not terminate, so the search goes on to its sibling); "catchall" also lists
+# firmware/fw.bin with other bytes (shadowed: "firmware" comes first) and firmware/evil.bin
+# ("firmware" terminates the search for firmware/*, so its sibling is never asked).
+FW = b"firmware 1.0\n"
+APP = b"app = 1\n"
+BETA = b"app = beta\n"
+EXTRA = b"extra = 1\n"
+fw_signers = [CryptoSigner.generate_ed25519() for _ in range(3)]
+apps_signer = CryptoSigner.generate_ed25519()
+beta_signer = CryptoSigner.generate_ed25519()
+catchall_signer = CryptoSigner.generate_ed25519()
+
+
+def delegation(name, signers, threshold, paths, terminating):
+    keys = {s.public_key.keyid: s.public_key for s in signers}
+    role = DelegatedRole(name, list(keys), threshold, terminating, paths=paths)
+    return keys, role
+
+
+def deleg_repo(name, tamper=None):
+    """The delegation tree above; `tamper(roles)` changes the delegated roles' targets or
+    signers before they are signed (roles: name -> [Targets, signers])."""
+    r = Repo(name)
+    fw_k, fw_d = delegation("firmware", fw_signers, 2, ["firmware/*"], True)
+    ap_k, ap_d = delegation("apps", [apps_signer], 1, ["apps/*"], False)
+    bt_k, bt_d = delegation("apps-beta", [beta_signer], 1, ["apps/beta-*"], False)
+    ca_k, ca_d = delegation("catchall", [catchall_signer], 1, ["*", "*/*"], False)
+    roles = {
+        "firmware": [Targets(version=1, expires=LATER), fw_signers[:2]],
+        "apps": [Targets(version=1, expires=LATER), [apps_signer]],
+        "apps-beta": [Targets(version=1, expires=LATER), [beta_signer]],
+        "catchall": [Targets(version=1, expires=LATER), [catchall_signer]],
+    }
+
+    def put(role, path, data):
+        tf = r.target(data, name=path)
+        roles[role][0].targets[path] = tf
+
+    put("firmware", "firmware/fw.bin", FW)
+    put("apps", "apps/app.conf", APP)
+    put("apps-beta", "apps/beta-app.conf", BETA)
+    put("catchall", "apps/extra.conf", EXTRA)
+    # Shadowed and terminated: the catch-all's own firmware.
+    roles["catchall"][0].targets["firmware/fw.bin"] = TargetFile.from_data(
+        "firmware/fw.bin", EVIL, ["sha256"]
+    )
+    put("catchall", "firmware/evil.bin", EVIL)
+    roles["apps"][0].delegations = Delegations(keys=bt_k, roles={"apps-beta": bt_d})
+    if tamper:
+        tamper(roles, put)
+    top = Targets(version=1, expires=LATER)
+    top.delegations = Delegations(
+        keys={**fw_k, **ap_k, **ca_k},
+        roles={"firmware": fw_d, "apps": ap_d, "catchall": ca_d},
+    )
+    metas = {}
+    for role, (t, signers) in roles.items():
+        md = signed(t, signers)
+        write(md, r.md(f"1.{role}.json"))
+        metas[f"{role}.json"] = meta(md)
+    top_md = signed(top, targets_signers[:2])
+    write(top_md, r.md("1.targets.json"))
+    s = Snapshot(version=1, expires=LATER)
+    s.meta = {"targets.json": meta(top_md), **metas}
+    snap = signed(s, [snapshot_signer])
+    write(snap, r.md("1.snapshot.json"))
+    r.timestamp(1, snap)
+    return r
+
+
+deleg_repo("deleg")
+
+
+# Below the delegation's threshold: firmware signed by 1 of the 3 keys (2 needed).
+def below(roles, put):
+    roles["firmware"][1] = fw_signers[:1]
+
+
+deleg_repo("deleg_below_threshold", below)
+
+
+# A key the delegation does not name for the role: apps-beta signed by the apps key.
+def wrong_key(roles, put):
+    roles["apps-beta"][1] = [apps_signer]
+
+
+deleg_repo("deleg_wrong_key", wrong_key)
+
+
+# A target outside the role's paths: "apps" lists firmware/evil.bin.
+def outside(roles, put):
+    put("apps", "firmware/evil.bin", EVIL)
+
+
+deleg_repo("deleg_outside_paths", outside)
+
+
+# A wildcard across a directory: "apps/*" does not cover apps/sub/evil.conf in TUF's matching
+# (a separator is not matched by a wildcard), nor does "*/*" of the catch-all.
+def across(roles, put):
+    put("apps", "apps/sub/evil.conf", EVIL)
+
+
+deleg_repo("deleg_across_separator", across)
+
+# python-tuf's own client (ngclient) on each delegation repository: what it finds for each
+# target (its sha256), or why not: the reference the Rust test compares vouch with.
+
+
+class LocalFetcher(FetcherInterface):
+    def __init__(self, repo_dir):
+        self.repo_dir = repo_dir
+
+    def _fetch(self, url):
+        path = os.path.join(self.repo_dir, url.split("//repo/", 1)[1])
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise DownloadHTTPError(str(e), 404) from e
+        return iter([data])
+
+
+def ngclient(name, target):
+    work = os.path.join(OUT, ".ngclient", name, target.replace("/", "_"))
+    os.makedirs(work, exist_ok=True)
+    with open(os.path.join(OUT, "root.json"), "rb") as f:
+        bootstrap = f.read()
+    try:
+        u = Updater(
+            work,
+            "http://repo/metadata/",
+            target_base_url="http://repo/targets/",
+            fetcher=LocalFetcher(os.path.join(OUT, name)),
+            bootstrap=bootstrap,
+        )
+        u.refresh()
+        info = u.get_targetinfo(target)
+    except Exception as e:  # noqa: BLE001 - the reason is the result
+        return {"error": f"{type(e).__name__}: {e}"}
+    if info is None:
+        return {"error": "not found"}
+    return {"sha256": info.hashes["sha256"]}
+
+
+DELEG_TARGETS = [
+    "firmware/fw.bin",
+    "apps/app.conf",
+    "apps/beta-app.conf",
+    "apps/extra.conf",
+    "firmware/evil.bin",
+    "apps/sub/evil.conf",
+]
+python_tuf = {
+    name: {t: ngclient(name, t) for t in DELEG_TARGETS}
+    for name in [
+        "deleg",
+        "deleg_below_threshold",
+        "deleg_wrong_key",
+        "deleg_outside_paths",
+        "deleg_across_separator",
+    ]
+}
+shutil.rmtree(os.path.join(OUT, ".ngclient"), ignore_errors=True)
+
 with open(os.path.join(OUT, "expected.json"), "w") as f:
     json.dump(
         {
@@ -245,6 +424,13 @@ with open(os.path.join(OUT, "expected.json"), "w") as f:
             "v1": {"length": len(V1), "sha256": hashlib.sha256(V1).hexdigest()},
             "v2": {"length": len(V2), "sha256": hashlib.sha256(V2).hexdigest()},
             "evil": {"length": len(EVIL), "sha256": hashlib.sha256(EVIL).hexdigest()},
+            "deleg": {
+                "firmware/fw.bin": hashlib.sha256(FW).hexdigest(),
+                "apps/app.conf": hashlib.sha256(APP).hexdigest(),
+                "apps/beta-app.conf": hashlib.sha256(BETA).hexdigest(),
+                "apps/extra.conf": hashlib.sha256(EXTRA).hexdigest(),
+            },
+            "python_tuf": python_tuf,
         },
         f,
     )
