@@ -18,6 +18,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -119,40 +120,39 @@ macro_rules! os {
     ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new($a)),*] };
 }
 
-/// `vouch custody sign` of `link` into `out` with the agent's SVID (or `files`: cert and key).
-fn sign(link: &Path, out: &Path, sock: &Path, files: Option<(&Path, &Path)>) -> PathBuf {
+/// `vouch custody sign` of `link` into `out` with the agent's SVID (or `files`: cert and
+/// key), timestamped by the verifier when `stamp`.
+fn sign(dev: &Dev, link: &Path, out: &Path, files: Option<(&Path, &Path)>, stamp: bool) -> PathBuf {
     let t = Instant::now();
+    let sock = dev.sock();
+    let (ca, result) = (
+        dev.dir.join("server/tls/ca.crt"),
+        dev.dir.join("agent/result.jwt"),
+    );
     loop {
-        let (code, stdout, err) = match files {
-            None => vouch(os![
-                "custody",
-                "sign",
-                "--link",
-                link,
-                "--out-dir",
-                out,
-                "--svid-socket",
-                sock
-            ]),
-            Some((c, k)) => vouch(os![
-                "custody",
-                "sign",
-                "--link",
-                link,
-                "--out-dir",
-                out,
-                "--svid-cert",
-                c,
-                "--svid-key",
-                k
-            ]),
-        };
+        let mut args: Vec<&std::ffi::OsStr> =
+            os!["custody", "sign", "--link", link, "--out-dir", out].to_vec();
+        match files {
+            None => args.extend_from_slice(os!["--svid-socket", &sock]),
+            Some((c, k)) => args.extend_from_slice(os!["--svid-cert", c, "--svid-key", k]),
+        }
+        if stamp {
+            args.extend_from_slice(os![
+                "--timestamp-url",
+                &dev.url,
+                "--result",
+                &result,
+                "--ca-cert",
+                &ca
+            ]);
+        }
+        let (code, stdout, err) = vouch(&args);
         if code == 0 {
             return PathBuf::from(stdout.trim());
         }
         // The agent's first SVID comes with its first affirming attestation.
         assert!(
-            files.is_none() && t.elapsed() < Duration::from_secs(30),
+            t.elapsed() < Duration::from_secs(30),
             "custody sign failed: {err}"
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -294,7 +294,9 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
     );
     let owner = c.join("owner.pub");
     let ca = dev.ca();
-    let tb: &[&std::ffi::OsStr] = os!["--trust-bundle", &ca];
+    let jwks = t.join("jwks.json");
+    dev.get("/.well-known/jwks.json", &jwks);
+    let tb: &[&std::ffi::OsStr] = os!["--trust-bundle", &ca, "--jwks", &jwks];
 
     // The recorder-signed chain against the keyed layout: Vouch and in-toto agree.
     let (code, out) = verify(&c.join("keyed.layout"), &owner, &c.join("good"), &[]);
@@ -311,7 +313,7 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
     // Each link re-signed with the agent's SVID.
     let svid = t.join("svid");
     for step in ["source", "build", "test", "package", "deploy"] {
-        sign(&link_of(&c.join("good"), step), &svid, &dev.sock(), None);
+        sign(&dev, &link_of(&c.join("good"), step), &svid, None, true);
     }
     let layout = c.join("svid.layout");
     let (code, out) = verify(&layout, &owner, &svid, tb);
@@ -320,8 +322,33 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
     // The bundle as the verifier serves it (SPIFFE bundle JSON) does as well.
     let bundle_json = t.join("bundle.json");
     dev.get("/v1/bundle", &bundle_json);
-    let (code, out) = verify(&layout, &owner, &svid, os!["--trust-bundle", &bundle_json]);
+    let (code, out) = verify(
+        &layout,
+        &owner,
+        &svid,
+        os!["--trust-bundle", &bundle_json, "--jwks", &jwks],
+    );
     assert_eq!(code, 0, "{out}");
+    // The JWKS fetched from the verifier's URL (TLS pinned to its CA) does as well.
+    let tls_ca = dev.dir.join("server/tls/ca.crt");
+    let (code, out) = verify(
+        &layout,
+        &owner,
+        &svid,
+        os![
+            "--trust-bundle",
+            &ca,
+            "--jwks",
+            &format!("{}/.well-known/jwks.json", dev.url),
+            "--ca-cert",
+            &tls_ca
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    // Neither a JWKS nor --allow-signer-time: a usage error (exit 2), not a verdict.
+    let (code, out) = verify(&layout, &owner, &svid, os!["--trust-bundle", &ca]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--trust-bundle needs --jwks"), "{out}");
 
     let refused = |links: &Path, layout: &Path, extra: &[&std::ffi::OsStr], why: &str| {
         let (code, out) = verify(layout, &owner, links, extra);
@@ -339,12 +366,39 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         d
     };
 
+    let deploy = link_of(&c.join("good"), "deploy");
     // No trust bundle: a step naming SPIFFE IDs cannot be checked.
     refused(
         &svid,
         &layout,
         &[],
         "step source: its functionaries are SPIFFE IDs",
+    );
+
+    // A link the verifier did not timestamp is refused under --jwks; with
+    // --allow-signer-time its SVID is checked as of the signer's own vouch_signed_at.
+    let l = sign(&dev, &deploy, &t.join("unstamped"), None, false);
+    let d = variant("v-unstamped", "deploy", Some(&l));
+    refused(
+        &d,
+        &layout,
+        tb,
+        "timestamp: the signature has no verifier timestamp",
+    );
+    let weak: &[&std::ffi::OsStr] = os!["--trust-bundle", &ca, "--allow-signer-time"];
+    let (code, out) = verify(&layout, &owner, &d, weak);
+    assert_eq!(code, 0, "{out}");
+    // A timestamp moved from another link's signature countersigns that signature, not this.
+    edit(&link_of(&d, "deploy"), |v| {
+        let other: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(link_of(&svid, "deploy")).unwrap()).unwrap();
+        v["signatures"][0]["timestamp"] = other["signatures"][0]["timestamp"].clone();
+    });
+    refused(
+        &d,
+        &layout,
+        tb,
+        "timestamp: the timestamp countersigns sha256:",
     );
     // The recorder's plain-key links do not count for SPIFFE functionaries.
     refused(
@@ -367,19 +421,13 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         "not a functionary of the step",
     );
 
-    let deploy = link_of(&c.join("good"), "deploy");
     let foreign = t.join("foreign");
     let ca_pem = std::fs::read_to_string(&ca).unwrap();
     let ca_key = std::fs::read_to_string(dev.dir.join("server/spiffe/ca.key")).unwrap();
     // An SVID of another trust domain (its own CA), the same path.
     let other_td = id.replace("vouch.local", "other.example");
     let (crt, key) = svid_files(t, "other-td", &other_td, None, (2020, 1, 1), (2090, 1, 1));
-    let l = sign(
-        &deploy,
-        &foreign.join("td"),
-        &dev.sock(),
-        Some((&crt, &key)),
-    );
+    let l = sign(&dev, &deploy, &foreign.join("td"), Some((&crt, &key)), true);
     refused(
         &variant("v-td", "deploy", Some(&l)),
         &layout,
@@ -396,10 +444,11 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         (2090, 1, 1),
     );
     let l = sign(
+        &dev,
         &deploy,
         &foreign.join("td2"),
-        &dev.sock(),
         Some((&crt, &key)),
+        true,
     );
     refused(
         &variant("v-td2", "deploy", Some(&l)),
@@ -410,10 +459,11 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
     // A self-made certificate naming exactly the builder's SPIFFE ID.
     let (crt, key) = svid_files(t, "self-made", &id, None, (2020, 1, 1), (2090, 1, 1));
     let l = sign(
+        &dev,
         &deploy,
         &foreign.join("self"),
-        &dev.sock(),
         Some((&crt, &key)),
+        true,
     );
     refused(
         &variant("v-self", "deploy", Some(&l)),
@@ -431,10 +481,11 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         (2021, 1, 1),
     );
     let l = sign(
+        &dev,
         &deploy,
         &foreign.join("expired"),
-        &dev.sock(),
         Some((&crt, &key)),
+        true,
     );
     refused(
         &variant("v-exp", "deploy", Some(&l)),
@@ -442,6 +493,46 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         tb,
         "SVID at signing time: unexpected error: peer SVID does not chain to the trust bundle: CertExpired",
     );
+    // The expired SVID's key backdating a link into the SVID's validity (signed here with
+    // securesystemslib, vouch_signed_at 2020-06-01): with no verifier timestamp it is refused
+    // under --jwks; --allow-signer-time accepts it, which is why that mode is the weaker one.
+    let back = foreign.join("backdated");
+    std::fs::create_dir_all(&back).unwrap();
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            r#"
+import json, sys
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from securesystemslib.formats import encode_canonical
+from securesystemslib.signer import CryptoSigner
+link, key, cert, out = sys.argv[1:]
+signed = json.load(open(link))["signed"]
+signed.setdefault("environment", {})["vouch_signed_at"] = "2020-06-01T00:00:00Z"
+signer = CryptoSigner(load_pem_private_key(open(key, "rb").read(), None))
+sig = signer.sign(encode_canonical(signed).encode())
+json.dump({"signed": signed, "signatures": [{"keyid": "backdated", "sig": sig.signature, "cert": open(cert).read()}]}, open(out, "w"))
+"#,
+        ])
+        .arg(&deploy)
+        .arg(&key)
+        .arg(&crt)
+        .arg(back.join("deploy.backdated.link"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d = variant(
+        "v-back",
+        "deploy",
+        Some(&back.join("deploy.backdated.link")),
+    );
+    refused(&d, &layout, tb, "the signature has no verifier timestamp");
+    let (code, out) = verify(&layout, &owner, &d, weak);
+    assert_eq!(
+        code, 0,
+        "--allow-signer-time trusts the signer's time: {out}"
+    );
+
     // The same CA, valid: accepted (so the refusal above is the expiry alone).
     let (crt, key) = svid_files(
         t,
@@ -452,12 +543,14 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         (2090, 1, 1),
     );
     let l = sign(
+        &dev,
         &deploy,
         &foreign.join("valid"),
-        &dev.sock(),
         Some((&crt, &key)),
+        true,
     );
-    let (code, out) = verify(&layout, &owner, &variant("v-valid", "deploy", Some(&l)), tb);
+    let valid = variant("v-valid", "deploy", Some(&l));
+    let (code, out) = verify(&layout, &owner, &valid, tb);
     assert_eq!(code, 0, "{out}");
 
     // One flipped byte of an SVID signature; a product hash changed after signing.
@@ -469,7 +562,10 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         b[8] ^= 1;
         v["signatures"][0]["sig"] = hex::encode(b).into();
     });
-    refused(&d, &layout, tb, "does not verify");
+    // The verifier's timestamp no longer countersigns it; without the timestamp checked, the
+    // signature itself does not verify.
+    refused(&d, &layout, tb, "not this signature");
+    refused(&d, &layout, weak, "the signature by spiffe://");
     let d = variant("v-prod", "package", None);
     copy_dir(&svid, &d);
     edit(&link_of(&d, "package"), |v| {
@@ -500,7 +596,7 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
     assert_ne!(in_toto_verify(&kl, &owner, &k), 0);
 
     let reordered = link_of(&c.join("reordered"), "package");
-    let l = sign(&reordered, &foreign.join("reordered"), &dev.sock(), None);
+    let l = sign(&dev, &reordered, &foreign.join("reordered"), None, true);
     refused(
         &variant("v-reorder", "package", Some(&l)),
         &layout,
@@ -512,7 +608,7 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
     assert_ne!(in_toto_verify(&kl, &owner, &k), 0);
 
     let altered = link_of(&c.join("altered"), "build");
-    let l = sign(&altered, &foreign.join("altered"), &dev.sock(), None);
+    let l = sign(&dev, &altered, &foreign.join("altered"), None, true);
     refused(
         &variant("v-alter", "build", Some(&l)),
         &layout,
@@ -532,9 +628,49 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
     // builder's SVID is revoked at the verifier, its links no longer count.
     let revs = t.join("revocations.json");
     dev.get("/v1/revocations", &revs);
-    let with_revs: &[&std::ffi::OsStr] = os!["--trust-bundle", &ca, "--revocations", &revs];
+    let with_revs: &[&std::ffi::OsStr] = os![
+        "--trust-bundle",
+        &ca,
+        "--jwks",
+        &jwks,
+        "--revocations",
+        &revs
+    ];
     let (code, out) = verify(&layout, &owner, &svid, with_revs);
     assert_eq!(code, 0, "{out}");
+    // The builder's node revoked: links timestamped for its workload no longer count, even
+    // one signed by another (unrevoked) SVID of the trust domain.
+    let result = std::fs::read_to_string(dev.dir.join("agent/result.jwt")).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(result.trim().split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let node = claims["sub"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (code, _, err) = vouch(os![
+        "revoke",
+        "node",
+        &node,
+        "--reason",
+        "builder machine stolen",
+        "--data-dir",
+        &dev.dir.join("server")
+    ]);
+    assert_eq!(code, 0, "{err}");
+    dev.get("/v1/revocations", &revs);
+    refused(
+        &valid,
+        &layout,
+        with_revs,
+        &format!("revocations: the builder's node {node} is revoked"),
+    );
     let pem: serde_json::Value =
         serde_json::from_slice(&std::fs::read(link_of(&svid, "deploy")).unwrap()).unwrap();
     let pem = pem["signatures"][0]["cert"].as_str().unwrap().to_owned();
@@ -560,13 +696,18 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         &svid,
         &layout,
         with_revs,
-        &format!("SVID: svid {} is revoked", serial.trim_start_matches('0')),
+        &format!(
+            "revocations: the SVID: svid {} is revoked",
+            serial.trim_start_matches('0')
+        ),
     );
     // A revocation set older than allowed refuses every SVID-signed link.
     std::thread::sleep(Duration::from_millis(2100));
     let stale: &[&std::ffi::OsStr] = os![
         "--trust-bundle",
         &ca,
+        "--jwks",
+        &jwks,
         "--revocations",
         &revs,
         "--max-revocation-age",

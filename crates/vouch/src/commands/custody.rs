@@ -70,6 +70,18 @@ pub(crate) struct SignArgs {
     /// The SVID's private key (PEM), with --svid-cert.
     #[arg(long, requires = "svid_cert")]
     svid_key: Option<PathBuf>,
+    /// Have the verifier at this URL countersign the signature with its own clock
+    /// (`POST /v1/timestamp`); the answer travels next to the signature as `timestamp`, and
+    /// `custody verify --jwks` checks the SVID as of that time, not the signer's.
+    #[arg(long, requires = "result")]
+    timestamp_url: Option<String>,
+    /// With --timestamp-url: the builder's attestation result the verifier issued, presented
+    /// for the timestamp.
+    #[arg(long, requires = "timestamp_url")]
+    result: Option<PathBuf>,
+    /// CA certificate (PEM) of the verifier's TLS certificate, for --timestamp-url.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
 }
 
 /// Flags of `vouch custody verify`.
@@ -94,27 +106,50 @@ pub(crate) struct VerifyArgs {
     /// The trust domain of --trust-bundle (default: that of the layout's SPIFFE IDs).
     #[arg(long, requires = "trust_bundle")]
     trust_domain: Option<String>,
-    /// The verifier's signed revocations (`GET /v1/revocations` saved, or `vouch rp watch`'s
-    /// file): a link signed by a revoked SVID does not count, and every SVID-signed link is
-    /// refused while the set is incomplete or older than --max-revocation-age.
+    /// With --trust-bundle: the verifier's JWKS (a file, or its https:// URL) whose key must
+    /// have signed each SVID-signed link's `timestamp` (`custody sign --timestamp-url`): the
+    /// SVID chain is then checked as of that countersigned time, and the link's
+    /// `vouch_signed_at` may not be later.
     #[arg(long, requires = "trust_bundle")]
-    revocations: Option<PathBuf>,
-    /// How old the revocations' newest signed head may be.
+    jwks: Option<String>,
+    /// With --trust-bundle: accept SVID-signed links without a verifier timestamp, checking
+    /// the SVID as of the `vouch_signed_at` its signer chose. WEAKER: whoever holds an
+    /// expired SVID's key can backdate a link into the SVID's validity.
+    #[arg(long, requires = "trust_bundle")]
+    allow_signer_time: bool,
+    /// With --trust-bundle: the verifier's revocation feed (a `GET /v1/revocations` answer
+    /// saved to a file, a set saved by `vouch rp watch`, or the https:// URL): a link signed by
+    /// an SVID whose serial is revoked, or whose builder's workload or node (named by the
+    /// timestamp) is, does not count; every SVID-signed link is refused while the feed is
+    /// incomplete or stale.
+    #[arg(long, requires = "trust_bundle")]
+    revocations: Option<String>,
+    /// With --revocations: how old the feed's signed head may be (seconds, or 90s, 10m, 1h).
     #[arg(long, default_value = "5m", requires = "revocations")]
     max_revocation_age: String,
+    /// CA certificate (PEM) of the verifier's TLS certificate, for https:// --jwks and
+    /// --revocations.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
 }
 
-/// What SVID-signed links are checked against (`--trust-bundle`, `--revocations`).
+/// What SVID-signed links are checked against (`--trust-bundle`, `--jwks`,
+/// `--revocations`).
 struct SvidOptions {
     bundle: Vec<u8>,
     trust_domain: Option<String>,
-    revocations: Option<(PathBuf, u64)>,
+    jwks: Option<String>,
+    allow_signer_time: bool,
+    /// The feed's text and the longest age allowed, seconds.
+    revocations: Option<(String, u64)>,
 }
 
 /// The checks of SVID-signed links, built once the layout names the trust domain.
 struct SvidCtx {
     verifier: std::sync::Arc<vouch_rp::SpiffeVerifier>,
-    revocations: Option<vouch_rp::RevocationSet>,
+    jwks: Option<String>,
+    allow_signer_time: bool,
+    revocations: Option<super::timestamp::Revocations>,
 }
 
 /// Why the chain was refused.
@@ -141,18 +176,33 @@ pub(crate) async fn run(cmd: CustodyCmd, json: bool) -> Result<ExitCode> {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let svid = match &a.trust_bundle {
-        Some(p) => Some(SvidOptions {
-            bundle: std::fs::read(p).with_context(|| format!("read {}", p.display()))?,
-            trust_domain: a.trust_domain.clone(),
-            revocations: match &a.revocations {
+        Some(p) => {
+            use super::timestamp::{Source, read_source};
+            let ca = a.ca_cert.as_deref();
+            let jwks = match &a.jwks {
+                Some(j) => Some(read_source(j, ca, Source::Jwks).await?),
+                None if a.allow_signer_time => None,
+                None => anyhow::bail!(
+                    "--trust-bundle needs --jwks (the verifier's keys, to check its timestamps), \
+                     or --allow-signer-time to trust the signers' vouch_signed_at"
+                ),
+            };
+            let revocations = match &a.revocations {
                 Some(r) => Some((
-                    r.clone(),
+                    read_source(r, ca, Source::Revocations).await?,
                     crate::config::parse_duration(&a.max_revocation_age)
                         .context("--max-revocation-age")?,
                 )),
                 None => None,
-            },
-        }),
+            };
+            Some(SvidOptions {
+                bundle: std::fs::read(p).with_context(|| format!("read {}", p.display()))?,
+                trust_domain: a.trust_domain.clone(),
+                jwks,
+                allow_signer_time: a.allow_signer_time,
+                revocations,
+            })
+        }
         None => None,
     };
     match verify(&a.layout, &keys, &a.links, now, svid.as_ref()) {
@@ -239,10 +289,18 @@ async fn sign(a: SignArgs) -> Result<ExitCode> {
         }
         pem.push_str("-----END CERTIFICATE-----\n");
     }
-    let out = json!({
-        "signed": signed,
-        "signatures": [{"keyid": keyid, "sig": hex::encode(sig), "cert": pem}],
-    });
+    let mut signature = json!({"keyid": keyid, "sig": hex::encode(&sig), "cert": pem});
+    if let (Some(url), Some(result)) = (&a.timestamp_url, &a.result) {
+        let mut view = stamp_view(&sig, None);
+        let at =
+            super::timestamp::countersign(&mut view, url, a.ca_cert.as_deref(), result).await?;
+        signature[super::timestamp::FIELD] = view["signatures"][0][super::timestamp::FIELD].clone();
+        eprintln!(
+            "timestamped by the verifier at {}",
+            super::ci::format_rfc3339(at)
+        );
+    }
+    let out = json!({"signed": signed, "signatures": [signature]});
     std::fs::create_dir_all(&a.out_dir)
         .with_context(|| format!("create {}", a.out_dir.display()))?;
     let path = a.out_dir.join(format!("{name}.{}.link", &keyid[..8]));
@@ -408,6 +466,8 @@ struct Signature {
     sig: Vec<u8>,
     /// The signer's certificate chain, PEM, leaf first (in-toto-golang's `cert` field, ITE-7).
     cert: Option<String>,
+    /// The verifier's countersignature of `sig` (`vouch custody sign --timestamp-url`).
+    timestamp: Option<Value>,
 }
 
 impl Metablock {
@@ -466,6 +526,7 @@ fn parse_metablock(name: &str, bytes: &[u8]) -> Result<Metablock, Refused> {
                 keyid: k.to_owned(),
                 sig,
                 cert,
+                timestamp: s.get(super::timestamp::FIELD).cloned(),
             }),
             _ => return refused(format!("{name}: a signature without keyid or hex sig")),
         }
@@ -971,10 +1032,26 @@ fn cert_key(der: &[u8]) -> Result<PubKey, String> {
     spki_key(spki).map_err(|e| e.0)
 }
 
+/// An SVID-signed link's signature as the envelope-shaped value `timestamp::check` and
+/// `timestamp::countersign` read: `{"signatures": [{"sig": base64, "timestamp": …}]}`.
+fn stamp_view(sig: &[u8], timestamp: Option<&Value>) -> Value {
+    let mut s = Map::new();
+    s.insert(
+        "sig".into(),
+        base64::engine::general_purpose::STANDARD.encode(sig).into(),
+    );
+    if let Some(t) = timestamp {
+        s.insert(super::timestamp::FIELD.into(), t.clone());
+    }
+    json!({ "signatures": [Value::Object(s)] })
+}
+
 /// Check an SVID-signed link for `step`: returns the signer's SPIFFE ID, or why it does not
-/// count. The chain is checked as of the link's `environment.vouch_signed_at` (covered by the
-/// signature), which may not be in the future; the signer must be one of the step's SPIFFE
-/// IDs, its SVID not revoked.
+/// count. With a JWKS, the signature's verifier `timestamp` must verify and the chain is
+/// checked as of that time (the link's `environment.vouch_signed_at`, covered by the
+/// signature, may not be later); with `--allow-signer-time` and no timestamp, as of
+/// `vouch_signed_at`, which may not be in the future. The signer must be one of the step's
+/// SPIFFE IDs, and neither its SVID nor (named by the timestamp) its workload or node revoked.
 fn svid_link(mb: &Metablock, step: &Step, ctx: &SvidCtx, now: i64) -> Result<String, String> {
     let at = mb
         .signed
@@ -996,8 +1073,28 @@ fn svid_link(mb: &Metablock, step: &Step, ctx: &SvidCtx, now: i64) -> Result<Str
             continue;
         };
         let checked = (|| {
-            let at = at.clone()?;
-            if at > now + 60 {
+            let signer_at = at.clone()?;
+            let skew = super::timestamp::SKEW;
+            let stamp = match &ctx.jwks {
+                Some(j) if s.timestamp.is_some() || !ctx.allow_signer_time => Some(
+                    super::timestamp::check(&stamp_view(&s.sig, s.timestamp.as_ref()), j, now)
+                        .map_err(|e| format!("timestamp: {e}"))?,
+                ),
+                _ => None,
+            };
+            let at = match &stamp {
+                Some(t) => {
+                    if signer_at > t.time + skew {
+                        return Err(format!(
+                            "{SIGNED_AT} is {} s after the verifier's timestamp",
+                            signer_at - t.time
+                        ));
+                    }
+                    t.time
+                }
+                None => signer_at,
+            };
+            if at > now + skew {
                 return Err(format!("signed {} s in the future", at - now));
             }
             let chain = pem_chain(pem)?;
@@ -1017,8 +1114,8 @@ fn svid_link(mb: &Metablock, step: &Step, ctx: &SvidCtx, now: i64) -> Result<Str
                 return Err(format!("the signature by {id}'s SVID does not verify"));
             }
             if let Some(r) = &ctx.revocations {
-                r.check_svid(&chain[0], now)
-                    .map_err(|e| format!("{id}'s SVID: {e}"))?;
+                r.check(&chain[0], stamp.as_ref(), now)
+                    .map_err(|e| format!("{id}: {e}"))?;
             }
             Ok(id)
         })();
@@ -1083,17 +1180,22 @@ impl SvidCtx {
             vouch_rp::SpiffeVerifier::new(&td, &auth, vouch_rp::AllowedIds::AnyInTrustDomain)
                 .map_err(|e| Refused(format!("trust bundle: {e}")))?;
         let revocations = match &o.revocations {
-            Some((p, max_age)) => {
-                let mut set = vouch_rp::RevocationSet::new(verifier.clone())
-                    .with_max_age(std::time::Duration::from_secs(*max_age));
-                set.load(p, u64::try_from(now).unwrap_or(0))
-                    .map_err(|e| Refused(format!("revocations {}: {e}", p.display())))?;
-                Some(set)
-            }
+            Some((feed, max_age)) => Some(
+                super::timestamp::Revocations::load(
+                    feed,
+                    &auth,
+                    &td,
+                    *max_age,
+                    u64::try_from(now).unwrap_or(0),
+                )
+                .map_err(|e| Refused(format!("revocations: {e:#}")))?,
+            ),
             None => None,
         };
         Ok(Self {
             verifier,
+            jwks: o.jwks.clone(),
+            allow_signer_time: o.allow_signer_time,
             revocations,
         })
     }
