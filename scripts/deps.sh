@@ -24,6 +24,9 @@ if [ "${1:-}" = "--test" ]; then
     packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus openssl python3
         python3-venv softhsm2 postgresql iproute2 chromium systemd man-db
         python3-jwt python3-cryptography)
+    # examples/ci/github-actions.yml validated against SchemaStore's workflow schema
+    # (crates/vouch/tests/ci_pipeline.rs)
+    packages+=(python3-yaml python3-jsonschema)
     # a real Prometheus scrapes the verifier and the agent, and promtool checks their
     # /metrics text (crates/vouch-server/tests/prometheus.rs)
     packages+=(prometheus)

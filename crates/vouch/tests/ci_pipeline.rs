@@ -466,7 +466,9 @@ fn start_dev(dir: &Path) -> Dev {
 /// trust domain that has expired (accepted only under --allow-signer-time), no timestamp, a
 /// timestamp of another signature, one flipped byte of the timestamp's signature, a timestamp
 /// signed by another key under the verifier's kid, one under a kid the verifier does not
-/// publish; and the endpoint refuses a result it did not issue, and more than 60 a minute.
+/// publish; and the endpoint refuses a result it did not issue, and more than 60 a minute. The
+/// revocation feed at the gate: a feed with its record dropped, its head's signature changed,
+/// or older than allowed refuses everything; the builder's SVID revoked by serial is refused.
 #[test]
 fn verifier_timestamps_are_checked_and_backdating_is_refused() {
     let t = tempfile::tempdir().unwrap();
@@ -765,4 +767,168 @@ fn verifier_timestamps_are_checked_and_backdating_is_refused() {
     // The route is in the OpenAPI document the verifier serves.
     let doc: serde_json::Value = serde_json::from_str(vouch_server::OPENAPI).unwrap();
     assert!(doc["paths"]["/v1/timestamp"]["post"].is_object());
+
+    // The revocation feed at the gate, saved to a file: an unrelated revocation does not
+    // refuse; the feed with its record dropped, or its head's signature changed, or too old,
+    // refuses everything (fail closed).
+    let revoke = |kind: &str, target: &str| {
+        let (code, err) = vouch(&[
+            "revoke",
+            kind,
+            target,
+            "--reason",
+            "test",
+            "--data-dir",
+            dev.dir.join("server").to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+    };
+    revoke("svid", "1234abcd");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let feed = rt
+        .block_on(
+            vouch_agent::VerifierClient::new(&dev.server, Some(&ca))
+                .unwrap()
+                .revocations(),
+        )
+        .unwrap();
+    let feed: serde_json::Value = serde_json::from_str(&feed).unwrap();
+    assert_eq!(feed["records"].as_array().unwrap().len(), 1);
+    std::fs::write(p.join("feed.json"), feed.to_string()).unwrap();
+    let (code, err) = verify(
+        "provenance.json",
+        &[&with_jwks[..], &["--revocations", "feed.json"]].concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("revocations complete through epoch 1"),
+        "{err}"
+    );
+    let mut dropped = feed.clone();
+    dropped["records"] = serde_json::json!([]);
+    std::fs::write(p.join("dropped.json"), dropped.to_string()).unwrap();
+    let (code, err) = verify(
+        "provenance.json",
+        &[&with_jwks[..], &["--revocations", "dropped.json"]].concat(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("incomplete"), "{err}");
+    let head = feed["head"].as_str().unwrap();
+    let (input, sig) = head.rsplit_once('.').unwrap();
+    let mut raw = b64u.decode(sig).unwrap();
+    raw[5] ^= 1;
+    let mut bad_head = feed.clone();
+    bad_head["head"] = format!("{input}.{}", b64u.encode(raw)).into();
+    std::fs::write(p.join("bad-head.json"), bad_head.to_string()).unwrap();
+    let (code, err) = verify(
+        "provenance.json",
+        &[&with_jwks[..], &["--revocations", "bad-head.json"]].concat(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("incomplete"), "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (code, err) = verify(
+        "provenance.json",
+        &[
+            &with_jwks[..],
+            &["--revocations", "feed.json", "--max-revocation-age", "1s"],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("stale") || err.contains("old"), "{err}");
+
+    // The builder's SVID revoked by serial: refused, from the verifier's feed URL.
+    let leaf = b64
+        .decode(good["signatures"][0]["x5c"][0].as_str().unwrap())
+        .unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let serial = hex::encode(cert.raw_serial());
+    let serial = serial.trim_start_matches('0').to_string();
+    revoke("svid", &serial);
+    let feed_url = format!("{}/v1/revocations", dev.server);
+    let (code, err) = verify(
+        "provenance.json",
+        &[&with_jwks[..], &["--revocations", feed_url.as_str()]].concat(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("revocations: the SVID") && err.contains(&serial),
+        "{err}"
+    );
+}
+
+/// examples/ci/github-actions.yml (not run here: no runner) is checked two ways: against
+/// SchemaStore's JSON schema of workflow files (testdata/ci, validated by the Python
+/// `jsonschema` package; a copy with `runs-on` misspelt fails), and every `vouch` command in
+/// its `run` scripts uses only flags that subcommand's `--help` lists.
+#[test]
+fn the_github_actions_workflow_validates_against_the_schema() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = root.join("crates/vouch/tests/data/validate_workflow.py");
+    let schema = root.join("testdata/ci/github-workflow.json");
+    let workflow = root.join("examples/ci/github-actions.yml");
+    let check = |file: &Path| {
+        let o = Command::new("python3")
+            .arg(&script)
+            .arg(&schema)
+            .arg(file)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (code, out) = check(&workflow);
+    assert_eq!(code, 0, "{out}");
+    let text = std::fs::read_to_string(&workflow).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("bad.yml");
+    std::fs::write(&bad, text.replace("runs-on:", "runs_on:")).unwrap();
+    let (code, out) = check(&bad);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("jobs/build"), "{out}");
+
+    // Every vouch command's flags are real.
+    let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    let mut commands = 0;
+    for job in doc["jobs"].as_object().unwrap().values() {
+        for step in job["steps"].as_array().unwrap() {
+            let Some(run) = step["run"].as_str() else {
+                continue;
+            };
+            let joined = run.replace("\\\n", " ");
+            for line in joined.lines() {
+                let line = line.trim_start();
+                let line = line.strip_prefix("nohup ").unwrap_or(line);
+                let Some(rest) = line.strip_prefix("vouch ") else {
+                    continue;
+                };
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                let sub: Vec<&str> = words
+                    .iter()
+                    .take_while(|w| !w.starts_with('-'))
+                    .copied()
+                    .collect();
+                let o = Command::new(env!("CARGO_BIN_EXE_vouch"))
+                    .args(&sub)
+                    .arg("--help")
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "vouch {sub:?} --help");
+                let help = String::from_utf8_lossy(&o.stdout);
+                for flag in words.iter().filter(|w| w.starts_with("--")) {
+                    let flag = flag.split('=').next().unwrap();
+                    assert!(
+                        help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                        "vouch {} has no {flag}",
+                        sub.join(" ")
+                    );
+                }
+                commands += 1;
+            }
+        }
+    }
+    assert!(commands >= 5, "{commands} vouch commands found");
 }
