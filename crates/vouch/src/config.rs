@@ -257,6 +257,12 @@ mod tests {
         assert_eq!(i.repositories, ["registry.example/shop/web"]);
         assert_eq!(i.ttl, 300);
         assert!(!i.plain_http);
+        // [server.admission], the block after it.
+        let a = s.admission.unwrap();
+        assert!(a.client_ca.is_some() && a.token_file.is_some());
+        assert!(a.require_attested_node && a.require_provenance);
+        assert_eq!(a.cluster.as_deref(), Some("prod"));
+        assert_eq!(a.provenance_builders.len(), 1);
     }
 
     #[test]
