@@ -1092,7 +1092,7 @@ fn a_cache_that_does_not_verify_from_the_pinned_root_is_refused() {
             "root self-signed",
             Box::new(|st| std::fs::write(st.join("root.json"), &evil_root).unwrap()),
             "evil",
-            "root.json (version 2) is not the root the chain from the pinned root ends in \
+            "root.json (version 2) is another root than the one the chain from the pinned root ends in \
              (version 1)",
         ),
         // ...and as the next link of the chain, root.json with it.
@@ -1193,7 +1193,7 @@ fn a_cache_that_does_not_verify_from_the_pinned_root_is_refused() {
     let (code, _, err) = r.check("rotated_online_keys", &rot);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("root.json (version 2) is not the root the chain from the pinned root ends in (version 1)"),
+        err.contains("root.json (version 2) is another root than the one the chain from the pinned root ends in (version 1)"),
         "{err}"
     );
 }
@@ -1389,4 +1389,94 @@ fn delegations_are_followed_as_tuf_specifies_and_as_python_tuf_does() {
     );
     assert!(!to.exists());
     assert_eq!(std::fs::read_dir(&dev).unwrap().count(), 2);
+}
+
+#[test]
+fn consistent_snapshots_on_and_off_over_https_with_a_pinned_ca() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Repos {
+        dir: d.path().join("repos"),
+    };
+    let expected = make_repos(&r.dir);
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let ca = d.path().join("repo-ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![ck.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    let port = serve(r.dir.clone(), Some(std::sync::Arc::new(cfg)));
+    let dev = d.path().join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    let apply = |repo: &str, root: &Path, target: &str, to: &Path| {
+        let url = format!("https://127.0.0.1:{port}/{repo}");
+        let cache = d
+            .path()
+            .join(format!("c-{repo}-{}", target.replace('/', "_")));
+        vouch(&[
+            "--json",
+            "update",
+            "apply",
+            "--repo",
+            &url,
+            "--repo-ca",
+            ca.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--target",
+            target,
+            "--cache",
+            cache.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ])
+    };
+    let plain_root = r.dir.join("root_plain.json");
+    let root = r.dir.join("root.json");
+    // Off: timestamp.json, snapshot.json, targets.json and the targets under their own names.
+    // On: N.snapshot.json, N.targets.json, N.role.json and dir/HASH.name.
+    for (repo, root, target, sha) in [
+        ("plain", &plain_root, "app.conf", &expected["v2"]["sha256"]),
+        (
+            "plain",
+            &plain_root,
+            "firmware/fw.bin",
+            &expected["deleg"]["firmware/fw.bin"],
+        ),
+        ("v2", &root, "app.conf", &expected["v2"]["sha256"]),
+        (
+            "deleg",
+            &root,
+            "apps/beta-app.conf",
+            &expected["deleg"]["apps/beta-app.conf"],
+        ),
+    ] {
+        let to = dev.join(format!("{repo}-{}", target.replace('/', "_")));
+        let (code, out, err) = apply(repo, root, target, &to);
+        assert_eq!(code, 0, "{repo} {target}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["sha256"], *sha, "{repo} {target}");
+        assert_eq!(hex_sha256(&to), sha.as_str().unwrap(), "{repo} {target}");
+    }
+    // The cache of one root used with the other pinned: a local error, not a fallback.
+    let to = dev.join("mixed");
+    let (code, _, err) = apply("v2", &plain_root, "app.conf", &to);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("root.json (version 1) is another root than the one the chain"),
+        "{err}"
+    );
+    assert!(!to.exists());
+    // Off, a target rewritten in place (one byte): refused, nothing written.
+    let stored = r.dir.join("plain/targets/firmware/fw.bin");
+    let mut b = std::fs::read(&stored).unwrap();
+    b[3] ^= 1;
+    std::fs::write(&stored, &b).unwrap();
+    let (code, _, err) = apply("plain", &plain_root, "firmware/fw.bin", &to);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Hash mismatch"), "{err}");
+    assert!(!to.exists());
 }

@@ -357,6 +357,35 @@ def across(roles, put):
 
 deleg_repo("deleg_across_separator", across)
 
+# Consistent snapshots off (root_plain.json, the same keys): metadata and targets under their
+# plain names (timestamp.json, snapshot.json, targets.json; targets/app.conf,
+# targets/firmware/fw.bin), as a repository that rewrites files in place serves them.
+root_plain = make_root(1)
+root_plain.consistent_snapshot = False
+root_plain_md = signed(root_plain, root_signers[:2])
+write(root_plain_md, os.path.join(OUT, "root_plain.json"))
+plain = os.path.join(OUT, "plain")
+shutil.rmtree(plain, ignore_errors=True)
+write(root_plain_md, os.path.join(plain, "metadata", "1.root.json"))
+write(root_plain_md, os.path.join(plain, "metadata", "root.json"))
+plain_targets = Targets(version=1, expires=LATER)
+for name, data in [(NAME, V2), ("firmware/fw.bin", FW)]:
+    path = os.path.join(plain, "targets", name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    plain_targets.targets[name] = TargetFile.from_data(name, data, ["sha256"])
+pt = signed(plain_targets, targets_signers[:2])
+write(pt, os.path.join(plain, "metadata", "targets.json"))
+ps = Snapshot(version=1, expires=LATER)
+ps.meta = {"targets.json": meta(pt)}
+ps_md = signed(ps, [snapshot_signer])
+write(ps_md, os.path.join(plain, "metadata", "snapshot.json"))
+write(
+    signed(Timestamp(version=1, expires=LATER, snapshot_meta=meta(ps_md)), [timestamp_signer]),
+    os.path.join(plain, "metadata", "timestamp.json"),
+)
+
 # python-tuf's own client (ngclient) on each delegation repository: what it finds for each
 # target (its sha256), or why not: the reference the Rust test compares vouch with.
 

@@ -207,8 +207,8 @@ fn verify(s: &Path, pinned: &Signed<Root>, pinned_bytes: &[u8]) -> Result<Result
         let same = serde_json::to_value(&r).ok() == serde_json::to_value(&end).ok();
         if r.signed.version >= pinned.signed.version && !same {
             return Ok(Err(format!(
-                "root.json (version {}) is not the root the chain from the pinned root ends in \
-                 (version {})",
+                "root.json (version {}) is another root than the one the chain from the pinned \
+                 root ends in (version {})",
                 r.signed.version, end.signed.version
             )));
         }
