@@ -347,3 +347,78 @@ impl ImageHook for ImageSignatures {
         })
     }
 }
+
+/// What the image hook costs one attestation when every answer is cached (a repeat
+/// attestation, the hot path): [`ImageSignatures::bench_cached`].
+#[derive(Debug, Clone, Copy)]
+pub struct ImageHookCost {
+    /// Per attestation reporting one image digest.
+    pub one: std::time::Duration,
+    /// Per attestation reporting eight (a workload of eight containers, each its own image).
+    pub eight: std::time::Duration,
+}
+
+impl ImageSignatures {
+    /// Time [`ImageHook::images`] over cached answers (each with signature and provenance,
+    /// as `provenance = true` caches them), `n` attestations of one and of eight digests; no
+    /// registry is contacted (the cache is filled first, with answers of the shape
+    /// [`Self::check`] caches).
+    pub async fn bench_cached(n: usize) -> Result<ImageHookCost, String> {
+        let client =
+            RegistryClient::new(&ClientOptions::default()).map_err(|e| format!("bench: {e}"))?;
+        let this = Self {
+            checker: ImageChecker::new(client.clone(), Vec::new(), Vec::new()),
+            provenance: true,
+            client,
+            repositories: Vec::new(),
+            keys: Vec::new(),
+            ttl: u64::MAX,
+            max_entries: 4096,
+            cache: Mutex::default(),
+        };
+        let digests: Vec<String> = (0..8u8)
+            .map(|i| format!("sha256:{}", hex::encode([i; 32])))
+            .collect();
+        if let Ok(mut c) = this.cache.lock() {
+            for d in &digests {
+                c.insert(
+                    d.clone(),
+                    (
+                        0,
+                        serde_json::json!({
+                            "digest": d,
+                            "signed_by": [format!("sha256:{}", "ab".repeat(32))],
+                            "repository": "registry.example:5000/shop/web",
+                            "provenance": {
+                                "builder_id": "https://github.com/org/builder/.github/workflows/build.yml@refs/tags/v1.0.0",
+                                "build_type": "https://actions.github.io/buildtypes/workflow/v1",
+                                "source_repo": "https://github.com/org/app",
+                                "source_ref": "refs/tags/v1.2.0",
+                                "verified_by": format!("sha256:{}", "ab".repeat(32)),
+                                "repository": "registry.example:5000/shop/web",
+                            },
+                        }),
+                    ),
+                );
+            }
+        }
+        let n = n.max(1);
+        let time = |k: usize| {
+            let digests = &digests[..k];
+            let this = &this;
+            async move {
+                let t = std::time::Instant::now();
+                for i in 0..n {
+                    let v = this.images(digests, 1 + i as u64).await;
+                    if v.len() != k || v.iter().any(|x| x["signed_by"][0].is_null()) {
+                        return Err("bench: an answer was not the cached one".to_string());
+                    }
+                }
+                Ok(t.elapsed() / n as u32)
+            }
+        };
+        let one = time(1).await?;
+        let eight = time(8).await?;
+        Ok(ImageHookCost { one, eight })
+    }
+}
