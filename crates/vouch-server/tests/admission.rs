@@ -619,18 +619,20 @@ const PSAT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// The node of the real EKS token in testdata (k8s/eks_psat_token.jwt).
 const NODE_A: &str = "ip-10-15-179-190.eu-west-1.compute.internal";
 const NODE_B: &str = "ip-10-15-179-191.eu-west-1.compute.internal";
+const NODE_C: &str = "ip-10-15-179-193.eu-west-1.compute.internal";
+const STAGING_ISSUER: &str = "https://oidc.eks.eu-west-1.amazonaws.com/id/STAGING";
 
 /// The real EKS projected token's claims, re-dated, addressed to `vouch` and moved to node
 /// `node` (uid `node_uid`), signed with `key` (whose JWKS the verifier has): as
 /// node_attest_k8s_psat.rs mints them.
-fn psat(key: &rcgen::KeyPair, node: &str, node_uid: &str) -> Vec<u8> {
+fn psat(key: &rcgen::KeyPair, issuer: &str, node: &str, node_uid: &str) -> Vec<u8> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let real = String::from_utf8(vouch_testkit::read_testdata("k8s/eks_psat_token.jwt")).unwrap();
     let payload = real.trim().split('.').nth(1).unwrap();
     let mut c: Value = serde_json::from_slice(&b64.decode(payload).unwrap()).unwrap();
     let now = vouch_server::unix_now();
-    c["iss"] = PSAT_ISSUER.into();
+    c["iss"] = issuer.into();
     c["aud"] = json!(["vouch"]);
     c["iat"] = now.into();
     c["nbf"] = now.into();
@@ -652,14 +654,14 @@ fn psat(key: &rcgen::KeyPair, node: &str, node_uid: &str) -> Vec<u8> {
 /// made trusted (its executable's digest a reference value) and attested once.
 async fn node_agent(
     h: &common::Harness,
-    key: &rcgen::KeyPair,
+    (key, issuer): (&rcgen::KeyPair, &str),
     node: &str,
     uid: &str,
 ) -> (vouch_agent::Agent, vouch_core::ArStatus) {
     let dir = h.dir.path().join(node);
     std::fs::create_dir_all(&dir).unwrap();
     let token = dir.join("token");
-    std::fs::write(&token, psat(key, node, uid)).unwrap();
+    std::fs::write(&token, psat(key, issuer, node, uid)).unwrap();
     let exe = dir.join("agent.bin");
     std::fs::write(&exe, node).unwrap();
     let mut agent = vouch_agent::Agent::new(vouch_agent::AgentConfig {
@@ -711,36 +713,46 @@ async fn pods_run_only_on_nodes_attested_affirming() {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let dir = tempfile::tempdir().unwrap();
-    // The cluster's service-account key, and its JWKS for the verifier.
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let raw = key.public_key_raw();
-    let jwks = json!({"keys": [{
-        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "sa-key-1",
-        "x": b64.encode(&raw[1..33]), "y": b64.encode(&raw[33..]),
-    }]});
-    let jwks_file = dir.path().join("cluster.jwks.json");
-    std::fs::write(&jwks_file, serde_json::to_vec(&jwks).unwrap()).unwrap();
+    // Two clusters the verifier takes node attestations from: `prod`, whose pods the webhook
+    // gates, and `staging`; each with its service-account key, and its JWKS for the verifier.
+    let mut clusters = Vec::new();
+    let mut keys = Vec::new();
+    for (name, issuer) in [("prod", PSAT_ISSUER), ("staging", STAGING_ISSUER)] {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = key.public_key_raw();
+        let jwks = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "sa-key-1",
+            "x": b64.encode(&raw[1..33]), "y": b64.encode(&raw[33..]),
+        }]});
+        let jwks_file = dir.path().join(format!("{name}.jwks.json"));
+        std::fs::write(&jwks_file, serde_json::to_vec(&jwks).unwrap()).unwrap();
+        clusters.push(json!({
+            "name": name,
+            "issuer": issuer,
+            "jwks": jwks_file,
+            "service_account_allow_list": ["hakawai:hakawai-litellm-proxy"],
+        }));
+        keys.push(key);
+    }
+    let (prod, staging) = ((&keys[0], PSAT_ISSUER), (&keys[1], STAGING_ISSUER));
     let (mut admission, token) = token_auth(dir.path());
     admission.require_attested_node = true;
     admission.cluster = Some("prod".into());
     let h = common::Harness::new(|c| {
         c.node_attestors = vec!["k8s_psat".into()];
-        c.node_attestor.insert(
-            "k8s_psat".into(),
-            json!({"clusters": [{
-                "name": "prod",
-                "issuer": PSAT_ISSUER,
-                "jwks": jwks_file,
-                "service_account_allow_list": ["hakawai:hakawai-litellm-proxy"],
-            }]}),
-        );
+        c.node_attestor
+            .insert("k8s_psat".into(), json!({ "clusters": clusters }));
         c.admission = Some(admission);
     })
     .await;
     let w = webhook(&h, Some(&token)).await;
-    let (a, status) = node_agent(&h, &key, NODE_A, "ceb6b98b-f46f-448d-8a2d-4e036c36a243").await;
+    let (a, status) = node_agent(&h, prod, NODE_A, "ceb6b98b-f46f-448d-8a2d-4e036c36a243").await;
     assert_eq!(status, vouch_core::ArStatus::Affirming);
-    let (_b, status) = node_agent(&h, &key, NODE_B, "0d1e2f30-4152-4637-8a9b-acbdcedff001").await;
+    let (_b, status) = node_agent(&h, prod, NODE_B, "0d1e2f30-4152-4637-8a9b-acbdcedff001").await;
+    assert_eq!(status, vouch_core::ArStatus::Affirming);
+    // A node of the staging cluster, attested affirming there.
+    let (_c, status) =
+        node_agent(&h, staging, NODE_C, "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d").await;
     assert_eq!(status, vouch_core::ArStatus::Affirming);
 
     // Bound to an attested, affirming node: allowed.
@@ -758,6 +770,9 @@ async fn pods_run_only_on_nodes_attested_affirming() {
     let off = NODE_A.replace("190", "19l");
     let m = w.denied(&binding("b-4", "web-4", &off)).await;
     assert!(m.contains("was never attested") && m.contains(&off), "{m}");
+    // A node another cluster attested is not one of this cluster's.
+    let m = w.denied(&binding("b-4c", "web-4c", NODE_C)).await;
+    assert!(m.contains("of cluster prod was never attested"), "{m}");
     // Not a node name at all.
     let m = w.denied(&binding("b-5", "web-5", "IP-10-15-179-190")).await;
     assert!(m.contains("not a Kubernetes node name"), "{m}");
