@@ -764,6 +764,29 @@ fn verifier_timestamps_are_checked_and_backdating_is_refused() {
         err.contains("60 timestamps this minute"),
         "after {i}: {err}"
     );
+    // Malformed requests to the endpoint: a digest that is not sha256 and 64 lower-case hex
+    // digits (400), a body over 32 KiB (413).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = vouch_agent::VerifierClient::new(&dev.server, Some(&ca)).unwrap();
+    let hex64 = "ab".repeat(32);
+    for (digest, result) in [
+        (
+            format!("sha256:{}", hex64.to_uppercase()),
+            result.trim().to_string(),
+        ),
+        (format!("sha512:{hex64}"), result.trim().to_string()),
+        (format!("sha256:{}", &hex64[1..]), result.trim().to_string()),
+        (format!("sha256:{hex64}"), "x".repeat(40 * 1024)),
+    ] {
+        let e = rt.block_on(client.timestamp(&digest, &result)).unwrap_err();
+        let vouch_agent::AgentError::Refused { status, kind, .. } = &e else {
+            panic!("{e}");
+        };
+        let want = if result.len() > 32 * 1024 { 413 } else { 400 };
+        assert_eq!(*status, want, "{digest}: {e}");
+        assert_ne!(*kind, vouch_core::ErrorKind::Internal, "{e}");
+    }
+
     // The route is in the OpenAPI document the verifier serves.
     let doc: serde_json::Value = serde_json::from_str(vouch_server::OPENAPI).unwrap();
     assert!(doc["paths"]["/v1/timestamp"]["post"].is_object());
@@ -784,7 +807,6 @@ fn verifier_timestamps_are_checked_and_backdating_is_refused() {
         assert_eq!(code, 0, "{err}");
     };
     revoke("svid", "1234abcd");
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let feed = rt
         .block_on(
             vouch_agent::VerifierClient::new(&dev.server, Some(&ca))
