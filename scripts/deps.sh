@@ -37,8 +37,9 @@ if [ "${1:-}" = "--test" ]; then
     # binutils strips the client
     packages+=(podman buildah runc conmon binutils docker.io)
     # crates/vouch-image/tests/registry.rs: a real OCI registry on loopback (docker-registry),
-    # images pushed and inspected by skopeo
-    packages+=(docker-registry skopeo)
+    # images pushed and inspected by skopeo; registry_auth.rs: its htpasswd file made by
+    # apache2-utils' htpasswd (bcrypt)
+    packages+=(docker-registry skopeo apache2-utils)
 fi
 
 missing=()

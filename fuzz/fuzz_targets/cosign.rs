@@ -1,7 +1,8 @@
 #![no_main]
 //! What a registry answers about an image's cosign signatures: the signature manifest, a
 //! simple-signing payload with its base64 signature annotation, image references and digests
-//! typed by users, public keys read from PEM or DER.
+//! typed by users, public keys read from PEM or DER; a registry's `WWW-Authenticate` challenge
+//! and a Docker config.json / auth.json with credentials.
 use libfuzzer_sys::fuzz_target;
 use vouch_image::cosign::verify_payload;
 use vouch_image::registry::signature_layers;
@@ -10,6 +11,8 @@ use vouch_image::{Digest, ImageRef, PublicKey};
 fuzz_target!(|data: &[u8]| {
     let _ = signature_layers(data);
     let text = String::from_utf8_lossy(data);
+    let _ = vouch_image::auth::parse_challenge(&text);
+    let _ = vouch_image::auth::Credentials::from_docker_config(data);
     if let Ok(r) = ImageRef::parse(&text) {
         // What parses prints back to something that parses the same.
         assert_eq!(ImageRef::parse(&r.to_string()).ok(), Some(r));

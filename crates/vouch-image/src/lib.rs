@@ -23,6 +23,7 @@
 //! length, blobs are checked against their digest, and parsers return errors, never panic.
 
 pub mod attestation;
+pub mod auth;
 pub mod cosign;
 pub mod provenance;
 pub mod reference;

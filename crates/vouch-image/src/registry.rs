@@ -1,8 +1,12 @@
-//! A bounded OCI distribution client: manifests and blobs, anonymous pulls, read up to a
-//! fixed length, blobs checked against their digest.
+//! A bounded OCI distribution client: manifests and blobs, read up to a fixed length, blobs
+//! checked against their digest; anonymous pulls, or authenticated ([`crate::auth`]: the
+//! Docker token flow and Basic) with configured credentials.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::auth::{Challenge, Credentials, may_send_credentials, parse_challenge};
 
 use crate::{Digest, ImageError, ImageRef, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE};
 
@@ -24,6 +28,8 @@ pub struct ClientOptions {
     pub plain_http: bool,
     /// Timeout of each request.
     pub timeout: Duration,
+    /// Credentials by registry (used when a registry asks for them).
+    pub credentials: Credentials,
 }
 
 impl Default for ClientOptions {
@@ -32,15 +38,34 @@ impl Default for ClientOptions {
             ca_pem: None,
             plain_http: false,
             timeout: Duration::from_secs(10),
+            credentials: Credentials::default(),
         }
     }
 }
 
-/// A registry client (anonymous pulls only).
+/// Longest token endpoint answer read.
+pub const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
+/// Longest bearer token used.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Most bearer tokens kept (one per registry and scope); the oldest is dropped.
+const MAX_CACHED_AUTH: usize = 256;
+
+/// What to send a registry, remembered from its last challenge.
+#[derive(Debug, Clone)]
+enum CachedAuth {
+    /// A token for a registry and scope.
+    Bearer(String),
+    /// The registry takes Basic credentials.
+    Basic,
+}
+
+/// A registry client.
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
     http: reqwest::Client,
     scheme: &'static str,
+    credentials: Credentials,
+    auth: Arc<Mutex<VecDeque<(String, CachedAuth)>>>,
 }
 
 /// A fetched manifest.
@@ -89,7 +114,165 @@ impl RegistryClient {
         Ok(Self {
             http,
             scheme: if opts.plain_http { "http" } else { "https" },
+            credentials: opts.credentials.clone(),
+            auth: Arc::new(Mutex::new(VecDeque::new())),
         })
+    }
+
+    fn cached(&self, key: &str) -> Option<CachedAuth> {
+        let cache = self.auth.lock().ok()?;
+        cache.iter().find(|(k, _)| k == key).map(|(_, a)| a.clone())
+    }
+
+    fn remember(&self, key: String, auth: CachedAuth) {
+        if let Ok(mut cache) = self.auth.lock() {
+            cache.retain(|(k, _)| *k != key);
+            if cache.len() >= MAX_CACHED_AUTH {
+                cache.pop_front();
+            }
+            cache.push_back((key, auth));
+        }
+    }
+
+    /// GET `url` of `image`'s registry, answering an authentication challenge once.
+    async fn get(
+        &self,
+        image: &ImageRef,
+        url: &str,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, ImageError> {
+        let fail = |m: String| ImageError::Registry(format!("{url}: {m}"));
+        let parsed = reqwest::Url::parse(url).map_err(|e| fail(e.to_string()))?;
+        let scope = format!("repository:{}:pull", image.repository);
+        let token_key = format!("{} {scope}", image.registry);
+        let basic_key = format!("{} basic", image.registry);
+        let send = |auth: Option<&CachedAuth>| {
+            let mut req = self.http.get(url);
+            if let Some(a) = accept {
+                req = req.header(reqwest::header::ACCEPT, a);
+            }
+            match auth {
+                Some(CachedAuth::Bearer(t)) => req = req.bearer_auth(t),
+                Some(CachedAuth::Basic) => {
+                    if let Some((u, p)) = self.credentials.get(&image.registry) {
+                        req = req.basic_auth(u, Some(p));
+                    }
+                }
+                None => {}
+            }
+            req.send()
+        };
+        let cached = self
+            .cached(&token_key)
+            .or_else(|| self.cached(&basic_key))
+            .filter(|a| match a {
+                CachedAuth::Basic => may_send_credentials(&parsed).is_ok(),
+                CachedAuth::Bearer(_) => true,
+            });
+        let res = send(cached.as_ref())
+            .await
+            .map_err(|e| fail(error_chain(&e)))?;
+        if res.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(res);
+        }
+        let header = res
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .ok_or_else(|| fail("HTTP 401 without a WWW-Authenticate challenge".into()))?;
+        let auth = match parse_challenge(header).map_err(fail)? {
+            Challenge::Basic => {
+                if self.credentials.get(&image.registry).is_none() {
+                    return Err(fail(format!(
+                        "HTTP 401: the registry asks for credentials and none are configured \
+                         for {}",
+                        image.registry
+                    )));
+                }
+                may_send_credentials(&parsed).map_err(fail)?;
+                self.remember(basic_key, CachedAuth::Basic);
+                CachedAuth::Basic
+            }
+            Challenge::Bearer {
+                realm,
+                service,
+                scope: asked,
+            } => {
+                // The token is a credential too.
+                may_send_credentials(&parsed).map_err(fail)?;
+                let token = self
+                    .token(
+                        image,
+                        &realm,
+                        service.as_deref(),
+                        asked.as_deref().unwrap_or(&scope),
+                    )
+                    .await?;
+                let auth = CachedAuth::Bearer(token);
+                self.remember(token_key, auth.clone());
+                auth
+            }
+        };
+        send(Some(&auth)).await.map_err(|e| fail(error_chain(&e)))
+    }
+
+    /// A bearer token from the `realm` of a registry's challenge, with the registry's
+    /// credentials when there are some.
+    async fn token(
+        &self,
+        image: &ImageRef,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<String, ImageError> {
+        let fail = |m: String| ImageError::Registry(format!("token realm {realm}: {m}"));
+        let mut url = reqwest::Url::parse(realm).map_err(|e| fail(e.to_string()))?;
+        match (self.scheme, url.scheme()) {
+            (_, "https") => {}
+            ("http", "http") if crate::auth::is_loopback(&url) => {}
+            ("https", "http") => {
+                return Err(fail(
+                    "plain HTTP for an HTTPS registry: refusing the downgrade".into(),
+                ));
+            }
+            (_, other) => return Err(fail(format!("scheme {other:?} refused"))),
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", scope);
+        }
+        let mut req = self.http.get(url.clone());
+        if let Some((u, p)) = self.credentials.get(&image.registry) {
+            may_send_credentials(&url).map_err(fail)?;
+            req = req.basic_auth(u, Some(p));
+        }
+        let res = req.send().await.map_err(|e| fail(error_chain(&e)))?;
+        if !res.status().is_success() {
+            return Err(fail(format!(
+                "HTTP {}{}",
+                res.status(),
+                if self.credentials.get(&image.registry).is_some() {
+                    " (credentials refused?)"
+                } else {
+                    " (no credentials configured for this registry)"
+                }
+            )));
+        }
+        let body = read_bounded(res, MAX_TOKEN_ANSWER_BYTES, realm).await?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| fail(format!("not JSON: {e}")))?;
+        let token = v["token"]
+            .as_str()
+            .or_else(|| v["access_token"].as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| fail("no token in the answer".into()))?;
+        if token.len() > MAX_TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(fail("token too long or not printable ASCII".into()));
+        }
+        Ok(token.to_string())
     }
 
     fn url(&self, image: &ImageRef, kind: &str, reference: &str) -> String {
@@ -119,13 +302,7 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<Option<Manifest>, ImageError> {
         let url = self.url(image, "manifests", reference);
-        let res = self
-            .http
-            .get(&url)
-            .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
-            .send()
-            .await
-            .map_err(|e| ImageError::Registry(format!("{url}: {}", error_chain(&e))))?;
+        let res = self.get(image, &url, Some(MANIFEST_ACCEPT)).await?;
         if res.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -153,12 +330,7 @@ impl RegistryClient {
         max: usize,
     ) -> Result<Vec<u8>, ImageError> {
         let url = self.url(image, "blobs", digest.as_str());
-        let res = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| ImageError::Registry(format!("{url}: {}", error_chain(&e))))?;
+        let res = self.get(image, &url, None).await?;
         if !res.status().is_success() {
             return Err(ImageError::Registry(format!(
                 "{url}: HTTP {}",

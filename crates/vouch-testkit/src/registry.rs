@@ -16,13 +16,48 @@ pub struct Registry {
     /// `127.0.0.1:<port>`.
     pub addr: String,
     dir: PathBuf,
+    token_server: Option<Child>,
 }
 
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(t) = &mut self.token_server {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
     }
+}
+
+/// How [`Registry::require_auth`] makes the registry authenticate pulls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    /// `auth: htpasswd` (bcrypt, made by apache2-utils' `htpasswd -B`): HTTP Basic.
+    Htpasswd,
+    /// `auth: token` with the Docker token flow; the token server (registry_token.py, PyJWT)
+    /// listens on HTTPS at this realm path of its own port. `realm_scheme` is the scheme the
+    /// registry names for it (`https`, or `http` to test a downgrade).
+    Token {
+        /// The scheme written into the registry's realm URL.
+        realm_scheme: &'static str,
+    },
+}
+
+/// The user [`Registry::require_auth`] accepts.
+pub const REGISTRY_USER: &str = "vouch-puller";
+/// That user's password.
+pub const REGISTRY_PASSWORD: &str = "correct horse battery staple";
+
+fn registry_config(dir: &Path, addr: &str, auth: &str) -> String {
+    format!(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    \
+         rootdirectory: {}\nhttp:\n  addr: {addr}\n  tls:\n    certificate: {}\n    \
+         key: {}\n{auth}",
+        dir.join("store").display(),
+        dir.join("tls.crt").display(),
+        dir.join("tls.key").display()
+    )
 }
 
 /// Why the registry tests cannot run here, if they cannot (scripts/deps.sh --test installs
@@ -36,6 +71,29 @@ pub fn missing_tools() -> Option<String> {
         if !found {
             return Some(format!("{tool} is not installed (scripts/deps.sh --test)"));
         }
+    }
+    None
+}
+
+/// Why the registry authentication tests cannot run here, if they cannot: the registry's
+/// tools, apache2-utils' `htpasswd` and PyJWT for the token server (scripts/deps.sh --test).
+pub fn missing_auth_tools() -> Option<String> {
+    if let Some(why) = missing_tools() {
+        return Some(why);
+    }
+    let ok = |prog: &str, args: &[&str]| {
+        Command::new(prog)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok("htpasswd", &["-nbB", "u", "p"]) {
+        return Some("htpasswd (apache2-utils) is not installed (scripts/deps.sh --test)".into());
+    }
+    if !ok(PYTHON, &["-c", "import jwt"]) {
+        return Some("PyJWT (python3-jwt) is not installed (scripts/deps.sh --test)".into());
     }
     None
 }
@@ -79,40 +137,78 @@ impl Registry {
         std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
         std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
         let addr = format!("127.0.0.1:{}", crate::free_port());
-        std::fs::write(
-            dir.join("registry.yml"),
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    \
-                 rootdirectory: {}\nhttp:\n  addr: {addr}\n  tls:\n    certificate: {}\n    \
-                 key: {}\n",
-                dir.join("store").display(),
-                dir.join("tls.crt").display(),
-                dir.join("tls.key").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .args(["serve", dir.join("registry.yml").to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
-            .spawn()
-            .unwrap();
+        std::fs::write(dir.join("registry.yml"), registry_config(dir, &addr, "")).unwrap();
+        let child = spawn_registry(dir);
         let r = Self {
             child,
             addr,
             dir: dir.to_path_buf(),
+            token_server: None,
         };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&r.addr).is_ok() {
-                return r;
+        wait_listening(&r.addr, dir);
+        r
+    }
+
+    /// Restart the registry on the same port and storage with pulls (and pushes) requiring
+    /// [`REGISTRY_USER`] / [`REGISTRY_PASSWORD`]: push what the test needs first.
+    pub fn require_auth(&mut self, auth: RegistryAuth) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = self.dir.clone();
+        let section = match auth {
+            RegistryAuth::Htpasswd => {
+                let line = run(&[], "htpasswd", &["-nbB", REGISTRY_USER, REGISTRY_PASSWORD]);
+                std::fs::write(dir.join("htpasswd"), format!("{line}\n")).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: vouch-test\n    path: {}\n",
+                    dir.join("htpasswd").display()
+                )
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "docker-registry did not listen: {}",
-            std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
-        );
+            RegistryAuth::Token { realm_scheme } => {
+                let key = rcgen::KeyPair::generate().unwrap();
+                let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                p.distinguished_name
+                    .push(rcgen::DnType::CommonName, "vouch test token signer");
+                let cert = p.self_signed(&key).unwrap();
+                std::fs::write(dir.join("token-signer.crt"), cert.pem()).unwrap();
+                std::fs::write(dir.join("token-signer.key"), key.serialize_pem()).unwrap();
+                let port = crate::free_port();
+                let child = Command::new(PYTHON)
+                    .args([TOKEN_SERVER, &port.to_string()])
+                    .arg(dir.join("tls.crt"))
+                    .arg(dir.join("tls.key"))
+                    .arg(dir.join("token-signer.key"))
+                    .arg(dir.join("token-signer.crt"))
+                    .args(["vouch-test-issuer", REGISTRY_USER, REGISTRY_PASSWORD])
+                    .arg(self.token_log())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.join("token-server.log")).unwrap())
+                    .spawn()
+                    .unwrap();
+                self.token_server = Some(child);
+                wait_listening(&format!("127.0.0.1:{port}"), &dir);
+                format!(
+                    "auth:\n  token:\n    realm: {realm_scheme}://127.0.0.1:{port}/token\n    \
+                     service: vouch-test-registry\n    issuer: vouch-test-issuer\n    \
+                     rootcertbundle: {}\n",
+                    dir.join("token-signer.crt").display()
+                )
+            }
+        };
+        std::fs::write(
+            dir.join("registry.yml"),
+            registry_config(&dir, &self.addr, &section),
+        )
+        .unwrap();
+        self.child = spawn_registry(&dir);
+        wait_listening(&self.addr, &dir);
+    }
+
+    /// The token server's request log (`auth=<ok|bad|none> scope=<scope>` a line), empty
+    /// until it is asked.
+    pub fn token_log(&self) -> PathBuf {
+        self.dir.join("token-requests.log")
     }
 
     /// The PEM CA certificate of the registry's TLS certificate.
@@ -275,6 +371,31 @@ pub const TEST_BUILDER: &str =
 pub const TEST_SOURCE: &str = "https://github.com/vouch-test/app";
 
 const SIGNER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cosign_sign.py");
+const TOKEN_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/registry_token.py");
+
+fn spawn_registry(dir: &Path) -> Child {
+    Command::new("docker-registry")
+        .args(["serve", dir.join("registry.yml").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_listening(addr: &str, dir: &Path) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{addr} did not listen: {}{}",
+        std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default(),
+        std::fs::read_to_string(dir.join("token-server.log")).unwrap_or_default()
+    );
+}
 
 /// The Python with the PyPI in-toto-attestation and securesystemslib packages
 /// (`scripts/deps.sh --test` makes it).

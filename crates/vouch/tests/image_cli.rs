@@ -102,3 +102,53 @@ fn image_verify_key_less() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not \"someone@example.com\""));
 }
+
+/// A registry requiring HTTP Basic (htpasswd): without `--auth-file` the pull fails (exit 2,
+/// a registry error, naming the missing credentials); with a Docker config.json it verifies.
+#[test]
+fn image_verify_with_an_auth_file() {
+    use vouch_testkit::registry::{REGISTRY_PASSWORD, REGISTRY_USER, RegistryAuth};
+    if let Some(why) = vouch_testkit::registry::missing_auth_tools() {
+        eprintln!("SKIPPED image_verify_with_an_auth_file: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut reg = Registry::start(tmp.path());
+    let signed = reg.push_image("cli/private", "v1", "private\n");
+    let key = reg.cosign_key("k");
+    reg.cosign_sign("cli/private", &signed, "k", "good");
+    reg.require_auth(RegistryAuth::Htpasswd);
+    let config = tmp.path().join("config.json");
+    let auth = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"))
+    };
+    std::fs::write(
+        &config,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let image = format!("{}/cli/private:v1", reg.addr);
+    let verify = |extra: &[&std::ffi::OsStr]| {
+        Command::new(VOUCH)
+            .args(["image", "verify", &image, "--key"])
+            .arg(&key)
+            .arg("--registry-ca")
+            .arg(reg.ca())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = verify(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("none are configured"));
+    let o = verify(&["--auth-file".as_ref(), config.as_os_str()]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&signed));
+}

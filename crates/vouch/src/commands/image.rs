@@ -49,6 +49,11 @@ pub(crate) struct ImageVerifyArgs {
     /// Speak plain HTTP to the registry (a loopback development registry only).
     #[arg(long)]
     plain_http: bool,
+    /// Registry credentials: a Docker config.json or containers auth.json (`auths`, each
+    /// `auth` = base64 `user:password`). Used when the registry asks (Basic, or the Docker
+    /// token flow); never sent over plain HTTP except to loopback.
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
 }
 
 pub(crate) async fn run(cmd: ImageCmd, json: bool) -> Result<ExitCode> {
@@ -74,9 +79,18 @@ pub(crate) async fn run(cmd: ImageCmd, json: bool) -> Result<ExitCode> {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("registry CA {}", p.display()))?),
         None => None,
     };
+    let credentials = match &a.auth_file {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("auth file {}", p.display()))?;
+            vouch_image::auth::Credentials::from_docker_config(&bytes)
+                .with_context(|| format!("auth file {}", p.display()))?
+        }
+        None => vouch_image::auth::Credentials::default(),
+    };
     let client = RegistryClient::new(&ClientOptions {
         ca_pem,
         plain_http: a.plain_http,
+        credentials,
         ..ClientOptions::default()
     })?;
     match vouch_image::verify_image_with(&client, &image, &trust).await {
