@@ -265,9 +265,12 @@ async fn decide(
     let spec = spec.ok_or_else(|| format!("{} without a pod spec", request.kind.kind))?;
     let images = pod_images(spec)?;
     let mut refused = Vec::new();
-    // A Pod created with its node set bypasses the scheduler (and its Binding).
+    // A Pod created with its node set bypasses the scheduler (and its Binding). Only at its
+    // CREATE: `spec.nodeName` cannot change afterwards, and an UPDATE (a label, an ephemeral
+    // container) of a pod already running on a node that stopped affirming is not a placement.
     if let Some((cluster, workload)) = node_rule
         && request.kind.kind == "Pod"
+        && request.operation == "CREATE"
     {
         match spec.get("nodeName") {
             None | Some(serde_json::Value::Null) => {}

@@ -793,9 +793,14 @@ async fn pods_run_only_on_nodes_attested_affirming() {
     assert!(m.contains("checks no image signatures"), "{m}");
     assert!(!m.contains("node "), "{m}");
     spec["nodeName"] = json!("ip-10-15-179-192.eu-west-1.compute.internal");
-    let m = w.denied(&review("p-2", "Pod", spec)).await;
+    let m = w.denied(&review("p-2", "Pod", spec.clone())).await;
     assert!(m.contains("was never attested"), "{m}");
     assert!(m.contains("checks no image signatures"), "{m}");
+    // An UPDATE of a placed pod is not a placement: its node is not checked again.
+    let mut r = review("p-3", "Pod", spec);
+    r["request"]["operation"] = json!("UPDATE");
+    let m = w.denied(&r).await;
+    assert!(!m.contains("never attested"), "{m}");
 
     // NODE_A revoked: denied from then on; NODE_B unaffected.
     let admin = std::fs::read_to_string(h.cfg.data_dir.join("keys/admin.token")).unwrap();
