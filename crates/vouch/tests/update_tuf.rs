@@ -995,6 +995,37 @@ fn slow_retrieval_is_cut_within_a_bound_and_nothing_changes() {
             "{mode} left a file"
         );
     }
+    // Two runs on one cache at once: the second is a local error, the first goes on.
+    let repo = format!("http://127.0.0.1:{port}/trickle-meta");
+    let mut first = Command::new(VOUCH)
+        .args([
+            "update",
+            "check",
+            "--repo",
+            &repo,
+            "--root",
+            &root,
+            "--target",
+            "app.conf",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--rate-window",
+            "3",
+        ])
+        .env_remove("VOUCH_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let (code, err, _) = run("fast", "30", false);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("another vouch update is using"), "{err}");
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("slow retrieval"));
+    assert_eq!(cache_state(&cache), before);
+
     // The same server at full speed: version 2 applies (the limits cut only slow answers).
     let (code, err, _) = run("fast", "30", true);
     assert_eq!(code, 0, "{err}");
@@ -1174,6 +1205,36 @@ fn a_cache_that_does_not_verify_from_the_pinned_root_is_refused() {
         std::fs::read_link(cache.join("current")).unwrap(),
         Path::new("gen-1")
     );
+
+    // A cache in the flat layout of earlier versions (tough's files in the cache directory)
+    // is verified the same way, then moved into a generation.
+    let flat = d.path().join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    for f in [
+        "root.json",
+        "timestamp.json",
+        "snapshot.json",
+        "targets.json",
+    ] {
+        std::fs::write(flat.join(f), &good[&format!("gen-2/{f}")]).unwrap();
+    }
+    flip_sig(&flat.join("snapshot.json"));
+    let (code, _, err) = r.check("v2", &flat);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("snapshot.json does not verify"), "{err}");
+    std::fs::write(flat.join("snapshot.json"), &good["gen-2/snapshot.json"]).unwrap();
+    r.refused(
+        "rollback_timestamp",
+        &flat,
+        "version 1 of timestamp metadata when we had previously fetched version 2",
+    );
+    let (code, _, err) = r.check("v2", &flat);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_link(flat.join("current")).unwrap(),
+        Path::new("gen-1")
+    );
+    assert!(!flat.join("timestamp.json").exists());
 
     // A root rotation is kept as a chain from the pinned root, and the next run starts from
     // its end (the chain re-verified).

@@ -442,6 +442,23 @@ async fn apply(v: &Verified, to: &Path) -> Result<std::result::Result<(), Refuse
                     "target {raw}: not a path this client fetches"
                 ))));
             }
+            // tough's `read_target` checks that no role has expired since the metadata was
+            // loaded; the same here.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let r = &v.repo;
+            let expires = [
+                r.root().signed.expires.as_second(),
+                r.timestamp().signed.expires.as_second(),
+                r.snapshot().signed.expires.as_second(),
+                r.targets().signed.expires.as_second(),
+            ];
+            if expires.iter().any(|e| *e <= now) {
+                return Ok(Err(refused(format!(
+                    "target {raw}: the metadata expired while it was being fetched"
+                ))));
+            }
             let url = v.targets_base.join(&format!("{d}/{}.{file}", v.sha256))?;
             match tough::Transport::fetch(&v.transport, url).await {
                 Ok(stream) => write_verified(stream, &tmp, to, v).await,
