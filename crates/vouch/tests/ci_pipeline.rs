@@ -212,6 +212,91 @@ fn no_verifier_to_reach_exits_3() {
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot fetch the JWKS"));
+
+    // The timestamp at signing, and the JWKS and revocation feed at the gate.
+    let p = w.path();
+    let id = "spiffe://example.org/ci/builder";
+    svid_files(p, "b", id, (2020, 1, 1), (2090, 1, 1));
+    std::fs::write(p.join("app.bin"), b"the build\n").unwrap();
+    std::fs::write(p.join("result.jwt"), "a.b.c").unwrap();
+    let (code, err) = vouch_in(
+        p,
+        &[
+            "provenance",
+            "sign",
+            "--artifact",
+            "app.bin",
+            "--svid-cert",
+            "b.crt",
+            "--svid-key",
+            "b.key",
+            "--out",
+            "env.json",
+            "--timestamp-url",
+            &url,
+            "--result",
+            "result.jwt",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot reach the verifier"), "{err}");
+    assert!(!p.join("env.json").exists());
+    let (code, err) = vouch_in(
+        p,
+        &[
+            "provenance",
+            "sign",
+            "--artifact",
+            "app.bin",
+            "--svid-cert",
+            "b.crt",
+            "--svid-key",
+            "b.key",
+            "--out",
+            "env.json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = vouch_in(
+        p,
+        &[
+            "provenance",
+            "timestamp",
+            "--envelope",
+            "env.json",
+            "--timestamp-url",
+            &url,
+            "--result",
+            "result.jwt",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    for (flag, path) in [
+        ("--jwks", "/.well-known/jwks.json"),
+        ("--revocations", "/v1/revocations"),
+    ] {
+        let target = format!("{url}{path}");
+        let (code, err) = vouch_in(
+            p,
+            &[
+                "provenance",
+                "verify",
+                "--envelope",
+                "env.json",
+                "--artifact",
+                "app.bin",
+                "--trust-bundle",
+                "b-ca.crt",
+                "--spiffe-id",
+                id,
+                "--allow-signer-time",
+                flag,
+                &target,
+            ],
+        );
+        assert_eq!(code, 3, "{flag}: {err}");
+        assert!(err.contains("cannot reach the verifier"), "{flag}: {err}");
+    }
 }
 
 /// A CA and an SVID-like leaf (URI SAN, clientAuth) made with rcgen, valid from `from` to
