@@ -997,7 +997,7 @@ fn slow_retrieval_is_cut_within_a_bound_and_nothing_changes() {
     }
     // Two runs on one cache at once: the second is a local error, the first goes on.
     let repo = format!("http://127.0.0.1:{port}/trickle-meta");
-    let mut first = Command::new(VOUCH)
+    let first = Command::new(VOUCH)
         .args([
             "update",
             "check",
