@@ -844,3 +844,40 @@ fn result_claims(
         tenant,
     }
 }
+
+#[cfg(test)]
+mod image_digest_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::image_digests;
+
+    #[test]
+    fn declared_and_running_digests_once_each_with_their_containers() {
+        let (a, b, c) = ("sha256:aa", "sha256:bb", "sha256:cc");
+        let w = serde_json::json!({
+            "image_digest": a,
+            "containers": [
+                {"id": "c1", "image_digests": [b, a]},
+                {"id": "c2", "image_digests": [b]},
+                {"id": "c2", "image_digests": [c]},
+                {"image_digests": [c]},
+            ],
+        });
+        let (digests, containers) = image_digests(&w);
+        assert_eq!(digests, vec![a, b, c]);
+        assert_eq!(
+            containers,
+            vec![vec!["c1"], vec!["c1", "c2"], vec!["c2"]]
+                .into_iter()
+                .map(|v| v.into_iter().map(str::to_string).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        );
+        // An older agent's workload: only the declared digest, or nothing.
+        let (d, c) = image_digests(&serde_json::json!({"image_digest": a}));
+        assert_eq!((d, c), (vec![a.to_string()], vec![vec![]]));
+        assert!(
+            image_digests(&serde_json::json!({"image_digest": null}))
+                .0
+                .is_empty()
+        );
+    }
+}
