@@ -372,8 +372,9 @@ pub fn parse_image_json(body: &[u8]) -> Result<Vec<String>, ContainerError> {
     Ok(out)
 }
 
-/// Most running containers read from one listing of the runtime.
-pub const MAX_LISTED: usize = 256;
+/// Most running containers read from one listing of the runtime (as many as evidence may
+/// carry for one workload).
+pub const MAX_LISTED: usize = vouch_core::MAX_WORKLOAD_CONTAINERS;
 
 #[derive(Deserialize)]
 struct ListedJson {

@@ -185,8 +185,9 @@ pub struct WorkloadMeasurement {
     pub containers: Vec<ContainerImage>,
 }
 
-/// Most containers one workload's evidence may list.
-pub const MAX_WORKLOAD_CONTAINERS: usize = 32;
+/// Most containers one workload's evidence may list (as many as the agent reads from one
+/// listing of its runtime, so it never leaves a running container out).
+pub const MAX_WORKLOAD_CONTAINERS: usize = 256;
 /// Most image digests one listed container may have.
 pub const MAX_CONTAINER_DIGESTS: usize = 8;
 const MAX_CONTAINER_FIELD: usize = 128;
@@ -507,10 +508,10 @@ mod container_tests {
         assert_eq!(serde_json::to_value(&w).unwrap(), old);
 
         let one = |n: usize| serde_json::json!({"id": "c".repeat(64), "image_digests": vec![format!("sha256:{}", "a".repeat(64)); n]});
-        let ok = workload(serde_json::json!(vec![one(8); 32])).unwrap();
-        assert_eq!(ok.containers.len(), 32);
-        let e = workload(serde_json::json!(vec![one(1); 33])).unwrap_err();
-        assert!(e.to_string().contains("33 containers, more than 32"), "{e}");
+        let ok = workload(serde_json::json!(vec![one(8); 256])).unwrap();
+        assert_eq!(ok.containers.len(), 256);
+        let e = workload(serde_json::json!(vec![one(1); 257])).unwrap_err();
+        assert!(e.to_string().contains("257 containers, more than 256"), "{e}");
         let e = workload(serde_json::json!([one(9)])).unwrap_err();
         assert!(e.to_string().contains("more than 8 digests"), "{e}");
         let e = workload(serde_json::json!([{"id": "c".repeat(129), "image_digests": []}]))
