@@ -105,6 +105,73 @@ pub struct Trust {
     /// Trusted key-less signers (Fulcio identity and issuer under a sigstore trusted root):
     /// layers carrying a [`CERTIFICATE_ANNOTATION`] are checked against these.
     pub keyless: Vec<cosign::KeylessIdentity>,
+    /// Which repository a payload's `critical.identity.docker-reference` must name.
+    pub identity: SignedIdentity,
+}
+
+/// Which repository a signature must have been made for: its payload's
+/// `critical.identity.docker-reference`, compared with the repository the image was asked for
+/// (as containers/image's `signedIdentity` policy does). A signature copied from another
+/// repository, with the same digest, does not count there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SignedIdentity {
+    /// The reference's repository (`host[:port]/path`, tag and digest dropped) must be the
+    /// image's (the default; containers/image's `matchRepository`).
+    #[default]
+    MatchRepository,
+    /// A mirror: an image whose repository is under `prefix` must have been signed under
+    /// `signed_prefix` with the same rest (containers/image's `remapIdentity`); other images
+    /// as [`SignedIdentity::MatchRepository`].
+    Remap {
+        /// The prefix the image is fetched under (`host[:port]` or `host[:port]/path`).
+        prefix: String,
+        /// The prefix the signer named.
+        signed_prefix: String,
+    },
+    /// Not checked: the manifest digest alone binds the signature.
+    Any,
+}
+
+/// The repository a `docker-reference` names: the reference without `@digest` and without a
+/// `:tag` after its last `/`.
+pub fn reference_repository(reference: &str) -> &str {
+    let r = reference.split('@').next().unwrap_or(reference);
+    match (r.rfind(':'), r.rfind('/')) {
+        (Some(c), Some(s)) if c > s => &r[..c],
+        (Some(c), None) => &r[..c],
+        _ => r,
+    }
+}
+
+impl SignedIdentity {
+    /// Whether a signature naming `docker_reference` counts for `image`; why not.
+    pub fn check(&self, image: &ImageRef, docker_reference: &str) -> Result<(), String> {
+        let asked = format!("{}/{}", image.registry, image.repository);
+        let expected = match self {
+            Self::Any => return Ok(()),
+            Self::MatchRepository => asked,
+            Self::Remap {
+                prefix,
+                signed_prefix,
+            } => {
+                let p = prefix.trim_end_matches('/');
+                match asked.strip_prefix(p) {
+                    Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                        format!("{}{rest}", signed_prefix.trim_end_matches('/'))
+                    }
+                    _ => asked,
+                }
+            }
+        };
+        let signed = reference_repository(docker_reference.trim());
+        if signed.eq_ignore_ascii_case(&expected) {
+            Ok(())
+        } else {
+            Err(format!(
+                "signed for {signed:?}, not {expected:?} (a signature copied from another repository)"
+            ))
+        }
+    }
 }
 
 /// The tag cosign stores the signatures of `digest` under: `sha256-<hex>.sig`.
@@ -189,6 +256,16 @@ pub async fn verify_digest_with(
             }),
             _ => cosign::verify_payload(&payload, sig, &trust.keys, digest),
         };
+        let verified = verified.and_then(|p| {
+            trust
+                .identity
+                .check(image, &p.docker_reference)
+                .map(|()| p)
+                .map_err(|why| ImageError::NotVerified {
+                    digest: digest.to_string(),
+                    reasons: why,
+                })
+        });
         match verified {
             Ok(p) => {
                 if !out.signed_by.contains(&p.key_id) {

@@ -8,7 +8,8 @@
 use base64::Engine as _;
 use vouch_image::cosign::{KeylessIdentity, verify_keyless_payload};
 use vouch_image::{
-    ClientOptions, Digest, ImageError, ImageRef, RegistryClient, Trust, verify_digest_with,
+    ClientOptions, Digest, ImageError, ImageRef, RegistryClient, SignedIdentity, Trust,
+    verify_digest_with,
 };
 use vouch_testkit::read_testdata;
 
@@ -164,9 +165,23 @@ async fn key_less_signature_in_a_real_registry() {
     })
     .unwrap();
     let image = ImageRef::parse(&format!("{}/cosign-signed/fulcio-rekor-1@{d}", reg.addr)).unwrap();
-    let trust = Trust {
+    // Signed as 192.168.64.2:5000/cosign-signed/fulcio-rekor-1 (the signer's registry): not
+    // this registry's repository, so refused unless this one is declared its mirror.
+    let mut trust = Trust {
         keyless: trusted(IDENTITY, ISSUER),
         ..Trust::default()
+    };
+    let e = verify_digest_with(&client, &image, &d, &trust)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("signed for \"192.168.64.2:5000/cosign-signed/fulcio-rekor-1\""),
+        "{e}"
+    );
+    trust.identity = SignedIdentity::Remap {
+        prefix: reg.addr.clone(),
+        signed_prefix: "192.168.64.2:5000".into(),
     };
     let ok = verify_digest_with(&client, &image, &d, &trust)
         .await
@@ -175,13 +190,17 @@ async fn key_less_signature_in_a_real_registry() {
     // Another identity is refused, and so is a verifier trusting keys only.
     let other = Trust {
         keyless: trusted("someone@example.com", ISSUER),
-        ..Trust::default()
+        ..trust.clone()
     };
     let e = verify_digest_with(&client, &image, &d, &other)
         .await
         .unwrap_err();
     assert!(matches!(e, ImageError::NotVerified { .. }), "{e}");
-    let e = verify_digest_with(&client, &image, &d, &Trust::default())
+    let keys_only = Trust {
+        identity: trust.identity.clone(),
+        ..Trust::default()
+    };
+    let e = verify_digest_with(&client, &image, &d, &keys_only)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("by no trusted key"), "{e}");

@@ -218,3 +218,85 @@ async fn substituted_blobs_and_manifests_are_refused() {
     let m = client.manifest(&r, image.as_str()).await.unwrap_err();
     assert!(m.to_string().contains("manifest has digest"), "{m}");
 }
+
+/// A genuine signature copied, with its image, into another repository (skopeo, digests
+/// preserved) names the first repository in `critical.identity.docker-reference`: refused
+/// there by default, accepted when the policy says the second is a mirror of the first, or
+/// when the reference is not checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_copied_from_another_repository_is_refused() {
+    use vouch_image::{SignedIdentity, Trust, verify_image_with};
+    if let Some(why) = missing_tools() {
+        eprintln!("SKIPPED a_signature_copied_from_another_repository_is_refused: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start(tmp.path());
+    let digest = reg.push_image("team/app", "v1", "signed image\n");
+    let key = PublicKey::from_pem(&std::fs::read_to_string(reg.cosign_key("k")).unwrap()).unwrap();
+    reg.cosign_sign("team/app", &digest, "k", "good");
+    let sig_tag = format!("{}.sig", digest.replacen(':', "-", 1));
+    reg.copy("team/app:v1", "evil/app:v1");
+    reg.copy(
+        &format!("team/app:{sig_tag}"),
+        &format!("evil/app:{sig_tag}"),
+    );
+    let client = RegistryClient::new(&ClientOptions {
+        ca_pem: Some(std::fs::read(reg.ca()).unwrap()),
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let original = ImageRef::parse(&format!("{}/team/app:v1", reg.addr)).unwrap();
+    let copied = ImageRef::parse(&format!("{}/evil/app:v1", reg.addr)).unwrap();
+    let trust = |identity| Trust {
+        keys: vec![key.clone()],
+        identity,
+        ..Trust::default()
+    };
+    let ok = verify_image_with(&client, &original, &trust(SignedIdentity::default()))
+        .await
+        .unwrap();
+    assert_eq!(ok.digest.as_str(), digest);
+    // The same digest and the same signature bytes, asked for under the other repository.
+    let e = verify_image_with(&client, &copied, &trust(SignedIdentity::default()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ImageError::NotVerified { reasons, .. } if reasons.contains(&format!("signed for \"{}/team/app\"", reg.addr))),
+        "{e}"
+    );
+    // Declared a mirror of team/app: accepted; a mirror of another repository: still refused.
+    let remap = |from: &str, to: &str| SignedIdentity::Remap {
+        prefix: format!("{}/{from}", reg.addr),
+        signed_prefix: format!("{}/{to}", reg.addr),
+    };
+    verify_image_with(&client, &copied, &trust(remap("evil", "team")))
+        .await
+        .unwrap();
+    let e = verify_image_with(&client, &copied, &trust(remap("evil", "other")))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("signed for"), "{e}");
+    // A prefix matches at path boundaries only: evil/app is not under evil/ap.
+    let e = verify_image_with(&client, &copied, &trust(remap("evil/ap", "team/ap")))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("signed for"), "{e}");
+    verify_image_with(&client, &copied, &trust(SignedIdentity::Any))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn docker_reference_repositories() {
+    use vouch_image::reference_repository as repo;
+    assert_eq!(repo("reg:5000/team/app"), "reg:5000/team/app");
+    assert_eq!(repo("reg:5000/team/app:v1"), "reg:5000/team/app");
+    assert_eq!(
+        repo(
+            "reg:5000/team/app@sha256:0489474da8ea22426ece86ace6c1c0026ab2fd3cdfbbd62b7e94650266c37d9a"
+        ),
+        "reg:5000/team/app"
+    );
+    assert_eq!(repo("reg/team/app:v1@sha256:00"), "reg/team/app");
+}

@@ -289,6 +289,28 @@ impl Registry {
         )
     }
 
+    /// Copy `from` to `to` (each `repo:tag`) in this registry with skopeo, the manifest
+    /// byte for byte (`--preserve-digests`): an image, or a `sha256-<hex>.sig` signature tag.
+    pub fn copy(&self, from: &str, to: &str) {
+        let certs = self.dir.join("certs");
+        let certs = certs.to_str().unwrap();
+        run(
+            &[],
+            "skopeo",
+            &[
+                "copy",
+                "--quiet",
+                "--preserve-digests",
+                "--src-cert-dir",
+                certs,
+                "--dest-cert-dir",
+                certs,
+                &format!("docker://{}/{from}", self.addr),
+                &format!("docker://{}/{to}", self.addr),
+            ],
+        );
+    }
+
     /// A new cosign key pair, `<dir>/<name>.key` (PKCS#8) and `<dir>/<name>.pub` (SPKI);
     /// returns the public key's path.
     pub fn cosign_key(&self, name: &str) -> PathBuf {

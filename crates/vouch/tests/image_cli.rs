@@ -76,7 +76,7 @@ fn image_verify_key_less() {
         &vouch_testkit::testdata("cosign-keyless/fulcio-rekor.signature"),
     );
     let image = format!("{}/cosign-signed/fulcio-rekor-1@{digest}", reg.addr);
-    let verify = |identity: &str| {
+    let verify = |identity: &str, remap: &[&str]| {
         Command::new(VOUCH)
             .args(["image", "verify", &image, "--trusted-root"])
             .arg(vouch_testkit::testdata("slsa/trusted_root.json"))
@@ -84,10 +84,18 @@ fn image_verify_key_less() {
             .args(["--cert-issuer", "https://github.com/login/oauth"])
             .arg("--registry-ca")
             .arg(reg.ca())
+            .args(remap)
             .output()
             .unwrap()
     };
-    let o = verify("mitr@redhat.com");
+    // Signed under the signer's registry, 192.168.64.2:5000: this one must be declared its
+    // mirror.
+    let mirror = format!("--remap-identity={}=192.168.64.2:5000", reg.addr);
+    let o = verify("mitr@redhat.com", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("signed for"));
+    let remap: &[&str] = &[&mirror];
+    let o = verify("mitr@redhat.com", remap);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -98,7 +106,7 @@ fn image_verify_key_less() {
         String::from_utf8_lossy(&o.stdout)
             .contains("fulcio:https://github.com/login/oauth#mitr@redhat.com")
     );
-    let o = verify("someone@example.com");
+    let o = verify("someone@example.com", remap);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not \"someone@example.com\""));
 }

@@ -49,6 +49,12 @@ pub(crate) struct ImageVerifyArgs {
     /// Speak plain HTTP to the registry (a loopback development registry only).
     #[arg(long)]
     plain_http: bool,
+    /// The image's repository is a mirror: `PREFIX=SIGNED_PREFIX` (e.g.
+    /// `mirror.local/team=registry.example/team`) accepts signatures whose
+    /// `docker-reference` names the same repository under SIGNED_PREFIX. Without it the
+    /// signature must name the image's own repository.
+    #[arg(long, value_name = "PREFIX=SIGNED_PREFIX")]
+    remap_identity: Option<String>,
     /// Registry credentials: a Docker config.json or containers auth.json (`auths`, each
     /// `auth` = base64 `user:password`). Used when the registry asks (Basic, or the Docker
     /// token flow); never sent over plain HTTP except to loopback.
@@ -74,6 +80,16 @@ pub(crate) async fn run(cmd: ImageCmd, json: bool) -> Result<ExitCode> {
             vouch_image::cosign::KeylessIdentity::new(&root, id, iss)
                 .with_context(|| format!("trusted root {}", p.display()))?,
         );
+    }
+    if let Some(r) = &a.remap_identity {
+        let (prefix, signed_prefix) = r
+            .split_once('=')
+            .filter(|(p, s)| !p.is_empty() && !s.is_empty())
+            .context("--remap-identity takes PREFIX=SIGNED_PREFIX")?;
+        trust.identity = vouch_image::SignedIdentity::Remap {
+            prefix: prefix.to_string(),
+            signed_prefix: signed_prefix.to_string(),
+        };
     }
     let ca_pem = match &a.registry_ca {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("registry CA {}", p.display()))?),
