@@ -123,6 +123,7 @@ BUILDER_ID=spiffe://vouch.local/dev/uid-$(id -u)
     --jwks "$SERVER/.well-known/jwks.json" --revocations "$SERVER/v1/revocations" \
     --ca-cert "$CA" || stop "gate (provenance)" $?
 "$VOUCH" verify --jwks "$SERVER/.well-known/jwks.json" --ca-cert "$CA" --audience "$AUDIENCE" \
+    --trust-bundle "$BUNDLE" --revocations "$SERVER/v1/revocations" \
     "$WORK/result.jwt" || stop "gate (builder attestation)" $?
 
 # 5. Deploy.

@@ -307,17 +307,59 @@ impl VerifierClient {
         .await
     }
 
-    /// `GET /v1/revocations`: the public revocation feed (signed records and a fresh signed
-    /// head), as text.
+    /// `GET /v1/revocations`, every page: the public revocation feed (signed records, with
+    /// their ML-DSA-65 forms when the verifier makes them, and the last page's fresh signed
+    /// head) as one JSON text in the feed's own shape. Pages are asked for `after` the last
+    /// record received until one comes back short; each page is read up to
+    /// [`MAX_FEED_PAGE`] bytes and at most [`MAX_FEED_PAGES`] pages are read, so a verifier
+    /// (or whoever answers in its name) cannot make the caller read without end. Nothing is
+    /// trusted here: the records and head are checked by whoever loads them
+    /// (`vouch_rp::RevocationSet`), and a feed missing records it announces is incomplete
+    /// there.
     pub async fn revocations(&self) -> Result<String, AgentError> {
-        let res = self.get("/v1/revocations").await?;
-        let url = res.url().to_string();
-        if !res.status().is_success() {
-            return Err(AgentError::Protocol(format!("{url}: {}", res.status())));
+        let (mut records, mut records_pq) = (Vec::new(), Vec::new());
+        let mut after = 0u64;
+        for _ in 0..MAX_FEED_PAGES {
+            let path = format!("/v1/revocations?after={after}&limit={FEED_PAGE_RECORDS}");
+            let res = self.get(&path).await?;
+            let url = res.url().to_string();
+            if !res.status().is_success() {
+                return Err(AgentError::Protocol(format!("{url}: {}", res.status())));
+            }
+            let body = read_bounded(res, MAX_FEED_PAGE)
+                .await
+                .map_err(|e| AgentError::Protocol(format!("reading the revocation feed: {e}")))?;
+            let mut page: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| AgentError::Protocol(format!("the revocation feed: {e}")))?;
+            let got = match page["records"].take() {
+                serde_json::Value::Array(r) => r,
+                _ => {
+                    return Err(AgentError::Protocol(
+                        "the revocation feed has no records array".into(),
+                    ));
+                }
+            };
+            let n = got.len();
+            records.extend(got);
+            if let serde_json::Value::Array(pq) = page["records_pq"].take() {
+                records_pq.extend(pq);
+            }
+            let head = page["head"].take();
+            let head_pq = page["head_pq"].take();
+            after += n as u64;
+            if n < FEED_PAGE_RECORDS {
+                let mut feed = serde_json::json!({ "records": records, "head": head });
+                // The post-quantum forms only when every page carried them, one per record.
+                if !head_pq.is_null() && records_pq.len() == records.len() {
+                    feed["records_pq"] = serde_json::Value::Array(records_pq);
+                    feed["head_pq"] = head_pq;
+                }
+                return Ok(feed.to_string());
+            }
         }
-        res.text()
-            .await
-            .map_err(|e| AgentError::Protocol(format!("reading the revocation feed: {e}")))
+        Err(AgentError::Protocol(format!(
+            "the revocation feed goes on past {MAX_FEED_PAGES} pages of {FEED_PAGE_RECORDS} records"
+        )))
     }
 
     /// `GET /.well-known/jwks.json`, as text.
@@ -331,6 +373,29 @@ impl VerifierClient {
             .await
             .map_err(|e| AgentError::Protocol(format!("reading JWKS: {e}")))
     }
+}
+
+/// Records asked for per page of the revocation feed (the verifier's largest page).
+const FEED_PAGE_RECORDS: usize = 1000;
+/// Most bytes read of one page of the revocation feed: 1,000 records, each co-signed with
+/// ML-DSA-65 and carrying its certificate, are ~9 MB.
+pub const MAX_FEED_PAGE: usize = 32 << 20;
+/// Most pages of the revocation feed read in one [`VerifierClient::revocations`].
+pub const MAX_FEED_PAGES: usize = 1000;
+
+/// The body of `res`, refused once it passes `max` bytes (announced or received).
+async fn read_bounded(mut res: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    if res.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!("longer than {max} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("longer than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A new request id: 16 random bytes as hex.

@@ -29,7 +29,7 @@ pub use agent::{
     Agent, AgentConfig, Enrollment, NodeAttestationConfig, NodeStatus, WorkloadConfig,
 };
 pub use caller::{Caller, CallerChanged};
-pub use client::VerifierClient;
+pub use client::{MAX_FEED_PAGE, MAX_FEED_PAGES, VerifierClient};
 pub use container::{
     ContainerAttestor, ContainerConfig, ContainerError, ContainerId, ContainerInfo,
     container_ids_from_cgroup, container_ids_of, parse_container_json, parse_container_list,

@@ -458,23 +458,31 @@ impl RevocationSet {
     /// incomplete, and its checks refuse, until gossip brings a current copy (verifier
     /// replicas sign what they publish with their current certificate).
     pub fn load(&mut self, path: &Path, now: u64) -> Result<usize, RpError> {
+        let bytes =
+            std::fs::read(path).map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
+        self.load_json(&bytes, now)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// [`RevocationSet::load`] of JSON already read: a saved set, or a `GET /v1/revocations`
+    /// answer (every page's records in one `records` array, as `vouch verify --revocations
+    /// URL` fetches them).
+    pub fn load_json(&mut self, bytes: &[u8], now: u64) -> Result<usize, RpError> {
         #[derive(serde::Deserialize)]
         struct Saved {
             records: Vec<String>,
             #[serde(default)]
             conflicts: Vec<String>,
             head: Option<String>,
-            // A response of `GET /v1/revocations` saved as is: its post-quantum forms are
-            // taken instead when present (every mode accepts them).
             #[serde(default)]
             records_pq: Vec<String>,
             #[serde(default)]
             head_pq: Option<String>,
         }
-        let bytes =
-            std::fs::read(path).map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
-        let mut saved: Saved = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let mut saved: Saved = serde_json::from_slice(bytes)
+            .map_err(|e| invalid(format!("not a revocation feed: {e}")))?;
+        // A `GET /v1/revocations` answer's post-quantum forms are taken instead when present
+        // (every mode accepts them).
         if !saved.records_pq.is_empty() {
             saved.records = std::mem::take(&mut saved.records_pq);
         }

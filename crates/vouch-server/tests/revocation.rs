@@ -872,3 +872,43 @@ async fn issue_12_replicas_hand_out_records_under_a_current_certificate() {
     assert!(set.insert_head(v["head"].as_str().unwrap(), now).unwrap());
     set.check_current(now).unwrap();
 }
+
+/// A feed longer than the verifier's largest page (1,000 records): `VerifierClient::revocations`
+/// reads every page, so a relying party that loads it is complete through the last epoch (with
+/// the first page alone the head announces records it lacks, and every check refuses), in the
+/// post-quantum forms too. A record past the first page still revokes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_reads_every_page_of_a_long_feed() {
+    let h = Harness::new(|_| {}).await;
+    for i in 0..1001u64 {
+        let target = format!("{:x}", 0xa000_0000u64 + i);
+        vouch_server::revoke_offline(
+            &h.cfg,
+            h.store.as_ref(),
+            RevocationKind::Svid,
+            &target,
+            "r",
+            "ops",
+        )
+        .await
+        .unwrap();
+    }
+    let text = h.client().revocations().await.unwrap();
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(all["records"].as_array().unwrap().len(), 1001);
+    assert_eq!(all["records_pq"].as_array().unwrap().len(), 1001);
+    let now = unix_now();
+    let mut set = RevocationSet::new(bundle(&h));
+    set.load_json(text.as_bytes(), now).unwrap();
+    assert_eq!(set.view().complete_through, 1001);
+    assert!(set.check_current(now).is_ok());
+    assert!(set.revoked(RevocationKind::Svid, "a00003e8").is_some());
+    // The first page alone (what the client used to read): incomplete, so it refuses.
+    let first = feed(&h, 0).await;
+    let mut partial = RevocationSet::new(bundle(&h));
+    partial
+        .load_json(first.to_string().as_bytes(), now)
+        .unwrap();
+    assert_eq!(partial.view().complete_through, 1000);
+    assert!(partial.check_current(now).is_err());
+}

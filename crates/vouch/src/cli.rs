@@ -495,10 +495,12 @@ pub struct VerifyArgs {
     /// The trust domain of --trust-bundle.
     #[arg(long, default_value = "vouch.local")]
     pub trust_domain: String,
-    /// Refuse results revoked in this saved revocation set (`vouch rp watch --state`),
-    /// checked with no network; needs --trust-bundle.
+    /// Refuse results revoked in this revocation set: a file (saved by `vouch rp watch
+    /// --state`, or a `GET /v1/revocations` answer saved as is), checked with no network, or
+    /// the verifier's feed URL (`https://…/v1/revocations`, every page fetched, --ca-cert for
+    /// its TLS); needs --trust-bundle.
     #[arg(long, requires = "trust_bundle")]
-    pub revocations: Option<PathBuf>,
+    pub revocations: Option<String>,
     /// With --revocations: refuse when the set's newest signed head is older than this
     /// (seconds, or 90s, 10m, 1h), or when the set lacks a record the head announces.
     #[arg(long, default_value = "5m", requires = "revocations")]

@@ -500,6 +500,26 @@ echo $? > "$WORK/again.rc""#;
     );
 }
 
+/// The builder's result revoked after it signed (its attestation, not its node): the provenance
+/// gate has nothing against the node or workload, and `vouch verify --revocations URL` (every
+/// page of the verifier's feed) refuses the result.
+#[test]
+fn a_revoked_builder_result_is_refused_at_the_gate() {
+    let w = tempfile::tempdir().unwrap();
+    let hook = r#"set -e
+id=$(sed -n 's/.*"attestation_id":"\([^"]*\)".*/\1/p' "$WORK/attest.json")
+"$VOUCH" revoke result "$id" --reason "builder result withdrawn" --data-dir "$DEV/server""#;
+    let r = pipeline(w.path(), &[("VOUCH_CI_AFTER_SIGN", hook)]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("pipeline stopped at gate (builder attestation)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("revoked"), "{}", r.stderr);
+    assert!(!deployed(w.path()));
+}
+
 /// A `vouch dev` verifier and agent kept running for the test (killed on drop).
 struct Dev {
     child: std::process::Child,

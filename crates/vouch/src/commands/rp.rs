@@ -11,6 +11,7 @@ use vouch_server::unix_now;
 
 use super::shutdown_signal;
 use crate::cli::VerifyArgs;
+use crate::commands::timestamp::Source;
 use crate::output;
 
 /// Read a token argument: literal, file, or `-`.
@@ -29,34 +30,23 @@ fn read_token(arg: &str) -> Result<String> {
         .to_string())
 }
 
-/// Load a JWKS from a file or an https:// URL.
-async fn load_jwks(src: &str, ca: Option<&std::path::Path>) -> Result<String> {
-    if src.starts_with("https://") || src.starts_with("http://") {
-        let base = src
-            .strip_suffix("/.well-known/jwks.json")
-            .unwrap_or(src)
-            .to_string();
-        let c = vouch_agent::VerifierClient::new(&base, ca)?;
-        return c
-            .jwks()
-            .await
-            .map_err(|e| anyhow::Error::new(Unreachable(e.to_string())));
-    }
-    std::fs::read_to_string(src).with_context(|| format!("reading JWKS {src}"))
-}
-
-/// The JWKS URL could not be fetched: `vouch verify` exits 3, as `vouch attest --ci` does
-/// when no verifier answers.
-#[derive(Debug)]
-struct Unreachable(String);
-
-impl std::fmt::Display for Unreachable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot fetch the JWKS: {}", self.0)
+/// A JWKS or revocation feed from a file or an `https://` URL of the verifier; `None` (after
+/// saying why) when the URL cannot be fetched, for `vouch verify` to exit 3 as `vouch attest
+/// --ci` does when no verifier answers.
+async fn read_source(
+    src: &str,
+    ca: Option<&std::path::Path>,
+    kind: Source,
+) -> Result<Option<String>> {
+    match crate::commands::timestamp::read_source(src, ca, kind).await {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.is::<crate::commands::timestamp::Unreachable>() => {
+            eprintln!("error: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
-
-impl std::error::Error for Unreachable {}
 
 /// A `--require CLAIM=TIER` flag.
 fn parse_requirement(s: &str) -> Result<(TrustClaim, TrustTier)> {
@@ -86,13 +76,9 @@ pub(crate) async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
         crate::cli::SignaturesArg::Both => vouch_rp::SignatureMode::Both,
     };
     let jwks = match &args.jwks {
-        Some(j) => match load_jwks(j, args.ca_cert.as_deref()).await {
-            Ok(j) => Some(j),
-            Err(e) if e.is::<Unreachable>() => {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(3));
-            }
-            Err(e) => return Err(e),
+        Some(j) => match read_source(j, args.ca_cert.as_deref(), Source::Jwks).await? {
+            Some(j) => Some(j),
+            None => return Ok(ExitCode::from(3)),
         },
         None => None,
     };
@@ -119,8 +105,12 @@ pub(crate) async fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
                 )?;
                 set = set.with_signatures(signatures, j)?;
             }
-            set.load(p, unix_now())
-                .with_context(|| format!("loading revocations from {}", p.display()))?;
+            let Some(feed) = read_source(p, args.ca_cert.as_deref(), Source::Revocations).await?
+            else {
+                return Ok(ExitCode::from(3));
+            };
+            set.load_json(feed.as_bytes(), unix_now())
+                .with_context(|| format!("loading revocations from {p}"))?;
             Some(set)
         }
         _ => None,

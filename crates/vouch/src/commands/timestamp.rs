@@ -27,8 +27,9 @@ pub(crate) const SKEW: u64 = 60;
 pub(crate) const REFUSED: &str = "the verifier refused a timestamp";
 /// Longest timestamp JWS read.
 const MAX_TIMESTAMP: usize = 16 * 1024;
-/// Longest JWKS or revocation feed read from a file or a URL.
-const MAX_FEED: usize = 8 << 20;
+/// Longest JWKS or revocation feed read from a file (a feed fetched from a URL is bounded per
+/// page by the client: `vouch_agent::MAX_FEED_PAGE`).
+const MAX_FEED: usize = 256 << 20;
 
 /// A timestamp whose signature, key and digest checked.
 #[derive(Debug, Clone)]
@@ -118,8 +119,9 @@ pub(crate) async fn read_source(src: &str, ca: Option<&Path>, kind: Source) -> R
     }
     let f = std::fs::File::open(src).with_context(|| format!("reading {src}"))?;
     let mut s = String::new();
-    std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_FEED as u64), &mut s)
+    std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_FEED as u64 + 1), &mut s)
         .with_context(|| format!("reading {src}"))?;
+    anyhow::ensure!(s.len() <= MAX_FEED, "{src} is longer than {MAX_FEED} bytes");
     Ok(s)
 }
 
@@ -255,28 +257,10 @@ impl Revocations {
                 .map_err(|e| anyhow::anyhow!("trust bundle for revocations: {e}"))?;
         let mut set =
             RevocationSet::new(bundle).with_max_age(std::time::Duration::from_secs(max_age));
-        let v: serde_json::Value =
-            serde_json::from_str(feed).context("the revocation feed is not JSON")?;
-        let records = v["records"]
-            .as_array()
-            .context("the revocation feed has no records array")?;
-        for r in records
-            .iter()
-            .chain(v["conflicts"].as_array().into_iter().flatten())
-        {
-            if let Some(r) = r.as_str() {
-                // A record that does not check is left out: the set is then incomplete and
-                // every check refuses, rather than a revocation being missed.
-                if let Err(e) = set.insert_record(r, now) {
-                    tracing::warn!("revocation record left out: {e}");
-                }
-            }
-        }
-        if let Some(h) = v["head"].as_str()
-            && let Err(e) = set.insert_head(h, now)
-        {
-            tracing::warn!("revocation head left out: {e}");
-        }
+        // A record or head that does not check is left out: the set is then incomplete and
+        // every check refuses, rather than a revocation being missed.
+        set.load_json(feed.as_bytes(), now)
+            .map_err(|e| anyhow::anyhow!("the revocation feed: {e}"))?;
         Ok(Self { set })
     }
 
