@@ -146,3 +146,72 @@ async fn a_realm_downgrading_to_plain_http_gets_no_credentials() {
     // Nothing was sent to the token server, not even over TLS.
     assert!(token_requests(&reg).is_empty());
 }
+
+/// Serve raw HTTP/1.1 on loopback: each request's head is sent to `seen`, and `answer` makes
+/// the response from it.
+async fn serve(
+    answer: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (tx, answer) = (tx.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                let _ = tx.send(head.clone());
+                let _ = s.write_all(answer(&head).as_bytes()).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A registry that takes the credentials, then redirects the pull to another host (as
+/// registries do to blob storage): the other host does not get the credentials.
+#[tokio::test]
+async fn a_redirect_to_another_host_drops_the_credentials() {
+    let (storage, mut at_storage) = serve(|_| {
+        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into()
+    })
+    .await;
+    let (registry, mut at_registry) = serve(move |head| {
+        if head.contains("\r\nauthorization: basic ") {
+            format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{storage}/v2/team/app/manifests/v1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+        } else {
+            "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic realm=\"r\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into()
+        }
+    })
+    .await;
+    let mut credentials = Credentials::default();
+    credentials.insert(&registry.to_string(), REGISTRY_USER, REGISTRY_PASSWORD);
+    let client = RegistryClient::new(&ClientOptions {
+        plain_http: true,
+        credentials,
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let image = ImageRef::parse(&format!("{registry}/team/app:v1")).unwrap();
+    // The storage host answers 404: no manifest.
+    assert!(client.manifest(&image, "v1").await.unwrap().is_none());
+    let first = at_registry.recv().await.unwrap();
+    let second = at_registry.recv().await.unwrap();
+    assert!(!first.contains("authorization:"), "{first}");
+    assert!(second.contains("authorization: basic "), "{second}");
+    let redirected = at_storage.recv().await.unwrap();
+    assert!(
+        redirected.starts_with("get /v2/team/app/manifests/v1"),
+        "{redirected}"
+    );
+    assert!(!redirected.contains("authorization"), "{redirected}");
+}
