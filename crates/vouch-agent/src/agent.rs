@@ -874,6 +874,21 @@ impl Agent {
         let Some(rt) = &self.container_runtime else {
             return;
         };
+        let all = self
+            .cfg
+            .container
+            .as_ref()
+            .is_some_and(|c| c.node_containers);
+        let wanted = all
+            || self
+                .cfg
+                .workloads
+                .iter()
+                .any(|w| w.selectors.iter().any(|s| s.starts_with("container:")));
+        if !wanted {
+            // No workload reports containers: the runtime is not asked.
+            return;
+        }
         let running = match rt.running().await {
             Ok(r) => r,
             Err(e) => {
@@ -881,11 +896,6 @@ impl Agent {
                 return;
             }
         };
-        let all = self
-            .cfg
-            .container
-            .as_ref()
-            .is_some_and(|c| c.node_containers);
         for (k, c) in self.collectors.iter_mut().enumerate() {
             let images = match k.checked_sub(1) {
                 None if all => running.iter().map(|i| i.image()).collect(),
