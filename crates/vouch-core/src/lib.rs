@@ -9,6 +9,7 @@
 //! verifier or relying party implementation.
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod audit;
 mod ear;
 mod error;

@@ -12,8 +12,9 @@
 //! digest when known, and why.
 //!
 //! A verifier without `[image_signatures]` denies every pod that has an image (it cannot check
-//! them): a webhook pointed at it fails closed. A review that is not an `AdmissionReview` v1 is a
-//! 400; a body over [`ADMISSION_BODY_LIMIT`] a 413.
+//! them): a webhook pointed at it fails closed. The review is read by
+//! [`vouch_core::admission::parse`] (no I/O, bounded, fuzzed): one that is not an
+//! `AdmissionReview` v1 is a 400; a body over [`ADMISSION_BODY_LIMIT`] a 413.
 //!
 //! The API server authenticates the verifier by the webhook's `caBundle`; the verifier
 //! authenticates the API server by what `[admission]` ([`AdmissionSettings`]) asks for — a
@@ -37,6 +38,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use vouch_core::ErrorKind;
+use vouch_core::admission::{API_VERSION, MAX_IMAGES, MAX_UID, Review, Subject};
 
 use crate::ApiError;
 use crate::routes::with_kind;
@@ -44,14 +46,8 @@ use crate::state::{State, unix_now};
 
 /// Largest AdmissionReview read (the API server's own request limit is 3 MiB).
 pub const ADMISSION_BODY_LIMIT: usize = 3 * 1024 * 1024;
-/// Most distinct images checked in one review; a pod with more is denied.
-pub const MAX_IMAGES: usize = 64;
 /// Longest denial message (each refused image's reason, joined), clipped beyond.
 const MAX_MESSAGE: usize = 8192;
-/// Longest `request.uid` echoed back.
-const MAX_UID: usize = 128;
-
-const API_VERSION: &str = "admission.k8s.io/v1";
 
 mod gate;
 mod nodes;
@@ -112,30 +108,6 @@ impl Default for AdmissionSettings {
     }
 }
 
-#[derive(Deserialize)]
-struct Review {
-    #[serde(rename = "apiVersion")]
-    api_version: String,
-    kind: String,
-    request: Option<ReviewRequest>,
-}
-
-#[derive(Deserialize)]
-struct ReviewRequest {
-    uid: String,
-    kind: GroupVersionKind,
-    #[serde(default)]
-    operation: String,
-    #[serde(default)]
-    object: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct GroupVersionKind {
-    #[serde(default)]
-    kind: String,
-}
-
 fn malformed(msg: impl Into<String>) -> Response {
     with_kind(ApiError::new(ErrorKind::MalformedRequest, msg))
 }
@@ -171,37 +143,21 @@ pub(crate) async fn validate(AxState(st): AxState<Arc<State>>, req: Request) -> 
             ));
         }
     };
-    let review: Review = match serde_json::from_slice(&body) {
+    // The review's shape (vouch_core::admission, bounded, fuzzed); a 400 when it is not one.
+    let review = match vouch_core::admission::parse(&body) {
         Ok(r) => r,
-        Err(e) => return malformed(format!("not an AdmissionReview: {e}")),
+        Err(e) => return malformed(e.to_string()),
     };
-    if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
-        return malformed(format!(
-            "expected apiVersion {API_VERSION} kind AdmissionReview, got {} {}",
-            vouch_core::clip(&review.api_version, 64),
-            vouch_core::clip(&review.kind, 64)
-        ));
-    }
-    let Some(request) = review.request else {
-        return malformed("AdmissionReview without a request");
-    };
-    if request.uid.is_empty() || request.uid.len() > MAX_UID {
-        return malformed(format!("request.uid must be 1 to {MAX_UID} bytes"));
-    }
-    let decision = decide(&st, &adm, &request).await;
-    let (allowed, message) = match decision {
-        Ok(d) => d,
-        Err(why) => return malformed(why),
-    };
-    let mut response = serde_json::json!({ "uid": request.uid, "allowed": allowed });
+    let (allowed, message) = decide(&st, &adm, &review).await;
+    let mut response = serde_json::json!({ "uid": review.uid, "allowed": allowed });
     if !allowed {
         let message = vouch_core::clip(&message, MAX_MESSAGE);
         response["status"] =
             serde_json::json!({ "code": 403, "reason": "Forbidden", "message": message });
     }
     tracing::info!(
-        uid = %vouch_core::clip(&request.uid, MAX_UID),
-        kind = %vouch_core::clip(&request.kind.kind, 64),
+        uid = %vouch_core::clip(&review.uid, MAX_UID),
+        kind = %vouch_core::clip(&review.kind, 64),
         allowed,
         "admission review"
     );
@@ -213,97 +169,61 @@ pub(crate) async fn validate(AxState(st): AxState<Arc<State>>, req: Request) -> 
     .into_response()
 }
 
-/// `Ok((allowed, message))`, or `Err` for a request that is not a well-formed review.
-async fn decide(
-    st: &State,
-    adm: &Admission,
-    request: &ReviewRequest,
-) -> Result<(bool, String), String> {
-    // Only a create or an update (an ephemeral container added, a template changed) brings
-    // images; a delete carries no object.
-    if request.operation != "CREATE" && request.operation != "UPDATE" {
-        return Ok((true, String::new()));
-    }
-    let object = request
-        .object
-        .as_ref()
-        .ok_or("request.object missing for a CREATE or UPDATE")?;
+/// `(allowed, message)` for a well-formed review.
+async fn decide(st: &State, adm: &Admission, review: &Review) -> (bool, String) {
     let settings = adm.settings.as_ref();
     let node_rule = settings
         .filter(|s| s.require_attested_node)
         .and_then(|s| Some((s.cluster.as_deref()?, s.node_workload.as_str())));
     let now = unix_now();
-    if request.kind.kind == "Binding" {
-        // The scheduler binding a pod to a node: the API server places the pod on
-        // `target.name` whatever `target.kind` says, so the name is what is checked.
-        let node = object
-            .pointer("/target/name")
-            .and_then(|v| v.as_str())
-            .ok_or("Binding without target.name")?;
-        return Ok(match node_rule {
-            None => (true, String::new()),
-            Some((cluster, workload)) => {
-                match nodes::check(st, cluster, workload, node, now).await {
-                    Ok(()) => (true, String::new()),
-                    Err(why) => (false, format!("vouch: {why}")),
+    let (images, node_name) = match &review.subject {
+        Subject::PodSpec { images, node_name } => (images, node_name.as_deref()),
+        // The scheduler binding a pod to a node.
+        Subject::Binding { node } => {
+            return match node_rule {
+                None => (true, String::new()),
+                Some((cluster, workload)) => {
+                    match nodes::check(st, cluster, workload, node, now).await {
+                        Ok(()) => (true, String::new()),
+                        Err(why) => (false, format!("vouch: {why}")),
+                    }
                 }
-            }
-        });
-    }
-    let spec = match request.kind.kind.as_str() {
-        "Pod" => object.get("spec"),
-        "Deployment"
-        | "ReplicaSet"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "Job"
-        | "ReplicationController" => object.pointer("/spec/template/spec"),
-        "CronJob" => object.pointer("/spec/jobTemplate/spec/template/spec"),
-        // Not a kind that runs containers: nothing to check.
-        _ => return Ok((true, String::new())),
+            };
+        }
+        _ => return (true, String::new()),
     };
-    let spec = spec.ok_or_else(|| format!("{} without a pod spec", request.kind.kind))?;
-    let images = pod_images(spec)?;
     let mut refused = Vec::new();
     // A Pod created with its node set bypasses the scheduler (and its Binding). Only at its
     // CREATE: `spec.nodeName` cannot change afterwards, and an UPDATE (a label, an ephemeral
     // container) of a pod already running on a node that stopped affirming is not a placement.
     if let Some((cluster, workload)) = node_rule
-        && request.kind.kind == "Pod"
-        && request.operation == "CREATE"
+        && let Some(node) = node_name
+        && review.operation == "CREATE"
+        && let Err(why) = nodes::check(st, cluster, workload, node, now).await
     {
-        match spec.get("nodeName") {
-            None | Some(serde_json::Value::Null) => {}
-            Some(serde_json::Value::String(n)) if n.is_empty() => {}
-            Some(serde_json::Value::String(n)) => {
-                if let Err(why) = nodes::check(st, cluster, workload, n, now).await {
-                    refused.push(why);
-                }
-            }
-            Some(_) => return Err("spec.nodeName is not a string".into()),
-        }
+        refused.push(why);
     }
     if images.is_empty() {
-        return Ok(verdict(refused));
+        return verdict(refused);
     }
     if images.len() > MAX_IMAGES {
         refused.push(format!(
             "{} distinct images, more than {MAX_IMAGES}",
             images.len()
         ));
-        return Ok(verdict(refused));
+        return verdict(refused);
     }
     let Some(checker) = &st.images else {
         refused.push(
             "this verifier checks no image signatures ([image_signatures] is not configured)"
                 .into(),
         );
-        return Ok(verdict(refused));
+        return verdict(refused);
     };
     let builders = settings
         .filter(|s| s.require_provenance)
         .map(|s| s.provenance_builders.as_slice());
-    for (field, image) in &images {
+    for (field, image) in images {
         match checker.admit(image, now).await {
             Err((_, why)) => refused.push(format!("{field} image {image}: {why}")),
             Ok((digest, _)) => {
@@ -323,7 +243,7 @@ async fn decide(
             }
         }
     }
-    Ok(verdict(refused))
+    verdict(refused)
 }
 
 /// Allowed when nothing was refused; else denied with every reason.
@@ -333,31 +253,4 @@ fn verdict(refused: Vec<String>) -> (bool, String) {
     } else {
         (false, format!("vouch: {}", refused.join("; ")))
     }
-}
-
-/// The distinct images of a pod spec, each with where it was found (`containers[0]`).
-fn pod_images(spec: &serde_json::Value) -> Result<Vec<(String, String)>, String> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for list in ["initContainers", "containers", "ephemeralContainers"] {
-        let Some(v) = spec.get(list) else { continue };
-        if v.is_null() {
-            continue;
-        }
-        let items = v
-            .as_array()
-            .ok_or_else(|| format!("spec.{list} is not a list"))?;
-        for (i, c) in items.iter().enumerate() {
-            let image = c
-                .get("image")
-                .and_then(|x| x.as_str())
-                .ok_or_else(|| format!("spec.{list}[{i}] has no image"))?;
-            if !out.iter().any(|(_, seen)| seen == image) {
-                out.push((format!("{list}[{i}]"), image.to_string()));
-            }
-            if out.len() > MAX_IMAGES {
-                return Ok(out);
-            }
-        }
-    }
-    Ok(out)
 }
