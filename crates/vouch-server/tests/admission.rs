@@ -414,8 +414,14 @@ impl ClientCa {
 
     /// PEM certificate then key, for `reqwest::Identity::from_pem`.
     fn client(&self, cn: &str) -> String {
+        self.client_with_dns(cn, &[])
+    }
+
+    /// The same, with subjectAltName DNS names `dns`.
+    fn client_with_dns(&self, cn: &str, dns: &[&str]) -> String {
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let dns: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
+        let mut p = rcgen::CertificateParams::new(dns).unwrap();
         p.distinguished_name
             .push(rcgen::DnType::CommonName, cn.to_string());
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
@@ -547,6 +553,9 @@ async fn the_api_server_must_authenticate() {
     let m = w.denied(&pod).await;
     assert!(m.contains("tag not resolved"), "{m}");
     assert!(connections.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    // The allowed name as a subjectAltName DNS name (another CN) is the API server too.
+    let by_san = apiservers.client_with_dns("apiserver-7", &["kube-apiserver"]);
+    hook(Some(&by_san), Some(&token)).denied(&pod).await;
     // A tenant's webhook authenticates the same way.
     let tenant = Webhook {
         url: format!("{}/t/acme/v1/admission/validate", h.server.base_url),
@@ -947,4 +956,32 @@ async fn images_without_provenance_from_an_allowed_builder_are_denied() {
         m.contains("containers[1]") && !m.contains("containers[0]"),
         "{m}"
     );
+}
+
+/// A `client_ca` file with no certificate in it (a key pasted instead) stops the verifier at
+/// start, rather than leaving it without a way to authenticate the API server.
+#[tokio::test]
+async fn a_client_ca_without_a_certificate_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("not-a-ca.pem");
+    std::fs::write(&ca, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    let cfg = vouch_server::ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("server"),
+        admission: Some(AdmissionSettings {
+            client_ca: Some(ca),
+            ..AdmissionSettings::default()
+        }),
+        ..vouch_server::ServerConfig::default()
+    };
+    let store: std::sync::Arc<dyn vouch_store::Store> = std::sync::Arc::new(
+        vouch_store::SqliteStore::open(&cfg.database_path())
+            .await
+            .unwrap(),
+    );
+    let e = vouch_server::start_with_store(cfg, store)
+        .await
+        .err()
+        .expect("started without a client CA certificate");
+    assert!(e.to_string().contains("client_ca"), "{e}");
 }
