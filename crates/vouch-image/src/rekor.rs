@@ -203,6 +203,9 @@ pub enum Expected {
     Dsse {
         /// SHA-256 of the envelope's payload bytes.
         payload_sha256: [u8; 32],
+        /// SHA-256 of the envelope as canonical JSON (RFC 8785: keys sorted, no white
+        /// space), as Rekor computes `envelopeHash`; checked when given.
+        envelope_sha256: Option<[u8; 32]>,
         /// Every signature of the envelope.
         signatures: Vec<Vec<u8>>,
         /// The signing certificate, DER.
@@ -423,6 +426,7 @@ fn check_body(
         (
             Expected::Dsse {
                 payload_sha256,
+                envelope_sha256,
                 signatures,
                 certificate,
             },
@@ -454,6 +458,13 @@ fn check_body(
                 if &body_certificate(&s["verifier"], "verifier")? != certificate {
                     return Err(bad("names another certificate".into()));
                 }
+            }
+            if let Some(want) = envelope_sha256
+                && sha256_field(&spec["envelopeHash"], "envelopeHash")? != want.as_slice()
+            {
+                return Err(bad(
+                    "names another envelope (its type, payload or signatures differ)".into(),
+                ));
             }
             Ok(())
         }
@@ -701,9 +712,47 @@ pub fn expected_from_bundle(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Expected::Dsse {
         payload_sha256: sha2::Sha256::digest(&payload).into(),
+        envelope_sha256: Some(sha2::Sha256::digest(canonical_json(env).as_bytes()).into()),
         signatures,
         certificate: certificate.to_vec(),
     })
+}
+
+/// `v` as RFC 8785 canonical JSON: object keys sorted, no white space (strings and numbers as
+/// serde_json writes them, which agrees with RFC 8785 for the ASCII strings of DSSE envelopes).
+pub fn canonical_json(v: &serde_json::Value) -> String {
+    fn write(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&m[k], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
 }
 
 /// Verify the transparency-log entries of a sigstore `bundle` (parsed JSON) whose signing

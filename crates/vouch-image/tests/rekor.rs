@@ -176,6 +176,26 @@ fn a_valid_entry_for_other_content_is_refused() {
         e.to_string().contains("names another payload digest"),
         "{e}"
     );
+    // The envelope's payload type changed (payload and signatures as logged): another
+    // envelope than the one logged.
+    let mut b = bundle();
+    b["dsseEnvelope"]["payloadType"] = "application/vnd.in-toto+jsonx".into();
+    let e = verify(&b).unwrap_err();
+    assert!(e.to_string().contains("names another envelope"), "{e}");
+    // A field the logged envelope did not have.
+    let mut b = bundle();
+    b["dsseEnvelope"]["signatures"][0]["keyid"] = "hint".into();
+    let e = verify(&b).unwrap_err();
+    assert!(e.to_string().contains("names another envelope"), "{e}");
+    // The envelope's keys in another order: the same canonical envelope.
+    let mut b = bundle();
+    let env = b["dsseEnvelope"].as_object().unwrap().clone();
+    let mut reordered = serde_json::Map::new();
+    for k in ["signatures", "payloadType", "payload"] {
+        reordered.insert(k.into(), env[k].clone());
+    }
+    b["dsseEnvelope"] = reordered.into();
+    verify(&b).unwrap();
     // The envelope's signature with one flipped byte.
     let mut b = bundle();
     flip_b64(&mut b["dsseEnvelope"]["signatures"][0]["sig"], 10);
