@@ -169,3 +169,38 @@ impl ImageChecker {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn only_dsse_layers_of_an_attestation_manifest_are_taken() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "layers": [
+                {"mediaType": DSSE_MEDIA_TYPE, "digest": d('a'), "size": 10,
+                 "annotations": {"predicateType": "https://slsa.dev/provenance/v1"}},
+                {"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                 "digest": d('b'), "size": 10},
+                {"mediaType": DSSE_MEDIA_TYPE, "digest": d('c'), "size": 2_000_000},
+            ],
+        });
+        let l = attestation_layers(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].digest.as_str(), d('a'));
+        assert_eq!(l[1].size, 2_000_000);
+        // A layer digest that is not sha256:<64 hex>, or a manifest that is not one.
+        let bad = serde_json::json!({"layers": [
+            {"mediaType": DSSE_MEDIA_TYPE, "digest": "sha256:../../x", "size": 1}]});
+        assert!(attestation_layers(&serde_json::to_vec(&bad).unwrap()).is_err());
+        assert!(attestation_layers(b"not json").is_err());
+        assert!(attestation_layers(b"{}").unwrap().is_empty());
+        assert_eq!(
+            attestation_tag(&Digest::parse(&d('e')).unwrap()),
+            format!("sha256-{}.att", "e".repeat(64))
+        );
+    }
+}
