@@ -190,7 +190,18 @@ async fn decide(st: &State, adm: &Admission, review: &Review) -> (bool, String) 
                 }
             };
         }
-        _ => return (true, String::new()),
+        Subject::Nothing => return (true, String::new()),
+        // A kind of request this verifier does not know how to check: fail closed.
+        _ => {
+            return (
+                false,
+                format!(
+                    "vouch: this verifier cannot check a {} {}",
+                    vouch_core::clip(&review.operation, 16),
+                    vouch_core::clip(&review.kind, 64)
+                ),
+            );
+        }
     };
     let mut refused = Vec::new();
     // A Pod created with its node set bypasses the scheduler (and its Binding). Only at its
