@@ -106,3 +106,86 @@ async fn attached_provenance_verifies_and_each_tampered_one_is_refused() {
         ImageError::Unsigned(..)
     ));
 }
+
+/// A hostile registry: an attestation layer announcing more than an envelope may hold is not
+/// fetched, and one announcing a small size but serving an endless body is cut off at the
+/// bound (the client stops reading); neither is a verified provenance.
+#[tokio::test]
+async fn oversized_attestations_are_not_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let digest = Digest::of(b"an image manifest");
+    let big = format!("sha256:{}", "b".repeat(64));
+    let endless = format!("sha256:{}", "e".repeat(64));
+    let manifest = |layer: &str, size: u64| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "layers": [{"mediaType": vouch_image::attestation::DSSE_MEDIA_TYPE,
+                        "digest": layer, "size": size}],
+        }))
+        .unwrap()
+    };
+    let announced = manifest(&big, 2 << 20);
+    let small = manifest(&endless, 100);
+    let blob_requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = blob_requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (announced, small, seen) = (announced.clone(), small.clone(), seen.clone());
+            let big = big.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                if req.contains("/manifests/") {
+                    let body = if req.contains("/announced/") {
+                        announced
+                    } else {
+                        small
+                    };
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&body).await;
+                    return;
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                assert!(
+                    !req.contains(&big),
+                    "the announced-too-large layer was fetched"
+                );
+                if s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+                for _ in 0..256 {
+                    if s.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let client = RegistryClient::new(&ClientOptions {
+        plain_http: true,
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let checker = ImageChecker::new(client, vec![], vec![]);
+    let image = ImageRef::parse(&format!("{addr}/announced@{digest}")).unwrap();
+    let e = checker.provenance(&image, &digest).await.unwrap_err();
+    assert!(
+        matches!(&e, ImageError::ProvenanceNotVerified { reasons, .. } if reasons.contains("envelope of 2097152 bytes, more than 1048576")),
+        "{e}"
+    );
+    assert_eq!(blob_requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let image = ImageRef::parse(&format!("{addr}/endless@{digest}")).unwrap();
+    let e = checker.provenance(&image, &digest).await.unwrap_err();
+    assert!(
+        matches!(&e, ImageError::Registry(m) if m.contains("longer than 1048576 bytes")),
+        "{e}"
+    );
+}
