@@ -511,7 +511,10 @@ mod container_tests {
         let ok = workload(serde_json::json!(vec![one(8); 256])).unwrap();
         assert_eq!(ok.containers.len(), 256);
         let e = workload(serde_json::json!(vec![one(1); 257])).unwrap_err();
-        assert!(e.to_string().contains("257 containers, more than 256"), "{e}");
+        assert!(
+            e.to_string().contains("257 containers, more than 256"),
+            "{e}"
+        );
         let e = workload(serde_json::json!([one(9)])).unwrap_err();
         assert!(e.to_string().contains("more than 8 digests"), "{e}");
         let e = workload(serde_json::json!([{"id": "c".repeat(129), "image_digests": []}]))
