@@ -7,10 +7,10 @@
 //!
 //! The good chain verifies (with the trust bundle as PEM and as the verifier's /v1/bundle
 //! JSON, and with its signed revocations); each refusal is a real input: links signed by a
-//! plain key, by an SVID of another trust domain, by a self-made certificate naming the right
-//! SPIFFE ID, by an SVID of the trust domain's own CA that had expired, by the right SVID for a
-//! step naming another SPIFFE ID, by an SVID revoked at the verifier; one flipped signature
-//! byte; a missing, reordered, altered and misnamed step. The same five links signed by the
+//! plain key, by an SVID of another trust domain, by the right SPIFFE ID's SVID from another
+//! verifier (a second `vouch dev`), by a self-made certificate naming the right SPIFFE ID, by
+//! an SVID of the trust domain's own CA that had expired, by the right SVID for a step naming
+//! another SPIFFE ID, by an SVID revoked at the verifier; one flipped signature byte; a missing, reordered, altered and misnamed step. The same five links signed by the
 //! recorder key verify against the keyed layout in both `vouch custody verify` and in-toto's
 //! `in-toto-verify`, which agree on the missing, reordered and altered step.
 //!
@@ -455,6 +455,25 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         &layout,
         tb,
         "not in trust domain",
+    );
+    // A real SVID naming exactly the builder's SPIFFE ID, issued by another verifier (another
+    // deployment: its own CA) to its attested workload.
+    let t2 = t.join("second");
+    std::fs::create_dir_all(&t2).unwrap();
+    let dev2 = Dev::start(&t2);
+    let l = sign(&dev2, &deploy, &foreign.join("dev2"), None, true);
+    drop(dev2);
+    let d = variant("v-dev2", "deploy", Some(&l));
+    // Its verifier's timestamp is not under our verifier's keys; and without timestamps
+    // checked, its chain does not reach our trust domain's CA.
+    refused(&d, &layout, tb, "is not in the verifier's JWKS");
+    refused(
+        &d,
+        &layout,
+        weak,
+        // Both CAs are named "Vouch SPIFFE CA vouch.local": the issuer is found by name, and
+        // its signature does not verify under our CA's key.
+        "SVID at signing time: unexpected error: peer SVID does not chain to the trust bundle: InvalidSignatureForPublicKey",
     );
     // A self-made certificate naming exactly the builder's SPIFFE ID.
     let (crt, key) = svid_files(t, "self-made", &id, None, (2020, 1, 1), (2090, 1, 1));
