@@ -572,6 +572,45 @@ json.dump({"signed": signed, "signatures": [{"keyid": "backdated", "sig": sig.si
     let (code, out) = verify(&layout, &owner, &valid, tb);
     assert_eq!(code, 0, "{out}");
 
+    // Threshold 2 for deploy (two.layout): the builder's link and one by a second SPIFFE ID
+    // (an SVID of the real CA) verify; the builder's link twice (two files) is one
+    // functionary, not two.
+    let (crt, key) = svid_files(
+        t,
+        "second",
+        &format!("{id}-second"),
+        Some((&ca_pem, &ca_key)),
+        (2020, 1, 1),
+        (2090, 1, 1),
+    );
+    let second = sign(
+        &dev,
+        &deploy,
+        &foreign.join("second"),
+        Some((&crt, &key)),
+        true,
+    );
+    let d = variant("v-two", "deploy", None);
+    std::fs::copy(link_of(&svid, "deploy"), d.join("deploy.first.link")).unwrap();
+    std::fs::copy(&second, d.join("deploy.second.link")).unwrap();
+    let (code, out) = verify(&c.join("two.layout"), &owner, &d, tb);
+    assert_eq!(code, 0, "{out}");
+    refused(
+        &svid,
+        &c.join("two.layout"),
+        tb,
+        "step deploy: 1 valid link(s), threshold 2",
+    );
+    std::fs::remove_file(d.join("deploy.second.link")).unwrap();
+    let again = sign(&dev, &deploy, &foreign.join("again"), None, true);
+    std::fs::copy(&again, d.join("deploy.again.link")).unwrap();
+    refused(
+        &d,
+        &c.join("two.layout"),
+        tb,
+        "step deploy: 1 valid link(s), threshold 2",
+    );
+
     // One flipped byte of an SVID signature; a product hash changed after signing.
     let d = variant("v-flip", "build", None);
     copy_dir(&svid, &d);

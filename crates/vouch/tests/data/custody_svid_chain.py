@@ -11,6 +11,7 @@ securesystemslib:
   svid.layout        steps' functionaries: SPIFFE ID argv[2] (`cert_constraints`, in-toto
                      ITE-7 as in-toto-golang writes it; no pubkeys)
   other-id.layout    as svid.layout, but deploy's functionary is another SPIFFE ID
+  two.layout         as svid.layout, but deploy needs 2 of SPIFFE ID argv[2] and argv[2]-second
   inspect.layout     keyed.layout plus an inspection (untar the package, check its files)
   slow.layout        keyed.layout plus an inspection running `sleep 30`
   cmd.layout         keyed.layout with build's expected_command as recorded, test's another
@@ -133,6 +134,14 @@ mb.dump(os.path.join(out, "keyed.layout"))
 signed_metablock(svid_layout({}), os.path.join(out, "svid.layout"))
 other = spiffe_id.rsplit("/", 1)[0] + "/someone-else"
 signed_metablock(svid_layout({"deploy": other}), os.path.join(out, "other-id.layout"))
+# Deploy needs two functionaries: the builder and a second SPIFFE ID.
+two = svid_layout({})
+second = spiffe_id + "-second"
+for s in two["steps"]:
+    if s["name"] == "deploy":
+        s["cert_constraints"].append({"common_name": "*", "uris": [second]})
+        s["threshold"] = 2
+signed_metablock(two, os.path.join(out, "two.layout"))
 
 insp_lay = keyed_layout()[0]
 insp = Inspection(name="untar")
