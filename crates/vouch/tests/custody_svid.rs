@@ -309,6 +309,9 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         in_toto_verify(&c.join("keyed.layout"), &owner, &c.join("good")),
         0
     );
+    // A trust bundle given for a layout that names no SPIFFE ID changes nothing.
+    let (code, out) = verify(&c.join("keyed.layout"), &owner, &c.join("good"), tb);
+    assert_eq!(code, 0, "{out}");
 
     // Each link re-signed with the agent's SVID.
     let svid = t.join("svid");

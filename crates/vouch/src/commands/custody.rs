@@ -16,6 +16,17 @@
 //! not implement it refuses with the reason rather than skips: sublayouts, DSSE-format links,
 //! RSA and GPG keys, inspections unless `--run-inspections`.
 //!
+//! Attested builders as functionaries: a step may name SPIFFE IDs instead of keys, with
+//! in-toto-golang's `cert_constraints` (in-toto ITE-7; `uris` holds one `spiffe://` ID, other
+//! attributes only `*`). Its links are `<step>.<anything>.link`, signed by an X.509-SVID whose
+//! chain travels in the signature's `cert` (PEM, leaf first, as in-toto-golang's metablock
+//! signatures carry it), with the verifier's countersignature in `timestamp` and the signer's
+//! time in the signed `environment.vouch_signed_at` (`vouch custody sign` writes all three).
+//! Such a link counts only if the timestamp verifies under `--jwks`, the chain verifies to
+//! `--trust-bundle` as of the timestamp, the SVID names one of the step's SPIFFE IDs, and
+//! `--revocations` revokes neither the SVID nor the builder's node or workload; the threshold
+//! counts distinct SPIFFE IDs. A plain-key link does not count for such a step.
+//!
 //! Bounded reading: a layout is at most 1 MiB and a link 16 MiB, at most 64 signatures a
 //! metablock, 1,000 steps, 100,000 artifacts a link.
 //!
@@ -1007,9 +1018,12 @@ fn verify(
     }
     let (keys, steps) = layout_steps(signed)?;
     let inspections = layout_inspections(signed, &steps)?;
+    // Built only when a step names SPIFFE IDs (the trust domain comes from them).
     let svid_ctx = match opts.svid {
-        Some(o) => Some(SvidCtx::new(o, &steps, now)?),
-        None => None,
+        Some(o) if steps.iter().any(|s| !s.spiffe_ids.is_empty()) => {
+            Some(SvidCtx::new(o, &steps, now)?)
+        }
+        _ => None,
     };
 
     let mut links = BTreeMap::new();
