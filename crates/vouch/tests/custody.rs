@@ -12,6 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -566,4 +567,125 @@ fn expected_command_warns_or_refuses_when_asked() {
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("warning"), "{out}");
     assert_eq!(in_toto_verify5("keyed.layout", d.path()), 0);
+}
+
+/// Layouts and links as DSSE envelopes (`in-toto-run --use-dsse`, the layout through
+/// in-toto's `Envelope`): each combination with the metablock forms verifies in Vouch and in
+/// in-toto-verify; a product hash changed inside a link's payload, one flipped signature byte,
+/// another payloadType, and a rule loosened inside the layout's payload are refused (in-toto
+/// agrees where it reads the input).
+#[test]
+fn dsse_envelopes_verify_like_in_toto() {
+    let run = |layout: &Path, links: &Path| -> (i32, String) {
+        let o = Command::new(VOUCH)
+            .args(["custody", "verify", "--layout"])
+            .arg(layout)
+            .arg("--layout-key")
+            .arg(five().join("owner.pub"))
+            .arg("--links")
+            .arg(links)
+            .env_remove("VOUCH_CONFIG")
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let itv = |layout: &Path, links: &Path| -> i32 {
+        Command::new(pyenv().join("in-toto-verify"))
+            .arg("--layout")
+            .arg(layout)
+            .arg("--verification-keys")
+            .arg(five().join("owner.pub"))
+            .arg("--link-dir")
+            .arg(links)
+            .output()
+            .unwrap()
+            .status
+            .code()
+            .unwrap_or(-1)
+    };
+    for layout in ["keyed.layout", "keyed-dsse.layout"] {
+        for links in ["good", "dsse"] {
+            let (l, d) = (five().join(layout), five().join(links));
+            let (code, err) = run(&l, &d);
+            assert_eq!(code, 0, "{layout} {links}: {err}");
+            assert_eq!(itv(&l, &d), 0, "{layout} {links}");
+        }
+    }
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let unb64 = |s: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_str().unwrap())
+            .unwrap()
+    };
+    let copy = || {
+        let d = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(five().join("dsse")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), d.path().join(e.file_name())).unwrap();
+        }
+        d
+    };
+    let build_link = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("build.")
+            })
+            .unwrap()
+    };
+    let layout = five().join("keyed.layout");
+    // A product hash changed inside the payload.
+    let d = copy();
+    edit(&build_link(d.path()), |v| {
+        let mut p: serde_json::Value = serde_json::from_slice(&unb64(&v["payload"])).unwrap();
+        let h = &mut p["products"]["build/app.out"]["sha256"];
+        *h = flip_hex(h.as_str().unwrap(), 0).into();
+        v["payload"] = b64(&serde_json::to_vec(&p).unwrap()).into();
+    });
+    let (code, err) = run(&layout, d.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no signature by the step's key"), "{err}");
+    assert_ne!(itv(&layout, d.path()), 0);
+    // One flipped byte of the signature.
+    let d = copy();
+    edit(&build_link(d.path()), |v| {
+        let mut s = unb64(&v["signatures"][0]["sig"]);
+        s[5] ^= 1;
+        v["signatures"][0]["sig"] = b64(&s).into();
+    });
+    let (code, err) = run(&layout, d.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no signature by the step's key"), "{err}");
+    assert_ne!(itv(&layout, d.path()), 0);
+    // Another payload type: not in-toto metadata.
+    let d = copy();
+    edit(&build_link(d.path()), |v| {
+        v["payloadType"] = "application/vnd.in-toto.other+json".into();
+    });
+    let (code, err) = run(&layout, d.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("is not \"application/vnd.in-toto+json\""),
+        "{err}"
+    );
+    // The DSSE layout with build's materials rule loosened inside its payload.
+    let d = tempfile::tempdir().unwrap();
+    let lay = d.path().join("loosened.layout");
+    std::fs::copy(five().join("keyed-dsse.layout"), &lay).unwrap();
+    edit(&lay, |v| {
+        let mut p: serde_json::Value = serde_json::from_slice(&unb64(&v["payload"])).unwrap();
+        p["steps"][1]["expected_materials"] = serde_json::json!([["ALLOW", "*"]]);
+        v["payload"] = b64(&serde_json::to_vec(&p).unwrap()).into();
+    });
+    let (code, err) = run(&lay, &five().join("dsse"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no signature by layout key 1"), "{err}");
+    assert_ne!(itv(&lay, &five().join("dsse")), 0);
 }

@@ -378,6 +378,18 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         "step source: its functionaries are SPIFFE IDs",
     );
 
+    // custody sign also takes a DSSE link (in-toto-run --use-dsse): the same step recorded
+    // again that way, signed with the SVID, stands in for the source link.
+    let l = sign(
+        &dev,
+        &link_of(&c.join("dsse"), "source"),
+        &t.join("from-dsse"),
+        None,
+        true,
+    );
+    let (code, out) = verify(&layout, &owner, &variant("v-dsse", "source", Some(&l)), tb);
+    assert_eq!(code, 0, "{out}");
+
     // A link the verifier did not timestamp is refused under --jwks; with
     // --allow-signer-time its SVID is checked as of the signer's own vouch_signed_at.
     let l = sign(&dev, &deploy, &t.join("unstamped"), None, false);

@@ -12,9 +12,11 @@
 //! each step's `expected_materials` and `expected_products` rules hold (MATCH, ALLOW,
 //! DISALLOW, CREATE, DELETE, MODIFY, REQUIRE as the in-toto specification defines them), so a
 //! step whose materials are not the previous step's products (missing, reordered or altered
-//! step) is refused. Patterns are matched as Python's `fnmatch` does ([`glob`]). What it does
-//! not implement it refuses with the reason rather than skips: sublayouts, DSSE-format links,
-//! RSA and GPG keys, inspections unless `--run-inspections`.
+//! step) is refused. Patterns are matched as Python's `fnmatch` does ([`glob`]). Layouts and
+//! links may also be DSSE envelopes (`application/vnd.in-toto+json`, as `in-toto-run
+//! --use-dsse` writes them; signatures over the DSSE pre-authentication encoding). What it
+//! does not implement it refuses with the reason rather than skips: sublayouts, RSA and GPG
+//! keys, inspections unless `--run-inspections`.
 //!
 //! Attested builders as functionaries: a step may name SPIFFE IDs instead of keys, with
 //! in-toto-golang's `cert_constraints` (in-toto ITE-7; `uris` holds one `spiffe://` ID, other
@@ -68,7 +70,8 @@ pub(crate) enum CustodyCmd {
 /// Flags of `vouch custody sign`.
 #[derive(Debug, Args)]
 pub(crate) struct SignArgs {
-    /// The link to sign (its `signed` part is kept; its signatures are replaced).
+    /// The link to sign, a metablock or a DSSE envelope (its `signed` part or payload is
+    /// kept; its signatures are replaced; the output is a metablock).
     #[arg(long)]
     link: PathBuf,
     /// Where to write the SVID-signed link.
@@ -266,11 +269,10 @@ pub(crate) async fn run(cmd: CustodyCmd, json: bool) -> Result<ExitCode> {
 async fn sign(a: SignArgs) -> Result<ExitCode> {
     use sha2::Digest as _;
     let bytes = read_bounded(&a.link, MAX_LINK).map_err(|e| anyhow::anyhow!(e.0))?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not JSON", a.link.display()))?;
-    let Some(mut signed) = v.get("signed").and_then(Value::as_object).cloned() else {
-        anyhow::bail!("{}: no \"signed\" object", a.link.display());
-    };
+    // A metablock or a DSSE envelope (`in-toto-run --use-dsse`); its signatures are replaced.
+    let mut signed = parse_metablock(&a.link.display().to_string(), &bytes)
+        .map_err(|e| anyhow::anyhow!(e.0))?
+        .signed;
     if signed.get("_type").and_then(Value::as_str) != Some("link") {
         anyhow::bail!("{}: _type is not \"link\"", a.link.display());
     }

@@ -19,6 +19,8 @@ securesystemslib:
 and the links:
 
   good/              the five links, recorder-signed
+  dsse/              the five steps run again, links as DSSE envelopes (in-toto-run --use-dsse)
+  keyed-dsse.layout  keyed.layout as a DSSE envelope
   altered/build.*    build run on a source altered after the source step
   reordered/package.* package run before test (its materials lack the test report)
 
@@ -37,7 +39,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 from in_toto.models.layout import Inspection, Layout, Step
-from in_toto.models.metadata import Metablock
+from in_toto.models.metadata import Envelope, Metablock
 from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import CryptoSigner
 
@@ -181,8 +183,10 @@ mb.create_signature(owner)
 mb.dump(os.path.join(out, "cmd.layout"))
 
 
-def run(work, step, mat, prod, cmd, linkdir):
+def run(work, step, mat, prod, cmd, linkdir, dsse=False):
     args = [os.path.join(bindir, "in-toto-run"), "-n", step, "--signing-key", rec_priv, "-d", linkdir]
+    if dsse:
+        args.append("--use-dsse")
     if mat:
         args += ["-m"] + mat
     if prod:
@@ -205,6 +209,21 @@ run(work, "build", ["src"], ["build"], BUILD, good)
 run(work, "test", ["build"], ["build", "test"], TEST, good)
 run(work, "package", ["build", "test"], ["app.tar.gz"], PACKAGE, good)
 run(work, "deploy", ["app.tar.gz"], ["deployed"], DEPLOY, good)
+
+# The same five steps recorded as DSSE envelopes (`in-toto-run --use-dsse`), in a fresh tree.
+dsse = os.path.join(out, "dsse")
+os.makedirs(dsse)
+work4 = os.path.join(out, "work4")
+os.makedirs(work4)
+run(work4, "source", None, ["src"], SOURCE, dsse, True)
+run(work4, "build", ["src"], ["build"], BUILD, dsse, True)
+run(work4, "test", ["build"], ["build", "test"], TEST, dsse, True)
+run(work4, "package", ["build", "test"], ["app.tar.gz"], PACKAGE, dsse, True)
+run(work4, "deploy", ["app.tar.gz"], ["deployed"], DEPLOY, dsse, True)
+# The keyed layout as a DSSE envelope too.
+env = Envelope.from_signable(keyed_layout()[0])
+env.create_signature(owner)
+env.dump(os.path.join(out, "keyed-dsse.layout"))
 
 # Reordered: package run before test (no test report yet), in a copy of the tree after build.
 reordered = os.path.join(out, "reordered")

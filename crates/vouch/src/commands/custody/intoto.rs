@@ -3,6 +3,7 @@
 //! canonical JSON, metablocks and their signatures, artifact rules and how they consume a
 //! step's materials and products, artifacts, expiry dates.
 
+use base64::Engine as _;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -80,7 +81,9 @@ pub(super) fn canonical(v: &Value, out: &mut Vec<u8>) -> Result<(), Refused> {
     Ok(())
 }
 
-/// A parsed metablock: `signed` and its canonical bytes, and the signatures.
+/// A parsed metablock (or DSSE envelope): `signed` (the payload), the bytes its signatures
+/// are over (canonical JSON of `signed`, or the envelope's pre-authentication encoding), and
+/// the signatures.
 pub(super) struct Metablock {
     pub(super) signed: Map<String, Value>,
     pub(super) canonical: Vec<u8>,
@@ -100,11 +103,17 @@ pub(super) struct Signature {
 pub(super) fn parse_metablock(name: &str, bytes: &[u8]) -> Result<Metablock, Refused> {
     let v: Value =
         serde_json::from_slice(bytes).map_err(|e| Refused(format!("{name}: not JSON: {e}")))?;
-    if v.get("payloadType").is_some() {
-        return refused(format!("{name}: DSSE-format metadata is not implemented"));
-    }
-    let Some(signed) = v.get("signed").and_then(Value::as_object) else {
-        return refused(format!("{name}: no \"signed\" object"));
+    let dsse = v.get("payloadType").is_some();
+    let (signed, canon) = if dsse {
+        dsse_payload(name, &v)?
+    } else {
+        let Some(signed) = v.get("signed").and_then(Value::as_object) else {
+            return refused(format!("{name}: no \"signed\" object"));
+        };
+        let mut canon = Vec::new();
+        canonical(&Value::Object(signed.clone()), &mut canon)
+            .map_err(|e| Refused(format!("{name}: {}", e.0)))?;
+        (signed.clone(), canon)
     };
     let Some(sigs) = v.get("signatures").and_then(Value::as_array) else {
         return refused(format!("{name}: no \"signatures\" array"));
@@ -115,30 +124,64 @@ pub(super) fn parse_metablock(name: &str, bytes: &[u8]) -> Result<Metablock, Ref
     let mut signatures = Vec::new();
     for s in sigs {
         let keyid = s.get("keyid").and_then(Value::as_str);
-        let sig = s.get("sig").and_then(Value::as_str).map(hex::decode);
+        // A metablock's signatures are hex, a DSSE envelope's base64 (securesystemslib).
+        let sig = s.get("sig").and_then(Value::as_str).and_then(|t| {
+            if dsse {
+                base64::engine::general_purpose::STANDARD.decode(t).ok()
+            } else {
+                hex::decode(t).ok()
+            }
+        });
         let cert = match s.get("cert") {
             None | Some(Value::Null) => None,
             Some(Value::String(c)) => Some(c.clone()),
             Some(_) => return refused(format!("{name}: a signature's cert is not a string")),
         };
         match (keyid, sig) {
-            (Some(k), Some(Ok(sig))) => signatures.push(Signature {
+            (Some(k), Some(sig)) => signatures.push(Signature {
                 keyid: k.to_owned(),
                 sig,
                 cert,
                 timestamp: s.get(TIMESTAMP_FIELD).cloned(),
             }),
-            _ => return refused(format!("{name}: a signature without keyid or hex sig")),
+            _ => {
+                return refused(format!(
+                    "{name}: a signature without keyid or {} sig",
+                    if dsse { "base64" } else { "hex" }
+                ));
+            }
         }
     }
-    let mut canon = Vec::new();
-    canonical(&Value::Object(signed.clone()), &mut canon)
-        .map_err(|e| Refused(format!("{name}: {}", e.0)))?;
     Ok(Metablock {
-        signed: signed.clone(),
+        signed,
         canonical: canon,
         signatures,
     })
+}
+
+/// The payload type of in-toto metadata in a DSSE envelope (`in-toto-run --use-dsse`).
+pub(super) const DSSE_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+
+/// A DSSE envelope's in-toto payload (a link or layout object, the JSON in-toto wrote) and
+/// the bytes its signatures are over: the DSSE pre-authentication encoding
+/// `DSSEv1 <len(type)> <type> <len(payload)> <payload>`.
+fn dsse_payload(name: &str, v: &Value) -> Result<(Map<String, Value>, Vec<u8>), Refused> {
+    let pt = v.get("payloadType").and_then(Value::as_str).unwrap_or("");
+    if pt != DSSE_PAYLOAD_TYPE {
+        return refused(format!(
+            "{name}: DSSE payloadType {pt:?} is not {DSSE_PAYLOAD_TYPE:?}"
+        ));
+    }
+    let payload = v
+        .get("payload")
+        .and_then(Value::as_str)
+        .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
+        .ok_or_else(|| Refused(format!("{name}: DSSE payload is not base64")))?;
+    let signed: Map<String, Value> = serde_json::from_slice(&payload)
+        .map_err(|e| Refused(format!("{name}: DSSE payload is not a JSON object: {e}")))?;
+    let mut pae = format!("DSSEv1 {} {pt} {} ", pt.len(), payload.len()).into_bytes();
+    pae.extend_from_slice(&payload);
+    Ok((signed, pae))
 }
 
 /// One artifact rule (in_toto.rulelib's unpacked rule).
