@@ -111,13 +111,15 @@ pub(crate) struct VerifyArgs {
     /// the layout; repeat for several (each must have signed).
     #[arg(long = "layout-key", required = true)]
     layout_keys: Vec<PathBuf>,
-    /// The directory holding the steps' links (`<step>.<keyid[:8]>.link`).
+    /// The directory holding the steps' links (`<step>.<keyid[:8]>.link`; for a step whose
+    /// functionaries are SPIFFE IDs, every `<step>.<name>.link`).
     #[arg(long)]
     links: PathBuf,
     /// The SPIFFE trust domain's CA certificates (PEM, or the SPIFFE bundle JSON the verifier
     /// serves at /v1/bundle). Required when a step names SPIFFE IDs as functionaries
     /// (`cert_constraints`): such a step counts a link only if an X.509-SVID chaining to
-    /// this bundle at the link's signing time, naming one of those IDs, signed it.
+    /// this bundle at the verifier's timestamp (see --jwks), naming one of those IDs, signed
+    /// it.
     #[arg(long)]
     trust_bundle: Option<PathBuf>,
     /// The trust domain of --trust-bundle (default: that of the layout's SPIFFE IDs).
