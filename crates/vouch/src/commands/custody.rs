@@ -1215,6 +1215,46 @@ mod tests {
         assert!(fnmatch("", "*"));
     }
 
+    /// cert_constraints: exactly one SPIFFE ID a constraint, the other attributes only as
+    /// wildcards; anything else refused, not ignored.
+    #[test]
+    fn cert_constraints_name_spiffe_ids_only() {
+        let id = "spiffe://example.org/ci/builder";
+        let ok = json!([{"common_name": "*", "uris": [id], "roots": ["*"]}, {"uris": [id]}]);
+        assert_eq!(
+            cert_constraints("s", Some(&ok)).unwrap(),
+            vec![id.to_string()]
+        );
+        assert!(cert_constraints("s", None).unwrap().is_empty());
+        for bad in [
+            json!([{"common_name": "builder", "uris": [id]}]),
+            json!([{"dns_names": ["a.example"], "uris": [id]}]),
+            json!([{"emails": [], "uris": [id]}]),
+            json!([{"uris": [id, "spiffe://example.org/other"]}]),
+            json!([{"uris": []}]),
+            json!([{"uris": ["*"]}]),
+            json!([{"uris": ["https://example.org/ci/builder"]}]),
+            json!([{"uris": [id], "frobnicate": "*"}]),
+            json!({"uris": [id]}),
+        ] {
+            assert!(cert_constraints("s", Some(&bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pem_chain_is_bounded_and_certificates_only() {
+        let cert = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_chain(cert).unwrap().len(), 1);
+        assert!(pem_chain(&cert.repeat(MAX_CHAIN)).is_ok());
+        assert!(pem_chain(&cert.repeat(MAX_CHAIN + 1)).is_err());
+        assert!(pem_chain("").is_err());
+        assert!(
+            pem_chain("-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n").is_err()
+        );
+        // Not a certificate inside: refused when its key is read.
+        assert!(cert_key(&pem_chain(cert).unwrap()[0]).is_err());
+    }
+
     #[test]
     fn timestamp_field_is_the_one_timestamp_reads() {
         assert_eq!(TIMESTAMP_FIELD, crate::commands::timestamp::FIELD);
