@@ -211,7 +211,11 @@ fn no_verifier_to_reach_exits_3() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot fetch the JWKS"));
+    // The JWKS is read through timestamp::read_source (since 26ae9cc), whose error says so.
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot reach the verifier"),
+        "{o:?}"
+    );
 
     // The timestamp at signing, and the JWKS and revocation feed at the gate.
     let p = w.path();
@@ -512,7 +516,8 @@ id=$(sed -n 's/.*"attestation_id":"\([^"]*\)".*/\1/p' "$WORK/attest.json")
     let r = pipeline(w.path(), &[("VOUCH_CI_AFTER_SIGN", hook)]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stderr.contains("pipeline stopped at gate (builder attestation)"),
+        r.stderr
+            .contains("pipeline stopped at gate (builder attestation)"),
         "{}",
         r.stderr
     );
@@ -729,6 +734,44 @@ fn verifier_timestamps_are_checked_and_backdating_is_refused() {
         assert!(err.contains(want), "{name}: {err}");
     }
 
+    // A JWKS URL over plain HTTP: someone on the path serves a JWKS holding their own key
+    // under the verifier's kid (here a loopback server answering every request with it), and
+    // the forged timestamp above would verify. Refused before anything is fetched (exit 2).
+    let forged_jwk = serde_json::json!({"keys": [{
+        "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+        "kid": header["kid"],
+        "x": b64u.encode(aws_lc_rs::signature::KeyPair::public_key(&other).as_ref()),
+    }]})
+    .to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().unwrap()
+    );
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut c, &mut buf);
+            let body = &forged_jwk;
+            let _ = std::io::Write::write_all(
+                &mut c,
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let (code, err) = verify("forged-kid.json", &["--jwks", plain.as_str()]);
+    assert_eq!(code, 2, "a JWKS over plain HTTP was used: {err}");
+    assert!(err.contains("https:// only"), "{err}");
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 0);
+
     // A leaked key of an SVID the real trust domain issued, expired by now: a statement
     // backdated into its validity verifies under the signer's time, and is refused once the
     // verifier's timestamp is what the chain is checked at.
@@ -829,6 +872,113 @@ fn verifier_timestamps_are_checked_and_backdating_is_refused() {
         "{err}"
     );
 
+    // A timestamp lent by a genuine signature to a later one of the same key: a builder SVID
+    // (valid 8 s) signs and has its signature timestamped while valid; once it has expired,
+    // its leaked key signs another artifact's statement, backdated, and that signature is
+    // listed after the genuine one, which keeps its x5c and its timestamp. Refused: the
+    // first signature, the one the chain and the timestamp are for, must be over the payload.
+    let short_key = rcgen::KeyPair::generate().unwrap();
+    let issued = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let short = svid_ca
+        .issue(&id, &short_key.subject_public_key_info(), 8, issued)
+        .unwrap();
+    std::fs::write(p.join("short.crt"), vouch_identity::cert_to_pem(&short)).unwrap();
+    std::fs::write(p.join("short.key"), short_key.serialize_pem()).unwrap();
+    let (code, err) = vouch(&[
+        "provenance",
+        "sign",
+        "--artifact",
+        "out/app.tar",
+        "--svid-cert",
+        "short.crt",
+        "--svid-key",
+        "short.key",
+        "--timestamp-url",
+        &dev.server,
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "--result",
+        "result.jwt",
+        "--out",
+        "short.json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let genuine: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("short.json")).unwrap()).unwrap();
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        < issued + 10
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::fs::write(p.join("out/evil.tar"), b"not what the builder built").unwrap();
+    let evil = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        b"not what the builder built",
+    ));
+    let payload = b64.decode(genuine["payload"].as_str().unwrap()).unwrap();
+    let mut st: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    st["subject"] = serde_json::json!([{"name": "evil.tar", "digest": {"sha256": evil}}]);
+    let payload = serde_json::to_vec(&st).unwrap();
+    let mut pae = format!("DSSEv1 {} {t} {} ", t.len(), payload.len()).into_bytes();
+    pae.extend_from_slice(&payload);
+    let late = rcgen::SigningKey::sign(&short_key, &pae).unwrap();
+    let mut v = genuine.clone();
+    v["payload"] = b64.encode(&payload).into();
+    let mut second = genuine["signatures"][0].clone();
+    second.as_object_mut().unwrap().remove("timestamp");
+    second["sig"] = b64.encode(late).into();
+    v["signatures"].as_array_mut().unwrap().push(second.clone());
+    write("lent-time.json", &v);
+    let verify_evil = |env: &str| {
+        vouch(&[
+            "provenance",
+            "verify",
+            "--envelope",
+            env,
+            "--artifact",
+            "out/evil.tar",
+            "--trust-bundle",
+            bundle.to_str().unwrap(),
+            "--spiffe-id",
+            &builder,
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "--jwks",
+            &jwks_url,
+        ])
+    };
+    let (code, err) = verify_evil("lent-time.json");
+    assert_eq!(code, 1, "a signature borrowed another's timestamp: {err}");
+    assert!(err.contains("first signature"), "{err}");
+    // The late signature alone, stamped now: the SVID has expired at the verifier's time.
+    let mut v1 = v.clone();
+    v1["signatures"] = serde_json::json!([second]);
+    write("late.json", &v1);
+    let (code, err) = vouch(&[
+        "provenance",
+        "timestamp",
+        "--envelope",
+        "late.json",
+        "--timestamp-url",
+        &dev.server,
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "--result",
+        "result.jwt",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = verify_evil("late.json");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Expired"), "{err}");
+    // The genuine envelope still verifies: it was stamped while its SVID was valid.
+    let (code, err) = verify("short.json", &with_jwks);
+    assert_eq!(code, 0, "{err}");
+
     // The endpoint: a result it did not issue (one byte of the real one's signature flipped).
     let result = std::fs::read_to_string(p.join("result.jwt")).unwrap();
     let (head, s) = result.trim().rsplit_once('.').unwrap();
@@ -919,8 +1069,13 @@ fn verifier_timestamps_are_checked_and_backdating_is_refused() {
                 .revocations(),
         )
         .unwrap();
-    let feed: serde_json::Value = serde_json::from_str(&feed).unwrap();
+    let mut feed: serde_json::Value = serde_json::from_str(&feed).unwrap();
     assert_eq!(feed["records"].as_array().unwrap().len(), 1);
+    // The feed's classical forms only: its ML-DSA forms (records_pq, head_pq), when present,
+    // are what is read instead, so a tampered copy that kept them would test nothing.
+    let obj = feed.as_object_mut().unwrap();
+    obj.remove("records_pq");
+    obj.remove("head_pq");
     std::fs::write(p.join("feed.json"), feed.to_string()).unwrap();
     let (code, err) = verify(
         "provenance.json",

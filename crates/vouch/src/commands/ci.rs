@@ -355,7 +355,7 @@ pub(crate) fn svid_signer(
         .collect::<Result<Vec<_>, _>>()?;
     // The signing time the statement claims; the signature over it is checked after, with
     // the key this chain certifies, so a changed time breaks the signature.
-    let env = provenance::Envelope::parse(envelope).map_err(|e| e.to_string())?;
+    let mut env = provenance::Envelope::parse(envelope).map_err(|e| e.to_string())?;
     let st: serde_json::Value = serde_json::from_slice(&env.payload)
         .map_err(|e| format!("the payload is not JSON: {e}"))?;
     let finished = st["predicate"]["runDetails"]["metadata"]["finishedOn"]
@@ -388,6 +388,17 @@ pub(crate) fn svid_signer(
     }
     let leaf = chain.first().ok_or("empty x5c")?;
     let key = VerifyingKey::from_certificate_der(leaf).map_err(|e| e.to_string())?;
+    // The chain and the verifier's timestamp belong to the first signature (the timestamp
+    // countersigns its bytes): that very signature must be the one over this payload. Else
+    // a genuine, timestamped signature could lend its time to another signature by the same
+    // key (one made after the SVID expired, with a backdated finishedOn) listed after it.
+    env.signatures.truncate(1);
+    env.verify_signature(std::slice::from_ref(&key))
+        .map_err(|_| {
+            "the first signature, the one its x5c chain and timestamp are for, does not verify \
+             over this payload (another signature cannot borrow its chain or time)"
+                .to_string()
+        })?;
     Ok((key, leaf.clone()))
 }
 

@@ -102,9 +102,20 @@ impl std::fmt::Display for Unreachable {
 impl std::error::Error for Unreachable {}
 
 /// Read a file, or fetch an `https://` URL of the verifier (`kind` names what for errors):
-/// the JWKS (`/.well-known/jwks.json`) or the revocation feed (`/v1/revocations`).
+/// the JWKS (`/.well-known/jwks.json`) or the revocation feed (`/v1/revocations`). A plain
+/// `http://` URL is refused (a local error): whoever is on the path would choose the keys
+/// timestamps and results are checked with.
 pub(crate) async fn read_source(src: &str, ca: Option<&Path>, kind: Source) -> Result<String> {
-    if src.starts_with("https://") || src.starts_with("http://") {
+    if src
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
+    {
+        anyhow::bail!(
+            "{src}: the verifier's keys and revocations are read over https:// only (or from a \
+             file): over plain HTTP anyone on the path could serve their own"
+        );
+    }
+    if src.starts_with("https://") {
         let suffix = match kind {
             Source::Jwks => "/.well-known/jwks.json",
             Source::Revocations => "/v1/revocations",
