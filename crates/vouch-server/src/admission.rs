@@ -25,6 +25,9 @@
 //! contacts only the configured repositories (an image elsewhere is denied without a
 //! request), at most [`MAX_IMAGES`] images per review.
 //!
+//! With `require_digest`, an image named by tag alone is denied: the pod spec keeps the tag and
+//! the kubelet pulls it again later, so the digest checked here is not bound to what runs.
+//!
 //! With `require_attested_node`, a pod may run only on a node attested affirming (`nodes`):
 //! a Pod whose `spec.nodeName` is set (it bypasses the scheduler) is checked at its CREATE or
 //! UPDATE, and a `Binding` (`pods/binding`, the scheduler's placement of a pod; also the
@@ -90,6 +93,13 @@ pub struct AdmissionSettings {
     /// The builder ids (`runDetails.builder.id`, exact) whose provenance admits an image;
     /// required with `require_provenance`.
     pub provenance_builders: Vec<String>,
+    /// Deny an image named by tag alone (`repo:tag`): only `repo@sha256:<hex>` (or
+    /// `repo:tag@sha256:<hex>`, pulled by the digest) is admitted. A tag is resolved at review
+    /// time, but the pod spec keeps the tag and the kubelet pulls it again when it starts the
+    /// container (and on every restart on another node): whoever can push to the tag in
+    /// between runs an image that was never checked. Off by default (existing tag-based
+    /// manifests keep working); recommended on.
+    pub require_digest: bool,
 }
 
 impl Default for AdmissionSettings {
@@ -104,6 +114,7 @@ impl Default for AdmissionSettings {
             node_workload: "host".into(),
             require_provenance: false,
             provenance_builders: Vec::new(),
+            require_digest: false,
         }
     }
 }
@@ -234,7 +245,17 @@ async fn decide(st: &State, adm: &Admission, review: &Review) -> (bool, String) 
     let builders = settings
         .filter(|s| s.require_provenance)
         .map(|s| s.provenance_builders.as_slice());
+    let require_digest = settings.is_some_and(|s| s.require_digest);
     for (field, image) in images {
+        // A tag alone: what is checked now is not what the kubelet will pull later.
+        if require_digest && vouch_image::ImageRef::parse(image).is_ok_and(|r| r.digest.is_none()) {
+            refused.push(format!(
+                "{field} image {image}: names no digest ([admission] require_digest: the \
+                 kubelet pulls a tag again when it starts the container, so only \
+                 repository@sha256:<digest> is admitted)"
+            ));
+            continue;
+        }
         match checker.admit(image, now).await {
             Err((_, why)) => refused.push(format!("{field} image {image}: {why}")),
             Ok((digest, _)) => {

@@ -187,6 +187,7 @@ async fn pods_with_unsigned_images_are_denied() {
         cache_entries: 16,
         provenance: false,
         provenance_keys: vec![],
+        ..Default::default()
     };
     let (admission, token) = token_auth(reg_dir.path());
     let h = common::Harness::new(|c| {
@@ -322,6 +323,61 @@ async fn pods_with_unsigned_images_are_denied() {
     r["request"]["operation"] = json!("DELETE");
     r["request"]["object"] = Value::Null;
     w.allowed(&r).await;
+
+    // The tag-to-digest race: `:stable` names the signed image and is admitted by tag; the
+    // pod spec keeps the tag, and once the tag is moved to an unsigned image that is what the
+    // kubelet pulls when it starts the container (the webhook, asked again, would deny it).
+    reg.copy(&format!("shop/web@{signed}"), "shop/web:stable");
+    let stable = format!("{repo}:stable");
+    w.allowed(&review("r-1", "Pod", containers(&[&stable])))
+        .await;
+    reg.copy(&format!("shop/web@{unsigned}"), "shop/web:stable");
+    let m = w
+        .denied(&review("r-2", "Pod", containers(&[&stable])))
+        .await;
+    assert!(m.contains(&unsigned), "{m}");
+    reg.copy(&format!("shop/web@{signed}"), "shop/web:stable");
+    // With require_digest a tag alone is denied, even while it names a signed image; by
+    // digest (alone or after the tag, which the runtime then ignores) still admitted.
+    let (mut admission, token) = token_auth(reg_dir.path());
+    admission.require_digest = true;
+    let h2 = common::Harness::new(|c| {
+        c.image_signatures = Some(settings.clone());
+        c.admission = Some(admission);
+    })
+    .await;
+    let w2 = webhook(&h2, Some(&token)).await;
+    let m = w2
+        .denied(&review("d-1", "Pod", containers(&[&stable])))
+        .await;
+    assert!(
+        m.contains("containers[0]") && m.contains("names no digest"),
+        "{m}"
+    );
+    let mut spec = containers(&[&by_digest]);
+    spec["initContainers"] = json!([{"name": "init", "image": stable.clone()}]);
+    let m = w2.denied(&review("d-2", "Pod", spec)).await;
+    assert!(
+        m.contains("initContainers[0]") && m.contains("names no digest"),
+        "{m}"
+    );
+    w2.allowed(&review("d-3", "Pod", containers(&[&by_digest])))
+        .await;
+    w2.allowed(&review(
+        "d-4",
+        "Deployment",
+        containers(&[&format!("{repo}:v1@{signed}")]),
+    ))
+    .await;
+    // The digest rule does not let an unsigned digest through.
+    let m = w2
+        .denied(&review(
+            "d-5",
+            "Pod",
+            containers(&[&format!("{repo}@{unsigned}")]),
+        ))
+        .await;
+    assert!(m.contains("no signature"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,6 +534,7 @@ async fn the_api_server_must_authenticate() {
         cache_entries: 16,
         provenance: false,
         provenance_keys: vec![],
+        ..Default::default()
     };
     let h = common::Harness::new(|c| {
         c.admission = Some(admission);
@@ -905,6 +962,7 @@ async fn images_without_provenance_from_an_allowed_builder_are_denied() {
             cache_entries: 16,
             provenance: true,
             provenance_keys: vec![],
+            ..Default::default()
         });
         c.admission = Some(admission);
     })
