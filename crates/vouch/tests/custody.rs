@@ -689,3 +689,76 @@ fn dsse_envelopes_verify_like_in_toto() {
     assert!(err.contains("no signature by layout key 1"), "{err}");
     assert_ne!(itv(&lay, &five().join("dsse")), 0);
 }
+
+/// RSA keys as securesystemslib makes them: a layout signed by an RSA owner (read from its
+/// PEM, as in-toto-verify does, as RSASSA-PSS), build's functionary an RSA-PSS key and
+/// deploy's an RSA PKCS#1 v1.5 key. The chain verifies in both verifiers; one flipped
+/// signature byte in either link, or another owner key, is refused by both.
+#[test]
+fn rsa_keys_verify_like_in_toto() {
+    let layout = five().join("keyed-rsa.layout");
+    let run = |links: &Path, owner: &str| -> (i32, String) {
+        let o = Command::new(VOUCH)
+            .args(["custody", "verify", "--layout"])
+            .arg(&layout)
+            .arg("--layout-key")
+            .arg(five().join(owner))
+            .arg("--links")
+            .arg(links)
+            .env_remove("VOUCH_CONFIG")
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let itv = |links: &Path, owner: &str| -> i32 {
+        Command::new(pyenv().join("in-toto-verify"))
+            .arg("--layout")
+            .arg(&layout)
+            .arg("--verification-keys")
+            .arg(five().join(owner))
+            .arg("--link-dir")
+            .arg(links)
+            .output()
+            .unwrap()
+            .status
+            .code()
+            .unwrap_or(-1)
+    };
+    let good = five().join("good-rsa");
+    let (code, err) = run(&good, "rsa-owner.pub");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(itv(&good, "rsa-owner.pub"), 0);
+    let (code, err) = run(&good, "owner.pub");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no signature by layout key 1"), "{err}");
+    assert_ne!(itv(&good, "owner.pub"), 0);
+    for step in ["build", "deploy"] {
+        let d = tempfile::tempdir().unwrap();
+        let mut target = None;
+        for e in std::fs::read_dir(&good).unwrap() {
+            let e = e.unwrap();
+            let to = d.path().join(e.file_name());
+            std::fs::copy(e.path(), &to).unwrap();
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{step}."))
+            {
+                target = Some(to);
+            }
+        }
+        edit(&target.unwrap(), |v| {
+            let s = v["signatures"][0]["sig"].as_str().unwrap().to_owned();
+            v["signatures"][0]["sig"] = flip_hex(&s, 40).into();
+        });
+        let (code, err) = run(d.path(), "rsa-owner.pub");
+        assert_eq!(code, 1, "{step}: {err}");
+        assert!(
+            err.contains(&format!("step {step}: 0 valid link(s)")),
+            "{step}: {err}"
+        );
+        assert_ne!(itv(d.path(), "rsa-owner.pub"), 0, "{step}");
+    }
+}

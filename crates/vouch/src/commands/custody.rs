@@ -360,18 +360,41 @@ enum PubKey {
     Ed25519(Vec<u8>),
     /// The uncompressed point.
     P256(Vec<u8>),
+    /// RSA (PKCS#1 RSAPublicKey DER), RSASSA-PSS with SHA-256 and a salt as long as the
+    /// digest (securesystemslib's `rsassa-pss-sha256`, in-toto's default RSA scheme).
+    RsaPss(Vec<u8>),
+    /// RSA (PKCS#1 RSAPublicKey DER), PKCS#1 v1.5 with SHA-256 (`rsa-pkcs1v15-sha256`).
+    RsaPkcs1(Vec<u8>),
 }
 
 impl PubKey {
     fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
-        use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ED25519, UnparsedPublicKey};
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_ASN1, ED25519, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
+            UnparsedPublicKey,
+        };
         match self {
             PubKey::Ed25519(k) => UnparsedPublicKey::new(&ED25519, k).verify(msg, sig).is_ok(),
             PubKey::P256(k) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, k)
                 .verify(msg, sig)
                 .is_ok(),
+            PubKey::RsaPss(k) => UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, k)
+                .verify(msg, sig)
+                .is_ok(),
+            PubKey::RsaPkcs1(k) => UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, k)
+                .verify(msg, sig)
+                .is_ok(),
         }
     }
+}
+
+/// The PKCS#1 RSAPublicKey inside an RSA SubjectPublicKeyInfo (DER), if it is one.
+fn rsa_spki(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::FromDer as _;
+    let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(der).ok()?;
+    (rest.is_empty()
+        && spki.algorithm.algorithm == x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION)
+        .then(|| spki.subject_public_key.data.to_vec())
 }
 
 /// DER prefixes of the two SubjectPublicKeyInfo shapes accepted (RFC 8410, RFC 5480).
@@ -404,10 +427,11 @@ fn spki_key(der: &[u8]) -> Result<PubKey, Refused> {
         Ok(PubKey::Ed25519(der[ED25519_SPKI.len()..].to_vec()))
     } else if der.len() == P256_SPKI.len() + 65 && der.starts_with(P256_SPKI) {
         Ok(PubKey::P256(der[P256_SPKI.len()..].to_vec()))
+    } else if let Some(k) = rsa_spki(der) {
+        // in-toto-verify reads an RSA --verification-keys file as rsassa-pss-sha256.
+        Ok(PubKey::RsaPss(k))
     } else {
-        refused(
-            "public key is neither ed25519 nor ECDSA P-256 (RSA and other keys are not implemented)",
-        )
+        refused("public key is neither ed25519, ECDSA P-256 nor RSA")
     }
 }
 
@@ -428,10 +452,17 @@ fn key_from_layout(keyid: &str, v: &Value) -> Result<PubKey, Refused> {
         },
         ("ecdsa" | "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256") => match key_from_pem(public)? {
             k @ PubKey::P256(_) => Ok(k),
-            PubKey::Ed25519(_) => refused(format!("layout key {keyid}: not a P-256 key")),
+            _ => refused(format!("layout key {keyid}: not a P-256 key")),
         },
+        ("rsa", sch @ ("rsassa-pss-sha256" | "rsa-pkcs1v15-sha256")) => {
+            match key_from_pem(public)? {
+                PubKey::RsaPss(k) if sch == "rsassa-pss-sha256" => Ok(PubKey::RsaPss(k)),
+                PubKey::RsaPss(k) => Ok(PubKey::RsaPkcs1(k)),
+                _ => refused(format!("layout key {keyid}: not an RSA key")),
+            }
+        }
         (t, sch) => refused(format!(
-            "layout key {keyid}: key type {t:?} scheme {sch:?} not implemented (ed25519, ecdsa-sha2-nistp256)"
+            "layout key {keyid}: key type {t:?} scheme {sch:?} not implemented (ed25519, ecdsa-sha2-nistp256, rsa with rsassa-pss-sha256 or rsa-pkcs1v15-sha256)"
         )),
     }
 }

@@ -21,6 +21,8 @@ and the links:
   good/              the five links, recorder-signed
   dsse/              the five steps run again, links as DSSE envelopes (in-toto-run --use-dsse)
   keyed-dsse.layout  keyed.layout as a DSSE envelope
+  keyed-rsa.layout   keyed.layout signed by an RSA owner (rsa-owner.pub), build's functionary
+                     an RSA-PSS key, deploy's an RSA PKCS#1 v1.5 key; good-rsa/ its links
   altered/build.*    build run on a source altered after the source step
   reordered/package.* package run before test (its materials lack the test report)
 
@@ -224,6 +226,35 @@ run(work4, "deploy", ["app.tar.gz"], ["deployed"], DEPLOY, dsse, True)
 env = Envelope.from_signable(keyed_layout()[0])
 env.create_signature(owner)
 env.dump(os.path.join(out, "keyed-dsse.layout"))
+
+# RSA keys (securesystemslib's rsassa-pss-sha256 and rsa-pkcs1v15-sha256): the keyed layout
+# signed by an RSA owner, with build's functionary an RSA-PSS key and deploy's an RSA PKCS#1
+# v1.5 key, whose links are the good ones re-signed with in-toto's API.
+rsa_owner, _, _ = keypair("rsa-owner", CryptoSigner.generate_rsa())
+rsa_pss = CryptoSigner.generate_rsa()
+rsa_v15 = CryptoSigner.generate_rsa(scheme="rsa-pkcs1v15-sha256")
+rsa_lay, _ = keyed_layout()
+rsa_ids = {}
+for step, signer in [("build", rsa_pss), ("deploy", rsa_v15)]:
+    k = signer.public_key.to_dict()
+    k["keyid"] = signer.public_key.keyid
+    rsa_lay.add_functionary_key(k)
+    rsa_lay.get_step_by_name(step).pubkeys = [k["keyid"]]
+    rsa_ids[step] = k["keyid"]
+mb = Metablock(signed=rsa_lay)
+mb.create_signature(rsa_owner)
+mb.dump(os.path.join(out, "keyed-rsa.layout"))
+good_rsa = os.path.join(out, "good-rsa")
+os.makedirs(good_rsa)
+for f in os.listdir(good):
+    step = f.split(".")[0]
+    if step in rsa_ids:
+        link = Metablock.load(os.path.join(good, f))
+        link.signatures = []
+        link.create_signature({"build": rsa_pss, "deploy": rsa_v15}[step])
+        link.dump(os.path.join(good_rsa, "%s.%s.link" % (step, rsa_ids[step][:8])))
+    else:
+        shutil.copy(os.path.join(good, f), good_rsa)
 
 # Reordered: package run before test (no test report yet), in a copy of the tree after build.
 reordered = os.path.join(out, "reordered")
