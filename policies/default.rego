@@ -331,6 +331,24 @@ deny contains f if {
 	}
 }
 
+# Provenance required and a running container whose image has no manifest digest (built
+# locally, never pushed or pulled): no provenance can name it.
+deny contains f if {
+	count(provenance_builders) + count(provenance_sources) > 0
+	some c in object.get(input.workload, "containers", [])
+	count(c.image_digests) == 0
+	rule := provenance_rule
+	f := {
+		"rule": rule,
+		"claim": "executables",
+		"msg": sprintf("container %s of workload %q runs an image with no manifest digest (never pushed to or pulled from a registry): no provenance can name it", [c.id, input.workload.name]),
+	}
+}
+
+provenance_rule := "require_provenance_builder" if {
+	count(provenance_builders) > 0
+} else := "require_provenance_source"
+
 # Provenance required and image digests reported that no one checked.
 deny contains f if {
 	count(provenance_builders) + count(provenance_sources) > 0

@@ -442,7 +442,24 @@ fn issue_15_provenance_builder_and_source_of_every_running_image() {
     c["workload"]["containers"][1]["image_digests"] = json!([]);
     let a = appraise_with(vec![rv("require_image_signature", "*", "true")], &c);
     assert_denied(&a, "require_image_signature", TrustClaim::Executables);
-    assert!(a.explain().contains("no manifest digest"), "{}", a.explain());
+    assert!(
+        a.explain().contains("no manifest digest"),
+        "{}",
+        a.explain()
+    );
+    // Likewise when only provenance is required: a locally built image (no digest, so the
+    // image hook is asked about d1 alone) is not let through for having nothing to check.
+    let mut c = with_images(json!([good(&d1)]));
+    c["workload"]["containers"][1]["image_digests"] = json!([]);
+    let a = appraise_with(refs(), &c);
+    assert_denied(&a, "require_provenance_builder", TrustClaim::Executables);
+    assert!(
+        a.explain().contains("no manifest digest") && a.explain().contains(&"c2".repeat(32)),
+        "{}",
+        a.explain()
+    );
+    let a = appraise_with(vec![rv("require_provenance_source", "*", SRC)], &c);
+    assert_denied(&a, "require_provenance_source", TrustClaim::Executables);
 
     // Without the reference values, nothing is required.
     let a = appraise_with(vec![], &with_images(json!([other_unsigned(&d2)])));
