@@ -15,8 +15,9 @@
 //! step) is refused. Patterns are matched as Python's `fnmatch` does ([`glob`]). Layouts and
 //! links may also be DSSE envelopes (`application/vnd.in-toto+json`, as `in-toto-run
 //! --use-dsse` writes them; signatures over the DSSE pre-authentication encoding). What it
-//! does not implement it refuses with the reason rather than skips: sublayouts, RSA and GPG
-//! keys, inspections unless `--run-inspections`.
+//! does not implement it refuses with the reason rather than skips: sublayouts, GPG keys,
+//! inspections unless `--run-inspections`. Keys: ed25519, ecdsa-sha2-nistp256, and RSA with
+//! rsassa-pss-sha256 or rsa-pkcs1v15-sha256.
 //!
 //! Attested builders as functionaries: a step may name SPIFFE IDs instead of keys, with
 //! in-toto-golang's `cert_constraints` (in-toto ITE-7; `uris` holds one `spiffe://` ID, other
@@ -107,8 +108,8 @@ pub(crate) struct VerifyArgs {
     /// The signed in-toto layout (root.layout).
     #[arg(long)]
     layout: PathBuf,
-    /// A public key (PEM SubjectPublicKeyInfo, ed25519 or ECDSA P-256) that must have signed
-    /// the layout; repeat for several (each must have signed).
+    /// A public key (PEM SubjectPublicKeyInfo: ed25519, ECDSA P-256, or RSA read as
+    /// RSASSA-PSS) that must have signed the layout; repeat for several (each must have signed).
     #[arg(long = "layout-key", required = true)]
     layout_keys: Vec<PathBuf>,
     /// The directory holding the steps' links (`<step>.<keyid[:8]>.link`; for a step whose
