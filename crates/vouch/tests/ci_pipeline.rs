@@ -275,6 +275,56 @@ fn no_verifier_to_reach_exits_3() {
         ],
     );
     assert_eq!(code, 3, "{err}");
+    // A timestamp URL over plain HTTP would hand the builder's result (what timestamps are
+    // minted with) to whoever is on the path: refused before any connection (exit 2), at
+    // `provenance timestamp` and at `provenance sign --timestamp-url`.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(c);
+        }
+    });
+    let (code, err) = vouch_in(
+        p,
+        &[
+            "provenance",
+            "timestamp",
+            "--envelope",
+            "env.json",
+            "--timestamp-url",
+            &plain,
+            "--result",
+            "result.jwt",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("https://"), "{err}");
+    let (code, err) = vouch_in(
+        p,
+        &[
+            "provenance",
+            "sign",
+            "--artifact",
+            "app.bin",
+            "--svid-cert",
+            "b.crt",
+            "--svid-key",
+            "b.key",
+            "--out",
+            "env2.json",
+            "--timestamp-url",
+            &plain,
+            "--result",
+            "result.jwt",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(!p.join("env2.json").exists());
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0);
     for (flag, path) in [
         ("--jwks", "/.well-known/jwks.json"),
         ("--revocations", "/v1/revocations"),

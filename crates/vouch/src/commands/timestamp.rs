@@ -69,6 +69,13 @@ pub(crate) async fn countersign(
     ca: Option<&Path>,
     result: &Path,
 ) -> Result<u64> {
+    // The result is what timestamps are minted with: never sent over plain HTTP.
+    anyhow::ensure!(
+        !url.get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("http://")),
+        "{url}: the timestamp URL must be https:// (the attestation result it is sent would \
+         travel in clear)"
+    );
     let digest = signature_digest(envelope).map_err(anyhow::Error::msg)?;
     let token = std::fs::read_to_string(result)
         .with_context(|| format!("reading the attestation result {}", result.display()))?;
