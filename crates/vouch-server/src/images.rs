@@ -12,15 +12,26 @@
 //! cached by digest for `ttl` seconds in a bounded map (an image's signatures do not change
 //! from one attestation to the next); a registry that cannot be reached is asked again next
 //! time.
+//!
+//! Key-less signatures (cosign's Fulcio certificate and Rekor entry in the layer annotations)
+//! are accepted when a `trusted_root` (sigstore `trusted_root.json`) is configured and the
+//! certificate names exactly one of the `identities` (identity and OIDC issuer), verified
+//! offline (`vouch_image::cosign::verify_keyless_payload`); such a signature's `signed_by` is
+//! `fulcio:<issuer>#<identity>`. Each signature must have been made for the repository it is
+//! found in (its `docker-reference`), or, for a mirror listed in `remap_identity`
+//! (`PREFIX=SIGNED_PREFIX`), for the same repository under the signed prefix. Registries asking
+//! for credentials get those of `auth_file` (a Docker `config.json` or containers `auth.json`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use vouch_image::cosign::KeylessIdentity;
 use vouch_image::provenance::VerifyingKey;
 use vouch_image::{
     ClientOptions, Digest, ImageChecker, ImageError, ImageRef, PublicKey, RegistryClient,
+    SignedIdentity, Trust,
 };
 use vouch_verifier::ImageHook;
 
@@ -31,7 +42,9 @@ pub struct ImageSignatureSettings {
     /// Repositories (`host[:port]/path`) the signatures of reported digests are looked up in,
     /// in order.
     pub repositories: Vec<String>,
-    /// PEM files of the trusted cosign public keys (ECDSA P-256).
+    /// PEM files of the trusted cosign public keys (ECDSA P-256). May be empty when
+    /// `trusted_root` and `identities` are given (key-less signatures only).
+    #[serde(default)]
     pub keys: Vec<PathBuf>,
     /// PEM CA certificates for the registries' TLS certificates (default: the built-in
     /// roots).
@@ -55,6 +68,55 @@ pub struct ImageSignatureSettings {
     /// RSA. Empty: the signature `keys`.
     #[serde(default)]
     pub provenance_keys: Vec<PathBuf>,
+    /// Registry credentials: a Docker `config.json` or containers `auth.json` (`auths`, each
+    /// `auth` = base64 `user:password`), used when a registry asks (Basic or the Docker token
+    /// flow); never sent over plain HTTP except to loopback, nor to another registry.
+    #[serde(default)]
+    pub auth_file: Option<PathBuf>,
+    /// A sigstore `trusted_root.json` (Fulcio CAs, Rekor logs): key-less signatures are
+    /// verified offline against it, for the signers in `identities`.
+    #[serde(default)]
+    pub trusted_root: Option<PathBuf>,
+    /// The key-less signers accepted (with `trusted_root`): a certificate must name one of
+    /// them exactly, identity and issuer.
+    #[serde(default)]
+    pub identities: Vec<KeylessSigner>,
+    /// Mirrors: `PREFIX=SIGNED_PREFIX` (e.g. `mirror.local/team=registry.example/team`)
+    /// accepts, in a repository under PREFIX, signatures made for the same repository under
+    /// SIGNED_PREFIX. Other repositories' signatures must name the repository itself.
+    #[serde(default)]
+    pub remap_identity: Vec<String>,
+}
+
+impl Default for ImageSignatureSettings {
+    fn default() -> Self {
+        Self {
+            repositories: Vec::new(),
+            keys: Vec::new(),
+            registry_ca: None,
+            plain_http: false,
+            ttl: default_ttl(),
+            cache_entries: default_entries(),
+            provenance: false,
+            provenance_keys: Vec::new(),
+            auth_file: None,
+            trusted_root: None,
+            identities: Vec::new(),
+            remap_identity: Vec::new(),
+        }
+    }
+}
+
+/// A key-less signer in `[image_signatures] identities`: the Fulcio certificate's identity
+/// (URI subject alternative name, else email) and OIDC issuer, both compared exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeylessSigner {
+    /// The certificate identity, e.g.
+    /// `https://github.com/org/repo/.github/workflows/release.yml@refs/heads/main`.
+    pub identity: String,
+    /// The OIDC issuer, e.g. `https://token.actions.githubusercontent.com`.
+    pub issuer: String,
 }
 
 fn default_ttl() -> u64 {
@@ -71,7 +133,10 @@ pub struct ImageSignatures {
     checker: ImageChecker,
     provenance: bool,
     repositories: Vec<ImageRef>,
+    /// Who may sign, one per repository (the same signers; the repository's signed identity).
+    trust: Vec<Trust>,
     keys: Vec<PublicKey>,
+    keyless: Vec<KeylessIdentity>,
     ttl: u64,
     max_entries: usize,
     cache: Mutex<HashMap<String, (u64, serde_json::Value)>>,
@@ -82,12 +147,14 @@ impl std::fmt::Debug for ImageSignatures {
         f.debug_struct("ImageSignatures")
             .field("repositories", &self.repositories.len())
             .field("keys", &self.keys.len())
+            .field("keyless", &self.keyless.len())
             .finish_non_exhaustive()
     }
 }
 
 impl ImageSignatures {
-    /// Read the keys and CA named by `s`.
+    /// Read the keys, trusted root, credentials and CA named by `s`; refuse settings that
+    /// can verify nothing (no key and no key-less signer).
     pub fn new(s: &ImageSignatureSettings) -> Result<Self, String> {
         let mut keys = Vec::new();
         for p in &s.keys {
@@ -98,8 +165,12 @@ impl ImageSignatures {
                     .map_err(|e| format!("image_signatures key {}: {e}", p.display()))?,
             );
         }
-        if keys.is_empty() {
-            return Err("image_signatures: no key".into());
+        let keyless = keyless_signers(s)?;
+        if keys.is_empty() && keyless.is_empty() {
+            return Err(
+                "image_signatures: no key and no key-less signer (trusted_root and identities)"
+                    .into(),
+            );
         }
         let mut provenance_keys = Vec::new();
         let paths = if s.provenance_keys.is_empty() {
@@ -128,6 +199,24 @@ impl ImageSignatures {
         if repositories.is_empty() {
             return Err("image_signatures: no repository".into());
         }
+        let identities = signed_identities(&s.remap_identity, &repositories)?;
+        let trust = identities
+            .into_iter()
+            .map(|identity| Trust {
+                keys: keys.clone(),
+                keyless: keyless.clone(),
+                identity,
+            })
+            .collect();
+        let credentials = match &s.auth_file {
+            Some(p) => {
+                let bytes = std::fs::read(p)
+                    .map_err(|e| format!("image_signatures auth_file {}: {e}", p.display()))?;
+                vouch_image::auth::Credentials::from_docker_config(&bytes)
+                    .map_err(|e| format!("image_signatures auth_file {}: {e}", p.display()))?
+            }
+            None => vouch_image::auth::Credentials::default(),
+        };
         let ca_pem = match &s.registry_ca {
             Some(p) => Some(
                 std::fs::read(p)
@@ -138,6 +227,7 @@ impl ImageSignatures {
         let client = RegistryClient::new(&ClientOptions {
             ca_pem,
             plain_http: s.plain_http,
+            credentials,
             ..ClientOptions::default()
         })
         .map_err(|e| format!("image_signatures: {e}"))?;
@@ -146,15 +236,18 @@ impl ImageSignatures {
             provenance: s.provenance,
             client,
             repositories,
+            trust,
             keys,
+            keyless,
             ttl: s.ttl,
             max_entries: s.cache_entries.max(1),
             cache: Mutex::default(),
         })
     }
 
-    /// The checker of signatures and provenance (`vouch_image::ImageChecker`), with the
-    /// configured keys and registry client.
+    /// The checker of provenance (`vouch_image::ImageChecker`), with the configured keys and
+    /// registry client. Signatures are checked by [`Self::check`] (keys, key-less signers and
+    /// mirrors), not by its `signature`.
     pub fn checker(&self) -> &ImageChecker {
         &self.checker
     }
@@ -164,9 +257,14 @@ impl ImageSignatures {
         &self.repositories
     }
 
-    /// The ids of the trusted keys.
+    /// The ids of the trusted signers as `signed_by` names them: the keys' (`sha256:<hex>`),
+    /// then the key-less signers' (`fulcio:<issuer>#<identity>`).
     pub fn key_ids(&self) -> Vec<String> {
-        self.keys.iter().map(|k| k.id().to_string()).collect()
+        self.keys
+            .iter()
+            .map(|k| k.id().to_string())
+            .chain(self.keyless.iter().map(KeylessIdentity::id))
+            .collect()
     }
 
     /// The answer for one digest, from the cache while fresh.
@@ -264,9 +362,9 @@ impl ImageSignatures {
     async fn fetch_signature(&self, digest: &str, d: &Digest) -> (serde_json::Value, bool) {
         let mut reasons = Vec::new();
         let mut definite = true;
-        for repo in &self.repositories {
+        for (repo, trust) in self.repositories.iter().zip(&self.trust) {
             let name = format!("{}/{}", repo.registry, repo.repository);
-            match self.checker.signature(repo, d).await {
+            match vouch_image::verify_digest_with(&self.client, repo, d, trust).await {
                 Ok(v) => {
                     return (
                         serde_json::json!({
@@ -348,6 +446,88 @@ impl ImageHook for ImageSignatures {
     }
 }
 
+/// The key-less signers of `s`: each of `identities` under `trusted_root`; both or neither.
+fn keyless_signers(s: &ImageSignatureSettings) -> Result<Vec<KeylessIdentity>, String> {
+    let Some(p) = &s.trusted_root else {
+        if s.identities.is_empty() {
+            return Ok(Vec::new());
+        }
+        return Err("image_signatures: identities without a trusted_root".into());
+    };
+    if s.identities.is_empty() {
+        return Err(format!(
+            "image_signatures trusted_root {}: no identities (which key-less signers to accept)",
+            p.display()
+        ));
+    }
+    let root = std::fs::read(p)
+        .map_err(|e| format!("image_signatures trusted_root {}: {e}", p.display()))?;
+    s.identities
+        .iter()
+        .map(|i| {
+            if i.identity.is_empty() || i.issuer.is_empty() {
+                return Err("image_signatures identities: an empty identity or issuer".into());
+            }
+            KeylessIdentity::new(&root, &i.identity, &i.issuer)
+                .map_err(|e| format!("image_signatures trusted_root {}: {e}", p.display()))
+        })
+        .collect()
+}
+
+/// The signed identity each repository's signatures must name: the repository itself, or, for
+/// one under a `remap_identity` prefix, the same repository under the signed prefix. Each
+/// remap must be `PREFIX=SIGNED_PREFIX` and apply to a configured repository.
+fn signed_identities(
+    remaps: &[String],
+    repositories: &[ImageRef],
+) -> Result<Vec<SignedIdentity>, String> {
+    let remaps = remaps
+        .iter()
+        .map(|r| {
+            r.split_once('=')
+                .map(|(p, s)| {
+                    (
+                        p.trim().trim_end_matches('/'),
+                        s.trim().trim_end_matches('/'),
+                    )
+                })
+                .filter(|(p, s)| !p.is_empty() && !s.is_empty())
+                .map(|(p, s)| (p.to_string(), s.to_string()))
+                .ok_or_else(|| {
+                    format!("image_signatures remap_identity {r:?}: not PREFIX=SIGNED_PREFIX")
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let under = |repo: &ImageRef, prefix: &str| {
+        let name = format!("{}/{}", repo.registry, repo.repository);
+        name.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    for (p, _) in &remaps {
+        if !repositories.iter().any(|r| under(r, p)) {
+            return Err(format!(
+                "image_signatures remap_identity {p:?}: no configured repository is under it"
+            ));
+        }
+    }
+    Ok(repositories
+        .iter()
+        .map(|repo| {
+            // The longest matching prefix: the most specific mirror declaration.
+            remaps
+                .iter()
+                .filter(|(p, _)| under(repo, p))
+                .max_by_key(|(p, _)| p.len())
+                .map_or(SignedIdentity::MatchRepository, |(p, s)| {
+                    SignedIdentity::Remap {
+                        prefix: p.clone(),
+                        signed_prefix: s.clone(),
+                    }
+                })
+        })
+        .collect())
+}
+
 /// What the image hook costs one attestation when every answer is cached (a repeat
 /// attestation, the hot path): [`ImageSignatures::bench_cached`].
 #[derive(Debug, Clone, Copy)]
@@ -371,7 +551,9 @@ impl ImageSignatures {
             provenance: true,
             client,
             repositories: Vec::new(),
+            trust: Vec::new(),
             keys: Vec::new(),
+            keyless: Vec::new(),
             ttl: u64::MAX,
             max_entries: 4096,
             cache: Mutex::default(),

@@ -45,7 +45,7 @@ pub use config::{GossipSettings, ServerConfig, SigningAlg, TenantConfig};
 pub use entries::sign_entries_request;
 pub use error::ApiError;
 pub use federation::{FederatedBundle, FederatedDomain, parse_bundle};
-pub use images::{ImageSignatureSettings, ImageSignatures};
+pub use images::{ImageSignatureSettings, ImageSignatures, KeylessSigner};
 pub use keys::{
     KeyError, Keyring, TlsFiles, ensure_dev_tls, load_or_create_nonce_key, random_bytes,
 };

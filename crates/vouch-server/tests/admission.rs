@@ -1043,3 +1043,61 @@ async fn a_client_ca_without_a_certificate_stops_the_start() {
     };
     assert!(e.to_string().contains("client_ca"), "{e}");
 }
+
+/// Key-less signatures at admission: the real key-less signature of testdata/cosign-keyless
+/// (a Fulcio certificate for a GitHub login, logged in the public-good Rekor; signed for
+/// `192.168.64.2:5000/...`, which this registry is declared a mirror of) pushed into a real
+/// registry. A verifier trusting that identity under the public-good trusted root admits the
+/// pod; one trusting another identity denies it, naming the certificate's identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_with_key_less_signed_images_are_admitted_for_the_trusted_identity() {
+    if let Some(why) = missing_tools() {
+        eprintln!(
+            "SKIPPED pods_with_key_less_signed_images_are_admitted_for_the_trusted_identity: {why}"
+        );
+        return;
+    }
+    let reg_dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(reg_dir.path());
+    let digest = vouch_image::Digest::of(&vouch_testkit::read_testdata(
+        "cosign-keyless/fulcio-rekor.manifest.json",
+    ))
+    .to_string();
+    let repo = "cosign-signed/fulcio-rekor-1";
+    reg.cosign_copy(
+        repo,
+        &digest,
+        &vouch_testkit::testdata("cosign-keyless/fulcio-rekor.signature"),
+    );
+    let image = format!("{}/{repo}@{digest}", reg.addr);
+    let signer = |identity: &str| ImageSignatureSettings {
+        repositories: vec![format!("{}/{repo}", reg.addr)],
+        registry_ca: Some(reg.ca()),
+        trusted_root: Some(vouch_testkit::testdata("slsa/trusted_root.json")),
+        identities: vec![vouch_server::KeylessSigner {
+            identity: identity.into(),
+            issuer: "https://github.com/login/oauth".into(),
+        }],
+        remap_identity: vec![format!("{}=192.168.64.2:5000", reg.addr)],
+        ..Default::default()
+    };
+    for (identity, admitted) in [("mitr@redhat.com", true), ("someone@example.com", false)] {
+        let (admission, token) = token_auth(reg_dir.path());
+        let h = common::Harness::new(|c| {
+            c.image_signatures = Some(signer(identity));
+            c.admission = Some(admission);
+        })
+        .await;
+        let w = webhook(&h, Some(&token)).await;
+        let pod = review("k-1", "Pod", containers(&[&image]));
+        if admitted {
+            w.allowed(&pod).await;
+        } else {
+            let why = w.denied(&pod).await;
+            assert!(
+                why.contains(&digest) && why.contains("certificate for \"mitr@redhat.com\""),
+                "{why}"
+            );
+        }
+    }
+}

@@ -326,6 +326,7 @@ async fn running_containers_from_unsigned_images_make_their_workloads_contraindi
         cache_entries: 16,
         provenance: true,
         provenance_keys: vec![],
+        ..Default::default()
     };
     let h = common::Harness::new(|c| c.image_signatures = Some(settings)).await;
     h.refvalue("require_image_signature", "*", "true").await;

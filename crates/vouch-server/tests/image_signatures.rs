@@ -43,6 +43,7 @@ async fn workloads_from_unsigned_images_are_contraindicated() {
         cache_entries: 16,
         provenance: false,
         provenance_keys: vec![],
+        ..Default::default()
     };
     let h = common::Harness::new(|c| c.image_signatures = Some(settings.clone())).await;
     h.refvalue("require_image_signature", "*", "true").await;
@@ -179,6 +180,7 @@ async fn an_unreachable_registry_fails_closed_and_is_asked_again() {
         cache_entries: 16,
         provenance: false,
         provenance_keys: vec![],
+        ..Default::default()
     })
     .unwrap();
     let digest = format!("sha256:{}", "cd".repeat(32));
@@ -313,6 +315,7 @@ async fn images_without_provenance_from_an_allowed_builder_are_contraindicated()
         cache_entries: 64,
         provenance: true,
         provenance_keys: vec![],
+        ..Default::default()
     };
     let h = common::Harness::new(|c| c.image_signatures = Some(settings.clone())).await;
     h.refvalue("require_image_signature", "*", "true").await;
@@ -369,4 +372,363 @@ async fn images_without_provenance_from_an_allowed_builder_are_contraindicated()
     .unwrap();
     let v = off.check(&digests[0], 1000).await;
     assert!(v.get("provenance").is_none(), "{v}");
+}
+
+/// A verifier with `require_image_signature` and `settings`: the attestation result of one
+/// workload reporting `digest`.
+async fn attest_image(
+    settings: &ImageSignatureSettings,
+    name: &str,
+    digest: &str,
+) -> vouch_core::wire::AttestationResult {
+    let h = common::Harness::new(|c| c.image_signatures = Some(settings.clone())).await;
+    h.refvalue("require_image_signature", "*", "true").await;
+    let mut agent = h
+        .agent_with(name, |c| c.image_digest = Some(digest.to_string()))
+        .await;
+    h.trust(&mut agent).await;
+    agent.attest_once().await.unwrap()
+}
+
+/// A registry closed to anonymous pulls (docker-registry's `auth: htpasswd`, the file made by
+/// apache2-utils' htpasswd): with `auth_file` (a Docker config.json) the verifier reads the
+/// signatures and the workload is affirming; without it, or with a wrong password, the image
+/// counts as unsigned, the reason naming the registry's refusal, and the workload is
+/// contraindicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_registry_is_read_with_the_auth_file() {
+    use base64::Engine as _;
+    use vouch_testkit::registry::{
+        REGISTRY_PASSWORD, REGISTRY_USER, RegistryAuth, missing_auth_tools,
+    };
+    if let Some(why) = missing_auth_tools() {
+        eprintln!("SKIPPED a_private_registry_is_read_with_the_auth_file: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut reg = Registry::start(tmp.path());
+    let digest = reg.push_image("team/app", "v1", "a private image\n");
+    let key = reg.cosign_key("k");
+    reg.cosign_sign("team/app", &digest, "k", "good");
+    reg.require_auth(RegistryAuth::Htpasswd);
+    let config = |password: &str| {
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("{REGISTRY_USER}:{password}"));
+        let path = tmp.path().join(format!("config-{}.json", password.len()));
+        std::fs::write(
+            &path,
+            serde_json::json!({"auths": {(reg.addr.clone()): {"auth": auth}}}).to_string(),
+        )
+        .unwrap();
+        path
+    };
+    let settings = ImageSignatureSettings {
+        repositories: vec![format!("{}/team/app", reg.addr)],
+        keys: vec![key],
+        registry_ca: Some(reg.ca()),
+        auth_file: Some(config(REGISTRY_PASSWORD)),
+        ..Default::default()
+    };
+    let r = attest_image(&settings, "private", &digest).await;
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+
+    let anonymous = ImageSignatureSettings {
+        auth_file: None,
+        ..settings.clone()
+    };
+    let r = attest_image(&anonymous, "anonymous", &digest).await;
+    assert_eq!(r.status, ArStatus::Contraindicated, "{:?}", r.reasons);
+    assert!(
+        r.reasons.iter().any(|x| x.contains(&digest)
+            && x.contains("not signed by a trusted key")
+            && x.contains("the registry asks for credentials and none are configured")),
+        "{:?}",
+        r.reasons
+    );
+    // A wrong password: the registry answers 401 again.
+    let wrong = vouch_server::ImageSignatures::new(&ImageSignatureSettings {
+        auth_file: Some(config("wrong password")),
+        ..settings.clone()
+    })
+    .unwrap();
+    let v = wrong.check(&digest, 1000).await;
+    assert_eq!(v["signed_by"], serde_json::json!([]), "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("401"), "{v}");
+    // An auth file that is not one refuses the settings.
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, "{\"auths\": {\"x\": {\"auth\": \"%%%\"}}}").unwrap();
+    let e = vouch_server::ImageSignatures::new(&ImageSignatureSettings {
+        auth_file: Some(bad),
+        ..settings
+    })
+    .unwrap_err();
+    assert!(e.contains("auth_file") && e.contains("not base64"), "{e}");
+}
+
+/// The key-less signature containers/image keeps for its tests (testdata/cosign-keyless: a
+/// Fulcio certificate for a GitHub login, logged in the public-good Rekor), signed for
+/// `192.168.64.2:5000/cosign-signed/fulcio-rekor-1`.
+const KEYLESS_IDENTITY: &str = "mitr@redhat.com";
+const KEYLESS_ISSUER: &str = "https://github.com/login/oauth";
+const KEYLESS_REPO: &str = "cosign-signed/fulcio-rekor-1";
+
+/// A real registry holding the key-less signature (pushed byte for byte) in [`KEYLESS_REPO`],
+/// the signed manifest's digest, and settings trusting [`KEYLESS_IDENTITY`] under the
+/// public-good trusted root with this registry declared the signer's mirror.
+fn keyless_registry(dir: &std::path::Path) -> (Registry, String, ImageSignatureSettings) {
+    let reg = Registry::start(dir);
+    let digest = vouch_image::Digest::of(&vouch_testkit::read_testdata(
+        "cosign-keyless/fulcio-rekor.manifest.json",
+    ))
+    .to_string();
+    reg.cosign_copy(
+        KEYLESS_REPO,
+        &digest,
+        &vouch_testkit::testdata("cosign-keyless/fulcio-rekor.signature"),
+    );
+    let settings = ImageSignatureSettings {
+        repositories: vec![format!("{}/{KEYLESS_REPO}", reg.addr)],
+        registry_ca: Some(reg.ca()),
+        trusted_root: Some(vouch_testkit::testdata("slsa/trusted_root.json")),
+        identities: vec![vouch_server::KeylessSigner {
+            identity: KEYLESS_IDENTITY.into(),
+            issuer: KEYLESS_ISSUER.into(),
+        }],
+        remap_identity: vec![format!("{}=192.168.64.2:5000", reg.addr)],
+        ..Default::default()
+    };
+    (reg, digest, settings)
+}
+
+/// Key-less image signatures at attestation time: with `trusted_root` and the signer's
+/// identity, the workload is affirming and `input.images[].signed_by` names the Fulcio
+/// identity (which `require_image_signature signed_by` can require); another identity,
+/// another issuer, or the staging trusted root make it contraindicated; and without the mirror
+/// declaration the signature, made for another repository, does not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_less_signatures_by_a_trusted_identity_are_affirming() {
+    if let Some(why) = missing_tools() {
+        eprintln!("SKIPPED key_less_signatures_by_a_trusted_identity_are_affirming: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_reg, digest, settings) = keyless_registry(tmp.path());
+    let id = format!("fulcio:{KEYLESS_ISSUER}#{KEYLESS_IDENTITY}");
+
+    // What the policy sees.
+    let checker = vouch_server::ImageSignatures::new(&settings).unwrap();
+    assert_eq!(checker.key_ids(), vec![id.clone()]);
+    let v = checker.check(&digest, 1000).await;
+    assert_eq!(v["signed_by"], serde_json::json!([id]), "{v}");
+
+    // Affirming, also when the policy names the signer.
+    let h = common::Harness::new(|c| c.image_signatures = Some(settings.clone())).await;
+    h.refvalue("require_image_signature", "signed_by", &id)
+        .await;
+    let mut agent = h
+        .agent_with("keyless", |c| c.image_digest = Some(digest.clone()))
+        .await;
+    h.trust(&mut agent).await;
+    let r = agent.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+
+    let signer = |identity: &str, issuer: &str| {
+        vec![vouch_server::KeylessSigner {
+            identity: identity.into(),
+            issuer: issuer.into(),
+        }]
+    };
+    let refused = [
+        (
+            "identity",
+            ImageSignatureSettings {
+                identities: signer("someone@example.com", KEYLESS_ISSUER),
+                ..settings.clone()
+            },
+            "certificate for \"mitr@redhat.com\"",
+        ),
+        (
+            "issuer",
+            ImageSignatureSettings {
+                identities: signer(KEYLESS_IDENTITY, "https://accounts.google.com"),
+                ..settings.clone()
+            },
+            "from \"https://github.com/login/oauth\"",
+        ),
+        (
+            "staging",
+            ImageSignatureSettings {
+                trusted_root: Some(vouch_testkit::testdata("slsa/trusted_root_staging.json")),
+                ..settings.clone()
+            },
+            "not one of the",
+        ),
+    ];
+    for (name, s, why) in &refused {
+        let r = attest_image(s, name, &digest).await;
+        assert_eq!(
+            r.status,
+            ArStatus::Contraindicated,
+            "{name}: {:?}",
+            r.reasons
+        );
+        assert!(
+            r.reasons
+                .iter()
+                .any(|x| x.contains(&digest) && x.contains("not signed by a trusted key")),
+            "{name}: {:?}",
+            r.reasons
+        );
+        let v = vouch_server::ImageSignatures::new(s)
+            .unwrap()
+            .check(&digest, 1000)
+            .await;
+        assert!(v["reason"].as_str().unwrap().contains(why), "{name}: {v}");
+    }
+    // No mirror declaration: signed for 192.168.64.2:5000/..., not this repository.
+    let v = vouch_server::ImageSignatures::new(&ImageSignatureSettings {
+        remap_identity: vec![],
+        ..settings.clone()
+    })
+    .unwrap()
+    .check(&digest, 1000)
+    .await;
+    assert_eq!(v["signed_by"], serde_json::json!([]), "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("signed for \"192.168.64.2:5000/cosign-signed/fulcio-rekor-1\""),
+        "{v}"
+    );
+    // A verifier trusting keys only does not take the key-less signature.
+    let key = tmp.path().join("k.pub");
+    std::fs::write(
+        &key,
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .public_key_pem(),
+    )
+    .unwrap();
+    let v = vouch_server::ImageSignatures::new(&ImageSignatureSettings {
+        keys: vec![key],
+        trusted_root: None,
+        identities: vec![],
+        ..settings
+    })
+    .unwrap()
+    .check(&digest, 1000)
+    .await;
+    assert!(
+        v["reason"].as_str().unwrap().contains("by no trusted key"),
+        "{v}"
+    );
+}
+
+/// Settings that can verify nothing, or that say something else than meant, refuse to start.
+#[test]
+fn image_signature_settings_that_verify_nothing_are_refused() {
+    let root = vouch_testkit::testdata("slsa/trusted_root.json");
+    let base = ImageSignatureSettings {
+        repositories: vec!["registry.example/shop/web".into()],
+        trusted_root: Some(root.clone()),
+        identities: vec![vouch_server::KeylessSigner {
+            identity: KEYLESS_IDENTITY.into(),
+            issuer: KEYLESS_ISSUER.into(),
+        }],
+        ..Default::default()
+    };
+    assert!(vouch_server::ImageSignatures::new(&base).is_ok());
+    let cases = [
+        (
+            ImageSignatureSettings {
+                trusted_root: None,
+                identities: vec![],
+                ..base.clone()
+            },
+            "no key and no key-less signer",
+        ),
+        (
+            ImageSignatureSettings {
+                identities: vec![],
+                ..base.clone()
+            },
+            "no identities",
+        ),
+        (
+            ImageSignatureSettings {
+                trusted_root: None,
+                ..base.clone()
+            },
+            "identities without a trusted_root",
+        ),
+        (
+            ImageSignatureSettings {
+                identities: vec![vouch_server::KeylessSigner {
+                    identity: KEYLESS_IDENTITY.into(),
+                    issuer: String::new(),
+                }],
+                ..base.clone()
+            },
+            "empty identity or issuer",
+        ),
+        (
+            ImageSignatureSettings {
+                remap_identity: vec!["registry.example".into()],
+                ..base.clone()
+            },
+            "not PREFIX=SIGNED_PREFIX",
+        ),
+        (
+            ImageSignatureSettings {
+                remap_identity: vec!["mirror.example=registry.example".into()],
+                ..base.clone()
+            },
+            "no configured repository is under it",
+        ),
+        (
+            // A prefix that is a string prefix, not a path prefix.
+            ImageSignatureSettings {
+                remap_identity: vec!["registry.example/sh=upstream.example/sh".into()],
+                ..base.clone()
+            },
+            "no configured repository is under it",
+        ),
+        (
+            ImageSignatureSettings {
+                trusted_root: Some(vouch_testkit::testdata(
+                    "cosign-keyless/fulcio-rekor.manifest.json",
+                )),
+                ..base.clone()
+            },
+            "trusted_root",
+        ),
+    ];
+    for (s, why) in cases {
+        let e = vouch_server::ImageSignatures::new(&s).unwrap_err();
+        assert!(e.contains(why), "{why}: {e}");
+    }
+    // The settings as the configuration gives them (the same serde form as TOML).
+    let s: ImageSignatureSettings = serde_json::from_value(serde_json::json!({
+        "repositories": ["mirror.local/team/app"],
+        "trusted_root": "/etc/vouch/trusted_root.json",
+        "identities": [{
+            "identity": "https://github.com/org/app/.github/workflows/release.yml@refs/heads/main",
+            "issuer": "https://token.actions.githubusercontent.com"
+        }],
+        "remap_identity": ["mirror.local/team=registry.example/team"],
+        "auth_file": "/etc/vouch/registry-auth.json"
+    }))
+    .unwrap();
+    assert!(s.keys.is_empty());
+    assert_eq!(s.identities.len(), 1);
+    assert_eq!(s.ttl, 300);
+    // An unknown field in an identity (a misspelt or unsupported constraint) is refused.
+    assert!(
+        serde_json::from_value::<ImageSignatureSettings>(serde_json::json!({
+            "repositories": [],
+            "identities": [{"identity": "a", "issuer": "b", "subject": "c"}]
+        }))
+        .is_err()
+    );
 }
