@@ -257,6 +257,16 @@ mod tests {
         assert_eq!(i.repositories, ["registry.example/shop/web"]);
         assert_eq!(i.ttl, 300);
         assert!(!i.plain_http);
+        // Key-less signers, registry login and mirrors.
+        assert!(i.trusted_root.is_some() && i.auth_file.is_some());
+        assert_eq!(
+            i.identities[0].issuer,
+            "https://token.actions.githubusercontent.com"
+        );
+        assert_eq!(
+            i.remap_identity,
+            ["mirror.local/shop=registry.example/shop"]
+        );
         // [server.admission], the block after it.
         let a = s.admission.unwrap();
         assert!(a.client_ca.is_some() && a.token_file.is_some());
