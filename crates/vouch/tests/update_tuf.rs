@@ -1541,3 +1541,81 @@ fn consistent_snapshots_on_and_off_over_https_with_a_pinned_ca() {
     assert!(err.contains("Hash mismatch"), "{err}");
     assert!(!to.exists());
 }
+
+/// A cached file that is not a regular file, as a local attacker could leave one: a FIFO (its
+/// open would block the run for ever) and a symlink to `/dev/zero` (its size says 0, its read
+/// never ends). Each is refused at once (exit 2, named), not read; the cache is left as it is.
+#[test]
+fn cache_files_that_are_not_regular_files_are_refused_unread() {
+    use std::os::unix::fs::FileTypeExt as _;
+    let d = tempfile::tempdir().unwrap();
+    let r = Repos {
+        dir: d.path().join("repos"),
+    };
+    make_repos(&r.dir);
+    let cache = d.path().join("cache");
+    let (code, _, err) = r.check("v1", &cache);
+    assert_eq!(code, 0, "{err}");
+    let st = state(&cache);
+    let run = |what: &str| -> (i32, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vouch"))
+            .args([
+                "update",
+                "check",
+                "--repo",
+                &r.repo("v2"),
+                "--root",
+                &r.root(),
+                "--target",
+                "app.conf",
+                "--cache",
+                cache.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+                return (status.code().unwrap_or(-1), err);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}: vouch update still running after 20 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    // A FIFO in place of the cached timestamp.
+    let ts = st.join("timestamp.json");
+    let good_ts = std::fs::read(&ts).unwrap();
+    std::fs::remove_file(&ts).unwrap();
+    let c = std::ffi::CString::new(ts.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path this test owns.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (code, err) = run("fifo");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("timestamp.json is not a regular file"),
+        "{err}"
+    );
+    assert!(
+        std::fs::symlink_metadata(&ts)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    std::fs::remove_file(&ts).unwrap();
+    std::fs::write(&ts, &good_ts).unwrap();
+    // A symlink to /dev/zero in place of the cached snapshot.
+    let snap = st.join("snapshot.json");
+    std::fs::remove_file(&snap).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &snap).unwrap();
+    let (code, err) = run("symlink to /dev/zero");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("snapshot.json is a symlink"), "{err}");
+}

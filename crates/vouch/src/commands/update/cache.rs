@@ -56,16 +56,42 @@ pub(super) struct Staged {
     _lock: std::fs::File,
 }
 
-/// Read at most `MAX_FILE` bytes of `p`, or None when it is not there.
+/// Read at most `MAX_FILE` bytes of `p`, or None when it is not there. Only a regular file
+/// is read: the file is opened without following a symlink and without blocking (a FIFO or a
+/// device put in its place would stall or feed the run without end), then checked to be a
+/// regular file, then read through a bound whatever its size says.
 fn read(p: &Path) -> Result<Option<Vec<u8>>> {
-    match std::fs::metadata(p) {
-        Ok(m) if m.len() > MAX_FILE => bail!("{} is over {MAX_FILE} bytes", p.display()),
-        Ok(_) => Ok(Some(
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            bail!("{} is a symlink, not a file of the cache", p.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    let m = f
+        .metadata()
+        .with_context(|| format!("reading {}", p.display()))?;
+    if !m.file_type().is_file() {
+        bail!("{} is not a regular file", p.display());
     }
+    if m.len() > MAX_FILE {
+        bail!("{} is over {MAX_FILE} bytes", p.display());
+    }
+    let mut b = Vec::new();
+    f.take(MAX_FILE + 1)
+        .read_to_end(&mut b)
+        .with_context(|| format!("reading {}", p.display()))?;
+    if b.len() as u64 > MAX_FILE {
+        bail!("{} is over {MAX_FILE} bytes", p.display());
+    }
+    Ok(Some(b))
 }
 
 /// The root `next` follows from `prev`: signed by a threshold of both, exactly one version on.
