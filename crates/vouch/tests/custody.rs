@@ -762,3 +762,117 @@ fn rsa_keys_verify_like_in_toto() {
         assert_ne!(itv(d.path(), "rsa-owner.pub"), 0, "{step}");
     }
 }
+
+/// Sublayouts (in-toto's step delegation): super.layout hands the build step to key "sub",
+/// whose signed layout (compile, then upcase) is the build link, with its own links in
+/// `build.<sub[:8]>/`. The chain verifies in both verifiers; a missing sublayout step, a
+/// sublayout step's product hash changed (signature breaks), and the sublayout signed by a key
+/// the root layout does not name for build are refused by both.
+#[test]
+fn sublayouts_verify_like_in_toto() {
+    let layout = five().join("super.layout");
+    let run = |links: &Path| -> (i32, String) {
+        let o = Command::new(VOUCH)
+            .args(["custody", "verify", "--layout"])
+            .arg(&layout)
+            .arg("--layout-key")
+            .arg(five().join("owner.pub"))
+            .arg("--links")
+            .arg(links)
+            .env_remove("VOUCH_CONFIG")
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let itv = |links: &Path| -> i32 {
+        Command::new(pyenv().join("in-toto-verify"))
+            .arg("--layout")
+            .arg(&layout)
+            .arg("--verification-keys")
+            .arg(five().join("owner.pub"))
+            .arg("--link-dir")
+            .arg(links)
+            .output()
+            .unwrap()
+            .status
+            .code()
+            .unwrap_or(-1)
+    };
+    let copy = || {
+        let d = tempfile::tempdir().unwrap();
+        let st = Command::new("cp")
+            .arg("-r")
+            .arg(five().join("super/."))
+            .arg(d.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        d
+    };
+    let sub_dir = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_dir())
+            .unwrap()
+    };
+    let find = |d: &Path, prefix: &str| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_file() && p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .unwrap()
+    };
+    let d = copy();
+    let (code, out) = run(d.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("source -> build{compile -> upcase} -> test"),
+        "{out}"
+    );
+    assert_eq!(itv(d.path()), 0);
+
+    // A sublayout step missing.
+    let d = copy();
+    std::fs::remove_file(find(&sub_dir(d.path()), "compile.")).unwrap();
+    let (code, out) = run(d.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("(sublayout build.") && out.contains("step compile: 0 valid link(s)"),
+        "{out}"
+    );
+    assert_ne!(itv(d.path()), 0);
+
+    // A sublayout step's product hash changed.
+    let d = copy();
+    edit(&find(&sub_dir(d.path()), "upcase."), |v| {
+        let h = &mut v["signed"]["products"]["build/app.out"]["sha256"];
+        *h = flip_hex(h.as_str().unwrap(), 0).into();
+    });
+    let (code, out) = run(d.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("step upcase: 0 valid link(s)"), "{out}");
+    assert_ne!(itv(d.path()), 0);
+
+    // The sublayout's signature by sub replaced by the recorder's (not build's functionary in
+    // super.layout): the build link does not count.
+    let d = copy();
+    let sub_link = find(d.path(), "build.");
+    let rec = find(d.path(), "source.");
+    edit(&sub_link, |v| {
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
+        v["signatures"][0]["keyid"] = r["signatures"][0]["keyid"].clone();
+        v["signatures"][0]["sig"] = r["signatures"][0]["sig"].clone();
+    });
+    let (code, out) = run(d.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("step build: 0 valid link(s)"), "{out}");
+    assert_ne!(itv(d.path()), 0);
+}

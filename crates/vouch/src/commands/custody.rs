@@ -15,8 +15,10 @@
 //! step) is refused. Patterns are matched as Python's `fnmatch` does ([`glob`]). Layouts and
 //! links may also be DSSE envelopes (`application/vnd.in-toto+json`, as `in-toto-run
 //! --use-dsse` writes them; signatures over the DSSE pre-authentication encoding). What it
-//! does not implement it refuses with the reason rather than skips: sublayouts, GPG keys,
-//! inspections unless `--run-inspections`. Keys: ed25519, ecdsa-sha2-nistp256, and RSA with
+//! does not implement it refuses with the reason rather than skips: GPG keys, inspections
+//! unless `--run-inspections`. Sublayouts (a step's link that is a layout signed by the
+//! step's functionary, its links in `<step>.<keyid[:8]>/`) are verified recursively, at most
+//! 4 deep, and stand for the step by their summary link, as in in-toto. Keys: ed25519, ecdsa-sha2-nistp256, and RSA with
 //! rsassa-pss-sha256 or rsa-pkcs1v15-sha256.
 //!
 //! Attested builders as functionaries: a step may name SPIFFE IDs instead of keys, with
@@ -1031,6 +1033,24 @@ fn verify(
     opts: &VerifyOpts<'_>,
 ) -> Result<Vec<String>, Refused> {
     let layout = parse_metablock("layout", &read_bounded(layout_path, MAX_LAYOUT)?)?;
+    verify_layout(&layout, layout_keys, links_dir, now, opts, 0).map(|(names, _)| names)
+}
+
+/// Deepest nesting of sublayouts followed.
+const MAX_SUBLAYOUT_DEPTH: usize = 4;
+
+/// Verify `layout` (a parsed layout metablock) with its links in `links_dir`, `depth`
+/// sublayouts down. On success the step names (a sublayout's as `step{a -> b}`) and the
+/// chain's summary link, as in-toto's `get_summary_link` makes it: the first step's
+/// materials, the last step's products and command.
+fn verify_layout(
+    layout: &Metablock,
+    layout_keys: &[PubKey],
+    links_dir: &Path,
+    now: i64,
+    opts: &VerifyOpts<'_>,
+    depth: usize,
+) -> Result<(Vec<String>, Link), Refused> {
     for (i, k) in layout_keys.iter().enumerate() {
         if !layout.signed_with(k) {
             return refused(format!(
@@ -1063,6 +1083,7 @@ fn verify(
     };
 
     let mut links = BTreeMap::new();
+    let mut sub_names: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for step in &steps {
         let mut good: Vec<(String, Link)> = Vec::new();
         let mut why = Vec::new();
@@ -1126,6 +1147,35 @@ fn verify(
                 why.push(format!(
                     "{file}: no signature by the step's key {kid} verifies"
                 ));
+                continue;
+            }
+            if mb.signed.get("_type").and_then(Value::as_str) == Some("layout") {
+                // A sublayout (in-toto's step delegation): the functionary's signed layout,
+                // verified with its key as the layout key and its links in
+                // `<step>.<keyid[:8]>/`; its summary link stands for the step. A sublayout that
+                // does not verify refuses the chain, as in in-toto.
+                if depth >= MAX_SUBLAYOUT_DEPTH {
+                    return refused(format!(
+                        "step {}: sublayouts nested deeper than {MAX_SUBLAYOUT_DEPTH}",
+                        step.name
+                    ));
+                }
+                let sub_dir = links_dir.join(format!("{}.{}", step.name, &kid[..8.min(kid.len())]));
+                let (names, summary) = verify_layout(
+                    &mb,
+                    std::slice::from_ref(key),
+                    &sub_dir,
+                    now,
+                    opts,
+                    depth + 1,
+                )
+                .map_err(|Refused(e)| {
+                    Refused(format!("step {} (sublayout {file}): {e}", step.name))
+                })?;
+                sub_names.insert(step.name.clone(), names);
+                if !good.iter().any(|(k, _)| k == kid) {
+                    good.push((kid.clone(), summary));
+                }
                 continue;
             }
             if mb.signed.get("_type").and_then(Value::as_str) != Some("link") {
@@ -1196,7 +1246,28 @@ fn verify(
         verify_rules(&step.name, "materials", &step.materials, link, &links)?;
         verify_rules(&step.name, "products", &step.products, link, &links)?;
     }
-    let mut names: Vec<String> = steps.into_iter().map(|s| s.name).collect();
+    let summary = match (steps.first(), steps.last()) {
+        (Some(f), Some(l)) => match (links.get(&f.name), links.get(&l.name)) {
+            (Some(fl), Some(ll)) => Link {
+                materials: fl.materials.clone(),
+                products: ll.products.clone(),
+                command: ll.command.clone(),
+            },
+            _ => return refused("layout: a step without a link"),
+        },
+        _ => Link {
+            materials: Artifacts::new(),
+            products: Artifacts::new(),
+            command: Vec::new(),
+        },
+    };
+    let mut names: Vec<String> = steps
+        .into_iter()
+        .map(|s| match sub_names.get(&s.name) {
+            Some(sub) => format!("{}{{{}}}", s.name, sub.join(" -> ")),
+            None => s.name,
+        })
+        .collect();
     if !inspections.is_empty() {
         let Some((dir, timeout)) = &opts.inspections else {
             return refused(
@@ -1216,7 +1287,7 @@ fn verify(
             names.push(format!("inspect:{}", i.name));
         }
     }
-    Ok(names)
+    Ok((names, summary))
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ and the links:
   good/              the five links, recorder-signed
   dsse/              the five steps run again, links as DSSE envelopes (in-toto-run --use-dsse)
   keyed-dsse.layout  keyed.layout as a DSSE envelope
+  super.layout       keyed.layout with build delegated to a sublayout (compile, upcase)
+                     signed by key "sub"; super/ the links, super/build.<sub[:8]>/ its links
   keyed-rsa.layout   keyed.layout signed by an RSA owner (rsa-owner.pub), build's functionary
                      an RSA-PSS key, deploy's an RSA PKCS#1 v1.5 key; good-rsa/ its links
   altered/build.*    build run on a source altered after the source step
@@ -255,6 +257,50 @@ for f in os.listdir(good):
         link.dump(os.path.join(good_rsa, "%s.%s.link" % (step, rsa_ids[step][:8])))
     else:
         shutil.copy(os.path.join(good, f), good_rsa)
+
+# A sublayout: the build step delegated (its functionary "sub" signs a layout of two steps,
+# compile then upcase, recorded by the recorder key), as in-toto's sublayouts work: the root
+# layout super.layout names sub for build; super/build.<sub[:8]>.link is the signed
+# sublayout, super/build.<sub[:8]>/ its links.
+sub, _, sub_pub = keypair("sub", CryptoSigner.generate_ed25519())
+sub_lay = Layout()
+sub_lay.set_relative_expiration(days=30)
+kr = sub_lay.add_functionary_key_from_path(rec_pub)
+compile_ = Step(name="compile")
+compile_.pubkeys = [kr["keyid"]]
+compile_.expected_materials = [["ALLOW", "src/*"], ["DISALLOW", "*"]]
+compile_.expected_products = [["CREATE", "build/app.tmp"], ["DISALLOW", "*"]]
+upcase = Step(name="upcase")
+upcase.pubkeys = [kr["keyid"]]
+upcase.expected_materials = [
+    ["MATCH", "build/app.tmp", "WITH", "PRODUCTS", "FROM", "compile"],
+    ["DISALLOW", "*"],
+]
+upcase.expected_products = [["CREATE", "build/app.out"], ["DISALLOW", "*"]]
+sub_lay.steps = [compile_, upcase]
+super_lay, _ = keyed_layout()
+ks = super_lay.add_functionary_key_from_path(sub_pub)
+super_lay.get_step_by_name("build").pubkeys = [ks["keyid"]]
+mb = Metablock(signed=super_lay)
+mb.create_signature(owner)
+mb.dump(os.path.join(out, "super.layout"))
+sup = os.path.join(out, "super")
+os.makedirs(sup)
+for f in os.listdir(good):
+    if not f.startswith("build."):
+        shutil.copy(os.path.join(good, f), sup)
+mb = Metablock(signed=sub_lay)
+mb.create_signature(sub)
+mb.dump(os.path.join(sup, "build.%s.link" % ks["keyid"][:8]))
+sub_dir = os.path.join(sup, "build.%s" % ks["keyid"][:8])
+os.makedirs(sub_dir)
+work5 = os.path.join(out, "work5")
+os.makedirs(work5)
+scratch5 = os.path.join(out, "scratch5")
+os.makedirs(scratch5)
+run(work5, "source", None, ["src"], SOURCE, scratch5)
+run(work5, "compile", ["src"], ["build"], ["sh", "-c", "mkdir -p build && cat src/app.sh src/README > build/app.tmp"], sub_dir)
+run(work5, "upcase", ["build"], ["build"], ["sh", "-c", "tr a-z A-Z < build/app.tmp > build/app.out && rm build/app.tmp"], sub_dir)
 
 # Reordered: package run before test (no test report yet), in a copy of the tree after build.
 reordered = os.path.join(out, "reordered")
