@@ -4,9 +4,10 @@
 //! files. The good chain verifies (and in-toto's own `in-toto-verify` agrees); each refusal is
 //! a real tampered input: a missing link, a build run on an altered source, a link renamed to
 //! another step, one flipped byte in a signature and in a product hash, a link signed by an
-//! unauthorized key, an expired layout, a layout signed by another key. Further: glob
-//! patterns judged by in-toto itself on 950 cases, inspections (run only with
-//! --run-inspections), expected_command, over the five-step chain of custody_svid_chain.py.
+//! unauthorized key, an expired layout, a layout signed by another key. Further, over the
+//! five-step chain of custody_svid_chain.py: glob patterns judged by in-toto itself on 950
+//! cases, inspections (run only with --run-inspections), expected_command, DSSE envelopes,
+//! RSA keys, sublayouts; in-toto-verify run on the same inputs each time.
 //!
 //! Needs target/pyenv with `in-toto` (scripts/deps.sh --test installs it).
 
