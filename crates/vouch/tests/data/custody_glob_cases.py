@@ -3,7 +3,8 @@ crates/vouch/tests/custody.rs glob_rules_agree_with_in_toto).
 
 For each (pattern, artifact name) case: a layout (signed by an owner key) with one step
 "glob" whose expected_products are [["ALLOW", pattern], ["DISALLOW", "*"]], and that step's
-link (signed by the functionary) with the one product `name`; then in-toto 3.0.0's own
+link (signed by the functionary) with the one product `name`; and for each (pattern, name)
+of a smaller set, a MATCH rule with source and destination prefixes; then in-toto 3.0.0's own
 verification (`in_toto.verifylib.in_toto_verify`, what the `in-toto-verify` command calls,
 with the keys loaded as it loads them) says pass or fail. Writes OUT/owner.pub,
 OUT/NNN/{root.layout,glob.<keyid8>.link} and OUT/cases.json: [{pattern, name, dir,
@@ -89,6 +90,43 @@ for n, (pattern, name) in enumerate(itertools.product(PATTERNS, NAMES)):
     except Exception:  # pylint: disable=broad-exception-caught
         verdict = "fail"
     cases.append({"pattern": pattern, "name": name, "dir": d, "in_toto": verdict})
+
+# MATCH with prefixes: step "src" produced a/<name>, step "glob" has b/<name> as material,
+# with the same hash; ["MATCH", pattern, "IN", "b", "WITH", "PRODUCTS", "IN", "a", "FROM",
+# "src"] consumes it when the pattern matches the name relative to the prefix.
+MATCH_NAMES = ["x.txt", "sub/x.o", "]x", "[", "ax", "-x"]
+n0 = len(cases)
+for n, (pattern, name) in enumerate(itertools.product(PATTERNS, MATCH_NAMES)):
+    d = os.path.join(out, "m%04d" % n)
+    os.makedirs(d)
+    lay = Layout()
+    lay.set_relative_expiration(days=1)
+    k = lay.add_functionary_key_from_path(os.path.join(out, "func.pub"))
+    src = Step(name="src")
+    src.pubkeys = [k["keyid"]]
+    step = Step(name="glob")
+    step.pubkeys = [k["keyid"]]
+    step.expected_materials = [
+        ["MATCH", pattern, "IN", "b/" if n % 2 else "b", "WITH", "PRODUCTS", "IN", "a", "FROM", "src"],
+        ["DISALLOW", "*"],
+    ]
+    lay.steps = [src, step]
+    mb = Metablock(signed=lay)
+    mb.create_signature(owner)
+    mb.dump(os.path.join(d, "root.layout"))
+    for link in [
+        Link(name="src", materials={}, products={"a/" + name: {"sha256": "11" * 32}}),
+        Link(name="glob", materials={"b/" + name: {"sha256": "11" * 32}}, products={}),
+    ]:
+        lmb = Metablock(signed=link)
+        lmb.create_signature(func)
+        lmb.dump(os.path.join(d, "%s.%s.link" % (link.name, k["keyid"][:8])))
+    try:
+        verifylib.in_toto_verify(Metadata.load(os.path.join(d, "root.layout")), keys, d)
+        verdict = "pass"
+    except Exception:  # pylint: disable=broad-exception-caught
+        verdict = "fail"
+    cases.append({"pattern": pattern, "name": "b/" + name, "dir": d, "in_toto": verdict})
 
 with open(os.path.join(out, "cases.json"), "w") as f:
     json.dump(cases, f)
