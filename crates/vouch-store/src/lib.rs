@@ -21,6 +21,7 @@ mod bench;
 mod error;
 mod group;
 mod history;
+mod issued;
 mod parts;
 mod pg_hosts;
 mod postgres;
@@ -40,6 +41,7 @@ pub use group::{CommitStats, WriteOptions};
 pub use history::{
     AttestationSummary, HISTORY_PAGE_MAX, History, NodeStatus, PolicyVersion, StatusBucket,
 };
+pub use issued::{ISSUED_SVIDS_PER_STATEMENT, IssuedSvidRecord, IssuedSvids};
 pub use postgres::PgStore;
 pub use records::{
     AgentKeyRecord, AppraisalContext, AttestationRecord, AttestedNode, Enrollment, EntriesSince,
@@ -79,7 +81,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Everything the verifier persists (and its audit log, [`AuditLog`]).
 /// The dashboard's reads are [`History`].
 #[async_trait]
-pub trait Store: AuditLog + History + AnomalyLog + Secrets + Send + Sync + 'static {
+pub trait Store:
+    AuditLog + History + AnomalyLog + Secrets + IssuedSvids + Send + Sync + 'static
+{
     /// Record a join token (only its SHA-256 is stored).
     async fn create_join_token(
         &self,

@@ -203,6 +203,7 @@ crate::audit::audit_impl!(PgStore);
 crate::anomaly::anomaly_impl!(PgStore);
 crate::history::history_impl!(PgStore);
 crate::secrets::secrets_impl!(PgStore);
+crate::issued::issued_impl!(PgStore);
 
 #[cfg(test)]
 mod tests {

@@ -179,6 +179,7 @@ crate::audit::audit_impl!(SqliteStore);
 crate::history::history_impl!(SqliteStore);
 crate::anomaly::anomaly_impl!(SqliteStore);
 crate::secrets::secrets_impl!(SqliteStore);
+crate::issued::issued_impl!(SqliteStore);
 
 #[cfg(test)]
 mod tests {
