@@ -8,9 +8,10 @@
 //! (`pg_ctl promote`). Both listen on loopback only with trust authentication and are stopped
 //! and removed on drop. Runs as the `postgres` user when the tests run as root.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use crate::postgres::PgBin;
 
 /// The standby's name: its `application_name`, its replication slot, and what
 /// `synchronous_standby_names` lists.
@@ -19,8 +20,7 @@ pub const STANDBY_NAME: &str = "standby1";
 /// A primary and its synchronous standby.
 pub struct ReplicatedPostgres {
     dir: tempfile::TempDir,
-    bin: PathBuf,
-    as_postgres: bool,
+    pg: PgBin,
     /// The primary's loopback port.
     pub primary_port: u16,
     /// The standby's loopback port.
@@ -31,57 +31,22 @@ impl ReplicatedPostgres {
     /// Start the primary, clone the standby from it, wait until it streams, then make it the
     /// synchronous standby and wait until the primary reports it `sync`.
     pub fn start() -> Self {
-        let bin = crate::postgres::bindir();
-        let dir = tempfile::Builder::new()
-            .prefix("vouch-pgrep-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let as_postgres = crate::postgres::is_root();
-        if as_postgres {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown of the PostgreSQL directory");
-        }
+        let pg = PgBin::find();
+        let dir = pg.tempdir("vouch-pgrep-");
         let me = Self {
             dir,
-            bin,
-            as_postgres,
+            pg,
             primary_port: crate::free_port(),
             standby_port: crate::free_port(),
         };
         let primary = me.data("primary");
-        me.run(
-            "initdb",
-            &[
-                "-D",
-                &primary,
-                "--auth=trust",
-                "--username=vouch",
-                "--encoding=UTF8",
-                "--no-sync",
-            ],
-        );
+        me.pg.initdb(&primary);
         me.pg_start("primary", me.primary_port);
-        me.run(
-            "createdb",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &me.primary_port.to_string(),
-                "-U",
-                "vouch",
-                "vouch",
-            ],
-        );
+        me.pg.createdb(me.primary_port, "vouch");
         // The standby: a base backup with its replication slot (-C -S) and recovery settings
         // (-R: standby.signal, primary_conninfo), named so the primary can list it.
         let standby = me.data("standby");
-        me.run(
+        me.pg.run(
             "pg_basebackup",
             &[
                 "-h",
@@ -155,46 +120,12 @@ impl ReplicatedPostgres {
     }
 
     fn pg_start(&self, which: &str, port: u16) {
-        let data = self.data(which);
-        let opts = self.opts(port);
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &data,
-                "-o",
-                &opts,
-                "-l",
-                &format!("{data}.log"),
-                "-w",
-                "start",
-            ],
-        );
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let exe = self.bin.join(tool);
-        let out = if self.as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&exe).args(args).output()
-        }
-        .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
-        assert!(
-            out.status.success(),
-            "{tool} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.pg.start(&self.data(which), &self.opts(port));
     }
 
     /// Run `sql` with psql on `port`, database `db`; its unaligned, tuples-only output.
     pub fn psql(&self, port: u16, db: &str, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
+        let out = Command::new(self.pg.path("psql"))
             .args([
                 "-h",
                 "127.0.0.1",
@@ -297,7 +228,7 @@ impl ReplicatedPostgres {
     pub fn promote_standby(&self) {
         let data = self.data("standby");
         let log = format!("{data}.log");
-        let r = std::panic::catch_unwind(|| self.run("pg_ctl", &["-D", &data, "-w", "promote"]));
+        let r = std::panic::catch_unwind(|| self.pg.run("pg_ctl", &["-D", &data, "-w", "promote"]));
         if let Err(e) = r {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
@@ -317,21 +248,10 @@ impl ReplicatedPostgres {
     pub fn start_old_primary(&self) {
         let until = Instant::now() + Duration::from_secs(15);
         loop {
-            let data = self.data("primary");
-            let opts = self.opts(self.primary_port);
-            let exe = self.bin.join("pg_ctl");
-            let log = format!("{data}.log");
-            let args = ["-D", &data, "-o", &opts, "-l", &log, "-w", "start"];
-            let out = if self.as_postgres {
-                Command::new("runuser")
-                    .args(["-u", "postgres", "--"])
-                    .arg(&exe)
-                    .args(args)
-                    .output()
-            } else {
-                Command::new(&exe).args(args).output()
-            }
-            .unwrap();
+            let out = self
+                .pg
+                .try_start(&self.data("primary"), &self.opts(self.primary_port))
+                .unwrap();
             if out.status.success() {
                 return;
             }
@@ -346,8 +266,7 @@ impl ReplicatedPostgres {
 
     /// Stop the standby at once (`pg_ctl stop -m immediate`, as a crash would).
     pub fn stop_standby(&self) {
-        let data = self.data("standby");
-        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        self.pg.stop(&self.data("standby"));
     }
 
     /// Start the stopped standby again: it reconnects to the primary and catches up.
@@ -364,18 +283,7 @@ impl ReplicatedPostgres {
 impl Drop for ReplicatedPostgres {
     fn drop(&mut self) {
         for which in ["standby", "primary"] {
-            let data = self.data(which);
-            let exe = self.bin.join("pg_ctl");
-            let args = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
-            let _ = if self.as_postgres {
-                Command::new("runuser")
-                    .args(["-u", "postgres", "--"])
-                    .arg(&exe)
-                    .args(args)
-                    .output()
-            } else {
-                Command::new(&exe).args(args).output()
-            };
+            self.pg.stop_quietly(&self.data(which));
         }
     }
 }
