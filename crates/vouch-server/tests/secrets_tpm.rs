@@ -8,44 +8,52 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vouch_agent::{Agent, AgentConfig, AgentError, TpmConfig};
 use vouch_core::wire::{SecretReleaseRequest, secret_release_signing_input};
 use vouch_core::{ArStatus, ErrorKind, EvidenceKind};
 use vouch_policy::ReferenceValue;
-use vouch_server::{ServerConfig, create_join_token, start_with_store, unix_now};
+use vouch_server::{RunningServer, ServerConfig, create_join_token, start_with_store, unix_now};
 use vouch_store::{SqliteStore, Store};
 use vouch_testkit::Swtpm;
 
+mod tpm_ima;
+use tpm_ima::{ima_line, measure, real_ima_log};
+
 const POLICY: &str = "package vouch.secret\n\ndefault allow := false\n\nallow if {\n    input.claims.evidence.kind == \"tpm\"\n    input.claims.evidence.hardware_backed == true\n    \"vouch:workload:app\" in input.selectors\n}\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tpm_node_gets_its_secret_and_a_swapped_key_fails_the_quote() {
-    let tpm = Swtpm::start("sha256");
-    let dir = tempfile::tempdir().unwrap();
+/// A verifier trusting `tpm`'s EK CA, its data in `dir/server`, and an agent `app` on that
+/// TPM quoting `pcrs` (and sending `ima_log`), enrolled, its executable a reference value.
+async fn tpm_node(
+    tpm: &Swtpm,
+    dir: &Path,
+    pcrs: Vec<u8>,
+    ima_log: Option<PathBuf>,
+) -> (RunningServer, Arc<dyn Store>, Agent) {
     let cfg = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("server"),
+        data_dir: dir.join("server"),
         tpm_ca_dir: Some(tpm.path("ca")),
         ..ServerConfig::default()
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.database_path()).await.unwrap());
-    let server = start_with_store(cfg.clone(), store.clone()).await.unwrap();
-    let exe = dir.path().join("app.bin");
+    let server = start_with_store(cfg, store.clone()).await.unwrap();
+    let exe = dir.join("app.bin");
     std::fs::write(&exe, "app").unwrap();
-    let mut a = Agent::new(AgentConfig {
+    let a = Agent::new(AgentConfig {
         servers: vec![server.base_url.clone()],
         ca_cert: server.ca_cert.clone(),
-        data_dir: dir.path().join("agent"),
+        data_dir: dir.join("agent"),
         join_token: Some(create_join_token(store.as_ref(), 600, None).await.unwrap()),
         workload_name: "app".into(),
         exe: Some(exe.clone()),
         tpm: Some(TpmConfig {
             tcti: tpm.tcti(),
             key_alg: "rsa".into(),
-            pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7],
-            ima_log: None,
+            pcrs,
+            ima_log,
             eventlog: None,
             ek_handle: None,
         }),
@@ -64,12 +72,13 @@ async fn a_tpm_node_gets_its_secret_and_a_swapped_key_fails_the_quote() {
         )
         .await
         .unwrap();
-    let r = a.attest_once().await.unwrap();
-    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    (server, store, a)
+}
 
-    let secret = b"disk key of app".to_vec();
-    // Through the admin API, so that it is sealed at rest with the verifier's key.
-    let admin = std::fs::read_to_string(cfg.data_dir.join("keys/admin.token")).unwrap();
+/// Store secret `name` with `policy` through the admin API (so that it is sealed at rest with
+/// the verifier's key), with the admin token in `dir/server`.
+async fn put_secret(server: &RunningServer, dir: &Path, name: &str, value: &[u8], policy: &str) {
+    let admin = std::fs::read_to_string(dir.join("server/keys/admin.token")).unwrap();
     let ca =
         reqwest::Certificate::from_pem(&std::fs::read(server.ca_cert.as_ref().unwrap()).unwrap())
             .unwrap();
@@ -77,13 +86,27 @@ async fn a_tpm_node_gets_its_secret_and_a_swapped_key_fails_the_quote() {
         .tls_certs_only([ca])
         .build()
         .unwrap()
-        .put(format!("{}/v1/secrets/disk", server.base_url))
+        .put(format!("{}/v1/secrets/{name}", server.base_url))
         .bearer_auth(admin.trim())
-        .json(&serde_json::json!({"value": B64.encode(&secret), "policy": POLICY}))
+        .json(&serde_json::json!({"value": B64.encode(value), "policy": policy}))
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tpm_node_gets_its_secret_and_a_swapped_key_fails_the_quote() {
+    let tpm = Swtpm::start("sha256");
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _store, mut a) =
+        tpm_node(&tpm, dir.path(), vec![0, 1, 2, 3, 4, 5, 6, 7], None).await;
+    let r = a.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+
+    let secret = b"disk key of app".to_vec();
+    // Through the admin API, so that it is sealed at rest with the verifier's key.
+    put_secret(&server, dir.path(), "disk", &secret, POLICY).await;
 
     // Released on tpm evidence, the key bound by the quote.
     assert_eq!(a.get_secret("disk", None, &[]).await.unwrap(), secret);
@@ -131,46 +154,6 @@ async fn a_tpm_node_gets_its_secret_and_a_swapped_key_fails_the_quote() {
     server.shutdown().await;
 }
 
-/// Lines as the kernel prints them; their template hashes were computed by a kernel (the same
-/// two as `tpm_e2e.rs`).
-const REAL_IMA: [&str; 2] = [
-    "10 8a07230eaa15a29758948e9ecc34319fab650c10 ima-ng sha256:d1992ff6ac5beb7ea77ae32841538b9b8b8e6c55190be257296741c88c0da203 /etc/securetty",
-    "10 879614a97374eeab1fb579765b52437d724a8f31 ima-ng sha256:498cd2a39fd254eeff87a627291a39db405635f43f406fd5f698331ca2176034 /etc/shadow",
-];
-
-/// An entry the way the kernel would log a newly measured file.
-fn ima_line(path: &str, content: &[u8]) -> String {
-    let e = vouch_tpm::ImaEntry {
-        pcr: 10,
-        template_hash: vec![0; 20],
-        template: "ima-ng".into(),
-        file_hash_alg: "sha256".into(),
-        file_hash: vouch_tpm::HashAlg::Sha256.digest(&[content]),
-        path: path.into(),
-        signature: None,
-    };
-    let th = vouch_tpm::HashAlg::Sha1.digest(&[&e.template_data()]);
-    format!(
-        "10 {} ima-ng sha256:{} {path}",
-        hex::encode(th),
-        hex::encode(&e.file_hash)
-    )
-}
-
-/// Emulate the kernel: append the line to the log and extend PCR 10 with it.
-fn measure(tpm: &Swtpm, log: &std::path::Path, line: &str) {
-    let e = vouch_tpm::parse_ima_log(line).unwrap().remove(0);
-    tpm.extend(
-        10,
-        "sha256",
-        &hex::encode(e.extend_value(vouch_tpm::HashAlg::Sha256)),
-    );
-    let mut text = std::fs::read_to_string(log).unwrap_or_default();
-    text.push_str(line);
-    text.push('\n');
-    std::fs::write(log, text).unwrap();
-}
-
 /// A release on a node with an IMA log moves the verifier's IMA replay like a round: the
 /// agent's next round sends its slice from where the release left it (before the answer said
 /// so, the next round's slice started behind the verifier and was refused), and after a
@@ -179,73 +162,19 @@ fn measure(tpm: &Swtpm, log: &std::path::Path, line: &str) {
 async fn rounds_after_a_release_continue_the_ima_replay() {
     let tpm = Swtpm::start("sha256");
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("ascii_runtime_measurements");
-    for l in REAL_IMA {
-        measure(&tpm, &log, l);
-    }
-    let cfg = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("server"),
-        tpm_ca_dir: Some(tpm.path("ca")),
-        ..ServerConfig::default()
-    };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.database_path()).await.unwrap());
-    let server = start_with_store(cfg.clone(), store.clone()).await.unwrap();
-    let exe = dir.path().join("app.bin");
-    std::fs::write(&exe, "app").unwrap();
-    let mut a = Agent::new(AgentConfig {
-        servers: vec![server.base_url.clone()],
-        ca_cert: server.ca_cert.clone(),
-        data_dir: dir.path().join("agent"),
-        join_token: Some(create_join_token(store.as_ref(), 600, None).await.unwrap()),
-        workload_name: "app".into(),
-        exe: Some(exe.clone()),
-        tpm: Some(TpmConfig {
-            tcti: tpm.tcti(),
-            key_alg: "rsa".into(),
-            pcrs: vec![10, 16],
-            ima_log: Some(log.clone()),
-            eventlog: None,
-            ek_handle: None,
-        }),
-        ..AgentConfig::default()
-    })
-    .await
-    .unwrap();
-    store
-        .add_reference_value(
-            &ReferenceValue {
-                kind: "executable".into(),
-                key: "app".into(),
-                value: vouch_evidence::sha256_file(&exe).unwrap(),
-            },
-            unix_now(),
-        )
-        .await
-        .unwrap();
+    let log = real_ima_log(&tpm, dir.path());
+    let (server, store, mut a) = tpm_node(&tpm, dir.path(), vec![10, 16], Some(log.clone())).await;
     let r = a.attest_once().await.unwrap();
     assert_eq!((r.status, r.ima_position), (ArStatus::Affirming, Some(2)));
-    let admin = std::fs::read_to_string(cfg.data_dir.join("keys/admin.token")).unwrap();
-    let ca =
-        reqwest::Certificate::from_pem(&std::fs::read(server.ca_cert.as_ref().unwrap()).unwrap())
-            .unwrap();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .build()
-        .unwrap();
-    for (name, policy) in [
-        ("disk", POLICY),
-        ("never", "package vouch.secret\n\nallow := false\n"),
-    ] {
-        let r = http
-            .put(format!("{}/v1/secrets/{name}", server.base_url))
-            .bearer_auth(admin.trim())
-            .json(&serde_json::json!({"value": B64.encode(b"k"), "policy": policy}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    }
+    put_secret(&server, dir.path(), "disk", b"k", POLICY).await;
+    put_secret(
+        &server,
+        dir.path(),
+        "never",
+        b"k",
+        "package vouch.secret\n\nallow := false\n",
+    )
+    .await;
 
     // A file measured, then a release: its evidence carries the new entry (position 3).
     measure(&tpm, &log, &ima_line("/usr/bin/tool", b"tool v1"));

@@ -17,6 +17,9 @@ use vouch_server::{RunningServer, ServerConfig, create_join_token, start_with_st
 use vouch_store::{SqliteStore, Store};
 use vouch_testkit::Swtpm;
 
+mod tpm_ima;
+use tpm_ima::{ima_line, measure, real_ima_log};
+
 struct Setup {
     dir: tempfile::TempDir,
     server: RunningServer,
@@ -105,14 +108,28 @@ async fn refvalue(s: &Setup, kind: &str, key: &str, value: &str) {
         .unwrap();
 }
 
+/// Agent `ima` quoting PCRs 10 and 16, sending `ima_log`.
+async fn ima_agent(
+    s: &Setup,
+    tpm: &Swtpm,
+    ima_log: Option<std::path::PathBuf>,
+) -> Result<Agent, vouch_agent::AgentError> {
+    agent_with(s, tpm, "rsa", "ima", vec![10, 16], ima_log, None).await
+}
+
+/// Make agent `name`'s executable (`{name}.bin`, as [`agent_with`] writes it) a reference value.
+async fn allow_exe(s: &Setup, name: &str) {
+    let sha = vouch_evidence::sha256_file(&s.dir.path().join(format!("{name}.bin"))).unwrap();
+    refvalue(s, "executable", name, &sha).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpm_backed_attestation_end_to_end() {
     let tpm = Swtpm::start("sha256");
     tpm.extend(16, "sha256", "01");
     let s = server(tpm.path("ca")).await;
     let mut a = agent(&s, &tpm, "app").await.unwrap();
-    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("app.bin")).unwrap();
-    refvalue(&s, "executable", "app", &exe_sha).await;
+    allow_exe(&s, "app").await;
 
     let r = a.attest_once().await.unwrap();
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
@@ -308,66 +325,13 @@ async fn an_ek_certificate_from_an_untrusted_ca_is_refused() {
     s.server.shutdown().await;
 }
 
-/// Lines as the kernel prints them; their template hashes were computed by a kernel.
-const REAL_IMA: [&str; 2] = [
-    "10 8a07230eaa15a29758948e9ecc34319fab650c10 ima-ng sha256:d1992ff6ac5beb7ea77ae32841538b9b8b8e6c55190be257296741c88c0da203 /etc/securetty",
-    "10 879614a97374eeab1fb579765b52437d724a8f31 ima-ng sha256:498cd2a39fd254eeff87a627291a39db405635f43f406fd5f698331ca2176034 /etc/shadow",
-];
-
-/// An entry the way the kernel would log a newly measured file.
-fn ima_line(path: &str, content: &[u8]) -> String {
-    let e = vouch_tpm::ImaEntry {
-        pcr: 10,
-        template_hash: vec![0; 20],
-        template: "ima-ng".into(),
-        file_hash_alg: "sha256".into(),
-        file_hash: vouch_tpm::HashAlg::Sha256.digest(&[content]),
-        path: path.into(),
-        signature: None,
-    };
-    let th = vouch_tpm::HashAlg::Sha1.digest(&[&e.template_data()]);
-    format!(
-        "10 {} ima-ng sha256:{} {path}",
-        hex::encode(th),
-        hex::encode(&e.file_hash)
-    )
-}
-
-/// Emulate the kernel: append the line to the log and extend PCR 10 with it.
-fn measure(tpm: &Swtpm, log: &std::path::Path, line: &str) {
-    let e = vouch_tpm::parse_ima_log(line).unwrap().remove(0);
-    tpm.extend(
-        10,
-        "sha256",
-        &hex::encode(e.extend_value(vouch_tpm::HashAlg::Sha256)),
-    );
-    let mut text = std::fs::read_to_string(log).unwrap_or_default();
-    text.push_str(line);
-    text.push('\n');
-    std::fs::write(log, text).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ima_log_replays_incrementally_and_denied_files_stay_denied() {
     let tpm = Swtpm::start("sha256");
     let s = server(tpm.path("ca")).await;
-    let log = s.dir.path().join("ascii_runtime_measurements");
-    for l in REAL_IMA {
-        measure(&tpm, &log, l);
-    }
-    let mut a = agent_with(
-        &s,
-        &tpm,
-        "rsa",
-        "ima",
-        vec![10, 16],
-        Some(log.clone()),
-        None,
-    )
-    .await
-    .unwrap();
-    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("ima.bin")).unwrap();
-    refvalue(&s, "executable", "ima", &exe_sha).await;
+    let log = real_ima_log(&tpm, s.dir.path());
+    let mut a = ima_agent(&s, &tpm, Some(log.clone())).await.unwrap();
+    allow_exe(&s, "ima").await;
 
     let r = a.attest_once().await.unwrap();
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
@@ -407,17 +371,7 @@ async fn ima_log_replays_incrementally_and_denied_files_stay_denied() {
         .replace("/tmp/xmrig", "/tmp/xmriG");
     std::fs::write(&log, tampered).unwrap();
     drop(a);
-    let mut fresh = agent_with(
-        &s,
-        &tpm,
-        "rsa",
-        "ima",
-        vec![10, 16],
-        Some(log.clone()),
-        None,
-    )
-    .await
-    .unwrap();
+    let mut fresh = ima_agent(&s, &tpm, Some(log.clone())).await.unwrap();
     let e = fresh.attest_once().await.unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::TpmQuote), "{e}");
     assert!(e.to_string().contains("template hash"), "{e}");
@@ -473,8 +427,7 @@ async fn measured_boot_event_log_replays_and_gates_the_result() {
     .await
     .unwrap();
     refvalue(&s, "boot", "required", "yes").await;
-    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("boot.bin")).unwrap();
-    refvalue(&s, "executable", "boot", &exe_sha).await;
+    allow_exe(&s, "boot").await;
     let r = a.attest_once().await.unwrap();
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
     let rec = s
@@ -539,8 +492,7 @@ async fn an_ecc_p384_ek_enrolls_by_credential_activation_and_attests() {
     )
     .await
     .unwrap();
-    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("ecc-app.bin")).unwrap();
-    refvalue(&s, "executable", "ecc-app", &exe_sha).await;
+    allow_exe(&s, "ecc-app").await;
     let r = a.attest_once().await.unwrap();
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
     let node = a.enrollment().node_id.clone();
@@ -566,16 +518,12 @@ async fn an_ecc_p384_ek_enrolls_by_credential_activation_and_attests() {
 async fn issue_12_ima_cannot_be_skipped_once_pcr_10_moved() {
     let tpm = Swtpm::start("sha256");
     let s = server(tpm.path("ca")).await;
-    let log = s.dir.path().join("ascii_runtime_measurements");
-    for l in REAL_IMA {
-        measure(&tpm, &log, l);
-    }
+    let log = real_ima_log(&tpm, s.dir.path());
     let with_log = |pcrs: Vec<u8>, log: Option<std::path::PathBuf>| {
         agent_with(&s, &tpm, "rsa", "ima", pcrs, log, None)
     };
     let mut a = with_log(vec![10, 16], Some(log.clone())).await.unwrap();
-    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("ima.bin")).unwrap();
-    refvalue(&s, "executable", "ima", &exe_sha).await;
+    allow_exe(&s, "ima").await;
     let miner = vouch_tpm::HashAlg::Sha256.digest(&[b"xmrig".as_slice()]);
     refvalue(&s, "ima_deny", &hex::encode(&miner), "cryptominer").await;
     let r = a.attest_once().await.unwrap();
@@ -646,23 +594,9 @@ async fn issue_12_ima_cannot_be_skipped_once_pcr_10_moved() {
 async fn issue_12_reenrolling_the_same_tpm_keeps_ima_failures_and_the_clock() {
     let tpm = Swtpm::start("sha256");
     let s = server(tpm.path("ca")).await;
-    let log = s.dir.path().join("ascii_runtime_measurements");
-    for l in REAL_IMA {
-        measure(&tpm, &log, l);
-    }
-    let mut a = agent_with(
-        &s,
-        &tpm,
-        "rsa",
-        "ima",
-        vec![10, 16],
-        Some(log.clone()),
-        None,
-    )
-    .await
-    .unwrap();
-    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("ima.bin")).unwrap();
-    refvalue(&s, "executable", "ima", &exe_sha).await;
+    let log = real_ima_log(&tpm, s.dir.path());
+    let mut a = ima_agent(&s, &tpm, Some(log.clone())).await.unwrap();
+    allow_exe(&s, "ima").await;
     let miner = vouch_tpm::HashAlg::Sha256.digest(&[b"xmrig".as_slice()]);
     refvalue(&s, "ima_deny", &hex::encode(&miner), "cryptominer").await;
     assert_eq!(a.attest_once().await.unwrap().status, ArStatus::Affirming);
@@ -674,9 +608,7 @@ async fn issue_12_reenrolling_the_same_tpm_keeps_ima_failures_and_the_clock() {
     // then a newer one accepted.
     let c = a.client().clone();
     let n = c.challenge().await.unwrap().nonce;
-    let mut quiet = agent_with(&s, &tpm, "rsa", "ima", vec![10, 16], None, None)
-        .await
-        .unwrap();
+    let mut quiet = ima_agent(&s, &tpm, None).await.unwrap();
     let held = AttestRequest {
         evidence: quiet.tpm_evidence(&n).await.unwrap(),
         result_audience: None,
@@ -692,9 +624,7 @@ async fn issue_12_reenrolling_the_same_tpm_keeps_ima_failures_and_the_clock() {
 
     // Enrollment and activation again, same EK and AK (the agent lost its marker).
     std::fs::remove_file(s.dir.path().join("agent-ima/tpm-enrollment.json")).unwrap();
-    let mut a = agent_with(&s, &tpm, "rsa", "ima", vec![10, 16], None, None)
-        .await
-        .unwrap();
+    let mut a = ima_agent(&s, &tpm, None).await.unwrap();
     let after = s.store.tpm_key(&node).await.unwrap().unwrap();
     assert!(after.activated_at.is_some());
     assert_eq!(after.last_clock, before.last_clock, "clock history kept");
@@ -758,8 +688,7 @@ async fn issue_12_another_tpm_for_a_bound_node_needs_an_admin_reenrolment() {
     let other = Swtpm::start("sha256");
     let s = server(ca_dir(&[&tpm, &other])).await;
     let mut a = agent(&s, &tpm, "app").await.unwrap();
-    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("app.bin")).unwrap();
-    refvalue(&s, "executable", "app", &exe_sha).await;
+    allow_exe(&s, "app").await;
     assert_eq!(a.attest_once().await.unwrap().status, ArStatus::Affirming);
     let node = a.enrollment().node_id.clone();
     let first = s.store.tpm_key(&node).await.unwrap().unwrap();
@@ -844,8 +773,7 @@ async fn issue_12_one_ek_cannot_be_enrolled_for_two_nodes() {
     .await;
     assert_eq!(code, 201, "{body}");
     let mut b = agent(&s, &tpm, "second").await.unwrap();
-    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("second.bin")).unwrap();
-    refvalue(&s, "executable", "second", &exe_sha).await;
+    allow_exe(&s, "second").await;
     let r = b.attest_once().await.unwrap();
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
     s.server.shutdown().await;
@@ -859,8 +787,7 @@ async fn issue_12_software_evidence_from_a_tpm_bound_node_is_refused() {
     let tpm = Swtpm::start("sha256");
     let s = server(tpm.path("ca")).await;
     let mut a = agent(&s, &tpm, "app").await.unwrap();
-    let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("app.bin")).unwrap();
-    refvalue(&s, "executable", "app", &exe_sha).await;
+    allow_exe(&s, "app").await;
     assert_eq!(a.attest_once().await.unwrap().status, ArStatus::Affirming);
     let node = a.enrollment().node_id.clone();
 
