@@ -282,6 +282,20 @@ deny contains f if {
 	}
 }
 
+# The agent was asked to report this workload's running containers and could not list them
+# this round (its container runtime did not answer): the containers it reports (the last list,
+# or none) may leave some out, so nothing says every running image is signed.
+deny contains f if {
+	image_signature_required
+	why := object.get(input.workload, "containers_unlisted", null)
+	is_string(why)
+	f := {
+		"rule": "require_image_signature",
+		"claim": "executables",
+		"msg": sprintf("workload %q: the agent could not list the running containers: %s", [input.workload.name, why]),
+	}
+}
+
 # Running containers' digests no one checked: this verifier has no [image_signatures].
 deny contains f if {
 	image_signature_required
@@ -342,6 +356,19 @@ deny contains f if {
 		"rule": rule,
 		"claim": "executables",
 		"msg": sprintf("container %s of workload %q runs an image with no manifest digest (never pushed to or pulled from a registry): no provenance can name it", [c.id, input.workload.name]),
+	}
+}
+
+# Provenance required and the agent could not list the workload's running containers.
+deny contains f if {
+	count(provenance_builders) + count(provenance_sources) > 0
+	why := object.get(input.workload, "containers_unlisted", null)
+	is_string(why)
+	rule := provenance_rule
+	f := {
+		"rule": rule,
+		"claim": "executables",
+		"msg": sprintf("workload %q: the agent could not list the running containers: %s", [input.workload.name, why]),
 	}
 }
 

@@ -869,7 +869,8 @@ impl Agent {
     /// workload report its own with their image digests: a declared workload the running
     /// containers carrying all its `container:` selectors, the node's workload every running
     /// container when `node_containers` is set. A runtime that does not answer leaves the
-    /// previous report in place (logged).
+    /// previous report in place (logged), marked `containers_unlisted` with the reason in each
+    /// of those workloads' evidence until it answers again.
     async fn observe_containers(&mut self) {
         let Some(rt) = &self.container_runtime else {
             return;
@@ -892,11 +893,28 @@ impl Agent {
         let running = match rt.running().await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!("container runtime: {e}; the containers reported last stay");
+                tracing::warn!(
+                    "container runtime: {e}; the containers reported last stay, marked unlisted"
+                );
+                // Each workload asked to report its containers says it could not list them,
+                // so the verifier does not take the last list (or none) as complete.
+                let reason = e.to_string();
+                for (k, c) in self.collectors.iter_mut().enumerate() {
+                    let asked = match k.checked_sub(1) {
+                        None => all,
+                        Some(w) => self.cfg.workloads.get(w).is_some_and(|w| {
+                            w.selectors.iter().any(|s| s.starts_with("container:"))
+                        }),
+                    };
+                    if asked {
+                        c.set_containers_unlisted(Some(reason.clone()));
+                    }
+                }
                 return;
             }
         };
         for (k, c) in self.collectors.iter_mut().enumerate() {
+            c.set_containers_unlisted(None);
             let images = match k.checked_sub(1) {
                 None if all => running.iter().map(|i| i.image()).collect(),
                 None => Vec::new(),

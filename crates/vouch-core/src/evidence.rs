@@ -183,6 +183,34 @@ pub struct WorkloadMeasurement {
         deserialize_with = "bounded_containers"
     )]
     pub containers: Vec<ContainerImage>,
+    /// Why the agent could not list this workload's running containers this round (its
+    /// container runtime did not answer), when it was asked to report them and could not:
+    /// `containers` is then the last list it got, or empty, and may leave running containers
+    /// out. Absent when listed (and from older agents' evidence). At most
+    /// [`MAX_CONTAINERS_UNLISTED`] bytes: more is refused when parsed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_unlisted"
+    )]
+    pub containers_unlisted: Option<String>,
+}
+
+/// Longest reason [`WorkloadMeasurement::containers_unlisted`] may carry, in bytes.
+pub const MAX_CONTAINERS_UNLISTED: usize = 256;
+
+fn bounded_unlisted<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error as _;
+    let v = Option::<String>::deserialize(d)?;
+    if let Some(s) = &v
+        && s.len() > MAX_CONTAINERS_UNLISTED
+    {
+        return Err(D::Error::custom(format!(
+            "containers_unlisted: {} bytes, more than {MAX_CONTAINERS_UNLISTED}",
+            s.len()
+        )));
+    }
+    Ok(v)
 }
 
 /// Most containers one workload's evidence may list (as many as the agent reads from one
@@ -522,5 +550,35 @@ mod container_tests {
         assert!(e.to_string().contains("longer than 128"), "{e}");
         // Unknown fields in a container are refused as elsewhere in the evidence.
         assert!(workload(serde_json::json!([{"id": "c", "image": "x"}])).is_err());
+
+        // `containers_unlisted`: absent from the old workload above (so its JSON is unchanged),
+        // kept when set, bounded, and omitted again when None.
+        let mut v = old.clone();
+        v["containers_unlisted"] = serde_json::json!("r".repeat(256));
+        let w: WorkloadMeasurement = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(
+            w.containers_unlisted.as_deref(),
+            Some("r".repeat(256).as_str())
+        );
+        assert_eq!(serde_json::to_value(&w).unwrap(), v);
+        v["containers_unlisted"] = serde_json::json!("r".repeat(257));
+        let e = serde_json::from_value::<WorkloadMeasurement>(v.clone()).unwrap_err();
+        assert!(e.to_string().contains("257 bytes, more than 256"), "{e}");
+        v["containers_unlisted"] = serde_json::Value::Null;
+        let w: WorkloadMeasurement = serde_json::from_value(v).unwrap();
+        assert_eq!(serde_json::to_value(&w).unwrap(), old);
+        // The part digest of an old workload does not move with the new field.
+        let none = WorkloadMeasurement {
+            name: "w".into(),
+            exe_path: "/bin/w".into(),
+            exe_sha256: "00".into(),
+            ..Default::default()
+        };
+        assert_eq!(part_digest(&none), part_digest(&old));
+        let unlisted = WorkloadMeasurement {
+            containers_unlisted: Some("down".into()),
+            ..none.clone()
+        };
+        assert_ne!(part_digest(&unlisted), part_digest(&none));
     }
 }

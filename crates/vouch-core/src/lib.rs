@@ -28,10 +28,11 @@ pub use ear::{
 pub use error::{ErrorKind, clip};
 pub use evidence::{
     ComponentView, CompositePayload, ContainerImage, Evidence, EvidenceKind, FileMeasurement,
-    ImaSlice, ListeningSocket, MAX_CONTAINER_DIGESTS, MAX_EVIDENCE_BYTES, MAX_WORKLOAD_CONTAINERS,
-    MEASUREMENT_PARTS, OsRelease, ProcessInfo, SoftwareMeasurements, TeePayload, TeeReport,
-    TpmPayload, WorkloadMeasurement, composite_report_data, evidence_signing_input, part_digest,
-    part_digests, send_held_parts_by_digest, tee_report_data, tpm_extra_data,
+    ImaSlice, ListeningSocket, MAX_CONTAINER_DIGESTS, MAX_CONTAINERS_UNLISTED, MAX_EVIDENCE_BYTES,
+    MAX_WORKLOAD_CONTAINERS, MEASUREMENT_PARTS, OsRelease, ProcessInfo, SoftwareMeasurements,
+    TeePayload, TeeReport, TpmPayload, WorkloadMeasurement, composite_report_data,
+    evidence_signing_input, part_digest, part_digests, send_held_parts_by_digest, tee_report_data,
+    tpm_extra_data,
 };
 pub use nonce::{NONCE_RANDOM_LEN, Nonce, NonceError, NonceKey};
 pub use version::compare_versions;

@@ -36,6 +36,7 @@ pub struct SoftwareCollector {
     config: CollectConfig,
     cache: HashMap<PathBuf, (u64, u64, u64, i64, i64, String)>,
     containers: Vec<ContainerImage>,
+    containers_unlisted: Option<String>,
 }
 
 /// SHA-256 of a file's content, lowercase hex, reading in 64 KiB blocks.
@@ -68,6 +69,7 @@ impl SoftwareCollector {
             config,
             cache: HashMap::new(),
             containers: Vec::new(),
+            containers_unlisted: None,
         }
     }
 
@@ -76,6 +78,20 @@ impl SoftwareCollector {
     pub fn set_containers(&mut self, mut containers: Vec<ContainerImage>) {
         containers.truncate(vouch_core::MAX_WORKLOAD_CONTAINERS);
         self.containers = containers;
+    }
+
+    /// Why the workload's running containers could not be listed (its runtime did not answer),
+    /// reported in every collection until cleared with `None` (a listing that succeeded); cut
+    /// to [`vouch_core::MAX_CONTAINERS_UNLISTED`] bytes.
+    pub fn set_containers_unlisted(&mut self, reason: Option<String>) {
+        self.containers_unlisted = reason.map(|mut r| {
+            let mut end = r.len().min(vouch_core::MAX_CONTAINERS_UNLISTED);
+            while !r.is_char_boundary(end) {
+                end -= 1;
+            }
+            r.truncate(end);
+            r
+        });
     }
 
     /// The configuration.
@@ -123,6 +139,7 @@ impl SoftwareCollector {
             exe_signature: read_sig(&exe),
             image_digest: self.config.image_digest.clone(),
             containers: self.containers.clone(),
+            containers_unlisted: self.containers_unlisted.clone(),
         };
         let files = self
             .config
@@ -381,5 +398,25 @@ mod tests {
         assert!(!m.kernel.is_empty());
         assert!(m.processes.iter().any(|p| p.pid == std::process::id()));
         assert!(m.files[1].sha256.is_none() && m.files[1].error.is_some());
+        assert_eq!(m.workload.containers_unlisted, None);
+
+        // A runtime that did not answer: the reason is reported, cut at a character boundary
+        // to what the verifier accepts, until cleared; the last containers stay.
+        c.set_containers(vec![ContainerImage {
+            id: "c".repeat(64),
+            image_digests: vec![],
+        }]);
+        c.set_containers_unlisted(Some("é".repeat(200)));
+        let m = c.collect("n", 2).unwrap();
+        let why = m.workload.containers_unlisted.clone().unwrap();
+        assert_eq!(why, "é".repeat(128));
+        assert_eq!(m.workload.containers.len(), 1);
+        let json = serde_json::to_value(&m.workload).unwrap();
+        assert!(serde_json::from_value::<vouch_core::WorkloadMeasurement>(json).is_ok());
+        c.set_containers_unlisted(None);
+        assert_eq!(
+            c.collect("n", 3).unwrap().workload.containers_unlisted,
+            None
+        );
     }
 }

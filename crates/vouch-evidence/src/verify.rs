@@ -673,6 +673,7 @@ fn claims_of(
             "exe_sha256": w.exe_sha256,
             "image_digest": w.image_digest,
             "containers": w.containers,
+            "containers_unlisted": w.containers_unlisted,
             "signers": signers_of(Some(&w.exe_sha256), w.exe_signature.as_deref(), signers),
         },
         "files": files,

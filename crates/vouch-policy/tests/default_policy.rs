@@ -466,6 +466,74 @@ fn issue_15_provenance_builder_and_source_of_every_running_image() {
     assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
 }
 
+#[test]
+fn issue_15_containers_the_agent_could_not_list_are_contraindicated() {
+    const B: &str = "https://builder.example/ci@v1";
+    const SRC: &str = "https://git.example/app";
+    const WHY: &str =
+        "container runtime at /run/podman/podman.sock: connecting: Connection refused";
+    let d1 = format!("sha256:{}", "a1".repeat(32));
+    let good = json!({"digest": d1, "signed_by": ["k"], "repository": "r",
+        "provenance": {"builder_id": B, "build_type": "t", "source_repo": SRC,
+                       "source_ref": "refs/tags/v1", "verified_by": "k"}});
+    // The last list the agent got (one signed image with provenance), and whether it is marked
+    // unlisted this round (the evidence's claims carry null when it is not).
+    let claims_with = |unlisted: Value, containers: Value, images: Value| {
+        let mut c = claims();
+        c["workload"]["containers"] = containers;
+        c["workload"]["containers_unlisted"] = unlisted;
+        c["images"] = images;
+        c
+    };
+    let listed = || json!([{"id": "c1".repeat(32), "image_digests": [d1]}]);
+    let all_rules = || {
+        vec![
+            rv("require_image_signature", "*", "true"),
+            rv("require_provenance_builder", "*", B),
+            rv("require_provenance_source", "*", SRC),
+        ]
+    };
+    let a = appraise_with(
+        all_rules(),
+        &claims_with(json!(null), listed(), json!([good])),
+    );
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+
+    // The same last list, marked unlisted: each rule alone denies, naming why.
+    let unlisted = claims_with(json!(WHY), listed(), json!([good]));
+    for (rule, value) in [
+        ("require_image_signature", "true"),
+        ("require_provenance_builder", B),
+        ("require_provenance_source", SRC),
+    ] {
+        let a = appraise_with(vec![rv(rule, "*", value)], &unlisted);
+        assert_denied(&a, rule, TrustClaim::Executables);
+        assert!(
+            a.explain().contains(&format!(
+                "the agent could not list the running containers: {WHY}"
+            )),
+            "{rule}: {}",
+            a.explain()
+        );
+    }
+    // No list at all yet (the runtime has not answered since the agent started), no images.
+    let never = claims_with(json!(WHY), json!([]), json!([]));
+    let a = appraise_with(all_rules(), &never);
+    assert_denied(&a, "require_image_signature", TrustClaim::Executables);
+    assert_denied(&a, "require_provenance_builder", TrustClaim::Executables);
+    // The claims of an agent that sends neither field (older agents): nothing changes.
+    let mut old = claims_with(json!(null), listed(), json!([good]));
+    old["workload"]
+        .as_object_mut()
+        .unwrap()
+        .remove("containers_unlisted");
+    let a = appraise_with(all_rules(), &old);
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+    // Without the rules, an unlisted round alone denies nothing.
+    let a = appraise_with(vec![], &unlisted);
+    assert_eq!(a.status, ArStatus::Affirming, "{}", a.explain());
+}
+
 fn other_unsigned(d: &str) -> Value {
     json!({"digest": d, "signed_by": [], "reason": "no signature"})
 }

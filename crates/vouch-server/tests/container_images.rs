@@ -206,17 +206,7 @@ impl Drop for Cleanup<'_> {
         for n in &self.names {
             let _ = self.p.try_run("podman", &["rm", "-f", "-t", "0", n]);
         }
-        // SAFETY: signalling our own child by its pid.
-        unsafe { libc::kill(self.service.id() as i32, libc::SIGTERM) };
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = self.service.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.service.kill();
-        let _ = self.service.wait();
+        stop_service(&mut self.service);
     }
 }
 
@@ -253,21 +243,7 @@ async fn running_containers_from_unsigned_images_make_their_workloads_contraindi
 
     // Podman pulls both from the registry into its own storage and runs them.
     let service_sock = root.join("podman.sock");
-    let service = podman
-        .cmd(
-            "podman",
-            &[
-                "system",
-                "service",
-                "--time=0",
-                &format!("unix://{}", service_sock.display()),
-            ],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let service = start_service(&podman, &service_sock);
     let mut cleanup = Cleanup {
         p: &podman,
         service,
@@ -308,14 +284,7 @@ async fn running_containers_from_unsigned_images_make_their_workloads_contraindi
         assert_eq!(id.len(), 64, "{id}");
         ids.push(id);
     }
-    let t = Instant::now();
-    while !service_sock.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "podman system service"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_service(&service_sock);
 
     let settings = ImageSignatureSettings {
         repositories: vec![format!("{}/{repo}", reg.addr)],
@@ -415,7 +384,134 @@ async fn running_containers_from_unsigned_images_make_their_workloads_contraindi
     podman.run("podman", &["rm", "-f", "-t", "0", "vouch-img-batch"]);
     let r = agent.attest_once().await.unwrap();
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    {
+        let st = statuses.borrow();
+        // The batch workload has no container left: nothing of it is appraised as an image.
+        assert_eq!(st.get("batch"), Some(&NodeStatus::Affirming), "{st:?}");
+    }
+
+    // The runtime stops answering (its service killed; the socket path stays configured), and
+    // meanwhile the unsigned container is started again: the agent cannot see it. Its last
+    // list (the signed container only) is marked unlisted, and every workload asked to report
+    // containers is contraindicated, naming why, not affirming on a stale or empty list.
+    stop_service(&mut cleanup.service);
+    podman.run(
+        "podman",
+        &[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            "vouch-img-batch",
+            "--label",
+            "app=batch",
+            &format!("{}/{repo}:v2", reg.addr),
+        ],
+    );
+    let unlisted = "the agent could not list the running containers: container runtime at";
+    let r = agent.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated, "{:?}", r.reasons);
+    assert!(
+        r.reasons.iter().any(|x| x.contains(unlisted)),
+        "{:?}",
+        r.reasons
+    );
+    // The unsigned container is not in the evidence (the runtime was not asked), which is
+    // why the list is marked: the signed evidence says so.
+    let ev = agent.evidence("n").unwrap();
+    let m = vouch_evidence::decode_payload(&ev.payload).unwrap().1;
+    let why = m.workload.containers_unlisted.clone().unwrap();
+    assert!(why.contains(service_sock.to_str().unwrap()), "{why}");
+    let listed: Vec<&str> = m
+        .workload
+        .containers
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(listed, vec![ids[0].as_str()]);
+    {
+        let st = statuses.borrow();
+        for w in ["web", "batch"] {
+            match st.get(w) {
+                Some(NodeStatus::Refused(why)) => assert!(why.contains(unlisted), "{w}: {why}"),
+                other => panic!("{w}: {other:?}"),
+            }
+        }
+    }
+
+    // The runtime answers again: the container started meanwhile is seen, and its unsigned
+    // image named; once it is removed, all are affirming again.
+    cleanup.service = start_service(&podman, &service_sock);
+    wait_for_service(&service_sock);
+    let r = agent.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated, "{:?}", r.reasons);
+    assert!(
+        r.reasons
+            .iter()
+            .any(|x| x.contains(&unsigned) && x.contains("not signed by a trusted key")),
+        "{:?}",
+        r.reasons
+    );
+    assert!(
+        !r.reasons.iter().any(|x| x.contains("could not list")),
+        "{:?}",
+        r.reasons
+    );
+    podman.run("podman", &["rm", "-f", "-t", "0", "vouch-img-batch"]);
+    let r = agent.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    let ev = agent.evidence("n").unwrap();
+    let m = vouch_evidence::decode_payload(&ev.payload).unwrap().1;
+    assert_eq!(m.workload.containers_unlisted, None);
     let st = statuses.borrow();
-    // The batch workload has no container left: nothing of it is appraised as an image.
+    assert_eq!(st.get("web"), Some(&NodeStatus::Affirming), "{st:?}");
     assert_eq!(st.get("batch"), Some(&NodeStatus::Affirming), "{st:?}");
+}
+
+/// `podman system service` serving the Engine API on `sock` (a stale socket file removed first).
+fn start_service(podman: &Tools, sock: &Path) -> std::process::Child {
+    let _ = std::fs::remove_file(sock);
+    podman
+        .cmd(
+            "podman",
+            &[
+                "system",
+                "service",
+                "--time=0",
+                &format!("unix://{}", sock.display()),
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Until the service accepts connections on `sock`.
+fn wait_for_service(sock: &Path) {
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "podman system service"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stop our own `podman system service` child and wait for it (its socket file may stay).
+fn stop_service(service: &mut std::process::Child) {
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        if let Ok(Some(_)) = service.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = service.kill();
+    let _ = service.wait();
 }
