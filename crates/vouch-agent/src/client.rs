@@ -294,15 +294,19 @@ impl VerifierClient {
 
     /// `POST /v1/timestamp`: the verifier's signed timestamp (`{timestamp, time, kid}`) of
     /// `digest` (`sha256:<hex>` of a signature), on presentation of `result`, an attestation
-    /// result it issued.
+    /// result it issued, and `certificate` (DER), the X.509-SVID the signature was made with,
+    /// which it must have issued to that result's workload.
     pub async fn timestamp(
         &self,
         digest: &str,
         result: &str,
+        certificate: &[u8],
     ) -> Result<serde_json::Value, AgentError> {
+        use base64::Engine as _;
+        let certificate = base64::engine::general_purpose::STANDARD.encode(certificate);
         self.post(
             "/v1/timestamp",
-            &serde_json::json!({ "digest": digest, "result": result }),
+            &serde_json::json!({ "digest": digest, "result": result, "certificate": certificate }),
         )
         .await
     }

@@ -53,6 +53,7 @@ pub use quorum::QuorumSettings;
 pub use revocation::revoke_offline;
 pub use routes::OPENAPI;
 pub use state::unix_now;
+pub use svid::issued_svid_record;
 pub use telemetry::{TelemetryBench, bench_telemetry};
 pub use timestamp::TIMESTAMP_TYP;
 pub use tpm::allow_tpm_reenrollment;
@@ -513,6 +514,17 @@ async fn start_tenant(
                         tracing::error!("deadline sweep failed: {e}");
                     }
                 }
+                // Issued SVIDs past their notAfter (and the skew) can stamp nothing: forget
+                // them, a bounded number a pass.
+                let expired = unix_now().saturating_sub(st.cfg.clock_skew);
+                if let Err(e) = st
+                    .store
+                    .prune_issued_svids(expired, ISSUED_SVIDS_PRUNED_PER_SWEEP)
+                    .await
+                {
+                    st.metrics.store_error();
+                    tracing::error!("issued SVIDs sweep failed: {e}");
+                }
             }
         })
     };
@@ -556,6 +568,9 @@ async fn start_tenant(
         background,
     })
 }
+
+/// Most expired issued-SVID rows the once-a-second sweeper deletes in one pass.
+const ISSUED_SVIDS_PRUNED_PER_SWEEP: u32 = 1_000;
 
 /// Open every `[[tenants]]` store of `cfg` as `migrations` says (`vouch server --migrate`,
 /// `vouch migrate` apply pending migrations to each, as to the default tenant's); the stores'

@@ -24,6 +24,31 @@ pub(crate) const AGENT_SELECTOR_KINDS: [&str; 3] = ["unix", "container", "k8s"];
 /// JWT-SVIDs are bearer tokens: keep them short-lived whatever the entry says.
 const MAX_JWT_TTL: u64 = 300;
 
+/// The [`vouch_store::IssuedSvidRecord`] of an X.509-SVID just issued (`der`) to `workload`
+/// (`<node>/<name>`) of `node_id`: its DER's SHA-256 and its serial as a revocation target.
+/// Used by `POST /v1/svid` and by `vouch bench --svid`, which times it with the store write.
+pub fn issued_svid_record(
+    der: &[u8],
+    node_id: &str,
+    workload: &str,
+    spiffe_id: &str,
+    not_after: u64,
+    now: u64,
+) -> Result<vouch_store::IssuedSvidRecord, String> {
+    use x509_parser::prelude::FromDer as _;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+        .map_err(|e| format!("the SVID just issued does not parse: {e}"))?;
+    Ok(vouch_store::IssuedSvidRecord {
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(der)),
+        serial: vouch_core::revocation::serial_target(cert.raw_serial()),
+        node_id: node_id.to_string(),
+        workload: workload.to_string(),
+        spiffe_id: spiffe_id.to_string(),
+        not_after,
+        created_at: now,
+    })
+}
+
 impl State {
     /// Run `f` on the CA set, after picking up a change another process made on disk
     /// (`vouch ca`, another replica) and rotating when the schedule says so.
@@ -204,6 +229,8 @@ impl State {
     pub(crate) async fn issue_svids(&self, req: SvidRequest) -> Result<SvidResponse, ApiError> {
         let msg = svid_signing_input(&req.key_id, &req.workload, &req.public_key, &req.selectors);
         let key = self.signed_by(&req.key_id, &msg, &req.signature).await?;
+        let node_id = key.node_id.clone();
+        let workload_id = format!("{node_id}/{}", req.workload);
         let matched = self
             .granted(key, &req.workload, &req.public_key, &req.selectors)
             .await?;
@@ -212,6 +239,7 @@ impl State {
         })?;
         let now = unix_now();
         let mut issued = Vec::new();
+        let mut records = Vec::new();
         let (svids, bundle) = self.with_ca(|set| {
             let ca = set.active();
             let mut svids = Vec::new();
@@ -222,14 +250,25 @@ impl State {
                 let der = ca
                     .issue(&id, &spki, ttl, now)
                     .map_err(|err| ApiError::new(ErrorKind::MalformedRequest, err.to_string()))?;
+                let expires_at = (now + ttl).min(ca.validity().1);
+                let rec = issued_svid_record(
+                    &der,
+                    &node_id,
+                    &workload_id,
+                    &id.to_string(),
+                    expires_at,
+                    now,
+                )
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e))?;
                 issued.push(serde_json::json!({
                     "spiffe_id": id.to_string(),
-                    "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der)),
+                    "sha256": rec.sha256,
                 }));
+                records.push(rec);
                 svids.push(IssuedSvid {
                     spiffe_id: id.to_string(),
                     x509_svid: URL_SAFE_NO_PAD.encode(der),
-                    expires_at: (now + ttl).min(ca.validity().1),
+                    expires_at,
                 });
             }
             let bundle = set
@@ -239,6 +278,9 @@ impl State {
                 .collect();
             Ok((svids, bundle))
         })?;
+        // Recorded before they are handed out (one INSERT for the batch): `POST /v1/timestamp`
+        // countersigns only for an SVID recorded for the workload whose result is presented.
+        self.store.record_issued_svids(&records).await?;
         tracing::info!(workload = %req.workload, count = svids.len(), "X.509-SVIDs issued");
         self.metrics.svids_issued("x509", svids.len());
         if !issued.is_empty() {

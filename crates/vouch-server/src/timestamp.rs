@@ -6,10 +6,17 @@
 //! result this verifier issued (`result`, the compact JWS `vouch attest --ci` wrote). The
 //! result must be the exact one recorded in the store, affirming, unexpired, its workload
 //! still held affirming now, and neither the result nor its workload nor its node revoked.
+//! The caller also presents the signer's leaf certificate (`certificate`, base64 DER): it must
+//! be an X.509-SVID this verifier issued (its DER's SHA-256 recorded at issuance, table
+//! `issued_svids`) to that very workload on that node, unexpired now, its serial not revoked. So
+//! a leaked SVID key cannot borrow another workload's result, and the timestamp binds the
+//! signer: the gate (`vouch provenance verify`, `vouch custody verify`) requires its `x5t#S256`
+//! to be the SHA-256 of the certificate the countersigned signature was made with.
 //! The answer is a compact JWS of type [`TIMESTAMP_TYP`] signed by the active result-signing
 //! key (its `kid` in the JWKS relying parties already trust, its replica certificate in
-//! `x5c`), with claims `{iss, sub, att, digest, iat}`: `sub` the workload the result is about,
-//! `att` its attestation id, `iat` this verifier's clock.
+//! `x5c`), with claims `{iss, sub, att, digest, x5t#S256, spiffe_id, iat}`: `sub` the workload
+//! the result is about, `att` its attestation id, `x5t#S256` the base64url SHA-256 of the
+//! certificate, `spiffe_id` its SPIFFE ID, `iat` this verifier's clock.
 //!
 //! Bounded: the body is at most [`MAX_BODY`] bytes, and one workload gets at most
 //! [`PER_MINUTE`] timestamps a minute (a caller needs a current affirming result at all).
@@ -22,8 +29,9 @@ use axum::extract::State as AxState;
 use axum::response::Response;
 use axum::routing::post;
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 use vouch_core::{ArStatus, ErrorKind};
 
@@ -50,6 +58,8 @@ struct TimestampRequest {
     digest: String,
     /// An attestation result this verifier issued (compact JWS).
     result: String,
+    /// The signer's leaf X.509-SVID, base64 (standard alphabet, as in `x5c`) DER.
+    certificate: String,
 }
 
 /// `POST /v1/timestamp` answer.
@@ -70,6 +80,9 @@ struct TimestampClaims<'a> {
     sub: &'a str,
     att: &'a str,
     digest: &'a str,
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: String,
+    spiffe_id: &'a str,
     iat: u64,
 }
 
@@ -138,6 +151,13 @@ impl State {
             .strip_prefix("sha256:")
             .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
             .ok_or_else(|| bad("digest must be sha256: and 64 lower-case hex digits"))?;
+        let der = STANDARD
+            .decode(req.certificate.trim())
+            .map_err(|_| bad("certificate must be base64 DER"))?;
+        if der.is_empty() {
+            return Err(bad("certificate is empty"));
+        }
+        let cert_sha = sha2::Sha256::digest(&der);
         let id = peek_jti(&req.result)?;
         let rec = self
             .store
@@ -171,6 +191,30 @@ impl State {
                 ));
             }
         }
+        // The signer's certificate: issued by this verifier to this very workload.
+        let svid = self
+            .store
+            .issued_svid(&hex::encode(cert_sha))
+            .await?
+            .ok_or_else(|| refused("the certificate is not an X.509-SVID this verifier issued"))?;
+        if svid.workload != rec.workload_id || svid.node_id != rec.node_id {
+            return Err(refused(format!(
+                "the certificate was issued to workload {}, not to {} whose result was presented",
+                svid.workload, rec.workload_id
+            )));
+        }
+        if svid.not_after <= now {
+            return Err(refused(format!(
+                "the certificate expired at {}",
+                svid.not_after
+            )));
+        }
+        if self.store.revocation("svid", &svid.serial).await?.is_some() {
+            return Err(ApiError::new(
+                ErrorKind::Revoked,
+                format!("svid {} is revoked", svid.serial),
+            ));
+        }
         if !within_rate(&rec.workload_id, now) {
             return Err(ApiError::new(
                 ErrorKind::Overloaded,
@@ -191,6 +235,8 @@ impl State {
             sub: &rec.workload_id,
             att: &rec.id,
             digest: &digest,
+            x5t_s256: URL_SAFE_NO_PAD.encode(cert_sha),
+            spiffe_id: &svid.spiffe_id,
             iat: now,
         };
         let timestamp = key

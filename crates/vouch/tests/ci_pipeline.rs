@@ -154,8 +154,10 @@ fn provenance_signed_outside_the_trust_domain_is_refused() {
     let w = tempfile::tempdir().unwrap();
     // After the real signing, the provenance is replaced by one signed with a certificate
     // naming the same SPIFFE ID but issued by another CA (openssl), through the same
-    // `vouch provenance sign --svid-cert --svid-key`, and timestamped by the real verifier
-    // (whoever holds the builder's result can have any signature timestamped).
+    // `vouch provenance sign --svid-cert --svid-key`. The real verifier, presented the
+    // builder's result, refuses to timestamp it (it never issued that certificate); signed
+    // without a timestamp, the gate refuses it, and even on the signer's time
+    // (--allow-signer-time) its chain does not reach the trust bundle.
     let forge = r#"set -e
 cd "$WORK"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other-ca.key \
@@ -167,9 +169,16 @@ printf 'subjectAltName=URI:spiffe://vouch.local/dev/uid-%s\nkeyUsage=critical,di
 openssl x509 -req -in leaf.csr -CA other-ca.crt -CAkey other-ca.key -set_serial 7 -days 1 \
   -extfile leaf.ext -out leaf.crt 2>/dev/null
 cat leaf.crt other-ca.crt > chain.pem
+if "$VOUCH" provenance sign --artifact "$ARTIFACT" --svid-cert chain.pem --svid-key leaf.key \
+  --out "$WORK/stamped.json" \
+  --timestamp-url "$SERVER" --ca-cert "$CA" --result "$WORK/result.jwt"; then
+  echo "the forged certificate was timestamped" >&2; exit 9
+fi
 "$VOUCH" provenance sign --artifact "$ARTIFACT" --svid-cert chain.pem --svid-key leaf.key \
-  --out "$WORK/provenance.json" \
-  --timestamp-url "$SERVER" --ca-cert "$CA" --result "$WORK/result.jwt""#;
+  --out "$WORK/provenance.json"
+"$VOUCH" provenance verify --envelope "$WORK/provenance.json" --artifact "$ARTIFACT" \
+  --trust-bundle "$DEV/server/spiffe/ca.crt" --spiffe-id "spiffe://vouch.local/dev/uid-$(id -u)" \
+  --allow-signer-time || true"#;
     let r = pipeline(w.path(), &[("VOUCH_CI_AFTER_SIGN", forge)]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(
@@ -178,10 +187,18 @@ cat leaf.crt other-ca.crt > chain.pem
         r.stderr
     );
     assert!(
+        r.stderr
+            .contains("the certificate is not an X.509-SVID this verifier issued"),
+        "{}",
+        r.stderr
+    );
+    assert!(!w.path().join("stamped.json").exists());
+    assert!(
         r.stderr.contains("does not chain to the trust bundle"),
         "{}",
         r.stderr
     );
+    assert!(r.stderr.contains("no verifier timestamp"), "{}", r.stderr);
     assert!(
         r.stderr.contains("pipeline stopped at gate (provenance)"),
         "{}",
@@ -589,6 +606,43 @@ impl Drop for Dev {
     }
 }
 
+/// The workload (`<node>/<name>`) an attestation result (file) is about: its `sub`.
+fn builder_workload(result: &Path) -> String {
+    use base64::Engine as _;
+    let result = std::fs::read_to_string(result).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(result.trim().split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    claims["sub"].as_str().unwrap().to_owned()
+}
+
+/// Record `der` in the dev verifier's `issued_svids` as issued to `workload`, as `POST
+/// /v1/svid` records what it issues: the test holds the CA key and issues SVIDs of chosen
+/// lifetimes itself, standing in for the verifier (the agent's SVIDs live an hour).
+fn record_issued(dev: &Dev, der: &[u8], workload: &str) {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    let rec = vouch_store::IssuedSvidRecord {
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(der)),
+        serial: vouch_core::revocation::serial_target(cert.raw_serial()),
+        node_id: workload.split('/').next().unwrap().to_owned(),
+        workload: workload.to_owned(),
+        spiffe_id: "recorded by the test".into(),
+        not_after: u64::try_from(cert.validity().not_after.timestamp()).unwrap(),
+        created_at: 0,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use vouch_store::IssuedSvids as _;
+        let store = vouch_store::SqliteStore::open(&dev.dir.join("server/vouch.db"))
+            .await
+            .unwrap();
+        store.record_issued_svids(&[rec]).await.unwrap();
+    });
+}
+
 fn start_dev(dir: &Path) -> Dev {
     let dev = dir.join("dev");
     let child = Command::new(env!("CARGO_BIN_EXE_vouch"))
@@ -902,25 +956,37 @@ fn verifier_timestamps_are_checked_and_backdating_is_refused() {
         code, 0,
         "the backdated statement should pass on the signer's word: {err}"
     );
-    let (code, err) = vouch(&[
-        "provenance",
-        "timestamp",
-        "--envelope",
-        "backdated.json",
-        "--timestamp-url",
-        &dev.server,
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "--result",
-        "result.jwt",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let (code, err) = verify("backdated.json", &with_jwks);
+    // The verifier stamps only an SVID it issued to the presenter's workload, unexpired: the
+    // leaked one (our CA's, but never issued through the verifier) gets no timestamp; recorded
+    // as issued to the builder, it still gets none, being expired; unstamped, the gate refuses.
+    let stamp_backdated = || {
+        vouch(&[
+            "provenance",
+            "timestamp",
+            "--envelope",
+            "backdated.json",
+            "--timestamp-url",
+            &dev.server,
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "--result",
+            "result.jwt",
+        ])
+    };
+    let (code, err) = stamp_backdated();
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("SVID at timestamp time") && err.contains("Expired"),
+        err.contains("not an X.509-SVID this verifier issued"),
         "{err}"
     );
+    let workload = builder_workload(&p.join("result.jwt"));
+    record_issued(&dev, &leaf, &workload);
+    let (code, err) = stamp_backdated();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the certificate expired at"), "{err}");
+    let (code, err) = verify("backdated.json", &with_jwks);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no verifier timestamp"), "{err}");
 
     // A timestamp lent by a genuine signature to a later one of the same key: a builder SVID
     // (valid 8 s) signs and has its signature timestamped while valid; once it has expired,
@@ -936,6 +1002,7 @@ fn verifier_timestamps_are_checked_and_backdating_is_refused() {
         .issue(&id, &short_key.subject_public_key_info(), 8, issued)
         .unwrap();
     std::fs::write(p.join("short.crt"), vouch_identity::cert_to_pem(&short)).unwrap();
+    record_issued(&dev, &short, &workload);
     std::fs::write(p.join("short.key"), short_key.serialize_pem()).unwrap();
     let (code, err) = vouch(&[
         "provenance",
@@ -1021,10 +1088,11 @@ fn verifier_timestamps_are_checked_and_backdating_is_refused() {
         "--result",
         "result.jwt",
     ]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "an expired SVID was stamped: {err}");
+    assert!(err.contains("the certificate expired at"), "{err}");
     let (code, err) = verify_evil("late.json");
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("Expired"), "{err}");
+    assert!(err.contains("no verifier timestamp"), "{err}");
     // The genuine envelope still verifies: it was stamped while its SVID was valid.
     let (code, err) = verify("short.json", &with_jwks);
     assert_eq!(code, 0, "{err}");
@@ -1054,6 +1122,130 @@ fn verifier_timestamps_are_checked_and_backdating_is_refused() {
     let (code, err) = stamp("forged.jwt");
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not one this verifier issued"), "{err}");
+    // Malformed requests to the endpoint: a digest that is not sha256 and 64 lower-case hex
+    // digits (400), a body over 32 KiB (413).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = vouch_agent::VerifierClient::new(&dev.server, Some(&ca)).unwrap();
+    let builder_leaf = b64
+        .decode(good["signatures"][0]["x5c"][0].as_str().unwrap())
+        .unwrap();
+    let hex64 = "ab".repeat(32);
+    for (digest, result) in [
+        (
+            format!("sha256:{}", hex64.to_uppercase()),
+            result.trim().to_string(),
+        ),
+        (format!("sha512:{hex64}"), result.trim().to_string()),
+        (format!("sha256:{}", &hex64[1..]), result.trim().to_string()),
+        (format!("sha256:{hex64}"), "x".repeat(40 * 1024)),
+    ] {
+        let e = rt
+            .block_on(client.timestamp(&digest, &result, &builder_leaf))
+            .unwrap_err();
+        let vouch_agent::AgentError::Refused { status, kind, .. } = &e else {
+            panic!("{e}");
+        };
+        let want = if result.len() > 32 * 1024 { 413 } else { 400 };
+        assert_eq!(*status, want, "{digest}: {e}");
+        assert_ne!(*kind, vouch_core::ErrorKind::Internal, "{e}");
+    }
+
+    // Issue 15 part 7: the timestamp is bound to the SVID issued to the presenter's workload.
+    // Another workload on the builder's node, attested affirming (its executable registered),
+    // presents its own result for the builder's signature and SVID: refused, so a leaked
+    // builder key cannot borrow another workload's result and escape a revocation of the
+    // builder's workload.
+    let vouch_exe = env!("CARGO_BIN_EXE_vouch");
+    let exe_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(vouch_exe).unwrap(),
+    ));
+    let server_dir = dev.dir.join("server");
+    let (code, err) = vouch(&[
+        "refvalue",
+        "add",
+        "executable",
+        "other-workload",
+        &exe_sha,
+        "--data-dir",
+        server_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let o = Command::new(vouch_exe)
+        .current_dir(p)
+        .args(["attest", "--ci", "--server", &dev.server, "--ca-cert"])
+        .arg(&ca)
+        .arg("--agent-dir")
+        .arg(dev.dir.join("agent"))
+        .args(["--workload", "other-workload", "--exe", vouch_exe, "--file"])
+        .arg(dev.dir.join("workload.conf"))
+        .args(["--result-audience", "vouch-dev-rp"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let attested: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    std::fs::copy(
+        attested["result_path"].as_str().unwrap(),
+        p.join("other.jwt"),
+    )
+    .unwrap();
+    let other_workload = builder_workload(&p.join("other.jwt"));
+    assert!(
+        other_workload.ends_with("/other-workload"),
+        "{other_workload}"
+    );
+    let (code, err) = stamp("other.jwt");
+    assert_eq!(code, 1, "another workload's result got a timestamp: {err}");
+    assert!(
+        err.contains(&format!(
+            "issued to workload {workload}, not to {other_workload}"
+        )),
+        "{err}"
+    );
+    // A timestamp the verifier gave for another certificate (here: another SVID issued to the
+    // builder) over exactly this signature's digest: the gate refuses it, as x5t#S256 names
+    // that certificate and not the envelope's x5c leaf.
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other_cert = svid_ca
+        .issue(
+            &id,
+            &other_key.subject_public_key_info(),
+            3600,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+    record_issued(&dev, &other_cert, &workload);
+    let good_sig = b64
+        .decode(good["signatures"][0]["sig"].as_str().unwrap())
+        .unwrap();
+    let good_digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&good_sig))
+    );
+    let answer = rt
+        .block_on(client.timestamp(&good_digest, result.trim(), &other_cert))
+        .unwrap();
+    let mut v = good.clone();
+    v["signatures"][0]["timestamp"] = answer["timestamp"].clone();
+    write("other-cert.json", &v);
+    let (code, err) = verify("other-cert.json", &with_jwks);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the timestamp is for certificate x5t#S256"),
+        "{err}"
+    );
+    // The envelope it was taken from still verifies.
+    let (code, err) = verify("provenance.json", &with_jwks);
+    assert_eq!(code, 0, "{err}");
+
     // At most 60 a minute for one workload (a minute boundary may reset the count once).
     let mut refused = None;
     for i in 0..125 {
@@ -1069,29 +1261,6 @@ fn verifier_timestamps_are_checked_and_backdating_is_refused() {
         err.contains("60 timestamps this minute"),
         "after {i}: {err}"
     );
-    // Malformed requests to the endpoint: a digest that is not sha256 and 64 lower-case hex
-    // digits (400), a body over 32 KiB (413).
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = vouch_agent::VerifierClient::new(&dev.server, Some(&ca)).unwrap();
-    let hex64 = "ab".repeat(32);
-    for (digest, result) in [
-        (
-            format!("sha256:{}", hex64.to_uppercase()),
-            result.trim().to_string(),
-        ),
-        (format!("sha512:{hex64}"), result.trim().to_string()),
-        (format!("sha256:{}", &hex64[1..]), result.trim().to_string()),
-        (format!("sha256:{hex64}"), "x".repeat(40 * 1024)),
-    ] {
-        let e = rt.block_on(client.timestamp(&digest, &result)).unwrap_err();
-        let vouch_agent::AgentError::Refused { status, kind, .. } = &e else {
-            panic!("{e}");
-        };
-        let want = if result.len() > 32 * 1024 { 413 } else { 400 };
-        assert_eq!(*status, want, "{digest}: {e}");
-        assert_ne!(*kind, vouch_core::ErrorKind::Internal, "{e}");
-    }
-
     // The route is in the OpenAPI document the verifier serves.
     let doc: serde_json::Value = serde_json::from_str(vouch_server::OPENAPI).unwrap();
     assert!(doc["paths"]["/v1/timestamp"]["post"].is_object());

@@ -120,10 +120,94 @@ macro_rules! os {
     ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new($a)),*] };
 }
 
+/// The workload (`<node>/<name>`) of the dev agent's attestation result (`sub`).
+fn builder_workload(dev: &Dev) -> String {
+    let t = Instant::now();
+    let path = dev.dir.join("agent/result.jwt");
+    while !path.exists() {
+        assert!(t.elapsed() < Duration::from_secs(30), "no result.jwt");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let result = std::fs::read_to_string(path).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(result.trim().split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    claims["sub"].as_str().unwrap().to_owned()
+}
+
+/// Record the certificate `crt` (PEM) in the dev verifier's `issued_svids` as issued to the
+/// agent's workload, as `POST /v1/svid` records what it issues: the test holds the CA key and
+/// stands in for a verifier that issued (or misissued) it, so that the gate's own checks of a
+/// stamped link are what is tested. A certificate not recorded gets no timestamp.
+fn record_issued(dev: &Dev, crt: &Path) {
+    let pem = std::fs::read(crt).unwrap();
+    let der = x509_parser::pem::Pem::iter_from_buffer(&pem)
+        .next()
+        .unwrap()
+        .unwrap()
+        .contents;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let workload = builder_workload(dev);
+    let rec = vouch_store::IssuedSvidRecord {
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der)),
+        serial: vouch_core::revocation::serial_target(cert.raw_serial()),
+        node_id: workload.split('/').next().unwrap().to_owned(),
+        workload,
+        spiffe_id: "recorded by the test".into(),
+        not_after: u64::try_from(cert.validity().not_after.timestamp()).unwrap(),
+        created_at: 0,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use vouch_store::IssuedSvids as _;
+        let store = vouch_store::SqliteStore::open(&dev.dir.join("server/vouch.db"))
+            .await
+            .unwrap();
+        store.record_issued_svids(&[rec]).await.unwrap();
+    });
+}
+
+/// `vouch custody sign --timestamp-url` with `files` (cert, key) that the verifier refuses
+/// to timestamp: exit 1, the reason containing `want`, nothing written.
+fn sign_unstamped_refused(dev: &Dev, link: &Path, out: &Path, files: (&Path, &Path), want: &str) {
+    let (ca, result) = (
+        dev.dir.join("server/tls/ca.crt"),
+        dev.dir.join("agent/result.jwt"),
+    );
+    let (code, _, err) = vouch(os![
+        "custody",
+        "sign",
+        "--link",
+        link,
+        "--out-dir",
+        out,
+        "--svid-cert",
+        files.0,
+        "--svid-key",
+        files.1,
+        "--timestamp-url",
+        &dev.url,
+        "--result",
+        &result,
+        "--ca-cert",
+        &ca
+    ]);
+    assert_ne!(code, 0, "stamped: {err}");
+    assert!(err.contains(want), "{err}");
+    assert!(!out.exists() || std::fs::read_dir(out).unwrap().next().is_none());
+}
+
 /// `vouch custody sign` of `link` into `out` with the agent's SVID (or `files`: cert and
-/// key), timestamped by the verifier when `stamp`.
+/// key, recorded as issued first by [`record_issued`]), timestamped by the verifier when
+/// `stamp`.
 fn sign(dev: &Dev, link: &Path, out: &Path, files: Option<(&Path, &Path)>, stamp: bool) -> PathBuf {
     let t = Instant::now();
+    if let (Some((crt, _)), true) = (files, stamp) {
+        record_issued(dev, crt);
+    }
     let sock = dev.sock();
     let (ca, result) = (
         dev.dir.join("server/tls/ca.crt"),
@@ -224,7 +308,23 @@ fn svid_files(
     from: (i32, u8, u8),
     to: (i32, u8, u8),
 ) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate().unwrap();
+    svid_files_with_key(dir, name, id, issuer, from, to, None)
+}
+
+/// [`svid_files`] for the key in `key_pem` when given (a second certificate of one key).
+fn svid_files_with_key(
+    dir: &Path,
+    name: &str,
+    id: &str,
+    issuer: Option<(&str, &str)>,
+    from: (i32, u8, u8),
+    to: (i32, u8, u8),
+    key_pem: Option<&str>,
+) -> (PathBuf, PathBuf) {
+    let key = match key_pem {
+        Some(k) => rcgen::KeyPair::from_pem(k).unwrap(),
+        None => rcgen::KeyPair::generate().unwrap(),
+    };
     let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     leaf.subject_alt_names = vec![rcgen::SanType::URI(id.try_into().unwrap())];
     leaf.extended_key_usages = vec![
@@ -514,17 +614,27 @@ fn svid_signed_chain_of_custody_holds_only_for_the_attested_builder() {
         (2020, 1, 1),
         (2021, 1, 1),
     );
+    // Issued (recorded) but expired now: the verifier gives it no timestamp; unstamped, under
+    // the signer's time, the chain is expired.
+    record_issued(&dev, &crt);
+    sign_unstamped_refused(
+        &dev,
+        &deploy,
+        &foreign.join("expired-stamped"),
+        (&crt, &key),
+        "the certificate expired at",
+    );
     let l = sign(
         &dev,
         &deploy,
         &foreign.join("expired"),
         Some((&crt, &key)),
-        true,
+        false,
     );
     refused(
         &variant("v-exp", "deploy", Some(&l)),
         &layout,
-        tb,
+        weak,
         "SVID at signing time: unexpected error: peer SVID does not chain to the trust bundle: CertExpired",
     );
     // The expired SVID's key backdating a link into the SVID's validity (signed here with
@@ -586,6 +696,51 @@ json.dump({"signed": signed, "signatures": [{"keyid": "backdated", "sig": sig.si
     let valid = variant("v-valid", "deploy", Some(&l));
     let (code, out) = verify(&layout, &owner, &valid, tb);
     assert_eq!(code, 0, "{out}");
+
+    // The timestamp binds the certificate (issue 15 part 7): a second SVID of the same key
+    // (also issued) put in place of the one the link was stamped for verifies as a chain and
+    // as a signature, but the timestamp's x5t#S256 names the first: refused.
+    let key_pem = std::fs::read_to_string(&key).unwrap();
+    let (crt2, _) = svid_files_with_key(
+        t,
+        "valid-again",
+        &id,
+        Some((&ca_pem, &ca_key)),
+        (2020, 1, 1),
+        (2090, 1, 1),
+        Some(&key_pem),
+    );
+    record_issued(&dev, &crt2);
+    let d = variant("v-x5t", "deploy", Some(&l));
+    edit(&link_of(&d, "deploy"), |v| {
+        v["signatures"][0]["cert"] = std::fs::read_to_string(&crt2).unwrap().into();
+    });
+    refused(&d, &layout, tb, "the timestamp is for certificate x5t#S256");
+    // A certificate the verifier never issued (a self-made one naming the builder's SPIFFE ID;
+    // one our CA signed that was not issued through the verifier) gets no timestamp.
+    let (crt, key) = svid_files(t, "self-made-2", &id, None, (2020, 1, 1), (2090, 1, 1));
+    sign_unstamped_refused(
+        &dev,
+        &deploy,
+        &foreign.join("self-unissued"),
+        (&crt, &key),
+        "not an X.509-SVID this verifier issued",
+    );
+    let (crt, key) = svid_files(
+        t,
+        "ours-unissued",
+        &id,
+        Some((&ca_pem, &ca_key)),
+        (2020, 1, 1),
+        (2090, 1, 1),
+    );
+    sign_unstamped_refused(
+        &dev,
+        &deploy,
+        &foreign.join("ours-unissued"),
+        (&crt, &key),
+        "not an X.509-SVID this verifier issued",
+    );
 
     // Threshold 2 for deploy (two.layout): the builder's link and one by a second SPIFFE ID
     // (an SVID of the real CA) verify; the builder's link twice (two files) is one

@@ -241,7 +241,12 @@ pub(crate) async fn sign(a: SignArgs) -> Result<ExitCode> {
         }],
     });
     if let (Some(url), Some(result)) = (&a.timestamp_url, &a.result) {
-        match super::timestamp::countersign(&mut envelope, url, a.ca_cert.as_deref(), result).await
+        let leaf = signer
+            .chain
+            .first()
+            .context("the SVID has no certificate")?;
+        match super::timestamp::countersign(&mut envelope, url, a.ca_cert.as_deref(), result, leaf)
+            .await
         {
             Ok(t) => eprintln!("timestamp from {url}: {}", format_rfc3339(t)),
             Err(e) if e.is::<super::timestamp::Unreachable>() => {

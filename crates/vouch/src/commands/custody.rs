@@ -335,8 +335,12 @@ async fn sign(a: SignArgs) -> Result<ExitCode> {
     let mut signature = json!({"keyid": keyid, "sig": hex::encode(&sig), "cert": pem});
     if let (Some(url), Some(result)) = (&a.timestamp_url, &a.result) {
         let mut view = stamp_view(&sig, None);
-        let at =
-            super::timestamp::countersign(&mut view, url, a.ca_cert.as_deref(), result).await?;
+        let leaf = signer
+            .chain
+            .first()
+            .context("the SVID has no certificate")?;
+        let at = super::timestamp::countersign(&mut view, url, a.ca_cert.as_deref(), result, leaf)
+            .await?;
         signature[super::timestamp::FIELD] = view["signatures"][0][super::timestamp::FIELD].clone();
         eprintln!(
             "timestamped by the verifier at {}",
@@ -728,10 +732,19 @@ fn svid_link(mb: &Metablock, step: &Step, ctx: &SvidCtx, now: i64) -> Result<Str
         let checked = (|| {
             let signer_at = at.clone()?;
             let skew = super::timestamp::SKEW;
+            let chain = pem_chain(pem)?;
+            let leaf = chain
+                .first()
+                .ok_or("the signature's cert holds no certificate")?;
             let stamp = match &ctx.jwks {
                 Some(j) if s.timestamp.is_some() || !ctx.allow_signer_time => Some(
-                    super::timestamp::check(&stamp_view(&s.sig, s.timestamp.as_ref()), j, now)
-                        .map_err(|e| format!("timestamp: {e}"))?,
+                    super::timestamp::check(
+                        &stamp_view(&s.sig, s.timestamp.as_ref()),
+                        j,
+                        now,
+                        leaf,
+                    )
+                    .map_err(|e| format!("timestamp: {e}"))?,
                 ),
                 _ => None,
             };
@@ -750,7 +763,6 @@ fn svid_link(mb: &Metablock, step: &Step, ctx: &SvidCtx, now: i64) -> Result<Str
             if at > now + skew {
                 return Err(format!("signed {} s in the future", at - now));
             }
-            let chain = pem_chain(pem)?;
             let id = ctx
                 .verifier
                 .verify_chain(&chain, at)

@@ -176,10 +176,14 @@ pub(crate) async fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
         };
         let has_timestamp = value["signatures"][0].get(ts::FIELD).is_some();
         let stamp = match &jwks {
-            Some(j) if has_timestamp || !a.allow_signer_time => match ts::check(&value, j, now) {
-                Ok(t) => Some(t),
-                Err(e) => return Ok(refuse(&e, json)),
-            },
+            Some(j) if has_timestamp || !a.allow_signer_time => {
+                let checked =
+                    ts::first_leaf(&value).and_then(|leaf| ts::check(&value, j, now, &leaf));
+                match checked {
+                    Ok(t) => Some(t),
+                    Err(e) => return Ok(refuse(&e, json)),
+                }
+            }
             _ => None,
         };
         let leaf = match super::ci::svid_signer(&envelope, &trust, stamp.as_ref().map(|t| t.time)) {

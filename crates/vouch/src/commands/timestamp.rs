@@ -9,6 +9,12 @@
 //! the SVID chain as of that time ([`check`]), not as of the `finishedOn` the signer chose, and
 //! `--revocations` refuses an SVID whose serial, or whose builder's workload or node (named by
 //! the timestamp), the verifier's signed feed revokes ([`Revocations`]).
+//!
+//! The request carries the leaf certificate the signature was made with; the verifier stamps
+//! only an SVID it issued to the workload whose result is presented, and names it in the
+//! claims (`x5t#S256`, `spiffe_id`). [`check`] requires that name to be the SHA-256 of the
+//! leaf of the signature it countersigns, so a stamp obtained for one certificate does not
+//! vouch for a signature by another.
 
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
@@ -60,14 +66,29 @@ fn signature_digest(v: &serde_json::Value) -> Result<String, String> {
     ))
 }
 
+/// The leaf certificate (DER) of the envelope `v`'s first signature: its `x5c[0]`.
+pub(crate) fn first_leaf(v: &serde_json::Value) -> Result<Vec<u8>, String> {
+    v["signatures"][0]["x5c"][0]
+        .as_str()
+        .ok_or("the signature carries no x5c leaf certificate")
+        .and_then(|c| {
+            STANDARD
+                .decode(c.trim())
+                .map_err(|_| "the x5c leaf is not base64")
+        })
+        .map_err(str::to_string)
+}
+
 /// Ask the verifier at `url` to timestamp the first signature of `envelope` (presenting the
-/// attestation result in the file `result`), and put its answer in the envelope. Returns the
-/// countersigned time. A verifier that cannot be reached is an [`super::ci::Unreachable`].
+/// attestation result in the file `result`, and `leaf`, the DER of the SVID the signature was
+/// made with), and put its answer in the envelope. Returns the countersigned time. A verifier
+/// that cannot be reached is an [`Unreachable`].
 pub(crate) async fn countersign(
     envelope: &mut serde_json::Value,
     url: &str,
     ca: Option<&Path>,
     result: &Path,
+    leaf: &[u8],
 ) -> Result<u64> {
     // The result is what timestamps are minted with: never sent over plain HTTP.
     anyhow::ensure!(
@@ -80,7 +101,7 @@ pub(crate) async fn countersign(
     let token = std::fs::read_to_string(result)
         .with_context(|| format!("reading the attestation result {}", result.display()))?;
     let client = vouch_agent::VerifierClient::new(url, ca)?;
-    let answer = match client.timestamp(&digest, token.trim()).await {
+    let answer = match client.timestamp(&digest, token.trim(), leaf).await {
         Ok(a) => a,
         Err(e @ vouch_agent::AgentError::Unreachable { .. }) => {
             return Err(anyhow::Error::new(Unreachable(e.to_string())));
@@ -157,14 +178,23 @@ struct Claims {
     iss: String,
     sub: String,
     digest: String,
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: Option<String>,
     iat: u64,
 }
 
 /// Check the timestamp of the envelope `v`'s first signature against the verifier's `jwks`:
 /// a compact JWS of type `vouch-timestamp+jwt` whose `kid` is in the JWKS and whose signature
 /// verifies under that key with that key's algorithm, countersigning the SHA-256 of exactly
-/// this signature, at a time not more than [`SKEW`] in the future. `Err` is a refusal reason.
-pub(crate) fn check(v: &serde_json::Value, jwks: &str, now: u64) -> Result<Countersigned, String> {
+/// this signature, at a time not more than [`SKEW`] in the future, for the certificate `leaf`
+/// (DER) the signature was made with (`x5t#S256`, its base64url SHA-256). `Err` is a refusal
+/// reason.
+pub(crate) fn check(
+    v: &serde_json::Value,
+    jwks: &str,
+    now: u64,
+    leaf: &[u8],
+) -> Result<Countersigned, String> {
     use jsonwebtoken::{Validation, jwk::Jwk};
     let token = match v["signatures"][0].get(FIELD) {
         None => {
@@ -227,6 +257,21 @@ pub(crate) fn check(v: &serde_json::Value, jwks: &str, now: u64) -> Result<Count
             "the timestamp countersigns {}, not this signature ({want})",
             claims.digest
         ));
+    }
+    // The stamp names the certificate the verifier checked was issued to the presenter's
+    // workload: it must be the one this signature was made with.
+    let leaf_thumb = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(leaf));
+    match claims.x5t_s256.as_deref() {
+        None => {
+            return Err("the timestamp names no certificate (x5t#S256): it is not bound to the                         signer's SVID"
+                .into());
+        }
+        Some(t) if t != leaf_thumb => {
+            return Err(format!(
+                "the timestamp is for certificate x5t#S256 {t}, not the signer's ({leaf_thumb})"
+            ));
+        }
+        Some(_) => {}
     }
     if claims.iat > now + SKEW {
         return Err(format!(
@@ -361,7 +406,21 @@ pub(crate) async fn run(a: TimestampArgs) -> Result<std::process::ExitCode> {
     );
     let mut v: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not JSON", a.envelope.display()))?;
-    match countersign(&mut v, &a.timestamp_url, a.ca_cert.as_deref(), &a.result).await {
+    let leaf = first_leaf(&v).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (only SVID-signed envelopes are timestamped)",
+            a.envelope.display()
+        )
+    })?;
+    match countersign(
+        &mut v,
+        &a.timestamp_url,
+        a.ca_cert.as_deref(),
+        &a.result,
+        &leaf,
+    )
+    .await
+    {
         Ok(t) => eprintln!(
             "timestamp from {}: {}",
             a.timestamp_url,
@@ -381,4 +440,58 @@ pub(crate) async fn run(a: TimestampArgs) -> Result<std::process::ExitCode> {
     let text = serde_json::to_string_pretty(&v)? + "\n";
     std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use aws_lc_rs::signature::KeyPair as _;
+
+    /// A timestamp signed by a key of `jwks` over the first signature of `env`, with `x5t`.
+    fn stamped(x5t: Option<&str>) -> (serde_json::Value, String) {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let kp = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "k1",
+            "x": URL_SAFE_NO_PAD.encode(kp.public_key().as_ref()),
+        }]})
+        .to_string();
+        let mut env = serde_json::json!({"signatures": [{"sig": STANDARD.encode(b"a signature")}]});
+        let digest = signature_digest(&env).unwrap();
+        let mut claims = serde_json::json!({
+            "iss": "spiffe://vouch.local/vouch/verifier/k1", "sub": "n/w", "att": "a",
+            "digest": digest, "spiffe_id": "spiffe://vouch.local/w", "iat": 1_000,
+        });
+        if let Some(t) = x5t {
+            claims["x5t#S256"] = t.into();
+        }
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        h.typ = Some(vouch_server::TIMESTAMP_TYP.into());
+        h.kid = Some("k1".into());
+        let key = jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref());
+        env["signatures"][0][FIELD] = jsonwebtoken::encode(&h, &claims, &key).unwrap().into();
+        (env, jwks)
+    }
+
+    #[test]
+    fn a_timestamp_must_name_the_signers_certificate() {
+        let leaf = b"the signer's leaf DER";
+        let thumb = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(leaf));
+        let (env, jwks) = stamped(Some(&thumb));
+        assert_eq!(check(&env, &jwks, 1_000, leaf).unwrap().time, 1_000);
+        // The same stamp checked for another certificate.
+        let e = check(&env, &jwks, 1_000, b"another leaf DER").unwrap_err();
+        assert!(e.contains("not the signer's"), "{e}");
+        // No x5t#S256 (as stamps were made before the binding).
+        let (env, jwks) = stamped(None);
+        let e = check(&env, &jwks, 1_000, leaf).unwrap_err();
+        assert!(e.contains("names no certificate"), "{e}");
+        // One character of the thumbprint changed.
+        let mut t = thumb.into_bytes();
+        t[0] = if t[0] == b'A' { b'B' } else { b'A' };
+        let (env, jwks) = stamped(Some(std::str::from_utf8(&t).unwrap()));
+        assert!(check(&env, &jwks, 1_000, leaf).is_err());
+    }
 }
