@@ -7,7 +7,9 @@
 //! `provenance = true`). The node's workload (reporting every running container) and the
 //! declared workload whose containers run the unsigned image are contraindicated, naming the
 //! digest; the declared workload whose container runs the signed image is affirming; once
-//! the unsigned container is removed, the node is affirming again.
+//! the unsigned container is removed, the node is affirming again. Then the runtime stops
+//! answering (the service killed) while an unsigned container starts: the workloads are
+//! contraindicated, "the agent could not list the running containers", until it answers again.
 //!
 //! The images hold `/usr/bin/sleep` and the libraries `ldd` lists, built from scratch by
 //! buildah into an OCI layout and pushed by skopeo, then pulled by podman into storage of its
@@ -15,6 +17,7 @@
 //! configuration: `runtime = "runc"`, `default_ulimits = []`, the cgroupfs manager, no network.
 //! Skipped, loudly, when podman, buildah, skopeo, runc or docker-registry is missing, podman
 //! cannot run here, or the PyPI producer is not installed (`scripts/deps.sh --test`).
+//! A runtime that never answered (a silent socket) is checked without podman.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -514,4 +517,54 @@ fn stop_service(service: &mut std::process::Child) {
     }
     let _ = service.kill();
     let _ = service.wait();
+}
+
+/// A runtime that has never answered since the agent started (here a socket that accepts and
+/// stays silent; no podman needed): the agent reports no containers, and says it could not
+/// list them, so the node is not affirming on an empty list under `require_image_signature`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_never_answered_leaves_the_node_contraindicated_not_affirming() {
+    let h = common::Harness::new(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("silent.sock");
+    let l = tokio::net::UnixListener::bind(&sock).unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let mut agent = h
+        .agent_with("node", |c| {
+            c.container = Some(vouch_agent::ContainerConfig {
+                socket: sock.clone(),
+                node_containers: true,
+                timeout_ms: 300,
+                ..Default::default()
+            });
+        })
+        .await;
+    h.trust(&mut agent).await;
+    // Without an image rule the unlisted round denies nothing.
+    let r = agent.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
+    let ev = agent.evidence("n").unwrap();
+    let m = vouch_evidence::decode_payload(&ev.payload).unwrap().1;
+    assert!(m.workload.containers.is_empty());
+    let why = m.workload.containers_unlisted.unwrap();
+    assert!(
+        why.contains(sock.to_str().unwrap()) && why.contains("no answer"),
+        "{why}"
+    );
+
+    h.refvalue("require_image_signature", "*", "true").await;
+    let r = agent.attest_once().await.unwrap();
+    assert_eq!(r.status, ArStatus::Contraindicated, "{:?}", r.reasons);
+    assert!(
+        r.reasons.iter().any(|x| x
+            .contains("the agent could not list the running containers: container runtime at")
+            && x.contains("no answer")),
+        "{:?}",
+        r.reasons
+    );
 }
