@@ -69,6 +69,71 @@ pub fn svid(n: usize) -> Result<Svid> {
     })
 }
 
+/// The work of `POST /v1/svid` after its reads, before and since issue 15 part 7, in one run
+/// against one SQLite store in `dir` (its usual settings: WAL, `synchronous=FULL`), `n` times
+/// each: before, issue one SVID and append the `svid.issue` audit event (a committed write the
+/// route already made); since, also record the SVID (`issued_svid_record`, one committed
+/// `record_issued_svids` INSERT). Returns (before, since), each per SVID request.
+pub async fn svid_recorded(n: usize, dir: &Path) -> Result<(Duration, Duration)> {
+    use rcgen::PublicKeyData as _;
+    use vouch_store::{AuditLog as _, IssuedSvids as _};
+    let n = n.max(10);
+    let now = unix_now();
+    let td = vouch_identity::TrustDomain::parse("bench.local")?;
+    let ca = vouch_identity::SvidCa::generate(&td, 86_400, now)?;
+    let leaf = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let spki = leaf.subject_public_key_info();
+    let id = vouch_identity::SpiffeId::new(&td, "/bench/workload")?;
+    std::fs::create_dir_all(dir)?;
+    let store = vouch_store::SqliteStore::open(&dir.join("svid.db")).await?;
+    let one = |record: bool| {
+        let (ca, id, spki, store) = (&ca, &id, &spki, &store);
+        async move {
+            let der = ca.issue(id, spki, 3600, now)?;
+            let rec = vouch_server::issued_svid_record(
+                &der,
+                "node",
+                "node/w",
+                &id.to_string(),
+                now + 3600,
+                now,
+            )
+            .map_err(anyhow::Error::msg)?;
+            if record {
+                store
+                    .record_issued_svids(std::slice::from_ref(&rec))
+                    .await?;
+            }
+            let body =
+                serde_json::json!({"svids": [{"spiffe_id": rec.spiffe_id, "sha256": rec.sha256}]});
+            store
+                .append_audit(&vouch_store::AuditEvent {
+                    time: now,
+                    kind: "svid.issue".into(),
+                    actor: "bench-key".into(),
+                    subject: "w".into(),
+                    body,
+                })
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+    for i in 0..n / 10 {
+        one(i % 2 == 0).await?;
+    }
+    // Interleaved, so a disk that slows down for a while (a shared machine) weighs on both.
+    let (mut before, mut since) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..n {
+        let t = Instant::now();
+        one(false).await?;
+        before += t.elapsed();
+        let t = Instant::now();
+        one(true).await?;
+        since += t.elapsed();
+    }
+    Ok((per(before, n), per(since, n)))
+}
+
 /// The signing work of a 2-of-3 FROST quorum result against one Ed25519 signature over the same
 /// 900-byte message; the aggregate is checked as a plain Ed25519 signature first.
 pub fn quorum(n: usize, dir: &Path) -> Result<(Duration, Duration)> {
