@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,41 +94,8 @@ fn policy_test_explains_which_rules_decided() {
 
 use vouch_testkit::free_port;
 
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_server(dir: &Path, port: u16) -> Server {
-    let child = Command::new(VOUCH)
-        .args([
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        // Listening, with the context admin commands find through --data-dir written.
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && dir.join("context.toml").exists()
-        {
-            return server;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("vouch server did not start");
-}
+mod common;
+use common::spawn_server;
 
 /// Acknowledged attestations survive SIGKILL of the verifier under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,9 +10,11 @@ use sha2::Digest as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use vouch_testkit::free_port;
+
+mod common;
+use common::{Child, spawn_server, wait_for};
 
 const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
 
@@ -29,26 +31,6 @@ fn vouch(args: &[&str]) -> (i32, Vec<u8>, String) {
     )
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(what: &str, ok: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not come up");
-}
-
 fn sha256_file(p: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
 }
@@ -58,25 +40,7 @@ fn secret_put_list_get_through_the_agent_and_delete() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("server");
     let port = free_port();
-    let _server = Child(
-        Command::new(VOUCH)
-            .args([
-                "server",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&dir)
-            .env_remove("VOUCH_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("vouch server", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && dir.join("context.toml").exists()
-    });
+    let _server = spawn_server(&dir, port);
     let data_dir = dir.to_str().unwrap();
 
     // The workload and what it must be.

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use vouch_testkit::free_port;
 
+mod common;
+use common::spawn_server;
+
 const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
 
 fn vouch(args: &[&str]) -> (i32, String, String) {
@@ -65,6 +68,14 @@ struct Repos {
 }
 
 impl Repos {
+    /// The repositories made in `d/repos` by [`make_repos`], and what it expects of them.
+    fn make(d: &Path) -> (Self, serde_json::Value) {
+        let r = Self {
+            dir: d.join("repos"),
+        };
+        let expected = make_repos(&r.dir);
+        (r, expected)
+    }
     fn root(&self) -> String {
         self.dir.join("root.json").display().to_string()
     }
@@ -99,10 +110,7 @@ impl Repos {
 #[test]
 fn tuf_attacks_are_refused() {
     let d = tempfile::tempdir().unwrap();
-    let r = Repos {
-        dir: d.path().join("repos"),
-    };
-    let expected = make_repos(&r.dir);
+    let (r, expected) = Repos::make(d.path());
 
     // Good: version 1, then version 2 with the same cache (as two runs on one device).
     let cache = d.path().join("cache");
@@ -294,55 +302,14 @@ fn tuf_attacks_are_refused() {
     assert!(err.contains("trusted"), "{err}");
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(what: &str, ok: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not come up");
-}
-
 #[test]
 fn update_is_reattested_and_affirming_only_with_the_tuf_target() {
     let d = tempfile::tempdir().unwrap();
-    let r = Repos {
-        dir: d.path().join("repos"),
-    };
-    let expected = make_repos(&r.dir);
+    let (r, expected) = Repos::make(d.path());
 
     let dir = d.path().join("server");
     let port = free_port();
-    let _server = Child(
-        Command::new(VOUCH)
-            .args([
-                "server",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&dir)
-            .env_remove("VOUCH_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("vouch server", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && dir.join("context.toml").exists()
-    });
+    let _server = spawn_server(&dir, port);
     let data_dir = dir.to_str().unwrap();
 
     // The device: its workload's executable is registered; app.conf comes from TUF.
@@ -642,10 +609,7 @@ fn respond(c: &mut (impl std::io::Read + std::io::Write), root: &Path) {
 #[test]
 fn over_http_the_same_checks_hold_and_endless_answers_are_cut() {
     let d = tempfile::tempdir().unwrap();
-    let r = Repos {
-        dir: d.path().join("repos"),
-    };
-    let expected = make_repos(&r.dir);
+    let (r, expected) = Repos::make(d.path());
     let port = serve(r.dir.clone(), None);
     let url = |s: &str| format!("http://127.0.0.1:{port}/{s}");
     let root = r.root();
@@ -705,21 +669,9 @@ fn over_http_the_same_checks_hold_and_endless_answers_are_cut() {
 #[test]
 fn over_https_the_repository_ca_is_required() {
     let d = tempfile::tempdir().unwrap();
-    let r = Repos {
-        dir: d.path().join("repos"),
-    };
-    let expected = make_repos(&r.dir);
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (r, expected) = Repos::make(d.path());
     let ca = d.path().join("repo-ca.pem");
-    std::fs::write(&ca, ck.cert.pem()).unwrap();
-    let cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![ck.cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
-        )
-        .unwrap();
-    let port = serve(r.dir.clone(), Some(std::sync::Arc::new(cfg)));
+    let port = serve_https(r.dir.clone(), &ca);
     let repo = format!("https://127.0.0.1:{port}/v2");
     let root = r.root();
     let check = |cache: &str, ca: Option<&Path>| {
@@ -765,6 +717,20 @@ fn over_https_the_repository_ca_is_required() {
         err.contains("invalid peer certificate: BadSignature"),
         "{err}"
     );
+}
+
+/// [`serve`] over TLS, with a new self-signed certificate for 127.0.0.1 written to `ca` (PEM).
+fn serve_https(root: PathBuf, ca: &Path) -> u16 {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(ca, ck.cert.pem()).unwrap();
+    let cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![ck.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    serve(root, Some(std::sync::Arc::new(cfg)))
 }
 
 /// A loopback HTTP/1.1 server for slow retrieval, serving scenario v2 of `root` at a pace set
@@ -875,10 +841,7 @@ fn cache_state(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 #[test]
 fn slow_retrieval_is_cut_within_a_bound_and_nothing_changes() {
     let d = tempfile::tempdir().unwrap();
-    let r = Repos {
-        dir: d.path().join("repos"),
-    };
-    let expected = make_repos(&r.dir);
+    let (r, expected) = Repos::make(d.path());
     let port = serve_slow(r.dir.clone());
     let root = r.root();
     let dev = d.path().join("dev");
@@ -1046,10 +1009,7 @@ fn flip_sig(p: &Path) {
 #[test]
 fn a_cache_that_does_not_verify_from_the_pinned_root_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    let r = Repos {
-        dir: d.path().join("repos"),
-    };
-    let expected = make_repos(&r.dir);
+    let (r, expected) = Repos::make(d.path());
     let cache = d.path().join("cache");
     let (code, _, err) = r.check("v1", &cache);
     assert_eq!(code, 0, "{err}");
@@ -1268,10 +1228,7 @@ fn state_or_cache(cache: &Path) -> PathBuf {
 #[test]
 fn delegations_are_followed_as_tuf_specifies_and_as_python_tuf_does() {
     let d = tempfile::tempdir().unwrap();
-    let r = Repos {
-        dir: d.path().join("repos"),
-    };
-    let expected = make_repos(&r.dir);
+    let (r, expected) = Repos::make(d.path());
     let good = &expected["deleg"];
     let oracle = &expected["python_tuf"];
     let check = |repo: &str, target: &str| {
@@ -1455,21 +1412,9 @@ fn delegations_are_followed_as_tuf_specifies_and_as_python_tuf_does() {
 #[test]
 fn consistent_snapshots_on_and_off_over_https_with_a_pinned_ca() {
     let d = tempfile::tempdir().unwrap();
-    let r = Repos {
-        dir: d.path().join("repos"),
-    };
-    let expected = make_repos(&r.dir);
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (r, expected) = Repos::make(d.path());
     let ca = d.path().join("repo-ca.pem");
-    std::fs::write(&ca, ck.cert.pem()).unwrap();
-    let cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![ck.cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
-        )
-        .unwrap();
-    let port = serve(r.dir.clone(), Some(std::sync::Arc::new(cfg)));
+    let port = serve_https(r.dir.clone(), &ca);
     let dev = d.path().join("dev");
     std::fs::create_dir_all(&dev).unwrap();
     let apply = |repo: &str, root: &Path, target: &str, to: &Path| {
@@ -1549,10 +1494,7 @@ fn consistent_snapshots_on_and_off_over_https_with_a_pinned_ca() {
 fn cache_files_that_are_not_regular_files_are_refused_unread() {
     use std::os::unix::fs::FileTypeExt as _;
     let d = tempfile::tempdir().unwrap();
-    let r = Repos {
-        dir: d.path().join("repos"),
-    };
-    make_repos(&r.dir);
+    let (r, _) = Repos::make(d.path());
     let cache = d.path().join("cache");
     let (code, _, err) = r.check("v1", &cache);
     assert_eq!(code, 0, "{err}");
