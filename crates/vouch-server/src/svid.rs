@@ -278,16 +278,23 @@ impl State {
                 .collect();
             Ok((svids, bundle))
         })?;
-        // Recorded before they are handed out (one INSERT for the batch): `POST /v1/timestamp`
-        // countersigns only for an SVID recorded for the workload whose result is presented.
-        self.store.record_issued_svids(&records).await?;
+        // Recorded before they are handed out (one INSERT for the batch, in the transaction
+        // of the audit entry: no extra commit): `POST /v1/timestamp` countersigns only for an
+        // SVID recorded for the workload whose result is presented.
+        if !issued.is_empty() {
+            let event = vouch_store::AuditEvent {
+                time: unix_now(),
+                kind: "svid.issue".into(),
+                actor: req.key_id.clone(),
+                subject: req.workload.clone(),
+                body: serde_json::json!({ "svids": issued }),
+            };
+            self.store
+                .record_issued_svids_audited(&records, &event)
+                .await?;
+        }
         tracing::info!(workload = %req.workload, count = svids.len(), "X.509-SVIDs issued");
         self.metrics.svids_issued("x509", svids.len());
-        if !issued.is_empty() {
-            let body = serde_json::json!({ "svids": issued });
-            self.audit("svid.issue", &req.key_id, &req.workload, body)
-                .await;
-        }
         Ok(SvidResponse {
             svids,
             bundle,

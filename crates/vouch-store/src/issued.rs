@@ -36,6 +36,14 @@ pub trait IssuedSvids: Send + Sync {
     /// (more: one transaction). A certificate already recorded is left as it is.
     async fn record_issued_svids(&self, svids: &[IssuedSvidRecord]) -> Result<()>;
 
+    /// [`IssuedSvids::record_issued_svids`] and the audit entry `event` in one transaction
+    /// (one commit, one `fsync`: what `POST /v1/svid` writes). Returns the entry.
+    async fn record_issued_svids_audited(
+        &self,
+        svids: &[IssuedSvidRecord],
+        event: &crate::AuditEvent,
+    ) -> Result<crate::AuditRecord>;
+
     /// The SVID whose DER has SHA-256 `sha256` (lower-case hex), when recorded.
     async fn issued_svid(&self, sha256: &str) -> Result<Option<IssuedSvidRecord>>;
 
@@ -88,6 +96,32 @@ pub(crate) fn insert_sql(rows: usize) -> String {
     sql
 }
 
+/// [`insert_sql`] for `rows`, or `None` when there are none.
+pub(crate) fn insert_sql_for(rows: &[IssuedSvidRecord]) -> Option<String> {
+    (!rows.is_empty()).then(|| insert_sql(rows.len()))
+}
+
+/// Bind the seven columns of each record of `$rows` to the query `$q`, in [`insert_sql`]'s
+/// order.
+macro_rules! bind_rows {
+    ($q:expr, $rows:expr) => {{
+        let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let mut q = $q;
+        for s in $rows {
+            q = q
+                .bind(&s.sha256)
+                .bind(&s.serial)
+                .bind(&s.node_id)
+                .bind(&s.workload)
+                .bind(&s.spiffe_id)
+                .bind(i(s.not_after))
+                .bind(i(s.created_at));
+        }
+        q
+    }};
+}
+pub(crate) use bind_rows;
+
 /// Implement [`IssuedSvids`] for a store with a `pool` field (invoked next to `store_impl!`).
 macro_rules! issued_impl {
     ($store:ty) => {
@@ -97,37 +131,40 @@ macro_rules! issued_impl {
                 &self,
                 svids: &[crate::IssuedSvidRecord],
             ) -> crate::Result<()> {
-                let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-                let chunks: Vec<_> = svids
-                    .chunks(crate::issued::ISSUED_SVIDS_PER_STATEMENT)
-                    .collect();
-                let mut tx = if chunks.len() > 1 {
-                    Some(self.pool.begin().await?)
-                } else {
-                    None
-                };
-                for chunk in chunks {
-                    let sql = crate::issued::insert_sql(chunk.len());
-                    let mut q = sqlx::query(&sql);
-                    for s in chunk {
-                        q = q
-                            .bind(&s.sha256)
-                            .bind(&s.serial)
-                            .bind(&s.node_id)
-                            .bind(&s.workload)
-                            .bind(&s.spiffe_id)
-                            .bind(i(s.not_after))
-                            .bind(i(s.created_at));
+                if svids.len() <= crate::issued::ISSUED_SVIDS_PER_STATEMENT {
+                    if let Some(sql) = crate::issued::insert_sql_for(svids) {
+                        crate::issued::bind_rows!(sqlx::query(&sql), svids)
+                            .execute(&self.pool)
+                            .await?;
                     }
-                    match tx.as_mut() {
-                        Some(tx) => q.execute(&mut **tx).await?,
-                        None => q.execute(&self.pool).await?,
-                    };
+                    return Ok(());
                 }
-                if let Some(tx) = tx {
-                    tx.commit().await?;
+                let mut tx = self.pool.begin().await?;
+                for chunk in svids.chunks(crate::issued::ISSUED_SVIDS_PER_STATEMENT) {
+                    let sql = crate::issued::insert_sql(chunk.len());
+                    crate::issued::bind_rows!(sqlx::query(&sql), chunk)
+                        .execute(&mut *tx)
+                        .await?;
                 }
+                tx.commit().await?;
                 Ok(())
+            }
+
+            async fn record_issued_svids_audited(
+                &self,
+                svids: &[crate::IssuedSvidRecord],
+                event: &crate::AuditEvent,
+            ) -> crate::Result<crate::AuditRecord> {
+                let mut tx = self.pool.begin().await?;
+                for chunk in svids.chunks(crate::issued::ISSUED_SVIDS_PER_STATEMENT) {
+                    let sql = crate::issued::insert_sql(chunk.len());
+                    crate::issued::bind_rows!(sqlx::query(&sql), chunk)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let rec = crate::audit::append_in!(&mut *tx, event);
+                tx.commit().await?;
+                Ok(rec)
             }
 
             async fn issued_svid(

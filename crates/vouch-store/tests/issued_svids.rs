@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use vouch_store::{ISSUED_SVIDS_PER_STATEMENT, IssuedSvidRecord, PgStore, SqliteStore, Store};
+use vouch_store::{
+    AuditEvent, ISSUED_SVIDS_PER_STATEMENT, IssuedSvidRecord, PgStore, SqliteStore, Store,
+};
 
 fn rec(i: usize, not_after: u64) -> IssuedSvidRecord {
     IssuedSvidRecord {
@@ -78,6 +80,32 @@ async fn issued_svids_are_recorded_read_and_pruned(s: Arc<dyn Store>) {
         (ISSUED_SVIDS_PER_STATEMENT + 7 - 500) as u64
     );
     assert_eq!(s.prune_issued_svids(u64::MAX, 1_000).await.unwrap(), 0);
+
+    // With the audit entry, in one transaction: both are there after it.
+    let size = s.audit_size().await.unwrap();
+    let batch = vec![rec(7_000, 9_000), rec(7_001, 9_000)];
+    let event = AuditEvent {
+        time: 1_000,
+        kind: "svid.issue".into(),
+        actor: "key".into(),
+        subject: "w".into(),
+        body: serde_json::json!({"svids": [batch[0].sha256, batch[1].sha256]}),
+    };
+    let entry = s.record_issued_svids_audited(&batch, &event).await.unwrap();
+    assert_eq!(entry.seq, size);
+    assert_eq!(s.audit_size().await.unwrap(), size + 1);
+    for r in &batch {
+        assert_eq!(s.issued_svid(&r.sha256).await.unwrap().as_ref(), Some(r));
+    }
+    // A batch whose second row repeats a key inside one statement is an error on PostgreSQL
+    // (ON CONFLICT cannot affect a row twice) and a no-op on SQLite; either way the audit
+    // entry is written exactly when the rows are.
+    let twice = vec![rec(8_000, 9_000), rec(8_000, 9_000)];
+    let size = s.audit_size().await.unwrap();
+    let ok = s.record_issued_svids_audited(&twice, &event).await.is_ok();
+    let found = s.issued_svid(&twice[0].sha256).await.unwrap().is_some();
+    assert_eq!(ok, found);
+    assert_eq!(s.audit_size().await.unwrap(), size + u64::from(ok));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,8 +72,9 @@ pub fn svid(n: usize) -> Result<Svid> {
 /// The work of `POST /v1/svid` after its reads, before and since issue 15 part 7, in one run
 /// against one SQLite store in `dir` (its usual settings: WAL, `synchronous=FULL`), `n` times
 /// each: before, issue one SVID and append the `svid.issue` audit event (a committed write the
-/// route already made); since, also record the SVID (`issued_svid_record`, one committed
-/// `record_issued_svids` INSERT). Returns (before, since), each per SVID request.
+/// route already made); since, record the SVID in the same transaction (`issued_svid_record`,
+/// `record_issued_svids_audited`: one INSERT more, no commit more). Returns (before, since),
+/// each per SVID request.
 pub async fn svid_recorded(n: usize, dir: &Path) -> Result<(Duration, Duration)> {
     use rcgen::PublicKeyData as _;
     use vouch_store::{AuditLog as _, IssuedSvids as _};
@@ -99,22 +100,20 @@ pub async fn svid_recorded(n: usize, dir: &Path) -> Result<(Duration, Duration)>
                 now,
             )
             .map_err(anyhow::Error::msg)?;
+            let event = vouch_store::AuditEvent {
+                time: now,
+                kind: "svid.issue".into(),
+                actor: "bench-key".into(),
+                subject: "w".into(),
+                body: serde_json::json!({"svids": [{"spiffe_id": rec.spiffe_id, "sha256": rec.sha256}]}),
+            };
             if record {
                 store
-                    .record_issued_svids(std::slice::from_ref(&rec))
+                    .record_issued_svids_audited(std::slice::from_ref(&rec), &event)
                     .await?;
+            } else {
+                store.append_audit(&event).await?;
             }
-            let body =
-                serde_json::json!({"svids": [{"spiffe_id": rec.spiffe_id, "sha256": rec.sha256}]});
-            store
-                .append_audit(&vouch_store::AuditEvent {
-                    time: now,
-                    kind: "svid.issue".into(),
-                    actor: "bench-key".into(),
-                    subject: "w".into(),
-                    body,
-                })
-                .await?;
             anyhow::Ok(())
         }
     };

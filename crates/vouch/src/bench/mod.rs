@@ -573,8 +573,8 @@ fn ms(d: Duration) -> f64 {
 
 /// `vouch bench --svid`: X.509-SVIDs issued per second by the trust-domain CA against raw
 /// ECDSA P-256 signatures over a message of the same size, in one run; and the route's work
-/// after its reads since issue 15 part 7 (issue, record the SVID: one committed SQLite INSERT
-/// a batch, append the audit event) against before (issue, append the audit event).
+/// after its reads since issue 15 part 7 (issue, record the SVID and append the audit event in
+/// one transaction) against before (issue, append the audit event).
 async fn svid_report(n: usize, json: bool) -> Result<ExitCode> {
     let s = micro::svid(n)?;
     let dir = tempfile_dir()?.join("svid");
@@ -616,7 +616,7 @@ async fn svid_report(n: usize, json: bool) -> Result<ExitCode> {
             per(alone) * 1e6
         );
         println!(
-            "  +record        {:>10.0}/s  {:>8.1} µs each (since: one more committed INSERT)",
+            "  +record        {:>10.0}/s  {:>8.1} µs each (since: + the INSERT, same commit)",
             1.0 / per(recorded),
             per(recorded) * 1e6
         );
