@@ -201,86 +201,37 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
         "db",
     ]);
     assert!(code == 1 && out.contains("warning"), "{out}{err}");
-    let (code, out, err) = vouch(&[
-        "verify",
-        "--jwks",
-        &format!("{base}/.well-known/jwks.json"),
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "--audience",
-        "db",
-        "--accept-warning",
-        adir.join("result.jwt").to_str().unwrap(),
-    ]);
+    // `vouch verify` of a result file against the restarted verifier's JWKS, with `flags`.
+    let jwks = format!("{base}/.well-known/jwks.json");
+    let jwt = adir.join("result.jwt");
+    let verify = |flags: &[&str], file: &Path| {
+        let mut a = vec!["verify", "--jwks", &jwks, "--ca-cert", ca.to_str().unwrap()];
+        a.extend(flags);
+        a.push(file.to_str().unwrap());
+        vouch(&a)
+    };
+    let (code, out, err) = verify(&["--audience", "db", "--accept-warning"], &jwt);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("valid:"), "{out}");
-    let (code, _, err) = vouch(&[
-        "verify",
-        "--jwks",
-        &format!("{base}/.well-known/jwks.json"),
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "--audience",
-        "db",
-        adir.join("result.jwt").to_str().unwrap(),
-    ]);
+    let (code, _, err) = verify(&["--audience", "db"], &jwt);
     assert_eq!(code, 1);
     assert!(err.contains("warning"), "{err}");
     // Issue 12: a relying party names its audience; a result for another is refused, and
     // not checking is a flag of its own.
-    let (code, _, err) = vouch(&[
-        "verify",
-        "--jwks",
-        &format!("{base}/.well-known/jwks.json"),
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "--accept-warning",
-        adir.join("result.jwt").to_str().unwrap(),
-    ]);
+    let (code, _, err) = verify(&["--accept-warning"], &jwt);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--audience"), "{err}");
-    let (code, _, err) = vouch(&[
-        "verify",
-        "--jwks",
-        &format!("{base}/.well-known/jwks.json"),
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "--audience",
-        "cache",
-        "--accept-warning",
-        adir.join("result.jwt").to_str().unwrap(),
-    ]);
+    let (code, _, err) = verify(&["--audience", "cache", "--accept-warning"], &jwt);
     assert_eq!(code, 1);
     assert!(err.contains("not for audience \"cache\""), "{err}");
-    let (code, out, err) = vouch(&[
-        "verify",
-        "--jwks",
-        &format!("{base}/.well-known/jwks.json"),
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "--any-audience",
-        "--accept-warning",
-        adir.join("result.jwt").to_str().unwrap(),
-    ]);
+    let (code, out, err) = verify(&["--any-audience", "--accept-warning"], &jwt);
     assert_eq!(code, 0, "{out}{err}");
     // A relying party that wants a confidential VM: software evidence, no sev-snp submodule.
     for (flag, value, says) in [
         ("--evidence-kind", "composite", "software evidence"),
         ("--require-submod", "sev-snp", "no \"sev-snp\" submodule"),
     ] {
-        let (code, _, err) = vouch(&[
-            "verify",
-            "--jwks",
-            &format!("{base}/.well-known/jwks.json"),
-            "--ca-cert",
-            ca.to_str().unwrap(),
-            "--audience",
-            "db",
-            "--accept-warning",
-            flag,
-            value,
-            adir.join("result.jwt").to_str().unwrap(),
-        ]);
+        let (code, _, err) = verify(&["--audience", "db", "--accept-warning", flag, value], &jwt);
         assert_eq!(code, 1, "{flag}");
         assert!(err.contains(says), "{flag}: {err}");
     }
@@ -293,19 +244,10 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
         ("classical", &pq, true),
         ("both", &adir.join("result.jwt"), false),
     ] {
-        let (code, out, err) = vouch(&[
-            "verify",
-            "--jwks",
-            &format!("{base}/.well-known/jwks.json"),
-            "--ca-cert",
-            ca.to_str().unwrap(),
-            "--audience",
-            "db",
-            "--accept-warning",
-            "--signatures",
-            mode,
-            file.to_str().unwrap(),
-        ]);
+        let (code, out, err) = verify(
+            &["--audience", "db", "--accept-warning", "--signatures", mode],
+            file,
+        );
         if ok {
             assert_eq!(code, 0, "{mode} {}: {out}{err}", file.display());
         } else {
