@@ -453,8 +453,14 @@ pub(crate) fn format_rfc3339(t: u64) -> String {
     )
 }
 
-/// Unix seconds of exactly `YYYY-MM-DDTHH:MM:SSZ`; anything else is `None`.
+/// Unix seconds of exactly `YYYY-MM-DDTHH:MM:SSZ` at or after 1970; anything else is `None`.
 pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
+    u64::try_from(rfc3339_seconds(s)?).ok()
+}
+
+/// Unix seconds (negative before 1970) of exactly `YYYY-MM-DDTHH:MM:SSZ`; anything else is
+/// `None`. Also an in-toto layout's `expires`.
+pub(crate) fn rfc3339_seconds(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
         return None;
@@ -474,8 +480,7 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
-    let t = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se;
-    u64::try_from(t).ok()
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se)
 }
 
 #[cfg(test)]

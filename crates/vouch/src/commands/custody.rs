@@ -1076,7 +1076,7 @@ fn verify_layout(
         return refused("layout: _type is not \"layout\"");
     }
     let expires = signed.get("expires").and_then(Value::as_str).unwrap_or("");
-    let Some(exp) = parse_expires(expires) else {
+    let Some(exp) = super::ci::rfc3339_seconds(expires) else {
         return refused(format!(
             "layout: expires {expires:?} is not YYYY-MM-DDTHH:MM:SSZ"
         ));
@@ -1377,10 +1377,12 @@ mod tests {
 
     #[test]
     fn expires_parses() {
-        assert_eq!(parse_expires("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_expires("2000-03-01T00:00:01Z"), Some(951_868_801));
-        assert_eq!(parse_expires("2000-13-01T00:00:01Z"), None);
-        assert_eq!(parse_expires("2000-03-01 00:00:01"), None);
+        use crate::commands::ci::rfc3339_seconds as parse;
+        assert_eq!(parse("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse("1969-12-31T23:59:59Z"), Some(-1));
+        assert_eq!(parse("2000-03-01T00:00:01Z"), Some(951_868_801));
+        assert_eq!(parse("2000-13-01T00:00:01Z"), None);
+        assert_eq!(parse("2000-03-01 00:00:01"), None);
     }
 
     fn arts(v: &[(&str, &str)]) -> Artifacts {
