@@ -6,37 +6,22 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use std::sync::Arc;
 
 use vouch_agent::{Agent, AgentConfig, TpmConfig};
 use vouch_core::wire::{AttestRequest, TpmEnrollRequest, tpm_enroll_signing_input};
 use vouch_core::{ArStatus, ErrorKind, TrustClaim};
-use vouch_policy::ReferenceValue;
 use vouch_rp::{Requirements, ResultVerifier};
-use vouch_server::{RunningServer, ServerConfig, create_join_token, start_with_store, unix_now};
-use vouch_store::{SqliteStore, Store};
+use vouch_server::{create_join_token, unix_now};
 use vouch_testkit::Swtpm;
 
+mod common;
 mod tpm_ima;
+use common::Harness as Setup;
 use tpm_ima::{ima_line, measure, real_ima_log};
 
-struct Setup {
-    dir: tempfile::TempDir,
-    server: RunningServer,
-    store: Arc<dyn Store>,
-}
-
+/// A verifier trusting the EK CAs in `ca_dir`.
 async fn server(ca_dir: std::path::PathBuf) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("server"),
-        tpm_ca_dir: Some(ca_dir),
-        ..ServerConfig::default()
-    };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.database_path()).await.unwrap());
-    let server = start_with_store(cfg, store.clone()).await.unwrap();
-    Setup { dir, server, store }
+    Setup::new(|c| c.tpm_ca_dir = Some(ca_dir)).await
 }
 
 async fn agent(s: &Setup, tpm: &Swtpm, name: &str) -> Result<Agent, vouch_agent::AgentError> {
@@ -94,20 +79,6 @@ async fn agent_with(
     .await
 }
 
-async fn refvalue(s: &Setup, kind: &str, key: &str, value: &str) {
-    s.store
-        .add_reference_value(
-            &ReferenceValue {
-                kind: kind.into(),
-                key: key.into(),
-                value: value.into(),
-            },
-            unix_now(),
-        )
-        .await
-        .unwrap();
-}
-
 /// Agent `ima` quoting PCRs 10 and 16, sending `ima_log`.
 async fn ima_agent(
     s: &Setup,
@@ -120,7 +91,7 @@ async fn ima_agent(
 /// Make agent `name`'s executable (`{name}.bin`, as [`agent_with`] writes it) a reference value.
 async fn allow_exe(s: &Setup, name: &str) {
     let sha = vouch_evidence::sha256_file(&s.dir.path().join(format!("{name}.bin"))).unwrap();
-    refvalue(s, "executable", name, &sha).await;
+    s.refvalue("executable", name, &sha).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +183,7 @@ async fn tpm_backed_attestation_end_to_end() {
         .as_str()
         .unwrap()
         .to_string();
-    refvalue(&s, "pcr", "sha256:16", &pcr16).await;
+    s.refvalue("pcr", "sha256:16", &pcr16).await;
     let one = a.attest_once().await.unwrap();
     assert_eq!(one.status, ArStatus::Affirming);
     // Issue 13: a quote's claims repeat while nothing measured changed (the TPM clock counter
@@ -351,7 +322,8 @@ async fn ima_log_replays_incrementally_and_denied_files_stay_denied() {
 
     // A denied file is measured: contraindicated, and it stays so on later rounds.
     let miner = vouch_tpm::HashAlg::Sha256.digest(&[b"xmrig".as_slice()]);
-    refvalue(&s, "ima_deny", &hex::encode(&miner), "cryptominer").await;
+    s.refvalue("ima_deny", &hex::encode(&miner), "cryptominer")
+        .await;
     measure(&tpm, &log, &ima_line("/tmp/xmrig", b"xmrig"));
     let r = a.attest_once().await.unwrap();
     assert_eq!(r.status, ArStatus::Contraindicated);
@@ -426,7 +398,7 @@ async fn measured_boot_event_log_replays_and_gates_the_result() {
     )
     .await
     .unwrap();
-    refvalue(&s, "boot", "required", "yes").await;
+    s.refvalue("boot", "required", "yes").await;
     allow_exe(&s, "boot").await;
     let r = a.attest_once().await.unwrap();
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
@@ -445,7 +417,7 @@ async fn measured_boot_event_log_replays_and_gates_the_result() {
     );
 
     // Secure Boot required: SeaBIOS has none, so the result turns contraindicated.
-    refvalue(&s, "boot", "secure_boot", "yes").await;
+    s.refvalue("boot", "secure_boot", "yes").await;
     let r = a.attest_once().await.unwrap();
     assert_eq!(r.status, ArStatus::Contraindicated);
     assert!(
@@ -525,7 +497,8 @@ async fn issue_12_ima_cannot_be_skipped_once_pcr_10_moved() {
     let mut a = with_log(vec![10, 16], Some(log.clone())).await.unwrap();
     allow_exe(&s, "ima").await;
     let miner = vouch_tpm::HashAlg::Sha256.digest(&[b"xmrig".as_slice()]);
-    refvalue(&s, "ima_deny", &hex::encode(&miner), "cryptominer").await;
+    s.refvalue("ima_deny", &hex::encode(&miner), "cryptominer")
+        .await;
     let r = a.attest_once().await.unwrap();
     assert_eq!((r.status, r.ima_position), (ArStatus::Affirming, Some(2)));
     drop(a);
@@ -598,7 +571,8 @@ async fn issue_12_reenrolling_the_same_tpm_keeps_ima_failures_and_the_clock() {
     let mut a = ima_agent(&s, &tpm, Some(log.clone())).await.unwrap();
     allow_exe(&s, "ima").await;
     let miner = vouch_tpm::HashAlg::Sha256.digest(&[b"xmrig".as_slice()]);
-    refvalue(&s, "ima_deny", &hex::encode(&miner), "cryptominer").await;
+    s.refvalue("ima_deny", &hex::encode(&miner), "cryptominer")
+        .await;
     assert_eq!(a.attest_once().await.unwrap().status, ArStatus::Affirming);
     measure(&tpm, &log, &ima_line("/tmp/xmrig", b"xmrig"));
     let r = a.attest_once().await.unwrap();
@@ -803,11 +777,12 @@ async fn issue_12_software_evidence_from_a_tpm_bound_node_is_refused() {
     assert!(e.to_string().contains("tpm_fallback"), "{e}");
 
     // Another node's fallback does not count; this node's (or `*`) does.
-    refvalue(&s, "tpm_fallback", "some-other-node", "software").await;
+    s.refvalue("tpm_fallback", "some-other-node", "software")
+        .await;
     let n = c.challenge().await.unwrap().nonce;
     let e = c.attest(&software(&mut a, &n)).await.unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::TpmRequired), "{e}");
-    refvalue(&s, "tpm_fallback", &node, "software").await;
+    s.refvalue("tpm_fallback", &node, "software").await;
     let n = c.challenge().await.unwrap().nonce;
     let r = c.attest(&software(&mut a, &n)).await.unwrap();
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);

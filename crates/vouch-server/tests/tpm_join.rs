@@ -22,30 +22,22 @@ use vouch_core::wire::{
 };
 use vouch_core::{ArStatus, ErrorKind};
 use vouch_evidence::AgentKey;
-use vouch_policy::ReferenceValue;
-use vouch_server::{RunningServer, ServerConfig, start_with_store, unix_now};
+use vouch_server::{ServerConfig, start_with_store, unix_now};
 use vouch_store::{SqliteStore, Store};
 use vouch_testkit::Swtpm;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    server: RunningServer,
-    store: Arc<dyn Store>,
-}
+mod common;
+use common::Harness as Setup;
 
+/// A verifier trusting the EK CAs in `ca_dir`, accepting join tokens and TPM node
+/// attestation, changed by `f`.
 async fn server_with(ca_dir: PathBuf, f: impl FnOnce(&mut ServerConfig)) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("server"),
-        tpm_ca_dir: Some(ca_dir),
-        node_attestors: vec!["join_token".into(), "tpm".into()],
-        ..ServerConfig::default()
-    };
-    f(&mut cfg);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.database_path()).await.unwrap());
-    let server = start_with_store(cfg, store.clone()).await.unwrap();
-    Setup { dir, server, store }
+    Setup::new(|c| {
+        c.tpm_ca_dir = Some(ca_dir);
+        c.node_attestors = vec!["join_token".into(), "tpm".into()];
+        f(c);
+    })
+    .await
 }
 
 async fn server(ca_dir: PathBuf) -> Setup {
@@ -122,20 +114,6 @@ fn expected_node(tpm: &Swtpm) -> (String, String, Vec<u8>) {
     let ek_key = hex::encode(h.finalize());
     let node = vouch_nodeattest::node_id_for(&format!("tpm:ek:{ek_key}"));
     (node, ek_key, cert)
-}
-
-async fn refvalue(s: &Setup, kind: &str, key: &str, value: &str) {
-    s.store
-        .add_reference_value(
-            &ReferenceValue {
-                kind: kind.into(),
-                key: key.into(),
-                value: value.into(),
-            },
-            unix_now(),
-        )
-        .await
-        .unwrap();
 }
 
 fn client(s: &Setup) -> VerifierClient {
@@ -249,7 +227,7 @@ async fn a_tpm_node_joins_without_a_token_as_the_node_its_ek_names() {
 
     // The node attests affirming with TPM evidence.
     let exe_sha = vouch_evidence::sha256_file(&s.dir.path().join("app.bin")).unwrap();
-    refvalue(&s, "executable", "app", &exe_sha).await;
+    s.refvalue("executable", "app", &exe_sha).await;
     let r = a.attest_once().await.unwrap();
     assert_eq!(r.status, ArStatus::Affirming, "{:?}", r.reasons);
     let rec = s
@@ -563,8 +541,7 @@ async fn an_ecc_p384_ek_joins_with_its_own_certificate() {
     // Another EK of the same TPM is another key: not the RSA EK's node.
     let (rsa_node, _, _) = expected_node(&tpm);
     assert_ne!(node, rsa_node);
-    refvalue(
-        &s,
+    s.refvalue(
         "executable",
         "ecc",
         &vouch_evidence::sha256_file(&exe).unwrap(),
