@@ -98,6 +98,23 @@ impl Repos {
             cache.to_str().unwrap(),
         ])
     }
+    /// `vouch update apply` of `target` from scenario `s` with the cache `cache`, to `to`.
+    fn apply(&self, s: &str, target: &str, cache: &Path, to: &Path) -> (i32, String, String) {
+        vouch(&[
+            "update",
+            "apply",
+            "--repo",
+            &self.repo(s),
+            "--root",
+            &self.root(),
+            "--target",
+            target,
+            "--cache",
+            cache.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ])
+    }
     fn refused(&self, s: &str, cache: &Path, why: &str) {
         let (code, out, err) = self.check(s, cache);
         assert_eq!(code, 1, "{s} must be refused: {out} {err}");
@@ -241,20 +258,7 @@ fn tuf_attacks_are_refused() {
     ] {
         let (code, _, err) = r.check(s, &fresh(s));
         assert_eq!(code, 0, "{s}: the metadata itself is valid: {err}");
-        let (code, _, err) = vouch(&[
-            "update",
-            "apply",
-            "--repo",
-            &r.repo(s),
-            "--root",
-            &r.root(),
-            "--target",
-            "app.conf",
-            "--cache",
-            fresh(s).to_str().unwrap(),
-            "--to",
-            installed.to_str().unwrap(),
-        ]);
+        let (code, _, err) = r.apply(s, "app.conf", &fresh(s), &installed);
         assert_eq!(code, 1, "{s} must be refused");
         assert!(err.contains(why), "{s}: {err}");
         assert_eq!(std::fs::read(&installed).unwrap(), b"the old version\n");
@@ -880,20 +884,7 @@ fn slow_retrieval_is_cut_within_a_bound_and_nothing_changes() {
     };
 
     // The device has version 1 (from the repository directory) and its cache.
-    let (code, _, err) = vouch(&[
-        "update",
-        "apply",
-        "--repo",
-        &r.repo("v1"),
-        "--root",
-        &root,
-        "--target",
-        "app.conf",
-        "--cache",
-        cache.to_str().unwrap(),
-        "--to",
-        installed.to_str().unwrap(),
-    ]);
+    let (code, _, err) = r.apply("v1", "app.conf", &cache, &installed);
     assert_eq!(code, 0, "{err}");
     let before = cache_state(&cache);
     assert!(!before.is_empty());
@@ -1360,20 +1351,7 @@ fn delegations_are_followed_as_tuf_specifies_and_as_python_tuf_does() {
     std::fs::create_dir_all(&dev).unwrap();
     for t in ["firmware/fw.bin", "apps/beta-app.conf"] {
         let to = dev.join(t.replace('/', "_"));
-        let (code, _, err) = vouch(&[
-            "update",
-            "apply",
-            "--repo",
-            &r.repo("deleg"),
-            "--root",
-            &r.root(),
-            "--target",
-            t,
-            "--cache",
-            d.path().join("apply-cache").to_str().unwrap(),
-            "--to",
-            to.to_str().unwrap(),
-        ]);
+        let (code, _, err) = r.apply("deleg", t, &d.path().join("apply-cache"), &to);
         assert_eq!(code, 0, "{t}: {err}");
         assert_eq!(hex_sha256(&to), good[t].as_str().unwrap(), "{t}");
     }
@@ -1386,20 +1364,12 @@ fn delegations_are_followed_as_tuf_specifies_and_as_python_tuf_does() {
     b[0] ^= 1;
     std::fs::write(&stored, &b).unwrap();
     let to = dev.join("fw2.bin");
-    let (code, _, err) = vouch(&[
-        "update",
-        "apply",
-        "--repo",
-        &r.repo("deleg"),
-        "--root",
-        &r.root(),
-        "--target",
+    let (code, _, err) = r.apply(
+        "deleg",
         "firmware/fw.bin",
-        "--cache",
-        d.path().join("apply-cache-2").to_str().unwrap(),
-        "--to",
-        to.to_str().unwrap(),
-    ]);
+        &d.path().join("apply-cache-2"),
+        &to,
+    );
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!("the metadata says 13 bytes with sha256 {fw_sha}")),
