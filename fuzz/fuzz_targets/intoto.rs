@@ -1,6 +1,7 @@
 //! `vouch custody`'s in-toto parsers on untrusted bytes (crates/vouch/src/commands/custody/
 //! intoto.rs and glob.rs, built here alone): a metablock (JSON, signatures, canonical JSON of
-//! `signed`), artifact rules and a link's artifacts, the rules applied, an expiry date, a glob
+//! `signed`), artifact rules and a link's artifacts, the rules applied, an expiry date
+//! (commands/rfc3339.rs), a glob
 //! pattern matched. None may panic, whatever the input.
 #![no_main]
 
@@ -10,6 +11,9 @@ use std::collections::BTreeMap;
 #[path = "../../crates/vouch/src/commands/custody/glob.rs"]
 #[allow(dead_code)]
 mod glob;
+#[path = "../../crates/vouch/src/commands/rfc3339.rs"]
+#[allow(dead_code)]
+mod rfc3339;
 #[path = "../../crates/vouch/src/commands/custody/intoto.rs"]
 #[allow(dead_code)]
 mod intoto;
@@ -29,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = intoto::fnmatch(n, p);
     }
     if let Some(e) = v["expires"].as_str() {
-        let _ = intoto::parse_expires(e);
+        let _ = rfc3339::rfc3339_seconds(e);
     }
     let mut out = Vec::new();
     let _ = intoto::canonical(&v, &mut out);

@@ -306,7 +306,7 @@ async fn sign(a: SignArgs) -> Result<ExitCode> {
     };
     env.insert(
         SIGNED_AT.into(),
-        super::ci::format_rfc3339(vouch_server::unix_now()).into(),
+        super::rfc3339::format_rfc3339(vouch_server::unix_now()).into(),
     );
     signed.insert("environment".into(), Value::Object(env));
     let signed = Value::Object(signed);
@@ -344,7 +344,7 @@ async fn sign(a: SignArgs) -> Result<ExitCode> {
         signature[super::timestamp::FIELD] = view["signatures"][0][super::timestamp::FIELD].clone();
         eprintln!(
             "timestamped by the verifier at {}",
-            super::ci::format_rfc3339(at)
+            super::rfc3339::format_rfc3339(at)
         );
     }
     let out = json!({"signed": signed, "signatures": [signature]});
@@ -715,7 +715,7 @@ fn svid_link(mb: &Metablock, step: &Step, ctx: &SvidCtx, now: i64) -> Result<Str
         .get("environment")
         .and_then(|e| e.get(SIGNED_AT))
         .and_then(Value::as_str)
-        .and_then(super::ci::parse_rfc3339)
+        .and_then(super::rfc3339::parse_rfc3339)
         .ok_or(format!(
             "no environment.{SIGNED_AT} (YYYY-MM-DDTHH:MM:SSZ): not signed by `vouch custody sign`"
         ));
@@ -1076,7 +1076,7 @@ fn verify_layout(
         return refused("layout: _type is not \"layout\"");
     }
     let expires = signed.get("expires").and_then(Value::as_str).unwrap_or("");
-    let Some(exp) = super::ci::rfc3339_seconds(expires) else {
+    let Some(exp) = super::rfc3339::rfc3339_seconds(expires) else {
         return refused(format!(
             "layout: expires {expires:?} is not YYYY-MM-DDTHH:MM:SSZ"
         ));
@@ -1377,7 +1377,7 @@ mod tests {
 
     #[test]
     fn expires_parses() {
-        use crate::commands::ci::rfc3339_seconds as parse;
+        use crate::commands::rfc3339::rfc3339_seconds as parse;
         assert_eq!(parse("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse("1969-12-31T23:59:59Z"), Some(-1));
         assert_eq!(parse("2000-03-01T00:00:01Z"), Some(951_868_801));

@@ -20,6 +20,7 @@ mod keys;
 pub(crate) mod provenance;
 mod refcsv;
 mod remote;
+pub(crate) mod rfc3339;
 mod rp;
 mod run;
 pub(crate) mod secret;

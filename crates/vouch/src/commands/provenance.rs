@@ -215,7 +215,7 @@ pub(crate) async fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
         match &stamp {
             Some(t) => eprintln!(
                 "timestamp: {} by verifier key {} for {}",
-                super::ci::format_rfc3339(t.time),
+                super::rfc3339::format_rfc3339(t.time),
                 t.kid,
                 t.workload
             ),

@@ -424,7 +424,7 @@ pub(crate) async fn run(a: TimestampArgs) -> Result<std::process::ExitCode> {
         Ok(t) => eprintln!(
             "timestamp from {}: {}",
             a.timestamp_url,
-            super::ci::format_rfc3339(t)
+            super::rfc3339::format_rfc3339(t)
         ),
         Err(e) if e.is::<Unreachable>() => {
             eprintln!("error: {e}");
