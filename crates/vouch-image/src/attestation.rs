@@ -35,27 +35,10 @@ pub struct AttestationLayer {
     pub size: u64,
 }
 
-#[derive(serde::Deserialize)]
-struct ManifestDoc {
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-}
-
-#[derive(serde::Deserialize)]
-struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-}
-
 /// The DSSE layers of a cosign attestation manifest (other layers are left out).
 pub fn attestation_layers(manifest: &[u8]) -> Result<Vec<AttestationLayer>, ImageError> {
-    let doc: ManifestDoc = serde_json::from_slice(manifest)
-        .map_err(|e| ImageError::Registry(format!("attestation manifest: {e}")))?;
-    doc.layers
+    crate::registry::layers_of(manifest, "attestation manifest", DSSE_MEDIA_TYPE)?
         .into_iter()
-        .filter(|l| l.media_type == DSSE_MEDIA_TYPE)
         .map(|l| {
             Ok(AttestationLayer {
                 digest: Digest::parse(&l.digest)?,

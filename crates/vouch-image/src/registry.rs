@@ -387,23 +387,37 @@ struct ManifestDoc {
     layers: Vec<Descriptor>,
 }
 
+/// A layer of an OCI image manifest, as cosign's signature and attestation manifests list
+/// them.
 #[derive(serde::Deserialize)]
-struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(rename = "mediaType", default)]
     media_type: String,
-    digest: String,
-    size: u64,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
 }
 
+/// The layers of `manifest` (`what` names it in errors) whose media type is `media_type`.
+pub(crate) fn layers_of(
+    manifest: &[u8],
+    what: &str,
+    media_type: &str,
+) -> Result<Vec<Descriptor>, ImageError> {
+    let doc: ManifestDoc = serde_json::from_slice(manifest)
+        .map_err(|e| ImageError::Registry(format!("{what}: {e}")))?;
+    Ok(doc
+        .layers
+        .into_iter()
+        .filter(|l| l.media_type == media_type)
+        .collect())
+}
+
 /// The simple-signing layers of a cosign signature manifest.
 pub fn signature_layers(manifest: &[u8]) -> Result<Vec<SignatureLayer>, ImageError> {
-    let doc: ManifestDoc = serde_json::from_slice(manifest)
-        .map_err(|e| ImageError::Registry(format!("signature manifest: {e}")))?;
-    doc.layers
+    layers_of(manifest, "signature manifest", SIMPLE_SIGNING_MEDIA_TYPE)?
         .into_iter()
-        .filter(|l| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE)
         .map(|mut l| {
             Ok(SignatureLayer {
                 digest: Digest::parse(&l.digest)?,
