@@ -161,9 +161,9 @@ pub(crate) async fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
         let ca = a.ca_cert.as_deref();
         let now = vouch_server::unix_now();
         let jwks = match &a.jwks {
-            Some(j) => match fetch(j, ca, Source::Jwks).await? {
-                Ok(t) => Some(t),
-                Err(code) => return Ok(code),
+            Some(j) => match ts::read_source_or_unreachable(j, ca, Source::Jwks).await? {
+                Some(t) => Some(t),
+                None => return Ok(ExitCode::from(3)),
             },
             None if a.allow_signer_time => None,
             None => bail!(
@@ -194,9 +194,9 @@ pub(crate) async fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
             Err(e) => return Ok(refuse(&e, json)),
         };
         if let Some(feed) = &a.revocations {
-            let text = match fetch(feed, ca, Source::Revocations).await? {
-                Ok(t) => t,
-                Err(code) => return Ok(code),
+            let Some(text) = ts::read_source_or_unreachable(feed, ca, Source::Revocations).await?
+            else {
+                return Ok(ExitCode::from(3));
             };
             let max_age = crate::config::parse_duration(&a.max_revocation_age)
                 .context("--max-revocation-age")?;
@@ -259,23 +259,6 @@ pub(crate) async fn run(cmd: ProvenanceCmd, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Ok(refuse(&e.to_string(), json)),
-    }
-}
-
-/// A JWKS or revocation feed from a file or the verifier; `Ok(Err(3))` when the verifier
-/// cannot be reached (the exit code `vouch verify` gives an unreachable JWKS URL).
-async fn fetch(
-    src: &str,
-    ca: Option<&Path>,
-    kind: super::timestamp::Source,
-) -> Result<Result<String, ExitCode>> {
-    match super::timestamp::read_source(src, ca, kind).await {
-        Ok(t) => Ok(Ok(t)),
-        Err(e) if e.is::<super::timestamp::Unreachable>() => {
-            eprintln!("error: {e}");
-            Ok(Err(ExitCode::from(3)))
-        }
-        Err(e) => Err(e),
     }
 }
 

@@ -11,7 +11,7 @@ use vouch_server::unix_now;
 
 use super::shutdown_signal;
 use crate::cli::VerifyArgs;
-use crate::commands::timestamp::Source;
+use crate::commands::timestamp::{Source, read_source_or_unreachable as read_source};
 use crate::output;
 
 /// Read a token argument: literal, file, or `-`.
@@ -28,24 +28,6 @@ fn read_token(arg: &str) -> Result<String> {
         .with_context(|| format!("{arg} is neither a JWT nor a readable file"))?
         .trim()
         .to_string())
-}
-
-/// A JWKS or revocation feed from a file or an `https://` URL of the verifier; `None` (after
-/// saying why) when the URL cannot be fetched, for `vouch verify` to exit 3 as `vouch attest
-/// --ci` does when no verifier answers.
-async fn read_source(
-    src: &str,
-    ca: Option<&std::path::Path>,
-    kind: Source,
-) -> Result<Option<String>> {
-    match crate::commands::timestamp::read_source(src, ca, kind).await {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.is::<crate::commands::timestamp::Unreachable>() => {
-            eprintln!("error: {e}");
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// A `--require CLAIM=TIER` flag.

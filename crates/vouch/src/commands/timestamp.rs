@@ -164,6 +164,24 @@ pub(crate) async fn read_source(src: &str, ca: Option<&Path>, kind: Source) -> R
     Ok(s)
 }
 
+/// [`read_source`] for a command that exits 3 when no verifier answers (`vouch verify`,
+/// `vouch provenance verify`, as `vouch attest --ci`): a URL that cannot be fetched is said on
+/// standard error and given as `None`.
+pub(crate) async fn read_source_or_unreachable(
+    src: &str,
+    ca: Option<&Path>,
+    kind: Source,
+) -> Result<Option<String>> {
+    match read_source(src, ca, kind).await {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.is::<Unreachable>() => {
+            eprintln!("error: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// What [`read_source`] reads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Source {
