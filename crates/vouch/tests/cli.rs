@@ -131,17 +131,25 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
     // The agents attest in a loop until the verifier is killed under them; it is killed once
     // at least 12 attestations were acknowledged (or after 30 s on a very busy machine), so
     // the load does not depend on how fast this machine is.
+    // Each agent's acknowledged count: the verifier is killed only once every agent has had
+    // one (the workload list below names each), so a slow first round cannot leave one out.
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let per_agent: Arc<Vec<std::sync::atomic::AtomicUsize>> =
+        Arc::new((0..agents.len()).map(|_| Default::default()).collect());
     let mut tasks = Vec::new();
-    for mut a in agents {
+    for (i, mut a) in agents.into_iter().enumerate() {
         let acked = acked.clone();
         let killed = killed.clone();
+        let per_agent = per_agent.clone();
         tasks.push(tokio::spawn(async move {
             let mut errors = 0;
             let give_up = Instant::now() + Duration::from_secs(60);
             while Instant::now() < give_up {
                 match a.attest_once().await {
-                    Ok(r) => acked.lock().unwrap().push(r.attestation_id),
+                    Ok(r) => {
+                        acked.lock().unwrap().push(r.attestation_id);
+                        per_agent[i].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     Err(_) => {
                         errors += 1;
                         if killed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -154,7 +162,12 @@ async fn acknowledged_attestations_survive_sigkill_under_load() {
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while acked.lock().unwrap().len() < 12 && Instant::now() < deadline {
+    let every_agent = || {
+        per_agent
+            .iter()
+            .all(|n| n.load(std::sync::atomic::Ordering::SeqCst) > 0)
+    };
+    while (acked.lock().unwrap().len() < 12 || !every_agent()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     killed.store(true, std::sync::atomic::Ordering::SeqCst);
